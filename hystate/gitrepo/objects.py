@@ -1,0 +1,216 @@
+"""Git objects written and read in-process: loose objects, trees rewritten along one path.
+
+A transition changes one blob and the trees above it (root, state dir, year folder). Writing
+those few objects here costs well under a millisecond at 1,000 episodes; starting a git process
+costs ~1.2 ms on its own. Packed objects (after ``git gc``) are read through ``git cat-file``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+from hystate.errors import GitError
+
+FILE_MODE = b"100644"
+TREE_MODE = b"40000"
+EMPTY_TREE = bytes.fromhex("4b825dc642cb6eb9a060e54bf8d69288fbee4904")
+
+
+def object_id(kind: bytes, data: bytes) -> bytes:
+    """Binary SHA-1 of a git object of ``kind`` with content ``data``."""
+    h = hashlib.sha1(b"%s %d\x00" % (kind, len(data)))
+    h.update(data)
+    return h.digest()
+
+
+class Tree:
+    """A parsed tree: entries kept serialized, in git's order, with a name -> position map."""
+
+    __slots__ = ("_items", "_pos")
+
+    def __init__(self, items: list[bytes]) -> None:
+        self._items = items
+        self._pos = {item[item.index(b" ") + 1 : -21]: i for i, item in enumerate(items)}
+
+    @classmethod
+    def parse(cls, data: bytes) -> Tree:
+        items = []
+        pos, end = 0, len(data)
+        find = data.find
+        while pos < end:
+            nul = find(b"\x00", pos)
+            if nul < 0 or nul + 21 > end:
+                raise GitError("corrupt tree object", hint="run `git fsck`")
+            items.append(data[pos : nul + 21])
+            pos = nul + 21
+        return cls(items)
+
+    def get(self, name: bytes) -> tuple[bytes, bytes] | None:
+        """(mode, binary sha) of entry ``name``, or None."""
+        i = self._pos.get(name)
+        if i is None:
+            return None
+        item = self._items[i]
+        return item[: item.index(b" ")], item[-20:]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def serialize(self) -> bytes:
+        return b"".join(self._items)
+
+    def with_changes(self, changes: Mapping[bytes, tuple[bytes, bytes] | None]) -> Tree:
+        """A copy with entries set to (mode, sha), or removed where the value is None."""
+        items = list(self._items)
+        inserts = []
+        removed = False
+        for name, value in changes.items():
+            i = self._pos.get(name)
+            if value is None:
+                if i is not None:
+                    items[i] = b""
+                    removed = True
+                continue
+            item = value[0] + b" " + name + b"\x00" + value[1]
+            if i is None:
+                inserts.append(item)
+            else:
+                items[i] = item
+        if removed:
+            items = [item for item in items if item]
+        if inserts:
+            items.extend(inserts)
+            items.sort(key=_sort_key)
+        return Tree(items)
+
+
+def _sort_key(item: bytes) -> bytes:
+    # git orders a tree's entries by name, comparing a subtree's name as if it ended in "/"
+    space = item.index(b" ")
+    name = item[space + 1 : -21]
+    return name + b"/" if item[:space] == TREE_MODE else name
+
+
+class ObjectStore:
+    """Reads and writes objects of one repository's object database."""
+
+    def __init__(self, objects_dir: Path, worktree: Path) -> None:
+        self.dir = objects_dir
+        self.worktree = worktree
+        self._trees: dict[bytes, Tree] = {}
+
+    def _path(self, sha: bytes) -> Path:
+        hexsha = sha.hex()
+        return self.dir / hexsha[:2] / hexsha[2:]
+
+    def read(self, sha: bytes) -> tuple[bytes, bytes]:
+        """(kind, content) of object ``sha``."""
+        try:
+            with open(self._path(sha), "rb") as fh:
+                raw = zlib.decompress(fh.read())
+        except FileNotFoundError:
+            return self._read_packed(sha)
+        except zlib.error as exc:
+            raise GitError(f"corrupt loose object {sha.hex()}", hint="run `git fsck`") from exc
+        nul = raw.index(b"\x00")
+        kind, _, _size = raw[:nul].partition(b" ")
+        return kind, raw[nul + 1 :]
+
+    def _read_packed(self, sha: bytes) -> tuple[bytes, bytes]:
+        proc = subprocess.run(
+            ["git", "cat-file", "--batch"],
+            input=sha.hex().encode() + b"\n",
+            capture_output=True,
+            cwd=self.worktree,
+            check=False,
+        )
+        header, _, rest = proc.stdout.partition(b"\n")
+        parts = header.split()
+        if proc.returncode != 0 or len(parts) != 3:
+            raise GitError(f"git object {sha.hex()} is missing", hint="run `git fsck`")
+        return parts[1], rest[: int(parts[2])]
+
+    def write(self, kind: bytes, data: bytes) -> bytes:
+        """Store an object (if absent) and return its binary sha."""
+        sha = object_id(kind, data)
+        path = self._path(sha)
+        if path.exists():
+            return sha
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.parent / f"tmp_obj_{os.getpid()}_{path.name[:8]}"
+        body = zlib.compress(b"%s %d\x00" % (kind, len(data)) + data, 1)
+        with open(tmp, "wb") as fh:
+            fh.write(body)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, path)
+        return sha
+
+    def tree(self, sha: bytes) -> Tree:
+        cached = self._trees.get(sha)
+        if cached is not None:
+            return cached
+        if sha == EMPTY_TREE:
+            return Tree([])
+        kind, data = self.read(sha)
+        if kind != b"tree":
+            raise GitError(f"object {sha.hex()} is a {kind.decode()}, not a tree")
+        tree = Tree.parse(data)
+        self._remember(sha, tree)
+        return tree
+
+    def _remember(self, sha: bytes, tree: Tree) -> None:
+        if len(self._trees) > 64:
+            self._trees.clear()
+        self._trees[sha] = tree
+
+    def write_tree(self, tree: Tree) -> bytes:
+        sha = self.write(b"tree", tree.serialize())
+        self._remember(sha, tree)
+        return sha
+
+    def commit_tree(self, commit: bytes) -> bytes:
+        """The root tree sha of ``commit``."""
+        kind, data = self.read(commit)
+        if kind != b"commit" or not data.startswith(b"tree "):
+            raise GitError(f"object {commit.hex()} is not a commit")
+        return bytes.fromhex(data[5:45].decode())
+
+    def lookup(self, root: bytes | None, path: str) -> tuple[bytes, bytes] | None:
+        """(mode, sha) of ``path`` in tree ``root``, or None."""
+        if root is None:
+            return None
+        *dirs, name = path.encode().split(b"/")
+        sha = root
+        for part in dirs:
+            entry = self.tree(sha).get(part)
+            if entry is None or entry[0] != TREE_MODE:
+                return None
+            sha = entry[1]
+        return self.tree(sha).get(name)
+
+    def rewrite(self, root: bytes | None, blobs: Mapping[str, bytes]) -> bytes:
+        """New root tree: ``root`` with each path set to its blob sha (parents made as needed)."""
+        grouped: dict[tuple[bytes, ...], bytes] = {
+            tuple(path.encode().split(b"/")): sha for path, sha in blobs.items()
+        }
+        return self._rewrite(root, grouped)
+
+    def _rewrite(self, sha: bytes | None, changes: dict[tuple[bytes, ...], bytes]) -> bytes:
+        tree = self.tree(sha) if sha is not None else Tree([])
+        direct: dict[bytes, tuple[bytes, bytes] | None] = {}
+        nested: dict[bytes, dict[tuple[bytes, ...], bytes]] = {}
+        for parts, blob in changes.items():
+            if len(parts) == 1:
+                direct[parts[0]] = (FILE_MODE, blob)
+            else:
+                nested.setdefault(parts[0], {})[parts[1:]] = blob
+        for name, sub in nested.items():
+            entry = tree.get(name)
+            base = entry[1] if entry is not None and entry[0] == TREE_MODE else None
+            direct[name] = (TREE_MODE, self._rewrite(base, sub))
+        return self.write_tree(tree.with_changes(direct))

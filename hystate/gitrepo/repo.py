@@ -1,0 +1,225 @@
+"""The git repository holding the state: discovery, identity, state checks, and the commit.
+
+This package is the only place that talks to git. The commit path is plumbing done in-process
+(objects, trees along the changed path, HEAD compare-and-swap, the index entries patched) so a
+transition costs a few milliseconds and never sweeps in anything else the user staged.
+GitPython serves the porcelain-level work where its cost does not matter: creating a
+repository, reading history.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hystate.errors import GitError
+from hystate.gitrepo import index as git_index
+from hystate.gitrepo.objects import ObjectStore
+from hystate.gitrepo.refs import Head, Refs, StaleHead
+
+FALLBACK_NAME = "hystate"
+FALLBACK_EMAIL = "hystate@localhost"
+_IN_PROGRESS = {
+    "MERGE_HEAD": "a merge",
+    "rebase-merge": "a rebase",
+    "rebase-apply": "a rebase or am",
+    "CHERRY_PICK_HEAD": "a cherry-pick",
+    "REVERT_HEAD": "a revert",
+}
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    email: str
+
+    def line(self, when: int | None = None) -> bytes:
+        stamp = int(time.time()) if when is None else when
+        return f"{self.name} <{self.email}> {stamp} +0000".encode()
+
+
+class GitRepo:
+    """A non-bare repository: ``root`` is its work tree."""
+
+    def __init__(self, root: Path, git_dir: Path, common_dir: Path) -> None:
+        self.root = root
+        self.git_dir = git_dir
+        self.common_dir = common_dir
+        self.refs = Refs(git_dir, common_dir)
+        self.objects = ObjectStore(common_dir / "objects", root)
+        self._identity: Identity | None = None
+        self.lock_wait = 10.0
+
+    # -- finding and making repositories ---------------------------------------------------
+
+    @classmethod
+    def discover(cls, start: Path) -> GitRepo:
+        """The repository containing ``start``, found like git does (upwards)."""
+        here = start.resolve()
+        for folder in (here, *here.parents):
+            dotgit = folder / ".git"
+            if dotgit.is_dir():
+                return cls._open(folder, dotgit)
+            if dotgit.is_file():
+                text = dotgit.read_text().strip()
+                if not text.startswith("gitdir: "):
+                    raise GitError(f"{dotgit} is not a gitdir link")
+                return cls._open(folder, (folder / text[8:]).resolve())
+        raise GitError(
+            f"not in a git repository: {start}", hint="run `hystate init` to make one here"
+        )
+
+    @classmethod
+    def _open(cls, root: Path, git_dir: Path) -> GitRepo:
+        common = git_dir
+        commondir = git_dir / "commondir"
+        if commondir.is_file():
+            common = (git_dir / commondir.read_text().strip()).resolve()
+        if (common / "reftable").exists():
+            raise GitError(f"{root}: reftable repositories are not supported")
+        return cls(root, git_dir, common)
+
+    @classmethod
+    def init(cls, path: Path) -> GitRepo:
+        """``git init`` at ``path`` (through GitPython) and open it."""
+        import git  # GitPython; imported here so the everyday commands do not pay for it
+
+        try:
+            git.Repo.init(path)
+        except git.GitCommandError as exc:
+            raise GitError(f"git init failed in {path}: {exc.stderr.strip()}") from exc
+        return cls.discover(path)
+
+    # -- running git -----------------------------------------------------------------------
+
+    def git(self, *args: str, input: bytes | None = None, check: bool = True) -> str:
+        """Run a git command in the work tree; a failure is a GitError with git's message."""
+        proc = subprocess.run(
+            ["git", *args], cwd=self.root, input=input, capture_output=True, check=False
+        )
+        if check and proc.returncode != 0:
+            message = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise GitError(f"git {args[0]} failed: {message[-1] if message else proc.returncode}")
+        return proc.stdout.decode(errors="replace")
+
+    def identity(self) -> Identity:
+        """The repo's git identity (environment, then config), else hystate's own."""
+        if self._identity is None:
+            name = os.environ.get("GIT_COMMITTER_NAME") or os.environ.get("GIT_AUTHOR_NAME")
+            email = os.environ.get("GIT_COMMITTER_EMAIL") or os.environ.get("GIT_AUTHOR_EMAIL")
+            if not (name and email):
+                found = dict(
+                    line.split("\n", 1)
+                    for line in self.git(
+                        "config", "-z", "--get-regexp", r"^user\.(name|email)$", check=False
+                    ).split("\0")
+                    if "\n" in line
+                )
+                name = name or found.get("user.name")
+                email = email or found.get("user.email")
+            self._identity = Identity(
+                _clean_ident(name) or FALLBACK_NAME, _clean_ident(email) or FALLBACK_EMAIL
+            )
+        return self._identity
+
+    # -- state -----------------------------------------------------------------------------
+
+    def check_writable(self) -> None:
+        """Refuse to commit while git is in the middle of something."""
+        for name, what in _IN_PROGRESS.items():
+            if (self.git_dir / name).exists():
+                raise GitError(
+                    f"{self.root} is in the middle of {what}",
+                    hint="finish or abort it first, then run the command again",
+                )
+
+    def head(self) -> Head:
+        return self.refs.head()
+
+    def head_tree(self, head: Head | None = None) -> bytes | None:
+        head = head or self.refs.head()
+        return None if head.sha is None else self.objects.commit_tree(bytes.fromhex(head.sha))
+
+    def head_blob(self, rel: str) -> bytes | None:
+        """Binary sha of ``rel`` in HEAD, or None when HEAD does not have it."""
+        entry = self.objects.lookup(self.head_tree(), rel)
+        return None if entry is None else entry[1]
+
+    def relpath(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()
+
+    # -- the commit ------------------------------------------------------------------------
+
+    def commit(self, files: Mapping[str, bytes], message: str) -> str | None:
+        """One commit setting each repo-relative path to its content; nothing else changes.
+
+        The files must already be written to the work tree with exactly that content.
+        Returns the new commit sha, or None when HEAD already had that content.
+        HEAD moves compare-and-swap: if another process moved it meanwhile, the trees are
+        rebuilt on the new HEAD and the swap tried again.
+        """
+        self.check_writable()
+        blobs = {rel: self.objects.write(b"blob", data) for rel, data in files.items()}
+        patch = git_index.prepare(self.git_dir, self.lock_wait)
+        try:
+            sha = self._commit_head(blobs, message)
+            if sha is not None:
+                self._update_index(patch, blobs)
+                patch = None
+        finally:
+            if patch is not None:
+                patch.release()
+        return sha
+
+    def _commit_head(self, blobs: Mapping[str, bytes], message: str) -> str | None:
+        ident = self.identity().line()
+        subject = message.split("\n", 1)[0]
+        for _ in range(50):
+            head = self.refs.head()
+            base = self.head_tree(head)
+            tree = self.objects.rewrite(base, blobs)
+            if tree == base:
+                return None
+            body = b"tree %s\n" % tree.hex().encode()
+            if head.sha:
+                body += b"parent %s\n" % head.sha.encode()
+            body += b"author %s\ncommitter %s\n\n%s" % (ident, ident, message.encode())
+            sha = self.objects.write(b"commit", body).hex()
+            try:
+                self.refs.update(head, sha, ident, f"commit: {subject}")
+            except StaleHead:
+                continue
+            return sha
+        raise GitError("HEAD kept moving while hystate tried to commit; try again")
+
+    def _update_index(self, patch: git_index.IndexPatch | None, blobs: Mapping[str, bytes]) -> None:
+        updates = [
+            git_index.Update(rel.encode(), sha, os.stat(self.root / rel))
+            for rel, sha in blobs.items()
+        ]
+        found = patch.locate(updates) if patch is not None else None
+        if patch is not None and found is not None:
+            patch.commit(updates, found)
+            return
+        if patch is not None:
+            patch.release()
+        paths: Sequence[str] = list(blobs)
+        self.git("update-index", "--add", "--", *paths)
+
+
+def _clean_ident(value: str | None) -> str | None:
+    # git strips these from identities; a stray "<" or newline would corrupt the commit header
+    if value is None:
+        return None
+    cleaned = "".join(c for c in value if c not in "<>\n\r\0").strip()
+    return cleaned or None
+
+
+def default_worker(pid: int | None = None) -> str:
+    """``host:pid`` of the process doing the work."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"

@@ -1,0 +1,109 @@
+"""JSON Schema validation of episode files and the config, collecting every problem.
+
+The validators are built once per process: a reused ``Draft202012Validator`` costs ~0.3 ms a
+document, ``jsonschema.validate`` re-checks the schema every call (~6 ms).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError
+
+from hystate.errors import Problem
+
+_FORMATS = FormatChecker(formats=())
+
+
+@_FORMATS.checks("date", raises=ValueError)
+def _is_date(value: object) -> bool:
+    return not isinstance(value, str) or dt.date.fromisoformat(value) is not None
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _is_datetime(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    parsed = dt.datetime.fromisoformat(value)
+    if parsed.utcoffset() is None:
+        raise ValueError("timestamp has no UTC offset")
+    return True
+
+
+def schema_dir() -> Path:
+    """The schemas: inside the installed package, or ``schema/`` beside a source checkout."""
+    packaged = Path(str(resources.files("hystate"))) / "schema"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "schema"
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    with open(schema_dir() / f"{name}.schema.json", encoding="utf-8") as fh:
+        schema: dict[str, Any] = json.load(fh)
+    return schema
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(load_schema(name), format_checker=_FORMATS)
+
+
+def json_path(parts: Any) -> str:
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _message(error: ValidationError, schema: dict[str, Any], doc: Any) -> tuple[str, str]:
+    """(JSON path, rule) for one error; invariant rules are named by their description."""
+    schema_path = list(error.absolute_schema_path)
+    if len(schema_path) >= 3 and schema_path[0] == "allOf" and schema_path[2] == "then":
+        rule = schema["allOf"][schema_path[1]]["description"]
+        stage = doc.get("stage") if isinstance(doc, dict) else None
+        field = json_path(error.absolute_path)
+        if error.validator == "required":
+            field = json_path([*error.absolute_path, *error.message.split("'")[1:2]])
+        return field, f"{rule} (stage {stage})"
+    if error.validator == "additionalProperties":
+        return json_path(error.absolute_path), f"unknown field: {error.message}"
+    if error.validator == "enum":
+        allowed = ", ".join(str(v) for v in error.validator_value)
+        return json_path(error.absolute_path), f"{error.instance!r} is not one of: {allowed}"
+    return json_path(error.absolute_path), error.message
+
+
+def schema_problems(name: str, doc: Any, file: str) -> list[Problem]:
+    schema = load_schema(name)
+    errors = sorted(_validator(name).iter_errors(doc), key=lambda e: list(e.absolute_path))
+    problems = []
+    for error in errors:
+        path, message = _message(error, schema, doc)
+        problems.append(Problem(file, path, message))
+    return problems
+
+
+def episode_problems(doc: Any, file: str, *, expect_id: str | None = None) -> list[Problem]:
+    """Every way ``doc`` fails to be a valid episode: schema, invariants, file placement."""
+    problems = schema_problems("episode", doc, file)
+    if not isinstance(doc, dict):
+        return problems
+    history = doc.get("history")
+    if isinstance(history, list) and history and isinstance(history[-1], dict):
+        if history[-1].get("to") != doc.get("stage"):
+            problems.append(
+                Problem(file, "$.stage", "stage differs from the last history entry's 'to'")
+            )
+    if expect_id is not None and doc.get("episode_id") != expect_id:
+        problems.append(
+            Problem(file, "$.episode_id", f"episode_id does not match the file name {expect_id!r}")
+        )
+    return problems
