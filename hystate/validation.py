@@ -73,8 +73,14 @@ def _message(error: ValidationError, schema: dict[str, Any], doc: Any) -> tuple[
         if error.validator == "required":
             field = json_path([*error.absolute_path, *error.message.split("'")[1:2]])
         return field, f"{rule} (stage {stage})"
-    if error.validator == "additionalProperties":
-        return json_path(error.absolute_path), f"unknown field: {error.message}"
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        extra = sorted(str(k) for k in error.instance if k not in known)
+        allowed = ", ".join(known)
+        return (
+            json_path([*error.absolute_path, extra[0]] if extra else error.absolute_path),
+            f"unknown key {', '.join(map(repr, extra))} (known: {allowed})",
+        )
     if error.validator == "enum":
         allowed = ", ".join(str(v) for v in error.validator_value)
         return json_path(error.absolute_path), f"{error.instance!r} is not one of: {allowed}"

@@ -1,0 +1,436 @@
+"""The ``hystate`` command. Everything here is presentation: parsing arguments, printing,
+and turning HystateError into a one-line message and its exit code (in one place,
+``HystateGroup.invoke``). Heavy modules are imported inside the commands that need them, so
+``hystate advance`` does not pay for GitPython or the reporting code."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from hystate.errors import HystateError
+
+if TYPE_CHECKING:
+    from hystate.manager import StateManager, TransitionResult
+    from hystate.model import EpisodeState
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class Options:
+    verbose: bool = False
+    state_dir: str | None = None
+
+    def manager(self, worker: str | None = None, *, cli_worker: bool = True) -> StateManager:
+        from hystate.gitrepo import default_worker
+        from hystate.manager import StateManager
+
+        # The CLI acts for its caller (the pipeline script): that is the worker by default.
+        default = default_worker(os.getppid()) if cli_worker else None
+        return StateManager(self.state_dir, worker=worker or default)
+
+
+class HystateGroup(click.Group):
+    """Maps errors to exit codes: HystateError -> its code, Ctrl-C -> 130, anything
+    unexpected -> 1 with a one-line message (the traceback only with -v)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HystateError as exc:
+            _fail(ctx, f"error: {exc}", exc.exit_code)
+        except (KeyboardInterrupt, click.Abort):
+            _fail(ctx, "interrupted", EXIT_INTERRUPTED)
+        except (click.ClickException, click.exceptions.Exit):
+            raise
+        except OSError as exc:
+            _fail(ctx, f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
+        except Exception as exc:
+            _fail(ctx, f"internal error: {type(exc).__name__}: {exc}", 1)
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
+    opts = ctx.find_object(Options)
+    if opts is not None and opts.verbose:
+        traceback.print_exc()
+    click.echo(f"hystate: {message}", err=True)
+    if opts is None or not opts.verbose:
+        if code == 1 and message.startswith("internal"):
+            click.echo("hystate: run again with -v for the traceback", err=True)
+    ctx.exit(code)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")(f)
+
+
+def worker_option(f: F) -> F:
+    return click.option(
+        "--worker", metavar="NAME", help="Who does the work (default: host:pid of the caller)."
+    )(f)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@click.group(cls=HystateGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and more detail.")
+@click.option(
+    "--state-dir",
+    envvar="HYSTATE_STATE_DIR",
+    metavar="DIR",
+    help="State directory (default: state_directory of hystate.yaml, else processed).",
+)
+@click.version_option(package_name="hystate")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, state_dir: str | None) -> None:
+    """hystate: git-backed state of the Hooting Yard migration.
+
+    One YAML file per episode is the source of truth; every transition is one git commit.
+
+    \b
+    Examples:
+      hystate init
+      hystate discover --from archive-org-search.json
+      hystate advance hy0_hooting_yard_2004-04-14 downloading
+      hystate show hy0_hooting_yard_2004-04-14
+    """
+    ctx.obj = Options(verbose, state_dir)
+
+
+pass_opts = click.make_pass_decorator(Options)
+
+
+@cli.command()
+@pass_opts
+def init(opts: Options) -> None:
+    """Create the state directory (and a git repository if there is none). Safe to repeat.
+
+    \b
+    Example:
+      hystate init
+    """
+    from hystate.errors import GitError
+    from hystate.gitrepo import GitRepo
+
+    try:
+        GitRepo.discover(Path.cwd())
+    except GitError:
+        GitRepo.init(Path.cwd())
+        click.echo(f"initialised a git repository in {Path.cwd()}")
+    manager = opts.manager()
+    sha = manager.ensure_layout()
+    state = manager.rel_state_dir
+    click.echo(f"state directory {state}/ " + (f"set up ({sha[:8]})" if sha else "already set up"))
+
+
+@cli.command()
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="advancedsearch JSON, scrape JSON, JSON array, JSON lines, or CSV.",
+)
+@json_option
+@pass_opts
+def discover(opts: Options, source: Path, as_json: bool) -> None:
+    """Create a file for every new episode in a catalog file (one commit).
+
+    Episodes that already have a file are left alone. A malformed file is rejected whole
+    (exit 5) before anything is written.
+
+    \b
+    Example:
+      hystate discover --from archive-org-search-hooting-yard.json
+    """
+    from hystate.discover import read_records
+
+    records = read_records(source)
+    result = opts.manager(cli_worker=False).discover(records, source=source.name)
+    if as_json:
+        emit_json({"added": result.added, "existing": len(result.existing), "commit": result.commit})
+        return
+    commit = f" in {result.commit[:8]}" if result.commit else ""
+    click.echo(f"discovered {len(result.added)} new episodes{commit}; {len(result.existing)} already known")
+
+
+@cli.command()
+@click.argument("episode_id")
+@click.option("--title", required=True)
+@click.option("--date", required=True, help="Air date, YYYY-MM-DD.")
+@click.option("--archive-identifier", help="archive.org identifier (default: the episode id).")
+@pass_opts
+def add(opts: Options, episode_id: str, title: str, date: str, archive_identifier: str | None) -> None:
+    """Add one episode in stage discovered (one commit).
+
+    \b
+    Example:
+      hystate add hooting-yard-live --title "An Evening of Lugubrious Music" --date 2008-01-01
+    """
+    result = opts.manager(cli_worker=False).add_episode(
+        episode_id, title=title, date=date, archive_identifier=archive_identifier
+    )
+    if result.commit:
+        click.echo(f"{episode_id}: new -> discovered ({result.commit[:8]})")
+    else:
+        click.echo(f"{episode_id} already exists; left alone")
+
+
+@cli.command()
+@click.argument("episode_id")
+@json_option
+@pass_opts
+def show(opts: Options, episode_id: str, as_json: bool) -> None:
+    """Print one episode's file.
+
+    \b
+    Example:
+      hystate show hy0_hooting_yard_2004-04-14 --json
+    """
+    from hystate.model import check_id
+
+    check_id(episode_id)
+    episode = opts.manager().get_episode_state(episode_id)
+    if as_json:
+        emit_json(episode.data)
+    else:
+        from hystate import yamlio
+
+        click.echo(yamlio.dump(episode.data), nl=False)
+
+
+def _print_result(result: TransitionResult, as_json: bool) -> None:
+    episode = result.episode
+    if as_json:
+        emit_json({"episode": episode.data, "commit": result.commit, "changed": result.changed})
+        return
+    if not result.changed:
+        click.echo(f"{episode.episode_id} is already {episode.stage.value}; nothing to do")
+        return
+    old = result.from_stage.value if result.from_stage else "?"
+    click.echo(f"{episode.episode_id}: {old} -> {episode.stage.value} ({(result.commit or '')[:8]})")
+
+
+@cli.command()
+@click.argument("episode_id")
+@click.argument("stage")
+@click.option("-m", "--message", help="Status message (also the commit body).")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Set a field on the way, e.g. files.audio_file=audio/x.mp3 (repeatable).",
+)
+@click.option("--force", is_flag=True, help="Retry a failed episode before its delay has passed.")
+@worker_option
+@json_option
+@pass_opts
+def advance(
+    opts: Options,
+    episode_id: str,
+    stage: str,
+    message: str | None,
+    assignments: tuple[str, ...],
+    force: bool,
+    worker: str | None,
+    as_json: bool,
+) -> None:
+    """Move an episode to STAGE: one commit, or nothing if it is already there.
+
+    \b
+    Examples:
+      hystate advance hy0_hooting_yard_2004-04-14 downloading --worker dl-1
+      hystate advance hy0_hooting_yard_2004-04-14 downloaded \\
+          --set files.audio_file=audio/2004/hy0_hooting_yard_2004-04-14.mp3 \\
+          --set metrics.audio_size=28363609
+    """
+    from hystate.model import ProcessingStage, check_id
+    from hystate.rules import parse_assignment
+
+    check_id(episode_id)
+    target = ProcessingStage.parse(stage)
+    fields = dict(parse_assignment(a) for a in assignments)
+    result = opts.manager(worker).update_state(
+        episode_id, target, message=message, fields=fields, force=force
+    )
+    _print_result(result, as_json)
+
+
+@cli.command()
+@click.argument("episode_id")
+@click.option("--error", "error", required=True, help="What went wrong (one line or more).")
+@click.option(
+    "--traceback",
+    "traceback_file",
+    type=click.File("r"),
+    help="File with the traceback to record ('-' for standard input).",
+)
+@worker_option
+@json_option
+@pass_opts
+def fail(
+    opts: Options,
+    episode_id: str,
+    error: str,
+    traceback_file: Any,
+    worker: str | None,
+    as_json: bool,
+) -> None:
+    """Record a failure of the active stage the episode is in.
+
+    \b
+    Example:
+      hystate fail hy0_hooting_yard_2004-04-14 --error "HTTP 503 from archive.org"
+    """
+    from hystate.model import check_id
+
+    check_id(episode_id)
+    trace = traceback_file.read() if traceback_file else None
+    result = opts.manager(worker).fail(episode_id, error, traceback=trace)
+    _print_result(result, as_json)
+
+
+@cli.command()
+@click.argument("episode_ids", nargs=-1)
+@click.option("--all", "all_failed", is_flag=True, help="Every failed episode.")
+@click.option("--now", is_flag=True, help="Ignore the retry delay.")
+@click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
+@json_option
+@pass_opts
+def retry(
+    opts: Options,
+    episode_ids: tuple[str, ...],
+    all_failed: bool,
+    now: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Send failed episodes back to the stage that failed.
+
+    Only those whose delay (retry_delay, doubled per attempt) has passed, unless --now.
+    Episodes out of attempts go to skipped with the reason.
+
+    \b
+    Examples:
+      hystate retry --all
+      hystate retry hy0_hooting_yard_2004-04-14 --now
+    """
+    if bool(episode_ids) == all_failed:
+        raise click.UsageError("give episode ids or --all (not both)")
+    outcomes = opts.manager(cli_worker=False).retry(
+        None if all_failed else list(episode_ids), now=now, dry_run=dry_run
+    )
+    if as_json:
+        emit_json([o.__dict__ for o in outcomes])
+        return
+    if not outcomes:
+        click.echo("no failed episodes")
+    for o in outcomes:
+        click.echo(f"{o.episode_id}: {o.action}" + (f" ({o.detail})" if o.detail else ""))
+
+
+@cli.command()
+@click.argument("episode_id")
+@click.option("--reason", required=True, help="Why the episode is skipped.")
+@worker_option
+@json_option
+@pass_opts
+def skip(opts: Options, episode_id: str, reason: str, worker: str | None, as_json: bool) -> None:
+    """Take an episode out of the pipeline, with the reason.
+
+    \b
+    Example:
+      hystate skip hooting-yard-live --reason "rebroadcast of 2007-12-27"
+    """
+    from hystate.model import check_id
+
+    check_id(episode_id)
+    _print_result(opts.manager(worker).skip(episode_id, reason), as_json)
+
+
+@cli.command()
+@click.argument("key", required=False)
+@json_option
+@pass_opts
+def config(opts: Options, key: str | None, as_json: bool) -> None:
+    """Show the effective configuration (hystate.yaml plus defaults), or one KEY.
+
+    \b
+    Examples:
+      hystate config
+      hystate config recovery.max_retries.download
+    """
+    from hystate import yamlio
+
+    manager = opts.manager(cli_worker=False)
+    values: Any = manager.config.values
+    if key:
+        try:
+            values = manager.config.get(key)
+        except KeyError:
+            from hystate.errors import UsageError
+
+            raise UsageError(f"unknown config key {key!r}") from None
+    if as_json:
+        emit_json(values)
+    elif isinstance(values, dict):
+        source = manager.config.source or "defaults (no hystate.yaml)"
+        click.echo(f"# from {source}", err=True)
+        click.echo(yamlio.dump({"state_management": values} if not key else values), nl=False)
+    else:
+        click.echo("null" if values is None else values)
+
+
+@cli.command()
+@json_option
+@pass_opts
+def validate(opts: Options, as_json: bool) -> None:
+    """Check every episode file against the schema and the invariants.
+
+    Exit 1 listing file, JSON path and message for every problem.
+
+    \b
+    Example:
+      hystate validate --json
+    """
+    manager = opts.manager(cli_worker=False)
+    problems = manager.validate()
+    count = manager.count_all_episodes()
+    if as_json:
+        emit_json({"files": count, "problems": [p.as_dict() for p in problems]})
+    else:
+        for problem in problems:
+            click.echo(str(problem))
+        files = {p.file for p in problems}
+        summary = f"{count} files checked, {len(files)} with problems ({len(problems)} in all)"
+        click.echo(summary, err=True)
+    if problems:
+        raise click.exceptions.Exit(1)
+
+
+def main() -> None:
+    # SIGTERM unwinds like Ctrl-C, so locks are released and files put back.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        cli.main(prog_name="hystate")
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

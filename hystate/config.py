@@ -1,0 +1,82 @@
+"""``hystate.yaml``: loaded, validated against ``schema/config.schema.json``, defaults filled."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hystate import yamlio
+from hystate.errors import InvalidData
+from hystate.validation import load_schema, schema_problems
+
+CONFIG_FILE = "hystate.yaml"
+ROOT_KEY = "state_management"
+
+
+def _defaults(schema: dict[str, Any]) -> Any:
+    if "properties" in schema:
+        return {key: _defaults(sub) for key, sub in schema["properties"].items()}
+    return copy.deepcopy(schema.get("default"))
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class Config:
+    """The effective settings (defaults + file). ``source`` is the file, when there is one."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    @classmethod
+    def defaults(cls) -> Config:
+        schema = load_schema("config")["properties"][ROOT_KEY]
+        return cls(_defaults(schema))
+
+    @classmethod
+    def load(cls, repo_root: Path) -> Config:
+        path = repo_root / CONFIG_FILE
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            return cls.defaults()
+        return cls.parse(text, path)
+
+    @classmethod
+    def parse(cls, text: bytes, path: Path) -> Config:
+        name = str(path)
+        try:
+            doc = yamlio.load(text)
+        except yamlio.YAMLError as exc:
+            raise InvalidData(f"{name}: line {yamlio.error_line(exc)}: {yamlio.error_text(exc)}")
+        if doc is None:
+            doc = {}
+        problems = schema_problems("config", doc, name)
+        if problems:
+            first = problems[0]
+            key = first.path.removeprefix("$").removeprefix(".") or ROOT_KEY
+            raise InvalidData(f"{name}: {key}: {first.message}", problems)
+        merged = _merge(cls.defaults().values, doc.get(ROOT_KEY) or {})
+        return cls(merged, path)
+
+    def get(self, dotted: str) -> Any:
+        value: Any = self.values
+        for part in dotted.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise KeyError(dotted)
+            value = value[part]
+        return value
+
+    @property
+    def lock_timeout(self) -> float:
+        return float(self.get("locks.timeout"))

@@ -1,0 +1,178 @@
+"""Locks made with ``os.open(O_CREAT | O_EXCL)``: one per episode, one for the commit step.
+
+A lock file holds JSON ``{host, pid, start, acquired_at}``. ``start`` is the owner's process start
+time (from /proc), so a pid reused by another process is not mistaken for the owner. A lock
+whose owner is provably gone (same host; pid dead, or alive with another start time) is broken
+at once; any other busy lock is waited on with backoff up to the timeout, then LockBusy (exit 6).
+Breaking is itself serialized by a short-lived ``.break`` lock, and the stale content is
+re-read under it, so a live lock is never removed by two breakers racing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from hystate.errors import LockBusy
+
+_HOST = socket.gethostname()
+_UNWRITTEN_GRACE = 5.0  # seconds an empty lock file (owner between create and write) is trusted
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return fields[19].decode()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class LockOwner:
+    host: str
+    pid: int
+    start: str | None
+    acquired_at: str
+
+    @classmethod
+    def me(cls) -> LockOwner:
+        pid = os.getpid()
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        return cls(_HOST, pid, process_start(pid), now)
+
+    @classmethod
+    def read(cls, path: Path) -> LockOwner | None:
+        """The owner recorded in ``path``; None if the file is empty or not a lock record."""
+        try:
+            data = json.loads(path.read_bytes())
+            return cls(str(data["host"]), int(data["pid"]), data.get("start"), data["acquired_at"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__).encode()
+
+    def gone(self) -> bool:
+        """True only when the owner provably no longer runs: same host, pid dead or reused."""
+        if self.host != _HOST:
+            return False
+        if not pid_alive(self.pid):
+            return True
+        return self.start is not None and process_start(self.pid) not in (None, self.start)
+
+    def describe(self) -> str:
+        return f"{self.host} pid {self.pid} since {self.acquired_at}"
+
+
+class StateLock:
+    """An exclusive lock file; use as a context manager."""
+
+    def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.held = False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.timeout
+        delay = 0.002
+        while True:
+            if self._try_create():
+                return
+            if self._break_if_stale():
+                continue
+            if time.monotonic() >= deadline:
+                owner = LockOwner.read(self.path)
+                who = owner.describe() if owner else "a process that is still writing it"
+                raise LockBusy(
+                    f"{self.path} is held by {who}; waited {self.timeout:g}s",
+                    hint="try again later; `hystate unlock` removes it if that process is gone",
+                )
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 1.6, 0.25)
+
+    def _try_create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, LockOwner.me().to_json())
+        finally:
+            os.close(fd)
+        self.held = True
+        return True
+
+    def _break_if_stale(self) -> bool:
+        """Remove the lock if its owner is gone. True if it was removed (or vanished)."""
+        if not _is_stale(self.path):
+            return not self.path.exists()
+        breaker = self.path.with_name(self.path.name + ".break")
+        try:
+            fd = os.open(breaker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            with suppress(FileNotFoundError):
+                if time.time() - breaker.stat().st_mtime > _UNWRITTEN_GRACE:
+                    breaker.unlink()  # a breaker died mid-break; breaking takes microseconds
+            return False
+        try:
+            os.close(fd)
+            if _is_stale(self.path):
+                self.path.unlink(missing_ok=True)
+            return True
+        finally:
+            breaker.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> StateLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def _is_stale(path: Path) -> bool:
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    owner = LockOwner.read(path)
+    if owner is None:
+        return age > _UNWRITTEN_GRACE
+    return owner.gone()
+
+
+def lock_status(path: Path) -> tuple[LockOwner | None, bool]:
+    """(owner, stale) of an existing lock file, for ``hystate locks`` and fsck."""
+    return LockOwner.read(path), _is_stale(path)

@@ -1,0 +1,471 @@
+"""``StateManager``: the Python API the pipeline workers call, and what the CLI drives.
+
+Every transition: take the episode's lock, read and validate its file, check the file is what
+HEAD has (a crash or a hand edit left nothing uncommitted), apply the rules, validate the result,
+write it atomically, and commit exactly that file under the repo lock. If the commit fails, the
+file is put back, so nothing is half-done.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hystate.config import Config
+from hystate.discover import Record
+from hystate.errors import (
+    GitError,
+    IllegalTransition,
+    InvalidData,
+    Problem,
+    UnknownEpisode,
+    UsageError,
+)
+from hystate.gitrepo import GitRepo, default_worker
+from hystate.gitrepo.objects import object_id
+from hystate.locks import StateLock
+from hystate.model import (
+    EpisodeState,
+    ProcessingStage,
+    check_id,
+    new_episode,
+    now_utc,
+)
+from hystate.rules import (
+    NEXT_STAGES,
+    Change,
+    ErrorRecovery,
+    NoOp,
+    apply_change,
+    check_message,
+    field_path,
+)
+from hystate.store import GITIGNORE, EpisodeStore, dump, invalid_file
+from hystate.validation import episode_problems
+
+S = ProcessingStage
+REPO_LOCK = "_repo.lock"  # ids start with a letter or digit, so this never names an episode
+
+
+@dataclass(frozen=True)
+class TransitionResult:
+    episode: EpisodeState
+    commit: str | None  # None: nothing changed (a no-op)
+    from_stage: ProcessingStage | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.commit is not None
+
+
+@dataclass(frozen=True)
+class DiscoverResult:
+    added: list[str]
+    existing: list[str]
+    commit: str | None
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    episode_id: str
+    action: str  # retried | skipped | waiting | would-retry | would-skip
+    detail: str = ""
+    commit: str | None = None
+
+
+@dataclass
+class StateManager:
+    """The state of every episode in one state directory of one git repository.
+
+    ``StateManager()`` finds the repository from the current directory (like git) and the state
+    directory from ``hystate.yaml``; ``StateManager("path/to/processed")`` names it directly.
+    """
+
+    state_dir: Path
+    repo: GitRepo
+    config: Config
+    worker: str = field(default_factory=default_worker)
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        config: Config | None = None,
+        worker: str | None = None,
+    ) -> None:
+        here = Path(cwd) if cwd is not None else Path.cwd()
+        if state_dir is None:
+            state_dir = os.environ.get("HYSTATE_STATE_DIR") or None
+        if state_dir is not None:
+            chosen = here / state_dir
+            self.repo = GitRepo.discover(_existing_parent(chosen))
+            self.config = config or Config.load(self.repo.root)
+        else:
+            self.repo = GitRepo.discover(here)
+            self.config = config or Config.load(self.repo.root)
+            chosen = self.repo.root / str(self.config.get("state_directory"))
+        self.state_dir = chosen.resolve()
+        try:
+            self.state_dir.relative_to(self.repo.root)
+        except ValueError:
+            raise UsageError(
+                f"state directory {self.state_dir} is outside the repository {self.repo.root}"
+            ) from None
+        self.store = EpisodeStore(self.state_dir, self.repo.root)
+        self.worker = check_worker(worker) if worker else default_worker()
+        self.recovery = ErrorRecovery(
+            self.config.get("recovery.max_retries"), self.config.get("recovery.retry_delay")
+        )
+        self.repo.lock_wait = self.config.lock_timeout
+
+    # -- locks -----------------------------------------------------------------------------
+
+    def episode_lock(self, episode_id: str) -> StateLock:
+        return StateLock(self.locks_dir / f"{episode_id}.lock", timeout=self.config.lock_timeout)
+
+    def repo_lock(self) -> StateLock:
+        return StateLock(self.locks_dir / REPO_LOCK, timeout=self.config.lock_timeout)
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.state_dir / ".locks"
+
+    # -- setting up ------------------------------------------------------------------------
+
+    def ensure_layout(self) -> str | None:
+        """Create the state directory and its .gitignore (committed). Safe to repeat."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ignore = self.state_dir / ".gitignore"
+        data = GITIGNORE.encode()
+        if ignore.exists() and ignore.read_bytes() == data:
+            return None
+        self.repo.check_writable()
+        with self.repo_lock():
+            self.store.write(ignore, data)
+            rel = self.repo.relpath(ignore)
+            return self.repo.commit({rel: data}, f"hystate: set up {self.rel_state_dir}/\n")
+
+    @property
+    def rel_state_dir(self) -> str:
+        return self.state_dir.relative_to(self.repo.root).as_posix() or "."
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def path_of(self, episode_id: str) -> Path:
+        path = self.store.find(episode_id)
+        if path is None:
+            raise UnknownEpisode(
+                f"no episode {episode_id!r} in {self.rel_state_dir}/",
+                hint="`hystate list` shows the known ids",
+            )
+        return path
+
+    def get_episode_state(self, episode_id: str) -> EpisodeState:
+        return self.store.read(self.path_of(episode_id))[1]
+
+    def iter_episodes(self) -> Iterator[EpisodeState]:
+        """Every episode, validated; a broken file raises InvalidData naming it."""
+        for path in self.store.iter_paths():
+            yield self.store.read(path)[1]
+
+    def get_episodes_by_stage(self, stage: str | ProcessingStage) -> list[EpisodeState]:
+        wanted = S.parse(stage)
+        return [e for e in self.iter_episodes() if e.stage is wanted]
+
+    def get_next_for_processing(self, stage: str | ProcessingStage, limit: int = 1) -> list[EpisodeState]:
+        """Episodes ready to enter ``stage`` (oldest air date first): those in the stage before
+        it, and failed ones whose retry of ``stage`` is due."""
+        target = S.parse(stage)
+        now = datetime.now(UTC)
+        ready = []
+        for episode in self.iter_episodes():
+            if target in NEXT_STAGES[episode.stage]:
+                ready.append(episode)
+            elif episode.stage is S.FAILED and episode.failed_stage is target:
+                if self.recovery.decide(episode).due(now):
+                    ready.append(episode)
+        ready.sort(key=lambda e: (e.date, e.episode_id))
+        return ready[: max(limit, 0)]
+
+    def count_all_episodes(self) -> int:
+        return sum(1 for _ in self.store.iter_paths())
+
+    def count_by_stage(self) -> dict[str, int]:
+        counts = Counter(e.stage.value for e in self.iter_episodes())
+        return {s.value: counts.get(s.value, 0) for s in S}
+
+    def validate(self) -> list[Problem]:
+        """Every problem of every episode file (never stops at the first)."""
+        problems: list[Problem] = []
+        seen: dict[str, Path] = {}
+        for path in self.store.iter_paths():
+            problems.extend(self.store.load(path)[2])
+            if path.stem in seen:
+                problems.append(
+                    Problem(
+                        self.store.name(path),
+                        "$.episode_id",
+                        f"duplicate of {self.store.name(seen[path.stem])}",
+                    )
+                )
+            seen[path.stem] = path
+        return problems
+
+    # -- transitions -----------------------------------------------------------------------
+
+    def update_state(
+        self,
+        episode_id: str,
+        stage: str | ProcessingStage,
+        *,
+        message: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+        worker: str | None = None,
+        force: bool = False,
+    ) -> TransitionResult:
+        """Move an episode to ``stage`` (one commit), or do nothing if it already is there
+        with the same data. ``fields`` sets dotted keys (``{"files.audio_file": "a.mp3"}``);
+        ``force`` lets a retry go before its backoff delay has passed."""
+        target = S.parse(stage)
+        message = check_message(message)
+        actor = check_worker(worker) if worker else self.worker
+
+        def build(episode: EpisodeState) -> Change:
+            if episode.stage is S.FAILED and target is episode.failed_stage:
+                self._check_retry(episode, force)
+            paths = [(field_path(k, episode.data), v) for k, v in (fields or {}).items()]
+            return Change(target, now_utc(), actor, worker=actor, message=message, fields=paths)
+
+        return self._transition(episode_id, build)
+
+    def fail(
+        self,
+        episode_id: str,
+        error: str,
+        *,
+        traceback: str | None = None,
+        worker: str | None = None,
+    ) -> TransitionResult:
+        """Record a failure of the active stage the episode is in."""
+        text = check_message(error, "error")
+        if not text:
+            raise InvalidData("--error must not be empty")
+        actor = check_worker(worker) if worker else self.worker
+        trace = traceback if traceback and traceback.strip() else None
+        return self._transition(
+            episode_id,
+            lambda _: Change(S.FAILED, now_utc(), actor, error=text, traceback=trace),
+        )
+
+    def skip(self, episode_id: str, reason: str, *, worker: str | None = None) -> TransitionResult:
+        text = check_message(reason, "reason")
+        if not text:
+            raise InvalidData("--reason must not be empty")
+        actor = check_worker(worker) if worker else self.worker
+        return self._transition(
+            episode_id, lambda _: Change(S.SKIPPED, now_utc(), actor, message=text)
+        )
+
+    def retry(
+        self, episode_ids: Iterable[str] | None = None, *, now: bool = False, dry_run: bool = False
+    ) -> list[RetryOutcome]:
+        """Send failed episodes back to the stage that failed, when their delay has passed
+        (``now`` ignores the delay); those out of attempts go to skipped with the reason."""
+        if episode_ids is None:
+            targets = [e for e in self.iter_episodes() if e.stage is S.FAILED]
+        else:
+            targets = [self.get_episode_state(check_id(i)) for i in episode_ids]
+            for episode in targets:
+                if episode.stage is not S.FAILED:
+                    raise IllegalTransition(
+                        f"{episode.episode_id} is {episode.stage.value}, not failed: nothing to retry"
+                    )
+        clock = datetime.now(UTC)
+        outcomes = []
+        for episode in targets:
+            decision = self.recovery.decide(episode)
+            eid = episode.episode_id
+            if decision.exhausted:
+                reason = self.recovery.exhausted_reason(episode, decision)
+                if dry_run:
+                    outcomes.append(RetryOutcome(eid, "would-skip", reason))
+                    continue
+                result = self.skip(eid, reason)
+                outcomes.append(RetryOutcome(eid, "skipped", reason, result.commit))
+            elif now or decision.due(clock):
+                detail = f"attempt {decision.attempts + 1} of {decision.max_attempts}"
+                if dry_run:
+                    outcomes.append(RetryOutcome(eid, "would-retry", f"{decision.stage.value}, {detail}"))
+                    continue
+                result = self.update_state(eid, decision.stage, force=True)
+                outcomes.append(RetryOutcome(eid, "retried", f"{decision.stage.value}, {detail}", result.commit))
+            else:
+                due = decision.due_at.isoformat(timespec="seconds") if decision.due_at else "now"
+                outcomes.append(RetryOutcome(eid, "waiting", f"due at {due}"))
+        return outcomes
+
+    def _check_retry(self, episode: EpisodeState, force: bool) -> None:
+        decision = self.recovery.decide(episode)
+        if decision.exhausted:
+            raise IllegalTransition(
+                f"{episode.episode_id}: retries exhausted ({decision.attempts} of "
+                f"{decision.max_attempts}); `hystate retry {episode.episode_id}` marks it skipped"
+            )
+        if not force and not decision.due(datetime.now(UTC)):
+            due = decision.due_at.isoformat(timespec="seconds") if decision.due_at else "now"
+            raise IllegalTransition(
+                f"{episode.episode_id}: retry not due until {due}",
+                hint="wait, or force it with `hystate retry --now`",
+            )
+
+    def _transition(
+        self, episode_id: str, build: Callable[[EpisodeState], Change]
+    ) -> TransitionResult:
+        check_id(episode_id)
+        self.repo.check_writable()
+        with self.episode_lock(episode_id):
+            path = self.path_of(episode_id)
+            raw, episode = self.store.read(path)
+            rel = self.repo.relpath(path)
+            committed = self.repo.head_blob(rel)
+            if committed != object_id(b"blob", raw):
+                raise GitError(
+                    f"{rel} has changes that are not committed",
+                    hint="commit or discard them, or run `hystate fsck --repair`",
+                )
+            change = build(episode)
+            try:
+                doc = apply_change(episode, change)
+            except NoOp:
+                return TransitionResult(episode, None, episode.stage)
+            problems = episode_problems(doc, rel, expect_id=episode_id)
+            if problems:
+                raise _with_set_hint(invalid_file(problems))
+            data = dump(doc)
+            message = commit_message(episode_id, episode.stage.value, change.to.value, change)
+            self.store.write(path, data)
+            try:
+                with self.repo_lock():
+                    sha = self.repo.commit({rel: data}, message)
+            except BaseException:
+                if self.repo.head_blob(rel) == committed:
+                    self.store.write(path, raw)  # the commit did not happen: undo the write
+                raise
+            self._after_commit(sha)
+            return TransitionResult(EpisodeState(doc, rel), sha, episode.stage)
+
+    def _after_commit(self, sha: str | None) -> None:
+        # Plumbing never triggers git's auto-gc; ask for it about once in 256 commits.
+        if sha and sha.startswith("00") and self.config.get("retention.compress_old"):
+            self.repo.git("gc", "--auto", "--quiet", check=False)
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def add_episode(
+        self, episode_id: str, *, title: str, date: str, archive_identifier: str | None = None
+    ) -> DiscoverResult:
+        from hystate.discover import parse_rows
+
+        row = {"identifier": episode_id, "title": title, "date": date}
+        [record] = parse_rows([("--", row)], episode_id)
+        return self.discover([record], archive_identifier=archive_identifier)
+
+    def discover(
+        self,
+        records: Iterable[Record],
+        *,
+        source: str | None = None,
+        archive_identifier: str | None = None,
+    ) -> DiscoverResult:
+        """Create a file for every record that has none (one commit); leave the others alone."""
+        records = list(records)
+        self.repo.check_writable()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        at = now_utc()
+        with self.repo_lock():
+            new: dict[str, tuple[Path, bytes]] = {}
+            existing = []
+            for record in records:
+                if self.store.find(record.identifier) is not None:
+                    existing.append(record.identifier)
+                    continue
+                doc = new_episode(
+                    record.identifier,
+                    title=record.title,
+                    date=record.date,
+                    archive_identifier=archive_identifier,
+                    at=at,
+                    by=self.worker,
+                )
+                path = self.store.path_for(record.identifier, record.date)
+                problems = episode_problems(doc, _rel(self, path), expect_id=record.identifier)
+                if problems:
+                    raise invalid_file(problems)
+                new[_rel(self, path)] = (path, dump(doc))
+            if not new:
+                return DiscoverResult([], existing, None)
+            ids = [p.stem for p, _ in new.values()]
+            message = discover_message(ids, source, self.worker)
+            written: list[Path] = []
+            try:
+                for path, data in new.values():
+                    self.store.write(path, data)
+                    written.append(path)
+                sha = self.repo.commit({rel: data for rel, (_, data) in new.items()}, message)
+            except BaseException:
+                for path in written:
+                    if self.repo.head_blob(_rel(self, path)) is None:
+                        path.unlink(missing_ok=True)
+                raise
+        return DiscoverResult(ids, existing, sha)
+
+
+def _rel(manager: StateManager, path: Path) -> str:
+    return path.relative_to(manager.repo.root).as_posix()
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _with_set_hint(error: InvalidData) -> InvalidData:
+    error.hint = "give the missing or corrected fields with --set FIELD=VALUE"
+    return error
+
+
+def check_worker(name: str) -> str:
+    text = name.strip()
+    if not text or len(text) > 200 or any(c in text for c in "\n\r\0\t") or not text.isprintable():
+        raise UsageError(f"invalid worker name {name[:60]!r}: one printable line, at most 200 characters")
+    return text
+
+
+def trailers(**values: str) -> str:
+    return "\n".join(f"Hystate-{key.replace('_', '-').title()}: {value}" for key, value in values.items())
+
+
+def commit_message(episode_id: str, old: str, new: str, change: Change) -> str:
+    body = change.error or change.message
+    parts = [f"{episode_id}: {old} -> {new}"]
+    if body:
+        parts.append(body)
+    parts.append(trailers(episode=episode_id, **{"from": old}, to=new, worker=change.by))
+    return "\n\n".join(parts) + "\n"
+
+
+def discover_message(ids: list[str], source: str | None, worker: str) -> str:
+    subject = f"discover: {len(ids)} new episode{'s' if len(ids) != 1 else ''}"
+    if len(ids) == 1:
+        subject = f"{ids[0]}: new -> discovered"
+    origin = f"from {source}\n\n" if source else ""
+    listing = "\n".join(ids)
+    tail = trailers(**({"episode": ids[0]} if len(ids) == 1 else {}), to="discovered", worker=worker, count=str(len(ids)))
+    return f"{subject}\n\n{origin}{listing}\n\n{tail}\n"

@@ -1,0 +1,181 @@
+"""The episode: its stages, its file's fixed key order, and a typed view of one file."""
+
+from __future__ import annotations
+
+import copy
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from hystate.errors import UsageError
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class ProcessingStage(StrEnum):
+    DISCOVERED = "discovered"
+    DOWNLOADING = "downloading"
+    DOWNLOADED = "downloaded"
+    CONVERTING = "converting"
+    CONVERTED = "converted"
+    UPLOADING = "uploading"
+    UPLOADED = "uploaded"
+    SCHEDULED = "scheduled"
+    PUBLISHED = "published"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @classmethod
+    def parse(cls, value: str | ProcessingStage) -> ProcessingStage:
+        try:
+            return cls(value)
+        except ValueError:
+            names = ", ".join(s.value for s in cls)
+            raise UsageError(f"unknown stage {value!r} (stages: {names})") from None
+
+    @property
+    def is_active(self) -> bool:
+        return self in ACTIVE_STAGES
+
+
+# Entering an active stage counts an attempt of its kind (the keys of `attempts`).
+ACTIVE_STAGES: dict[ProcessingStage, str] = {
+    ProcessingStage.DOWNLOADING: "download",
+    ProcessingStage.CONVERTING: "conversion",
+    ProcessingStage.UPLOADING: "upload",
+}
+
+TERMINAL_STAGES = (ProcessingStage.PUBLISHED, ProcessingStage.SKIPPED)
+
+
+def check_id(episode_id: str) -> str:
+    """Reject anything that is not a plain episode id before it is used to build a path."""
+    if not isinstance(episode_id, str) or not ID_PATTERN.fullmatch(episode_id):
+        shown = repr(episode_id)[:80]
+        raise UsageError(
+            f"invalid episode id {shown}: ids are 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return episode_id
+
+
+def now_utc() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def new_episode(
+    episode_id: str,
+    *,
+    title: str,
+    date: str,
+    archive_identifier: str | None = None,
+    source_url: str | None = None,
+    at: str,
+    by: str,
+) -> dict[str, Any]:
+    """A freshly discovered episode, in the file's key order."""
+    archive_id = archive_identifier or episode_id
+    return {
+        "episode_id": episode_id,
+        "archive_identifier": archive_id,
+        "date": date,
+        "title": title,
+        "stage": ProcessingStage.DISCOVERED.value,
+        "status_message": None,
+        "last_updated": at,
+        "failed_stage": None,
+        "worker": None,
+        "files": {
+            "source_url": source_url or f"https://archive.org/details/{archive_id}",
+            "audio_file": None,
+            "video_file": None,
+            "transcript_file": None,
+        },
+        "youtube": {
+            "video_id": None,
+            "scheduled_date": None,
+            "published_date": None,
+            "playlist_ids": [],
+        },
+        "metrics": {
+            "audio_duration": None,
+            "audio_size": None,
+            "video_size": None,
+            "processing_time": None,
+        },
+        "attempts": {"download": 0, "conversion": 0, "upload": 0},
+        "error_history": [],
+        "history": [{"at": at, "from": None, "to": ProcessingStage.DISCOVERED.value, "by": by}],
+    }
+
+
+class EpisodeState:
+    """A read-only view of one episode file (``data`` keeps the file's own keys and order)."""
+
+    __slots__ = ("data", "path")
+
+    def __init__(self, data: dict[str, Any], path: str | None = None) -> None:
+        self.data = data
+        self.path = path
+
+    @property
+    def episode_id(self) -> str:
+        return str(self.data["episode_id"])
+
+    @property
+    def stage(self) -> ProcessingStage:
+        return ProcessingStage(self.data["stage"])
+
+    @property
+    def title(self) -> str:
+        return str(self.data["title"])
+
+    @property
+    def date(self) -> str:
+        return str(self.data["date"])
+
+    @property
+    def year(self) -> str:
+        return self.date[:4]
+
+    @property
+    def failed_stage(self) -> ProcessingStage | None:
+        value = self.data.get("failed_stage")
+        return None if value is None else ProcessingStage(value)
+
+    @property
+    def attempts(self) -> dict[str, int]:
+        return dict(self.data["attempts"])
+
+    @property
+    def worker(self) -> str | None:
+        value = self.data.get("worker")
+        return None if value is None else str(value)
+
+    @property
+    def last_updated(self) -> str:
+        return str(self.data["last_updated"])
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.data["history"])
+
+    @property
+    def error_history(self) -> list[dict[str, Any]]:
+        return list(self.data["error_history"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self.data)
+
+    def __repr__(self) -> str:
+        return f"EpisodeState({self.episode_id!r}, stage={self.stage.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EpisodeState) and self.data == other.data
+
+    __hash__ = None  # type: ignore[assignment]

@@ -1,0 +1,237 @@
+"""The transition rules of SPEC section 3, as pure functions over episode documents."""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from hystate import yamlio
+from hystate.errors import IllegalTransition, InvalidData
+from hystate.model import (
+    ACTIVE_STAGES,
+    EpisodeState,
+    ProcessingStage,
+    parse_time,
+)
+
+S = ProcessingStage
+
+NEXT_STAGES: dict[ProcessingStage, tuple[ProcessingStage, ...]] = {
+    S.DISCOVERED: (S.DOWNLOADING, S.SKIPPED),
+    S.DOWNLOADING: (S.DOWNLOADED, S.FAILED),
+    S.DOWNLOADED: (S.CONVERTING, S.SKIPPED),
+    S.CONVERTING: (S.CONVERTED, S.FAILED),
+    S.CONVERTED: (S.UPLOADING, S.SKIPPED),
+    S.UPLOADING: (S.UPLOADED, S.FAILED),
+    S.UPLOADED: (S.SCHEDULED,),
+    S.SCHEDULED: (S.PUBLISHED,),
+    S.FAILED: (),  # back to its failed_stage, or skipped: see allowed_next
+    S.PUBLISHED: (),
+    S.SKIPPED: (),
+}
+
+# Fields `--set` may change: the file's own keys under these objects, plus the title.
+SETTABLE_OBJECTS = ("files", "youtube", "metrics")
+SETTABLE_TOP = ("title",)
+
+_TRAILER_LINE = re.compile(r"^\s*hystate-[a-z-]*\s*:", re.IGNORECASE | re.MULTILINE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def allowed_next(
+    stage: ProcessingStage, failed_stage: ProcessingStage | None = None
+) -> tuple[ProcessingStage, ...]:
+    if stage is S.FAILED:
+        return (failed_stage, S.SKIPPED) if failed_stage else (S.SKIPPED,)
+    return NEXT_STAGES[stage]
+
+
+class StateTransitionValidator:
+    """Which moves are legal."""
+
+    def allowed(self, episode: EpisodeState) -> tuple[ProcessingStage, ...]:
+        return allowed_next(episode.stage, episode.failed_stage)
+
+    def is_valid(
+        self,
+        from_stage: ProcessingStage,
+        to_stage: ProcessingStage,
+        failed_stage: ProcessingStage | None = None,
+    ) -> bool:
+        return to_stage in allowed_next(from_stage, failed_stage)
+
+    def check(self, episode: EpisodeState, to_stage: ProcessingStage) -> None:
+        allowed = self.allowed(episode)
+        if to_stage not in allowed:
+            raise IllegalTransition(
+                f"{episode.episode_id}: cannot move from {episode.stage.value} to "
+                f"{to_stage.value}; {_allowed_text(episode.stage, allowed)}"
+            )
+
+
+def _allowed_text(stage: ProcessingStage, allowed: tuple[ProcessingStage, ...]) -> str:
+    if not allowed:
+        return f"{stage.value} is final"
+    return "allowed next: " + ", ".join(s.value for s in allowed)
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    """Whether a failed episode may go back to its failed stage now."""
+
+    stage: ProcessingStage
+    attempts: int
+    max_attempts: int
+    due_at: datetime | None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.attempts >= self.max_attempts
+
+    def due(self, now: datetime) -> bool:
+        return not self.exhausted and (self.due_at is None or now >= self.due_at)
+
+
+class ErrorRecovery:
+    """Retry budget and backoff: ``retry_delay * 2**(attempts-1)`` after the last failure."""
+
+    def __init__(self, max_retries: dict[str, int], retry_delay: float) -> None:
+        self.max_retries = dict(max_retries)
+        self.retry_delay = float(retry_delay)
+
+    def delay_after(self, attempts: int) -> timedelta:
+        return timedelta(seconds=self.retry_delay * 2 ** max(attempts - 1, 0))
+
+    def decide(self, episode: EpisodeState) -> RetryDecision:
+        stage = episode.failed_stage
+        if episode.stage is not S.FAILED or stage is None:
+            raise IllegalTransition(f"{episode.episode_id} is {episode.stage.value}, not failed")
+        kind = ACTIVE_STAGES[stage]
+        attempts = episode.attempts[kind]
+        errors = episode.error_history
+        due_at = parse_time(errors[-1]["at"]) + self.delay_after(attempts) if errors else None
+        return RetryDecision(stage, attempts, self.max_retries[kind], due_at)
+
+    def exhausted_reason(self, episode: EpisodeState, decision: RetryDecision) -> str:
+        last = episode.error_history[-1]["error"] if episode.error_history else "unknown error"
+        kind = ACTIVE_STAGES[decision.stage]
+        return (
+            f"giving up after {decision.attempts} of {decision.max_attempts} {kind} attempts; "
+            f"last error: {last}"
+        )
+
+
+@dataclass
+class Change:
+    """One transition to apply to an episode document."""
+
+    to: ProcessingStage
+    at: str
+    by: str
+    worker: str | None = None
+    message: str | None = None
+    fields: list[tuple[tuple[str, ...], Any]] = field(default_factory=list)
+    error: str | None = None
+    traceback: str | None = None
+
+
+class NoOp(Exception):
+    """The episode already is in that stage with that data: nothing to do, nothing to commit."""
+
+
+def apply_change(episode: EpisodeState, change: Change) -> dict[str, Any]:
+    """The document after ``change``; raises NoOp or IllegalTransition. Pure: no I/O."""
+    doc = copy.deepcopy(episode.data)
+    current = episode.stage
+    if change.to is current:
+        _set_fields(doc, change.fields)
+        same_worker = not current.is_active or change.worker in (None, episode.worker)
+        if doc == episode.data and same_worker:
+            raise NoOp(episode.episode_id)
+        held = f" by {episode.worker}" if current.is_active and episode.worker else ""
+        raise IllegalTransition(
+            f"{episode.episode_id} is already {current.value}{held}; "
+            f"{_allowed_text(current, allowed_next(current, episode.failed_stage))}"
+        )
+    StateTransitionValidator().check(episode, change.to)
+    _set_fields(doc, change.fields)
+    doc["stage"] = change.to.value
+    doc["status_message"] = change.message
+    doc["last_updated"] = change.at
+    if change.to is S.FAILED:
+        kind = ACTIVE_STAGES[current]
+        doc["failed_stage"] = current.value
+        doc["error_history"].append(
+            {
+                "at": change.at,
+                "stage": current.value,
+                "attempt": doc["attempts"][kind],
+                "error": change.error or change.message or "unknown error",
+                "traceback": change.traceback,
+            }
+        )
+        doc["status_message"] = change.error or change.message
+    elif change.to is not S.SKIPPED:
+        doc["failed_stage"] = None
+    if change.to.is_active:
+        doc["attempts"][ACTIVE_STAGES[change.to]] += 1
+        doc["worker"] = change.worker or change.by
+    doc["history"].append(
+        {"at": change.at, "from": current.value, "to": change.to.value, "by": change.by}
+    )
+    return doc
+
+
+def _set_fields(doc: dict[str, Any], fields: list[tuple[tuple[str, ...], Any]]) -> None:
+    for path, value in fields:
+        target = doc
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+
+
+def field_path(key: str, known: dict[str, Any]) -> tuple[str, ...]:
+    """Check a dotted field name against the settable keys of episode document ``known``."""
+    settable = [*SETTABLE_TOP, *(f"{o}.{k}" for o in SETTABLE_OBJECTS for k in known.get(o, {}))]
+    if key not in settable:
+        raise InvalidData(
+            f"--set {key}: unknown or read-only field (settable: {', '.join(settable)})"
+        )
+    return tuple(key.split("."))
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``files.audio_file=audio/x.mp3`` -> ("files.audio_file", "audio/x.mp3").
+
+    The value is read as a YAML scalar (or a flow list, for ``youtube.playlist_ids``); an empty
+    value clears the field. The schema checks the type when the episode is written.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise InvalidData(f"--set {text!r}: expected FIELD=VALUE, e.g. metrics.audio_size=28363609")
+    try:
+        value = yamlio.load(raw) if raw.strip() else None
+    except yamlio.YAMLError as exc:
+        raise InvalidData(f"--set {key}: value is not valid YAML: {yamlio.error_text(exc)}") from exc
+    if isinstance(value, dict) or (isinstance(value, list) and key != "youtube.playlist_ids"):
+        raise InvalidData(f"--set {key}: expected a single value, got {type(value).__name__}")
+    return key, value
+
+
+def check_message(text: str | None, what: str = "message") -> str | None:
+    """A status message or error goes into the file and the commit body; it may not carry
+    control characters or lines that would read as hystate's own audit trailers."""
+    if text is None:
+        return None
+    if _CONTROL.search(text):
+        raise InvalidData(f"{what} contains control characters")
+    if _TRAILER_LINE.search(text):
+        raise InvalidData(
+            f"{what} has a line that looks like a Hystate- trailer; hystate writes those itself"
+        )
+    text = text.strip()
+    return text or None

@@ -1,0 +1,142 @@
+"""Episode files on disk: where they live, reading them (always validated), writing them
+atomically (temp file, fsync, rename). An episode's path is ``<state_dir>/<year>/<id>.yaml``
+and never changes with its stage."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hystate import yamlio
+from hystate.errors import InvalidData, Problem
+from hystate.model import EpisodeState, check_id
+from hystate.validation import episode_problems
+
+_CONFLICT = re.compile(rb"^(<{7}|={7}|>{7}|\|{7})(\s|$)", re.MULTILINE)
+GITIGNORE = """\
+# hystate: caches, locks, temp files and reports are derived; never commit them
+index.json
+state.db
+state.db-*
+.locks/
+reports/
+.*.tmp
+"""
+
+
+class EpisodeStore:
+    def __init__(self, state_dir: Path, root: Path | None = None) -> None:
+        self.state_dir = state_dir
+        self.root = root  # file names in messages are shown relative to it
+
+    def name(self, path: Path) -> str:
+        if self.root is not None:
+            try:
+                return path.relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return str(path)
+
+    def path_for(self, episode_id: str, date: str) -> Path:
+        check_id(episode_id)
+        year = date[:4]
+        if not (len(year) == 4 and year.isdigit()):
+            raise InvalidData(f"{episode_id}: date {date!r} has no year")
+        return self.state_dir / year / f"{episode_id}.yaml"
+
+    def find(self, episode_id: str) -> Path | None:
+        """The file of ``episode_id`` (its year is not known from the id), or None."""
+        name = f"{check_id(episode_id)}.yaml"
+        hits = [p for p in (d / name for d in self.year_dirs()) if p.is_file()]
+        if len(hits) > 1:
+            shown = ", ".join(str(h) for h in hits)
+            raise InvalidData(f"{episode_id} has more than one file: {shown}")
+        return hits[0] if hits else None
+
+    def year_dirs(self) -> list[Path]:
+        try:
+            entries = os.scandir(self.state_dir)
+        except FileNotFoundError:
+            return []
+        with entries:
+            return sorted(
+                Path(e.path) for e in entries if e.is_dir() and len(e.name) == 4 and e.name.isdigit()
+            )
+
+    def iter_paths(self) -> Iterator[Path]:
+        for year in self.year_dirs():
+            yield from sorted(year.glob("*.yaml"))
+
+    def load(self, path: Path) -> tuple[bytes, Any, list[Problem]]:
+        """(raw bytes, document or None, problems): never raises for bad content."""
+        name = self.name(path)
+        raw = path.read_bytes()
+        doc, problems = parse_content(raw, name)
+        if problems:
+            return raw, None, problems
+        problems = episode_problems(doc, name, expect_id=path.stem)
+        if not problems and doc["date"][:4] != path.parent.name:
+            problems.append(
+                Problem(name, "$.date", f"date {doc['date']} is not in folder {path.parent.name}")
+            )
+        return raw, doc, problems
+
+    def read(self, path: Path) -> tuple[bytes, EpisodeState]:
+        raw, doc, problems = self.load(path)
+        if problems:
+            raise invalid_file(problems)
+        return raw, EpisodeState(doc, self.name(path))
+
+    def write(self, path: Path, data: bytes) -> None:
+        """Atomically replace ``path`` with ``data``: temp file, fsync, rename."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    def temp_files(self) -> list[Path]:
+        return [p for d in self.year_dirs() for p in d.glob(".*.tmp")]
+
+
+def parse_content(raw: bytes, name: str) -> tuple[Any, list[Problem]]:
+    """(document, []) or (None, problems) for what stops a file from being parsed at all:
+    emptiness, conflict markers, bytes that are not UTF-8, bad YAML."""
+    if not raw.strip():
+        return None, [Problem(name, "$", "file is empty")]
+    marker = _CONFLICT.search(raw)
+    if marker:
+        line = raw.count(b"\n", 0, marker.start()) + 1
+        problem = Problem(name, "$", "git conflict marker: resolve the merge conflict first", line)
+        return None, [problem]
+    try:
+        raw.decode("utf-8")
+        return yamlio.load(raw), []
+    except UnicodeDecodeError as exc:
+        return None, [Problem(name, "$", f"not UTF-8 text (byte {exc.start})")]
+    except yamlio.YAMLError as exc:
+        problem = Problem(
+            name, "$", f"invalid YAML: {yamlio.error_text(exc)}", yamlio.error_line(exc)
+        )
+        return None, [problem]
+
+
+def invalid_file(problems: list[Problem]) -> InvalidData:
+    first = problems[0]
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return InvalidData(
+        f"{first}{more}",
+        problems,
+        hint="fix the file by hand, or restore it with `git checkout -- <file>`",
+    )
+
+
+def dump(doc: dict[str, Any]) -> bytes:
+    return yamlio.dump(doc).encode("utf-8")
