@@ -67,8 +67,8 @@ class LockOwner:
         try:
             data = json.loads(path.read_bytes())
             return cls(str(data["host"]), int(data["pid"]), data.get("start"), data["acquired_at"])
-        except (ValueError, KeyError, TypeError):
-            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # gone meanwhile, empty (owner still writing), or not a lock record
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__).encode()

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from hystate.cli import cli
+from hystate.manager import StateManager
+
+HYSTATE = [sys.executable, "-m", "hystate.cli"]
+GIT_ENV_DROP = [
+    "GIT_AUTHOR_NAME",
+    "GIT_AUTHOR_EMAIL",
+    "GIT_COMMITTER_NAME",
+    "GIT_COMMITTER_EMAIL",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "HYSTATE_STATE_DIR",
+]
+
+
+@pytest.fixture(autouse=True)
+def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No global or system git config (so no identity), and a HOME of the test's own."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    for name in GIT_ENV_DROP:
+        monkeypatch.delenv(name, raising=False)
+
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr}")
+    return proc.stdout
+
+
+def commits(repo: Path) -> list[str]:
+    out = git(repo, "rev-list", "HEAD", check=False)
+    return out.split()
+
+
+def files_in(repo: Path, rev: str = "HEAD") -> list[str]:
+    return git(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", "--root", rev).split()
+
+
+def catalog_rows(count: int, start_year: int = 2004) -> list[dict[str, str]]:
+    """An advancedsearch-shaped list of ``count`` episodes spread over the years."""
+    rows = []
+    for i in range(count):
+        year = start_year + i % 16
+        day = f"{year}-{1 + i % 12:02d}-{1 + (i // 12) % 28:02d}"
+        rows.append(
+            {
+                "identifier": f"hy0_hooting_yard_{day}_{i}",
+                "title": f"Hooting Yard On The Air: Episode {i} & \"Friends\"",
+                "date": f"{day}T00:00:00Z",
+            }
+        )
+    return rows
+
+
+def write_search_json(path: Path, rows: list[dict[str, str]]) -> Path:
+    doc = {"responseHeader": {"status": 0}, "response": {"numFound": len(rows), "docs": rows}}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A new git repository with an initialised state directory and 20 discovered episodes."""
+    root = tmp_path / "state-repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    monkeypatch.chdir(root)
+    manager = StateManager(cwd=root, worker="test")
+    manager.ensure_layout()
+    catalog = write_search_json(tmp_path / "catalog.json", catalog_rows(20))
+    from hystate.discover import read_records
+
+    manager.discover(read_records(catalog), source="catalog.json")
+    return root
+
+
+@pytest.fixture
+def manager(repo: Path) -> StateManager:
+    return StateManager(cwd=repo, worker="test-worker")
+
+
+@pytest.fixture
+def episode_id(manager: StateManager) -> str:
+    return sorted(p.stem for p in manager.store.iter_paths())[0]
+
+
+class Cli:
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | None = None) -> Result:
+        old = Path.cwd()
+        os.chdir(self.cwd)
+        try:
+            return self.runner.invoke(cli, list(args), input=input, catch_exceptions=False)
+        finally:
+            os.chdir(old)
+
+
+@pytest.fixture
+def run(repo: Path) -> Iterator[Cli]:
+    yield Cli(repo)
+
+
+def run_hystate(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The real command in a real process."""
+    return subprocess.run(
+        [*HYSTATE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def full_walk(manager: StateManager, episode_id: str) -> None:
+    """Take one episode from discovered to published through the API."""
+    audio = f"audio/{episode_id}.mp3"
+    steps: list[tuple[str, dict[str, object]]] = [
+        ("downloading", {}),
+        ("downloaded", {"files.audio_file": audio, "metrics.audio_size": 28_000_000}),
+        ("converting", {}),
+        ("converted", {"files.video_file": f"video/{episode_id}.mp4"}),
+        ("uploading", {}),
+        ("uploaded", {"youtube.video_id": "dQw4w9WgXcQ"}),
+        ("scheduled", {"youtube.scheduled_date": "2027-01-01T18:00:00+00:00"}),
+        ("published", {"youtube.published_date": "2027-01-01T18:00:05+00:00"}),
+    ]
+    for stage, fields in steps:
+        manager.update_state(episode_id, stage, fields=fields)
