@@ -144,9 +144,10 @@ def init(opts: Options) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="advancedsearch JSON, scrape JSON, JSON array, JSON lines, or CSV.",
 )
+@worker_option
 @json_option
 @pass_opts
-def discover(opts: Options, source: Path, as_json: bool) -> None:
+def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> None:
     """Create a file for every new episode in a catalog file (one commit).
 
     Episodes that already have a file are left alone. A malformed file is rejected whole
@@ -159,7 +160,7 @@ def discover(opts: Options, source: Path, as_json: bool) -> None:
     from hystate.discover import read_records
 
     records = read_records(source)
-    result = opts.manager(cli_worker=False).discover(records, source=source.name)
+    result = opts.manager(worker, cli_worker=False).discover(records, source=source.name)
     if as_json:
         emit_json({"added": result.added, "existing": len(result.existing), "commit": result.commit})
         return
@@ -172,15 +173,23 @@ def discover(opts: Options, source: Path, as_json: bool) -> None:
 @click.option("--title", required=True)
 @click.option("--date", required=True, help="Air date, YYYY-MM-DD.")
 @click.option("--archive-identifier", help="archive.org identifier (default: the episode id).")
+@worker_option
 @pass_opts
-def add(opts: Options, episode_id: str, title: str, date: str, archive_identifier: str | None) -> None:
+def add(
+    opts: Options,
+    episode_id: str,
+    title: str,
+    date: str,
+    archive_identifier: str | None,
+    worker: str | None,
+) -> None:
     """Add one episode in stage discovered (one commit).
 
     \b
     Example:
       hystate add hooting-yard-live --title "An Evening of Lugubrious Music" --date 2008-01-01
     """
-    result = opts.manager(cli_worker=False).add_episode(
+    result = opts.manager(worker, cli_worker=False).add_episode(
         episode_id, title=title, date=date, archive_identifier=archive_identifier
     )
     if result.commit:

@@ -1,0 +1,40 @@
+# hystate — `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DEMO_DIR ?= $(abspath ../hystate-demo)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint bench catalog clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install hystate with its dev tools
+
+demo: install ## Walk episodes of the real catalog through the pipeline in a scratch repo
+	$(BIN)/python -m hystate.demo --dir "$(DEMO_DIR)"
+
+test: install ## Run the test suite
+	$(BIN)/python -m pytest -q
+
+test-fast: install ## Run the tests without the slow concurrency ones
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install ## ruff check, ruff format --check, mypy
+	$(BIN)/ruff check hystate tests bench
+	$(BIN)/ruff format --check hystate tests bench
+	$(BIN)/mypy hystate
+
+bench: install ## Run the benchmarks in bench/ and print their figures
+	$(BIN)/python bench/transitions.py
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
