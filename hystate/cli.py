@@ -52,7 +52,7 @@ class HystateGroup(click.Group):
             _fail(ctx, f"error: {exc}", exc.exit_code)
         except (KeyboardInterrupt, click.Abort):
             _fail(ctx, "interrupted", EXIT_INTERRUPTED)
-        except (click.ClickException, click.exceptions.Exit):
+        except (click.ClickException, click.exceptions.Exit, BrokenPipeError):
             raise
         except OSError as exc:
             _fail(ctx, f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
@@ -418,7 +418,7 @@ def validate(opts: Options, as_json: bool) -> None:
     """
     manager = opts.manager(cli_worker=False)
     problems = manager.validate()
-    count = manager.count_all_episodes()
+    count = sum(1 for _ in manager.store.iter_paths())
     if as_json:
         emit_json({"files": count, "problems": [p.as_dict() for p in problems]})
     else:
@@ -431,14 +431,235 @@ def validate(opts: Options, as_json: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
+def _progress(label: str) -> Callable[[int, int], None] | None:
+    """A progress bar on stderr for long work, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+        if done >= total:
+            bar.__exit__(None, None, None)
+
+    return update
+
+
+def _reader(opts: Options) -> StateManager:
+    """A manager for reading commands: cache notices go to stderr."""
+    manager = opts.manager(cli_worker=False)
+    manager.cache.notice = lambda message: click.echo(f"hystate: {message}", err=True)
+    return manager
+
+
+def _episode_summary(episode: EpisodeState, width: int = 60) -> str:
+    title = episode.title if len(episode.title) <= width else episode.title[: width - 1] + "…"
+    return f"{episode.episode_id:<44} {episode.date}  {episode.stage.value:<11}  {title}"
+
+
+@cli.command(name="list")
+@click.option("--stage", "stages", multiple=True, help="Only this stage (repeatable).")
+@click.option("--year", "years", multiple=True, help="Only this year (repeatable).")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout.")
+@json_option
+@pass_opts
+def list_(opts: Options, stages: tuple[str, ...], years: tuple[str, ...], as_csv: bool, as_json: bool) -> None:
+    """List episodes (oldest air date first).
+
+    \b
+    Examples:
+      hystate list --stage failed
+      hystate list --year 2004 --json
+    """
+    from hystate.model import ProcessingStage
+
+    for stage in stages:
+        ProcessingStage.parse(stage)
+    episodes = _reader(opts).list_episodes(stages, years)
+    if as_json:
+        emit_json([e.data for e in episodes])
+    elif as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["episode_id", "date", "stage", "title", "last_updated", "worker", "attempts_total"])
+        for e in episodes:
+            writer.writerow([e.episode_id, e.date, e.stage.value, e.title, e.last_updated, e.worker or "", sum(e.attempts.values())])
+    else:
+        for e in episodes:
+            click.echo(_episode_summary(e))
+        click.echo(f"{len(episodes)} episodes", err=True)
+
+
+@cli.command()
+@json_option
+@pass_opts
+def status(opts: Options, as_json: bool) -> None:
+    """Counts per stage, completion and the estimated completion date.
+
+    \b
+    Example:
+      hystate status --json
+    """
+    from hystate.summary import generate_summary
+
+    summary = generate_summary(_reader(opts))
+    if as_json:
+        emit_json(summary)
+        return
+    total = summary["total_episodes"]
+    click.echo(f"{total} episodes, {summary['completion_percentage']}% done (published or skipped)")
+    widest = max(summary["progress"].values(), default=0) or 1
+    for stage, count in summary["progress"].items():
+        bar = "█" * round(30 * count / widest) if count else ""
+        click.echo(f"  {stage:<12}{count:>7}  {bar}")
+    throughput = summary["throughput"]
+    if summary["estimated_completion"]:
+        rate = throughput["per_day"]
+        basis = f" ({rate} episodes/day over the last 7 days)" if rate else ""
+        click.echo(f"estimated completion: {summary['estimated_completion']}{basis}")
+    else:
+        click.echo(f"estimated completion: unknown ({throughput.get('note', '')})")
+
+
+@cli.command(name="next")
+@click.argument("stage")
+@click.option("--limit", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--claim", is_flag=True, help="Move them into STAGE now (one commit each).")
+@worker_option
+@json_option
+@pass_opts
+def next_(opts: Options, stage: str, limit: int, claim: bool, worker: str | None, as_json: bool) -> None:
+    """Episodes ready to enter STAGE; with --claim, take them.
+
+    Workers claiming at the same time never get the same episode. Failed episodes whose
+    retry of STAGE is due are included.
+
+    \b
+    Examples:
+      hystate next downloading --limit 5
+      hystate next downloading --limit 2 --claim --worker dl-1 --json
+    """
+    from hystate.model import ProcessingStage
+
+    target = ProcessingStage.parse(stage)
+    if claim:
+        manager = opts.manager(worker)
+        episodes = [r.episode for r in manager.claim_next(target, limit, worker=manager.worker)]
+    else:
+        episodes = _reader(opts).get_next_for_processing(target, limit)
+    if as_json:
+        emit_json([e.data for e in episodes])
+        return
+    for e in episodes:
+        click.echo(_episode_summary(e))
+    if not episodes:
+        click.echo(f"nothing ready for {target.value}", err=True)
+
+
+@cli.command()
+@click.argument("episode_id")
+@json_option
+@pass_opts
+def history(opts: Options, episode_id: str, as_json: bool) -> None:
+    """An episode's transitions joined with the commits that made them.
+
+    \b
+    Example:
+      hystate history hy0_hooting_yard_2004-04-14
+    """
+    from hystate.model import check_id
+
+    rows = opts.manager(cli_worker=False).history(check_id(episode_id))
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        move = f"{row['from'] or '-'} -> {row['to']}" if row["to"] else "(commit without transition)"
+        sha = (row.get("commit") or "uncommitted")[:8]
+        click.echo(f"{row['at']}  {move:<28} {row['by'] or '':<16} {sha}  {row.get('author', '')}")
+
+
+@cli.command()
+@click.option("--since", help="ISO time, e.g. 2026-11-01 or 2026-11-01T12:00:00+00:00.")
+@click.option("--until", help="ISO time.")
+@click.option("--episode", "episode_id", help="Only this episode.")
+@click.option("--follow", is_flag=True, help="Keep printing new events as they happen.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between checks with --follow.")
+@json_option
+@pass_opts
+def log(
+    opts: Options,
+    since: str | None,
+    until: str | None,
+    episode_id: str | None,
+    follow: bool,
+    interval: float,
+    as_json: bool,
+) -> None:
+    """The event stream: one line per transition (JSON lines with --json).
+
+    \b
+    Examples:
+      hystate log --since 2026-11-24 --json
+      hystate log --follow
+    """
+    import time
+
+    manager = _reader(opts)
+    seen: set[tuple[str, str, str]] = set()
+
+    def emit(events: list[dict[str, Any]]) -> None:
+        for event in events:
+            key = (event["episode_id"], event["at"], event["to"])
+            if key in seen:
+                continue
+            seen.add(key)
+            if as_json:
+                click.echo(json.dumps(event, ensure_ascii=False))
+            else:
+                move = f"{event['from'] or '-'} -> {event['to']}"
+                extra = f"  {event['error']}" if event.get("error") else ""
+                click.echo(f"{event['at']}  {event['episode_id']:<40} {move:<26} {event.get('by') or ''}{extra}")
+
+    emit(manager.events(since=since, until=until, episode_id=episode_id))
+    while follow:
+        time.sleep(interval)
+        emit(manager.events(since=since, until=until, episode_id=episode_id))
+        sys.stdout.flush()
+
+
+@cli.command()
+@pass_opts
+def rebuild(opts: Options) -> None:
+    """Rebuild state.db and index.json from the tree (they are caches; nothing is lost).
+
+    \b
+    Example:
+      hystate rebuild
+    """
+    import time
+
+    manager = _reader(opts)
+    started = time.perf_counter()
+    result = manager.refresh(force=True, progress=_progress("rebuilding"))
+    click.echo(f"rebuilt {manager.cache.db_path.name} and index.json from {result.reread} files in {time.perf_counter() - started:.1f}s")
+
+
 def main() -> None:
     # SIGTERM unwinds like Ctrl-C, so locks are released and files put back.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         cli.main(prog_name="hystate")
     except BrokenPipeError:
-        sys.stderr.close()
-        sys.exit(1)
+        # The reader went away (`hystate log | head`): not an error worth a message.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
 
 
 if __name__ == "__main__":

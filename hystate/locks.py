@@ -38,6 +38,16 @@ def process_start(pid: int) -> str | None:
     return fields[19].decode()
 
 
+_STARTS: dict[int, str | None] = {}
+
+
+def _my_start(pid: int) -> str | None:
+    # keyed by pid, so a forked child reads its own
+    if pid not in _STARTS:
+        _STARTS[pid] = process_start(pid)
+    return _STARTS[pid]
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -59,7 +69,7 @@ class LockOwner:
     def me(cls) -> LockOwner:
         pid = os.getpid()
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        return cls(_HOST, pid, process_start(pid), now)
+        return cls(_HOST, pid, _my_start(pid), now)
 
     @classmethod
     def read(cls, path: Path) -> LockOwner | None:

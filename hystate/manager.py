@@ -8,13 +8,13 @@ file is put back, so nothing is half-done.
 
 from __future__ import annotations
 
+import json
 import os
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hystate.config import Config
 from hystate.discover import Record
@@ -22,6 +22,7 @@ from hystate.errors import (
     GitError,
     IllegalTransition,
     InvalidData,
+    LockBusy,
     Problem,
     UnknownEpisode,
     UsageError,
@@ -47,6 +48,9 @@ from hystate.rules import (
 )
 from hystate.store import GITIGNORE, EpisodeStore, dump, invalid_file
 from hystate.validation import episode_problems
+
+if TYPE_CHECKING:
+    from hystate.cache import RefreshResult, StateCache
 
 S = ProcessingStage
 REPO_LOCK = "_repo.lock"  # ids start with a letter or digit, so this never names an episode
@@ -123,11 +127,13 @@ class StateManager:
             self.config.get("recovery.max_retries"), self.config.get("recovery.retry_delay")
         )
         self.repo.lock_wait = self.config.lock_timeout
+        self._cache: StateCache | None = None
 
     # -- locks -----------------------------------------------------------------------------
 
-    def episode_lock(self, episode_id: str) -> StateLock:
-        return StateLock(self.locks_dir / f"{episode_id}.lock", timeout=self.config.lock_timeout)
+    def episode_lock(self, episode_id: str, timeout: float | None = None) -> StateLock:
+        wait = self.config.lock_timeout if timeout is None else timeout
+        return StateLock(self.locks_dir / f"{episode_id}.lock", timeout=wait)
 
     def repo_lock(self) -> StateLock:
         return StateLock(self.locks_dir / REPO_LOCK, timeout=self.config.lock_timeout)
@@ -170,35 +176,150 @@ class StateManager:
         return self.store.read(self.path_of(episode_id))[1]
 
     def iter_episodes(self) -> Iterator[EpisodeState]:
-        """Every episode, validated; a broken file raises InvalidData naming it."""
+        """Every episode read from its file, validated; a broken file raises InvalidData."""
         for path in self.store.iter_paths():
             yield self.store.read(path)[1]
 
-    def get_episodes_by_stage(self, stage: str | ProcessingStage) -> list[EpisodeState]:
-        wanted = S.parse(stage)
-        return [e for e in self.iter_episodes() if e.stage is wanted]
+    # -- the cache -------------------------------------------------------------------------
 
-    def get_next_for_processing(self, stage: str | ProcessingStage, limit: int = 1) -> list[EpisodeState]:
-        """Episodes ready to enter ``stage`` (oldest air date first): those in the stage before
-        it, and failed ones whose retry of ``stage`` is due."""
-        target = S.parse(stage)
-        now = datetime.now(UTC)
-        ready = []
-        for episode in self.iter_episodes():
-            if target in NEXT_STAGES[episode.stage]:
-                ready.append(episode)
-            elif episode.stage is S.FAILED and episode.failed_stage is target:
-                if self.recovery.decide(episode).due(now):
-                    ready.append(episode)
-        ready.sort(key=lambda e: (e.date, e.episode_id))
-        return ready[: max(limit, 0)]
+    @property
+    def cache(self) -> StateCache:
+        if self._cache is None:
+            from hystate.cache import StateCache
+
+            self._cache = StateCache(self.store, self.repo, str(self.config.get("database_file")))
+        return self._cache
+
+    def refresh(self, *, force: bool = False, progress: Callable[[int, int], None] | None = None) -> RefreshResult:
+        """Bring state.db and index.json in line with the tree (re-reading only what changed)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return self.cache.refresh(force=force, progress=progress)
+
+    def _fresh(self) -> StateCache:
+        self.refresh()
+        self.cache.check_problems()
+        return self.cache
+
+    def list_episodes(
+        self, stages: Iterable[str | ProcessingStage] = (), years: Iterable[str] = ()
+    ) -> list[EpisodeState]:
+        """Episodes (oldest air date first), optionally only some stages and years."""
+        wanted = [S.parse(s).value for s in stages]
+        sql, params = "SELECT data, path FROM episode_states WHERE 1=1", []
+        if wanted:
+            sql += f" AND stage IN ({','.join('?' * len(wanted))})"
+            params.extend(wanted)
+        years = list(years)
+        if years:
+            sql += f" AND year IN ({','.join('?' * len(years))})"
+            params.extend(years)
+        rows = self._fresh().query(sql + " ORDER BY date, episode_id", tuple(params))
+        return [EpisodeState(json.loads(row["data"]), row["path"]) for row in rows]
+
+    def get_episodes_by_stage(self, stage: str | ProcessingStage) -> list[EpisodeState]:
+        return self.list_episodes([stage])
 
     def count_all_episodes(self) -> int:
-        return sum(1 for _ in self.store.iter_paths())
+        return int(self._fresh().query("SELECT count(*) FROM episode_states")[0][0])
 
     def count_by_stage(self) -> dict[str, int]:
-        counts = Counter(e.stage.value for e in self.iter_episodes())
+        rows = self._fresh().query("SELECT stage, count(*) FROM episode_states GROUP BY stage")
+        counts = {row[0]: row[1] for row in rows}
         return {s.value: counts.get(s.value, 0) for s in S}
+
+    def get_next_for_processing(
+        self, stage: str | ProcessingStage, limit: int = 1
+    ) -> list[EpisodeState]:
+        """Episodes ready to enter ``stage`` (oldest air date first): those in a stage that
+        leads to it, and failed ones whose retry of ``stage`` is due."""
+        target = S.parse(stage)
+        before = [s.value for s, nexts in NEXT_STAGES.items() if target in nexts]
+        ready = self.list_episodes(before) if before else []
+        if target.is_active:
+            now = datetime.now(UTC)
+            ready += [
+                e
+                for e in self.list_episodes([S.FAILED])
+                if e.failed_stage is target and self.recovery.decide(e).due(now)
+            ]
+            ready.sort(key=lambda e: (e.date, e.episode_id))
+        return ready[: max(limit, 0)]
+
+    def claim_next(
+        self, stage: str | ProcessingStage, limit: int = 1, *, worker: str | None = None
+    ) -> list[TransitionResult]:
+        """Move up to ``limit`` ready episodes into ``stage`` for ``worker``, one commit each.
+        Workers claiming at once never get the same episode: each move is made under the
+        episode's lock against its current file, and a lost race just moves on."""
+        target = S.parse(stage)
+        claimed: list[TransitionResult] = []
+        tried: set[str] = set()
+        while len(claimed) < limit:
+            batch = [
+                e
+                for e in self.get_next_for_processing(target, limit * 2 + len(tried) + 4)
+                if e.episode_id not in tried
+            ]
+            if not batch:
+                break
+            for episode in batch:
+                tried.add(episode.episode_id)
+                try:
+                    result = self.update_state(
+                        episode.episode_id, target, worker=worker, force=True, lock_timeout=0
+                    )
+                except (IllegalTransition, LockBusy):
+                    continue
+                if result.changed:
+                    claimed.append(result)
+                if len(claimed) >= limit:
+                    break
+        return claimed
+
+    def events(
+        self, *, since: str | None = None, until: str | None = None, episode_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The processing log: one event per history entry, oldest first."""
+        sql, params = "SELECT * FROM processing_log WHERE 1=1", []
+        for clause, value in (("timestamp >= ?", since), ("timestamp <= ?", until), ("episode_id = ?", episode_id)):
+            if value is not None:
+                sql += f" AND {clause}"
+                params.append(value)
+        rows = self._fresh().query(sql + " ORDER BY timestamp, id", tuple(params))
+        return [
+            {
+                "at": r["timestamp"],
+                "episode_id": r["episode_id"],
+                "event": r["event"],
+                "from": r["from_stage"],
+                "to": r["to_stage"],
+                "commit": r["commit_sha"],
+                **json.loads(r["details"] or "{}"),
+            }
+            for r in rows
+        ]
+
+    def history(self, episode_id: str) -> list[dict[str, Any]]:
+        """The file's own history joined with the commits that made it: each entry gets the
+        commit's sha, author, time and subject; commits without hystate's trailers (hand
+        edits) appear as their own rows."""
+        path = self.path_of(check_id(episode_id))
+        episode = self.store.read(path)[1]
+        commits = self.repo.file_log(self.repo.relpath(path))
+        rows: list[dict[str, Any]] = []
+        pending = list(commits)
+        for entry in episode.history:
+            row = dict(entry)
+            for i, commit in enumerate(pending):
+                to = commit.trailers.get("Hystate-To")
+                if to == entry["to"] and commit.trailers.get("Hystate-From") in (entry["from"], None):
+                    rows.extend(_commit_row(c) for c in pending[:i])  # hand edits before it
+                    row.update(_commit_fields(commit))
+                    del pending[: i + 1]
+                    break
+            rows.append(row)
+        rows.extend(_commit_row(c) for c in pending)
+        return rows
 
     def validate(self) -> list[Problem]:
         """Every problem of every episode file (never stops at the first)."""
@@ -228,6 +349,7 @@ class StateManager:
         fields: Mapping[str, Any] | None = None,
         worker: str | None = None,
         force: bool = False,
+        lock_timeout: float | None = None,
     ) -> TransitionResult:
         """Move an episode to ``stage`` (one commit), or do nothing if it already is there
         with the same data. ``fields`` sets dotted keys (``{"files.audio_file": "a.mp3"}``);
@@ -242,7 +364,7 @@ class StateManager:
             paths = [(field_path(k, episode.data), v) for k, v in (fields or {}).items()]
             return Change(target, now_utc(), actor, worker=actor, message=message, fields=paths)
 
-        return self._transition(episode_id, build)
+        return self._transition(episode_id, build, lock_timeout)
 
     def fail(
         self,
@@ -325,11 +447,14 @@ class StateManager:
             )
 
     def _transition(
-        self, episode_id: str, build: Callable[[EpisodeState], Change]
+        self,
+        episode_id: str,
+        build: Callable[[EpisodeState], Change],
+        lock_timeout: float | None = None,
     ) -> TransitionResult:
         check_id(episode_id)
         self.repo.check_writable()
-        with self.episode_lock(episode_id):
+        with self.episode_lock(episode_id, lock_timeout):
             path = self.path_of(episode_id)
             raw, episode = self.store.read(path)
             rel = self.repo.relpath(path)
@@ -424,6 +549,20 @@ class StateManager:
                         path.unlink(missing_ok=True)
                 raise
         return DiscoverResult(ids, existing, sha)
+
+
+def _commit_fields(commit: Any) -> dict[str, Any]:
+    return {
+        "commit": commit.sha,
+        "author": f"{commit.author} <{commit.email}>",
+        "committed_at": commit.time,
+        "subject": commit.subject,
+    }
+
+
+def _commit_row(commit: Any) -> dict[str, Any]:
+    """A commit that touched the file without being one of its transitions."""
+    return {"at": commit.time, "from": None, "to": None, "by": None, **_commit_fields(commit)}
 
 
 def _rel(manager: StateManager, path: Path) -> str:

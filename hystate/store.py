@@ -49,12 +49,11 @@ class EpisodeStore:
 
     def find(self, episode_id: str) -> Path | None:
         """The file of ``episode_id`` (its year is not known from the id), or None."""
-        name = f"{check_id(episode_id)}.yaml"
-        hits = [p for p in (d / name for d in self.year_dirs()) if p.is_file()]
+        name = f"/{check_id(episode_id)}.yaml"
+        hits = [d + name for d in map(str, self.year_dirs()) if os.path.isfile(d + name)]
         if len(hits) > 1:
-            shown = ", ".join(str(h) for h in hits)
-            raise InvalidData(f"{episode_id} has more than one file: {shown}")
-        return hits[0] if hits else None
+            raise InvalidData(f"{episode_id} has more than one file: {', '.join(hits)}")
+        return Path(hits[0]) if hits else None
 
     def year_dirs(self) -> list[Path]:
         try:

@@ -1,7 +1,10 @@
 """JSON Schema validation of episode files and the config, collecting every problem.
 
-The validators are built once per process: a reused ``Draft202012Validator`` costs ~0.3 ms a
-document, ``jsonschema.validate`` re-checks the schema every call (~6 ms).
+Two validators over the same schema files: ``jsonschema-rs`` (compiled, ~3 us a document)
+answers "valid or not" for every read and write; ``jsonschema`` (the reference, ~550 us) is
+asked only when a document is invalid, to name every problem with its JSON path and rule. A
+property test checks that the two agree. At 100,000 episodes this is the difference between a
+cache rebuild of seconds and one of a minute.
 """
 
 from __future__ import annotations
@@ -13,20 +16,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING
 
 from hystate.errors import Problem
 
-_FORMATS = FormatChecker(formats=())
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator, FormatChecker
+    from jsonschema.exceptions import ValidationError
 
 
-@_FORMATS.checks("date", raises=ValueError)
 def _is_date(value: object) -> bool:
     return not isinstance(value, str) or dt.date.fromisoformat(value) is not None
 
 
-@_FORMATS.checks("date-time", raises=ValueError)
 def _is_datetime(value: object) -> bool:
     if not isinstance(value, str):
         return True
@@ -34,6 +36,16 @@ def _is_datetime(value: object) -> bool:
     if parsed.utcoffset() is None:
         raise ValueError("timestamp has no UTC offset")
     return True
+
+
+@cache
+def _formats() -> FormatChecker:
+    from jsonschema import FormatChecker
+
+    checker = FormatChecker(formats=())
+    checker.checks("date", raises=ValueError)(_is_date)
+    checker.checks("date-time", raises=ValueError)(_is_datetime)
+    return checker
 
 
 def schema_dir() -> Path:
@@ -53,7 +65,40 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @cache
 def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(load_schema(name), format_checker=_FORMATS)
+    from jsonschema import Draft202012Validator
+
+    schema = load_schema(name)
+    # Local "$ref"s are inlined for speed: resolving them costs ~0.3 ms a document.
+    inlined = _inline(schema, schema.get("$defs", {}))
+    return Draft202012Validator(inlined, format_checker=_formats())
+
+
+@cache
+def _fast_validator(name: str) -> Any:
+    try:
+        import jsonschema_rs
+    except ImportError:  # pragma: no cover - no wheel for this platform
+        return None
+    return jsonschema_rs.validator_for(load_schema(name), validate_formats=True)
+
+
+def is_valid(name: str, doc: Any) -> bool:
+    """Whether ``doc`` satisfies schema ``name``: the fast validator when present."""
+    fast = _fast_validator(name)
+    if fast is not None:
+        return bool(fast.is_valid(doc))
+    return bool(_validator(name).is_valid(doc))
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if len(node) == 1 and isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: _inline(value, defs) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(value, defs) for value in node]
+    return node
 
 
 def json_path(parts: Any) -> str:
@@ -88,6 +133,9 @@ def _message(error: ValidationError, schema: dict[str, Any], doc: Any) -> tuple[
 
 
 def schema_problems(name: str, doc: Any, file: str) -> list[Problem]:
+    """Every schema violation of ``doc`` (none when the fast validator accepts it)."""
+    if is_valid(name, doc):
+        return []
     schema = load_schema(name)
     errors = sorted(_validator(name).iter_errors(doc), key=lambda e: list(e.absolute_path))
     problems = []

@@ -138,3 +138,47 @@ def test_atomic_write_leaves_no_temp_file(tmp_path: Path) -> None:
     store.write(path, b"a: 2\n")
     assert path.read_bytes() == b"a: 2\n"
     assert store.temp_files() == []
+
+
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-5, max_value=10**12),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(
+        ["", "x", "downloaded", "failed", "2004-04-14", "2004-02-30", "2026-01-01T00:00:00+00:00",
+         "2026-01-01T00:00:00", "2026-01-01T00:00:00Z", "abc DEF", "a/b", "uploading"]
+    ),
+    st.lists(st.sampled_from(["PL1", "bad id", ""]), max_size=3),
+    st.just({}),
+)  # fmt: skip
+
+
+def _leaf_paths(doc: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    if isinstance(doc, dict):
+        return [p for k, v in doc.items() for p in _leaf_paths(v, (*prefix, k))] + [prefix]
+    if isinstance(doc, list):
+        return [p for i, v in enumerate(doc) for p in _leaf_paths(v, (*prefix, i))] + [prefix]
+    return [prefix]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_fast_and_reference_validators_agree(data: st.DataObject) -> None:
+    """jsonschema-rs gates every read and write; jsonschema names the problems. They must
+    agree on what is valid, or a problem could go unreported."""
+    from hystate import validation
+
+    doc = new_episode("ep", title="t", date="2004-04-14", at="2026-01-01T00:00:00+00:00", by="t")
+    doc["history"].append({"at": "2026-01-01T00:00:01Z", "from": "discovered", "to": "downloading", "by": "w"})
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        path = data.draw(st.sampled_from([p for p in _leaf_paths(doc) if p]))
+        target = doc
+        for part in path[:-1]:
+            target = target[part]  # type: ignore[index]
+        target[path[-1]] = data.draw(values)  # type: ignore[index]
+    if data.draw(st.booleans()):
+        doc["stage"] = data.draw(st.sampled_from(["downloaded", "failed", "published", "skipped", "uploading"]))
+    fast = validation.is_valid("episode", doc)
+    reference = not list(validation._validator("episode").iter_errors(doc))
+    assert fast == reference

@@ -61,6 +61,10 @@ class Tree:
     def __len__(self) -> int:
         return len(self._items)
 
+    def entries(self) -> dict[bytes, bytes]:
+        """name -> the entry's mode and sha, as one bytes value (cheap to compare)."""
+        return {item[item.index(b" ") + 1 : -21]: item[: item.index(b" ")] + item[-20:] for item in self._items}
+
     def serialize(self) -> bytes:
         return b"".join(self._items)
 
@@ -103,10 +107,12 @@ class ObjectStore:
         self.dir = objects_dir
         self.worktree = worktree
         self._trees: dict[bytes, Tree] = {}
+        self._commit_trees: dict[bytes, bytes] = {}
+        self._prefix = str(objects_dir)
 
-    def _path(self, sha: bytes) -> Path:
+    def _path(self, sha: bytes) -> str:
         hexsha = sha.hex()
-        return self.dir / hexsha[:2] / hexsha[2:]
+        return f"{self._prefix}/{hexsha[:2]}/{hexsha[2:]}"
 
     def read(self, sha: bytes) -> tuple[bytes, bytes]:
         """(kind, content) of object ``sha``."""
@@ -139,14 +145,21 @@ class ObjectStore:
         """Store an object (if absent) and return its binary sha."""
         sha = object_id(kind, data)
         path = self._path(sha)
-        if path.exists():
+        if os.path.exists(path):
             return sha
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.parent / f"tmp_obj_{os.getpid()}_{path.name[:8]}"
+        folder = path[:-38]  # ".../objects/ab/"
+        tmp = f"{folder}tmp_obj_{os.getpid()}_{path[-38:-30]}"
         body = zlib.compress(b"%s %d\x00" % (kind, len(data)) + data, 1)
-        with open(tmp, "wb") as fh:
-            fh.write(body)
-        os.chmod(tmp, 0o444)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            fd = os.open(tmp, flags, 0o444)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(tmp, flags, 0o444)
+        try:
+            os.write(fd, body)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
         return sha
 
@@ -175,10 +188,19 @@ class ObjectStore:
 
     def commit_tree(self, commit: bytes) -> bytes:
         """The root tree sha of ``commit``."""
-        kind, data = self.read(commit)
-        if kind != b"commit" or not data.startswith(b"tree "):
-            raise GitError(f"object {commit.hex()} is not a commit")
-        return bytes.fromhex(data[5:45].decode())
+        tree = self._commit_trees.get(commit)
+        if tree is None:
+            kind, data = self.read(commit)
+            if kind != b"commit" or not data.startswith(b"tree "):
+                raise GitError(f"object {commit.hex()} is not a commit")
+            tree = self.remember_commit(commit, bytes.fromhex(data[5:45].decode()))
+        return tree
+
+    def remember_commit(self, commit: bytes, tree: bytes) -> bytes:
+        if len(self._commit_trees) > 256:
+            self._commit_trees.clear()
+        self._commit_trees[commit] = tree
+        return tree
 
     def lookup(self, root: bytes | None, path: str) -> tuple[bytes, bytes] | None:
         """(mode, sha) of ``path`` in tree ``root``, or None."""
@@ -192,6 +214,34 @@ class ObjectStore:
                 return None
             sha = entry[1]
         return self.tree(sha).get(name)
+
+    def diff(self, old: bytes | None, new: bytes | None, prefix: str = "") -> list[str]:
+        """Paths of the blobs that differ between trees ``old`` and ``new`` (either may be
+        None). Only subtrees whose shas differ are read, so one changed file costs the trees
+        along its path, whatever the size of the rest."""
+        if old == new:
+            return []
+        a = self.tree(old).entries() if old is not None else {}
+        b = self.tree(new).entries() if new is not None else {}
+        changed = []
+        for name in a.keys() | b.keys():
+            x, y = a.get(name), b.get(name)
+            if x == y:
+                continue
+            path = prefix + name.decode("utf-8", "surrogateescape")
+            x_tree = x[:-20] if x is not None and x[:-20] == TREE_MODE else None
+            y_tree = y[:-20] if y is not None and y[:-20] == TREE_MODE else None
+            if x_tree or y_tree:
+                changed.extend(
+                    self.diff(
+                        x[-20:] if x_tree and x is not None else None,
+                        y[-20:] if y_tree and y is not None else None,
+                        path + "/",
+                    )
+                )
+            if (x is not None and not x_tree) or (y is not None and not y_tree):
+                changed.append(path)
+        return changed
 
     def rewrite(self, root: bytes | None, blobs: Mapping[str, bytes]) -> bytes:
         """New root tree: ``root`` with each path set to its blob sha (parents made as needed)."""

@@ -77,8 +77,9 @@ class Refs:
         try:
             if self.head() != head:
                 raise StaleHead(target)
+            # No fsync, as git does by default: the episode file (fsynced) is the source of
+            # truth, and `hystate fsck --repair` commits a file that a power cut left ahead.
             os.write(fd, new.encode() + b"\n")
-            os.fsync(fd)
             os.close(fd)
             fd = -1
             os.replace(lock, path)

@@ -76,6 +76,7 @@ class GitRepo:
 
     @classmethod
     def _open(cls, root: Path, git_dir: Path) -> GitRepo:
+        root = root.resolve()
         common = git_dir
         commondir = git_dir / "commondir"
         if commondir.is_file():
@@ -150,8 +151,77 @@ class GitRepo:
         entry = self.objects.lookup(self.head_tree(), rel)
         return None if entry is None else entry[1]
 
+    def subtree(self, rel_dir: str, head: Head | None = None) -> bytes | None:
+        """Sha of folder ``rel_dir`` in HEAD's tree (None if HEAD or the folder is missing)."""
+        root = self.head_tree(head)
+        if root is None or rel_dir in ("", "."):
+            return root
+        entry = self.objects.lookup(root, rel_dir)
+        return None if entry is None or entry[0] != b"40000" else entry[1]
+
+    def dirty_paths(self, rel_dir: str) -> list[str]:
+        """Files under ``rel_dir`` whose work-tree state differs from HEAD (modified, added,
+        deleted or untracked), as git status sees them; without taking git's locks."""
+        out = self.git(
+            "--no-optional-locks",
+            "status",
+            "--porcelain=v1",
+            "-z",
+            "--untracked-files=all",
+            "--no-renames",
+            "--ignored=no",
+            "--",
+            rel_dir,
+        )
+        return sorted({entry[3:] for entry in out.split("\0") if len(entry) > 3})
+
+    def transition_commits(self, since: str | None) -> list[tuple[str, str, str | None, str]]:
+        """(sha, episode, from, to) of hystate's commits after ``since`` (all when None),
+        oldest first, read from the audit trailers; a discovery batch names each episode."""
+        if self.refs.head().sha is None:
+            return []
+        fields = ["%H", *(f"%(trailers:key=Hystate-{k},valueonly,separator=)" for k in ("Episode", "From", "To")), "%b"]
+        rev = f"{since}..HEAD" if since else "HEAD"
+        out = self.git("log", "--reverse", f"--format={'%x1f'.join(fields)}%x1e", rev, check=False)
+        found = []
+        for record in out.split("\x1e"):
+            parts = record.strip("\n").split("\x1f")
+            if len(parts) != 5 or not parts[3]:
+                continue
+            sha, episode, old, new, body = parts
+            if episode:
+                found.append((sha, episode, old or None, new))
+            elif new == "discovered":
+                ids = [line for line in body.splitlines() if line and ":" not in line and " " not in line]
+                found.extend((sha, eid, None, new) for eid in ids)
+        return found
+
+    def file_log(self, rel: str) -> list[CommitInfo]:
+        """Every commit that touched ``rel``, oldest first (through GitPython)."""
+        import git  # GitPython
+
+        if self.refs.head().sha is None:
+            return []
+        repo = git.Repo(self.root)
+        try:
+            commits = list(repo.iter_commits("HEAD", paths=rel))
+        finally:
+            repo.close()
+        return [
+            CommitInfo(
+                c.hexsha,
+                c.author.name or "",
+                c.author.email or "",
+                c.authored_datetime.isoformat(),
+                c.summary if isinstance(c.summary, str) else c.summary.decode(),
+                {k: v for k, v in _trailers(c.message)},
+            )
+            for c in reversed(commits)
+        ]
+
     def relpath(self, path: Path) -> str:
-        return path.resolve().relative_to(self.root).as_posix()
+        """``path`` (absolute, under the resolved work tree) relative to the repo root."""
+        return path.relative_to(self.root).as_posix()
 
     # -- the commit ------------------------------------------------------------------------
 
@@ -189,7 +259,9 @@ class GitRepo:
             if head.sha:
                 body += b"parent %s\n" % head.sha.encode()
             body += b"author %s\ncommitter %s\n\n%s" % (ident, ident, message.encode())
-            sha = self.objects.write(b"commit", body).hex()
+            commit = self.objects.write(b"commit", body)
+            self.objects.remember_commit(commit, tree)
+            sha = commit.hex()
             try:
                 self.refs.update(head, sha, ident, f"commit: {subject}")
             except StaleHead:
@@ -210,6 +282,27 @@ class GitRepo:
             patch.release()
         paths: Sequence[str] = list(blobs)
         self.git("update-index", "--add", "--", *paths)
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    author: str
+    email: str
+    time: str
+    subject: str
+    trailers: dict[str, str]
+
+
+def _trailers(message: str | bytes) -> list[tuple[str, str]]:
+    text = message if isinstance(message, str) else message.decode(errors="replace")
+    last = text.strip().rsplit("\n\n", 1)[-1]
+    pairs = []
+    for line in last.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key.startswith("Hystate-"):
+            pairs.append((key, value.strip()))
+    return pairs
 
 
 def _clean_ident(value: str | None) -> str | None:

@@ -1,0 +1,207 @@
+"""Cost of one transition through the Python API vs the naive git loop, same run, same repos.
+
+For each size, two identical state repositories are built (one commit of N episode files,
+spread over 20 year folders, as `hystate init` configures them). Then the same transitions
+(discovered -> downloading of distinct episodes) are made:
+  - hystate: ``StateManager.update_state`` (validate, atomic write, in-process commit);
+  - naive:   the same file write, then ``git add <file> && git commit -- <file>``.
+A staged change of the user is present in both repos throughout, to catch sweeping.
+Prints per-transition medians and the ratios; ``--json`` writes them for docs/BENCHMARKS.md.
+
+    python bench/transitions.py                 # 1,000 and 100,000 episodes
+    python bench/transitions.py --sizes 1000    # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hystate.manager import StateManager  # noqa: E402
+from hystate.model import EpisodeState, ProcessingStage, new_episode, now_utc  # noqa: E402
+from hystate.rules import Change, apply_change  # noqa: E402
+from hystate.store import GITIGNORE, EpisodeStore, dump  # noqa: E402
+
+IDENT = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@localhost",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@localhost",
+}
+YEARS = 20
+
+
+def git(root: Path, *args: str) -> str:
+    env = {**os.environ, **IDENT}
+    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, env=env, check=True)
+    return proc.stdout
+
+
+def episode_ids(n: int) -> list[str]:
+    return [f"hy0_hooting_yard_{2004 + i % YEARS}-{1 + i % 12:02d}-{i:06d}" for i in range(n)]
+
+
+def build_repo(root: Path, n: int, extra_config: list[tuple[str, str]]) -> None:
+    root.mkdir(parents=True)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "index.recordEndOfIndexEntries", "true")  # as `hystate init` sets it
+    for key, value in extra_config:
+        git(root, "config", key, value)
+    state = root / "processed"
+    state.mkdir()
+    (state / ".gitignore").write_text(GITIGNORE)
+    at = now_utc()
+    for eid in episode_ids(n):
+        year = eid[17:21]
+        doc = new_episode(eid, title=f"Hooting Yard On The Air: {eid}", date=f"{year}-01-01", at=at, by="bench")
+        folder = state / year
+        folder.mkdir(exist_ok=True)
+        (folder / f"{eid}.yaml").write_bytes(dump(doc))
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", f"{n} episodes")
+    (root / "user-notes.txt").write_text("a staged change of the user\n")
+    git(root, "add", "user-notes.txt")
+
+
+def hystate_step(manager: StateManager, eid: str) -> float:
+    started = time.perf_counter()
+    manager.update_state(eid, "downloading")
+    return time.perf_counter() - started
+
+
+def naive_step(root: Path, store: EpisodeStore, eid: str) -> float:
+    """The same read, validation and atomic write, then `git add f && git commit -- f`."""
+    env = {**os.environ, **IDENT}
+    started = time.perf_counter()
+    path = store.find(eid)
+    assert path is not None
+    _, episode = store.read(path)
+    change = Change(ProcessingStage.DOWNLOADING, now_utc(), "bench", worker="bench")
+    store.write(path, dump(apply_change(episode, change)))
+    rel = path.relative_to(root).as_posix()
+    subprocess.run(["git", "add", rel], cwd=root, check=True, env=env)
+    message = f"{eid}: discovered -> downloading"
+    subprocess.run(["git", "commit", "-q", "-m", message, "--", rel], cwd=root, check=True, env=env)
+    return time.perf_counter() - started
+
+
+def interleaved(ours: Path, naive: Path, ids: list[str]) -> tuple[list[float], list[float]]:
+    """Alternate the two approaches so both see the same (noisy) disk and CPU."""
+    manager = StateManager(cwd=ours, worker="bench")
+    store = EpisodeStore(naive / "processed", naive)
+    t_ours, t_naive = [], []
+    for eid in ids:
+        t_ours.append(hystate_step(manager, eid))
+        t_naive.append(naive_step(naive, store, eid))
+    return t_ours, t_naive
+
+
+def check_sound(root: Path, transitions: int) -> None:
+    assert git(root, "status", "--porcelain").split("\n")[0].startswith("A  user-notes.txt")
+    assert int(git(root, "rev-list", "--count", "HEAD")) == transitions + 1
+    assert git(root, "diff", "--cached", "--name-only").split() == ["user-notes.txt"]
+
+
+def cli_start(root: Path, ids: list[str]) -> list[float]:
+    exe = shutil.which("hystate", path=str(Path(sys.executable).parent)) or "hystate"
+    times = []
+    for eid in ids:
+        started = time.perf_counter()
+        subprocess.run([exe, "advance", eid, "downloading"], cwd=root, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def ms(values: list[float]) -> float:
+    return round(statistics.median(values) * 1000, 2)
+
+
+def run_size(workdir: Path, n: int, count: int, split: bool) -> dict[str, object]:
+    config = [("core.splitIndex", "true")] if split else []
+    label = f"{n:,}" + (" (split index)" if split else "")
+    print(f"[{label}] building two repos of {n:,} episodes...", file=sys.stderr, flush=True)
+    ours, naive = workdir / f"ours-{n}-{split}", workdir / f"naive-{n}-{split}"
+    started = time.perf_counter()
+    build_repo(ours, n, config)
+    build_repo(naive, n, config)
+    build_s = time.perf_counter() - started
+    ids = episode_ids(n)[:: max(1, n // (count + 30))][: count + 30]
+    warm, measured = ids[:5], ids[5 : count + 5]
+    interleaved(ours, naive, warm)
+    print(f"[{label}] {count} transitions each, interleaved...", file=sys.stderr, flush=True)
+    t_ours, t_naive = interleaved(ours, naive, measured)
+    check_sound(ours, count + 5)
+    check_sound(naive, count + 5)
+    index_kb = (ours / ".git" / "index").stat().st_size // 1024
+    # The first transition after a plain git command rewrote the index without EOIE.
+    git(ours, "config", "index.recordEndOfIndexEntries", "false")
+    git(ours, "update-index", "--force-write-index") if not split else None
+    cold = [hystate_step(StateManager(cwd=ours, worker="bench"), ids[count + 5])]
+    cli = cli_start(ours, ids[count + 6 : count + 16])
+    result = {
+        "episodes": n,
+        "split_index": split,
+        "transitions": count,
+        "hystate_ms": ms(t_ours),
+        "hystate_p90_ms": round(sorted(t_ours)[int(len(t_ours) * 0.9)] * 1000, 2),
+        "naive_ms": ms(t_naive),
+        "speedup": round(statistics.median(t_naive) / statistics.median(t_ours), 1),
+        "first_after_index_rewrite_ms": ms(cold),
+        "cli_advance_ms": ms(cli),
+        "index_kb": index_kb,
+        "build_s": round(build_s, 1),
+    }
+    print(
+        f"[{label}] hystate {result['hystate_ms']} ms (p90 {result['hystate_p90_ms']}), "
+        f"naive {result['naive_ms']} ms -> {result['speedup']}x; CLI advance {result['cli_advance_ms']} ms",
+        file=sys.stderr,
+        flush=True,
+    )
+    shutil.rmtree(ours)
+    shutil.rmtree(naive)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
+    parser.add_argument("--count", type=int, default=200, help="transitions measured per size")
+    parser.add_argument("--split-index", action="store_true", help="also measure with core.splitIndex=true")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args()
+    env = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    os.environ.update(env)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="hystate-bench-") as tmp:
+        for n in args.sizes:
+            results.append(run_size(Path(tmp), n, args.count, split=False))
+            if args.split_index:
+                results.append(run_size(Path(tmp), n, args.count, split=True))
+    plain = [r for r in results if not r["split_index"]]
+    summary: dict[str, object] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        + subprocess.run(["git", "--version"], capture_output=True, text=True, check=True).stdout.strip(),
+        "results": results,
+    }
+    if len(plain) >= 2:
+        small, large = plain[0], plain[-1]
+        summary["growth"] = round(float(large["hystate_ms"]) / float(small["hystate_ms"]), 2)  # type: ignore[arg-type]
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,366 @@
+"""``state.db`` (SQLite, WAL) and ``index.json``: disposable caches derived from the tree.
+
+Every reading command calls ``StateCache.refresh`` first. It compares what the cache reflects
+(meta: format version, the state folder's tree sha at HEAD, the uncommitted files it saw) with
+the repository now, and re-reads only the files that differ: the git tree diff (only subtrees
+whose shas changed are read) plus what ``git status`` reports under the state folder. So a new
+commit, a plain ``git pull``, a ``git checkout`` of another branch or a hand edit all show up,
+and the refresh after one transition reads one file whatever the repository's size. A missing,
+corrupt or old-format cache is rebuilt. Deleting the caches never loses anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hystate.errors import InvalidData, Problem
+
+if TYPE_CHECKING:
+    from hystate.gitrepo import GitRepo
+    from hystate.store import EpisodeStore
+
+FORMAT_VERSION = "1"
+INDEX_FILE = "index.json"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE episode_states (
+    episode_id TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    year TEXT NOT NULL,
+    date TEXT NOT NULL,
+    title TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    status_message TEXT,
+    last_updated TEXT NOT NULL,
+    failed_stage TEXT,
+    worker TEXT,
+    audio_file TEXT,
+    video_file TEXT,
+    youtube_video_id TEXT,
+    scheduled_date TEXT,
+    published_date TEXT,
+    audio_duration REAL,
+    audio_size INTEGER,
+    video_size INTEGER,
+    processing_time REAL,
+    download_attempts INTEGER NOT NULL,
+    conversion_attempts INTEGER NOT NULL,
+    upload_attempts INTEGER NOT NULL,
+    error_count INTEGER NOT NULL,
+    last_error TEXT,
+    last_error_at TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX episode_states_stage ON episode_states (stage, date, episode_id);
+CREATE INDEX episode_states_year ON episode_states (year);
+CREATE TABLE processing_log (
+    id INTEGER PRIMARY KEY,
+    episode_id TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    from_stage TEXT,
+    to_stage TEXT NOT NULL,
+    event TEXT NOT NULL,
+    details TEXT,
+    commit_sha TEXT
+);
+CREATE INDEX processing_log_episode ON processing_log (episode_id);
+CREATE INDEX processing_log_time ON processing_log (timestamp);
+CREATE TABLE problems (path TEXT PRIMARY KEY, detail TEXT NOT NULL);
+"""
+
+_COLUMNS = (
+    "episode_id, path, year, date, title, stage, status_message, last_updated, failed_stage, "
+    "worker, audio_file, video_file, youtube_video_id, scheduled_date, published_date, "
+    "audio_duration, audio_size, video_size, processing_time, download_attempts, "
+    "conversion_attempts, upload_attempts, error_count, last_error, last_error_at, data"
+)
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    reread: int  # files read again
+    rebuilt: bool
+    reason: str = ""
+
+
+def episode_row(doc: dict[str, Any], path: str) -> tuple[Any, ...]:
+    files, youtube, metrics, attempts = doc["files"], doc["youtube"], doc["metrics"], doc["attempts"]
+    errors = doc["error_history"]
+    last = errors[-1] if errors else {}
+    return (
+        doc["episode_id"], path, doc["date"][:4], doc["date"], doc["title"], doc["stage"],
+        doc["status_message"], doc["last_updated"], doc["failed_stage"], doc["worker"],
+        files["audio_file"], files["video_file"], youtube["video_id"], youtube["scheduled_date"],
+        youtube["published_date"], metrics["audio_duration"], metrics["audio_size"],
+        metrics["video_size"], metrics["processing_time"], attempts["download"],
+        attempts["conversion"], attempts["upload"], len(errors), last.get("error"), last.get("at"),
+        json.dumps(doc, ensure_ascii=False, separators=(",", ":")),
+    )  # fmt: skip
+
+
+def log_rows(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """One processing_log row per history entry; failures carry their error."""
+    errors = {(e["at"], e["stage"]): e for e in doc["error_history"]}
+    rows = []
+    for entry in doc["history"]:
+        old, new = entry["from"], entry["to"]
+        details: dict[str, Any] = {"by": entry["by"]}
+        if old is None:
+            event = "discovered"
+        elif new == "failed":
+            event = "failed"
+            error = errors.get((entry["at"], old))
+            if error:
+                details["error"] = error["error"]
+                details["attempt"] = error["attempt"]
+        elif old == "failed":
+            event = "skipped" if new == "skipped" else "retried"
+        elif new == "skipped":
+            event = "skipped"
+        else:
+            event = "transition"
+        if new == "skipped" and entry is doc["history"][-1] and doc["status_message"]:
+            details["reason"] = doc["status_message"]
+        rows.append(
+            (doc["episode_id"], entry["at"], old, new, event, json.dumps(details, ensure_ascii=False))
+        )
+    return rows
+
+
+class StateCache:
+    def __init__(self, store: EpisodeStore, repo: GitRepo, db_name: str = "state.db") -> None:
+        self.store = store
+        self.repo = repo
+        self.db_path = store.state_dir / db_name
+        self.index_path = store.state_dir / INDEX_FILE
+        self.rel_dir = repo.relpath(store.state_dir) if store.state_dir != repo.root else "."
+        self.notice: Callable[[str], None] = lambda message: None
+
+    # -- connection ------------------------------------------------------------------------
+
+    @contextmanager
+    def connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection with a transaction: committed on success, rolled back on error.
+        ``write`` takes the write lock at once, so concurrent refreshes queue up instead of
+        failing to upgrade a stale read snapshot."""
+        with closing(sqlite3.connect(self.db_path, timeout=60, isolation_level=None)) as db:
+            db.execute("PRAGMA busy_timeout=60000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _meta(self, db: sqlite3.Connection) -> dict[str, str]:
+        return dict(db.execute("SELECT key, value FROM meta").fetchall())
+
+    # -- refresh ---------------------------------------------------------------------------
+
+    def refresh(self, *, force: bool = False, progress: Callable[[int, int], None] | None = None) -> RefreshResult:
+        """Bring the cache in line with the tree (see the module docstring)."""
+        tree = self.repo.subtree(self.rel_dir)
+        dirty = self._dirty()
+        try:
+            if not force and self._current(tree, dirty):
+                return RefreshResult(0, False)
+            return self._refresh(tree, dirty, force, progress)
+        except sqlite3.OperationalError:
+            raise  # busy or locked: a real error, never a reason to throw the cache away
+        except sqlite3.DatabaseError as exc:  # not a database, malformed image
+            from hystate.locks import StateLock
+
+            with StateLock(self.store.state_dir / ".locks" / "_cache.lock"):
+                self._discard()
+            self.notice(f"{self.db_path.name} was unreadable ({exc}); rebuilt it from the tree")
+            return self._refresh(tree, dirty, True, progress)
+
+    def _current(self, tree: bytes | None, dirty: dict[str, str | None]) -> bool:
+        """Whether the cache already reflects this tree and these uncommitted files."""
+        if not self.db_path.exists():
+            return False
+        with self.connect() as db:
+            meta = self._meta(db) if _has_tables(db) else {}
+        return (
+            meta.get("format") == FORMAT_VERSION
+            and meta.get("tree") == (tree.hex() if tree else "")
+            and meta.get("dirty") == json.dumps(dirty, sort_keys=True)
+        )
+
+    def _dirty(self) -> dict[str, str | None]:
+        """Uncommitted episode files under the state folder -> sha of their content (None:
+        deleted)."""
+        from hystate.gitrepo.objects import object_id
+
+        dirty: dict[str, str | None] = {}
+        prefix = "" if self.rel_dir == "." else self.rel_dir + "/"
+        for rel in self.repo.dirty_paths(self.rel_dir):
+            inner = rel[len(prefix) :]
+            if not _is_episode_path(inner):
+                continue
+            try:
+                dirty[inner] = object_id(b"blob", (self.repo.root / rel).read_bytes()).hex()
+            except FileNotFoundError:
+                dirty[inner] = None
+        return dirty
+
+    def _refresh(
+        self,
+        tree: bytes | None,
+        dirty: dict[str, str | None],
+        force: bool,
+        progress: Callable[[int, int], None] | None,
+    ) -> RefreshResult:
+        tree_hex = tree.hex() if tree else ""
+        dirty_json = json.dumps(dirty, sort_keys=True)
+        with self.connect(write=True) as db:
+            meta = self._meta(db) if _has_tables(db) else {}
+            rebuild = force or meta.get("format") != FORMAT_VERSION
+            if not rebuild and meta.get("tree") == tree_hex and meta.get("dirty") == dirty_json:
+                return RefreshResult(0, False)
+            if rebuild:
+                reason = "forced" if force else ("missing" if not meta else "old format")
+                paths = self._rebuild_tables(db)
+            else:
+                reason = ""
+                old_tree = bytes.fromhex(meta["tree"]) if meta.get("tree") else None
+                changed = set(self.repo.objects.diff(old_tree, tree))
+                changed.update(p for p in dirty if dirty[p] != json.loads(meta["dirty"]).get(p))
+                changed.update(p for p in json.loads(meta["dirty"]) if p not in dirty)
+                paths = sorted(p for p in changed if _is_episode_path(p))
+            self._reread(db, paths, progress)
+            self._attribute_commits(db, None if rebuild else meta.get("head") or None)
+            db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [
+                    ("format", FORMAT_VERSION),
+                    ("tree", tree_hex),
+                    ("dirty", dirty_json),
+                    ("head", self.repo.head().sha or ""),
+                ],
+            )
+            self._write_index(db)
+        if rebuild and reason != "forced" and reason != "missing":
+            self.notice(f"{self.db_path.name}: {reason}; rebuilt it from the tree")
+        return RefreshResult(len(paths), rebuild, reason)
+
+    def _rebuild_tables(self, db: sqlite3.Connection) -> list[str]:
+        for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall():
+            db.execute(f'DROP TABLE "{name}"')
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        base = self.store.state_dir
+        return [p.relative_to(base).as_posix() for p in self.store.iter_paths()]
+
+    def _reread(
+        self, db: sqlite3.Connection, paths: list[str], progress: Callable[[int, int], None] | None
+    ) -> None:
+        base = self.store.state_dir
+        rows, logs, gone, problems = [], [], [], []
+        for done, inner in enumerate(paths, 1):
+            path = base / inner
+            episode_id = Path(inner).stem
+            gone.append((episode_id,))
+            db.execute("DELETE FROM problems WHERE path = ?", (inner,))
+            if path.is_file():
+                _, doc, found = self.store.load(path)
+                if found:
+                    problems.append((inner, json.dumps([p.as_dict() for p in found])))
+                else:
+                    rows.append(episode_row(doc, self.store.name(path)))
+                    logs.extend(log_rows(doc))
+            if progress is not None and (done % 500 == 0 or done == len(paths)):
+                progress(done, len(paths))
+        known = {}
+        for episode_id, in gone:
+            for row in db.execute(
+                "SELECT timestamp, from_stage, to_stage, commit_sha FROM processing_log"
+                " WHERE episode_id = ? AND commit_sha IS NOT NULL",
+                (episode_id,),
+            ):
+                known[(episode_id, *row[:3])] = row[3]
+        db.executemany("DELETE FROM episode_states WHERE episode_id = ?", gone)
+        db.executemany("DELETE FROM processing_log WHERE episode_id = ?", gone)
+        logs = [(*row, known.get((row[0], row[1], row[2], row[3]))) for row in logs]
+        placeholders = ", ".join("?" * len(_COLUMNS.split(",")))
+        db.executemany(f"INSERT OR REPLACE INTO episode_states ({_COLUMNS}) VALUES ({placeholders})", rows)
+        db.executemany(
+            "INSERT INTO processing_log (episode_id, timestamp, from_stage, to_stage, event, details,"
+            " commit_sha) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            logs,
+        )
+        db.executemany("INSERT OR REPLACE INTO problems VALUES (?, ?)", problems)
+
+    def _attribute_commits(self, db: sqlite3.Connection, since: str | None) -> None:
+        """Fill processing_log.commit_sha from hystate's commits since the last refresh."""
+        head = self.repo.head().sha
+        if head is None or head == since:
+            return
+        for sha, episode, old, new in self.repo.transition_commits(since):
+            db.execute(
+                "UPDATE processing_log SET commit_sha = ? WHERE id = ("
+                " SELECT id FROM processing_log WHERE episode_id = ? AND to_stage = ?"
+                " AND from_stage IS ? AND commit_sha IS NULL ORDER BY timestamp, id LIMIT 1)",
+                (sha, episode, new, old),
+            )
+
+    def _write_index(self, db: sqlite3.Connection) -> None:
+        (text,) = db.execute(
+            "SELECT '{' || coalesce(group_concat(entry, ','), '') || '}' FROM ("
+            " SELECT json_quote(episode_id) || ':' || json_object('path', path, 'stage', stage,"
+            " 'year', year, 'title', title, 'last_updated', last_updated) AS entry"
+            " FROM episode_states ORDER BY episode_id)"
+        ).fetchone()
+        tmp = self.index_path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, self.index_path)
+
+    def _discard(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+
+    # -- queries (call refresh first) ------------------------------------------------------
+
+    def check_problems(self) -> None:
+        """Reading commands never skip a broken file silently: they stop and name it."""
+        with self.connect() as db:
+            found = db.execute("SELECT path, detail FROM problems ORDER BY path").fetchall()
+        if found:
+            problems = [Problem(**p) for _, detail in found for p in json.loads(detail)]
+            first = problems[0]
+            more = f" (+{len(found) - 1} more files)" if len(found) > 1 else ""
+            raise InvalidData(
+                f"{first}{more}", problems, hint="`hystate validate` lists them; fix or restore the files"
+            )
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self.connect() as db:
+            db.row_factory = sqlite3.Row
+            return db.execute(sql, params).fetchall()
+
+
+_TABLES = {"meta", "episode_states", "processing_log", "problems"}
+
+
+def _has_tables(db: sqlite3.Connection) -> bool:
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return _TABLES <= names
+
+
+def _is_episode_path(inner: str) -> bool:
+    parts = inner.split("/")
+    return len(parts) == 2 and len(parts[0]) == 4 and parts[0].isdigit() and parts[1].endswith(".yaml")

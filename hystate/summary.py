@@ -1,0 +1,58 @@
+"""The seed's ``generate_summary`` shape: counts per stage, completion, and an estimated
+completion date from the throughput actually seen in the history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from hystate.model import ProcessingStage, parse_time
+
+if TYPE_CHECKING:
+    from hystate.manager import StateManager
+
+DONE = (ProcessingStage.PUBLISHED.value, ProcessingStage.SKIPPED.value)
+WINDOW = timedelta(days=7)
+
+
+def generate_summary(manager: StateManager, now: datetime | None = None) -> dict[str, Any]:
+    """``completion_percentage`` counts published and skipped episodes as done (neither needs
+    more work). ``estimated_completion``: the episodes still to do, at the rate episodes were
+    finished during the last 7 days of history; null, with the reason, without enough history."""
+    now = now or datetime.now(UTC)
+    progress = manager.count_by_stage()
+    total = sum(progress.values())
+    done = sum(progress[s] for s in DONE)
+    eta, throughput = estimate_completion(manager, total - done, now)
+    return {
+        "timestamp": now.isoformat(timespec="seconds"),
+        "total_episodes": total,
+        "progress": progress,
+        "completion_percentage": round(100 * done / total, 1) if total else 0.0,
+        "estimated_completion": eta,
+        "throughput": throughput,
+    }
+
+
+def estimate_completion(
+    manager: StateManager, remaining: int, now: datetime
+) -> tuple[str | None, dict[str, Any]]:
+    since = (now - WINDOW).isoformat(timespec="seconds")
+    rows = manager.cache.query(
+        "SELECT timestamp FROM processing_log WHERE to_stage IN (?, ?) AND timestamp >= ?"
+        " ORDER BY timestamp",
+        (*DONE, since),
+    )
+    finished = [parse_time(r[0]) for r in rows]
+    info: dict[str, Any] = {"finished_last_7_days": len(finished), "per_day": None}
+    if remaining == 0:
+        info["note"] = "nothing left to do"
+        return (finished[-1].isoformat(timespec="seconds") if finished else None), info
+    span = (finished[-1] - finished[0]).total_seconds() if len(finished) >= 2 else 0.0
+    if span <= 0:
+        info["note"] = "not enough history: fewer than two episodes finished at different times in the last 7 days"
+        return None, info
+    rate = (len(finished) - 1) / span  # episodes per second
+    info["per_day"] = round(rate * 86400, 2)
+    eta = finished[-1] + timedelta(seconds=remaining / rate)
+    return eta.isoformat(timespec="seconds"), info
