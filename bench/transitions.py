@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hystate.manager import StateManager  # noqa: E402
-from hystate.model import EpisodeState, ProcessingStage, new_episode, now_utc  # noqa: E402
-from hystate.rules import Change, apply_change  # noqa: E402
-from hystate.store import GITIGNORE, EpisodeStore, dump  # noqa: E402
+from hystate.manager import StateManager
+from hystate.model import ProcessingStage, new_episode, now_utc
+from hystate.rules import Change, apply_change
+from hystate.store import GITIGNORE, EpisodeStore, dump
 
 IDENT = {
     "GIT_AUTHOR_NAME": "bench",
@@ -44,7 +44,9 @@ YEARS = 20
 
 def git(root: Path, *args: str) -> str:
     env = {**os.environ, **IDENT}
-    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, env=env, check=True)
+    proc = subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, env=env, check=True
+    )
     return proc.stdout
 
 
@@ -64,7 +66,9 @@ def build_repo(root: Path, n: int, extra_config: list[tuple[str, str]]) -> None:
     at = now_utc()
     for eid in episode_ids(n):
         year = eid[17:21]
-        doc = new_episode(eid, title=f"Hooting Yard On The Air: {eid}", date=f"{year}-01-01", at=at, by="bench")
+        doc = new_episode(
+            eid, title=f"Hooting Yard On The Air: {eid}", date=f"{year}-01-01", at=at, by="bench"
+        )
         folder = state / year
         folder.mkdir(exist_ok=True)
         (folder / f"{eid}.yaml").write_bytes(dump(doc))
@@ -118,7 +122,9 @@ def cli_start(root: Path, ids: list[str]) -> list[float]:
     times = []
     for eid in ids:
         started = time.perf_counter()
-        subprocess.run([exe, "advance", eid, "downloading"], cwd=root, check=True, capture_output=True)
+        subprocess.run(
+            [exe, "advance", eid, "downloading"], cwd=root, check=True, capture_output=True
+        )
         times.append(time.perf_counter() - started)
     return times
 
@@ -174,10 +180,14 @@ def run_size(workdir: Path, n: int, count: int, split: bool) -> dict[str, object
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
     parser.add_argument("--count", type=int, default=200, help="transitions measured per size")
-    parser.add_argument("--split-index", action="store_true", help="also measure with core.splitIndex=true")
+    parser.add_argument(
+        "--split-index", action="store_true", help="also measure with core.splitIndex=true"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     env = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
@@ -191,7 +201,9 @@ def main() -> None:
     plain = [r for r in results if not r["split_index"]]
     summary: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        + subprocess.run(["git", "--version"], capture_output=True, text=True, check=True).stdout.strip(),
+        + subprocess.run(
+            ["git", "--version"], capture_output=True, text=True, check=True
+        ).stdout.strip(),
         "results": results,
     }
     if len(plain) >= 2:

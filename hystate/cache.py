@@ -92,7 +92,12 @@ class RefreshResult:
 
 
 def episode_row(doc: dict[str, Any], path: str) -> tuple[Any, ...]:
-    files, youtube, metrics, attempts = doc["files"], doc["youtube"], doc["metrics"], doc["attempts"]
+    files, youtube, metrics, attempts = (
+        doc["files"],
+        doc["youtube"],
+        doc["metrics"],
+        doc["attempts"],
+    )
     errors = doc["error_history"]
     last = errors[-1] if errors else {}
     return (
@@ -130,7 +135,14 @@ def log_rows(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
         if new == "skipped" and entry is doc["history"][-1] and doc["status_message"]:
             details["reason"] = doc["status_message"]
         rows.append(
-            (doc["episode_id"], entry["at"], old, new, event, json.dumps(details, ensure_ascii=False))
+            (
+                doc["episode_id"],
+                entry["at"],
+                old,
+                new,
+                event,
+                json.dumps(details, ensure_ascii=False),
+            )
         )
     return rows
 
@@ -168,7 +180,9 @@ class StateCache:
 
     # -- refresh ---------------------------------------------------------------------------
 
-    def refresh(self, *, force: bool = False, progress: Callable[[int, int], None] | None = None) -> RefreshResult:
+    def refresh(
+        self, *, force: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> RefreshResult:
         """Bring the cache in line with the tree (see the module docstring)."""
         tree = self.repo.subtree(self.rel_dir)
         dirty = self._dirty()
@@ -286,7 +300,7 @@ class StateCache:
             if progress is not None and (done % 500 == 0 or done == len(paths)):
                 progress(done, len(paths))
         known = {}
-        for episode_id, in gone:
+        for (episode_id,) in gone:
             for row in db.execute(
                 "SELECT timestamp, from_stage, to_stage, commit_sha FROM processing_log"
                 " WHERE episode_id = ? AND commit_sha IS NOT NULL",
@@ -297,10 +311,12 @@ class StateCache:
         db.executemany("DELETE FROM processing_log WHERE episode_id = ?", gone)
         logs = [(*row, known.get((row[0], row[1], row[2], row[3]))) for row in logs]
         placeholders = ", ".join("?" * len(_COLUMNS.split(",")))
-        db.executemany(f"INSERT OR REPLACE INTO episode_states ({_COLUMNS}) VALUES ({placeholders})", rows)
         db.executemany(
-            "INSERT INTO processing_log (episode_id, timestamp, from_stage, to_stage, event, details,"
-            " commit_sha) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO episode_states ({_COLUMNS}) VALUES ({placeholders})", rows
+        )
+        db.executemany(
+            "INSERT INTO processing_log (episode_id, timestamp, from_stage, to_stage, event,"
+            " details, commit_sha) VALUES (?, ?, ?, ?, ?, ?, ?)",
             logs,
         )
         db.executemany("INSERT OR REPLACE INTO problems VALUES (?, ?)", problems)
@@ -344,7 +360,9 @@ class StateCache:
             first = problems[0]
             more = f" (+{len(found) - 1} more files)" if len(found) > 1 else ""
             raise InvalidData(
-                f"{first}{more}", problems, hint="`hystate validate` lists them; fix or restore the files"
+                f"{first}{more}",
+                problems,
+                hint="`hystate validate` lists them; fix or restore the files",
             )
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -358,9 +376,11 @@ _TABLES = {"meta", "episode_states", "processing_log", "problems"}
 
 def _has_tables(db: sqlite3.Connection) -> bool:
     names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return _TABLES <= names
+    return names >= _TABLES
 
 
 def _is_episode_path(inner: str) -> bool:
     parts = inner.split("/")
-    return len(parts) == 2 and len(parts[0]) == 4 and parts[0].isdigit() and parts[1].endswith(".yaml")
+    return (
+        len(parts) == 2 and len(parts[0]) == 4 and parts[0].isdigit() and parts[1].endswith(".yaml")
+    )

@@ -65,14 +65,15 @@ def _fail(ctx: click.Context, message: str, code: int) -> None:
     if opts is not None and opts.verbose:
         traceback.print_exc()
     click.echo(f"hystate: {message}", err=True)
-    if opts is None or not opts.verbose:
-        if code == 1 and message.startswith("internal"):
-            click.echo("hystate: run again with -v for the traceback", err=True)
+    if (opts is None or not opts.verbose) and code == 1 and message.startswith("internal"):
+        click.echo("hystate: run again with -v for the traceback", err=True)
     ctx.exit(code)
 
 
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")(f)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Machine-readable output on stdout."
+    )(f)
 
 
 def worker_option(f: F) -> F:
@@ -162,10 +163,14 @@ def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> 
     records = read_records(source)
     result = opts.manager(worker, cli_worker=False).discover(records, source=source.name)
     if as_json:
-        emit_json({"added": result.added, "existing": len(result.existing), "commit": result.commit})
+        emit_json(
+            {"added": result.added, "existing": len(result.existing), "commit": result.commit}
+        )
         return
     commit = f" in {result.commit[:8]}" if result.commit else ""
-    click.echo(f"discovered {len(result.added)} new episodes{commit}; {len(result.existing)} already known")
+    click.echo(
+        f"discovered {len(result.added)} new episodes{commit}; {len(result.existing)} already known"
+    )
 
 
 @cli.command()
@@ -230,7 +235,9 @@ def _print_result(result: TransitionResult, as_json: bool) -> None:
         click.echo(f"{episode.episode_id} is already {episode.stage.value}; nothing to do")
         return
     old = result.from_stage.value if result.from_stage else "?"
-    click.echo(f"{episode.episode_id}: {old} -> {episode.stage.value} ({(result.commit or '')[:8]})")
+    click.echo(
+        f"{episode.episode_id}: {old} -> {episode.stage.value} ({(result.commit or '')[:8]})"
+    )
 
 
 @cli.command()
@@ -467,7 +474,9 @@ def _episode_summary(episode: EpisodeState, width: int = 60) -> str:
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout.")
 @json_option
 @pass_opts
-def list_(opts: Options, stages: tuple[str, ...], years: tuple[str, ...], as_csv: bool, as_json: bool) -> None:
+def list_(
+    opts: Options, stages: tuple[str, ...], years: tuple[str, ...], as_csv: bool, as_json: bool
+) -> None:
     """List episodes (oldest air date first).
 
     \b
@@ -486,9 +495,21 @@ def list_(opts: Options, stages: tuple[str, ...], years: tuple[str, ...], as_csv
         import csv
 
         writer = csv.writer(sys.stdout)
-        writer.writerow(["episode_id", "date", "stage", "title", "last_updated", "worker", "attempts_total"])
+        writer.writerow(
+            ["episode_id", "date", "stage", "title", "last_updated", "worker", "attempts_total"]
+        )
         for e in episodes:
-            writer.writerow([e.episode_id, e.date, e.stage.value, e.title, e.last_updated, e.worker or "", sum(e.attempts.values())])
+            writer.writerow(
+                [
+                    e.episode_id,
+                    e.date,
+                    e.stage.value,
+                    e.title,
+                    e.last_updated,
+                    e.worker or "",
+                    sum(e.attempts.values()),
+                ]
+            )
     else:
         for e in episodes:
             click.echo(_episode_summary(e))
@@ -533,7 +554,9 @@ def status(opts: Options, as_json: bool) -> None:
 @worker_option
 @json_option
 @pass_opts
-def next_(opts: Options, stage: str, limit: int, claim: bool, worker: str | None, as_json: bool) -> None:
+def next_(
+    opts: Options, stage: str, limit: int, claim: bool, worker: str | None, as_json: bool
+) -> None:
     """Episodes ready to enter STAGE; with --claim, take them.
 
     Workers claiming at the same time never get the same episode. Failed episodes whose
@@ -579,7 +602,9 @@ def history(opts: Options, episode_id: str, as_json: bool) -> None:
         emit_json(rows)
         return
     for row in rows:
-        move = f"{row['from'] or '-'} -> {row['to']}" if row["to"] else "(commit without transition)"
+        move = (
+            f"{row['from'] or '-'} -> {row['to']}" if row["to"] else "(commit without transition)"
+        )
         sha = (row.get("commit") or "uncommitted")[:8]
         click.echo(f"{row['at']}  {move:<28} {row['by'] or '':<16} {sha}  {row.get('author', '')}")
 
@@ -589,7 +614,9 @@ def history(opts: Options, episode_id: str, as_json: bool) -> None:
 @click.option("--until", help="ISO time.")
 @click.option("--episode", "episode_id", help="Only this episode.")
 @click.option("--follow", is_flag=True, help="Keep printing new events as they happen.")
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between checks with --follow.")
+@click.option(
+    "--interval", default=1.0, show_default=True, help="Seconds between checks with --follow."
+)
 @json_option
 @pass_opts
 def log(
@@ -624,7 +651,8 @@ def log(
             else:
                 move = f"{event['from'] or '-'} -> {event['to']}"
                 extra = f"  {event['error']}" if event.get("error") else ""
-                click.echo(f"{event['at']}  {event['episode_id']:<40} {move:<26} {event.get('by') or ''}{extra}")
+                by = event.get("by") or ""
+                click.echo(f"{event['at']}  {event['episode_id']:<40} {move:<26} {by}{extra}")
 
     emit(manager.events(since=since, until=until, episode_id=episode_id))
     while follow:
@@ -647,7 +675,9 @@ def rebuild(opts: Options) -> None:
     manager = _reader(opts)
     started = time.perf_counter()
     result = manager.refresh(force=True, progress=_progress("rebuilding"))
-    click.echo(f"rebuilt {manager.cache.db_path.name} and index.json from {result.reread} files in {time.perf_counter() - started:.1f}s")
+    took = time.perf_counter() - started
+    name = manager.cache.db_path.name
+    click.echo(f"rebuilt {name} and index.json from {result.reread} files in {took:.1f}s")
 
 
 def main() -> None:

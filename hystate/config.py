@@ -58,7 +58,8 @@ class Config:
         try:
             doc = yamlio.load(text)
         except yamlio.YAMLError as exc:
-            raise InvalidData(f"{name}: line {yamlio.error_line(exc)}: {yamlio.error_text(exc)}")
+            line = yamlio.error_line(exc)
+            raise InvalidData(f"{name}: line {line}: {yamlio.error_text(exc)}") from None
         if doc is None:
             doc = {}
         problems = schema_problems("config", doc, name)

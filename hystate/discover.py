@@ -101,7 +101,9 @@ def parse_rows(rows: list[tuple[str, Any]], source: str) -> list[Record]:
             problems.append(f"{where}: {exc.message}")
             continue
         if record.identifier in seen:
-            problems.append(f"{where}: {record.identifier} is listed twice (also {seen[record.identifier]})")
+            problems.append(
+                f"{where}: {record.identifier} is listed twice (also {seen[record.identifier]})"
+            )
             continue
         seen[record.identifier] = where
         records.append(record)

@@ -190,7 +190,9 @@ class StateManager:
             self._cache = StateCache(self.store, self.repo, str(self.config.get("database_file")))
         return self._cache
 
-    def refresh(self, *, force: bool = False, progress: Callable[[int, int], None] | None = None) -> RefreshResult:
+    def refresh(
+        self, *, force: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> RefreshResult:
         """Bring state.db and index.json in line with the tree (re-reading only what changed)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         return self.cache.refresh(force=force, progress=progress)
@@ -281,7 +283,11 @@ class StateManager:
     ) -> list[dict[str, Any]]:
         """The processing log: one event per history entry, oldest first."""
         sql, params = "SELECT * FROM processing_log WHERE 1=1", []
-        for clause, value in (("timestamp >= ?", since), ("timestamp <= ?", until), ("episode_id = ?", episode_id)):
+        for clause, value in (
+            ("timestamp >= ?", since),
+            ("timestamp <= ?", until),
+            ("episode_id = ?", episode_id),
+        ):
             if value is not None:
                 sql += f" AND {clause}"
                 params.append(value)
@@ -312,7 +318,10 @@ class StateManager:
             row = dict(entry)
             for i, commit in enumerate(pending):
                 to = commit.trailers.get("Hystate-To")
-                if to == entry["to"] and commit.trailers.get("Hystate-From") in (entry["from"], None):
+                if to == entry["to"] and commit.trailers.get("Hystate-From") in (
+                    entry["from"],
+                    None,
+                ):
                     rows.extend(_commit_row(c) for c in pending[:i])  # hand edits before it
                     row.update(_commit_fields(commit))
                     del pending[: i + 1]
@@ -405,8 +414,9 @@ class StateManager:
             targets = [self.get_episode_state(check_id(i)) for i in episode_ids]
             for episode in targets:
                 if episode.stage is not S.FAILED:
+                    stage = episode.stage.value
                     raise IllegalTransition(
-                        f"{episode.episode_id} is {episode.stage.value}, not failed: nothing to retry"
+                        f"{episode.episode_id} is {stage}, not failed: nothing to retry"
                     )
         clock = datetime.now(UTC)
         outcomes = []
@@ -423,10 +433,14 @@ class StateManager:
             elif now or decision.due(clock):
                 detail = f"attempt {decision.attempts + 1} of {decision.max_attempts}"
                 if dry_run:
-                    outcomes.append(RetryOutcome(eid, "would-retry", f"{decision.stage.value}, {detail}"))
+                    outcomes.append(
+                        RetryOutcome(eid, "would-retry", f"{decision.stage.value}, {detail}")
+                    )
                     continue
                 result = self.update_state(eid, decision.stage, force=True)
-                outcomes.append(RetryOutcome(eid, "retried", f"{decision.stage.value}, {detail}", result.commit))
+                outcomes.append(
+                    RetryOutcome(eid, "retried", f"{decision.stage.value}, {detail}", result.commit)
+                )
             else:
                 due = decision.due_at.isoformat(timespec="seconds") if decision.due_at else "now"
                 outcomes.append(RetryOutcome(eid, "waiting", f"due at {due}"))
@@ -583,12 +597,16 @@ def _with_set_hint(error: InvalidData) -> InvalidData:
 def check_worker(name: str) -> str:
     text = name.strip()
     if not text or len(text) > 200 or any(c in text for c in "\n\r\0\t") or not text.isprintable():
-        raise UsageError(f"invalid worker name {name[:60]!r}: one printable line, at most 200 characters")
+        raise UsageError(
+            f"invalid worker name {name[:60]!r}: one printable line, at most 200 characters"
+        )
     return text
 
 
 def trailers(**values: str) -> str:
-    return "\n".join(f"Hystate-{key.replace('_', '-').title()}: {value}" for key, value in values.items())
+    return "\n".join(
+        f"Hystate-{key.replace('_', '-').title()}: {value}" for key, value in values.items()
+    )
 
 
 def commit_message(episode_id: str, old: str, new: str, change: Change) -> str:
@@ -606,5 +624,10 @@ def discover_message(ids: list[str], source: str | None, worker: str) -> str:
         subject = f"{ids[0]}: new -> discovered"
     origin = f"from {source}\n\n" if source else ""
     listing = "\n".join(ids)
-    tail = trailers(**({"episode": ids[0]} if len(ids) == 1 else {}), to="discovered", worker=worker, count=str(len(ids)))
+    tail = trailers(
+        **({"episode": ids[0]} if len(ids) == 1 else {}),
+        to="discovered",
+        worker=worker,
+        count=str(len(ids)),
+    )
     return f"{subject}\n\n{origin}{listing}\n\n{tail}\n"

@@ -216,7 +216,9 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     try:
         value = yamlio.load(raw) if raw.strip() else None
     except yamlio.YAMLError as exc:
-        raise InvalidData(f"--set {key}: value is not valid YAML: {yamlio.error_text(exc)}") from exc
+        raise InvalidData(
+            f"--set {key}: value is not valid YAML: {yamlio.error_text(exc)}"
+        ) from exc
     if isinstance(value, dict) or (isinstance(value, list) and key != "youtube.playlist_ids"):
         raise InvalidData(f"--set {key}: expected a single value, got {type(value).__name__}")
     return key, value

@@ -62,7 +62,9 @@ class EpisodeStore:
             return []
         with entries:
             return sorted(
-                Path(e.path) for e in entries if e.is_dir() and len(e.name) == 4 and e.name.isdigit()
+                Path(e.path)
+                for e in entries
+                if e.is_dir() and len(e.name) == 4 and e.name.isdigit()
             )
 
     def iter_paths(self) -> Iterator[Path]:

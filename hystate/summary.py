@@ -50,7 +50,10 @@ def estimate_completion(
         return (finished[-1].isoformat(timespec="seconds") if finished else None), info
     span = (finished[-1] - finished[0]).total_seconds() if len(finished) >= 2 else 0.0
     if span <= 0:
-        info["note"] = "not enough history: fewer than two episodes finished at different times in the last 7 days"
+        info["note"] = (
+            "not enough history: fewer than two episodes finished at different times"
+            " in the last 7 days"
+        )
         return None, info
     rate = (len(finished) - 1) / span  # episodes per second
     info["per_day"] = round(rate * 86400, 2)

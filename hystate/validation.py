@@ -14,9 +14,7 @@ import json
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hystate.errors import Problem
 
@@ -119,7 +117,8 @@ def _message(error: ValidationError, schema: dict[str, Any], doc: Any) -> tuple[
             field = json_path([*error.absolute_path, *error.message.split("'")[1:2]])
         return field, f"{rule} (stage {stage})"
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        schema_node: Any = error.schema
+        known = schema_node.get("properties", {}) if isinstance(schema_node, dict) else {}
         extra = sorted(str(k) for k in error.instance if k not in known)
         allowed = ", ".join(known)
         return (
@@ -127,7 +126,8 @@ def _message(error: ValidationError, schema: dict[str, Any], doc: Any) -> tuple[
             f"unknown key {', '.join(map(repr, extra))} (known: {allowed})",
         )
     if error.validator == "enum":
-        allowed = ", ".join(str(v) for v in error.validator_value)
+        choices: Any = error.validator_value
+        allowed = ", ".join(str(v) for v in choices)
         return json_path(error.absolute_path), f"{error.instance!r} is not one of: {allowed}"
     return json_path(error.absolute_path), error.message
 
@@ -151,11 +151,11 @@ def episode_problems(doc: Any, file: str, *, expect_id: str | None = None) -> li
     if not isinstance(doc, dict):
         return problems
     history = doc.get("history")
-    if isinstance(history, list) and history and isinstance(history[-1], dict):
-        if history[-1].get("to") != doc.get("stage"):
-            problems.append(
-                Problem(file, "$.stage", "stage differs from the last history entry's 'to'")
-            )
+    last = history[-1] if isinstance(history, list) and history else None
+    if isinstance(last, dict) and last.get("to") != doc.get("stage"):
+        problems.append(
+            Problem(file, "$.stage", "stage differs from the last history entry's 'to'")
+        )
     if expect_id is not None and doc.get("episode_id") != expect_id:
         problems.append(
             Problem(file, "$.episode_id", f"episode_id does not match the file name {expect_id!r}")

@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
-class Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+class Loader(_BaseLoader):
     """Safe loader: no timestamps as objects, no duplicate keys."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -34,7 +34,7 @@ class Loader(_BaseLoader):  # type: ignore[misc,valid-type]
                     None, None, f"duplicate key {key!r}", key_node.start_mark
                 )
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+        return super().construct_mapping(node, deep=deep)
 
 
 Loader.yaml_implicit_resolvers = {
@@ -44,7 +44,7 @@ Loader.yaml_implicit_resolvers = {
 Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_mapping)
 
 
-class Dumper(_BaseDumper):  # type: ignore[misc,valid-type]
+class Dumper(_BaseDumper):
     """Safe dumper; strings that would read back as another type are quoted."""
 
 
@@ -52,7 +52,7 @@ YAMLError = yaml.YAMLError
 
 
 def load(text: str | bytes) -> Any:
-    return yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
+    return yaml.load(text, Loader=Loader)
 
 
 def dump(data: Any) -> str:

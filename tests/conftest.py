@@ -63,7 +63,7 @@ def catalog_rows(count: int, start_year: int = 2004) -> list[dict[str, str]]:
         rows.append(
             {
                 "identifier": f"hy0_hooting_yard_{day}_{i}",
-                "title": f"Hooting Yard On The Air: Episode {i} & \"Friends\"",
+                "title": f'Hooting Yard On The Air: Episode {i} & "Friends"',
                 "date": f"{day}T00:00:00Z",
             }
         )

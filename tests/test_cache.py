@@ -29,7 +29,9 @@ def answers(manager: StateManager) -> tuple[object, ...]:
 
 
 def fresh_read(manager: StateManager) -> list[dict[str, object]]:
-    return sorted((e.data for e in manager.iter_episodes()), key=lambda d: (d["date"], d["episode_id"]))  # type: ignore[arg-type,return-value]
+    return sorted(
+        (e.data for e in manager.iter_episodes()), key=lambda d: (d["date"], d["episode_id"])
+    )  # type: ignore[arg-type,return-value]
 
 
 def test_counts_and_lists(manager: StateManager, episode_id: str) -> None:
@@ -67,7 +69,9 @@ def test_deleted_or_damaged_caches_give_the_same_answers(
     assert (manager.state_dir / "index.json").exists()
 
 
-def test_refresh_after_one_transition_rereads_one_file(manager: StateManager, episode_id: str) -> None:
+def test_refresh_after_one_transition_rereads_one_file(
+    manager: StateManager, episode_id: str
+) -> None:
     manager.refresh()
     manager.update_state(episode_id, "downloading")
     result = manager.refresh()
@@ -82,14 +86,27 @@ def test_a_plain_git_pull_shows_up(repo: Path, tmp_path: Path, episode_id: str) 
     other = StateManager(cwd=clone, worker="elsewhere")
     other.update_state(episode_id, "downloading")
     other.update_state(episode_id, "downloaded", fields={"files.audio_file": "a.mp3"})
-    git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "pull", "-q", "--ff-only", str(clone), "main")
+    git(
+        repo,
+        "-c",
+        "user.name=u",
+        "-c",
+        "user.email=u@x",
+        "pull",
+        "-q",
+        "--ff-only",
+        str(clone),
+        "main",
+    )
     manager = StateManager(cwd=repo)
     assert [e.episode_id for e in manager.list_episodes(["downloaded"])] == [episode_id]
     commits = [e["commit"] for e in manager.events(episode_id=episode_id)]
     assert all(commits) and len(commits) == 3
 
 
-def test_checkout_of_another_branch_shows_up(manager: StateManager, repo: Path, episode_id: str) -> None:
+def test_checkout_of_another_branch_shows_up(
+    manager: StateManager, repo: Path, episode_id: str
+) -> None:
     git(repo, "checkout", "-q", "-b", "side")
     manager.update_state(episode_id, "downloading")
     assert manager.count_by_stage()["downloading"] == 1
@@ -97,11 +114,15 @@ def test_checkout_of_another_branch_shows_up(manager: StateManager, repo: Path, 
     assert manager.count_by_stage()["downloading"] == 0
 
 
-def test_a_hand_edit_shows_up_and_a_broken_one_is_named(manager: StateManager, episode_id: str) -> None:
+def test_a_hand_edit_shows_up_and_a_broken_one_is_named(
+    manager: StateManager, episode_id: str
+) -> None:
     path = manager.path_of(episode_id)
     manager.refresh()
-    path.write_text(path.read_text().replace("status_message: null", "status_message: edited by hand"))
-    edited = [e for e in manager.list_episodes() if e.episode_id == episode_id][0]
+    path.write_text(
+        path.read_text().replace("status_message: null", "status_message: edited by hand")
+    )
+    edited = next(e for e in manager.list_episodes() if e.episode_id == episode_id)
     assert edited.data["status_message"] == "edited by hand"
     path.write_text("stage: [unclosed\n")
     with pytest.raises(InvalidData, match=path.name):
@@ -112,8 +133,17 @@ def test_a_hand_edit_shows_up_and_a_broken_one_is_named(manager: StateManager, e
 
 def test_summary_shape_and_eta(manager: StateManager) -> None:
     summary = generate_summary(manager)
-    assert set(summary) >= {"timestamp", "total_episodes", "progress", "completion_percentage", "estimated_completion"}
-    assert summary["estimated_completion"] is None and "not enough history" in summary["throughput"]["note"]
+    assert set(summary) >= {
+        "timestamp",
+        "total_episodes",
+        "progress",
+        "completion_percentage",
+        "estimated_completion",
+    }
+    assert (
+        summary["estimated_completion"] is None
+        and "not enough history" in summary["throughput"]["note"]
+    )
     ids = [e.episode_id for e in manager.list_episodes()][:3]
     for eid in ids:
         manager.skip(eid, "rebroadcast")
@@ -123,7 +153,9 @@ def test_summary_shape_and_eta(manager: StateManager) -> None:
     assert summary["completion_percentage"] == 15.0
 
 
-def test_processing_log_events_carry_errors_and_commits(manager: StateManager, episode_id: str) -> None:
+def test_processing_log_events_carry_errors_and_commits(
+    manager: StateManager, episode_id: str
+) -> None:
     manager.update_state(episode_id, "downloading")
     manager.fail(episode_id, "HTTP 503")
     events = manager.events(episode_id=episode_id)
@@ -131,7 +163,9 @@ def test_processing_log_events_carry_errors_and_commits(manager: StateManager, e
     assert events[-1]["error"] == "HTTP 503" and events[-1]["commit"]
 
 
-def test_next_includes_due_retries_and_claims_are_commits(manager: StateManager, repo: Path) -> None:
+def test_next_includes_due_retries_and_claims_are_commits(
+    manager: StateManager, repo: Path
+) -> None:
     ids = [e.episode_id for e in manager.list_episodes()]
     manager.update_state(ids[0], "downloading")
     manager.fail(ids[0], "timeout")
@@ -172,10 +206,14 @@ def test_cli_reading_commands(run: Cli, episode_id: str) -> None:
     csv_out = run("list", "--csv").output.splitlines()
     assert csv_out[0].startswith("episode_id,date,stage") and len(csv_out) == 21
     history = json.loads(run("history", episode_id, "--json").output)
-    assert [h["to"] for h in history] == ["discovered", "downloading"] and all(h["commit"] for h in history)
+    assert [h["to"] for h in history] == ["discovered", "downloading"] and all(
+        h["commit"] for h in history
+    )
     lines = run("log", "--json", "--episode", episode_id).output.splitlines()
     assert [json.loads(line)["to"] for line in lines] == ["discovered", "downloading"]
-    claimed = json.loads(run("next", "downloading", "--limit", "2", "--claim", "--worker", "w2", "--json").output)
+    claimed = json.loads(
+        run("next", "downloading", "--limit", "2", "--claim", "--worker", "w2", "--json").output
+    )
     assert len(claimed) == 2 and all(c["stage"] == "downloading" for c in claimed)
     assert "rebuilt state.db" in run("rebuild").output
     assert run("list", "--stage", "bogus").exit_code == 2
@@ -202,8 +240,17 @@ def test_log_follow_prints_new_events(repo: Path, episode_id: str) -> None:
     assert (first["to"], second["to"]) == ("discovered", "downloading")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.integers(0, 19), st.sampled_from(["advance", "fail", "skip", "edit", "refresh"])), max_size=12))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 19), st.sampled_from(["advance", "fail", "skip", "edit", "refresh"])
+        ),
+        max_size=12,
+    )
+)
 def test_cache_equals_a_fresh_read_after_random_operations(
     manager: StateManager, ops: list[tuple[int, str]]
 ) -> None:
@@ -214,7 +261,12 @@ def test_cache_equals_a_fresh_read_after_random_operations(
             if op == "advance":
                 episode = manager.get_episode_state(eid)
                 allowed = [s for s in ("downloading", "downloaded") if s != episode.stage.value]
-                manager.update_state(eid, allowed[0], fields={"files.audio_file": "a.mp3"} if allowed[0] == "downloaded" else None, force=True)
+                manager.update_state(
+                    eid,
+                    allowed[0],
+                    fields={"files.audio_file": "a.mp3"} if allowed[0] == "downloaded" else None,
+                    force=True,
+                )
             elif op == "fail":
                 manager.fail(eid, "boom")
             elif op == "skip":
@@ -222,12 +274,16 @@ def test_cache_equals_a_fresh_read_after_random_operations(
             elif op == "edit":
                 path = manager.path_of(eid)
                 git(manager.repo.root, "checkout", "--", str(path))
-                path.write_text(path.read_text().replace("status_message: null", "status_message: x"))
+                path.write_text(
+                    path.read_text().replace("status_message: null", "status_message: x")
+                )
             else:
                 manager.refresh()
         except (IllegalTransition, InvalidData) as exc:
             assert "not committed" not in str(exc)
         except Exception as exc:  # a transition refused because of a hand edit is expected
             assert "not committed" in str(exc), exc
-    cached = sorted((e.data for e in manager.list_episodes()), key=lambda d: (d["date"], d["episode_id"]))  # type: ignore[arg-type,return-value]
+    cached = sorted(
+        (e.data for e in manager.list_episodes()), key=lambda d: (d["date"], d["episode_id"])
+    )  # type: ignore[arg-type,return-value]
     assert cached == fresh_read(manager)

@@ -52,9 +52,17 @@ def test_advance_show_and_json(run: Cli, episode_id: str) -> None:
         (["advance", "a\nb", "downloading"], 2, "invalid episode id"),
         (["advance", "..", "downloading"], 2, "invalid episode id"),
         (["advance", "{id}", "flying"], 2, "unknown stage 'flying'"),
-        (["advance", "{id}", "downloading", "--set", "metrics.audio_size=big"], 5, "$.metrics.audio_size"),
+        (
+            ["advance", "{id}", "downloading", "--set", "metrics.audio_size=big"],
+            5,
+            "$.metrics.audio_size",
+        ),
         (["advance", "{id}", "downloading", "--set", "nope.x=1"], 5, "unknown or read-only field"),
-        (["advance", "{id}", "downloading", "--set", "stage=published"], 5, "unknown or read-only field"),
+        (
+            ["advance", "{id}", "downloading", "--set", "stage=published"],
+            5,
+            "unknown or read-only field",
+        ),
         (["advance", "{id}", "downloading", "--set", "missing-equals"], 5, "expected FIELD=VALUE"),
         (["advance", "{id}", "downloading", "-m", "x\nHystate-To: published"], 5, "trailer"),
         (["advance", "{id}", "downloading", "--worker", "a\nb"], 2, "invalid worker name"),
@@ -112,7 +120,9 @@ def test_retry_waits_for_the_delay(run: Cli, episode_id: str) -> None:
 
 def test_fail_records_a_traceback_from_stdin(run: Cli, episode_id: str) -> None:
     run("advance", episode_id, "downloading")
-    result = run("fail", episode_id, "--error", "boom", "--traceback", "-", input="Traceback...\n  x\n")
+    result = run(
+        "fail", episode_id, "--error", "boom", "--traceback", "-", input="Traceback...\n  x\n"
+    )
     assert result.exit_code == 0
     shown = json.loads(run("show", episode_id, "--json").output)
     assert shown["error_history"][0]["traceback"] == "Traceback...\n  x\n"
@@ -182,11 +192,23 @@ def test_installed_command_runs(repo: Path, episode_id: str) -> None:
     import subprocess
 
     done = subprocess.run(
-        [exe, "advance", episode_id, "downloading"], cwd=repo, capture_output=True, text=True, check=False
+        [exe, "advance", episode_id, "downloading"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0 and "discovered -> downloading" in done.stdout
     # The CLI acts for its caller: the worker is this (the parent) process.
     import os
 
-    shown = json.loads(subprocess.run([exe, "show", episode_id, "--json"], cwd=repo, capture_output=True, text=True, check=True).stdout)
+    shown = json.loads(
+        subprocess.run(
+            [exe, "show", episode_id, "--json"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert shown["worker"].endswith(f":{os.getpid()}")

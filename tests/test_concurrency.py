@@ -78,7 +78,11 @@ def test_eight_processes_racing_on_one_episode_make_one_transition_per_step(
             if (code, out, err) in winners:
                 continue
             # losers either found it already there with the same data (no-op) or were refused
-            assert (code == 0 and "nothing to do" in out) or (code == 3 and "already" in err), (code, out, err)
+            assert (code == 0 and "nothing to do" in out) or (code == 3 and "already" in err), (
+                code,
+                out,
+                err,
+            )
     assert len(commits(repo)) == before + len(STEPS)
     history = manager.get_episode_state(episode_id).history
     assert [h["to"] for h in history[1:]] == [s for s, _ in STEPS]

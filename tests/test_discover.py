@@ -13,8 +13,16 @@ from hystate.manager import StateManager
 from tests.conftest import commits, files_in, git
 
 ROWS = [
-    {"identifier": "hy0_hooting_yard_2004-04-14", "title": "Burnt Maps", "date": "2004-04-14T00:00:00Z"},
-    {"identifier": "hooting-yard-live", "title": "An Evening of Lugubrious Music", "date": "2008-01-01"},
+    {
+        "identifier": "hy0_hooting_yard_2004-04-14",
+        "title": "Burnt Maps",
+        "date": "2004-04-14T00:00:00Z",
+    },
+    {
+        "identifier": "hooting-yard-live",
+        "title": "An Evening of Lugubrious Music",
+        "date": "2008-01-01",
+    },
 ]
 
 
@@ -31,7 +39,11 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
         ("scrape.json", json.dumps({"items": ROWS, "count": 2})),
         ("array.json", json.dumps(ROWS)),
         ("lines.jsonl", "\n".join(json.dumps(r) for r in ROWS) + "\n"),
-        ("cat.csv", "identifier,title,date\n" + "\n".join(f'{r["identifier"]},"{r["title"]}",{r["date"]}' for r in ROWS)),
+        (
+            "cat.csv",
+            "identifier,title,date\n"
+            + "\n".join(f'{r["identifier"]},"{r["title"]}",{r["date"]}' for r in ROWS),
+        ),
     ],
 )
 def test_formats(tmp_path: Path, name: str, text: str) -> None:
@@ -73,11 +85,20 @@ def test_discovery_is_idempotent_and_leaves_existing_files_alone(
         ("{not json", "not JSON"),
         (json.dumps({"response": {"docs": "nope"}}), "not a list"),
         (json.dumps({"something": 1}), "unknown JSON shape"),
-        (json.dumps([{"identifier": "../etc", "title": "t", "date": "2004-01-01"}]), "invalid episode id"),
-        (json.dumps([{"identifier": "a b", "title": "t", "date": "2004-01-01"}]), "invalid episode id"),
+        (
+            json.dumps([{"identifier": "../etc", "title": "t", "date": "2004-01-01"}]),
+            "invalid episode id",
+        ),
+        (
+            json.dumps([{"identifier": "a b", "title": "t", "date": "2004-01-01"}]),
+            "invalid episode id",
+        ),
         (json.dumps([{"identifier": "ok", "title": "", "date": "2004-01-01"}]), "missing title"),
         (json.dumps([{"identifier": "ok", "title": "t", "date": "2004-13-01"}]), "not a real date"),
-        (json.dumps([{"identifier": "ok", "title": "t", "date": "2004-01-01T12:30:00Z"}]), "not YYYY-MM-DD"),
+        (
+            json.dumps([{"identifier": "ok", "title": "t", "date": "2004-01-01T12:30:00Z"}]),
+            "not YYYY-MM-DD",
+        ),
         (json.dumps([{"identifier": "ok", "title": "t"}]), "missing date"),
         (json.dumps([ROWS[0], ROWS[0]]), "listed twice"),
         (json.dumps([ROWS[0], 7]), "expected an object"),

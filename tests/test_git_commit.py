@@ -27,7 +27,9 @@ def test_one_commit_per_transition_with_message_and_trailers(
     assert commits(repo) == [result.commit, *before]
     rel = manager.store.name(manager.path_of(episode_id))
     assert files_in(repo) == [rel]
-    assert git(repo, "log", "-1", "--format=%s").strip() == f"{episode_id}: discovered -> downloading"
+    assert (
+        git(repo, "log", "-1", "--format=%s").strip() == f"{episode_id}: discovered -> downloading"
+    )
     assert git(repo, "log", "-1", "--format=%b").startswith("starting\n")
     assert trailers(repo) == {
         "Hystate-Episode": episode_id,
@@ -147,9 +149,7 @@ def test_head_moved_by_the_user_in_between_is_kept(
     git(repo, "add", "other.txt")
     git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "user commit")
     user_commit = git(repo, "rev-parse", "HEAD").strip()
-    result = manager.update_state(
-        episode_id, "downloaded", fields={"files.audio_file": "a.mp3"}
-    )
+    result = manager.update_state(episode_id, "downloaded", fields={"files.audio_file": "a.mp3"})
     assert git(repo, "rev-parse", "HEAD~1").strip() == user_commit
     assert git(repo, "rev-parse", "HEAD").strip() == result.commit
     assert git(repo, "status", "--porcelain") == ""
@@ -157,7 +157,11 @@ def test_head_moved_by_the_user_in_between_is_kept(
 
 @pytest.mark.parametrize(
     "setting",
-    [("index.version", "4"), ("core.splitIndex", "true"), ("index.recordEndOfIndexEntries", "true")],
+    [
+        ("index.version", "4"),
+        ("core.splitIndex", "true"),
+        ("index.recordEndOfIndexEntries", "true"),
+    ],
 )
 def test_other_index_formats_fall_back_or_patch_correctly(
     manager: StateManager, repo: Path, episode_id: str, setting: tuple[str, str]
@@ -171,7 +175,9 @@ def test_other_index_formats_fall_back_or_patch_correctly(
     assert git(repo, "fsck", "--strict", "--no-progress") == ""
 
 
-def test_packed_objects_after_gc_are_read(manager: StateManager, repo: Path, episode_id: str) -> None:
+def test_packed_objects_after_gc_are_read(
+    manager: StateManager, repo: Path, episode_id: str
+) -> None:
     git(repo, "gc", "--quiet", "--prune=now")
     assert not list((repo / ".git" / "objects").glob("??/*"))
     full_walk(manager, episode_id)
@@ -212,9 +218,15 @@ def test_not_a_repository(tmp_path: Path) -> None:
         GitRepo.discover(tmp_path)
 
 
-def test_commit_subprocess_git_sees_reflog(manager: StateManager, repo: Path, episode_id: str) -> None:
+def test_commit_subprocess_git_sees_reflog(
+    manager: StateManager, repo: Path, episode_id: str
+) -> None:
     manager.update_state(episode_id, "downloading")
     reflog = subprocess.run(
-        ["git", "reflog", "-1", "--format=%gs"], cwd=repo, capture_output=True, text=True, check=True
+        ["git", "reflog", "-1", "--format=%gs"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert reflog.strip() == f"commit: {episode_id}: discovered -> downloading"

@@ -43,7 +43,12 @@ def dead_pid() -> int:
 
 def write_owner(path: Path, **fields: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"host": socket.gethostname(), "pid": os.getpid(), "start": "1", "acquired_at": "2026-01-01T00:00:00+00:00"}
+    data = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "start": "1",
+        "acquired_at": "2026-01-01T00:00:00+00:00",
+    }
     data.update(fields)
     path.write_text(json.dumps(data))
 

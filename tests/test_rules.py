@@ -112,8 +112,14 @@ def test_messages_may_not_forge_trailers_or_carry_control_characters() -> None:
 def test_parse_assignment() -> None:
     assert parse_assignment("metrics.audio_size=28363609") == ("metrics.audio_size", 28363609)
     assert parse_assignment("files.video_file=") == ("files.video_file", None)
-    assert parse_assignment("youtube.playlist_ids=[PL1, PL2]") == ("youtube.playlist_ids", ["PL1", "PL2"])
-    assert parse_assignment("youtube.scheduled_date=2027-01-01T18:00:00+00:00")[1] == "2027-01-01T18:00:00+00:00"
+    assert parse_assignment("youtube.playlist_ids=[PL1, PL2]") == (
+        "youtube.playlist_ids",
+        ["PL1", "PL2"],
+    )
+    assert (
+        parse_assignment("youtube.scheduled_date=2027-01-01T18:00:00+00:00")[1]
+        == "2027-01-01T18:00:00+00:00"
+    )
     with pytest.raises(InvalidData):
         parse_assignment("no-equals-sign")
     with pytest.raises(InvalidData):
@@ -155,7 +161,16 @@ def test_every_move_outside_the_table_is_refused(start: S, to: S) -> None:
 
 
 def _path_to(stage: S) -> list[S]:
-    line = [S.DOWNLOADING, S.DOWNLOADED, S.CONVERTING, S.CONVERTED, S.UPLOADING, S.UPLOADED, S.SCHEDULED, S.PUBLISHED]
+    line = [
+        S.DOWNLOADING,
+        S.DOWNLOADED,
+        S.CONVERTING,
+        S.CONVERTED,
+        S.UPLOADING,
+        S.UPLOADED,
+        S.SCHEDULED,
+        S.PUBLISHED,
+    ]
     if stage is S.DISCOVERED:
         return []
     if stage is S.FAILED:

@@ -35,7 +35,11 @@ def test_schemas_pass_their_metaschema(name: str) -> None:
 
 def test_file_keys_are_in_the_fixed_order(manager: StateManager, episode_id: str) -> None:
     text = manager.path_of(episode_id).read_text()
-    top = [line.split(":")[0] for line in text.splitlines() if line and not line[0].isspace() and line[0] != "-"]
+    top = [
+        line.split(":")[0]
+        for line in text.splitlines()
+        if line and not line[0].isspace() and line[0] != "-"
+    ]
     assert top == KEY_ORDER
 
 
@@ -44,7 +48,8 @@ def test_a_transition_changes_few_lines(manager: StateManager, episode_id: str, 
 
     manager.update_state(episode_id, "downloading")
     diff = git(repo, "show", "--format=", "--unified=0", "HEAD")
-    changed = [l for l in diff.splitlines() if l[:1] in "+-" and not l.startswith(("+++", "---"))]
+    lines = diff.splitlines()
+    changed = [x for x in lines if x[:1] in "+-" and not x.startswith(("+++", "---"))]
     assert len(changed) <= 12, changed
 
 
@@ -115,7 +120,9 @@ def test_validate_collects_every_problem(manager: StateManager) -> None:
 def test_invariants_name_the_rule() -> None:
     doc = new_episode("ep", title="t", date="2004-04-14", at="2026-01-01T00:00:00+00:00", by="t")
     doc["stage"] = "failed"
-    doc["history"].append({"at": doc["last_updated"], "from": "discovered", "to": "failed", "by": "t"})
+    doc["history"].append(
+        {"at": doc["last_updated"], "from": "discovered", "to": "failed", "by": "t"}
+    )
     messages = {p.message for p in episode_problems(doc, "x.yaml")}
     assert any("failed needs failed_stage" in m for m in messages)
 
@@ -170,7 +177,9 @@ def test_fast_and_reference_validators_agree(data: st.DataObject) -> None:
     from hystate import validation
 
     doc = new_episode("ep", title="t", date="2004-04-14", at="2026-01-01T00:00:00+00:00", by="t")
-    doc["history"].append({"at": "2026-01-01T00:00:01Z", "from": "discovered", "to": "downloading", "by": "w"})
+    doc["history"].append(
+        {"at": "2026-01-01T00:00:01Z", "from": "discovered", "to": "downloading", "by": "w"}
+    )
     for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
         path = data.draw(st.sampled_from([p for p in _leaf_paths(doc) if p]))
         target = doc
@@ -178,7 +187,9 @@ def test_fast_and_reference_validators_agree(data: st.DataObject) -> None:
             target = target[part]  # type: ignore[index]
         target[path[-1]] = data.draw(values)  # type: ignore[index]
     if data.draw(st.booleans()):
-        doc["stage"] = data.draw(st.sampled_from(["downloaded", "failed", "published", "skipped", "uploading"]))
+        doc["stage"] = data.draw(
+            st.sampled_from(["downloaded", "failed", "published", "skipped", "uploading"])
+        )
     fast = validation.is_valid("episode", doc)
     reference = not list(validation._validator("episode").iter_errors(doc))
     assert fast == reference

@@ -63,7 +63,10 @@ class Tree:
 
     def entries(self) -> dict[bytes, bytes]:
         """name -> the entry's mode and sha, as one bytes value (cheap to compare)."""
-        return {item[item.index(b" ") + 1 : -21]: item[: item.index(b" ")] + item[-20:] for item in self._items}
+        return {
+            item[item.index(b" ") + 1 : -21]: item[: item.index(b" ")] + item[-20:]
+            for item in self._items
+        }
 
     def serialize(self) -> bytes:
         return b"".join(self._items)

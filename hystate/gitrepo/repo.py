@@ -180,7 +180,14 @@ class GitRepo:
         oldest first, read from the audit trailers; a discovery batch names each episode."""
         if self.refs.head().sha is None:
             return []
-        fields = ["%H", *(f"%(trailers:key=Hystate-{k},valueonly,separator=)" for k in ("Episode", "From", "To")), "%b"]
+        fields = [
+            "%H",
+            *(
+                f"%(trailers:key=Hystate-{k},valueonly,separator=)"
+                for k in ("Episode", "From", "To")
+            ),
+            "%b",
+        ]
         rev = f"{since}..HEAD" if since else "HEAD"
         out = self.git("log", "--reverse", f"--format={'%x1f'.join(fields)}%x1e", rev, check=False)
         found = []
@@ -192,7 +199,11 @@ class GitRepo:
             if episode:
                 found.append((sha, episode, old or None, new))
             elif new == "discovered":
-                ids = [line for line in body.splitlines() if line and ":" not in line and " " not in line]
+                ids = [
+                    line
+                    for line in body.splitlines()
+                    if line and ":" not in line and " " not in line
+                ]
                 found.extend((sha, eid, None, new) for eid in ids)
         return found
 
