@@ -145,7 +145,9 @@ class StateManager:
     # -- setting up ------------------------------------------------------------------------
 
     def ensure_layout(self) -> str | None:
-        """Create the state directory and its .gitignore (committed). Safe to repeat."""
+        """Create the state directory and its .gitignore (committed), and set the repository
+        options hystate relies on. Safe to repeat."""
+        self.repo.configure()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         ignore = self.state_dir / ".gitignore"
         data = GITIGNORE.encode()

@@ -230,3 +230,53 @@ def test_commit_subprocess_git_sees_reflog(
         check=True,
     ).stdout
     assert reflog.strip() == f"commit: {episode_id}: discovered -> downloading"
+
+
+def _index_checksum_ok(repo: Path) -> bool:
+    import hashlib
+
+    data = (repo / ".git" / "index").read_bytes()
+    return hashlib.sha1(data[:-20]).digest() == data[-20:]
+
+
+def test_index_memo_survives_git_rewriting_the_index_in_between(
+    manager: StateManager, repo: Path
+) -> None:
+    """The long-lived API process re-uses the index it wrote only while it is still the
+    file on disk; a user's git command in between (new inode) makes it read the file again."""
+    ids = sorted(p.stem for p in manager.store.iter_paths())
+    for n, eid in enumerate(ids[:12]):
+        manager.update_state(eid, "downloading")
+        assert _index_checksum_ok(repo)
+        if n % 3 == 0:
+            (repo / f"user-{n}.txt").write_text("x\n")
+            git(repo, "add", f"user-{n}.txt")  # rewrites the index behind hystate's back
+        if n % 4 == 1:
+            git(repo, "status", "--porcelain")
+    assert git(repo, "fsck", "--strict", "--no-progress") == ""
+    staged = git(repo, "diff", "--cached", "--name-only").split()
+    assert staged == ["user-0.txt", "user-3.txt", "user-6.txt", "user-9.txt"]
+    assert git(repo, "status", "--porcelain", "--", "processed") == ""
+
+
+def test_large_index_checkpoints_give_the_right_checksum(manager: StateManager, repo: Path) -> None:
+    """An index over 1 MiB: SHA-1 states saved per MiB are resumed from; the result must be
+    byte-for-byte what a full hash gives (git fsck checks it too)."""
+    for folder in ("aaa-bulk", "zzz-bulk"):
+        (repo / folder).mkdir()
+        for i in range(7000):
+            (repo / folder / f"file-{i:05d}.txt").write_text(f"{i}\n")
+    git(repo, "add", "aaa-bulk", "zzz-bulk")
+    git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "bulk")
+    assert (repo / ".git" / "index").stat().st_size > 1 << 20
+    ids = sorted(p.stem for p in manager.store.iter_paths())
+    for eid in ids[:6]:
+        manager.update_state(eid, "downloading")
+        assert _index_checksum_ok(repo)
+    (repo / "zzz-bulk" / "file-06999.txt").write_text("changed\n")
+    git(repo, "add", "zzz-bulk/file-06999.txt")
+    for eid in ids[6:9]:
+        manager.update_state(eid, "downloading")
+        assert _index_checksum_ok(repo)
+    assert git(repo, "fsck", "--strict", "--no-progress") == ""
+    assert git(repo, "diff", "--cached", "--name-only").split() == ["zzz-bulk/file-06999.txt"]

@@ -16,6 +16,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hystate.gitrepo.refs import take_git_lock
 
@@ -33,15 +34,37 @@ class Update:
     stat: os.stat_result
 
 
+_CHUNK = 1 << 20  # a SHA-1 state is kept at every MiB of the index written
+
+
+@dataclass
+class IndexMemo:
+    """The index as this process last wrote it, with SHA-1 states at every MiB, so the next
+    update (if nobody else wrote the index meanwhile) neither reads the file again nor hashes
+    the unchanged bytes before the first patched entry."""
+
+    key: tuple[int, int, int, int] | None = None
+    buf: bytearray | None = None
+    checkpoints: list[tuple[int, Any]] | None = None
+
+
+def _key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class IndexPatch:
     """The index read under ``index.lock``; ``commit`` writes the patched copy and renames it."""
 
-    def __init__(self, git_dir: Path, fd: int, data: bytes, ext_start: int) -> None:
+    def __init__(
+        self, git_dir: Path, fd: int, buf: bytearray, ext_start: int, memo: IndexMemo, reused: bool
+    ) -> None:
         self.path = git_dir / "index"
         self.lock = git_dir / "index.lock"
         self._fd = fd
-        self._data = data
+        self._buf = buf
         self._ext_start = ext_start
+        self._memo = memo
+        self._checkpoints = (memo.checkpoints or []) if reused else []
 
     def release(self) -> None:
         if self._fd >= 0:
@@ -53,73 +76,90 @@ class IndexPatch:
         """(entry offset, flags) per update, or None when one cannot be patched in place."""
         found = []
         for update in updates:
-            where = _find_entry(self._data, update.path, self._ext_start)
+            where = _find_entry(self._buf, update.path, self._ext_start)
             if where is None:
                 return None
             found.append(where)
         return found
 
     def commit(self, updates: list[Update], found: list[tuple[int, int]]) -> None:
-        data = self._data
-        pieces: list[bytes | memoryview] = []
-        view = memoryview(data)
-        last = 0
-        for update, (offset, flags) in sorted(zip(updates, found, strict=True), key=_by_offset):
+        buf = self._buf
+        for update, (offset, flags) in zip(updates, found, strict=True):
             st = update.stat
-            old_mode = struct.unpack_from(">I", data, offset + 24)[0]
-            pieces.append(view[last:offset])
-            pieces.append(
-                _ENTRY.pack(
-                    int(st.st_ctime) & _MASK,
-                    st.st_ctime_ns % 1_000_000_000,
-                    int(st.st_mtime) & _MASK,
-                    st.st_mtime_ns % 1_000_000_000,
-                    st.st_dev & _MASK,
-                    st.st_ino & _MASK,
-                    old_mode,
-                    st.st_uid & _MASK,
-                    st.st_gid & _MASK,
-                    st.st_size & _MASK,
-                    update.sha,
-                    flags,
-                )
+            old_mode = struct.unpack_from(">I", buf, offset + 24)[0]
+            buf[offset : offset + _ENTRY.size] = _ENTRY.pack(
+                int(st.st_ctime) & _MASK,
+                st.st_ctime_ns % 1_000_000_000,
+                int(st.st_mtime) & _MASK,
+                st.st_mtime_ns % 1_000_000_000,
+                st.st_dev & _MASK,
+                st.st_ino & _MASK,
+                old_mode,
+                st.st_uid & _MASK,
+                st.st_gid & _MASK,
+                st.st_size & _MASK,
+                update.sha,
+                flags,
             )
-            last = offset + _ENTRY.size
-        pieces.append(view[last : self._ext_start])
         dirs = {p.path.rpartition(b"/")[0] for p in updates}
-        pieces.append(_rewrite_extensions(data, self._ext_start, dirs))
-        digest = hashlib.sha1()
-        for piece in pieces:
-            digest.update(piece)
-        pieces.append(digest.digest())
-        os.writev(self._fd, pieces)
+        buf[self._ext_start :] = _rewrite_extensions(buf, self._ext_start, dirs)
+        first_change = min([self._ext_start, *(offset for offset, _ in found)])
+        buf += self._digest(first_change)
+        view = memoryview(buf)
+        written = 0
+        while written < len(buf):
+            written += os.write(self._fd, view[written:])
         os.close(self._fd)
         self._fd = -1
         os.replace(self.lock, self.path)
+        self._memo.key = _key(os.stat(self.path))
+        self._memo.buf = buf
+
+    def _digest(self, first_change: int) -> bytes:
+        """SHA-1 of the new content, resumed from the last saved state before ``first_change``."""
+        kept = [(pos, h) for pos, h in self._checkpoints if pos <= first_change]
+        pos, state = kept[-1] if kept else (0, hashlib.sha1())
+        digest = state.copy()
+        view = memoryview(self._buf)
+        end = len(self._buf)
+        while pos < end:
+            stop = min((pos // _CHUNK + 1) * _CHUNK, end)
+            digest.update(view[pos:stop])
+            pos = stop
+            if pos % _CHUNK == 0:
+                kept.append((pos, digest.copy()))
+        self._memo.checkpoints = kept
+        return digest.digest()
 
 
-def _by_offset(pair: tuple[Update, tuple[int, int]]) -> int:
-    return pair[1][0]
-
-
-def prepare(git_dir: Path, wait: float) -> IndexPatch | None:
+def prepare(git_dir: Path, wait: float, memo: IndexMemo | None = None) -> IndexPatch | None:
     """Take ``index.lock`` and read the index; None (lock released) if it is not patchable."""
+    memo = memo if memo is not None else IndexMemo()
     lock = git_dir / "index.lock"
     fd = take_git_lock(lock, wait)
+    ext_start = None
+    reused = False
     try:
-        with open(git_dir / "index", "rb") as fh:
-            data = fh.read()
-        ext_start = _entries_end(data)
+        st = os.stat(git_dir / "index")
+        if memo.buf is not None and memo.key == _key(st):
+            buf, reused = memo.buf, True
+        else:
+            memo.buf = memo.key = memo.checkpoints = None
+            buf = bytearray(st.st_size)
+            with open(git_dir / "index", "rb") as fh:
+                if fh.readinto(buf) != st.st_size:
+                    raise ValueError("index changed while read")
+        ext_start = _entries_end(buf)
     except (FileNotFoundError, ValueError, struct.error):
         ext_start = None
-    if ext_start is None or mandatory_extensions(data, ext_start):
+    if ext_start is None or mandatory_extensions(buf, ext_start):
         os.close(fd)
         lock.unlink(missing_ok=True)
         return None
-    return IndexPatch(git_dir, fd, data, ext_start)
+    return IndexPatch(git_dir, fd, buf, ext_start, memo, reused)
 
 
-def _entries_end(data: bytes) -> int | None:
+def _entries_end(data: bytes | bytearray) -> int | None:
     """Offset where the entries end (and extensions begin); None for unsupported indexes."""
     if len(data) < 32 or data[:4] != b"DIRC":
         return None
@@ -143,7 +183,7 @@ def _entries_end(data: bytes) -> int | None:
     return pos
 
 
-def _ext_hash(data: bytes, start: int, stop: int) -> bytes:
+def _ext_hash(data: bytes | bytearray, start: int, stop: int) -> bytes:
     digest = hashlib.sha1()
     pos = start
     while pos < stop:
@@ -153,7 +193,7 @@ def _ext_hash(data: bytes, start: int, stop: int) -> bytes:
     return digest.digest()
 
 
-def _find_entry(data: bytes, path: bytes, stop: int) -> tuple[int, int] | None:
+def _find_entry(data: bytes | bytearray, path: bytes, stop: int) -> tuple[int, int] | None:
     """(offset, flags) of ``path``'s stage-0 entry, found without walking the index."""
     needle = path + b"\x00"
     pos = data.find(needle, 12, stop)
@@ -175,16 +215,16 @@ def _find_entry(data: bytes, path: bytes, stop: int) -> tuple[int, int] | None:
     return None
 
 
-def _rewrite_extensions(data: bytes, start: int, dirs: set[bytes]) -> bytes:
+def _rewrite_extensions(data: bytes | bytearray, start: int, dirs: set[bytes]) -> bytes:
     """The extensions with the cache-tree of ``dirs`` (and their parents) invalidated, and a
     fresh EOIE. An unknown mandatory extension (lower-case signature) is refused earlier."""
     end = len(data) - 20
-    out = []
+    out: list[bytes] = []
     pos = start
     while pos < end:
-        sig = data[pos : pos + 4]
+        sig = bytes(data[pos : pos + 4])
         size = struct.unpack_from(">I", data, pos + 4)[0]
-        body = data[pos + 8 : pos + 8 + size]
+        body = bytes(data[pos + 8 : pos + 8 + size])
         pos += 8 + size
         if sig == b"EOIE":
             continue
@@ -198,7 +238,7 @@ def _rewrite_extensions(data: bytes, start: int, dirs: set[bytes]) -> bytes:
     return b"".join(out)
 
 
-def mandatory_extensions(data: bytes, start: int) -> list[bytes]:
+def mandatory_extensions(data: bytes | bytearray, start: int) -> list[bytes]:
     """Signatures of extensions git requires a reader to understand (split index, sparse)."""
     end = len(data) - 20
     found = []
@@ -206,7 +246,7 @@ def mandatory_extensions(data: bytes, start: int) -> list[bytes]:
     while pos < end:
         sig = data[pos : pos + 4]
         if not sig[:1].isupper():
-            found.append(sig)
+            found.append(bytes(sig))
         pos += 8 + struct.unpack_from(">I", data, pos + 4)[0]
     return found
 

@@ -53,6 +53,7 @@ class GitRepo:
         self.refs = Refs(git_dir, common_dir)
         self.objects = ObjectStore(common_dir / "objects", root)
         self._identity: Identity | None = None
+        self._index_memo = git_index.IndexMemo()
         self.lock_wait = 10.0
 
     # -- finding and making repositories ---------------------------------------------------
@@ -127,6 +128,21 @@ class GitRepo:
                 _clean_ident(name) or FALLBACK_NAME, _clean_ident(email) or FALLBACK_EMAIL
             )
         return self._identity
+
+    def configure(self) -> list[str]:
+        """Repository settings hystate relies on; returns those it changed.
+
+        ``index.recordEndOfIndexEntries`` makes git keep the EOIE index extension (an optional
+        one; every reader, libgit2 included, may ignore it), so hystate finds where the index
+        entries end without walking them all. Split index is never switched on here: libgit2
+        cannot read it (docs/BENCHMARKS.md has the figures for those who opt in)."""
+        changed = []
+        wanted = {"index.recordEndOfIndexEntries": "true"}
+        for key, value in wanted.items():
+            if self.git("config", "--local", "--get", key, check=False).strip() != value:
+                self.git("config", "--local", key, value)
+                changed.append(f"{key}={value}")
+        return changed
 
     # -- state -----------------------------------------------------------------------------
 
@@ -246,7 +262,7 @@ class GitRepo:
         """
         self.check_writable()
         blobs = {rel: self.objects.write(b"blob", data) for rel, data in files.items()}
-        patch = git_index.prepare(self.git_dir, self.lock_wait)
+        patch = git_index.prepare(self.git_dir, self.lock_wait, self._index_memo)
         try:
             sha = self._commit_head(blobs, message)
             if sha is not None:
