@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -26,54 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import IDENT, build_repo, episode_ids, git, hystate_exe, isolate_git, machine
 
 from hystate.manager import StateManager
-from hystate.model import ProcessingStage, new_episode, now_utc
+from hystate.model import ProcessingStage, now_utc
 from hystate.rules import Change, apply_change
-from hystate.store import GITIGNORE, EpisodeStore, dump
-
-IDENT = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@localhost",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@localhost",
-}
-YEARS = 20
+from hystate.store import EpisodeStore, dump
 
 
-def git(root: Path, *args: str) -> str:
-    env = {**os.environ, **IDENT}
-    proc = subprocess.run(
-        ["git", *args], cwd=root, capture_output=True, text=True, env=env, check=True
-    )
-    return proc.stdout
-
-
-def episode_ids(n: int) -> list[str]:
-    return [f"hy0_hooting_yard_{2004 + i % YEARS}-{1 + i % 12:02d}-{i:06d}" for i in range(n)]
-
-
-def build_repo(root: Path, n: int, extra_config: list[tuple[str, str]]) -> None:
-    root.mkdir(parents=True)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "index.recordEndOfIndexEntries", "true")  # as `hystate init` sets it
-    for key, value in extra_config:
-        git(root, "config", key, value)
-    state = root / "processed"
-    state.mkdir()
-    (state / ".gitignore").write_text(GITIGNORE)
-    at = now_utc()
-    for eid in episode_ids(n):
-        year = eid[17:21]
-        doc = new_episode(
-            eid, title=f"Hooting Yard On The Air: {eid}", date=f"{year}-01-01", at=at, by="bench"
-        )
-        folder = state / year
-        folder.mkdir(exist_ok=True)
-        (folder / f"{eid}.yaml").write_bytes(dump(doc))
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", f"{n} episodes")
+def add_user_change(root: Path) -> None:
     (root / "user-notes.txt").write_text("a staged change of the user\n")
     git(root, "add", "user-notes.txt")
 
@@ -118,7 +78,7 @@ def check_sound(root: Path, transitions: int) -> None:
 
 
 def cli_start(root: Path, ids: list[str]) -> list[float]:
-    exe = shutil.which("hystate", path=str(Path(sys.executable).parent)) or "hystate"
+    exe = hystate_exe()
     times = []
     for eid in ids:
         started = time.perf_counter()
@@ -139,8 +99,9 @@ def run_size(workdir: Path, n: int, count: int, split: bool) -> dict[str, object
     print(f"[{label}] building two repos of {n:,} episodes...", file=sys.stderr, flush=True)
     ours, naive = workdir / f"ours-{n}-{split}", workdir / f"naive-{n}-{split}"
     started = time.perf_counter()
-    build_repo(ours, n, config)
-    build_repo(naive, n, config)
+    for root in (ours, naive):
+        build_repo(root, n, config=config)
+        add_user_change(root)
     build_s = time.perf_counter() - started
     ids = episode_ids(n)[:: max(1, n // (count + 30))][: count + 30]
     warm, measured = ids[:5], ids[5 : count + 5]
@@ -190,8 +151,7 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-    env = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-    os.environ.update(env)
+    isolate_git()
     results = []
     with tempfile.TemporaryDirectory(prefix="hystate-bench-") as tmp:
         for n in args.sizes:
@@ -199,13 +159,7 @@ def main() -> None:
             if args.split_index:
                 results.append(run_size(Path(tmp), n, args.count, split=True))
     plain = [r for r in results if not r["split_index"]]
-    summary: dict[str, object] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        + subprocess.run(
-            ["git", "--version"], capture_output=True, text=True, check=True
-        ).stdout.strip(),
-        "results": results,
-    }
+    summary: dict[str, object] = {"machine": machine(), "results": results}
     if len(plain) >= 2:
         small, large = plain[0], plain[-1]
         summary["growth"] = round(float(large["hystate_ms"]) / float(small["hystate_ms"]), 2)  # type: ignore[arg-type]

@@ -283,43 +283,33 @@ class StateCache:
     def _reread(
         self, db: sqlite3.Connection, paths: list[str], progress: Callable[[int, int], None] | None
     ) -> None:
-        base = self.store.state_dir
-        rows, logs, gone, problems = [], [], [], []
-        for done, inner in enumerate(paths, 1):
-            path = base / inner
-            episode_id = Path(inner).stem
-            gone.append((episode_id,))
-            db.execute("DELETE FROM problems WHERE path = ?", (inner,))
-            if path.is_file():
-                _, doc, found = self.store.load(path)
-                if found:
-                    problems.append((inner, json.dumps([p.as_dict() for p in found])))
-                else:
-                    rows.append(episode_row(doc, self.store.name(path)))
-                    logs.extend(log_rows(doc))
-            if progress is not None and (done % 500 == 0 or done == len(paths)):
+        done = 0
+        for chunk, (rows, logs, problems) in _load_all(self.store, paths):
+            gone = [(Path(inner).stem,) for inner in chunk]
+            known = {}
+            for (episode_id,) in gone:
+                for row in db.execute(
+                    "SELECT timestamp, from_stage, to_stage, commit_sha FROM processing_log"
+                    " WHERE episode_id = ? AND commit_sha IS NOT NULL",
+                    (episode_id,),
+                ):
+                    known[(episode_id, *row[:3])] = row[3]
+            db.executemany("DELETE FROM problems WHERE path = ?", [(inner,) for inner in chunk])
+            db.executemany("DELETE FROM episode_states WHERE episode_id = ?", gone)
+            db.executemany("DELETE FROM processing_log WHERE episode_id = ?", gone)
+            placeholders = ", ".join("?" * len(_COLUMNS.split(",")))
+            db.executemany(
+                f"INSERT OR REPLACE INTO episode_states ({_COLUMNS}) VALUES ({placeholders})", rows
+            )
+            db.executemany(
+                "INSERT INTO processing_log (episode_id, timestamp, from_stage, to_stage, event,"
+                " details, commit_sha) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*row, known.get((row[0], row[1], row[2], row[3]))) for row in logs],
+            )
+            db.executemany("INSERT OR REPLACE INTO problems VALUES (?, ?)", problems)
+            done += len(chunk)
+            if progress is not None:
                 progress(done, len(paths))
-        known = {}
-        for (episode_id,) in gone:
-            for row in db.execute(
-                "SELECT timestamp, from_stage, to_stage, commit_sha FROM processing_log"
-                " WHERE episode_id = ? AND commit_sha IS NOT NULL",
-                (episode_id,),
-            ):
-                known[(episode_id, *row[:3])] = row[3]
-        db.executemany("DELETE FROM episode_states WHERE episode_id = ?", gone)
-        db.executemany("DELETE FROM processing_log WHERE episode_id = ?", gone)
-        logs = [(*row, known.get((row[0], row[1], row[2], row[3]))) for row in logs]
-        placeholders = ", ".join("?" * len(_COLUMNS.split(",")))
-        db.executemany(
-            f"INSERT OR REPLACE INTO episode_states ({_COLUMNS}) VALUES ({placeholders})", rows
-        )
-        db.executemany(
-            "INSERT INTO processing_log (episode_id, timestamp, from_stage, to_stage, event,"
-            " details, commit_sha) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            logs,
-        )
-        db.executemany("INSERT OR REPLACE INTO problems VALUES (?, ?)", problems)
 
     def _attribute_commits(self, db: sqlite3.Connection, since: str | None) -> None:
         """Fill processing_log.commit_sha from hystate's commits since the last refresh."""
@@ -372,6 +362,42 @@ class StateCache:
 
 
 _TABLES = {"meta", "episode_states", "processing_log", "problems"}
+
+
+_Loaded = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[str, str]]]
+_CHUNK = 500
+_PARALLEL_FROM = 4 * _CHUNK
+
+
+def _load_chunk(store: EpisodeStore, chunk: list[str]) -> _Loaded:
+    """Rows, log rows and problems for some files of the state folder."""
+    rows, logs, problems = [], [], []
+    for inner in chunk:
+        path = store.state_dir / inner
+        if not path.is_file():
+            continue
+        _, doc, found = store.load(path)
+        if found:
+            problems.append((inner, json.dumps([p.as_dict() for p in found])))
+        else:
+            rows.append(episode_row(doc, store.name(path)))
+            logs.extend(log_rows(doc))
+    return rows, logs, problems
+
+
+def _load_all(store: EpisodeStore, paths: list[str]) -> Iterator[tuple[list[str], _Loaded]]:
+    """Files are parsed and validated in chunks; a large rebuild uses every core."""
+    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    workers = min(os.cpu_count() or 1, len(chunks))
+    if len(paths) < _PARALLEL_FROM or workers < 2:
+        for chunk in chunks:
+            yield chunk, _load_chunk(store, chunk)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from zip(chunks, pool.map(partial(_load_chunk, store), chunks), strict=True)
 
 
 def _has_tables(db: sqlite3.Connection) -> bool:
