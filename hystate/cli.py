@@ -680,6 +680,192 @@ def rebuild(opts: Options) -> None:
     click.echo(f"rebuilt {name} and index.json from {result.reread} files in {took:.1f}s")
 
 
+@cli.command()
+@click.option("--repair", is_flag=True, help="Mend what can be mended.")
+@click.option("--remove-orphans", is_flag=True, help="Also delete media files of no episode.")
+@json_option
+@pass_opts
+def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> None:
+    """Find (and with --repair mend) what a crash or a hand edit left behind.
+
+    Uncommitted episode files, temp files, index drift, stale locks, episodes stuck in an
+    active stage, orphaned media, stale caches. Exit 0 when clean or all repaired, 1 when
+    problems remain.
+
+    \b
+    Examples:
+      hystate fsck
+      hystate fsck --repair --json
+    """
+    from hystate.recovery import RecoveryManager
+
+    manager = opts.manager(cli_worker=False)
+    findings = RecoveryManager(manager).fsck(repair=repair, remove_orphans=remove_orphans)
+    left = [f for f in findings if not f.repaired]
+    if as_json:
+        emit_json({"findings": [f.as_dict() for f in findings], "remaining": len(left)})
+    else:
+        for f in findings:
+            done = f" -> {f.action}" if f.repaired else ""
+            click.echo(f"{f.kind:<14} {f.path}: {f.message}{done}")
+        verdict = (
+            "clean"
+            if not findings
+            else f"{len(findings) - len(left)} repaired, {len(left)} remaining"
+        )
+        click.echo(f"fsck: {verdict}", err=True)
+        if left and not repair:
+            click.echo("hystate: run `hystate fsck --repair` to mend what can be mended", err=True)
+    if left:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@json_option
+@pass_opts
+def locks(opts: Options, as_json: bool) -> None:
+    """List lock files: who holds them, and whether the holder is gone.
+
+    \b
+    Example:
+      hystate locks
+    """
+    from hystate.locks import lock_status
+
+    manager = opts.manager(cli_worker=False)
+    rows = []
+    for path in sorted(manager.locks_dir.glob("*.lock")):
+        owner, stale = lock_status(path)
+        rows.append({
+            "lock": path.name,
+            "host": owner.host if owner else None,
+            "pid": owner.pid if owner else None,
+            "acquired_at": owner.acquired_at if owner else None,
+            "stale": stale,
+        })  # fmt: skip
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        state = "stale (holder gone)" if r["stale"] else "held"
+        click.echo(
+            f"{r['lock']:<48} {state:<20} {r['host']} pid {r['pid']} since {r['acquired_at']}"
+        )
+    if not rows:
+        click.echo("no locks held", err=True)
+
+
+@cli.command()
+@click.argument("episode_id", required=False)
+@click.option("--all-stale", is_flag=True, help="Remove every lock whose holder is gone.")
+@click.option("--force", is_flag=True, help="Remove the lock even if its holder may be alive.")
+@pass_opts
+def unlock(opts: Options, episode_id: str | None, all_stale: bool, force: bool) -> None:
+    """Remove a lock left behind (an episode's, or every stale one).
+
+    A lock whose holder is provably gone is removed; a live holder's only with --force.
+
+    \b
+    Examples:
+      hystate unlock --all-stale
+      hystate unlock hy0_hooting_yard_2004-04-14 --force
+    """
+    from hystate.errors import LockBusy, UsageError
+    from hystate.locks import lock_status
+    from hystate.model import check_id
+
+    manager = opts.manager(cli_worker=False)
+    if bool(episode_id) == all_stale:
+        raise UsageError("give an episode id or --all-stale")
+    paths = (
+        [manager.locks_dir / f"{check_id(episode_id)}.lock"]
+        if episode_id
+        else sorted(manager.locks_dir.glob("*.lock"))
+    )
+    removed = 0
+    for path in paths:
+        if not path.exists():
+            click.echo(f"{path.name}: not locked")
+            continue
+        owner, stale = lock_status(path)
+        if not stale and not force:
+            if episode_id:
+                who = owner.describe() if owner else "a process still writing it"
+                raise LockBusy(f"{path.name} is held by {who}", hint="use --force if you are sure")
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
+        click.echo(f"{path.name}: removed")
+    click.echo(f"{removed} lock(s) removed", err=True)
+
+
+@cli.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "json", "csv"]),
+    help="Default: reporting.report_format.",
+)
+@click.option(
+    "--period", type=click.Choice(["daily", "weekly"]), default="daily", show_default=True
+)
+@click.option(
+    "-o",
+    "--output",
+    metavar="PATH|-",
+    help="Where to write ('-' for stdout); default: <state dir>/reports/.",
+)
+@pass_opts
+def report(opts: Options, fmt: str | None, period: str, output: str | None) -> None:
+    """Write a report: HTML (self-contained, with a progress chart), JSON summary, or CSV.
+
+    By default into <state dir>/reports/: daily_report_YYYY-MM-DD.html,
+    weekly_report_YYYY-Www.html, summary.json, episodes_YYYY-MM-DD.csv. Prints the path.
+
+    \b
+    Examples:
+      hystate report
+      hystate report --format csv -o episodes.csv
+      hystate report --format json -o -
+    """
+    from hystate.reports import ReportGenerator
+
+    manager = _reader(opts)
+    generator = ReportGenerator(manager)
+    text = generator.write(
+        fmt or str(manager.config.get("reporting.report_format")), period, output
+    )
+    if text is not None:
+        click.echo(text, nl=False)
+    else:
+        click.echo(str(generator.written.resolve() if generator.written else ""))
+
+
+@cli.command()
+@click.option(
+    "--textfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write atomically here (node_exporter textfile collector).",
+)
+@pass_opts
+def metrics(opts: Options, textfile: Path | None) -> None:
+    """Prometheus metrics: episodes per stage, transitions and failures, last transition time.
+
+    \b
+    Examples:
+      hystate metrics
+      hystate metrics --textfile /var/lib/node_exporter/textfile/hystate.prom
+    """
+    from hystate.reports import metrics_text, write_textfile
+
+    manager = _reader(opts)
+    if textfile:
+        write_textfile(manager, textfile)
+        click.echo(f"wrote {textfile}", err=True)
+    else:
+        click.echo(metrics_text(manager).decode(), nl=False)
+
+
 def main() -> None:
     # SIGTERM unwinds like Ctrl-C, so locks are released and files put back.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -423,30 +423,35 @@ class StateManager:
         clock = datetime.now(UTC)
         outcomes = []
         for episode in targets:
-            decision = self.recovery.decide(episode)
-            eid = episode.episode_id
-            if decision.exhausted:
-                reason = self.recovery.exhausted_reason(episode, decision)
-                if dry_run:
-                    outcomes.append(RetryOutcome(eid, "would-skip", reason))
-                    continue
-                result = self.skip(eid, reason)
-                outcomes.append(RetryOutcome(eid, "skipped", reason, result.commit))
-            elif now or decision.due(clock):
-                detail = f"attempt {decision.attempts + 1} of {decision.max_attempts}"
-                if dry_run:
-                    outcomes.append(
-                        RetryOutcome(eid, "would-retry", f"{decision.stage.value}, {detail}")
-                    )
-                    continue
-                result = self.update_state(eid, decision.stage, force=True)
-                outcomes.append(
-                    RetryOutcome(eid, "retried", f"{decision.stage.value}, {detail}", result.commit)
-                )
-            else:
-                due = decision.due_at.isoformat(timespec="seconds") if decision.due_at else "now"
-                outcomes.append(RetryOutcome(eid, "waiting", f"due at {due}"))
+            try:
+                outcomes.append(self._retry_one(episode, clock, now=now, dry_run=dry_run))
+            except (IllegalTransition, LockBusy) as exc:
+                if episode_ids is not None:
+                    raise
+                # --all: another worker moved it meanwhile (claimed the retry itself)
+                outcomes.append(RetryOutcome(episode.episode_id, "changed-meanwhile", str(exc)))
         return outcomes
+
+    def _retry_one(
+        self, episode: EpisodeState, clock: datetime, *, now: bool, dry_run: bool
+    ) -> RetryOutcome:
+        decision = self.recovery.decide(episode)
+        eid = episode.episode_id
+        if decision.exhausted:
+            reason = self.recovery.exhausted_reason(episode, decision)
+            if dry_run:
+                return RetryOutcome(eid, "would-skip", reason)
+            result = self.skip(eid, reason)
+            return RetryOutcome(eid, "skipped", reason, result.commit)
+        if now or decision.due(clock):
+            attempt = f"attempt {decision.attempts + 1} of {decision.max_attempts}"
+            detail = f"{decision.stage.value}, {attempt}"
+            if dry_run:
+                return RetryOutcome(eid, "would-retry", detail)
+            result = self.update_state(eid, decision.stage, force=True)
+            return RetryOutcome(eid, "retried", detail, result.commit)
+        due = decision.due_at.isoformat(timespec="seconds") if decision.due_at else "now"
+        return RetryOutcome(eid, "waiting", f"due at {due}")
 
     def _check_retry(self, episode: EpisodeState, force: bool) -> None:
         decision = self.recovery.decide(episode)
@@ -491,17 +496,38 @@ class StateManager:
             data = dump(doc)
             message = commit_message(episode_id, episode.stage.value, change.to.value, change)
             self.store.write(path, data)
+            alert = None
             try:
                 with self.repo_lock():
                     sha = self.repo.commit({rel: data}, message)
+                    alert = self._count_for_alerts(doc, change)
             except BaseException:
                 if self.repo.head_blob(rel) == committed:
                     self.store.write(path, raw)  # the commit did not happen: undo the write
                 raise
-            self._after_commit(sha)
+            self._after_commit(sha, alert)
             return TransitionResult(EpisodeState(doc, rel), sha, episode.stage)
 
-    def _after_commit(self, sha: str | None) -> None:
+    def _count_for_alerts(self, doc: dict[str, Any], change: Change) -> dict[str, Any] | None:
+        if not self.config.get("monitoring.alert_on_failure"):
+            return None
+        from hystate.alerts import AlertStreak
+
+        event = {
+            "episode_id": doc["episode_id"],
+            "stage": doc["failed_stage"],
+            "error": change.error,
+            "at": change.at,
+        }
+        threshold = int(self.config.get("monitoring.alert_threshold"))
+        return AlertStreak(self.state_dir).record(change.to.value, event, threshold)
+
+    def _after_commit(self, sha: str | None, alert: dict[str, Any] | None = None) -> None:
+        url = self.config.get("monitoring.webhook_url")
+        if alert is not None and url:
+            from hystate.alerts import AlertStreak
+
+            AlertStreak(self.state_dir).deliver(url, alert, str(self.repo.root))
         # Plumbing never triggers git's auto-gc; ask for it about once in 256 commits.
         if sha and sha.startswith("00") and self.config.get("retention.compress_old"):
             self.repo.git("gc", "--auto", "--quiet", check=False)

@@ -1,0 +1,393 @@
+"""``hystate fsck [--repair]`` and ``RecoveryManager``: find and mend what a crash can leave.
+
+- an episode file written but not committed (the process died between the two): committed as
+  the transition it is when it is valid and legal; otherwise the committed version is put back
+  (the bad content is kept under .git/hystate-lost/);
+- leftover temp files; git's index out of step with HEAD for state files;
+- stale locks (hystate's, and git's own lock files a dead hystate process left);
+- episodes stuck in an active stage (worker provably gone on this host, or past the stage's
+  timeout): they become failed with "worker lost", so the retry budget applies;
+- orphaned media files (only reported; removed only when asked);
+- caches out of date.
+Each repair takes the episode's lock first, so an episode a live worker is moving is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hystate import yamlio
+from hystate.errors import InvalidData, LockBusy
+from hystate.gitrepo.objects import object_id
+from hystate.locks import lock_status, pid_alive
+from hystate.model import EpisodeState, ProcessingStage, parse_time
+from hystate.rules import allowed_next
+from hystate.validation import episode_problems
+
+if TYPE_CHECKING:
+    from hystate.manager import StateManager
+
+S = ProcessingStage
+_HOST = socket.gethostname()
+
+
+@dataclass
+class Finding:
+    # uncommitted | temp-file | index-drift | stale-lock | stuck | orphan | missing-media |
+    # invalid | cache
+    kind: str
+    path: str
+    message: str
+    repaired: bool = False
+    action: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RecoveryManager:
+    def __init__(self, manager: StateManager) -> None:
+        self.manager = manager
+        self.repo = manager.repo
+        self.store = manager.store
+
+    # -- the seed's API --------------------------------------------------------------------
+
+    def identify_incomplete(self) -> list[EpisodeState]:
+        """Episodes in an active stage: being worked on, or stuck."""
+        return [e for e in self.manager.iter_episodes() if e.stage.is_active]
+
+    def resume_processing(self) -> list[Finding]:
+        """Mark stuck episodes failed ("worker lost") so they are retried like any failure."""
+        return [f for f in self._stuck(repair=True) if f.repaired]
+
+    def cleanup_orphaned_files(self, *, remove: bool = False) -> list[Finding]:
+        return self._orphans(remove=remove)
+
+    # -- fsck ------------------------------------------------------------------------------
+
+    def fsck(self, *, repair: bool = False, remove_orphans: bool = False) -> list[Finding]:
+        findings: list[Finding] = []
+        findings += self._stale_locks(repair)
+        findings += self._temp_files(repair)
+        findings += self._uncommitted(repair)
+        findings += self._index_drift(repair)
+        findings += self._invalid()
+        findings += self._stuck(repair)
+        findings += self._orphans(remove=remove_orphans)
+        findings += self._cache(repair)
+        return findings
+
+    def _rel(self, path: Path) -> str:
+        return self.store.name(path)
+
+    def _stale_locks(self, repair: bool) -> list[Finding]:
+        found = []
+        locks_dir = self.manager.locks_dir
+        repo_lock = locks_dir / "_repo.lock"
+        repo_owner, repo_stale = lock_status(repo_lock) if repo_lock.exists() else (None, False)
+        since = repo_lock.stat().st_mtime - 1 if repo_stale else 0.0
+        for lock in sorted(locks_dir.glob("*.lock")) + sorted(locks_dir.glob("*.lock.break")):
+            owner, stale = lock_status(lock)
+            if not stale:
+                continue
+            who = owner.describe() if owner else "an unfinished write"
+            finding = Finding("stale-lock", self._rel(lock), f"lock of {who}, which is gone")
+            if repair:
+                lock.unlink(missing_ok=True)
+                finding.repaired, finding.action = True, "removed"
+            found.append(finding)
+        # git's own lock files, left by a hystate process killed while committing: they are
+        # hystate's only when its repo lock is stale and they are no older than that lock.
+        if repo_stale:
+            who_left = repo_owner.describe() if repo_owner else "a dead process"
+            for lock in self._git_locks():
+                if lock.stat().st_mtime >= since:
+                    finding = Finding(
+                        "stale-lock", str(lock.relative_to(self.repo.root)),
+                        f"git lock left by {who_left}",
+                    )  # fmt: skip
+                    if repair:
+                        lock.unlink(missing_ok=True)
+                        finding.repaired, finding.action = True, "removed"
+                    found.append(finding)
+        return found
+
+    def _git_locks(self) -> list[Path]:
+        locks = [self.repo.git_dir / "index.lock", self.repo.git_dir / "HEAD.lock"]
+        heads = self.repo.common_dir / "refs" / "heads"
+        locks += list(heads.rglob("*.lock")) if heads.exists() else []
+        return [lock for lock in locks if lock.exists()]
+
+    def _temp_files(self, repair: bool) -> list[Finding]:
+        found = []
+        candidates = self.store.temp_files() + list(self.store.state_dir.glob(".*.tmp"))
+        objects = self.repo.common_dir / "objects"
+        candidates += list(objects.glob("??/tmp_obj_*"))
+        for path in candidates:
+            pid = _pid_in_name(path.name)
+            if pid is not None and pid_alive(pid) and pid != os.getpid():
+                continue  # a live writer's file
+            finding = Finding(
+                "temp-file", str(path.relative_to(self.repo.root)), "leftover temp file"
+            )
+            if repair:
+                path.unlink(missing_ok=True)
+                finding.repaired, finding.action = True, "removed"
+            found.append(finding)
+        return found
+
+    def _uncommitted(self, repair: bool) -> list[Finding]:
+        found = []
+        rel_dir = self.manager.rel_state_dir
+        for rel in self.repo.dirty_paths(rel_dir):
+            path = self.repo.root / rel
+            parts = rel.split("/")
+            if not (rel.endswith(".yaml") and len(parts) >= 2 and parts[-2].isdigit()):
+                continue
+            eid = path.stem
+            try:
+                with self.manager.episode_lock(eid, timeout=0 if not repair else 2):
+                    found.append(self._judge_uncommitted(path, rel, repair))
+            except LockBusy:
+                found.append(
+                    Finding("uncommitted", rel, "being changed by a live process; left alone")
+                )
+        return found
+
+    def _judge_uncommitted(self, path: Path, rel: str, repair: bool) -> Finding:
+        committed_sha = self.repo.head_blob(rel)
+        committed = self.repo.objects.read(committed_sha)[1] if committed_sha else None
+        if not path.exists():
+            finding = Finding("uncommitted", rel, "episode file deleted but not committed")
+            if repair and committed is not None:
+                self.store.write(path, committed)
+                finding.repaired, finding.action = True, "restored the committed version"
+            return finding
+        raw = path.read_bytes()
+        if committed_sha == object_id(b"blob", raw):
+            drift = "git's index differs from HEAD and the work tree"
+            return Finding("index-drift", rel, drift, *self._reset_index(rel, repair))
+        verdict, message = self._as_transition(rel, raw, committed)
+        finding = Finding("uncommitted", rel, verdict)
+        if not repair:
+            return finding
+        if message is not None:
+            sha = self.repo.commit({rel: raw}, message)
+            finding.repaired, finding.action = True, f"committed as {(sha or '')[:8]}"
+        else:
+            self._keep_lost(rel, raw)
+            if committed is not None:
+                self.store.write(path, committed)
+                finding.action = (
+                    "restored the committed version (the file was kept in .git/hystate-lost/)"
+                )
+            else:
+                path.unlink()
+                finding.action = "removed (kept in .git/hystate-lost/)"
+            finding.repaired = True
+        return finding
+
+    def _as_transition(
+        self, rel: str, raw: bytes, committed: bytes | None
+    ) -> tuple[str, str | None]:
+        """(what the file is, commit message) — no message when it is not a legal transition."""
+        from hystate.manager import commit_message, discover_message
+        from hystate.rules import Change
+        from hystate.store import parse_content
+
+        doc, problems = parse_content(raw, rel)
+        if problems or not isinstance(doc, dict):
+            return (
+                "uncommitted and unreadable: "
+                + (problems[0].message if problems else "not a mapping"),
+                None,
+            )
+        problems = episode_problems(doc, rel, expect_id=Path(rel).stem)
+        if problems:
+            return f"uncommitted and invalid: {problems[0].path}: {problems[0].message}", None
+        new = EpisodeState(doc)
+        if committed is None:
+            if new.stage is S.DISCOVERED and len(new.history) == 1:
+                return "uncommitted new episode", discover_message(
+                    [new.episode_id], None, new.history[0]["by"]
+                )
+            return "uncommitted new file that is not a fresh discovery", None
+        old = EpisodeState(yamlio.load(committed))
+        if (
+            new.history[: len(old.history)] != old.history
+            or len(new.history) != len(old.history) + 1
+        ):
+            return "uncommitted change that is not one transition", None
+        entry = new.history[-1]
+        if entry["from"] != old.stage.value or new.stage not in allowed_next(
+            old.stage, old.failed_stage
+        ):
+            return f"uncommitted illegal move {old.stage.value} -> {new.stage.value}", None
+        change = Change(new.stage, entry["at"], entry["by"], message=doc["status_message"])
+        if new.stage is S.FAILED and new.error_history:
+            change.error = new.error_history[-1]["error"]
+        return (
+            f"uncommitted transition {old.stage.value} -> {new.stage.value}",
+            commit_message(new.episode_id, old.stage.value, new.stage.value, change),
+        )
+
+    def _keep_lost(self, rel: str, raw: bytes) -> None:
+        lost = self.repo.git_dir / "hystate-lost"
+        lost.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        (lost / f"{stamp}-{rel.replace('/', '_')}").write_bytes(raw)
+
+    def _reset_index(self, rel: str, repair: bool) -> tuple[bool, str]:
+        if not repair:
+            return False, ""
+        self.repo.git("reset", "-q", "--", rel)
+        return True, "index entry set back to HEAD"
+
+    def _index_drift(self, repair: bool) -> list[Finding]:
+        out = self.repo.git(
+            "diff", "--cached", "--name-only", "-z", "--", self.manager.rel_state_dir
+        )
+        found = []
+        for rel in filter(None, out.split("\0")):
+            worktree = self.repo.root / rel
+            head = self.repo.head_blob(rel)
+            if (
+                worktree.exists()
+                and head is not None
+                and object_id(b"blob", worktree.read_bytes()) == head
+            ):
+                finding = Finding(
+                    "index-drift", rel, "git's index differs from HEAD and the work tree"
+                )
+                finding.repaired, finding.action = self._reset_index(rel, repair)
+                found.append(finding)
+        return found
+
+    def _invalid(self) -> list[Finding]:
+        return [
+            Finding("invalid", p.file, f"{p.path}: {p.message}") for p in self.manager.validate()
+        ]
+
+    def stuck(self) -> list[tuple[EpisodeState, str]]:
+        """Episodes stuck in an active stage, with the reason (read from the cache)."""
+        timeouts = self.manager.config.get("recovery.stage_timeouts")
+        now = datetime.now(UTC)
+        active = [s for s in S if s.is_active]
+        try:
+            candidates = self.manager.list_episodes(active)
+        except InvalidData:  # a broken file (reported as invalid): read the others directly
+            candidates = []
+            for path in self.store.iter_paths():
+                try:
+                    candidates.append(self.store.read(path)[1])
+                except InvalidData:
+                    continue
+            candidates = [e for e in candidates if e.stage.is_active]
+        found = []
+        for episode in candidates:
+            limit = timedelta(seconds=float(timeouts[episode.stage.value]))
+            reason = _stuck_reason(episode, now, limit)
+            if reason is not None:
+                found.append((episode, reason))
+        return found
+
+    def _stuck(self, repair: bool) -> list[Finding]:
+        found = []
+        for episode, reason in self.stuck():
+            path = episode.path or episode.episode_id
+            finding = Finding("stuck", path, f"{episode.stage.value}: {reason}")
+            if repair:
+                try:
+                    self.manager.fail(
+                        episode.episode_id, f"worker lost: {reason}", worker="hystate-fsck"
+                    )
+                    finding.repaired, finding.action = True, "marked failed (worker lost)"
+                except Exception as exc:
+                    finding.action = f"not repaired: {exc}"
+            found.append(finding)
+        return found
+
+    def _orphans(self, *, remove: bool) -> list[Finding]:
+        folders = [self.repo.root / d for d in self.manager.config.get("media.directories")]
+        if not folders:
+            return []
+        referenced: set[Path] = set()
+        found = []
+        for episode in self.manager.iter_episodes():
+            for key in ("audio_file", "video_file", "transcript_file"):
+                value = episode.data["files"][key]
+                if not value:
+                    continue
+                target = (self.repo.root / value).resolve()
+                referenced.add(target)
+                inside = any(_is_within(target, f.resolve()) for f in folders)
+                if inside and not target.exists() and episode.stage not in (S.PUBLISHED, S.SKIPPED):
+                    found.append(
+                        Finding(
+                            "missing-media", value, f"{episode.episode_id} points to a missing file"
+                        )
+                    )
+        for folder in folders:
+            for media in sorted(p for p in folder.rglob("*") if p.is_file()):
+                if media.resolve() in referenced:
+                    continue
+                finding = Finding(
+                    "orphan", str(media.relative_to(self.repo.root)), "media file of no episode"
+                )
+                if remove:
+                    media.unlink()
+                    finding.repaired, finding.action = True, "removed"
+                found.append(finding)
+        return found
+
+    def _cache(self, repair: bool) -> list[Finding]:
+        cache = self.manager.cache
+        tree = self.repo.subtree(cache.rel_dir)
+        try:
+            current = cache._current(tree, cache._dirty())
+        except Exception:
+            current = False
+        if current:
+            return []
+        finding = Finding("cache", self._rel(cache.db_path), "caches out of date")
+        if repair:
+            self.manager.refresh()
+            finding.repaired, finding.action = True, "refreshed"
+        return [finding]
+
+
+def _stuck_reason(episode: EpisodeState, now: datetime, timeout: timedelta) -> str | None:
+    worker = episode.worker or ""
+    host, _, pid = worker.rpartition(":")
+    if host == _HOST and pid.isdigit() and not pid_alive(int(pid)):
+        return f"worker {worker} is gone"
+    entered = parse_time(episode.history[-1]["at"])
+    if now - entered > timeout:
+        spent, limit = int((now - entered).total_seconds()), int(timeout.total_seconds())
+        return f"in stage for {spent}s, over the {limit}s timeout"
+    return None
+
+
+def _pid_in_name(name: str) -> int | None:
+    """The writer's pid in a temp file's name: ``.<name>.<pid>.tmp`` or ``tmp_obj_<pid>_<sha>``."""
+    if name.startswith("tmp_obj_"):
+        part = name.split("_")[2]
+    elif name.endswith(".tmp"):
+        part = name[:-4].rsplit(".", 1)[-1]
+    else:
+        return None
+    return int(part) if part.isdigit() and int(part) > 0 else None
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+    except ValueError:
+        return False
+    return True
