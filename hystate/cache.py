@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from hystate.gitrepo import GitRepo
     from hystate.store import EpisodeStore
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 INDEX_FILE = "index.json"
 
 _SCHEMA = """
@@ -113,7 +113,7 @@ def episode_row(doc: dict[str, Any], path: str) -> tuple[Any, ...]:
 
 def log_rows(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
     """One processing_log row per history entry; failures carry their error."""
-    errors = {(e["at"], e["stage"]): e for e in doc["error_history"]}
+    errors = iter(doc["error_history"])  # the n-th failure entry is the n-th error
     rows = []
     for entry in doc["history"]:
         old, new = entry["from"], entry["to"]
@@ -122,7 +122,7 @@ def log_rows(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
             event = "discovered"
         elif new == "failed":
             event = "failed"
-            error = errors.get((entry["at"], old))
+            error = next(errors, None)
             if error:
                 details["error"] = error["error"]
                 details["attempt"] = error["attempt"]

@@ -314,6 +314,8 @@ class _Collector:
 
 
 def _label(when: datetime, span: float) -> str:
+    if span <= 3600:
+        return when.strftime("%H:%M:%S")
     if span <= 2 * 86400:
         return when.strftime("%Y-%m-%d %H:%M")
     return when.date().isoformat()

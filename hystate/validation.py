@@ -125,6 +125,9 @@ def _message(error: ValidationError, schema: dict[str, Any], doc: Any) -> tuple[
             json_path([*error.absolute_path, extra[0]] if extra else error.absolute_path),
             f"unknown key {', '.join(map(repr, extra))} (known: {allowed})",
         )
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "?"
+        return json_path([*error.absolute_path, missing]), f"missing key {missing!r}"
     if error.validator == "enum":
         choices: Any = error.validator_value
         allowed = ", ".join(str(v) for v in choices)

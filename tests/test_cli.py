@@ -135,7 +135,7 @@ def test_validate_exit_codes_and_json(run: Cli, repo: Path, episode_id: str) -> 
     result = run("validate", "--json")
     assert result.exit_code == 1
     problems = json.loads(result.output)["problems"]
-    assert {p["path"] for p in problems} >= {"$.titel", "$"}
+    assert {p["path"] for p in problems} >= {"$.titel", "$.title"}
     assert all(p["file"] == f"processed/{path.parent.name}/{path.name}" for p in problems)
 
 
