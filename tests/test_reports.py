@@ -42,13 +42,22 @@ def test_default_report_paths(run: Cli, repo: Path) -> None:
     weekly = Path(run("report", "--period", "weekly").output.strip())
     assert weekly.name.startswith("weekly_report_") and "-W" in weekly.name
     summary = Path(run("report", "--format", "json").output.strip())
-    assert summary.name == "summary.json" and json.loads(summary.read_text())["summary"]["total_episodes"] == 20
+    assert (
+        summary.name == "summary.json"
+        and json.loads(summary.read_text())["summary"]["total_episodes"] == 20
+    )
 
 
 def test_json_to_stdout_and_summary_shape(run: Cli) -> None:
     data = json.loads(run("report", "--format", "json", "-o", "-").output)
     summary = data["summary"]
-    assert set(summary) >= {"timestamp", "total_episodes", "progress", "completion_percentage", "estimated_completion"}
+    assert set(summary) >= {
+        "timestamp",
+        "total_episodes",
+        "progress",
+        "completion_percentage",
+        "estimated_completion",
+    }
     assert set(summary["progress"]) == {
         "discovered", "downloading", "downloaded", "converting", "converted", "uploading",
         "uploaded", "scheduled", "published", "failed", "skipped",
