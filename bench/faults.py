@@ -19,8 +19,8 @@ from common import isolate_git, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hystate.manager import StateManager  # noqa: E402
-from tests.fault_harness import check_sound, run_faults  # noqa: E402
+from hystate.manager import StateManager
+from tests.fault_harness import check_sound, run_faults
 
 
 def main() -> None:
