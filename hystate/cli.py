@@ -412,29 +412,79 @@ def config(opts: Options, key: str | None, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--base", metavar="REF", help="Review what changed since REF (a branch, a commit).")
+@click.option("--github", is_flag=True, help="GitHub Actions annotations (::error file=...).")
 @json_option
 @pass_opts
-def validate(opts: Options, as_json: bool) -> None:
-    """Check every episode file against the schema and the invariants.
+def validate(opts: Options, base: str | None, github: bool, as_json: bool) -> None:
+    """Check episode files against the schema and the transition rules.
 
-    Exit 1 listing file, JSON path and message for every problem.
+    Without --base: every file (schema, invariants). With --base REF: every episode file
+    changed since REF, and each transition added since REF, step by step (a squash merge
+    validates like a commit per transition); deleted or moved files, committed caches, and
+    commits without hystate's trailers (a warning) are reported too. Exit 1 on any error.
 
     \b
-    Example:
-      hystate validate --json
+    Examples:
+      hystate validate
+      hystate validate --base origin/main --json
     """
     manager = opts.manager(cli_worker=False)
-    problems = manager.validate()
-    count = sum(1 for _ in manager.store.iter_paths())
-    if as_json:
-        emit_json({"files": count, "problems": [p.as_dict() for p in problems]})
+    if base:
+        from hystate.review import review
+
+        found = review(manager, base)
+        rows = [f.as_dict() for f in found]
+        errors = [f for f in found if f.level == "error"]
+        summary = f"{len(errors)} errors, {len(found) - len(errors)} warnings since {base}"
     else:
-        for problem in problems:
-            click.echo(str(problem))
-        files = {p.file for p in problems}
-        summary = f"{count} files checked, {len(files)} with problems ({len(problems)} in all)"
+        problems = manager.validate()
+        rows = [
+            {**p.as_dict(), "level": "error", "message": f"{p.path}: {p.message}"} for p in problems
+        ]
+        errors = problems  # type: ignore[assignment]
+        count = sum(1 for _ in manager.store.iter_paths())
+        bad = len({p.file for p in problems})
+        summary = f"{count} files checked, {bad} with problems ({len(problems)} in all)"
+    if as_json:
+        emit_json({"summary": summary, "problems": rows})
+    else:
+        for row in rows:
+            if github:
+                line = f",line={row['line']}" if row.get("line") else ""
+                message = str(row["message"]).replace("%", "%25").replace("\n", "%0A")
+                click.echo(f"::{row['level']} file={row['file']}{line}::{message}")
+            else:
+                where = f"{row['file']}:{row['line']}" if row.get("line") else row["file"]
+                click.echo(f"{where}: {row['level']}: {row['message']}")
         click.echo(summary, err=True)
-    if problems:
+    if errors:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command(name="merge-driver")
+@click.argument("base", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("ours", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("theirs", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("name", required=False, default="episode")
+def merge_driver(base: Path, ours: Path, theirs: Path, name: str) -> None:
+    """Git merge driver for episode files (installed by `hystate init`).
+
+    Merges two branches' changes to one episode field by field; if both moved the stage,
+    leaves git's conflict markers and exits 1.
+
+    \b
+    Example (.git/config, written by hystate init):
+      [merge "hystate"]
+          driver = python -m hystate.cli merge-driver %O %A %B %P
+    """
+    from hystate.merge import merge_files
+
+    clean, why = merge_files(base, ours, theirs, name)
+    if not clean:
+        click.echo(
+            f"hystate: {name}: conflict: {why}; resolve it, then `hystate validate`", err=True
+        )
         raise click.exceptions.Exit(1)
 
 

@@ -149,15 +149,23 @@ class StateManager:
         options hystate relies on. Safe to repeat."""
         self.repo.configure()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        ignore = self.state_dir / ".gitignore"
-        data = GITIGNORE.encode()
-        if ignore.exists() and ignore.read_bytes() == data:
+        files = {self.state_dir / ".gitignore": GITIGNORE.encode()}
+        attributes = self.repo.root / ".gitattributes"
+        line = f"/{self.rel_state_dir}/*/*.yaml merge=hystate\n".replace("/./", "/")
+        current = attributes.read_text() if attributes.exists() else ""
+        if line not in current:
+            files[attributes] = (
+                current + ("\n" if current and not current.endswith("\n") else "") + line
+            ).encode()
+        todo = {p: d for p, d in files.items() if not (p.exists() and p.read_bytes() == d)}
+        if not todo:
             return None
         self.repo.check_writable()
         with self.repo_lock():
-            self.store.write(ignore, data)
-            rel = self.repo.relpath(ignore)
-            return self.repo.commit({rel: data}, f"hystate: set up {self.rel_state_dir}/\n")
+            for path, data in todo.items():
+                self.store.write(path, data)
+            message = f"hystate: set up {self.rel_state_dir}/ (gitignore, merge driver)\n"
+            return self.repo.commit({self.repo.relpath(p): d for p, d in todo.items()}, message)
 
     @property
     def rel_state_dir(self) -> str:

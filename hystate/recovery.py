@@ -127,8 +127,7 @@ class RecoveryManager:
     def _temp_files(self, repair: bool) -> list[Finding]:
         found = []
         candidates = self.store.temp_files() + list(self.store.state_dir.glob(".*.tmp"))
-        objects = self.repo.common_dir / "objects"
-        candidates += list(objects.glob("??/tmp_obj_*"))
+        candidates += _object_temp_files(self.repo.common_dir / "objects")
         for path in candidates:
             pid = _pid_in_name(path.name)
             if pid is not None and pid_alive(pid) and pid != os.getpid():
@@ -372,6 +371,21 @@ def _stuck_reason(episode: EpisodeState, now: datetime, timeout: timedelta) -> s
         spent, limit = int((now - entered).total_seconds()), int(timeout.total_seconds())
         return f"in stage for {spent}s, over the {limit}s timeout"
     return None
+
+
+def _object_temp_files(objects: Path) -> list[Path]:
+    """tmp_obj_* files of the loose object folders; folders may vanish meanwhile (git gc)."""
+    found = []
+    try:
+        folders = [e.path for e in os.scandir(objects) if len(e.name) == 2]
+    except FileNotFoundError:
+        return []
+    for folder in folders:
+        try:
+            found += [Path(e.path) for e in os.scandir(folder) if e.name.startswith("tmp_obj_")]
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _pid_in_name(name: str) -> int | None:

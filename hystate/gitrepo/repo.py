@@ -109,6 +109,18 @@ class GitRepo:
             raise GitError(f"git {args[0]} failed: {message[-1] if message else proc.returncode}")
         return proc.stdout.decode(errors="replace")
 
+    def git_bytes(self, *args: str, check: bool = True) -> bytes:
+        """Like ``git`` but the raw output (file contents); b"" when it fails unchecked."""
+        proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, check=False)
+        if proc.returncode != 0:
+            if check:
+                message = proc.stderr.decode(errors="replace").strip().splitlines()
+                raise GitError(
+                    f"git {args[0]} failed: {message[-1] if message else proc.returncode}"
+                )
+            return b""
+        return proc.stdout
+
     def identity(self) -> Identity:
         """The repo's git identity (environment, then config), else hystate's own."""
         if self._identity is None:
@@ -136,8 +148,16 @@ class GitRepo:
         one; every reader, libgit2 included, may ignore it), so hystate finds where the index
         entries end without walking them all. Split index is never switched on here: libgit2
         cannot read it (docs/BENCHMARKS.md has the figures for those who opt in)."""
+        import shlex
+        import sys
+
         changed = []
-        wanted = {"index.recordEndOfIndexEntries": "true"}
+        driver = f"{shlex.quote(sys.executable)} -m hystate.cli merge-driver %O %A %B %P"
+        wanted = {
+            "index.recordEndOfIndexEntries": "true",
+            "merge.hystate.name": "hystate: field-by-field merge of episode files",
+            "merge.hystate.driver": driver,
+        }
         for key, value in wanted.items():
             if self.git("config", "--local", "--get", key, check=False).strip() != value:
                 self.git("config", "--local", key, value)
@@ -338,6 +358,25 @@ def _clean_ident(value: str | None) -> str | None:
         return None
     cleaned = "".join(c for c in value if c not in "<>\n\r\0").strip()
     return cleaned or None
+
+
+def merge_file(ours: bytes, base: bytes, theirs: bytes, labels: tuple[str, str, str]) -> bytes:
+    """git's three-way text merge of three contents, with conflict markers where they differ."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hystate-merge-") as tmp:
+        paths = []
+        for name, data in zip(("ours", "base", "theirs"), (ours, base, theirs), strict=True):
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            paths.append(str(path))
+        args = ["git", "merge-file", "-p"]
+        for label in labels:
+            args += ["-L", label]
+        proc = subprocess.run([*args, *paths], capture_output=True, check=False)
+        if proc.returncode < 0:
+            raise GitError("git merge-file failed")
+        return proc.stdout
 
 
 def default_worker(pid: int | None = None) -> str:

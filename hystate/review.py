@@ -1,0 +1,213 @@
+"""``hystate validate --base REF``: review of the state changes a branch (or a PR) brings.
+
+For every episode file changed between REF and HEAD: the file is checked (schema, invariants,
+stage = last history entry), and the path from its stage at REF to its stage at HEAD is replayed
+through the history entries added since REF, each step checked against the transition rules, so
+a squash-merged branch validates as well as one with a commit per transition. Also flagged:
+deleted or moved episode files, cache files committed to git, and (as warnings) commits that
+touched state files without hystate's trailers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from hystate import yamlio
+from hystate.model import ProcessingStage
+from hystate.rules import allowed_next
+from hystate.store import parse_content
+from hystate.validation import episode_problems
+
+if TYPE_CHECKING:
+    from hystate.manager import StateManager
+
+S = ProcessingStage
+CACHE_NAMES = ("index.json", "state.db", ".locks", "reports")
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    message: str
+    level: str = "error"  # error | warning
+    episode: str | None = None
+    line: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.level}: {self.message}"
+
+
+def review(manager: StateManager, base: str) -> list[Finding]:
+    repo = manager.repo
+    rel_dir = manager.rel_state_dir
+    prefix = "" if rel_dir == "." else rel_dir + "/"
+    repo.git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
+    out = repo.git("diff", "--name-status", "-z", "--no-renames", base, "HEAD", "--", rel_dir)
+    fields = out.split("\0")
+    changes = list(zip(fields[0::2], fields[1::2], strict=False))
+    findings: list[Finding] = []
+    added = {p for status, p in changes if status == "A"}
+    for status, path in changes:
+        inner = path[len(prefix) :]
+        if _is_cache(inner):
+            findings.append(
+                Finding(
+                    path,
+                    "cache file committed to git; caches are rebuilt from the tree, never tracked",
+                )
+            )
+            continue
+        if not _is_episode(inner):
+            continue
+        eid = PurePosixPath(path).stem
+        if status == "D":
+            moved = [p for p in added if PurePosixPath(p).name == PurePosixPath(path).name]
+            what = f"moved to {moved[0]}" if moved else "deleted"
+            findings.append(
+                Finding(
+                    path,
+                    f"episode file {what}: an episode's file never moves or goes away",
+                    episode=eid,
+                )
+            )
+            continue
+        findings += _check_file(manager, base, path, eid)
+    findings += _trailerless_commits(manager, base)
+    return findings
+
+
+def _check_file(manager: StateManager, base: str, path: str, eid: str) -> list[Finding]:
+    repo = manager.repo
+    new_raw = repo.git_bytes("show", f"HEAD:{path}")
+    doc, problems = parse_content(new_raw, path)
+    if problems:
+        return [Finding(path, p.message, episode=eid, line=p.line) for p in problems]
+    found = [
+        Finding(path, f"{p.path}: {p.message}", episode=eid, line=_line_of(new_raw, p.path))
+        for p in episode_problems(doc, path, expect_id=eid)
+    ]
+    year = PurePosixPath(path).parent.name
+    if isinstance(doc, dict) and str(doc.get("date", ""))[:4] != year:
+        found.append(Finding(path, f"date {doc.get('date')} is not in folder {year}", episode=eid))
+    if found:
+        return found
+    old_raw = repo.git_bytes("show", f"{base}:{path}", check=False)
+    old = yamlio.load(old_raw) if old_raw else None
+    return _check_path(path, eid, old, doc, new_raw)
+
+
+def _check_path(path: str, eid: str, old: Any, new: dict[str, Any], raw: bytes) -> list[Finding]:
+    """Replay the history entries added since the base, each against the rules."""
+    history = new["history"]
+    if isinstance(old, dict) and isinstance(old.get("history"), list):
+        before = old["history"]
+        if history[: len(before)] != before:
+            return [
+                Finding(
+                    path,
+                    "history was rewritten: entries present at the base were changed or removed",
+                    episode=eid,
+                )
+            ]
+        stage: S | None = S(old["stage"])
+        failed = S(old["failed_stage"]) if old.get("failed_stage") else None
+        start = len(before)
+    else:
+        stage, failed, start = None, None, 0
+    for index in range(start, len(history)):
+        entry = history[index]
+        line = _history_line(raw, index)
+        src = S(entry["from"]) if entry["from"] else None
+        dst = S(entry["to"])
+        if src != stage:
+            shown = stage.value if stage else "(new)"
+            return [
+                Finding(
+                    path,
+                    f"history entry {index} starts from {entry['from']},"
+                    f" but the episode was {shown}",
+                    episode=eid,
+                    line=line,
+                )
+            ]
+        legal = dst is S.DISCOVERED if stage is None else dst in allowed_next(stage, failed)
+        if not legal:
+            came = stage.value if stage else "(new)"
+            return [
+                Finding(
+                    path,
+                    f"illegal move {came} -> {dst.value} ({eid}, history entry {index})",
+                    episode=eid,
+                    line=line,
+                )
+            ]
+        if dst is S.FAILED:
+            failed = stage
+        elif dst is not S.SKIPPED:
+            failed = None
+        stage = dst
+    return []
+
+
+def _trailerless_commits(manager: StateManager, base: str) -> list[Finding]:
+    repo = manager.repo
+    out = repo.git(
+        "log", "--format=%H%x1f%s%x1f%(trailers:key=Hystate-To,valueonly,separator=)%x1e",
+        f"{base}..HEAD", "--", manager.rel_state_dir,
+    )  # fmt: skip
+    found = []
+    for record in out.split("\x1e"):
+        parts = record.strip("\n").split("\x1f")
+        if len(parts) == 3 and not parts[2].strip():
+            found.append(
+                Finding(
+                    parts[0][:12],
+                    f"commit '{parts[1]}' changes state files without hystate's trailers"
+                    " (made by hand?)",
+                    level="warning",
+                )
+            )
+    return found
+
+
+def _is_episode(inner: str) -> bool:
+    parts = inner.split("/")
+    return (
+        len(parts) == 2 and len(parts[0]) == 4 and parts[0].isdigit() and parts[1].endswith(".yaml")
+    )
+
+
+def _is_cache(inner: str) -> bool:
+    first = inner.split("/")[0]
+    return first.startswith(CACHE_NAMES)
+
+
+def _line_of(raw: bytes, json_path: str) -> int | None:
+    """The line of a top-level key named by a JSON path like ``$.stage`` or ``$.files.x``."""
+    parts = json_path.removeprefix("$.").split(".")
+    key = parts[0].split("[")[0].encode() + b":"
+    for number, line in enumerate(raw.splitlines(), 1):
+        if line.startswith(key):
+            return number
+    return None
+
+
+def _history_line(raw: bytes, index: int) -> int | None:
+    seen = -1
+    inside = False
+    for number, line in enumerate(raw.splitlines(), 1):
+        if line.startswith(b"history:"):
+            inside = True
+        elif inside and line.startswith(b"- "):
+            seen += 1
+            if seen == index:
+                return number
+        elif inside and line and not line.startswith((b" ", b"-")):
+            inside = False
+    return None
