@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install hystate with its dev tools
 
-demo: install ## Walk episodes of the real catalog through the pipeline in a scratch repo
-	$(BIN)/python -m hystate.demo --dir "$(DEMO_DIR)"
+demo: install ## The simulated migration of the real catalog, in a scratch repo (../hystate-demo)
+	$(BIN)/python -m hystate.demo --dir "$(DEMO_DIR)" --catalog processed
 
 test: install ## Run the test suite
 	$(BIN)/python -m pytest -q
@@ -33,8 +33,8 @@ lint: install ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff format --check hystate tests bench
 	$(BIN)/mypy hystate
 
-bench: install ## Run the benchmarks in bench/ and print their figures
-	$(BIN)/python bench/transitions.py
+bench: install ## Run every benchmark in bench/ and rewrite docs/BENCHMARKS.md (~20 min)
+	$(BIN)/python bench/run_all.py
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -58,6 +58,9 @@ def main() -> None:
         print("hystate rebuild...", file=sys.stderr, flush=True)
         rebuild_s, rebuild_mb = run_measured([exe, "rebuild"], root, sample=True)
         status = [run_measured([exe, "status"], root)[0] for _ in range(args.runs)]
+        report_html = run_measured([exe, "report", "--format", "html"], root, sample=True)
+        report_csv = run_measured([exe, "report", "--format", "csv"], root)[0]
+        metrics = run_measured([exe, "metrics"], root)[0]
         failed = [
             run_measured([exe, "list", "--stage", "failed"], root)[0] for _ in range(args.runs)
         ]
@@ -87,6 +90,10 @@ def main() -> None:
             "ms": round(refresh_ms, 1),
         },
         "status_after_one_transition_ms": median_ms(after),
+        "report_html_s": round(report_html[0], 2),
+        "report_html_peak_mb": report_html[1],
+        "report_csv_s": round(report_csv, 2),
+        "metrics_ms": round(metrics * 1000, 1),
     }
     print(json.dumps(result, indent=2))
     if args.json:

@@ -33,9 +33,11 @@ class Tree:
 
     __slots__ = ("_items", "_pos")
 
-    def __init__(self, items: list[bytes]) -> None:
+    def __init__(self, items: list[bytes], pos: dict[bytes, int] | None = None) -> None:
         self._items = items
-        self._pos = {item[item.index(b" ") + 1 : -21]: i for i, item in enumerate(items)}
+        if pos is None:
+            pos = {item[item.index(b" ") + 1 : -21]: i for i, item in enumerate(items)}
+        self._pos = pos
 
     @classmethod
     def parse(cls, data: bytes) -> Tree:
@@ -88,6 +90,8 @@ class Tree:
                 inserts.append(item)
             else:
                 items[i] = item
+        if not removed and not inserts:
+            return Tree(items, self._pos)  # same names at the same places: share the map
         if removed:
             items = [item for item in items if item]
         if inserts:

@@ -1,0 +1,115 @@
+"""`make bench`: run every benchmark and rewrite docs/BENCHMARKS.md with the figures, the
+machine, and the command for each.
+
+    python bench/run_all.py [--quick]     # --quick: 1,000 / 10,000 episodes, 50 kills
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+DOC = HERE.parent / "docs" / "BENCHMARKS.md"
+
+
+def run(script: str, *args: str) -> dict[str, object]:
+    target = OUT / f"{Path(script).stem}.json"
+    command = [sys.executable, str(HERE / script), *args, "--json", str(target)]
+    print("$", " ".join(["python", f"bench/{script}", *args]), file=sys.stderr, flush=True)
+    subprocess.run(command, check=True)
+    data: dict[str, object] = json.loads(target.read_text())
+    data["command"] = " ".join(["python", f"bench/{script}", *args])
+    return data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    sizes = ["1000", "10000"] if args.quick else ["1000", "100000"]
+    transitions = run("transitions.py", "--sizes", *sizes, "--split-index")
+    queries = run("queries.py", "--episodes", "10000" if args.quick else "100000")
+    faults = run("faults.py", "--kills", "50" if args.quick else "200")
+    DOC.write_text(render(transitions, queries, faults))
+    print(f"wrote {DOC}", file=sys.stderr)
+
+
+def render(transitions: dict, queries: dict, faults: dict) -> str:  # type: ignore[type-arg]
+    rows = "\n".join(
+        f"| {r['episodes']:,} | {'yes' if r['split_index'] else 'no'} | {r['hystate_ms']} (p90 {r['hystate_p90_ms']}) "
+        f"| {r['naive_ms']} | **{r['speedup']}x** | {r['first_after_index_rewrite_ms']} | {r['cli_advance_ms']} | {r['index_kb']:,} |"
+        for r in transitions["results"]  # type: ignore[union-attr]
+    )
+    q = queries
+    refresh = q["refresh_after_one_transition"]
+    return f"""# Benchmarks
+
+Written by `make bench` (`python bench/run_all.py`) on {datetime.now(UTC).date().isoformat()}.
+Machine: {transitions["machine"]}. The machines are shared and noisy (file creation alone swings
+10x between runs here), so each comparison is made within one run, interleaved, and figures are
+medians. No test asserts a timing.
+
+## One transition (issue: core engine)
+
+`{transitions["command"]}`
+
+Through the Python API (`StateManager.update_state`, a long-lived worker), against the naive loop
+`git add <file> && git commit -- <file>` on an identical repository, one of each in turn, with a
+staged change of the user present throughout. Both do the same read, validation and fsynced
+atomic write of the episode file; only the commit differs.
+
+| episodes | split index | hystate ms | naive ms | speed-up | first after git rewrote the index, ms | `hystate advance` process, ms | index KB |
+|---|---|---|---|---|---|---|---|
+{rows}
+
+Cost at 100,000 / cost at 1,000 (no split index): **{transitions.get("growth")}x**.
+
+Where the time goes at 100,000 (profile): git's index is 11.7 MB; git's lock protocol means
+writing all of it anew (plus its SHA-1) for every change, as `git update-index` does, ~15-30 ms
+on this disk. hystate patches the one entry in place, resumes SHA-1 from a state saved before the
+first changed byte, and re-uses the bytes it wrote last time while the file is still the same
+inode — but cannot avoid writing the file. The year folder's tree (5,000 entries, ~340 KB) is the
+other size-dependent cost. Split index (`core.splitIndex=true`, an opt-in hystate never sets:
+libgit2 cannot read it) makes the index small; hystate then hands the index update to
+`git update-index`, which is why its figures are not better.
+
+## Reading commands and caches (issue: caches)
+
+`{q["command"]}` — {q["episodes"]:,} episodes in mixed stages, warm cache, whole processes:
+
+| what | figure |
+|---|---|
+| `hystate status` | {q["status_warm_ms"]} ms |
+| `hystate list --stage failed` | {q["list_failed_warm_ms"]} ms |
+| reading every YAML file instead (C loader) | {q["read_every_yaml_s"]} s → status is **{q["status_speedup"]}x** faster |
+| `hystate rebuild` (full, parallel) | {q["rebuild_s"]} s, peak {q["rebuild_peak_mb"]} MB (all processes) |
+| refresh after one transition | {refresh["files_reread"]} file re-read, {refresh["ms"]} ms |
+| `hystate status` after one transition | {q["status_after_one_transition_ms"]} ms |
+| `hystate report` (HTML) | {q["report_html_s"]} s, peak {q["report_html_peak_mb"]} MB |
+| `hystate report --format csv` | {q["report_csv_s"]} s |
+| `hystate metrics` | {q["metrics_ms"]} ms |
+
+## Crash safety (issue: recovery)
+
+`{faults["command"]}` — worker processes killed with SIGKILL at random moments, `fsck --repair`
+between rounds, then: every acknowledged transition in HEAD's history with the right trailer,
+every file valid, HEAD/index/work tree in agreement, `git fsck --strict` clean, caches equal to
+the tree.
+
+| kills | rounds | transitions acknowledged | commits | repairs by fsck | problems |
+|---|---|---|---|---|---|
+| {faults["kills"]} | {faults["rounds"]} | {faults["acknowledged_transitions"]} | {faults["commits"]} | {faults["repairs"]} | {len(faults["problems"])} |
+"""  # type: ignore[index]
+
+
+if __name__ == "__main__":
+    main()
