@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate.errors import InvalidData, Problem
+from hystate.errors import Problem
 
 if TYPE_CHECKING:
     from hystate.gitrepo import GitRepo
@@ -346,14 +346,11 @@ class StateCache:
         with self.connect() as db:
             found = db.execute("SELECT path, detail FROM problems ORDER BY path").fetchall()
         if found:
-            problems = [Problem(**p) for _, detail in found for p in json.loads(detail)]
-            first = problems[0]
-            more = f" (+{len(found) - 1} more files)" if len(found) > 1 else ""
-            raise InvalidData(
-                f"{first}{more}",
-                problems,
-                hint="`hystate validate` lists them; fix or restore the files",
-            )
+            from hystate.store import invalid_file
+
+            error = invalid_file([Problem(**p) for _, detail in found for p in json.loads(detail)])
+            error.hint = "`hystate validate` lists them all; fix or restore the files"
+            raise error
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self.connect() as db:
