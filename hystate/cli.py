@@ -109,8 +109,14 @@ def cli(ctx: click.Context, verbose: bool, state_dir: str | None) -> None:
       hystate show hy0_hooting_yard_2004-04-14
     """
     ctx.obj = Options(verbose, state_dir)
+    if ctx.invoked_subcommand in READING and not any(a in ("-h", "--help") for a in sys.argv):
+        from hystate.gitrepo.repo import prefetch_status
+
+        prefetch_status(Path.cwd())
 
 
+# Commands that only read: their cache check overlaps git's work-tree scan with start-up.
+READING = {"status", "list", "next", "log", "report", "metrics"}
 pass_opts = click.make_pass_decorator(Options)
 
 
@@ -510,6 +516,7 @@ def _reader(opts: Options) -> StateManager:
     """A manager for reading commands: cache notices go to stderr."""
     manager = opts.manager(cli_worker=False)
     manager.cache.notice = lambda message: click.echo(f"hystate: {message}", err=True)
+    manager.refresh_once = True  # one command, one snapshot of the tree
     return manager
 
 
@@ -705,6 +712,7 @@ def log(
                 click.echo(f"{event['at']}  {event['episode_id']:<40} {move:<26} {by}{extra}")
 
     emit(manager.events(since=since, until=until, episode_id=episode_id))
+    manager.refresh_once = False  # following: look at the tree again on every poll
     while follow:
         time.sleep(interval)
         emit(manager.events(since=since, until=until, episode_id=episode_id))

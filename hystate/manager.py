@@ -128,6 +128,10 @@ class StateManager:
         )
         self.repo.lock_wait = self.config.lock_timeout
         self._cache: StateCache | None = None
+        # A long-lived process checks the tree before every query; a command that reads once
+        # (the CLI) may check it once.
+        self.refresh_once = False
+        self._refreshed = False
 
     # -- locks -----------------------------------------------------------------------------
 
@@ -208,7 +212,9 @@ class StateManager:
         return self.cache.refresh(force=force, progress=progress)
 
     def _fresh(self) -> StateCache:
-        self.refresh()
+        if not (self.refresh_once and self._refreshed):
+            self.refresh()
+            self._refreshed = True
         self.cache.check_problems()
         return self.cache
 
