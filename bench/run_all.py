@@ -25,6 +25,7 @@ def run(script: str, *args: str) -> dict[str, object]:
     subprocess.run(command, check=True)
     data: dict[str, object] = json.loads(target.read_text())
     data["command"] = " ".join(["python", f"bench/{script}", *args])
+    target.write_text(json.dumps(data, indent=2) + "\n")
     return data
 
 
@@ -33,8 +34,18 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite the doc from bench/out/*.json"
+    )
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
+    if args.render_only:
+        saved = [
+            json.loads((OUT / f"{name}.json").read_text())
+            for name in ("transitions", "queries", "faults")
+        ]
+        DOC.write_text(render(*saved))
+        return
     sizes = ["1000", "10000"] if args.quick else ["1000", "100000"]
     transitions = run("transitions.py", "--sizes", *sizes, "--split-index")
     queries = run("queries.py", "--episodes", "10000" if args.quick else "100000")
