@@ -28,7 +28,12 @@ class Loader(_BaseLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
+            # plain scalar keys (all of an episode file's) are compared as text, without
+            # building them twice; anything else is constructed to compare
+            if isinstance(key_node, yaml.ScalarNode):
+                key: Any = (key_node.tag, key_node.value)
+            else:
+                key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
