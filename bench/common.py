@@ -151,6 +151,16 @@ def run_measured(args: list[str], cwd: Path, *, sample: bool = False) -> tuple[f
     return wall, max(peak_kb, own_kb) // 1024
 
 
+def emit(result: dict[str, Any], path: Path | None) -> None:
+    """Print a benchmark's figures, and save them where `--json` says."""
+    import json
+
+    print(json.dumps(result, indent=2))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def median_ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1000, 1)
 

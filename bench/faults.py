@@ -8,14 +8,13 @@ Prints kills survived, transitions acknowledged, repairs made and problems found
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import isolate_git, machine
+from common import emit, isolate_git, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -56,9 +55,7 @@ def main() -> None:
         "problems": problems,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.json)
     sys.exit(1 if problems else 0)
 
 

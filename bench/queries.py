@@ -9,7 +9,6 @@ peak memory), and the refresh after one transition.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from common import (
     build_repo,
+    emit,
     episode_ids,
     hystate_exe,
     isolate_git,
@@ -95,10 +95,7 @@ def main() -> None:
         "report_csv_s": round(report_csv, 2),
         "metrics_ms": round(metrics * 1000, 1),
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

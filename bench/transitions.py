@@ -15,7 +15,6 @@ Prints per-transition medians and the ratios; ``--json`` writes them for docs/BE
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -25,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import IDENT, build_repo, episode_ids, git, hystate_exe, isolate_git, machine
+from common import IDENT, build_repo, emit, episode_ids, git, hystate_exe, isolate_git, machine
 
 from hystate.manager import StateManager
 from hystate.model import ProcessingStage, now_utc
@@ -163,10 +162,7 @@ def main() -> None:
     if len(plain) >= 2:
         small, large = plain[0], plain[-1]
         summary["growth"] = round(float(large["hystate_ms"]) / float(small["hystate_ms"]), 2)  # type: ignore[arg-type]
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    emit(summary, args.json)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,7 +82,6 @@ class RetryOutcome:
     commit: str | None = None
 
 
-@dataclass
 class StateManager:
     """The state of every episode in one state directory of one git repository.
 
@@ -93,7 +92,7 @@ class StateManager:
     state_dir: Path
     repo: GitRepo
     config: Config
-    worker: str = field(default_factory=default_worker)
+    worker: str
 
     def __init__(
         self,
