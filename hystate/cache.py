@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from hystate.gitrepo import GitRepo
     from hystate.store import EpisodeStore
 
-FORMAT_VERSION = "2"
+FORMAT_VERSION = "3"
 INDEX_FILE = "index.json"
 
 _SCHEMA = """
@@ -73,6 +73,7 @@ CREATE TABLE processing_log (
 );
 CREATE INDEX processing_log_episode ON processing_log (episode_id);
 CREATE INDEX processing_log_time ON processing_log (timestamp);
+CREATE INDEX processing_log_to ON processing_log (to_stage, timestamp);
 CREATE TABLE problems (path TEXT PRIMARY KEY, detail TEXT NOT NULL);
 """
 
