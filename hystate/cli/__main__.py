@@ -1,0 +1,5 @@
+"""``python -m hystate.cli``: the same as the ``hystate`` command."""
+
+from hystate.cli import main
+
+main()

@@ -1,0 +1,209 @@
+"""Checks and repairs: validate (and --base for pull requests), the merge driver, fsck, locks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from hystate.cli.app import Options, cli, emit_json, json_option, pass_opts
+
+if TYPE_CHECKING:
+    pass
+
+
+@cli.command()
+@click.option("--base", metavar="REF", help="Review what changed since REF (a branch, a commit).")
+@click.option("--github", is_flag=True, help="GitHub Actions annotations (::error file=...).")
+@json_option
+@pass_opts
+def validate(opts: Options, base: str | None, github: bool, as_json: bool) -> None:
+    """Check episode files against the schema and the transition rules.
+
+    Without --base: every file (schema, invariants). With --base REF: every episode file
+    changed since REF, and each transition added since REF, step by step (a squash merge
+    validates like a commit per transition); deleted or moved files, committed caches, and
+    commits without hystate's trailers (a warning) are reported too. Exit 1 on any error.
+
+    \b
+    Examples:
+      hystate validate
+      hystate validate --base origin/main --json
+    """
+    manager = opts.manager(cli_worker=False)
+    if base:
+        from hystate.review import review
+
+        found = review(manager, base)
+        rows = [f.as_dict() for f in found]
+        errors = [f for f in found if f.level == "error"]
+        summary = f"{len(errors)} errors, {len(found) - len(errors)} warnings since {base}"
+    else:
+        problems = manager.validate()
+        rows = [
+            {**p.as_dict(), "level": "error", "message": f"{p.path}: {p.message}"} for p in problems
+        ]
+        errors = problems  # type: ignore[assignment]
+        count = sum(1 for _ in manager.store.iter_paths())
+        bad = len({p.file for p in problems})
+        summary = f"{count} files checked, {bad} with problems ({len(problems)} in all)"
+    if as_json:
+        emit_json({"summary": summary, "problems": rows})
+    else:
+        for row in rows:
+            if github:
+                line = f",line={row['line']}" if row.get("line") else ""
+                message = str(row["message"]).replace("%", "%25").replace("\n", "%0A")
+                click.echo(f"::{row['level']} file={row['file']}{line}::{message}")
+            else:
+                where = f"{row['file']}:{row['line']}" if row.get("line") else row["file"]
+                click.echo(f"{where}: {row['level']}: {row['message']}")
+        click.echo(summary, err=True)
+    if errors:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command(name="merge-driver")
+@click.argument("base", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("ours", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("theirs", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("name", required=False, default="episode")
+def merge_driver(base: Path, ours: Path, theirs: Path, name: str) -> None:
+    """Git merge driver for episode files (installed by `hystate init`).
+
+    Merges two branches' changes to one episode field by field; if both moved the stage,
+    leaves git's conflict markers and exits 1.
+
+    \b
+    Example (.git/config, written by hystate init):
+      [merge "hystate"]
+          driver = python -m hystate.cli merge-driver %O %A %B %P
+    """
+    from hystate.merge import merge_files
+
+    clean, why = merge_files(base, ours, theirs, name)
+    if not clean:
+        click.echo(
+            f"hystate: {name}: conflict: {why}; resolve it, then `hystate validate`", err=True
+        )
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("--repair", is_flag=True, help="Mend what can be mended.")
+@click.option("--remove-orphans", is_flag=True, help="Also delete media files of no episode.")
+@json_option
+@pass_opts
+def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> None:
+    """Find (and with --repair mend) what a crash or a hand edit left behind.
+
+    Uncommitted episode files, temp files, index drift, stale locks, episodes stuck in an
+    active stage, orphaned media, stale caches. Exit 0 when clean or all repaired, 1 when
+    problems remain.
+
+    \b
+    Examples:
+      hystate fsck
+      hystate fsck --repair --json
+    """
+    from hystate.recovery import RecoveryManager
+
+    manager = opts.manager(cli_worker=False)
+    findings = RecoveryManager(manager).fsck(repair=repair, remove_orphans=remove_orphans)
+    left = [f for f in findings if not f.repaired]
+    if as_json:
+        emit_json({"findings": [f.as_dict() for f in findings], "remaining": len(left)})
+    else:
+        for f in findings:
+            done = f" -> {f.action}" if f.repaired else ""
+            click.echo(f"{f.kind:<14} {f.path}: {f.message}{done}")
+        verdict = (
+            "clean"
+            if not findings
+            else f"{len(findings) - len(left)} repaired, {len(left)} remaining"
+        )
+        click.echo(f"fsck: {verdict}", err=True)
+        if left and not repair:
+            click.echo("hystate: run `hystate fsck --repair` to mend what can be mended", err=True)
+    if left:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@json_option
+@pass_opts
+def locks(opts: Options, as_json: bool) -> None:
+    """List lock files: who holds them, and whether the holder is gone.
+
+    \b
+    Example:
+      hystate locks
+    """
+    from hystate.locks import lock_status
+
+    manager = opts.manager(cli_worker=False)
+    rows = []
+    for path in sorted(manager.locks_dir.glob("*.lock")):
+        owner, stale = lock_status(path)
+        rows.append({
+            "lock": path.name,
+            "host": owner.host if owner else None,
+            "pid": owner.pid if owner else None,
+            "acquired_at": owner.acquired_at if owner else None,
+            "stale": stale,
+        })  # fmt: skip
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        state = "stale (holder gone)" if r["stale"] else "held"
+        click.echo(
+            f"{r['lock']:<48} {state:<20} {r['host']} pid {r['pid']} since {r['acquired_at']}"
+        )
+    if not rows:
+        click.echo("no locks held", err=True)
+
+
+@cli.command()
+@click.argument("episode_id", required=False)
+@click.option("--all-stale", is_flag=True, help="Remove every lock whose holder is gone.")
+@click.option("--force", is_flag=True, help="Remove the lock even if its holder may be alive.")
+@pass_opts
+def unlock(opts: Options, episode_id: str | None, all_stale: bool, force: bool) -> None:
+    """Remove a lock left behind (an episode's, or every stale one).
+
+    A lock whose holder is provably gone is removed; a live holder's only with --force.
+
+    \b
+    Examples:
+      hystate unlock --all-stale
+      hystate unlock hy0_hooting_yard_2004-04-14 --force
+    """
+    from hystate.errors import LockBusy, UsageError
+    from hystate.locks import lock_status
+    from hystate.model import check_id
+
+    manager = opts.manager(cli_worker=False)
+    if bool(episode_id) == all_stale:
+        raise UsageError("give an episode id or --all-stale")
+    paths = (
+        [manager.locks_dir / f"{check_id(episode_id)}.lock"]
+        if episode_id
+        else sorted(manager.locks_dir.glob("*.lock"))
+    )
+    removed = 0
+    for path in paths:
+        if not path.exists():
+            click.echo(f"{path.name}: not locked")
+            continue
+        owner, stale = lock_status(path)
+        if not stale and not force:
+            if episode_id:
+                who = owner.describe() if owner else "a process still writing it"
+                raise LockBusy(f"{path.name} is held by {who}", hint="use --force if you are sure")
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
+        click.echo(f"{path.name}: removed")
+    click.echo(f"{removed} lock(s) removed", err=True)

@@ -1,0 +1,384 @@
+"""Commands that read: the caches answer, refreshed from the tree first."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from hystate.cli.app import Options, cli, emit_json, json_option, pass_opts, worker_option
+
+if TYPE_CHECKING:
+    from hystate.manager import StateManager
+    from hystate.model import EpisodeState
+
+
+@cli.command()
+@click.argument("episode_id")
+@json_option
+@pass_opts
+def show(opts: Options, episode_id: str, as_json: bool) -> None:
+    """Print one episode's file.
+
+    \b
+    Example:
+      hystate show hy0_hooting_yard_2004-04-14 --json
+    """
+    from hystate.model import check_id
+
+    check_id(episode_id)
+    episode = opts.manager().get_episode_state(episode_id)
+    if as_json:
+        emit_json(episode.data)
+    else:
+        from hystate import yamlio
+
+        click.echo(yamlio.dump(episode.data), nl=False)
+
+
+@cli.command()
+@click.argument("key", required=False)
+@json_option
+@pass_opts
+def config(opts: Options, key: str | None, as_json: bool) -> None:
+    """Show the effective configuration (hystate.yaml plus defaults), or one KEY.
+
+    \b
+    Examples:
+      hystate config
+      hystate config recovery.max_retries.download
+    """
+    from hystate import yamlio
+
+    manager = opts.manager(cli_worker=False)
+    values: Any = manager.config.values
+    if key:
+        try:
+            values = manager.config.get(key)
+        except KeyError:
+            from hystate.errors import UsageError
+
+            raise UsageError(f"unknown config key {key!r}") from None
+    if as_json:
+        emit_json(values)
+    elif isinstance(values, dict):
+        source = manager.config.source or "defaults (no hystate.yaml)"
+        click.echo(f"# from {source}", err=True)
+        click.echo(yamlio.dump({"state_management": values} if not key else values), nl=False)
+    else:
+        click.echo("null" if values is None else values)
+
+
+def _progress(label: str) -> Callable[[int, int], None] | None:
+    """A progress bar on stderr for long work, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+        if done >= total:
+            bar.__exit__(None, None, None)
+
+    return update
+
+
+def _reader(opts: Options) -> StateManager:
+    """A manager for reading commands: cache notices go to stderr."""
+    manager = opts.manager(cli_worker=False)
+    manager.cache.notice = lambda message: click.echo(f"hystate: {message}", err=True)
+    manager.refresh_once = True  # one command, one snapshot of the tree
+    return manager
+
+
+def _episode_summary(episode: EpisodeState, width: int = 60) -> str:
+    title = episode.title if len(episode.title) <= width else episode.title[: width - 1] + "…"
+    return f"{episode.episode_id:<44} {episode.date}  {episode.stage.value:<11}  {title}"
+
+
+@cli.command(name="list")
+@click.option("--stage", "stages", multiple=True, help="Only this stage (repeatable).")
+@click.option("--year", "years", multiple=True, help="Only this year (repeatable).")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout.")
+@json_option
+@pass_opts
+def list_(
+    opts: Options, stages: tuple[str, ...], years: tuple[str, ...], as_csv: bool, as_json: bool
+) -> None:
+    """List episodes (oldest air date first).
+
+    \b
+    Examples:
+      hystate list --stage failed
+      hystate list --year 2004 --json
+    """
+    from hystate.model import ProcessingStage
+
+    for stage in stages:
+        ProcessingStage.parse(stage)
+    episodes = _reader(opts).list_episodes(stages, years)
+    if as_json:
+        emit_json([e.data for e in episodes])
+    elif as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(
+            ["episode_id", "date", "stage", "title", "last_updated", "worker", "attempts_total"]
+        )
+        for e in episodes:
+            writer.writerow(
+                [
+                    e.episode_id,
+                    e.date,
+                    e.stage.value,
+                    e.title,
+                    e.last_updated,
+                    e.worker or "",
+                    sum(e.attempts.values()),
+                ]
+            )
+    else:
+        for e in episodes:
+            click.echo(_episode_summary(e))
+        click.echo(f"{len(episodes)} episodes", err=True)
+
+
+@cli.command()
+@json_option
+@pass_opts
+def status(opts: Options, as_json: bool) -> None:
+    """Counts per stage, completion and the estimated completion date.
+
+    \b
+    Example:
+      hystate status --json
+    """
+    from hystate.summary import generate_summary
+
+    summary = generate_summary(_reader(opts))
+    if as_json:
+        emit_json(summary)
+        return
+    total = summary["total_episodes"]
+    click.echo(f"{total} episodes, {summary['completion_percentage']}% done (published or skipped)")
+    widest = max(summary["progress"].values(), default=0) or 1
+    for stage, count in summary["progress"].items():
+        bar = "█" * round(30 * count / widest) if count else ""
+        click.echo(f"  {stage:<12}{count:>7}  {bar}")
+    throughput = summary["throughput"]
+    if summary["estimated_completion"]:
+        rate = throughput["per_day"]
+        basis = f" ({rate} episodes/day over the last 7 days)" if rate else ""
+        click.echo(f"estimated completion: {summary['estimated_completion']}{basis}")
+    else:
+        click.echo(f"estimated completion: unknown ({throughput.get('note', '')})")
+
+
+@cli.command(name="next")
+@click.argument("stage")
+@click.option("--limit", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--claim", is_flag=True, help="Move them into STAGE now (one commit each).")
+@worker_option
+@json_option
+@pass_opts
+def next_(
+    opts: Options, stage: str, limit: int, claim: bool, worker: str | None, as_json: bool
+) -> None:
+    """Episodes ready to enter STAGE; with --claim, take them.
+
+    Workers claiming at the same time never get the same episode. Failed episodes whose
+    retry of STAGE is due are included.
+
+    \b
+    Examples:
+      hystate next downloading --limit 5
+      hystate next downloading --limit 2 --claim --worker dl-1 --json
+    """
+    from hystate.model import ProcessingStage
+
+    target = ProcessingStage.parse(stage)
+    if claim:
+        manager = opts.manager(worker)
+        episodes = [r.episode for r in manager.claim_next(target, limit, worker=manager.worker)]
+    else:
+        episodes = _reader(opts).get_next_for_processing(target, limit)
+    if as_json:
+        emit_json([e.data for e in episodes])
+        return
+    for e in episodes:
+        click.echo(_episode_summary(e))
+    if not episodes:
+        click.echo(f"nothing ready for {target.value}", err=True)
+
+
+@cli.command()
+@click.argument("episode_id")
+@json_option
+@pass_opts
+def history(opts: Options, episode_id: str, as_json: bool) -> None:
+    """An episode's transitions joined with the commits that made them.
+
+    \b
+    Example:
+      hystate history hy0_hooting_yard_2004-04-14
+    """
+    from hystate.model import check_id
+
+    rows = opts.manager(cli_worker=False).history(check_id(episode_id))
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        move = (
+            f"{row['from'] or '-'} -> {row['to']}" if row["to"] else "(commit without transition)"
+        )
+        sha = (row.get("commit") or "uncommitted")[:8]
+        click.echo(f"{row['at']}  {move:<28} {row['by'] or '':<16} {sha}  {row.get('author', '')}")
+
+
+@cli.command()
+@click.option("--since", help="ISO time, e.g. 2026-11-01 or 2026-11-01T12:00:00+00:00.")
+@click.option("--until", help="ISO time.")
+@click.option("--episode", "episode_id", help="Only this episode.")
+@click.option("--follow", is_flag=True, help="Keep printing new events as they happen.")
+@click.option(
+    "--interval", default=1.0, show_default=True, help="Seconds between checks with --follow."
+)
+@json_option
+@pass_opts
+def log(
+    opts: Options,
+    since: str | None,
+    until: str | None,
+    episode_id: str | None,
+    follow: bool,
+    interval: float,
+    as_json: bool,
+) -> None:
+    """The event stream: one line per transition (JSON lines with --json).
+
+    \b
+    Examples:
+      hystate log --since 2026-11-24 --json
+      hystate log --follow
+    """
+    import time
+
+    manager = _reader(opts)
+    seen: set[tuple[str, str, str]] = set()
+
+    def emit(events: list[dict[str, Any]]) -> None:
+        for event in events:
+            key = (event["episode_id"], event["at"], event["to"])
+            if key in seen:
+                continue
+            seen.add(key)
+            if as_json:
+                click.echo(json.dumps(event, ensure_ascii=False))
+            else:
+                move = f"{event['from'] or '-'} -> {event['to']}"
+                extra = f"  {event['error']}" if event.get("error") else ""
+                by = event.get("by") or ""
+                click.echo(f"{event['at']}  {event['episode_id']:<40} {move:<26} {by}{extra}")
+
+    emit(manager.events(since=since, until=until, episode_id=episode_id))
+    manager.refresh_once = False  # following: look at the tree again on every poll
+    while follow:
+        time.sleep(interval)
+        emit(manager.events(since=since, until=until, episode_id=episode_id))
+        sys.stdout.flush()
+
+
+@cli.command()
+@pass_opts
+def rebuild(opts: Options) -> None:
+    """Rebuild state.db and index.json from the tree (they are caches; nothing is lost).
+
+    \b
+    Example:
+      hystate rebuild
+    """
+    import time
+
+    manager = _reader(opts)
+    started = time.perf_counter()
+    result = manager.refresh(force=True, progress=_progress("rebuilding"))
+    took = time.perf_counter() - started
+    name = manager.cache.db_path.name
+    click.echo(f"rebuilt {name} and index.json from {result.reread} files in {took:.1f}s")
+
+
+@cli.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "json", "csv"]),
+    help="Default: reporting.report_format.",
+)
+@click.option(
+    "--period", type=click.Choice(["daily", "weekly"]), default="daily", show_default=True
+)
+@click.option(
+    "-o",
+    "--output",
+    metavar="PATH|-",
+    help="Where to write ('-' for stdout); default: <state dir>/reports/.",
+)
+@pass_opts
+def report(opts: Options, fmt: str | None, period: str, output: str | None) -> None:
+    """Write a report: HTML (self-contained, with a progress chart), JSON summary, or CSV.
+
+    By default into <state dir>/reports/: daily_report_YYYY-MM-DD.html,
+    weekly_report_YYYY-Www.html, summary.json, episodes_YYYY-MM-DD.csv. Prints the path.
+
+    \b
+    Examples:
+      hystate report
+      hystate report --format csv -o episodes.csv
+      hystate report --format json -o -
+    """
+    from hystate.reports import ReportGenerator
+
+    manager = _reader(opts)
+    generator = ReportGenerator(manager)
+    text = generator.write(
+        fmt or str(manager.config.get("reporting.report_format")), period, output
+    )
+    if text is not None:
+        click.echo(text, nl=False)
+    else:
+        click.echo(str(generator.written.resolve() if generator.written else ""))
+
+
+@cli.command()
+@click.option(
+    "--textfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write atomically here (node_exporter textfile collector).",
+)
+@pass_opts
+def metrics(opts: Options, textfile: Path | None) -> None:
+    """Prometheus metrics: episodes per stage, transitions and failures, last transition time.
+
+    \b
+    Examples:
+      hystate metrics
+      hystate metrics --textfile /var/lib/node_exporter/textfile/hystate.prom
+    """
+    from hystate.reports import metrics_text, write_textfile
+
+    manager = _reader(opts)
+    if textfile:
+        write_textfile(manager, textfile)
+        click.echo(f"wrote {textfile}", err=True)
+    else:
+        click.echo(metrics_text(manager).decode(), nl=False)

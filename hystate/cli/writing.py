@@ -1,0 +1,254 @@
+"""Commands that change state: each transition is one commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from hystate.cli.app import Options, cli, emit_json, json_option, pass_opts, worker_option
+
+if TYPE_CHECKING:
+    from hystate.manager import TransitionResult
+
+
+@cli.command()
+@pass_opts
+def init(opts: Options) -> None:
+    """Create the state directory (and a git repository if there is none). Safe to repeat.
+
+    \b
+    Example:
+      hystate init
+    """
+    from hystate.errors import GitError
+    from hystate.gitrepo import GitRepo
+
+    try:
+        GitRepo.discover(Path.cwd())
+    except GitError:
+        GitRepo.init(Path.cwd())
+        click.echo(f"initialised a git repository in {Path.cwd()}")
+    manager = opts.manager()
+    sha = manager.ensure_layout()
+    state = manager.rel_state_dir
+    click.echo(f"state directory {state}/ " + (f"set up ({sha[:8]})" if sha else "already set up"))
+
+
+@cli.command()
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="advancedsearch JSON, scrape JSON, JSON array, JSON lines, or CSV.",
+)
+@worker_option
+@json_option
+@pass_opts
+def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> None:
+    """Create a file for every new episode in a catalog file (one commit).
+
+    Episodes that already have a file are left alone. A malformed file is rejected whole
+    (exit 5) before anything is written.
+
+    \b
+    Example:
+      hystate discover --from archive-org-search-hooting-yard.json
+    """
+    from hystate.discover import read_records
+
+    records = read_records(source)
+    result = opts.manager(worker, cli_worker=False).discover(records, source=source.name)
+    if as_json:
+        emit_json(
+            {"added": result.added, "existing": len(result.existing), "commit": result.commit}
+        )
+        return
+    commit = f" in {result.commit[:8]}" if result.commit else ""
+    click.echo(
+        f"discovered {len(result.added)} new episodes{commit}; {len(result.existing)} already known"
+    )
+
+
+@cli.command()
+@click.argument("episode_id")
+@click.option("--title", required=True)
+@click.option("--date", required=True, help="Air date, YYYY-MM-DD.")
+@click.option("--archive-identifier", help="archive.org identifier (default: the episode id).")
+@worker_option
+@pass_opts
+def add(
+    opts: Options,
+    episode_id: str,
+    title: str,
+    date: str,
+    archive_identifier: str | None,
+    worker: str | None,
+) -> None:
+    """Add one episode in stage discovered (one commit).
+
+    \b
+    Example:
+      hystate add hooting-yard-live --title "An Evening of Lugubrious Music" --date 2008-01-01
+    """
+    result = opts.manager(worker, cli_worker=False).add_episode(
+        episode_id, title=title, date=date, archive_identifier=archive_identifier
+    )
+    if result.commit:
+        click.echo(f"{episode_id}: new -> discovered ({result.commit[:8]})")
+    else:
+        click.echo(f"{episode_id} already exists; left alone")
+
+
+def _print_result(result: TransitionResult, as_json: bool) -> None:
+    episode = result.episode
+    if as_json:
+        emit_json({"episode": episode.data, "commit": result.commit, "changed": result.changed})
+        return
+    if not result.changed:
+        click.echo(f"{episode.episode_id} is already {episode.stage.value}; nothing to do")
+        return
+    old = result.from_stage.value if result.from_stage else "?"
+    click.echo(
+        f"{episode.episode_id}: {old} -> {episode.stage.value} ({(result.commit or '')[:8]})"
+    )
+
+
+@cli.command()
+@click.argument("episode_id")
+@click.argument("stage")
+@click.option("-m", "--message", help="Status message (also the commit body).")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Set a field on the way, e.g. files.audio_file=audio/x.mp3 (repeatable).",
+)
+@click.option("--force", is_flag=True, help="Retry a failed episode before its delay has passed.")
+@worker_option
+@json_option
+@pass_opts
+def advance(
+    opts: Options,
+    episode_id: str,
+    stage: str,
+    message: str | None,
+    assignments: tuple[str, ...],
+    force: bool,
+    worker: str | None,
+    as_json: bool,
+) -> None:
+    """Move an episode to STAGE: one commit, or nothing if it is already there.
+
+    \b
+    Examples:
+      hystate advance hy0_hooting_yard_2004-04-14 downloading --worker dl-1
+      hystate advance hy0_hooting_yard_2004-04-14 downloaded \\
+          --set files.audio_file=audio/2004/hy0_hooting_yard_2004-04-14.mp3 \\
+          --set metrics.audio_size=28363609
+    """
+    from hystate.model import ProcessingStage, check_id
+    from hystate.rules import parse_assignment
+
+    check_id(episode_id)
+    target = ProcessingStage.parse(stage)
+    fields = dict(parse_assignment(a) for a in assignments)
+    result = opts.manager(worker).update_state(
+        episode_id, target, message=message, fields=fields, force=force
+    )
+    _print_result(result, as_json)
+
+
+@cli.command()
+@click.argument("episode_id")
+@click.option("--error", "error", required=True, help="What went wrong (one line or more).")
+@click.option(
+    "--traceback",
+    "traceback_file",
+    type=click.File("r"),
+    help="File with the traceback to record ('-' for standard input).",
+)
+@worker_option
+@json_option
+@pass_opts
+def fail(
+    opts: Options,
+    episode_id: str,
+    error: str,
+    traceback_file: Any,
+    worker: str | None,
+    as_json: bool,
+) -> None:
+    """Record a failure of the active stage the episode is in.
+
+    \b
+    Example:
+      hystate fail hy0_hooting_yard_2004-04-14 --error "HTTP 503 from archive.org"
+    """
+    from hystate.model import check_id
+
+    check_id(episode_id)
+    trace = traceback_file.read() if traceback_file else None
+    result = opts.manager(worker).fail(episode_id, error, traceback=trace)
+    _print_result(result, as_json)
+
+
+@cli.command()
+@click.argument("episode_ids", nargs=-1)
+@click.option("--all", "all_failed", is_flag=True, help="Every failed episode.")
+@click.option("--now", is_flag=True, help="Ignore the retry delay.")
+@click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
+@json_option
+@pass_opts
+def retry(
+    opts: Options,
+    episode_ids: tuple[str, ...],
+    all_failed: bool,
+    now: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Send failed episodes back to the stage that failed.
+
+    Only those whose delay (retry_delay, doubled per attempt) has passed, unless --now.
+    Episodes out of attempts go to skipped with the reason.
+
+    \b
+    Examples:
+      hystate retry --all
+      hystate retry hy0_hooting_yard_2004-04-14 --now
+    """
+    if bool(episode_ids) == all_failed:
+        raise click.UsageError("give episode ids or --all (not both)")
+    outcomes = opts.manager(cli_worker=False).retry(
+        None if all_failed else list(episode_ids), now=now, dry_run=dry_run
+    )
+    if as_json:
+        emit_json([o.__dict__ for o in outcomes])
+        return
+    if not outcomes:
+        click.echo("no failed episodes")
+    for o in outcomes:
+        click.echo(f"{o.episode_id}: {o.action}" + (f" ({o.detail})" if o.detail else ""))
+
+
+@cli.command()
+@click.argument("episode_id")
+@click.option("--reason", required=True, help="Why the episode is skipped.")
+@worker_option
+@json_option
+@pass_opts
+def skip(opts: Options, episode_id: str, reason: str, worker: str | None, as_json: bool) -> None:
+    """Take an episode out of the pipeline, with the reason.
+
+    \b
+    Example:
+      hystate skip hooting-yard-live --reason "rebroadcast of 2007-12-27"
+    """
+    from hystate.model import check_id
+
+    check_id(episode_id)
+    _print_result(opts.manager(worker).skip(episode_id, reason), as_json)
