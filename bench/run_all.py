@@ -95,7 +95,9 @@ libgit2 cannot read it) makes the index small; hystate then hands the index upda
 
 ## Reading commands and caches (issue: caches)
 
-`{q["command"]}` — {q["episodes"]:,} episodes in mixed stages, warm cache, whole processes:
+`{q["command"]}` — {q["episodes"]:,} episodes in mixed stages, warm cache, whole processes.
+Absolute figures moved by up to a third between runs on this shared machine (the baseline of
+reading every file took 23–32 s on the same day); the ratio within one run is the stable figure.
 
 | what | figure |
 |---|---|
