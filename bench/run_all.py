@@ -97,7 +97,7 @@ libgit2 cannot read it) makes the index small; hystate then hands the index upda
 
 `{q["command"]}` — {q["episodes"]:,} episodes in mixed stages, warm cache, whole processes.
 Absolute figures moved by up to a third between runs on this shared machine (the baseline of
-reading every file took 23–32 s on the same day); the ratio within one run is the stable figure.
+reading every file took 23 to 32 s on the same day); the ratio within one run is the stable figure.
 
 | what | figure |
 |---|---|
