@@ -99,27 +99,20 @@ class GitRepo:
 
     # -- running git -----------------------------------------------------------------------
 
-    def git(self, *args: str, input: bytes | None = None, check: bool = True) -> str:
-        """Run a git command in the work tree; a failure is a GitError with git's message."""
-        proc = subprocess.run(
-            ["git", *args], cwd=self.root, input=input, capture_output=True, check=False
-        )
-        if check and proc.returncode != 0:
-            message = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise GitError(f"git {args[0]} failed: {message[-1] if message else proc.returncode}")
-        return proc.stdout.decode(errors="replace")
+    def git(self, *args: str, check: bool = True) -> str:
+        """Run a git command in the work tree; its output as text (see ``git_bytes``)."""
+        return self.git_bytes(*args, check=check).decode(errors="replace")
 
     def git_bytes(self, *args: str, check: bool = True) -> bytes:
-        """Like ``git`` but the raw output (file contents); b"" when it fails unchecked."""
+        """Run a git command in the work tree; its raw output. A failure is a GitError with
+        git's message, or (``check=False``) empty output."""
         proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, check=False)
-        if proc.returncode != 0:
-            if check:
-                message = proc.stderr.decode(errors="replace").strip().splitlines()
-                raise GitError(
-                    f"git {args[0]} failed: {message[-1] if message else proc.returncode}"
-                )
-            return b""
-        return proc.stdout
+        if proc.returncode == 0:
+            return proc.stdout
+        if check:
+            message = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise GitError(f"git {args[0]} failed: {message[-1] if message else proc.returncode}")
+        return b""
 
     def identity(self) -> Identity:
         """The repo's git identity (environment, then config), else hystate's own."""
