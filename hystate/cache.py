@@ -251,8 +251,12 @@ class StateCache:
                 reason = ""
                 old_tree = bytes.fromhex(meta["tree"]) if meta.get("tree") else None
                 changed = set(self.repo.objects.diff(old_tree, tree))
-                changed.update(p for p in dirty if dirty[p] != json.loads(meta["dirty"]).get(p))
-                changed.update(p for p in json.loads(meta["dirty"]) if p not in dirty)
+                was_dirty = json.loads(meta["dirty"])
+                changed.update(
+                    p
+                    for p in dirty.keys() | was_dirty.keys()
+                    if dirty.get(p, 0) != was_dirty.get(p, 0)
+                )
                 paths = sorted(p for p in changed if _is_episode_path(p))
             self._reread(db, paths, progress)
             self._attribute_commits(db, None if rebuild else meta.get("head") or None)

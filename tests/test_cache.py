@@ -287,3 +287,12 @@ def test_cache_equals_a_fresh_read_after_random_operations(
         (e.data for e in manager.list_episodes()), key=lambda d: (d["date"], d["episode_id"])
     )  # type: ignore[arg-type,return-value]
     assert cached == fresh_read(manager)
+
+
+def test_an_uncommitted_deletion_shows_up(manager: StateManager, episode_id: str) -> None:
+    manager.refresh()
+    path = manager.path_of(episode_id)
+    path.unlink()
+    assert manager.count_all_episodes() == 19
+    git(manager.repo.root, "checkout", "--", str(path))
+    assert manager.count_all_episodes() == 20
