@@ -63,15 +63,19 @@ class ReportGenerator:
         summary = generate_summary(self.manager, now)
         cache = self.manager.cache
         failures = [
-            {"episode_id": r[0], "at": r[1], "stage": r[2], **json.loads(r[3] or "{}")}
+            {
+                "episode_id": r[0],
+                "at": r[1],
+                "stage": r[2],
+                "title": r[4] or "",
+                **json.loads(r[3] or "{}"),
+            }
             for r in cache.query(
-                "SELECT episode_id, timestamp, from_stage, details FROM processing_log"
-                " WHERE event = 'failed' ORDER BY timestamp DESC, id DESC LIMIT 25"
+                "SELECT l.episode_id, l.timestamp, l.from_stage, l.details, e.title"
+                " FROM processing_log l LEFT JOIN episode_states e USING (episode_id)"
+                " WHERE l.event = 'failed' ORDER BY l.timestamp DESC, l.id DESC LIMIT 25"
             )
         ]
-        titles = {r[0]: r[1] for r in cache.query("SELECT episode_id, title FROM episode_states")}
-        for failure in failures:
-            failure["title"] = titles.get(failure["episode_id"], "")
         skipped = [
             {"episode_id": r[0], "title": r[1], "reason": r[2] or "", "at": r[3]}
             for r in cache.query(
