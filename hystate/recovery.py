@@ -177,7 +177,8 @@ class RecoveryManager:
         if not repair:
             return finding
         if message is not None:
-            sha = self.repo.commit({rel: raw}, message)
+            with self.manager.repo_lock():  # the commit step, serialized like every other
+                sha = self.repo.commit({rel: raw}, message)
             finding.repaired, finding.action = True, f"committed as {(sha or '')[:8]}"
         else:
             self._keep_lost(rel, raw)
