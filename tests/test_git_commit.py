@@ -3,7 +3,6 @@ nothing of the user's swept in, HEAD/index/work tree in agreement."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -222,13 +221,7 @@ def test_commit_subprocess_git_sees_reflog(
     manager: StateManager, repo: Path, episode_id: str
 ) -> None:
     manager.update_state(episode_id, "downloading")
-    reflog = subprocess.run(
-        ["git", "reflog", "-1", "--format=%gs"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    reflog = git(repo, "reflog", "-1", "--format=%gs")
     assert reflog.strip() == f"commit: {episode_id}: discovered -> downloading"
 
 
