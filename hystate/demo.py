@@ -125,7 +125,7 @@ def schedule_and_publish(manager, name: str) -> int:  # type: ignore[no-untyped-
 
     moved = 0
     for episode in manager.get_next_for_processing("scheduled", 3):
-        slot = FIRST_SLOT + timedelta(weeks=_slot_index(episode.date, episode.episode_id))
+        slot = FIRST_SLOT + timedelta(weeks=_ORDER[episode.episode_id])
         try:
             manager.update_state(episode.episode_id, "scheduled", worker=name, lock_timeout=0,
                                  fields={"youtube.scheduled_date": slot.isoformat()})  # fmt: skip
@@ -143,12 +143,9 @@ def schedule_and_publish(manager, name: str) -> int:  # type: ignore[no-untyped-
     return moved
 
 
+# One upload a week, in air-date order: an episode's slot is its rank in the catalog (filled
+# before the workers are forked, so every worker sees it).
 _ORDER: dict[str, int] = {}
-
-
-def _slot_index(date: str, eid: str) -> int:
-    # one upload a week, in air-date order: the slot is the episode's rank in the catalog
-    return _ORDER.get(eid, abs(hash(date)) % 520)
 
 
 def prepare(target: Path, catalog: Path) -> int:
