@@ -28,7 +28,6 @@ from hystate.errors import (
     UsageError,
 )
 from hystate.gitrepo import GitRepo, default_worker
-from hystate.gitrepo.objects import object_id
 from hystate.locks import StateLock
 from hystate.model import (
     EpisodeState,
@@ -46,7 +45,7 @@ from hystate.rules import (
     check_message,
     field_path,
 )
-from hystate.store import GITIGNORE, EpisodeStore, dump, invalid_file
+from hystate.store import GITATTRIBUTES, GITIGNORE, EpisodeStore, dump, invalid_file
 from hystate.validation import episode_problems
 
 if TYPE_CHECKING:
@@ -152,14 +151,10 @@ class StateManager:
         options hystate relies on. Safe to repeat."""
         self.repo.configure()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        files = {self.state_dir / ".gitignore": GITIGNORE.encode()}
-        attributes = self.repo.root / ".gitattributes"
-        line = f"/{self.rel_state_dir}/*/*.yaml merge=hystate\n".replace("/./", "/")
-        current = attributes.read_text() if attributes.exists() else ""
-        if line not in current:
-            files[attributes] = (
-                current + ("\n" if current and not current.endswith("\n") else "") + line
-            ).encode()
+        files = {
+            self.state_dir / ".gitignore": GITIGNORE.encode(),
+            self.state_dir / ".gitattributes": GITATTRIBUTES.encode(),
+        }
         todo = {p: d for p, d in files.items() if not (p.exists() and p.read_bytes() == d)}
         if not todo:
             return None
@@ -493,7 +488,7 @@ class StateManager:
             raw, episode = self.store.read(path)
             rel = self.repo.relpath(path)
             committed = self.repo.head_blob(rel)
-            if committed != object_id(b"blob", raw):
+            if committed != self.repo.blob_id(rel, raw):
                 raise GitError(
                     f"{rel} has changes that are not committed",
                     hint="commit or discard them, or run `hystate fsck --repair`",
@@ -572,7 +567,7 @@ class StateManager:
             new: dict[str, tuple[Path, bytes]] = {}
             existing = []
             for record in records:
-                if self.store.find(record.identifier) is not None:
+                if self.store.find(record.identifier) is not None or self._in_head(record):
                     existing.append(record.identifier)
                     continue
                 doc = new_episode(
@@ -604,6 +599,12 @@ class StateManager:
                         path.unlink(missing_ok=True)
                 raise
         return DiscoverResult(ids, existing, sha)
+
+    def _in_head(self, record: Record) -> bool:
+        """HEAD has the record's file although the work tree does not: a sparse checkout
+        leaves it out. It is known, whatever its state; never made anew."""
+        path = self.store.path_for(record.identifier, record.date)
+        return self.repo.head_blob(_rel(self, path)) is not None
 
 
 def _commit_fields(commit: Any) -> dict[str, Any]:

@@ -25,6 +25,12 @@ state.db-*
 reports/
 .*.tmp
 """
+GITATTRIBUTES = """\
+# hystate: episode files are stored byte for byte as written (no line-ending conversion,
+# filters, ident or re-encoding, whatever other attributes or core.autocrlf say), and merged
+# field by field by hystate's merge driver (`hystate init` configures it).
+*.yaml -text -eol -filter -ident -working-tree-encoding merge=hystate
+"""
 
 
 class EpisodeStore:

@@ -27,9 +27,10 @@ def validate_base(repo: Path, base: str = "main") -> tuple[int, list[dict[str, o
 
 
 def test_init_installs_the_merge_driver(repo: Path) -> None:
-    assert "processed/*/*.yaml merge=hystate" in (repo / ".gitattributes").read_text()
+    assert "*.yaml -text -eol -filter" in (repo / "processed/.gitattributes").read_text()
     assert "merge-driver %O %A %B" in git(repo, "config", "merge.hystate.driver")
     assert git(repo, "check-attr", "merge", "processed/2004/x.yaml").strip().endswith("hystate")
+    assert git(repo, "check-attr", "text", "processed/2004/x.yaml").strip().endswith("unset")
 
 
 def test_a_legal_branch_and_its_squash_pass(

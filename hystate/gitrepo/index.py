@@ -1,127 +1,202 @@
-"""Update a few entries of git's index in place, under git's own ``index.lock``.
+"""git's index, updated the way git updates it: under ``index.lock``, held until HEAD has moved.
 
-``git update-index`` parses and rewrites the whole index: 3.4 ms at 1,000 files, ~57 ms at
-100,000. Here the entries to change are found without parsing the others (the EOIE extension
-gives where the entries end; hystate writes it so the next update finds it), patched at their
-fixed offsets, the cache-tree of their folders invalidated, and the file written back with a
-fresh checksum. Anything unusual (index v4, split index, sparse index, an entry not yet in the
-index, a conflicted entry) is not handled here: ``prepare`` returns None and the caller runs
-``git update-index`` instead.
+``IndexLock`` takes ``index.lock`` (O_EXCL, as git does), reads the index, and stages the new
+content into the lock file; the caller moves HEAD and then ``commit()`` renames the lock over the
+index. While the lock is held no git command can write the index, so a person's ``git commit``
+or ``git add`` cannot interleave with a transition (git's own ``commit -a`` holds the lock the
+same way).
+
+The new content is made in-process for the common case (index v2/v3, entries already present,
+no extension git requires a reader to understand): the entries are found by walking the index
+(exact names, never a byte search), patched with the file's stat data, sha and mode, every
+*racy* entry is smudged as git does when it writes an index (an entry whose mtime is not older
+than the index that was read gets size 0, so git re-reads the file instead of trusting stat),
+the cache-tree of the touched folders is invalidated, and a fresh checksum is written. Anything
+else (index v4, split or sparse index, fsmonitor, new paths, skip-worktree or intent-to-add
+entries) is staged by ``git update-index`` itself, run on a private copy of the index with the
+same timestamp, whose result is then written into the held lock.
+
+Who holds the lock is recorded in ``<git dir>/hystate/index-lock.json``, so that a lock left
+by a killed hystate process can be told apart from a live git process's lock.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import socket
 import struct
-from dataclasses import dataclass
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hystate.errors import GitError
 from hystate.gitrepo.refs import take_git_lock
+from hystate.locks import pid_alive, process_start
 
-_ENTRY = struct.Struct(">10I20sH")  # ctime s/ns, mtime s/ns, dev, ino, mode, uid, gid, size
+# ctime s/ns, mtime s/ns, dev, ino, mode, uid, gid, size, sha, flags
+_STAT = struct.Struct(">10I20sH")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
 _EXTENDED = 0x4000
 _STAGE = 0x3000
 _SKIP_FLAGS = 0x6000  # skip-worktree, intent-to-add (extended flags)
 _MASK = 0xFFFFFFFF
+_CHUNK = 1 << 20  # a SHA-1 state is kept at every MiB of the index written
+OWNER_FILE = "hystate/index-lock.json"
 
 
 @dataclass(frozen=True)
 class Update:
     path: bytes  # repository-relative, "/"-separated
     sha: bytes  # binary blob sha
+    mode: int  # 0o100644 or 0o100755
     stat: os.stat_result
-
-
-_CHUNK = 1 << 20  # a SHA-1 state is kept at every MiB of the index written
 
 
 @dataclass
 class IndexMemo:
-    """The index as this process last wrote it, with SHA-1 states at every MiB, so the next
-    update (if nobody else wrote the index meanwhile) neither reads the file again nor hashes
-    the unchanged bytes before the first patched entry."""
+    """The index as this process last wrote it: its bytes, where each entry starts, which
+    entries may be racy, and SHA-1 states at every MiB, so that the next update (if nobody
+    else wrote the index meanwhile) walks nothing and hashes only from the first change."""
 
     key: tuple[int, int, int, int] | None = None
-    buf: bytearray | None = None
-    checkpoints: list[tuple[int, Any]] | None = None
+    buf: bytes | None = None
+    offsets: dict[bytes, int] = field(default_factory=dict)
+    racy: list[int] = field(default_factory=list)  # offsets of entries that may be racy
+    ext_start: int = 0
+    checkpoints: list[tuple[int, Any]] = field(default_factory=list)
 
 
 def _key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-class IndexPatch:
-    """The index read under ``index.lock``; ``commit`` writes the patched copy and renames it."""
+class IndexLock:
+    """``index.lock`` held from reading the index until ``commit()`` or ``rollback()``."""
 
-    def __init__(
-        self, git_dir: Path, fd: int, buf: bytearray, ext_start: int, memo: IndexMemo, reused: bool
-    ) -> None:
+    def __init__(self, git_dir: Path, wait: float, memo: IndexMemo) -> None:
+        self.git_dir = git_dir
         self.path = git_dir / "index"
         self.lock = git_dir / "index.lock"
-        self._fd = fd
-        self._buf = buf
-        self._ext_start = ext_start
         self._memo = memo
-        self._checkpoints = (memo.checkpoints or []) if reused else []
+        self._fd = take_git_lock(self.lock, wait, what="index")
+        self._staged = False
+        try:
+            _record_owner(git_dir, os.fstat(self._fd).st_ino)
+            self._read()
+        except BaseException:
+            self.rollback()
+            raise
 
-    def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-            self.lock.unlink(missing_ok=True)
+    def __enter__(self) -> IndexLock:
+        return self
 
-    def locate(self, updates: list[Update]) -> list[tuple[int, int]] | None:
-        """(entry offset, flags) per update, or None when one cannot be patched in place."""
+    def __exit__(self, *exc: object) -> None:
+        self.rollback()
+
+    def _read(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self.stat: os.stat_result | None = None
+            self.data = b""
+            return
+        self.stat = st
+        memo = self._memo
+        if memo.buf is not None and memo.key == _key(st):
+            self.data = memo.buf
+            return
+        with open(self.path, "rb") as fh:
+            self.data = fh.read()
+        if len(self.data) != st.st_size:
+            raise GitError("the index changed while hystate read it", hint="try again")
+        memo.key = None
+        memo.buf = None
+        memo.checkpoints = []
+
+    # -- staging the new index into the lock -----------------------------------------------
+
+    def stage(self, updates: Sequence[Update], worktree: Path) -> None:
+        """Write the index with ``updates`` applied into the lock file (not yet in effect)."""
+        buf: bytes | bytearray | None = self._patch(updates)
+        if buf is None:
+            buf = self._with_git(updates, worktree)
+            self._memo.key = self._memo.buf = None
+        view = memoryview(buf)
+        written = 0
+        while written < len(buf):
+            written += os.write(self._fd, view[written:])
+        self._staged = True
+
+    def _patch(self, updates: Sequence[Update]) -> bytearray | None:
+        """The new index made in-process, or None where git must make it."""
+        if self.stat is None or not _patchable(self.data):
+            return None
+        memo = self._memo
+        index_sec = int(self.stat.st_mtime)
+        if memo.buf is not self.data:
+            walked = _walk(self.data, index_sec)
+            if walked is None:
+                return None
+            memo.ext_start, memo.offsets, memo.racy = walked
+            memo.checkpoints = []
         found = []
         for update in updates:
-            where = _find_entry(self._buf, update.path, self._ext_start)
-            if where is None:
+            offset = memo.offsets.get(update.path)
+            if offset is None:
+                return None  # a new path
+            flags = _U16.unpack_from(self.data, offset + 60)[0]
+            if flags & _STAGE:
+                raise GitError(
+                    f"{update.path.decode(errors='replace')} has an unresolved conflict",
+                    hint="resolve it (git add) or abort the merge first",
+                )
+            if flags & _EXTENDED and _U16.unpack_from(self.data, offset + 62)[0] & _SKIP_FLAGS:
                 return None
-            found.append(where)
-        return found
-
-    def commit(self, updates: list[Update], found: list[tuple[int, int]]) -> None:
-        buf = self._buf
+            found.append((offset, flags))
+        buf = bytearray(self.data)
+        changed = [offset for offset, _ in found]
+        # Racy entries: what git does whenever it writes an index (see the module docstring).
+        racy = [o for o in memo.racy if _U32.unpack_from(buf, o + 8)[0] >= index_sec]
+        for offset in racy:
+            if _U32.unpack_from(buf, offset + 36)[0] != 0:
+                buf[offset + 36 : offset + 40] = b"\0\0\0\0"
+                changed.append(offset)
         for update, (offset, flags) in zip(updates, found, strict=True):
             st = update.stat
-            old_mode = struct.unpack_from(">I", buf, offset + 24)[0]
-            buf[offset : offset + _ENTRY.size] = _ENTRY.pack(
+            buf[offset : offset + _STAT.size] = _STAT.pack(
                 int(st.st_ctime) & _MASK,
                 st.st_ctime_ns % 1_000_000_000,
                 int(st.st_mtime) & _MASK,
                 st.st_mtime_ns % 1_000_000_000,
                 st.st_dev & _MASK,
                 st.st_ino & _MASK,
-                old_mode,
+                update.mode,
                 st.st_uid & _MASK,
                 st.st_gid & _MASK,
                 st.st_size & _MASK,
                 update.sha,
                 flags,
             )
-        dirs = {p.path.rpartition(b"/")[0] for p in updates}
-        buf[self._ext_start :] = _rewrite_extensions(buf, self._ext_start, dirs)
-        first_change = min([self._ext_start, *(offset for offset, _ in found)])
-        buf += self._digest(first_change)
-        view = memoryview(buf)
-        written = 0
-        while written < len(buf):
-            written += os.write(self._fd, view[written:])
-        os.close(self._fd)
-        self._fd = -1
-        os.replace(self.lock, self.path)
-        self._memo.key = _key(os.stat(self.path))
-        self._memo.buf = buf
+        ext_start = memo.ext_start
+        dirs = {u.path.rpartition(b"/")[0] for u in updates}
+        buf[ext_start:] = _rewrite_extensions(buf, ext_start, dirs)
+        buf += self._digest(buf, min([ext_start, *changed]))
+        memo.racy = sorted({*racy, *changed} - {ext_start})
+        self._new = buf
+        return buf
 
-    def _digest(self, first_change: int) -> bytes:
-        """SHA-1 of the new content, resumed from the last saved state before ``first_change``."""
-        kept = [(pos, h) for pos, h in self._checkpoints if pos <= first_change]
+    def _digest(self, buf: bytearray, first_change: int) -> bytes:
+        """SHA-1 of ``buf``, resumed from the last saved state before ``first_change``."""
+        kept = [(pos, h) for pos, h in self._memo.checkpoints if pos <= first_change]
         pos, state = kept[-1] if kept else (0, hashlib.sha1())
         digest = state.copy()
-        view = memoryview(self._buf)
-        end = len(self._buf)
+        view = memoryview(buf)
+        end = len(buf)
         while pos < end:
             stop = min((pos // _CHUNK + 1) * _CHUNK, end)
             digest.update(view[pos:stop])
@@ -131,124 +206,133 @@ class IndexPatch:
         self._memo.checkpoints = kept
         return digest.digest()
 
+    def _with_git(self, updates: Sequence[Update], worktree: Path) -> bytes:
+        """``git update-index --add`` on a private copy of the index (same timestamp, so git
+        judges racy entries exactly as it would on the index itself); its result."""
+        private = self.git_dir / "hystate" / f"index.{os.getpid()}.tmp"
+        private.parent.mkdir(exist_ok=True)
+        try:
+            if self.stat is not None:
+                private.write_bytes(self.data)
+                os.utime(private, ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
+            else:
+                private.unlink(missing_ok=True)
+            paths = b"".join(u.path + b"\0" for u in updates)
+            proc = subprocess.run(
+                ["git", "update-index", "--add", "-z", "--stdin"],
+                input=paths,
+                cwd=worktree,
+                env={**os.environ, "GIT_INDEX_FILE": str(private)},
+                capture_output=True,
+                check=False,
+            )
+            if proc.returncode != 0:
+                lines = proc.stderr.decode(errors="replace").strip().splitlines()
+                reason = lines[-1] if lines else proc.returncode
+                raise GitError(f"git update-index failed: {reason}")
+            return private.read_bytes()
+        finally:
+            private.unlink(missing_ok=True)
 
-def prepare(git_dir: Path, wait: float, memo: IndexMemo | None = None) -> IndexPatch | None:
-    """Take ``index.lock`` and read the index; None (lock released) if it is not patchable."""
-    memo = memo if memo is not None else IndexMemo()
-    lock = git_dir / "index.lock"
-    fd = take_git_lock(lock, wait)
-    ext_start = None
-    reused = False
-    try:
-        st = os.stat(git_dir / "index")
-        if memo.buf is not None and memo.key == _key(st):
-            buf, reused = memo.buf, True
-        else:
-            memo.buf = memo.key = memo.checkpoints = None
-            buf = bytearray(st.st_size)
-            with open(git_dir / "index", "rb") as fh:
-                if fh.readinto(buf) != st.st_size:
-                    raise ValueError("index changed while read")
-        ext_start = _entries_end(buf)
-    except (FileNotFoundError, ValueError, struct.error):
-        ext_start = None
-    if ext_start is None or mandatory_extensions(buf, ext_start):
-        os.close(fd)
-        lock.unlink(missing_ok=True)
-        return None
-    return IndexPatch(git_dir, fd, buf, ext_start, memo, reused)
+    # -- ending ----------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Put the staged index in effect (rename the lock over the index)."""
+        if not self._staged:
+            self.rollback()
+            return
+        os.close(self._fd)
+        self._fd = -1
+        os.replace(self.lock, self.path)
+        new = getattr(self, "_new", None)
+        if new is not None:
+            self._memo.key = _key(os.stat(self.path))
+            self._memo.buf = bytes(new)
+        _clear_owner(self.git_dir)
+
+    def rollback(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self.lock.unlink(missing_ok=True)
+            _clear_owner(self.git_dir)
 
 
-def _entries_end(data: bytes | bytearray) -> int | None:
-    """Offset where the entries end (and extensions begin); None for unsupported indexes."""
+# -- reading the index -----------------------------------------------------------------------
+
+
+def _patchable(data: bytes) -> bool:
     if len(data) < 32 or data[:4] != b"DIRC":
-        return None
-    version, count = struct.unpack_from(">II", data, 4)
-    if version not in (2, 3):
-        return None
-    eoie = len(data) - 20 - 32
-    if eoie > 12 and data[eoie : eoie + 8] == b"EOIE\x00\x00\x00\x18":
-        offset = struct.unpack_from(">I", data, eoie + 8)[0]
-        if 12 <= offset <= eoie and _ext_hash(data, offset, eoie) == data[eoie + 12 : eoie + 32]:
-            return int(offset)
-    # No (valid) EOIE: walk the entries once; the index written back carries one.
+        return False
+    return _U32.unpack_from(data, 4)[0] in (2, 3)
+
+
+def _walk(data: bytes, index_sec: int) -> tuple[int, dict[bytes, int], list[int]] | None:
+    """Walk every entry once: (where the extensions start, name -> offset, offsets of entries
+    whose mtime is not older than the index). None if the index needs git to be handled."""
+    count = _U32.unpack_from(data, 8)[0]
+    offsets: dict[bytes, int] = {}
+    racy: list[int] = []
+    flags_at = _U16.unpack_from
+    u32_at = _U32.unpack_from
     pos = 12
-    for _ in range(count):
-        flags = struct.unpack_from(">H", data, pos + 60)[0]
-        head = 64 if flags & _EXTENDED else 62
-        name_len = flags & 0xFFF
-        if name_len == 0xFFF:
-            name_len = data.index(b"\x00", pos + head) - pos - head
-        pos += (head + name_len + 8) & ~7
-    return pos
-
-
-def _ext_hash(data: bytes | bytearray, start: int, stop: int) -> bytes:
-    digest = hashlib.sha1()
-    pos = start
-    while pos < stop:
-        size = struct.unpack_from(">I", data, pos + 4)[0]
-        digest.update(data[pos : pos + 8])
-        pos += 8 + size
-    return digest.digest()
-
-
-def _find_entry(data: bytes | bytearray, path: bytes, stop: int) -> tuple[int, int] | None:
-    """(offset, flags) of ``path``'s stage-0 entry, found without walking the index."""
-    needle = path + b"\x00"
-    pos = data.find(needle, 12, stop)
-    while pos >= 0:
-        for head in (62, 64):
-            start = pos - head
-            if start < 12 or (start - 12) % 8:
-                continue
-            flags = struct.unpack_from(">H", data, start + 60)[0]
-            extended = bool(flags & _EXTENDED)
-            if extended != (head == 64) or (flags & 0xFFF) != min(len(path), 0xFFF):
-                continue
-            if flags & _STAGE:
-                return None  # conflicted: let git handle it
-            if extended and struct.unpack_from(">H", data, start + 62)[0] & _SKIP_FLAGS:
-                return None
-            return start, flags
-        pos = data.find(needle, pos + 1, stop)
-    return None
-
-
-def _rewrite_extensions(data: bytes | bytearray, start: int, dirs: set[bytes]) -> bytes:
-    """The extensions with the cache-tree of ``dirs`` (and their parents) invalidated, and a
-    fresh EOIE. An unknown mandatory extension (lower-case signature) is refused earlier."""
     end = len(data) - 20
-    out: list[bytes] = []
+    for _ in range(count):
+        flags = flags_at(data, pos + 60)[0]
+        head = 64 if flags & _EXTENDED else 62
+        start = pos + head
+        size = flags & 0xFFF
+        if size == 0xFFF:
+            size = data.index(b"\x00", start) - start
+        offsets[data[start : start + size]] = pos
+        if u32_at(data, pos + 8)[0] >= index_sec:
+            racy.append(pos)
+        pos += (head + size + 8) & ~7
+        if pos > end:
+            raise GitError("the index is corrupt (entries run past its end)", hint="git status")
+    if mandatory_extensions(data, pos) or _has_extension(data, pos, b"FSMN"):
+        return None
+    return pos, offsets, racy
+
+
+def _extensions(data: bytes | bytearray, start: int) -> list[tuple[bytes, int, int]]:
+    """(signature, body start, body end) of each extension."""
+    end = len(data) - 20
+    found = []
     pos = start
-    while pos < end:
+    while pos + 8 <= end:
         sig = bytes(data[pos : pos + 4])
-        size = struct.unpack_from(">I", data, pos + 4)[0]
-        body = bytes(data[pos + 8 : pos + 8 + size])
+        size = _U32.unpack_from(data, pos + 4)[0]
+        found.append((sig, pos + 8, pos + 8 + size))
         pos += 8 + size
-        if sig == b"EOIE":
-            continue
-        if sig == b"TREE":
-            body = _invalidate_cache_tree(body, dirs)
-        out.append(sig + struct.pack(">I", len(body)) + body)
-    digest = hashlib.sha1()
-    for ext in out:
-        digest.update(ext[:8])
-    out.append(b"EOIE" + struct.pack(">I", 24) + struct.pack(">I", start) + digest.digest())
-    return b"".join(out)
+    return found
 
 
 def mandatory_extensions(data: bytes | bytearray, start: int) -> list[bytes]:
     """Signatures of extensions git requires a reader to understand (split index, sparse)."""
-    end = len(data) - 20
-    found = []
-    pos = start
-    while pos < end:
-        sig = data[pos : pos + 4]
-        if not sig[:1].isupper():
-            found.append(bytes(sig))
-        pos += 8 + struct.unpack_from(">I", data, pos + 4)[0]
-    return found
+    return [sig for sig, _, _ in _extensions(data, start) if not sig[:1].isupper()]
+
+
+def _has_extension(data: bytes | bytearray, start: int, sig: bytes) -> bool:
+    return any(s == sig for s, _, _ in _extensions(data, start))
+
+
+def _rewrite_extensions(data: bytes | bytearray, start: int, dirs: set[bytes]) -> bytes:
+    """The extensions with the cache-tree of ``dirs`` (and their parents) invalidated, and a
+    fresh EOIE (git's end-of-index-entries marker)."""
+    out: list[bytes] = []
+    for sig, body_start, body_end in _extensions(data, start):
+        if sig == b"EOIE":
+            continue
+        body = bytes(data[body_start:body_end])
+        if sig == b"TREE":
+            body = _invalidate_cache_tree(body, dirs)
+        out.append(sig + _U32.pack(len(body)) + body)
+    digest = hashlib.sha1()
+    for ext in out:
+        digest.update(ext[:8])
+    out.append(b"EOIE" + _U32.pack(24) + _U32.pack(start) + digest.digest())
+    return b"".join(out)
 
 
 def _invalidate_cache_tree(body: bytes, dirs: set[bytes]) -> bytes:
@@ -285,3 +369,50 @@ def _invalidate_cache_tree(body: bytes, dirs: set[bytes]) -> bytes:
             count, sha = -1, b""
         out.append(name + b"\x00" + b"%d %d\n" % (count, subtrees) + sha)
     return b"".join(out)
+
+
+# -- who holds index.lock --------------------------------------------------------------------
+
+_HOST = socket.gethostname()
+
+
+def _record_owner(git_dir: Path, ino: int) -> None:
+    pid = os.getpid()
+    record = {"host": _HOST, "pid": pid, "start": process_start(pid), "ino": ino}
+    path = git_dir / OWNER_FILE
+    try:
+        path.write_text(json.dumps(record))
+    except FileNotFoundError:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(record))
+
+
+def _clear_owner(git_dir: Path) -> None:
+    (git_dir / OWNER_FILE).unlink(missing_ok=True)
+
+
+def break_stale_lock(git_dir: Path) -> bool:
+    """Remove ``index.lock`` if, and only if, a hystate process that is gone left it: the
+    owner record names this very file (same inode) and a process on this host that no longer
+    runs. A lock of a live process, or of git itself, is never touched."""
+    lock = git_dir / "index.lock"
+    try:
+        st = os.lstat(lock)
+        record = json.loads((git_dir / OWNER_FILE).read_text())
+        pid, ino, host, start = record["pid"], record["ino"], record["host"], record["start"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != _HOST or ino != st.st_ino or not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid_alive(pid) and (start is None or process_start(pid) in (None, start)):
+        return False
+    try:
+        if os.lstat(lock).st_ino != st.st_ino:
+            return False
+        lock.unlink()
+    except FileNotFoundError:
+        return False
+    _clear_owner(git_dir)
+    for leftover in (git_dir / "hystate").glob(f"index.{pid}.tmp"):
+        leftover.unlink(missing_ok=True)
+    return True

@@ -17,6 +17,8 @@ from pathlib import Path
 from hystate.errors import GitError
 
 FILE_MODE = b"100644"
+EXEC_MODE = b"100755"
+_KINDS = {b"120000": "a symlink", b"160000": "a submodule", b"40000": "a folder"}
 TREE_MODE = b"40000"
 EMPTY_TREE = bytes.fromhex("4b825dc642cb6eb9a060e54bf8d69288fbee4904")
 
@@ -152,7 +154,13 @@ class ObjectStore:
         """Store an object (if absent) and return its binary sha."""
         sha = object_id(kind, data)
         path = self._path(sha)
-        if os.path.exists(path):
+        try:
+            # Freshen it, as git does, so that a concurrent `git gc` keeps what we refer to.
+            os.utime(path)
+            return sha
+        except FileNotFoundError:
+            pass
+        except PermissionError:
             return sha
         folder = path[:-38]  # ".../objects/ab/"
         tmp = f"{folder}tmp_obj_{os.getpid()}_{path[-38:-30]}"
@@ -250,24 +258,42 @@ class ObjectStore:
                 changed.append(path)
         return changed
 
-    def rewrite(self, root: bytes | None, blobs: Mapping[str, bytes]) -> bytes:
-        """New root tree: ``root`` with each path set to its blob sha (parents made as needed)."""
-        grouped: dict[tuple[bytes, ...], bytes] = {
-            tuple(path.encode().split(b"/")): sha for path, sha in blobs.items()
-        }
-        return self._rewrite(root, grouped)
+    def rewrite(self, root: bytes | None, blobs: Mapping[str, tuple[bytes, bytes]]) -> bytes:
+        """New root tree: ``root`` with each path set to its (mode, blob sha), folders made as
+        needed. A path that would replace something that is not a plain file or folder
+        (a symlink, a submodule) is refused: that is not a file hystate may write."""
+        grouped = {tuple(path.encode().split(b"/")): entry for path, entry in blobs.items()}
+        return self._rewrite(root, grouped, b"")
 
-    def _rewrite(self, sha: bytes | None, changes: dict[tuple[bytes, ...], bytes]) -> bytes:
+    def _rewrite(
+        self,
+        sha: bytes | None,
+        changes: dict[tuple[bytes, ...], tuple[bytes, bytes]],
+        prefix: bytes,
+    ) -> bytes:
         tree = self.tree(sha) if sha is not None else Tree([])
         direct: dict[bytes, tuple[bytes, bytes] | None] = {}
-        nested: dict[bytes, dict[tuple[bytes, ...], bytes]] = {}
-        for parts, blob in changes.items():
+        nested: dict[bytes, dict[tuple[bytes, ...], tuple[bytes, bytes]]] = {}
+        for parts, entry in changes.items():
             if len(parts) == 1:
-                direct[parts[0]] = (FILE_MODE, blob)
+                old = tree.get(parts[0])
+                if old is not None and old[0] not in (FILE_MODE, EXEC_MODE):
+                    _refuse(prefix + parts[0], old[0])
+                direct[parts[0]] = entry
             else:
-                nested.setdefault(parts[0], {})[parts[1:]] = blob
+                nested.setdefault(parts[0], {})[parts[1:]] = entry
         for name, sub in nested.items():
-            entry = tree.get(name)
-            base = entry[1] if entry is not None and entry[0] == TREE_MODE else None
-            direct[name] = (TREE_MODE, self._rewrite(base, sub))
+            old = tree.get(name)
+            if old is not None and old[0] != TREE_MODE:
+                _refuse(prefix + name, old[0])
+            base = old[1] if old is not None else None
+            direct[name] = (TREE_MODE, self._rewrite(base, sub, prefix + name + b"/"))
         return self.write_tree(tree.with_changes(direct))
+
+
+def _refuse(path: bytes, mode: bytes) -> None:
+    what = _KINDS.get(mode, f"an entry of mode {mode.decode(errors='replace')}")
+    raise GitError(
+        f"{path.decode(errors='replace')} is {what} in HEAD, not a file or folder hystate writes",
+        hint="fix the repository's layout first (see `hystate validate`)",
+    )

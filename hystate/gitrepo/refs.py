@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +68,12 @@ class Refs:
                 return _check_sha(line[:40], ref)
         return None
 
-    def update(self, head: Head, new: str, ident: bytes, message: str) -> None:
-        """Point HEAD (or its branch) at ``new`` if it still is ``head``; else raise StaleHead."""
+    def update(
+        self, head: Head, new: str, ident: bytes, message: str, reflog: Callable[[str], str]
+    ) -> None:
+        """Point HEAD (or its branch) at ``new`` if it still is ``head``; else raise StaleHead.
+        ``reflog(ref)`` says, as core.logAllRefUpdates does, whether a missing log is created
+        (``create``/``always``) or only an existing one appended to (``existing``)."""
         target = head.ref or "HEAD"
         path = self._ref_path(target)
         lock = path.with_name(path.name + ".lock")
@@ -93,17 +98,20 @@ class Refs:
             ident,
             message.encode(),
         )
-        logs = [self.git_dir / "logs" / "HEAD"]
+        logs = [("HEAD", self.git_dir / "logs" / "HEAD")]
         if head.ref:
-            logs.append(self.common_dir / "logs" / head.ref)
-        for log in logs:
+            logs.append((head.ref, self.common_dir / "logs" / head.ref))
+        for ref, log in logs:
+            if reflog(ref) == "existing" and not log.is_file():
+                continue
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "ab") as fh:
                 fh.write(entry)
 
 
-def take_git_lock(lock: Path, wait: float = 5.0) -> int:
-    """git's ref lock: O_EXCL create; a busy lock is retried briefly, as git does."""
+def take_git_lock(lock: Path, wait: float = 5.0, what: str = "ref") -> int:
+    """git's lock-file protocol: O_EXCL create; a busy lock is retried with backoff for up to
+    ``wait`` seconds (git itself gives up at once on index.lock, and after 100 ms on refs)."""
     deadline = time.monotonic() + wait
     delay = 0.001
     while True:
@@ -112,8 +120,9 @@ def take_git_lock(lock: Path, wait: float = 5.0) -> int:
         except FileExistsError:
             if time.monotonic() > deadline:
                 raise GitError(
-                    f"{lock} exists: another git process is updating this ref",
-                    hint="if no git process is running, remove the file",
+                    f"{lock} exists: another git process is updating the {what}",
+                    hint="wait for it; if no git process runs, `hystate fsck --repair` removes "
+                    "a lock hystate left, git's own you remove by hand",
                 ) from None
             time.sleep(delay)
             delay = min(delay * 2, 0.05)

@@ -1,46 +1,41 @@
-"""The git repository holding the state: discovery, identity, state checks, and the commit.
+"""The git repository holding the state: discovery, state checks, and the commit.
 
-This package is the only place that talks to git. The commit path is plumbing done in-process
-(objects, trees along the changed path, HEAD compare-and-swap, the index entries patched) so a
-transition costs a few milliseconds and never sweeps in anything else the user staged.
-GitPython serves the porcelain-level work where its cost does not matter: creating a
-repository, reading history.
+This package is the only place that talks to git. A commit is made the way git makes one, with
+the objects and trees along the changed path written in-process (a few milliseconds), never
+sweeping in anything else the user staged: ``index.lock`` is held from before the index is read
+until after HEAD has moved compare-and-swap (``index.py``); blobs are what ``git add`` stores
+(git computes them whenever an attribute could convert the file); identity, dates, timezone,
+signing and the reflog follow git's configuration (``settings.py``). GitPython serves the
+porcelain-level work where its cost does not matter: creating a repository, reading history.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
+import stat
 import subprocess
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from hystate.errors import GitError
-from hystate.gitrepo import index as git_index
-from hystate.gitrepo.objects import ObjectStore
+from hystate.gitrepo import index as index_mod
+from hystate.gitrepo.objects import EXEC_MODE, FILE_MODE, ObjectStore, object_id
 from hystate.gitrepo.refs import Head, Refs, StaleHead
+from hystate.gitrepo.settings import GitSettings, Identity
 
-FALLBACK_NAME = "hystate"
-FALLBACK_EMAIL = "hystate@localhost"
+_SHA256 = re.compile(r"^\s*objectformat\s*=\s*\"?sha256", re.IGNORECASE | re.MULTILINE)
 _IN_PROGRESS = {
     "MERGE_HEAD": "a merge",
     "rebase-merge": "a rebase",
     "rebase-apply": "a rebase or am",
     "CHERRY_PICK_HEAD": "a cherry-pick",
     "REVERT_HEAD": "a revert",
+    "sequencer": "a cherry-pick or revert of several commits",
+    "BISECT_LOG": "a bisect",
 }
-
-
-@dataclass(frozen=True)
-class Identity:
-    name: str
-    email: str
-
-    def line(self, when: int | None = None) -> bytes:
-        stamp = int(time.time()) if when is None else when
-        return f"{self.name} <{self.email}> {stamp} +0000".encode()
 
 
 class GitRepo:
@@ -52,9 +47,10 @@ class GitRepo:
         self.common_dir = common_dir
         self.refs = Refs(git_dir, common_dir)
         self.objects = ObjectStore(common_dir / "objects", root)
-        self._identity: Identity | None = None
-        self._index_memo = git_index.IndexMemo()
+        self.settings = GitSettings(root, common_dir)
+        self._index_memo = index_mod.IndexMemo()
         self.lock_wait = 10.0
+        self.warnings: list[str] = []  # what went wrong after a commit was made
 
     # -- finding and making repositories ---------------------------------------------------
 
@@ -84,6 +80,15 @@ class GitRepo:
             common = (git_dir / commondir.read_text().strip()).resolve()
         if (common / "reftable").exists():
             raise GitError(f"{root}: reftable repositories are not supported")
+        try:
+            config = (common / "config").read_text(errors="replace")
+        except OSError:
+            config = ""
+        if _SHA256.search(config):
+            raise GitError(
+                f"{root} uses SHA-256 object names, which hystate does not support yet",
+                hint="keep the state in a SHA-1 repository (git init --object-format=sha1)",
+            )
         return cls(root, git_dir, common)
 
     @classmethod
@@ -115,24 +120,8 @@ class GitRepo:
         return b""
 
     def identity(self) -> Identity:
-        """The repo's git identity (environment, then config), else hystate's own."""
-        if self._identity is None:
-            name = os.environ.get("GIT_COMMITTER_NAME") or os.environ.get("GIT_AUTHOR_NAME")
-            email = os.environ.get("GIT_COMMITTER_EMAIL") or os.environ.get("GIT_AUTHOR_EMAIL")
-            if not (name and email):
-                found = dict(
-                    line.split("\n", 1)
-                    for line in self.git(
-                        "config", "-z", "--get-regexp", r"^user\.(name|email)$", check=False
-                    ).split("\0")
-                    if "\n" in line
-                )
-                name = name or found.get("user.name")
-                email = email or found.get("user.email")
-            self._identity = Identity(
-                _clean_ident(name) or FALLBACK_NAME, _clean_ident(email) or FALLBACK_EMAIL
-            )
-        return self._identity
+        """Who hystate's commits are by: git's committer identity, else hystate's own."""
+        return self.settings.committer()
 
     def configure(self) -> list[str]:
         """Repository settings hystate relies on; returns those it changed.
@@ -214,7 +203,8 @@ class GitRepo:
             "%b",
         ]
         rev = f"{since}..HEAD" if since else "HEAD"
-        out = self.git("log", "--reverse", f"--format={'%x1f'.join(fields)}%x1e", rev, check=False)
+        fmt = f"--format={'%x1f'.join(fields)}%x1e"
+        out = self.git("log", "--reverse", fmt, rev, "--", check=False)
         found = []
         for record in out.split("\x1e"):
             parts = record.strip("\n").split("\x1f")
@@ -264,60 +254,184 @@ class GitRepo:
     def commit(self, files: Mapping[str, bytes], message: str) -> str | None:
         """One commit setting each repo-relative path to its content; nothing else changes.
 
-        The files must already be written to the work tree with exactly that content.
-        Returns the new commit sha, or None when HEAD already had that content.
-        HEAD moves compare-and-swap: if another process moved it meanwhile, the trees are
-        rebuilt on the new HEAD and the swap tried again.
+        The files must already be written to the work tree with exactly that content. Git's
+        order is kept: ``index.lock`` is taken first and held while the new index is staged
+        and HEAD moves compare-and-swap (rebuilt on the new HEAD if another process moved it),
+        then the index is put in effect. Returns the new commit sha, or None when HEAD already
+        had that content. Once HEAD has moved nothing raises: a transition is never reported
+        as "not done" after it is in the history.
         """
         self.check_writable()
-        blobs = {rel: self.objects.write(b"blob", data) for rel, data in files.items()}
-        patch = git_index.prepare(self.git_dir, self.lock_wait, self._index_memo)
-        try:
-            sha = self._commit_head(blobs, message)
-            if sha is not None:
-                self._update_index(patch, blobs)
-                patch = None
-        finally:
-            if patch is not None:
-                patch.release()
+        with index_mod.IndexLock(self.git_dir, self.lock_wait, self._index_memo) as lock:
+            entries = self._entries(files)
+            updates = [
+                index_mod.Update(rel.encode(), sha, int(mode, 8), os.stat(self.root / rel))
+                for rel, (mode, sha) in entries.items()
+            ]
+            lock.stage(updates, self.root)
+            sha = self._commit_head(entries, message)
+            try:
+                lock.commit()
+            except OSError as exc:  # HEAD has moved: the transition is done; say what is not
+                self.warnings.append(f"the commit is made, but git's index was not updated: {exc}")
         return sha
 
-    def _commit_head(self, blobs: Mapping[str, bytes], message: str) -> str | None:
-        ident = self.identity().line()
+    def _entries(self, files: Mapping[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
+        """(mode, blob sha) of each file as ``git add`` would store it."""
+        if self.plain_attributes(files):
+            shas = {rel: self.objects.write(b"blob", data) for rel, data in files.items()}
+        else:
+            shas = self._hash_with_git(list(files), write=True)
+        head = self.head_tree() if not self.settings.trust_file_mode() else None
+        entries = {}
+        for rel, sha in shas.items():
+            if head is None:
+                executable = os.stat(self.root / rel).st_mode & 0o100
+            else:
+                old = self.objects.lookup(head, rel)
+                executable = old is not None and old[0] == EXEC_MODE
+            entries[rel] = (EXEC_MODE if executable else FILE_MODE, sha)
+        return entries
+
+    def blob_id(self, rel: str, data: bytes) -> bytes:
+        """The sha git would store for ``data`` at ``rel`` (its attributes applied)."""
+        if self.plain_attributes([rel]):
+            return object_id(b"blob", data)
+        proc = self._run(["hash-object", f"--path={rel}", "--stdin"], data)
+        return bytes.fromhex(proc.decode().strip())
+
+    def _hash_with_git(self, rels: list[str], *, write: bool) -> dict[str, bytes]:
+        if any("\n" in rel for rel in rels):
+            raise GitError("a path with a line break cannot be committed by hystate")
+        args = ["hash-object", *(["-w"] if write else []), "--stdin-paths"]
+        out = self._run(args, "".join(f"{rel}\n" for rel in rels).encode()).decode().split()
+        if len(out) != len(rels):
+            raise GitError("git hash-object answered an unexpected number of objects")
+        return {rel: bytes.fromhex(sha) for rel, sha in zip(rels, out, strict=True)}
+
+    def _run(self, args: list[str], stdin: bytes, env: Mapping[str, str] | None = None) -> bytes:
+        proc = subprocess.run(
+            ["git", *args],
+            input=stdin,
+            cwd=self.root,
+            capture_output=True,
+            check=False,
+            env=None if env is None else {**os.environ, **env},
+        )
+        if proc.returncode != 0:
+            lines = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise GitError(f"git {args[0]} failed: {lines[-1] if lines else proc.returncode}")
+        return proc.stdout
+
+    def plain_attributes(self, rels: Iterable[str]) -> bool:
+        """True when no git attribute can convert these files on the way into git (eol,
+        filters, ident, encoding), so their blob is their bytes: the folder holding them (or
+        one above it) has a ``.gitattributes`` that unsets every converting attribute for
+        ``*.yaml``, nothing below it overrides that, and ``info/attributes`` is empty. Else
+        git computes the blobs (a process per commit, exact whatever the attributes say)."""
+        if _attribute_rules(self.common_dir / "info" / "attributes"):
+            return False
+        for folder in {rel.rpartition("/")[0] for rel in rels}:
+            if not self._pinned(folder):
+                return False
+        return all(rel.endswith(".yaml") for rel in rels)
+
+    def _pinned(self, folder: str) -> bool:
+        parts = folder.split("/") if folder else []
+        for depth in range(len(parts), -1, -1):
+            here = self.root.joinpath(*parts[:depth], ".gitattributes")
+            rules = _attribute_rules(here)
+            if rules:
+                return _unsets_conversion(rules)
+        return False
+
+    def _commit_head(self, entries: Mapping[str, tuple[bytes, bytes]], message: str) -> str | None:
+        settings = self.settings
+        author, committer = settings.author(), settings.committer()
         subject = message.split("\n", 1)[0]
         for _ in range(50):
             head = self.refs.head()
             base = self.head_tree(head)
-            tree = self.objects.rewrite(base, blobs)
+            tree = self.objects.rewrite(base, entries)
             if tree == base:
                 return None
-            body = b"tree %s\n" % tree.hex().encode()
-            if head.sha:
-                body += b"parent %s\n" % head.sha.encode()
-            body += b"author %s\ncommitter %s\n\n%s" % (ident, ident, message.encode())
-            commit = self.objects.write(b"commit", body)
+            if settings.sign() or settings.dates_from_env():
+                commit = self._commit_with_git(tree, head, message, author, committer)
+            else:
+                body = b"tree %s\n" % tree.hex().encode()
+                if head.sha:
+                    body += b"parent %s\n" % head.sha.encode()
+                body += b"author %s\ncommitter %s\n\n%s" % (
+                    author.line(),
+                    committer.line(),
+                    message.encode(),
+                )
+                commit = self.objects.write(b"commit", body)
             self.objects.remember_commit(commit, tree)
             sha = commit.hex()
             try:
-                self.refs.update(head, sha, ident, f"commit: {subject}")
+                self.refs.update(head, sha, committer.line(), f"commit: {subject}", settings.reflog)
             except StaleHead:
                 continue
             return sha
         raise GitError("HEAD kept moving while hystate tried to commit; try again")
 
-    def _update_index(self, patch: git_index.IndexPatch | None, blobs: Mapping[str, bytes]) -> None:
-        updates = [
-            git_index.Update(rel.encode(), sha, os.stat(self.root / rel))
-            for rel, sha in blobs.items()
-        ]
-        found = patch.locate(updates) if patch is not None else None
-        if patch is not None and found is not None:
-            patch.commit(updates, found)
-            return
-        if patch is not None:
-            patch.release()
-        paths: Sequence[str] = list(blobs)
-        self.git("update-index", "--add", "--", *paths)
+    def _commit_with_git(
+        self, tree: bytes, head: Head, message: str, author: Identity, committer: Identity
+    ) -> bytes:
+        """``git commit-tree``: git signs (commit.gpgSign) and parses GIT_*_DATE itself."""
+        args = ["commit-tree", tree.hex()]
+        if head.sha:
+            args += ["-p", head.sha]
+        if self.settings.sign():
+            args.append("-S")
+        env = {
+            "GIT_AUTHOR_NAME": author.name,
+            "GIT_AUTHOR_EMAIL": author.email,
+            "GIT_COMMITTER_NAME": committer.name,
+            "GIT_COMMITTER_EMAIL": committer.email,
+        }
+        return bytes.fromhex(self._run(args, message.encode(), env).decode().strip())
+
+    def break_stale_index_lock(self) -> bool:
+        """Remove an ``index.lock`` that a killed hystate process left (never git's own)."""
+        return index_mod.break_stale_lock(self.git_dir)
+
+
+def _attribute_rules(path: Path) -> list[list[str]]:
+    """The rules of a gitattributes file (pattern and attributes per line); none for a file
+    that is missing or not a regular file (git does not follow a symlinked .gitattributes)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return []
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    return [line.split() for line in text.splitlines() if line.strip() and line[0] != "#"]
+
+
+_CONVERTING = ("text", "eol", "crlf", "filter", "ident", "working-tree-encoding", "binary")
+_UNSET = {"-text", "-eol", "-filter", "-ident", "-working-tree-encoding"}
+_PLAIN_SET = {"diff", "merge", "delta", "export-ignore", "export-subst", "linguist-generated"}
+
+
+def _unsets_conversion(rules: list[list[str]]) -> bool:
+    """One ``*.yaml`` rule unsets every converting attribute, and no rule of the file sets
+    one or names something that may be a macro (which could set one)."""
+    pinned = False
+    for pattern, *attrs in rules:
+        if pattern.startswith("[attr]"):
+            return False
+        for attr in attrs:
+            name = attr.lstrip("-!").split("=", 1)[0]
+            if pattern == "*.yaml" and attr in _UNSET:
+                continue
+            if name in _CONVERTING:
+                return False
+            if attr[0] not in "-!" and "=" not in attr and name not in _PLAIN_SET:
+                return False
+        pinned = pinned or (pattern == "*.yaml" and set(attrs) >= _UNSET)
+    return pinned
 
 
 @dataclass(frozen=True)
@@ -368,14 +482,6 @@ def prefetch_status(start: Path) -> None:
 def _status_paths(out: str, prefix: str) -> list[str]:
     paths = {entry[3:] for entry in out.split("\0") if len(entry) > 3}
     return sorted(p for p in paths if p.startswith(prefix))
-
-
-def _clean_ident(value: str | None) -> str | None:
-    # git strips these from identities; a stray "<" or newline would corrupt the commit header
-    if value is None:
-        return None
-    cleaned = "".join(c for c in value if c not in "<>\n\r\0").strip()
-    return cleaned or None
 
 
 def merge_file(ours: bytes, base: bytes, theirs: bytes, labels: tuple[str, str, str]) -> bytes:
