@@ -89,9 +89,6 @@ class RecoveryManager:
     def _stale_locks(self, repair: bool) -> list[Finding]:
         found = []
         locks_dir = self.manager.locks_dir
-        repo_lock = locks_dir / "_repo.lock"
-        repo_owner, repo_stale = lock_status(repo_lock) if repo_lock.exists() else (None, False)
-        since = repo_lock.stat().st_mtime - 1 if repo_stale else 0.0
         for lock in sorted(locks_dir.glob("*.lock")) + sorted(locks_dir.glob("*.lock.break")):
             owner, stale = lock_status(lock)
             if not stale:
@@ -102,27 +99,20 @@ class RecoveryManager:
                 lock.unlink(missing_ok=True)
                 finding.repaired, finding.action = True, "removed"
             found.append(finding)
-        # git's own lock files, left by a hystate process killed while committing: they are
-        # hystate's only when its repo lock is stale and they are no older than that lock.
-        if repo_stale:
-            who_left = repo_owner.describe() if repo_owner else "a dead process"
-            for lock in self._git_locks():
-                if lock.stat().st_mtime >= since:
-                    finding = Finding(
-                        "stale-lock", str(lock.relative_to(self.repo.root)),
-                        f"git lock left by {who_left}",
-                    )  # fmt: skip
-                    if repair:
-                        lock.unlink(missing_ok=True)
-                        finding.repaired, finding.action = True, "removed"
-                    found.append(finding)
+        # git's own lock files, left by a hystate process killed while committing: the git
+        # layer knows for certain which are hystate's (never a live process's, never git's).
+        for lock in self.repo.git_locks():
+            who_left = self.repo.stale_lock_owner(lock)
+            if who_left is None:
+                continue
+            finding = Finding(
+                "stale-lock", str(lock.relative_to(self.repo.root)),
+                f"git lock left by hystate process {who_left}, which is gone",
+            )  # fmt: skip
+            if repair and self.repo.break_stale_lock(lock):
+                finding.repaired, finding.action = True, "removed"
+            found.append(finding)
         return found
-
-    def _git_locks(self) -> list[Path]:
-        locks = [self.repo.git_dir / "index.lock", self.repo.git_dir / "HEAD.lock"]
-        heads = self.repo.common_dir / "refs" / "heads"
-        locks += list(heads.rglob("*.lock")) if heads.exists() else []
-        return [lock for lock in locks if lock.exists()]
 
     def _temp_files(self, repair: bool) -> list[Finding]:
         found = []
@@ -130,6 +120,8 @@ class RecoveryManager:
         candidates += _object_temp_files(self.repo.common_dir / "objects")
         for path in candidates:
             pid = _pid_in_name(path.name)
+            if pid is None and path.name.startswith("tmp_obj_"):
+                continue  # git's own temp object: an in-flight write of a git command
             if pid is not None and pid_alive(pid) and pid != os.getpid():
                 continue  # a live writer's file
             finding = Finding(
@@ -392,7 +384,11 @@ def _object_temp_files(objects: Path) -> list[Path]:
 def _pid_in_name(name: str) -> int | None:
     """The writer's pid in a temp file's name: ``.<name>.<pid>.tmp`` or ``tmp_obj_<pid>_<sha>``."""
     if name.startswith("tmp_obj_"):
-        part = name.split("_")[2]
+        # hystate's own (tmp_obj_<pid>_<8 hex>); git's (tmp_obj_XXXXXX) are git's to clean
+        parts = name.split("_")
+        if len(parts) != 4 or len(parts[3]) != 8:
+            return None
+        part = parts[2]
     elif name.endswith(".tmp"):
         part = name[:-4].rsplit(".", 1)[-1]
     else:

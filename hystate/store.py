@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,18 @@ class EpisodeStore:
         return raw, EpisodeState(doc, self.name(path))
 
     def write(self, path: Path, data: bytes) -> None:
-        """Atomically replace ``path`` with ``data``: temp file, fsync, rename."""
+        """Atomically replace ``path`` with ``data``: temp file, fsync, rename. The file keeps
+        its permission bits (git records the executable bit)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
+            try:
+                old = os.lstat(path).st_mode
+                if stat.S_ISREG(old) and old & 0o111:
+                    os.fchmod(fd, stat.S_IMODE(old))
+            except FileNotFoundError:
+                pass
             os.write(fd, data)
             os.fsync(fd)
         finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hystate.errors import GitError
 from hystate.manager import StateManager
 from hystate.model import ProcessingStage, now_utc
 from hystate.recovery import RecoveryManager
@@ -83,19 +84,48 @@ def test_stale_locks_and_temp_files_are_removed(manager: StateManager, episode_i
     assert not lock.exists() and not temp.exists()
 
 
+def _die_holding_index_lock(repo: Path) -> None:
+    """A hystate process killed (SIGKILL) while it holds git's index.lock."""
+    code = (
+        "import os, sys; from pathlib import Path;"
+        "from hystate.gitrepo.lockfile import LockFile, owners_dir;"
+        "g = Path(sys.argv[1]);"
+        "LockFile(g / 'index.lock', owners_dir(g), 1.0, 'index').write(b'partial index');"
+        "os.kill(os.getpid(), 9)"
+    )
+    subprocess.run([sys.executable, "-c", code, str(repo / ".git")], check=False)
+    assert (repo / ".git" / "index.lock").exists()
+
+
 def test_git_locks_left_by_a_dead_hystate_commit_are_removed(
     manager: StateManager, repo: Path, episode_id: str
 ) -> None:
-    manager.locks_dir.mkdir(exist_ok=True)
-    (manager.locks_dir / "_repo.lock").write_text(
-        json.dumps(
-            {"host": socket.gethostname(), "pid": dead_pid(), "start": "1", "acquired_at": "t"}
-        )
-    )
-    (repo / ".git" / "index.lock").write_bytes(b"partial index")
-    RecoveryManager(manager).fsck(repair=True)
+    _die_holding_index_lock(repo)
+    findings = RecoveryManager(manager).fsck(repair=True)
+    assert "stale-lock" in kinds(findings)
     assert not (repo / ".git" / "index.lock").exists()
     manager.update_state(episode_id, "downloading")  # work continues at once
+
+
+def test_the_next_transition_breaks_a_dead_hystate_processes_index_lock(
+    manager: StateManager, repo: Path, episode_id: str
+) -> None:
+    _die_holding_index_lock(repo)
+    manager.update_state(episode_id, "downloading")  # no fsck, no person needed
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_gits_own_index_lock_is_never_removed(
+    manager: StateManager, repo: Path, episode_id: str
+) -> None:
+    (repo / ".git" / "index.lock").write_bytes(b"")  # as a running git command holds it
+    RecoveryManager(manager).fsck(repair=True)
+    assert (repo / ".git" / "index.lock").exists()
+    manager.repo.lock_wait = 0.2
+    with pytest.raises(GitError):
+        manager.update_state(episode_id, "downloading")
+    assert (repo / ".git" / "index.lock").exists()
+    assert manager.get_episode_state(episode_id).stage.value == "discovered"
 
 
 def test_a_live_git_lock_without_a_dead_hystate_owner_is_left(

@@ -16,16 +16,14 @@ else (index v4, split or sparse index, fsmonitor, new paths, skip-worktree or in
 entries) is staged by ``git update-index`` itself, run on a private copy of the index with the
 same timestamp, whose result is then written into the held lock.
 
-Who holds the lock is recorded in ``<git dir>/hystate/index-lock.json``, so that a lock left
-by a killed hystate process can be told apart from a live git process's lock.
+The lock is taken through ``lockfile.py``, so that one left by a killed hystate process is told
+apart, for certain, from a live git process's lock.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import socket
 import struct
 import subprocess
 from collections.abc import Sequence
@@ -34,8 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hystate.errors import GitError
-from hystate.gitrepo.refs import take_git_lock
-from hystate.locks import pid_alive, process_start
+from hystate.gitrepo.lockfile import LockFile
 
 # ctime s/ns, mtime s/ns, dev, ino, mode, uid, gid, size, sha, flags
 _STAT = struct.Struct(">10I20sH")
@@ -46,7 +43,6 @@ _STAGE = 0x3000
 _SKIP_FLAGS = 0x6000  # skip-worktree, intent-to-add (extended flags)
 _MASK = 0xFFFFFFFF
 _CHUNK = 1 << 20  # a SHA-1 state is kept at every MiB of the index written
-OWNER_FILE = "hystate/index-lock.json"
 
 
 @dataclass(frozen=True)
@@ -78,15 +74,13 @@ def _key(st: os.stat_result) -> tuple[int, int, int, int]:
 class IndexLock:
     """``index.lock`` held from reading the index until ``commit()`` or ``rollback()``."""
 
-    def __init__(self, git_dir: Path, wait: float, memo: IndexMemo) -> None:
+    def __init__(self, git_dir: Path, owners: Path, wait: float, memo: IndexMemo) -> None:
         self.git_dir = git_dir
         self.path = git_dir / "index"
-        self.lock = git_dir / "index.lock"
         self._memo = memo
-        self._fd = take_git_lock(self.lock, wait, what="index")
+        self._lock = LockFile(git_dir / "index.lock", owners, wait, "index")
         self._staged = False
         try:
-            _record_owner(git_dir, os.fstat(self._fd).st_ino)
             self._read()
         except BaseException:
             self.rollback()
@@ -126,10 +120,7 @@ class IndexLock:
         if buf is None:
             buf = self._with_git(updates, worktree)
             self._memo.key = self._memo.buf = None
-        view = memoryview(buf)
-        written = 0
-        while written < len(buf):
-            written += os.write(self._fd, view[written:])
+        self._lock.write(buf)
         self._staged = True
 
     def _patch(self, updates: Sequence[Update]) -> bytearray | None:
@@ -241,21 +232,14 @@ class IndexLock:
         if not self._staged:
             self.rollback()
             return
-        os.close(self._fd)
-        self._fd = -1
-        os.replace(self.lock, self.path)
+        self._lock.commit(self.path)
         new = getattr(self, "_new", None)
         if new is not None:
             self._memo.key = _key(os.stat(self.path))
             self._memo.buf = bytes(new)
-        _clear_owner(self.git_dir)
 
     def rollback(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-            self.lock.unlink(missing_ok=True)
-            _clear_owner(self.git_dir)
+        self._lock.rollback()
 
 
 # -- reading the index -----------------------------------------------------------------------
@@ -369,50 +353,3 @@ def _invalidate_cache_tree(body: bytes, dirs: set[bytes]) -> bytes:
             count, sha = -1, b""
         out.append(name + b"\x00" + b"%d %d\n" % (count, subtrees) + sha)
     return b"".join(out)
-
-
-# -- who holds index.lock --------------------------------------------------------------------
-
-_HOST = socket.gethostname()
-
-
-def _record_owner(git_dir: Path, ino: int) -> None:
-    pid = os.getpid()
-    record = {"host": _HOST, "pid": pid, "start": process_start(pid), "ino": ino}
-    path = git_dir / OWNER_FILE
-    try:
-        path.write_text(json.dumps(record))
-    except FileNotFoundError:
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(record))
-
-
-def _clear_owner(git_dir: Path) -> None:
-    (git_dir / OWNER_FILE).unlink(missing_ok=True)
-
-
-def break_stale_lock(git_dir: Path) -> bool:
-    """Remove ``index.lock`` if, and only if, a hystate process that is gone left it: the
-    owner record names this very file (same inode) and a process on this host that no longer
-    runs. A lock of a live process, or of git itself, is never touched."""
-    lock = git_dir / "index.lock"
-    try:
-        st = os.lstat(lock)
-        record = json.loads((git_dir / OWNER_FILE).read_text())
-        pid, ino, host, start = record["pid"], record["ino"], record["host"], record["start"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    if host != _HOST or ino != st.st_ino or not isinstance(pid, int) or pid <= 0:
-        return False
-    if pid_alive(pid) and (start is None or process_start(pid) in (None, start)):
-        return False
-    try:
-        if os.lstat(lock).st_ino != st.st_ino:
-            return False
-        lock.unlink()
-    except FileNotFoundError:
-        return False
-    _clear_owner(git_dir)
-    for leftover in (git_dir / "hystate").glob(f"index.{pid}.tmp"):
-        leftover.unlink(missing_ok=True)
-    return True

@@ -8,13 +8,12 @@ GitPython's ``set_commit`` does not check the old value, so concurrent writers l
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hystate.errors import GitError
+from hystate.gitrepo.lockfile import LockFile, owners_dir
 
 ZERO = "0" * 40
 
@@ -78,20 +77,16 @@ class Refs:
         path = self._ref_path(target)
         lock = path.with_name(path.name + ".lock")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = take_git_lock(lock)
+        held = LockFile(lock, owners_dir(self.common_dir), 5.0, "branch")
         try:
             if self.head() != head:
                 raise StaleHead(target)
             # No fsync, as git does by default: the episode file (fsynced) is the source of
             # truth, and `hystate fsck --repair` commits a file that a power cut left ahead.
-            os.write(fd, new.encode() + b"\n")
-            os.close(fd)
-            fd = -1
-            os.replace(lock, path)
+            held.write(new.encode() + b"\n")
+            held.commit(path)
         finally:
-            if fd >= 0:
-                os.close(fd)
-                lock.unlink(missing_ok=True)
+            held.rollback()
         entry = b"%s %s %s\t%s\n" % (
             (head.sha or ZERO).encode(),
             new.encode(),
@@ -107,25 +102,6 @@ class Refs:
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "ab") as fh:
                 fh.write(entry)
-
-
-def take_git_lock(lock: Path, wait: float = 5.0, what: str = "ref") -> int:
-    """git's lock-file protocol: O_EXCL create; a busy lock is retried with backoff for up to
-    ``wait`` seconds (git itself gives up at once on index.lock, and after 100 ms on refs)."""
-    deadline = time.monotonic() + wait
-    delay = 0.001
-    while True:
-        try:
-            return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            if time.monotonic() > deadline:
-                raise GitError(
-                    f"{lock} exists: another git process is updating the {what}",
-                    hint="wait for it; if no git process runs, `hystate fsck --repair` removes "
-                    "a lock hystate left, git's own you remove by hand",
-                ) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
 
 
 def _check_sha(text: str, ref: str) -> str:

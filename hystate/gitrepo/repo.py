@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hystate.errors import GitError
 from hystate.gitrepo import index as index_mod
+from hystate.gitrepo import lockfile
 from hystate.gitrepo.objects import EXEC_MODE, FILE_MODE, ObjectStore, object_id
 from hystate.gitrepo.refs import Head, Refs, StaleHead
 from hystate.gitrepo.settings import GitSettings, Identity
@@ -262,7 +263,8 @@ class GitRepo:
         as "not done" after it is in the history.
         """
         self.check_writable()
-        with index_mod.IndexLock(self.git_dir, self.lock_wait, self._index_memo) as lock:
+        owners = lockfile.owners_dir(self.common_dir)
+        with index_mod.IndexLock(self.git_dir, owners, self.lock_wait, self._index_memo) as lock:
             entries = self._entries(files)
             updates = [
                 index_mod.Update(rel.encode(), sha, int(mode, 8), os.stat(self.root / rel))
@@ -393,9 +395,28 @@ class GitRepo:
         }
         return bytes.fromhex(self._run(args, message.encode(), env).decode().strip())
 
+    def git_locks(self) -> list[Path]:
+        """git's lock files that exist now: the index's, HEAD's and the branches'."""
+        locks = [self.git_dir / "index.lock", self.git_dir / "HEAD.lock"]
+        heads = self.common_dir / "refs" / "heads"
+        locks += list(heads.rglob("*.lock")) if heads.exists() else []
+        return [lock for lock in locks if lock.exists()]
+
+    def stale_lock_owner(self, lock: Path) -> str | None:
+        """``pid.start`` of the gone hystate process that left git lock ``lock``, else None."""
+        name = lockfile.stale_owner(lock, lockfile.owners_dir(self.common_dir))
+        return None if name is None else name.rsplit(".", 1)[0]
+
+    def break_stale_lock(self, lock: Path) -> bool:
+        """Remove git lock ``lock`` if a killed hystate process left it (never git's own, never
+        a live process's); also forget owner records of processes that are gone."""
+        owners = lockfile.owners_dir(self.common_dir)
+        broken = lockfile.break_stale(lock, owners)
+        lockfile.clean_owners(owners)
+        return broken
+
     def break_stale_index_lock(self) -> bool:
-        """Remove an ``index.lock`` that a killed hystate process left (never git's own)."""
-        return index_mod.break_stale_lock(self.git_dir)
+        return self.break_stale_lock(self.git_dir / "index.lock")
 
 
 def _attribute_rules(path: Path) -> list[list[str]]:
