@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hystate.model import EpisodeState, ProcessingStage, new_episode, now_utc
 from hystate.rules import Change, apply_change
-from hystate.store import GITIGNORE, dump
+from hystate.store import GITATTRIBUTES, GITIGNORE, dump
 
 IDENT = {
     "GIT_AUTHOR_NAME": "bench",
@@ -90,6 +90,7 @@ def build_repo(
     state = root / "processed"
     state.mkdir()
     (state / ".gitignore").write_text(GITIGNORE)
+    (state / ".gitattributes").write_text(GITATTRIBUTES)
     templates = stage_templates()
     weights = [70, 10, 1, 15, 4] if mixed else [100, 0, 0, 0, 0]
     cycle = [t for t, w in zip(templates, weights, strict=True) for _ in range(w)]

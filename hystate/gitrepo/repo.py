@@ -263,6 +263,7 @@ class GitRepo:
         as "not done" after it is in the history.
         """
         self.check_writable()
+        self.settings.refresh()
         owners = lockfile.owners_dir(self.common_dir)
         with index_mod.IndexLock(self.git_dir, owners, self.lock_wait, self._index_memo) as lock:
             entries = self._entries(files)

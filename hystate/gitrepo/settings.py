@@ -65,7 +65,9 @@ class GitSettings:
                 stamps.append(0)
         return tuple(stamps)
 
-    def values(self) -> dict[str, str]:
+    def refresh(self) -> None:
+        """Read the configuration again if one of git's config files changed (a commit calls
+        this once; every ``get`` until the next refresh uses what was read)."""
         key = self._sources()
         if key != self._key:
             proc = subprocess.run(
@@ -83,10 +85,11 @@ class GitSettings:
                 if name:
                     values[name.lower()] = value  # the last one wins, as for git
             self._values, self._key = values, key
-        return self._values
 
     def get(self, name: str) -> str | None:
-        return self.values().get(name.lower())
+        if self._key is None:
+            self.refresh()
+        return self._values.get(name.lower())
 
     def flag(self, name: str, default: bool = False) -> bool:
         value = self.get(name)
