@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hystate import audit
 from hystate.errors import Problem
 
 if TYPE_CHECKING:
@@ -321,7 +322,10 @@ class StateCache:
         head = self.repo.head().sha
         if head is None or head == since:
             return
-        for sha, episode, old, new in self.repo.transition_commits(since):
+        for sha, episode, old, new in (
+            (t.sha, t.episode_id, t.from_stage, t.to_stage)
+            for t in audit.transitions(self.repo, since)
+        ):
             db.execute(
                 "UPDATE processing_log SET commit_sha = ? WHERE id = ("
                 " SELECT id FROM processing_log WHERE episode_id = ? AND to_stage = ?"

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hystate import audit
 from hystate.config import Config
 from hystate.discover import Record
 from hystate.errors import (
@@ -321,17 +322,14 @@ class StateManager:
         edits) appear as their own rows."""
         path = self.path_of(check_id(episode_id))
         episode = self.store.read(path)[1]
-        commits = self.repo.file_log(self.repo.relpath(path))
+        commits = audit.file_commits(self.repo, self.repo.relpath(path))
         rows: list[dict[str, Any]] = []
         pending = list(commits)
         for entry in episode.history:
             row = dict(entry)
             for i, commit in enumerate(pending):
-                to = commit.trailers.get("Hystate-To")
-                if to == entry["to"] and commit.trailers.get("Hystate-From") in (
-                    entry["from"],
-                    None,
-                ):
+                to = commit.trailers.get(audit.TO)
+                if to == entry["to"] and commit.trailers.get(audit.FROM) in (entry["from"], ""):
                     rows.extend(_commit_row(c) for c in pending[:i])  # hand edits before it
                     row.update(_commit_fields(commit))
                     del pending[: i + 1]
@@ -502,7 +500,13 @@ class StateManager:
             if problems:
                 raise _with_set_hint(invalid_file(problems))
             data = dump(doc)
-            message = commit_message(episode_id, episode.stage.value, change.to.value, change)
+            message = audit.transition_message(
+                episode_id,
+                episode.stage.value,
+                change.to.value,
+                change.by,
+                change.error or change.message,
+            )
             self.store.write(path, data)
             alert = None
             try:
@@ -586,7 +590,7 @@ class StateManager:
             if not new:
                 return DiscoverResult([], existing, None)
             ids = [p.stem for p, _ in new.values()]
-            message = discover_message(ids, source, self.worker)
+            message = audit.discover_message(ids, source, self.worker)
             written: list[Path] = []
             try:
                 for path, data in new.values():
@@ -607,7 +611,7 @@ class StateManager:
         return self.repo.head_blob(_rel(self, path)) is not None
 
 
-def _commit_fields(commit: Any) -> dict[str, Any]:
+def _commit_fields(commit: audit.FileCommit) -> dict[str, Any]:
     return {
         "commit": commit.sha,
         "author": f"{commit.author} <{commit.email}>",
@@ -616,7 +620,7 @@ def _commit_fields(commit: Any) -> dict[str, Any]:
     }
 
 
-def _commit_row(commit: Any) -> dict[str, Any]:
+def _commit_row(commit: audit.FileCommit) -> dict[str, Any]:
     """A commit that touched the file without being one of its transitions."""
     return {"at": commit.time, "from": None, "to": None, "by": None, **_commit_fields(commit)}
 
@@ -643,33 +647,3 @@ def check_worker(name: str) -> str:
             f"invalid worker name {name[:60]!r}: one printable line, at most 200 characters"
         )
     return text
-
-
-def trailers(**values: str) -> str:
-    return "\n".join(
-        f"Hystate-{key.replace('_', '-').title()}: {value}" for key, value in values.items()
-    )
-
-
-def commit_message(episode_id: str, old: str, new: str, change: Change) -> str:
-    body = change.error or change.message
-    parts = [f"{episode_id}: {old} -> {new}"]
-    if body:
-        parts.append(body)
-    parts.append(trailers(episode=episode_id, **{"from": old}, to=new, worker=change.by))
-    return "\n\n".join(parts) + "\n"
-
-
-def discover_message(ids: list[str], source: str | None, worker: str) -> str:
-    subject = f"discover: {len(ids)} new episode{'s' if len(ids) != 1 else ''}"
-    if len(ids) == 1:
-        subject = f"{ids[0]}: new -> discovered"
-    origin = f"from {source}\n\n" if source else ""
-    listing = "\n".join(ids)
-    tail = trailers(
-        **({"episode": ids[0]} if len(ids) == 1 else {}),
-        to="discovered",
-        worker=worker,
-        count=str(len(ids)),
-    )
-    return f"{subject}\n\n{origin}{listing}\n\n{tail}\n"

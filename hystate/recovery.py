@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate import yamlio
+from hystate import audit, yamlio
 from hystate.errors import InvalidData, LockBusy
 from hystate.gitrepo.objects import object_id
 from hystate.locks import lock_status, pid_alive
@@ -189,8 +189,6 @@ class RecoveryManager:
         self, rel: str, raw: bytes, committed: bytes | None
     ) -> tuple[str, str | None]:
         """(what the file is, commit message) — no message when it is not a legal transition."""
-        from hystate.manager import commit_message, discover_message
-        from hystate.rules import Change
         from hystate.store import parse_content
 
         doc, problems = parse_content(raw, rel)
@@ -206,7 +204,7 @@ class RecoveryManager:
         new = EpisodeState(doc)
         if committed is None:
             if new.stage is S.DISCOVERED and len(new.history) == 1:
-                return "uncommitted new episode", discover_message(
+                return "uncommitted new episode", audit.discover_message(
                     [new.episode_id], None, new.history[0]["by"]
                 )
             return "uncommitted new file that is not a fresh discovery", None
@@ -221,12 +219,14 @@ class RecoveryManager:
             old.stage, old.failed_stage
         ):
             return f"uncommitted illegal move {old.stage.value} -> {new.stage.value}", None
-        change = Change(new.stage, entry["at"], entry["by"], message=doc["status_message"])
+        body = doc["status_message"]
         if new.stage is S.FAILED and new.error_history:
-            change.error = new.error_history[-1]["error"]
+            body = new.error_history[-1]["error"]
         return (
             f"uncommitted transition {old.stage.value} -> {new.stage.value}",
-            commit_message(new.episode_id, old.stage.value, new.stage.value, change),
+            audit.transition_message(
+                new.episode_id, old.stage.value, new.stage.value, entry["by"], body
+            ),
         )
 
     def _keep_lost(self, rel: str, raw: bytes) -> None:

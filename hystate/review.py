@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from hystate import yamlio
+from hystate import audit, yamlio
 from hystate.model import ProcessingStage
 from hystate.rules import allowed_next
 from hystate.store import parse_content
@@ -156,23 +156,16 @@ def _check_path(path: str, eid: str, old: Any, new: dict[str, Any], raw: bytes) 
 
 
 def _trailerless_commits(manager: StateManager, base: str) -> list[Finding]:
-    repo = manager.repo
-    out = repo.git(
-        "log", "--format=%H%x1f%s%x1f%(trailers:key=Hystate-To,valueonly,separator=)%x1e",
-        f"{base}..HEAD", "--", manager.rel_state_dir,
-    )  # fmt: skip
     found = []
-    for record in out.split("\x1e"):
-        parts = record.strip("\n").split("\x1f")
-        if len(parts) == 3 and not parts[2].strip():
-            found.append(
-                Finding(
-                    parts[0][:12],
-                    f"commit '{parts[1]}' changes state files without hystate's trailers"
-                    " (made by hand?)",
-                    level="warning",
-                )
+    for sha, subject in audit.trailerless(manager.repo, f"{base}..HEAD", manager.rel_state_dir):
+        found.append(
+            Finding(
+                sha[:12],
+                f"commit '{subject}' changes state files without hystate's trailers"
+                " (made by hand?)",
+                level="warning",
             )
+        )
     return found
 
 

@@ -16,9 +16,9 @@ import re
 import socket
 import stat
 import subprocess
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from hystate.errors import GitError
 from hystate.gitrepo import index as index_mod
@@ -190,61 +190,35 @@ class GitRepo:
                 return _status_paths(raw.decode(errors="replace"), prefix)
         return _status_paths(self.git(*_STATUS, "--", rel_dir), "")
 
-    def transition_commits(self, since: str | None) -> list[tuple[str, str, str | None, str]]:
-        """(sha, episode, from, to) of hystate's commits after ``since`` (all when None),
-        oldest first, read from the audit trailers; a discovery batch names each episode."""
+    def log(
+        self,
+        rev: str,
+        fields: Sequence[str],
+        *,
+        trailer_keys: Sequence[str] = (),
+        paths: Sequence[str] = (),
+        reverse: bool = False,
+    ) -> list[tuple[Any, ...]]:
+        """``git log rev -- paths``: per commit, the ``fields`` (git format placeholders) and
+        last a dict of the values of ``trailer_keys`` ("" where absent), parsed by git."""
         if self.refs.head().sha is None:
             return []
-        fields = [
-            "%H",
-            *(
-                f"%(trailers:key=Hystate-{k},valueonly,separator=)"
-                for k in ("Episode", "From", "To")
-            ),
-            "%b",
+        specs = [
+            *fields,
+            *(f"%(trailers:key={key},valueonly,separator=%x2c)" for key in trailer_keys),
         ]
-        rev = f"{since}..HEAD" if since else "HEAD"
-        fmt = f"--format={'%x1f'.join(fields)}%x1e"
-        out = self.git("log", "--reverse", fmt, rev, "--", check=False)
-        found = []
+        fmt = "%x1f".join(specs) + "%x1e"
+        order = ["--reverse"] if reverse else []
+        out = self.git("log", *order, f"--format={fmt}", rev, "--", *paths, check=False)
+        rows: list[tuple[Any, ...]] = []
         for record in out.split("\x1e"):
-            parts = record.strip("\n").split("\x1f")
-            if len(parts) != 5 or not parts[3]:
-                continue
-            sha, episode, old, new, body = parts
-            if episode:
-                found.append((sha, episode, old or None, new))
-            elif new == "discovered":
-                ids = [
-                    line
-                    for line in body.splitlines()
-                    if line and ":" not in line and " " not in line
-                ]
-                found.extend((sha, eid, None, new) for eid in ids)
-        return found
-
-    def file_log(self, rel: str) -> list[CommitInfo]:
-        """Every commit that touched ``rel``, oldest first (through GitPython)."""
-        import git  # GitPython
-
-        if self.refs.head().sha is None:
-            return []
-        repo = git.Repo(self.root)
-        try:
-            commits = list(repo.iter_commits("HEAD", paths=rel))
-        finally:
-            repo.close()
-        return [
-            CommitInfo(
-                c.hexsha,
-                c.author.name or "",
-                c.author.email or "",
-                c.authored_datetime.isoformat(),
-                c.summary if isinstance(c.summary, str) else c.summary.decode(),
-                {k: v for k, v in _trailers(c.message)},
-            )
-            for c in reversed(commits)
-        ]
+            parts = record.lstrip("\n").split("\x1f")
+            if len(parts) != len(specs):
+                continue  # nothing, or a message carrying the separators
+            values = parts[len(fields) :]
+            trail = {key: value.strip() for key, value in zip(trailer_keys, values, strict=True)}
+            rows.append((*parts[: len(fields)], trail))
+        return rows
 
     def relpath(self, path: Path) -> str:
         """``path`` (absolute, under the resolved work tree) relative to the repo root."""
@@ -454,27 +428,6 @@ def _unsets_conversion(rules: list[list[str]]) -> bool:
                 return False
         pinned = pinned or (pattern == "*.yaml" and set(attrs) >= _UNSET)
     return pinned
-
-
-@dataclass(frozen=True)
-class CommitInfo:
-    sha: str
-    author: str
-    email: str
-    time: str
-    subject: str
-    trailers: dict[str, str]
-
-
-def _trailers(message: str | bytes) -> list[tuple[str, str]]:
-    text = message if isinstance(message, str) else message.decode(errors="replace")
-    last = text.strip().rsplit("\n\n", 1)[-1]
-    pairs = []
-    for line in last.splitlines():
-        key, sep, value = line.partition(": ")
-        if sep and key.startswith("Hystate-"):
-            pairs.append((key, value.strip()))
-    return pairs
 
 
 _STATUS = (

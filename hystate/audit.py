@@ -1,0 +1,116 @@
+"""The audit format: what a state commit's message says, and reading it back.
+
+A transition's commit has the subject ``<id>: <from> -> <to>``, the status message (or error) as
+its body, and the trailers ``Hystate-Episode``, ``Hystate-From``, ``Hystate-To`` and
+``Hystate-Worker``, so ``git log --grep`` and ``git log --format=%(trailers)`` answer audit
+questions. A discovery batch lists its episode ids in the body, one a line, and carries
+``Hystate-To: discovered`` and ``Hystate-Count``. Reading goes through git's own trailer parsing
+(``%(trailers:key=…)``), never a hand-made one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hystate.gitrepo import GitRepo
+
+EPISODE, FROM, TO, WORKER, COUNT = (
+    "Hystate-Episode",
+    "Hystate-From",
+    "Hystate-To",
+    "Hystate-Worker",
+    "Hystate-Count",
+)
+_READ = (EPISODE, FROM, TO, WORKER)
+
+
+def trailers(**values: str) -> str:
+    """``Hystate-<Key>: value`` lines (``from_`` and ``from`` both give ``Hystate-From``)."""
+    return "\n".join(
+        f"Hystate-{key.strip('_').replace('_', '-').title()}: {value}"
+        for key, value in values.items()
+    )
+
+
+def transition_message(
+    episode_id: str, old: str, new: str, worker: str, body: str | None = None
+) -> str:
+    parts = [f"{episode_id}: {old} -> {new}"]
+    if body:
+        parts.append(body)
+    parts.append(trailers(episode=episode_id, from_=old, to=new, worker=worker))
+    return "\n\n".join(parts) + "\n"
+
+
+def discover_message(ids: list[str], source: str | None, worker: str) -> str:
+    subject = f"discover: {len(ids)} new episode{'s' if len(ids) != 1 else ''}"
+    if len(ids) == 1:
+        subject = f"{ids[0]}: new -> discovered"
+    origin = f"from {source}\n\n" if source else ""
+    listing = "\n".join(ids)
+    tail = trailers(
+        **({"episode": ids[0]} if len(ids) == 1 else {}),
+        to="discovered",
+        worker=worker,
+        count=str(len(ids)),
+    )
+    return f"{subject}\n\n{origin}{listing}\n\n{tail}\n"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One episode's step as a commit records it."""
+
+    sha: str
+    episode_id: str
+    from_stage: str | None
+    to_stage: str
+
+
+def transitions(repo: GitRepo, since: str | None = None) -> list[Transition]:
+    """hystate's transitions committed after ``since`` (all when None), oldest first; a
+    discovery batch gives one per episode it names."""
+    rev = f"{since}..HEAD" if since else "HEAD"
+    found = []
+    for sha, body, trail in repo.log(rev, ["%H", "%b"], trailer_keys=_READ, reverse=True):
+        episode, old, new = trail[EPISODE], trail[FROM], trail[TO]
+        if not new:
+            continue
+        if episode:
+            found.append(Transition(sha, episode, old or None, new))
+        elif new == "discovered":
+            ids = [
+                line for line in body.splitlines() if line and ":" not in line and " " not in line
+            ]
+            found.extend(Transition(sha, eid, None, new) for eid in ids)
+    return found
+
+
+@dataclass(frozen=True)
+class FileCommit:
+    """A commit that touched one episode file, with its audit trailers ("" where absent)."""
+
+    sha: str
+    author: str
+    email: str
+    time: str
+    subject: str
+    trailers: dict[str, str]
+
+    @property
+    def is_transition(self) -> bool:
+        return bool(self.trailers.get(TO))
+
+
+def file_commits(repo: GitRepo, rel: str) -> list[FileCommit]:
+    """Every commit that touched ``rel``, oldest first."""
+    rows = repo.log(
+        "HEAD", ["%H", "%an", "%ae", "%aI", "%s"], trailer_keys=_READ, paths=[rel], reverse=True
+    )
+    return [FileCommit(*row) for row in rows]
+
+
+def trailerless(repo: GitRepo, rev: str, path: str) -> list[tuple[str, str]]:
+    """(sha, subject) of the commits in ``rev`` touching ``path`` without hystate's trailers."""
+    rows = repo.log(rev, ["%H", "%s"], trailer_keys=(TO,), paths=[path])
+    return [(sha, subject) for sha, subject, trail in rows if not trail[TO].strip()]
