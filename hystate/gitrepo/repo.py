@@ -14,15 +14,14 @@ from __future__ import annotations
 import os
 import re
 import socket
-import stat
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hystate.errors import GitError
+from hystate.gitrepo import attributes, lockfile
 from hystate.gitrepo import index as index_mod
-from hystate.gitrepo import lockfile
 from hystate.gitrepo.objects import EXEC_MODE, FILE_MODE, ObjectStore, object_id
 from hystate.gitrepo.refs import Head, Refs, StaleHead
 from hystate.gitrepo.settings import GitSettings, Identity
@@ -301,26 +300,8 @@ class GitRepo:
         return proc.stdout
 
     def plain_attributes(self, rels: Iterable[str]) -> bool:
-        """True when no git attribute can convert these files on the way into git (eol,
-        filters, ident, encoding), so their blob is their bytes: the folder holding them (or
-        one above it) has a ``.gitattributes`` that unsets every converting attribute for
-        ``*.yaml``, nothing below it overrides that, and ``info/attributes`` is empty. Else
-        git computes the blobs (a process per commit, exact whatever the attributes say)."""
-        if _attribute_rules(self.common_dir / "info" / "attributes"):
-            return False
-        for folder in {rel.rpartition("/")[0] for rel in rels}:
-            if not self._pinned(folder):
-                return False
-        return all(rel.endswith(".yaml") for rel in rels)
-
-    def _pinned(self, folder: str) -> bool:
-        parts = folder.split("/") if folder else []
-        for depth in range(len(parts), -1, -1):
-            here = self.root.joinpath(*parts[:depth], ".gitattributes")
-            rules = _attribute_rules(here)
-            if rules:
-                return _unsets_conversion(rules)
-        return False
+        """True when no git attribute can convert these files on their way into git."""
+        return attributes.no_conversion(self.root, self.common_dir, rels)
 
     def _commit_head(self, entries: Mapping[str, tuple[bytes, bytes]], message: str) -> str | None:
         settings = self.settings
@@ -392,42 +373,6 @@ class GitRepo:
 
     def break_stale_index_lock(self) -> bool:
         return self.break_stale_lock(self.git_dir / "index.lock")
-
-
-def _attribute_rules(path: Path) -> list[list[str]]:
-    """The rules of a gitattributes file (pattern and attributes per line); none for a file
-    that is missing or not a regular file (git does not follow a symlinked .gitattributes)."""
-    try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return []
-        text = path.read_text(errors="replace")
-    except OSError:
-        return []
-    return [line.split() for line in text.splitlines() if line.strip() and line[0] != "#"]
-
-
-_CONVERTING = ("text", "eol", "crlf", "filter", "ident", "working-tree-encoding", "binary")
-_UNSET = {"-text", "-eol", "-filter", "-ident", "-working-tree-encoding"}
-_PLAIN_SET = {"diff", "merge", "delta", "export-ignore", "export-subst", "linguist-generated"}
-
-
-def _unsets_conversion(rules: list[list[str]]) -> bool:
-    """One ``*.yaml`` rule unsets every converting attribute, and no rule of the file sets
-    one or names something that may be a macro (which could set one)."""
-    pinned = False
-    for pattern, *attrs in rules:
-        if pattern.startswith("[attr]"):
-            return False
-        for attr in attrs:
-            name = attr.lstrip("-!").split("=", 1)[0]
-            if pattern == "*.yaml" and attr in _UNSET:
-                continue
-            if name in _CONVERTING:
-                return False
-            if attr[0] not in "-!" and "=" not in attr and name not in _PLAIN_SET:
-                return False
-        pinned = pinned or (pattern == "*.yaml" and set(attrs) >= _UNSET)
-    return pinned
 
 
 _STATUS = (
