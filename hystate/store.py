@@ -98,9 +98,10 @@ class EpisodeStore:
             raise invalid_file(problems)
         return raw, EpisodeState(doc, self.name(path))
 
-    def write(self, path: Path, data: bytes) -> None:
+    def write(self, path: Path, data: bytes, *, sync: bool = True) -> None:
         """Atomically replace ``path`` with ``data``: temp file, fsync, rename. The file keeps
-        its permission bits (git records the executable bit)."""
+        its permission bits (git records the executable bit). ``sync=False`` leaves the fsync
+        to the caller (a batch syncs once)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -112,7 +113,8 @@ class EpisodeStore:
             except FileNotFoundError:
                 pass
             os.write(fd, data)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

@@ -177,6 +177,25 @@ class GitRepo:
         entry = self.objects.lookup(root, rel_dir)
         return None if entry is None or entry[0] != b"40000" else entry[1]
 
+    def head_names(self, rel_dir: str, depth: int) -> list[str]:
+        """Paths (relative to ``rel_dir``) of HEAD's files exactly ``depth`` folders below
+        ``rel_dir`` plus one: ``depth=1`` lists ``<folder>/<file>``. Trees only, no work tree."""
+        found: list[str] = []
+        top = self.subtree(rel_dir)
+
+        def walk(sha: bytes, prefix: str, left: int) -> None:
+            for name, entry in self.objects.tree(sha).entries().items():
+                is_tree = entry[:-20] == b"40000"
+                text = name.decode("utf-8", "surrogateescape")
+                if left and is_tree:
+                    walk(entry[-20:], f"{prefix}{text}/", left - 1)
+                elif not left and not is_tree:
+                    found.append(prefix + text)
+
+        if top is not None:
+            walk(top, "", depth)
+        return found
+
     def dirty_paths(self, rel_dir: str) -> list[str]:
         """Files under ``rel_dir`` whose work-tree state differs from HEAD (modified, added,
         deleted or untracked), as git status sees them; without taking git's locks. A scan
