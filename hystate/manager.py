@@ -176,6 +176,13 @@ class StateManager:
     def path_of(self, episode_id: str) -> Path:
         path = self.store.find(episode_id)
         if path is None:
+            for name in self.repo.head_names(self.rel_state_dir, 1):
+                if name.rpartition("/")[2] == f"{episode_id}.yaml":
+                    folder = f"{self.rel_state_dir}/{name.rpartition('/')[0]}"
+                    raise GitError(
+                        f"{episode_id} is in HEAD but not in the work tree (sparse checkout?)",
+                        hint=f"`git sparse-checkout add {folder}` brings it in",
+                    )
             raise UnknownEpisode(
                 f"no episode {episode_id!r} in {self.rel_state_dir}/",
                 hint="`hystate list` shows the known ids",
