@@ -9,6 +9,7 @@ file is put back, so nothing is half-done.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from hystate.cache import RefreshResult, StateCache
 
 S = ProcessingStage
+log = logging.getLogger("hystate")
 REPO_LOCK = "_repo.lock"  # ids start with a letter or digit, so this never names an episode
 
 
@@ -132,6 +134,7 @@ class StateManager:
         # (the CLI) may check it once.
         self.refresh_once = False
         self._refreshed = False
+        self._hooks_told = False
 
     # -- locks -----------------------------------------------------------------------------
 
@@ -543,6 +546,15 @@ class StateManager:
         return AlertStreak(self.state_dir).record(change.to.value, event, threshold)
 
     def _after_commit(self, sha: str | None, alert: dict[str, Any] | None = None) -> None:
+        if sha and not self._hooks_told:
+            self._hooks_told = True
+            hooks = self.repo.unrun_hooks()
+            if hooks:
+                log.warning(
+                    "note: git hooks %s are not run for state commits (README: 'Not run: git "
+                    "hooks'); `git config hystate.hooks skip` acknowledges this",
+                    ", ".join(hooks),
+                )
         url = self.config.get("monitoring.webhook_url")
         if alert is not None and url:
             from hystate.alerts import AlertStreak

@@ -26,6 +26,8 @@ from hystate.gitrepo.objects import EXEC_MODE, FILE_MODE, ObjectStore, object_id
 from hystate.gitrepo.refs import Head, Refs, StaleHead
 from hystate.gitrepo.settings import GitSettings, Identity
 
+_COMMIT_HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit")
+_GUARD = "validate --staged"  # the pre-commit guard `hystate init` installs
 _SHA256 = re.compile(r"^\s*objectformat\s*=\s*\"?sha256", re.IGNORECASE | re.MULTILINE)
 _IN_PROGRESS = {
     "MERGE_HEAD": "a merge",
@@ -369,6 +371,30 @@ class GitRepo:
             "GIT_COMMITTER_EMAIL": committer.email,
         }
         return bytes.fromhex(self._run(args, message.encode(), env).decode().strip())
+
+    def unrun_hooks(self) -> list[str]:
+        """Commit hooks of this repository that a hystate commit does not run (README: "Not
+        run: git hooks"): executable ones, except a pre-commit hook that only runs hystate's
+        own guard, and none at all once ``git config hystate.hooks skip`` acknowledges it."""
+        if (self.settings.get("hystate.hooks") or "").strip().lower() == "skip":
+            return []
+        folder = self.settings.hooks_dir(self.common_dir)
+        found = []
+        for name in _COMMIT_HOOKS:
+            path = folder / name
+            try:
+                if not (path.is_file() and os.access(path, os.X_OK)):
+                    continue
+                lines = path.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            commands = [
+                line for line in lines if line.strip() and not line.lstrip().startswith("#")
+            ]
+            if name == "pre-commit" and commands and all(_GUARD in c for c in commands):
+                continue
+            found.append(name)
+        return found
 
     def git_locks(self) -> list[Path]:
         """git's lock files that exist now: the index's, HEAD's and the branches'."""

@@ -129,6 +129,15 @@ class GitSettings:
         """GIT_AUTHOR_DATE / GIT_COMMITTER_DATE are set: git parses their many formats."""
         return any(os.environ.get(var) for var in _DATE_VARS)
 
+    def hooks_dir(self, git_dir: Path) -> Path:
+        """Where git looks for hooks: core.hooksPath (relative to the work tree), else
+        ``<git dir>/hooks``."""
+        configured = self.get("core.hookspath")
+        if configured:
+            path = Path(os.path.expanduser(configured))
+            return path if path.is_absolute() else self.root / path
+        return git_dir / "hooks"
+
     def trust_file_mode(self) -> bool:
         return self.flag("core.filemode", default=True)
 
