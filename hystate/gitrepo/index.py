@@ -60,7 +60,7 @@ class IndexMemo:
     else wrote the index meanwhile) walks nothing and hashes only from the first change."""
 
     key: tuple[int, int, int, int] | None = None
-    buf: bytes | None = None
+    buf: bytearray | None = None  # patched in place by the next update
     offsets: dict[bytes, int] = field(default_factory=dict)
     racy: list[int] = field(default_factory=list)  # offsets of entries that may be racy
     ext_start: int = 0
@@ -80,6 +80,7 @@ class IndexLock:
         self._memo = memo
         self._lock = LockFile(git_dir / "index.lock", owners, wait, "index")
         self._staged = False
+        self._new: bytearray | None = None  # the index made in-process, once staged
         try:
             self._read()
         except BaseException:
@@ -97,7 +98,7 @@ class IndexLock:
             st = os.stat(self.path)
         except FileNotFoundError:
             self.stat: os.stat_result | None = None
-            self.data = b""
+            self.data: bytes | bytearray = b""
             return
         self.stat = st
         memo = self._memo
@@ -129,8 +130,10 @@ class IndexLock:
             return None
         memo = self._memo
         index_sec = int(self.stat.st_mtime)
-        if memo.buf is not self.data:
-            walked = _walk(self.data, index_sec)
+        reused = memo.buf is not None and memo.buf is self.data
+        memo.key = None  # until this update is in effect
+        if not reused:
+            walked = _walk(bytes(self.data), index_sec)
             if walked is None:
                 return None
             memo.ext_start, memo.offsets, memo.racy = walked
@@ -149,7 +152,9 @@ class IndexLock:
             if flags & _EXTENDED and _U16.unpack_from(self.data, offset + 62)[0] & _SKIP_FLAGS:
                 return None
             found.append((offset, flags))
-        buf = bytearray(self.data)
+        # The memo's copy is patched in place (it is dropped if this update is not committed).
+        buf = self.data if isinstance(self.data, bytearray) and reused else bytearray(self.data)
+        memo.buf = None
         changed = [offset for offset, _ in found]
         # Racy entries: what git does whenever it writes an index (see the module docstring).
         racy = [o for o in memo.racy if _U32.unpack_from(buf, o + 8)[0] >= index_sec]
@@ -233,10 +238,10 @@ class IndexLock:
             self.rollback()
             return
         self._lock.commit(self.path)
-        new = getattr(self, "_new", None)
+        new = self._new
         if new is not None:
             self._memo.key = _key(os.stat(self.path))
-            self._memo.buf = bytes(new)
+            self._memo.buf = new
 
     def rollback(self) -> None:
         self._lock.rollback()
@@ -245,7 +250,7 @@ class IndexLock:
 # -- reading the index -----------------------------------------------------------------------
 
 
-def _patchable(data: bytes) -> bool:
+def _patchable(data: bytes | bytearray) -> bool:
     if len(data) < 32 or data[:4] != b"DIRC":
         return False
     return _U32.unpack_from(data, 4)[0] in (2, 3)
