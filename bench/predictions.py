@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import json
 import random
 import statistics
@@ -31,8 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hystate import demo, predict  # noqa: E402
-from hystate.model import parse_time  # noqa: E402
+from hystate import demo, predict
+from hystate.model import parse_time
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data" / "hooting-yard-episodes.json"
@@ -123,7 +124,9 @@ def simulate(target: Path, workers: int, seed: int, failure_rate: float) -> dict
             heapq.heappush(queues[stage], (again, seq, eid, True))
         else:
             _clock[0] = now + seconds
-            manager.update_state(eid, DONE[stage], fields=_fields(stage, eid, size, duration, seconds, rng))
+            manager.update_state(
+                eid, DONE[stage], fields=_fields(stage, eid, size, duration, seconds, rng)
+            )
             if stage == "uploading":
                 when = (demo.FIRST_SLOT + timedelta(weeks=slot[eid])).isoformat()
                 manager.update_state(eid, "scheduled", fields={"youtube.scheduled_date": when})
@@ -187,15 +190,21 @@ def runs_until(docs: list[dict[str, Any]], until: float | None = None) -> list[p
     for doc in docs:
         metrics = doc["metrics"]
         history = doc["history"]
-        for entry, after in zip(history, history[1:], strict=False):
+        for entry, after in itertools.pairwise(history):
             stage = entry["to"]
             if stage in predict.ORDER and after["from"] == stage:
                 end = _t(after["at"])
                 if until is None or end <= until:
                     runs.append(
-                        predict.Run(stage, _t(entry["at"]), end, after["to"] == DONE[stage],
-                                    metrics["audio_size"], metrics["audio_duration"])
-                    )  # fmt: skip
+                        predict.Run(
+                            stage,
+                            _t(entry["at"]),
+                            end,
+                            after["to"] == DONE[stage],
+                            metrics["audio_size"],
+                            metrics["audio_duration"],
+                        )
+                    )
     return runs
 
 
@@ -207,10 +216,14 @@ def snapshot_at(doc: dict[str, Any], when: float, imported: bool) -> predict.Sna
     known = imported or downloaded
     metrics = doc["metrics"]
     return predict.Snapshot(
-        doc["episode_id"], last["to"], last["from"] if last["to"] == "failed" else None,
-        attempts, _t(last["at"]),
-        metrics["audio_size"] if known else None, metrics["audio_duration"] if known else None,
-    )  # fmt: skip
+        doc["episode_id"],
+        last["to"],
+        last["from"] if last["to"] == "failed" else None,
+        attempts,
+        _t(last["at"]),
+        metrics["audio_size"] if known else None,
+        metrics["audio_duration"] if known else None,
+    )
 
 
 def work_done_at(doc: dict[str, Any]) -> float | None:
@@ -238,9 +251,12 @@ def backtest(docs: list[dict[str, Any]], fraction: float, imported: bool) -> dic
     out["failure_rate"] = {
         s: {
             "predicted": round(m.failure_rate, 3),
-            "observed": round(sum(1 for r in test if r.stage == s and not r.ok)
-                              / max(1, sum(1 for r in test if r.stage == s)), 3),
-        }  # fmt: skip
+            "observed": round(
+                sum(1 for r in test if r.stage == s and not r.ok)
+                / max(1, sum(1 for r in test if r.stage == s)),
+                3,
+            ),
+        }
         for s, m in model.stages.items()
     }
     snaps = [snapshot_at(d, cut, imported) for d in docs]

@@ -132,7 +132,9 @@ def _quantile(values: list[float], q: float) -> float:
     return cuts[max(min(round(q * 100) - 1, 98), 0)]
 
 
-def fit_stage(stage: str, runs: list[Run], features: tuple[str, ...] = FEATURES) -> StageModel | None:
+def fit_stage(
+    stage: str, runs: list[Run], features: tuple[str, ...] = FEATURES
+) -> StageModel | None:
     mine = [r for r in runs if r.stage == stage]
     if not mine:
         return None
@@ -143,10 +145,18 @@ def fit_stage(stage: str, runs: list[Run], features: tuple[str, ...] = FEATURES)
     if lines:
         return max(lines, key=lambda m: m.r2 or 0.0)
     return StageModel(
-        stage, len(mine), failures, None, 0.0, 0.0, None,
-        _quantile(seconds, 0.5), _quantile(seconds, 0.9),
-        statistics.fmean(seconds), statistics.pstdev(seconds),
-    )  # fmt: skip
+        stage,
+        len(mine),
+        failures,
+        None,
+        0.0,
+        0.0,
+        None,
+        _quantile(seconds, 0.5),
+        _quantile(seconds, 0.9),
+        statistics.fmean(seconds),
+        statistics.pstdev(seconds),
+    )
 
 
 def _line(stage: str, runs: int, failures: int, feature: str, done: list[Run]) -> StageModel | None:
@@ -164,11 +174,19 @@ def _line(stage: str, runs: int, failures: int, feature: str, done: list[Run]) -
     if r2 < MIN_R2:
         return None
     return StageModel(
-        stage, runs, failures, feature, slope, intercept, r2,
-        _quantile(residuals, 0.5), _quantile(residuals, 0.9),
-        statistics.fmean(residuals), statistics.pstdev(residuals),
+        stage,
+        runs,
+        failures,
+        feature,
+        slope,
+        intercept,
+        r2,
+        _quantile(residuals, 0.5),
+        _quantile(residuals, 0.9),
+        statistics.fmean(residuals),
+        statistics.pstdev(residuals),
         fallback_x=statistics.fmean(xs),
-    )  # fmt: skip
+    )
 
 
 def parallelism(runs: list[Run], now: float) -> tuple[float, float] | None:
@@ -352,10 +370,14 @@ def predict_summary(manager: StateManager, now: datetime | None = None) -> dict[
     runs = runs_from_log([tuple(r) for r in rows], features)
     snapshots = [
         Snapshot(
-            r[0], r[1], r[2],
+            r[0],
+            r[1],
+            r[2],
             {"download": r[3], "conversion": r[4], "upload": r[5]},
-            parse_time(r[6]).timestamp(), r[7], r[8],
-        )  # fmt: skip
+            parse_time(r[6]).timestamp(),
+            r[7],
+            r[8],
+        )
         for r in states
     ]
     stamp = now.timestamp()

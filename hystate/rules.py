@@ -14,8 +14,8 @@ from hystate.model import (
     ACTIVE_STAGES,
     EpisodeState,
     ProcessingStage,
-    put_file_key,
     parse_time,
+    put_file_key,
 )
 
 S = ProcessingStage

@@ -15,7 +15,9 @@ def tracked_files(root: Path) -> dict[str, bytes]:
 
 
 def all_commits(root: Path) -> list[str]:
-    return sorted(git(root, "rev-list", "--all", "--format=%H %T %P", "--no-commit-header").split("\n"))
+    return sorted(
+        git(root, "rev-list", "--all", "--format=%H %T %P", "--no-commit-header").split("\n")
+    )
 
 
 def test_round_trip_keeps_every_file_and_every_commit(

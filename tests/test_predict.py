@@ -3,6 +3,7 @@ and how status, the reports and the metrics show them."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Callable
@@ -50,8 +51,17 @@ def test_a_duration_that_follows_the_size_gets_a_line() -> None:
 
 def test_without_a_relation_the_distribution_is_used() -> None:
     rng = random.Random(2)
-    runs = [Run("converting", 0, rng.uniform(50, 100), True, rng.randint(1, 10**8),
-                rng.uniform(1000, 2000)) for _ in range(300)]  # fmt: skip
+    runs = [
+        Run(
+            "converting",
+            0,
+            rng.uniform(50, 100),
+            True,
+            rng.randint(1, 10**8),
+            rng.uniform(1000, 2000),
+        )
+        for _ in range(300)
+    ]
     model = predict.fit_stage("converting", runs)
     assert model is not None and model.feature is None
     p50, p90, _ = model.quantiles(123.0)
@@ -60,14 +70,20 @@ def test_without_a_relation_the_distribution_is_used() -> None:
 
 def test_failure_rate_and_risk_follow_attempts_left() -> None:
     runs = [Run("downloading", 0, 10, i % 5 != 0, None, None) for i in range(100)]  # 20% fail
-    runs += [Run(s, 0, 10, True, None, None) for s in ("converting", "uploading") for _ in range(50)]
+    runs += [
+        Run(s, 0, 10, True, None, None) for s in ("converting", "uploading") for _ in range(50)
+    ]
     model = predict.fit(runs, RETRIES, 300, 10)
     f = model.stages["downloading"].failure_rate
     assert f == pytest.approx(20.5 / 101)
     fresh = Snapshot("a", "discovered", None, {"download": 0, "conversion": 0, "upload": 0}, 0)
-    last_try = Snapshot("b", "failed", "downloading", {"download": 2, "conversion": 0, "upload": 0}, 0)
+    last_try = Snapshot(
+        "b", "failed", "downloading", {"download": 2, "conversion": 0, "upload": 0}, 0
+    )
     spent = Snapshot("c", "failed", "downloading", {"download": 3, "conversion": 0, "upload": 0}, 0)
-    outlook = {s.episode_id: predict.episode_outlook(model, s, 10) for s in (fresh, last_try, spent)}
+    outlook = {
+        s.episode_id: predict.episode_outlook(model, s, 10) for s in (fresh, last_try, spent)
+    }
     fc = model.stages["converting"].failure_rate
     fu = model.stages["uploading"].failure_rate
     survive = (1 - fc**2) * (1 - fu**3)
@@ -88,7 +104,10 @@ def test_the_eta_is_the_work_left_over_the_parallelism_seen() -> None:
     ]
     # no upload runs seen yet: that stage adds nothing, and says so through its absence
     assert predict.predict(model, left, NOW)["stages"].keys() == {"downloading"}
-    runs += [Run("uploading", r.start, r.end, True, r.audio_size, 1800.0) for r in lanes(40, lambda i: 60.0)]
+    runs += [
+        Run("uploading", r.start, r.end, True, r.audio_size, 1800.0)
+        for r in lanes(40, lambda i: 60.0)
+    ]
     model = predict.fit(runs, RETRIES, 300, NOW)
     result = predict.predict(model, left, NOW)
     f = model.stages["uploading"].failure_rate
@@ -117,9 +136,7 @@ def worked(manager: StateManager, monkeypatch: pytest.MonkeyPatch) -> StateManag
     import hystate.manager as manager_module
 
     clock = [datetime.now(UTC) - timedelta(hours=6)]
-    monkeypatch.setattr(
-        manager_module, "now_utc", lambda: clock[0].isoformat(timespec="seconds")
-    )
+    monkeypatch.setattr(manager_module, "now_utc", lambda: clock[0].isoformat(timespec="seconds"))
 
     def tick(seconds: float) -> None:
         clock[0] += timedelta(seconds=seconds)
@@ -129,8 +146,15 @@ def worked(manager: StateManager, monkeypatch: pytest.MonkeyPatch) -> StateManag
         size = 20_000_000 + 5_000_000 * n
         manager.update_state(eid, "downloading")
         tick(size / 1_000_000)
-        manager.update_state(eid, "downloaded", fields={"files.audio_file": f"a/{eid}.mp3",
-                             "metrics.audio_size": size, "metrics.audio_duration": 1800.0})  # fmt: skip
+        manager.update_state(
+            eid,
+            "downloaded",
+            fields={
+                "files.audio_file": f"a/{eid}.mp3",
+                "metrics.audio_size": size,
+                "metrics.audio_duration": 1800.0,
+            },
+        )
         manager.update_state(eid, "converting")
         tick(90 + n % 3)
         if n == 5:
@@ -179,9 +203,10 @@ def test_runs_from_the_cache_match_the_files(worked: StateManager) -> None:
     for episode in worked.list_episodes():
         history = episode.history
         expected += sum(
-            1 for a, b in zip(history, history[1:], strict=False)
+            1
+            for a, b in itertools.pairwise(history)
             if a["to"] in predict.ORDER and b["from"] == a["to"]
-        )  # fmt: skip
+        )
     assert len(runs) == expected == 12 + 12 + 11
     assert sum(not r.ok for r in runs) == 1
 

@@ -23,9 +23,7 @@ from hystate.errors import UsageError
 @worker_option
 @json_option
 @pass_opts
-def import_(
-    opts: Options, source: Path, dry_run: bool, worker: str | None, as_json: bool
-) -> None:
+def import_(opts: Options, source: Path, dry_run: bool, worker: str | None, as_json: bool) -> None:
     """Import the first migration tool's state directory (one commit).
 
     New episodes are discovered with their mp3 size, duration, download URL and md5; episodes
@@ -67,9 +65,7 @@ def import_dir(
 
 
 @cli.command()
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path), help="The bundle file to write."
-)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="The bundle file to write.")
 @click.option(
     "--verify",
     "check",

@@ -14,7 +14,13 @@ from hystate.errors import GitError, InvalidData
 from hystate.gitrepo.repo import GitRepo
 
 _HEADERS = (b"# v2 git bundle\n", b"# v3 git bundle\n")
-_REPO_VARS = {"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR"}
+_REPO_VARS = {
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_COMMON_DIR",
+}
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,11 @@ def create_bundle(repo: GitRepo, target: Path) -> list[str]:
     """Write a bundle of HEAD and every branch and tag to ``target``; returns the refs."""
     if repo.refs.head().sha is None:
         raise GitError(f"{repo.root}: no commits yet; nothing to back up")
-    _run(["bundle", "create", "--quiet", str(target), "HEAD", "--branches", "--tags"],
-         repo.root, "backup")  # fmt: skip
+    _run(
+        ["bundle", "create", "--quiet", str(target), "HEAD", "--branches", "--tags"],
+        repo.root,
+        "backup",
+    )
     return sorted(list_refs(repo).keys())
 
 
@@ -83,8 +92,18 @@ def verify_bundle(path: Path) -> BundleInfo:
         try:
             _run(["bundle", "verify", "--quiet", str(path.resolve())], work, "verify")
             listed = _run(["bundle", "list-heads", str(path.resolve())], work, "verify")
-            _run(["-c", "transfer.fsckObjects=true", "fetch", "--quiet", str(path.resolve()),
-                  "refs/*:refs/*"], work, "verify")  # fmt: skip
+            _run(
+                [
+                    "-c",
+                    "transfer.fsckObjects=true",
+                    "fetch",
+                    "--quiet",
+                    str(path.resolve()),
+                    "refs/*:refs/*",
+                ],
+                work,
+                "verify",
+            )
         except GitError as exc:
             raise InvalidData(f"{path}: damaged or incomplete bundle ({exc.message})") from exc
         refs = {}
@@ -104,14 +123,27 @@ def clone_bundle(path: Path, target: Path, info: BundleInfo) -> GitRepo:
     pointing at the bundle file."""
     source = str(path.resolve())
     _run(["init", "--quiet", str(target)], target.parent, "restore")
-    _run(["fetch", "--quiet", "--update-head-ok", source, "refs/heads/*:refs/heads/*",
-          "refs/tags/*:refs/tags/*"], target, "restore")  # fmt: skip
+    _run(
+        [
+            "fetch",
+            "--quiet",
+            "--update-head-ok",
+            source,
+            "refs/heads/*:refs/heads/*",
+            "refs/tags/*:refs/tags/*",
+        ],
+        target,
+        "restore",
+    )
     if info.head is not None:
         branches = sorted(
-            (name for name, sha in info.refs.items() if name.startswith("refs/heads/")
-             and sha == info.head),
+            (
+                name
+                for name, sha in info.refs.items()
+                if name.startswith("refs/heads/") and sha == info.head
+            ),
             key=lambda name: (name not in ("refs/heads/main", "refs/heads/master"), name),
-        )  # fmt: skip
+        )
         if branches:
             _run(["symbolic-ref", "HEAD", branches[0]], target, "restore")
         else:
