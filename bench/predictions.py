@@ -71,12 +71,19 @@ def write_legacy_tree(base: Path, episodes: list[dict[str, Any]]) -> None:
         (folder / f"{e['identifier']}.yaml").write_text(yaml.safe_dump(doc))
 
 
-def simulate(target: Path, workers: int, seed: int, failure_rate: float) -> dict[str, Any]:
-    from hystate import StateManager
+def simulate(
+    target: Path, workers: int, seed: int, failure_rate: float, stop_after: int | None = None
+) -> dict[str, Any]:
+    """The migration in virtual time; ``stop_after`` runs leaves it half done (to look at)."""
+    from hystate import StateManager, importer
     from hystate import manager as manager_module
-    from hystate.importer import import_legacy
 
     rng = random.Random(seed)
+    # virtual time from a day ago: discovery, import and every transition on one clock
+    start = datetime.now(UTC).timestamp() - 86400
+    _clock[0] = start
+    manager_module.now_utc = _now  # type: ignore[assignment]
+    importer.now_utc = _now  # type: ignore[assignment]
     count = demo.prepare(target, ROOT / "processed")
     manager = StateManager(cwd=target, worker="sim")
     known: dict[str, tuple[int, float]] = {}
@@ -85,12 +92,11 @@ def simulate(target: Path, workers: int, seed: int, failure_rate: float) -> dict
         ids = {e.episode_id for e in manager.list_episodes()}
         with tempfile.TemporaryDirectory() as scratch:
             write_legacy_tree(Path(scratch), [e for e in real if e["identifier"] in ids])
-            import_legacy(manager, Path(scratch))
+            importer.import_legacy(manager, Path(scratch))
         known = {e["identifier"]: (e["mp3_size"], e["duration_s"]) for e in real}
     ranked = sorted(manager.list_episodes(), key=lambda e: (e.date, e.episode_id))
     slot = {e.episode_id: i for i, e in enumerate(ranked)}
-    start = datetime.now(UTC).timestamp() + 60  # after the discovery commits
-    manager_module.now_utc = _now  # type: ignore[assignment]  # the virtual clock
+    start += 60
     queues: dict[str, list[tuple[float, int, str, bool]]] = {s: [] for s in PRIORITY}
     seq = 0
     for episode in ranked:
@@ -98,7 +104,8 @@ def simulate(target: Path, workers: int, seed: int, failure_rate: float) -> dict
         seq += 1
     free = [start] * workers
     sizes: dict[str, tuple[int, float]] = {}
-    while any(queues.values()):
+    done = 0
+    while any(queues.values()) and (stop_after is None or done < stop_after):
         w = min(range(workers), key=free.__getitem__)
         now = free[w]
         ready = [s for s in PRIORITY if queues[s] and queues[s][0][0] <= now]
@@ -135,6 +142,7 @@ def simulate(target: Path, workers: int, seed: int, failure_rate: float) -> dict
                 nxt = PRIORITY[PRIORITY.index(stage) - 1]
                 heapq.heappush(queues[nxt], (_clock[0], seq, eid, False))
         seq += 1
+        done += 1
         free[w] = _clock[0]
     return {"episodes": count, "sizes_from": str(SHARED) if known else "random"}
 
@@ -233,15 +241,17 @@ def work_done_at(doc: dict[str, Any]) -> float | None:
     return None
 
 
-def backtest(docs: list[dict[str, Any]], fraction: float, imported: bool) -> dict[str, Any]:
+def backtest(
+    docs: list[dict[str, Any]], fraction: float, imported: bool, delay: float = RETRY_DELAY
+) -> dict[str, Any]:
     runs = runs_until(docs)
     first = min(r.start for r in runs)
     finish = max(t for d in docs if (t := work_done_at(d)) is not None)
     cut = first + fraction * (finish - first)
     train = [r for r in runs if r.end <= cut]
     test = [r for r in runs if r.start >= cut]
-    model = predict.fit(train, MAX_RETRIES, RETRY_DELAY, cut)
-    plain = predict.fit(train, MAX_RETRIES, RETRY_DELAY, cut, features=())
+    model = predict.fit(train, MAX_RETRIES, delay, cut)
+    plain = predict.fit(train, MAX_RETRIES, delay, cut, features=())
     out: dict[str, Any] = {"fraction": fraction, "train_runs": len(train), "test_runs": len(test)}
     out["durations"] = {
         s: {"model": _duration_errors(model, s, test), "plain": _duration_errors(plain, s, test)}
@@ -370,6 +380,7 @@ def main() -> None:
         "--imported", action="store_true", help="with --history: sizes were known before download"
     )
     parser.add_argument("--keep", type=Path, help="simulate in this folder and keep it")
+    parser.add_argument("--stop-after", type=int, help="with --keep: stop after N runs, no test")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     info: dict[str, Any] = {}
@@ -378,10 +389,18 @@ def main() -> None:
             root, imported = args.history.resolve(), args.imported
         else:
             root = args.keep.resolve() if args.keep else Path(scratch) / "sim"
-            info = simulate(root, args.workers, args.seed, args.failure_rate)
+            info = simulate(root, args.workers, args.seed, args.failure_rate, args.stop_after)
+            if args.stop_after:
+                print(f"stopped after {args.stop_after} runs: {root}")
+                return
             imported = info["sizes_from"] != "random"
         docs = load_docs(root)
-    results = [backtest(docs, q, imported) for q in (0.25, 0.5, 0.75)]
+        delay = RETRY_DELAY
+        if args.history:
+            from hystate import StateManager
+
+            delay = float(StateManager(cwd=root).config.get("recovery.retry_delay"))
+    results = [backtest(docs, q, imported, delay) for q in (0.25, 0.5, 0.75)]
     print(render(results))
     if args.json:
         args.json.write_text(json.dumps({"setup": info, "results": results}, indent=2) + "\n")

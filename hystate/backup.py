@@ -68,7 +68,7 @@ class RestoreResult:
 def backup(manager: StateManager, target: Path) -> BackupResult:
     """Write a verified bundle of the state repository to ``target`` (atomically)."""
     repo = manager.repo
-    target = target.absolute()
+    shown, target = str(target), target.absolute()
     if target.is_dir():
         raise UsageError(f"{target} is a directory; name the bundle file to write")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ def backup(manager: StateManager, target: Path) -> BackupResult:
     finally:
         tmp.unlink(missing_ok=True)
     uncommitted = repo.dirty_paths(manager.rel_state_dir)
-    return BackupResult(str(target), info.refs, info.commits, target.stat().st_size, uncommitted)
+    return BackupResult(shown, info.refs, info.commits, target.stat().st_size, uncommitted)
 
 
 def verify(path: Path) -> BundleInfo:
@@ -101,7 +101,7 @@ def restore(bundle: Path, target: Path) -> RestoreResult:
     hystate's repository settings and freshly built caches."""
     from hystate.manager import StateManager
 
-    target = target.absolute()
+    shown, target = str(target), target.absolute()
     if target.is_symlink() or (target.exists() and (not target.is_dir() or any(target.iterdir()))):
         raise UsageError(f"{target} exists and is not an empty folder; restore into a new one")
     info = verify_bundle(bundle)
@@ -122,7 +122,7 @@ def restore(bundle: Path, target: Path) -> RestoreResult:
     manager.repo.configure()  # the merge driver and index settings live in .git/config
     manager.refresh(force=True)
     return RestoreResult(
-        str(target),
+        shown,
         manager.rel_state_dir,
         info.refs,
         info.commits,

@@ -75,7 +75,7 @@ def read_legacy_dir(root: Path) -> list[LegacyEpisode]:
         shown = "; ".join(problems[:_MAX_SHOWN])
         more = f" (+{len(problems) - _MAX_SHOWN} more)" if len(problems) > _MAX_SHOWN else ""
         raise InvalidData(
-            f"{root}: {shown}{more}; nothing was written",
+            f"{shown}{more}; nothing was written",
             [Problem(str(root), "$", p) for p in problems],
         )
     if not episodes:
@@ -137,7 +137,7 @@ def _exists_nofollow(path: Path, problems: list[str], root: Path) -> bool:
 
 def _name(path: Path, root: Path) -> str:
     try:
-        return f"{root.name}/{path.relative_to(root).as_posix()}"
+        return (root / path.relative_to(root)).as_posix()
     except ValueError:
         return str(path)
 

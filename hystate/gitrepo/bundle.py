@@ -36,7 +36,8 @@ def _run(args: list[str], cwd: Path, what: str) -> str:
     proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, env=env, check=False)
     if proc.returncode != 0:
         lines = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise GitError(f"{what}: git {args[0]} failed: {lines[-1] if lines else proc.returncode}")
+        command = next(a for a in args if not a.startswith("-") and "=" not in a)
+        raise GitError(f"{what}: git {command} failed: {lines[-1] if lines else proc.returncode}")
     return proc.stdout.decode(errors="replace")
 
 
