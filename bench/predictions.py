@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hystate import demo, predict
+from hystate import demo, forecast, predict
 from hystate.model import parse_time
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,7 +270,7 @@ def backtest(
         for s, m in model.stages.items()
     }
     snaps = [snapshot_at(d, cut, imported) for d in docs]
-    prediction = predict.predict(model, snaps, cut)
+    prediction = forecast.predict(model, snaps, cut)
     final = {d["episode_id"]: d["stage"] for d in docs}
     risks = [(o["risk"], final[o["episode_id"]] == "skipped") for o in prediction["episodes"]]
     out["risk"] = {

@@ -322,7 +322,7 @@ def _prediction_metrics(manager: StateManager) -> Any:
     """hystate.predict's figures; a quantile without enough history is left out."""
     from prometheus_client.core import GaugeMetricFamily
 
-    from hystate.predict import predict_summary
+    from hystate.forecast import predict_summary
 
     p = predict_summary(manager)
     eta = GaugeMetricFamily(

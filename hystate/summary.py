@@ -24,7 +24,7 @@ def generate_summary(manager: StateManager, now: datetime | None = None) -> dict
     total = sum(progress.values())
     done = sum(progress[s] for s in DONE)
     eta, throughput = estimate_completion(manager, total - done, now)
-    from hystate.predict import predict_summary
+    from hystate.forecast import predict_summary
 
     return {
         "timestamp": now.isoformat(timespec="seconds"),

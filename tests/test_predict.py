@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hystate import predict
+from hystate import forecast, predict
 from hystate.manager import StateManager
 from hystate.predict import Run, Snapshot
 from tests.conftest import Cli, run_hystate
@@ -82,7 +82,7 @@ def test_failure_rate_and_risk_follow_attempts_left() -> None:
     )
     spent = Snapshot("c", "failed", "downloading", {"download": 3, "conversion": 0, "upload": 0}, 0)
     outlook = {
-        s.episode_id: predict.episode_outlook(model, s, 10) for s in (fresh, last_try, spent)
+        s.episode_id: forecast.episode_outlook(model, s, 10) for s in (fresh, last_try, spent)
     }
     fc = model.stages["converting"].failure_rate
     fu = model.stages["uploading"].failure_rate
@@ -91,7 +91,7 @@ def test_failure_rate_and_risk_follow_attempts_left() -> None:
     assert outlook["b"]["risk"] == pytest.approx(1 - (1 - f) * survive, abs=1e-4)  # type: ignore[index]
     assert outlook["c"]["risk"] == 1.0  # type: ignore[index]
     done = Snapshot("d", "uploaded", None, {"download": 1, "conversion": 1, "upload": 1}, 0)
-    assert predict.episode_outlook(model, done, 10) is None
+    assert forecast.episode_outlook(model, done, 10) is None
 
 
 def test_the_eta_is_the_work_left_over_the_parallelism_seen() -> None:
@@ -103,13 +103,13 @@ def test_the_eta_is_the_work_left_over_the_parallelism_seen() -> None:
         for i in range(100)
     ]
     # no upload runs seen yet: that stage adds nothing, and says so through its absence
-    assert predict.predict(model, left, NOW)["stages"].keys() == {"downloading"}
+    assert forecast.predict(model, left, NOW)["stages"].keys() == {"downloading"}
     runs += [
         Run("uploading", r.start, r.end, True, r.audio_size, 1800.0)
         for r in lanes(40, lambda i: 60.0)
     ]
     model = predict.fit(runs, RETRIES, 300, NOW)
-    result = predict.predict(model, left, NOW)
+    result = forecast.predict(model, left, NOW)
     f = model.stages["uploading"].failure_rate
     work = 100 * 60 * (1 + f + f**2)  # expected attempts x duration
     assert result["remaining_work_seconds"]["p50"] == pytest.approx(work, rel=0.01)
@@ -119,10 +119,37 @@ def test_the_eta_is_the_work_left_over_the_parallelism_seen() -> None:
     assert eta90 > eta50
 
 
+def test_groups_add_up_to_the_episodes() -> None:
+    """The grouped forecast (what status uses at any scale) equals the sum of the episodes'."""
+    rng = random.Random(3)
+    runs = [
+        Run(stage, 0, 3 + size / 1e6 * rng.uniform(0.8, 1.2), rng.random() > 0.15, size, 1800.0)
+        for stage in predict.ORDER
+        for size in (rng.randint(20_000_000, 80_000_000) for _ in range(100))
+    ]
+    model = predict.fit(runs, RETRIES, 300, 1000)
+    snaps = []
+    for i in range(300):
+        stage = rng.choice(["discovered", "downloaded", "converted", "failed", "converting"])
+        failed = rng.choice(predict.ORDER) if stage == "failed" else None
+        attempts = {"download": rng.randint(0, 3), "conversion": rng.randint(0, 2), "upload": 0}
+        size = rng.choice([None, rng.randint(20_000_000, 80_000_000)])
+        snaps.append(Snapshot(f"e{i:03d}", stage, failed, attempts, 900, size, 1800.0))
+    result = forecast.predict(model, snaps, 1000)
+    outlooks = [o for s in snaps if (o := forecast.episode_outlook(model, s, 1000))]
+    mean = sum(o["_mean"] for o in outlooks)
+    assert result["remaining_work_seconds"]["p50"] == pytest.approx(mean, rel=1e-9, abs=0.1)
+    assert result["expected_skips"] == pytest.approx(sum(o["risk"] for o in outlooks), abs=0.01)
+    assert result["remaining_episodes"] == len(outlooks)
+    assert len(result["episodes"]) == len(outlooks)
+    top = forecast.predict(model, snaps, 1000, limit=5)["episodes"]
+    assert top == result["episodes"][:5]
+
+
 def test_no_history_no_eta() -> None:
     model = predict.fit([], RETRIES, 300, NOW)
     snap = Snapshot("a", "discovered", None, {"download": 0, "conversion": 0, "upload": 0}, NOW)
-    result = predict.predict(model, [snap], NOW)
+    result = forecast.predict(model, [snap], NOW)
     assert result["eta_p50"] is None and "not enough history" in result["note"]
 
 
@@ -195,10 +222,11 @@ def test_reports_show_the_predictions(worked: StateManager, run: Cli) -> None:
 def test_runs_from_the_cache_match_the_files(worked: StateManager) -> None:
     worked.refresh()
     rows = worked.cache.query(
-        "SELECT episode_id, timestamp, from_stage, to_stage FROM processing_log"
+        "SELECT episode_id, timestamp, from_stage, to_stage, audio_size, audio_duration"
+        " FROM processing_log JOIN episode_states USING (episode_id)"
         " ORDER BY episode_id, timestamp, id"
     )
-    runs = predict.runs_from_log([tuple(r) for r in rows], {})
+    runs = forecast.runs_from_log([tuple(r) for r in rows])
     expected = 0
     for episode in worked.list_episodes():
         history = episode.history
