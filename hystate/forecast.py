@@ -14,6 +14,7 @@ from hystate.predict import (
     DONE_AFTER,
     FEATURES,
     MAX_TRAINING_RUNS,
+    MIN_RUNS,
     ORDER,
     STILL_TO_DO,
     Z90,
@@ -76,8 +77,8 @@ def _plan(model: Model, stage: str, failed: str | None, attempts: tuple[int, int
     survive = 1.0
     for todo in _todo(stage, failed):
         stage_model = model.stages.get(todo)
-        if stage_model is None:
-            continue  # never seen: adds no time and no risk (the stage list shows its absence)
+        if stage_model is None or stage_model.runs < MIN_RUNS:
+            continue  # too little seen: no time, no risk (and no ETA: see forecast)
         budget = int(model.max_retries.get(ACTIVE_STAGES_BY_NAME[todo], 1))
         tries = max(budget - used[ACTIVE_STAGES_BY_NAME[todo]] + (stage == todo), 0)
         f = stage_model.failure_rate
@@ -225,8 +226,20 @@ def forecast(
     if not count:
         result["note"] = "no work left before upload"
         return result
-    if not model.stages or model.rate is None:
-        result["note"] = "not enough history: no timed runs of the active stages in the last 7 days"
+    needed = {s for g in groups for s in _todo(g.stage, g.failed_stage)}
+    needed |= {s for a in active for s in _todo(a.stage, a.failed_stage)}
+    thin = [
+        s
+        for s in ORDER
+        if s in needed and (s not in model.stages or model.stages[s].runs < MIN_RUNS)
+    ]
+    if thin:
+        result["note"] = (
+            f"not enough history: fewer than {MIN_RUNS} timed runs of {', '.join(thin)}"
+        )
+        return result
+    if model.rate is None:
+        result["note"] = "not enough history: no timed runs in the last 7 days"
         return result
     fast, slow = model.rate
     result["parallelism"] = {"p50": round(fast, 2), "p10": round(slow, 2)}
@@ -363,7 +376,8 @@ def describe(prediction: dict[str, Any]) -> list[str]:
     if risky:
         shown = ", ".join(f"{e['episode_id']} {100 * e['risk']:.0f}% ({e['stage']})" for e in risky)
         lines.append(f"most at risk of ending skipped: {shown}")
-    lines.append(f"expected to end skipped: {prediction['expected_skips']:g} episodes")
+    if prediction["eta_p50"]:
+        lines.append(f"expected to end skipped: {prediction['expected_skips']:g} episodes")
     return lines
 
 

@@ -47,6 +47,7 @@ STILL_TO_DO = {
 }
 FEATURES = ("audio_size", "audio_duration")
 MIN_RUNS_FOR_LINE = 10
+MIN_RUNS = 10  # a stage with fewer timed runs is not used for risk or ETA (too few to tell)
 MIN_R2 = 0.10
 MAX_TRAINING_RUNS = 3_000  # the model learns from the episodes of the latest runs
 WINDOW = timedelta(days=7)

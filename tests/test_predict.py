@@ -102,8 +102,10 @@ def test_the_eta_is_the_work_left_over_the_parallelism_seen() -> None:
         Snapshot(f"e{i}", "converted", None, {"download": 1, "conversion": 1, "upload": 0}, NOW)
         for i in range(100)
     ]
-    # no upload runs seen yet: that stage adds nothing, and says so through its absence
-    assert forecast.predict(model, left, NOW)["stages"].keys() == {"downloading"}
+    # no upload runs seen yet: no ETA rather than one that leaves the uploads out
+    early = forecast.predict(model, left, NOW)
+    assert early["eta_p50"] is None
+    assert early["note"] == "not enough history: fewer than 10 timed runs of uploading"
     runs += [
         Run("uploading", r.start, r.end, True, r.audio_size, 1800.0)
         for r in lanes(40, lambda i: 60.0)
