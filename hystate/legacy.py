@@ -88,6 +88,8 @@ def _episode_root(root: Path) -> Path:
         mode = os.lstat(root).st_mode
     except OSError as exc:
         raise InvalidData(f"{root}: cannot read: {exc.strerror}") from exc
+    if stat.S_ISLNK(mode):
+        raise InvalidData(f"{root}: is a symlink; give the directory's own path")
     if not stat.S_ISDIR(mode):
         raise InvalidData(f"{root}: not a directory")
     nested = root / "archive_org"

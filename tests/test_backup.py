@@ -129,3 +129,17 @@ def test_the_backup_file_is_replaced_only_once_verified(
     assert run("backup", "-o", str(bundle)).exit_code == 0
     assert bundle.read_bytes().startswith(b"# v2 git bundle")
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_detached_head_on_no_branch_round_trips(
+    repo: Path, run: Cli, manager: StateManager, episode_id: str, tmp_path: Path
+) -> None:
+    git(repo, "checkout", "-q", "--detach")
+    manager.update_state(episode_id, "downloading", worker="dl")  # a commit on no branch
+    bundle = tmp_path / "detached.bundle"
+    assert run("backup", "-o", str(bundle)).exit_code == 0
+    target = tmp_path / "restored"
+    assert run("restore", str(bundle), str(target)).exit_code == 0
+    assert all_commits(target) == all_commits(repo)
+    assert git(target, "rev-parse", "HEAD") == git(repo, "rev-parse", "HEAD")
+    assert tracked_files(target) == tracked_files(repo)

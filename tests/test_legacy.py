@@ -355,3 +355,12 @@ def test_the_real_command(repo: Path, legacy: Path) -> None:
     assert proc.returncode == 5
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_symlinked_directory_is_refused(
+    repo: Path, run: Cli, legacy: Path, tmp_path: Path
+) -> None:
+    link = tmp_path / "link"
+    os.symlink(legacy, link)
+    result = run("import", "--from", str(link))
+    assert result.exit_code == 5 and "is a symlink" in result.output

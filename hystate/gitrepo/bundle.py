@@ -101,6 +101,8 @@ def verify_bundle(path: Path) -> BundleInfo:
                     "--quiet",
                     str(path.resolve()),
                     "refs/*:refs/*",
+                    # HEAD may name commits on no branch (detached): keep them for the count
+                    *(["HEAD:refs/bundle/HEAD"] if " HEAD\n" in f"{listed}\n" else []),
                 ],
                 work,
                 "verify",
@@ -147,7 +149,8 @@ def clone_bundle(path: Path, target: Path, info: BundleInfo) -> GitRepo:
         )
         if branches:
             _run(["symbolic-ref", "HEAD", branches[0]], target, "restore")
-        else:
+        else:  # a detached HEAD: its commits may be on no branch, so fetch them too
+            _run(["fetch", "--quiet", source, "HEAD"], target, "restore")
             _run(["update-ref", "--no-deref", "HEAD", info.head], target, "restore")
         _run(["reset", "--hard", "--quiet", "HEAD"], target, "restore")
     return GitRepo.discover(target)
