@@ -81,8 +81,14 @@ def _plan(
     """rel path -> (path, new content, old content or None for a new file); checks them all."""
     at = now_utc()
     writes: dict[str, tuple[Path, bytes, bytes | None]] = {}
+    in_head = manager._ids_in_head()  # a sparse checkout leaves some out of the work tree
     for legacy in episodes:
         path = manager.store.find(legacy.identifier)
+        if path is None and legacy.identifier in in_head:
+            result.skipped[legacy.identifier] = (
+                "outside the sparse checkout (in HEAD, not in the work tree); left alone"
+            )
+            continue
         if path is None:
             doc = _new_doc(legacy, at, manager.worker)
             path = manager.store.path_for(legacy.identifier, legacy.date)
@@ -185,7 +191,7 @@ def _commit(
 
 
 def _message(result: ImportResult, source: Path, worker: str) -> str:
-    from hystate.manager import trailers
+    from hystate.audit import trailers
 
     added, updated = len(result.added), len(result.updated)
     subject = f"import: {added} new, {updated} updated episode{'s' if added + updated != 1 else ''}"

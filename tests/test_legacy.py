@@ -364,3 +364,19 @@ def test_a_symlinked_directory_is_refused(
     os.symlink(legacy, link)
     result = run("import", "--from", str(link))
     assert result.exit_code == 5 and "is a symlink" in result.output
+
+
+def test_an_episode_outside_a_sparse_checkout_is_not_made_anew(
+    repo: Path, run: Cli, tmp_path: Path, manager: StateManager
+) -> None:
+    episode = manager.list_episodes()[0]
+    year = episode.date[:4]
+    git(repo, "sparse-checkout", "set", "--no-cone", "/*", f"!/processed/{year}/")
+    assert manager.store.find(episode.episode_id) is None
+    source = make_legacy(tmp_path / "old", [legacy_doc(episode.episode_id, episode.date)])
+    head = commits(repo)
+    result = run("import", "--from", str(source), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["added"] == [] and "sparse checkout" in report["skipped"][0]["reason"]
+    assert commits(repo) == head
