@@ -48,6 +48,10 @@ ACTIVE_STAGES: dict[ProcessingStage, str] = {
 
 TERMINAL_STAGES = (ProcessingStage.PUBLISHED, ProcessingStage.SKIPPED)
 
+# The fixed order of the keys of ``files``; ``source_md5`` came later and is optional, so a
+# file written before it existed lacks it. ``put_file_key`` adds it in its place.
+FILES_KEYS = ("source_url", "source_md5", "audio_file", "video_file", "transcript_file")
+
 
 def check_id(episode_id: str) -> str:
     """Reject anything that is not a plain episode id before it is used to build a path."""
@@ -75,6 +79,7 @@ def new_episode(
     date: str,
     archive_identifier: str | None = None,
     source_url: str | None = None,
+    source_md5: str | None = None,
     at: str,
     by: str,
 ) -> dict[str, Any]:
@@ -92,6 +97,7 @@ def new_episode(
         "worker": None,
         "files": {
             "source_url": source_url or f"https://archive.org/details/{archive_id}",
+            "source_md5": source_md5,
             "audio_file": None,
             "video_file": None,
             "transcript_file": None,
@@ -112,6 +118,14 @@ def new_episode(
         "error_history": [],
         "history": [{"at": at, "from": None, "to": ProcessingStage.DISCOVERED.value, "by": by}],
     }
+
+
+def put_file_key(doc: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``files.<key>`` keeping the fixed key order, also when the key is new to the file."""
+    files = doc["files"]
+    files[key] = value
+    order = {k: i for i, k in enumerate(FILES_KEYS)}
+    doc["files"] = dict(sorted(files.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
 class EpisodeState:

@@ -315,6 +315,44 @@ class _Collector:
         all_ = sum(counts.values())
         total.add_metric([], (counts["published"] + counts["skipped"]) / all_ if all_ else 0.0)
         yield total
+        yield from _prediction_metrics(self.manager)
+
+
+def _prediction_metrics(manager: StateManager) -> Any:
+    """hystate.predict's figures; a quantile without enough history is left out."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from hystate.forecast import predict_summary
+
+    p = predict_summary(manager)
+    eta = GaugeMetricFamily(
+        "hystate_predicted_completion_timestamp_seconds",
+        "Predicted Unix time when every episode is uploaded or skipped.",
+        labels=["quantile"],
+    )
+    for quantile, key in (("0.5", "eta_p50"), ("0.9", "eta_p90")):
+        if p[key]:
+            eta.add_metric([quantile], parse_time(p[key]).timestamp())
+    yield eta
+    work = GaugeMetricFamily(
+        "hystate_predicted_remaining_work_seconds",
+        "Predicted run time still needed by the active stages, summed over episodes.",
+        labels=["quantile"],
+    )
+    work.add_metric(["0.5"], p["remaining_work_seconds"]["p50"])
+    work.add_metric(["0.9"], p["remaining_work_seconds"]["p90"])
+    yield work
+    rate = GaugeMetricFamily(
+        "hystate_stage_failure_rate", "Share of runs of a stage that failed.", labels=["stage"]
+    )
+    for stage, model in p["stages"].items():
+        rate.add_metric([stage], model["failure_rate"])
+    yield rate
+    skips = GaugeMetricFamily(
+        "hystate_predicted_skips", "Expected number of unfinished episodes that end skipped."
+    )
+    skips.add_metric([], p["expected_skips"])
+    yield skips
 
 
 def _label(when: datetime, span: float) -> str:

@@ -15,6 +15,7 @@ from hystate.model import (
     EpisodeState,
     ProcessingStage,
     parse_time,
+    put_file_key,
 )
 
 S = ProcessingStage
@@ -187,6 +188,9 @@ def apply_change(episode: EpisodeState, change: Change) -> dict[str, Any]:
 
 def _set_fields(doc: dict[str, Any], fields: list[tuple[tuple[str, ...], Any]]) -> None:
     for path, value in fields:
+        if path[:1] == ("files",) and len(path) == 2:
+            put_file_key(doc, path[1], value)  # keeps the fixed order for a key new to the file
+            continue
         target = doc
         for part in path[:-1]:
             target = target[part]
@@ -196,6 +200,8 @@ def _set_fields(doc: dict[str, Any], fields: list[tuple[tuple[str, ...], Any]]) 
 def field_path(key: str, known: dict[str, Any]) -> tuple[str, ...]:
     """Check a dotted field name against the settable keys of episode document ``known``."""
     settable = [*SETTABLE_TOP, *(f"{o}.{k}" for o in SETTABLE_OBJECTS for k in known.get(o, {}))]
+    if "files.source_md5" not in settable:  # optional: older files lack the key
+        settable.append("files.source_md5")
     if key not in settable:
         raise InvalidData(
             f"--set {key}: unknown or read-only field (settable: {', '.join(settable)})"

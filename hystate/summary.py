@@ -24,6 +24,8 @@ def generate_summary(manager: StateManager, now: datetime | None = None) -> dict
     total = sum(progress.values())
     done = sum(progress[s] for s in DONE)
     eta, throughput = estimate_completion(manager, total - done, now)
+    from hystate.forecast import predict_summary
+
     return {
         "timestamp": now.isoformat(timespec="seconds"),
         "total_episodes": total,
@@ -31,6 +33,7 @@ def generate_summary(manager: StateManager, now: datetime | None = None) -> dict
         "completion_percentage": round(100 * done / total, 1) if total else 0.0,
         "estimated_completion": eta,
         "throughput": throughput,
+        "predictions": predict_summary(manager, now),
     }
 
 

@@ -181,6 +181,9 @@ def status(opts: Options, as_json: bool) -> None:
         click.echo(f"estimated completion: {summary['estimated_completion']}{basis}")
     else:
         click.echo(f"estimated completion: unknown ({throughput.get('note', '')})")
+    from hystate.forecast import describe
+
+    click.echo("\n".join(describe(summary["predictions"])))
 
 
 @cli.command(name="next")

@@ -41,8 +41,9 @@ def init(opts: Options) -> None:
     "--from",
     "source",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="advancedsearch JSON, scrape JSON, JSON array, JSON lines, or CSV.",
+    type=click.Path(path_type=Path),
+    help="advancedsearch JSON, scrape JSON, JSON array, JSON lines, CSV, or a legacy state "
+    "directory (as `hystate import`).",
 )
 @worker_option
 @json_option
@@ -51,13 +52,20 @@ def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> 
     """Create a file for every new episode in a catalog file (one commit).
 
     Episodes that already have a file are left alone. A malformed file is rejected whole
-    (exit 5) before anything is written.
+    (exit 5) before anything is written. A directory is read as the first migration tool's
+    state directory: see `hystate import`.
 
     \b
     Example:
       hystate discover --from archive-org-search-hooting-yard.json
     """
     from hystate.discover import read_records
+
+    if source.is_dir() and not source.is_symlink():
+        from hystate.cli.migration import import_dir
+
+        import_dir(opts, source, False, worker, as_json)
+        return
 
     records = read_records(source)
     result = opts.manager(worker, cli_worker=False).discover(records, source=source.name)
