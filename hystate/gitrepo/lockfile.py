@@ -49,8 +49,8 @@ class LockFile:
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
-            except BaseException:
-                self._drop_owner()
+            except BaseException:  # interrupted: never leave a lock nobody can tell is ours
+                self._release_if_linked()
                 raise
 
     def _create(self) -> int:
@@ -87,6 +87,15 @@ class LockFile:
             self._fd = -1
             self.path.unlink(missing_ok=True)
             self._drop_owner()
+
+    def _release_if_linked(self) -> None:
+        if self._owner is not None:
+            try:
+                if os.lstat(self.path).st_ino == os.lstat(self._owner).st_ino:
+                    self.path.unlink()
+            except OSError:
+                pass
+        self._drop_owner()
 
     def _drop_owner(self) -> None:
         if self._owner is not None:
