@@ -57,11 +57,12 @@ class LockFile:
         if self._owner is not None:
             try:
                 os.link(self._owner, self.path)
-                return os.open(self.path, os.O_WRONLY | os.O_TRUNC)
             except FileExistsError:
                 raise
             except OSError:  # no hard links on this file system: a plain, anonymous lock
                 self._drop_owner()
+            else:
+                return os.open(self.path, os.O_WRONLY | os.O_TRUNC)
         return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
     @property
