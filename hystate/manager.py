@@ -13,23 +13,21 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit
+from hystate import audit, leases, work
 from hystate.config import Config
 from hystate.discover import Record
 from hystate.errors import (
     GitError,
-    IllegalTransition,
     InvalidData,
-    LockBusy,
     Problem,
     UnknownEpisode,
     UsageError,
 )
 from hystate.gitrepo import GitRepo, default_worker
+from hystate.leases import Lease
 from hystate.locks import StateLock
 from hystate.model import (
     EpisodeState,
@@ -40,7 +38,6 @@ from hystate.model import (
 )
 from hystate.parallel import chunked_map
 from hystate.rules import (
-    NEXT_STAGES,
     Change,
     ErrorRecovery,
     NoOp,
@@ -50,6 +47,7 @@ from hystate.rules import (
 )
 from hystate.store import GITATTRIBUTES, GITIGNORE, EpisodeStore, dump, invalid_file
 from hystate.validation import episode_problems
+from hystate.work import RetryOutcome
 
 if TYPE_CHECKING:
     from hystate.cache import RefreshResult, StateCache
@@ -75,14 +73,6 @@ class DiscoverResult:
     added: list[str]
     existing: list[str]
     commit: str | None
-
-
-@dataclass(frozen=True)
-class RetryOutcome:
-    episode_id: str
-    action: str  # retried | skipped | waiting | would-retry | would-skip
-    detail: str = ""
-    commit: str | None = None
 
 
 class StateManager:
@@ -124,7 +114,9 @@ class StateManager:
                 f"state directory {self.state_dir} is outside the repository {self.repo.root}"
             ) from None
         self.store = EpisodeStore(self.state_dir, self.repo.root)
-        self.worker = check_worker(worker) if worker else default_worker()
+        named = worker or os.environ.get("HYSTATE_WORKER") or None
+        self.worker = check_worker(named) if named else default_worker()
+        self.worker_named = named is not None
         self.recovery = ErrorRecovery(
             self.config.get("recovery.max_retries"), self.config.get("recovery.retry_delay")
         )
@@ -192,8 +184,13 @@ class StateManager:
             )
         return path
 
-    def get_episode_state(self, episode_id: str) -> EpisodeState:
+    def episode(self, episode_id: str) -> EpisodeState:
+        """The episode read from its file; UnknownEpisode (exit 4) when there is none."""
         return self.store.read(self.path_of(episode_id))[1]
+
+    def get_episode_state(self, episode_id: str) -> EpisodeState | None:
+        """The seed's lookup: the episode, or None when there is no such episode."""
+        return self.episode(episode_id) if self.store.find(check_id(episode_id)) else None
 
     def iter_episodes(self) -> Iterator[EpisodeState]:
         """Every episode read from its file, validated; a broken file raises InvalidData."""
@@ -252,53 +249,37 @@ class StateManager:
         return {s.value: counts.get(s.value, 0) for s in S}
 
     def get_next_for_processing(
-        self, stage: str | ProcessingStage, limit: int = 1
+        self, stage: str | ProcessingStage, limit: int = 10
     ) -> list[EpisodeState]:
         """Episodes ready to enter ``stage`` (oldest air date first): those in a stage that
-        leads to it, and failed ones whose retry of ``stage`` is due."""
-        target = S.parse(stage)
-        before = [s.value for s, nexts in NEXT_STAGES.items() if target in nexts]
-        ready = self.list_episodes(before) if before else []
-        if target.is_active:
-            now = datetime.now(UTC)
-            ready += [
-                e
-                for e in self.list_episodes([S.FAILED])
-                if e.failed_stage is target and self.recovery.decide(e).due(now)
-            ]
-            ready.sort(key=lambda e: (e.date, e.episode_id))
-        return ready[: max(limit, 0)]
+        leads to it, failed ones whose retry of ``stage`` is due, and for ``published`` only
+        those whose scheduled time has come."""
+        return work.ready(self, stage, limit)
 
     def claim_next(
         self, stage: str | ProcessingStage, limit: int = 1, *, worker: str | None = None
     ) -> list[TransitionResult]:
-        """Move up to ``limit`` ready episodes into ``stage`` for ``worker``, one commit each.
-        Workers claiming at once never get the same episode: each move is made under the
-        episode's lock against its current file, and a lost race just moves on."""
-        target = S.parse(stage)
-        claimed: list[TransitionResult] = []
-        tried: set[str] = set()
-        while len(claimed) < limit:
-            batch = [
-                e
-                for e in self.get_next_for_processing(target, limit * 2 + len(tried) + 4)
-                if e.episode_id not in tried
-            ]
-            if not batch:
-                break
-            for episode in batch:
-                tried.add(episode.episode_id)
-                try:
-                    result = self.update_state(
-                        episode.episode_id, target, worker=worker, force=True, lock_timeout=0
-                    )
-                except (IllegalTransition, LockBusy):
-                    continue
-                if result.changed:
-                    claimed.append(result)
-                if len(claimed) >= limit:
-                    break
-        return claimed
+        """Move up to ``limit`` ready episodes into ``stage`` for ``worker``, one commit each;
+        two workers never get the same episode. With ``recovery.auto_resume``, stuck episodes
+        are first marked lost and exhausted ones skipped (see ``hystate.work``)."""
+        return work.claim(self, stage, limit, worker)
+
+    # -- leases (no commits: see hystate.leases) -------------------------------------------
+
+    def heartbeat(
+        self, episode_id: str, *, seconds: float | None = None, register_pid: bool = False
+    ) -> Lease:
+        """Renew the lease on ``episode_id``'s active stage (default length: the stage
+        timeout). ``register_pid``: judge this process's death as the worker's."""
+        worker = self.worker if self.worker_named else None
+        return leases.renew(
+            self, episode_id, seconds=seconds, worker=worker, register_pid=register_pid
+        )
+
+    def lease(self, episode_id: str, *, seconds: float | None = None) -> leases.LeaseKeeper:
+        """``with manager.lease(id):`` renews the lease in the background while you work."""
+        worker = self.worker if self.worker_named else None
+        return leases.LeaseKeeper(self, episode_id, seconds=seconds, worker=worker)
 
     def events(
         self, *, since: str | None = None, until: str | None = None, episode_id: str | None = None
@@ -378,17 +359,27 @@ class StateManager:
         worker: str | None = None,
         force: bool = False,
         lock_timeout: float | None = None,
+        **seed_fields: Any,
     ) -> TransitionResult:
         """Move an episode to ``stage`` (one commit), or do nothing if it already is there
         with the same data. ``fields`` sets dotted keys (``{"files.audio_file": "a.mp3"}``);
-        ``force`` lets a retry go before its backoff delay has passed."""
+        the seed's names work too (``audio_file=Path(...)``, ``youtube_video_id=...``,
+        ``status_message=...``, ``error=...``: see ``hystate.seed_api``). ``force`` lets a
+        retry go before its backoff delay has passed."""
+        if seed_fields:
+            from hystate.seed_api import seed_update
+
+            return seed_update(
+                self, episode_id, stage, seed_fields, message=message, fields=fields,
+                worker=worker, force=force, lock_timeout=lock_timeout,
+            )  # fmt: skip
         target = S.parse(stage)
         message = check_message(message)
         actor = check_worker(worker) if worker else self.worker
 
         def build(episode: EpisodeState) -> Change:
-            if episode.stage is S.FAILED and target is episode.failed_stage:
-                self._check_retry(episode, force)
+            if episode.stage is S.FAILED and target.is_active:
+                work.check_retry(self, episode, target, force)
             paths = [(field_path(k, episode.data), v) for k, v in (fields or {}).items()]
             return Change(target, now_utc(), actor, worker=actor, message=message, fields=paths)
 
@@ -423,66 +414,17 @@ class StateManager:
         )
 
     def retry(
-        self, episode_ids: Iterable[str] | None = None, *, now: bool = False, dry_run: bool = False
+        self,
+        episode_ids: Iterable[str] | None = None,
+        *,
+        now: bool = False,
+        dry_run: bool = False,
+        to: str | ProcessingStage | None = None,
     ) -> list[RetryOutcome]:
-        """Send failed episodes back to the stage that failed, when their delay has passed
-        (``now`` ignores the delay); those out of attempts go to skipped with the reason."""
-        if episode_ids is None:
-            targets = [e for e in self.iter_episodes() if e.stage is S.FAILED]
-        else:
-            targets = [self.get_episode_state(check_id(i)) for i in episode_ids]
-            for episode in targets:
-                if episode.stage is not S.FAILED:
-                    stage = episode.stage.value
-                    raise IllegalTransition(
-                        f"{episode.episode_id} is {stage}, not failed: nothing to retry"
-                    )
-        clock = datetime.now(UTC)
-        outcomes = []
-        for episode in targets:
-            try:
-                outcomes.append(self._retry_one(episode, clock, now=now, dry_run=dry_run))
-            except (IllegalTransition, LockBusy) as exc:
-                if episode_ids is not None:
-                    raise
-                # --all: another worker moved it meanwhile (claimed the retry itself)
-                outcomes.append(RetryOutcome(episode.episode_id, "changed-meanwhile", str(exc)))
-        return outcomes
-
-    def _retry_one(
-        self, episode: EpisodeState, clock: datetime, *, now: bool, dry_run: bool
-    ) -> RetryOutcome:
-        decision = self.recovery.decide(episode)
-        eid = episode.episode_id
-        if decision.exhausted:
-            reason = self.recovery.exhausted_reason(episode, decision)
-            if dry_run:
-                return RetryOutcome(eid, "would-skip", reason)
-            result = self.skip(eid, reason)
-            return RetryOutcome(eid, "skipped", reason, result.commit)
-        if now or decision.due(clock):
-            attempt = f"attempt {decision.attempts + 1} of {decision.max_attempts}"
-            detail = f"{decision.stage.value}, {attempt}"
-            if dry_run:
-                return RetryOutcome(eid, "would-retry", detail)
-            result = self.update_state(eid, decision.stage, force=True)
-            return RetryOutcome(eid, "retried", detail, result.commit)
-        due = decision.due_at.isoformat(timespec="seconds") if decision.due_at else "now"
-        return RetryOutcome(eid, "waiting", f"due at {due}")
-
-    def _check_retry(self, episode: EpisodeState, force: bool) -> None:
-        decision = self.recovery.decide(episode)
-        if decision.exhausted:
-            raise IllegalTransition(
-                f"{episode.episode_id}: retries exhausted ({decision.attempts} of "
-                f"{decision.max_attempts}); `hystate retry {episode.episode_id}` marks it skipped"
-            )
-        if not force and not decision.due(datetime.now(UTC)):
-            due = decision.due_at.isoformat(timespec="seconds") if decision.due_at else "now"
-            raise IllegalTransition(
-                f"{episode.episode_id}: retry not due until {due}",
-                hint="wait, or force it with `hystate retry --now`",
-            )
+        """Send failed episodes back to the stage that failed, or to an earlier active stage
+        (``to``), when their delay has passed (``now`` ignores it); those out of attempts go
+        to skipped with the reason."""
+        return work.retry(self, episode_ids, now=now, dry_run=dry_run, to=to)
 
     def _transition(
         self,

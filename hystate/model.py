@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import date as date_type
+from enum import Enum, StrEnum
+from pathlib import Path
 from typing import Any
 
 from hystate.errors import UsageError
@@ -128,14 +131,92 @@ def put_file_key(doc: dict[str, Any], key: str, value: Any) -> None:
     doc["files"] = dict(sorted(files.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
+class _Field:
+    """One of the seed's ``EpisodeState`` attributes, kept in the file's own keys
+    (``audio_file`` is ``files.audio_file``). ``kind``: "path" gives a Path, "time" a datetime,
+    "live" the list itself (the seed's ``handle_error`` appends to ``error_history``)."""
+
+    def __init__(self, *keys: str, kind: str = "") -> None:
+        self.keys = keys
+        self.kind = kind
+
+    def __get__(self, obj: EpisodeState | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value: Any = obj.data
+        for key in self.keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            return None
+        if self.kind == "path":
+            return Path(value)
+        if self.kind == "time":
+            return parse_time(str(value))
+        return value
+
+    def __set__(self, obj: EpisodeState, value: Any) -> None:
+        target = obj.data
+        for key in self.keys[:-1]:
+            target = target[key]
+        target[self.keys[-1]] = to_file_value(value)
+
+
+def to_file_value(value: Any) -> Any:
+    """A Python value as the file keeps it: paths as text, times as ISO 8601 in UTC."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.astimezone()  # naive: the local time
+        return aware.astimezone(UTC).isoformat(timespec="seconds")
+    if isinstance(value, date_type):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
 class EpisodeState:
-    """A read-only view of one episode file (``data`` keeps the file's own keys and order)."""
+    """A view of one episode file (``data`` keeps the file's own keys and order).
+
+    The seed's attributes read (and, on a copy you own, write) the file's keys:
+    ``state.audio_file`` is ``Path(data["files"]["audio_file"])``, ``state.download_attempts``
+    is ``data["attempts"]["download"]``. ``EpisodeState(episode_id=..., archive_identifier=...,
+    date=..., title=..., stage=..., ...)`` builds one the seed's way (see ``hystate.seed_api``).
+    """
 
     __slots__ = ("data", "path")
 
-    def __init__(self, data: dict[str, Any], path: str | None = None) -> None:
-        self.data = data
-        self.path = path
+    archive_identifier = _Field("archive_identifier")
+    status_message = _Field("status_message")
+    source_url = _Field("files", "source_url")
+    audio_file = _Field("files", "audio_file", kind="path")
+    video_file = _Field("files", "video_file", kind="path")
+    transcript_file = _Field("files", "transcript_file", kind="path")
+    download_attempts = _Field("attempts", "download")
+    conversion_attempts = _Field("attempts", "conversion")
+    upload_attempts = _Field("attempts", "upload")
+    youtube_video_id = _Field("youtube", "video_id")
+    scheduled_date = _Field("youtube", "scheduled_date", kind="time")
+    published_date = _Field("youtube", "published_date", kind="time")
+    playlist_ids = _Field("youtube", "playlist_ids", kind="live")
+    audio_duration = _Field("metrics", "audio_duration")
+    audio_size = _Field("metrics", "audio_size")
+    video_size = _Field("metrics", "video_size")
+    processing_time = _Field("metrics", "processing_time")
+    error_history = _Field("error_history", kind="live")
+
+    def __init__(
+        self, data: Any = None, path: Any = None, *seed_args: Any, **seed_fields: Any
+    ) -> None:
+        if isinstance(data, dict) and not seed_args and not seed_fields:
+            self.data: dict[str, Any] = data
+            self.path: str | None = None if path is None else str(path)
+            return
+        from hystate.seed_api import seed_document
+
+        positional = () if data is None else (data, path, *seed_args)
+        self.data = seed_document(positional, seed_fields)
+        self.path = None
 
     @property
     def episode_id(self) -> str:
@@ -178,10 +259,6 @@ class EpisodeState:
     @property
     def history(self) -> list[dict[str, Any]]:
         return list(self.data["history"])
-
-    @property
-    def error_history(self) -> list[dict[str, Any]]:
-        return list(self.data["error_history"])
 
     def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(self.data)

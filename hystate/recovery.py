@@ -5,8 +5,9 @@
   (the bad content is kept under .git/hystate-lost/);
 - leftover temp files; git's index out of step with HEAD for state files;
 - stale locks (hystate's, and git's own lock files a dead hystate process left);
-- episodes stuck in an active stage (worker provably gone on this host, or past the stage's
-  timeout): they become failed with "worker lost", so the retry budget applies;
+- episodes stuck in an active stage (their lease expired, or the worker process that registered
+  itself on this host is gone: see ``hystate.leases``): they become failed with "worker lost",
+  so the retry budget applies;
 - orphaned media files (only reported; removed only when asked);
 - caches out of date.
 Each repair takes the episode's lock first, so an episode a live worker is moving is left alone.
@@ -15,25 +16,23 @@ Each repair takes the episode's lock first, so an episode a live worker is movin
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit, yamlio
+from hystate import audit, leases, yamlio
 from hystate.errors import InvalidData, LockBusy
 from hystate.gitrepo.objects import object_id
 from hystate.locks import lock_status, pid_alive
-from hystate.model import EpisodeState, ProcessingStage, parse_time
-from hystate.rules import allowed_next
+from hystate.model import EpisodeState, ProcessingStage
+from hystate.rules import legal_move
 from hystate.validation import episode_problems
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
 
 S = ProcessingStage
-_HOST = socket.gethostname()
 
 
 @dataclass
@@ -58,9 +57,16 @@ class RecoveryManager:
 
     # -- the seed's API --------------------------------------------------------------------
 
-    def identify_incomplete(self) -> list[EpisodeState]:
-        """Episodes in an active stage: being worked on, or stuck."""
-        return [e for e in self.manager.iter_episodes() if e.stage.is_active]
+    def identify_incomplete(self) -> dict[ProcessingStage, list[str]]:
+        """The seed's map: every stage but published and skipped -> the ids in it (stages
+        with no episode are left out)."""
+        incomplete: dict[ProcessingStage, list[str]] = {}
+        for stage in S:
+            if stage not in (S.PUBLISHED, S.SKIPPED):
+                ids = [e.episode_id for e in self.manager.get_episodes_by_stage(stage)]
+                if ids:
+                    incomplete[stage] = ids
+        return incomplete
 
     def resume_processing(self) -> list[Finding]:
         """Mark stuck episodes failed ("worker lost") so they are retried like any failure."""
@@ -215,8 +221,8 @@ class RecoveryManager:
         ):
             return "uncommitted change that is not one transition", None
         entry = new.history[-1]
-        if entry["from"] != old.stage.value or new.stage not in allowed_next(
-            old.stage, old.failed_stage
+        if entry["from"] != old.stage.value or not legal_move(
+            old.stage, old.failed_stage, new.stage
         ):
             return f"uncommitted illegal move {old.stage.value} -> {new.stage.value}", None
         body = doc["status_message"]
@@ -266,27 +272,32 @@ class RecoveryManager:
             Finding("invalid", p.file, f"{p.path}: {p.message}") for p in self.manager.validate()
         ]
 
+    def _readable(self) -> list[EpisodeState]:
+        """Every episode whose file reads; broken ones are left to the `invalid` check."""
+        found = []
+        for path in self.store.iter_paths():
+            try:
+                found.append(self.store.read(path)[1])
+            except InvalidData:
+                continue
+        return found
+
     def stuck(self) -> list[tuple[EpisodeState, str]]:
-        """Episodes stuck in an active stage, with the reason (read from the cache)."""
-        timeouts = self.manager.config.get("recovery.stage_timeouts")
+        """Episodes stuck in an active stage (lease expired, or the worker process that
+        registered itself on this host is gone), with the reason. See ``hystate.leases``."""
         now = datetime.now(UTC)
         active = [s for s in S if s.is_active]
         try:
             candidates = self.manager.list_episodes(active)
         except InvalidData:  # a broken file (reported as invalid): read the others directly
-            candidates = []
-            for path in self.store.iter_paths():
-                try:
-                    candidates.append(self.store.read(path)[1])
-                except InvalidData:
-                    continue
-            candidates = [e for e in candidates if e.stage.is_active]
+            candidates = [e for e in self._readable() if e.stage.is_active]
         found = []
         for episode in candidates:
-            limit = timedelta(seconds=float(timeouts[episode.stage.value]))
-            reason = _stuck_reason(episode, now, limit)
+            reason = leases.stuck_reason(self.manager, episode, now)
             if reason is not None:
                 found.append((episode, reason))
+        if self.manager.locks_dir.is_dir():
+            leases.prune(self.manager.locks_dir, (e.episode_id for e in candidates))
         return found
 
     def _stuck(self, repair: bool) -> list[Finding]:
@@ -296,10 +307,10 @@ class RecoveryManager:
             finding = Finding("stuck", path, f"{episode.stage.value}: {reason}")
             if repair:
                 try:
-                    self.manager.fail(
-                        episode.episode_id, f"worker lost: {reason}", worker="hystate-fsck"
-                    )
+                    leases.mark_lost(self.manager, episode.episode_id, by="hystate-fsck")
                     finding.repaired, finding.action = True, "marked failed (worker lost)"
+                except leases.StillWorking:
+                    continue  # renewed meanwhile: not stuck after all
                 except Exception as exc:
                     finding.action = f"not repaired: {exc}"
             found.append(finding)
@@ -311,7 +322,7 @@ class RecoveryManager:
             return []
         referenced: set[Path] = set()
         found = []
-        for episode in self.manager.iter_episodes():
+        for episode in self._readable():
             for key in ("audio_file", "video_file", "transcript_file"):
                 value = episode.data["files"][key]
                 if not value:
@@ -352,18 +363,6 @@ class RecoveryManager:
             self.manager.refresh()
             finding.repaired, finding.action = True, "refreshed"
         return [finding]
-
-
-def _stuck_reason(episode: EpisodeState, now: datetime, timeout: timedelta) -> str | None:
-    worker = episode.worker or ""
-    host, _, pid = worker.rpartition(":")
-    if host == _HOST and pid.isdigit() and not pid_alive(int(pid)):
-        return f"worker {worker} is gone"
-    entered = parse_time(episode.history[-1]["at"])
-    if now - entered > timeout:
-        spent, limit = int((now - entered).total_seconds()), int(timeout.total_seconds())
-        return f"in stage for {spent}s, over the {limit}s timeout"
-    return None
 
 
 def _object_temp_files(objects: Path) -> list[Path]:

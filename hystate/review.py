@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hystate import audit, yamlio
 from hystate.model import ProcessingStage
-from hystate.rules import allowed_next
+from hystate.rules import legal_move
 from hystate.store import parse_content
 from hystate.validation import episode_problems
 
@@ -136,7 +136,7 @@ def _check_path(path: str, eid: str, old: Any, new: dict[str, Any], raw: bytes) 
                     line=line,
                 )
             ]
-        legal = dst is S.DISCOVERED if stage is None else dst in allowed_next(stage, failed)
+        legal = dst is S.DISCOVERED if stage is None else legal_move(stage, failed, dst)
         if not legal:
             came = stage.value if stage else "(new)"
             return [
@@ -148,7 +148,7 @@ def _check_path(path: str, eid: str, old: Any, new: dict[str, Any], raw: bytes) 
                 )
             ]
         if dst is S.FAILED:
-            failed = stage
+            failed = failed if stage is S.FAILED else stage  # failing again keeps the stage
         elif dst is not S.SKIPPED:
             failed = None
         stage = dst

@@ -9,11 +9,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from hystate import yamlio
-from hystate.errors import IllegalTransition, InvalidData
+from hystate.errors import IllegalTransition, InvalidData, UsageError
 from hystate.model import (
     ACTIVE_STAGES,
     EpisodeState,
     ProcessingStage,
+    now_utc,
     parse_time,
     put_file_key,
 )
@@ -29,7 +30,7 @@ NEXT_STAGES: dict[ProcessingStage, tuple[ProcessingStage, ...]] = {
     S.UPLOADING: (S.UPLOADED, S.FAILED),
     S.UPLOADED: (S.SCHEDULED,),
     S.SCHEDULED: (S.PUBLISHED,),
-    S.FAILED: (),  # back to its failed_stage, or skipped: see allowed_next
+    S.FAILED: (),  # back to its failed_stage or an earlier active stage, or skipped
     S.PUBLISHED: (),
     S.SKIPPED: (),
 }
@@ -42,16 +43,47 @@ _TRAILER_LINE = re.compile(r"^\s*hystate-[a-z-]*\s*:", re.IGNORECASE | re.MULTIL
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
+ACTIVE_ORDER = tuple(ACTIVE_STAGES)  # downloading, converting, uploading
+
+
+def retry_stages(failed_stage: ProcessingStage | None) -> tuple[ProcessingStage, ...]:
+    """Where a failed episode may go back to: the stage that failed or any earlier active one
+    (a corrupt download shows up as a failed conversion)."""
+    if failed_stage is None:
+        return ()
+    return ACTIVE_ORDER[: ACTIVE_ORDER.index(failed_stage) + 1]
+
+
 def allowed_next(
     stage: ProcessingStage, failed_stage: ProcessingStage | None = None
 ) -> tuple[ProcessingStage, ...]:
     if stage is S.FAILED:
-        return (failed_stage, S.SKIPPED) if failed_stage else (S.SKIPPED,)
+        return (*retry_stages(failed_stage), S.SKIPPED)
     return NEXT_STAGES[stage]
 
 
+def legal_move(
+    stage: ProcessingStage, failed_stage: ProcessingStage | None, to: ProcessingStage
+) -> bool:
+    """A history step that is allowed: a transition, or one more failure of a failed episode."""
+    return to in allowed_next(stage, failed_stage) or stage is to is S.FAILED
+
+
 class StateTransitionValidator:
-    """Which moves are legal."""
+    """Which moves are legal. ``VALID_TRANSITIONS`` and ``can_transition`` are the seed's
+    table (failed may go back to any active stage); ``check`` applies the episode's own
+    ``failed_stage``."""
+
+    VALID_TRANSITIONS: dict[ProcessingStage, list[ProcessingStage]] = {
+        **{stage: list(nexts) for stage, nexts in NEXT_STAGES.items() if nexts},
+        S.FAILED: [*ACTIVE_STAGES, S.SKIPPED],
+    }
+
+    @classmethod
+    def can_transition(cls, from_stage: ProcessingStage, to_stage: ProcessingStage) -> bool:
+        return ProcessingStage(to_stage) in cls.VALID_TRANSITIONS.get(
+            ProcessingStage(from_stage), []
+        )
 
     def allowed(self, episode: EpisodeState) -> tuple[ProcessingStage, ...]:
         return allowed_next(episode.stage, episode.failed_stage)
@@ -97,19 +129,64 @@ class RetryDecision:
 
 
 class ErrorRecovery:
-    """Retry budget and backoff: ``retry_delay * 2**(attempts-1)`` after the last failure."""
+    """Retry budget and backoff: ``retry_delay * 2**(attempts-1)`` after the last failure.
 
-    def __init__(self, max_retries: dict[str, int], retry_delay: float) -> None:
-        self.max_retries = dict(max_retries)
+    ``ErrorRecovery()`` has the seed's budget (``MAX_RETRIES``: download 3, conversion 2,
+    upload 3); the manager builds one from ``recovery.max_retries`` and ``retry_delay``."""
+
+    MAX_RETRIES: dict[ProcessingStage, int] = {
+        S.DOWNLOADING: 3,
+        S.CONVERTING: 2,
+        S.UPLOADING: 3,
+    }
+
+    def __init__(self, max_retries: dict[str, int] | None = None, retry_delay: float = 300) -> None:
+        defaults = {kind: self.MAX_RETRIES[stage] for stage, kind in ACTIVE_STAGES.items()}
+        self.max_retries = {**defaults, **(max_retries or {})}
         self.retry_delay = float(retry_delay)
+        self.MAX_RETRIES = {stage: self.max_retries[k] for stage, k in ACTIVE_STAGES.items()}
 
     def delay_after(self, attempts: int) -> timedelta:
         return timedelta(seconds=self.retry_delay * 2 ** max(attempts - 1, 0))
 
-    def decide(self, episode: EpisodeState) -> RetryDecision:
-        stage = episode.failed_stage
-        if episode.stage is not S.FAILED or stage is None:
+    def should_retry(self, state: EpisodeState) -> bool:
+        """The seed's question: may the stage the episode is in (or failed in) run again?"""
+        stage = state.failed_stage if state.stage is S.FAILED else state.stage
+        if stage not in ACTIVE_STAGES:
+            return False
+        return state.attempts[ACTIVE_STAGES[stage]] < self.MAX_RETRIES[stage]
+
+    def handle_error(self, state: EpisodeState, error: BaseException | str) -> ProcessingStage:
+        """The seed's decision after an error: the stage to run again, or skipped. The error is
+        added to ``state.error_history`` in memory; record it for good with
+        ``StateManager.fail`` (a commit)."""
+        stage = state.failed_stage if state.stage is S.FAILED else state.stage
+        kind = ACTIVE_STAGES.get(stage) if stage else None
+        state.data["error_history"].append(
+            {
+                "at": now_utc(),
+                "stage": stage.value if stage else state.stage.value,
+                "attempt": state.attempts[kind] if kind else 0,
+                "error": str(error) or type(error).__name__,
+                "traceback": _traceback_text(),
+            }
+        )
+        if stage is not None and self.should_retry(state):
+            return stage
+        return S.SKIPPED
+
+    def decide(self, episode: EpisodeState, to: ProcessingStage | None = None) -> RetryDecision:
+        """The retry of a failed episode into ``to`` (default: the stage that failed)."""
+        failed = episode.failed_stage
+        if episode.stage is not S.FAILED or failed is None:
             raise IllegalTransition(f"{episode.episode_id} is {episode.stage.value}, not failed")
+        stage = failed if to is None else to
+        if stage not in retry_stages(failed):
+            allowed = ", ".join(s.value for s in retry_stages(failed))
+            raise IllegalTransition(
+                f"{episode.episode_id} failed in {failed.value}: a retry may go back to "
+                f"{allowed}, not {stage.value}"
+            )
         kind = ACTIVE_STAGES[stage]
         attempts = episode.attempts[kind]
         errors = episode.error_history
@@ -147,6 +224,12 @@ def apply_change(episode: EpisodeState, change: Change) -> dict[str, Any]:
     """The document after ``change``; raises NoOp or IllegalTransition. Pure: no I/O."""
     doc = copy.deepcopy(episode.data)
     current = episode.stage
+    if change.to is S.FAILED and not (change.error or change.message):
+        raise UsageError(f"{episode.episode_id}: failing needs the error (--error MSG)")
+    if change.to is current is S.FAILED:
+        _add_failure(doc, episode.failed_stage or S.DOWNLOADING, change)
+        doc["history"].append({"at": change.at, "from": "failed", "to": "failed", "by": change.by})
+        return doc
     if change.to is current:
         _set_fields(doc, change.fields)
         same_worker = not current.is_active or change.worker in (None, episode.worker)
@@ -163,18 +246,8 @@ def apply_change(episode: EpisodeState, change: Change) -> dict[str, Any]:
     doc["status_message"] = change.message
     doc["last_updated"] = change.at
     if change.to is S.FAILED:
-        kind = ACTIVE_STAGES[current]
         doc["failed_stage"] = current.value
-        doc["error_history"].append(
-            {
-                "at": change.at,
-                "stage": current.value,
-                "attempt": doc["attempts"][kind],
-                "error": change.error or change.message or "unknown error",
-                "traceback": change.traceback,
-            }
-        )
-        doc["status_message"] = change.error or change.message
+        _add_failure(doc, current, change)
     elif change.to is not S.SKIPPED:
         doc["failed_stage"] = None
     if change.to.is_active:
@@ -183,7 +256,47 @@ def apply_change(episode: EpisodeState, change: Change) -> dict[str, Any]:
     doc["history"].append(
         {"at": change.at, "from": current.value, "to": change.to.value, "by": change.by}
     )
+    check_dates(doc)
     return doc
+
+
+def _add_failure(doc: dict[str, Any], stage: ProcessingStage, change: Change) -> None:
+    error = change.error or change.message
+    doc["error_history"].append(
+        {
+            "at": change.at,
+            "stage": stage.value,
+            "attempt": doc["attempts"][ACTIVE_STAGES[stage]],
+            "error": error,
+            "traceback": change.traceback,
+        }
+    )
+    doc["status_message"] = error
+    doc["last_updated"] = change.at
+
+
+def check_dates(doc: dict[str, Any]) -> None:
+    """An episode cannot be published before the time it was scheduled for."""
+    youtube = doc["youtube"]
+    scheduled, published = youtube.get("scheduled_date"), youtube.get("published_date")
+    if not (scheduled and published):
+        return
+    try:
+        early = parse_time(published) < parse_time(scheduled)
+    except (TypeError, ValueError):
+        return  # not timestamps: the schema names that problem
+    if early:
+        raise InvalidData(
+            f"{doc['episode_id']}: youtube.published_date {published} is earlier than "
+            f"youtube.scheduled_date {scheduled}"
+        )
+
+
+def _traceback_text() -> str | None:
+    import traceback
+
+    text = traceback.format_exc()
+    return None if text.strip() == "NoneType: None" else text
 
 
 def _set_fields(doc: dict[str, Any], fields: list[tuple[tuple[str, ...], Any]]) -> None:

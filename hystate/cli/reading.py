@@ -31,7 +31,7 @@ def show(opts: Options, episode_id: str, as_json: bool) -> None:
     from hystate.model import check_id
 
     check_id(episode_id)
-    episode = opts.manager().get_episode_state(episode_id)
+    episode = opts.manager().episode(episode_id)
     if as_json:
         emit_json(episode.data)
     else:
