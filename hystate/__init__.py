@@ -5,6 +5,8 @@ The public API (imported lazily, so ``hystate`` commands start fast)::
     from hystate import StateManager
     manager = StateManager("processed")
     manager.update_state("hy0_hooting_yard_2004-04-14", "downloading", worker="dl-1")
+
+The seed document's API works as written beside it (``hystate.seed_api`` says how).
 """
 
 from __future__ import annotations
@@ -21,16 +23,21 @@ __all__ = [
     "HystateError",
     "IllegalTransition",
     "InvalidData",
+    "Lease",
     "LockBusy",
+    "LockTimeout",
     "ProcessingStage",
     "RecoveryManager",
     "ReportGenerator",
+    "RetryOutcome",
+    "StateDatabase",
     "StateLock",
     "StateManager",
     "StateTransitionValidator",
     "TransitionResult",
     "UnknownEpisode",
     "UsageError",
+    "YAMLPersistence",
 ]
 
 _WHERE = {
@@ -47,6 +54,11 @@ _WHERE = {
     "ErrorRecovery": "hystate.rules",
     "StateTransitionValidator": "hystate.rules",
     "StateLock": "hystate.locks",
+    "LockTimeout": "hystate.locks",
+    "Lease": "hystate.leases",
+    "RetryOutcome": "hystate.work",
+    "StateDatabase": "hystate.seed_api",
+    "YAMLPersistence": "hystate.seed_api",
     "StateManager": "hystate.manager",
     "TransitionResult": "hystate.manager",
     "DiscoverResult": "hystate.manager",
@@ -65,12 +77,15 @@ if TYPE_CHECKING:
         UnknownEpisode,
         UsageError,
     )
-    from hystate.locks import StateLock
+    from hystate.leases import Lease
+    from hystate.locks import LockTimeout, StateLock
     from hystate.manager import DiscoverResult, StateManager, TransitionResult
     from hystate.model import EpisodeState, ProcessingStage
     from hystate.recovery import RecoveryManager
     from hystate.reports import ReportGenerator
     from hystate.rules import ErrorRecovery, StateTransitionValidator
+    from hystate.seed_api import StateDatabase, YAMLPersistence
+    from hystate.work import RetryOutcome
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,8 @@ import os
 import random
 import socket
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,13 +96,34 @@ class LockOwner:
         return f"{self.host} pid {self.pid} since {self.acquired_at}"
 
 
-class StateLock:
-    """An exclusive lock file; use as a context manager."""
+class LockTimeout(LockBusy, TimeoutError):
+    """The seed's ``episode_lock`` raises a ``TimeoutError``; this is both that and LockBusy."""
 
-    def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
-        self.path = path
+
+class StateLock:
+    """An exclusive lock file; use as a context manager.
+
+    The seed's form also works: ``StateLock(lock_dir).episode_lock(episode_id)`` locks
+    ``<lock_dir>/<episode_id>.lock`` and raises ``LockTimeout`` (a ``TimeoutError``)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
         self.timeout = timeout
         self.held = False
+
+    @contextmanager
+    def episode_lock(self, episode_id: str) -> Iterator[StateLock]:
+        from hystate.model import check_id
+
+        lock = StateLock(self.path / f"{check_id(episode_id)}.lock", timeout=self.timeout)
+        try:
+            lock.acquire()
+        except LockBusy as exc:
+            raise LockTimeout(exc.message, hint=exc.hint) from None
+        try:
+            yield lock
+        finally:
+            lock.release()
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ from hystate.rules import (
     check_message,
     field_path,
 )
-from hystate.store import GITATTRIBUTES, GITIGNORE, EpisodeStore, dump, invalid_file
+from hystate.store import GITATTRIBUTES, EpisodeStore, dump, gitignore_text, invalid_file
 from hystate.validation import episode_problems
 from hystate.work import RetryOutcome
 
@@ -148,8 +148,9 @@ class StateManager:
         options hystate relies on. Safe to repeat."""
         self.repo.configure()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        ignore = gitignore_text(str(self.config.get("database_file")), self.rel_state_dir == ".")
         files = {
-            self.state_dir / ".gitignore": GITIGNORE.encode(),
+            self.state_dir / ".gitignore": ignore.encode(),
             self.state_dir / ".gitattributes": GITATTRIBUTES.encode(),
         }
         todo = {p: d for p, d in files.items() if not (p.exists() and p.read_bytes() == d)}

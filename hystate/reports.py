@@ -176,12 +176,38 @@ class ReportGenerator:
         y_labels = [(y(n), str(n)) for n in sorted({0, top // 2, top})]
         return Chart(width, height, lines, x_labels, y_labels)
 
-    def generate_html_report(self, period: str = "daily", path: Path | None = None) -> Path:
-        """Write the HTML report (by default into <state_dir>/reports/) and return its path."""
-        data = self.collect(period)
-        path = path or self.default_path("html", period)
-        _write(path, self.render_html(data))
-        return path
+    def generate_html_report(self, period: str = "daily") -> str:
+        """The seed's call: the HTML report as a string (``write`` puts it in a file)."""
+        self.manager.refresh()
+        return self.render_html(self.collect(period))
+
+    def write_configured(self) -> list[Path]:
+        """What ``reporting`` asks for, in one run: the daily and/or weekly report in
+        ``report_format`` (CSV once: it has no period), and always ``summary.json``."""
+        self.manager.refresh()
+        self.manager.cache.check_problems()
+        config = self.manager.config
+        fmt = str(config.get("reporting.report_format"))
+        periods = [p for p in ("daily", "weekly") if config.get(f"reporting.generate_{p}")]
+        written = []
+        for period in periods:
+            if fmt == "csv":
+                path = self.default_path("csv", period)
+                if path not in written:
+                    _write(path, self.render_csv())
+                    written.append(path)
+                continue
+            data = self.collect(period)
+            if fmt == "html":
+                path = self.default_path("html", period)
+                _write(path, self.render_html(data))
+            else:
+                path = self.default_path("html", period).with_suffix(".json")
+                _write(path, self.render_json(data))
+            written.append(path)
+        summary = self.default_path("json", "daily")
+        _write(summary, self.render_json(self.collect("daily")))
+        return [*written, summary]
 
     def render_html(self, data: dict[str, Any]) -> str:
         from jinja2 import Environment, PackageLoader, select_autoescape
@@ -201,7 +227,11 @@ class ReportGenerator:
         )
 
     def render_json(self, data: dict[str, Any]) -> str:
-        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        """The seed's ``generate_summary`` keys at the top level, then the report's details."""
+        rest = {k: v for k, v in data.items() if k != "summary"}
+        rest["throughput_by_period"] = rest.pop("throughput")
+        flat = {**data["summary"], **rest}
+        return json.dumps(flat, indent=2, ensure_ascii=False) + "\n"
 
     def render_csv(self) -> str:
         rows = self.manager.cache.query(

@@ -18,12 +18,13 @@ from hystate.validation import episode_problems
 
 _CONFLICT = re.compile(rb"^(<{7}|={7}|>{7}|\|{7})(\s|$)", re.MULTILINE)
 GITIGNORE = """\
-# hystate: caches, locks, temp files and reports are derived; never commit them
-index.json
-state.db
-state.db-*
-.locks/
-reports/
+# hystate: only the year folders hold state. Everything else here is derived or local (the
+# caches, whatever database_file is called; locks and leases; events.jsonl; reports; temp
+# files): never commit it.
+/*
+!/.gitignore
+!/.gitattributes
+!/[0-9][0-9][0-9][0-9]/
 .*.tmp
 """
 GITATTRIBUTES = """\
@@ -32,6 +33,15 @@ GITATTRIBUTES = """\
 # field by field by hystate's merge driver (`hystate init` configures it).
 *.yaml -text -eol -filter -ident -working-tree-encoding merge=hystate
 """
+# When the state directory is the repository's root, only hystate's own names are ignored.
+_ROOT_NAMES = ("index.json", ".locks/", "reports/", "events.jsonl", ".*.tmp")
+
+
+def gitignore_text(database_file: str, at_root: bool) -> str:
+    if not at_root:
+        return GITIGNORE
+    names = [*_ROOT_NAMES, f"/{database_file}", f"/{database_file}-*"]
+    return "# hystate: caches, locks, events, temp files, reports\n" + "\n".join(names) + "\n"
 
 
 class EpisodeStore:

@@ -80,7 +80,11 @@ def json_option(f: F) -> F:
 
 def worker_option(f: F) -> F:
     return click.option(
-        "--worker", metavar="NAME", help="Who does the work (default: host:pid of the caller)."
+        "--worker",
+        metavar="NAME",
+        envvar="HYSTATE_WORKER",
+        help="Who does the work (default: $HYSTATE_WORKER, else host:pid of the caller; a "
+        "name only: liveness comes from the lease, see `hystate heartbeat`).",
     )(f)
 
 

@@ -327,9 +327,7 @@ def rebuild(opts: Options) -> None:
     type=click.Choice(["html", "json", "csv"]),
     help="Default: reporting.report_format.",
 )
-@click.option(
-    "--period", type=click.Choice(["daily", "weekly"]), default="daily", show_default=True
-)
+@click.option("--period", type=click.Choice(["daily", "weekly"]), help="Default: daily.")
 @click.option(
     "-o",
     "--output",
@@ -337,15 +335,19 @@ def rebuild(opts: Options) -> None:
     help="Where to write ('-' for stdout); default: <state dir>/reports/.",
 )
 @pass_opts
-def report(opts: Options, fmt: str | None, period: str, output: str | None) -> None:
-    """Write a report: HTML (self-contained, with a progress chart), JSON summary, or CSV.
+def report(opts: Options, fmt: str | None, period: str | None, output: str | None) -> None:
+    """Write reports: HTML (self-contained, with a progress chart), JSON summary, or CSV.
 
-    By default into <state dir>/reports/: daily_report_YYYY-MM-DD.html,
-    weekly_report_YYYY-Www.html, summary.json, episodes_YYYY-MM-DD.csv. Prints the path.
+    Without options: what the config's `reporting` asks for, in one run (generate_daily,
+    generate_weekly, in report_format) plus summary.json. With --format, --period or -o: that
+    one report. Into <state dir>/reports/: daily_report_YYYY-MM-DD.html,
+    weekly_report_YYYY-Www.html, summary.json (the seed's summary keys at the top level),
+    episodes_YYYY-MM-DD.csv. Prints the paths.
 
     \b
     Examples:
       hystate report
+      hystate report --period weekly
       hystate report --format csv -o episodes.csv
       hystate report --format json -o -
     """
@@ -353,8 +355,12 @@ def report(opts: Options, fmt: str | None, period: str, output: str | None) -> N
 
     manager = _reader(opts)
     generator = ReportGenerator(manager)
+    if fmt is None and period is None and output is None:
+        for path in generator.write_configured():
+            click.echo(str(path.resolve()))
+        return
     text = generator.write(
-        fmt or str(manager.config.get("reporting.report_format")), period, output
+        fmt or str(manager.config.get("reporting.report_format")), period or "daily", output
     )
     if text is not None:
         click.echo(text, nl=False)

@@ -136,6 +136,7 @@ def _print_result(result: TransitionResult, as_json: bool) -> None:
     help="Set a field on the way, e.g. files.audio_file=audio/x.mp3 (repeatable).",
 )
 @click.option("--force", is_flag=True, help="Retry a failed episode before its delay has passed.")
+@click.option("--error", help="What went wrong: required with STAGE failed.")
 @worker_option
 @json_option
 @pass_opts
@@ -146,10 +147,14 @@ def advance(
     message: str | None,
     assignments: tuple[str, ...],
     force: bool,
+    error: str | None,
     worker: str | None,
     as_json: bool,
 ) -> None:
     """Move an episode to STAGE: one commit, or nothing if it is already there.
+
+    Entering downloading, converting or uploading starts a lease (the stage timeout); renew
+    it with `hystate heartbeat ID` while the work goes on.
 
     \b
     Examples:
@@ -157,17 +162,66 @@ def advance(
       hystate advance hy0_hooting_yard_2004-04-14 downloaded \\
           --set files.audio_file=audio/2004/hy0_hooting_yard_2004-04-14.mp3 \\
           --set metrics.audio_size=28363609
+      hystate advance hy0_hooting_yard_2004-04-14 failed --error "HTTP 503"
     """
+    from hystate.errors import UsageError
     from hystate.model import ProcessingStage, check_id
     from hystate.rules import parse_assignment
 
     check_id(episode_id)
     target = ProcessingStage.parse(stage)
     fields = dict(parse_assignment(a) for a in assignments)
+    if target is ProcessingStage.FAILED:
+        if not error:
+            raise UsageError("failing needs --error MSG (what went wrong)")
+        if fields:
+            raise UsageError("--set does not go with failed")
+        _print_result(opts.manager(worker).fail(episode_id, error), as_json)
+        return
+    if error:
+        raise UsageError("--error goes with STAGE failed only")
     result = opts.manager(worker).update_state(
         episode_id, target, message=message, fields=fields, force=force
     )
     _print_result(result, as_json)
+
+
+@cli.command()
+@click.argument("episode_id")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0, min_open=True, max=366 * 86400),
+    help="Lease length from now (default: the stage timeout, recovery.stage_timeouts).",
+)
+@worker_option
+@json_option
+@pass_opts
+def heartbeat(
+    opts: Options, episode_id: str, seconds: float | None, worker: str | None, as_json: bool
+) -> None:
+    """Renew the lease on an episode's active stage (no commit).
+
+    An episode in downloading, converting or uploading counts as stuck (`fsck --repair` and
+    claims with recovery.auto_resume mark it failed, "worker lost") once its lease expires.
+    Call this more often than the lease length while the work goes on. Exit 3 when the
+    episode is no longer in an active stage (it was marked lost: stop working on it), or when
+    --worker names another worker than the one holding it.
+
+    \b
+    Example (a worker script):
+      hystate advance "$id" downloading --worker dl-1
+      ( while sleep 60; do hystate heartbeat "$id" --worker dl-1 || exit; done ) &
+      curl -o "$mp3" "$url"; kill $!
+    """
+    from hystate.leases import renew
+    from hystate.model import check_id
+
+    check_id(episode_id)
+    lease = renew(opts.manager(cli_worker=False), episode_id, seconds=seconds, worker=worker)
+    if as_json:
+        emit_json(lease.as_dict())
+    else:
+        click.echo(f"{episode_id}: {lease.stage} lease of {lease.worker} until {lease.expires_at}")
 
 
 @cli.command()
@@ -208,6 +262,12 @@ def fail(
 @click.argument("episode_ids", nargs=-1)
 @click.option("--all", "all_failed", is_flag=True, help="Every failed episode.")
 @click.option("--now", is_flag=True, help="Ignore the retry delay.")
+@click.option(
+    "--from",
+    "from_stage",
+    type=click.Choice(["downloading", "converting", "uploading"]),
+    help="Go back to this active stage (no later than the one that failed).",
+)
 @click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
 @json_option
 @pass_opts
@@ -216,23 +276,26 @@ def retry(
     episode_ids: tuple[str, ...],
     all_failed: bool,
     now: bool,
+    from_stage: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Send failed episodes back to the stage that failed.
+    """Send failed episodes back to the stage that failed, or to an earlier one (--from).
 
-    Only those whose delay (retry_delay, doubled per attempt) has passed, unless --now.
-    Episodes out of attempts go to skipped with the reason.
+    Only those whose delay (retry_delay, doubled per attempt) has passed, unless --now. The
+    attempt counts in the stage entered; episodes out of attempts there go to skipped with
+    the reason.
 
     \b
     Examples:
       hystate retry --all
       hystate retry hy0_hooting_yard_2004-04-14 --now
+      hystate retry hy0_hooting_yard_2004-04-14 --from downloading   # a corrupt mp3
     """
     if bool(episode_ids) == all_failed:
         raise click.UsageError("give episode ids or --all (not both)")
     outcomes = opts.manager(cli_worker=False).retry(
-        None if all_failed else list(episode_ids), now=now, dry_run=dry_run
+        None if all_failed else list(episode_ids), now=now, dry_run=dry_run, to=from_stage
     )
     if as_json:
         emit_json([o.__dict__ for o in outcomes])
