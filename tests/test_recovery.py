@@ -148,22 +148,33 @@ def test_index_drift_is_set_back(manager: StateManager, repo: Path, episode_id: 
     assert git(repo, "diff", "--cached", "--name-only") == ""
 
 
-def test_stuck_worker_gone_becomes_failed_worker_lost(
+def test_stuck_when_the_registered_worker_process_is_gone(
     manager: StateManager, repo: Path, episode_id: str
 ) -> None:
-    manager.update_state(episode_id, "downloading", worker=f"{socket.gethostname()}:{dead_pid()}")
-    recovery = RecoveryManager(manager)
-    assert [e.episode_id for e in recovery.identify_incomplete()] == [episode_id]
-    [fixed] = recovery.resume_processing()
-    episode = manager.get_episode_state(episode_id)
-    assert (
-        episode.stage is ProcessingStage.FAILED
-        and "worker lost" in episode.error_history[-1]["error"]
+    # an API worker that registered its own pid (heartbeat(register_pid=True)) and died
+    code = (
+        "import sys; from hystate.manager import StateManager; "
+        "m = StateManager(cwd=sys.argv[1], worker='dl-api'); "
+        "m.update_state(sys.argv[2], 'downloading'); m.heartbeat(sys.argv[2], register_pid=True)"
     )
+    subprocess.run([sys.executable, "-c", code, str(repo), episode_id], check=True)
+    recovery = RecoveryManager(manager)
+    assert recovery.identify_incomplete()[ProcessingStage.DOWNLOADING] == [episode_id]
+    [fixed] = recovery.resume_processing()
+    episode = manager.episode(episode_id)
+    assert episode.stage is ProcessingStage.FAILED
+    assert "worker lost: worker dl-api (pid" in episode.error_history[-1]["error"]
     assert fixed.kind == "stuck"
 
 
-def test_stage_timeout_makes_an_episode_stuck(repo: Path, episode_id: str) -> None:
+def test_a_dead_pid_in_the_worker_name_is_only_a_name(
+    manager: StateManager, episode_id: str
+) -> None:
+    manager.update_state(episode_id, "downloading", worker=f"{socket.gethostname()}:{dead_pid()}")
+    assert [f for f in RecoveryManager(manager).fsck() if f.kind == "stuck"] == []
+
+
+def test_an_expired_lease_makes_an_episode_stuck(repo: Path, episode_id: str) -> None:
     (repo / "hystate.yaml").write_text(
         "state_management:\n  recovery:\n    stage_timeouts:\n      downloading: 0.001\n"
     )
@@ -173,12 +184,15 @@ def test_stage_timeout_makes_an_episode_stuck(repo: Path, episode_id: str) -> No
 
     time.sleep(1.1)
     findings = RecoveryManager(manager).fsck(repair=True)
-    assert any(f.kind == "stuck" and "timeout" in f.message for f in findings)
-    assert manager.get_episode_state(episode_id).stage is ProcessingStage.FAILED
+    assert any(
+        f.kind == "stuck" and "lease of worker dl-named expired" in f.message for f in findings
+    )
+    assert manager.episode(episode_id).stage is ProcessingStage.FAILED
 
 
 def test_live_worker_is_not_stuck(manager: StateManager, episode_id: str) -> None:
-    manager.update_state(episode_id, "downloading", worker=f"{socket.gethostname()}:{os.getpid()}")
+    manager.update_state(episode_id, "downloading")
+    manager.heartbeat(episode_id, register_pid=True)
     assert [f for f in RecoveryManager(manager).fsck() if f.kind == "stuck"] == []
 
 

@@ -37,20 +37,18 @@ def test_html_has_the_chart_and_counts(manager: StateManager) -> None:
 
 
 def test_default_report_paths(run: Cli, repo: Path) -> None:
-    path = Path(run("report").output.strip())
+    path = Path(run("report", "--period", "daily").output.strip())
     assert path.parent == repo / "processed" / "reports" and path.name.startswith("daily_report_")
     weekly = Path(run("report", "--period", "weekly").output.strip())
     assert weekly.name.startswith("weekly_report_") and "-W" in weekly.name
     summary = Path(run("report", "--format", "json").output.strip())
     assert (
-        summary.name == "summary.json"
-        and json.loads(summary.read_text())["summary"]["total_episodes"] == 20
+        summary.name == "summary.json" and json.loads(summary.read_text())["total_episodes"] == 20
     )
 
 
 def test_json_to_stdout_and_summary_shape(run: Cli) -> None:
-    data = json.loads(run("report", "--format", "json", "-o", "-").output)
-    summary = data["summary"]
+    summary = json.loads(run("report", "--format", "json", "-o", "-").output)
     assert set(summary) >= {
         "timestamp",
         "total_episodes",

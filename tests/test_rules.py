@@ -49,7 +49,7 @@ def test_the_seed_table() -> None:
     assert allowed_next(S.DISCOVERED) == (S.DOWNLOADING, S.SKIPPED)
     assert allowed_next(S.DOWNLOADING) == (S.DOWNLOADED, S.FAILED)
     assert allowed_next(S.UPLOADED) == (S.SCHEDULED,)
-    assert allowed_next(S.FAILED, S.CONVERTING) == (S.CONVERTING, S.SKIPPED)
+    assert allowed_next(S.FAILED, S.CONVERTING) == (S.DOWNLOADING, S.CONVERTING, S.SKIPPED)
     assert allowed_next(S.PUBLISHED) == () and allowed_next(S.SKIPPED) == ()
 
 
