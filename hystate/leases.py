@@ -215,12 +215,18 @@ def mark_lost(manager: StateManager, episode_id: str, *, by: str) -> TransitionR
     return manager._transition(episode_id, build)
 
 
-def prune(locks_dir: Path, keep: Iterable[str]) -> int:
-    """Remove lease files of episodes not in an active stage any more; returns how many."""
-    wanted = set(keep)
+def prune(locks_dir: Path, active: Iterable[str], now: datetime) -> int:
+    """Remove lease files that can no longer matter: expired, and of an episode that is in no
+    active stage. A fresh file (a worker that just entered a stage) is never touched."""
+    keep = set(active)
     removed = 0
     for path in locks_dir.glob(f"*{SUFFIX}"):
-        if path.name[: -len(SUFFIX)] not in wanted:
+        data = _read_file(path)
+        try:
+            expired = data is None or now > parse_time(str(data["expires_at"]))
+        except (KeyError, TypeError, ValueError):
+            expired = True
+        if expired and path.name[: -len(SUFFIX)] not in keep:
             path.unlink(missing_ok=True)
             removed += 1
     return removed

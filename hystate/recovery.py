@@ -296,12 +296,13 @@ class RecoveryManager:
             reason = leases.stuck_reason(self.manager, episode, now)
             if reason is not None:
                 found.append((episode, reason))
-        if self.manager.locks_dir.is_dir():
-            leases.prune(self.manager.locks_dir, (e.episode_id for e in candidates))
         return found
 
     def _stuck(self, repair: bool) -> list[Finding]:
         found = []
+        if repair and self.manager.locks_dir.is_dir():
+            active = [e.episode_id for e in self._readable() if e.stage.is_active]
+            leases.prune(self.manager.locks_dir, active, datetime.now(UTC))
         for episode, reason in self.stuck():
             path = episode.path or episode.episode_id
             finding = Finding("stuck", path, f"{episode.stage.value}: {reason}")
