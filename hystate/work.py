@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from hystate.errors import IllegalTransition, LockBusy, UnknownEpisode
-from hystate.model import EpisodeState, ProcessingStage, check_id, parse_time
+from hystate.model import ACTIVE_STAGES, EpisodeState, ProcessingStage, check_id, parse_time
 from hystate.rules import NEXT_STAGES, RetryDecision
 
 if TYPE_CHECKING:
@@ -39,19 +39,21 @@ class RetryOutcome:
 def ready(manager: StateManager, stage: str | ProcessingStage, limit: int) -> list[EpisodeState]:
     """Episodes ready to enter ``stage`` (oldest air date first)."""
     target = S.parse(stage)
-    before = [s.value for s, nexts in NEXT_STAGES.items() if target in nexts]
-    found = manager.list_episodes(before) if before else []
+    before = [s for s, nexts in NEXT_STAGES.items() if target in nexts]
+    wanted = [*before, S.FAILED] if target.is_active else before
     now = datetime.now(UTC)
-    if target is S.PUBLISHED:
-        found = [e for e in found if _scheduled_by(e, now)]
-    if target.is_active:
-        found += [
-            e
-            for e in manager.list_episodes([S.FAILED])
-            if e.failed_stage is target and manager.recovery.decide(e).due(now)
-        ]
-        found.sort(key=lambda e: (e.date, e.episode_id))
-    return found[: max(limit, 0)]
+    found: list[EpisodeState] = []
+    if limit <= 0 or not wanted:
+        return found
+    for episode in manager.list_episodes(wanted):  # one query, in date order
+        if episode.stage is S.FAILED:
+            if episode.failed_stage is target and manager.recovery.decide(episode).due(now):
+                found.append(episode)
+        elif target is not S.PUBLISHED or _scheduled_by(episode, now):
+            found.append(episode)
+        if len(found) >= limit:
+            break
+    return found
 
 
 def _scheduled_by(episode: EpisodeState, now: datetime) -> bool:
@@ -94,22 +96,22 @@ def claim(
 
 def resume(manager: StateManager) -> list[RetryOutcome]:
     """Stuck episodes -> failed ("worker lost"); failed ones out of attempts -> skipped."""
-    from hystate.leases import mark_lost
-    from hystate.recovery import RecoveryManager
+    from hystate.leases import mark_lost, stuck_reason
 
     outcomes = []
-    for episode, reason in RecoveryManager(manager).stuck():
+    now = datetime.now(UTC)
+    for episode in manager.list_episodes([*ACTIVE_STAGES, S.FAILED]):  # one query
         try:
-            result = mark_lost(manager, episode.episode_id, by=manager.worker)
-        except (IllegalTransition, LockBusy, UnknownEpisode):
-            continue  # renewed, moved or being moved meanwhile: not ours to mark
-        outcomes.append(RetryOutcome(episode.episode_id, "lost", reason, result.commit))
-    for episode in manager.list_episodes([S.FAILED]):
-        if manager.recovery.decide(episode).exhausted:
-            try:
-                outcomes.append(_retry_one(manager, episode, datetime.now(UTC)))
-            except (IllegalTransition, LockBusy):
+            if episode.stage is S.FAILED:
+                if manager.recovery.decide(episode).exhausted:
+                    outcomes.append(_retry_one(manager, episode, now))
                 continue
+            reason = stuck_reason(manager, episode, now)
+            if reason is not None:
+                result = mark_lost(manager, episode.episode_id, by=manager.worker)
+                outcomes.append(RetryOutcome(episode.episode_id, "lost", reason, result.commit))
+        except (IllegalTransition, LockBusy, UnknownEpisode):
+            continue  # renewed, moved or being moved meanwhile: not ours to change
     return outcomes
 
 
