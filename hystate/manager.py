@@ -421,11 +421,12 @@ class StateManager:
         now: bool = False,
         dry_run: bool = False,
         to: str | ProcessingStage | None = None,
+        worker: str | None = None,
     ) -> list[RetryOutcome]:
         """Send failed episodes back to the stage that failed, or to an earlier active stage
-        (``to``), when their delay has passed (``now`` ignores it); those out of attempts go
-        to skipped with the reason."""
-        return work.retry(self, episode_ids, now=now, dry_run=dry_run, to=to)
+        (``to``), when their delay has passed (``now`` ignores it), for ``worker``; those out
+        of attempts go to skipped with the reason."""
+        return work.retry(self, episode_ids, now=now, dry_run=dry_run, to=to, worker=worker)
 
     def _transition(
         self,

@@ -122,10 +122,12 @@ def retry(
     now: bool = False,
     dry_run: bool = False,
     to: str | ProcessingStage | None = None,
+    worker: str | None = None,
 ) -> list[RetryOutcome]:
     """Send failed episodes back to the stage that failed (or ``to``, an earlier active stage)
     when their delay has passed (``now`` ignores it); those out of attempts in that stage go to
-    skipped with the reason."""
+    skipped with the reason. The stage entered is held by ``worker`` (default: the manager's),
+    who must do the work and renew the lease."""
     target = S.parse(to) if to is not None else None
     if target is not None and not target.is_active:
         raise IllegalTransition(f"a retry goes back to an active stage, not {target.value}")
@@ -143,7 +145,7 @@ def retry(
     outcomes = []
     for episode in targets:
         try:
-            outcomes.append(_retry_one(manager, episode, clock, now, dry_run, target))
+            outcomes.append(_retry_one(manager, episode, clock, now, dry_run, target, worker))
         except (IllegalTransition, LockBusy) as exc:
             if episode_ids is not None:
                 raise
@@ -159,6 +161,7 @@ def _retry_one(
     now: bool = False,
     dry_run: bool = False,
     to: ProcessingStage | None = None,
+    worker: str | None = None,
 ) -> RetryOutcome:
     decision = manager.recovery.decide(episode, to)
     eid = episode.episode_id
@@ -173,7 +176,7 @@ def _retry_one(
         detail = f"{decision.stage.value}, {attempt}"
         if dry_run:
             return RetryOutcome(eid, "would-retry", detail)
-        result = manager.update_state(eid, decision.stage, force=True)
+        result = manager.update_state(eid, decision.stage, force=True, worker=worker)
         return RetryOutcome(eid, "retried", detail, result.commit)
     return RetryOutcome(eid, "waiting", f"due at {_due_text(decision)}")
 

@@ -177,10 +177,11 @@ def test_retry_from_an_earlier_stage_counts_the_attempt_there(
     run: Cli, manager: StateManager, episode_id: str
 ) -> None:
     to_failed_conversion(manager, episode_id)
-    result = run("retry", episode_id, "--from", "downloading", "--now")
+    result = run("retry", episode_id, "--from", "downloading", "--now", "--worker", "dl-9")
     assert result.exit_code == 0, result.output
     episode = manager.episode(episode_id)
     assert episode.stage is S.DOWNLOADING and episode.failed_stage is None
+    assert episode.worker == "dl-9"  # the stage and its lease go to who will do the work
     assert episode.attempts == {"download": 2, "conversion": 1, "upload": 0}
 
 

@@ -269,6 +269,7 @@ def fail(
     help="Go back to this active stage (no later than the one that failed).",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
+@worker_option
 @json_option
 @pass_opts
 def retry(
@@ -278,23 +279,25 @@ def retry(
     now: bool,
     from_stage: str | None,
     dry_run: bool,
+    worker: str | None,
     as_json: bool,
 ) -> None:
     """Send failed episodes back to the stage that failed, or to an earlier one (--from).
 
     Only those whose delay (retry_delay, doubled per attempt) has passed, unless --now. The
     attempt counts in the stage entered; episodes out of attempts there go to skipped with
-    the reason.
+    the reason. The stage entered (and its lease) is held by --worker: the one who will do
+    the work. (Workers need no retry command: due retries come back through their claims.)
 
     \b
     Examples:
       hystate retry --all
       hystate retry hy0_hooting_yard_2004-04-14 --now
-      hystate retry hy0_hooting_yard_2004-04-14 --from downloading   # a corrupt mp3
+      hystate retry hy0_hooting_yard_2004-04-14 --from downloading --worker dl-1
     """
     if bool(episode_ids) == all_failed:
         raise click.UsageError("give episode ids or --all (not both)")
-    outcomes = opts.manager(cli_worker=False).retry(
+    outcomes = opts.manager(worker).retry(
         None if all_failed else list(episode_ids), now=now, dry_run=dry_run, to=from_stage
     )
     if as_json:
