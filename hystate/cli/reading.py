@@ -199,7 +199,10 @@ def next_(
     """Episodes ready to enter STAGE; with --claim, take them.
 
     Workers claiming at the same time never get the same episode. Failed episodes whose
-    retry of STAGE is due are included.
+    retry of STAGE is due are included; for published, only episodes whose scheduled_date
+    has come. With recovery.auto_resume, --claim first marks stuck episodes failed ("worker
+    lost") and sends those out of attempts to skipped. The claimed stage starts a lease:
+    renew it with `hystate heartbeat ID`.
 
     \b
     Examples:
