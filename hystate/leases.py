@@ -229,6 +229,13 @@ def prune(locks_dir: Path, active: Iterable[str], now: datetime) -> int:
         if expired and path.name[: -len(SUFFIX)] not in keep:
             path.unlink(missing_ok=True)
             removed += 1
+    for tmp in locks_dir.glob(f".*{SUFFIX}.*.tmp"):  # a renewal killed mid-write
+        try:
+            if now.timestamp() - tmp.stat().st_mtime > 60:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
     return removed
 
 
