@@ -110,6 +110,8 @@ def resume(manager: StateManager) -> list[RetryOutcome]:
             if reason is not None:
                 result = mark_lost(manager, episode.episode_id, by=manager.worker)
                 outcomes.append(RetryOutcome(episode.episode_id, "lost", reason, result.commit))
+                if manager.recovery.decide(result.episode).exhausted:
+                    outcomes.append(_retry_one(manager, result.episode, now))
         except (IllegalTransition, LockBusy, UnknownEpisode):
             continue  # renewed, moved or being moved meanwhile: not ours to change
     return outcomes
