@@ -126,7 +126,7 @@ def simulate(
         if rng.random() < failure_rate:
             _clock[0] = now + seconds * rng.uniform(0.1, 1.0)
             manager.fail(eid, rng.choice(demo.ERRORS[stage]))
-            attempts = manager.get_episode_state(eid).attempts[KIND[stage]]
+            attempts = manager.episode(eid).attempts[KIND[stage]]
             again = _clock[0] + RETRY_DELAY * 2 ** (attempts - 1)
             heapq.heappush(queues[stage], (again, seq, eid, True))
         else:
