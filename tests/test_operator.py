@@ -108,11 +108,11 @@ def test_heartbeat_renews_the_lease_without_a_commit(repo: Path, episode_id: str
 
 
 def test_without_heartbeats_the_lease_expires(repo: Path, episode_id: str) -> None:
-    configure(repo, "  recovery:\n    stage_timeouts: {downloading: 1}\n")
+    configure(repo, "  recovery:\n    stage_timeouts: {downloading: 3}\n")
     manager = StateManager(cwd=repo, worker="dl-2")
     manager.update_state(episode_id, "downloading")
     assert stuck_ids(manager) == []
-    time.sleep(2.1)
+    time.sleep(4.1)
     [(episode, reason)] = RecoveryManager(manager).stuck()
     assert episode.episode_id == episode_id and "lease of worker dl-2 expired" in reason
 
@@ -135,15 +135,15 @@ def test_hystate_worker_names_the_worker(repo: Path, episode_id: str) -> None:
 
 
 def test_the_lease_context_manager_renews_in_the_background(repo: Path, episode_id: str) -> None:
-    configure(repo, "  recovery:\n    stage_timeouts: {downloading: 0.6}\n")
+    configure(repo, "  recovery:\n    stage_timeouts: {downloading: 1}\n")
     manager = StateManager(cwd=repo, worker="dl-3")
     manager.update_state(episode_id, "downloading")
     before = commits(repo)
     with manager.lease(episode_id) as keeper:
-        time.sleep(2.0)  # more than three lease lengths
+        time.sleep(3.5)  # more than three lease lengths
         assert stuck_ids(StateManager(cwd=repo)) == [] and keeper.lost is None
     assert commits(repo) == before
-    time.sleep(1.5)
+    time.sleep(2.5)
     assert stuck_ids(StateManager(cwd=repo)) == [episode_id]
 
 
@@ -166,7 +166,10 @@ def test_the_lease_keeper_reports_a_lost_lease(repo: Path, episode_id: str) -> N
     manager.update_state(episode_id, "downloading")
     with manager.lease(episode_id) as keeper:
         StateManager(cwd=repo, worker="op").fail(episode_id, "taken away by hand")
-        time.sleep(0.6)
+        for _ in range(100):  # the next renewal (every 0.1 s) finds it gone
+            if keeper.lost:
+                break
+            time.sleep(0.1)
         assert keeper.lost is not None and "failed" in keeper.lost
 
 

@@ -20,7 +20,7 @@ import pytest
 from hystate.manager import StateManager
 from hystate.model import ProcessingStage, parse_time
 
-LEASE = 4  # seconds: the stage timeouts of the test config
+LEASE = 6  # seconds: the stage timeouts of the test config
 HYSTATE = f"{shlex.quote(sys.executable)} -m hystate.cli"
 
 # One episode through every stage. Every hystate call goes through its own `sh -c`, so the
