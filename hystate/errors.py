@@ -8,6 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+QUOTE_LIMIT = 200  # characters of a value an error message quotes
+
+
+def shown(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters: a message never quotes a
+    whole 20 MB value back."""
+    text = repr(value) if not isinstance(value, str) or len(value) <= limit * 4 else None
+    if text is None:
+        text = repr(value[: limit * 2])  # type: ignore[index]
+    if len(text) <= limit:
+        return text
+    size = len(value) if isinstance(value, (str, bytes, list, dict)) else len(text)
+    return f"{text[: limit - 1]}… ({size:,} long)"
+
 
 @dataclass(frozen=True)
 class Problem:
