@@ -49,7 +49,7 @@ from hystate.rules import (
     field_path,
 )
 from hystate.store import GITATTRIBUTES, GITIGNORE, EpisodeStore, dump, invalid_file
-from hystate.validation import episode_problems
+from hystate.validation import check_value, episode_problems
 
 if TYPE_CHECKING:
     from hystate.cache import RefreshResult, StateCache
@@ -389,7 +389,9 @@ class StateManager:
         def build(episode: EpisodeState) -> Change:
             if episode.stage is S.FAILED and target is episode.failed_stage:
                 self._check_retry(episode, force)
-            paths = [(field_path(k, episode.data), v) for k, v in (fields or {}).items()]
+            paths = [
+                (field_path(k, episode.data), check_value(k, v)) for k, v in (fields or {}).items()
+            ]
             return Change(target, now_utc(), actor, worker=actor, message=message, fields=paths)
 
         return self._transition(episode_id, build, lock_timeout)
