@@ -41,7 +41,9 @@ class Options:
 
         # The CLI acts for its caller (the pipeline script): that is the worker by default.
         default = default_worker(os.getppid()) if cli_worker else None
-        return StateManager(self.state_dir, worker=worker or default)
+        manager = StateManager(self.state_dir, worker=worker or default)
+        manager.notice = lambda message: click.echo(clean_line(f"hystate: {message}"), err=True)
+        return manager
 
 
 class HystateGroup(click.Group):
