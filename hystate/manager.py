@@ -584,6 +584,7 @@ class StateManager:
     ) -> DiscoverResult:
         from hystate.discover import parse_rows
 
+        check_id(episode_id)  # a bad id is a usage error (exit 2), not bad data
         row = {"identifier": episode_id, "title": title, "date": date}
         [record] = parse_rows([("--", row)], episode_id)
         return self.discover([record], archive_identifier=archive_identifier)
