@@ -261,8 +261,11 @@ def history(opts: Options, episode_id: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--since", help="ISO time, e.g. 2026-11-01 or 2026-11-01T12:00:00+00:00.")
-@click.option("--until", help="ISO time.")
+@click.option(
+    "--since",
+    help="ISO date or time (2026-11-01, 2026-11-01T12:00:00+02:00), 'yesterday', '2 hours ago'.",
+)
+@click.option("--until", help="Same forms as --since.")
 @click.option("--episode", "episode_id", help="Only this episode.")
 @click.option("--follow", is_flag=True, help="Keep printing new events as they happen.")
 @click.option(
@@ -288,6 +291,11 @@ def log(
     """
     import time
 
+    from hystate.model import parse_when
+
+    # the files hold UTC times (hystate writes them), so a UTC bound compares correctly
+    since = parse_when(since).isoformat(timespec="seconds") if since else None
+    until = parse_when(until).isoformat(timespec="seconds") if until else None
     manager = _reader(opts)
     seen: set[tuple[str, str, str]] = set()
 
