@@ -10,7 +10,10 @@ The public API (imported lazily, so ``hystate`` commands start fast)::
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+
+# Not ``typing``: ``hystate`` (the command) imports this first, before it can catch Ctrl-C,
+# so it stays as small as it can be.
+TYPE_CHECKING = False
 
 __all__ = [
     "CheckFailed",
@@ -73,7 +76,7 @@ if TYPE_CHECKING:
     from hystate.rules import ErrorRecovery, StateTransitionValidator
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'hystate' has no attribute {name!r}")

@@ -104,7 +104,9 @@ class ErrorRecovery:
         self.retry_delay = float(retry_delay)
 
     def delay_after(self, attempts: int) -> timedelta:
-        return timedelta(seconds=self.retry_delay * 2 ** max(attempts - 1, 0))
+        # capped: an attempts count from a hostile file must not make 2**n huge
+        doublings = min(max(attempts - 1, 0), 32)
+        return timedelta(seconds=min(self.retry_delay * 2**doublings, 10 * 365 * 86400))
 
     def decide(self, episode: EpisodeState) -> RetryDecision:
         stage = episode.failed_stage

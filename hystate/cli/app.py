@@ -51,6 +51,10 @@ class HystateGroup(click.Group):
     unexpected -> 1 with a one-line message (the traceback only with -v)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # From here on Ctrl-C unwinds (locks released, files put back) and ends below.
+        if signal.getsignal(signal.SIGINT) is _early_exit:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             return super().invoke(ctx)
         except HystateError as exc:
@@ -196,14 +200,13 @@ pass_opts = click.make_pass_decorator(Options)
 
 
 def main() -> None:
-    # SIGTERM unwinds like Ctrl-C, so locks are released and files put back.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Until a command runs (click parsing the arguments) Ctrl-C or SIGTERM just ends the
+    # process: one line, exit 130. Then HystateGroup.invoke makes both raise
+    # KeyboardInterrupt, so locks are released and files put back on the way out.
+    signal.signal(signal.SIGINT, _early_exit)
+    signal.signal(signal.SIGTERM, _early_exit)
     try:
         cli.main(prog_name="hystate")
-    except KeyboardInterrupt:
-        # between start-up and the first command (click's own parsing): nothing to undo
-        _early_exit()
     except BrokenPipeError:
         # The reader went away (`hystate log | head`): not an error worth a message.
         devnull = os.open(os.devnull, os.O_WRONLY)
