@@ -9,6 +9,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from hystate.errors import InvalidData, UsageError, shown
 from hystate.model import check_id
 
 _MAX_SHOWN = 5
+# NUL, escape sequences and the like (tabs and newlines are folded into spaces)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_INPUT_BYTES = 256 * 1024 * 1024  # a catalog of 100,000 episodes is ~20 MB
 
 
@@ -160,6 +163,8 @@ def _record(row: Any) -> Record:
         title = title[0]  # archive.org sometimes returns repeated fields as lists
     if not isinstance(title, str) or not title.strip():
         raise InvalidData(f"{identifier}: missing title")
+    if _CONTROL.search(title):
+        raise InvalidData(f"{identifier}: title contains control characters")
     date = row.get("date")
     if isinstance(date, list) and date:
         date = date[0]
