@@ -202,7 +202,7 @@ def test_a_trickling_server_holds_no_lock_and_is_cut_off(
         again = run(repo, "advance", eid, "downloading", "--force")
         other = run(repo, "advance", episode_files(repo)[1].stem, "downloading")
         still_delivering = not server.client_gone.is_set()
-        out, err = failing.communicate(timeout=60)  # the deadline ends it, not the server
+        _out, err = failing.communicate(timeout=60)  # the deadline ends it, not the server
     finally:
         failing.kill()
     assert again.code == 0, again
