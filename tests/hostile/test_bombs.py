@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.harness import commit_all, episode_files, refused, run
+from tests.hostile.checks import commit_all, episode_files, refused, run
 
 
 def laughs(levels: int = 9) -> str:
@@ -70,7 +70,7 @@ def test_validate_reports_a_bomb_as_a_problem(repo: Path, bomb: str) -> None:
     outcome = run(repo, "validate")
     assert outcome.code == 1, outcome
     assert "Traceback" not in outcome.stderr
-    assert len(outcome.lines) == 1  # the summary; the problems are on stdout
+    assert len(outcome.stderr.splitlines()) == 1  # the summary; the problems are on stdout
     assert path.name in outcome.stdout
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.harness import accepted, commit_all, episode_files, refused, run
+from tests.hostile.checks import accepted, commit_all, episode_files, refused, run
 
 FORMULAS = [
     '=HYPERLINK("http://evil.invalid","click")',

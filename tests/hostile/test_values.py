@@ -11,7 +11,7 @@ import pytest
 
 from hystate.errors import InvalidData
 from hystate.manager import StateManager
-from tests.hostile.harness import accepted, commit_all, episode_files, refused
+from tests.hostile.checks import accepted, commit_all, episode_files, refused
 
 TOO_BIG = [
     "100000000000000000000000",  # the value

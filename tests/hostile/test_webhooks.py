@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.harness import HYSTATE, accepted, assert_one_line, episode_files, refused, run
+from tests.hostile.checks import HYSTATE, accepted, assert_one_line, episode_files, refused, run
 
 
 class Server:
@@ -181,9 +181,7 @@ def test_credentials_in_the_url_are_sent_as_basic_auth(repo: Path, servers: list
     assert server.requests[0].get("Authorization") == expected
 
 
-def test_a_trickling_server_holds_no_lock_and_is_cut_off(
-    repo: Path, servers: list[Server]
-) -> None:
+def test_a_trickling_server_holds_no_lock_and_is_cut_off(repo: Path, servers: list[Server]) -> None:
     """Before: the episode lock was held for 20 s and a parallel advance got exit 6."""
     server = serve(servers, "trickle")
     configure(repo, server.base + "/hook", extra="  locks:\n    timeout: 1\n")
