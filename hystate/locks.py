@@ -87,9 +87,9 @@ class LockOwner:
             finally:
                 os.close(fd)
             data = json.loads(raw)
-            pid = int(data["pid"])
-            if pid <= 0:
-                return None
+            pid = data["pid"]
+            if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+                return None  # hystate writes a positive int; 1.5 or "1" is not its record
             return cls(str(data["host"]), pid, data.get("start"), str(data["acquired_at"]))
         except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None  # gone meanwhile, empty (owner still writing), or not a lock record
