@@ -127,15 +127,7 @@ def test_interrupted_while_writing_the_episode_file_leaves_nothing(repo: Path, s
     "trigger",
     [
         "hystate/owners",  # taking git's first lock (an owner file is made first)
-        pytest.param(
-            "heads/main.lock",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="gitrepo/lockfile.py: Ctrl-C between os.link() and os.open() of the "
-                "lock drops the owner file but leaves refs/heads/main.lock, which no later "
-                "run may break (lead's code; reported)",
-            ),
-        ),
+        "heads/main.lock",  # between linking the ref's lock and opening it (fixed in 8985a22)
     ],
 )
 def test_interrupted_before_head_moves_puts_the_file_back(repo: Path, trigger: str) -> None:
