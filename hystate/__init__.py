@@ -12,7 +12,10 @@ The seed document's API works as written beside it (``hystate.seed_api`` says ho
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+
+# Not ``typing``: ``hystate`` (the command) imports this first, before it can catch Ctrl-C,
+# so it stays as small as it can be.
+TYPE_CHECKING = False
 
 __all__ = [
     "CheckFailed",
@@ -88,7 +91,7 @@ if TYPE_CHECKING:
     from hystate.work import RetryOutcome
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'hystate' has no attribute {name!r}")

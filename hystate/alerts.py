@@ -1,19 +1,114 @@
 """Failure alerts: after ``alert_threshold`` consecutive failures, one JSON POST to
-``webhook_url`` per streak. Delivery has a short timeout; a failed delivery is logged to
-``<state_dir>/reports/alerts.log`` and never fails the transition that triggered it."""
+``webhook_url`` per streak.
+
+Delivery happens after the commit, outside every lock, with a total deadline (a server that
+trickles a byte a second is cut off, not waited on), and never follows a redirect (a redirect is
+a failed delivery: a POST must not turn into a bodyless GET somewhere else). The outcome is
+logged to ``<state_dir>/reports/alerts.log`` with the URL redacted (no credentials, path or
+query: webhook URLs carry their token there) and never fails the transition. With no
+``webhook_url`` the alert is logged instead of telling nobody."""
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
-import urllib.error
-import urllib.request
+import socket
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-TIMEOUT = 3.0
+DEADLINE = 5.0  # seconds for the whole delivery: connect, send, first line of the answer
 FINISHED = ("downloaded", "converted", "uploaded", "scheduled", "published")
+
+
+def check_url(url: object) -> str | None:
+    """Why ``url`` cannot be a webhook URL, or None. The reason never quotes the URL (it may
+    hold a token)."""
+    if not isinstance(url, str):
+        return "must be a string"
+    if len(url) > 2048:
+        return "is longer than 2048 characters"
+    if any(ord(c) <= 0x20 or 0x7F <= ord(c) <= 0x9F for c in url):
+        return "contains spaces or control characters (CR/LF?)"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    if not parts.hostname:
+        return "has no host"
+    if port == 0:
+        return "has port 0"
+    return None
+
+
+def redact(url: str) -> str:
+    """``url`` fit for a log: scheme, host and port only; the rest becomes ``***``."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    hidden = parts.username or parts.password or parts.query or parts.fragment
+    hidden = hidden or parts.path.strip("/")
+    return f"{parts.scheme}://{host}{port}/" + ("***" if hidden else "")
+
+
+class DeliveryTimeout(Exception):
+    pass
+
+
+def post(url: str, body: bytes, deadline: float = DEADLINE) -> int:
+    """POST ``body`` as JSON; the HTTP status. Raises DeliveryTimeout past ``deadline`` seconds
+    in all (a watchdog shuts the socket down, so no slow server can hold the caller), OSError or
+    http.client.HTTPException otherwise. Redirects are returned, never followed."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(host, parts.port, timeout=deadline)
+    expired = threading.Event()
+
+    def cut_off() -> None:
+        expired.set()
+        sock = conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    watchdog = threading.Timer(deadline, cut_off)
+    watchdog.daemon = True
+    headers = {"Content-Type": "application/json", "User-Agent": "hystate"}
+    if parts.username is not None:
+        login = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    started = time.monotonic()
+    watchdog.start()
+    try:
+        conn.request("POST", target, body=body, headers=headers)
+        status = conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        if expired.is_set() or time.monotonic() - started >= deadline:
+            raise DeliveryTimeout from None
+        raise
+    finally:
+        watchdog.cancel()
+        conn.close()
+    if expired.is_set():
+        raise DeliveryTimeout
+    return status
 
 
 class AlertStreak:
@@ -62,25 +157,38 @@ class AlertStreak:
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self.path)
 
-    def deliver(self, url: str, alert: dict[str, Any], repository: str) -> bool:
-        """POST the alert; True when the server answered 2xx. Failures are logged, not raised."""
+    def deliver(
+        self, url: str, alert: dict[str, Any], repository: str, *, deadline: float = DEADLINE
+    ) -> tuple[bool, str]:
+        """POST the alert: (delivered, the log line). Failures are logged, never raised."""
         body = json.dumps({**alert, "repository": repository}).encode()
+        ok = False
         try:
-            request = urllib.request.Request(
-                url, data=body, method="POST", headers={"Content-Type": "application/json"}
-            )
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-                ok = 200 <= response.status < 300
-                detail = f"HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            ok, detail = False, f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            ok, detail = False, str(getattr(exc, "reason", exc))
-        self._log(
+            status = post(url, body, deadline)
+            ok = 200 <= status < 300
+            detail = f"HTTP {status}"
+            if 300 <= status < 400:
+                detail += " (a redirect; not followed)"
+        except DeliveryTimeout:
+            detail = f"no answer within {deadline:g}s"
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            reason = getattr(exc, "strerror", None)
+            detail = type(exc).__name__ + (f": {reason}" if reason else "")
+        line = (
             f"{'sent' if ok else 'FAILED'} alert ({alert['consecutive_failures']} failures)"
-            f" to {url}: {detail}"
+            f" to {redact(url)}: {detail}"
         )
-        return bool(ok)
+        self._log(line)
+        return ok, line
+
+    def record_undelivered(self, alert: dict[str, Any]) -> str:
+        """No webhook is configured: the alert goes to the log (and the caller's stderr)."""
+        line = (
+            f"ALERT {alert['consecutive_failures']} consecutive failures"
+            f" (threshold {alert['threshold']}); no monitoring.webhook_url set, not sent"
+        )
+        self._log(line)
+        return line
 
     def _log(self, line: str) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)

@@ -178,7 +178,23 @@ class StateCache:
             db.execute("COMMIT")
 
     def _meta(self, db: sqlite3.Connection) -> dict[str, str]:
-        return dict(db.execute("SELECT key, value FROM meta").fetchall())
+        """The cache's stamp; an unreadable one (wrong columns, wrong types, values that do
+        not parse) reads as none, so the cache is rebuilt instead of crashing."""
+        try:
+            meta = {str(k): v for k, v in db.execute("SELECT key, value FROM meta").fetchall()}
+        except sqlite3.OperationalError as exc:
+            if "no such column" not in str(exc):
+                raise
+            return {}
+        try:
+            bytes.fromhex(meta.get("tree") or "")
+            if not isinstance(json.loads(meta.get("dirty") or "{}"), dict):
+                return {}
+        except (ValueError, TypeError, RecursionError):
+            return {}
+        if not all(isinstance(v, str) for v in meta.values()):
+            return {}
+        return meta
 
     # -- refresh ---------------------------------------------------------------------------
 
@@ -259,6 +275,14 @@ class StateCache:
                     if dirty.get(p, 0) != was_dirty.get(p, 0)
                 )
                 paths = sorted(p for p in changed if _is_episode_path(p))
+                if any("\ufffd" in p for p in paths):
+                    # git reported a name that is not UTF-8 (decoded lossily): only a full
+                    # re-read finds the real file, or forgets its problem once it is gone
+                    db.execute("DELETE FROM problems")
+                    paths = [
+                        p.relative_to(self.store.state_dir).as_posix()
+                        for p in self.store.iter_paths()
+                    ]
             self._reread(db, paths, progress)
             self._attribute_commits(db, None if rebuild else meta.get("head") or None)
             db.executemany(
@@ -291,7 +315,7 @@ class StateCache:
     ) -> None:
         done = 0
         for chunk, (rows, logs, problems) in _load_all(self.store, paths):
-            gone = [(Path(inner).stem,) for inner in chunk]
+            gone = [(_key(Path(inner).stem),) for inner in chunk]
             known = {}
             for (episode_id,) in gone:
                 for row in db.execute(
@@ -300,7 +324,9 @@ class StateCache:
                     (episode_id,),
                 ):
                     known[(episode_id, *row[:3])] = row[3]
-            db.executemany("DELETE FROM problems WHERE path = ?", [(inner,) for inner in chunk])
+            db.executemany(
+                "DELETE FROM problems WHERE path = ?", [(_key(inner),) for inner in chunk]
+            )
             db.executemany("DELETE FROM episode_states WHERE episode_id = ?", gone)
             db.executemany("DELETE FROM processing_log WHERE episode_id = ?", gone)
             placeholders = ", ".join("?" * len(_COLUMNS.split(",")))
@@ -384,7 +410,7 @@ def _load_chunk(store: EpisodeStore, chunk: list[str]) -> _Loaded:
             continue
         _, doc, found = store.load(path)
         if found:
-            problems.append((inner, json.dumps([p.as_dict() for p in found])))
+            problems.append((_key(inner), json.dumps([p.as_dict() for p in found])))
         else:
             rows.append(episode_row(doc, store.name(path)))
             logs.extend(log_rows(doc))
@@ -404,6 +430,16 @@ def _load_all(store: EpisodeStore, paths: list[str]) -> Iterator[tuple[list[str]
 
     with ProcessPoolExecutor(max_workers=workers) as pool:
         yield from zip(chunks, pool.map(partial(_load_chunk, store), chunks), strict=True)
+
+
+def _key(name: str) -> str:
+    """A file name as SQLite can store it: a name that is not UTF-8 (surrogate escapes) gets
+    backslash escapes; it is never a valid episode id, so it only ever names a problem."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _has_tables(db: sqlite3.Connection) -> bool:

@@ -31,6 +31,19 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_webhook(doc: Any, name: str) -> None:
+    """Refuse a bad webhook URL when the config is read, without quoting it (it may carry a
+    token): not when the first alert fails after a commit."""
+    from hystate.alerts import check_url
+
+    section = doc.get(ROOT_KEY) if isinstance(doc, dict) else None
+    monitoring = section.get("monitoring") if isinstance(section, dict) else None
+    url = monitoring.get("webhook_url") if isinstance(monitoring, dict) else None
+    problem = check_url(url) if url is not None else None
+    if problem:
+        raise InvalidData(f"{name}: {ROOT_KEY}.monitoring.webhook_url: {problem}")
+
+
 @dataclass
 class Config:
     """The effective settings (defaults + file). ``source`` is the file, when there is one."""
@@ -62,6 +75,7 @@ class Config:
             raise InvalidData(f"{name}: line {line}: {yamlio.error_text(exc)}") from None
         if doc is None:
             doc = {}
+        _check_webhook(doc, name)
         problems = schema_problems("config", doc, name)
         if problems:
             first = problems[0]

@@ -9,14 +9,18 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hystate.errors import InvalidData, UsageError
+from hystate.errors import InvalidData, UsageError, shown
 from hystate.model import check_id
 
 _MAX_SHOWN = 5
+# NUL, escape sequences and the like (tabs and newlines are folded into spaces)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+MAX_INPUT_BYTES = 256 * 1024 * 1024  # a catalog of 100,000 episodes is ~20 MB
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,9 @@ class Record:
 
 def read_records(path: Path) -> list[Record]:
     try:
+        size = path.stat().st_size
+        if size > MAX_INPUT_BYTES:
+            raise InvalidData(f"{path}: {size:,} bytes; at most {MAX_INPUT_BYTES:,} are read")
         raw = path.read_bytes()
     except OSError as exc:
         raise InvalidData(f"{path}: cannot read: {exc.strerror}") from exc
@@ -46,18 +53,23 @@ def _rows(text: str, path: Path) -> list[tuple[str, Any]]:
     """(where, row) pairs; ``where`` names the record in error messages."""
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames:
-            raise InvalidData(f"{path}: CSV file has no header row")
-        return [(f"line {i + 2}", row) for i, row in enumerate(reader)]
+        try:
+            if not reader.fieldnames:
+                raise InvalidData(f"{path}: CSV file has no header row")
+            return [(f"line {i + 2}", row) for i, row in enumerate(reader)]
+        except csv.Error as exc:
+            raise InvalidData(f"{path}: not CSV: {exc}") from None
     stripped = text.strip()
     if not stripped:
         raise InvalidData(f"{path}: file is empty")
     try:
-        doc = json.loads(stripped)
+        doc = _json(stripped)
     except json.JSONDecodeError as first:
         if stripped.startswith("{") and "\n" in stripped:
             return _json_lines(stripped, path)
         raise InvalidData(f"{path}: not JSON: {first.msg} at line {first.lineno}") from first
+    except _Hostile as exc:
+        raise InvalidData(f"{path}: {exc}") from None
     if isinstance(doc, dict) and isinstance(doc.get("response"), dict):
         docs = doc["response"].get("docs")
         return _listed(docs, path, "response.docs")
@@ -69,6 +81,27 @@ def _rows(text: str, path: Path) -> list[tuple[str, Any]]:
         f"{path}: unknown JSON shape: expected archive.org advancedsearch (response.docs), "
         "scrape (items), an array, or JSON lines"
     )
+
+
+class _Hostile(Exception):
+    """JSON a catalog never holds: nesting or numbers past Python's limits, NaN/Infinity."""
+
+
+def _constant(name: str) -> Any:
+    raise _Hostile(f"{name} is not a JSON number")
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_constant)
+    except RecursionError:
+        raise _Hostile("nested too deep") from None
+    except ValueError as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            raise
+        if "digits" in str(exc):
+            raise _Hostile("a number has more digits than Python reads (4,300)") from None
+        raise _Hostile(" ".join(str(exc).split())[:200]) from None
 
 
 def _listed(items: Any, path: Path, where: str) -> list[tuple[str, Any]]:
@@ -84,9 +117,11 @@ def _json_lines(text: str, path: Path) -> list[tuple[str, Any]]:
         if not line.strip():
             continue
         try:
-            rows.append((f"line {number}", json.loads(line)))
+            rows.append((f"line {number}", _json(line)))
         except json.JSONDecodeError as exc:
             raise InvalidData(f"{path}: line {number}: not JSON: {exc.msg}") from exc
+        except _Hostile as exc:
+            raise InvalidData(f"{path}: line {number}: {exc}") from None
     return rows
 
 
@@ -108,9 +143,9 @@ def parse_rows(rows: list[tuple[str, Any]], source: str) -> list[Record]:
         seen[record.identifier] = where
         records.append(record)
     if problems:
-        shown = "; ".join(problems[:_MAX_SHOWN])
+        listing = "; ".join(problems[:_MAX_SHOWN])
         more = f" (+{len(problems) - _MAX_SHOWN} more)" if len(problems) > _MAX_SHOWN else ""
-        raise InvalidData(f"{source}: {shown}{more}; nothing was written")
+        raise InvalidData(f"{source}: {listing}{more}; nothing was written")
     if not records:
         raise InvalidData(f"{source}: no records found; nothing was written")
     return records
@@ -128,6 +163,8 @@ def _record(row: Any) -> Record:
         title = title[0]  # archive.org sometimes returns repeated fields as lists
     if not isinstance(title, str) or not title.strip():
         raise InvalidData(f"{identifier}: missing title")
+    if _CONTROL.search(title):
+        raise InvalidData(f"{identifier}: title contains control characters")
     date = row.get("date")
     if isinstance(date, list) and date:
         date = date[0]
@@ -141,11 +178,13 @@ def _date(identifier: str, value: Any) -> str:
     day = text[:10]
     rest = text[10:]
     if rest and rest not in ("T00:00:00Z", "T00:00:00+00:00", "T00:00:00"):
-        raise InvalidData(f"{identifier}: date {value!r} is not YYYY-MM-DD or YYYY-MM-DDT00:00:00Z")
+        raise InvalidData(
+            f"{identifier}: date {shown(value)} is not YYYY-MM-DD or YYYY-MM-DDT00:00:00Z"
+        )
     try:
         dt.date.fromisoformat(day)
     except ValueError:
-        raise InvalidData(f"{identifier}: date {value!r} is not a real date") from None
+        raise InvalidData(f"{identifier}: date {shown(value)} is not a real date") from None
     if len(day) != 10:
-        raise InvalidData(f"{identifier}: date {value!r} is not YYYY-MM-DD")
+        raise InvalidData(f"{identifier}: date {shown(value)} is not YYYY-MM-DD")
     return day

@@ -8,6 +8,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+QUOTE_LIMIT = 200  # characters of a value an error message quotes
+
+
+def shown(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters: a message never quotes a
+    whole 20 MB value back."""
+    if isinstance(value, (str, bytes, list)) and len(value) > limit * 4:
+        text = repr(value[: limit * 2])
+    else:
+        try:
+            text = repr(value)
+        except ValueError:  # an int too long to print
+            bits = value.bit_length() if isinstance(value, int) else 0
+            return f"<integer of {bits:,} bits>"
+    if len(text) <= limit:
+        return text
+    size = len(value) if isinstance(value, (str, bytes, list, dict)) else len(text)
+    return f"{text[: limit - 1]}… ({size:,} long)"
+
 
 @dataclass(frozen=True)
 class Problem:

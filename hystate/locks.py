@@ -14,6 +14,7 @@ import json
 import os
 import random
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from hystate.errors import LockBusy
+from hystate.errors import LockBusy, shown
 
 _HOST = socket.gethostname()
 _UNWRITTEN_GRACE = 5.0  # seconds an empty lock file (owner between create and write) is trusted
@@ -50,10 +51,12 @@ def _my_start(pid: int) -> str | None:
 
 
 def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False  # 0 and negative numbers name process groups, never a lock's owner
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False  # gone, or a number no process can have
     except PermissionError:
         return True
     return True
@@ -76,9 +79,20 @@ class LockOwner:
     def read(cls, path: Path) -> LockOwner | None:
         """The owner recorded in ``path``; None if the file is empty or not a lock record."""
         try:
-            data = json.loads(path.read_bytes())
-            return cls(str(data["host"]), int(data["pid"]), data.get("start"), data["acquired_at"])
-        except (OSError, ValueError, KeyError, TypeError):
+            # never follow a symlink, never block on a FIFO, never read more than a record
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return None
+                raw = os.read(fd, 4096)
+            finally:
+                os.close(fd)
+            data = json.loads(raw)
+            pid = data["pid"]
+            if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+                return None  # hystate writes a positive int; 1.5 or "1" is not its record
+            return cls(str(data["host"]), pid, data.get("start"), str(data["acquired_at"]))
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None  # gone meanwhile, empty (owner still writing), or not a lock record
 
     def to_json(self) -> bytes:
@@ -132,6 +146,7 @@ class StateLock:
         while True:
             if self._try_create():
                 return
+            self._check_kind()
             if self._break_if_stale():
                 continue
             if time.monotonic() >= deadline:
@@ -143,6 +158,27 @@ class StateLock:
                 )
             time.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 1.6, 0.25)
+
+    def _check_kind(self) -> None:
+        """A lock path that is a directory, a symlink (dangling or not) or a FIFO was not made
+        by hystate: waiting on it would never end, removing it could remove someone's data."""
+        try:
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(mode):
+            return
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(mode)
+            else "a symlink"
+            if stat.S_ISLNK(mode)
+            else "not a regular file"
+        )
+        raise LockBusy(
+            f"{shown(str(self.path))} is {kind}, not a lock file hystate made",
+            hint="remove it by hand once you know what it is",
+        )
 
     def _try_create(self) -> bool:
         try:
@@ -159,7 +195,7 @@ class StateLock:
     def _break_if_stale(self) -> bool:
         """Remove the lock if its owner is gone. True if it was removed (or vanished)."""
         if not _is_stale(self.path):
-            return not self.path.exists()
+            return not os.path.lexists(self.path)
         breaker = self.path.with_name(self.path.name + ".break")
         try:
             fd = os.open(breaker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -196,9 +232,12 @@ class StateLock:
 
 def _is_stale(path: Path) -> bool:
     try:
-        age = time.time() - path.stat().st_mtime
+        info = os.lstat(path)
     except FileNotFoundError:
         return False
+    if not stat.S_ISREG(info.st_mode):
+        return False  # not hystate's: never broken automatically
+    age = time.time() - info.st_mtime
     owner = LockOwner.read(path)
     if owner is None:
         return age > _UNWRITTEN_GRACE

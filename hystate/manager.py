@@ -46,7 +46,7 @@ from hystate.rules import (
     field_path,
 )
 from hystate.store import GITATTRIBUTES, EpisodeStore, dump, gitignore_text, invalid_file
-from hystate.validation import episode_problems
+from hystate.validation import check_value, episode_problems
 from hystate.work import RetryOutcome
 
 if TYPE_CHECKING:
@@ -122,6 +122,8 @@ class StateManager:
         )
         self.repo.lock_wait = self.config.lock_timeout
         self._cache: StateCache | None = None
+        # Where to tell a person something that is not an error (the CLI: stderr).
+        self.notice: Callable[[str], None] = lambda message: None
         # A long-lived process checks the tree before every query; a command that reads once
         # (the CLI) may check it once.
         self.refresh_once = False
@@ -381,7 +383,9 @@ class StateManager:
         def build(episode: EpisodeState) -> Change:
             if episode.stage is S.FAILED and target.is_active:
                 work.check_retry(self, episode, target, force)
-            paths = [(field_path(k, episode.data), v) for k, v in (fields or {}).items()]
+            paths = [
+                (field_path(k, episode.data), check_value(k, v)) for k, v in (fields or {}).items()
+            ]
             return Change(target, now_utc(), actor, worker=actor, message=message, fields=paths)
 
         return self._transition(episode_id, build, lock_timeout)
@@ -472,8 +476,9 @@ class StateManager:
                 if self.repo.head_blob(rel) == committed:
                     self.store.write(path, raw)  # the commit did not happen: undo the write
                 raise
-            self._after_commit(sha, alert)
-            return TransitionResult(EpisodeState(doc, rel), sha, episode.stage)
+        # outside every lock: a slow webhook must never hold an episode or the repository
+        self._after_commit(sha, alert)
+        return TransitionResult(EpisodeState(doc, rel), sha, episode.stage)
 
     def _count_for_alerts(self, doc: dict[str, Any], change: Change) -> dict[str, Any] | None:
         if not self.config.get("monitoring.alert_on_failure"):
@@ -490,6 +495,7 @@ class StateManager:
         return AlertStreak(self.state_dir).record(change.to.value, event, threshold)
 
     def _after_commit(self, sha: str | None, alert: dict[str, Any] | None = None) -> None:
+        """After the commit and outside every lock: the alert, git's housekeeping."""
         if sha and not self._hooks_told:
             self._hooks_told = True
             hooks = self.repo.unrun_hooks()
@@ -499,11 +505,18 @@ class StateManager:
                     "hooks'); `git config hystate.hooks skip` acknowledges this",
                     ", ".join(hooks),
                 )
-        url = self.config.get("monitoring.webhook_url")
-        if alert is not None and url:
+        if alert is not None:
             from hystate.alerts import AlertStreak
 
-            AlertStreak(self.state_dir).deliver(url, alert, str(self.repo.root))
+            url = self.config.get("monitoring.webhook_url")
+            streak = AlertStreak(self.state_dir)
+            where = f"{self.rel_state_dir}/reports/alerts.log"
+            if url:
+                ok, line = streak.deliver(url, alert, str(self.repo.root))
+                if not ok:
+                    self.notice(f"alert not delivered: {line} (logged in {where})")
+            else:
+                self.notice(f"{streak.record_undelivered(alert)}; logged in {where}")
         # Plumbing never triggers git's auto-gc; ask for it about once in 256 commits.
         if sha and sha.startswith("00") and self.config.get("retention.compress_old"):
             self.repo.git("gc", "--auto", "--quiet", check=False)
@@ -515,6 +528,7 @@ class StateManager:
     ) -> DiscoverResult:
         from hystate.discover import parse_rows
 
+        check_id(episode_id)  # a bad id is a usage error (exit 2), not bad data
         row = {"identifier": episode_id, "title": title, "date": date}
         [record] = parse_rows([("--", row)], episode_id)
         return self.discover([record], archive_identifier=archive_identifier)

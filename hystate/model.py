@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from datetime import date as date_type
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -73,6 +73,45 @@ def now_utc() -> str:
 
 def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+_AGO = re.compile(
+    r"(\d{1,6}|an?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?|w|weeks?)\s+ago"
+)
+_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(text: str, now: datetime | None = None) -> datetime:
+    """A point in time as a person writes it, in UTC: an ISO date or time (a time without an
+    offset is UTC), ``now``, ``today``, ``yesterday``, or ``N minutes|hours|days|weeks ago``.
+    Anything else is a UsageError (exit 2), never a silently wrong string comparison."""
+    now = now or datetime.now(UTC)
+    word = " ".join(text.strip().lower().split())
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    named = {"now": now, "today": midnight, "yesterday": midnight - timedelta(days=1)}
+    if word in named:
+        return named[word].astimezone(UTC)
+    ago = _AGO.fullmatch(word)
+    if ago:
+        count = 1 if ago.group(1) in ("a", "an") else int(ago.group(1))
+        unit = _UNIT[ago.group(2)[0]]
+        try:
+            return (now - timedelta(**{unit: count})).astimezone(UTC)
+        except OverflowError:
+            raise UsageError(f"{text[:60]!r} is before the year 1") from None
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"cannot read the time {text[:60]!r}: give an ISO date or time "
+            "(2026-11-01, 2026-11-01T12:00:00+02:00), 'yesterday' or '2 hours ago'"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        raise UsageError(f"{text[:60]!r} is out of range") from None
 
 
 def new_episode(

@@ -133,7 +133,9 @@ class RecoveryManager:
             finding = Finding(
                 "temp-file", str(path.relative_to(self.repo.root)), "leftover temp file"
             )
-            if repair:
+            # hystate's own temp files of a dead writer hold nothing (the rename never
+            # happened) and git ignores them: fsck removes them even without --repair
+            if repair or (pid is not None and path.name.startswith(".")):
                 path.unlink(missing_ok=True)
                 finding.repaired, finding.action = True, "removed"
             found.append(finding)

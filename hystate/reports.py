@@ -240,7 +240,7 @@ class ReportGenerator:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(CSV_FIELDS)
-        writer.writerows(tuple(row) for row in rows)
+        writer.writerows(tuple(map(csv_cell, row)) for row in rows)
         return out.getvalue()
 
     def default_path(self, fmt: str, period: str) -> Path:
@@ -273,6 +273,17 @@ class ReportGenerator:
         return None
 
     written: Path | None = None
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet will not run: text starting like a formula (``=HYPERLINK(…)``,
+    ``+cmd``, ``-2+3``, ``@SUM``, a tab or CR) gets a leading apostrophe (OWASP's advice)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def metrics_text(manager: StateManager) -> bytes:
@@ -394,7 +405,16 @@ def _label(when: datetime, span: float) -> str:
 
 
 def _write(path: Path, text: str) -> None:
+    """Atomically write ``path``; the temp file never outlives a failure or an interrupt."""
+    from hystate.errors import UsageError
+
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory; give a file name (or '-' for stdout)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

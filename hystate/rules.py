@@ -147,7 +147,9 @@ class ErrorRecovery:
         self.MAX_RETRIES = {stage: self.max_retries[k] for stage, k in ACTIVE_STAGES.items()}
 
     def delay_after(self, attempts: int) -> timedelta:
-        return timedelta(seconds=self.retry_delay * 2 ** max(attempts - 1, 0))
+        # capped: an attempts count from a hostile file must not make 2**n huge
+        doublings = min(max(attempts - 1, 0), 32)
+        return timedelta(seconds=min(self.retry_delay * 2**doublings, 10 * 365 * 86400))
 
     def should_retry(self, state: EpisodeState) -> bool:
         """The seed's question: may the stage the episode is in (or failed in) run again?"""

@@ -117,17 +117,21 @@ class EpisodeStore:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             try:
-                old = os.lstat(path).st_mode
-                if stat.S_ISREG(old) and old & 0o111:
-                    os.fchmod(fd, stat.S_IMODE(old))
-            except FileNotFoundError:
-                pass
-            os.write(fd, data)
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+                try:
+                    old = os.lstat(path).st_mode
+                    if stat.S_ISREG(old) and old & 0o111:
+                        os.fchmod(fd, stat.S_IMODE(old))
+                except FileNotFoundError:
+                    pass
+                os.write(fd, data)
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:  # interrupted or failed: leave no .ID.PID.tmp behind
+            tmp.unlink(missing_ok=True)
+            raise
 
     def temp_files(self) -> list[Path]:
         return [p for d in self.year_dirs() for p in d.glob(".*.tmp")]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate.errors import Problem
+from hystate.errors import InvalidData, Problem, shown
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator, FormatChecker
@@ -132,7 +133,10 @@ def _message(error: ValidationError, schema: dict[str, Any], doc: Any) -> tuple[
         choices: Any = error.validator_value
         allowed = ", ".join(str(v) for v in choices)
         return json_path(error.absolute_path), f"{error.instance!r} is not one of: {allowed}"
-    return json_path(error.absolute_path), error.message
+    message = error.message
+    if len(message) > 300:  # jsonschema quotes the whole value: "'…20 MB…' is too long"
+        message = f"{shown(error.instance, 80)}: {error.validator} {shown(error.validator_value)}"
+    return json_path(error.absolute_path), message
 
 
 def schema_problems(name: str, doc: Any, file: str) -> list[Problem]:
@@ -164,3 +168,15 @@ def episode_problems(doc: Any, file: str, *, expect_id: str | None = None) -> li
             Problem(file, "$.episode_id", f"episode_id does not match the file name {expect_id!r}")
         )
     return problems
+
+
+def check_value(name: str, value: Any) -> Any:
+    """A value given through the API or ``--set``: integers must fit SQLite's 64 bits and
+    floats be finite (the YAML loader enforces the same on every file it reads)."""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise InvalidData(f"{name}: {item!r} is not a finite number")
+        if isinstance(item, int) and not -(2**63) <= item < 2**63:
+            raise InvalidData(f"{name}: {shown(item)} does not fit in 64 bits")
+    return value

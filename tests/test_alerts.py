@@ -76,14 +76,13 @@ def test_one_post_per_streak(repo: Path, hook: Hook) -> None:
     assert len(hook.received) == 2
 
 
-@pytest.mark.parametrize("kind", ["http-500", "no-server", "bad-url", "timeout"])
+@pytest.mark.parametrize("kind", ["http-500", "no-server", "timeout"])
 def test_failed_delivery_is_logged_and_never_fails_the_transition(repo: Path, kind: str) -> None:
     server = Hook(status=500, delay=5.0 if kind == "timeout" else 0.0)
     url = {
         "http-500": server.url,
         "timeout": server.url,
         "no-server": "http://127.0.0.1:9/hook",
-        "bad-url": "http://[::1",
     }[kind]
     try:
         manager = configure(repo, url, threshold=1)

@@ -206,8 +206,9 @@ BAD_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("bad-date", {"date": "2004-13-45"}, "not a real date"),
     ("wrong-year", {"date": "2005-01-01T00:00:00"}, "is not in folder 2004"),
     ("size-text", {"mp3": {"size": "big"}}, "mp3.size"),
-    ("size-huge", {"mp3": {"size": 2**70}}, "mp3.size"),
-    ("duration-nan", {"mp3": {"duration": float("nan")}}, "mp3.duration"),
+    # refused by hystate's YAML loader itself (named by file and line)
+    ("size-huge", {"mp3": {"size": 2**70}}, "does not fit in 64 bits"),
+    ("duration-nan", {"mp3": {"duration": float("nan")}}, "not finite"),
     ("md5", {"mp3": {"md5": "xyz"}}, "mp3.md5"),
     ("url", {"status": {"download_url": "javascript:alert(1)"}}, "download_url"),
     ("mp3-list", {"mp3": [1, 2]}, "mp3: expected a mapping"),

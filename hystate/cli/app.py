@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
@@ -40,7 +41,9 @@ class Options:
 
         # The CLI acts for its caller (the pipeline script): that is the worker by default.
         default = default_worker(os.getppid()) if cli_worker else None
-        return StateManager(self.state_dir, worker=worker or default)
+        manager = StateManager(self.state_dir, worker=worker or default)
+        manager.notice = lambda message: click.echo(clean_line(f"hystate: {message}"), err=True)
+        return manager
 
 
 class HystateGroup(click.Group):
@@ -48,6 +51,10 @@ class HystateGroup(click.Group):
     unexpected -> 1 with a one-line message (the traceback only with -v)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # From here on Ctrl-C unwinds (locks released, files put back) and ends below.
+        if signal.getsignal(signal.SIGINT) is _early_exit:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             return super().invoke(ctx)
         except HystateError as exc:
@@ -57,16 +64,68 @@ class HystateGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, BrokenPipeError):
             raise
         except OSError as exc:
-            _fail(ctx, f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
+            where = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+            _fail(ctx, f"error: {where}", _os_code(exc))
+        except ValueError as exc:
+            if "null byte" not in str(exc):
+                _fail(ctx, f"internal error: {type(exc).__name__}: {exc}", 1)
+            _fail(ctx, "error: a path or name contains a NUL byte", 5)
         except Exception as exc:
             _fail(ctx, f"internal error: {type(exc).__name__}: {exc}", 1)
+
+
+def _os_code(exc: OSError) -> int:
+    """An operating-system error inside ``.git``, or raised by the git layer (the only code
+    that touches it), is a git problem (exit 7); others exit 1."""
+    names = (exc.filename, getattr(exc, "filename2", None))
+    inside_git = any(
+        isinstance(n, (str, bytes, os.PathLike)) and ".git" in Path(os.fsdecode(n)).parts
+        for n in names
+        if n is not None
+    )
+    frames = traceback.extract_tb(exc.__traceback__)
+    in_git_layer = any(f"{os.sep}gitrepo{os.sep}" in frame.filename for frame in frames)
+    return 7 if inside_git or in_git_layer else 1
+
+
+# Control characters, DEL, C1 (CSI 0x9b and friends), bidi overrides and lone surrogates (a
+# file name that is not UTF-8) never reach a terminal raw; they are shown as \uXXXX escapes,
+# which also keeps JSON output valid JSON. Newlines and tabs stay; a CR only before a LF.
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069"
+    "\ud800-\udfff]|\r(?!\n)"
+)
+_UNSAFE_LINE = re.compile(_UNSAFE.pattern + "|[\n\r\t]")
+LINE_LIMIT = 600  # characters of one error line
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def clean(text: str) -> str:
+    """``text`` safe for a terminal: no escape sequences, no control characters."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def clean_line(text: str, limit: int = LINE_LIMIT) -> str:
+    """One line, safe for a terminal, at most ``limit`` characters."""
+    line = _UNSAFE_LINE.sub(_escape, text[: limit * 2])
+    if len(line) > limit or len(text) > limit * 2:
+        line = line[: limit - 1] + "…"
+    return line
+
+
+def echo(text: Any = "", *, err: bool = False, nl: bool = True) -> None:
+    """click.echo for text that may carry content from files (titles, errors, names)."""
+    click.echo(clean(text if isinstance(text, str) else str(text)), err=err, nl=nl)
 
 
 def _fail(ctx: click.Context, message: str, code: int) -> None:
     opts = ctx.find_object(Options)
     if opts is not None and opts.verbose:
         traceback.print_exc()
-    click.echo(f"hystate: {message}", err=True)
+    click.echo(clean_line(f"hystate: {message}"), err=True)
     if (opts is None or not opts.verbose) and code == 1 and message.startswith("internal"):
         click.echo("hystate: run again with -v for the traceback", err=True)
     ctx.exit(code)
@@ -89,7 +148,13 @@ def worker_option(f: F) -> F:
 
 
 def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:  # NaN or Infinity: JSON has no way to say it
+        from hystate.errors import InvalidData
+
+        raise InvalidData(f"cannot write JSON: {exc}") from None
+    echo(text)
 
 
 @click.group(cls=HystateGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -142,8 +207,11 @@ pass_opts = click.make_pass_decorator(Options)
 
 
 def main() -> None:
-    # SIGTERM unwinds like Ctrl-C, so locks are released and files put back.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Until a command runs (click parsing the arguments) Ctrl-C or SIGTERM just ends the
+    # process: one line, exit 130. Then HystateGroup.invoke makes both raise
+    # KeyboardInterrupt, so locks are released and files put back on the way out.
+    signal.signal(signal.SIGINT, _early_exit)
+    signal.signal(signal.SIGTERM, _early_exit)
     try:
         cli.main(prog_name="hystate")
     except BrokenPipeError:
@@ -151,3 +219,11 @@ def main() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(0)
+
+
+def _early_exit(*_: object) -> None:
+    """Ctrl-C before any command ran (during imports or argument parsing): one line, 130."""
+    try:
+        os.write(2, b"hystate: interrupted\n")
+    finally:
+        os._exit(EXIT_INTERRUPTED)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hystate.cli.app import Options, cli, emit_json, json_option, pass_opts
+from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts
 
 if TYPE_CHECKING:
     pass
@@ -55,11 +55,11 @@ def validate(opts: Options, base: str | None, github: bool, as_json: bool) -> No
             if github:
                 line = f",line={row['line']}" if row.get("line") else ""
                 message = str(row["message"]).replace("%", "%25").replace("\n", "%0A")
-                click.echo(f"::{row['level']} file={row['file']}{line}::{message}")
+                echo(f"::{row['level']} file={row['file']}{line}::{message}")
             else:
                 where = f"{row['file']}:{row['line']}" if row.get("line") else row["file"]
-                click.echo(f"{where}: {row['level']}: {row['message']}")
-        click.echo(summary, err=True)
+                echo(f"{where}: {row['level']}: {row['message']}")
+        echo(summary, err=True)
     if errors:
         raise click.exceptions.Exit(1)
 
@@ -84,9 +84,7 @@ def merge_driver(base: Path, ours: Path, theirs: Path, name: str) -> None:
 
     clean, why = merge_files(base, ours, theirs, name)
     if not clean:
-        click.echo(
-            f"hystate: {name}: conflict: {why}; resolve it, then `hystate validate`", err=True
-        )
+        echo(f"hystate: {name}: conflict: {why}; resolve it, then `hystate validate`", err=True)
         raise click.exceptions.Exit(1)
 
 
@@ -117,15 +115,15 @@ def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> No
     else:
         for f in findings:
             done = f" -> {f.action}" if f.repaired else ""
-            click.echo(f"{f.kind:<14} {f.path}: {f.message}{done}")
+            echo(f"{f.kind:<14} {f.path}: {f.message}{done}")
         verdict = (
             "clean"
             if not findings
             else f"{len(findings) - len(left)} repaired, {len(left)} remaining"
         )
-        click.echo(f"fsck: {verdict}", err=True)
+        echo(f"fsck: {verdict}", err=True)
         if left and not repair:
-            click.echo("hystate: run `hystate fsck --repair` to mend what can be mended", err=True)
+            echo("hystate: run `hystate fsck --repair` to mend what can be mended", err=True)
     if left:
         raise click.exceptions.Exit(1)
 
@@ -158,11 +156,9 @@ def locks(opts: Options, as_json: bool) -> None:
         return
     for r in rows:
         state = "stale (holder gone)" if r["stale"] else "held"
-        click.echo(
-            f"{r['lock']:<48} {state:<20} {r['host']} pid {r['pid']} since {r['acquired_at']}"
-        )
+        echo(f"{r['lock']:<48} {state:<20} {r['host']} pid {r['pid']} since {r['acquired_at']}")
     if not rows:
-        click.echo("no locks held", err=True)
+        echo("no locks held", err=True)
 
 
 @cli.command()
@@ -195,7 +191,7 @@ def unlock(opts: Options, episode_id: str | None, all_stale: bool, force: bool) 
     removed = 0
     for path in paths:
         if not path.exists():
-            click.echo(f"{path.name}: not locked")
+            echo(f"{path.name}: not locked")
             continue
         owner, stale = lock_status(path)
         if not stale and not force:
@@ -205,5 +201,5 @@ def unlock(opts: Options, episode_id: str | None, all_stale: bool, force: bool) 
             continue
         path.unlink(missing_ok=True)
         removed += 1
-        click.echo(f"{path.name}: removed")
-    click.echo(f"{removed} lock(s) removed", err=True)
+        echo(f"{path.name}: removed")
+    echo(f"{removed} lock(s) removed", err=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hystate.cli.app import Options, cli, emit_json, json_option, pass_opts, worker_option
+from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts, worker_option
 from hystate.errors import UsageError
 
 
@@ -50,18 +50,18 @@ def import_dir(
         return
     verb = "would import" if dry_run else "imported"
     commit = f" in {result.commit[:8]}" if result.commit else ""
-    click.echo(
+    echo(
         f"{verb} {source}: {len(result.added)} added, {len(result.updated)} updated, "
         f"{len(result.skipped)} skipped{commit}"
     )
     for eid in result.added:
-        click.echo(f"  added    {eid}")
+        echo(f"  added    {eid}")
     for eid, fields in result.updated.items():
-        click.echo(f"  updated  {eid}: {', '.join(fields)}")
+        echo(f"  updated  {eid}: {', '.join(fields)}")
     for eid, reason in result.skipped.items():
-        click.echo(f"  skipped  {eid}: {reason}")
+        echo(f"  skipped  {eid}: {reason}")
     for eid, kept in result.notes.items():
-        click.echo(f"  kept     {eid}: {'; '.join(kept)}")
+        echo(f"  kept     {eid}: {'; '.join(kept)}")
 
 
 @cli.command()
@@ -95,19 +95,19 @@ def backup(opts: Options, output: Path | None, check: Path | None, as_json: bool
             emit_json({"path": str(check), "ok": True, "refs": info.refs, "commits": info.commits})
             return
         shown = f"{len(info.refs)} refs, {info.commits} commits, HEAD {_short(info.head)}"
-        click.echo(f"{check}: ok ({shown})")
+        echo(f"{check}: ok ({shown})")
         return
     assert output is not None
     result = backups.backup(opts.manager(), output)
     if as_json:
         emit_json(result.as_dict())
         return
-    click.echo(
+    echo(
         f"wrote {result.path} ({result.size} bytes; {len(result.refs)} refs, "
         f"{result.commits} commits; verified)"
     )
     if result.uncommitted:
-        click.echo(
+        echo(
             f"note: {len(result.uncommitted)} uncommitted change(s) under the state directory are "
             f"not in the backup (e.g. {result.uncommitted[0]})",
             err=True,
@@ -133,7 +133,7 @@ def restore(bundle: Path, directory: Path, as_json: bool) -> None:
     if as_json:
         emit_json(result.as_dict())
         return
-    click.echo(
+    echo(
         f"restored {result.path}: {result.commits} commits, {result.episodes} episodes in "
         f"{result.state_dir}/; caches rebuilt"
     )

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hystate.cli.app import Options, cli, emit_json, json_option, pass_opts, worker_option
+from hystate.cli.app import (
+    Options,
+    cli,
+    echo,
+    emit_json,
+    json_option,
+    pass_opts,
+    worker_option,
+)
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -37,7 +45,7 @@ def show(opts: Options, episode_id: str, as_json: bool) -> None:
     else:
         from hystate import yamlio
 
-        click.echo(yamlio.dump(episode.data), nl=False)
+        echo(yamlio.dump(episode.data), nl=False)
 
 
 @cli.command()
@@ -67,10 +75,10 @@ def config(opts: Options, key: str | None, as_json: bool) -> None:
         emit_json(values)
     elif isinstance(values, dict):
         source = manager.config.source or "defaults (no hystate.yaml)"
-        click.echo(f"# from {source}", err=True)
-        click.echo(yamlio.dump({"state_management": values} if not key else values), nl=False)
+        echo(f"# from {source}", err=True)
+        echo(yamlio.dump({"state_management": values} if not key else values), nl=False)
     else:
-        click.echo("null" if values is None else values)
+        echo("null" if values is None else values)
 
 
 def _progress(label: str) -> Callable[[int, int], None] | None:
@@ -94,7 +102,7 @@ def _progress(label: str) -> Callable[[int, int], None] | None:
 def _reader(opts: Options) -> StateManager:
     """A manager for reading commands: cache notices go to stderr."""
     manager = opts.manager(cli_worker=False)
-    manager.cache.notice = lambda message: click.echo(f"hystate: {message}", err=True)
+    manager.cache.notice = lambda message: echo(f"hystate: {message}", err=True)
     manager.refresh_once = True  # one command, one snapshot of the tree
     return manager
 
@@ -129,27 +137,31 @@ def list_(
         emit_json([e.data for e in episodes])
     elif as_csv:
         import csv
+        import io
 
-        writer = csv.writer(sys.stdout)
+        from hystate.reports import csv_cell
+
+        out = io.StringIO()
+        writer = csv.writer(out)
         writer.writerow(
             ["episode_id", "date", "stage", "title", "last_updated", "worker", "attempts_total"]
         )
         for e in episodes:
-            writer.writerow(
-                [
-                    e.episode_id,
-                    e.date,
-                    e.stage.value,
-                    e.title,
-                    e.last_updated,
-                    e.worker or "",
-                    sum(e.attempts.values()),
-                ]
-            )
+            row = [
+                e.episode_id,
+                e.date,
+                e.stage.value,
+                e.title,
+                e.last_updated,
+                e.worker or "",
+                sum(e.attempts.values()),
+            ]
+            writer.writerow([csv_cell(cell) for cell in row])
+        echo(out.getvalue(), nl=False)
     else:
         for e in episodes:
-            click.echo(_episode_summary(e))
-        click.echo(f"{len(episodes)} episodes", err=True)
+            echo(_episode_summary(e))
+        echo(f"{len(episodes)} episodes", err=True)
 
 
 @cli.command()
@@ -169,21 +181,21 @@ def status(opts: Options, as_json: bool) -> None:
         emit_json(summary)
         return
     total = summary["total_episodes"]
-    click.echo(f"{total} episodes, {summary['completion_percentage']}% done (published or skipped)")
+    echo(f"{total} episodes, {summary['completion_percentage']}% done (published or skipped)")
     widest = max(summary["progress"].values(), default=0) or 1
     for stage, count in summary["progress"].items():
         bar = "█" * round(30 * count / widest) if count else ""
-        click.echo(f"  {stage:<12}{count:>7}  {bar}")
+        echo(f"  {stage:<12}{count:>7}  {bar}")
     throughput = summary["throughput"]
     if summary["estimated_completion"]:
         rate = throughput["per_day"]
         basis = f" ({rate} episodes/day over the last 7 days)" if rate else ""
-        click.echo(f"estimated completion: {summary['estimated_completion']}{basis}")
+        echo(f"estimated completion: {summary['estimated_completion']}{basis}")
     else:
-        click.echo(f"estimated completion: unknown ({throughput.get('note', '')})")
+        echo(f"estimated completion: unknown ({throughput.get('note', '')})")
     from hystate.forecast import describe
 
-    click.echo("\n".join(describe(summary["predictions"])))
+    echo("\n".join(describe(summary["predictions"])))
 
 
 @cli.command(name="next")
@@ -221,9 +233,9 @@ def next_(
         emit_json([e.data for e in episodes])
         return
     for e in episodes:
-        click.echo(_episode_summary(e))
+        echo(_episode_summary(e))
     if not episodes:
-        click.echo(f"nothing ready for {target.value}", err=True)
+        echo(f"nothing ready for {target.value}", err=True)
 
 
 @cli.command()
@@ -248,12 +260,15 @@ def history(opts: Options, episode_id: str, as_json: bool) -> None:
             f"{row['from'] or '-'} -> {row['to']}" if row["to"] else "(commit without transition)"
         )
         sha = (row.get("commit") or "uncommitted")[:8]
-        click.echo(f"{row['at']}  {move:<28} {row['by'] or '':<16} {sha}  {row.get('author', '')}")
+        echo(f"{row['at']}  {move:<28} {row['by'] or '':<16} {sha}  {row.get('author', '')}")
 
 
 @cli.command()
-@click.option("--since", help="ISO time, e.g. 2026-11-01 or 2026-11-01T12:00:00+00:00.")
-@click.option("--until", help="ISO time.")
+@click.option(
+    "--since",
+    help="ISO date or time (2026-11-01, 2026-11-01T12:00:00+02:00), 'yesterday', '2 hours ago'.",
+)
+@click.option("--until", help="Same forms as --since.")
 @click.option("--episode", "episode_id", help="Only this episode.")
 @click.option("--follow", is_flag=True, help="Keep printing new events as they happen.")
 @click.option(
@@ -279,6 +294,11 @@ def log(
     """
     import time
 
+    from hystate.model import parse_when
+
+    # the files hold UTC times (hystate writes them), so a UTC bound compares correctly
+    since = parse_when(since).isoformat(timespec="seconds") if since else None
+    until = parse_when(until).isoformat(timespec="seconds") if until else None
     manager = _reader(opts)
     seen: set[tuple[str, str, str]] = set()
 
@@ -289,12 +309,12 @@ def log(
                 continue
             seen.add(key)
             if as_json:
-                click.echo(json.dumps(event, ensure_ascii=False))
+                echo(json.dumps(event, ensure_ascii=False))
             else:
                 move = f"{event['from'] or '-'} -> {event['to']}"
                 extra = f"  {event['error']}" if event.get("error") else ""
                 by = event.get("by") or ""
-                click.echo(f"{event['at']}  {event['episode_id']:<40} {move:<26} {by}{extra}")
+                echo(f"{event['at']}  {event['episode_id']:<40} {move:<26} {by}{extra}")
 
     emit(manager.events(since=since, until=until, episode_id=episode_id))
     manager.refresh_once = False  # following: look at the tree again on every poll
@@ -320,7 +340,7 @@ def rebuild(opts: Options) -> None:
     result = manager.refresh(force=True, progress=_progress("rebuilding"))
     took = time.perf_counter() - started
     name = manager.cache.db_path.name
-    click.echo(f"rebuilt {name} and index.json from {result.reread} files in {took:.1f}s")
+    echo(f"rebuilt {name} and index.json from {result.reread} files in {took:.1f}s")
 
 
 @cli.command()
@@ -366,9 +386,9 @@ def report(opts: Options, fmt: str | None, period: str | None, output: str | Non
         fmt or str(manager.config.get("reporting.report_format")), period or "daily", output
     )
     if text is not None:
-        click.echo(text, nl=False)
+        echo(text, nl=False)
     else:
-        click.echo(str(generator.written.resolve() if generator.written else ""))
+        echo(str(generator.written.resolve() if generator.written else ""))
 
 
 @cli.command()
@@ -391,6 +411,6 @@ def metrics(opts: Options, textfile: Path | None) -> None:
     manager = _reader(opts)
     if textfile:
         write_textfile(manager, textfile)
-        click.echo(f"wrote {textfile}", err=True)
+        echo(f"wrote {textfile}", err=True)
     else:
-        click.echo(metrics_text(manager).decode(), nl=False)
+        echo(metrics_text(manager).decode(), nl=False)

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hystate.cli.app import Options, cli, emit_json, json_option, pass_opts, worker_option
+from hystate.cli.app import (
+    Options,
+    cli,
+    echo,
+    emit_json,
+    json_option,
+    pass_opts,
+    worker_option,
+)
 
 if TYPE_CHECKING:
     from hystate.manager import TransitionResult
@@ -29,11 +37,11 @@ def init(opts: Options) -> None:
         GitRepo.discover(Path.cwd())
     except GitError:
         GitRepo.init(Path.cwd())
-        click.echo(f"initialised a git repository in {Path.cwd()}")
+        echo(f"initialised a git repository in {Path.cwd()}")
     manager = opts.manager()
     sha = manager.ensure_layout()
     state = manager.rel_state_dir
-    click.echo(f"state directory {state}/ " + (f"set up ({sha[:8]})" if sha else "already set up"))
+    echo(f"state directory {state}/ " + (f"set up ({sha[:8]})" if sha else "already set up"))
 
 
 @cli.command()
@@ -75,7 +83,7 @@ def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> 
         )
         return
     commit = f" in {result.commit[:8]}" if result.commit else ""
-    click.echo(
+    echo(
         f"discovered {len(result.added)} new episodes{commit}; {len(result.existing)} already known"
     )
 
@@ -105,9 +113,9 @@ def add(
         episode_id, title=title, date=date, archive_identifier=archive_identifier
     )
     if result.commit:
-        click.echo(f"{episode_id}: new -> discovered ({result.commit[:8]})")
+        echo(f"{episode_id}: new -> discovered ({result.commit[:8]})")
     else:
-        click.echo(f"{episode_id} already exists; left alone")
+        echo(f"{episode_id} already exists; left alone")
 
 
 def _print_result(result: TransitionResult, as_json: bool) -> None:
@@ -116,12 +124,10 @@ def _print_result(result: TransitionResult, as_json: bool) -> None:
         emit_json({"episode": episode.data, "commit": result.commit, "changed": result.changed})
         return
     if not result.changed:
-        click.echo(f"{episode.episode_id} is already {episode.stage.value}; nothing to do")
+        echo(f"{episode.episode_id} is already {episode.stage.value}; nothing to do")
         return
     old = result.from_stage.value if result.from_stage else "?"
-    click.echo(
-        f"{episode.episode_id}: {old} -> {episode.stage.value} ({(result.commit or '')[:8]})"
-    )
+    echo(f"{episode.episode_id}: {old} -> {episode.stage.value} ({(result.commit or '')[:8]})")
 
 
 @cli.command()
@@ -304,9 +310,9 @@ def retry(
         emit_json([o.__dict__ for o in outcomes])
         return
     if not outcomes:
-        click.echo("no failed episodes")
+        echo("no failed episodes")
     for o in outcomes:
-        click.echo(f"{o.episode_id}: {o.action}" + (f" ({o.detail})" if o.detail else ""))
+        echo(f"{o.episode_id}: {o.action}" + (f" ({o.detail})" if o.detail else ""))
 
 
 @cli.command()
