@@ -3,7 +3,10 @@
 - an episode file written but not committed (the process died between the two): committed as
   the transition it is when it is valid and legal; otherwise the committed version is put back
   (the bad content is kept under .git/hystate-lost/);
-- leftover temp files; git's index out of step with HEAD for state files;
+- leftover temp files; git's index out of step with HEAD for state files (entries holding an
+  older state than HEAD, which a person's plain `git commit` would record, are set back);
+- transitions reverted by a commit made without hystate (a person's `git commit` with a stale
+  index, the pre-commit hook bypassed): re-applied by a hystate commit naming that commit;
 - stale locks (hystate's, and git's own lock files a dead hystate process left);
 - episodes stuck in an active stage (their lease expired, or the worker process that registered
   itself on this host is gone: see ``hystate.leases``): they become failed with "worker lost",
@@ -37,8 +40,8 @@ S = ProcessingStage
 
 @dataclass
 class Finding:
-    # uncommitted | temp-file | index-drift | stale-lock | stuck | orphan | missing-media |
-    # invalid | cache
+    # uncommitted | reverted | temp-file | index-drift | stale-lock | stuck | orphan |
+    # missing-media | invalid | cache
     kind: str
     path: str
     message: str
@@ -81,13 +84,20 @@ class RecoveryManager:
         findings: list[Finding] = []
         findings += self._stale_locks(repair)
         findings += self._temp_files(repair)
-        findings += self._uncommitted(repair)
+        findings += self._reverted(repair)
+        findings += self._staged_regressions(repair)
+        kept = {f.path for f in findings if f.kind == "reverted" and not f.repaired}
+        findings += self._uncommitted(repair, kept)
         findings += self._index_drift(repair)
         findings += self._invalid()
         findings += self._stuck(repair)
         findings += self._orphans(remove=remove_orphans)
         findings += self._cache(repair)
-        return findings
+        # several checks see the same index drift: report each (kind, file) once
+        unique: dict[tuple[str, str], Finding] = {}
+        for finding in findings:
+            unique.setdefault((finding.kind, finding.path), finding)
+        return list(unique.values())
 
     def _rel(self, path: Path) -> str:
         return self.store.name(path)
@@ -141,10 +151,42 @@ class RecoveryManager:
             found.append(finding)
         return found
 
-    def _uncommitted(self, repair: bool) -> list[Finding]:
+    def _reverted(self, repair: bool) -> list[Finding]:
+        """Transitions reverted by a commit made without hystate (see hystate.guard)."""
+        from hystate.guard import reapply, reverts
+
+        found = []
+        for revert in reverts(self.manager):
+            finding = Finding("reverted", revert.path, revert.describe())
+            if repair:
+                try:
+                    finding.repaired, finding.action = reapply(self.manager, revert)
+                except LockBusy:
+                    finding.action = "not repaired: the episode is locked by a live process"
+            found.append(finding)
+        return found
+
+    def _staged_regressions(self, repair: bool) -> list[Finding]:
+        """Index entries holding an older state than HEAD: what a person's failed `git commit`
+        next to running workers leaves, and what their next commit would record."""
+        from hystate.guard import reset_staged, staged_regressions
+
+        found = staged_regressions(self.manager)
+        done = {r.path for r in reset_staged(self.manager)} if repair and found else set()
+        findings = []
+        for r in found:
+            finding = Finding("index-drift", r.path, r.describe("git's index entry"))
+            if r.path in done:
+                finding.repaired, finding.action = True, "index entry set back to HEAD"
+            findings.append(finding)
+        return findings
+
+    def _uncommitted(self, repair: bool, kept: set[str]) -> list[Finding]:
         found = []
         rel_dir = self.manager.rel_state_dir
         for rel in self.repo.dirty_paths(rel_dir):
+            if rel in kept:  # a reverted transition fsck could not re-apply: left as it is
+                continue
             path = self.repo.root / rel
             parts = rel.split("/")
             if not (rel.endswith(".yaml") and len(parts) >= 2 and parts[-2].isdigit()):
@@ -246,7 +288,10 @@ class RecoveryManager:
     def _reset_index(self, rel: str, repair: bool) -> tuple[bool, str]:
         if not repair:
             return False, ""
-        self.repo.git("reset", "-q", "--", rel)
+        from hystate.gitrepo.staged import reset_index_entries
+
+        with self.manager.repo_lock():  # no transition commits while the entry is reset
+            reset_index_entries(self.repo, [rel], wait=self.manager.config.lock_timeout)
         return True, "index entry set back to HEAD"
 
     def _index_drift(self, repair: bool) -> list[Finding]:

@@ -3,48 +3,66 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts
 
 if TYPE_CHECKING:
-    pass
+    from hystate.manager import StateManager
 
 
 @cli.command()
 @click.option("--base", metavar="REF", help="Review what changed since REF (a branch, a commit).")
+@click.option(
+    "--staged",
+    is_flag=True,
+    help="Only refuse staged episode files holding an older state than HEAD (the pre-commit hook).",
+)
 @click.option("--github", is_flag=True, help="GitHub Actions annotations (::error file=...).")
 @json_option
 @pass_opts
-def validate(opts: Options, base: str | None, github: bool, as_json: bool) -> None:
+def validate(opts: Options, base: str | None, staged: bool, github: bool, as_json: bool) -> None:
     """Check episode files against the schema and the transition rules.
 
     Without --base: every file (schema, invariants). With --base REF: every episode file
     changed since REF, and each transition added since REF, step by step (a squash merge
     validates like a commit per transition); deleted or moved files, committed caches, and
-    commits without hystate's trailers (a warning) are reported too. Exit 1 on any error.
+    commits without hystate's trailers (a warning) are reported too. With --staged: what
+    `git commit` would record, refused when an episode file's staged version is an older state
+    than HEAD's (a stale index next to running workers would revert transitions); the hook
+    `hystate init` installs runs it. Exit 1 on any error.
 
     \b
     Examples:
       hystate validate
       hystate validate --base origin/main --json
+      hystate validate --staged
     """
+    from hystate.errors import UsageError
+
+    if base and staged:
+        raise UsageError("--base and --staged do not go together")
     manager = opts.manager(cli_worker=False)
-    if base:
+    rows: list[dict[str, Any]]
+    if staged:
+        rows = _staged_rows(manager)
+        errors = len(rows)
+        summary = f"{errors} staged episode file(s) would revert transitions" if rows else ""
+    elif base:
         from hystate.review import review
 
         found = review(manager, base)
         rows = [f.as_dict() for f in found]
-        errors = [f for f in found if f.level == "error"]
-        summary = f"{len(errors)} errors, {len(found) - len(errors)} warnings since {base}"
+        errors = sum(1 for f in found if f.level == "error")
+        summary = f"{errors} errors, {len(found) - errors} warnings since {base}"
     else:
         problems = manager.validate()
         rows = [
             {**p.as_dict(), "level": "error", "message": f"{p.path}: {p.message}"} for p in problems
         ]
-        errors = problems  # type: ignore[assignment]
+        errors = len(problems)
         count = sum(1 for _ in manager.store.iter_paths())
         bad = len({p.file for p in problems})
         summary = f"{count} files checked, {bad} with problems ({len(problems)} in all)"
@@ -59,9 +77,27 @@ def validate(opts: Options, base: str | None, github: bool, as_json: bool) -> No
             else:
                 where = f"{row['file']}:{row['line']}" if row.get("line") else row["file"]
                 echo(f"{where}: {row['level']}: {row['message']}")
-        echo(summary, err=True)
+        if summary:
+            echo(summary, err=True)
     if errors:
         raise click.exceptions.Exit(1)
+
+
+def _staged_rows(manager: StateManager) -> list[dict[str, Any]]:
+    """One error row per staged episode file that would revert transitions."""
+    from hystate.guard import staged_regressions
+
+    return [
+        {
+            "file": r.path,
+            "line": None,
+            "episode": Path(r.path).stem,
+            "level": "error",
+            "message": r.describe("the staged version")
+            + f"; unstage it: `git restore --staged {r.path}` (or `hystate fsck --repair`)",
+        }
+        for r in staged_regressions(manager)
+    ]
 
 
 @cli.command(name="merge-driver")

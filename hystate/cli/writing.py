@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 def init(opts: Options) -> None:
     """Create the state directory (and a git repository if there is none). Safe to repeat.
 
+    Also installs a git pre-commit hook running `hystate validate --staged`, so a plain
+    `git commit` next to running workers cannot revert a transition (an existing hook is
+    left alone: the line to add to it is printed).
+
     \b
     Example:
       hystate init
@@ -42,6 +46,17 @@ def init(opts: Options) -> None:
     sha = manager.ensure_layout()
     state = manager.rel_state_dir
     echo(f"state directory {state}/ " + (f"set up ({sha[:8]})" if sha else "already set up"))
+    from hystate.gitrepo.hooks import install_pre_commit
+
+    hook = install_pre_commit(manager.repo)
+    if hook.status == "installed":
+        echo(f"pre-commit hook installed: {hook.path}")
+    elif hook.status == "foreign":
+        echo(
+            f"hystate: {hook.path} exists and was left alone; add this line to it so a plain "
+            f"`git commit` cannot revert transitions:\n  {hook.line}",
+            err=True,
+        )
 
 
 @cli.command()
