@@ -51,6 +51,8 @@ def _my_start(pid: int) -> str | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie (killed, not yet reaped by its parent: under load, for a
+    CLI whose wrapper shell was killed with it, that can take a while) runs no more."""
     if pid <= 0:
         return False  # 0 and negative numbers name process groups, never a lock's owner
     try:
@@ -59,7 +61,16 @@ def pid_alive(pid: int) -> bool:
         return False  # gone, or a number no process can have
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"Z"
 
 
 @dataclass(frozen=True)

@@ -29,3 +29,17 @@ def test_fifty_kills(repo: Path, manager: StateManager) -> None:
         target = "downloading" if ready[0].stage.value in ("discovered", "failed") else "converting"
         result = fresh.update_state(ready[0].episode_id, target, lock_timeout=0, force=True)
         assert result.changed
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_kills_of_cli_workers_behind_shell_wrappers(repo: Path) -> None:
+    """CLI workers as a pipeline runs them (`sh -c` scripts calling `hystate advance`), killed
+    with their whole process group; a live `git commit` holds index.lock during some repairs.
+    fsck --repair never leaves anything for a person and never removes the live lock."""
+    (repo / "hystate.yaml").write_text("state_management:\n  locks:\n    timeout: 5\n")
+    run = run_faults(repo, kills=30, workers=1, cli_workers=2, live_git_every=3)
+    assert run.kills >= 30 and run.cli_kills >= 15 and run.live_git_rounds >= 3
+    assert run.manual_steps == [] and run.live_git_lock_removed == 0
+    assert len(run.acks) > 20
+    assert check_sound(repo, run) == []

@@ -131,3 +131,24 @@ def test_cli_exit_6_when_the_episode_is_locked(repo: Path, run: Cli, episode_id:
     assert result.exit_code == 6 and "is held by" in result.output
     assert commits(repo) == before
     assert run("advance", episode_id, "downloading").exit_code == 0  # dead holder: broken
+
+
+def test_a_lock_of_a_killed_process_not_yet_reaped_is_broken(tmp_path: Path) -> None:
+    """A CLI killed with its wrapper shell stays a zombie until its new parent reaps it (slow
+    under load): it runs no more, so its lock is stale (a kill -9 round once left fsck waiting
+    on such a process's index.lock)."""
+    path = tmp_path / "ep.lock"
+    holder = hold_lock(path, 60)
+    holder.kill()
+    deadline = time.monotonic() + 5
+    while process_start(holder.pid) is not None and time.monotonic() < deadline:
+        with open(f"/proc/{holder.pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.01)
+    assert process_start(holder.pid) is not None  # a zombie: the pid exists, not reaped
+    try:
+        with StateLock(path, timeout=0.5):
+            pass
+    finally:
+        holder.wait()

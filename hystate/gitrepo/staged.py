@@ -103,7 +103,8 @@ def reset_index_entries(repo: GitRepo, paths: Sequence[str], wait: float = 10.0)
 
     ``git update-index --index-info`` takes ``index.lock`` before reading the index, so an
     entry another process updates meanwhile is not overwritten with a stale copy. A busy
-    ``index.lock`` (git fails at once) is retried with backoff for up to ``wait`` seconds."""
+    ``index.lock`` (git fails at once) is broken if a killed hystate process left it, else
+    retried with backoff for up to ``wait`` seconds."""
     if not paths:
         return
     listing = repo.git_bytes("ls-tree", "-z", "--full-tree", "HEAD", "--", *paths)
@@ -123,6 +124,8 @@ def reset_index_entries(repo: GitRepo, paths: Sequence[str], wait: float = 10.0)
         busy = b"index.lock" in proc.stderr
         if not busy or time.monotonic() >= deadline:
             raise GitError(f"git update-index failed: {_last_line(proc.stderr)}")
+        if repo.break_stale_index_lock():  # a killed hystate process left it: never git's own
+            continue
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
 
