@@ -27,6 +27,7 @@ from hystate.gitrepo import staged
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
+    from hystate.recovery import Finding
 
 MARKER = "Hystate-"  # every commit hystate makes carries trailers starting with this
 REAPPLIER = "hystate-fsck"
@@ -202,3 +203,40 @@ def _history(raw: bytes) -> list[Any] | None:
 def _stage(raw: bytes) -> str:
     doc = yamlio.load(raw)
     return str(doc.get("stage")) if isinstance(doc, dict) else "?"
+
+
+# -- fsck's part ---------------------------------------------------------------------------
+
+
+def fsck_reverts(manager: StateManager, repair: bool) -> list[Finding]:
+    """fsck: transitions reverted by a commit made without hystate; re-applied with repair."""
+    from hystate.errors import LockBusy
+    from hystate.recovery import Finding
+
+    found = []
+    for revert in reverts(manager):
+        finding = Finding("reverted", revert.path, revert.describe())
+        if repair:
+            try:
+                finding.repaired, finding.action = reapply(manager, revert)
+            except LockBusy:
+                finding.action = "not repaired: the episode is locked by a live process"
+        found.append(finding)
+    return found
+
+
+def fsck_staged(manager: StateManager, repair: bool) -> list[Finding]:
+    """fsck: index entries holding an older state than HEAD (what a person's failed `git
+    commit` next to running workers leaves, and their next commit would record); set back to
+    HEAD's with repair."""
+    from hystate.recovery import Finding
+
+    found = staged_regressions(manager)
+    done = {r.path for r in reset_staged(manager)} if repair and found else set()
+    findings = []
+    for r in found:
+        finding = Finding("index-drift", r.path, r.describe("git's index entry"))
+        if r.path in done:
+            finding.repaired, finding.action = True, "index entry set back to HEAD"
+        findings.append(finding)
+    return findings

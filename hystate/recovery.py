@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit, leases, yamlio
+from hystate import audit, guard, leases, yamlio
 from hystate.errors import InvalidData, LockBusy
 from hystate.gitrepo.objects import object_id
 from hystate.locks import lock_status, pid_alive
@@ -84,8 +84,8 @@ class RecoveryManager:
         findings: list[Finding] = []
         findings += self._stale_locks(repair)
         findings += self._temp_files(repair)
-        findings += self._reverted(repair)
-        findings += self._staged_regressions(repair)
+        findings += guard.fsck_reverts(self.manager, repair)
+        findings += guard.fsck_staged(self.manager, repair)
         kept = {f.path for f in findings if f.kind == "reverted" and not f.repaired}
         findings += self._uncommitted(repair, kept)
         findings += self._index_drift(repair)
@@ -150,36 +150,6 @@ class RecoveryManager:
                 finding.repaired, finding.action = True, "removed"
             found.append(finding)
         return found
-
-    def _reverted(self, repair: bool) -> list[Finding]:
-        """Transitions reverted by a commit made without hystate (see hystate.guard)."""
-        from hystate.guard import reapply, reverts
-
-        found = []
-        for revert in reverts(self.manager):
-            finding = Finding("reverted", revert.path, revert.describe())
-            if repair:
-                try:
-                    finding.repaired, finding.action = reapply(self.manager, revert)
-                except LockBusy:
-                    finding.action = "not repaired: the episode is locked by a live process"
-            found.append(finding)
-        return found
-
-    def _staged_regressions(self, repair: bool) -> list[Finding]:
-        """Index entries holding an older state than HEAD: what a person's failed `git commit`
-        next to running workers leaves, and what their next commit would record."""
-        from hystate.guard import reset_staged, staged_regressions
-
-        found = staged_regressions(self.manager)
-        done = {r.path for r in reset_staged(self.manager)} if repair and found else set()
-        findings = []
-        for r in found:
-            finding = Finding("index-drift", r.path, r.describe("git's index entry"))
-            if r.path in done:
-                finding.repaired, finding.action = True, "index entry set back to HEAD"
-            findings.append(finding)
-        return findings
 
     def _uncommitted(self, repair: bool, kept: set[str]) -> list[Finding]:
         found = []
