@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from hystate import yamlio
+from hystate import audit, yamlio
 from hystate.gitrepo import staged
 
 if TYPE_CHECKING:
@@ -186,8 +186,8 @@ def reapply_message(episode_id: str, revert: Revert) -> str:
         f"Commit {revert.commit} ({revert.subject!r}) was made without hystate and put this "
         f"file back to an older state, reverting {gone.behind} transition(s); this commit "
         "restores the file as it was before it.\n\n"
-        f"Hystate-Episode: {episode_id}\nHystate-Reapplies: {revert.commit}\n"
-        f"Hystate-Worker: {REAPPLIER}\n"
+        + audit.trailers(episode=episode_id, reapplies=revert.commit, worker=REAPPLIER)
+        + "\n"
     )
 
 
