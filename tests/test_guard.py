@@ -249,3 +249,17 @@ def test_fsck_ignores_hand_commits_that_move_forward(
         git(repo, "add", str(path))
     assert person_commit(repo).returncode == 0
     assert reverts(manager) == []
+
+
+def test_validate_staged_usage_and_an_empty_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "fresh"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    assert run_hystate(repo, "init").returncode == 0
+    both = run_hystate(repo, "validate", "--staged", "--base", "HEAD")
+    assert both.returncode == 2 and "do not go together" in both.stderr
+    assert "Traceback" not in both.stderr
+    (repo / "processed" / "2004").mkdir()
+    (repo / "processed" / "2004" / "x.yaml").write_text("episode_id: x\n")
+    git(repo, "add", "processed")
+    assert run_hystate(repo, "validate", "--staged").returncode == 0  # new files revert nothing

@@ -48,7 +48,11 @@ def init(opts: Options) -> None:
     echo(f"state directory {state}/ " + (f"set up ({sha[:8]})" if sha else "already set up"))
     from hystate.gitrepo.hooks import install_pre_commit
 
-    hook = install_pre_commit(manager.repo)
+    try:
+        hook = install_pre_commit(manager.repo)
+    except OSError as exc:
+        click.echo(f"hystate: warning: pre-commit hook not installed: {exc}", err=True)
+        return
     if hook.status == "installed":
         echo(f"pre-commit hook installed: {hook.path}")
     elif hook.status == "foreign":
