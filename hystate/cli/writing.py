@@ -51,7 +51,7 @@ def init(opts: Options) -> None:
     try:
         hook = install_pre_commit(manager.repo)
     except OSError as exc:
-        click.echo(f"hystate: warning: pre-commit hook not installed: {exc}", err=True)
+        echo(f"hystate: warning: pre-commit hook not installed: {exc}", err=True)
         return
     if hook.status == "installed":
         echo(f"pre-commit hook installed: {hook.path}")
