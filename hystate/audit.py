@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 from hystate.gitrepo import GitRepo
 
-EPISODE, FROM, TO, WORKER, COUNT = (
+EPISODE, FROM, TO, WORKER, COUNT, REAPPLIES = (
     "Hystate-Episode",
     "Hystate-From",
     "Hystate-To",
     "Hystate-Worker",
     "Hystate-Count",
+    "Hystate-Reapplies",
 )
 _READ = (EPISODE, FROM, TO, WORKER)
 
@@ -55,6 +56,28 @@ def discover_message(ids: list[str], source: str | None, worker: str) -> str:
         count=str(len(ids)),
     )
     return f"{subject}\n\n{origin}{listing}\n\n{tail}\n"
+
+
+def reapply_message(
+    episode_id: str,
+    older: str,
+    current: str,
+    *,
+    behind: int,
+    commit: str,
+    subject: str,
+    worker: str,
+) -> str:
+    """fsck --repair's commit restoring transitions that a commit made without hystate
+    reverted: ``Hystate-Reapplies`` names the reverting commit."""
+    return (
+        f"{episode_id}: re-apply {older} -> {current} (reverted by {commit[:8]})\n\n"
+        f"Commit {commit} ({subject!r}) was made without hystate and put this "
+        f"file back to an older state, reverting {behind} transition(s); this commit "
+        "restores the file as it was before it.\n\n"
+        + trailers(episode=episode_id, reapplies=commit, worker=worker)
+        + "\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -111,6 +134,7 @@ def file_commits(repo: GitRepo, rel: str) -> list[FileCommit]:
 
 
 def trailerless(repo: GitRepo, rev: str, path: str) -> list[tuple[str, str]]:
-    """(sha, subject) of the commits in ``rev`` touching ``path`` without hystate's trailers."""
-    rows = repo.log(rev, ["%H", "%s"], trailer_keys=(TO,), paths=[path])
-    return [(sha, subject) for sha, subject, trail in rows if not trail[TO].strip()]
+    """(sha, subject) of the commits in ``rev`` touching ``path`` without hystate's trailers
+    (a transition's or a re-application's)."""
+    rows = repo.log(rev, ["%H", "%s"], trailer_keys=(TO, REAPPLIES), paths=[path])
+    return [(sha, subject) for sha, subject, trail in rows if not (trail[TO] or trail[REAPPLIES])]

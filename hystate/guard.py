@@ -180,14 +180,14 @@ def reset_staged(manager: StateManager) -> list[Regression]:
 
 def reapply_message(episode_id: str, revert: Revert) -> str:
     gone = revert.regression
-    return (
-        f"{episode_id}: re-apply {gone.older_stage} -> {gone.current_stage} "
-        f"(reverted by {revert.commit[:8]})\n\n"
-        f"Commit {revert.commit} ({revert.subject!r}) was made without hystate and put this "
-        f"file back to an older state, reverting {gone.behind} transition(s); this commit "
-        "restores the file as it was before it.\n\n"
-        + audit.trailers(episode=episode_id, reapplies=revert.commit, worker=REAPPLIER)
-        + "\n"
+    return audit.reapply_message(
+        episode_id,
+        gone.older_stage,
+        gone.current_stage,
+        behind=gone.behind,
+        commit=revert.commit,
+        subject=revert.subject,
+        worker=REAPPLIER,
     )
 
 
