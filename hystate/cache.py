@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit
+from hystate import audit, jsonindex
 from hystate.errors import Problem
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from hystate.store import EpisodeStore
 
 FORMAT_VERSION = "3"
-INDEX_FILE = "index.json"
+INDEX_FILE = jsonindex.INDEX_FILE
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -224,10 +224,17 @@ class StateCache:
             return False
         with self.connect() as db:
             meta = self._meta(db) if _has_tables(db) else {}
+        return meta.get("format") == FORMAT_VERSION and self._matches(
+            meta, tree.hex() if tree else "", json.dumps(dirty, sort_keys=True)
+        )
+
+    def _matches(self, meta: dict[str, str], tree_hex: str, dirty_json: str) -> bool:
+        """The tables reflect this tree and these uncommitted files, and index.json is the file
+        written for them."""
         return (
-            meta.get("format") == FORMAT_VERSION
-            and meta.get("tree") == (tree.hex() if tree else "")
-            and meta.get("dirty") == json.dumps(dirty, sort_keys=True)
+            meta.get("tree") == tree_hex
+            and meta.get("dirty") == dirty_json
+            and meta.get("index") == jsonindex.stamp(self.index_path)
         )
 
     def _dirty(self) -> dict[str, str | None]:
@@ -259,7 +266,7 @@ class StateCache:
         with self.connect(write=True) as db:
             meta = self._meta(db) if _has_tables(db) else {}
             rebuild = force or meta.get("format") != FORMAT_VERSION
-            if not rebuild and meta.get("tree") == tree_hex and meta.get("dirty") == dirty_json:
+            if not rebuild and self._matches(meta, tree_hex, dirty_json):
                 return RefreshResult(0, False)
             if rebuild:
                 reason = "forced" if force else ("missing" if not meta else "old format")
@@ -283,8 +290,18 @@ class StateCache:
                         p.relative_to(self.store.state_dir).as_posix()
                         for p in self.store.iter_paths()
                     ]
-            self._reread(db, paths, progress)
+            # index.json: splice the entries of a few changed episodes, or write it whole
+            splice = (
+                not rebuild
+                and len(paths) <= jsonindex.SPLICE_AT_MOST
+                and meta.get("index") == jsonindex.stamp(self.index_path)
+            )
+            ids = [_key(Path(p).stem) for p in paths] if splice else []
+            before = jsonindex.entries(db, ids) if splice else None
+            self._reread(db, paths, progress, fresh=rebuild)
             self._attribute_commits(db, None if rebuild else meta.get("head") or None)
+            after = jsonindex.entries(db, ids) if splice else None
+            jsonindex.write(db, self.index_path, before=before, after=after)
             db.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                 [
@@ -292,9 +309,9 @@ class StateCache:
                     ("tree", tree_hex),
                     ("dirty", dirty_json),
                     ("head", self.repo.head().sha or ""),
+                    ("index", jsonindex.stamp(self.index_path)),
                 ],
             )
-            self._write_index(db)
         if rebuild and reason != "forced" and reason != "missing":
             self.notice(f"{self.db_path.name}: {reason}; rebuilt it from the tree")
         return RefreshResult(len(paths), rebuild, reason)
@@ -311,24 +328,32 @@ class StateCache:
         return [p.relative_to(base).as_posix() for p in self.store.iter_paths()]
 
     def _reread(
-        self, db: sqlite3.Connection, paths: list[str], progress: Callable[[int, int], None] | None
+        self,
+        db: sqlite3.Connection,
+        paths: list[str],
+        progress: Callable[[int, int], None] | None,
+        *,
+        fresh: bool = False,
     ) -> None:
+        """Replace the rows of ``paths`` by what the files hold now (``fresh``: the tables are
+        empty, nothing to replace), keeping the commits already attributed to their history."""
         done = 0
         for chunk, (rows, logs, problems) in _load_all(self.store, paths):
-            gone = [(_key(Path(inner).stem),) for inner in chunk]
             known = {}
-            for (episode_id,) in gone:
-                for row in db.execute(
-                    "SELECT timestamp, from_stage, to_stage, commit_sha FROM processing_log"
-                    " WHERE episode_id = ? AND commit_sha IS NOT NULL",
-                    (episode_id,),
-                ):
-                    known[(episode_id, *row[:3])] = row[3]
-            db.executemany(
-                "DELETE FROM problems WHERE path = ?", [(_key(inner),) for inner in chunk]
-            )
-            db.executemany("DELETE FROM episode_states WHERE episode_id = ?", gone)
-            db.executemany("DELETE FROM processing_log WHERE episode_id = ?", gone)
+            if not fresh:
+                gone = [(_key(Path(inner).stem),) for inner in chunk]
+                for (episode_id,) in gone:
+                    for row in db.execute(
+                        "SELECT timestamp, from_stage, to_stage, commit_sha FROM processing_log"
+                        " WHERE episode_id = ? AND commit_sha IS NOT NULL",
+                        (episode_id,),
+                    ):
+                        known[(episode_id, *row[:3])] = row[3]
+                db.executemany(
+                    "DELETE FROM problems WHERE path = ?", [(_key(inner),) for inner in chunk]
+                )
+                db.executemany("DELETE FROM episode_states WHERE episode_id = ?", gone)
+                db.executemany("DELETE FROM processing_log WHERE episode_id = ?", gone)
             placeholders = ", ".join("?" * len(_COLUMNS.split(",")))
             db.executemany(
                 f"INSERT OR REPLACE INTO episode_states ({_COLUMNS}) VALUES ({placeholders})", rows
@@ -344,31 +369,37 @@ class StateCache:
                 progress(done, len(paths))
 
     def _attribute_commits(self, db: sqlite3.Connection, since: str | None) -> None:
-        """Fill processing_log.commit_sha from hystate's commits since the last refresh."""
+        """Fill processing_log.commit_sha from hystate's commits since the last refresh.
+
+        The k-th commit for (episode, from, to) belongs to the k-th log row without a commit
+        for the same (episode, from, to), in (timestamp, id) order: one set-based pass over the
+        rows of the episodes those commits name, looked up through processing_log_episode.
+        (One correlated UPDATE per commit let the planner scan every row of a stage through
+        processing_log_to: quadratic for a discovery batch.)"""
         head = self.repo.head().sha
         if head is None or head == since:
             return
-        for sha, episode, old, new in (
+        commits = [
             (t.sha, t.episode_id, t.from_stage, t.to_stage)
             for t in audit.transitions(self.repo, since)
-        ):
-            db.execute(
-                "UPDATE processing_log SET commit_sha = ? WHERE id = ("
-                " SELECT id FROM processing_log WHERE episode_id = ? AND to_stage = ?"
-                " AND from_stage IS ? AND commit_sha IS NULL ORDER BY timestamp, id LIMIT 1)",
-                (sha, episode, new, old),
-            )
-
-    def _write_index(self, db: sqlite3.Connection) -> None:
-        (text,) = db.execute(
-            "SELECT '{' || coalesce(group_concat(entry, ','), '') || '}' FROM ("
-            " SELECT json_quote(episode_id) || ':' || json_object('path', path, 'stage', stage,"
-            " 'year', year, 'title', title, 'last_updated', last_updated) AS entry"
-            " FROM episode_states ORDER BY episode_id)"
-        ).fetchone()
-        tmp = self.index_path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, self.index_path)
+        ]
+        if not commits:
+            return
+        db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS attribution (seq INTEGER PRIMARY KEY, sha TEXT,"
+            " episode_id TEXT, from_stage TEXT, to_stage TEXT)"
+        )
+        db.execute("DELETE FROM temp.attribution")
+        db.executemany(
+            "INSERT INTO temp.attribution (sha, episode_id, from_stage, to_stage)"
+            " VALUES (?, ?, ?, ?)",
+            commits,
+        )
+        db.executemany(
+            "UPDATE processing_log SET commit_sha = ? WHERE id = ?",
+            db.execute(_ATTRIBUTE).fetchall(),
+        )
+        db.execute("DELETE FROM temp.attribution")
 
     def _discard(self) -> None:
         for suffix in ("", "-wal", "-shm"):
@@ -394,6 +425,25 @@ class StateCache:
 
 
 _TABLES = {"meta", "episode_states", "processing_log", "problems"}
+
+# Pairs (sha, log row id): the k-th commit of a key with the k-th unattributed row of that key.
+# The log rows are found by episode (INDEXED BY: never by stage and time).
+_ATTRIBUTE = """
+WITH wanted AS (
+    SELECT sha, episode_id, from_stage, to_stage,
+           row_number() OVER (PARTITION BY episode_id, from_stage, to_stage ORDER BY seq) AS k
+    FROM temp.attribution
+), rows AS (
+    SELECT id, episode_id, from_stage, to_stage,
+           row_number() OVER (
+               PARTITION BY episode_id, from_stage, to_stage ORDER BY timestamp, id) AS k
+    FROM processing_log INDEXED BY processing_log_episode
+    WHERE episode_id IN (SELECT episode_id FROM temp.attribution) AND commit_sha IS NULL
+)
+SELECT wanted.sha, rows.id FROM wanted JOIN rows
+  ON rows.episode_id = wanted.episode_id AND rows.from_stage IS wanted.from_stage
+ AND rows.to_stage = wanted.to_stage AND rows.k = wanted.k
+"""
 
 
 _Loaded = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[str, str]]]
