@@ -492,6 +492,26 @@ def _key(name: str) -> str:
         return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def _problems_chunk(store: EpisodeStore, chunk: list[Path]) -> list[list[Problem]]:
+    return [store.load(path)[2] for path in chunk]
+
+
+def file_problems(store: EpisodeStore, paths: list[Path]) -> Iterator[list[Problem]]:
+    """The problems of each file, in order; many files are read on every core, as a rebuild."""
+    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    workers = min(os.cpu_count() or 1, len(chunks))
+    if len(paths) < _PARALLEL_FROM or workers < 2:
+        for chunk in chunks:
+            yield from _problems_chunk(store, chunk)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for found in pool.map(partial(_problems_chunk, store), chunks):
+            yield from found
+
+
 def _has_tables(db: sqlite3.Connection) -> bool:
     names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     return names >= _TABLES

@@ -335,10 +335,13 @@ class StateManager:
 
     def validate(self) -> list[Problem]:
         """Every problem of every episode file (never stops at the first)."""
+        from hystate.cache import file_problems
+
+        paths = list(self.store.iter_paths())
         problems: list[Problem] = []
         seen: dict[str, Path] = {}
-        for path in self.store.iter_paths():
-            problems.extend(self.store.load(path)[2])
+        for path, found in zip(paths, file_problems(self.store, paths), strict=True):
+            problems.extend(found)
             if path.stem in seen:
                 problems.append(
                     Problem(

@@ -86,7 +86,11 @@ class EpisodeStore:
 
     def iter_paths(self) -> Iterator[Path]:
         for year in self.year_dirs():
-            yield from sorted(year.glob("*.yaml"))
+            with os.scandir(year) as entries:  # names sorted as text: 100,000 Paths sort slowly
+                names = sorted(
+                    e.name for e in entries if e.name.endswith(".yaml") and e.name[0] != "."
+                )
+            yield from (year / name for name in names)
 
     def load(self, path: Path) -> tuple[bytes, Any, list[Problem]]:
         """(raw bytes, document or None, problems): never raises for bad content."""

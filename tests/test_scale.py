@@ -1,0 +1,164 @@
+"""No step of the user's path grows quadratically with the number of episodes.
+
+The user's path (init, discover, rebuild, status, list, next --claim, a transition then status,
+report, validate, fsck) runs through the CLI at n and at 8n episodes in one test run; each
+step's time at 8n over its time at n must stay below 20 (linear is 8, quadratic 64). Only ratios
+from one run are compared, never absolute times. `bench/scale.py` has the figures at 100,000.
+
+Why 8n and not 4n: at a few thousand episodes parsing the files (linear, ~0.3 ms each) hides a
+quadratic term until ~10,000; the quadratic commit attribution of the first release made a
+rebuild grow 7.8x from 4,000 to 16,000 episodes (a 4x bound of 10 let it pass) but ~30x from
+2,000 to 16,000.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hystate import cache
+from hystate.manager import StateManager
+from tests.conftest import Cli, git
+
+N = int(os.environ.get("HYSTATE_SCALE_N", "2000"))
+FACTOR = 8
+BOUND = 20.0
+FLOOR = 0.05  # s: below this a step's time is noise (a few queries), not a trend
+
+
+def catalog(path: Path, n: int) -> Path:
+    with path.open("w") as out:
+        for i in range(n):
+            date = f"{2004 + i % 20}-{1 + i // 20 % 12:02d}-{1 + i // 240 % 28:02d}"
+            record = {"identifier": f"hy_{date}_{i:06d}", "title": f"Episode {i}", "date": date}
+            out.write(json.dumps(record) + "\n")
+    return path
+
+
+def user_path(tmp: Path, n: int) -> dict[str, float]:
+    """Seconds per step (best of a few where the step can be repeated) at ``n`` episodes."""
+    root = tmp / f"repo-{n}"
+    root.mkdir()
+    run = Cli(root)
+    times: dict[str, float] = {}
+
+    def step(name: str, *args: str, repeat: int = 1, after: Callable[[], None] | None = None) -> str:
+        best, output = float("inf"), ""
+        for _ in range(repeat):
+            started = time.perf_counter()
+            result = run(*args)
+            best = min(best, time.perf_counter() - started)
+            assert result.exit_code == 0, (args, result.output)
+            output = result.output
+            if after is not None:
+                after()
+        times[name] = min(best, times.get(name, float("inf")))
+        return output
+
+    step("init", "init")
+    step("discover", "discover", "--from", str(catalog(tmp / f"catalog-{n}.jsonl", n)))
+    assert not git(root, "status", "--porcelain").strip()
+    step("rebuild", "rebuild", repeat=2)
+    step("status", "status", repeat=3)
+    step("list", "list", "--stage", "failed", repeat=3)
+    step("claim", "next", "downloading", "--claim", "--worker", "w", repeat=3)
+    for episode in json.loads(run("list", "--stage", "downloading", "--json").output):
+        args = ("advance", episode["episode_id"], "downloaded", "--set", "files.audio_file=a.mp3")
+        assert run(*args).exit_code == 0
+        step("status after a transition", "status")
+    step("report", "report", "--format", "html", "-o", str(tmp / f"report-{n}.html"))
+    step("validate", "validate")
+    step("fsck", "fsck")
+    counts = json.loads(run("status", "--json").output)["progress"]  # and the answers are right
+    assert counts["discovered"] == n - 3 and counts["downloaded"] == 3
+    return times
+
+
+@pytest.mark.slow
+def test_every_step_of_the_user_path_grows_linearly(tmp_path: Path) -> None:
+    small = user_path(tmp_path, N)
+    large = user_path(tmp_path, FACTOR * N)
+    ratios = {name: large[name] / max(small[name], FLOOR) for name in small}
+    shown = ", ".join(f"{k} {small[k]:.2f}s -> {large[k]:.2f}s" for k in small)
+    print(f"n={N} -> {FACTOR}n: {shown}")
+    assert max(ratios.values()) < BOUND, f"grew faster than linear: {ratios} ({shown})"
+
+
+def test_commit_attribution_never_scans_a_stage(tmp_path: Path) -> None:
+    """The (to_stage, timestamp) index made each attribution scan every row of a stage."""
+    db = sqlite3.connect(tmp_path / "plan.db")
+    for statement in cache._SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute(
+        "CREATE TEMP TABLE attribution (seq INTEGER PRIMARY KEY, sha TEXT, episode_id TEXT,"
+        " from_stage TEXT, to_stage TEXT)"
+    )
+    plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + cache._ATTRIBUTE))
+    assert "processing_log_to" not in plan and "processing_log_time" not in plan
+    assert "USING INDEX processing_log_episode" in plan
+
+
+def test_repeated_moves_get_their_own_commits_in_order(
+    manager: StateManager, episode_id: str
+) -> None:
+    manager.recovery.retry_delay = 0
+    manager.update_state(episode_id, "downloading")
+    manager.fail(episode_id, "timeout")
+    manager.retry([episode_id], now=True)
+    manager.fail(episode_id, "timeout again")
+    expected = git(manager.repo.root, "log", "--reverse", "--format=%H", "--", str(
+        manager.path_of(episode_id)
+    )).split()  # fmt: skip
+    for fresh in (False, True):  # as refreshed step by step, and rebuilt from scratch
+        manager.refresh(force=fresh)
+        events = manager.events(episode_id=episode_id)
+        assert [e["to"] for e in events] == [
+            "discovered", "downloading", "failed", "downloading", "failed"
+        ]  # fmt: skip
+        assert [e["commit"] for e in events] == expected
+
+
+def whole_index(manager: StateManager) -> str:
+    """index.json as generated whole from the cache."""
+    from hystate import jsonindex
+
+    out = manager.state_dir / "whole.json"
+    with manager.cache.connect() as db:
+        jsonindex.write(db, out)
+    return out.read_text()
+
+
+def test_index_json_is_spliced_and_stays_equal_to_a_whole_write(
+    manager: StateManager, episode_id: str
+) -> None:
+    index = manager.state_dir / "index.json"
+    manager.refresh()
+    ids = sorted(p.stem for p in manager.store.iter_paths())
+    for eid in (ids[0], ids[7], ids[-1]):  # the first, a middle and the last entry
+        inode = index.stat().st_ino
+        manager.update_state(eid, "downloading")
+        manager.refresh()
+        assert index.read_text() == whole_index(manager)
+        assert index.stat().st_ino != inode  # replaced (temp file, rename), never edited in place
+    assert json.loads(index.read_text())[ids[7]]["stage"] == "downloading"
+
+
+def test_an_index_json_not_written_by_hystate_is_generated_again(
+    manager: StateManager, episode_id: str
+) -> None:
+    index = manager.state_dir / "index.json"
+    manager.refresh()
+    index.write_text(index.read_text().replace('"discovered"', '"published"'))
+    manager.update_state(episode_id, "downloading")
+    manager.refresh()
+    assert index.read_text() == whole_index(manager)
+    index.unlink()
+    manager.count_by_stage()  # a reading call, nothing else changed
+    assert index.read_text() == whole_index(manager)
