@@ -70,12 +70,12 @@ def user_path(tmp: Path, sizes: list[int]) -> list[dict[str, float]]:
     step("status", "status", repeat=3)
     step("list", "list", "--stage", "failed", repeat=3)
     step("claim", "next", "downloading", "--claim", "--worker", "w", repeat=3)
-    for i in range(3):
+    for _ in range(3):
         for _n, run, times in runs:
             claimed = json.loads(run("list", "--stage", "downloading", "--json").output)
             args = (
                 "advance",
-                claimed[i]["episode_id"],
+                claimed[0]["episode_id"],
                 "downloaded",
                 "--set",
                 "files.audio_file=a",
