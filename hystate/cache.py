@@ -5,16 +5,19 @@ Every reading command calls ``StateCache.refresh`` first. It compares what the c
 the repository now, and re-reads only the files that differ: the git tree diff (only subtrees
 whose shas changed are read) plus what ``git status`` reports under the state folder. So a new
 commit, a plain ``git pull``, a ``git checkout`` of another branch or a hand edit all show up,
-and the refresh after one transition reads one file whatever the repository's size. A missing,
-corrupt or old-format cache is rebuilt. Deleting the caches never loses anything.
+and the refresh after one transition reads one file whatever the repository's size (index.json
+is then spliced, not regenerated: see ``hystate.jsonindex``). A missing, corrupt or old-format
+cache is rebuilt. Deleting the caches never loses anything.
+
+Nothing here may grow faster than the number of episodes (tests/test_scale.py): a rebuild
+attributes the commits of a 100,000-episode discovery batch in one set-based statement.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -447,11 +450,9 @@ SELECT wanted.sha, rows.id FROM wanted JOIN rows
 
 
 _Loaded = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[str, str]]]
-_CHUNK = 500
-_PARALLEL_FROM = 4 * _CHUNK
 
 
-def _load_chunk(store: EpisodeStore, chunk: list[str]) -> _Loaded:
+def _load_chunk(store: EpisodeStore, chunk: Sequence[str]) -> _Loaded:
     """Rows, log rows and problems for some files of the state folder."""
     rows, logs, problems = [], [], []
     for inner in chunk:
@@ -467,19 +468,13 @@ def _load_chunk(store: EpisodeStore, chunk: list[str]) -> _Loaded:
     return rows, logs, problems
 
 
-def _load_all(store: EpisodeStore, paths: list[str]) -> Iterator[tuple[list[str], _Loaded]]:
+def _load_all(store: EpisodeStore, paths: list[str]) -> Iterator[tuple[Sequence[str], _Loaded]]:
     """Files are parsed and validated in chunks; a large rebuild uses every core."""
-    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
-    workers = min(os.cpu_count() or 1, len(chunks))
-    if len(paths) < _PARALLEL_FROM or workers < 2:
-        for chunk in chunks:
-            yield chunk, _load_chunk(store, chunk)
-        return
-    from concurrent.futures import ProcessPoolExecutor
     from functools import partial
 
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from zip(chunks, pool.map(partial(_load_chunk, store), chunks), strict=True)
+    from hystate.parallel import chunked_map
+
+    return chunked_map(partial(_load_chunk, store), paths, chunk=500)
 
 
 def _key(name: str) -> str:
@@ -490,26 +485,6 @@ def _key(name: str) -> str:
         return name
     except UnicodeEncodeError:
         return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _problems_chunk(store: EpisodeStore, chunk: list[Path]) -> list[list[Problem]]:
-    return [store.load(path)[2] for path in chunk]
-
-
-def file_problems(store: EpisodeStore, paths: list[Path]) -> Iterator[list[Problem]]:
-    """The problems of each file, in order; many files are read on every core, as a rebuild."""
-    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
-    workers = min(os.cpu_count() or 1, len(chunks))
-    if len(paths) < _PARALLEL_FROM or workers < 2:
-        for chunk in chunks:
-            yield from _problems_chunk(store, chunk)
-        return
-    from concurrent.futures import ProcessPoolExecutor
-    from functools import partial
-
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for found in pool.map(partial(_problems_chunk, store), chunks):
-            yield from found
 
 
 def _has_tables(db: sqlite3.Connection) -> bool:

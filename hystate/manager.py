@@ -225,11 +225,15 @@ class StateManager:
         return self.cache
 
     def list_episodes(
-        self, stages: Iterable[str | ProcessingStage] = (), years: Iterable[str] = ()
+        self,
+        stages: Iterable[str | ProcessingStage] = (),
+        years: Iterable[str] = (),
+        limit: int | None = None,
     ) -> list[EpisodeState]:
-        """Episodes (oldest air date first), optionally only some stages and years."""
+        """Episodes (oldest air date first), optionally only some stages and years, at most
+        ``limit``."""
         wanted = [S.parse(s).value for s in stages]
-        sql, params = "SELECT data, path FROM episode_states WHERE 1=1", []
+        sql, params = "SELECT data, path FROM episode_states WHERE 1=1", list[Any]()
         if wanted:
             sql += f" AND stage IN ({','.join('?' * len(wanted))})"
             params.extend(wanted)
@@ -237,7 +241,11 @@ class StateManager:
         if years:
             sql += f" AND year IN ({','.join('?' * len(years))})"
             params.extend(years)
-        rows = self._fresh().query(sql + " ORDER BY date, episode_id", tuple(params))
+        sql += " ORDER BY date, episode_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(limit, 0))
+        rows = self._fresh().query(sql, tuple(params))
         return [EpisodeState(json.loads(row["data"]), row["path"]) for row in rows]
 
     def get_episodes_by_stage(self, stage: str | ProcessingStage) -> list[EpisodeState]:
@@ -335,7 +343,7 @@ class StateManager:
 
     def validate(self) -> list[Problem]:
         """Every problem of every episode file (never stops at the first)."""
-        from hystate.cache import file_problems
+        from hystate.parallel import file_problems
 
         paths = list(self.store.iter_paths())
         problems: list[Problem] = []
