@@ -340,7 +340,11 @@ class RecoveryManager:
             return []
         referenced: set[Path] = set()
         found = []
-        for episode in self._readable():
+        try:  # the cache (fresh): validate has just read every file, no need to parse them twice
+            episodes = self.manager.list_episodes()
+        except InvalidData:  # a broken file (reported as invalid): read the others directly
+            episodes = self._readable()
+        for episode in episodes:
             for key in ("audio_file", "video_file", "transcript_file"):
                 value = episode.data["files"][key]
                 if not value:
