@@ -33,7 +33,7 @@ lint: install ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff format --check hystate tests bench
 	$(BIN)/mypy hystate
 
-bench: install ## Run every benchmark in bench/ and rewrite docs/BENCHMARKS.md (~20 min)
+bench: install ## Run every benchmark in bench/ and rewrite docs/BENCHMARKS.md (~40 min)
 	$(BIN)/python bench/run_all.py
 
 clean: ## Remove the virtualenv and caches

@@ -2,6 +2,7 @@
 machine, and the command for each.
 
     python bench/run_all.py [--quick]     # --quick: 1,000 / 10,000 episodes, 50 kills
+    python bench/run_all.py --scale-only  # only the user's path at 10,000 and 100,000 (~15 min)
 """
 
 from __future__ import annotations
@@ -37,8 +38,27 @@ def main() -> None:
     parser.add_argument(
         "--render-only", action="store_true", help="rewrite the doc from bench/out/*.json"
     )
+    parser.add_argument(
+        "--scale-only",
+        action="store_true",
+        help="only bench/scale.py: run it (or with --render-only, read bench/out/scale.json) "
+        "and rewrite its section of the doc",
+    )
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
+    if args.scale_only:
+        if args.render_only:
+            scale = json.loads((OUT / "scale.json").read_text())
+        else:
+            scale = run(
+                "scale.py", "--sizes", *(["1000", "10000"] if args.quick else ["10000", "100000"])
+            )
+        text = DOC.read_text()
+        start = text.find(SCALE_HEADING)
+        DOC.write_text(
+            (text[:start] if start >= 0 else text.rstrip() + "\n\n") + render_scale(scale)
+        )
+        return
     if args.render_only:
         saved = [
             json.loads((OUT / f"{name}.json").read_text())
@@ -126,6 +146,9 @@ the tree.
 {render_scale(scale)}"""  # type: ignore[index]
 
 
+SCALE_HEADING = "## The user's path at scale (issue 17)"
+
+
 def render_scale(scale: dict) -> str:  # type: ignore[type-arg]
     sizes = scale["sizes"]
     large = scale["results"][-1]
@@ -140,7 +163,7 @@ def render_scale(scale: dict) -> str:  # type: ignore[type-arg]
         if notes
         else ""
     )
-    return f"""## The user's path at scale (issue 17)
+    return f"""{SCALE_HEADING}
 
 `{scale["command"]}` — a fresh repository per size, driven only through real `hystate`
 processes: `init`, `discover --from` a JSON-lines catalog, then the everyday commands. Times in
