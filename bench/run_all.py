@@ -166,22 +166,31 @@ def render_scale(scale: dict) -> str:  # type: ignore[type-arg]
     return f"""{SCALE_HEADING}
 
 `{scale["command"]}` — a fresh repository per size, driven only through real `hystate`
-processes: `init`, `discover --from` a JSON-lines catalog, then the everyday commands. Times in
-seconds (best of {scale["runs"]} for the quick steps), peak memory of the process and its children
-in brackets; growth is the time at {sizes[-1]:,} over the time at {sizes[0]:,} (10x the episodes:
-a linear step grows ≤ 10x, a step dominated by process start-up much less). The naive
-alternative reads every YAML file with PyYAML's C loader (and for validate, checks each against
-the JSON Schema with `jsonschema`). The machine is shared with other agents (load average
-4-13 during these runs): absolute figures swing by a third or more, ratios within one run less.
-After discover the index was in step with HEAD: {"yes" if large["discover_index_ok"] else "no"};
-every episode file committed: {"yes" if large["discover_files_ok"] else "no"}.{workaround}
+processes: `init`, `discover --from` a JSON-lines catalog, then the everyday commands. Each cell
+is wall seconds / CPU seconds (user + system, the process and the workers and git processes it
+waited for), best of {scale["runs"]} for the quick steps, with the peak memory of the process and
+its children in brackets. Growth is the figure at {sizes[-1]:,} over the figure at {sizes[0]:,}:
+10x the episodes, so a linear step grows ≤ 10x (a step dominated by the ~0.2 s of process
+start-up much less), a quadratic one 100x. The naive alternative reads every YAML file with
+PyYAML's C loader (for validate: and checks each against the JSON Schema with `jsonschema`).
+
+**The machine is shared with five other agents** (2 cores; load average 6-13 during these runs):
+wall times are inflated by 2-4x and swing between runs; CPU seconds hardly depend on the load
+and are the figures to read for growth. After discover git's index was in step with HEAD:
+{"yes" if large["discover_index_ok"] else "no"}; every episode file committed:
+{"yes" if large["discover_files_ok"] else "no"}.{workaround}
 
 {scale["table"]}
 
-The refresh after one transition (in-process, `StateManager.refresh`) is dominated by git's scan
-of the work tree (`git status` of the state folder: it stats every file, ~0.2 s at 100,000),
-which is what makes a hand edit show up; the cache work itself (tree diff, one file re-read, the
-SQLite update and index.json spliced rather than regenerated) is ~30 ms at 100,000.
+- The refresh after one transition (in-process, `StateManager.refresh`) is git's scan of the
+  work tree (`git status` of the state folder: it stats every file, so that a hand edit shows
+  up) plus the cache work: tree diff, one file re-read, the SQLite update, and index.json
+  spliced instead of regenerated (before: ~0.3-0.5 s at 100,000 for index.json alone). The cache
+  work fits in 50 ms; the scan does not, and cannot without a file-system monitor (git's
+  `core.fsmonitor`, which `git status` honours when a user configures it). Reading commands
+  start the scan in the background while Python starts, which hides most of it.
+- `rebuild` was 749 s at 100,000 before (the quadratic commit attribution); it is now parsing
+  100,000 YAML files on two cores (~0.25 ms of CPU each) plus ~3 s of SQLite.
 """
 
 

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from hystate.gitrepo import GitRepo
     from hystate.store import EpisodeStore
 
-FORMAT_VERSION = "3"
+# 4: episode_states_stage also covers the forecast's groups (status at 100k: 240 -> 75 ms)
+FORMAT_VERSION = "4"
 INDEX_FILE = jsonindex.INDEX_FILE
 
 _SCHEMA = """
@@ -63,7 +64,8 @@ CREATE TABLE episode_states (
     last_error_at TEXT,
     data TEXT NOT NULL
 );
-CREATE INDEX episode_states_stage ON episode_states (stage, date, episode_id);
+CREATE INDEX episode_states_stage ON episode_states (stage, date, episode_id, failed_stage,
+    download_attempts, conversion_attempts, upload_attempts, audio_size, audio_duration);
 CREATE INDEX episode_states_year ON episode_states (year);
 CREATE TABLE processing_log (
     id INTEGER PRIMARY KEY,
