@@ -36,6 +36,9 @@ class RetryOutcome:
     commit: str | None = None
 
 
+FIRST_PAGE = 32  # waiting episodes read at first when looking for ready ones
+
+
 def ready(manager: StateManager, stage: str | ProcessingStage, limit: int) -> list[EpisodeState]:
     """Episodes ready to enter ``stage`` (oldest air date first)."""
     target = S.parse(stage)
@@ -46,7 +49,7 @@ def ready(manager: StateManager, stage: str | ProcessingStage, limit: int) -> li
         return []
     # In date order, a page at a time: parsing all 100,000 waiting episodes to hand out one
     # cost a claim ~1 s; the page grows 4x while too few of it are ready.
-    page = max(2 * limit, 32)
+    page = max(2 * limit, FIRST_PAGE)
     while True:
         episodes = manager.list_episodes(wanted, limit=page)
         found: list[EpisodeState] = []

@@ -177,3 +177,29 @@ def test_an_index_json_not_written_by_hystate_is_generated_again(
     index.unlink()
     manager.count_by_stage()  # a reading call, nothing else changed
     assert index.read_text() == whole_index(manager)
+
+
+def test_next_reads_the_waiting_episodes_a_page_at_a_time(
+    manager: StateManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed episodes whose retry is not due yet come first in date order: the later pages are
+    read until enough ready ones are found, and the answer is the same as reading them all."""
+    from hystate import work
+
+    ids = [e.episode_id for e in manager.list_episodes()]
+    for eid in ids[:7]:
+        manager.update_state(eid, "downloading")
+        manager.fail(eid, "HTTP 503")
+    everything = [e.episode_id for e in manager.get_next_for_processing("downloading", 50)]
+    assert everything == ids[7:]  # the failed ones are not due: the retry delay has not passed
+    monkeypatch.setattr(work, "FIRST_PAGE", 1)
+    reads: list[int | None] = []
+    list_episodes = manager.list_episodes
+
+    def counted(*args: object, limit: int | None = None) -> list[object]:
+        reads.append(limit)
+        return list_episodes(*args, limit=limit)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(manager, "list_episodes", counted)
+    assert [e.episode_id for e in manager.get_next_for_processing("downloading", 3)] == ids[7:10]
+    assert reads == [6, 24]  # 6 read, all failed and not due; then 24, enough
