@@ -197,8 +197,8 @@ growth. After discover git's index was in step with HEAD:
   (~0.2 s), git's scan (in parallel with them), the forecast's groups query (75 ms; 240 ms
   before cache format 4 gave it a covering index).
 - `list --json` of every episode holds them all in memory (1.2 GB at 100,000): linear, but
-  streaming the output would be the next step; `discover` peaks at ~1 GB at 100,000 (the
-  rendered files of every worker chunk are held until the one commit).
+  streaming the output would be the next step. `discover` peaks at ~1 GB at 100,000 (the
+  parent and its two worker processes together; not profiled here).
 """
 
 
