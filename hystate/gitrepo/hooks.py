@@ -70,3 +70,29 @@ def install_pre_commit(repo: GitRepo) -> HookResult:
     finally:
         tmp.unlink()
     return HookResult("installed", path, hook_line())
+
+
+_COMMIT_HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit")
+
+
+def unrun_hooks(repo: GitRepo) -> list[str]:
+    """Commit hooks of this repository that a hystate commit does not run (README: "Not run:
+    git hooks"): executable ones, except a pre-commit hook that only runs hystate's own guard,
+    and none at all once ``git config hystate.hooks skip`` acknowledges it."""
+    if (repo.settings.get("hystate.hooks") or "").strip().lower() == "skip":
+        return []
+    folder = repo.settings.hooks_dir(repo.common_dir)
+    found = []
+    for name in _COMMIT_HOOKS:
+        path = folder / name
+        try:
+            if not (path.is_file() and os.access(path, os.X_OK)):
+                continue
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        commands = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if name == "pre-commit" and commands and all(MARKER in c for c in commands):
+            continue
+        found.append(name)
+    return found

@@ -21,13 +21,13 @@ from typing import Any
 
 from hystate.errors import GitError
 from hystate.gitrepo import attributes, lockfile
+from hystate.gitrepo import commit as commit_mod
+from hystate.gitrepo import hooks as hooks_mod
 from hystate.gitrepo import index as index_mod
-from hystate.gitrepo.objects import EXEC_MODE, FILE_MODE, ObjectStore, object_id
-from hystate.gitrepo.refs import Head, Refs, StaleHead
+from hystate.gitrepo.objects import ObjectStore
+from hystate.gitrepo.refs import Head, Refs
 from hystate.gitrepo.settings import GitSettings, Identity
 
-_COMMIT_HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit")
-_GUARD = "validate --staged"  # the pre-commit guard `hystate init` installs
 _SHA256 = re.compile(r"^\s*objectformat\s*=\s*\"?sha256", re.IGNORECASE | re.MULTILINE)
 _IN_PROGRESS = {
     "MERGE_HEAD": "a merge",
@@ -50,7 +50,7 @@ class GitRepo:
         self.refs = Refs(git_dir, common_dir)
         self.objects = ObjectStore(common_dir / "objects", root)
         self.settings = GitSettings(root, common_dir)
-        self._index_memo = index_mod.IndexMemo()
+        self.index_memo = index_mod.IndexMemo()  # the index as this process last wrote it
         self.lock_wait = 10.0
         self.warnings: list[str] = []  # what went wrong after a commit was made
 
@@ -256,57 +256,16 @@ class GitRepo:
         had that content. Once HEAD has moved nothing raises: a transition is never reported
         as "not done" after it is in the history.
         """
-        self.check_writable()
-        self.settings.refresh()
-        owners = lockfile.owners_dir(self.common_dir)
-        with index_mod.IndexLock(self.git_dir, owners, self.lock_wait, self._index_memo) as lock:
-            entries = self._entries(files)
-            updates = [
-                index_mod.Update(rel.encode(), sha, int(mode, 8), os.stat(self.root / rel))
-                for rel, (mode, sha) in entries.items()
-            ]
-            lock.stage(updates, self.root)
-            sha = self._commit_head(entries, message)
-            try:
-                lock.commit()
-            except OSError as exc:  # HEAD has moved: the transition is done; say what is not
-                self.warnings.append(f"the commit is made, but git's index was not updated: {exc}")
-        return sha
-
-    def _entries(self, files: Mapping[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
-        """(mode, blob sha) of each file as ``git add`` would store it."""
-        if self.plain_attributes(files):
-            shas = {rel: self.objects.write(b"blob", data) for rel, data in files.items()}
-        else:
-            shas = self._hash_with_git(list(files), write=True)
-        head = self.head_tree() if not self.settings.trust_file_mode() else None
-        entries = {}
-        for rel, sha in shas.items():
-            if head is None:
-                executable = os.stat(self.root / rel).st_mode & 0o100
-            else:
-                old = self.objects.lookup(head, rel)
-                executable = old is not None and old[0] == EXEC_MODE
-            entries[rel] = (EXEC_MODE if executable else FILE_MODE, sha)
-        return entries
+        return commit_mod.make_commit(self, files, message)
 
     def blob_id(self, rel: str, data: bytes) -> bytes:
         """The sha git would store for ``data`` at ``rel`` (its attributes applied)."""
-        if self.plain_attributes([rel]):
-            return object_id(b"blob", data)
-        proc = self._run(["hash-object", f"--path={rel}", "--stdin"], data)
-        return bytes.fromhex(proc.decode().strip())
+        return commit_mod.blob_id(self, rel, data)
 
-    def _hash_with_git(self, rels: list[str], *, write: bool) -> dict[str, bytes]:
-        if any("\n" in rel for rel in rels):
-            raise GitError("a path with a line break cannot be committed by hystate")
-        args = ["hash-object", *(["-w"] if write else []), "--stdin-paths"]
-        out = self._run(args, "".join(f"{rel}\n" for rel in rels).encode()).decode().split()
-        if len(out) != len(rels):
-            raise GitError("git hash-object answered an unexpected number of objects")
-        return {rel: bytes.fromhex(sha) for rel, sha in zip(rels, out, strict=True)}
-
-    def _run(self, args: list[str], stdin: bytes, env: Mapping[str, str] | None = None) -> bytes:
+    def run_input(
+        self, args: list[str], stdin: bytes, env: Mapping[str, str] | None = None
+    ) -> bytes:
+        """Run git with ``stdin``; its output. A failure is a GitError with git's message."""
         proc = subprocess.run(
             ["git", *args],
             input=stdin,
@@ -324,77 +283,9 @@ class GitRepo:
         """True when no git attribute can convert these files on their way into git."""
         return attributes.no_conversion(self.root, self.common_dir, rels)
 
-    def _commit_head(self, entries: Mapping[str, tuple[bytes, bytes]], message: str) -> str | None:
-        settings = self.settings
-        author, committer = settings.author(), settings.committer()
-        subject = message.split("\n", 1)[0]
-        for _ in range(50):
-            head = self.refs.head()
-            base = self.head_tree(head)
-            tree = self.objects.rewrite(base, entries)
-            if tree == base:
-                return None
-            if settings.sign() or settings.dates_from_env():
-                commit = self._commit_with_git(tree, head, message, author, committer)
-            else:
-                body = b"tree %s\n" % tree.hex().encode()
-                if head.sha:
-                    body += b"parent %s\n" % head.sha.encode()
-                body += b"author %s\ncommitter %s\n\n%s" % (
-                    author.line(),
-                    committer.line(),
-                    message.encode(),
-                )
-                commit = self.objects.write(b"commit", body)
-            self.objects.remember_commit(commit, tree)
-            sha = commit.hex()
-            try:
-                self.refs.update(head, sha, committer.line(), f"commit: {subject}", settings.reflog)
-            except StaleHead:
-                continue
-            return sha
-        raise GitError("HEAD kept moving while hystate tried to commit; try again")
-
-    def _commit_with_git(
-        self, tree: bytes, head: Head, message: str, author: Identity, committer: Identity
-    ) -> bytes:
-        """``git commit-tree``: git signs (commit.gpgSign) and parses GIT_*_DATE itself."""
-        args = ["commit-tree", tree.hex()]
-        if head.sha:
-            args += ["-p", head.sha]
-        if self.settings.sign():
-            args.append("-S")
-        env = {
-            "GIT_AUTHOR_NAME": author.name,
-            "GIT_AUTHOR_EMAIL": author.email,
-            "GIT_COMMITTER_NAME": committer.name,
-            "GIT_COMMITTER_EMAIL": committer.email,
-        }
-        return bytes.fromhex(self._run(args, message.encode(), env).decode().strip())
-
     def unrun_hooks(self) -> list[str]:
-        """Commit hooks of this repository that a hystate commit does not run (README: "Not
-        run: git hooks"): executable ones, except a pre-commit hook that only runs hystate's
-        own guard, and none at all once ``git config hystate.hooks skip`` acknowledges it."""
-        if (self.settings.get("hystate.hooks") or "").strip().lower() == "skip":
-            return []
-        folder = self.settings.hooks_dir(self.common_dir)
-        found = []
-        for name in _COMMIT_HOOKS:
-            path = folder / name
-            try:
-                if not (path.is_file() and os.access(path, os.X_OK)):
-                    continue
-                lines = path.read_text(errors="replace").splitlines()
-            except OSError:
-                continue
-            commands = [
-                line for line in lines if line.strip() and not line.lstrip().startswith("#")
-            ]
-            if name == "pre-commit" and commands and all(_GUARD in c for c in commands):
-                continue
-            found.append(name)
-        return found
+        """Commit hooks of this repository that a hystate commit does not run."""
+        return hooks_mod.unrun_hooks(self)
 
     def git_locks(self) -> list[Path]:
         """git's lock files that exist now: the index's, HEAD's and the branches'."""
