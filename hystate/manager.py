@@ -95,24 +95,16 @@ class StateManager:
         config: Config | None = None,
         worker: str | None = None,
     ) -> None:
-        here = Path(cwd) if cwd is not None else Path.cwd()
+        here = Path(os.path.realpath(cwd if cwd is not None else Path.cwd()))
         if state_dir is None:
             state_dir = os.environ.get("HYSTATE_STATE_DIR") or None
         if state_dir is not None:
-            chosen = here / state_dir
+            chosen = Path(os.path.normpath(here / state_dir))
             self.repo = GitRepo.discover(_existing_parent(chosen))
-            self.config = config or Config.load(self.repo.root)
         else:
             self.repo = GitRepo.discover(here)
-            self.config = config or Config.load(self.repo.root)
-            chosen = self.repo.root / str(self.config.get("state_directory"))
-        self.state_dir = chosen.resolve()
-        try:
-            self.state_dir.relative_to(self.repo.root)
-        except ValueError:
-            raise UsageError(
-                f"state directory {self.state_dir} is outside the repository {self.repo.root}"
-            ) from None
+        self.config = config or Config.load(self.repo.root)
+        self.state_dir = self._confined_state_dir(here, state_dir)
         self.store = EpisodeStore(self.state_dir, self.repo.root)
         named = worker or os.environ.get("HYSTATE_WORKER") or None
         self.worker = check_worker(named) if named else default_worker()
@@ -129,6 +121,41 @@ class StateManager:
         self.refresh_once = False
         self._refreshed = False
         self._hooks_told = False
+
+    def _confined_state_dir(self, here: Path, given: str | os.PathLike[str] | None) -> Path:
+        """The state directory: from the command line or the API (exit 2 when unusable), else
+        ``state_directory`` of hystate.yaml (exit 5). Either way a real folder inside the work
+        tree, not its root, not in .git, not through a symlink (see hystate.paths)."""
+        from hystate.paths import confine, is_within
+
+        root, git_dirs = self.repo.root, (self.repo.git_dir, self.repo.common_dir)
+        if given is not None:
+            where = "--state-dir"
+            state_dir = confine(
+                root, os.fspath(given), where, error=UsageError, cwd=here, forbidden=git_dirs
+            )
+        else:
+            where = f"{self.config.source or 'hystate.yaml'}: state_directory"
+            value = str(self.config.get("state_directory"))
+            state_dir = confine(root, value, where, error=InvalidData, forbidden=git_dirs)
+        rel = state_dir.relative_to(root).as_posix()
+        head_entry = self.repo.objects.lookup(self.repo.head_tree(), rel)
+        if head_entry is not None and head_entry[0] != b"40000":
+            kind = {b"120000": "a symlink", b"160000": "a submodule"}.get(head_entry[0], "a file")
+            error = UsageError if given is not None else InvalidData
+            raise error(f"{where}: {rel} is {kind} in HEAD, not a folder")
+        source = self.config.source or "hystate.yaml"
+        for value in self.config.get("media.directories"):
+            media = confine(
+                root, str(value), f"{source}: media.directories", error=InvalidData,
+                forbidden=git_dirs,
+            )  # fmt: skip
+            if is_within(media, state_dir) or is_within(state_dir, media):
+                raise InvalidData(
+                    f"{source}: media.directories: {value!r} overlaps the state directory"
+                    f" {self.repo.relpath(state_dir)}/"
+                )
+        return state_dir
 
     # -- locks -----------------------------------------------------------------------------
 
