@@ -37,6 +37,7 @@ from hystate.model import (
     now_utc,
 )
 from hystate.parallel import chunked_map
+from hystate.paths import NotRegularFile, ensure_dir, read_bytes
 from hystate.rules import (
     Change,
     ErrorRecovery,
@@ -176,13 +177,13 @@ class StateManager:
         """Create the state directory and its .gitignore (committed), and set the repository
         options hystate relies on. Safe to repeat."""
         self.repo.configure()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.repo.root, self.state_dir)
         ignore = gitignore_text(str(self.config.get("database_file")), self.rel_state_dir == ".")
         files = {
             self.state_dir / ".gitignore": ignore.encode(),
             self.state_dir / ".gitattributes": GITATTRIBUTES.encode(),
         }
-        todo = {p: d for p, d in files.items() if not (p.exists() and p.read_bytes() == d)}
+        todo = {p: d for p, d in files.items() if _read_own(p) != d}
         if not todo:
             return None
         self.repo.check_writable()
@@ -241,7 +242,6 @@ class StateManager:
         self, *, force: bool = False, progress: Callable[[int, int], None] | None = None
     ) -> RefreshResult:
         """Bring state.db and index.json in line with the tree (re-reading only what changed)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         return self.cache.refresh(force=force, progress=progress)
 
     def _fresh(self) -> StateCache:
@@ -386,7 +386,28 @@ class StateManager:
                     )
                 )
             seen[path.stem] = path
-        return problems
+        return problems + self.store.anomalies() + self.tracked_caches()
+
+    def tracked_caches(self) -> list[Problem]:
+        """Cache-named entries of the state folder committed to git (a branch can carry a
+        ``state.db`` with planted rows or triggers): never used, always reported."""
+        tree = self.repo.subtree(self.rel_state_dir)
+        if tree is None:
+            return []
+        names = {str(self.config.get("database_file")), "index.json", ".locks", "reports"}
+        found = []
+        for raw in self.repo.objects.tree(tree).entries():
+            name = raw.decode(errors="replace")
+            if name in names or name.startswith("state.db"):
+                found.append(
+                    Problem(
+                        f"{self.rel_state_dir}/{name}",
+                        "$",
+                        "cache file committed to git: hystate never uses it (its caches live in"
+                        " .git/hystate/); untrack it with `git rm --cached`",
+                    )
+                )
+        return found
 
     # -- transitions -----------------------------------------------------------------------
 
@@ -581,7 +602,7 @@ class StateManager:
         """Create a file for every record that has none (one commit); leave the others alone."""
         records = list(records)
         self.repo.check_writable()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.repo.root, self.state_dir)
         at = now_utc()
         with self.repo_lock():
             todo: list[tuple[str, dict[str, Any]]] = []
@@ -660,6 +681,20 @@ def _commit_row(commit: audit.FileCommit) -> dict[str, Any]:
 
 def _rel(manager: StateManager, path: Path) -> str:
     return path.relative_to(manager.repo.root).as_posix()
+
+
+def _read_own(path: Path) -> bytes:
+    """A file hystate writes (.gitignore, .gitattributes): its bytes, b"" when missing;
+    never read through a symlink, never replaced when it is one."""
+    try:
+        return read_bytes(path)
+    except FileNotFoundError:
+        return b""
+    except NotRegularFile as exc:
+        raise InvalidData(
+            f"{path} is {exc.kind}: hystate never writes through symlinks",
+            hint="replace it with a plain file",
+        ) from None
 
 
 def _existing_parent(path: Path) -> Path:

@@ -91,7 +91,7 @@ class RecoveryManager:
         findings += self._index_drift(repair)
         findings += self._invalid()
         findings += self._stuck(repair)
-        findings += self._orphans(remove=remove_orphans)
+        findings += self._orphans(remove=remove_orphans and repair)
         findings += self._cache(repair)
         # several checks see the same index drift: report each (kind, file) once
         unique: dict[tuple[str, str], Finding] = {}
@@ -335,10 +335,14 @@ class RecoveryManager:
         return found
 
     def _orphans(self, *, remove: bool) -> list[Finding]:
-        folders = [self.repo.root / d for d in self.manager.config.get("media.directories")]
+        """Media files no episode points to. The folders were confined when the config was
+        loaded (inside the work tree, not its root, .git or the state folder); here nothing is
+        followed through a symlink, nested repositories and tracked files are never removed."""
+        root = self.repo.root
+        folders = [root / d for d in self.manager.config.get("media.directories")]
         if not folders:
             return []
-        referenced: set[Path] = set()
+        referenced: set[str] = set()
         found = []
         try:  # the cache (fresh): validate has just read every file, no need to parse them twice
             episodes = self.manager.list_episodes()
@@ -349,27 +353,41 @@ class RecoveryManager:
                 value = episode.data["files"][key]
                 if not value:
                     continue
-                target = (self.repo.root / value).resolve()
-                referenced.add(target)
-                inside = any(_is_within(target, f.resolve()) for f in folders)
-                if inside and not target.exists() and episode.stage not in (S.PUBLISHED, S.SKIPPED):
+                target = Path(os.path.normpath(root / value))
+                referenced.add(str(target))
+                inside = any(_is_within(target, f) for f in folders)
+                if (
+                    inside
+                    and not os.path.lexists(target)
+                    and episode.stage not in (S.PUBLISHED, S.SKIPPED)
+                ):
                     found.append(
                         Finding(
                             "missing-media", value, f"{episode.episode_id} points to a missing file"
                         )
                     )
         for folder in folders:
-            for media in sorted(p for p in folder.rglob("*") if p.is_file()):
-                if media.resolve() in referenced:
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            tracked = self._tracked(folder)
+            for media in _media_files(folder):
+                if str(media) in referenced:
                     continue
-                finding = Finding(
-                    "orphan", str(media.relative_to(self.repo.root)), "media file of no episode"
-                )
-                if remove:
+                rel = self.repo.relpath(media)
+                finding = Finding("orphan", rel, "media file of no episode")
+                if media.is_symlink():
+                    finding.message += " (a symlink: never followed, never removed)"
+                elif rel in tracked:
+                    finding.message += " (tracked in git: not removed)"
+                elif remove:
                     media.unlink()
                     finding.repaired, finding.action = True, "removed"
                 found.append(finding)
         return found
+
+    def _tracked(self, folder: Path) -> set[str]:
+        out = self.repo.git("ls-files", "-z", "--", self.repo.relpath(folder), check=False)
+        return set(filter(None, out.split("\0")))
 
     def _cache(self, repair: bool) -> list[Finding]:
         cache = self.manager.cache
@@ -415,6 +433,24 @@ def _pid_in_name(name: str) -> int | None:
     else:
         return None
     return int(part) if part.isdigit() and int(part) > 0 else None
+
+
+def _media_files(folder: Path) -> list[Path]:
+    """Files (and symlinks) under ``folder``, never descending through a symlink, into ``.git``
+    or into another repository."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(dirpath)
+        keep = []
+        for name in dirnames:
+            sub = here / name
+            if sub.is_symlink():
+                filenames.append(name)  # listed as a symlink, never entered
+            elif name.casefold() != ".git" and not os.path.lexists(sub / ".git"):
+                keep.append(name)
+        dirnames[:] = keep
+        found += [here / n for n in filenames if n.casefold() != ".git"]
+    return sorted(found)
 
 
 def _is_within(path: Path, folder: Path) -> bool:

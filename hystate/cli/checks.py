@@ -126,7 +126,11 @@ def merge_driver(base: Path, ours: Path, theirs: Path, name: str) -> None:
 
 @cli.command()
 @click.option("--repair", is_flag=True, help="Mend what can be mended.")
-@click.option("--remove-orphans", is_flag=True, help="Also delete media files of no episode.")
+@click.option(
+    "--remove-orphans",
+    is_flag=True,
+    help="With --repair: also delete untracked media files of no episode.",
+)
 @json_option
 @pass_opts
 def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> None:
@@ -141,8 +145,14 @@ def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> No
       hystate fsck
       hystate fsck --repair --json
     """
+    from hystate.errors import UsageError
     from hystate.recovery import RecoveryManager
 
+    if remove_orphans and not repair:
+        raise UsageError(
+            "--remove-orphans deletes files: give it with --repair (run `hystate fsck` first to"
+            " list them)"
+        )
     manager = opts.manager(cli_worker=False)
     findings = RecoveryManager(manager).fsck(repair=repair, remove_orphans=remove_orphans)
     left = [f for f in findings if not f.repaired]
