@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 S = ProcessingStage
 log = logging.getLogger("hystate")
 REPO_LOCK = "_repo.lock"  # ids start with a letter or digit, so this never names an episode
+_REMOVE_IT = "remove it (`git rm` it if it is committed), then run the command again"
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,15 @@ class StateManager:
 
     @property
     def locks_dir(self) -> Path:
-        return self.state_dir / ".locks"
+        """``<state_dir>/.locks``; refused when it is a symlink or a file (a branch can commit
+        one pointing anywhere), so no lock is ever made, read or removed through it."""
+        from hystate.paths import check_real_dir
+
+        path = self.state_dir / ".locks"
+        problem = check_real_dir(self.repo.root, path)
+        if problem is not None:
+            raise InvalidData(f"{problem}: hystate never follows symlinks", hint=_REMOVE_IT)
+        return path
 
     # -- setting up ------------------------------------------------------------------------
 

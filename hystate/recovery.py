@@ -29,6 +29,7 @@ from hystate.errors import InvalidData, LockBusy
 from hystate.gitrepo.objects import object_id
 from hystate.locks import lock_status, pid_alive
 from hystate.model import EpisodeState, ProcessingStage
+from hystate.paths import NotRegularFile, read_bytes
 from hystate.rules import legal_move
 from hystate.validation import episode_problems
 
@@ -159,7 +160,8 @@ class RecoveryManager:
                 continue
             path = self.repo.root / rel
             parts = rel.split("/")
-            if not (rel.endswith(".yaml") and len(parts) >= 2 and parts[-2].isdigit()):
+            year = parts[-2] if len(parts) >= 2 else ""
+            if not (rel.endswith(".yaml") and year.isascii() and year.isdigit()):
                 continue
             eid = path.stem
             try:
@@ -174,13 +176,20 @@ class RecoveryManager:
     def _judge_uncommitted(self, path: Path, rel: str, repair: bool) -> Finding:
         committed_sha = self.repo.head_blob(rel)
         committed = self.repo.objects.read(committed_sha)[1] if committed_sha else None
-        if not path.exists():
+        if not os.path.lexists(path):
             finding = Finding("uncommitted", rel, "episode file deleted but not committed")
             if repair and committed is not None:
                 self.store.write(path, committed)
                 finding.repaired, finding.action = True, "restored the committed version"
             return finding
-        raw = path.read_bytes()
+        try:
+            raw = read_bytes(path)
+        except NotRegularFile as exc:
+            finding = Finding("uncommitted", rel, f"is {exc.kind}: hystate never follows it")
+            if repair and committed is not None:  # the rename replaces the link, not its target
+                self.store.write(path, committed)
+                finding.repaired, finding.action = True, "restored the committed version"
+            return finding
         if committed_sha == object_id(b"blob", raw):
             drift = "git's index differs from HEAD and the work tree"
             return Finding("index-drift", rel, drift, *self._reset_index(rel, repair))
@@ -273,9 +282,10 @@ class RecoveryManager:
             worktree = self.repo.root / rel
             head = self.repo.head_blob(rel)
             if (
-                worktree.exists()
+                not worktree.is_symlink()
+                and worktree.is_file()
                 and head is not None
-                and object_id(b"blob", worktree.read_bytes()) == head
+                and object_id(b"blob", read_bytes(worktree)) == head
             ):
                 finding = Finding(
                     "index-drift", rel, "git's index differs from HEAD and the work tree"

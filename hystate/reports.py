@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hystate.model import ProcessingStage, parse_time
+from hystate.paths import ensure_dir, write_atomic
 from hystate.summary import generate_summary
 
 if TYPE_CHECKING:
@@ -267,7 +267,11 @@ class ReportGenerator:
             text = self.render_html(data) if fmt == "html" else self.render_json(data)
         if target == "-":
             return text
-        path = Path(target) if target else self.default_path(fmt, period)
+        if target:
+            path = Path(target)
+        else:  # in the state folder: never through a linked reports folder
+            path = self.default_path(fmt, period)
+            ensure_dir(self.manager.repo.root, path.parent)
         _write(path, text)
         self.written = path
         return None
@@ -411,10 +415,4 @@ def _write(path: Path, text: str) -> None:
     if path.is_dir():
         raise UsageError(f"{path} is a directory; give a file name (or '-' for stdout)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode("utf-8"))
