@@ -77,8 +77,8 @@ def validate(opts: Options, base: str | None, staged: bool, github: bool, as_jso
             else:
                 where = f"{row['file']}:{row['line']}" if row.get("line") else row["file"]
                 echo(f"{where}: {row['level']}: {row['message']}")
-        if summary:
-            echo(summary, err=True)
+    if summary:
+        echo(summary, err=True)  # for people, with --json too
     if errors:
         raise click.exceptions.Exit(1)
 
@@ -167,9 +167,9 @@ def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> No
             if not findings
             else f"{len(findings) - len(left)} repaired, {len(left)} remaining"
         )
+        if left and not repair:  # one line on stderr, as for every failing command
+            verdict += "; run `hystate fsck --repair` to mend what can be mended"
         echo(f"fsck: {verdict}", err=True)
-        if left and not repair:
-            echo("hystate: run `hystate fsck --repair` to mend what can be mended", err=True)
     if left:
         raise click.exceptions.Exit(1)
 
