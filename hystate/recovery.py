@@ -93,6 +93,7 @@ class RecoveryManager:
         findings += self._invalid()
         findings += self._stuck(repair)
         findings += self._orphans(remove=remove_orphans and repair)
+        findings += self._foreign_caches(repair)
         findings += self._cache(repair)
         # several checks see the same index drift: report each (kind, file) once
         unique: dict[tuple[str, str], Finding] = {}
@@ -398,6 +399,29 @@ class RecoveryManager:
     def _tracked(self, folder: Path) -> set[str]:
         out = self.repo.git("ls-files", "-z", "--", self.repo.relpath(folder), check=False)
         return set(filter(None, out.split("\0")))
+
+    def _foreign_caches(self, repair: bool) -> list[Finding]:
+        """Cache-named files in the state folder: hystate never made them (its caches live in
+        .git/hystate/cache/) and never opens them. Links and tracked files are reported by
+        validate; a plain untracked one (planted, or left by an older hystate) is listed, and
+        removed with --repair (only the name: nothing is written through it)."""
+        database = str(self.manager.config.get("database_file"))
+        names = [database, *(f"{database}-{s}" for s in ("wal", "shm", "journal")), "index.json"]
+        tracked = self.manager.tracked_caches()
+        found = []
+        for name in names:
+            path = self.store.state_dir / name
+            rel = self._rel(path)
+            if path.is_symlink() or not path.is_file() or any(p.file == rel for p in tracked):
+                continue
+            finding = Finding(
+                "cache", rel, "not hystate's cache (those live in .git/hystate/cache/); never read"
+            )
+            if repair:
+                path.unlink(missing_ok=True)
+                finding.repaired, finding.action = True, "removed"
+            found.append(finding)
+        return found
 
     def _cache(self, repair: bool) -> list[Finding]:
         cache = self.manager.cache
