@@ -109,7 +109,12 @@ OTHER_LINKS: dict[str, tuple[Setup, list[str], int, str]] = {
     "dangling-validate": (dangling_link, ["validate"], 1, "with problems"),
     "dangling-list": (dangling_link, ["list"], 5, "symlink"),
     "dangling-show": (dangling_link, ["show", "{id}"], 5, "symlink"),
-    "other-episode-advance": (link_to_other_episode, ["advance", "{id}", "downloading"], 5, "symlink"),
+    "other-episode-advance": (
+        link_to_other_episode,
+        ["advance", "{id}", "downloading"],
+        5,
+        "symlink",
+    ),
     "other-episode-status": (link_to_other_episode, ["status"], 5, "symlink"),
     "folder-show": (folder_named_like_it, ["show", "{id}"], 5, "is a folder"),
     "folder-validate": (folder_named_like_it, ["validate"], 1, "with problems"),
@@ -218,12 +223,27 @@ STATE_FOLDER: dict[str, tuple[Setup, list[str], int, str]] = {
     "year-link-inside-add": (year_link_inside, ADD_2031, 5, "processed/2031 is a symlink"),
     "year-file-add": (year_is_a_file, ADD_2031, 5, "processed/2031 is a file"),
     "year-file-validate": (year_is_a_file, ["validate"], 1, "with problems"),
-    "locks-link-advance": (locks_link, ["advance", "{id}", "downloading"], 5, "processed/.locks is a symlink"),
+    "locks-link-advance": (
+        locks_link,
+        ["advance", "{id}", "downloading"],
+        5,
+        "processed/.locks is a symlink",
+    ),
     "locks-link-locks": (locks_link, ["locks"], 5, "processed/.locks is a symlink"),
-    "locks-link-unlock": (locks_link, ["unlock", "--all-stale"], 5, "processed/.locks is a symlink"),
+    "locks-link-unlock": (
+        locks_link,
+        ["unlock", "--all-stale"],
+        5,
+        "processed/.locks is a symlink",
+    ),
     "locks-link-fsck": (locks_link, ["fsck", "--repair"], 5, "processed/.locks is a symlink"),
     "reports-link-report": (reports_link, ["report"], 5, "processed/reports is a symlink"),
-    "reports-link-report-csv": (reports_link, ["report", "--format", "csv"], 5, "processed/reports is a symlink"),
+    "reports-link-report-csv": (
+        reports_link,
+        ["report", "--format", "csv"],
+        5,
+        "processed/reports is a symlink",
+    ),
     "reports-link-validate": (reports_link, ["validate"], 1, "with problems"),
     "gitignore-link-init": (gitignore_link, ["init"], 5, "symlink"),
     "gitattributes-link-init": (gitattributes_link, ["init"], 5, "symlink"),
@@ -317,7 +337,11 @@ def test_duplicate_seen_after_a_refresh_and_gone_when_removed(repo: Path, episod
     assert result.stdout.count('"episode_id"') == 20
 
 
-@pytest.mark.parametrize("folder", ["２０３１", "2031x", "203", "٢٠٣١"])
+FULL_WIDTH_2031 = "\uff12\uff10\uff13\uff11"
+ARABIC_INDIC_2031 = "\u0662\u0660\u0663\u0661"
+
+
+@pytest.mark.parametrize("folder", [FULL_WIDTH_2031, ARABIC_INDIC_2031, "2031x", "203"])
 def test_folder_that_is_not_a_year(folder: str, repo: Path, episode: Path) -> None:
     odd = repo / "processed" / folder
     odd.mkdir()
