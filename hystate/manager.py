@@ -101,8 +101,13 @@ class StateManager:
         if state_dir is None:
             state_dir = os.environ.get("HYSTATE_STATE_DIR") or None
         if state_dir is not None:
+            # The repository holding the folder that holds it: found without following a link
+            # (a linked folder is refused below, not taken for the repository it points into).
             chosen = Path(os.path.normpath(here / state_dir))
-            self.repo = GitRepo.discover(_existing_parent(chosen))
+            try:
+                self.repo = GitRepo.discover(_real_ancestor(chosen.parent))
+            except GitError:
+                self.repo = GitRepo.discover(here)  # so an outside folder is a usage error
         else:
             self.repo = GitRepo.discover(here)
         self.config = config or Config.load(self.repo.root)
@@ -706,8 +711,9 @@ def _read_own(path: Path) -> bytes:
         ) from None
 
 
-def _existing_parent(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
+def _real_ancestor(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists and is reached through no symlink."""
+    while path != path.parent and not (path.exists() and os.path.realpath(path) == str(path)):
         path = path.parent
     return path
 
