@@ -341,7 +341,9 @@ class StateCache:
         end of one, is seen whichever copy changed), and the ids that have several files."""
         if full or len(paths) > _LIST_ALL_FROM:
             base = self.store.state_dir
-            every = [p.relative_to(base).as_posix() for p in self.store.iter_paths()]
+            every = (
+                paths if full else [p.relative_to(base).as_posix() for p in self.store.iter_paths()]
+            )
             wanted = {Path(p).stem for p in paths}
             by_id: dict[str, list[str]] = {}
             for inner in every:

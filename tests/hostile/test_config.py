@@ -47,7 +47,9 @@ def _gitlink(repo: Path, name: str) -> None:
         ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
     ).stdout.strip()
     subprocess.run(
-        ["git", "update-index", "--add", "--cacheinfo", f"160000,{head},{name}"], cwd=repo, check=True
+        ["git", "update-index", "--add", "--cacheinfo", f"160000,{head},{name}"],
+        cwd=repo,
+        check=True,
     )
     subprocess.run(
         ["git", "-c", "user.name=M", "-c", "user.email=m@x.invalid", "commit", "-q", "-m", "sub"],
