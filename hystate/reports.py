@@ -244,7 +244,9 @@ class ReportGenerator:
         return out.getvalue()
 
     def default_path(self, fmt: str, period: str) -> Path:
-        reports = self.manager.state_dir / "reports"
+        """Where a report goes by default: ``<state dir>/reports/``, a folder made (and checked)
+        so that nothing is ever written through a linked ``reports``."""
+        reports = ensure_dir(self.manager.repo.root, self.manager.state_dir / "reports")
         today = datetime.now(UTC).date()
         if fmt == "json":
             return reports / "summary.json"
@@ -271,7 +273,6 @@ class ReportGenerator:
             path = Path(target)
         else:  # in the state folder: never through a linked reports folder
             path = self.default_path(fmt, period)
-            ensure_dir(self.manager.repo.root, path.parent)
         _write(path, text)
         self.written = path
         return None

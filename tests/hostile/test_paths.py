@@ -204,7 +204,7 @@ def gitignore_link(repo: Path, episode: Path, secret: Path) -> None:
 
 
 def gitattributes_link(repo: Path, episode: Path, secret: Path) -> None:
-    attributes = repo / ".gitattributes"
+    attributes = repo / "processed" / ".gitattributes"
     attributes.unlink()
     attributes.symlink_to(secret)
 
