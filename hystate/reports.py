@@ -269,10 +269,7 @@ class ReportGenerator:
             text = self.render_html(data) if fmt == "html" else self.render_json(data)
         if target == "-":
             return text
-        if target:
-            path = Path(target)
-        else:  # in the state folder: never through a linked reports folder
-            path = self.default_path(fmt, period)
+        path = Path(target) if target else self.default_path(fmt, period)
         _write(path, text)
         self.written = path
         return None
