@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit, guard, leases, yamlio
+from hystate import audit, guard, leases, sweep, yamlio
 from hystate.errors import InvalidData, LockBusy
 from hystate.gitrepo.objects import object_id
 from hystate.locks import lock_status, pid_alive
@@ -346,82 +346,16 @@ class RecoveryManager:
         return found
 
     def _orphans(self, *, remove: bool) -> list[Finding]:
-        """Media files no episode points to. The folders were confined when the config was
-        loaded (inside the work tree, not its root, .git or the state folder); here nothing is
-        followed through a symlink, nested repositories and tracked files are never removed."""
-        root = self.repo.root
-        folders = [root / d for d in self.manager.config.get("media.directories")]
-        if not folders:
+        if not self.manager.config.get("media.directories"):
             return []
-        referenced: set[str] = set()
-        found = []
         try:  # the cache (fresh): validate has just read every file, no need to parse them twice
             episodes = self.manager.list_episodes()
         except InvalidData:  # a broken file (reported as invalid): read the others directly
             episodes = self._readable()
-        for episode in episodes:
-            for key in ("audio_file", "video_file", "transcript_file"):
-                value = episode.data["files"][key]
-                if not value:
-                    continue
-                target = Path(os.path.normpath(root / value))
-                referenced.add(str(target))
-                inside = any(_is_within(target, f) for f in folders)
-                if (
-                    inside
-                    and not os.path.lexists(target)
-                    and episode.stage not in (S.PUBLISHED, S.SKIPPED)
-                ):
-                    found.append(
-                        Finding(
-                            "missing-media", value, f"{episode.episode_id} points to a missing file"
-                        )
-                    )
-        for folder in folders:
-            if not folder.is_dir() or folder.is_symlink():
-                continue
-            tracked = self._tracked(folder)
-            for media in _media_files(folder):
-                if str(media) in referenced:
-                    continue
-                rel = self.repo.relpath(media)
-                finding = Finding("orphan", rel, "media file of no episode")
-                if media.is_symlink():
-                    finding.message += " (a symlink: never followed, never removed)"
-                elif rel in tracked:
-                    finding.message += " (tracked in git: not removed)"
-                elif remove:
-                    media.unlink()
-                    finding.repaired, finding.action = True, "removed"
-                found.append(finding)
-        return found
-
-    def _tracked(self, folder: Path) -> set[str]:
-        out = self.repo.git("ls-files", "-z", "--", self.repo.relpath(folder), check=False)
-        return set(filter(None, out.split("\0")))
+        return sweep.orphans(self.manager, episodes, remove=remove)
 
     def _foreign_caches(self, repair: bool) -> list[Finding]:
-        """Cache-named files in the state folder: hystate never made them (its caches live in
-        .git/hystate/cache/) and never opens them. Links and tracked files are reported by
-        validate; a plain untracked one (planted, or left by an older hystate) is listed, and
-        removed with --repair (only the name: nothing is written through it)."""
-        database = str(self.manager.config.get("database_file"))
-        names = [database, *(f"{database}-{s}" for s in ("wal", "shm", "journal")), "index.json"]
-        tracked = self.manager.tracked_caches()
-        found = []
-        for name in names:
-            path = self.store.state_dir / name
-            rel = self._rel(path)
-            if path.is_symlink() or not path.is_file() or any(p.file == rel for p in tracked):
-                continue
-            finding = Finding(
-                "cache", rel, "not hystate's cache (those live in .git/hystate/cache/); never read"
-            )
-            if repair:
-                path.unlink(missing_ok=True)
-                finding.repaired, finding.action = True, "removed"
-            found.append(finding)
-        return found
+        return sweep.foreign_caches(self.manager, repair=repair)
 
     def _cache(self, repair: bool) -> list[Finding]:
         cache = self.manager.cache
@@ -467,29 +401,3 @@ def _pid_in_name(name: str) -> int | None:
     else:
         return None
     return int(part) if part.isdigit() and int(part) > 0 else None
-
-
-def _media_files(folder: Path) -> list[Path]:
-    """Files (and symlinks) under ``folder``, never descending through a symlink, into ``.git``
-    or into another repository."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        here = Path(dirpath)
-        keep = []
-        for name in dirnames:
-            sub = here / name
-            if sub.is_symlink():
-                filenames.append(name)  # listed as a symlink, never entered
-            elif name.casefold() != ".git" and not os.path.lexists(sub / ".git"):
-                keep.append(name)
-        dirnames[:] = keep
-        found += [here / n for n in filenames if n.casefold() != ".git"]
-    return sorted(found)
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-    except ValueError:
-        return False
-    return True
