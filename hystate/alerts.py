@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from hystate.errors import HystateError
+from hystate.paths import ensure_dir, read_bytes, write_atomic
+
 DEADLINE = 5.0  # seconds for the whole delivery: connect, send, first line of the answer
 FINISHED = ("downloaded", "converted", "uploaded", "scheduled", "published")
 
@@ -115,12 +118,13 @@ class AlertStreak:
     """The streak, kept in ``.locks/alert-streak.json``; update it under the repo lock."""
 
     def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
         self.path = state_dir / ".locks" / "alert-streak.json"
         self.log = state_dir / "reports" / "alerts.log"
 
     def _load(self) -> dict[str, Any]:
         try:
-            data: dict[str, Any] = json.loads(self.path.read_text())
+            data: dict[str, Any] = json.loads(read_bytes(self.path))  # never through a link
             return data
         except (OSError, ValueError):
             return {"count": 0, "alerted": False, "recent": []}
@@ -152,10 +156,8 @@ class AlertStreak:
         return alert
 
     def _save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.path)
+        ensure_dir(self.state_dir, self.path.parent)
+        write_atomic(self.path, json.dumps(state).encode())
 
     def deliver(
         self, url: str, alert: dict[str, Any], repository: str, *, deadline: float = DEADLINE
@@ -191,6 +193,13 @@ class AlertStreak:
         return line
 
     def _log(self, line: str) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "a", encoding="utf-8") as fh:
-            fh.write(f"{datetime.now(UTC).isoformat(timespec='seconds')} {line}\n")
+        text = f"{datetime.now(UTC).isoformat(timespec='seconds')} {line}\n".encode()
+        try:
+            ensure_dir(self.state_dir, self.log.parent)
+            fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except (HystateError, OSError):
+            return  # a linked reports folder or log (validate reports it): never written through
+        try:
+            os.write(fd, text)
+        finally:
+            os.close(fd)

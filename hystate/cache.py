@@ -1,4 +1,5 @@
-"""``state.db`` (SQLite, WAL) and ``index.json``: disposable caches derived from the tree.
+"""``state.db`` (SQLite, WAL) and ``index.json``: disposable caches derived from the tree, kept
+in ``.git/hystate/cache/<state dir>/``, out of reach of anything a branch can commit.
 
 Every reading command calls ``StateCache.refresh`` first. It compares what the cache reflects
 (meta: format version, the state folder's tree sha at HEAD, the uncommitted files it saw) with
@@ -16,6 +17,7 @@ attributes the commits of a 100,000-episode discovery batch in one set-based sta
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
@@ -158,9 +160,12 @@ class StateCache:
     def __init__(self, store: EpisodeStore, repo: GitRepo, db_name: str = "state.db") -> None:
         self.store = store
         self.repo = repo
-        self.db_path = store.state_dir / db_name
-        self.index_path = store.state_dir / INDEX_FILE
         self.rel_dir = repo.relpath(store.state_dir) if store.state_dir != repo.root else "."
+        # Never in the work tree, where a branch can commit (or a link can point) a database
+        # with planted rows or triggers: git never fetches, merges or checks out .git/hystate/.
+        self.cache_dir = cache_dir(repo.git_dir, self.rel_dir)
+        self.db_path = self.cache_dir / db_name
+        self.index_path = self.cache_dir / INDEX_FILE
         self.notice: Callable[[str], None] = lambda message: None
 
     # -- connection ------------------------------------------------------------------------
@@ -207,6 +212,9 @@ class StateCache:
         self, *, force: bool = False, progress: Callable[[int, int], None] | None = None
     ) -> RefreshResult:
         """Bring the cache in line with the tree (see the module docstring)."""
+        from hystate.paths import ensure_dir
+
+        ensure_dir(self.repo.git_dir, self.cache_dir)
         tree = self.repo.subtree(self.rel_dir)
         dirty = self._dirty()
         try:
@@ -246,6 +254,7 @@ class StateCache:
         """Uncommitted episode files under the state folder -> sha of their content (None:
         deleted)."""
         from hystate.gitrepo.objects import object_id
+        from hystate.paths import NotRegularFile, read_bytes
 
         dirty: dict[str, str | None] = {}
         prefix = "" if self.rel_dir == "." else self.rel_dir + "/"
@@ -254,7 +263,9 @@ class StateCache:
             if not _is_episode_path(inner):
                 continue
             try:
-                dirty[inner] = object_id(b"blob", (self.repo.root / rel).read_bytes()).hex()
+                dirty[inner] = object_id(b"blob", read_bytes(self.repo.root / rel)).hex()
+            except NotRegularFile as exc:  # never read through a link; reported when loaded
+                dirty[inner] = exc.kind
             except FileNotFoundError:
                 dirty[inner] = None
         return dirty
@@ -295,6 +306,7 @@ class StateCache:
                         p.relative_to(self.store.state_dir).as_posix()
                         for p in self.store.iter_paths()
                     ]
+            paths, duplicates = self._with_duplicates(paths, full=rebuild)
             # index.json: splice the entries of a few changed episodes, or write it whole
             splice = (
                 not rebuild
@@ -304,6 +316,7 @@ class StateCache:
             ids = [_key(Path(p).stem) for p in paths] if splice else []
             before = jsonindex.entries(db, ids) if splice else None
             self._reread(db, paths, progress, fresh=rebuild)
+            self._mark_duplicates(db, duplicates)
             self._attribute_commits(db, None if rebuild else meta.get("head") or None)
             after = jsonindex.entries(db, ids) if splice else None
             jsonindex.write(db, self.index_path, before=before, after=after)
@@ -320,6 +333,52 @@ class StateCache:
         if rebuild and reason != "forced" and reason != "missing":
             self.notice(f"{self.db_path.name}: {reason}; rebuilt it from the tree")
         return RefreshResult(len(paths), rebuild, reason)
+
+    def _with_duplicates(
+        self, paths: list[str], *, full: bool
+    ) -> tuple[list[str], dict[str, list[str]]]:
+        """The paths to re-read, with every other file of the same ids (so a duplicate, or the
+        end of one, is seen whichever copy changed), and the ids that have several files."""
+        if full or len(paths) > _LIST_ALL_FROM:
+            base = self.store.state_dir
+            every = (
+                paths if full else [p.relative_to(base).as_posix() for p in self.store.iter_paths()]
+            )
+            wanted = {Path(p).stem for p in paths}
+            by_id: dict[str, list[str]] = {}
+            for inner in every:
+                stem = Path(inner).stem
+                if full or stem in wanted:
+                    by_id.setdefault(stem, []).append(inner)
+        else:
+            years = [d.name for d in self.store.year_dirs()]
+            by_id = {}
+            for stem in {Path(p).stem for p in paths}:
+                by_id[stem] = [
+                    f"{y}/{stem}.yaml"
+                    for y in years
+                    if os.path.lexists(self.store.state_dir / y / f"{stem}.yaml")
+                ]
+        siblings = {p for found in by_id.values() for p in found}
+        duplicates = {stem: found for stem, found in by_id.items() if len(found) > 1}
+        return sorted(set(paths) | siblings), duplicates
+
+    def _mark_duplicates(self, db: sqlite3.Connection, duplicates: dict[str, list[str]]) -> None:
+        """An id with files in two year folders is a problem of each file, never one silently
+        shown: reading commands stop and name both."""
+        base = self.store.state_dir
+        for stem, inners in duplicates.items():
+            db.execute("DELETE FROM episode_states WHERE episode_id = ?", (stem,))
+            db.execute("DELETE FROM processing_log WHERE episode_id = ?", (stem,))
+            for inner in inners:
+                others = ", ".join(self.store.name(base / o) for o in inners if o != inner)
+                problem = Problem(
+                    self.store.name(base / inner), "$.episode_id", f"duplicate id: also in {others}"
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO problems VALUES (?, ?)",
+                    (_key(inner), json.dumps([problem.as_dict()])),
+                )
 
     def _rebuild_tables(self, db: sqlite3.Connection) -> list[str]:
         for (name,) in db.execute(
@@ -459,7 +518,7 @@ def _load_chunk(store: EpisodeStore, chunk: Sequence[str]) -> _Loaded:
     rows, logs, problems = [], [], []
     for inner in chunk:
         path = store.state_dir / inner
-        if not path.is_file():
+        if not os.path.lexists(path):  # a link or a folder of that name is loaded: refused
             continue
         _, doc, found = store.load(path)
         if found:
@@ -496,6 +555,22 @@ def _has_tables(db: sqlite3.Connection) -> bool:
 
 def _is_episode_path(inner: str) -> bool:
     parts = inner.split("/")
+    year = parts[0]
     return (
-        len(parts) == 2 and len(parts[0]) == 4 and parts[0].isdigit() and parts[1].endswith(".yaml")
+        len(parts) == 2
+        and len(year) == 4
+        and year.isascii()
+        and year.isdigit()
+        and parts[1].endswith(".yaml")
     )
+
+
+_LIST_ALL_FROM = 2000  # changed files from which listing the year folders beats probing them
+
+
+def cache_dir(git_dir: Path, rel_state_dir: str) -> Path:
+    """Where the caches of the state folder ``rel_state_dir`` live: ``.git/hystate/cache/<it,
+    %-quoted>/`` (per work tree: a linked work tree has its own git dir)."""
+    from urllib.parse import quote
+
+    return git_dir / "hystate" / "cache" / quote(rel_state_dir, safe="")

@@ -58,11 +58,18 @@ class Config:
 
     @classmethod
     def load(cls, repo_root: Path) -> Config:
+        from hystate.paths import NotRegularFile, read_bytes
+
         path = repo_root / CONFIG_FILE
         try:
-            text = path.read_bytes()
+            text = read_bytes(path)
         except FileNotFoundError:
             return cls.defaults()
+        except NotRegularFile as exc:
+            # a branch may commit hystate.yaml as a link to a secret: never read through it
+            raise InvalidData(
+                f"{path}: is {exc.kind}, not a file; hystate never follows symlinks"
+            ) from None
         return cls.parse(text, path)
 
     @classmethod

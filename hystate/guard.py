@@ -19,7 +19,7 @@ prefix of HEAD's, or it lacks HEAD's last transition.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from hystate import audit, yamlio
@@ -149,7 +149,7 @@ def reapply(manager: StateManager, revert: Revert) -> tuple[bool, str]:
         blobs = staged.read_blobs(repo, [revert.before, revert.after])
         before, after = blobs[revert.before], blobs[revert.after]
         path = repo.root / revert.path
-        current = path.read_bytes() if path.is_file() else None
+        current = _read_plain(path)
         if current not in (before, after):
             return False, (
                 "not re-applied: the work tree holds a third version; commit or discard it, "
@@ -240,3 +240,14 @@ def fsck_staged(manager: StateManager, repair: bool) -> list[Finding]:
             finding.repaired, finding.action = True, "index entry set back to HEAD"
         findings.append(finding)
     return findings
+
+
+def _read_plain(path: Path) -> bytes | None:
+    """The work-tree file's bytes; None when it is missing or not a plain file (a symlink is
+    never read through)."""
+    from hystate.paths import NotRegularFile, read_bytes
+
+    try:
+        return read_bytes(path)
+    except (FileNotFoundError, NotRegularFile):
+        return None

@@ -37,6 +37,7 @@ from hystate.model import (
     now_utc,
 )
 from hystate.parallel import chunked_map
+from hystate.paths import NotRegularFile, ensure_dir, read_bytes
 from hystate.rules import (
     Change,
     ErrorRecovery,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 S = ProcessingStage
 log = logging.getLogger("hystate")
 REPO_LOCK = "_repo.lock"  # ids start with a letter or digit, so this never names an episode
+_REMOVE_IT = "remove it (`git rm` it if it is committed), then run the command again"
 
 
 @dataclass(frozen=True)
@@ -95,24 +97,21 @@ class StateManager:
         config: Config | None = None,
         worker: str | None = None,
     ) -> None:
-        here = Path(cwd) if cwd is not None else Path.cwd()
+        here = Path(os.path.realpath(cwd if cwd is not None else Path.cwd()))
         if state_dir is None:
             state_dir = os.environ.get("HYSTATE_STATE_DIR") or None
         if state_dir is not None:
-            chosen = here / state_dir
-            self.repo = GitRepo.discover(_existing_parent(chosen))
-            self.config = config or Config.load(self.repo.root)
+            # The repository holding the folder that holds it: found without following a link
+            # (a linked folder is refused below, not taken for the repository it points into).
+            chosen = Path(os.path.normpath(here / state_dir))
+            try:
+                self.repo = GitRepo.discover(_real_ancestor(chosen.parent))
+            except GitError:
+                self.repo = GitRepo.discover(here)  # so an outside folder is a usage error
         else:
             self.repo = GitRepo.discover(here)
-            self.config = config or Config.load(self.repo.root)
-            chosen = self.repo.root / str(self.config.get("state_directory"))
-        self.state_dir = chosen.resolve()
-        try:
-            self.state_dir.relative_to(self.repo.root)
-        except ValueError:
-            raise UsageError(
-                f"state directory {self.state_dir} is outside the repository {self.repo.root}"
-            ) from None
+        self.config = config or Config.load(self.repo.root)
+        self.state_dir = self._confined_state_dir(here, state_dir)
         self.store = EpisodeStore(self.state_dir, self.repo.root)
         named = worker or os.environ.get("HYSTATE_WORKER") or None
         self.worker = check_worker(named) if named else default_worker()
@@ -130,6 +129,41 @@ class StateManager:
         self._refreshed = False
         self._hooks_told = False
 
+    def _confined_state_dir(self, here: Path, given: str | os.PathLike[str] | None) -> Path:
+        """The state directory: from the command line or the API (exit 2 when unusable), else
+        ``state_directory`` of hystate.yaml (exit 5). Either way a real folder inside the work
+        tree, not its root, not in .git, not through a symlink (see hystate.paths)."""
+        from hystate.paths import confine, is_within
+
+        root, git_dirs = self.repo.root, (self.repo.git_dir, self.repo.common_dir)
+        if given is not None:
+            where = "--state-dir"
+            state_dir = confine(
+                root, os.fspath(given), where, error=UsageError, cwd=here, forbidden=git_dirs
+            )
+        else:
+            where = f"{self.config.source or 'hystate.yaml'}: state_directory"
+            value = str(self.config.get("state_directory"))
+            state_dir = confine(root, value, where, error=InvalidData, forbidden=git_dirs)
+        rel = state_dir.relative_to(root).as_posix()
+        head_entry = self.repo.objects.lookup(self.repo.head_tree(), rel)
+        if head_entry is not None and head_entry[0] != b"40000":
+            kind = {b"120000": "a symlink", b"160000": "a submodule"}.get(head_entry[0], "a file")
+            error = UsageError if given is not None else InvalidData
+            raise error(f"{where}: {rel} is {kind} in HEAD, not a folder")
+        source = self.config.source or "hystate.yaml"
+        for value in self.config.get("media.directories"):
+            media = confine(
+                root, str(value), f"{source}: media.directories", error=InvalidData,
+                forbidden=git_dirs,
+            )  # fmt: skip
+            if is_within(media, state_dir) or is_within(state_dir, media):
+                raise InvalidData(
+                    f"{source}: media.directories: {value!r} overlaps the state directory"
+                    f" {self.repo.relpath(state_dir)}/"
+                )
+        return state_dir
+
     # -- locks -----------------------------------------------------------------------------
 
     def episode_lock(self, episode_id: str, timeout: float | None = None) -> StateLock:
@@ -141,7 +175,15 @@ class StateManager:
 
     @property
     def locks_dir(self) -> Path:
-        return self.state_dir / ".locks"
+        """``<state_dir>/.locks``; refused when it is a symlink or a file (a branch can commit
+        one pointing anywhere), so no lock is ever made, read or removed through it."""
+        from hystate.paths import check_real_dir
+
+        path = self.state_dir / ".locks"
+        problem = check_real_dir(self.repo.root, path)
+        if problem is not None:
+            raise InvalidData(f"{problem}: hystate never follows symlinks", hint=_REMOVE_IT)
+        return path
 
     # -- setting up ------------------------------------------------------------------------
 
@@ -149,13 +191,13 @@ class StateManager:
         """Create the state directory and its .gitignore (committed), and set the repository
         options hystate relies on. Safe to repeat."""
         self.repo.configure()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.repo.root, self.state_dir)
         ignore = gitignore_text(str(self.config.get("database_file")), self.rel_state_dir == ".")
         files = {
             self.state_dir / ".gitignore": ignore.encode(),
             self.state_dir / ".gitattributes": GITATTRIBUTES.encode(),
         }
-        todo = {p: d for p, d in files.items() if not (p.exists() and p.read_bytes() == d)}
+        todo = {p: d for p, d in files.items() if _read_own(p) != d}
         if not todo:
             return None
         self.repo.check_writable()
@@ -214,7 +256,6 @@ class StateManager:
         self, *, force: bool = False, progress: Callable[[int, int], None] | None = None
     ) -> RefreshResult:
         """Bring state.db and index.json in line with the tree (re-reading only what changed)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         return self.cache.refresh(force=force, progress=progress)
 
     def _fresh(self) -> StateCache:
@@ -359,7 +400,28 @@ class StateManager:
                     )
                 )
             seen[path.stem] = path
-        return problems
+        return problems + self.store.anomalies() + self.tracked_caches()
+
+    def tracked_caches(self) -> list[Problem]:
+        """Cache-named entries of the state folder committed to git (a branch can carry a
+        ``state.db`` with planted rows or triggers): never used, always reported."""
+        tree = self.repo.subtree(self.rel_state_dir)
+        if tree is None:
+            return []
+        names = {str(self.config.get("database_file")), "index.json", ".locks", "reports"}
+        found = []
+        for raw in self.repo.objects.tree(tree).entries():
+            name = raw.decode(errors="replace")
+            if name in names or name.startswith("state.db"):
+                found.append(
+                    Problem(
+                        f"{self.rel_state_dir}/{name}",
+                        "$",
+                        "cache file committed to git: hystate never uses it (its caches live in"
+                        " .git/hystate/); untrack it with `git rm --cached`",
+                    )
+                )
+        return found
 
     # -- transitions -----------------------------------------------------------------------
 
@@ -554,7 +616,7 @@ class StateManager:
         """Create a file for every record that has none (one commit); leave the others alone."""
         records = list(records)
         self.repo.check_writable()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.repo.root, self.state_dir)
         at = now_utc()
         with self.repo_lock():
             todo: list[tuple[str, dict[str, Any]]] = []
@@ -635,8 +697,23 @@ def _rel(manager: StateManager, path: Path) -> str:
     return path.relative_to(manager.repo.root).as_posix()
 
 
-def _existing_parent(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
+def _read_own(path: Path) -> bytes:
+    """A file hystate writes (.gitignore, .gitattributes): its bytes, b"" when missing;
+    never read through a symlink, never replaced when it is one."""
+    try:
+        return read_bytes(path)
+    except FileNotFoundError:
+        return b""
+    except NotRegularFile as exc:
+        raise InvalidData(
+            f"{path} is {exc.kind}: hystate never writes through symlinks",
+            hint="replace it with a plain file",
+        ) from None
+
+
+def _real_ancestor(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists and is reached through no symlink."""
+    while path != path.parent and not (path.exists() and os.path.realpath(path) == str(path)):
         path = path.parent
     return path
 

@@ -24,11 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit, guard, leases, yamlio
+from hystate import audit, guard, leases, sweep, yamlio
 from hystate.errors import InvalidData, LockBusy
 from hystate.gitrepo.objects import object_id
 from hystate.locks import lock_status, pid_alive
 from hystate.model import EpisodeState, ProcessingStage
+from hystate.paths import NotRegularFile, read_bytes
 from hystate.rules import legal_move
 from hystate.validation import episode_problems
 
@@ -91,7 +92,8 @@ class RecoveryManager:
         findings += self._index_drift(repair)
         findings += self._invalid()
         findings += self._stuck(repair)
-        findings += self._orphans(remove=remove_orphans)
+        findings += self._orphans(remove=remove_orphans and repair)
+        findings += self._foreign_caches(repair)
         findings += self._cache(repair)
         # several checks see the same index drift: report each (kind, file) once
         unique: dict[tuple[str, str], Finding] = {}
@@ -159,7 +161,8 @@ class RecoveryManager:
                 continue
             path = self.repo.root / rel
             parts = rel.split("/")
-            if not (rel.endswith(".yaml") and len(parts) >= 2 and parts[-2].isdigit()):
+            year = parts[-2] if len(parts) >= 2 else ""
+            if not (rel.endswith(".yaml") and year.isascii() and year.isdigit()):
                 continue
             eid = path.stem
             try:
@@ -174,13 +177,20 @@ class RecoveryManager:
     def _judge_uncommitted(self, path: Path, rel: str, repair: bool) -> Finding:
         committed_sha = self.repo.head_blob(rel)
         committed = self.repo.objects.read(committed_sha)[1] if committed_sha else None
-        if not path.exists():
+        if not os.path.lexists(path):
             finding = Finding("uncommitted", rel, "episode file deleted but not committed")
             if repair and committed is not None:
                 self.store.write(path, committed)
                 finding.repaired, finding.action = True, "restored the committed version"
             return finding
-        raw = path.read_bytes()
+        try:
+            raw = read_bytes(path)
+        except NotRegularFile as exc:
+            finding = Finding("uncommitted", rel, f"is {exc.kind}: hystate never follows it")
+            if repair and committed is not None:  # the rename replaces the link, not its target
+                self.store.write(path, committed)
+                finding.repaired, finding.action = True, "restored the committed version"
+            return finding
         if committed_sha == object_id(b"blob", raw):
             drift = "git's index differs from HEAD and the work tree"
             return Finding("index-drift", rel, drift, *self._reset_index(rel, repair))
@@ -273,9 +283,10 @@ class RecoveryManager:
             worktree = self.repo.root / rel
             head = self.repo.head_blob(rel)
             if (
-                worktree.exists()
+                not worktree.is_symlink()
+                and worktree.is_file()
                 and head is not None
-                and object_id(b"blob", worktree.read_bytes()) == head
+                and object_id(b"blob", read_bytes(worktree)) == head
             ):
                 finding = Finding(
                     "index-drift", rel, "git's index differs from HEAD and the work tree"
@@ -335,41 +346,16 @@ class RecoveryManager:
         return found
 
     def _orphans(self, *, remove: bool) -> list[Finding]:
-        folders = [self.repo.root / d for d in self.manager.config.get("media.directories")]
-        if not folders:
+        if not self.manager.config.get("media.directories"):
             return []
-        referenced: set[Path] = set()
-        found = []
         try:  # the cache (fresh): validate has just read every file, no need to parse them twice
             episodes = self.manager.list_episodes()
         except InvalidData:  # a broken file (reported as invalid): read the others directly
             episodes = self._readable()
-        for episode in episodes:
-            for key in ("audio_file", "video_file", "transcript_file"):
-                value = episode.data["files"][key]
-                if not value:
-                    continue
-                target = (self.repo.root / value).resolve()
-                referenced.add(target)
-                inside = any(_is_within(target, f.resolve()) for f in folders)
-                if inside and not target.exists() and episode.stage not in (S.PUBLISHED, S.SKIPPED):
-                    found.append(
-                        Finding(
-                            "missing-media", value, f"{episode.episode_id} points to a missing file"
-                        )
-                    )
-        for folder in folders:
-            for media in sorted(p for p in folder.rglob("*") if p.is_file()):
-                if media.resolve() in referenced:
-                    continue
-                finding = Finding(
-                    "orphan", str(media.relative_to(self.repo.root)), "media file of no episode"
-                )
-                if remove:
-                    media.unlink()
-                    finding.repaired, finding.action = True, "removed"
-                found.append(finding)
-        return found
+        return sweep.orphans(self.manager, episodes, remove=remove)
+
+    def _foreign_caches(self, repair: bool) -> list[Finding]:
+        return sweep.foreign_caches(self.manager, repair=repair)
 
     def _cache(self, repair: bool) -> list[Finding]:
         cache = self.manager.cache
@@ -415,11 +401,3 @@ def _pid_in_name(name: str) -> int | None:
     else:
         return None
     return int(part) if part.isdigit() and int(part) > 0 else None
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-    except ValueError:
-        return False
-    return True

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hystate.model import ProcessingStage, parse_time
+from hystate.paths import ensure_dir, write_atomic
 from hystate.summary import generate_summary
 
 if TYPE_CHECKING:
@@ -244,7 +244,9 @@ class ReportGenerator:
         return out.getvalue()
 
     def default_path(self, fmt: str, period: str) -> Path:
-        reports = self.manager.state_dir / "reports"
+        """Where a report goes by default: ``<state dir>/reports/``, a folder made (and checked)
+        so that nothing is ever written through a linked ``reports``."""
+        reports = ensure_dir(self.manager.repo.root, self.manager.state_dir / "reports")
         today = datetime.now(UTC).date()
         if fmt == "json":
             return reports / "summary.json"
@@ -411,10 +413,4 @@ def _write(path: Path, text: str) -> None:
     if path.is_dir():
         raise UsageError(f"{path} is a directory; give a file name (or '-' for stdout)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode("utf-8"))

@@ -4,8 +4,10 @@ For every episode file changed between REF and HEAD: the file is checked (schema
 stage = last history entry), and the path from its stage at REF to its stage at HEAD is replayed
 through the history entries added since REF, each step checked against the transition rules, so
 a squash-merged branch validates as well as one with a commit per transition. Also flagged:
-deleted or moved episode files, cache files committed to git, and (as warnings) commits that
-touched state files without hystate's trailers.
+deleted or moved episode files, cache files committed to git, symlinks and submodules in the
+state folder, and (as warnings) commits that touched state files without hystate's trailers and
+changes to what steers hystate: ``hystate.yaml``, any ``.gitattributes``, the state folder's
+``.gitignore``.
 """
 
 from __future__ import annotations
@@ -48,13 +50,22 @@ def review(manager: StateManager, base: str) -> list[Finding]:
     rel_dir = manager.rel_state_dir
     prefix = "" if rel_dir == "." else rel_dir + "/"
     repo.git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
-    out = repo.git("diff", "--name-status", "-z", "--no-renames", base, "HEAD", "--", rel_dir)
+    out = repo.git("diff", "--raw", "-z", "--no-renames", base, "HEAD", "--", rel_dir)
     fields = out.split("\0")
-    changes = list(zip(fields[0::2], fields[1::2], strict=False))
-    findings: list[Finding] = []
+    # --raw -z: ":<old mode> <new mode> <old sha> <new sha> <status>" NUL path NUL
+    raw = [(meta.split(" "), path) for meta, path in zip(fields[0::2], fields[1::2], strict=False)]
+    changes = [(meta[-1][:1], path) for meta, path in raw if len(meta) == 5]
+    new_modes = {path: meta[1] for meta, path in raw if len(meta) == 5}
+    findings = _behaviour_changes(manager, base)
     added = {p for status, p in changes if status == "A"}
     for status, path in changes:
         inner = path[len(prefix) :]
+        if new_modes.get(path) in _LINK_MODES:
+            kind = _LINK_MODES[new_modes[path]]
+            findings.append(
+                Finding(path, f"{kind} in the state folder: hystate never follows or uses it")
+            )
+            continue
         if _is_cache(inner):
             findings.append(
                 Finding(
@@ -80,6 +91,32 @@ def review(manager: StateManager, base: str) -> list[Finding]:
         findings += _check_file(manager, base, path, eid)
     findings += _trailerless_commits(manager, base)
     return findings
+
+
+_LINK_MODES = {"120000": "a symlink", "160000": "a submodule"}
+
+
+def _behaviour_changes(manager: StateManager, base: str) -> list[Finding]:
+    """Files that change how hystate behaves (its config; any .gitattributes: merge driver,
+    filters, line endings; the state folder's .gitignore: what counts as a cache), flagged so
+    reviewers look at them: warnings, since such changes can be legitimate."""
+    rel_dir = manager.rel_state_dir
+    specs = ["hystate.yaml", ":(glob)**/.gitattributes", f"{rel_dir}/.gitignore"]
+    out = manager.repo.git("diff", "--name-only", "-z", "--no-renames", base, "HEAD", "--", *specs)
+    why = {
+        "hystate.yaml": "hystate's configuration",
+        ".gitattributes": "git attributes (merge driver, filters, line endings)",
+        ".gitignore": "what the state folder ignores (caches, locks, temp files)",
+    }
+    return [
+        Finding(
+            path,
+            f"changes {why[PurePosixPath(path).name]}: hystate behaves differently after"
+            " this merge; review it",
+            level="warning",
+        )
+        for path in sorted(filter(None, out.split("\0")))
+    ]
 
 
 def _check_file(manager: StateManager, base: str, path: str, eid: str) -> list[Finding]:
@@ -171,8 +208,13 @@ def _trailerless_commits(manager: StateManager, base: str) -> list[Finding]:
 
 def _is_episode(inner: str) -> bool:
     parts = inner.split("/")
+    year = parts[0]
     return (
-        len(parts) == 2 and len(parts[0]) == 4 and parts[0].isdigit() and parts[1].endswith(".yaml")
+        len(parts) == 2
+        and len(year) == 4
+        and year.isascii()
+        and year.isdigit()
+        and parts[1].endswith(".yaml")
     )
 
 

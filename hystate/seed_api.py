@@ -15,6 +15,7 @@ what only the seed's shape needs:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -174,10 +175,23 @@ class StateDatabase:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        """A connection to the cache database, for the seed's own SQL (read it, never write)."""
+        """A connection to the cache database, for the seed's own SQL (read it, never write).
+        In a state directory that is hystate's cache in ``.git/hystate/cache/`` (brought up to
+        date first), never a ``state.db`` in the work tree, which a branch could have planted."""
         if self._conn is None:
-            self._conn = sqlite3.connect(self.db_path)
+            self._conn = sqlite3.connect(self._trusted_path())
         return self._conn
+
+    def _trusted_path(self) -> Path:
+        from hystate.errors import HystateError
+        from hystate.manager import StateManager
+
+        try:
+            manager = StateManager(self.state_dir)
+        except HystateError:
+            return self.db_path  # not a state directory: a plain database of the caller's
+        manager.refresh()
+        return manager.cache.db_path
 
     def close(self) -> None:
         if self._conn is not None:
@@ -212,7 +226,16 @@ class StateDatabase:
             ensure_ascii=False,
         )
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.events_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:  # never through a symlink a branch committed under that name
+            fd = os.open(
+                self.events_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644
+            )
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise InvalidData(
+                f"{self.events_path} is a symlink: hystate never follows it"
+            ) from None
         try:
             os.write(fd, (line + "\n").encode())  # one write: lines from processes never mix
         finally:
@@ -220,9 +243,11 @@ class StateDatabase:
 
     def events(self, episode_id: str | None = None) -> list[dict[str, Any]]:
         """The recorded events, oldest first (a torn last line from a crash is skipped)."""
+        from hystate.paths import NotRegularFile, read_bytes
+
         try:
-            lines = self.events_path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
+            lines = read_bytes(self.events_path).decode("utf-8", "replace").splitlines()
+        except (FileNotFoundError, NotRegularFile):
             return []
         found = []
         for line in lines:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from hystate import yamlio
 from hystate.errors import InvalidData, Problem
 from hystate.model import EpisodeState, check_id
+from hystate.paths import NotRegularFile, ensure_dir, read_bytes, write_atomic
 from hystate.validation import episode_problems
 
 _CONFLICT = re.compile(rb"^(<{7}|={7}|>{7}|\|{7})(\s|$)", re.MULTILINE)
@@ -60,31 +60,38 @@ class EpisodeStore:
     def path_for(self, episode_id: str, date: str) -> Path:
         check_id(episode_id)
         year = date[:4]
-        if not (len(year) == 4 and year.isdigit()):
+        if not _looks_like_year(year):
             raise InvalidData(f"{episode_id}: date {date!r} has no year")
         return self.state_dir / year / f"{episode_id}.yaml"
 
     def find(self, episode_id: str) -> Path | None:
-        """The file of ``episode_id`` (its year is not known from the id), or None."""
+        """The file of ``episode_id`` (its year is not known from the id), or None. A symlink or
+        other non-file of that name counts (reading it then fails); symlinked year folders are
+        never looked into."""
         name = f"/{check_id(episode_id)}.yaml"
-        hits = [d + name for d in map(str, self.year_dirs()) if os.path.isfile(d + name)]
+        hits = [d + name for d in map(str, self.year_dirs()) if os.path.lexists(d + name)]
         if len(hits) > 1:
-            raise InvalidData(f"{episode_id} has more than one file: {', '.join(hits)}")
+            shown = ", ".join(self.name(Path(h)) for h in hits)
+            raise InvalidData(
+                f"{episode_id} has more than one file: {shown}",
+                hint="an id lives in one year folder only; remove the wrong copy",
+            )
         return Path(hits[0]) if hits else None
 
     def year_dirs(self) -> list[Path]:
+        """The year folders: real folders (never symlinks) named with four ASCII digits."""
+        return sorted(Path(e.path) for e in self._entries() if _is_year(e))
+
+    def _entries(self) -> list[os.DirEntry[str]]:
         try:
-            entries = os.scandir(self.state_dir)
-        except FileNotFoundError:
+            with os.scandir(self.state_dir) as entries:
+                return list(entries)
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        with entries:
-            return sorted(
-                Path(e.path)
-                for e in entries
-                if e.is_dir() and len(e.name) == 4 and e.name.isdigit()
-            )
 
     def iter_paths(self) -> Iterator[Path]:
+        """Every ``*.yaml`` entry of every year folder, whatever it is (a symlink or a folder
+        of that name is reported when read, never followed)."""
         for year in self.year_dirs():
             with os.scandir(year) as entries:  # names sorted as text: 100,000 Paths sort slowly
                 names = sorted(
@@ -92,10 +99,27 @@ class EpisodeStore:
                 )
             yield from (year / name for name in names)
 
+    def anomalies(self) -> list[Problem]:
+        """What a hostile branch can put in the state folder that hystate refuses to follow:
+        year folders that are symlinks or files, and the state folder's own files that are
+        symlinks (caches, .gitignore, locks, reports)."""
+        found = []
+        for entry in self._entries():
+            name = self.name(Path(entry.path))
+            if entry.is_symlink():
+                found.append(Problem(name, "$", _LINK_REFUSED))
+            elif _looks_like_year(entry.name) and not entry.is_dir(follow_symlinks=False):
+                found.append(Problem(name, "$", "year folder is not a folder"))
+        return found
+
     def load(self, path: Path) -> tuple[bytes, Any, list[Problem]]:
         """(raw bytes, document or None, problems): never raises for bad content."""
         name = self.name(path)
-        raw = path.read_bytes()
+        try:
+            raw = read_bytes(path)
+        except NotRegularFile as exc:
+            refused = _LINK_REFUSED if exc.kind == "a symlink" else f"is {exc.kind}, not a file"
+            return b"", None, [Problem(name, "$", refused)]
         doc, problems = parse_content(raw, name)
         if problems:
             return raw, None, problems
@@ -115,30 +139,28 @@ class EpisodeStore:
     def write(self, path: Path, data: bytes, *, sync: bool = True) -> None:
         """Atomically replace ``path`` with ``data``: temp file, fsync, rename. The file keeps
         its permission bits (git records the executable bit). ``sync=False`` leaves the fsync
-        to the caller (a batch syncs once)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        to the caller (a batch syncs once). Never through a symlinked folder, never through a
+        planted temp file (see hystate.paths); an interrupted write leaves no temp file."""
+        trusted = [b for b in (self.root, self.state_dir.parent) if b is not None]
+        base = next((b for b in trusted if b in path.parents), path.parent)
+        ensure_dir(base, path.parent)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            try:
-                try:
-                    old = os.lstat(path).st_mode
-                    if stat.S_ISREG(old) and old & 0o111:
-                        os.fchmod(fd, stat.S_IMODE(old))
-                except FileNotFoundError:
-                    pass
-                os.write(fd, data)
-                if sync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:  # interrupted or failed: leave no .ID.PID.tmp behind
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(path, data, sync=sync, keep_mode=True, tmp=tmp)
 
     def temp_files(self) -> list[Path]:
         return [p for d in self.year_dirs() for p in d.glob(".*.tmp")]
+
+
+_LINK_REFUSED = "is a symlink: hystate never follows symlinks (replace it with the real file)"
+
+
+def _looks_like_year(name: str) -> bool:
+    return len(name) == 4 and name.isascii() and name.isdigit()
+
+
+def _is_year(entry: os.DirEntry[str]) -> bool:
+    """Four ASCII digits (full-width digits are not a year) and a real folder."""
+    return _looks_like_year(entry.name) and entry.is_dir(follow_symlinks=False)
 
 
 def parse_content(raw: bytes, name: str) -> tuple[Any, list[Problem]]:

@@ -30,7 +30,7 @@ def test_round_trip_keeps_every_file_and_every_commit(
     git(repo, "branch", "review")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "tag", "-a", "v1", "-m", "one")
     manager.refresh()
-    assert (manager.state_dir / "state.db").exists()
+    assert manager.cache.db_path.exists()
     bundle = tmp_path / "backups" / "state.bundle"
     result = run("backup", "-o", str(bundle), "--json")
     assert result.exit_code == 0, result.output
@@ -52,8 +52,8 @@ def test_round_trip_keeps_every_file_and_every_commit(
     assert git(target, "status", "--porcelain") == ""
     assert git(target, "remote").strip() == ""
     assert git(target, "config", "--get", "merge.hystate.driver").strip()
-    assert (target / "processed" / "state.db").exists()
-    assert (target / "processed" / "index.json").exists()
+    assert (target / ".git" / "hystate" / "cache" / "processed" / "state.db").exists()
+    assert (target / ".git" / "hystate" / "cache" / "processed" / "index.json").exists()
     for cmd in (["status", "--json"], ["list", "--json"], ["history", episode_id, "--json"]):
         here = run_hystate(repo, *cmd)
         there = run_hystate(target, *cmd)

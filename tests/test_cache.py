@@ -40,7 +40,7 @@ def test_counts_and_lists(manager: StateManager, episode_id: str) -> None:
     assert counts["discovered"] == 19 and counts["downloading"] == 1 and counts["published"] == 0
     assert [e.episode_id for e in manager.get_episodes_by_stage("downloading")] == [episode_id]
     assert manager.count_all_episodes() == 20
-    index = json.loads((manager.state_dir / "index.json").read_text())
+    index = json.loads(manager.cache.index_path.read_text())
     assert index[episode_id]["stage"] == "downloading" and set(index[episode_id]) == {
         "path", "stage", "year", "title", "last_updated"
     }  # fmt: skip
@@ -54,11 +54,11 @@ def test_deleted_or_damaged_caches_give_the_same_answers(
     before = answers(manager)
     db = manager.cache.db_path
     if damage == "delete":
-        for p in manager.state_dir.glob("state.db*"):
+        for p in manager.cache.cache_dir.glob("state.db*"):
             p.unlink()
-        (manager.state_dir / "index.json").unlink()
+        manager.cache.index_path.unlink()
     elif damage == "garbage":
-        for p in manager.state_dir.glob("state.db*"):
+        for p in manager.cache.cache_dir.glob("state.db*"):
             p.unlink()
         db.write_bytes(b"this is not a database" * 100)
     else:
@@ -66,7 +66,7 @@ def test_deleted_or_damaged_caches_give_the_same_answers(
             conn.execute("UPDATE meta SET value = '0' WHERE key = 'format'")
     fresh = StateManager(cwd=manager.repo.root)
     assert answers(fresh) == before
-    assert (manager.state_dir / "index.json").exists()
+    assert manager.cache.index_path.exists()
 
 
 def test_refresh_after_one_transition_rereads_one_file(

@@ -134,7 +134,7 @@ def test_validate_exit_codes_and_json(run: Cli, repo: Path, episode_id: str) -> 
     path.write_text(path.read_text().replace("title:", "titel:"))
     result = run("validate", "--json")
     assert result.exit_code == 1
-    problems = json.loads(result.output)["problems"]
+    problems = json.loads(result.stdout)["problems"]
     assert {p["path"] for p in problems} >= {"$.titel", "$.title"}
     assert all(p["file"] == f"processed/{path.parent.name}/{path.name}" for p in problems)
 

@@ -352,7 +352,7 @@ def test_a_custom_database_file_is_ignored_by_git(repo: Path, run: Cli) -> None:
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "config")
     assert run("init").exit_code == 0
     assert run("status").exit_code == 0
-    assert (repo / "processed" / "hystate-cache.sqlite").exists()
+    assert (repo / ".git" / "hystate" / "cache" / "processed" / "hystate-cache.sqlite").exists()
     assert git(repo, "status", "--porcelain") == ""
 
 

@@ -153,7 +153,7 @@ def whole_index(manager: StateManager) -> str:
 def test_index_json_is_spliced_and_stays_equal_to_a_whole_write(
     manager: StateManager, episode_id: str
 ) -> None:
-    index = manager.state_dir / "index.json"
+    index = manager.cache.index_path
     manager.refresh()
     ids = sorted(p.stem for p in manager.store.iter_paths())
     for eid in (ids[0], ids[7], ids[-1]):  # the first, a middle and the last entry
@@ -168,7 +168,7 @@ def test_index_json_is_spliced_and_stays_equal_to_a_whole_write(
 def test_an_index_json_not_written_by_hystate_is_generated_again(
     manager: StateManager, episode_id: str
 ) -> None:
-    index = manager.state_dir / "index.json"
+    index = manager.cache.index_path
     manager.refresh()
     index.write_text(index.read_text().replace('"discovered"', '"published"'))
     manager.update_state(episode_id, "downloading")

@@ -205,7 +205,7 @@ def test_recorded_events_survive_a_cache_rebuild(state_manager: StateManager) ->
     db.record_event(eid, "download_progress", "50%")
     db.record_event(eid, "download_progress")
     for name in ("state.db", "state.db-wal", "state.db-shm", "index.json"):
-        (state_manager.state_dir / name).unlink(missing_ok=True)
+        (state_manager.cache.cache_dir / name).unlink(missing_ok=True)
     state_manager.refresh(force=True)
     events = StateDatabase(state_manager.state_dir / "state.db").events(eid)
     assert [(e["event"], e["details"], e["stage"]) for e in events] == [

@@ -77,8 +77,8 @@ def validate(opts: Options, base: str | None, staged: bool, github: bool, as_jso
             else:
                 where = f"{row['file']}:{row['line']}" if row.get("line") else row["file"]
                 echo(f"{where}: {row['level']}: {row['message']}")
-        if summary:
-            echo(summary, err=True)
+    if summary:
+        echo(summary, err=True)  # for people, with --json too
     if errors:
         raise click.exceptions.Exit(1)
 
@@ -126,7 +126,11 @@ def merge_driver(base: Path, ours: Path, theirs: Path, name: str) -> None:
 
 @cli.command()
 @click.option("--repair", is_flag=True, help="Mend what can be mended.")
-@click.option("--remove-orphans", is_flag=True, help="Also delete media files of no episode.")
+@click.option(
+    "--remove-orphans",
+    is_flag=True,
+    help="With --repair: also delete untracked media files of no episode.",
+)
 @json_option
 @pass_opts
 def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> None:
@@ -141,8 +145,14 @@ def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> No
       hystate fsck
       hystate fsck --repair --json
     """
+    from hystate.errors import UsageError
     from hystate.recovery import RecoveryManager
 
+    if remove_orphans and not repair:
+        raise UsageError(
+            "--remove-orphans deletes files: give it with --repair (run `hystate fsck` first to"
+            " list them)"
+        )
     manager = opts.manager(cli_worker=False)
     findings = RecoveryManager(manager).fsck(repair=repair, remove_orphans=remove_orphans)
     left = [f for f in findings if not f.repaired]
@@ -157,9 +167,9 @@ def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> No
             if not findings
             else f"{len(findings) - len(left)} repaired, {len(left)} remaining"
         )
+        if left and not repair:  # one line on stderr, as for every failing command
+            verdict += "; run `hystate fsck --repair` to mend what can be mended"
         echo(f"fsck: {verdict}", err=True)
-        if left and not repair:
-            echo("hystate: run `hystate fsck --repair` to mend what can be mended", err=True)
     if left:
         raise click.exceptions.Exit(1)
 

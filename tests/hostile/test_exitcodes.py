@@ -67,7 +67,7 @@ META_DAMAGE = {
 @pytest.mark.parametrize("name", sorted(META_DAMAGE))
 def test_corrupt_cache_meta_is_rebuilt_not_a_crash(repo: Path, name: str) -> None:
     assert run(repo, "list").code == 0
-    db = sqlite3.connect(repo / "processed" / "state.db")
+    db = sqlite3.connect(repo / ".git" / "hystate" / "cache" / "processed" / "state.db")
     db.executescript(META_DAMAGE[name])
     db.commit()
     db.close()
