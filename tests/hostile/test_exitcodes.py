@@ -154,9 +154,10 @@ def test_a_broken_object_store_is_a_git_error(repo: Path) -> None:
     made = []
     for i in range(256):
         folder = objects / f"{i:02x}"
-        if not folder.exists():
-            folder.write_text("")  # a file where git wants a folder
-            made.append(folder)
+        if folder.exists():  # moved aside, so no write can land in an existing folder
+            folder.rename(objects / f"{i:02x}.aside")
+        folder.write_text("")  # a file where git wants a folder
+        made.append(folder)
     eid = episode_files(repo)[0].stem
     refused(repo, ["advance", eid, "downloading"], 7)
 
