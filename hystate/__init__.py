@@ -64,12 +64,13 @@ _WHERE = {
     "YAMLPersistence": "hystate.seed_api",
     "StateManager": "hystate.manager",
     "TransitionResult": "hystate.manager",
-    "DiscoverResult": "hystate.manager",
+    "DiscoverResult": "hystate.discovery",
     "RecoveryManager": "hystate.recovery",
     "ReportGenerator": "hystate.reports",
 }
 
 if TYPE_CHECKING:
+    from hystate.discovery import DiscoverResult
     from hystate.errors import (
         CheckFailed,
         GitError,
@@ -82,7 +83,7 @@ if TYPE_CHECKING:
     )
     from hystate.leases import Lease
     from hystate.locks import LockTimeout, StateLock
-    from hystate.manager import DiscoverResult, StateManager, TransitionResult
+    from hystate.manager import StateManager, TransitionResult
     from hystate.model import EpisodeState, ProcessingStage
     from hystate.recovery import RecoveryManager
     from hystate.reports import ReportGenerator

@@ -10,7 +10,9 @@ questions. A discovery batch lists its episode ids in the body, one a line, and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hystate.gitrepo import GitRepo
 
@@ -138,3 +140,36 @@ def trailerless(repo: GitRepo, rev: str, path: str) -> list[tuple[str, str]]:
     (a transition's or a re-application's)."""
     rows = repo.log(rev, ["%H", "%s"], trailer_keys=(TO, REAPPLIES), paths=[path])
     return [(sha, subject) for sha, subject, trail in rows if not (trail[TO] or trail[REAPPLIES])]
+
+
+def join(history: Sequence[dict[str, Any]], commits: Sequence[FileCommit]) -> list[dict[str, Any]]:
+    """A file's own history entries joined with the commits that made them (sha, author, time,
+    subject); commits without hystate's trailers (hand edits) become rows of their own."""
+    rows: list[dict[str, Any]] = []
+    pending = list(commits)
+    for entry in history:
+        row = dict(entry)
+        for i, commit in enumerate(pending):
+            to = commit.trailers.get(TO)
+            if to == entry["to"] and commit.trailers.get(FROM) in (entry["from"], ""):
+                rows.extend(_commit_row(c) for c in pending[:i])  # hand edits before it
+                row.update(_commit_fields(commit))
+                del pending[: i + 1]
+                break
+        rows.append(row)
+    rows.extend(_commit_row(c) for c in pending)
+    return rows
+
+
+def _commit_fields(commit: FileCommit) -> dict[str, Any]:
+    return {
+        "commit": commit.sha,
+        "author": f"{commit.author} <{commit.email}>",
+        "committed_at": commit.time,
+        "subject": commit.subject,
+    }
+
+
+def _commit_row(commit: FileCommit) -> dict[str, Any]:
+    """A commit that touched the file without being one of its transitions."""
+    return {"at": commit.time, "from": None, "to": None, "by": None, **_commit_fields(commit)}

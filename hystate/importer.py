@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hystate import discovery
 from hystate.errors import GitError
 from hystate.gitrepo.objects import object_id
 from hystate.legacy import LegacyEpisode, read_legacy_dir
@@ -81,7 +82,7 @@ def _plan(
     """rel path -> (path, new content, old content or None for a new file); checks them all."""
     at = now_utc()
     writes: dict[str, tuple[Path, bytes, bytes | None]] = {}
-    in_head = manager._ids_in_head()  # a sparse checkout leaves some out of the work tree
+    in_head = discovery.ids_in_head(manager)  # a sparse checkout leaves some out of the work tree
     for legacy in episodes:
         path = manager.store.find(legacy.identifier)
         if path is None and legacy.identifier in in_head:

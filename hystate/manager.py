@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit, leases, work
+from hystate import audit, discovery, layout, leases, work
 from hystate.config import Config
 from hystate.discover import Record
+from hystate.discovery import DiscoverResult
 from hystate.errors import (
     GitError,
     InvalidData,
@@ -33,11 +34,8 @@ from hystate.model import (
     EpisodeState,
     ProcessingStage,
     check_id,
-    new_episode,
     now_utc,
 )
-from hystate.parallel import chunked_map
-from hystate.paths import NotRegularFile, ensure_dir, read_bytes
 from hystate.rules import (
     Change,
     ErrorRecovery,
@@ -46,7 +44,7 @@ from hystate.rules import (
     check_message,
     field_path,
 )
-from hystate.store import GITATTRIBUTES, EpisodeStore, dump, gitignore_text, invalid_file
+from hystate.store import EpisodeStore, dump, invalid_file
 from hystate.validation import check_value, episode_problems
 from hystate.work import RetryOutcome
 
@@ -68,13 +66,6 @@ class TransitionResult:
     @property
     def changed(self) -> bool:
         return self.commit is not None
-
-
-@dataclass(frozen=True)
-class DiscoverResult:
-    added: list[str]
-    existing: list[str]
-    commit: str | None
 
 
 class StateManager:
@@ -111,7 +102,7 @@ class StateManager:
         else:
             self.repo = GitRepo.discover(here)
         self.config = config or Config.load(self.repo.root)
-        self.state_dir = self._confined_state_dir(here, state_dir)
+        self.state_dir = layout.confined_state_dir(self, here, state_dir)
         self.store = EpisodeStore(self.state_dir, self.repo.root)
         named = worker or os.environ.get("HYSTATE_WORKER") or None
         self.worker = check_worker(named) if named else default_worker()
@@ -128,41 +119,6 @@ class StateManager:
         self.refresh_once = False
         self._refreshed = False
         self._hooks_told = False
-
-    def _confined_state_dir(self, here: Path, given: str | os.PathLike[str] | None) -> Path:
-        """The state directory: from the command line or the API (exit 2 when unusable), else
-        ``state_directory`` of hystate.yaml (exit 5). Either way a real folder inside the work
-        tree, not its root, not in .git, not through a symlink (see hystate.paths)."""
-        from hystate.paths import confine, is_within
-
-        root, git_dirs = self.repo.root, (self.repo.git_dir, self.repo.common_dir)
-        if given is not None:
-            where = "--state-dir"
-            state_dir = confine(
-                root, os.fspath(given), where, error=UsageError, cwd=here, forbidden=git_dirs
-            )
-        else:
-            where = f"{self.config.source or 'hystate.yaml'}: state_directory"
-            value = str(self.config.get("state_directory"))
-            state_dir = confine(root, value, where, error=InvalidData, forbidden=git_dirs)
-        rel = state_dir.relative_to(root).as_posix()
-        head_entry = self.repo.objects.lookup(self.repo.head_tree(), rel)
-        if head_entry is not None and head_entry[0] != b"40000":
-            kind = {b"120000": "a symlink", b"160000": "a submodule"}.get(head_entry[0], "a file")
-            error = UsageError if given is not None else InvalidData
-            raise error(f"{where}: {rel} is {kind} in HEAD, not a folder")
-        source = self.config.source or "hystate.yaml"
-        for value in self.config.get("media.directories"):
-            media = confine(
-                root, str(value), f"{source}: media.directories", error=InvalidData,
-                forbidden=git_dirs,
-            )  # fmt: skip
-            if is_within(media, state_dir) or is_within(state_dir, media):
-                raise InvalidData(
-                    f"{source}: media.directories: {value!r} overlaps the state directory"
-                    f" {self.repo.relpath(state_dir)}/"
-                )
-        return state_dir
 
     # -- locks -----------------------------------------------------------------------------
 
@@ -188,24 +144,9 @@ class StateManager:
     # -- setting up ------------------------------------------------------------------------
 
     def ensure_layout(self) -> str | None:
-        """Create the state directory and its .gitignore (committed), and set the repository
-        options hystate relies on. Safe to repeat."""
-        self.repo.configure()
-        ensure_dir(self.repo.root, self.state_dir)
-        ignore = gitignore_text(str(self.config.get("database_file")), self.rel_state_dir == ".")
-        files = {
-            self.state_dir / ".gitignore": ignore.encode(),
-            self.state_dir / ".gitattributes": GITATTRIBUTES.encode(),
-        }
-        todo = {p: d for p, d in files.items() if _read_own(p) != d}
-        if not todo:
-            return None
-        self.repo.check_writable()
-        with self.repo_lock():
-            for path, data in todo.items():
-                self.store.write(path, data)
-            message = f"hystate: set up {self.rel_state_dir}/ (gitignore, merge driver)\n"
-            return self.repo.commit({self.repo.relpath(p): d for p, d in todo.items()}, message)
+        """Create the state directory and its .gitignore and .gitattributes (committed), and
+        set the repository options hystate relies on. Safe to repeat."""
+        return layout.ensure_layout(self)
 
     @property
     def rel_state_dir(self) -> str:
@@ -361,26 +302,10 @@ class StateManager:
         ]
 
     def history(self, episode_id: str) -> list[dict[str, Any]]:
-        """The file's own history joined with the commits that made it: each entry gets the
-        commit's sha, author, time and subject; commits without hystate's trailers (hand
-        edits) appear as their own rows."""
+        """The file's own history joined with the commits that made it (``audit.join``)."""
         path = self.path_of(check_id(episode_id))
         episode = self.store.read(path)[1]
-        commits = audit.file_commits(self.repo, self.repo.relpath(path))
-        rows: list[dict[str, Any]] = []
-        pending = list(commits)
-        for entry in episode.history:
-            row = dict(entry)
-            for i, commit in enumerate(pending):
-                to = commit.trailers.get(audit.TO)
-                if to == entry["to"] and commit.trailers.get(audit.FROM) in (entry["from"], ""):
-                    rows.extend(_commit_row(c) for c in pending[:i])  # hand edits before it
-                    row.update(_commit_fields(commit))
-                    del pending[: i + 1]
-                    break
-            rows.append(row)
-        rows.extend(_commit_row(c) for c in pending)
-        return rows
+        return audit.join(episode.history, audit.file_commits(self.repo, self.repo.relpath(path)))
 
     def validate(self) -> list[Problem]:
         """Every problem of every episode file (never stops at the first)."""
@@ -599,12 +524,10 @@ class StateManager:
     def add_episode(
         self, episode_id: str, *, title: str, date: str, archive_identifier: str | None = None
     ) -> DiscoverResult:
-        from hystate.discover import parse_rows
-
-        check_id(episode_id)  # a bad id is a usage error (exit 2), not bad data
-        row = {"identifier": episode_id, "title": title, "date": date}
-        [record] = parse_rows([("--", row)], episode_id)
-        return self.discover([record], archive_identifier=archive_identifier)
+        """One new episode (one commit), like a one-record ``discover``."""
+        return discovery.add_episode(
+            self, episode_id, title=title, date=date, archive_identifier=archive_identifier
+        )
 
     def discover(
         self,
@@ -614,101 +537,9 @@ class StateManager:
         archive_identifier: str | None = None,
     ) -> DiscoverResult:
         """Create a file for every record that has none (one commit); leave the others alone."""
-        records = list(records)
-        self.repo.check_writable()
-        ensure_dir(self.repo.root, self.state_dir)
-        at = now_utc()
-        with self.repo_lock():
-            todo: list[tuple[str, dict[str, Any]]] = []
-            paths: dict[str, Path] = {}
-            existing = []
-            in_head = self._ids_in_head()
-            for record in records:
-                eid = record.identifier
-                if eid in in_head or eid in paths or self.store.find(eid) is not None:
-                    existing.append(eid)
-                    continue
-                doc = new_episode(
-                    eid,
-                    title=record.title,
-                    date=record.date,
-                    archive_identifier=archive_identifier,
-                    at=at,
-                    by=self.worker,
-                )
-                paths[eid] = self.store.path_for(eid, record.date)
-                todo.append((_rel(self, paths[eid]), doc))
-            new: dict[str, tuple[Path, bytes]] = {}
-            for chunk, rendered in chunked_map(_render_new, todo):
-                for (rel, doc), (data, problems) in zip(chunk, rendered, strict=True):
-                    if problems:
-                        raise invalid_file(problems)
-                    new[rel] = (paths[doc["episode_id"]], data)
-            if not new:
-                return DiscoverResult([], existing, None)
-            ids = [p.stem for p, _ in new.values()]
-            message = audit.discover_message(ids, source, self.worker)
-            written: list[Path] = []
-            try:
-                for path, data in new.values():
-                    self.store.write(path, data, sync=False)
-                    written.append(path)
-                os.sync()  # once for the batch: an fsync a file costs ~1 ms each
-                sha = self.repo.commit({rel: data for rel, (_, data) in new.items()}, message)
-            except BaseException:
-                for path in written:
-                    if self.repo.head_blob(_rel(self, path)) is None:
-                        path.unlink(missing_ok=True)
-                raise
-        return DiscoverResult(ids, existing, sha)
-
-    def _ids_in_head(self) -> set[str]:
-        """Episode ids HEAD has files for. A sparse checkout leaves some out of the work
-        tree: they are known all the same, whatever their state, and never made anew."""
-        return {
-            name.rpartition("/")[2][:-5]
-            for name in self.repo.head_names(self.rel_state_dir, 1)
-            if name.endswith(".yaml")
-        }
-
-
-def _render_new(todo: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[bytes, list[Problem]]]:
-    """A new episode's file content and its problems (none when valid)."""
-    return [
-        (dump(doc), episode_problems(doc, rel, expect_id=doc["episode_id"])) for rel, doc in todo
-    ]
-
-
-def _commit_fields(commit: audit.FileCommit) -> dict[str, Any]:
-    return {
-        "commit": commit.sha,
-        "author": f"{commit.author} <{commit.email}>",
-        "committed_at": commit.time,
-        "subject": commit.subject,
-    }
-
-
-def _commit_row(commit: audit.FileCommit) -> dict[str, Any]:
-    """A commit that touched the file without being one of its transitions."""
-    return {"at": commit.time, "from": None, "to": None, "by": None, **_commit_fields(commit)}
-
-
-def _rel(manager: StateManager, path: Path) -> str:
-    return path.relative_to(manager.repo.root).as_posix()
-
-
-def _read_own(path: Path) -> bytes:
-    """A file hystate writes (.gitignore, .gitattributes): its bytes, b"" when missing;
-    never read through a symlink, never replaced when it is one."""
-    try:
-        return read_bytes(path)
-    except FileNotFoundError:
-        return b""
-    except NotRegularFile as exc:
-        raise InvalidData(
-            f"{path} is {exc.kind}: hystate never writes through symlinks",
-            hint="replace it with a plain file",
-        ) from None
+        return discovery.discover(
+            self, records, source=source, archive_identifier=archive_identifier
+        )
 
 
 def _real_ancestor(path: Path) -> Path:

@@ -1,0 +1,87 @@
+"""The state directory's place and layout: where it may be (inside the work tree, never its
+root, never in .git, never through a symlink, never a symlink or submodule in HEAD), and the
+files ``hystate init`` commits in it (``.gitignore`` and ``.gitattributes``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hystate.errors import InvalidData, UsageError
+from hystate.paths import NotRegularFile, confine, ensure_dir, is_within, read_bytes
+from hystate.store import GITATTRIBUTES, gitignore_text
+
+if TYPE_CHECKING:
+    from hystate.manager import StateManager
+
+
+def confined_state_dir(
+    manager: StateManager, here: Path, given: str | os.PathLike[str] | None
+) -> Path:
+    """The state directory: from the command line or the API (exit 2 when unusable), else
+    ``state_directory`` of hystate.yaml (exit 5). Either way a real folder inside the work
+    tree, not its root, not in .git, not through a symlink (see hystate.paths)."""
+    root, git_dirs = manager.repo.root, (manager.repo.git_dir, manager.repo.common_dir)
+    if given is not None:
+        where = "--state-dir"
+        state_dir = confine(
+            root, os.fspath(given), where, error=UsageError, cwd=here, forbidden=git_dirs
+        )
+    else:
+        where = f"{manager.config.source or 'hystate.yaml'}: state_directory"
+        value = str(manager.config.get("state_directory"))
+        state_dir = confine(root, value, where, error=InvalidData, forbidden=git_dirs)
+    rel = state_dir.relative_to(root).as_posix()
+    head_entry = manager.repo.objects.lookup(manager.repo.head_tree(), rel)
+    if head_entry is not None and head_entry[0] != b"40000":
+        kind = {b"120000": "a symlink", b"160000": "a submodule"}.get(head_entry[0], "a file")
+        error = UsageError if given is not None else InvalidData
+        raise error(f"{where}: {rel} is {kind} in HEAD, not a folder")
+    source = manager.config.source or "hystate.yaml"
+    for value in manager.config.get("media.directories"):
+        media = confine(
+            root, str(value), f"{source}: media.directories", error=InvalidData,
+            forbidden=git_dirs,
+        )  # fmt: skip
+        if is_within(media, state_dir) or is_within(state_dir, media):
+            raise InvalidData(
+                f"{source}: media.directories: {value!r} overlaps the state directory"
+                f" {manager.repo.relpath(state_dir)}/"
+            )
+    return state_dir
+
+
+def ensure_layout(manager: StateManager) -> str | None:
+    """Create the state directory and its .gitignore (committed), and set the repository
+    options hystate relies on. Safe to repeat."""
+    manager.repo.configure()
+    ensure_dir(manager.repo.root, manager.state_dir)
+    ignore = gitignore_text(str(manager.config.get("database_file")), manager.rel_state_dir == ".")
+    files = {
+        manager.state_dir / ".gitignore": ignore.encode(),
+        manager.state_dir / ".gitattributes": GITATTRIBUTES.encode(),
+    }
+    todo = {p: d for p, d in files.items() if _read_own(p) != d}
+    if not todo:
+        return None
+    manager.repo.check_writable()
+    with manager.repo_lock():
+        for path, data in todo.items():
+            manager.store.write(path, data)
+        message = f"hystate: set up {manager.rel_state_dir}/ (gitignore, merge driver)\n"
+        return manager.repo.commit({manager.repo.relpath(p): d for p, d in todo.items()}, message)
+
+
+def _read_own(path: Path) -> bytes:
+    """A file hystate writes (.gitignore, .gitattributes): its bytes, b"" when missing;
+    never read through a symlink, never replaced when it is one."""
+    try:
+        return read_bytes(path)
+    except FileNotFoundError:
+        return b""
+    except NotRegularFile as exc:
+        raise InvalidData(
+            f"{path} is {exc.kind}: hystate never writes through symlinks",
+            hint="replace it with a plain file",
+        ) from None
