@@ -574,36 +574,34 @@ def test_a_file_named_head_does_not_lose_the_commits_in_the_log(
 
 
 def test_existing_loose_objects_are_freshened(tmp_path: Path) -> None:
-    """git touches an object it would have written but found present, so a concurrent
+    """git touches an object it would have written but finds present, so a concurrent
     `git gc`/`git prune` (which keeps recent objects) cannot delete it before the commit that
-    needs it lands. Here the person removed hystate's line from `.gitattributes`; the blob
-    `hystate init` writes to put it back is already in the object store, unreachable and 30
-    days old."""
-    user_attributes = "*.txt text\n"
-    scratch = new_repo(tmp_path / "scratch")
-    (scratch / ".gitattributes").write_text(user_attributes)
-    git(scratch, "add", ".gitattributes")
-    git(scratch, *USER, "commit", "-qm", "attributes")
-    assert hy(scratch, "init").returncode == 0
-    wanted = (scratch / ".gitattributes").read_bytes()
-
-    root = setup_state(tmp_path / "r")
-    (root / ".gitattributes").write_text(user_attributes)
-    git(root, "add", ".gitattributes")
-    git(root, *USER, "commit", "-qm", "the person's own attributes")
-    blob = subprocess.run(
-        ["git", "hash-object", "-w", "--stdin"],
-        cwd=root, input=wanted, capture_output=True, check=True,
-    ).stdout.decode().strip()  # fmt: skip
-    loose = root / ".git" / "objects" / blob[:2] / blob[2:]
+    needs it lands. Here a transition is made, undone with `git reset --hard`, its objects are
+    made 30 days old, and the same transition is made again in the same second (same content,
+    same blob)."""
+    root = setup_state(tmp_path / "r", episodes=3)
+    rel = state_files(root)[0]
+    eid = Path(rel).stem
+    manager = StateManager(cwd=root, worker="w")
     month_ago = time.time() - 30 * 86400
-    os.utime(loose, (month_ago, month_ago))
-    started = time.time()
+    for _ in range(5):
+        _same_second_start()
+        start = int(time.time())
+        manager.update_state(eid, "downloading", worker="w")
+        blob = git(root, "rev-parse", f"HEAD:{rel}").strip()
+        git(root, "reset", "-q", "--hard", "HEAD~1")
+        loose = root / ".git" / "objects" / blob[:2] / blob[2:]
+        os.utime(loose, (month_ago, month_ago))
+        started = time.time()
+        manager.update_state(eid, "downloading", worker="w")
+        if int(time.time()) == start:
+            break
+        git(root, "reset", "-q", "--hard", "HEAD~1")
+    else:
+        pytest.fail("could not make the same transition twice in one second in 5 tries")
 
-    assert hy(root, "init").returncode == 0
-
-    assert git(root, "rev-parse", "HEAD:.gitattributes").strip() == blob
-    assert loose.stat().st_mtime >= started - 2, "the existing object was not freshened"
+    assert git(root, "rev-parse", f"HEAD:{rel}").strip() == blob
+    assert loose.stat().st_mtime >= started - 1, "the existing object was not freshened"
 
 
 def test_fsck_repair_keeps_gits_own_in_flight_object_files(one: tuple[Path, str, str]) -> None:
