@@ -306,13 +306,20 @@ def _success_or_refusal(root: Path, args: list[str], rel: str) -> None:
         assert now == wt_before
 
 
-def test_clean_smudge_filter_on_state_files(tmp_path: Path) -> None:
-    """A real filter pair: clean tags the episode_id line with a comment, smudge removes it."""
+@pytest.mark.parametrize("where", [".gitattributes", ".git/info/attributes"])
+def test_clean_smudge_filter_on_state_files(tmp_path: Path, where: str) -> None:
+    """A real filter pair: clean tags the episode_id line with a comment, smudge removes it;
+    set in the tracked .gitattributes, or in .git/info/attributes (which outranks every
+    .gitattributes file)."""
     root = new_repo(tmp_path / "r")
     git(root, "config", "filter.tag.clean", r"sed -e 's/^\(episode_id: .*\)$/\1 # tagged/'")
     git(root, "config", "filter.tag.smudge", r"sed -e 's/ # tagged$//'")
     git(root, "config", "filter.tag.required", "true")
-    _attributes(root, "*.yaml filter=tag")
+    if where == ".gitattributes":
+        _attributes(root, "*.yaml filter=tag")
+    else:
+        (root / ".git" / "info").mkdir(exist_ok=True)
+        (root / ".git" / "info" / "attributes").write_text("*.yaml filter=tag\n")
     assert hy(root, "init").returncode == 0
     rel = "processed/2004/ep1.yaml"
     _success_or_refusal(root, ["add", "ep1", "--title", "T", "--date", "2004-01-01"], rel)
