@@ -54,7 +54,7 @@ pygit2 = pytest.importorskip("pygit2")
 dulwich_repo = pytest.importorskip("dulwich.repo")
 dulwich_porcelain = pytest.importorskip("dulwich.porcelain")
 
-DEFAULT_EXAMPLES = 6
+DEFAULT_EXAMPLES = 5
 STEPS = 20
 EXAMPLES = int(os.environ.get("HYSTATE_DIFF_EXAMPLES") or DEFAULT_EXAMPLES)
 USER = ("-c", "user.name=Person", "-c", "user.email=person@example.org")
