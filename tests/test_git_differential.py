@@ -185,6 +185,7 @@ def build_repo(root: Path, setup: Setup) -> None:
 class DifferentialMachine(RuleBasedStateMachine):
     setup: Setup
     base: Path
+    counts: dict[str, int]  # examples run, checks passed, rules run (per set-up)
 
     def __init__(self) -> None:
         super().__init__()
@@ -194,6 +195,7 @@ class DifferentialMachine(RuleBasedStateMachine):
         self.model = Model()
         for rel in USER_FILES:
             self.model.files[rel] = FileModel(0, 0, 0)
+        self.counts["examples"] += 1
         self.counter = 0
         self.new_files = 0
         self.episodes = 0
@@ -371,6 +373,7 @@ class DifferentialMachine(RuleBasedStateMachine):
     @invariant()
     def everyone_agrees(self) -> None:
         self.check_all()
+        self.counts["checks"] += 1
 
     def check_all(self) -> None:
         head, state_entries = self.check_git()
@@ -462,10 +465,11 @@ class DifferentialMachine(RuleBasedStateMachine):
 
 @pytest.mark.parametrize("setup", SETUPS, ids=[s.name for s in SETUPS])
 def test_hystate_git_libgit2_and_dulwich_agree(setup: Setup, tmp_path: Path) -> None:
+    counts = {"examples": 0, "checks": 0}
     machine = type(
         f"Differential_{setup.name.replace('-', '_')}",
         (DifferentialMachine,),
-        {"setup": setup, "base": tmp_path},
+        {"setup": setup, "base": tmp_path, "counts": counts},
     )
     run_state_machine_as_test(
         machine,
@@ -479,3 +483,6 @@ def test_hystate_git_libgit2_and_dulwich_agree(setup: Setup, tmp_path: Path) -> 
             print_blob=True,
         ),
     )
+    # shown with `pytest -s`: how much this run covered
+    print(f"\n{setup.name}: {counts['examples']} examples, {counts['checks']} checked steps")
+    assert counts["examples"] >= min(EXAMPLES, 2)
