@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from hystate import cache
+from hystate import cache_schema
 from hystate.manager import StateManager
 from tests.conftest import Cli, git
 
@@ -108,14 +108,14 @@ def test_every_step_of_the_user_path_grows_linearly(tmp_path: Path) -> None:
 def test_commit_attribution_never_scans_a_stage(tmp_path: Path) -> None:
     """The (to_stage, timestamp) index made each attribution scan every row of a stage."""
     db = sqlite3.connect(tmp_path / "plan.db")
-    for statement in cache._SCHEMA.split(";"):
+    for statement in cache_schema.SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)
     db.execute(
         "CREATE TEMP TABLE attribution (seq INTEGER PRIMARY KEY, sha TEXT, episode_id TEXT,"
         " from_stage TEXT, to_stage TEXT)"
     )
-    plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + cache._ATTRIBUTE))
+    plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + cache_schema.ATTRIBUTE))
     assert "processing_log_to" not in plan and "processing_log_time" not in plan
     assert "USING INDEX processing_log_episode" in plan
 
