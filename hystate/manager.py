@@ -8,7 +8,6 @@ file is put back, so nothing is half-done.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit, discovery, layout, leases, work
+from hystate import audit, discovery, layout, leases, queries, work
 from hystate.config import Config
 from hystate.discover import Record
 from hystate.discovery import DiscoverResult
@@ -214,32 +213,16 @@ class StateManager:
     ) -> list[EpisodeState]:
         """Episodes (oldest air date first), optionally only some stages and years, at most
         ``limit``."""
-        wanted = [S.parse(s).value for s in stages]
-        sql, params = "SELECT data, path FROM episode_states WHERE 1=1", list[Any]()
-        if wanted:
-            sql += f" AND stage IN ({','.join('?' * len(wanted))})"
-            params.extend(wanted)
-        years = list(years)
-        if years:
-            sql += f" AND year IN ({','.join('?' * len(years))})"
-            params.extend(years)
-        sql += " ORDER BY date, episode_id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(max(limit, 0))
-        rows = self._fresh().query(sql, tuple(params))
-        return [EpisodeState(json.loads(row["data"]), row["path"]) for row in rows]
+        return queries.episodes(self._fresh(), stages, years, limit)
 
     def get_episodes_by_stage(self, stage: str | ProcessingStage) -> list[EpisodeState]:
         return self.list_episodes([stage])
 
     def count_all_episodes(self) -> int:
-        return int(self._fresh().query("SELECT count(*) FROM episode_states")[0][0])
+        return queries.count(self._fresh())
 
     def count_by_stage(self) -> dict[str, int]:
-        rows = self._fresh().query("SELECT stage, count(*) FROM episode_states GROUP BY stage")
-        counts = {row[0]: row[1] for row in rows}
-        return {s.value: counts.get(s.value, 0) for s in S}
+        return queries.count_by_stage(self._fresh())
 
     def get_next_for_processing(
         self, stage: str | ProcessingStage, limit: int = 10
@@ -278,28 +261,7 @@ class StateManager:
         self, *, since: str | None = None, until: str | None = None, episode_id: str | None = None
     ) -> list[dict[str, Any]]:
         """The processing log: one event per history entry, oldest first."""
-        sql, params = "SELECT * FROM processing_log WHERE 1=1", []
-        for clause, value in (
-            ("timestamp >= ?", since),
-            ("timestamp <= ?", until),
-            ("episode_id = ?", episode_id),
-        ):
-            if value is not None:
-                sql += f" AND {clause}"
-                params.append(value)
-        rows = self._fresh().query(sql + " ORDER BY timestamp, id", tuple(params))
-        return [
-            {
-                "at": r["timestamp"],
-                "episode_id": r["episode_id"],
-                "event": r["event"],
-                "from": r["from_stage"],
-                "to": r["to_stage"],
-                "commit": r["commit_sha"],
-                **json.loads(r["details"] or "{}"),
-            }
-            for r in rows
-        ]
+        return queries.events(self._fresh(), since=since, until=until, episode_id=episode_id)
 
     def history(self, episode_id: str) -> list[dict[str, Any]]:
         """The file's own history joined with the commits that made it (``audit.join``)."""
