@@ -327,6 +327,25 @@ def test_clean_smudge_filter_on_state_files(tmp_path: Path, where: str) -> None:
         _success_or_refusal(root, ["advance", "ep1", "downloading"], rel)
 
 
+def test_a_filter_that_changes_the_state_is_refused_not_committed(tmp_path: Path) -> None:
+    """Found by the adversarial run: a clean filter in .git/info/attributes rewrote
+    ``stage: downloading`` in HEAD's blob while the work tree stayed valid, so HEAD held a
+    state no schema accepts. A conversion that changes an episode file is refused."""
+    root = setup_state(tmp_path / "r", episodes=1)
+    rel = state_files(root)[0]
+    eid = Path(rel).stem
+    git(root, "config", "filter.up.clean", "sed s/downloading/DOWNLOADING/")
+    git(root, "config", "filter.up.smudge", "cat")
+    (root / ".git" / "info").mkdir(exist_ok=True)
+    (root / ".git" / "info" / "attributes").write_text("*.yaml filter=up\n")
+    before, data = head(root), (root / rel).read_bytes()
+    done = hy(root, "advance", eid, "downloading")
+    assert_refused_cleanly(root, done, before)
+    assert "filter" in done.stderr
+    assert (root / rel).read_bytes() == data
+    assert "DOWNLOADING" not in git(root, "log", "-p", "--all")
+
+
 def test_ident_attribute_on_state_files(tmp_path: Path) -> None:
     root = new_repo(tmp_path / "r")
     _attributes(root, "*.yaml ident")

@@ -45,6 +45,14 @@ def _entries(repo: GitRepo, files: Mapping[str, bytes]) -> dict[str, tuple[bytes
         shas = {rel: repo.objects.write(b"blob", data) for rel, data in files.items()}
     else:
         shas = _hash_with_git(repo, list(files), write=True)
+        for rel, data in files.items():
+            if shas[rel] != object_id(b"blob", data):
+                raise GitError(
+                    f"git's attributes would store {rel} other than as written (a filter, "
+                    "ident or working-tree-encoding applies to it): refused, so HEAD never "
+                    "holds a state hystate cannot read back",
+                    hint="remove that attribute for the state files (`hystate init` pins them)",
+                )
     head = repo.head_tree() if not repo.settings.trust_file_mode() else None
     entries = {}
     for rel, sha in shas.items():
