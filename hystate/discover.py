@@ -38,7 +38,12 @@ def read_records(path: Path) -> list[Record]:
         size = path.stat().st_size
         if size > MAX_INPUT_BYTES:
             raise InvalidData(f"{path}: {size:,} bytes; at most {MAX_INPUT_BYTES:,} are read")
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:  # a pipe or a device has no size: read at most the limit
+            raw = fh.read(MAX_INPUT_BYTES + 1)
+        if len(raw) > MAX_INPUT_BYTES:
+            raise InvalidData(
+                f"{path}: more than {MAX_INPUT_BYTES:,} bytes, the most a catalog may have"
+            )
     except OSError as exc:
         raise InvalidData(f"{path}: cannot read: {exc.strerror}") from exc
     try:

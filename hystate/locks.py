@@ -17,7 +17,7 @@ import socket
 import stat
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -211,9 +211,17 @@ class StateLock:
         try:
             fd = os.open(breaker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            with suppress(FileNotFoundError):
-                if time.time() - breaker.stat().st_mtime > _UNWRITTEN_GRACE:
+            try:
+                st = os.lstat(breaker)
+                if not stat.S_ISREG(st.st_mode):
+                    raise LockBusy(
+                        f"{breaker} is not a lock file hystate made; hystate never removes it",
+                        hint="remove it by hand if nothing uses it",
+                    )
+                if time.time() - st.st_mtime > _UNWRITTEN_GRACE:
                     breaker.unlink()  # a breaker died mid-break; breaking takes microseconds
+            except FileNotFoundError:
+                pass
             return False
         try:
             os.close(fd)

@@ -159,6 +159,17 @@ Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
 Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_yaml_float)
 
 
+def _not_json(loader: Loader, node: yaml.Node) -> Any:
+    """Values JSON (and so the schema and the caches) cannot hold are refused as data."""
+    raise yaml.constructor.ConstructorError(
+        None, None, f"{node.tag.rsplit(':', 1)[-1]} values are not allowed here", node.start_mark
+    )
+
+
+for _tag in ("timestamp", "binary", "set", "omap", "pairs"):
+    Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _not_json)
+
+
 class Dumper(_BaseDumper):
     """Safe dumper; strings that would read back as another type are quoted."""
 

@@ -234,3 +234,40 @@ def test_log_since_an_offset_is_compared_as_a_time_not_a_string(repo: Path) -> N
     assert bound.isoformat() > first  # a string comparison would drop every event
     result = accepted(repo, ["log", "--since", bound.isoformat(), "--json"])
     assert len(result.stdout.splitlines()) == 20
+
+
+# -- found by the second adversarial run ------------------------------------------------------
+
+
+@pytest.mark.parametrize("tag", ["!!set {a}", "!!binary AAAA", "!!timestamp 2004-04-14T10:00:00Z"])
+def test_explicit_yaml_tags_of_non_json_types_are_invalid_data(repo: Path, tag: str) -> None:
+    path = episode_files(repo)[0]
+    text = path.read_text()
+    path.write_text(
+        "\n".join(
+            f"title: {tag}" if line.startswith("title:") else line for line in text.splitlines()
+        )
+        + "\n"
+    )
+    commit_all(repo)
+    refused(repo, ["list"], 5, contains="not allowed")
+    refused(repo, ["advance", episode_files(repo)[1].stem, "downloading", "--set",
+                   f"title={tag}"], 5, contains="not allowed")  # fmt: skip
+
+
+def test_a_catalog_without_a_size_is_read_only_up_to_the_limit(repo: Path) -> None:
+    refused(repo, ["discover", "--from", "/dev/zero"], 5, contains="bytes", timeout=120)
+
+
+def test_a_lock_breaker_that_is_a_folder_is_lock_busy(repo: Path) -> None:
+    eid = episode_files(repo)[0].stem
+    locks = repo / "processed" / ".locks"
+    locks.mkdir(exist_ok=True)
+    (locks / f"{eid}.lock").write_text("garbage")
+    (locks / f"{eid}.lock.break").mkdir()
+    hour_ago = datetime.now(UTC).timestamp() - 3600
+    for name in (f"{eid}.lock", f"{eid}.lock.break"):
+        os.utime(locks / name, (hour_ago, hour_ago))
+    result = run(repo, "advance", eid, "downloading")
+    assert result.code == 6 and "not a lock file hystate made" in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1
