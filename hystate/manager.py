@@ -8,7 +8,6 @@ file is put back, so nothing is half-done.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -51,7 +50,6 @@ if TYPE_CHECKING:
     from hystate.cache import RefreshResult, StateCache
 
 S = ProcessingStage
-log = logging.getLogger("hystate")
 REPO_LOCK = "_repo.lock"  # ids start with a letter or digit, so this never names an episode
 _REMOVE_IT = "remove it (`git rm` it if it is committed), then run the command again"
 
@@ -460,10 +458,9 @@ class StateManager:
             self._hooks_told = True
             hooks = self.repo.unrun_hooks()
             if hooks:
-                log.warning(
-                    "note: git hooks %s are not run for state commits (README: 'Not run: git "
-                    "hooks'); `git config hystate.hooks skip` acknowledges this",
-                    ", ".join(hooks),
+                self.notice(
+                    f"note: git hooks {', '.join(hooks)} are not run for state commits (README:"
+                    " 'Not run: git hooks'); `git config hystate.hooks skip` acknowledges this"
                 )
         if alert is not None:
             from hystate.alerts import AlertStreak

@@ -7,7 +7,6 @@ GitPython or the reporting code."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import signal
@@ -180,7 +179,6 @@ def cli(ctx: click.Context, verbose: bool, state_dir: str | None) -> None:
       hystate show hy0_hooting_yard_2004-04-14
     """
     ctx.obj = Options(verbose, state_dir)
-    _show_library_notices()
     if ctx.invoked_subcommand in READING and not any(a in ("-h", "--help") for a in sys.argv):
         from hystate.gitrepo.repo import prefetch_status
 
@@ -188,20 +186,6 @@ def cli(ctx: click.Context, verbose: bool, state_dir: str | None) -> None:
 
 
 READING = {"status", "list", "next", "log", "report", "metrics"}
-
-
-class _EchoHandler(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"hystate: {record.getMessage()}", err=True)
-
-
-def _show_library_notices() -> None:
-    """What the library logs as a warning (a notice about the repository, a failed alert)
-    goes to stderr as one line, for people; stdout stays for results."""
-    logger = logging.getLogger("hystate")
-    logger.handlers = [_EchoHandler(logging.WARNING)]
-    logger.propagate = False
-
 
 pass_opts = click.make_pass_decorator(Options)
 
