@@ -19,11 +19,15 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from hystate.errors import HystateError
 from hystate.paths import ensure_dir, read_bytes, write_atomic
+
+if TYPE_CHECKING:
+    from hystate.manager import StateManager
+    from hystate.rules import Change
 
 DEADLINE = 5.0  # seconds for the whole delivery: connect, send, first line of the answer
 FINISHED = ("downloaded", "converted", "uploaded", "scheduled", "published")
@@ -203,3 +207,32 @@ class AlertStreak:
             os.write(fd, text)
         finally:
             os.close(fd)
+
+
+def count(manager: StateManager, doc: dict[str, Any], change: Change) -> dict[str, Any] | None:
+    """Count one committed transition in the streak (call it under the repo lock); the alert
+    to deliver when it completes a streak, else None. Nothing when alerts are off."""
+    if not manager.config.get("monitoring.alert_on_failure"):
+        return None
+    event = {
+        "episode_id": doc["episode_id"],
+        "stage": doc["failed_stage"],
+        "error": change.error,
+        "at": change.at,
+    }
+    threshold = int(manager.config.get("monitoring.alert_threshold"))
+    return AlertStreak(manager.state_dir).record(change.to.value, event, threshold)
+
+
+def send(manager: StateManager, alert: dict[str, Any]) -> None:
+    """Deliver ``alert`` to the webhook (or log it when there is none), outside every lock; a
+    failed delivery is logged and told through ``manager.notice``, never raised."""
+    url = manager.config.get("monitoring.webhook_url")
+    streak = AlertStreak(manager.state_dir)
+    where = f"{manager.rel_state_dir}/reports/alerts.log"
+    if url:
+        ok, line = streak.deliver(url, alert, str(manager.repo.root))
+        if not ok:
+            manager.notice(f"alert not delivered: {line} (logged in {where})")
+    else:
+        manager.notice(f"{streak.record_undelivered(alert)}; logged in {where}")

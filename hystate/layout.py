@@ -8,12 +8,60 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hystate.errors import InvalidData, UsageError
-from hystate.paths import NotRegularFile, confine, ensure_dir, is_within, read_bytes
+from hystate.errors import GitError, HystateError, InvalidData, UnknownEpisode, UsageError
+from hystate.gitrepo import GitRepo
+from hystate.paths import NotRegularFile, check_real_dir, confine, ensure_dir, is_within, read_bytes
 from hystate.store import GITATTRIBUTES, gitignore_text
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
+
+
+def find_repo(here: Path, state_dir: str | os.PathLike[str] | None) -> GitRepo:
+    """The repository: the one holding the named state folder's parent, found without
+    following a link (a linked folder is refused later, not taken for the repository it points
+    into), else the one holding ``here`` (so an outside folder is a usage error later)."""
+    if state_dir is not None:
+        chosen = Path(os.path.normpath(here / state_dir))
+        try:
+            return GitRepo.discover(_real_ancestor(chosen.parent))
+        except GitError:
+            pass
+    return GitRepo.discover(here)
+
+
+def _real_ancestor(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists and is reached through no symlink."""
+    while path != path.parent and not (path.exists() and os.path.realpath(path) == str(path)):
+        path = path.parent
+    return path
+
+
+def locks_dir(manager: StateManager) -> Path:
+    """``<state_dir>/.locks``; refused when it is a symlink or a file (a branch can commit one
+    pointing anywhere), so no lock is ever made, read or removed through it."""
+    path = manager.state_dir / ".locks"
+    problem = check_real_dir(manager.repo.root, path)
+    if problem is not None:
+        raise InvalidData(
+            f"{problem}: hystate never follows symlinks",
+            hint="remove it (`git rm` it if it is committed), then run the command again",
+        )
+    return path
+
+
+def not_found(manager: StateManager, episode_id: str) -> HystateError:
+    """Why ``episode_id`` has no file: left out of a sparse checkout, or unknown (exit 4)."""
+    rel_dir = manager.rel_state_dir
+    for name in manager.repo.head_names(rel_dir, 1):
+        if name.rpartition("/")[2] == f"{episode_id}.yaml":
+            return GitError(
+                f"{episode_id} is in HEAD but not in the work tree (sparse checkout?)",
+                hint=f"`git sparse-checkout add {rel_dir}/{name.rpartition('/')[0]}` brings it in",
+            )
+    return UnknownEpisode(
+        f"no episode {episode_id!r} in {rel_dir}/", hint="`hystate list` shows the known ids"
+    )
 
 
 def confined_state_dir(

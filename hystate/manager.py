@@ -14,34 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit, discovery, layout, leases, queries, work
+from hystate import alerts, audit, discovery, integrity, layout, leases, queries, work
 from hystate.config import Config
 from hystate.discover import Record
 from hystate.discovery import DiscoverResult
-from hystate.errors import (
-    GitError,
-    InvalidData,
-    Problem,
-    UnknownEpisode,
-    UsageError,
-)
+from hystate.errors import GitError, InvalidData, Problem
 from hystate.gitrepo import GitRepo, default_worker
 from hystate.leases import Lease
 from hystate.locks import StateLock
-from hystate.model import (
-    EpisodeState,
-    ProcessingStage,
-    check_id,
-    now_utc,
-)
-from hystate.rules import (
-    Change,
-    ErrorRecovery,
-    NoOp,
-    apply_change,
-    check_message,
-    field_path,
-)
+from hystate.model import EpisodeState, ProcessingStage, check_id, check_worker, now_utc
+from hystate.rules import Change, ErrorRecovery, NoOp, apply_change, check_message, field_path
 from hystate.store import EpisodeStore, dump, invalid_file
 from hystate.validation import check_value, episode_problems
 from hystate.work import RetryOutcome
@@ -51,7 +33,6 @@ if TYPE_CHECKING:
 
 S = ProcessingStage
 REPO_LOCK = "_repo.lock"  # ids start with a letter or digit, so this never names an episode
-_REMOVE_IT = "remove it (`git rm` it if it is committed), then run the command again"
 
 
 @dataclass(frozen=True)
@@ -88,16 +69,7 @@ class StateManager:
         here = Path(os.path.realpath(cwd if cwd is not None else Path.cwd()))
         if state_dir is None:
             state_dir = os.environ.get("HYSTATE_STATE_DIR") or None
-        if state_dir is not None:
-            # The repository holding the folder that holds it: found without following a link
-            # (a linked folder is refused below, not taken for the repository it points into).
-            chosen = Path(os.path.normpath(here / state_dir))
-            try:
-                self.repo = GitRepo.discover(_real_ancestor(chosen.parent))
-            except GitError:
-                self.repo = GitRepo.discover(here)  # so an outside folder is a usage error
-        else:
-            self.repo = GitRepo.discover(here)
+        self.repo = layout.find_repo(here, state_dir)
         self.config = config or Config.load(self.repo.root)
         self.state_dir = layout.confined_state_dir(self, here, state_dir)
         self.store = EpisodeStore(self.state_dir, self.repo.root)
@@ -130,13 +102,7 @@ class StateManager:
     def locks_dir(self) -> Path:
         """``<state_dir>/.locks``; refused when it is a symlink or a file (a branch can commit
         one pointing anywhere), so no lock is ever made, read or removed through it."""
-        from hystate.paths import check_real_dir
-
-        path = self.state_dir / ".locks"
-        problem = check_real_dir(self.repo.root, path)
-        if problem is not None:
-            raise InvalidData(f"{problem}: hystate never follows symlinks", hint=_REMOVE_IT)
-        return path
+        return layout.locks_dir(self)
 
     # -- setting up ------------------------------------------------------------------------
 
@@ -154,17 +120,7 @@ class StateManager:
     def path_of(self, episode_id: str) -> Path:
         path = self.store.find(episode_id)
         if path is None:
-            for name in self.repo.head_names(self.rel_state_dir, 1):
-                if name.rpartition("/")[2] == f"{episode_id}.yaml":
-                    folder = f"{self.rel_state_dir}/{name.rpartition('/')[0]}"
-                    raise GitError(
-                        f"{episode_id} is in HEAD but not in the work tree (sparse checkout?)",
-                        hint=f"`git sparse-checkout add {folder}` brings it in",
-                    )
-            raise UnknownEpisode(
-                f"no episode {episode_id!r} in {self.rel_state_dir}/",
-                hint="`hystate list` shows the known ids",
-            )
+            raise layout.not_found(self, episode_id)
         return path
 
     def episode(self, episode_id: str) -> EpisodeState:
@@ -268,45 +224,12 @@ class StateManager:
         return audit.join(episode.history, audit.file_commits(self.repo, self.repo.relpath(path)))
 
     def validate(self) -> list[Problem]:
-        """Every problem of every episode file (never stops at the first)."""
-        from hystate.parallel import file_problems
-
-        paths = list(self.store.iter_paths())
-        problems: list[Problem] = []
-        seen: dict[str, Path] = {}
-        for path, found in zip(paths, file_problems(self.store, paths), strict=True):
-            problems.extend(found)
-            if path.stem in seen:
-                problems.append(
-                    Problem(
-                        self.store.name(path),
-                        "$.episode_id",
-                        f"duplicate of {self.store.name(seen[path.stem])}",
-                    )
-                )
-            seen[path.stem] = path
-        return problems + self.store.anomalies() + self.tracked_caches()
+        """Every problem of every episode file (never stops at the first): ``integrity``."""
+        return integrity.validate(self)
 
     def tracked_caches(self) -> list[Problem]:
-        """Cache-named entries of the state folder committed to git (a branch can carry a
-        ``state.db`` with planted rows or triggers): never used, always reported."""
-        tree = self.repo.subtree(self.rel_state_dir)
-        if tree is None:
-            return []
-        names = {str(self.config.get("database_file")), "index.json", ".locks", "reports"}
-        found = []
-        for raw in self.repo.objects.tree(tree).entries():
-            name = raw.decode(errors="replace")
-            if name in names or name.startswith("state.db"):
-                found.append(
-                    Problem(
-                        f"{self.rel_state_dir}/{name}",
-                        "$",
-                        "cache file committed to git: hystate never uses it (its caches live in"
-                        " .git/hystate/); untrack it with `git rm --cached`",
-                    )
-                )
-        return found
+        """Cache-named entries of the state folder committed to git (``integrity``)."""
+        return integrity.tracked_caches(self)
 
     # -- transitions -----------------------------------------------------------------------
 
@@ -429,7 +352,7 @@ class StateManager:
             try:
                 with self.repo_lock():
                     sha = self.repo.commit({rel: data}, message)
-                    alert = self._count_for_alerts(doc, change)
+                    alert = alerts.count(self, doc, change)
             except BaseException:
                 if self.repo.head_blob(rel) == committed:
                     self.store.write(path, raw)  # the commit did not happen: undo the write
@@ -437,20 +360,6 @@ class StateManager:
         # outside every lock: a slow webhook must never hold an episode or the repository
         self._after_commit(sha, alert)
         return TransitionResult(EpisodeState(doc, rel), sha, episode.stage)
-
-    def _count_for_alerts(self, doc: dict[str, Any], change: Change) -> dict[str, Any] | None:
-        if not self.config.get("monitoring.alert_on_failure"):
-            return None
-        from hystate.alerts import AlertStreak
-
-        event = {
-            "episode_id": doc["episode_id"],
-            "stage": doc["failed_stage"],
-            "error": change.error,
-            "at": change.at,
-        }
-        threshold = int(self.config.get("monitoring.alert_threshold"))
-        return AlertStreak(self.state_dir).record(change.to.value, event, threshold)
 
     def _after_commit(self, sha: str | None, alert: dict[str, Any] | None = None) -> None:
         """After the commit and outside every lock: the alert, git's housekeeping."""
@@ -463,17 +372,7 @@ class StateManager:
                     " 'Not run: git hooks'); `git config hystate.hooks skip` acknowledges this"
                 )
         if alert is not None:
-            from hystate.alerts import AlertStreak
-
-            url = self.config.get("monitoring.webhook_url")
-            streak = AlertStreak(self.state_dir)
-            where = f"{self.rel_state_dir}/reports/alerts.log"
-            if url:
-                ok, line = streak.deliver(url, alert, str(self.repo.root))
-                if not ok:
-                    self.notice(f"alert not delivered: {line} (logged in {where})")
-            else:
-                self.notice(f"{streak.record_undelivered(alert)}; logged in {where}")
+            alerts.send(self, alert)
         # Plumbing never triggers git's auto-gc; ask for it about once in 256 commits.
         if sha and sha.startswith("00") and self.config.get("retention.compress_old"):
             self.repo.git("gc", "--auto", "--quiet", check=False)
@@ -501,22 +400,6 @@ class StateManager:
         )
 
 
-def _real_ancestor(path: Path) -> Path:
-    """``path`` or its nearest ancestor that exists and is reached through no symlink."""
-    while path != path.parent and not (path.exists() and os.path.realpath(path) == str(path)):
-        path = path.parent
-    return path
-
-
 def _with_set_hint(error: InvalidData) -> InvalidData:
     error.hint = "give the missing or corrected fields with --set FIELD=VALUE"
     return error
-
-
-def check_worker(name: str) -> str:
-    text = name.strip()
-    if not text or len(text) > 200 or any(c in text for c in "\n\r\0\t") or not text.isprintable():
-        raise UsageError(
-            f"invalid worker name {name[:60]!r}: one printable line, at most 200 characters"
-        )
-    return text

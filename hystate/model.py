@@ -67,6 +67,16 @@ def check_id(episode_id: str) -> str:
     return episode_id
 
 
+def check_worker(name: str) -> str:
+    """A worker's name: one printable line of at most 200 characters (UsageError otherwise)."""
+    text = name.strip()
+    if not text or len(text) > 200 or any(c in text for c in "\n\r\0\t") or not text.isprintable():
+        raise UsageError(
+            f"invalid worker name {name[:60]!r}: one printable line, at most 200 characters"
+        )
+    return text
+
+
 def now_utc() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
