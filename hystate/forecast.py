@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from hystate import queries
 from hystate.model import ACTIVE_STAGES, parse_time
 from hystate.predict import (
     DONE_AFTER,
@@ -261,10 +262,6 @@ def _iso(when: float) -> str | None:
 
 # -- from the cache ------------------------------------------------------------------------
 
-_STATE_COLUMNS = (
-    "episode_id, stage, failed_stage, download_attempts, conversion_attempts, upload_attempts,"
-    " last_updated, audio_size, audio_duration"
-)
 _WAITING = ("discovered", "downloaded", "converted", "failed")
 
 
@@ -303,50 +300,17 @@ def predict_summary(
     ``limit`` riskiest episodes listed."""
     now = now or datetime.now(UTC)
     cache = manager.cache
-    rows = cache.query(
-        "SELECT l.episode_id, l.timestamp, l.from_stage, l.to_stage, e.audio_size,"
-        " e.audio_duration FROM processing_log l JOIN episode_states e USING (episode_id)"
-        " WHERE l.episode_id IN (SELECT episode_id FROM processing_log WHERE to_stage IN"
-        " ('downloading', 'converting', 'uploading') ORDER BY timestamp DESC LIMIT ?)"
-        " ORDER BY l.episode_id, l.timestamp, l.id",
-        (MAX_TRAINING_RUNS,),
-    )
-    sums = ", ".join(
-        f"count({f}), total({f}), total({f} * 1.0 * {f}), min({f}), max({f})" for f in FEATURES
-    )
-    marks = ", ".join("?" * len(_WAITING))
-    groups = [
-        _group(r)
-        for r in cache.query(
-            "SELECT stage, failed_stage, download_attempts, conversion_attempts,"
-            f" upload_attempts, count(*), {sums} FROM episode_states WHERE stage IN ({marks})"
-            " GROUP BY 1, 2, 3, 4, 5",
-            _WAITING,
-        )
-    ]
-    active = [
-        _snapshot(r)
-        for r in cache.query(
-            f"SELECT {_STATE_COLUMNS} FROM episode_states"
-            " WHERE stage IN ('downloading', 'converting', 'uploading')"
-        )
-    ]
+    rows = queries.training_log(cache, MAX_TRAINING_RUNS)
+    groups = [_group(r) for r in queries.waiting_groups(cache, _WAITING, FEATURES)]
+    active = [_snapshot(r) for r in queries.active_snapshots(cache)]
 
     def members(key: tuple[str, str | None, tuple[int, int, int]]) -> list[Snapshot]:
-        stage, failed, (download, conversion, upload) = key
-        return [
-            _snapshot(r)
-            for r in cache.query(
-                f"SELECT {_STATE_COLUMNS} FROM episode_states WHERE stage = ? AND"
-                " failed_stage IS ? AND download_attempts = ? AND conversion_attempts = ?"
-                " AND upload_attempts = ? ORDER BY episode_id LIMIT ?",
-                (stage, failed, download, conversion, upload, limit),
-            )
-        ]
+        stage, failed, attempts = key
+        return [_snapshot(r) for r in queries.group_members(cache, stage, failed, attempts, limit)]
 
     stamp = now.timestamp()
     model = fit(
-        runs_from_log([tuple(r) for r in rows]),
+        runs_from_log(rows),
         manager.config.get("recovery.max_retries"),
         float(manager.config.get("recovery.retry_delay")),
         stamp,

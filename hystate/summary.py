@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from hystate.model import ProcessingStage, parse_time
+from hystate import queries
+from hystate.forecast import predict_summary
+from hystate.model import ProcessingStage
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -24,7 +26,6 @@ def generate_summary(manager: StateManager, now: datetime | None = None) -> dict
     total = sum(progress.values())
     done = sum(progress[s] for s in DONE)
     eta, throughput = estimate_completion(manager, total - done, now)
-    from hystate.forecast import predict_summary
 
     return {
         "timestamp": now.isoformat(timespec="seconds"),
@@ -40,13 +41,7 @@ def generate_summary(manager: StateManager, now: datetime | None = None) -> dict
 def estimate_completion(
     manager: StateManager, remaining: int, now: datetime
 ) -> tuple[str | None, dict[str, Any]]:
-    since = (now - WINDOW).isoformat(timespec="seconds")
-    rows = manager.cache.query(
-        "SELECT timestamp FROM processing_log WHERE to_stage IN (?, ?) AND timestamp >= ?"
-        " ORDER BY timestamp",
-        (*DONE, since),
-    )
-    finished = [parse_time(r[0]) for r in rows]
+    finished = [when for when, _ in queries.entered_since(manager.cache, DONE, now - WINDOW)]
     info: dict[str, Any] = {"finished_last_7_days": len(finished), "per_day": None}
     if remaining == 0:
         info["note"] = "nothing left to do"

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from hystate.manager import StateManager
-from hystate.reports import ReportGenerator, metrics_text
+from hystate.prom import metrics_text
+from hystate.reports import ReportGenerator
 from tests.conftest import Cli, full_walk
 
 EVIL = '<script>alert("x")</script> Cost O\' Cows & Horses'

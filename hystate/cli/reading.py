@@ -136,28 +136,23 @@ def list_(
     if as_json:
         emit_json([e.data for e in episodes])
     elif as_csv:
-        import csv
-        import io
+        from hystate.csvout import csv_text
 
-        from hystate.reports import csv_cell
-
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(
-            ["episode_id", "date", "stage", "title", "last_updated", "worker", "attempts_total"]
+        header = (
+            "episode_id",
+            "date",
+            "stage",
+            "title",
+            "last_updated",
+            "worker",
+            "attempts_total",
         )
-        for e in episodes:
-            row = [
-                e.episode_id,
-                e.date,
-                e.stage.value,
-                e.title,
-                e.last_updated,
-                e.worker or "",
-                sum(e.attempts.values()),
-            ]
-            writer.writerow([csv_cell(cell) for cell in row])
-        echo(out.getvalue(), nl=False)
+        rows = [
+            (e.episode_id, e.date, e.stage.value, e.title, e.last_updated, e.worker or "",
+             sum(e.attempts.values()))
+            for e in episodes
+        ]  # fmt: skip
+        echo(csv_text(header, rows), nl=False)
     else:
         for e in episodes:
             echo(_episode_summary(e))
@@ -406,7 +401,7 @@ def metrics(opts: Options, textfile: Path | None) -> None:
       hystate metrics
       hystate metrics --textfile /var/lib/node_exporter/textfile/hystate.prom
     """
-    from hystate.reports import metrics_text, write_textfile
+    from hystate.prom import metrics_text, write_textfile
 
     manager = _reader(opts)
     if textfile:
