@@ -156,6 +156,32 @@ def emit_json(value: Any) -> None:
     echo(text)
 
 
+def progress_bar(label: str) -> Callable[[int, int], None] | None:
+    """A progress bar on stderr for long work, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+        if done >= total:
+            bar.__exit__(None, None, None)
+
+    return update
+
+
+def reader(opts: Options) -> StateManager:
+    """A manager for reading commands: cache notices go to stderr."""
+    manager = opts.manager(cli_worker=False)
+    manager.cache.notice = lambda message: echo(f"hystate: {message}", err=True)
+    manager.refresh_once = True  # one command, one snapshot of the tree
+    return manager
+
+
 @click.group(cls=HystateGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and more detail.")
 @click.option(

@@ -1,12 +1,13 @@
-"""Commands that read: the caches answer, refreshed from the tree first."""
+"""Commands that read episodes: one file (``show``), many (``list``), what is ready
+(``next``), an episode's history, the event log, and the configuration. The caches answer,
+refreshed from the tree first."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import time
+from typing import Any
 
 import click
 
@@ -17,12 +18,11 @@ from hystate.cli.app import (
     emit_json,
     json_option,
     pass_opts,
+    reader,
     worker_option,
 )
-
-if TYPE_CHECKING:
-    from hystate.manager import StateManager
-    from hystate.model import EpisodeState
+from hystate.errors import UsageError
+from hystate.model import EpisodeState, ProcessingStage, check_id, parse_when
 
 
 @cli.command()
@@ -36,8 +36,6 @@ def show(opts: Options, episode_id: str, as_json: bool) -> None:
     Example:
       hystate show hy0_hooting_yard_2004-04-14 --json
     """
-    from hystate.model import check_id
-
     check_id(episode_id)
     episode = opts.manager().episode(episode_id)
     if as_json:
@@ -68,8 +66,6 @@ def config(opts: Options, key: str | None, as_json: bool) -> None:
         try:
             values = manager.config.get(key)
         except KeyError:
-            from hystate.errors import UsageError
-
             raise UsageError(f"unknown config key {key!r}") from None
     if as_json:
         emit_json(values)
@@ -79,32 +75,6 @@ def config(opts: Options, key: str | None, as_json: bool) -> None:
         echo(yamlio.dump({"state_management": values} if not key else values), nl=False)
     else:
         echo("null" if values is None else values)
-
-
-def _progress(label: str) -> Callable[[int, int], None] | None:
-    """A progress bar on stderr for long work, only when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        return None
-    bar: Any = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = click.progressbar(length=total, label=label, file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-        if done >= total:
-            bar.__exit__(None, None, None)
-
-    return update
-
-
-def _reader(opts: Options) -> StateManager:
-    """A manager for reading commands: cache notices go to stderr."""
-    manager = opts.manager(cli_worker=False)
-    manager.cache.notice = lambda message: echo(f"hystate: {message}", err=True)
-    manager.refresh_once = True  # one command, one snapshot of the tree
-    return manager
 
 
 def _episode_summary(episode: EpisodeState, width: int = 60) -> str:
@@ -128,11 +98,9 @@ def list_(
       hystate list --stage failed
       hystate list --year 2004 --json
     """
-    from hystate.model import ProcessingStage
-
     for stage in stages:
         ProcessingStage.parse(stage)
-    episodes = _reader(opts).list_episodes(stages, years)
+    episodes = reader(opts).list_episodes(stages, years)
     if as_json:
         emit_json([e.data for e in episodes])
     elif as_csv:
@@ -159,40 +127,6 @@ def list_(
         echo(f"{len(episodes)} episodes", err=True)
 
 
-@cli.command()
-@json_option
-@pass_opts
-def status(opts: Options, as_json: bool) -> None:
-    """Counts per stage, completion and the estimated completion date.
-
-    \b
-    Example:
-      hystate status --json
-    """
-    from hystate.summary import generate_summary
-
-    summary = generate_summary(_reader(opts))
-    if as_json:
-        emit_json(summary)
-        return
-    total = summary["total_episodes"]
-    echo(f"{total} episodes, {summary['completion_percentage']}% done (published or skipped)")
-    widest = max(summary["progress"].values(), default=0) or 1
-    for stage, count in summary["progress"].items():
-        bar = "█" * round(30 * count / widest) if count else ""
-        echo(f"  {stage:<12}{count:>7}  {bar}")
-    throughput = summary["throughput"]
-    if summary["estimated_completion"]:
-        rate = throughput["per_day"]
-        basis = f" ({rate} episodes/day over the last 7 days)" if rate else ""
-        echo(f"estimated completion: {summary['estimated_completion']}{basis}")
-    else:
-        echo(f"estimated completion: unknown ({throughput.get('note', '')})")
-    from hystate.forecast import describe
-
-    echo("\n".join(describe(summary["predictions"])))
-
-
 @cli.command(name="next")
 @click.argument("stage")
 @click.option("--limit", default=1, show_default=True, type=click.IntRange(min=1))
@@ -216,14 +150,12 @@ def next_(
       hystate next downloading --limit 5
       hystate next downloading --limit 2 --claim --worker dl-1 --json
     """
-    from hystate.model import ProcessingStage
-
     target = ProcessingStage.parse(stage)
     if claim:
         manager = opts.manager(worker)
         episodes = [r.episode for r in manager.claim_next(target, limit, worker=manager.worker)]
     else:
-        episodes = _reader(opts).get_next_for_processing(target, limit)
+        episodes = reader(opts).get_next_for_processing(target, limit)
     if as_json:
         emit_json([e.data for e in episodes])
         return
@@ -244,8 +176,6 @@ def history(opts: Options, episode_id: str, as_json: bool) -> None:
     Example:
       hystate history hy0_hooting_yard_2004-04-14
     """
-    from hystate.model import check_id
-
     rows = opts.manager(cli_worker=False).history(check_id(episode_id))
     if as_json:
         emit_json(rows)
@@ -287,14 +217,10 @@ def log(
       hystate log --since 2026-11-24 --json
       hystate log --follow
     """
-    import time
-
-    from hystate.model import parse_when
-
     # the files hold UTC times (hystate writes them), so a UTC bound compares correctly
     since = parse_when(since).isoformat(timespec="seconds") if since else None
     until = parse_when(until).isoformat(timespec="seconds") if until else None
-    manager = _reader(opts)
+    manager = reader(opts)
     seen: set[tuple[str, str, str]] = set()
 
     def emit(events: list[dict[str, Any]]) -> None:
@@ -317,95 +243,3 @@ def log(
         time.sleep(interval)
         emit(manager.events(since=since, until=until, episode_id=episode_id))
         sys.stdout.flush()
-
-
-@cli.command()
-@pass_opts
-def rebuild(opts: Options) -> None:
-    """Rebuild state.db and index.json from the tree (they are caches; nothing is lost).
-
-    \b
-    Example:
-      hystate rebuild
-    """
-    import time
-
-    manager = _reader(opts)
-    started = time.perf_counter()
-    result = manager.refresh(force=True, progress=_progress("rebuilding"))
-    took = time.perf_counter() - started
-    name = manager.cache.db_path.name
-    echo(f"rebuilt {name} and index.json from {result.reread} files in {took:.1f}s")
-
-
-@cli.command()
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["html", "json", "csv"]),
-    help="Default: reporting.report_format.",
-)
-@click.option("--period", type=click.Choice(["daily", "weekly"]), help="Default: daily.")
-@click.option(
-    "-o",
-    "--output",
-    metavar="PATH|-",
-    help="Where to write ('-' for stdout); default: <state dir>/reports/.",
-)
-@pass_opts
-def report(opts: Options, fmt: str | None, period: str | None, output: str | None) -> None:
-    """Write reports: HTML (self-contained, with a progress chart), JSON summary, or CSV.
-
-    Without options: what the config's `reporting` asks for, in one run (generate_daily,
-    generate_weekly, in report_format) plus summary.json. With --format, --period or -o: that
-    one report. Into <state dir>/reports/: daily_report_YYYY-MM-DD.html,
-    weekly_report_YYYY-Www.html, summary.json (the seed's summary keys at the top level),
-    episodes_YYYY-MM-DD.csv. Prints the paths.
-
-    \b
-    Examples:
-      hystate report
-      hystate report --period weekly
-      hystate report --format csv -o episodes.csv
-      hystate report --format json -o -
-    """
-    from hystate.reports import ReportGenerator
-
-    manager = _reader(opts)
-    generator = ReportGenerator(manager)
-    if fmt is None and period is None and output is None:
-        for path in generator.write_configured():
-            click.echo(str(path.resolve()))
-        return
-    text = generator.write(
-        fmt or str(manager.config.get("reporting.report_format")), period or "daily", output
-    )
-    if text is not None:
-        echo(text, nl=False)
-    else:
-        echo(str(generator.written.resolve() if generator.written else ""))
-
-
-@cli.command()
-@click.option(
-    "--textfile",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write atomically here (node_exporter textfile collector).",
-)
-@pass_opts
-def metrics(opts: Options, textfile: Path | None) -> None:
-    """Prometheus metrics: episodes per stage, transitions and failures, last transition time.
-
-    \b
-    Examples:
-      hystate metrics
-      hystate metrics --textfile /var/lib/node_exporter/textfile/hystate.prom
-    """
-    from hystate.prom import metrics_text, write_textfile
-
-    manager = _reader(opts)
-    if textfile:
-        write_textfile(manager, textfile)
-        echo(f"wrote {textfile}", err=True)
-    else:
-        echo(metrics_text(manager).decode(), nl=False)

@@ -1,0 +1,143 @@
+"""Commands about the whole collection: ``status`` (counts, completion, forecast),
+``report`` (HTML, JSON, CSV), ``metrics`` (Prometheus) and ``rebuild`` (the caches)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from hystate.cli.app import (
+    Options,
+    cli,
+    echo,
+    emit_json,
+    json_option,
+    pass_opts,
+    progress_bar,
+    reader,
+)
+
+
+@cli.command()
+@json_option
+@pass_opts
+def status(opts: Options, as_json: bool) -> None:
+    """Counts per stage, completion and the estimated completion date.
+
+    \b
+    Example:
+      hystate status --json
+    """
+    from hystate.forecast import describe
+    from hystate.summary import generate_summary
+
+    summary = generate_summary(reader(opts))
+    if as_json:
+        emit_json(summary)
+        return
+    total = summary["total_episodes"]
+    echo(f"{total} episodes, {summary['completion_percentage']}% done (published or skipped)")
+    widest = max(summary["progress"].values(), default=0) or 1
+    for stage, count in summary["progress"].items():
+        bar = "█" * round(30 * count / widest) if count else ""
+        echo(f"  {stage:<12}{count:>7}  {bar}")
+    throughput = summary["throughput"]
+    if summary["estimated_completion"]:
+        rate = throughput["per_day"]
+        basis = f" ({rate} episodes/day over the last 7 days)" if rate else ""
+        echo(f"estimated completion: {summary['estimated_completion']}{basis}")
+    else:
+        echo(f"estimated completion: unknown ({throughput.get('note', '')})")
+    echo("\n".join(describe(summary["predictions"])))
+
+
+@cli.command()
+@pass_opts
+def rebuild(opts: Options) -> None:
+    """Rebuild state.db and index.json from the tree (they are caches; nothing is lost).
+
+    \b
+    Example:
+      hystate rebuild
+    """
+    manager = reader(opts)
+    started = time.perf_counter()
+    result = manager.refresh(force=True, progress=progress_bar("rebuilding"))
+    took = time.perf_counter() - started
+    name = manager.cache.db_path.name
+    echo(f"rebuilt {name} and index.json from {result.reread} files in {took:.1f}s")
+
+
+@cli.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "json", "csv"]),
+    help="Default: reporting.report_format.",
+)
+@click.option("--period", type=click.Choice(["daily", "weekly"]), help="Default: daily.")
+@click.option(
+    "-o",
+    "--output",
+    metavar="PATH|-",
+    help="Where to write ('-' for stdout); default: <state dir>/reports/.",
+)
+@pass_opts
+def report(opts: Options, fmt: str | None, period: str | None, output: str | None) -> None:
+    """Write reports: HTML (self-contained, with a progress chart), JSON summary, or CSV.
+
+    Without options: what the config's `reporting` asks for, in one run (generate_daily,
+    generate_weekly, in report_format) plus summary.json. With --format, --period or -o: that
+    one report. Into <state dir>/reports/: daily_report_YYYY-MM-DD.html,
+    weekly_report_YYYY-Www.html, summary.json (the seed's summary keys at the top level),
+    episodes_YYYY-MM-DD.csv. Prints the paths.
+
+    \b
+    Examples:
+      hystate report
+      hystate report --period weekly
+      hystate report --format csv -o episodes.csv
+      hystate report --format json -o -
+    """
+    from hystate.reports import ReportGenerator
+
+    manager = reader(opts)
+    generator = ReportGenerator(manager)
+    if fmt is None and period is None and output is None:
+        for path in generator.write_configured():
+            click.echo(str(path.resolve()))
+        return
+    text = generator.write(
+        fmt or str(manager.config.get("reporting.report_format")), period or "daily", output
+    )
+    if text is not None:
+        echo(text, nl=False)
+    else:
+        echo(str(generator.written.resolve() if generator.written else ""))
+
+
+@cli.command()
+@click.option(
+    "--textfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write atomically here (node_exporter textfile collector).",
+)
+@pass_opts
+def metrics(opts: Options, textfile: Path | None) -> None:
+    """Prometheus metrics: episodes per stage, transitions and failures, last transition time.
+
+    \b
+    Examples:
+      hystate metrics
+      hystate metrics --textfile /var/lib/node_exporter/textfile/hystate.prom
+    """
+    from hystate.prom import metrics_text, write_textfile
+
+    manager = reader(opts)
+    if textfile:
+        write_textfile(manager, textfile)
+        echo(f"wrote {textfile}", err=True)
+    else:
+        echo(metrics_text(manager).decode(), nl=False)
