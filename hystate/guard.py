@@ -23,12 +23,11 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from hystate import audit, yamlio
+from hystate.findings import Finding
 from hystate.gitrepo import staged
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
-    from hystate.recovery import Finding
-
 MARKER = "Hystate-"  # every commit hystate makes carries trailers starting with this
 REAPPLIER = "hystate-fsck"
 
@@ -211,7 +210,6 @@ def _stage(raw: bytes) -> str:
 def fsck_reverts(manager: StateManager, repair: bool) -> list[Finding]:
     """fsck: transitions reverted by a commit made without hystate; re-applied with repair."""
     from hystate.errors import LockBusy
-    from hystate.recovery import Finding
 
     found = []
     for revert in reverts(manager):
@@ -229,8 +227,6 @@ def fsck_staged(manager: StateManager, repair: bool) -> list[Finding]:
     """fsck: index entries holding an older state than HEAD (what a person's failed `git
     commit` next to running workers leaves, and their next commit would record); set back to
     HEAD's with repair."""
-    from hystate.recovery import Finding
-
     found = staged_regressions(manager)
     done = {r.path for r in reset_staged(manager)} if repair and found else set()
     findings = []

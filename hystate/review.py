@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from hystate import audit, yamlio
 from hystate.model import ProcessingStage
 from hystate.rules import legal_move
-from hystate.store import parse_content
+from hystate.store import is_episode_path, parse_content
 from hystate.validation import episode_problems
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ CACHE_NAMES = ("index.json", "state.db", ".locks", "reports")
 
 
 @dataclass(frozen=True)
-class Finding:
+class ReviewNote:
     file: str
     message: str
     level: str = "error"  # error | warning
@@ -45,7 +45,7 @@ class Finding:
         return f"{where}: {self.level}: {self.message}"
 
 
-def review(manager: StateManager, base: str) -> list[Finding]:
+def review(manager: StateManager, base: str) -> list[ReviewNote]:
     repo = manager.repo
     rel_dir = manager.rel_state_dir
     prefix = "" if rel_dir == "." else rel_dir + "/"
@@ -63,25 +63,25 @@ def review(manager: StateManager, base: str) -> list[Finding]:
         if new_modes.get(path) in _LINK_MODES:
             kind = _LINK_MODES[new_modes[path]]
             findings.append(
-                Finding(path, f"{kind} in the state folder: hystate never follows or uses it")
+                ReviewNote(path, f"{kind} in the state folder: hystate never follows or uses it")
             )
             continue
         if _is_cache(inner):
             findings.append(
-                Finding(
+                ReviewNote(
                     path,
                     "cache file committed to git; caches are rebuilt from the tree, never tracked",
                 )
             )
             continue
-        if not _is_episode(inner):
+        if not is_episode_path(inner):
             continue
         eid = PurePosixPath(path).stem
         if status == "D":
             moved = [p for p in added if PurePosixPath(p).name == PurePosixPath(path).name]
             what = f"moved to {moved[0]}" if moved else "deleted"
             findings.append(
-                Finding(
+                ReviewNote(
                     path,
                     f"episode file {what}: an episode's file never moves or goes away",
                     episode=eid,
@@ -96,7 +96,7 @@ def review(manager: StateManager, base: str) -> list[Finding]:
 _LINK_MODES = {"120000": "a symlink", "160000": "a submodule"}
 
 
-def _behaviour_changes(manager: StateManager, base: str) -> list[Finding]:
+def _behaviour_changes(manager: StateManager, base: str) -> list[ReviewNote]:
     """Files that change how hystate behaves (its config; any .gitattributes: merge driver,
     filters, line endings; the state folder's .gitignore: what counts as a cache), flagged so
     reviewers look at them: warnings, since such changes can be legitimate."""
@@ -109,7 +109,7 @@ def _behaviour_changes(manager: StateManager, base: str) -> list[Finding]:
         ".gitignore": "what the state folder ignores (caches, locks, temp files)",
     }
     return [
-        Finding(
+        ReviewNote(
             path,
             f"changes {why[PurePosixPath(path).name]}: hystate behaves differently after"
             " this merge; review it",
@@ -119,19 +119,21 @@ def _behaviour_changes(manager: StateManager, base: str) -> list[Finding]:
     ]
 
 
-def _check_file(manager: StateManager, base: str, path: str, eid: str) -> list[Finding]:
+def _check_file(manager: StateManager, base: str, path: str, eid: str) -> list[ReviewNote]:
     repo = manager.repo
     new_raw = repo.git_bytes("show", f"HEAD:{path}")
     doc, problems = parse_content(new_raw, path)
     if problems:
-        return [Finding(path, p.message, episode=eid, line=p.line) for p in problems]
+        return [ReviewNote(path, p.message, episode=eid, line=p.line) for p in problems]
     found = [
-        Finding(path, f"{p.path}: {p.message}", episode=eid, line=_line_of(new_raw, p.path))
+        ReviewNote(path, f"{p.path}: {p.message}", episode=eid, line=_line_of(new_raw, p.path))
         for p in episode_problems(doc, path, expect_id=eid)
     ]
     year = PurePosixPath(path).parent.name
     if isinstance(doc, dict) and str(doc.get("date", ""))[:4] != year:
-        found.append(Finding(path, f"date {doc.get('date')} is not in folder {year}", episode=eid))
+        found.append(
+            ReviewNote(path, f"date {doc.get('date')} is not in folder {year}", episode=eid)
+        )
     if found:
         return found
     old_raw = repo.git_bytes("show", f"{base}:{path}", check=False)
@@ -139,14 +141,14 @@ def _check_file(manager: StateManager, base: str, path: str, eid: str) -> list[F
     return _check_path(path, eid, old, doc, new_raw)
 
 
-def _check_path(path: str, eid: str, old: Any, new: dict[str, Any], raw: bytes) -> list[Finding]:
+def _check_path(path: str, eid: str, old: Any, new: dict[str, Any], raw: bytes) -> list[ReviewNote]:
     """Replay the history entries added since the base, each against the rules."""
     history = new["history"]
     if isinstance(old, dict) and isinstance(old.get("history"), list):
         before = old["history"]
         if history[: len(before)] != before:
             return [
-                Finding(
+                ReviewNote(
                     path,
                     "history was rewritten: entries present at the base were changed or removed",
                     episode=eid,
@@ -165,7 +167,7 @@ def _check_path(path: str, eid: str, old: Any, new: dict[str, Any], raw: bytes) 
         if src != stage:
             shown = stage.value if stage else "(new)"
             return [
-                Finding(
+                ReviewNote(
                     path,
                     f"history entry {index} starts from {entry['from']},"
                     f" but the episode was {shown}",
@@ -177,7 +179,7 @@ def _check_path(path: str, eid: str, old: Any, new: dict[str, Any], raw: bytes) 
         if not legal:
             came = stage.value if stage else "(new)"
             return [
-                Finding(
+                ReviewNote(
                     path,
                     f"illegal move {came} -> {dst.value} ({eid}, history entry {index})",
                     episode=eid,
@@ -192,11 +194,11 @@ def _check_path(path: str, eid: str, old: Any, new: dict[str, Any], raw: bytes) 
     return []
 
 
-def _trailerless_commits(manager: StateManager, base: str) -> list[Finding]:
+def _trailerless_commits(manager: StateManager, base: str) -> list[ReviewNote]:
     found = []
     for sha, subject in audit.trailerless(manager.repo, f"{base}..HEAD", manager.rel_state_dir):
         found.append(
-            Finding(
+            ReviewNote(
                 sha[:12],
                 f"commit '{subject}' changes state files without hystate's trailers"
                 " (made by hand?)",
@@ -204,18 +206,6 @@ def _trailerless_commits(manager: StateManager, base: str) -> list[Finding]:
             )
         )
     return found
-
-
-def _is_episode(inner: str) -> bool:
-    parts = inner.split("/")
-    year = parts[0]
-    return (
-        len(parts) == 2
-        and len(year) == 4
-        and year.isascii()
-        and year.isdigit()
-        and parts[1].endswith(".yaml")
-    )
 
 
 def _is_cache(inner: str) -> bool:

@@ -158,6 +158,13 @@ def _looks_like_year(name: str) -> bool:
     return len(name) == 4 and name.isascii() and name.isdigit()
 
 
+def is_episode_path(inner: str) -> bool:
+    """Whether ``inner`` (a path inside the state folder, with ``/``) names an episode file:
+    ``<four ASCII digits>/<name>.yaml``."""
+    parts = inner.split("/")
+    return len(parts) == 2 and _looks_like_year(parts[0]) and parts[1].endswith(".yaml")
+
+
 def _is_year(entry: os.DirEntry[str]) -> bool:
     """Four ASCII digits (full-width digits are not a year) and a real folder."""
     return _looks_like_year(entry.name) and entry.is_dir(follow_symlinks=False)

@@ -10,12 +10,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hystate.findings import Finding
 from hystate.model import EpisodeState, ProcessingStage
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
-    from hystate.recovery import Finding
-
 S = ProcessingStage
 
 
@@ -25,8 +24,6 @@ def orphans(
     """Media files no episode points to. The folders were confined when the config was
     loaded (inside the work tree, not its root, .git or the state folder); here nothing is
     followed through a symlink, nested repositories and tracked files are never removed."""
-    from hystate.recovery import Finding
-
     root = manager.repo.root
     folders = [root / d for d in manager.config.get("media.directories")]
     if not folders:
@@ -81,8 +78,6 @@ def foreign_caches(manager: StateManager, *, repair: bool) -> list[Finding]:
     .git/hystate/cache/) and never opens them. Links and tracked files are reported by
     validate; a plain untracked one (planted, or left by an older hystate) is listed, and
     removed with --repair (only the name: nothing is written through it)."""
-    from hystate.recovery import Finding
-
     database = str(manager.config.get("database_file"))
     names = [database, *(f"{database}-{s}" for s in ("wal", "shm", "journal")), "index.json"]
     tracked = manager.tracked_caches()

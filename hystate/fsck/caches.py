@@ -1,0 +1,27 @@
+"""fsck: the caches (state.db, index.json) out of date with the tree: refreshed with --repair."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hystate.findings import Finding
+
+if TYPE_CHECKING:
+    from hystate.manager import StateManager
+
+
+def out_of_date(manager: StateManager, repair: bool) -> list[Finding]:
+    cache = manager.cache
+    tree = manager.repo.subtree(cache.rel_dir)
+    try:
+        # StateCache has no public "is it current" yet (cache.py is being split elsewhere)
+        current = cache._current(tree, cache._dirty())
+    except Exception:
+        current = False
+    if current:
+        return []
+    finding = Finding("cache", manager.store.name(cache.db_path), "caches out of date")
+    if repair:
+        manager.refresh()
+        finding.repaired, finding.action = True, "refreshed"
+    return [finding]

@@ -1,0 +1,40 @@
+"""fsck: stale locks, hystate's own and git's lock files a dead hystate process left."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hystate.findings import Finding
+from hystate.locks import lock_status
+
+if TYPE_CHECKING:
+    from hystate.manager import StateManager
+
+
+def stale_locks(manager: StateManager, repair: bool) -> list[Finding]:
+    found = []
+    repo, locks_dir = manager.repo, manager.locks_dir
+    for lock in sorted(locks_dir.glob("*.lock")) + sorted(locks_dir.glob("*.lock.break")):
+        owner, stale = lock_status(lock)
+        if not stale:
+            continue
+        who = owner.describe() if owner else "an unfinished write"
+        finding = Finding("stale-lock", manager.store.name(lock), f"lock of {who}, which is gone")
+        if repair:
+            lock.unlink(missing_ok=True)
+            finding.repaired, finding.action = True, "removed"
+        found.append(finding)
+    # git's own lock files, left by a hystate process killed while committing: the git
+    # layer knows for certain which are hystate's (never a live process's, never git's).
+    for lock in repo.git_locks():
+        who_left = repo.stale_lock_owner(lock)
+        if who_left is None:
+            continue
+        finding = Finding(
+            "stale-lock", str(lock.relative_to(repo.root)),
+            f"git lock left by hystate process {who_left}, which is gone",
+        )  # fmt: skip
+        if repair and repo.break_stale_lock(lock):
+            finding.repaired, finding.action = True, "removed"
+        found.append(finding)
+    return found

@@ -1,0 +1,72 @@
+"""fsck: episodes stuck in an active stage (their lease expired, or the worker process that
+registered itself on this host is gone: see ``hystate.leases``) become failed with "worker
+lost", so the retry budget applies; and media files no episode points to."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from hystate import leases, sweep
+from hystate.errors import InvalidData
+from hystate.findings import Finding
+from hystate.model import EpisodeState, ProcessingStage
+
+if TYPE_CHECKING:
+    from hystate.manager import StateManager
+
+
+def readable(manager: StateManager) -> list[EpisodeState]:
+    """Every episode whose file reads; broken ones are left to the `invalid` check."""
+    found = []
+    for path in manager.store.iter_paths():
+        try:
+            found.append(manager.store.read(path)[1])
+        except InvalidData:
+            continue
+    return found
+
+
+def stuck(manager: StateManager) -> list[tuple[EpisodeState, str]]:
+    """Episodes stuck in an active stage, with the reason."""
+    now = datetime.now(UTC)
+    try:
+        candidates = manager.list_episodes([s for s in ProcessingStage if s.is_active])
+    except InvalidData:  # a broken file (reported as invalid): read the others directly
+        candidates = [e for e in readable(manager) if e.stage.is_active]
+    found = []
+    for episode in candidates:
+        reason = leases.stuck_reason(manager, episode, now)
+        if reason is not None:
+            found.append((episode, reason))
+    return found
+
+
+def stuck_findings(manager: StateManager, repair: bool) -> list[Finding]:
+    found = []
+    if repair and manager.locks_dir.is_dir():
+        active = [e.episode_id for e in readable(manager) if e.stage.is_active]
+        leases.prune(manager.locks_dir, active, datetime.now(UTC))
+    for episode, reason in stuck(manager):
+        path = episode.path or episode.episode_id
+        finding = Finding("stuck", path, f"{episode.stage.value}: {reason}")
+        if repair:
+            try:
+                leases.mark_lost(manager, episode.episode_id, by="hystate-fsck")
+                finding.repaired, finding.action = True, "marked failed (worker lost)"
+            except leases.StillWorking:
+                continue  # renewed meanwhile: not stuck after all
+            except Exception as exc:
+                finding.action = f"not repaired: {exc}"
+        found.append(finding)
+    return found
+
+
+def orphans(manager: StateManager, *, remove: bool) -> list[Finding]:
+    if not manager.config.get("media.directories"):
+        return []
+    try:  # the cache (fresh): validate has just read every file, no need to parse them twice
+        episodes = manager.list_episodes()
+    except InvalidData:  # a broken file (reported as invalid): read the others directly
+        episodes = readable(manager)
+    return sweep.orphans(manager, episodes, remove=remove)
