@@ -39,7 +39,7 @@ class RecoveryManager:
         return [f for f in stuck.stuck_findings(self.manager, repair=True) if f.repaired]
 
     def cleanup_orphaned_files(self, *, remove: bool = False) -> list[Finding]:
-        return stuck.orphans(self.manager, remove=remove)
+        return fsck.orphans(self.manager, remove=remove)
 
     def fsck(self, *, repair: bool = False, remove_orphans: bool = False) -> list[Finding]:
         """Every check of ``hystate.fsck``, in order (see ``fsck.CHECKS``)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hystate import guard, integrity, sweep
+from hystate.errors import InvalidData
 from hystate.findings import Finding
 from hystate.fsck import caches, index, locks, stuck, tempfiles, uncommitted
 
@@ -36,8 +37,19 @@ def _invalid(run: Run) -> list[Finding]:
     ]
 
 
+def orphans(manager: StateManager, *, remove: bool) -> list[Finding]:
+    """Media files no episode points to, and files episodes point to that are missing."""
+    if not manager.config.get("media.directories"):
+        return []
+    try:  # the cache (fresh): validate has just read every file, no need to parse them twice
+        episodes = manager.list_episodes()
+    except InvalidData:  # a broken file (reported as invalid): read the others directly
+        episodes = stuck.readable(manager)
+    return sweep.orphans(manager, episodes, remove=remove)
+
+
 def _orphans(run: Run) -> list[Finding]:
-    return stuck.orphans(run.manager, remove=run.remove_orphans and run.repair)
+    return orphans(run.manager, remove=run.remove_orphans and run.repair)
 
 
 CHECKS: list[tuple[str, Callable[[Run], list[Finding]]]] = [

@@ -1,13 +1,13 @@
 """fsck: episodes stuck in an active stage (their lease expired, or the worker process that
 registered itself on this host is gone: see ``hystate.leases``) become failed with "worker
-lost", so the retry budget applies; and media files no episode points to."""
+lost", so the retry budget applies."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from hystate import leases, sweep
+from hystate import leases
 from hystate.errors import InvalidData
 from hystate.findings import Finding
 from hystate.model import EpisodeState, ProcessingStage
@@ -60,13 +60,3 @@ def stuck_findings(manager: StateManager, repair: bool) -> list[Finding]:
                 finding.action = f"not repaired: {exc}"
         found.append(finding)
     return found
-
-
-def orphans(manager: StateManager, *, remove: bool) -> list[Finding]:
-    if not manager.config.get("media.directories"):
-        return []
-    try:  # the cache (fresh): validate has just read every file, no need to parse them twice
-        episodes = manager.list_episodes()
-    except InvalidData:  # a broken file (reported as invalid): read the others directly
-        episodes = readable(manager)
-    return sweep.orphans(manager, episodes, remove=remove)
