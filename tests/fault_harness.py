@@ -22,19 +22,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-WORKER = r"""
+from tests.worker_steps import STEPS, cli_sets, with_steps
+
+WORKER = with_steps(
+    r"""
 import sys
 from hystate import StateManager, IllegalTransition, LockBusy, InvalidData, GitError
-STEPS = {
-    "discovered": ("downloading", {}),
-    "downloading": ("downloaded", {"files.audio_file": "audio/x.mp3", "metrics.audio_size": 1}),
-    "downloaded": ("converting", {}),
-    "converting": ("converted", {"files.video_file": "video/x.mp4"}),
-    "converted": ("uploading", {}),
-    "uploading": ("uploaded", {"youtube.video_id": "abcDEF12345"}),
-    "uploaded": ("scheduled", {"youtube.scheduled_date": "2027-01-01T18:00:00+00:00"}),
-    "scheduled": ("published", {"youtube.published_date": "2027-01-01T18:00:00+00:00"}),
-}
+STEPS = ...
 manager = StateManager(cwd=sys.argv[1])
 ids = sys.argv[2:]
 while ids:
@@ -57,18 +51,10 @@ while ids:
             continue
         print(f"ACK {eid} {result.episode.stage.value} {result.commit}", flush=True)
 """
+)
 
 
-STEPS = {  # the CLI workers' next step from each stage
-    "discovered": ("downloading", ""),
-    "downloading": ("downloaded", "--set files.audio_file=audio/x.mp3 --set metrics.audio_size=1"),
-    "downloaded": ("converting", ""),
-    "converting": ("converted", "--set files.video_file=video/x.mp4"),
-    "converted": ("uploading", ""),
-    "uploading": ("uploaded", "--set youtube.video_id=abcDEF12345"),
-    "uploaded": ("scheduled", "--set youtube.scheduled_date=2027-01-01T18:00:00+00:00"),
-    "scheduled": ("published", "--set youtube.published_date=2027-01-01T18:00:00+00:00"),
-}
+CLI_STEPS = {stage: (to, cli_sets(fields)) for stage, (to, fields) in STEPS.items()}
 HYSTATE = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "hystate.cli"))
 _ADVANCED = re.compile(r"^(\S+): (\S+) -> (\S+) \(([0-9a-f]{8,})\)$")
 
@@ -97,8 +83,8 @@ def cli_script(repo: Path, episodes: list[tuple[str, str, str | None]]) -> str:
             steps.append(f'eval "$H retry {eid} --now" >/dev/null')
             at = {"downloading": "discovered", "converting": "downloaded",
                   "uploading": "converted"}.get(failed_stage, "")  # fmt: skip
-        while at in STEPS:
-            to, extra = STEPS[at]
+        while at in CLI_STEPS:
+            to, extra = CLI_STEPS[at]
             steps.append(f"adv {eid} {to} {extra}".rstrip())
             at = to
         if steps:

@@ -20,22 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.worker_steps import with_steps
+
 PERSON = ["-c", "user.name=Person", "-c", "user.email=person@example.org"]
 HYSTATE = [sys.executable, "-m", "hystate.cli"]
 
-WORKER = r"""
+WORKER = with_steps(
+    r"""
 import sys, time
 from hystate import StateManager, IllegalTransition, LockBusy, GitError
-STEPS = {
-    "discovered": ("downloading", {}),
-    "downloading": ("downloaded", {"files.audio_file": "audio/x.mp3", "metrics.audio_size": 1}),
-    "downloaded": ("converting", {}),
-    "converting": ("converted", {"files.video_file": "video/x.mp4"}),
-    "converted": ("uploading", {}),
-    "uploading": ("uploaded", {"youtube.video_id": "abcDEF12345"}),
-    "uploaded": ("scheduled", {"youtube.scheduled_date": "2027-01-01T18:00:00+00:00"}),
-    "scheduled": ("published", {"youtube.published_date": "2027-01-01T18:00:00+00:00"}),
-}
+STEPS = ...
 repo, name, deadline = sys.argv[1], sys.argv[2], time.time() + float(sys.argv[3])
 ids = sys.argv[4:]
 manager = StateManager(cwd=repo, worker=name)
@@ -57,6 +51,7 @@ while ids and time.time() < deadline:
         print(f"ACK {eid} {to} {result.commit} {len(result.episode.history)} {last['at']}",
               flush=True)
 """
+)
 
 
 @dataclass
