@@ -10,9 +10,10 @@ fsck on and must list exactly the repository's refs and commits.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hystate.errors import GitError, UsageError
 from hystate.gitrepo.bundle import (
@@ -23,9 +24,7 @@ from hystate.gitrepo.bundle import (
     list_refs,
     verify_bundle,
 )
-
-if TYPE_CHECKING:
-    from hystate.manager import StateManager
+from hystate.manager import StateManager
 
 
 @dataclass(frozen=True)
@@ -99,8 +98,6 @@ def verify(path: Path) -> BundleInfo:
 def restore(bundle: Path, target: Path) -> RestoreResult:
     """A working state repository at ``target`` (new, or an empty folder) from a backup, with
     hystate's repository settings and freshly built caches."""
-    from hystate.manager import StateManager
-
     shown, target = str(target), target.absolute()
     if target.is_symlink() or (target.exists() and (not target.is_dir() or any(target.iterdir()))):
         raise UsageError(f"{target} exists and is not an empty folder; restore into a new one")
@@ -113,8 +110,6 @@ def restore(bundle: Path, target: Path) -> RestoreResult:
             target.rmdir()  # empty, checked above
         os.rename(scratch, target)
     except BaseException:
-        import shutil
-
         if scratch.exists():
             shutil.rmtree(scratch)
         raise

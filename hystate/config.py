@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from hystate import yamlio
+from hystate.alerts import check_url
 from hystate.errors import InvalidData
+from hystate.paths import NotRegularFile, read_bytes
 from hystate.validation import load_schema, schema_problems
 
 CONFIG_FILE = "hystate.yaml"
@@ -34,8 +36,6 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _check_webhook(doc: Any, name: str) -> None:
     """Refuse a bad webhook URL when the config is read, without quoting it (it may carry a
     token): not when the first alert fails after a commit."""
-    from hystate.alerts import check_url
-
     section = doc.get(ROOT_KEY) if isinstance(doc, dict) else None
     monitoring = section.get("monitoring") if isinstance(section, dict) else None
     url = monitoring.get("webhook_url") if isinstance(monitoring, dict) else None
@@ -58,8 +58,6 @@ class Config:
 
     @classmethod
     def load(cls, repo_root: Path) -> Config:
-        from hystate.paths import NotRegularFile, read_bytes
-
         path = repo_root / CONFIG_FILE
         try:
             text = read_bytes(path)

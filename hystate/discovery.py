@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hystate import audit
-from hystate.discover import Record
+from hystate.discover import Record, parse_rows
 from hystate.errors import Problem
 from hystate.model import check_id, new_episode, now_utc
 from hystate.parallel import chunked_map
@@ -41,8 +41,6 @@ def add_episode(
     date: str,
     archive_identifier: str | None = None,
 ) -> DiscoverResult:
-    from hystate.discover import parse_rows
-
     check_id(episode_id)  # a bad id is a usage error (exit 2), not bad data
     row = {"identifier": episode_id, "title": title, "date": date}
     [record] = parse_rows([("--", row)], episode_id)

@@ -23,8 +23,10 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from hystate import audit, yamlio
+from hystate.errors import LockBusy
 from hystate.findings import Finding
 from hystate.gitrepo import staged
+from hystate.paths import NotRegularFile, read_bytes
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -209,8 +211,6 @@ def _stage(raw: bytes) -> str:
 
 def fsck_reverts(manager: StateManager, repair: bool) -> list[Finding]:
     """fsck: transitions reverted by a commit made without hystate; re-applied with repair."""
-    from hystate.errors import LockBusy
-
     found = []
     for revert in reverts(manager):
         finding = Finding("reverted", revert.path, revert.describe())
@@ -241,8 +241,6 @@ def fsck_staged(manager: StateManager, repair: bool) -> list[Finding]:
 def _read_plain(path: Path) -> bytes | None:
     """The work-tree file's bytes; None when it is missing or not a plain file (a symlink is
     never read through)."""
-    from hystate.paths import NotRegularFile, read_bytes
-
     try:
         return read_bytes(path)
     except (FileNotFoundError, NotRegularFile):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hystate import discovery
+from hystate.audit import trailers
 from hystate.errors import GitError
 from hystate.gitrepo.objects import object_id
 from hystate.legacy import LegacyEpisode, read_legacy_dir
@@ -192,8 +193,6 @@ def _commit(
 
 
 def _message(result: ImportResult, source: Path, worker: str) -> str:
-    from hystate.audit import trailers
-
     added, updated = len(result.added), len(result.updated)
     subject = f"import: {added} new, {updated} updated episode{'s' if added + updated != 1 else ''}"
     parts = [subject, f"from the legacy state directory {source.name}"]

@@ -25,6 +25,7 @@ import yaml
 from hystate import yamlio
 from hystate.discover import _date
 from hystate.errors import HystateError, InvalidData, Problem
+from hystate.model import check_id
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  # the longest real full_text is well under 100 KB
 MAX_FILES = 200_000
@@ -186,8 +187,6 @@ def _episode(path: Path, name: str) -> LegacyEpisode:
     identifier = doc.get("identifier")
     if not isinstance(identifier, str):
         raise InvalidData(f"{name}: identifier: missing or not a string")
-    from hystate.model import check_id
-
     check_id(identifier)
     if path.stem != identifier:
         raise InvalidData(f"{name}: identifier {identifier!r} does not match the file name")

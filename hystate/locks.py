@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from hystate.errors import LockBusy, shown
+from hystate.model import check_id
 
 _HOST = socket.gethostname()
 _UNWRITTEN_GRACE = 5.0  # seconds an empty lock file (owner between create and write) is trusted
@@ -138,8 +139,6 @@ class StateLock:
 
     @contextmanager
     def episode_lock(self, episode_id: str) -> Iterator[StateLock]:
-        from hystate.model import check_id
-
         lock = StateLock(self.path / f"{check_id(episode_id)}.lock", timeout=self.timeout)
         try:
             lock.acquire()

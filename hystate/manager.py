@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hystate import alerts, audit, discovery, integrity, layout, leases, queries, work
+from hystate.cache import StateCache
 from hystate.config import Config
 from hystate.discover import Record
 from hystate.discovery import DiscoverResult
@@ -24,6 +25,7 @@ from hystate.leases import Lease
 from hystate.locks import StateLock
 from hystate.model import EpisodeState, ProcessingStage, check_id, check_worker, now_utc
 from hystate.rules import Change, ErrorRecovery, NoOp, apply_change, check_message, field_path
+from hystate.seed_api import seed_update
 from hystate.store import EpisodeStore, dump, invalid_file
 from hystate.validation import check_value, episode_problems
 from hystate.work import RetryOutcome
@@ -141,8 +143,6 @@ class StateManager:
     @property
     def cache(self) -> StateCache:
         if self._cache is None:
-            from hystate.cache import StateCache
-
             self._cache = StateCache(self.store, self.repo, str(self.config.get("database_file")))
         return self._cache
 
@@ -251,8 +251,6 @@ class StateManager:
         ``status_message=...``, ``error=...``: see ``hystate.seed_api``). ``force`` lets a
         retry go before its backoff delay has passed."""
         if seed_fields:
-            from hystate.seed_api import seed_update
-
             return seed_update(
                 self, episode_id, stage, seed_fields, message=message, fields=fields,
                 worker=worker, force=force, lock_timeout=lock_timeout,

@@ -15,6 +15,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from hystate.gitrepo import merge_file
 from hystate.store import dump, parse_content
 from hystate.validation import episode_problems
 
@@ -79,8 +80,6 @@ def merge_files(
 ) -> tuple[bool, str]:
     """Run the driver on three files; writes the result over ``ours_path``.
     Returns (clean, explanation)."""
-    from hystate.gitrepo import merge_file
-
     texts = [p.read_bytes() for p in (base_path, ours_path, theirs_path)]
     docs = []
     for raw in texts:

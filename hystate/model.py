@@ -261,7 +261,7 @@ class EpisodeState:
             self.data: dict[str, Any] = data
             self.path: str | None = None if path is None else str(path)
             return
-        from hystate.seed_api import seed_document
+        from hystate.seed_api import seed_document  # here: seed_api imports this module
 
         positional = () if data is None else (data, path, *seed_args)
         self.data = seed_document(positional, seed_fields)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -295,8 +296,6 @@ def check_dates(doc: dict[str, Any]) -> None:
 
 
 def _traceback_text() -> str | None:
-    import traceback
-
     text = traceback.format_exc()
     return None if text.strip() == "NoneType: None" else text
 

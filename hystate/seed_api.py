@@ -24,9 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate.errors import InvalidData, UsageError
+from hystate.errors import HystateError, InvalidData, UsageError
 from hystate.model import EpisodeState, ProcessingStage, check_id, new_episode, to_file_value
+from hystate.paths import NotRegularFile, read_bytes
 from hystate.rules import check_message
+from hystate.store import EpisodeStore, dump, invalid_file, parse_content
+from hystate.validation import episode_problems
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager, TransitionResult
@@ -183,8 +186,7 @@ class StateDatabase:
         return self._conn
 
     def _trusted_path(self) -> Path:
-        from hystate.errors import HystateError
-        from hystate.manager import StateManager
+        from hystate.manager import StateManager  # here: hystate.manager imports this module
 
         try:
             manager = StateManager(self.state_dir)
@@ -200,8 +202,6 @@ class StateDatabase:
 
     def record_event(self, episode_id: str, event: str, details: str | None = None) -> None:
         """Log a processing event (one line appended to ``events.jsonl``; no commit)."""
-        from hystate.store import EpisodeStore
-
         check_id(episode_id)
         name = check_message(str(event), "event")
         if not name or len(name) > 200:
@@ -243,8 +243,6 @@ class StateDatabase:
 
     def events(self, episode_id: str | None = None) -> list[dict[str, Any]]:
         """The recorded events, oldest first (a torn last line from a crash is skipped)."""
-        from hystate.paths import NotRegularFile, read_bytes
-
         try:
             lines = read_bytes(self.events_path).decode("utf-8", "replace").splitlines()
         except (FileNotFoundError, NotRegularFile):
@@ -268,9 +266,6 @@ class YAMLPersistence:
     @staticmethod
     def save_state(state: EpisodeState, path: str | os.PathLike[str]) -> None:
         """Validate and write atomically, in the file's fixed key order."""
-        from hystate.store import EpisodeStore, dump, invalid_file
-        from hystate.validation import episode_problems
-
         target = Path(path)
         problems = episode_problems(state.data, str(target), expect_id=state.episode_id)
         if problems:
@@ -280,9 +275,6 @@ class YAMLPersistence:
     @staticmethod
     def load_state(path: str | os.PathLike[str]) -> EpisodeState:
         """Read and validate one episode file."""
-        from hystate.store import invalid_file, parse_content
-        from hystate.validation import episode_problems
-
         target = Path(path)
         doc, problems = parse_content(target.read_bytes(), str(target))
         if not problems:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from hystate.errors import IllegalTransition, LockBusy, UnknownEpisode
+from hystate.leases import mark_lost, stuck_reason
 from hystate.model import ACTIVE_STAGES, EpisodeState, ProcessingStage, check_id, parse_time
 from hystate.rules import NEXT_STAGES, RetryDecision
 
@@ -106,8 +107,6 @@ def claim(
 
 def resume(manager: StateManager) -> list[RetryOutcome]:
     """Stuck episodes -> failed ("worker lost"); failed ones out of attempts -> skipped."""
-    from hystate.leases import mark_lost, stuck_reason
-
     outcomes = []
     now = datetime.now(UTC)
     for episode in manager.list_episodes([*ACTIVE_STAGES, S.FAILED]):  # one query

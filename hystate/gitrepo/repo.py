@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 import subprocess
+import sys
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,9 +135,6 @@ class GitRepo:
         one; every reader, libgit2 included, may ignore it), so hystate finds where the index
         entries end without walking them all. Split index is never switched on here: libgit2
         cannot read it (docs/BENCHMARKS.md has the figures for those who opt in)."""
-        import shlex
-        import sys
-
         changed = []
         driver = f"{shlex.quote(sys.executable)} -m hystate.cli merge-driver %O %A %B %P"
         wanted = {
@@ -342,8 +342,6 @@ def _status_paths(out: str, prefix: str) -> list[str]:
 
 def merge_file(ours: bytes, base: bytes, theirs: bytes, labels: tuple[str, str, str]) -> bytes:
     """git's three-way text merge of three contents, with conflict markers where they differ."""
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="hystate-merge-") as tmp:
         paths = []
         for name, data in zip(("ours", "base", "theirs"), (ours, base, theirs), strict=True):
