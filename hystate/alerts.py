@@ -79,6 +79,7 @@ def post(url: str, body: bytes, deadline: float = DEADLINE) -> int:
     in all (a watchdog shuts the socket down, so no slow server can hold the caller), OSError or
     http.client.HTTPException otherwise. Redirects are returned, never followed."""
     import http.client  # with ssl and email ~5 ms: paid only when an alert is sent
+
     parts = urlsplit(url)
     host = parts.hostname or ""
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
@@ -168,6 +169,7 @@ class AlertStreak:
     ) -> tuple[bool, str]:
         """POST the alert: (delivered, the log line). Failures are logged, never raised."""
         import http.client
+
         body = json.dumps({**alert, "repository": repository}).encode()
         ok = False
         try:

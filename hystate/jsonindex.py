@@ -20,6 +20,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+from hystate.paths import write_atomic
+
 INDEX_FILE = "index.json"
 SPLICE_AT_MOST = 1000  # changed entries; beyond that generating the file whole is as quick
 
@@ -99,7 +101,5 @@ def _splice(path: Path, before: dict[str, str], after: dict[str, str]) -> bool:
 
 
 def _replace(path: Path, pieces: list[bytes | memoryview]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as out:
-        out.writelines(pieces)
-    os.replace(tmp, path)
+    # a cache: no fsync (a file that is not the one hystate stamped is generated again)
+    write_atomic(path, pieces, sync=False)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from hystate.errors import HystateError, IllegalTransition, LockBusy
 from hystate.locks import pid_alive, process_start
 from hystate.model import EpisodeState, ProcessingStage, check_id, now_utc, parse_time
+from hystate.paths import write_atomic
 from hystate.rules import Change
 
 if TYPE_CHECKING:
@@ -194,8 +195,7 @@ def _lost(episode: EpisodeState) -> bool:
 def _write(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1).encode(), tmp=tmp)
 
 
 class StillWorking(IllegalTransition):

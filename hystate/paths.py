@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
 
@@ -104,18 +104,20 @@ def check_real_dir(base: Path, path: Path) -> str | None:
 
 def write_atomic(
     path: Path,
-    data: bytes,
+    data: bytes | Sequence[bytes | memoryview],
     *,
     mode: int = 0o644,
     sync: bool = True,
     keep_mode: bool = False,
     tmp: Path | None = None,
 ) -> None:
-    """Replace ``path`` with ``data``: a temp file made with ``O_EXCL|O_NOFOLLOW`` (a planted
-    file or link of that name is removed first, never written through), fsync (unless ``sync``
-    is false: the caller syncs a batch once), rename. The rename replaces a symlink at ``path``
-    itself, never its target. ``keep_mode`` keeps the permission bits of a regular file being
-    replaced when it is executable. The folder must already be checked (``ensure_dir``)."""
+    """Replace ``path`` with ``data`` (bytes, or pieces written one after another): a temp file
+    made with ``O_EXCL|O_NOFOLLOW`` (a planted file or link of that name is removed first, never
+    written through), fsync, rename, fsync of the folder (so the rename survives a power cut);
+    with ``sync`` false neither fsync (a batch synced once by the caller, or a disposable
+    cache). The rename replaces a symlink at ``path`` itself, never its target. ``keep_mode``
+    keeps the permission bits of a regular file being replaced when it is executable. The
+    folder must already be checked (``ensure_dir``)."""
     tmp = tmp or path.with_name(f".{path.name}.{os.getpid()}.tmp")
     if keep_mode:
         with suppress(FileNotFoundError):
@@ -133,9 +135,10 @@ def write_atomic(
         try:
             if keep_mode:
                 os.fchmod(fd, mode)  # exactly the old bits, whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            for piece in [data] if isinstance(data, bytes) else data:
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(fd, view) :]
             if sync:
                 os.fsync(fd)
         finally:
@@ -145,6 +148,17 @@ def write_atomic(
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if sync:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the folder's entries (a rename into it) durable."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _shown(path: Path, base: Path) -> str:

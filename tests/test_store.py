@@ -4,6 +4,8 @@ never skipped, never overwritten."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from hystate import yamlio
 from hystate.errors import InvalidData
 from hystate.manager import StateManager
 from hystate.model import new_episode
+from hystate.paths import write_atomic
 from hystate.store import EpisodeStore, dump, parse_content
 from hystate.validation import episode_problems, schema_dir
 from tests.conftest import commits
@@ -193,3 +196,22 @@ def test_fast_and_reference_validators_agree(data: st.DataObject) -> None:
     fast = validation.is_valid("episode", doc)
     reference = not list(validation._validator("episode").iter_errors(doc))
     assert fast == reference
+
+
+def test_write_atomic_syncs_the_file_then_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[bool] = []  # one entry per fsync: was it a folder?
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    write_atomic(tmp_path / "f", b"x")
+    assert synced == [False, True] and (tmp_path / "f").read_bytes() == b"x"
+    synced.clear()
+    write_atomic(tmp_path / "g", [b"a", memoryview(b"bc")], sync=False)  # a batch or a cache
+    assert synced == [] and (tmp_path / "g").read_bytes() == b"abc"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "g"]  # no temp file left

@@ -15,7 +15,7 @@ from hystate.findings import Finding
 from hystate.fsck.index import DRIFT, reset_index
 from hystate.gitrepo.objects import object_id
 from hystate.model import EpisodeState, ProcessingStage
-from hystate.paths import NotRegularFile, read_bytes
+from hystate.paths import NotRegularFile, read_bytes, write_atomic
 from hystate.rules import legal_move
 from hystate.store import is_episode_path, parse_content
 from hystate.validation import episode_problems
@@ -126,4 +126,4 @@ def _keep_lost(manager: StateManager, rel: str, raw: bytes) -> None:
     lost = manager.repo.git_dir / "hystate-lost"
     lost.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    (lost / f"{stamp}-{rel.replace('/', '_')}").write_bytes(raw)
+    write_atomic(lost / f"{stamp}-{rel.replace('/', '_')}", raw)
