@@ -169,9 +169,20 @@ def test_other_index_formats_fall_back_or_patch_correctly(
     git(repo, "update-index", "--really-refresh", check=False)
     if setting[0] == "core.splitIndex":
         git(repo, "update-index", "--split-index")
+    if setting[0] == "index.version":  # the config alone only applies to a new index
+        git(repo, "update-index", "--index-version", "4")
+        assert _index_version(repo) == 4
     full_walk(manager, episode_id)
     assert git(repo, "status", "--porcelain") == ""
     assert git(repo, "fsck", "--strict", "--no-progress") == ""
+    if setting[0] == "index.version":
+        assert _index_version(repo) == 4  # still v4: patched as v4 or rewritten by git
+
+
+def _index_version(repo: Path) -> int:
+    header = (repo / ".git" / "index").read_bytes()[:8]
+    assert header[:4] == b"DIRC"
+    return int.from_bytes(header[4:8], "big")
 
 
 def test_packed_objects_after_gc_are_read(
