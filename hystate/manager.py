@@ -257,7 +257,7 @@ class StateManager:
             )  # fmt: skip
         target = S.parse(stage)
         message = check_message(message)
-        actor = check_worker(worker) if worker else self.worker
+        by = check_worker(worker) if worker else self.worker
 
         def build(episode: EpisodeState) -> Change:
             if episode.stage is S.FAILED and target.is_active:
@@ -265,7 +265,7 @@ class StateManager:
             paths = [
                 (field_path(k, episode.data), check_value(k, v)) for k, v in (fields or {}).items()
             ]
-            return Change(target, now_utc(), actor, worker=actor, message=message, fields=paths)
+            return Change(target, now_utc(), by, worker=by, message=message, fields=paths)
 
         return self._transition(episode_id, build, lock_timeout)
 
@@ -281,20 +281,20 @@ class StateManager:
         text = check_message(error, "error")
         if not text:
             raise InvalidData("--error must not be empty")
-        actor = check_worker(worker) if worker else self.worker
+        by = check_worker(worker) if worker else self.worker
         trace = traceback if traceback and traceback.strip() else None
         return self._transition(
             episode_id,
-            lambda _: Change(S.FAILED, now_utc(), actor, error=text, traceback=trace),
+            lambda _: Change(S.FAILED, now_utc(), by, error=text, traceback=trace),
         )
 
     def skip(self, episode_id: str, reason: str, *, worker: str | None = None) -> TransitionResult:
         text = check_message(reason, "reason")
         if not text:
             raise InvalidData("--reason must not be empty")
-        actor = check_worker(worker) if worker else self.worker
+        by = check_worker(worker) if worker else self.worker
         return self._transition(
-            episode_id, lambda _: Change(S.SKIPPED, now_utc(), actor, message=text)
+            episode_id, lambda _: Change(S.SKIPPED, now_utc(), by, message=text)
         )
 
     def retry(
