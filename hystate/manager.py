@@ -12,10 +12,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hystate import alerts, audit, discovery, integrity, layout, leases, queries, work
-from hystate.cache import StateCache
+from hystate.cache import RefreshResult, StateCache
 from hystate.config import Config
 from hystate.discover import Record
 from hystate.discovery import DiscoverResult
@@ -29,9 +29,6 @@ from hystate.seed_api import seed_update
 from hystate.store import EpisodeStore, dump, invalid_file
 from hystate.validation import check_value, episode_problems
 from hystate.work import RetryOutcome
-
-if TYPE_CHECKING:
-    from hystate.cache import RefreshResult, StateCache
 
 S = ProcessingStage
 REPO_LOCK = "_repo.lock"  # ids start with a letter or digit, so this never names an episode
@@ -336,7 +333,9 @@ class StateManager:
                 return TransitionResult(episode, None, episode.stage)
             problems = episode_problems(doc, rel, expect_id=episode_id)
             if problems:
-                raise _with_set_hint(invalid_file(problems))
+                raise invalid_file(
+                    problems, hint="give the missing or corrected fields with --set FIELD=VALUE"
+                )
             data = dump(doc)
             message = audit.transition_message(
                 episode_id,
@@ -396,8 +395,3 @@ class StateManager:
         return discovery.discover(
             self, records, source=source, archive_identifier=archive_identifier
         )
-
-
-def _with_set_hint(error: InvalidData) -> InvalidData:
-    error.hint = "give the missing or corrected fields with --set FIELD=VALUE"
-    return error

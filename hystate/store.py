@@ -192,13 +192,13 @@ def parse_content(raw: bytes, name: str) -> tuple[Any, list[Problem]]:
         return None, [problem]
 
 
-def invalid_file(problems: list[Problem]) -> InvalidData:
+def invalid_file(problems: list[Problem], *, hint: str | None = None) -> InvalidData:
     first = problems[0]
     more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
     return InvalidData(
         f"{first}{more}",
         problems,
-        hint="fix the file by hand, or restore it with `git checkout -- <file>`",
+        hint=hint or "fix the file by hand, or restore it with `git checkout -- <file>`",
     )
 
 
