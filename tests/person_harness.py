@@ -228,8 +228,13 @@ def run_person(
     seconds: float = 60.0,
     bypass: float = 0.2,
     seed: int = 10,
+    min_commits: int = 0,
 ) -> PersonRun:
-    """Workers and a person side by side for ``seconds``, then `fsck --repair`."""
+    """Workers and a person side by side for ``seconds``, then `fsck --repair`.
+
+    On a loaded machine the person may lose most races for ``index.lock``; it then goes on
+    (up to ``seconds`` more, the workers finishing) until it has made ``min_commits``.
+    """
     rng = random.Random(seed)
     run = PersonRun()
     chosen = rng.sample(ids, workers * per_worker)
@@ -245,7 +250,9 @@ def run_person(
     person = Person(repo, rng, run, bypass)
     deadline = time.monotonic() + seconds
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or (
+            run.commits < min_commits and time.monotonic() < deadline + seconds
+        ):
             person.act()
             time.sleep(rng.uniform(0.0, 0.1))
     except BaseException:

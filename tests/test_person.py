@@ -17,7 +17,7 @@ from tests.person_harness import build, check_person, run_person
 def test_a_person_committing_beside_four_workers_reverts_nothing(tmp_path: Path) -> None:
     repo = tmp_path / "state-repo"
     ids = build(repo, 20_000)
-    run = run_person(repo, ids, workers=4, per_worker=40, seconds=60)
+    run = run_person(repo, ids, workers=4, per_worker=40, seconds=60, min_commits=3)
     figures = run.figures()
     print(figures)
     assert check_person(repo, run) == []
