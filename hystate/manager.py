@@ -474,6 +474,9 @@ class StateManager:
                     self.notice(f"alert not delivered: {line} (logged in {where})")
             else:
                 self.notice(f"{streak.record_undelivered(alert)}; logged in {where}")
+        from hystate.events import after_commit  # the event stream; off unless configured
+
+        after_commit(self, sha)
         # Plumbing never triggers git's auto-gc; ask for it about once in 256 commits.
         if sha and sha.startswith("00") and self.config.get("retention.compress_old"):
             self.repo.git("gc", "--auto", "--quiet", check=False)
