@@ -65,8 +65,8 @@ class Event:
         return (self.episode, self.at, self.from_stage, self.to_stage)
 
     def fields(self) -> dict[str, str]:
-        values = (self.commit, self.via, self.episode, self.from_stage, self.to_stage)
-        values += (self.worker, self.at, self.subject, self.message)
+        values = [self.commit, self.via, self.episode, self.from_stage, self.to_stage]
+        values += [self.worker, self.at, self.subject, self.message]
         return dict(zip(FIELDS, values, strict=True))
 
 
@@ -100,7 +100,7 @@ class EventSource:
             for entry in inner:
                 planned.extend(self._plan(entry, position.sha))
         docs = self._read(planned)
-        events = []
+        events: list[Event] = []
         for (entry, via, ids), doc in zip(planned, docs, strict=True):
             events.extend(self._make(entry, via, ids, doc))
         return events
@@ -131,7 +131,8 @@ class EventSource:
 
     def _read(self, planned: Sequence[tuple[git_history.LogEntry, str, list[str]]]) -> list[Any]:
         """Each planned commit's (first) episode file as that commit stores it, parsed."""
-        specs, where = [], []
+        specs: list[str] = []
+        where: list[int | None] = []
         for entry, _, ids in planned:
             path = self._file(entry, ids[0])
             where.append(len(specs) if path else None)

@@ -155,7 +155,7 @@ class Publisher:
         page = [last] if last else []
         anchor = None
         while page and anchor is None:
-            for entry_id, fields in page:
+            for _, fields in page:
                 if fields.get("via") in reach:
                     anchor = fields
                     break
@@ -222,6 +222,7 @@ class Publisher:
 # -- after a commit ----------------------------------------------------------------------------
 
 _TOLD: weakref.WeakSet[Any] = weakref.WeakSet()
+_LATER = "events not published yet (they are safe in git; the next publish sends them)"
 
 
 def after_commit(manager: StateManager, sha: str | None) -> None:
@@ -240,10 +241,10 @@ def after_commit(manager: StateManager, sha: str | None) -> None:
             _drain(publisher, deadline)
         finally:
             publisher.close()
-    except (HystateError, OSError) as exc:
-        _tell_once(manager, f"events not published now ({exc}); they stay in git")
+    except HystateError as exc:
+        _tell_once(manager, f"{_LATER}: {exc.message}")
     except Exception as exc:  # best effort: a transition never fails on its events
-        _tell_once(manager, f"events not published now ({type(exc).__name__}); they stay in git")
+        _tell_once(manager, f"{_LATER}: {type(exc).__name__}: {exc}")
 
 
 def _drain(publisher: Publisher, deadline: float) -> None:

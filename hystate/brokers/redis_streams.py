@@ -28,7 +28,7 @@ if #last > 0 then last_id = last[1][1] end
 if last_id ~= ARGV[1] then return {0, last_id} end
 local width = tonumber(ARGV[4]) * 2
 local i = 5
-while i + width - 1 <= #ARGV do
+while width > 0 and i + width - 1 <= #ARGV do
   local args = {KEYS[1]}
   if ARGV[2] ~= '0' then
     args[#args + 1] = 'MAXLEN'; args[#args + 1] = '~'; args[#args + 1] = ARGV[2]
@@ -95,9 +95,7 @@ class RedisStream:
     """One stream on one Redis server. Every failure to reach it is BrokerUnavailable (exit 7)
     with the URL redacted; nothing is retried here (the caller decides)."""
 
-    def __init__(
-        self, url: str, stream: str, *, timeout: float, maxlen: int | None = None
-    ) -> None:
+    def __init__(self, url: str, stream: str, *, timeout: float, maxlen: int | None = None) -> None:
         try:
             import redis
             from redis.backoff import NoBackoff

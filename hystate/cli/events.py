@@ -95,8 +95,7 @@ def tail(opts: Options, from_id: str, follow: bool, limit: int | None, as_json: 
     if not _ENTRY_ID.fullmatch(from_id):
         raise click.BadParameter("a stream id such as 1732450000000-0, 0 or $", param_hint="ID")
     config = opts.manager(cli_worker=False).config
-    shown = 0
-    for entry_id, fields in api.consume(config, from_id, follow=follow):
+    for shown, (entry_id, fields) in enumerate(api.consume(config, from_id, follow=follow), 1):
         if as_json:
             echo(json.dumps({"id": entry_id, **fields}, ensure_ascii=False))
         else:
@@ -106,7 +105,6 @@ def tail(opts: Options, from_id: str, follow: bool, limit: int | None, as_json: 
                 f"{move:<26} {fields.get('commit', '')[:10]}"
             )
         sys.stdout.flush()
-        shown += 1
         if limit is not None and shown >= limit:
             return
 

@@ -55,9 +55,7 @@ def commits(
         subject, body, tail = parts[-3:]
         names = tuple(line for line in tail[1:].split("\n") if line)
         trail = {k: v.strip() for k, v in zip(trailer_keys, values, strict=True)}
-        entries.append(
-            LogEntry(sha, tuple(parents.split()), subject, body, trail, names)
-        )
+        entries.append(LogEntry(sha, tuple(parents.split()), subject, body, trail, names))
     return entries
 
 
@@ -104,7 +102,8 @@ def read_blobs(repo: GitRepo, specs: Sequence[str]) -> list[bytes | None]:
     )
     if proc.returncode != 0:
         raise GitError(f"git cat-file failed: {proc.stderr.decode(errors='replace').strip()}")
-    out, pos, found = proc.stdout, 0, []
+    out, pos = proc.stdout, 0
+    found: list[bytes | None] = []
     for _ in specs:
         end = out.index(b"\n", pos)
         header = out[pos:end].split()
@@ -125,5 +124,6 @@ def _run(repo: GitRepo, args: list[str]) -> str:
     proc = subprocess.run(["git", *args], cwd=repo.root, capture_output=True, check=False)
     if proc.returncode != 0:
         lines = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise GitError(f"git {args[0]} failed: {lines[-1] if lines else proc.returncode}")
+        name = args[2] if args[0] == "-c" else args[0]
+        raise GitError(f"git {name} failed: {lines[-1] if lines else proc.returncode}")
     return proc.stdout.decode(errors="replace")
