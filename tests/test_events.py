@@ -316,3 +316,53 @@ def test_the_url_is_checked_and_its_password_never_shown(repo: Path) -> None:
         from hystate.config import Config
 
         Config.parse(b"state_management:\n  events:\n    url: redis://h/x\n", repo / "hystate.yaml")
+
+
+def test_a_follow_publisher_delivers_after_the_broker_returns(
+    repo: Path, broker: RedisServer
+) -> None:
+    """Workers that do not publish themselves (events.enabled false), one daemon that does."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (repo / "hystate.yaml").write_text(f"state_management:\n  events:\n    url: {broker.url}\n")
+    manager = StateManager(cwd=repo, worker="w1")
+    a, b = ids(manager)[:2]
+    daemon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hystate.cli",
+            "events",
+            "publish",
+            "--follow",
+            "--interval",
+            "0.05",
+        ],
+        cwd=repo,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def wait_len(n: int) -> None:
+        deadline = time.monotonic() + 60
+        while not (broker.ping() and len(entries(broker)) >= n):
+            assert time.monotonic() < deadline, f"the stream never reached {n} entries"
+            time.sleep(0.05)
+
+    try:
+        manager.update_state(a, "downloading")
+        wait_len(21)
+        broker.stop()
+        manager.update_state(b, "downloading")  # succeeds; the daemon keeps retrying
+        time.sleep(0.5)
+        broker.start()
+        wait_len(22)
+    finally:
+        daemon.send_signal(signal.SIGINT)
+        _, err = daemon.communicate(timeout=30)
+    got = [f for _, f in entries(broker)]
+    assert len(got) == 22 and [f["commit"] for f in got[20:]] == transition_commits(repo)
+    assert "retrying" in err and "reachable again" in err
