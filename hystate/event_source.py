@@ -86,6 +86,10 @@ class EventSource:
         revs = [f"{since}..{tip}"] if since else [tip]
         return self._events(git_history.commits(self.repo, revs, _KEYS, first_parent=True))
 
+    def positions(self, since: str | None, tip: str) -> list[str]:
+        """The first-parent commits after ``since`` up to ``tip``, oldest first."""
+        return git_history.first_parents(self.repo, since, tip)
+
     def at_position(self, via: str) -> list[Event]:
         """The events of one position."""
         return self._events(git_history.commits(self.repo, ["-1", via], _KEYS, first_parent=True))

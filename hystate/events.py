@@ -24,199 +24,29 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate.brokers.redis_streams import Entry, RedisStream, check_url, redact
-from hystate.errors import BrokerUnavailable, HystateError, InvalidData, LockBusy
-from hystate.event_source import Event, EventSource, key_of
-from hystate.gitrepo import history as git_history
+from hystate.brokers.redis_streams import redact
+from hystate.errors import BrokerUnavailable, HystateError, LockBusy
 from hystate.locks import StateLock
+from hystate.publisher import URL_ENV, EventSettings, Plan, Publisher, PublishResult
 
 if TYPE_CHECKING:
     from hystate.config import Config
     from hystate.manager import StateManager
 
-CHUNK = 200  # events per compare-and-swap append
-READ_BACK = 1000  # entries per page when matching a rewritten history
-URL_ENV = "HYSTATE_EVENTS_URL"  # keeps a password out of the committed hystate.yaml
-
-
-@dataclass(frozen=True)
-class EventSettings:
-    enabled: bool
-    url: str
-    stream: str
-    maxlen: int | None
-    ref: str | None
-    timeout: float
-
-    @classmethod
-    def of(cls, config: Config) -> EventSettings:
-        url = os.environ.get(URL_ENV) or str(config.get("events.url"))
-        problem = check_url(url)
-        if problem:
-            source = URL_ENV if os.environ.get(URL_ENV) else "events.url"
-            raise InvalidData(f"{source}: {problem}")
-        maxlen = config.get("events.maxlen")
-        return cls(
-            enabled=bool(config.get("events.enabled")),
-            url=url,
-            stream=str(config.get("events.stream")),
-            maxlen=int(maxlen) if maxlen else None,
-            ref=config.get("events.ref"),
-            timeout=float(config.get("events.timeout")),
-        )
-
-    def open(self, timeout: float | None = None) -> RedisStream:
-        wait = self.timeout if timeout is None else timeout
-        return RedisStream(self.url, self.stream, timeout=wait, maxlen=self.maxlen)
-
-
-@dataclass
-class PublishResult:
-    published: int = 0
-    tip: str | None = None
-    last_id: str | None = None
-    resynced: bool = False  # the history was rewritten: matched against what was published
-    complete: bool = True  # False when the deadline stopped it with events left
-
-
-@dataclass
-class Plan:
-    expected: str  # the last entry id the plan starts from ("" = empty stream)
-    tip: str
-    events: list[Event] = field(default_factory=list)
-    current: bool = False  # the cursor already records ``tip``
-    resynced: bool = False
-
-
-class Publisher:
-    """Publishes one repository's transitions to its configured stream."""
-
-    def __init__(
-        self,
-        manager: StateManager,
-        settings: EventSettings | None = None,
-        stream: RedisStream | None = None,
-    ) -> None:
-        self.repo = manager.repo
-        self.settings = settings or EventSettings.of(manager.config)
-        self.source = EventSource(manager.repo, manager.rel_state_dir)
-        self.stream = stream or self.settings.open()
-        folder = self.repo.common_dir / "hystate"
-        self.lock_path = folder / "events.lock"
-        self.pending = folder / "events.pending"
-
-    def close(self) -> None:
-        self.stream.close()
-
-    def tip(self) -> str | None:
-        return git_history.resolve(self.repo, self.settings.ref)
-
-    # -- planning --------------------------------------------------------------------------
-
-    def plan(self) -> Plan | None:
-        """What the stream lacks, from its last entry to the tip (None: no commit yet)."""
-        tip = self.tip()
-        if tip is None:
-            return None
-        last, cursor = self.stream.head()
-        last_id = last[0] if last else ""
-        done: tuple[str, str] | None = None
-        if cursor.get("tip") and cursor.get("last_id") == last_id:
-            start: str | None = cursor["tip"]  # everything up to it is in the stream
-        elif last is not None:
-            start = last[1].get("via", "")
-            done = (last[1].get("commit", ""), last[1].get("episode", ""))
-        else:
-            start = None
-        if start == tip and done is None:
-            return Plan(last_id, tip, current=True)
-        if start is None:
-            return Plan(last_id, tip, self.source.between(None, tip))
-        if start and git_history.is_ancestor(self.repo, start, tip):
-            events = self._rest(start, done) if done else []
-            return Plan(last_id, tip, events + self.source.between(start, tip))
-        return Plan(last_id, tip, self._resync(last, tip), resynced=True)
-
-    def _rest(self, via: str, done: tuple[str, str]) -> list[Event]:
-        """The events of position ``via`` after the one the stream ends with."""
-        events = self.source.at_position(via)
-        for i, event in enumerate(events):
-            if (event.commit, event.episode) == done:
-                return events[i + 1 :]
-        return []
-
-    def _resync(self, last: Entry | None, tip: str) -> list[Event]:
-        reach = git_history.reachable(self.repo, tip)
-        seen: set[tuple[str, str, str, str]] = set()
-        page = [last] if last else []
-        anchor = None
-        while page and anchor is None:
-            for _, fields in page:
-                if fields.get("via") in reach:
-                    anchor = fields
-                    break
-                if fields.get("to"):
-                    seen.add(key_of(fields))
-            else:
-                page = self.stream.before(page[-1][0], READ_BACK)
-        if anchor is None:
-            candidates = self.source.between(None, tip)
-        else:
-            via = anchor["via"]
-            done = (anchor.get("commit", ""), anchor.get("episode", ""))
-            candidates = self._rest(via, done) + self.source.between(via, tip)
-        return [event for event in candidates if event.key not in seen]
-
-    # -- publishing ------------------------------------------------------------------------
-
-    def publish(self, *, deadline: float | None = None, lock_wait: float = 30.0) -> PublishResult:
-        """Bring the stream up to the tip. ``deadline`` (a ``time.monotonic()`` value) stops
-        between batches; LockBusy when another publisher holds the lock past ``lock_wait``."""
-        with StateLock(self.lock_path, timeout=lock_wait):
-            return self.publish_locked(deadline)
-
-    def publish_locked(self, deadline: float | None = None) -> PublishResult:
-        result = PublishResult()
-        for _ in range(20):  # another host appended meanwhile: plan again
-            plan = self.plan()
-            if plan is None:
-                return result
-            result.tip, result.resynced = plan.tip, result.resynced or plan.resynced
-            expected, conflict = plan.expected, False
-            result.last_id = expected or None
-            if not plan.events:
-                if not plan.current:
-                    conflict = not self.stream.append(expected, [], plan.tip)[0]
-                if not conflict:
-                    return result
-                continue
-            for start in range(0, len(plan.events), CHUNK):
-                chunk = plan.events[start : start + CHUNK]
-                final = start + CHUNK >= len(plan.events)
-                ok, last = self.stream.append(
-                    expected, [e.fields() for e in chunk], plan.tip if final else None
-                )
-                if not ok:
-                    conflict = True
-                    break
-                expected, result.last_id = last, last
-                result.published += len(chunk)
-                if not final and deadline is not None and time.monotonic() > deadline:
-                    result.complete = False
-                    return result
-            if not conflict:
-                return result
-        raise BrokerUnavailable(
-            f"event stream {self.settings.stream!r}: other publishers kept appending",
-            hint="try `hystate events publish` again",
-        )
-
-    def backlog(self) -> Plan | None:
-        return self.plan()
+__all__ = [
+    "URL_ENV",
+    "EventSettings",
+    "Plan",
+    "PublishResult",
+    "Publisher",
+    "after_commit",
+    "consume",
+    "follow",
+    "status",
+]
 
 
 # -- after a commit ----------------------------------------------------------------------------
@@ -296,7 +126,7 @@ def status(manager: StateManager) -> dict[str, Any]:
             "last_id": last[0] if last else None,
             "last_commit": last[1].get("commit") if last else None,
             "last_episode": last[1].get("episode") if last else None,
-            "backlog": len(plan.events) if plan else 0,
+            "backlog": sum(1 for _ in plan.events(publisher.source)) if plan else 0,
             "history_rewritten": bool(plan and plan.resynced),
         }
     finally:

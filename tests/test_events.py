@@ -11,8 +11,9 @@ from conftest import git, run_hystate
 from redis_harness import RedisServer, needs_redis
 
 from hystate import events
+from hystate import publisher as publishing
 from hystate.errors import InvalidData
-from hystate.event_source import FIELDS, LIMITS
+from hystate.event_source import FIELDS, LIMITS, Event, EventSource
 from hystate.manager import StateManager
 from hystate.store import dump
 
@@ -32,6 +33,11 @@ def enable(repo: Path, url: str, extra: str = "") -> StateManager:
         f"state_management:\n  events:\n    enabled: true\n    url: {url}\n{extra}"
     )
     return StateManager(cwd=repo, worker="w1")
+
+
+def person(repo: Path, *args: str) -> str:
+    """git as a person with an identity of their own."""
+    return git(repo, "-c", "user.name=P", "-c", "user.email=p@example.invalid", *args)
 
 
 def entries(server: RedisServer) -> list[tuple[str, dict[str, str]]]:
@@ -152,13 +158,9 @@ def test_hostile_values_are_bounded_and_safe(repo: Path, broker: RedisServer) ->
     (repo / "notes.txt").write_text("hi\n")
     git(repo, "add", "notes.txt")
     msg = f"{eid}: \x07 \x1b[2J pwned\n\nHystate-Episode: {eid}\nHystate-From: failed\nHystate-To: <script>\n"
-    git(repo, "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-q", "-m", msg)
-    git(
+    person(repo, "commit", "-q", "-m", msg)
+    person(
         repo,
-        "-c",
-        "user.name=x",
-        "-c",
-        "user.email=x@x",
         "commit",
         "-q",
         "--allow-empty",
@@ -176,7 +178,7 @@ def test_hostile_values_are_bounded_and_safe(repo: Path, broker: RedisServer) ->
         "s" * 5000
         + f"\n\nHystate-Episode: {eid}\nHystate-From: failed\nHystate-To: skipped\nHystate-Worker: w\u202e\x1b[1mevil\n"
     )
-    git(repo, "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-q", "-m", msg)
+    person(repo, "commit", "-q", "-m", msg)
     assert events.Publisher(manager).publish().published == 1
     got = [f for _, f in entries(broker)][20:]
     assert [f["to"] for f in got] == ["downloading", "failed", "skipped"]
@@ -204,7 +206,7 @@ def test_a_rewritten_history_is_matched_not_duplicated(repo: Path, broker: Redis
     manager = StateManager(cwd=repo, worker="w2")
     manager.config.values["events"]["enabled"] = False
     manager.update_state(c, "downloading")
-    git(repo, "-c", "user.name=x", "-c", "user.email=x@x", "cherry-pick", f"{old}~1", old)
+    person(repo, "cherry-pick", f"{old}~1", old)
     manager = StateManager(cwd=repo, worker="w2")
     result = events.Publisher(manager).publish()
     assert result.resynced and result.published == 1
@@ -230,12 +232,8 @@ def test_merged_transitions_are_published_at_the_merge(repo: Path, broker: Redis
     side.update_state(b, "downloading")
     git(repo, "checkout", "-q", "main")
     manager.update_state(a, "downloading")
-    git(
+    person(
         repo,
-        "-c",
-        "user.name=x",
-        "-c",
-        "user.email=x@x",
         "merge",
         "-q",
         "--no-ff",
@@ -261,26 +259,26 @@ def test_two_publishers_never_append_the_same_events(repo: Path, broker: RedisSe
         manager.update_state(eid, "downloading")
     one, two = events.Publisher(manager), events.Publisher(manager)
     stale = one.plan()
-    assert stale is not None and len(stale.events) == 24
+    assert stale is not None
+    planned = [e.fields() for e in stale.events(one.source)]
+    assert len(planned) == 24
     assert two.publish_locked().published == 24
-    ok, _ = one.stream.append(stale.expected, [e.fields() for e in stale.events], stale.tip)
+    ok, _ = one.stream.append(stale.expected, planned, stale.tip)
     assert not ok  # the plan was made before the other's append: refused whole
     assert one.publish_locked().published == 0
     assert len(entries(broker)) == 24
 
 
-def test_a_publish_cut_short_resumes_inside_a_batch(repo: Path, broker: RedisServer) -> None:
+def test_a_publish_cut_short_resumes_inside_a_batch(
+    repo: Path, broker: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     manager = enable(repo, broker.url)
     manager.config.values["events"]["enabled"] = False
     publisher = events.Publisher(manager)
-    old = events.CHUNK
-    events.CHUNK = 7  # the 20 discovered of one commit go out in 7 + 7 + 6
-    try:
-        result = publisher.publish_locked(deadline=0)  # past: stop after the first batch
-        assert (result.published, result.complete) == (7, False)
-        assert publisher.publish_locked().published == 13
-    finally:
-        events.CHUNK = old
+    monkeypatch.setattr(publishing, "CHUNK", 7)  # the 20 discovered of one commit: 7 + 7 + 6
+    result = publisher.publish_locked(deadline=0)  # past: stop after the first batch
+    assert (result.published, result.complete) == (7, False)
+    assert publisher.publish_locked().published == 13
     got = [f["episode"] for _, f in entries(broker)]
     assert len(got) == 20 and sorted(got) == ids(manager)  # the order of the commit body
 
@@ -366,3 +364,26 @@ def test_a_follow_publisher_delivers_after_the_broker_returns(
     got = [f for _, f in entries(broker)]
     assert len(got) == 22 and [f["commit"] for f in got[20:]] == transition_commits(repo)
     assert "retrying" in err and "reachable again" in err
+
+
+def test_a_long_history_is_read_a_window_at_a_time(
+    repo: Path, broker: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = enable(repo, broker.url)
+    manager.config.values["events"]["enabled"] = False
+    for eid in ids(manager)[:7]:
+        manager.update_state(eid, "downloading")
+        person(repo, "commit", "-q", "--allow-empty", "-m", "a person's commit")
+    monkeypatch.setattr(publishing, "WINDOW", 3)
+    reads: list[tuple[str | None, str]] = []
+    between = EventSource.between
+
+    def spy(self: EventSource, since: str | None, tip: str) -> list[Event]:
+        reads.append((since, tip))
+        return between(self, since, tip)
+
+    monkeypatch.setattr(EventSource, "between", spy)
+    assert events.Publisher(manager).publish().published == 27
+    assert len(reads) == 6  # 17 commits (init, discovery, 7 x 2), 3 at a time
+    got = [f for _, f in entries(broker)]
+    assert [f["commit"] for f in got[20:]] == transition_commits(repo)

@@ -59,6 +59,13 @@ def commits(
     return entries
 
 
+def first_parents(repo: GitRepo, since: str | None, tip: str) -> list[str]:
+    """The commits of ``tip``'s first-parent line after ``since`` (all when None), oldest
+    first."""
+    rev = f"{since}..{tip}" if since else tip
+    return _run(repo, ["rev-list", "--first-parent", "--reverse", rev, "--"]).split()
+
+
 def reachable(repo: GitRepo, tip: str) -> set[str]:
     """Every commit reachable from ``tip``."""
     return set(_run(repo, ["rev-list", tip, "--"]).split())
