@@ -387,3 +387,12 @@ def test_a_long_history_is_read_a_window_at_a_time(
     assert len(reads) == 6  # 17 commits (init, discovery, 7 x 2), 3 at a time
     got = [f for _, f in entries(broker)]
     assert [f["commit"] for f in got[20:]] == transition_commits(repo)
+
+
+def test_a_discovery_is_published_at_once(repo: Path, broker: RedisServer) -> None:
+    manager = enable(repo, broker.url)
+    manager.add_episode("hy-new-one", title="New <b>one</b>", date="2010-02-03")
+    got = [f for _, f in entries(broker)]
+    assert len(got) == 21 and got[-1]["episode"] == "hy-new-one"
+    assert (got[-1]["from"], got[-1]["to"]) == ("", "discovered")
+    assert got[-1]["at"] == manager.episode("hy-new-one").data["history"][0]["at"]
