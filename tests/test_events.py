@@ -7,8 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import git, run_hystate
-from redis_harness import RedisServer, needs_redis
 
 from hystate import events
 from hystate import publisher as publishing
@@ -16,6 +14,8 @@ from hystate.errors import InvalidData
 from hystate.event_source import FIELDS, LIMITS, Event, EventSource
 from hystate.manager import StateManager
 from hystate.store import dump
+from tests.conftest import git, run_hystate
+from tests.redis_harness import RedisServer, needs_redis
 
 pytestmark = needs_redis
 

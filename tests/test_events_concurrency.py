@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import catalog_rows, git, run_hystate, write_search_json
-from redis_harness import RedisServer, needs_redis
 
 from hystate.manager import StateManager
+from tests.conftest import catalog_rows, git, run_hystate, write_search_json
+from tests.redis_harness import RedisServer, needs_redis
 
 pytestmark = [needs_redis, pytest.mark.slow]
 
