@@ -84,11 +84,14 @@ class Plan:
     seen: set[Key] = field(default_factory=set)
     current: bool = False  # the cursor already records ``tip``: nothing to do
     resynced: bool = False
+    positions: list[str] | None = None  # known already (a short walk)
 
     def events(self, source: EventSource) -> Iterator[Event]:
         if self.current:
             return
-        positions = source.positions(self.since, self.tip)
+        positions = self.positions
+        if positions is None:
+            positions = source.positions(self.since, self.tip)
         for batch in itertools.chain([self.head], _windows(source, self.since, positions)):
             for event in batch:
                 if event.key not in self.seen:
@@ -146,8 +149,10 @@ class Publisher:
             return Plan(last_id, tip, current=True)
         if start is None:
             return Plan(last_id, tip)
-        if start and git_history.is_ancestor(self.repo, start, tip):
-            return Plan(last_id, tip, self._rest(start, done) if done else [], start)
+        path = git_history.first_parent_path(self.repo, start, tip) if start else None
+        if path is not None or (start and git_history.is_ancestor(self.repo, start, tip)):
+            head = self._rest(start, done) if done else []
+            return Plan(last_id, tip, head, start, positions=path)
         return self._resync(last_id, last, tip)
 
     def _rest(self, via: str, done: tuple[str, str]) -> list[Event]:

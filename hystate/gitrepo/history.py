@@ -15,6 +15,7 @@ from hystate.errors import GitError
 from hystate.gitrepo.repo import GitRepo
 
 _START, _END = "\x00\x01", "\x02"
+_IN_PROCESS = 8  # blobs read in-process (loose objects: no git process); more go to cat-file
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,32 @@ def commits(
     return entries
 
 
+def first_parent_path(repo: GitRepo, since: str, tip: str, limit: int = 64) -> list[str] | None:
+    """The commits after ``since`` up to ``tip`` on ``tip``'s first-parent line, oldest first,
+    when ``since`` is at most ``limit`` steps down that line; else None. Read in-process: the
+    usual case after a commit (one step) costs no git process."""
+    chain: list[str] = []
+    sha = tip
+    while len(chain) <= limit:
+        if sha == since:
+            chain.reverse()
+            return chain
+        chain.append(sha)
+        parents = _parents(repo, sha)
+        if not parents:
+            return None
+        sha = parents[0]
+    return None
+
+
+def _parents(repo: GitRepo, sha: str) -> list[str]:
+    kind, data = repo.objects.read(bytes.fromhex(sha))
+    if kind != b"commit":
+        raise GitError(f"object {sha} is not a commit")
+    header = data.split(b"\n\n", 1)[0]
+    return [line[7:47].decode() for line in header.split(b"\n") if line.startswith(b"parent ")]
+
+
 def first_parents(repo: GitRepo, since: str | None, tip: str) -> list[str]:
     """The commits of ``tip``'s first-parent line after ``since`` (all when None), oldest
     first."""
@@ -98,6 +125,8 @@ def read_blobs(repo: GitRepo, specs: Sequence[str]) -> list[bytes | None]:
     through one ``git cat-file --batch``."""
     if not specs:
         return []
+    if len(specs) <= _IN_PROCESS:
+        return [_read_blob(repo, spec) for spec in specs]
     if any("\n" in spec for spec in specs):
         raise GitError("a blob name contains a newline")
     proc = subprocess.run(
@@ -125,6 +154,15 @@ def read_blobs(repo: GitRepo, specs: Sequence[str]) -> list[bytes | None]:
         else:
             found.append(None)  # "<spec> missing" or "ambiguous"
     return found
+
+
+def _read_blob(repo: GitRepo, spec: str) -> bytes | None:
+    commit, _, path = spec.partition(":")
+    entry = repo.objects.lookup(repo.objects.commit_tree(bytes.fromhex(commit)), path)
+    if entry is None:
+        return None
+    kind, data = repo.objects.read(entry[1])
+    return data if kind == b"blob" else None
 
 
 def _run(repo: GitRepo, args: list[str]) -> str:
