@@ -8,7 +8,7 @@
   (Redis's own clock, same machine), with the after-commit publish, and with a separate
   `hystate events publish --follow` daemon instead.
 
-    python bench/events.py                           # 500 episodes, 4,000 transitions
+    python bench/events.py                           # 1,000 episodes, 4,000 transitions
     python bench/events.py --episodes 100 --transitions 400 --latency 50
     python bench/events.py --doc                     # also rewrite its section of docs/BENCHMARKS.md
 """
@@ -136,12 +136,14 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--episodes", type=int, default=500)
+    parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--transitions", type=int, default=4000)
     parser.add_argument("--latency", type=int, default=200, help="transitions timed per mode")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--doc", action="store_true", help="rewrite its section of the doc")
     args = parser.parse_args()
+    if args.transitions + 3 * args.latency > args.episodes * len(STEPS):
+        parser.error("more transitions than the episodes have steps: raise --episodes")
     isolate_git()
     with tempfile.TemporaryDirectory(prefix="hystate-bench-events-") as tmp:
         redis = Redis(Path(tmp))

@@ -81,18 +81,15 @@ class EventSource:
         self.repo = repo
         self.prefix = "" if rel_state_dir in ("", ".") else rel_state_dir.rstrip("/") + "/"
 
-    def between(self, since: str | None, tip: str) -> list[Event]:
-        """The events of the positions after ``since`` (all when None) up to ``tip``."""
-        revs = [f"{since}..{tip}"] if since else [tip]
-        return self._events(git_history.commits(self.repo, revs, _KEYS, first_parent=True))
-
     def positions(self, since: str | None, tip: str) -> list[str]:
         """The first-parent commits after ``since`` up to ``tip``, oldest first."""
         return git_history.first_parents(self.repo, since, tip)
 
-    def at_position(self, via: str) -> list[Event]:
-        """The events of one position."""
-        return self._events(git_history.commits(self.repo, ["-1", via], _KEYS, first_parent=True))
+    def of_positions(self, shas: Sequence[str]) -> list[Event]:
+        """The events of these positions, in this order."""
+        if not shas:
+            return []
+        return self._events(git_history.commits(self.repo, shas, _KEYS, listed=True))
 
     def _events(self, line: Sequence[git_history.LogEntry]) -> list[Event]:
         planned: list[tuple[git_history.LogEntry, str, list[str]]] = []
@@ -100,7 +97,7 @@ class EventSource:
             inner = [position]
             if position.is_merge:
                 side = [f"{position.parents[0]}..{position.sha}"]
-                inner = git_history.commits(self.repo, side, _KEYS, first_parent=False)[:-1]
+                inner = git_history.commits(self.repo, side, _KEYS)[:-1]
             for entry in inner:
                 planned.extend(self._plan(entry, position.sha))
         docs = self._read(planned)

@@ -92,17 +92,15 @@ class Plan:
         positions = self.positions
         if positions is None:
             positions = source.positions(self.since, self.tip)
-        for batch in itertools.chain([self.head], _windows(source, self.since, positions)):
+        for batch in itertools.chain([self.head], _windows(source, positions)):
             for event in batch:
                 if event.key not in self.seen:
                     yield event
 
 
-def _windows(source: EventSource, since: str | None, positions: list[str]) -> Iterator[list[Event]]:
+def _windows(source: EventSource, positions: list[str]) -> Iterator[list[Event]]:
     for i in range(0, len(positions), WINDOW):
-        upto = positions[min(i + WINDOW, len(positions)) - 1]
-        yield source.between(since, upto)
-        since = upto
+        yield source.of_positions(positions[i : i + WINDOW])
 
 
 class Publisher:
@@ -157,7 +155,7 @@ class Publisher:
 
     def _rest(self, via: str, done: tuple[str, str]) -> list[Event]:
         """The events of position ``via`` after the one the stream ends with."""
-        events = self.source.at_position(via)
+        events = self.source.of_positions([via])
         for i, event in enumerate(events):
             if (event.commit, event.episode) == done:
                 return events[i + 1 :]

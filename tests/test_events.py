@@ -375,16 +375,16 @@ def test_a_long_history_is_read_a_window_at_a_time(
         manager.update_state(eid, "downloading")
         person(repo, "commit", "-q", "--allow-empty", "-m", "a person's commit")
     monkeypatch.setattr(publishing, "WINDOW", 3)
-    reads: list[tuple[str | None, str]] = []
-    between = EventSource.between
+    reads: list[int] = []
+    of_positions = EventSource.of_positions
 
-    def spy(self: EventSource, since: str | None, tip: str) -> list[Event]:
-        reads.append((since, tip))
-        return between(self, since, tip)
+    def spy(self: EventSource, shas: list[str]) -> list[Event]:
+        reads.append(len(shas))
+        return of_positions(self, shas)
 
-    monkeypatch.setattr(EventSource, "between", spy)
+    monkeypatch.setattr(EventSource, "of_positions", spy)
     assert events.Publisher(manager).publish().published == 27
-    assert len(reads) == 6  # 17 commits (init, discovery, 7 x 2), 3 at a time
+    assert reads == [3, 3, 3, 3, 3, 1]  # 16 commits (init, discovery, 7 x 2), 3 at a time
     got = [f for _, f in entries(broker)]
     assert [f["commit"] for f in got[20:]] == transition_commits(repo)
 

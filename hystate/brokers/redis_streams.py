@@ -13,6 +13,7 @@ redis-py is an optional dependency (``pip install 'hystate[redis]'``), imported 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,6 +46,7 @@ return {1, last_id}
 """
 
 Entry = tuple[str, dict[str, str]]
+_NO_SETINFO: dict[str, Any] = {}
 
 
 def check_url(url: object) -> str | None:
@@ -106,6 +108,14 @@ class RedisStream:
                 hint="pip install 'hystate[redis]'",
             ) from None
         self._redis = redis
+        if not _NO_SETINFO:
+            # no CLIENT SETINFO on connect: two round trips and a package metadata read
+            accepts = inspect.signature(redis.Redis.__init__).parameters
+            _NO_SETINFO.update(
+                {"driver_info": None}
+                if "driver_info" in accepts
+                else {"lib_name": None, "lib_version": None}
+            )
         self.url, self.stream, self.maxlen = url, stream, maxlen
         self.cursor_key = f"{stream}:cursor"
         self.where = redact(url)
@@ -115,6 +125,8 @@ class RedisStream:
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
             decode_responses=False,
+            protocol=2,  # RESP3 would cost a HELLO round trip per connection
+            **_NO_SETINFO,
         )
         self._append = self.client.register_script(_APPEND)
 

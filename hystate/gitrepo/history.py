@@ -37,15 +37,15 @@ def commits(
     revs: Sequence[str],
     trailer_keys: Sequence[str],
     *,
-    first_parent: bool,
+    listed: bool = False,
 ) -> list[LogEntry]:
-    """``git log --reverse revs``: oldest first, each with its trailers (parsed by git) and
-    the names of the files it changed."""
+    """``git log --reverse --topo-order revs`` (``listed``: exactly the commits ``revs`` names,
+    in that order), each with its trailers (parsed by git) and the names of the files it
+    changed."""
     keys = "".join(f"%(trailers:key={k},valueonly,separator=%x2c)%x00" for k in trailer_keys)
     fmt = f"%x00%x01%H%x00%P%x00{keys}%s%x00%b%x00%x02"
-    args = ["-c", "core.quotePath=false", "log", "--reverse", "--topo-order", "--name-only"]
-    if first_parent:
-        args.append("--first-parent")
+    args = ["-c", "core.quotePath=false", "log", "--name-only"]
+    args += ["--no-walk=unsorted"] if listed else ["--reverse", "--topo-order"]
     out = _run(repo, [*args, f"--format={fmt}", *revs, "--"])
     entries = []
     for record in out.split(_START)[1:]:
