@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -223,6 +224,7 @@ def run(tmp: Path, redis: Redis, args: argparse.Namespace) -> dict[str, Any]:
         "latency_after_commit": summary(direct),
         "latency_follow_daemon": summary(by_daemon),
         "latency_samples": args.latency,
+        "load_average": round(os.getloadavg()[0], 1),
     }
 
 
@@ -232,7 +234,8 @@ def write_doc(r: dict[str, Any]) -> None:
 
 `{r["command"].strip()}` — redis-server {r["redis"]} on 127.0.0.1 with `appendonly yes`,
 `appendfsync always` (every acknowledged append is on disk); {r["episodes"]:,} episodes discovered
-in one commit, then {r["transitions"]:,} transitions. Machine: {r["machine"]} (shared, noisy).
+in one commit, then {r["transitions"]:,} transitions. Machine: {r["machine"]} (shared with
+other agents: load average {r["load_average"]} at the end of the run).
 
 | measure | figure |
 |---|---|
