@@ -59,12 +59,10 @@ def after_commit(manager: StateManager, sha: str | None) -> None:
     """Publish best effort after a commit, outside every lock; never raises. A publisher that
     holds the lock is left to it: the ``events.pending`` mark, set before trying the lock and
     checked by the holder after it lets go, makes it publish this commit too."""
-    if not sha:
+    if not sha or not manager.config.get("events.enabled"):
         return
     try:
         settings = EventSettings.of(manager.config)
-        if not settings.enabled:
-            return
         deadline = time.monotonic() + settings.timeout
         publisher = Publisher(manager, settings)
         try:
@@ -72,7 +70,9 @@ def after_commit(manager: StateManager, sha: str | None) -> None:
         finally:
             publisher.close()
     except HystateError as exc:
-        _tell_once(manager, f"{_LATER}: {exc.message}")
+        # the broker's own hint repeats what _LATER says; others (no redis-py) say what to do
+        text = exc.message if isinstance(exc, BrokerUnavailable) else str(exc)
+        _tell_once(manager, f"{_LATER}: {text}")
     except Exception as exc:  # best effort: a transition never fails on its events
         _tell_once(manager, f"{_LATER}: {type(exc).__name__}: {exc}")
 
