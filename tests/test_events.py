@@ -396,3 +396,50 @@ def test_a_discovery_is_published_at_once(repo: Path, broker: RedisServer) -> No
     assert len(got) == 21 and got[-1]["episode"] == "hy-new-one"
     assert (got[-1]["from"], got[-1]["to"]) == ("", "discovered")
     assert got[-1]["at"] == manager.episode("hy-new-one").data["history"][0]["at"]
+
+
+KILLED_PUBLISHER = """
+import sys, time
+from hystate import publisher
+from hystate.manager import StateManager
+
+publisher.CHUNK = 1
+append = publisher.RedisStream.append
+
+def slow(self, *args, **kwargs):
+    time.sleep(0.02)
+    return append(self, *args, **kwargs)
+
+publisher.RedisStream.append = slow
+publisher.Publisher(StateManager(cwd=sys.argv[1])).publish()
+"""
+
+
+def test_a_publisher_killed_mid_publish_leaves_nothing_twice(
+    repo: Path, broker: RedisServer
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    manager = enable(repo, broker.url)
+    manager.config.values["events"]["enabled"] = False
+    for eid in ids(manager)[:10]:
+        manager.update_state(eid, "downloading")
+    for _ in range(3):  # killed three times at different points, each time with the lock held
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_PUBLISHER, str(repo)])
+        start, deadline = len(entries(broker)), time.monotonic() + 60
+        while len(entries(broker)) < start + 3 and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert (repo / ".git" / "hystate" / "events.lock").exists()  # left by the last one
+    before = len(entries(broker))
+    assert 9 <= before < 30
+    result = events.Publisher(manager).publish(lock_wait=10)  # breaks the dead one's lock
+    got = [f for _, f in entries(broker)]
+    assert len(got) == 30 and result.published == 30 - before
+    assert sorted(f["episode"] for f in got[:20]) == ids(manager)
+    assert [f["commit"] for f in got[20:]] == transition_commits(repo)
