@@ -85,6 +85,7 @@ class Plan:
     current: bool = False  # the cursor already records ``tip``: nothing to do
     resynced: bool = False
     positions: list[str] | None = None  # known already (a short walk)
+    anchor: str | None = None  # matching a rewritten history against the entries after it
 
     def events(self, source: EventSource) -> Iterator[Event]:
         if self.current:
@@ -136,6 +137,7 @@ class Publisher:
         last, cursor = self.stream.head()
         last_id = last[0] if last else ""
         done: tuple[str, str] | None = None
+        anchor = cursor.get("anchor") if cursor.get("last_id") == last_id else None
         if cursor.get("tip") and cursor.get("last_id") == last_id:
             start: str | None = cursor["tip"]  # everything up to it is in the stream
         elif last is not None:
@@ -150,8 +152,19 @@ class Publisher:
         path = git_history.first_parent_path(self.repo, start, tip) if start else None
         if path is not None or (start and git_history.is_ancestor(self.repo, start, tip)):
             head = self._rest(start, done) if done else []
-            return Plan(last_id, tip, head, start, positions=path)
+            plan = Plan(last_id, tip, head, start, positions=path)
+            if anchor:  # a matching publish was cut short: go on matching where it stopped
+                plan.anchor, plan.seen, plan.resynced = anchor, self._keys_after(anchor), True
+            return plan
         return self._resync(last_id, last, tip)
+
+    def _keys_after(self, anchor: str) -> set[Key]:
+        seen: set[Key] = set()
+        page = self.stream.after(anchor, READ_BACK)
+        while page:
+            seen.update(key_of(fields) for _, fields in page if fields.get("to"))
+            page = self.stream.after(page[-1][0], READ_BACK)
+        return seen
 
     def _rest(self, via: str, done: tuple[str, str]) -> list[Event]:
         """The events of position ``via`` after the one the stream ends with."""
@@ -169,15 +182,17 @@ class Publisher:
         seen: set[Key] = set()
         page = [last] if last else []
         while page:
-            for _, fields in page:
+            for entry_id, fields in page:
                 if fields.get("via") in reach:
                     done = (fields.get("commit", ""), fields.get("episode", ""))
                     head = self._rest(fields["via"], done)
-                    return Plan(last_id, tip, head, fields["via"], seen, resynced=True)
+                    return Plan(
+                        last_id, tip, head, fields["via"], seen, resynced=True, anchor=entry_id
+                    )
                 if fields.get("to"):
                     seen.add(key_of(fields))
             page = self.stream.before(page[-1][0], READ_BACK)
-        return Plan(last_id, tip, seen=seen, resynced=True)
+        return Plan(last_id, tip, seen=seen, resynced=True, anchor="0-0")
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -216,7 +231,7 @@ class Publisher:
                     continue
             final = event is None
             ok, last = self.stream.append(
-                expected, [e.fields() for e in batch], plan.tip if final else None
+                expected, [e.fields() for e in batch], plan.tip if final else None, plan.anchor
             )
             if not ok:
                 return False

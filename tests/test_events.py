@@ -443,3 +443,30 @@ def test_a_publisher_killed_mid_publish_leaves_nothing_twice(
     assert len(got) == 30 and result.published == 30 - before
     assert sorted(f["episode"] for f in got[:20]) == ids(manager)
     assert [f["commit"] for f in got[20:]] == transition_commits(repo)
+
+
+def test_matching_a_rewritten_history_cut_short_goes_on_matching(
+    repo: Path, broker: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = enable(repo, broker.url)
+    a, b, c, d = ids(manager)[:4]
+    manager.update_state(a, "downloading")
+    manager.update_state(b, "downloading")
+    old = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "reset", "-q", "--hard", "HEAD~2")
+    manager = StateManager(cwd=repo, worker="w2")
+    manager.config.values["events"]["enabled"] = False
+    manager.update_state(c, "downloading")
+    person(repo, "cherry-pick", f"{old}~1", old)
+    manager = StateManager(cwd=repo, worker="w2")
+    manager.config.values["events"]["enabled"] = False
+    manager.update_state(d, "downloading")
+    monkeypatch.setattr(publishing, "CHUNK", 1)
+    publisher = events.Publisher(manager)
+    first = publisher.publish(deadline=0)  # stops after c's event
+    assert (first.published, first.complete, first.resynced) == (1, False, True)
+    second = publisher.publish()  # a and b again are matched, not published
+    assert (second.published, second.complete, second.resynced) == (1, True, True)
+    got = [(f["episode"], f["to"]) for _, f in entries(broker)][20:]
+    assert got == [(e, "downloading") for e in (a, b, c, d)]
+    assert publisher.publish().published == 0

@@ -28,7 +28,7 @@ local last_id = ''
 if #last > 0 then last_id = last[1][1] end
 if last_id ~= ARGV[1] then return {0, last_id} end
 local width = tonumber(ARGV[4]) * 2
-local i = 5
+local i = 6
 while width > 0 and i + width - 1 <= #ARGV do
   local args = {KEYS[1]}
   if ARGV[2] ~= '0' then
@@ -40,7 +40,11 @@ while width > 0 and i + width - 1 <= #ARGV do
   i = i + width
 end
 if ARGV[3] ~= '' then
+  redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[2], 'last_id', last_id, 'tip', ARGV[3])
+elseif ARGV[5] ~= '' then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[2], 'last_id', last_id, 'anchor', ARGV[5])
 end
 return {1, last_id}
 """
@@ -163,12 +167,18 @@ class RedisStream:
         return _decode_entries(raw)
 
     def append(
-        self, expected_last: str, events: Sequence[dict[str, str]], tip: str | None
+        self,
+        expected_last: str,
+        events: Sequence[dict[str, str]],
+        tip: str | None,
+        anchor: str | None = None,
     ) -> tuple[bool, str]:
         """XADD ``events`` if the last entry id is still ``expected_last`` ("" = empty):
-        (appended, the last id now)."""
+        (appended, the last id now). The cursor record then says: everything up to ``tip`` is
+        in; or, while a rewritten history is being matched, ``anchor`` (the entry after which
+        the stream is matched against)."""
         width = len(events[0]) if events else 0
-        args: list[str] = [expected_last, str(self.maxlen or 0), tip or "", str(width)]
+        args = [expected_last, str(self.maxlen or 0), tip or "", str(width), anchor or ""]
         for event in events:
             if len(event) != width:
                 raise ValueError("events of one batch carry the same fields")
@@ -177,6 +187,13 @@ class RedisStream:
         keys = [self.stream, self.cursor_key]
         ok, last = self._call("appending", self._append, keys=keys, args=args)
         return bool(ok), _text(last)
+
+    def after(self, entry_id: str, count: int) -> list[Entry]:
+        """Up to ``count`` entries newer than ``entry_id``, oldest first."""
+        raw = self._call(
+            "reading back", self.client.xrange, self.stream, f"({entry_id}", "+", count=count
+        )
+        return _decode_entries(raw)
 
     def read(self, after_id: str, *, count: int, block_ms: int | None) -> list[Entry]:
         """Entries after ``after_id``, oldest first; waits up to ``block_ms`` for one."""
