@@ -112,13 +112,30 @@ class Walker:
 
         GitRepo.commit = timed  # type: ignore[method-assign]
 
-    def step(self) -> str:
+    def _next(self) -> tuple[str, str, dict[str, Any]]:
         eid = self.ids[self.n % len(self.ids)]
         stage, fields = STEPS[(self.n // len(self.ids)) % len(STEPS)]
         self.n += 1
+        return eid, stage, fields
+
+    def step(self) -> str:
+        eid, stage, fields = self._next()
         result = self.manager.update_state(eid, stage, fields=fields)
         assert result.commit
         return result.commit
+
+    def cli_step(self) -> float:
+        """One `hystate advance` process: its wall seconds."""
+        eid, stage, fields = self._next()
+        sets = [arg for k, v in fields.items() for arg in ("--set", f"{k}={v}")]
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "hystate.cli", "advance", eid, stage, *sets],
+            cwd=self.manager.repo.root,
+            check=True,
+            capture_output=True,
+        )
+        return time.perf_counter() - started
 
 
 def latencies_ms(client: Any, stream: str, walker: Walker, shas: list[str]) -> list[float]:
@@ -140,10 +157,11 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--transitions", type=int, default=4000)
     parser.add_argument("--latency", type=int, default=200, help="transitions timed per mode")
+    parser.add_argument("--cli", type=int, default=15, help="`hystate advance` runs per mode")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--doc", action="store_true", help="rewrite its section of the doc")
     args = parser.parse_args()
-    if args.transitions + 3 * args.latency > args.episodes * len(STEPS):
+    if args.transitions + 3 * (args.latency + args.cli) > args.episodes * len(STEPS):
         parser.error("more transitions than the episodes have steps: raise --episodes")
     isolate_git()
     with tempfile.TemporaryDirectory(prefix="hystate-bench-events-") as tmp:
@@ -190,6 +208,16 @@ def run(tmp: Path, redis: Redis, args: argparse.Namespace) -> dict[str, Any]:
     stream = manager.config.get("events.stream")
     direct = latencies_ms(redis.client, stream, walker, after_commit)
 
+    # `hystate advance` processes: events off, on (the process publishes), interleaved
+    config = manager.repo.root / "hystate.yaml"
+    text = config.read_text()
+    cli: dict[str, list[float]] = {"off": [], "on": [], "daemon": []}
+    for i in range(2 * args.cli):
+        mode = "on" if i % 2 else "off"
+        config.write_text(text.replace("enabled: false", f"enabled: {mode == 'on'}".lower()))
+        cli[mode].append(walker.cli_step())
+    config.write_text(text.replace("enabled: false", "enabled: true"))
+
     # a daemon publishes instead; the workers do not
     manager.config.values["events"]["enabled"] = False
     daemon = subprocess.Popen(
@@ -199,6 +227,8 @@ def run(tmp: Path, redis: Redis, args: argparse.Namespace) -> dict[str, Any]:
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     time.sleep(1.0)
+    for _ in range(args.cli):  # with the daemon running, a process leaves publishing to it
+        cli["daemon"].append(walker.cli_step())
     followed = []
     for _ in range(args.latency):
         followed.append(walker.step())
@@ -224,12 +254,14 @@ def run(tmp: Path, redis: Redis, args: argparse.Namespace) -> dict[str, Any]:
         "latency_after_commit": summary(direct),
         "latency_follow_daemon": summary(by_daemon),
         "latency_samples": args.latency,
+        "cli_advance_ms": {k: round(statistics.median(v) * 1000) for k, v in cli.items()},
+        "cli_samples": args.cli,
         "load_average": round(os.getloadavg()[0], 1),
     }
 
 
 def write_doc(r: dict[str, Any]) -> None:
-    a, d = r["latency_after_commit"], r["latency_follow_daemon"]
+    a, d, c = r["latency_after_commit"], r["latency_follow_daemon"], r["cli_advance_ms"]
     section = f"""{HEADING}
 
 `{r["command"].strip()}` — redis-server {r["redis"]} on 127.0.0.1 with `appendonly yes`,
@@ -244,11 +276,14 @@ other agents: load average {r["load_average"]} at the end of the run).
 | one transition (`update_state`), events on / off, interleaved medians | {r["transition_ms_events_on"]} / {r["transition_ms_events_off"]} ms |
 | latency commit -> XADD, publish after the commit (in the worker) | median {a["median_ms"]} ms, p95 {a["p95_ms"]} ms, max {a["max_ms"]} ms |
 | latency commit -> XADD, `events publish --follow --interval 0.05` daemon | median {d["median_ms"]} ms, p95 {d["p95_ms"]} ms, max {d["max_ms"]} ms |
+| one `hystate advance` process: events off / on / on with a daemon running (medians of {r["cli_samples"]}) | {c["off"]} / {c["on"]} / {c["daemon"]} ms |
 
 Latency runs from the moment HEAD moved (timed in the worker) to the entry id Redis gave the
 event (its clock, same machine), over {r["latency_samples"]} transitions per mode. The backfill
 reads git 500 first-parent commits at a time (`git log`, one `git cat-file --batch` for the
-files) and appends 200 events per compare-and-swap script.
+files) and appends 200 events per compare-and-swap script. A process that publishes after its
+commit pays for importing redis-py (~0.1 s: it loads asyncio) on top of the publish itself; while
+a `--follow` daemon runs, commits leave the publishing to it and pay nothing.
 
 """
     text = DOC.read_text()

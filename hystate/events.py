@@ -29,8 +29,17 @@ from typing import TYPE_CHECKING, Any
 
 from hystate.brokers.redis_streams import redact
 from hystate.errors import BrokerUnavailable, HystateError, LockBusy
-from hystate.locks import StateLock
-from hystate.publisher import URL_ENV, EventSettings, Plan, Publisher, PublishResult
+from hystate.locks import LockOwner, StateLock
+from hystate.publisher import (
+    DAEMON,
+    PENDING,
+    URL_ENV,
+    EventSettings,
+    Plan,
+    Publisher,
+    PublishResult,
+    events_folder,
+)
 
 if TYPE_CHECKING:
     from hystate.config import Config
@@ -62,6 +71,10 @@ def after_commit(manager: StateManager, sha: str | None) -> None:
     if not sha or not manager.config.get("events.enabled"):
         return
     try:
+        folder = events_folder(manager.repo)
+        if _daemon_runs(folder):
+            _touch(folder / PENDING)  # it publishes within its interval; no broker here
+            return
         settings = EventSettings.of(manager.config)
         deadline = time.monotonic() + settings.timeout
         publisher = Publisher(manager, settings)
@@ -93,6 +106,11 @@ def _drain(publisher: Publisher, deadline: float) -> None:
             lock.release()
         if not publisher.pending.exists():
             return
+
+
+def _daemon_runs(folder: Path) -> bool:
+    owner = LockOwner.read(folder / DAEMON)
+    return owner is not None and not owner.gone()
 
 
 def _touch(path: Path) -> None:
@@ -141,8 +159,17 @@ def follow(
     report: Callable[[str], None] = lambda line: None,
 ) -> None:
     """Publish whenever the ref moves, until ``stop()``; an unreachable broker is retried with
-    backoff (one report per outage)."""
+    backoff (one report per outage). While it runs (``.git/hystate/events.daemon``), commits
+    leave the publishing to it: a CLI transition then never loads redis-py. One per
+    repository."""
     settings = EventSettings.of(manager.config)
+    daemon = StateLock(events_folder(manager.repo) / DAEMON, timeout=0)
+    try:
+        daemon.acquire()
+    except LockBusy as exc:
+        raise LockBusy(
+            f"another `hystate events publish --follow` runs for this repository ({exc.message})"
+        ) from None
     publisher = Publisher(manager, settings)
     published_tip: str | None = None
     down_since: float | None = None
@@ -170,6 +197,7 @@ def follow(
             _sleep(wait, stop)
     finally:
         publisher.close()
+        daemon.release()
 
 
 def _sleep(seconds: float, stop: Callable[[], bool]) -> None:

@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hystate.brokers.redis_streams import Entry, RedisStream, check_url
@@ -20,6 +21,7 @@ from hystate.locks import StateLock
 
 if TYPE_CHECKING:
     from hystate.config import Config
+    from hystate.gitrepo import GitRepo
     from hystate.manager import StateManager
 
 CHUNK = 200  # events per compare-and-swap append
@@ -104,6 +106,15 @@ def _windows(source: EventSource, positions: list[str]) -> Iterator[list[Event]]
         yield source.of_positions(positions[i : i + WINDOW])
 
 
+PENDING = "events.pending"  # "a commit may not be published yet", for the lock's holder
+DAEMON = "events.daemon"  # held by a running `events publish --follow`
+
+
+def events_folder(repo: GitRepo) -> Path:
+    """``.git/hystate``: the publishers' lock, the pending mark, the daemon's lock."""
+    return repo.common_dir / "hystate"
+
+
 class Publisher:
     """Publishes one repository's transitions to its configured stream."""
 
@@ -117,9 +128,9 @@ class Publisher:
         self.settings = settings or EventSettings.of(manager.config)
         self.source = EventSource(manager.repo, manager.rel_state_dir)
         self.stream = stream or self.settings.open()
-        folder = self.repo.common_dir / "hystate"
+        folder = events_folder(self.repo)
         self.lock_path = folder / "events.lock"
-        self.pending = folder / "events.pending"
+        self.pending = folder / PENDING
 
     def close(self) -> None:
         self.stream.close()

@@ -470,3 +470,38 @@ def test_matching_a_rewritten_history_cut_short_goes_on_matching(
     got = [(f["episode"], f["to"]) for _, f in entries(broker)][20:]
     assert got == [(e, "downloading") for e in (a, b, c, d)]
     assert publisher.publish().published == 0
+
+
+def test_with_a_daemon_running_commits_leave_publishing_to_it(
+    repo: Path, broker: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    manager = enable(repo, broker.url)
+    eid = ids(manager)[0]
+    command = [sys.executable, "-m", "hystate.cli", "events", "publish", "--follow"]
+    daemon = subprocess.Popen([*command, "--interval", "0.05"], cwd=repo, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (repo / ".git/hystate/events.daemon").exists():
+            assert time.monotonic() < deadline and daemon.poll() is None
+            time.sleep(0.02)
+        second = run_hystate(repo, "events", "publish", "--follow")
+        assert second.returncode == 6 and "another" in second.stderr
+
+        def no_broker_here(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the worker published although the daemon runs")
+
+        monkeypatch.setattr(publishing.Publisher, "__init__", no_broker_here)
+        manager.update_state(eid, "downloading")
+        while len(entries(broker)) < 21:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        daemon.send_signal(signal.SIGINT)
+        daemon.communicate(timeout=30)
+    assert [f["commit"] for _, f in entries(broker)][20:] == transition_commits(repo)
+    assert not (repo / ".git/hystate/events.daemon").exists()
