@@ -74,6 +74,8 @@ def test_the_documented_block_is_valid_and_defaults_are_off(tmp_path: Path) -> N
         (b"state_management:\n  events:\n    stream: 'a b'\n", "stream"),
         (b"state_management:\n  events:\n    backend: kafka\n", "backend"),
         (b"state_management:\n  events:\n    ref: '../x'\n", "ref"),
+        (b"state_management:\n  events:\n    ref: refs/../../etc/passwd\n", "ref"),
+        (b"state_management:\n  events:\n    ref: refs/heads/x.lock\n", "ref"),
         (b"state_management:\n  events:\n    colour: red\n", "events"),
     ]:
         with pytest.raises(InvalidData, match=key):
