@@ -34,6 +34,8 @@ _KEYS = (EPISODE, FROM, TO, WORKER)
 FIELDS = ("commit", "via", "episode", "from", "to", "worker", "at", "subject", "message")
 LIMITS = {"worker": 200, "subject": 300, "message": 2000, "at": 40}
 _STAGES = {stage.value for stage in ProcessingStage}
+# a commit, the position it came through, its episodes, the path of the (first) one's file
+_Planned = tuple[git_history.LogEntry, str, list[str], str | None]
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
@@ -92,7 +94,7 @@ class EventSource:
         return self._events(git_history.commits(self.repo, shas, _KEYS, listed=True))
 
     def _events(self, line: Sequence[git_history.LogEntry]) -> list[Event]:
-        planned: list[tuple[git_history.LogEntry, str, list[str]]] = []
+        planned: list[_Planned] = []
         for position in line:
             inner = [position]
             if position.is_merge:
@@ -102,40 +104,42 @@ class EventSource:
                 planned.extend(self._plan(entry, position.sha))
         docs = self._read(planned)
         events: list[Event] = []
-        for (entry, via, ids), doc in zip(planned, docs, strict=True):
+        for (entry, via, ids, _), doc in zip(planned, docs, strict=True):
             events.extend(self._make(entry, via, ids, doc))
         return events
 
-    def _plan(
-        self, entry: git_history.LogEntry, via: str
-    ) -> Iterator[tuple[git_history.LogEntry, str, list[str]]]:
+    def _plan(self, entry: git_history.LogEntry, via: str) -> Iterator[_Planned]:
         trail = entry.trailers
         to = trail[TO]
         if to not in _STAGES:
             return
+        files = self._episode_files(entry)
         if trail[EPISODE]:
             if ID_PATTERN.fullmatch(trail[EPISODE]) and trail[FROM] in (*_STAGES, ""):
-                yield entry, via, [trail[EPISODE]]
+                yield entry, via, [trail[EPISODE]], files.get(trail[EPISODE])
         elif to == ProcessingStage.DISCOVERED.value:
-            ids = [line for line in entry.body.splitlines() if ID_PATTERN.fullmatch(line)]
+            # only ids whose file the commit adds: a body can list anything
+            ids = [line for line in entry.body.splitlines() if line in files]
             if ids:
-                yield entry, via, list(dict.fromkeys(ids))
+                ids = list(dict.fromkeys(ids))
+                yield entry, via, ids, files[ids[0]]
 
-    def _file(self, entry: git_history.LogEntry, episode: str) -> str | None:
-        suffix = f"/{episode}.yaml"
+    def _episode_files(self, entry: git_history.LogEntry) -> dict[str, str]:
+        """{episode id: path} of the episode files (``<state dir>/<folder>/<id>.yaml``) the
+        commit changed."""
+        found = {}
         for name in entry.files:
-            if name.startswith(self.prefix) and name.endswith(suffix):
-                rest = name[len(self.prefix) : -len(suffix)]
-                if "/" not in rest:
-                    return name
-        return None
+            if name.startswith(self.prefix) and name.endswith(".yaml"):
+                folder, slash, file = name[len(self.prefix) :].partition("/")
+                if slash and folder and "/" not in file and ID_PATTERN.fullmatch(file[:-5]):
+                    found[file[:-5]] = name
+        return found
 
-    def _read(self, planned: Sequence[tuple[git_history.LogEntry, str, list[str]]]) -> list[Any]:
+    def _read(self, planned: Sequence[_Planned]) -> list[Any]:
         """Each planned commit's (first) episode file as that commit stores it, parsed."""
         specs: list[str] = []
         where: list[int | None] = []
-        for entry, _, ids in planned:
-            path = self._file(entry, ids[0])
+        for entry, _, _, path in planned:
             where.append(len(specs) if path else None)
             if path:
                 specs.append(f"{entry.sha}:{path}")

@@ -167,6 +167,11 @@ def test_hostile_values_are_bounded_and_safe(repo: Path, broker: RedisServer) ->
         "-m",
         f"x\n\nHystate-Episode: {eid}\nHystate-From: failed\nHystate-To: skipped\n",
     )
+    # a batch whose body lists ids (made up, and a known one) whose files it does not touch
+    (repo / "notes.txt").write_text("more\n")
+    git(repo, "add", "notes.txt")
+    body = f"fake-one\nfake-two\n{ids(manager)[1]}\n\nHystate-To: discovered\nHystate-Count: 3\n"
+    person(repo, "commit", "-q", "-m", "discover: 3 new episodes\n\n" + body)
     assert events.Publisher(manager).publish().published == 0
     # a forged transition that does touch the file, with a hostile worker and a huge subject
     path = manager.path_of(eid)
