@@ -44,6 +44,18 @@ def _check_webhook(doc: Any, name: str) -> None:
         raise InvalidData(f"{name}: {ROOT_KEY}.monitoring.webhook_url: {problem}")
 
 
+def _check_broker(doc: Any, name: str) -> None:
+    """The event broker's URL, checked the same way (it may carry a password)."""
+    from hystate.brokers.redis_streams import check_url
+
+    section = doc.get(ROOT_KEY) if isinstance(doc, dict) else None
+    events = section.get("events") if isinstance(section, dict) else None
+    url = events.get("url") if isinstance(events, dict) else None
+    problem = check_url(url) if url is not None else None
+    if problem:
+        raise InvalidData(f"{name}: {ROOT_KEY}.events.url: {problem}")
+
+
 @dataclass
 class Config:
     """The effective settings (defaults + file). ``source`` is the file, when there is one."""
@@ -81,6 +93,7 @@ class Config:
         if doc is None:
             doc = {}
         _check_webhook(doc, name)
+        _check_broker(doc, name)
         problems = schema_problems("config", doc, name)
         if problems:
             first = problems[0]

@@ -101,6 +101,9 @@ def discover(
                 if manager.repo.head_blob(_rel(manager, path)) is None:
                     path.unlink(missing_ok=True)
             raise
+    from hystate.events import after_commit  # outside the lock, like a transition's
+
+    after_commit(manager, sha)
     return DiscoverResult(ids, existing, sha)
 
 

@@ -109,3 +109,10 @@ class GitError(HystateError):
     """The repository is missing, mid-merge, conflicted, or git failed (exit 7)."""
 
     exit_code = 7
+
+
+class BrokerUnavailable(HystateError):
+    """The event broker cannot be reached or refused the request (exit 7, like a repository
+    problem: the transitions themselves are safe in git)."""
+
+    exit_code = 7

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hystate import alerts, audit, discovery, integrity, layout, leases, queries, work
+from hystate import alerts, audit, discovery, events, integrity, layout, leases, queries, work
 from hystate.cache import RefreshResult, StateCache
 from hystate.config import Config
 from hystate.discover import Record
@@ -370,6 +370,7 @@ class StateManager:
                 )
         if alert is not None:
             alerts.send(self, alert)
+        events.after_commit(self, sha)  # the event stream; off unless configured
         # Plumbing never triggers git's auto-gc; ask for it about once in 256 commits.
         if sha and sha.startswith("00") and self.config.get("retention.compress_old"):
             self.repo.git("gc", "--auto", "--quiet", check=False)

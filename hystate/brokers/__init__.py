@@ -1,0 +1,1 @@
+"""Message brokers the event stream is published to (``hystate.events``)."""

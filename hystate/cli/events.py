@@ -1,0 +1,129 @@
+"""``hystate events``: publish the transitions to the event stream, follow it, and see where it
+stands. A thin skin over ``hystate.events``."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import click
+
+from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts
+
+_ENTRY_ID = re.compile(r"^(\$|0|\d{1,20}(-\d{1,20})?)$")
+
+
+@cli.group()
+def events() -> None:
+    """The event stream: every transition published once, in order, to Redis Streams.
+
+    Configured by the `events` block of hystate.yaml (README: Event stream).
+
+    \b
+    Examples:
+      hystate events publish
+      hystate events publish --follow
+      hystate events tail --from-id 0 --json
+      hystate events status
+    """
+
+
+@events.command()
+@click.option("--follow", is_flag=True, help="Keep publishing as the branch moves (a daemon).")
+@click.option(
+    "--interval", default=0.2, show_default=True, help="Seconds between checks with --follow."
+)
+@json_option
+@pass_opts
+def publish(opts: Options, follow: bool, interval: float, as_json: bool) -> None:
+    """Publish every transition the stream lacks, up to the tip of the published ref.
+
+    Safe to run any time, from any number of places: an event is never appended twice.
+
+    \b
+    Examples:
+      hystate events publish
+      hystate events publish --follow
+    """
+    from hystate import events as api
+
+    manager = opts.manager(cli_worker=False)
+    if follow:
+        if not 0.01 <= interval <= 3600:
+            raise click.BadParameter("between 0.01 and 3600 seconds", param_hint="--interval")
+        api.follow(
+            manager, interval=interval, report=lambda line: echo(f"hystate: {line}", err=True)
+        )
+        return
+    publisher = api.Publisher(manager)
+    try:
+        result = publisher.publish(lock_wait=manager.config.lock_timeout)
+    finally:
+        publisher.close()
+    if as_json:
+        emit_json(result.__dict__)
+        return
+    note = " (history rewritten: matched against the stream)" if result.resynced else ""
+    echo(f"published {result.published} event(s); stream at {result.last_id or 'empty'}{note}")
+
+
+@events.command()
+@click.option(
+    "--from-id",
+    "from_id",
+    default="0",
+    show_default=True,
+    metavar="ID",
+    help="Print the entries after this stream id (0: from the start, $: only new ones).",
+)
+@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new entries.")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many entries.")
+@json_option
+@pass_opts
+def tail(opts: Options, from_id: str, follow: bool, limit: int | None, as_json: bool) -> None:
+    """Print the stream's entries after an id: a consumer that restarts passes the last id
+    it handled and misses nothing.
+
+    \b
+    Examples:
+      hystate events tail --from-id 0 --json
+      hystate events tail --from-id 1732450000000-0 --follow
+    """
+    from hystate import events as api
+
+    if not _ENTRY_ID.fullmatch(from_id):
+        raise click.BadParameter("a stream id such as 1732450000000-0, 0 or $", param_hint="ID")
+    config = opts.manager(cli_worker=False).config
+    for shown, (entry_id, fields) in enumerate(api.consume(config, from_id, follow=follow), 1):
+        if as_json:
+            echo(json.dumps({"id": entry_id, **fields}, ensure_ascii=False))
+        else:
+            move = f"{fields.get('from') or '-'} -> {fields.get('to', '?')}"
+            echo(
+                f"{entry_id}  {fields.get('at', ''):<25} {fields.get('episode', ''):<40} "
+                f"{move:<26} {fields.get('commit', '')[:10]}"
+            )
+        sys.stdout.flush()
+        if limit is not None and shown >= limit:
+            return
+
+
+@events.command()
+@json_option
+@pass_opts
+def status(opts: Options, as_json: bool) -> None:
+    """Where the stream stands: the last published commit and how many events it lacks.
+
+    \b
+    Example:
+      hystate events status --json
+    """
+    from hystate import events as api
+
+    info = api.status(opts.manager(cli_worker=False))
+    if as_json:
+        emit_json(info)
+        return
+    for key, value in info.items():
+        echo(f"{key + ':':<18} {'-' if value is None else value}")
