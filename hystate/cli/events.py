@@ -32,7 +32,10 @@ def events() -> None:
 @events.command()
 @click.option("--follow", is_flag=True, help="Keep publishing as the branch moves (a daemon).")
 @click.option(
-    "--interval", default=0.2, show_default=True, help="Seconds between checks with --follow."
+    "--interval",
+    default=0.2,
+    show_default=True,
+    help="Seconds between checks with --follow (doubling up to 5 s while the broker is down).",
 )
 @json_option
 @pass_opts
