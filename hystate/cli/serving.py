@@ -80,5 +80,11 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     manager.notice(f"serving http://{shown}:{port}/ (Ctrl-C stops)")
     uvicorn.run(
-        server.app(), host=host, port=port, log_level="warning", access_log=False, lifespan="on"
+        server.app(),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=2,  # event streams never end by themselves
     )
