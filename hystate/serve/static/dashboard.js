@@ -51,7 +51,10 @@
         parts.push(svg("line", { x1: 48, x2: 750, y1: y, y2: y, class: "grid" }));
         parts.push(svg("text", { x: 44, y: y + 4, "text-anchor": "end" }, label));
       }
-      for (const [x, label] of chart.x_labels) parts.push(svg("text", { x: x, y: 252, "text-anchor": "middle" }, label));
+      chart.x_labels.forEach(([x, label], i) => {
+        const anchor = i === 0 ? "start" : (i === chart.x_labels.length - 1 ? "end" : "middle");
+        parts.push(svg("text", { x: x, y: 252, "text-anchor": anchor }, label));
+      });
       for (const line of chart.lines) {
         const p = svg("polyline", { fill: "none", stroke: line.colour, "stroke-width": 2, points: line.points });
         p.appendChild(svg("title", {}, line.name + ": " + line.last));
