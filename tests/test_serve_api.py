@@ -49,7 +49,9 @@ def test_status_and_list(served_repo: Path) -> None:
         by_year = http.get("/api/episodes", params={"year": year}).json()
         assert by_year["total"] == sum(1 for e in everything if e[17:21] == year)
         found = http.get("/api/episodes", params={"q": "Episode 13 &"}).json()
-        assert [e["title"] for e in found["items"]] == ['Hooting Yard On The Air: Episode 13 & "Friends"']
+        assert [e["title"] for e in found["items"]] == [
+            'Hooting Yard On The Air: Episode 13 & "Friends"'
+        ]
         assert http.get("/api/episodes", params={"q": "100%"}).json()["total"] == 0
 
         for bad in ({"stage": "nope"}, {"year": "20x4"}, {"per_page": "500"}, {"page": "-1"}):
@@ -66,7 +68,11 @@ def test_episode_history_and_diffs(served_repo: Path) -> None:
         assert data["episode"]["stage"] == "failed"
         assert data["file"] == manager.path_of(eid).read_text()
         steps = [(row["from"], row["to"]) for row in data["history"]]
-        assert steps == [(None, "discovered"), ("discovered", "downloading"), ("downloading", "failed")]
+        assert steps == [
+            (None, "discovered"),
+            ("discovered", "downloading"),
+            ("downloading", "failed"),
+        ]
         shas = [row["commit"] for row in data["history"]]
         newest_first = commits(served_repo)  # ids[1]'s advance, ids[0]'s fail, advance, discover
         assert shas == [newest_first[3], newest_first[2], newest_first[1]]
@@ -106,8 +112,14 @@ def test_graphql_read_only_with_limits(served_repo: Path) -> None:
         assert isinstance(data, dict)
         assert data["status"]["total"] == 20
         assert {c["stage"]: c["count"] for c in data["status"]["counts"]}["failed"] == 1
-        assert data["episodes"]["items"] == [{"episodeId": eid, "lastError": "HTTP 503 <b>upstream</b>"}]
-        assert [h["toStage"] for h in data["episode"]["history"]] == ["discovered", "downloading", "failed"]
+        assert data["episodes"]["items"] == [
+            {"episodeId": eid, "lastError": "HTTP 503 <b>upstream</b>"}
+        ]
+        assert [h["toStage"] for h in data["episode"]["history"]] == [
+            "discovered",
+            "downloading",
+            "failed",
+        ]
         assert gql('{ episode(episodeId: "hy0_nope") { stage } }')["data"] == {"episode": None}
 
         too_deep = gql("{ episodes { items { history { commit } } } }")

@@ -35,7 +35,11 @@ def test_events_live_and_resumed(repo: Path) -> None:
             sha = commits(repo)[0]
             assert (commit["event"], commit["id"]) == ("commit", sha)
             data = json.loads(commit["data"])
-            assert (data["episode_id"], data["from"], data["to"]) == (eids[0], "discovered", "downloading")
+            assert (data["episode_id"], data["from"], data["to"]) == (
+                eids[0],
+                "discovered",
+                "downloading",
+            )
             assert status["event"] == "status" and "id" not in status
             assert json.loads(status["data"])["counts"]["downloading"] == 1
         # while nobody listens: three more commits; a reconnect from `sha` gets exactly them
@@ -65,13 +69,16 @@ def test_events_live_and_resumed(repo: Path) -> None:
 def test_a_rewound_history_is_a_reset(repo: Path) -> None:
     eid = ids(repo)[0]
     assert run_hystate(repo, "advance", eid, "downloading").returncode == 0
-    with serving(repo, "--reports-every", "0") as srv, srv.client() as http:
-        with http.stream("GET", "/events") as stream:
-            events = EventReader(stream)
-            events.next(1)
-            git(repo, "reset", "-q", "--hard", "HEAD~1")
-            event = events.next(1)[0]
-            assert (event["event"], event["id"]) == ("reset", commits(repo)[0])
+    with (
+        serving(repo, "--reports-every", "0") as srv,
+        srv.client() as http,
+        http.stream("GET", "/events") as stream,
+    ):
+        events = EventReader(stream)
+        events.next(1)
+        git(repo, "reset", "-q", "--hard", "HEAD~1")
+        event = events.next(1)[0]
+        assert (event["event"], event["id"]) == ("reset", commits(repo)[0])
 
 
 def test_fifty_clients_each_get_the_commit(repo: Path) -> None:
@@ -138,18 +145,29 @@ def test_actions_refused_without_token(failed_repo: Path, monkeypatch: pytest.Mo
     eid = ids(failed_repo)[0]
     before = commits(failed_repo)
     with serving(failed_repo, "--reports-every", "0") as srv, srv.client() as http:
-        disabled = http.post(f"/api/actions/retry/{eid}", headers={"Authorization": f"Bearer {TOKEN}"})
+        disabled = http.post(
+            f"/api/actions/retry/{eid}", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         assert disabled.status_code == 403
     monkeypatch.setenv("HYSTATE_SERVE_TOKEN", TOKEN)
-    with serving(failed_repo, "--allow-actions", "--reports-every", "0") as srv, srv.client() as http:
-        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": TOKEN}):
+    with (
+        serving(failed_repo, "--allow-actions", "--reports-every", "0") as srv,
+        srv.client() as http,
+    ):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong-token-0123456789"},
+            {"Authorization": TOKEN},
+        ):
             refused = http.post(f"/api/actions/retry/{eid}", headers=headers)
             assert refused.status_code == 401, headers
             assert refused.headers["www-authenticate"].startswith("Bearer")
         assert http.get(f"/api/actions/retry/{eid}").status_code == 405
         auth = {"Authorization": f"Bearer {TOKEN}"}
         assert http.post(f"/api/actions/delete/{eid}", headers=auth).status_code == 404
-        assert http.post(f"/api/actions/retry/{ids(failed_repo)[1]}", headers=auth).status_code == 409
+        assert (
+            http.post(f"/api/actions/retry/{ids(failed_repo)[1]}", headers=auth).status_code == 409
+        )
         assert http.post(f"/api/actions/skip/{eid}", headers=auth).status_code == 400  # no reason
     assert commits(failed_repo) == before
 
@@ -175,7 +193,10 @@ def test_dry_run_then_action(failed_repo: Path, tmp_path: Path) -> None:
         assert (done["dry_run"], done["from"], done["to"]) == (False, "failed", "downloading")
         assert "+stage: downloading" in done["diff"]
         message = git(failed_repo, "log", "-1", "--format=%B")
-        assert message.startswith(f"{eid}: failed -> downloading") and "Hystate-Worker: hystate-serve" in message
+        assert (
+            message.startswith(f"{eid}: failed -> downloading")
+            and "Hystate-Worker: hystate-serve" in message
+        )
         assert git(failed_repo, "show", "--name-only", "--format=", "HEAD").split() == [
             StateManager(cwd=failed_repo).repo.relpath(StateManager(cwd=failed_repo).path_of(eid))
         ]

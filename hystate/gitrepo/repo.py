@@ -267,7 +267,9 @@ class GitRepo:
     def is_ancestor(self, older: str, newer: str) -> bool:
         """Whether commit ``older`` is ``newer`` or one of its ancestors (False when either is
         not a commit this repository has)."""
-        if not all(len(s) == 40 and all(c in "0123456789abcdef" for c in s) for s in (older, newer)):
+        if not all(
+            len(s) == 40 and all(c in "0123456789abcdef" for c in s) for s in (older, newer)
+        ):
             return False
         proc = subprocess.run(
             ["git", "merge-base", "--is-ancestor", older, newer],

@@ -149,9 +149,7 @@ def load_token(path: Path | None, env_value: str | None) -> str:
     else:
         token = (env_value or "").strip()
     if not token:
-        raise UsageError(
-            "--allow-actions needs a token: --token-file FILE or $HYSTATE_SERVE_TOKEN"
-        )
+        raise UsageError("--allow-actions needs a token: --token-file FILE or $HYSTATE_SERVE_TOKEN")
     if len(token) < MIN_TOKEN or not token.isprintable():
         raise UsageError(f"the actions' token must be at least {MIN_TOKEN} printable characters")
     return token

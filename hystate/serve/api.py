@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from anyio import to_thread
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from hystate.errors import HystateError, IllegalTransition, LockBusy, UnknownEpisode, UsageError
 from hystate.serve import actions

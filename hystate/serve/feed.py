@@ -134,7 +134,9 @@ class CommitFeed:
             return [encode("reset", {"head": position}, position)]
         return self._between(last_id, position)
 
-    async def stream(self, client: Client, position: str | None, last_id: str | None) -> AsyncIterator[bytes]:
+    async def stream(
+        self, client: Client, position: str | None, last_id: str | None
+    ) -> AsyncIterator[bytes]:
         try:
             yield b"retry: 1000\n\n"
             for event in await asyncio.to_thread(self.replay, last_id, position):

@@ -172,7 +172,9 @@ class ReadModel:
             params += [pattern + "%", pattern + "%"]
         clause = " AND ".join(where)
         cache = self.manager.cache
-        total = int(cache.query(f"SELECT count(*) FROM episode_states WHERE {clause}", (*params,))[0][0])
+        total = int(
+            cache.query(f"SELECT count(*) FROM episode_states WHERE {clause}", (*params,))[0][0]
+        )
         rows = cache.query(
             f"SELECT {', '.join(LIST_COLUMNS)} FROM episode_states WHERE {clause}"
             " ORDER BY date, episode_id LIMIT ? OFFSET ?",
