@@ -124,6 +124,19 @@ def test_dashboard_counts_live_update_and_hostile_title(browser: Any, live_repo:
         stage_cell = page.locator(f'#episodes tr[data-id="{target}"] .stage')
         expect(stage_cell).to_have_text("downloading", timeout=10_000)
 
+        # commits in a burst: the counts move with each, and the status computed after them
+        # (for one HEAD, plus the commits the page got after it) agrees: nothing counted twice
+        manager = StateManager(cwd=live_repo, worker="burst")
+        for eid in [e for e in _ids(live_repo) if e != "hy0_hostile"][14:17]:
+            manager.update_state(eid, "downloading")
+        head = commits(live_repo)[0]
+        expect(page.locator("#count-downloading")).to_have_text(
+            str(expected["downloading"] + 4), timeout=10_000
+        )
+        expect(page.locator("#head")).to_have_text(head[:12], timeout=30_000)
+        assert page.text_content("#count-downloading") == str(expected["downloading"] + 4)
+        assert page.text_content("#count-discovered") == str(expected["discovered"] - 4)
+
         # the search filters the list (through the API, drawn with textContent)
         page.fill("#search", "hostile")
         expect(page.locator("#episodes tr")).to_have_count(1, timeout=10_000)

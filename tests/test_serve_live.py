@@ -59,6 +59,10 @@ def test_events_live_and_resumed(repo: Path) -> None:
         replayed = [e for e in got if e["event"] == "commit"]
         assert [e["id"] for e in replayed] == missed
         assert [json.loads(e["data"])["episode_id"] for e in replayed] == eids[1:4]
+        # the same from the query string (a page's first connection names its HEAD so)
+        with http.stream("GET", "/events", params={"last_event_id": missed[1]}) as stream:
+            got = read_events(stream, 2)
+        assert [(e["event"], e["id"]) for e in got] == [("commit", missed[2]), ("hello", missed[2])]
         # an id the server cannot place (garbage, or not in this history) resets the page
         for bad in ("not-a-sha", "0" * 40):
             with http.stream("GET", "/events", headers={"Last-Event-ID": bad}) as stream:

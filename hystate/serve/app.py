@@ -95,6 +95,12 @@ class Server:
                 data = await asyncio.to_thread(self.model.dashboard)
             except Exception as exc:  # the next move tries again; the page keeps its data
                 data = {"error": f"{type(exc).__name__}: {exc}", "counts": {}, "total": 0}
+            # A status describes a HEAD the clients were already sent (pages add the commits
+            # that came after it to its counts): HEAD may have moved past the feed meanwhile.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5.0
+            while not self.feed.has_sent(data.get("head")) and loop.time() < deadline:
+                await asyncio.sleep(0.02)
             self.feed.publish(encode("status", data))
 
     @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,7 @@ class CommitFeed:
         self.position: str | None = repo.head().sha
         self.clients: set[Client] = set()
         self.dropped = 0  # clients dropped for being slow, since start
+        self.recent: deque[str] = deque(maxlen=MAX_REPLAY)  # shas published, oldest first
 
     # -- the one watcher -------------------------------------------------------------------
 
@@ -82,6 +84,8 @@ class CommitFeed:
         self.position = head  # with the publishing below, in one step of the loop
         for event in events:
             self.publish(event)
+        if head is not None:
+            self.recent.append(head)
         if self.on_move is not None:
             await self.on_move()
 
@@ -114,6 +118,10 @@ class CommitFeed:
         client.queue.put_nowait(_DROP)
 
     # -- one client ------------------------------------------------------------------------
+
+    def has_sent(self, sha: str | None) -> bool:
+        """Whether the clients have been sent commit ``sha`` (or it is where the feed began)."""
+        return sha is None or sha == self.position or sha in self.recent
 
     def subscribe(self) -> tuple[Client, str | None] | None:
         """A new client and the position its live events start after; None when full."""

@@ -62,6 +62,14 @@ class ReadModel:
         manager.refresh_once = True  # refreshed here, when HEAD moves
         self.lock = threading.Lock()
         self._dashboard: Dashboard | None = None
+        self._fresh_for: str | None = None  # the HEAD the cache was last refreshed at
+
+    def _refresh_for(self, head: str | None) -> None:
+        """Refresh the cache (under ``lock``) unless it already was at this HEAD: a refresh
+        scans the work tree, which at 100,000 files is the slowest step of a status."""
+        if head is None or head != self._fresh_for:
+            self.manager.refresh()
+            self._fresh_for = head
 
     @property
     def repo_head(self) -> str | None:
@@ -69,7 +77,7 @@ class ReadModel:
 
     def refresh(self) -> None:
         with self.lock:
-            self.manager.refresh()
+            self._refresh_for(self.repo_head)
 
     # -- the dashboard ---------------------------------------------------------------------
 
@@ -83,7 +91,7 @@ class ReadModel:
             current = self._dashboard
             if current is not None and current.head == head:
                 return current.data
-            self.manager.refresh()
+            self._refresh_for(head)
             data = self._collect(head)
             self._dashboard = Dashboard(head, data)
             return data
@@ -172,14 +180,34 @@ class ReadModel:
             params += [pattern + "%", pattern + "%"]
         clause = " AND ".join(where)
         cache = self.manager.cache
-        total = int(
-            cache.query(f"SELECT count(*) FROM episode_states WHERE {clause}", (*params,))[0][0]
-        )
-        rows = cache.query(
-            f"SELECT {', '.join(LIST_COLUMNS)} FROM episode_states WHERE {clause}"
-            " ORDER BY date, episode_id LIMIT ? OFFSET ?",
-            (*params, per_page, (page - 1) * per_page),
-        )
+        offset = (page - 1) * per_page
+        columns = ", ".join(LIST_COLUMNS)
+        if search:
+            # one pass over the rows (a text search reads them all): the matching ids in
+            # order, then the page's rows by id
+            found = [
+                r[0]
+                for r in cache.query(
+                    f"SELECT episode_id FROM episode_states WHERE {clause}"
+                    " ORDER BY date, episode_id",
+                    (*params,),
+                )
+            ]
+            total, wanted = len(found), found[offset : offset + per_page]
+            marks = ",".join("?" * len(wanted))
+            rows = cache.query(
+                f"SELECT {columns} FROM episode_states WHERE episode_id IN ({marks})"
+                " ORDER BY date, episode_id",
+                tuple(wanted),
+            )
+        else:
+            count = f"SELECT count(*) FROM episode_states WHERE {clause}"
+            total = int(cache.query(count, (*params,))[0][0])
+            rows = cache.query(
+                f"SELECT {columns} FROM episode_states WHERE {clause}"
+                " ORDER BY date, episode_id LIMIT ? OFFSET ?",
+                (*params, per_page, offset),
+            )
         return {
             "total": total,
             "page": page,

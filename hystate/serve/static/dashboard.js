@@ -66,17 +66,37 @@
     legend.replaceChildren(...keys);
   }
 
+  // The counts shown: the last status (computed by the server for one HEAD) plus what each
+  // commit the page was sent after that HEAD did, read from the commit's own trailers. So a
+  // commit moves the counts the moment it arrives; the next status replaces the estimate.
+  let base = { counts: Object.assign({}, initial.status.counts), total: initial.status.total };
+  let pending = [];
+  function showCounts() {
+    const counts = Object.assign({}, base.counts);
+    let total = base.total;
+    for (const c of pending) {
+      if (c.from && c.to && c.from in counts && c.to in counts) { counts[c.from] -= 1; counts[c.to] += 1; }
+      else if (!c.from && c.to === "discovered") { const n = parseInt(c.count || "1", 10) || 1; counts.discovered += n; total += n; }
+    }
+    $("total").textContent = total;
+    for (const [stage, n] of Object.entries(counts)) {
+      const cell = $("count-" + stage), bar = $("bar-" + stage);
+      if (cell) cell.textContent = n;
+      if (bar) { bar.max = total || 1; bar.value = n; }
+    }
+  }
+
   function applyStatus(s) {
+    if (s.counts && Object.keys(s.counts).length) {
+      const at = pending.findIndex((c) => c.sha === s.head);
+      pending = at >= 0 ? pending.slice(at + 1) : pending;  // not found: all came after it
+      base = { counts: Object.assign({}, s.counts), total: s.total };
+      showCounts();
+    }
     $("head").textContent = (s.head || "none").slice(0, 12);
     $("generated").textContent = s.generated_at || "";
     $("error").hidden = !s.error;
     $("error").textContent = s.error || "";
-    $("total").textContent = s.total;
-    for (const [stage, n] of Object.entries(s.counts || {})) {
-      const cell = $("count-" + stage), bar = $("bar-" + stage);
-      if (cell) cell.textContent = n;
-      if (bar) { bar.max = s.total || 1; bar.value = n; }
-    }
     if (s.error) return;
     $("completion").textContent = s.completion_percentage + "%";
     $("per-day").textContent = s.per_day === null ? "–" : s.per_day;
@@ -123,6 +143,13 @@
   }
 
   function addCommit(c) {
+    pending.push(c);
+    if (pending.length > 5000) pending.shift();
+    showCounts();
+    if (c.episode_id && c.to) {
+      const cell = document.querySelector('#episodes tr[data-id="' + CSS.escape(c.episode_id) + '"] .stage');
+      if (cell) cell.textContent = c.to;
+    }
     const li = el("li", null, "new");
     li.dataset.sha = c.sha;
     if (c.episode_id) li.dataset.episode = c.episode_id;
@@ -150,16 +177,19 @@
   if (initial.status.chart !== undefined) drawChart(initial.status.chart);
 
   let connected = false;
-  const events = new EventSource("/events");
+  // The first connection starts from the HEAD the page was rendered at (no commit missed in
+  // between); reconnections send the browser's Last-Event-ID.
+  const since = initial.status.head ? "?last_event_id=" + encodeURIComponent(initial.status.head) : "";
+  const events = new EventSource("/events" + since);
   const live = $("live");
   events.addEventListener("hello", () => {
     live.textContent = "live"; live.className = "live on";
-    if (connected) { loadStatus(); loadList(); }  // a reconnect: catch up with what changed
+    if (connected) loadList();  // a reconnect: the missed commits were replayed; the list may differ
     connected = true;
   });
   events.addEventListener("commit", (e) => addCommit(JSON.parse(e.data)));
   events.addEventListener("status", (e) => { applyStatus(JSON.parse(e.data)); loadList(); });
-  events.addEventListener("reset", () => { loadStatus(); loadList(); });
+  events.addEventListener("reset", () => { pending = []; loadStatus(); loadList(); });
   events.onerror = () => { live.textContent = "reconnecting"; live.className = "live off"; };
   window.hystate = { events: events };
 })();
