@@ -7,8 +7,9 @@ mixed stages of bench/common.py, built in one commit), measured from outside.
     event latency          commit (StateManager.update_state returned, in this process) ->
                            the commit shown in the open page's feed (Chromium), and -> the
                            page's counts updated; also -> an SSE client's read of the event
-    50 SSE clients         the server's RSS (its process tree, from /proc) before, while 50
-                           clients are connected and receive 20 commits, and after they leave
+    50 SSE clients         the server's RSS (its process tree, from /proc) before, while the
+                           clients are connected and receive 20 commits, and after they leave:
+                           once with 1 client, then with 50 (memory is flat if they match)
 
     python bench/serve.py                      # 100,000 episodes
     python bench/serve.py --episodes 10000 --repo /tmp/r10k   # reuse a built repository
@@ -142,17 +143,17 @@ def browser_figures(url: str, root: Path, ids: list[str], commits: int) -> dict[
     return out
 
 
-async def sse_figures(
-    url: str, root: Path, pid: int, ids: list[str], clients: int, commits: int
-) -> dict[str, Any]:
+async def sse_round(url: str, root: Path, pid: int, ids: list[str], clients: int) -> dict[str, Any]:
+    """``clients`` SSE clients connected, len(ids) commits made 0.8 s apart; the server's RSS
+    (sampled every 0.1 s) before, connected, at its peak while the commits are delivered, and
+    1 s after the clients left; the latency commit -> event read, at the first client."""
     manager = StateManager(cwd=root, worker="bench")
-    rss = {"before_kb": _tree_rss_kb(pid)}
+    rss = {"before": _tree_rss_kb(pid)}
     latencies: list[float] = []
     received = [0] * clients
     marks: dict[str, float] = {}
-    async with httpx.AsyncClient(
-        base_url=url, timeout=None, limits=httpx.Limits(max_connections=clients + 5)
-    ) as http:
+    limits = httpx.Limits(max_connections=clients + 5)
+    async with httpx.AsyncClient(base_url=url, timeout=None, limits=limits) as http:
         ready = [asyncio.Event() for _ in range(clients)]
 
         async def listen(n: int) -> None:
@@ -160,20 +161,17 @@ async def sse_figures(
                 async for line in stream.aiter_lines():
                     if line.startswith("event: hello"):
                         ready[n].set()
-                    elif line.startswith("id: ") and ready[n].is_set():
-                        sha = line[4:]
-                        if sha in marks:
-                            received[n] += 1
-                            if n == 0:
-                                latencies.append(time.perf_counter() - marks[sha])
-                            if received[n] >= commits:
-                                return
+                    elif line.startswith("id: ") and line[4:] in marks:
+                        received[n] += 1
+                        if n == 0:
+                            latencies.append(time.perf_counter() - marks[line[4:]])
+                        if received[n] >= len(ids):
+                            return
 
         tasks = [asyncio.create_task(listen(n)) for n in range(clients)]
         await asyncio.gather(*(r.wait() for r in ready))
-        rss["connected_kb"] = _tree_rss_kb(pid)
-        peak = rss["connected_kb"]
-        for eid in ids[:commits]:
+        rss["connected"] = peak = _tree_rss_kb(pid)
+        for eid in ids:
             result = await asyncio.to_thread(manager.update_state, eid, "downloading")
             assert result.commit
             marks[result.commit] = time.perf_counter()
@@ -181,18 +179,18 @@ async def sse_figures(
                 await asyncio.sleep(0.1)
                 peak = max(peak, _tree_rss_kb(pid))
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
-        rss["during_peak_kb"] = peak
+        rss["during_peak"] = peak
     await asyncio.sleep(1.0)
-    rss["after_kb"] = _tree_rss_kb(pid)
+    rss["after"] = _tree_rss_kb(pid)
     return {
         "clients": clients,
-        "commits": commits,
-        "every_client_got_every_commit": all(r == commits for r in received),
+        "commits": len(ids),
+        "every_client_got_every_commit": all(r == len(ids) for r in received),
         "event_latency_sse_ms": {
             "median": ms(statistics.median(latencies)),
             "max": ms(max(latencies)),
         },
-        "server_rss_mb": {k.replace("_kb", ""): round(v / 1024, 1) for k, v in rss.items()},
+        "server_rss_mb": {k: round(v / 1024, 1) for k, v in rss.items()},
     }
 
 
@@ -234,8 +232,10 @@ def main() -> None:
         try:
             result["api"] = api_pages(url)
             result["browser"] = browser_figures(url, root, ids, 10)
-            result["sse"] = asyncio.run(
-                sse_figures(url, root, proc.pid, ids[10:], args.clients, 20)
+            # the same 20 commits' worth of work with 1 client, then with 50: flat if alike
+            result["sse_1_client"] = asyncio.run(sse_round(url, root, proc.pid, ids[10:30], 1))
+            result["sse_clients"] = asyncio.run(
+                sse_round(url, root, proc.pid, ids[30:50], args.clients)
             )
         finally:
             proc.terminate()
