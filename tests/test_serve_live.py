@@ -118,19 +118,19 @@ def test_a_slow_client_is_dropped(repo: Path) -> None:
 
     async def main() -> None:
         commit_feed = feed.CommitFeed(GitRepo.discover(repo))
-        slow = commit_feed.subscribe()
-        fast = commit_feed.subscribe()
-        assert slow is not None and fast is not None
+        slow_stream = commit_feed.stream(None)
+        assert await anext(slow_stream) == b"retry: 1000\n\n"  # registered now
+        (slow,) = commit_feed.clients
+        fast, _ = commit_feed.subscribe()
         for n in range(feed.QUEUE_SIZE + 1):
             commit_feed.publish(feed.encode("commit", {"n": n}, f"{n:040x}"))
             if n < feed.QUEUE_SIZE:
-                fast[0].queue.get_nowait()  # this one keeps up
-        assert slow[0].dropped and not fast[0].dropped
-        assert slow[0].queue.qsize() == 1  # its backlog is freed; only the end mark is left
-        assert commit_feed.clients == {fast[0]}
-        stream = commit_feed.stream(slow[0], None, None)
-        chunks = [chunk async for chunk in stream]  # the stream ends after its hello
-        assert chunks[-1].startswith(b"event: hello")
+                fast.queue.get_nowait()  # this one keeps up
+        assert slow.dropped and not fast.dropped
+        assert slow.queue.qsize() == 1  # its backlog is freed; only the end mark is left
+        assert commit_feed.clients == {fast}
+        rest = [chunk async for chunk in slow_stream]  # its hello, then the stream ends
+        assert len(rest) == 1 and b"event: hello" in rest[0]
         assert commit_feed.dropped == 1
 
     asyncio.run(main())

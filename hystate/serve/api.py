@@ -82,13 +82,11 @@ class Api:
 
     async def events(self, request: Request) -> Response:
         feed = self.server.feed
-        subscribed = feed.subscribe()
-        if subscribed is None:
+        if feed.full:
             return json_response({"error": "too many event clients"}, 503, {"Retry-After": "5"})
-        client, position = subscribed
         last_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
         return StreamingResponse(
-            feed.stream(client, position, last_id),
+            feed.stream(last_id),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

@@ -123,10 +123,8 @@ class CommitFeed:
         """Whether the clients have been sent commit ``sha`` (or it is where the feed began)."""
         return sha is None or sha == self.position or sha in self.recent
 
-    def subscribe(self) -> tuple[Client, str | None] | None:
-        """A new client and the position its live events start after; None when full."""
-        if len(self.clients) >= MAX_CLIENTS:
-            return None
+    def subscribe(self) -> tuple[Client, str | None]:
+        """A new client and the position its live events start after."""
         client = Client()
         self.clients.add(client)
         return client, self.position
@@ -142,9 +140,15 @@ class CommitFeed:
             return [encode("reset", {"head": position}, position)]
         return self._between(last_id, position)
 
-    async def stream(
-        self, client: Client, position: str | None, last_id: str | None
-    ) -> AsyncIterator[bytes]:
+    @property
+    def full(self) -> bool:
+        return len(self.clients) >= MAX_CLIENTS
+
+    async def stream(self, last_id: str | None) -> AsyncIterator[bytes]:
+        """One client's events: those it missed since ``last_id`` (replayed from git), a
+        ``hello`` naming where it now is, then the live ones. The client is registered when
+        the stream starts and forgotten when it ends (however it ends)."""
+        client, position = self.subscribe()
         try:
             yield b"retry: 1000\n\n"
             for event in await asyncio.to_thread(self.replay, last_id, position):
@@ -156,7 +160,7 @@ class CommitFeed:
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                if event is _DROP or event == _DROP:
+                if event == _DROP:
                     return
                 yield event
         finally:
