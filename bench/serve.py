@@ -146,7 +146,7 @@ def browser_figures(url: str, root: Path, ids: list[str], commits: int) -> dict[
 async def sse_round(url: str, root: Path, pid: int, ids: list[str], clients: int) -> dict[str, Any]:
     """``clients`` SSE clients connected, len(ids) commits made 0.8 s apart; the server's RSS
     (sampled every 0.1 s) before, connected, at its peak while the commits are delivered, and
-    1 s after the clients left; the latency commit -> event read, at the first client."""
+    5 s after the clients left; the latency commit -> event read, at the first client."""
     manager = StateManager(cwd=root, worker="bench")
     rss = {"before": _tree_rss_kb(pid)}
     latencies: list[float] = []
@@ -180,7 +180,7 @@ async def sse_round(url: str, root: Path, pid: int, ids: list[str], clients: int
                 peak = max(peak, _tree_rss_kb(pid))
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
         rss["during_peak"] = peak
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(5.0)  # the status of the last commit may still be being computed
     rss["after"] = _tree_rss_kb(pid)
     return {
         "clients": clients,
