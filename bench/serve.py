@@ -4,10 +4,10 @@ mixed stages of bench/common.py, built in one commit), measured from outside.
     dashboard first load   headless Chromium (Debian's /usr/bin/chromium through Playwright):
                            a fresh page's navigation until the load event, and GET / alone
     API list page          GET /api/episodes: pages 1 and 1000, a stage, a year, a search
-    event latency          commit (StateManager.update_state returned, in this process) ->
+    event latency          commit (from just before StateManager.update_state, in this process) ->
                            the commit shown in the open page's feed (Chromium), and -> the
                            page's counts updated; also -> an SSE client's read of the event
-    50 SSE clients         the server's RSS (its process tree, from /proc) before, while the
+    50 SSE clients         the server process's RSS (/proc; the git processes it runs apart) before, while the
                            clients are connected and receive 20 commits, and after they leave:
                            once with 1 client, then with 50 (memory is flat if they match)
 
@@ -63,6 +63,15 @@ def start_server(root: Path) -> tuple[Any, str, float]:
         if proc.poll() is not None:
             raise SystemExit("hystate serve exited")
     return proc, url, time.perf_counter() - started
+
+
+def own_rss_kb(pid: int) -> int:
+    """The server process's own resident memory (without the git processes it runs)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 def ms(seconds: float) -> float:
@@ -124,8 +133,8 @@ def browser_figures(url: str, root: Path, ids: list[str], commits: int) -> dict[
         feed, counts = [], []
         for eid in ids[:commits]:
             before = int(page.text_content("#count-downloading"))
+            t0 = time.perf_counter()  # before the transition: an upper bound of the latency
             result = manager.update_state(eid, "downloading")
-            t0 = time.perf_counter()
             page.wait_for_selector(f'#feed li[data-sha="{result.commit}"]', timeout=30_000)
             feed.append(time.perf_counter() - t0)
             expect(page.locator("#count-downloading")).to_have_text(str(before + 1), timeout=30_000)
@@ -148,49 +157,55 @@ async def sse_round(url: str, root: Path, pid: int, ids: list[str], clients: int
     (sampled every 0.1 s) before, connected, at its peak while the commits are delivered, and
     5 s after the clients left; the latency commit -> event read, at the first client."""
     manager = StateManager(cwd=root, worker="bench")
-    rss = {"before": _tree_rss_kb(pid)}
-    latencies: list[float] = []
-    received = [0] * clients
-    marks: dict[str, float] = {}
+    rss = {"before": own_rss_kb(pid)}
+    tree_peak = _tree_rss_kb(pid)
+    arrivals: list[dict[str, float]] = [{} for _ in range(clients)]
+    started: dict[str, float] = {}
     limits = httpx.Limits(max_connections=clients + 5)
     async with httpx.AsyncClient(base_url=url, timeout=None, limits=limits) as http:
         ready = [asyncio.Event() for _ in range(clients)]
 
         async def listen(n: int) -> None:
+            sha = ""
             async with http.stream("GET", "/events") as stream:
                 async for line in stream.aiter_lines():
-                    if line.startswith("event: hello"):
+                    if line.startswith("id: "):
+                        sha = line[4:]
+                    elif line == "event: hello":
                         ready[n].set()
-                    elif line.startswith("id: ") and line[4:] in marks:
-                        received[n] += 1
-                        if n == 0:
-                            latencies.append(time.perf_counter() - marks[line[4:]])
-                        if received[n] >= len(ids):
+                    elif line == "event: commit" and ready[n].is_set():
+                        arrivals[n][sha] = time.perf_counter()
+                        if len(arrivals[n]) >= len(ids):
                             return
 
         tasks = [asyncio.create_task(listen(n)) for n in range(clients)]
         await asyncio.gather(*(r.wait() for r in ready))
-        rss["connected"] = peak = _tree_rss_kb(pid)
+        rss["connected"] = peak = own_rss_kb(pid)
         for eid in ids:
+            t0 = time.perf_counter()  # before the transition: an upper bound of the latency
             result = await asyncio.to_thread(manager.update_state, eid, "downloading")
             assert result.commit
-            marks[result.commit] = time.perf_counter()
+            started[result.commit] = t0
             for _ in range(8):
                 await asyncio.sleep(0.1)
-                peak = max(peak, _tree_rss_kb(pid))
+                peak = max(peak, own_rss_kb(pid))
+                tree_peak = max(tree_peak, _tree_rss_kb(pid))
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
         rss["during_peak"] = peak
     await asyncio.sleep(5.0)  # the status of the last commit may still be being computed
-    rss["after"] = _tree_rss_kb(pid)
+    rss["after"] = own_rss_kb(pid)
+    latencies = [arrivals[0][sha] - t0 for sha, t0 in started.items()]
+    received = [set(a) == set(started) for a in arrivals]
     return {
         "clients": clients,
         "commits": len(ids),
-        "every_client_got_every_commit": all(r == len(ids) for r in received),
+        "every_client_got_every_commit": all(received),
         "event_latency_sse_ms": {
             "median": ms(statistics.median(latencies)),
             "max": ms(max(latencies)),
         },
         "server_rss_mb": {k: round(v / 1024, 1) for k, v in rss.items()},
+        "peak_with_git_children_mb": round(tree_peak / 1024, 1),
     }
 
 
@@ -236,6 +251,10 @@ def main() -> None:
             result["sse_1_client"] = asyncio.run(sse_round(url, root, proc.pid, ids[10:30], 1))
             result["sse_clients"] = asyncio.run(
                 sse_round(url, root, proc.pid, ids[30:50], args.clients)
+            )
+            # and again: memory kept after the first round is not kept again (no leak)
+            result["sse_clients_again"] = asyncio.run(
+                sse_round(url, root, proc.pid, ids[50:70], args.clients)
             )
         finally:
             proc.terminate()
