@@ -20,11 +20,21 @@ if _fresh:
     _signal.signal(_signal.SIGINT, _interrupted_early)
     _signal.signal(_signal.SIGTERM, _interrupted_early)
 
-from hystate.cli import checks, events, migration, reading, reports, writing  # noqa: E402
+from hystate.cli import checks, events, migration, reading, reports, serving, writing  # noqa: E402
 from hystate.cli.app import cli, main  # noqa: E402
 
 if _fresh:
     _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
 
-__all__ = ["checks", "cli", "events", "main", "migration", "reading", "reports", "writing"]
+__all__ = [
+    "checks",
+    "cli",
+    "events",
+    "main",
+    "migration",
+    "reading",
+    "reports",
+    "serving",
+    "writing",
+]

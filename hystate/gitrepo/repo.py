@@ -218,9 +218,11 @@ class GitRepo:
         trailer_keys: Sequence[str] = (),
         paths: Sequence[str] = (),
         reverse: bool = False,
+        limit: int | None = None,
     ) -> list[tuple[Any, ...]]:
         """``git log rev -- paths``: per commit, the ``fields`` (git format placeholders) and
-        last a dict of the values of ``trailer_keys`` ("" where absent), parsed by git."""
+        last a dict of the values of ``trailer_keys`` ("" where absent), parsed by git.
+        ``limit``: at most that many commits (the newest; ``reverse`` applies after)."""
         if self.refs.head().sha is None:
             return []
         specs = [
@@ -229,6 +231,8 @@ class GitRepo:
         ]
         fmt = "%x1f".join(specs) + "%x1e"
         order = ["--reverse"] if reverse else []
+        if limit is not None:
+            order.append(f"--max-count={max(limit, 0)}")
         out = self.git("log", *order, f"--format={fmt}", rev, "--", *paths, check=False)
         rows: list[tuple[Any, ...]] = []
         for record in out.split("\x1e"):
@@ -239,6 +243,39 @@ class GitRepo:
             trail = {key: value.strip() for key, value in zip(trailer_keys, values, strict=True)}
             rows.append((*parts[: len(fields)], trail))
         return rows
+
+    def file_patches(self, rel: str, limit: int = 500) -> dict[str, str]:
+        """Commit sha -> the patch that commit made to ``rel`` (one ``git log -p``, newest
+        first, at most ``limit`` commits); only that file's part of each commit."""
+        if self.refs.head().sha is None:
+            return {}
+        out = self.git(
+            "log", "-p", "--no-color", "--no-ext-diff", "--no-textconv", f"--max-count={limit}",
+            "--format=%x1e%H", "HEAD", "--", rel, check=False,
+        )  # fmt: skip
+        patches: dict[str, str] = {}
+        last = None
+        for record in out.split("\x1e"):
+            sha, _, patch = record.partition("\n")
+            if len(sha) == 40 and all(c in "0123456789abcdef" for c in sha):
+                last = sha
+                patches[sha] = patch.strip("\n")
+            elif last is not None:  # the separator was inside the file: part of that patch
+                patches[last] += "\x1e" + record
+        return patches
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        """Whether commit ``older`` is ``newer`` or one of its ancestors (False when either is
+        not a commit this repository has)."""
+        if not all(
+            len(s) == 40 and all(c in "0123456789abcdef" for c in s) for s in (older, newer)
+        ):
+            return False
+        proc = subprocess.run(
+            ["git", "merge-base", "--is-ancestor", older, newer],
+            cwd=self.root, capture_output=True, check=False,
+        )  # fmt: skip
+        return proc.returncode == 0
 
     def relpath(self, path: Path) -> str:
         """``path`` (absolute, under the resolved work tree) relative to the repo root."""

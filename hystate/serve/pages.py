@@ -1,0 +1,68 @@
+"""The HTML pages: the dashboard and a page per episode, rendered by Jinja2 with autoescape on
+(everything from files is text, never markup). The data the dashboard's script starts from is
+embedded as JSON with ``tojson`` (``<``, ``>``, ``&`` and ``'`` escaped), in a
+``type="application/json"`` block the browser never runs; the script only ever sets
+``textContent`` and attributes."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from anyio import to_thread
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from hystate.errors import HystateError, UnknownEpisode
+from hystate.model import ProcessingStage
+
+if TYPE_CHECKING:
+    from hystate.serve.app import Server
+
+
+@cache
+def environment() -> Environment:
+    return Environment(
+        loader=PackageLoader("hystate.serve", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+    )
+
+
+def render(template: str, code: int = 200, **values: Any) -> Response:
+    html = environment().get_template(template).render(**values)
+    return HTMLResponse(html, code)
+
+
+class Pages:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def dashboard(self, request: Request) -> Response:
+        model = self.server.model
+
+        def build() -> dict[str, Any]:
+            return {"status": model.dashboard(), "page": model.episodes()}
+
+        try:
+            data = await to_thread.run_sync(build)
+        except HystateError as exc:
+            return render("error.html.j2", 500, message=str(exc))
+        return render(
+            "dashboard.html.j2",
+            status=data["status"],
+            page=data["page"],
+            initial=data,
+            stages=[s.value for s in ProcessingStage],
+            actions=self.server.token is not None,
+        )
+
+    async def episode(self, request: Request) -> Response:
+        eid = request.path_params["episode_id"]
+        try:
+            data = await to_thread.run_sync(lambda: self.server.model.episode(eid))
+        except UnknownEpisode as exc:
+            return render("error.html.j2", 404, message=str(exc))
+        except HystateError as exc:
+            return render("error.html.j2", 400, message=str(exc))
+        return render("episode.html.j2", data=data, actions=self.server.token is not None)
