@@ -8,7 +8,9 @@ import json
 from typing import Any
 
 # 4: episode_states_stage also covers the forecast's groups (status at 100k: 240 -> 75 ms)
-FORMAT_VERSION = "4"
+# 5: the caches reflect HEAD's tree only (hystate.cache_tree); episode_states_groups streams
+#    the forecast's GROUP BY in index order (100k: 71 -> 30 ms)
+FORMAT_VERSION = "5"
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE episode_states (
@@ -41,6 +43,8 @@ CREATE TABLE episode_states (
 );
 CREATE INDEX episode_states_stage ON episode_states (stage, date, episode_id, failed_stage,
     download_attempts, conversion_attempts, upload_attempts, audio_size, audio_duration);
+CREATE INDEX episode_states_groups ON episode_states (stage, failed_stage, download_attempts,
+    conversion_attempts, upload_attempts, audio_size, audio_duration);
 CREATE INDEX episode_states_year ON episode_states (year);
 CREATE TABLE processing_log (
     id INTEGER PRIMARY KEY,

@@ -359,12 +359,7 @@ class RecoveryManager:
 
     def _cache(self, repair: bool) -> list[Finding]:
         cache = self.manager.cache
-        tree = self.repo.subtree(cache.rel_dir)
-        try:
-            current = cache._current(tree, cache._dirty())
-        except Exception:
-            current = False
-        if current:
+        if cache.is_current():
             return []
         finding = Finding("cache", self._rel(cache.db_path), "caches out of date")
         if repair:

@@ -142,11 +142,9 @@ def test_repeated_moves_get_their_own_commits_in_order(
 
 def whole_index(manager: StateManager) -> str:
     """index.json as generated whole from the cache."""
-    from hystate import jsonindex
-
     out = manager.state_dir / "whole.json"
     with manager.cache.connect() as db:
-        jsonindex.write(db, out)
+        db.write_index(out)
     return out.read_text()
 
 
