@@ -77,8 +77,16 @@ def post(url: str, body: bytes, deadline: float = DEADLINE) -> int:
     http.client.HTTPException otherwise. Redirects are returned, never followed."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    https = parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
+    started = time.monotonic()
+    addresses = resolve(host, port, deadline)
+    deadline -= time.monotonic() - started
+    if deadline <= 0:
+        raise DeliveryTimeout
+    kind = _PinnedTLS if https else _Pinned
     conn = kind(host, parts.port, timeout=deadline)
+    conn.addresses = addresses
     expired = threading.Event()
 
     def cut_off() -> None:
@@ -97,7 +105,6 @@ def post(url: str, body: bytes, deadline: float = DEADLINE) -> int:
         login = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    started = time.monotonic()
     watchdog.start()
     try:
         conn.request("POST", target, body=body, headers=headers)
@@ -112,6 +119,56 @@ def post(url: str, body: bytes, deadline: float = DEADLINE) -> int:
     if expired.is_set():
         raise DeliveryTimeout
     return status
+
+
+def resolve(host: str, port: int, deadline: float) -> list[tuple[str, int]]:
+    """The addresses to connect to (in the resolver's order), found within ``deadline`` seconds: the name is resolved in a
+    worker thread (``getaddrinfo`` has no timeout of its own; a resolver that never answers
+    would hold the caller for as long as the system's resolver retries), which is left behind
+    if it takes longer. Raises DeliveryTimeout, or OSError when the name does not resolve."""
+    found: list[tuple[str, int]] = []
+    failed: list[OSError] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            found.extend((str(info[4][0]), int(info[4][1])) for info in infos)
+        except OSError as exc:
+            failed.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="hystate-resolve", daemon=True).start()
+    if not done.wait(max(deadline, 0.0)):
+        raise DeliveryTimeout
+    if failed:
+        raise failed[0]
+    if not found:
+        raise OSError(f"{host} has no address")
+    return found
+
+
+class _Pinned(http.client.HTTPConnection):
+    """Connects to the first of ``addresses`` that answers (resolved beforehand, within the
+    deadline); the Host header keeps the name from the URL."""
+
+    addresses: list[tuple[str, int]]
+
+    def connect(self) -> None:
+        error: OSError | None = None
+        for address in self.addresses:
+            try:
+                self.sock = socket.create_connection(address, self.timeout, self.source_address)
+                return
+            except OSError as exc:
+                error = exc
+        raise error or OSError("no address to connect to")
+
+
+class _PinnedTLS(http.client.HTTPSConnection, _Pinned):
+    """The same over TLS: ``HTTPSConnection.connect`` wraps the socket ``_Pinned.connect``
+    opened, with the URL's name for SNI and the certificate check."""
 
 
 class AlertStreak:
