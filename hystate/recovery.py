@@ -7,7 +7,8 @@
   older state than HEAD, which a person's plain `git commit` would record, are set back);
 - transitions reverted by a commit made without hystate (a person's `git commit` with a stale
   index, the pre-commit hook bypassed): re-applied by a hystate commit naming that commit;
-- stale locks (hystate's, and git's own lock files a dead hystate process left);
+- stale locks (hystate's, and git's own lock files a dead hystate process left); lock paths
+  that are not files (removed only when an empty folder or a FIFO nobody has open);
 - episodes stuck in an active stage (their lease expired, or the worker process that registered
   itself on this host is gone: see ``hystate.leases``): they become failed with "worker lost",
   so the retry budget applies;
@@ -117,6 +118,7 @@ class RecoveryManager:
                 lock.unlink(missing_ok=True)
                 finding.repaired, finding.action = True, "removed"
             found.append(finding)
+        found += sweep.foreign_locks(self.manager, repair=repair)
         # git's own lock files, left by a hystate process killed while committing: the git
         # layer knows for certain which are hystate's (never a live process's, never git's).
         for lock in self.repo.git_locks():

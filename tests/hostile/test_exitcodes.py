@@ -82,11 +82,14 @@ def test_corrupt_cache_meta_is_rebuilt_not_a_crash(repo: Path, name: str) -> Non
 
 @pytest.mark.parametrize("command", [["list"], ["status"], ["next", "downloading"]])
 def test_a_file_name_that_is_not_utf8_is_named_not_a_crash(repo: Path, command: list[str]) -> None:
+    """Committed (reads follow HEAD's tree; an uncommitted one is validate's and fsck's)."""
     bad = os.path.join(os.fsencode(repo / "processed" / "2004"), b"\xff\xfe.yaml")
     with open(bad, "wb") as fh:
         fh.write(b"title: x\n")
+    commit_all(repo, "a bad name")
     refused(repo, command, 5, contains="\\udcff")
     os.unlink(bad)
+    commit_all(repo, "gone")
     assert run(repo, *command).code == 0  # and forgotten once it is gone
 
 
