@@ -122,10 +122,11 @@ def post(url: str, body: bytes, deadline: float = DEADLINE) -> int:
 
 
 def resolve(host: str, port: int, deadline: float) -> list[tuple[str, int]]:
-    """The addresses to connect to (in the resolver's order), found within ``deadline`` seconds: the name is resolved in a
-    worker thread (``getaddrinfo`` has no timeout of its own; a resolver that never answers
-    would hold the caller for as long as the system's resolver retries), which is left behind
-    if it takes longer. Raises DeliveryTimeout, or OSError when the name does not resolve."""
+    """The addresses to connect to (in the resolver's order), found within ``deadline``
+    seconds. The name is resolved in a worker thread: ``getaddrinfo`` has no timeout of its
+    own, and a resolver that never answers would hold the caller for as long as the system's
+    resolver retries; the thread is left behind if it takes longer. Raises DeliveryTimeout, or
+    OSError when the name does not resolve."""
     found: list[tuple[str, int]] = []
     failed: list[OSError] = []
     done = threading.Event()
@@ -159,7 +160,7 @@ class _Pinned(http.client.HTTPConnection):
         error: OSError | None = None
         for address in self.addresses:
             try:
-                self.sock = socket.create_connection(address, self.timeout, self.source_address)
+                self.sock = socket.create_connection(address, self.timeout)
                 return
             except OSError as exc:
                 error = exc

@@ -82,7 +82,9 @@ class CacheDB:
 
     # -- rows ------------------------------------------------------------------------------
 
-    def forget(self, paths: Iterable[str], episode_ids: Iterable[str]) -> dict[tuple[Any, ...], str]:
+    def forget(
+        self, paths: Iterable[str], episode_ids: Iterable[str]
+    ) -> dict[tuple[Any, ...], str]:
         """Remove the problems of ``paths`` and the rows of ``episode_ids``; return the commits
         already attributed to their log rows, by (episode, timestamp, from, to)."""
         ids = [(e,) for e in episode_ids]

@@ -2,11 +2,12 @@
 fast lookups by other tools; a cache derived from ``state.db`` (see ``hystate.cache``).
 
 After a rebuild it is generated whole from SQLite (~0.3 s at 100,000 episodes). After a refresh
-that changed a few episodes it is spliced instead: the entries that changed are found in the
-previous file (a forward scan, since both are in id order) and the new file is the old bytes
-with those entries replaced: a copy of the file (~25 ms at 100,000 episodes, 13-22 MB, most of
-it the rename freeing the old file) instead of 100,000 entries generated again. Either way the
-file is replaced atomically (temp file, rename), so a reader sees the old or the new file.
+that changed a few episodes it is spliced instead: the previous file is mapped, each changed
+entry found by bisection (entries are in id order) and matched byte for byte, and the new file
+is the old one's unchanged ranges copied by the kernel (``copy_file_range``) with the new
+entries between them: ~10 ms at 100,000 episodes (13-22 MB) instead of 100,000 entries generated
+again. Either way the file is replaced atomically (temp file, rename), so a reader sees the old
+or the new file; the replaced file is freed by a thread, off the refresh's path.
 
 The stamp (size, mtime, inode) of the file hystate last wrote is kept in ``state.db``; a file
 that is missing or not the one hystate wrote, or any entry not found where expected, means the
@@ -19,8 +20,8 @@ import itertools
 import json
 import mmap
 import os
-import threading
 import sqlite3
+import threading
 from pathlib import Path
 
 INDEX_FILE = "index.json"
@@ -156,10 +157,11 @@ def _replace(
     old = path.with_name(f".{path.name}.{os.getpid()}.{next(_OLD)}.old")
     try:
         os.link(path, old, follow_symlinks=False)  # keeps the replaced file's data alive
+        linked = True
     except OSError:
-        old = None  # none yet (or a link cannot be made here): the rename frees it
+        linked = False  # none yet (or a link cannot be made here): the rename frees it
     os.replace(tmp, path)
-    if old is not None:
+    if linked:
         threading.Thread(target=old.unlink, kwargs={"missing_ok": True}).start()
 
 

@@ -18,7 +18,6 @@ from hystate.recovery import RecoveryManager
 from hystate.summary import generate_summary
 from tests.conftest import Cli, git
 
-
 ID = ("-c", "user.name=u", "-c", "user.email=u@x", "-c", "core.hooksPath=/dev/null")
 
 

@@ -180,6 +180,7 @@ def cli(ctx: click.Context, verbose: bool, state_dir: str | None) -> None:
     """
     ctx.obj = Options(verbose, state_dir)
 
+
 pass_opts = click.make_pass_decorator(Options)
 
 

@@ -528,9 +528,7 @@ def test_fsck_repair_keeps_a_lock_it_cannot_remove_safely(
     _no_leak(result.output)
 
 
-def test_fsck_repair_keeps_a_fifo_lock_a_live_process_has_open(
-    repo: Path, episode: Path
-) -> None:
+def test_fsck_repair_keeps_a_fifo_lock_a_live_process_has_open(repo: Path, episode: Path) -> None:
     lock = _lock_path(repo, episode)
     os.mkfifo(lock)
     holder = subprocess.Popen(  # holds the FIFO open for reading and writing (never blocks)
