@@ -34,7 +34,7 @@ from hystate import audit, jsonindex
 from hystate.cache_db import CacheDB
 from hystate.cache_schema import FORMAT_VERSION
 from hystate.cache_tree import Entry, Loader, StateTree, key, stem
-from hystate.errors import Problem
+from hystate.errors import GitError, Problem
 
 if TYPE_CHECKING:
     from hystate.gitrepo import GitRepo, Head
@@ -157,8 +157,14 @@ class StateCache:
             rebuild = force or meta.get("format") != FORMAT_VERSION
             if not rebuild and self._matches(meta, tree):
                 return RefreshResult(0, False)
+            reason = "forced" if force else ("missing" if not meta else "old format")
+            if not rebuild:
+                old = StateTree(self.repo.objects, bytes.fromhex(meta.get("tree") or "") or None)
+                try:
+                    changed = new.changed_since(old)
+                except GitError:  # the tree it was made from is gone (history rewritten, gc)
+                    rebuild, reason = True, "the tree it reflected is gone from git"
             if rebuild:
-                reason = "forced" if force else ("missing" if not meta else "old format")
                 db.reset()
                 entries = new.everything()
                 copies: dict[str, list[str]] = {}
@@ -167,8 +173,6 @@ class StateCache:
                         copies.setdefault(stem(path), []).append(path)
             else:
                 reason = ""
-                old = StateTree(self.repo.objects, bytes.fromhex(meta.get("tree") or "") or None)
-                changed = new.changed_since(old)
                 copies = new.copies({stem(p) for p in changed if "/" in p})
                 found = {p for paths in copies.values() for p in paths}
                 entries = [new.entry(p) for p in sorted(set(changed) | found)]

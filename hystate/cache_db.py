@@ -61,8 +61,10 @@ class CacheDB:
         meta = {str(k): v for k, v in rows}
         if not all(isinstance(v, str) for v in meta.values()):
             return {}
+        tree = meta.get("tree") or ""
         try:
-            bytes.fromhex(meta.get("tree") or "")
+            if len(bytes.fromhex(tree)) not in (0, 20):
+                return {}
         except ValueError:
             return {}
         return meta

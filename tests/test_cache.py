@@ -323,3 +323,20 @@ def test_a_deletion_shows_up_once_committed(manager: StateManager, episode_id: s
     assert manager.count_all_episodes() == 19
     git(manager.repo.root, *ID, "revert", "--no-edit", "HEAD")
     assert manager.count_all_episodes() == 20
+
+
+def test_a_cache_whose_tree_git_pruned_is_rebuilt(manager: StateManager, episode_id: str) -> None:
+    """History rewritten and gc'd: the tree the cache reflected is gone from git. The refresh
+    cannot diff against it, so it rebuilds (before the tree diff, this could not happen)."""
+    repo = manager.repo.root
+    manager.update_state(episode_id, "downloading")
+    manager.refresh()
+    git(repo, "reset", "-q", "--hard", "HEAD~1")
+    git(repo, "reflog", "expire", "--expire=now", "--all")
+    git(repo, "gc", "-q", "--prune=now")
+    fresh = StateManager(cwd=repo)  # a new process: no tree held in memory
+    notices: list[str] = []
+    fresh.cache.notice = notices.append
+    assert fresh.count_by_stage()["downloading"] == 0
+    assert notices and "gone from git" in notices[0]
+    assert fresh.count_all_episodes() == 20

@@ -55,8 +55,9 @@ def test_nul_in_a_configured_path_is_invalid_data(repo: Path, key: str) -> None:
 
 META_DAMAGE = {
     "tree-not-hex": "UPDATE meta SET value = 'zz' WHERE key = 'tree'",
-    "dirty-not-json": "UPDATE meta SET value = '[1' WHERE key = 'dirty'",
-    "dirty-a-list": "UPDATE meta SET value = '[]' WHERE key = 'dirty'",
+    "head-not-a-commit": "UPDATE meta SET value = 'zz' WHERE key = 'head'",
+    "index-an-int": "UPDATE meta SET value = 5 WHERE key = 'index'",
+    "tree-of-nothing": "UPDATE meta SET value = '00' WHERE key = 'tree'",
     "format-an-int": "UPDATE meta SET value = 3 WHERE key = 'format'",
     "wrong-columns": "DROP TABLE meta; CREATE TABLE meta (a, b)",
     "extra-column": "DROP TABLE meta; CREATE TABLE meta (key, value, x)",
