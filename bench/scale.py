@@ -127,6 +127,7 @@ def one_size(n: int, runs: int, tmp: Path) -> dict[str, Any]:
     say = lambda what: print(f"[{n:,}] {what}", file=sys.stderr, flush=True)  # noqa: E731
 
     root.mkdir()
+    loads = [os.getloadavg()[0]]
     say("hystate init")
     best(r, "init", [exe, "init"], root)
     say("hystate discover --from catalog.jsonl")
@@ -176,6 +177,8 @@ def one_size(n: int, runs: int, tmp: Path) -> dict[str, Any]:
     best(r, "fsck", [exe, "fsck"], root, sample=True)
     say("naive: validating every YAML file with jsonschema")
     best(r, "naive_validate", [sys.executable, "-c", NAIVE_VALIDATE, str(SCHEMA)], root)
+    loads.append(os.getloadavg()[0])
+    r["load_min"], r["load_max"] = min(loads), max(loads)
     index_json = root / ".git" / "hystate" / "cache" / "processed" / "index.json"
     r["index_json_kb"] = index_json.stat().st_size // 1024
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
@@ -279,6 +282,9 @@ def main() -> None:
             results.append(one_size(n, args.runs, Path(tmp)))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     result = {"machine": machine(), "sizes": args.sizes, "runs": args.runs, "results": results}
+    low = min(r["load_min"] for r in results)
+    high = max(r["load_max"] for r in results)
+    result["load"] = f"1-minute load average {low:.1f} to {high:.1f} at the ends of each size's run"
     result["table"] = table(results)
     print(result["table"], file=sys.stderr)
     emit(result, args.json)
