@@ -167,10 +167,15 @@ class StateCache:
             if rebuild:
                 db.reset()
                 entries = new.everything()
+                self.repo.objects.forget_trees()  # before the workers fork: they need none
+                first: dict[str, str] = {}
                 copies: dict[str, list[str]] = {}
                 for path, _, _ in entries:
                     if "/" in path:
-                        copies.setdefault(stem(path), []).append(path)
+                        seen = first.setdefault(stem(path), path)
+                        if seen != path:
+                            copies.setdefault(stem(path), [seen]).append(path)
+                del first
             else:
                 reason = ""
                 copies = new.copies({stem(p) for p in changed if "/" in p})

@@ -234,6 +234,10 @@ class ObjectStore:
         self._remember(sha, tree)
         return tree
 
+    def forget_trees(self) -> None:
+        """Drop the parsed trees kept for the next lookups (a large listing is done)."""
+        self._trees.clear()
+
     def _remember(self, sha: bytes, tree: Tree) -> None:
         if len(self._trees) > 64:
             self._trees.clear()
