@@ -3,7 +3,6 @@ writes these tables; readers ask ``StateCache.query`` (see ``hystate.queries``).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -172,7 +171,3 @@ class CacheDB:
         after: dict[str, str] | None = None,
     ) -> None:
         jsonindex.write(self.db, path, before=before, after=after)
-
-
-def problem_json(found: list[Any]) -> str:
-    return json.dumps([p.as_dict() for p in found])
