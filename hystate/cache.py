@@ -161,7 +161,7 @@ class StateCache:
             if not rebuild:
                 old = StateTree(self.repo.objects, bytes.fromhex(meta.get("tree") or "") or None)
                 try:
-                    changed = new.changed_since(old)
+                    changed, moved = new.changed_since(old)
                 except GitError:  # the tree it was made from is gone (history rewritten, gc)
                     rebuild, reason = True, "the tree it reflected is gone from git"
             if rebuild:
@@ -178,7 +178,10 @@ class StateCache:
                 del first
             else:
                 reason = ""
-                copies = new.copies({stem(p) for p in changed if "/" in p})
+                # an id's other copies matter where a file came or went, or was a duplicate
+                # (each check reads every year tree: not for a plain transition)
+                suspects = moved | db.with_problems([key(p) for p in changed])
+                copies = new.copies({stem(p) for p in suspects if "/" in p})
                 found = {p for paths in copies.values() for p in paths}
                 entries = [new.entry(p) for p in sorted(set(changed) | found)]
             duplicates = {s: paths for s, paths in copies.items() if len(paths) > 1}

@@ -3,6 +3,7 @@ writes these tables; readers ask ``StateCache.query`` (see ``hystate.queries``).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -154,6 +155,14 @@ class CacheDB:
     def problems(self) -> list[tuple[str, str]]:
         """(path, JSON list of problems) of every file the cache could not take in."""
         return self.db.execute("SELECT path, detail FROM problems ORDER BY path").fetchall()
+
+    def with_problems(self, paths: list[str]) -> set[str]:
+        """Those of ``paths`` that have problems recorded."""
+        found = self.db.execute(
+            "SELECT path FROM problems WHERE path IN (SELECT value FROM json_each(?))",
+            (json.dumps(paths),),
+        ).fetchall()
+        return {path for (path,) in found}
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         self.db.row_factory = sqlite3.Row

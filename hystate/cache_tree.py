@@ -91,13 +91,15 @@ class StateTree:
             found = self.objects.tree(found[1]).get(file.encode("utf-8", "surrogateescape"))
         return (path, *found) if found is not None else (path, b"", b"")
 
-    def changed_since(self, old: StateTree) -> list[str]:
-        """The paths whose entries differ from ``old``'s: only the year trees whose shas
+    def changed_since(self, old: StateTree) -> tuple[list[str], set[str]]:
+        """The paths whose entries differ from ``old``'s, and those of them that were added or
+        removed (only these can make or end a duplicate id): only the year trees whose shas
         changed are read."""
         if old.sha == self.sha:
-            return []
+            return [], set()
         a, b = old._top(), self._top()
         changed: list[str] = []
+        moved: set[str] = set()
         for name in a.keys() | b.keys():
             year = _text(name)
             x, y = a.get(name), b.get(name)
@@ -105,9 +107,13 @@ class StateTree:
                 continue
             if any(e is not None and e[:-20] != TREE_MODE for e in (x, y)):
                 changed.append(year)  # not a folder (a problem), or no longer one
-            names = self._tree_of(x).changed(self._tree_of(y))
-            changed.extend(f"{year}/{_text(n)}" for n in names if _is_episode_name(_text(n)))
-        return sorted(changed)
+            before, after = self._tree_of(x), self._tree_of(y)
+            for n in before.changed(after):
+                if _is_episode_name(_text(n)):
+                    changed.append(f"{year}/{_text(n)}")
+                    if before.get(n) is None or after.get(n) is None:
+                        moved.add(changed[-1])
+        return sorted(changed), moved
 
     def _tree_of(self, entry: bytes | None) -> Tree:
         if entry is None or entry[:-20] != TREE_MODE:

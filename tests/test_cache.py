@@ -340,3 +340,31 @@ def test_a_cache_whose_tree_git_pruned_is_rebuilt(manager: StateManager, episode
     assert fresh.count_by_stage()["downloading"] == 0
     assert notices and "gone from git" in notices[0]
     assert fresh.count_all_episodes() == 20
+
+
+def test_a_duplicate_id_comes_stays_and_goes_with_commits(
+    manager: StateManager, episode_id: str
+) -> None:
+    """With a warm cache: a copy in another year folder committed, then edited, then removed.
+    (A plain transition does not look for copies; a file added or removed, or one already a
+    duplicate, does.)"""
+    repo = manager.repo.root
+    path = manager.path_of(episode_id)
+    manager.refresh()
+    copy = path.parent.parent / "2031" / path.name
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    git(repo, "add", str(copy))
+    git(repo, *ID, "commit", "-q", "-m", "a copy")
+    with pytest.raises(InvalidData, match="duplicate id"):
+        manager.count_all_episodes()
+    copy.write_text(copy.read_text().replace("status_message: null", "status_message: x"))
+    git(repo, *ID, "commit", "-q", "-am", "the copy edited")
+    with pytest.raises(InvalidData, match="duplicate id"):
+        manager.count_all_episodes()
+    git(repo, "rm", "-q", str(copy))
+    git(repo, *ID, "commit", "-q", "-m", "the copy removed")
+    assert manager.count_all_episodes() == 20
+    assert manager.episode(episode_id).stage.value == "discovered"
+    manager.update_state(episode_id, "downloading")  # a plain transition: no copies looked for
+    assert manager.count_by_stage()["downloading"] == 1
