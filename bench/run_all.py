@@ -202,7 +202,11 @@ person's uncommitted edit, and both are `fsck`'s and `validate`'s business (`fsc
   trees; the year trees compared as sets of raw entries), one blob read, the SQLite update and
   index.json spliced: {large["refresh_after_transition_ms"]:.0f} ms at {sizes[-1]:,}
   ({small["refresh_after_transition_ms"]:.0f} ms at {sizes[0]:,}); the last one re-read
-  {large["refresh_reread"]} file. It was 235 ms at 100,000 (222 ms of it `git status`).
+  {large["refresh_reread"]} file. It was 235 ms at 100,000 (222 ms of it `git status`). It
+  still grows with n (a year tree holds n/20 entries; index.json is copied whole by the
+  kernel), not with the number of changes; measured apart at 100,000, three rounds of nine:
+  medians 26-28 ms at load average ~1, 34 ms at ~8; the first refresh of a fresh process
+  (trees not parsed yet) ~0.1 s, which `status after one transition` includes.
 - What changed for users: a hand edit no longer changes `list`/`status`/`next` until it is
   committed (they show HEAD, the state of record, which is also what a transition requires: it
   refuses a file that differs from HEAD). `show` still reads the file. An uncommitted link or
@@ -218,7 +222,9 @@ person's uncommitted edit, and both are `fsck`'s and `validate`'s business (`fsc
 groups query streams through its own covering index (`episode_states_groups`, cache format 5:
 71 → 30 ms); a connection to `state.db` is kept per process and thread (opening one and closing
 the last one, a WAL checkpoint, cost ~10 ms a refresh); the rest is Python start-up and imports
-(~80 ms with bytecode). `list --stage failed`: {large["list_s"]:.2f} s wall.
+(~80 ms with bytecode). `list --stage failed`: {large["list_s"]:.2f} s wall. Measured apart
+at 100,000 (three rounds of seven, load average ~1): `status` medians 0.15-0.16 s, `list` 0.07-
+0.08 s; at load average ~8 (five runs): `status` median 0.28 s (0.22-0.43), `list` 0.17 s.
 
 **index.json kept in step.** Generated whole only after a rebuild or when episodes are added or
 removed; otherwise spliced: the previous file is mapped, each changed entry found by bisection
@@ -227,6 +233,8 @@ copied by the kernel (`copy_file_range`) around the new entries, then renamed ov
 (a reader sees the old or the new file), whose blocks a thread frees off the refresh's path.
 Before: the whole 13-22 MB file was read and written through Python (~30-45 ms under load).
 
+- `rebuild` drops the parsed trees and keeps only duplicated ids before its workers fork
+  (forked copies of a parent holding the whole listing took the peak to 328 MB; 254 MB now).
 - `rebuild` now parses HEAD's blobs (loose objects read in-process, packed ones through one
   `git cat-file --batch` per chunk of 500) instead of the work tree's files: as fast (10,000:
   4-5 s new vs 6-7 s old, same load).
