@@ -10,16 +10,12 @@ query: webhook URLs carry their token there) and never fails the transition. Wit
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import socket
-import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from hystate.errors import HystateError
 from hystate.paths import ensure_dir, read_bytes, write_atomic
@@ -28,7 +24,6 @@ if TYPE_CHECKING:
     from hystate.manager import StateManager
     from hystate.rules import Change
 
-DEADLINE = 5.0  # seconds for the whole delivery: connect, send, first line of the answer
 FINISHED = ("downloaded", "converted", "uploaded", "scheduled", "published")
 
 
@@ -68,55 +63,6 @@ def redact(url: str) -> str:
     hidden = parts.username or parts.password or parts.query or parts.fragment
     hidden = hidden or parts.path.strip("/")
     return f"{parts.scheme}://{host}{port}/" + ("***" if hidden else "")
-
-
-class DeliveryTimeout(Exception):
-    pass
-
-
-def post(url: str, body: bytes, deadline: float = DEADLINE) -> int:
-    """POST ``body`` as JSON; the HTTP status. Raises DeliveryTimeout past ``deadline`` seconds
-    in all (a watchdog shuts the socket down, so no slow server can hold the caller), OSError or
-    http.client.HTTPException otherwise. Redirects are returned, never followed."""
-    import http.client  # with ssl and email ~5 ms: paid only when an alert is sent
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = kind(host, parts.port, timeout=deadline)
-    expired = threading.Event()
-
-    def cut_off() -> None:
-        expired.set()
-        sock = conn.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    watchdog = threading.Timer(deadline, cut_off)
-    watchdog.daemon = True
-    headers = {"Content-Type": "application/json", "User-Agent": "hystate"}
-    if parts.username is not None:
-        login = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    started = time.monotonic()
-    watchdog.start()
-    try:
-        conn.request("POST", target, body=body, headers=headers)
-        status = conn.getresponse().status
-    except (OSError, http.client.HTTPException):
-        if expired.is_set() or time.monotonic() - started >= deadline:
-            raise DeliveryTimeout from None
-        raise
-    finally:
-        watchdog.cancel()
-        conn.close()
-    if expired.is_set():
-        raise DeliveryTimeout
-    return status
 
 
 class AlertStreak:
@@ -165,21 +111,24 @@ class AlertStreak:
         write_atomic(self.path, json.dumps(state).encode())
 
     def deliver(
-        self, url: str, alert: dict[str, Any], repository: str, *, deadline: float = DEADLINE
+        self, url: str, alert: dict[str, Any], repository: str, *, deadline: float | None = None
     ) -> tuple[bool, str]:
         """POST the alert: (delivered, the log line). Failures are logged, never raised."""
         import http.client
 
+        from hystate.webhook import DEADLINE, DeliveryTimeout, post
+
+        within = DEADLINE if deadline is None else deadline
         body = json.dumps({**alert, "repository": repository}).encode()
         ok = False
         try:
-            status = post(url, body, deadline)
+            status = post(url, body, within)
             ok = 200 <= status < 300
             detail = f"HTTP {status}"
             if 300 <= status < 400:
                 detail += " (a redirect; not followed)"
         except DeliveryTimeout:
-            detail = f"no answer within {deadline:g}s"
+            detail = f"no answer within {within:g}s"
         except (OSError, http.client.HTTPException, ValueError) as exc:
             reason = getattr(exc, "strerror", None)
             detail = type(exc).__name__ + (f": {reason}" if reason else "")

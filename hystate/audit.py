@@ -92,10 +92,10 @@ class Transition:
     to_stage: str
 
 
-def transitions(repo: GitRepo, since: str | None = None) -> list[Transition]:
-    """hystate's transitions committed after ``since`` (all when None), oldest first; a
-    discovery batch gives one per episode it names."""
-    rev = f"{since}..HEAD" if since else "HEAD"
+def transitions(repo: GitRepo, since: str | None = None, until: str = "HEAD") -> list[Transition]:
+    """hystate's transitions committed after ``since`` (all when None) up to ``until``, oldest
+    first; a discovery batch gives one per episode it names."""
+    rev = f"{since}..{until}" if since else until
     found = []
     for sha, body, trail in repo.log(rev, ["%H", "%b"], trailer_keys=_READ, reverse=True):
         episode, old, new = trail[EPISODE], trail[FROM], trail[TO]

@@ -1,14 +1,18 @@
-"""``state.db`` (SQLite, WAL) and ``index.json``: disposable caches derived from the tree, kept
-in ``.git/hystate/cache/<state dir>/``, out of reach of anything a branch can commit.
+"""``state.db`` (SQLite, WAL) and ``index.json``: disposable caches of the state folder's tree
+at HEAD, kept in ``.git/hystate/cache/<state dir>/``, out of reach of anything a branch can
+commit.
 
-Every reading command calls ``StateCache.refresh`` first. It compares what the cache reflects
-(meta: format version, the state folder's tree sha at HEAD, the uncommitted files it saw) with
-the repository now, and re-reads only the files that differ: the git tree diff (only subtrees
-whose shas changed are read) plus what ``git status`` reports under the state folder. So a new
-commit, a plain ``git pull``, a ``git checkout`` of another branch or a hand edit all show up,
-and the refresh after one transition reads one file whatever the repository's size (index.json
-is then spliced, not regenerated: see ``hystate.jsonindex``). A missing, corrupt or old-format
-cache is rebuilt. Deleting the caches never loses anything.
+What they reflect: HEAD's tree, never the work tree (see ``hystate.cache_tree`` for why). Every
+reading command calls ``StateCache.refresh`` first: it compares the tree the cache was made from
+(meta: format version, the state folder's tree sha, the HEAD it attributed commits up to, the
+stamp of index.json) with HEAD's now, and re-reads only the entries whose blobs changed. So a
+new commit, a plain ``git pull`` or a ``git checkout`` of another branch show up, and the refresh
+after one transition reads one blob whatever the repository's size (index.json is then spliced,
+not regenerated: see ``hystate.jsonindex``). Uncommitted edits do not change what the caches
+say; ``show`` reads the file itself, and ``fsck``/``validate`` report the difference. The state
+folder's own entries (a year folder that is a symlink or a file) are checked in the work tree
+at every read: one directory listing. A missing, corrupt or old-format cache is rebuilt.
+Deleting the caches never loses anything.
 
 Nothing here may grow faster than the number of episodes (tests/test_scale.py): a rebuild
 attributes the commits of a 100,000-episode discovery batch in one set-based statement.
@@ -19,19 +23,21 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hystate import audit, jsonindex
-from hystate import cache_schema as tables
-from hystate.cache_schema import FORMAT_VERSION, episode_row, log_rows
-from hystate.errors import Problem
+from hystate.cache_db import CacheDB
+from hystate.cache_schema import FORMAT_VERSION
+from hystate.cache_tree import Entry, Loader, StateTree, key, stem
+from hystate.errors import GitError, Problem
 
 if TYPE_CHECKING:
-    from hystate.gitrepo import GitRepo
+    from hystate.gitrepo import GitRepo, Head
     from hystate.store import EpisodeStore
 
 INDEX_FILE = jsonindex.INDEX_FILE
@@ -39,7 +45,7 @@ INDEX_FILE = jsonindex.INDEX_FILE
 
 @dataclass(frozen=True)
 class RefreshResult:
-    reread: int  # files read again
+    reread: int  # entries read again
     rebuilt: bool
     reason: str = ""
 
@@ -55,60 +61,59 @@ class StateCache:
         self.db_path = self.cache_dir / db_name
         self.index_path = self.cache_dir / INDEX_FILE
         self.notice: Callable[[str], None] = lambda message: None
-
-    # -- connection ------------------------------------------------------------------------
+        self._held: dict[tuple[int, int], tuple[sqlite3.Connection, tuple[int, int]]] = {}
 
     @contextmanager
-    def connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
-        """A connection with a transaction: committed on success, rolled back on error.
-        ``write`` takes the write lock at once, so concurrent refreshes queue up instead of
-        failing to upgrade a stale read snapshot."""
-        with closing(sqlite3.connect(self.db_path, timeout=60, isolation_level=None)) as db:
-            db.execute("PRAGMA busy_timeout=60000")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+    def connect(self, *, write: bool = False) -> Iterator[CacheDB]:
+        """The cache's tables within one transaction (see ``CacheDB``). The connection is kept
+        for the next call (per process and thread): opening one and closing the last one (a
+        WAL checkpoint) cost ~10 ms a refresh. A database file replaced or removed meanwhile
+        is opened again."""
+        with CacheDB.transaction(self._connection(), write=write) as db:
+            yield db
 
-    def _meta(self, db: sqlite3.Connection) -> dict[str, str]:
-        """The cache's stamp; an unreadable one (wrong columns, wrong types, values that do
-        not parse) reads as none, so the cache is rebuilt instead of crashing."""
+    def _connection(self) -> sqlite3.Connection:
+        slot = (os.getpid(), threading.get_ident())
         try:
-            meta = {str(k): v for k, v in db.execute("SELECT key, value FROM meta").fetchall()}
-        except sqlite3.OperationalError as exc:
-            if "no such column" not in str(exc):
-                raise
-            return {}
-        try:
-            bytes.fromhex(meta.get("tree") or "")
-            if not isinstance(json.loads(meta.get("dirty") or "{}"), dict):
-                return {}
-        except (ValueError, TypeError, RecursionError):
-            return {}
-        if not all(isinstance(v, str) for v in meta.values()):
-            return {}
-        return meta
+            st = os.stat(self.db_path)
+            now: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            now = None
+        held = self._held.get(slot)
+        if held is not None and (now is None or held[1] != now):
+            self._close(slot)
+            held = None
+        if held is None:
+            db = CacheDB.connection(self.db_path)
+            st = os.stat(self.db_path)
+            held = self._held[slot] = (db, (st.st_dev, st.st_ino))
+        return held[0]
+
+    def _close(self, slot: tuple[int, int]) -> None:
+        held = self._held.pop(slot, None)
+        if held is not None and slot[0] == os.getpid():
+            held[0].close()
+
+    def close(self) -> None:
+        """Close this process's connections (each thread's)."""
+        for slot in list(self._held):
+            self._close(slot)
 
     # -- refresh ---------------------------------------------------------------------------
 
     def refresh(
         self, *, force: bool = False, progress: Callable[[int, int], None] | None = None
     ) -> RefreshResult:
-        """Bring the cache in line with the tree (see the module docstring)."""
+        """Bring the cache in line with HEAD's tree (see the module docstring)."""
         from hystate.paths import ensure_dir
 
         ensure_dir(self.repo.git_dir, self.cache_dir)
-        tree = self.repo.subtree(self.rel_dir)
-        dirty = self._dirty()
+        head = self.repo.head()
+        tree = self.repo.subtree(self.rel_dir, head)
         try:
-            if not force and self._current(tree, dirty):
+            if not force and self._current(tree):
                 return RefreshResult(0, False)
-            return self._refresh(tree, dirty, force, progress)
+            return self._refresh(head, tree, force, progress)
         except sqlite3.OperationalError:
             raise  # busy or locked: a real error, never a reason to throw the cache away
         except sqlite3.DatabaseError as exc:  # not a database, malformed image
@@ -117,322 +122,160 @@ class StateCache:
             with StateLock(self.store.state_dir / ".locks" / "_cache.lock"):
                 self._discard()
             self.notice(f"{self.db_path.name} was unreadable ({exc}); rebuilt it from the tree")
-            return self._refresh(tree, dirty, True, progress)
+            return self._refresh(head, tree, True, progress)
 
-    def _current(self, tree: bytes | None, dirty: dict[str, str | None]) -> bool:
-        """Whether the cache already reflects this tree and these uncommitted files."""
+    def is_current(self) -> bool:
+        """Whether the caches reflect HEAD's tree now (``fsck`` asks)."""
+        try:
+            return self._current(self.repo.subtree(self.rel_dir))
+        except sqlite3.DatabaseError:
+            return False
+
+    def _current(self, tree: bytes | None) -> bool:
         if not self.db_path.exists():
             return False
         with self.connect() as db:
-            meta = self._meta(db) if _has_tables(db) else {}
-        return meta.get("format") == FORMAT_VERSION and self._matches(
-            meta, tree.hex() if tree else "", json.dumps(dirty, sort_keys=True)
-        )
+            meta = db.meta()
+        return meta.get("format") == FORMAT_VERSION and self._matches(meta, tree)
 
-    def _matches(self, meta: dict[str, str], tree_hex: str, dirty_json: str) -> bool:
-        """The tables reflect this tree and these uncommitted files, and index.json is the file
-        written for them."""
-        return (
-            meta.get("tree") == tree_hex
-            and meta.get("dirty") == dirty_json
-            and meta.get("index") == jsonindex.stamp(self.index_path)
-        )
-
-    def _dirty(self) -> dict[str, str | None]:
-        """Uncommitted episode files under the state folder -> sha of their content (None:
-        deleted)."""
-        from hystate.gitrepo.objects import object_id
-        from hystate.paths import NotRegularFile, read_bytes
-
-        dirty: dict[str, str | None] = {}
-        prefix = "" if self.rel_dir == "." else self.rel_dir + "/"
-        for rel in self.repo.dirty_paths(self.rel_dir):
-            inner = rel[len(prefix) :]
-            if not _is_episode_path(inner):
-                continue
-            try:
-                dirty[inner] = object_id(b"blob", read_bytes(self.repo.root / rel)).hex()
-            except NotRegularFile as exc:  # never read through a link; reported when loaded
-                dirty[inner] = exc.kind
-            except FileNotFoundError:
-                dirty[inner] = None
-        return dirty
+    def _matches(self, meta: dict[str, str], tree: bytes | None) -> bool:
+        """The tables reflect this tree, and index.json is the file written for them."""
+        return meta.get("tree") == (tree.hex() if tree else "") and meta.get(
+            "index"
+        ) == jsonindex.stamp(self.index_path)
 
     def _refresh(
         self,
+        head: Head,
         tree: bytes | None,
-        dirty: dict[str, str | None],
         force: bool,
         progress: Callable[[int, int], None] | None,
     ) -> RefreshResult:
-        tree_hex = tree.hex() if tree else ""
-        dirty_json = json.dumps(dirty, sort_keys=True)
+        new = StateTree(self.repo.objects, tree)
         with self.connect(write=True) as db:
-            meta = self._meta(db) if _has_tables(db) else {}
+            meta = db.meta()
             rebuild = force or meta.get("format") != FORMAT_VERSION
-            if not rebuild and self._matches(meta, tree_hex, dirty_json):
+            if not rebuild and self._matches(meta, tree):
                 return RefreshResult(0, False)
+            reason = "forced" if force else ("missing" if not meta else "old format")
+            if not rebuild:
+                old = StateTree(self.repo.objects, bytes.fromhex(meta.get("tree") or "") or None)
+                try:
+                    changed, moved = new.changed_since(old)
+                except GitError:  # the tree it was made from is gone (history rewritten, gc)
+                    rebuild, reason = True, "the tree it reflected is gone from git"
             if rebuild:
-                reason = "forced" if force else ("missing" if not meta else "old format")
-                paths = self._rebuild_tables(db)
+                db.reset()
+                entries = new.everything()
+                self.repo.objects.forget_trees()  # before the workers fork: they need none
+                first: dict[str, str] = {}
+                copies: dict[str, list[str]] = {}
+                for path, _, _ in entries:
+                    if "/" in path:
+                        seen = first.setdefault(stem(path), path)
+                        if seen != path:
+                            copies.setdefault(stem(path), [seen]).append(path)
+                del first
             else:
                 reason = ""
-                old_tree = bytes.fromhex(meta["tree"]) if meta.get("tree") else None
-                changed = set(self.repo.objects.diff(old_tree, tree))
-                was_dirty = json.loads(meta["dirty"])
-                changed.update(
-                    p
-                    for p in dirty.keys() | was_dirty.keys()
-                    if dirty.get(p, 0) != was_dirty.get(p, 0)
-                )
-                paths = sorted(p for p in changed if _is_episode_path(p))
-                if any("\ufffd" in p for p in paths):
-                    # git reported a name that is not UTF-8 (decoded lossily): only a full
-                    # re-read finds the real file, or forgets its problem once it is gone
-                    db.execute("DELETE FROM problems")
-                    paths = [
-                        p.relative_to(self.store.state_dir).as_posix()
-                        for p in self.store.iter_paths()
-                    ]
-            paths, duplicates = self._with_duplicates(paths, full=rebuild)
+                # an id's other copies matter where a file came or went, or was a duplicate
+                # (each check reads every year tree: not for a plain transition)
+                suspects = moved | db.with_problems([key(p) for p in changed])
+                copies = new.copies({stem(p) for p in suspects if "/" in p})
+                found = {p for paths in copies.values() for p in paths}
+                entries = [new.entry(p) for p in sorted(set(changed) | found)]
+            duplicates = {s: paths for s, paths in copies.items() if len(paths) > 1}
             # index.json: splice the entries of a few changed episodes, or write it whole
             splice = (
                 not rebuild
-                and len(paths) <= jsonindex.SPLICE_AT_MOST
+                and len(entries) <= jsonindex.SPLICE_AT_MOST
                 and meta.get("index") == jsonindex.stamp(self.index_path)
             )
-            ids = [_key(Path(p).stem) for p in paths] if splice else []
-            before = jsonindex.entries(db, ids) if splice else None
-            self._reread(db, paths, progress, fresh=rebuild)
+            ids = [key(stem(e[0])) for e in entries if "/" in e[0]] if splice else []
+            before = db.index_entries(ids) if splice else None
+            self._reread(db, entries, progress, fresh=rebuild)
             self._mark_duplicates(db, duplicates)
-            self._attribute_commits(db, None if rebuild else meta.get("head") or None)
-            after = jsonindex.entries(db, ids) if splice else None
-            jsonindex.write(db, self.index_path, before=before, after=after)
-            db.executemany(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                [
-                    ("format", FORMAT_VERSION),
-                    ("tree", tree_hex),
-                    ("dirty", dirty_json),
-                    ("head", self.repo.head().sha or ""),
-                    ("index", jsonindex.stamp(self.index_path)),
-                ],
+            since = None if rebuild else meta.get("head") or None
+            if head.sha is not None and head.sha != since:
+                commits = audit.transitions(self.repo, since, head.sha)
+                db.attribute([(t.sha, t.episode_id, t.from_stage, t.to_stage) for t in commits])
+            after = db.index_entries(ids) if splice else None
+            db.write_index(self.index_path, before, after)
+            db.set_meta(
+                format=FORMAT_VERSION,
+                tree=tree.hex() if tree else "",
+                head=head.sha or "",
+                index=jsonindex.stamp(self.index_path),
             )
-        if rebuild and reason != "forced" and reason != "missing":
+        if rebuild and reason not in ("forced", "missing"):
             self.notice(f"{self.db_path.name}: {reason}; rebuilt it from the tree")
-        return RefreshResult(len(paths), rebuild, reason)
-
-    def _with_duplicates(
-        self, paths: list[str], *, full: bool
-    ) -> tuple[list[str], dict[str, list[str]]]:
-        """The paths to re-read, with every other file of the same ids (so a duplicate, or the
-        end of one, is seen whichever copy changed), and the ids that have several files."""
-        if full or len(paths) > _LIST_ALL_FROM:
-            base = self.store.state_dir
-            every = (
-                paths if full else [p.relative_to(base).as_posix() for p in self.store.iter_paths()]
-            )
-            wanted = {Path(p).stem for p in paths}
-            by_id: dict[str, list[str]] = {}
-            for inner in every:
-                stem = Path(inner).stem
-                if full or stem in wanted:
-                    by_id.setdefault(stem, []).append(inner)
-        else:
-            years = [d.name for d in self.store.year_dirs()]
-            by_id = {}
-            for stem in {Path(p).stem for p in paths}:
-                by_id[stem] = [
-                    f"{y}/{stem}.yaml"
-                    for y in years
-                    if os.path.lexists(self.store.state_dir / y / f"{stem}.yaml")
-                ]
-        siblings = {p for found in by_id.values() for p in found}
-        duplicates = {stem: found for stem, found in by_id.items() if len(found) > 1}
-        return sorted(set(paths) | siblings), duplicates
-
-    def _mark_duplicates(self, db: sqlite3.Connection, duplicates: dict[str, list[str]]) -> None:
-        """An id with files in two year folders is a problem of each file, never one silently
-        shown: reading commands stop and name both."""
-        base = self.store.state_dir
-        for stem, inners in duplicates.items():
-            db.execute("DELETE FROM episode_states WHERE episode_id = ?", (stem,))
-            db.execute("DELETE FROM processing_log WHERE episode_id = ?", (stem,))
-            for inner in inners:
-                others = ", ".join(self.store.name(base / o) for o in inners if o != inner)
-                problem = Problem(
-                    self.store.name(base / inner), "$.episode_id", f"duplicate id: also in {others}"
-                )
-                db.execute(
-                    "INSERT OR REPLACE INTO problems VALUES (?, ?)",
-                    (_key(inner), json.dumps([problem.as_dict()])),
-                )
-
-    def _rebuild_tables(self, db: sqlite3.Connection) -> list[str]:
-        for (name,) in db.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
-        ).fetchall():
-            db.execute(f'DROP TABLE "{name}"')
-        for statement in tables.SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        base = self.store.state_dir
-        return [p.relative_to(base).as_posix() for p in self.store.iter_paths()]
+        return RefreshResult(len(entries), rebuild, reason)
 
     def _reread(
         self,
-        db: sqlite3.Connection,
-        paths: list[str],
+        db: CacheDB,
+        entries: list[Entry],
         progress: Callable[[int, int], None] | None,
         *,
         fresh: bool = False,
     ) -> None:
-        """Replace the rows of ``paths`` by what the files hold now (``fresh``: the tables are
-        empty, nothing to replace), keeping the commits already attributed to their history."""
+        """Replace the rows of ``entries`` by what their blobs hold (``fresh``: the tables are
+        empty, nothing to replace), keeping the commits already attributed to their history.
+        Blobs are parsed and validated in chunks; a large rebuild uses every core."""
+        from hystate.parallel import chunked_map
+
+        objects = self.repo.objects
+        load = Loader(self.store, objects.dir, objects.worktree)
         done = 0
-        for chunk, (rows, logs, problems) in _load_all(self.store, paths):
+        for chunk, (rows, logs, problems) in chunked_map(load, entries, chunk=500):
             known = {}
             if not fresh:
-                gone = [(_key(Path(inner).stem),) for inner in chunk]
-                for (episode_id,) in gone:
-                    for row in db.execute(
-                        "SELECT timestamp, from_stage, to_stage, commit_sha FROM processing_log"
-                        " WHERE episode_id = ? AND commit_sha IS NOT NULL",
-                        (episode_id,),
-                    ):
-                        known[(episode_id, *row[:3])] = row[3]
-                db.executemany(
-                    "DELETE FROM problems WHERE path = ?", [(_key(inner),) for inner in chunk]
+                known = db.forget(
+                    [key(e[0]) for e in chunk], [key(stem(e[0])) for e in chunk if "/" in e[0]]
                 )
-                db.executemany("DELETE FROM episode_states WHERE episode_id = ?", gone)
-                db.executemany("DELETE FROM processing_log WHERE episode_id = ?", gone)
-            columns = tables.COLUMNS
-            placeholders = ", ".join("?" * len(columns.split(",")))
-            db.executemany(
-                f"INSERT OR REPLACE INTO episode_states ({columns}) VALUES ({placeholders})", rows
-            )
-            db.executemany(
-                "INSERT INTO processing_log (episode_id, timestamp, from_stage, to_stage, event,"
-                " details, commit_sha) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(*row, known.get((row[0], row[1], row[2], row[3]))) for row in logs],
-            )
-            db.executemany("INSERT OR REPLACE INTO problems VALUES (?, ?)", problems)
+            db.insert(rows, logs, problems, known)
             done += len(chunk)
             if progress is not None:
-                progress(done, len(paths))
+                progress(done, len(entries))
 
-    def _attribute_commits(self, db: sqlite3.Connection, since: str | None) -> None:
-        """Fill processing_log.commit_sha from hystate's commits since the last refresh.
-
-        The k-th commit for (episode, from, to) belongs to the k-th log row without a commit
-        for the same (episode, from, to), in (timestamp, id) order: one set-based pass over the
-        rows of the episodes those commits name, looked up through processing_log_episode.
-        (One correlated UPDATE per commit let the planner scan every row of a stage through
-        processing_log_to: quadratic for a discovery batch.)"""
-        head = self.repo.head().sha
-        if head is None or head == since:
-            return
-        commits = [
-            (t.sha, t.episode_id, t.from_stage, t.to_stage)
-            for t in audit.transitions(self.repo, since)
-        ]
-        if not commits:
-            return
-        db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS attribution (seq INTEGER PRIMARY KEY, sha TEXT,"
-            " episode_id TEXT, from_stage TEXT, to_stage TEXT)"
-        )
-        db.execute("DELETE FROM temp.attribution")
-        db.executemany(
-            "INSERT INTO temp.attribution (sha, episode_id, from_stage, to_stage)"
-            " VALUES (?, ?, ?, ?)",
-            commits,
-        )
-        db.executemany(
-            "UPDATE processing_log SET commit_sha = ? WHERE id = ?",
-            db.execute(tables.ATTRIBUTE).fetchall(),
-        )
-        db.execute("DELETE FROM temp.attribution")
+    def _mark_duplicates(self, db: CacheDB, duplicates: dict[str, list[str]]) -> None:
+        """An id with entries in two year folders is a problem of each, never one silently
+        shown: reading commands stop and name both."""
+        base = self.store.state_dir
+        for episode_id, paths in duplicates.items():
+            problems = []
+            for path in paths:
+                others = ", ".join(self.store.name(base / o) for o in paths if o != path)
+                problem = Problem(
+                    self.store.name(base / path), "$.episode_id", f"duplicate id: also in {others}"
+                )
+                problems.append((key(path), json.dumps([problem.as_dict()])))
+            db.replace_with_problems(key(episode_id), problems)
 
     def _discard(self) -> None:
+        self.close()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
 
-    # -- queries (call refresh first) ------------------------------------------------------
+    # -- reading (call refresh first) ------------------------------------------------------
 
     def check_problems(self) -> None:
-        """Reading commands never skip a broken file silently: they stop and name it."""
+        """Reading commands never skip a broken entry silently: they stop and name it. That
+        includes what is wrong with the state folder itself in the work tree (a year folder
+        that is a symlink or a file: its episodes would otherwise be missing silently)."""
+        found = self.store.year_anomalies()
         with self.connect() as db:
-            found = db.execute("SELECT path, detail FROM problems ORDER BY path").fetchall()
+            found += [Problem(**p) for _, detail in db.problems() for p in json.loads(detail)]
         if found:
             from hystate.store import invalid_file
 
-            error = invalid_file([Problem(**p) for _, detail in found for p in json.loads(detail)])
+            error = invalid_file(found)
             error.hint = "`hystate validate` lists them all; fix or restore the files"
             raise error
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self.connect() as db:
-            db.row_factory = sqlite3.Row
-            return db.execute(sql, params).fetchall()
-
-
-_Loaded = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[str, str]]]
-
-
-def _load_chunk(store: EpisodeStore, chunk: Sequence[str]) -> _Loaded:
-    """Rows, log rows and problems for some files of the state folder."""
-    rows, logs, problems = [], [], []
-    for inner in chunk:
-        path = store.state_dir / inner
-        if not os.path.lexists(path):  # a link or a folder of that name is loaded: refused
-            continue
-        _, doc, found = store.load(path)
-        if found:
-            problems.append((_key(inner), json.dumps([p.as_dict() for p in found])))
-        else:
-            rows.append(episode_row(doc, store.name(path)))
-            logs.extend(log_rows(doc))
-    return rows, logs, problems
-
-
-def _load_all(store: EpisodeStore, paths: list[str]) -> Iterator[tuple[Sequence[str], _Loaded]]:
-    """Files are parsed and validated in chunks; a large rebuild uses every core."""
-    from functools import partial
-
-    from hystate.parallel import chunked_map
-
-    return chunked_map(partial(_load_chunk, store), paths, chunk=500)
-
-
-def _key(name: str) -> str:
-    """A file name as SQLite can store it: a name that is not UTF-8 (surrogate escapes) gets
-    backslash escapes; it is never a valid episode id, so it only ever names a problem."""
-    try:
-        name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:
-        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _has_tables(db: sqlite3.Connection) -> bool:
-    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return names >= tables.TABLES
-
-
-def _is_episode_path(inner: str) -> bool:
-    parts = inner.split("/")
-    year = parts[0]
-    return (
-        len(parts) == 2
-        and len(year) == 4
-        and year.isascii()
-        and year.isdigit()
-        and parts[1].endswith(".yaml")
-    )
-
-
-_LIST_ALL_FROM = 2000  # changed files from which listing the year folders beats probing them
+            return db.rows(sql, params)
 
 
 def cache_dir(git_dir: Path, rel_state_dir: str) -> Path:

@@ -99,6 +99,11 @@ class EpisodeStore:
                 )
             yield from (year / name for name in names)
 
+    def year_anomalies(self) -> list[Problem]:
+        """The year folders that are symlinks or files: their episodes are never read (reading
+        commands stop and name them rather than leave them out silently)."""
+        return [p for p in self.anomalies() if _looks_like_year(Path(p.file).name)]
+
     def anomalies(self) -> list[Problem]:
         """What a hostile branch can put in the state folder that hystate refuses to follow:
         year folders that are symlinks or files, and the state folder's own files that are
@@ -107,7 +112,7 @@ class EpisodeStore:
         for entry in self._entries():
             name = self.name(Path(entry.path))
             if entry.is_symlink():
-                found.append(Problem(name, "$", _LINK_REFUSED))
+                found.append(Problem(name, "$", LINK_REFUSED))
             elif _looks_like_year(entry.name) and not entry.is_dir(follow_symlinks=False):
                 found.append(Problem(name, "$", "year folder is not a folder"))
         return found
@@ -118,16 +123,9 @@ class EpisodeStore:
         try:
             raw = read_bytes(path)
         except NotRegularFile as exc:
-            refused = _LINK_REFUSED if exc.kind == "a symlink" else f"is {exc.kind}, not a file"
+            refused = LINK_REFUSED if exc.kind == "a symlink" else f"is {exc.kind}, not a file"
             return b"", None, [Problem(name, "$", refused)]
-        doc, problems = parse_content(raw, name)
-        if problems:
-            return raw, None, problems
-        problems = episode_problems(doc, name, expect_id=path.stem)
-        if not problems and doc["date"][:4] != path.parent.name:
-            problems.append(
-                Problem(name, "$.date", f"date {doc['date']} is not in folder {path.parent.name}")
-            )
+        doc, problems = check_content(raw, name, path.stem, path.parent.name)
         return raw, doc, problems
 
     def read(self, path: Path) -> tuple[bytes, EpisodeState]:
@@ -151,7 +149,7 @@ class EpisodeStore:
         return [p for d in self.year_dirs() for p in d.glob(".*.tmp")]
 
 
-_LINK_REFUSED = "is a symlink: hystate never follows symlinks (replace it with the real file)"
+LINK_REFUSED = "is a symlink: hystate never follows symlinks (replace it with the real file)"
 
 
 def _looks_like_year(name: str) -> bool:
@@ -190,6 +188,18 @@ def parse_content(raw: bytes, name: str) -> tuple[Any, list[Problem]]:
             name, "$", f"invalid YAML: {yamlio.error_text(exc)}", yamlio.error_line(exc)
         )
         return None, [problem]
+
+
+def check_content(raw: bytes, name: str, stem: str, folder: str) -> tuple[Any, list[Problem]]:
+    """(document, []) or (None, problems) for the content of the file ``<folder>/<stem>.yaml``
+    (shown as ``name``): parsed, validated, its id the file's name, its year the folder's."""
+    doc, problems = parse_content(raw, name)
+    if problems:
+        return None, problems
+    problems = episode_problems(doc, name, expect_id=stem)
+    if not problems and doc["date"][:4] != folder:
+        problems.append(Problem(name, "$.date", f"date {doc['date']} is not in folder {folder}"))
+    return doc, problems
 
 
 def invalid_file(problems: list[Problem], *, hint: str | None = None) -> InvalidData:

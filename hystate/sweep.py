@@ -1,11 +1,12 @@
 """What ``fsck`` finds in the work tree that is not hystate's: media files no episode points to
 (listed; removed only when asked, never a tracked file, never through a symlink, never inside
 another repository) and cache-named files in the state folder that hystate did not make (its
-caches live in ``.git/hystate/cache/``)."""
+caches live in ``.git/hystate/cache/``); lock paths that are not lock files."""
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,8 +58,9 @@ def orphans(
                 continue
             rel = manager.repo.relpath(media)
             finding = Finding("orphan", rel, "media file of no episode")
-            if media.is_symlink():
-                finding.message += " (a symlink: never followed, never removed)"
+            kept = _not_removable(media)
+            if kept:
+                finding.message += f" ({kept})"
             elif rel in tracked:
                 finding.message += " (tracked in git: not removed)"
             elif remove:
@@ -68,9 +70,46 @@ def orphans(
     return found
 
 
+def _not_removable(path: Path) -> str:
+    """Why ``--remove-orphans`` leaves ``path`` alone ("" when it may go): only a regular file
+    of the user running hystate is ever removed; a symlink is never followed, a FIFO, socket
+    or device never touched."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return "gone"
+    if stat.S_ISLNK(info.st_mode):
+        return "a symlink: never followed, never removed"
+    if not stat.S_ISREG(info.st_mode):
+        what = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a socket or device"
+        return f"{what}, not a regular file: never removed"
+    if info.st_uid != os.geteuid():
+        return f"owned by uid {info.st_uid}, not this user: not removed"
+    return ""
+
+
 def _tracked(manager: StateManager, folder: Path) -> set[str]:
     out = manager.repo.git("ls-files", "-z", "--", manager.repo.relpath(folder), check=False)
     return set(filter(None, out.split("\0")))
+
+
+def foreign_locks(manager: StateManager, *, repair: bool) -> list[Finding]:
+    """Lock paths that are folders, FIFOs or symlinks: no hystate made them, and each refuses
+    work on its episode (exit 6) until it is gone. ``repair`` removes an empty folder or a FIFO
+    no live process has open; anything else is listed for a person."""
+    from hystate.locks import foreign_lock_files, remove_foreign_lock
+
+    found = []
+    for lock, what in foreign_lock_files(manager.locks_dir):
+        finding = Finding("foreign-lock", manager.repo.relpath(lock), f"is {what}, not a lock")
+        if repair:
+            kept = remove_foreign_lock(lock)
+            if kept is None:
+                finding.repaired, finding.action = True, "removed"
+            else:
+                finding.message += f"; kept: {kept}"
+        found.append(finding)
+    return found
 
 
 def foreign_caches(manager: StateManager, *, repair: bool) -> list[Finding]:

@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 
 from hystate.errors import IllegalTransition, InvalidData
 from hystate.manager import StateManager
+from hystate.recovery import RecoveryManager
 from hystate.summary import generate_summary
 from tests.conftest import Cli, git
+
+ID = ("-c", "user.name=u", "-c", "user.email=u@x", "-c", "core.hooksPath=/dev/null")
 
 
 def answers(manager: StateManager) -> tuple[object, ...]:
@@ -32,6 +35,16 @@ def fresh_read(manager: StateManager) -> list[dict[str, object]]:
     return sorted(
         (e.data for e in manager.iter_episodes()), key=lambda d: (d["date"], d["episode_id"])
     )  # type: ignore[arg-type,return-value]
+
+
+def committed_read(manager: StateManager) -> list[dict[str, object]]:
+    """Every episode as HEAD has it, read with git itself (not hystate's tree reading)."""
+    import yaml
+
+    repo = manager.repo.root
+    names = git(repo, "ls-tree", "-r", "--name-only", "HEAD", "--", "processed").split()
+    docs = [yaml.safe_load(git(repo, "show", f"HEAD:{n}")) for n in names if n.endswith(".yaml")]
+    return sorted(docs, key=lambda d: (d["date"], d["episode_id"]))
 
 
 def test_counts_and_lists(manager: StateManager, episode_id: str) -> None:
@@ -114,20 +127,31 @@ def test_checkout_of_another_branch_shows_up(
     assert manager.count_by_stage()["downloading"] == 0
 
 
-def test_a_hand_edit_shows_up_and_a_broken_one_is_named(
+def test_reads_follow_head_and_a_hand_edit_is_for_fsck(
     manager: StateManager, episode_id: str
 ) -> None:
+    """The caches reflect HEAD (the design of issue 17; before, they followed the work tree
+    through `git status`). An uncommitted edit changes what `show` reads (the file itself) and
+    what fsck reports, never what the cache-backed reads say; once committed, it shows up."""
+    repo = manager.repo.root
     path = manager.path_of(episode_id)
     manager.refresh()
     path.write_text(
         path.read_text().replace("status_message: null", "status_message: edited by hand")
     )
-    edited = next(e for e in manager.list_episodes() if e.episode_id == episode_id)
-    assert edited.data["status_message"] == "edited by hand"
+    listed = next(e for e in manager.list_episodes() if e.episode_id == episode_id)
+    assert listed.data["status_message"] is None
+    assert manager.episode(episode_id).data["status_message"] == "edited by hand"
+    assert "uncommitted" in {f.kind for f in RecoveryManager(manager).fsck()}
+    git(repo, *ID, "commit", "-q", "--no-verify", "-m", "by hand", "--", str(path))
+    listed = next(e for e in manager.list_episodes() if e.episode_id == episode_id)
+    assert listed.data["status_message"] == "edited by hand"
     path.write_text("stage: [unclosed\n")
-    with pytest.raises(InvalidData, match=path.name):
+    assert manager.count_all_episodes() == 20  # not committed: HEAD's episode is counted
+    git(repo, *ID, "commit", "-q", "--no-verify", "-m", "broken by hand", "--", str(path))
+    with pytest.raises(InvalidData, match=path.name):  # committed: reads stop and name it
         manager.count_by_stage()
-    git(manager.repo.root, "checkout", "--", str(path))
+    git(repo, *ID, "revert", "--no-edit", "HEAD")
     assert manager.count_all_episodes() == 20
 
 
@@ -286,13 +310,61 @@ def test_cache_equals_a_fresh_read_after_random_operations(
     cached = sorted(
         (e.data for e in manager.list_episodes()), key=lambda d: (d["date"], d["episode_id"])
     )  # type: ignore[arg-type,return-value]
-    assert cached == fresh_read(manager)
+    assert cached == committed_read(manager)  # hand edits stay out until committed
 
 
-def test_an_uncommitted_deletion_shows_up(manager: StateManager, episode_id: str) -> None:
+def test_a_deletion_shows_up_once_committed(manager: StateManager, episode_id: str) -> None:
     manager.refresh()
     path = manager.path_of(episode_id)
     path.unlink()
+    assert manager.count_all_episodes() == 20  # HEAD still has it; fsck reports the deletion
+    assert "uncommitted" in {f.kind for f in RecoveryManager(manager).fsck()}
+    git(manager.repo.root, *ID, "commit", "-q", "--no-verify", "-m", "gone", "--", str(path))
     assert manager.count_all_episodes() == 19
-    git(manager.repo.root, "checkout", "--", str(path))
+    git(manager.repo.root, *ID, "revert", "--no-edit", "HEAD")
     assert manager.count_all_episodes() == 20
+
+
+def test_a_cache_whose_tree_git_pruned_is_rebuilt(manager: StateManager, episode_id: str) -> None:
+    """History rewritten and gc'd: the tree the cache reflected is gone from git. The refresh
+    cannot diff against it, so it rebuilds (before the tree diff, this could not happen)."""
+    repo = manager.repo.root
+    manager.update_state(episode_id, "downloading")
+    manager.refresh()
+    git(repo, "reset", "-q", "--hard", "HEAD~1")
+    git(repo, "reflog", "expire", "--expire=now", "--all")
+    git(repo, "gc", "-q", "--prune=now")
+    fresh = StateManager(cwd=repo)  # a new process: no tree held in memory
+    notices: list[str] = []
+    fresh.cache.notice = notices.append
+    assert fresh.count_by_stage()["downloading"] == 0
+    assert notices and "gone from git" in notices[0]
+    assert fresh.count_all_episodes() == 20
+
+
+def test_a_duplicate_id_comes_stays_and_goes_with_commits(
+    manager: StateManager, episode_id: str
+) -> None:
+    """With a warm cache: a copy in another year folder committed, then edited, then removed.
+    (A plain transition does not look for copies; a file added or removed, or one already a
+    duplicate, does.)"""
+    repo = manager.repo.root
+    path = manager.path_of(episode_id)
+    manager.refresh()
+    copy = path.parent.parent / "2031" / path.name
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    git(repo, "add", str(copy))
+    git(repo, *ID, "commit", "-q", "-m", "a copy")
+    with pytest.raises(InvalidData, match="duplicate id"):
+        manager.count_all_episodes()
+    copy.write_text(copy.read_text().replace("status_message: null", "status_message: x"))
+    git(repo, *ID, "commit", "-q", "-am", "the copy edited")
+    with pytest.raises(InvalidData, match="duplicate id"):
+        manager.count_all_episodes()
+    git(repo, "rm", "-q", str(copy))
+    git(repo, *ID, "commit", "-q", "-m", "the copy removed")
+    assert manager.count_all_episodes() == 20
+    assert manager.episode(episode_id).stage.value == "discovered"
+    manager.update_state(episode_id, "downloading")  # a plain transition: no copies looked for
+    assert manager.count_by_stage()["downloading"] == 1

@@ -142,11 +142,9 @@ def test_repeated_moves_get_their_own_commits_in_order(
 
 def whole_index(manager: StateManager) -> str:
     """index.json as generated whole from the cache."""
-    from hystate import jsonindex
-
     out = manager.state_dir / "whole.json"
     with manager.cache.connect() as db:
-        jsonindex.write(db, out)
+        db.write_index(out)
     return out.read_text()
 
 
@@ -203,3 +201,32 @@ def test_next_reads_the_waiting_episodes_a_page_at_a_time(
     monkeypatch.setattr(manager, "list_episodes", counted)
     assert [e.episode_id for e in manager.get_next_for_processing("downloading", 3)] == ids[7:10]
     assert reads == [6, 24]  # 6 read, all failed and not due; then 24, enough
+
+
+def test_index_json_splice_finds_entries_by_bisection_in_a_large_file(tmp_path: Path) -> None:
+    """Past 64 KB the changed entries are found by bisecting the mapped file; titles holding
+    `},"` (escaped inside a JSON string) must never be taken for an entry boundary."""
+    from hystate import jsonindex
+
+    def entry(eid: str, stage: str, title: str) -> str:
+        body = {"path": f"processed/2004/{eid}.yaml", "stage": stage, "title": title}
+        return json.dumps(eid) + ":" + json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+    ids = [f"hy_{i:06d}" for i in range(3000)]
+    titles = {eid: f'T{i} }},"hy_{i + 1:06d}":{{ é' for i, eid in enumerate(ids)}
+    old = {eid: entry(eid, "discovered", titles[eid]) for eid in ids}
+    index = tmp_path / "index.json"
+    index.write_text("{" + ",".join(old[e] for e in ids) + "}\n")
+    assert index.stat().st_size > 4 * 65536
+    changed = [ids[0], ids[1], ids[1499], ids[1500], ids[2998], ids[2999]]
+    new = dict(old)
+    for eid in changed:
+        new[eid] = entry(eid, "downloading", titles[eid])
+    jsonindex.write(
+        None,  # type: ignore[arg-type]  # never asked: the splice succeeds
+        index,
+        before={e: old[e] for e in changed},
+        after={e: new[e] for e in changed},
+    )
+    assert index.read_text() == "{" + ",".join(new[e] for e in ids) + "}\n"
+    assert json.loads(index.read_text())[ids[1500]]["stage"] == "downloading"

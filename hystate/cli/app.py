@@ -205,13 +205,7 @@ def cli(ctx: click.Context, verbose: bool, state_dir: str | None) -> None:
       hystate show hy0_hooting_yard_2004-04-14
     """
     ctx.obj = Options(verbose, state_dir)
-    if ctx.invoked_subcommand in READING and not any(a in ("-h", "--help") for a in sys.argv):
-        from hystate.gitrepo.repo import prefetch_status
 
-        prefetch_status(Path.cwd())
-
-
-READING = {"status", "list", "next", "log", "report", "metrics"}
 
 pass_opts = click.make_pass_decorator(Options)
 

@@ -12,13 +12,7 @@ if TYPE_CHECKING:
 
 def out_of_date(manager: StateManager, repair: bool) -> list[Finding]:
     cache = manager.cache
-    tree = manager.repo.subtree(cache.rel_dir)
-    try:
-        # StateCache has no public "is it current" yet (cache.py is being split elsewhere)
-        current = cache._current(tree, cache._dirty())
-    except Exception:
-        current = False
-    if current:
+    if cache.is_current():
         return []
     finding = Finding("cache", manager.store.name(cache.db_path), "caches out of date")
     if repair:

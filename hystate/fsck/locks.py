@@ -1,9 +1,11 @@
-"""fsck: stale locks, hystate's own and git's lock files a dead hystate process left."""
+"""fsck: stale locks, hystate's own and git's lock files a dead hystate process left; lock
+paths that are not files (removed only when an empty folder or a FIFO nobody has open)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from hystate import sweep
 from hystate.findings import Finding
 from hystate.locks import lock_status
 
@@ -24,6 +26,7 @@ def stale_locks(manager: StateManager, repair: bool) -> list[Finding]:
             lock.unlink(missing_ok=True)
             finding.repaired, finding.action = True, "removed"
         found.append(finding)
+    found += sweep.foreign_locks(manager, repair=repair)
     # git's own lock files, left by a hystate process killed while committing: the git
     # layer knows for certain which are hystate's (never a live process's, never git's).
     for lock in repo.git_locks():

@@ -11,14 +11,14 @@ import hashlib
 import os
 import subprocess
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hystate.errors import GitError
 
 FILE_MODE = b"100644"
 EXEC_MODE = b"100755"
-_KINDS = {b"120000": "a symlink", b"160000": "a submodule", b"40000": "a folder"}
+KINDS = {b"120000": "a symlink", b"160000": "a submodule", b"40000": "a folder"}
 TREE_MODE = b"40000"
 EMPTY_TREE = bytes.fromhex("4b825dc642cb6eb9a060e54bf8d69288fbee4904")
 
@@ -71,6 +71,11 @@ class Tree:
             item[item.index(b" ") + 1 : -21]: item[: item.index(b" ")] + item[-20:]
             for item in self._items
         }
+
+    def changed(self, other: Tree) -> set[bytes]:
+        """Names whose entries differ between this tree and ``other`` (present in one only, or
+        with another mode or sha): set operations on the raw entries, no dicts built."""
+        return {item[item.index(b" ") + 1 : -21] for item in set(self._items) ^ set(other._items)}
 
     def serialize(self) -> bytes:
         return b"".join(self._items)
@@ -150,6 +155,44 @@ class ObjectStore:
             raise GitError(f"git object {sha.hex()} is missing", hint="run `git fsck`")
         return parts[1], rest[: int(parts[2])]
 
+    def read_blobs(self, shas: Sequence[bytes]) -> list[bytes | None]:
+        """The content of each blob (None: missing, or not a blob): loose ones read here,
+        packed ones through one ``git cat-file --batch`` for all of them."""
+        found: list[bytes | None] = [None] * len(shas)
+        packed = []
+        for i, sha in enumerate(shas):
+            try:
+                with open(self._path(sha), "rb") as fh:
+                    raw = zlib.decompress(fh.read())
+            except (FileNotFoundError, zlib.error):
+                packed.append(i)
+                continue
+            nul = raw.find(b"\x00")
+            if raw.startswith(b"blob ") and nul > 0:
+                found[i] = raw[nul + 1 :]
+        if packed:
+            proc = subprocess.run(
+                ["git", "cat-file", "--batch"],
+                input=b"".join(shas[i].hex().encode() + b"\n" for i in packed),
+                capture_output=True,
+                cwd=self.worktree,
+                check=False,
+            )
+            out, pos = proc.stdout, 0
+            for i in packed:
+                end = out.find(b"\n", pos)
+                if end < 0:
+                    break
+                parts = out[pos:end].split()
+                pos = end + 1
+                if len(parts) != 3:  # "<sha> missing"
+                    continue
+                size = int(parts[2])
+                if parts[1] == b"blob":
+                    found[i] = out[pos : pos + size]
+                pos += size + 1
+        return found
+
     def write(self, kind: bytes, data: bytes) -> bytes:
         """Store an object (if absent) and return its binary sha."""
         sha = object_id(kind, data)
@@ -190,6 +233,10 @@ class ObjectStore:
         tree = Tree.parse(data)
         self._remember(sha, tree)
         return tree
+
+    def forget_trees(self) -> None:
+        """Drop the parsed trees kept for the next lookups (a large listing is done)."""
+        self._trees.clear()
 
     def _remember(self, sha: bytes, tree: Tree) -> None:
         if len(self._trees) > 64:
@@ -292,7 +339,7 @@ class ObjectStore:
 
 
 def _refuse(path: bytes, mode: bytes) -> None:
-    what = _KINDS.get(mode, f"an entry of mode {mode.decode(errors='replace')}")
+    what = KINDS.get(mode, f"an entry of mode {mode.decode(errors='replace')}")
     raise GitError(
         f"{path.decode(errors='replace')} is {what} in HEAD, not a file or folder hystate writes",
         hint="fix the repository's layout first (see `hystate validate`)",

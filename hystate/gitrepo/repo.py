@@ -200,14 +200,7 @@ class GitRepo:
 
     def dirty_paths(self, rel_dir: str) -> list[str]:
         """Files under ``rel_dir`` whose work-tree state differs from HEAD (modified, added,
-        deleted or untracked), as git status sees them; without taking git's locks. A scan
-        started by ``prefetch_status`` for this repository is used (once) when there is one."""
-        started = _PREFETCHED.pop(self.root, None)
-        if started is not None:
-            raw, _ = started.communicate()
-            if started.returncode == 0:
-                prefix = "" if rel_dir in ("", ".") else rel_dir.rstrip("/") + "/"
-                return _status_paths(raw.decode(errors="replace"), prefix)
+        deleted or untracked), as git status sees them; without taking git's locks."""
         return _status_paths(self.git(*_STATUS, "--", rel_dir), "")
 
     def log(
@@ -352,24 +345,6 @@ _STATUS = (
     "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all",
     "--no-renames", "--ignored=no",
 )  # fmt: skip
-_PREFETCHED: dict[Path, subprocess.Popen[bytes]] = {}
-
-
-def prefetch_status(start: Path) -> None:
-    """Start git's scan of the work tree now, in the background: a reading command spends the
-    same time starting up, and the scan is the slowest part of checking the caches are fresh
-    (~0.2 s at 100,000 files). Used once by ``GitRepo.dirty_paths``."""
-    try:
-        repo = GitRepo.discover(start)
-    except GitError:
-        return
-    if repo.root not in _PREFETCHED:
-        _PREFETCHED[repo.root] = subprocess.Popen(
-            ["git", *_STATUS, "--", "."],
-            cwd=repo.root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
 
 
 def _status_paths(out: str, prefix: str) -> list[str]:

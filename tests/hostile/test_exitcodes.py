@@ -55,8 +55,9 @@ def test_nul_in_a_configured_path_is_invalid_data(repo: Path, key: str) -> None:
 
 META_DAMAGE = {
     "tree-not-hex": "UPDATE meta SET value = 'zz' WHERE key = 'tree'",
-    "dirty-not-json": "UPDATE meta SET value = '[1' WHERE key = 'dirty'",
-    "dirty-a-list": "UPDATE meta SET value = '[]' WHERE key = 'dirty'",
+    "head-not-a-commit": "UPDATE meta SET value = 'zz' WHERE key = 'head'",
+    "index-an-int": "UPDATE meta SET value = 5 WHERE key = 'index'",
+    "tree-of-nothing": "UPDATE meta SET value = '00' WHERE key = 'tree'",
     "format-an-int": "UPDATE meta SET value = 3 WHERE key = 'format'",
     "wrong-columns": "DROP TABLE meta; CREATE TABLE meta (a, b)",
     "extra-column": "DROP TABLE meta; CREATE TABLE meta (key, value, x)",
@@ -82,11 +83,14 @@ def test_corrupt_cache_meta_is_rebuilt_not_a_crash(repo: Path, name: str) -> Non
 
 @pytest.mark.parametrize("command", [["list"], ["status"], ["next", "downloading"]])
 def test_a_file_name_that_is_not_utf8_is_named_not_a_crash(repo: Path, command: list[str]) -> None:
+    """Committed (reads follow HEAD's tree; an uncommitted one is validate's and fsck's)."""
     bad = os.path.join(os.fsencode(repo / "processed" / "2004"), b"\xff\xfe.yaml")
     with open(bad, "wb") as fh:
         fh.write(b"title: x\n")
+    commit_all(repo, "a bad name")
     refused(repo, command, 5, contains="\\udcff")
     os.unlink(bad)
+    commit_all(repo, "gone")
     assert run(repo, *command).code == 0  # and forgotten once it is gone
 
 

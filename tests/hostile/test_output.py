@@ -109,6 +109,7 @@ def test_an_error_naming_a_file_with_an_escape_in_its_name_is_one_clean_line(
 ) -> None:
     bad = repo / "processed" / "2004" / "x\x1b[2Jy.yaml"
     bad.write_text("not: [valid")
+    commit_all(repo, "a bad name")  # reads follow HEAD's tree
     outcome = refused(repo, ["list"], 5)
     assert "\x1b" not in outcome.stderr
     bad.unlink()

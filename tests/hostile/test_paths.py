@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,7 +105,6 @@ def test_episode_committed_as_link_to_secret(
 OTHER_LINKS: dict[str, tuple[Setup, list[str], int, str]] = {
     "planted-show": (planted_link, ["show", "{id}"], 5, "symlink"),
     "planted-advance": (planted_link, ["advance", "{id}", "downloading"], 5, "symlink"),
-    "planted-list": (planted_link, ["list"], 5, "symlink"),
     "planted-validate": (planted_link, ["validate", "--github"], 1, "with problems"),
     "dangling-validate": (dangling_link, ["validate"], 1, "with problems"),
     "dangling-list": (dangling_link, ["list"], 5, "symlink"),
@@ -119,8 +119,22 @@ OTHER_LINKS: dict[str, tuple[Setup, list[str], int, str]] = {
     "folder-show": (folder_named_like_it, ["show", "{id}"], 5, "is a folder"),
     "folder-validate": (folder_named_like_it, ["validate"], 1, "with problems"),
     "fifo-show": (fifo_named_like_it, ["show", "{id}"], 5, "special file"),
-    "fifo-list": (fifo_named_like_it, ["list"], 5, "special file"),
 }
+
+# Reads follow HEAD's tree (issue 17): what is only in the work tree never reaches them, so they
+# answer with HEAD's episode and never open the link or the FIFO (before, they failed with 5).
+UNCOMMITTED: dict[str, Setup] = {"planted": planted_link, "fifo": fifo_named_like_it}
+
+
+@pytest.mark.parametrize("name", sorted(UNCOMMITTED))
+def test_an_uncommitted_link_or_fifo_is_never_read(
+    name: str, repo: Path, episode: Path, secret: Path
+) -> None:
+    UNCOMMITTED[name](repo, episode, secret)
+    result = run_hostile(repo, ["list", "--json"], 0, timeout=20, unchanged=False)
+    assert episode.stem in result.stdout
+    _no_leak(result.output)
+    assert run_hostile(repo, ["validate"], 1, unchanged=False).code == 1  # reported there
 
 
 @pytest.mark.parametrize("name", sorted(OTHER_LINKS))
@@ -223,6 +237,17 @@ STATE_FOLDER: dict[str, tuple[Setup, list[str], int, str]] = {
     "year-link-inside-add": (year_link_inside, ADD_2031, 5, "processed/2031 is a symlink"),
     "year-file-add": (year_is_a_file, ADD_2031, 5, "processed/2031 is a file"),
     "year-file-validate": (year_is_a_file, ["validate"], 1, "with problems"),
+    # reads named nothing and hid the linked folder's episodes with exit 0 (issue 11): they
+    # stop and name it, as they do for a broken episode file (validate lists it too)
+    "year-link-list": (year_link_outside, ["list"], 5, "processed/2031: $: is a symlink"),
+    "year-link-status": (year_link_outside, ["status"], 5, "processed/2031: $: is a symlink"),
+    "year-link-next": (year_link_outside, ["next", "downloading"], 5, "2031: $: is a symlink"),
+    "year-link-metrics": (year_link_outside, ["metrics"], 5, "2031: $: is a symlink"),
+    "year-link-committed-list": (year_link_committed, ["list"], 5, "2031: $: is a symlink"),
+    "year-link-committed-status": (year_link_committed, ["status"], 5, "2031: $: is a symlink"),
+    "year-link-inside-list": (year_link_inside, ["list"], 5, "2031: $: is a symlink"),
+    "year-file-list": (year_is_a_file, ["list"], 5, "2031: $: year folder is not a folder"),
+    "year-file-status": (year_is_a_file, ["status"], 5, "2031: $: year folder is not a folder"),
     "locks-link-advance": (
         locks_link,
         ["advance", "{id}", "downloading"],
@@ -406,3 +431,115 @@ def test_real_orphans_are_removed_with_repair(repo: Path) -> None:
 def test_case_count() -> None:
     """The README's reliability section quotes these counts."""
     assert len(LINK_COMMANDS) + len(OTHER_LINKS) + len(STATE_FOLDER) + len(DUPLICATES) >= 55
+
+
+def test_remove_orphans_removes_only_regular_files(repo: Path) -> None:
+    """A FIFO (or socket) in a media folder was removed like a file; it is listed and kept."""
+    import socket
+
+    media = _media(repo)
+    os.mkfifo(media / "pipe.mp3")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(media / "sock.mp3"))
+    (media / "orphan.mp3").write_bytes(b"x")
+    try:
+        result = run_hostile(repo, ["fsck", "--repair", "--remove-orphans"], 1, unchanged=False)
+    finally:
+        sock.close()
+    assert "a FIFO, not a regular file: never removed" in result.stdout
+    assert "a socket or device, not a regular file" in result.stdout
+    assert os.path.lexists(media / "pipe.mp3") and os.path.lexists(media / "sock.mp3")
+    assert not (media / "orphan.mp3").exists()  # the regular file of this user is removed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a file of another user")
+def test_remove_orphans_keeps_another_users_file(repo: Path) -> None:
+    media = _media(repo)
+    theirs = media / "theirs.mp3"
+    theirs.write_bytes(b"x")
+    os.chown(theirs, 65534, 65534)
+    result = run_hostile(repo, ["fsck", "--repair", "--remove-orphans"], 1)
+    assert "owned by uid 65534" in result.stdout and theirs.exists()
+
+
+# -- lock paths that are not lock files -----------------------------------------------------------
+
+
+def _lock_path(repo: Path, episode: Path) -> Path:
+    locks = repo / "processed" / ".locks"
+    locks.mkdir(exist_ok=True)
+    return locks / f"{episode.stem}.lock"
+
+
+LOCK_KINDS = ["empty-folder", "fifo", "full-folder", "symlink", "dangling-symlink"]
+
+
+def _plant_lock(kind: str, lock: Path, secret: Path) -> None:
+    if kind == "empty-folder":
+        lock.mkdir()
+    elif kind == "full-folder":
+        lock.mkdir()
+        (lock / "keep.txt").write_text("someone's")
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    elif kind == "symlink":
+        lock.symlink_to(secret)
+    else:
+        lock.symlink_to(lock.parent / "nowhere")
+
+
+@pytest.mark.parametrize("kind", LOCK_KINDS)
+def test_fsck_reports_a_lock_that_is_not_a_file(
+    kind: str, repo: Path, episode: Path, secret: Path
+) -> None:
+    """fsck said "clean" while the lock refused every transition of the episode (exit 6)."""
+    lock = _lock_path(repo, episode)
+    _plant_lock(kind, lock, secret)
+    run_hostile(repo, ["advance", episode.stem, "downloading"], 6, timeout=60)
+    result = run_hostile(repo, ["fsck"], 1, unchanged=False)
+    assert f"{episode.stem}.lock" in result.stdout and "not a lock" in result.stdout
+    _no_leak(result.output)
+    assert os.path.lexists(lock)  # fsck without --repair changes nothing
+
+
+@pytest.mark.parametrize("kind", ["empty-folder", "fifo"])
+def test_fsck_repair_removes_an_unused_empty_folder_or_fifo_lock(
+    kind: str, repo: Path, episode: Path, secret: Path
+) -> None:
+    lock = _lock_path(repo, episode)
+    _plant_lock(kind, lock, secret)
+    result = run_hostile(repo, ["fsck", "--repair"], 0, unchanged=False)
+    assert "removed" in result.stdout and not os.path.lexists(lock)
+    run_hostile(repo, ["advance", episode.stem, "downloading"], 0, unchanged=False)
+
+
+@pytest.mark.parametrize("kind", ["full-folder", "symlink", "dangling-symlink"])
+def test_fsck_repair_keeps_a_lock_it_cannot_remove_safely(
+    kind: str, repo: Path, episode: Path, secret: Path
+) -> None:
+    lock = _lock_path(repo, episode)
+    _plant_lock(kind, lock, secret)
+    before = secret.read_bytes()
+    result = run_hostile(repo, ["fsck", "--repair"], 1, unchanged=False)
+    assert "kept" in result.stdout and os.path.lexists(lock)
+    assert secret.read_bytes() == before
+    if kind == "full-folder":
+        assert (lock / "keep.txt").read_text() == "someone's"
+    _no_leak(result.output)
+
+
+def test_fsck_repair_keeps_a_fifo_lock_a_live_process_has_open(repo: Path, episode: Path) -> None:
+    lock = _lock_path(repo, episode)
+    os.mkfifo(lock)
+    holder = subprocess.Popen(  # holds the FIFO open for reading and writing (never blocks)
+        [sys.executable, "-c", "import os, sys, time; os.open(sys.argv[1], os.O_RDWR);"
+         " print('open', flush=True); time.sleep(120)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        result = run_hostile(repo, ["fsck", "--repair"], 1, unchanged=False)
+        assert f"in use by process {holder.pid}" in result.stdout and os.path.lexists(lock)
+    finally:
+        holder.kill()
+        holder.wait()

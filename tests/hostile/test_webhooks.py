@@ -264,3 +264,61 @@ def test_one_line_helper_agrees(repo: Path) -> None:
     configure(repo, "ftp://x")
     outcome = run(repo, "status")
     assert_one_line(outcome, 5, contains="webhook_url")
+
+
+# -- name resolution is inside the deadline ------------------------------------------------------
+
+
+def test_a_resolver_that_never_answers_is_cut_off_by_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """getaddrinfo has no timeout: a resolver that never answers held the delivery for as long
+    as the system's resolver retried. The 5 s deadline now covers the name lookup too."""
+    import socket
+
+    from hystate import webhook
+
+    release = threading.Event()
+    asked: list[str] = []
+
+    def hanging(host: str, *args: object, **kwargs: object) -> object:
+        asked.append(host)
+        release.wait(120)  # a resolver that never answers (released when the test ends)
+        raise socket.gaierror(socket.EAI_AGAIN, "temporary failure")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    outcome: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            webhook.post("http://hooks.example.test/x", b"{}", deadline=0.5)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=deliver, daemon=True)
+    worker.start()
+    worker.join(60)  # generous: it ends at the deadline, not when the resolver gives up
+    release.set()
+    assert not worker.is_alive(), "the delivery waited on the resolver past its deadline"
+    assert asked == ["hooks.example.test"]
+    assert len(outcome) == 1 and isinstance(outcome[0], webhook.DeliveryTimeout)
+
+
+def test_a_name_that_does_not_resolve_is_a_logged_failure(repo: Path) -> None:
+    configure(repo, "http://no-such-host.invalid/hook")
+    _eid, proc = fail_one(repo)
+    assert proc.returncode == 0, proc.stderr  # a failed delivery never fails the transition
+    assert "FAILED alert" in alert_log(repo) and "no-such-host.invalid" in alert_log(repo)
+
+
+def test_the_host_header_keeps_the_name_after_resolving_it(
+    repo: Path, servers: list[Server]
+) -> None:
+    server = serve(servers)
+    port = server.httpd.server_port
+    configure(repo, f"http://localhost:{port}/hook")
+    _eid, proc = fail_one(repo)
+    assert proc.returncode == 0, proc.stderr
+    assert server.got_request.wait(30)
+    assert server.requests[0]["Host"] == f"localhost:{port}"
+    assert "sent alert" in alert_log(repo)
