@@ -44,7 +44,7 @@ def _int(request: Request, name: str, default: int) -> int:
     value = request.query_params.get(name)
     if value is None or value == "":
         return default
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise UsageError(f"{name} must be a positive whole number")
     return int(value)
 

@@ -1,0 +1,89 @@
+"""``hystate serve`` under attack: odd parameters answer 400 without a traceback in the
+server's output, a port in use is one line and exit 2, and a stop with event streams open
+ends at once, exit 130, without a traceback."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.serve_harness import HYSTATE, EventReader, serving
+
+
+def test_odd_numbers_and_bad_graphql_arguments_are_400_without_traceback(repo: Path) -> None:
+    with serving(repo, "--reports-every", "0") as srv, srv.client() as http:
+        # superscript two and Arabic-Indic one are digits to str.isdigit(); int() refuses
+        # the first and takes the second
+        for value in ("\u00b2", "\u0661", "1e3", "-0", " 1", "1" * 30):
+            answer = http.get("/api/episodes", params={"page": value})
+            assert answer.status_code == 400, (value, answer.text)
+            assert answer.json()["exit_code"] == 2
+        for query in (
+            "{ episodes(page: -1) { total } }",
+            '{ episodes(year: "20a4") { total } }',
+            '{ episode(episodeId: "../../etc/passwd") { title } }',
+        ):
+            answer = http.post("/graphql", json={"query": query})
+            assert answer.status_code == 200 and answer.json()["errors"], answer.text
+        time.sleep(0.5)  # the log is written by the server's threads
+        assert "Traceback" not in srv.output(), srv.output()
+        assert "Exception in ASGI" not in srv.output(), srv.output()
+
+
+def test_port_in_use_is_one_line_and_exit_2(repo: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [*HYSTATE, "serve", "--port", str(port)],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode == 2, proc
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"hystate: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_stop_with_open_event_streams_is_clean(repo: Path) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with serving(repo, "--reports-every", "0") as srv:
+            ended: list[str] = []
+
+            def listen(ended: list[str] = ended) -> None:
+                with (
+                    httpx.Client(base_url=srv.url, timeout=60) as http,
+                    http.stream("GET", "/events") as stream,
+                ):
+                    reader = EventReader(stream)
+                    reader.next(1)  # hello
+                    ended.append("open")
+                    reader.next(1)  # nothing more: the stream ends when the server stops
+                    ended.append("closed")
+
+            listeners = [threading.Thread(target=listen) for _ in range(3)]
+            for thread in listeners:
+                thread.start()
+            deadline = time.monotonic() + 60
+            while ended.count("open") < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            srv.proc.send_signal(sig)
+            srv.proc.wait(timeout=60)
+            for thread in listeners:
+                thread.join(timeout=60)
+            out = srv.output()
+            assert srv.proc.returncode == 130, out
+            assert ended.count("closed") == 3
+            assert "Traceback" not in out and "ERROR" not in out, out
+            assert out.strip().splitlines()[-1] == "hystate: interrupted"
