@@ -87,3 +87,22 @@ def test_stop_with_open_event_streams_is_clean(repo: Path) -> None:
             assert ended.count("closed") == 3
             assert "Traceback" not in out and "ERROR" not in out, out
             assert out.strip().splitlines()[-1] == "hystate: interrupted"
+
+
+def test_symlinked_episode_file_is_a_problem_not_a_500(repo: Path) -> None:
+    episode = sorted((repo / "processed").glob("*/*.yaml"))[0]
+    secret = repo.parent / "secret.env"
+    secret.write_text("API_TOKEN=SECRET-never-shown\n")
+    episode.unlink()
+    episode.symlink_to(secret)
+    with serving(repo, "--reports-every", "0") as srv, srv.client() as http:
+        answer = http.get(f"/api/episodes/{episode.stem}")
+        assert answer.status_code == 200, answer.text
+        data = answer.json()
+        assert "symlink" in data["problem"] and data["file"] == ""
+        page = http.get(f"/episodes/{episode.stem}")
+        assert page.status_code == 200 and "symlink" in page.text
+        for text in (answer.text, page.text):
+            assert "SECRET-never-shown" not in text
+        time.sleep(0.5)
+        assert "Traceback" not in srv.output(), srv.output()

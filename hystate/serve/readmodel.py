@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit
+from hystate import audit, layout
 from hystate.errors import HystateError, InvalidData, UsageError
 from hystate.model import ProcessingStage, check_id, parse_time
 
@@ -227,7 +227,12 @@ class ReadModel:
         manager = self.manager
         path = manager.path_of(check_id(episode_id))
         rel = manager.repo.relpath(path)
-        raw = read_bytes(path)
+        try:
+            raw = read_bytes(path)
+        except FileNotFoundError:  # removed since it was found
+            raise layout.not_found(manager, episode_id) from None
+        except OSError:  # a symlink, a folder: never read (store.read below says why)
+            raw = b""
         problem = None
         data: dict[str, Any] = {}
         history: list[dict[str, Any]] = []
