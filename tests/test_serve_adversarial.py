@@ -4,6 +4,7 @@ ends at once, exit 130, without a traceback."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,5 +105,36 @@ def test_symlinked_episode_file_is_a_problem_not_a_500(repo: Path) -> None:
         assert page.status_code == 200 and "symlink" in page.text
         for text in (answer.text, page.text):
             assert "SECRET-never-shown" not in text
+        time.sleep(0.5)
+        assert "Traceback" not in srv.output(), srv.output()
+
+
+def test_cache_deleted_under_the_server_is_rebuilt(repo: Path) -> None:
+    with serving(repo, "--reports-every", "0") as srv, srv.client() as http:
+        before = http.get("/api/episodes").json()
+        for db in (repo / ".git" / "hystate").rglob("state.db"):
+            db.unlink()  # the file only: sqlite makes an empty one
+        assert http.get("/api/episodes").json() == before
+        shutil.rmtree(repo / ".git" / "hystate" / "cache")  # the folder too
+        assert http.get("/api/episodes").json() == before
+        assert http.get("/api/episodes", params={"q": "hy"}).status_code == 200
+        time.sleep(0.5)
+        assert "Traceback" not in srv.output(), srv.output()
+
+
+def test_repository_moved_away_and_back(repo: Path) -> None:
+    away = repo.with_name("moved-away")
+    with serving(repo, "--reports-every", "0") as srv, srv.client() as http:
+        eid = http.get("/api/episodes").json()["items"][0]["episode_id"]
+        repo.rename(away)
+        try:
+            for path in ("/", "/api/status", "/api/episodes", f"/episodes/{eid}"):
+                answer = http.get(path, params={"q": "x"} if path == "/api/episodes" else None)
+                assert answer.status_code >= 400, (path, answer.text)
+                if path.startswith("/api/"):
+                    assert answer.json()["error"], answer.text
+        finally:
+            away.rename(repo)
+        assert http.get("/api/episodes").status_code == 200
         time.sleep(0.5)
         assert "Traceback" not in srv.output(), srv.output()
