@@ -65,11 +65,11 @@ def serve(
         from hystate.serve.actions import load_token
 
         token = load_token(token_file, os.environ.get("HYSTATE_SERVE_TOKEN"))
-    import uvicorn
-
     from hystate.serve.app import LOCAL_HOSTS, Server
+    from hystate.serve.runner import listen_socket, run
 
     manager = opts.manager("hystate-serve", cli_worker=False)
+    sock = listen_socket(host, port)
     local = host in ("127.0.0.1", "localhost", "::1")
     if not local:
         manager.notice(
@@ -79,12 +79,4 @@ def serve(
     server = Server(manager, token=token, reports_every=reports_every, hosts=hosts)
     shown = f"[{host}]" if ":" in host else host
     manager.notice(f"serving http://{shown}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(
-        server.app(),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=2,  # event streams never end by themselves
-    )
+    run(server, sock)

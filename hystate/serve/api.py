@@ -6,6 +6,7 @@ refused unless the server was started with them and the request carries the toke
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +20,21 @@ from hystate.serve import actions
 if TYPE_CHECKING:
     from hystate.serve.app import Server
 
+log = logging.getLogger("hystate.serve")
 _STATUS = {UnknownEpisode: 404, UsageError: 400, IllegalTransition: 409, LockBusy: 423}
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(data, ensure_ascii=False, allow_nan=False, indent=1)
     return Response(body, status, headers, media_type="application/json")
+
+
+def unexpected(exc: Exception) -> str:
+    """One line for an error that is not hystate's own (the repository moved away, the disk,
+    a bug): logged without a traceback, and returned for the client."""
+    text = f"{type(exc).__name__}: {exc}"
+    log.error("%s", text)
+    return text
 
 
 def error_response(exc: HystateError) -> Response:
@@ -38,13 +48,15 @@ async def run(call: Callable[[], Any]) -> Response:
         return json_response(await to_thread.run_sync(call))
     except HystateError as exc:
         return error_response(exc)
+    except Exception as exc:
+        return json_response({"error": unexpected(exc), "exit_code": 1}, 500)
 
 
 def _int(request: Request, name: str, default: int) -> int:
     value = request.query_params.get(name)
     if value is None or value == "":
         return default
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise UsageError(f"{name} must be a positive whole number")
     return int(value)
 

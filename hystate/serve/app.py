@@ -81,6 +81,13 @@ class Server:
         self.hosts = hosts or LOCAL_HOSTS
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def stop_streams(self) -> None:
+        """End every event stream (from a signal handler, in the event loop's thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.feed.close)
 
     async def _moved(self) -> None:
         self._wake.set()
@@ -105,6 +112,7 @@ class Server:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.model.dashboard)  # warm: the first page is served at once
         self._tasks = [
             asyncio.create_task(self.feed.run()),

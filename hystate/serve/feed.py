@@ -65,6 +65,17 @@ class CommitFeed:
         self.clients: set[Client] = set()
         self.dropped = 0  # clients dropped for being slow, since start
         self.recent: deque[str] = deque(maxlen=MAX_REPLAY)  # shas published, oldest first
+        self.closed = False  # the server is stopping: every stream ends
+
+    def close(self) -> None:
+        """End every stream now (the server stops: uvicorn waits for open responses, and an
+        event stream never ends by itself); streams opened later end at once."""
+        self.closed = True
+        for client in list(self.clients):
+            self.clients.discard(client)
+            while not client.queue.empty():
+                client.queue.get_nowait()
+            client.queue.put_nowait(_DROP)
 
     # -- the one watcher -------------------------------------------------------------------
 
@@ -149,6 +160,9 @@ class CommitFeed:
         ``hello`` naming where it now is, then the live ones. The client is registered when
         the stream starts and forgotten when it ends (however it ends)."""
         client, position = self.subscribe()
+        if self.closed:
+            self.unsubscribe(client)
+            return
         try:
             yield b"retry: 1000\n\n"
             for event in await asyncio.to_thread(self.replay, last_id, position):

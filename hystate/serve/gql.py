@@ -5,14 +5,17 @@ is at most ``MAX_PER_PAGE`` episodes."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import strawberry
 from anyio import to_thread
+from graphql import GraphQLError
 from strawberry.asgi import GraphQL
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 
+from hystate.errors import HystateError
 from hystate.serve.readmodel import PER_PAGE, ReadModel
 
 # Depth 2 (counted from 0 at the top field) allows one episode with its history, and a page
@@ -166,7 +169,23 @@ class Query:
         return await to_thread.run_sync(run)
 
 
-schema = strawberry.Schema(
+log = logging.getLogger("hystate.serve")
+
+
+class Schema(strawberry.Schema):
+    """Strawberry logs every error with its traceback; here a bad query or a bad argument
+    (the client is told) is not logged, and anything else is one line."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            cause = error.original_error
+            if cause is not None and not isinstance(cause, HystateError):
+                log.warning("graphql: %s: %s", type(cause).__name__, cause)
+
+
+schema = Schema(
     query=Query,
     extensions=[
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),

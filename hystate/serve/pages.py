@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, Response
 
 from hystate.errors import HystateError, UnknownEpisode
 from hystate.model import ProcessingStage
+from hystate.serve.api import unexpected
 
 if TYPE_CHECKING:
     from hystate.serve.app import Server
@@ -48,6 +49,8 @@ class Pages:
             data = await to_thread.run_sync(build)
         except HystateError as exc:
             return render("error.html.j2", 500, message=str(exc))
+        except Exception as exc:
+            return render("error.html.j2", 500, message=unexpected(exc))
         return render(
             "dashboard.html.j2",
             status=data["status"],
@@ -65,4 +68,6 @@ class Pages:
             return render("error.html.j2", 404, message=str(exc))
         except HystateError as exc:
             return render("error.html.j2", 400, message=str(exc))
+        except Exception as exc:
+            return render("error.html.j2", 500, message=unexpected(exc))
         return render("episode.html.j2", data=data, actions=self.server.token is not None)

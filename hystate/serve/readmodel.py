@@ -5,12 +5,13 @@ a refresh scans the work tree (~0.2 s at 100,000 episodes), a page of the list m
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit
+from hystate import audit, layout
 from hystate.errors import HystateError, InvalidData, UsageError
 from hystate.model import ProcessingStage, check_id, parse_time
 
@@ -79,6 +80,16 @@ class ReadModel:
         with self.lock:
             self._refresh_for(self.repo_head)
 
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """A query of the cache; one that fails (the cache was deleted or broken under the
+        server: deleting it is always allowed) rebuilds it and runs again."""
+        try:
+            return self.manager.cache.query(sql, params)
+        except sqlite3.Error:
+            with self.lock:
+                self.manager.refresh()
+            return self.manager.cache.query(sql, params)
+
     # -- the dashboard ---------------------------------------------------------------------
 
     def dashboard(self) -> dict[str, Any]:
@@ -145,7 +156,7 @@ class ReadModel:
         return [commit_dict(row) for row in rows]
 
     def years(self) -> list[str]:
-        rows = self.manager.cache.query("SELECT DISTINCT year FROM episode_states ORDER BY year")
+        rows = self.query("SELECT DISTINCT year FROM episode_states ORDER BY year")
         return [r[0] for r in rows]
 
     # -- the episode list ------------------------------------------------------------------
@@ -179,7 +190,6 @@ class ReadModel:
             where.append("(episode_id LIKE ? ESCAPE '\\' OR title LIKE ? ESCAPE '\\')")
             params += [pattern + "%", pattern + "%"]
         clause = " AND ".join(where)
-        cache = self.manager.cache
         offset = (page - 1) * per_page
         columns = ", ".join(LIST_COLUMNS)
         if search:
@@ -187,7 +197,7 @@ class ReadModel:
             # sorted: 40% faster at 100k than walking an index), then the page's rows by id
             found = [
                 r[0]
-                for r in cache.query(
+                for r in self.query(
                     f"SELECT episode_id FROM episode_states NOT INDEXED WHERE {clause}"
                     " ORDER BY date, episode_id",
                     (*params,),
@@ -195,15 +205,15 @@ class ReadModel:
             ]
             total, wanted = len(found), found[offset : offset + per_page]
             marks = ",".join("?" * len(wanted))
-            rows = cache.query(
+            rows = self.query(
                 f"SELECT {columns} FROM episode_states WHERE episode_id IN ({marks})"
                 " ORDER BY date, episode_id",
                 tuple(wanted),
             )
         else:
             count = f"SELECT count(*) FROM episode_states WHERE {clause}"
-            total = int(cache.query(count, (*params,))[0][0])
-            rows = cache.query(
+            total = int(self.query(count, (*params,))[0][0])
+            rows = self.query(
                 f"SELECT {columns} FROM episode_states WHERE {clause}"
                 " ORDER BY date, episode_id LIMIT ? OFFSET ?",
                 (*params, per_page, offset),
@@ -227,7 +237,12 @@ class ReadModel:
         manager = self.manager
         path = manager.path_of(check_id(episode_id))
         rel = manager.repo.relpath(path)
-        raw = read_bytes(path)
+        try:
+            raw = read_bytes(path)
+        except FileNotFoundError:  # removed since it was found
+            raise layout.not_found(manager, episode_id) from None
+        except OSError:  # a symlink, a folder: never read (store.read below says why)
+            raw = b""
         problem = None
         data: dict[str, Any] = {}
         history: list[dict[str, Any]] = []

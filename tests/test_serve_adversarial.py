@@ -1,0 +1,140 @@
+"""``hystate serve`` under attack: odd parameters answer 400 without a traceback in the
+server's output, a port in use is one line and exit 2, and a stop with event streams open
+ends at once, exit 130, without a traceback."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.serve_harness import HYSTATE, EventReader, serving
+
+
+def test_odd_numbers_and_bad_graphql_arguments_are_400_without_traceback(repo: Path) -> None:
+    with serving(repo, "--reports-every", "0") as srv, srv.client() as http:
+        # superscript two and Arabic-Indic one are digits to str.isdigit(); int() refuses
+        # the first and takes the second
+        for value in ("\u00b2", "\u0661", "1e3", "-0", " 1", "1" * 30):
+            answer = http.get("/api/episodes", params={"page": value})
+            assert answer.status_code == 400, (value, answer.text)
+            assert answer.json()["exit_code"] == 2
+        for query in (
+            "{ episodes(page: -1) { total } }",
+            '{ episodes(year: "20a4") { total } }',
+            '{ episode(episodeId: "../../etc/passwd") { title } }',
+        ):
+            answer = http.post("/graphql", json={"query": query})
+            assert answer.status_code == 200 and answer.json()["errors"], answer.text
+        time.sleep(0.5)  # the log is written by the server's threads
+        assert "Traceback" not in srv.output(), srv.output()
+        assert "Exception in ASGI" not in srv.output(), srv.output()
+
+
+def test_port_in_use_is_one_line_and_exit_2(repo: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [*HYSTATE, "serve", "--port", str(port)],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode == 2, proc
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"hystate: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_stop_with_open_event_streams_is_clean(repo: Path) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with serving(repo, "--reports-every", "0") as srv:
+            ended: list[str] = []
+
+            def listen(ended: list[str] = ended) -> None:
+                with (
+                    httpx.Client(base_url=srv.url, timeout=60) as http,
+                    http.stream("GET", "/events") as stream,
+                ):
+                    reader = EventReader(stream)
+                    reader.next(1)  # hello
+                    ended.append("open")
+                    reader.next(1)  # nothing more: the stream ends when the server stops
+                    ended.append("closed")
+
+            listeners = [threading.Thread(target=listen) for _ in range(3)]
+            for thread in listeners:
+                thread.start()
+            deadline = time.monotonic() + 60
+            while ended.count("open") < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            srv.proc.send_signal(sig)
+            srv.proc.wait(timeout=60)
+            for thread in listeners:
+                thread.join(timeout=60)
+            out = srv.output()
+            assert srv.proc.returncode == 130, out
+            assert ended.count("closed") == 3
+            assert "Traceback" not in out and "ERROR" not in out, out
+            assert out.strip().splitlines()[-1] == "hystate: interrupted"
+
+
+def test_symlinked_episode_file_is_a_problem_not_a_500(repo: Path) -> None:
+    episode = sorted((repo / "processed").glob("*/*.yaml"))[0]
+    secret = repo.parent / "secret.env"
+    secret.write_text("API_TOKEN=SECRET-never-shown\n")
+    episode.unlink()
+    episode.symlink_to(secret)
+    with serving(repo, "--reports-every", "0") as srv, srv.client() as http:
+        answer = http.get(f"/api/episodes/{episode.stem}")
+        assert answer.status_code == 200, answer.text
+        data = answer.json()
+        assert "symlink" in data["problem"] and data["file"] == ""
+        page = http.get(f"/episodes/{episode.stem}")
+        assert page.status_code == 200 and "symlink" in page.text
+        for text in (answer.text, page.text):
+            assert "SECRET-never-shown" not in text
+        time.sleep(0.5)
+        assert "Traceback" not in srv.output(), srv.output()
+
+
+def test_cache_deleted_under_the_server_is_rebuilt(repo: Path) -> None:
+    with serving(repo, "--reports-every", "0") as srv, srv.client() as http:
+        before = http.get("/api/episodes").json()
+        for db in (repo / ".git" / "hystate").rglob("state.db"):
+            db.unlink()  # the file only: sqlite makes an empty one
+        assert http.get("/api/episodes").json() == before
+        shutil.rmtree(repo / ".git" / "hystate" / "cache")  # the folder too
+        assert http.get("/api/episodes").json() == before
+        assert http.get("/api/episodes", params={"q": "hy"}).status_code == 200
+        time.sleep(0.5)
+        assert "Traceback" not in srv.output(), srv.output()
+
+
+def test_repository_moved_away_and_back(repo: Path) -> None:
+    away = repo.with_name("moved-away")
+    with serving(repo, "--reports-every", "0") as srv, srv.client() as http:
+        eid = http.get("/api/episodes").json()["items"][0]["episode_id"]
+        repo.rename(away)
+        try:
+            for path in ("/", "/api/status", "/api/episodes", f"/episodes/{eid}"):
+                answer = http.get(path, params={"q": "x"} if path == "/api/episodes" else None)
+                assert answer.status_code >= 400, (path, answer.text)
+                if path.startswith("/api/"):
+                    assert answer.json()["error"], answer.text
+        finally:
+            away.rename(repo)
+        assert http.get("/api/episodes").status_code == 200
+        time.sleep(0.5)
+        assert "Traceback" not in srv.output(), srv.output()
