@@ -109,6 +109,9 @@ class StateManager:
         )
         self.repo.lock_wait = self.config.lock_timeout
         self._cache: StateCache | None = None
+        # Several machines (hystate.sync): the remote claims go through, if any.
+        self.sync_remote: str | None = self.config.get("sync.remote")
+        self._syncing = False
         # Where to tell a person something that is not an error (the CLI: stderr).
         self.notice: Callable[[str], None] = lambda message: None
         # A long-lived process checks the tree before every query; a command that reads once
@@ -236,6 +239,10 @@ class StateManager:
         """Move up to ``limit`` ready episodes into ``stage`` for ``worker``, one commit each;
         two workers never get the same episode. With ``recovery.auto_resume``, stuck episodes
         are first marked lost and exhausted ones skipped (see ``hystate.work``)."""
+        if self.sync_remote:
+            from hystate import sync
+
+            return sync.claim(self, stage, limit, worker)
         return work.claim(self, stage, limit, worker)
 
     # -- leases (no commits: see hystate.leases) -------------------------------------------
@@ -474,6 +481,10 @@ class StateManager:
                     self.notice(f"alert not delivered: {line} (logged in {where})")
             else:
                 self.notice(f"{streak.record_undelivered(alert)}; logged in {where}")
+        if sha and self.sync_remote and not self._syncing:
+            from hystate import sync
+
+            sync.after_transition(self)  # sync.push: each (best effort, never fails this)
         # Plumbing never triggers git's auto-gc; ask for it about once in 256 commits.
         if sha and sha.startswith("00") and self.config.get("retention.compress_old"):
             self.repo.git("gc", "--auto", "--quiet", check=False)

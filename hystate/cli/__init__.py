@@ -20,11 +20,11 @@ if _fresh:
     _signal.signal(_signal.SIGINT, _interrupted_early)
     _signal.signal(_signal.SIGTERM, _interrupted_early)
 
-from hystate.cli import checks, migration, reading, writing  # noqa: E402
+from hystate.cli import checks, cluster, migration, reading, writing  # noqa: E402
 from hystate.cli.app import cli, main  # noqa: E402
 
 if _fresh:
     _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
 
-__all__ = ["checks", "cli", "main", "migration", "reading", "writing"]
+__all__ = ["checks", "cli", "cluster", "main", "migration", "reading", "writing"]

@@ -174,14 +174,21 @@ def status(opts: Options, as_json: bool) -> None:
     Example:
       hystate status --json
     """
+    from hystate import sync
     from hystate.summary import generate_summary
 
-    summary = generate_summary(_reader(opts))
+    manager = _reader(opts)
+    summary = generate_summary(manager)
+    remote = sync.status(manager)
+    if remote is not None:
+        summary["sync"] = remote
     if as_json:
         emit_json(summary)
         return
     total = summary["total_episodes"]
     echo(f"{total} episodes, {summary['completion_percentage']}% done (published or skipped)")
+    if remote is not None:
+        echo(sync.describe_status(remote))
     widest = max(summary["progress"].values(), default=0) or 1
     for stage, count in summary["progress"].items():
         bar = "█" * round(30 * count / widest) if count else ""
@@ -202,11 +209,22 @@ def status(opts: Options, as_json: bool) -> None:
 @click.argument("stage")
 @click.option("--limit", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--claim", is_flag=True, help="Move them into STAGE now (one commit each).")
+@click.option(
+    "--remote",
+    metavar="NAME",
+    help="With --claim: acknowledge claims only once pushed there (default: sync.remote).",
+)
 @worker_option
 @json_option
 @pass_opts
 def next_(
-    opts: Options, stage: str, limit: int, claim: bool, worker: str | None, as_json: bool
+    opts: Options,
+    stage: str,
+    limit: int,
+    claim: bool,
+    remote: str | None,
+    worker: str | None,
+    as_json: bool,
 ) -> None:
     """Episodes ready to enter STAGE; with --claim, take them.
 
@@ -214,7 +232,8 @@ def next_(
     retry of STAGE is due are included; for published, only episodes whose scheduled_date
     has come. With recovery.auto_resume, --claim first marks stuck episodes failed ("worker
     lost") and sends those out of attempts to skipped. The claimed stage starts a lease:
-    renew it with `hystate heartbeat ID`.
+    renew it with `hystate heartbeat ID`. On a node with a remote (sync.remote, --remote) a
+    claim is acknowledged only once pushed there; with the remote unreachable, exit 7.
 
     \b
     Examples:
@@ -226,6 +245,7 @@ def next_(
     target = ProcessingStage.parse(stage)
     if claim:
         manager = opts.manager(worker)
+        manager.sync_remote = remote or manager.sync_remote
         episodes = [r.episode for r in manager.claim_next(target, limit, worker=manager.worker)]
     else:
         episodes = _reader(opts).get_next_for_processing(target, limit)
