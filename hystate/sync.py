@@ -360,6 +360,7 @@ def after_transition(manager: StateManager) -> None:
     try:
         with sync_lock(manager, wait=0):
             _sync_locked(manager, name)
+            lease_refs.publish(manager, name, timeout(manager), only_if_changed=True, quiet=True)
     except LockBusy:
         return  # another sync of this node is running; the next one carries this commit
     except HystateError as exc:

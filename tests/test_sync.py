@@ -121,7 +121,10 @@ def test_people_and_other_episodes_survive_a_sync(server: GitServer, nodes: list
     assert remote_doc(server, ids[5])["stage"] == "skipped"
     assert remote_doc(server, ids[4])["stage"] == "skipped"
     assert git(nodes[1], "diff", "--cached", "--name-only").split() == ["STAGED.md"]
-    assert git(nodes[1], "status", "--porcelain", "--untracked-files=no").split() == ["A", "STAGED.md"]
+    assert git(nodes[1], "status", "--porcelain", "--untracked-files=no").split() == [
+        "A",
+        "STAGED.md",
+    ]
     log = git(nodes[1], "log", "--format=%an|%s", "-3").splitlines()
     assert "n1|notes" in log  # author kept
     fsck_clean(nodes[1])

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts
+
+if TYPE_CHECKING:
+    from hystate.manager import StateManager
 
 
 @cli.command()
@@ -42,3 +47,26 @@ def sync(opts: Options, remote: str | None, as_json: bool) -> None:
         f"{len(report.replayed)} replayed, {len(report.dropped)} dropped",
         err=True,
     )
+
+
+def sync_quietly(manager: StateManager) -> None:
+    """On a node with a remote, sync; offline, say so in one line and go on locally."""
+    if not manager.sync_remote:
+        return
+    from hystate import sync as sync_mod
+    from hystate.errors import HystateError
+
+    try:
+        sync_mod.sync(manager)
+    except HystateError as exc:
+        manager.notice(f"working on the local state only: {exc}")
+
+
+def publish_leases(manager: StateManager) -> None:
+    """On a node with a remote, push this node's lease table (best effort)."""
+    if not manager.sync_remote:
+        return
+    from hystate import lease_refs
+    from hystate import sync as sync_mod
+
+    lease_refs.publish(manager, manager.sync_remote, sync_mod.timeout(manager))
