@@ -105,8 +105,13 @@ def sync(manager: StateManager, remote: str | None = None) -> Report:
 
 
 def _sync_locked(
-    manager: StateManager, remote: str, withdraw: frozenset[str] = frozenset()
+    manager: StateManager,
+    remote: str,
+    withdraw: frozenset[str] = frozenset(),
+    *,
+    fetched: bool = False,
 ) -> Report:
+    """One sync; ``fetched``: the tracking ref is fresh (just fetched), push before fetching."""
     repo = manager.repo
     if not gr.has_remote(repo, remote):
         raise GitError(f"no git remote named {remote!r}", hint=f"`git remote add {remote} URL`")
@@ -115,7 +120,10 @@ def _sync_locked(
     wait = timeout(manager)
     for attempt in range(ROUNDS):
         report.rounds = attempt + 1
-        tip = gr.fetch(repo, remote, branch, wait, kinds=(lease_refs.KIND,))
+        if fetched and attempt == 0:
+            tip = repo.refs.resolve(gr.tracking_ref(remote, branch))
+        else:
+            tip = gr.fetch(repo, remote, branch, wait, kinds=(lease_refs.KIND,))
         head = repo.refs.head()
         if head.sha is None:
             raise GitError("the branch has no commit yet: clone the remote instead")
@@ -307,7 +315,9 @@ def claim(
             if not results:
                 break
             withdraw = frozenset(r.commit for r in results if r.commit)
-            report = _online(manager, name, lambda: _sync_locked(manager, name), withdraw)
+            report = _online(
+                manager, name, lambda: _sync_locked(manager, name, fetched=True), withdraw
+            )
             assert report.head is not None
             tree = manager.repo.objects.commit_tree(bytes.fromhex(report.head))
             for result in results:
