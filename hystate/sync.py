@@ -369,8 +369,12 @@ def after_transition(manager: StateManager) -> None:
         return
     try:
         with sync_lock(manager, wait=0):
-            _sync_locked(manager, name)
+            report = _sync_locked(manager, name)
             lease_refs.publish(manager, name, timeout(manager), only_if_changed=True, quiet=True)
+        for row in report.dropped:
+            manager.notice(
+                f"sync dropped {row['id']}: {row['from']} -> {row['to']}: {row['reason']}"
+            )
     except LockBusy:
         return  # another sync of this node is running; the next one carries this commit
     except HystateError as exc:

@@ -38,10 +38,17 @@ class GitServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
-                "git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
-                f"--base-path={self.base}", "--listen=127.0.0.1", f"--port={self.port}",
-                "--informative-errors", str(self.base),
-            ],  # fmt: skip
+                "git",
+                "daemon",
+                "--export-all",
+                "--enable=receive-pack",
+                "--reuseaddr",
+                f"--base-path={self.base}",
+                "--listen=127.0.0.1",
+                f"--port={self.port}",
+                "--informative-errors",
+                str(self.base),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -79,7 +86,16 @@ def seed_remote(server: GitServer, work: Path, catalog: Path, config: dict[str, 
         proc = run_hystate(work, *args, timeout=300)
         assert proc.returncode == 0, proc.stderr
     git(work, "add", "hystate.yaml")
-    git(work, "-c", "user.name=seed", "-c", "user.email=seed@example.invalid", "commit", "-qm", "config")
+    git(
+        work,
+        "-c",
+        "user.name=seed",
+        "-c",
+        "user.email=seed@example.invalid",
+        "commit",
+        "-qm",
+        "config",
+    )
     git(work, "remote", "add", "origin", server.url)
     git(work, "push", "-q", "origin", "main")
 
@@ -96,5 +112,7 @@ def clone_node(server: GitServer, path: Path, node: str) -> Path:
 
 
 def fsck_clean(path: Path) -> None:
-    proc = subprocess.run(["git", "fsck", "--no-progress"], cwd=path, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "fsck", "--no-progress"], cwd=path, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

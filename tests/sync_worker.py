@@ -1,7 +1,7 @@
 """One pipeline worker process of the cluster test: claims through the remote, does no real
 work, fails ~10% of the time, logs every acknowledged claim and step (JSON lines).
 
-    python -m tests.sync_worker ROOT NAME LOG SEED FAILURE_RATE DEADLINE
+    python -m tests.sync_worker ROOT NAME LOG SEED FAILURE_RATE DEADLINE SUBSET
 """
 
 from __future__ import annotations
@@ -21,8 +21,16 @@ FIELDS = {
 
 
 def main(
-    root: str, name: str, log_path: str, seed: int, failure_rate: float, deadline: float
+    root: str,
+    name: str,
+    log_path: str,
+    seed: int,
+    failure_rate: float,
+    deadline: float,
+    subset: int = 0,
 ) -> int:
+    """``subset`` N > 0: only one episode in N goes on after downloaded (the others are
+    skipped there), so a run takes every episode through a claim and some through all."""
     from hystate import StateManager
     from hystate.errors import GitError, HystateError, LockBusy
 
@@ -46,7 +54,7 @@ def main(
         did = 0
         for stage in stages:
             try:
-                results = manager.claim_next(stage, 4, worker=name)
+                results = manager.claim_next(stage, 6, worker=name)
             except (GitError, LockBusy) as exc:
                 record(ev="offline", stage=stage, error=str(exc)[:200])
                 time.sleep(0.2)
@@ -61,6 +69,8 @@ def main(
                         continue
                     done = NEXT[stage]
                     step(eid, stage, done, fields=FIELDS[done](eid))
+                    if done == "downloaded" and subset and sum(eid.encode()) % subset:
+                        step(eid, done, "skipped", message="not in this run's subset")
                     if done == "uploaded":
                         when = "2020-01-01T00:00:00+00:00"
                         step(eid, done, "scheduled", fields={"youtube.scheduled_date": when})
@@ -82,4 +92,4 @@ def main(
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    sys.exit(main(a[0], a[1], a[2], int(a[3]), float(a[4]), float(a[5])))
+    sys.exit(main(a[0], a[1], a[2], int(a[3]), float(a[4]), float(a[5]), int(a[6])))

@@ -23,7 +23,7 @@ import yaml
 from hystate.model import ProcessingStage
 from hystate.rules import legal_move
 from tests.conftest import git, run_hystate
-from tests.sync_harness import GitServer, clone_node, fsck_clean, free_port, seed_remote
+from tests.sync_harness import GitServer, clone_node, free_port, fsck_clean, seed_remote
 
 CATALOG = Path("/work/shared/data/archive-org-search-hooting-yard.json")
 LEASE = 20.0
@@ -35,6 +35,7 @@ CONFIG = {
     },
 }
 NODES, WORKERS = 3, 2
+SUBSET = 5  # every episode through the first claim, one in SUBSET through every stage
 S = ProcessingStage
 
 pytestmark = [
@@ -176,7 +177,9 @@ def test_cluster_of_three_nodes_with_faults(tmp_path: Path) -> None:
     # all the way through
     stages = {doc["stage"] for doc in docs.values()}
     assert len(docs) == 525 and stages <= {"published", "skipped"}, stages
-    assert sum(doc["stage"] == "published" for doc in docs.values()) > 400
+    published = sum(doc["stage"] == "published" for doc in docs.values())
+    assert published > 525 / SUBSET * 0.6, published
+    assert all(len(doc["history"]) > 2 for doc in docs.values())  # every one was claimed
 
     # every history legal
     for eid, doc in docs.items():
@@ -207,9 +210,12 @@ def test_cluster_of_three_nodes_with_faults(tmp_path: Path) -> None:
         if e["ev"] == "claim":
             assert eid not in held or held[eid][0] == worker, (eid, held.get(eid), e)
             held[eid] = (worker, float(e["t"]))
-        elif e["ev"] == "step" and held.get(eid, ("", 0))[0] == worker:
-            if e["to"] in ("failed", "downloaded", "converted", "published"):
-                del held[eid]
+        elif (
+            e["ev"] == "step"
+            and held.get(eid, ("", 0))[0] == worker
+            and e["to"] in ("failed", "downloaded", "converted", "published")
+        ):
+            del held[eid]
 
 
 def _remote_docs(server: GitServer) -> dict[str, dict[str, object]]:
