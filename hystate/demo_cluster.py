@@ -2,7 +2,8 @@
 
 A bare repository served by ``git daemon`` on 127.0.0.1 (a free port) plays the shared server;
 three clones play three machines, each running two of ``make demo``'s workers (claims are
-acknowledged only once pushed; ``sync.push: each``). Everything lives in the scratch folder;
+acknowledged only once pushed; other transitions go with the node's next claim,
+``sync.push: batch``). Everything lives in the scratch folder;
 the daemon is stopped at the end. Prints what each node did and checks every clone equals the
 remote.
 
@@ -29,7 +30,7 @@ CONFIG = """state_management:
     retry_delay: 0.5
   sync:
     remote: origin
-    push: each
+    push: batch
 """
 
 

@@ -26,7 +26,8 @@ from tests.conftest import git, run_hystate
 from tests.sync_harness import GitServer, clone_node, free_port, fsck_clean, seed_remote
 
 CATALOG = Path("/work/shared/data/archive-org-search-hooting-yard.json")
-LEASE = 20.0
+LEASE = 45.0  # > any stall of a node seen on a loaded 2-core machine; the killed worker's
+# episodes come back once it has expired
 CONFIG = {
     "sync": {"remote": "origin", "push": "batch"},
     "recovery": {
@@ -67,6 +68,7 @@ class Cluster:
             str(seed),
             "0.1",
             str(self.deadline),
+            str(SUBSET),
         ]
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "tests.sync_worker", *args],
@@ -87,6 +89,8 @@ class Cluster:
                     proc.wait()
                     self.deaths[name] = time.time()
                     return name
+            if all(p.poll() is not None for n, p in self.procs.items() if n.startswith(prefix)):
+                raise AssertionError(f"the workers of node {node} ended before any push")
             time.sleep(0.005)
         raise AssertionError("no push seen to kill")
 

@@ -17,6 +17,7 @@ elsewhere (``hystate.sync``).
 from __future__ import annotations
 
 import os
+import random
 import re
 import subprocess
 import time
@@ -303,4 +304,6 @@ def ref_files(repo: GitRepo, prefix: str, name: str) -> dict[str, bytes]:
 
 
 def wait_backoff(attempt: int) -> None:
-    time.sleep(min(0.02 * 2**attempt, 1.0))
+    """After a rejected push: a short random pause (full jitter), so that nodes racing for the
+    branch spread out; capped low, as a longer pause only lets the others win again."""
+    time.sleep(random.uniform(0, min(0.02 * 2**attempt, 0.3)))
