@@ -125,7 +125,7 @@ def plain_pushes(path: Path, count: int) -> list[float]:
         git(path, "add", "note.txt")
         git(path, "commit", "-qm", f"note {i}")
         started = time.perf_counter()
-        git(path, "push", "-q", "origin", "main")
+        git(path, "push", "-q", "origin", "HEAD:refs/heads/bench-notes")
         times.append(time.perf_counter() - started)
     return times
 
@@ -207,7 +207,7 @@ the remote has it.
 |---|---|
 | one claim, round trip (median of {r["claims"]}, one node) | {r["claim_median_ms"]} ms |
 | claims per second, one node, one after another | {r["claims_per_second_one_node"]} |
-| plain `git push` of one small commit, same server, same run (median) | {r["plain_push_median_ms"]} ms |
+| plain `git push` of one small commit (to a branch of its own), same server, same run (median) | {r["plain_push_median_ms"]} ms |
 | claims per second, {r["parallel_nodes"]} nodes claiming at once ({r["parallel_claims"]} claims) | {r["parallel_claims_per_second"]} |
 
 A claim costs about one fetch plus one push: the push alone is the floor. Nodes claiming at
