@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         context = multiprocessing.get_context("fork")
         procs = [
             context.Process(
-                target=demo.worker, args=(str(node), 10 * n + k, args.failure_rate, args.seed)
+                target=demo.worker, args=(str(node), 10 * n + k, args.failure_rate, args.seed, 8)
             )
             for n, node in enumerate(nodes)
             for k in range(WORKERS)

@@ -405,6 +405,10 @@ class StateManager:
     ) -> TransitionResult:
         check_id(episode_id)
         self.repo.check_writable()
+        if self.sync_remote and not self._syncing:
+            from hystate import sync
+
+            sync.before_transition(self)  # sync.push: each: judged on the remote's latest
         with self.episode_lock(episode_id, lock_timeout):
             path = self.path_of(episode_id)
             raw, episode = self.store.read(path)

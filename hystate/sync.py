@@ -362,6 +362,19 @@ def _holds(manager: StateManager, tree: bytes, result: TransitionResult) -> bool
     return result.episode.history[-1] in doc.get("history", [])
 
 
+def before_transition(manager: StateManager) -> None:
+    """``sync.push: each``: bring the node up to date first (best effort, offline is fine),
+    so a move the remote already made impossible is refused now (exit 3), not dropped later."""
+    name = manager.sync_remote
+    if not name or manager.config.get("sync.push") != "each":
+        return
+    try:
+        with sync_lock(manager, wait=0):
+            _sync_locked(manager, name)
+    except HystateError:
+        return  # offline or another sync of this node runs: the transition goes on locally
+
+
 def after_transition(manager: StateManager) -> None:
     """``sync.push: each``: push after a transition, best effort (never fails it)."""
     name = manager.sync_remote

@@ -167,3 +167,16 @@ def test_status_says_how_far_behind(server: GitServer, nodes: list[Path]) -> Non
     git(nodes[1], "fetch", "-q")
     status = json.loads(run_hystate(nodes[1], "status", "--json").stdout)["sync"]
     assert (status["remote"], status["ahead"], status["behind"]) == ("origin", 0, 2)
+
+
+def test_push_each_judges_a_transition_on_the_remotes_latest(
+    server: GitServer, nodes: list[Path]
+) -> None:
+    a = manager(nodes[0], "wa")
+    eid = sorted(p.stem for p in a.store.iter_paths())[2]
+    a.update_state(eid, "skipped", message="duplicate upload")  # pushed at once
+    proc = run_hystate(nodes[1], "advance", eid, "downloading", "--worker", "wb")  # stale clone
+    assert proc.returncode == 3, proc.stderr
+    assert "cannot move from skipped to downloading" in proc.stderr
+    assert remote_doc(server, eid)["stage"] == "skipped"
+    clean(nodes[1])
