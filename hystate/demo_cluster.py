@@ -151,26 +151,27 @@ def main(argv: list[str] | None = None) -> None:
 
 def report(nodes: list[Path], bare: Path) -> None:
     tip = _git(bare, "rev-parse", "main").strip()
-    log = _git(
-        bare,
-        "log",
-        "--format=%(trailers:key=Hystate-Worker,valueonly)%x1f%(trailers:key=Hystate-To,valueonly)",
-        "main",
-    )
+    keys = ("Hystate-Worker", "Hystate-To")
+    fmt = "%x1f".join(f"%(trailers:key={k},valueonly,separator=%x2c)" for k in keys) + "%x1e"
+    log = _git(bare, "log", f"--format={fmt}", "main")
     per_node: dict[str, Counter[str]] = {}
-    for line in log.splitlines():
-        worker, _, to = line.partition("\x1f")
+    for record in log.split("\x1e"):
+        worker, _, to = record.strip("\n").partition("\x1f")
         worker, to = worker.strip(), to.strip()
         if not worker.startswith("worker-"):
             continue
         node = f"node{int(worker.split('-')[1]) // 10}"
         kind = "claims" if to in ("downloading", "converting", "uploading") else "other transitions"
         per_node.setdefault(node, Counter())[kind] += 1
-    print(f"\n{'node':<8}{'claims':>8}{'other transitions':>20}  equal to the remote")
+    print(f"\n{'node':<8}{'claims':>8}{'other transitions':>20}  equal to the remote  git fsck")
     for i, path in enumerate(nodes):
         counts = per_node.get(f"node{i}", Counter())
         same = "yes" if _git(path, "rev-parse", "HEAD").strip() == tip else "NO"
-        print(f"node{i:<4}{counts['claims']:>8}{counts['other transitions']:>20}  {same}")
+        fsck = subprocess.run(["git", "fsck", "--no-progress"], cwd=path, capture_output=True)
+        clean = "clean" if fsck.returncode == 0 and not fsck.stdout.strip() else "PROBLEMS"
+        print(
+            f"node{i:<4}{counts['claims']:>8}{counts['other transitions']:>20}  {same:<20}{clean}"
+        )
     final = subprocess.run(
         [sys.executable, "-m", "hystate.cli", "status"],
         cwd=nodes[0],
