@@ -240,9 +240,9 @@ class StateManager:
         two workers never get the same episode. With ``recovery.auto_resume``, stuck episodes
         are first marked lost and exhausted ones skipped (see ``hystate.work``)."""
         if self.sync_remote:
-            from hystate import sync
+            from hystate import remote_work
 
-            return sync.claim(self, stage, limit, worker)
+            return remote_work.claim(self, stage, limit, worker)
         return work.claim(self, stage, limit, worker)
 
     # -- leases (no commits: see hystate.leases) -------------------------------------------
@@ -406,9 +406,9 @@ class StateManager:
         check_id(episode_id)
         self.repo.check_writable()
         if self.sync_remote and not self._syncing:
-            from hystate import sync
+            from hystate import remote_work
 
-            sync.before_transition(self)  # sync.push: each: judged on the remote's latest
+            remote_work.before_transition(self)  # sync.push: each: judged on the remote's latest
         with self.episode_lock(episode_id, lock_timeout):
             path = self.path_of(episode_id)
             raw, episode = self.store.read(path)
@@ -486,9 +486,9 @@ class StateManager:
             else:
                 self.notice(f"{streak.record_undelivered(alert)}; logged in {where}")
         if sha and self.sync_remote and not self._syncing:
-            from hystate import sync
+            from hystate import remote_work
 
-            sync.after_transition(self)  # sync.push: each (best effort, never fails this)
+            remote_work.after_transition(self)  # sync.push: each (best effort, never fails this)
         # Plumbing never triggers git's auto-gc; ask for it about once in 256 commits.
         if sha and sha.startswith("00") and self.config.get("retention.compress_old"):
             self.repo.git("gc", "--auto", "--quiet", check=False)
