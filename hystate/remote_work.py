@@ -67,9 +67,11 @@ def claim(
 def _online(
     manager: StateManager, remote: str, step: Any, withdraw: frozenset[str] = frozenset()
 ) -> Report:
+    """Run a sync step; if it fails, withdraw the claims not acknowledged (``withdraw``), so
+    that no episode stays held for a worker that was told no."""
     try:
         return step()  # type: ignore[no-any-return]
-    except gr.Unreachable as exc:
+    except HystateError as exc:
         if withdraw:
             try:
                 branch = gr.branch_of(manager.repo)
@@ -77,6 +79,8 @@ def _online(
                 move_forward(manager, tip, Report(remote, branch), withdraw)
             except HystateError as undo:
                 manager.notice(f"could not withdraw the unacknowledged claim: {undo}")
+        if not isinstance(exc, gr.Unreachable):
+            raise
         raise ClaimsOffline(
             f"{exc}: new claims need the remote (held episodes can still move; `hystate sync`"
             " catches up)"
