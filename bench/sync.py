@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -51,6 +52,7 @@ def start_daemon(base: Path) -> tuple[subprocess.Popen[bytes], str]:
         ["git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
          f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}", str(base)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own group: the forked git-daemon goes with it
     )  # fmt: skip
     for _ in range(600):
         try:
@@ -170,7 +172,7 @@ def main() -> None:
             p.join()
         wall = time.perf_counter() - started
     finally:
-        daemon.kill()
+        os.killpg(daemon.pid, signal.SIGKILL)
         daemon.wait()
         shutil.rmtree(tmp, ignore_errors=True)
     result = {

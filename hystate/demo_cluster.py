@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -48,6 +50,7 @@ def _daemon(base: Path) -> tuple[subprocess.Popen[bytes], str]:
         ["git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
          f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}", str(base)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own group: the forked git-daemon goes with it
     )  # fmt: skip
     for _ in range(600):
         try:
@@ -55,7 +58,7 @@ def _daemon(base: Path) -> tuple[subprocess.Popen[bytes], str]:
             return proc, f"git://127.0.0.1:{port}/state.git"
         except OSError:
             time.sleep(0.05)
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)
     sys.exit("hystate demo-cluster: git daemon did not start")
 
 
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             subprocess.run([*hystate, "sync"], cwd=node, check=True, capture_output=True)
         report(nodes, target / "server" / "state.git")
     finally:
-        daemon.kill()
+        os.killpg(daemon.pid, signal.SIGKILL)
         daemon.wait()
 
 

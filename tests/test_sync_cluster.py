@@ -130,6 +130,17 @@ def _after(seconds: float, action: object) -> threading.Timer:
 
 def test_cluster_of_three_nodes_with_faults(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path)
+    try:
+        _run_and_check(cluster)
+    finally:
+        for proc in cluster.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        cluster.server.kill()
+
+
+def _run_and_check(cluster: Cluster) -> None:
     for node in range(NODES):
         for number in range(WORKERS):
             cluster.start(node, number, seed=node * 10 + number)
