@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= $(abspath ../hystate-demo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint bench catalog clean
+.PHONY: help install demo demo-cluster test test-fast lint bench catalog clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ install: $(STAMP) ## Create .venv and install hystate with its dev tools
 
 demo: install ## The simulated migration of the real catalog, in a scratch repo (../hystate-demo)
 	$(BIN)/python -m hystate.demo --dir "$(DEMO_DIR)" --catalog processed
+
+demo-cluster: install ## The same on 3 clones of a shared git daemon remote (../hystate-demo-cluster)
+	$(BIN)/python -m hystate.demo_cluster --dir "$(abspath ../hystate-demo-cluster)" --catalog processed
 
 test: install ## Run the test suite
 	$(BIN)/python -m pytest -q

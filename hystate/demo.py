@@ -42,8 +42,9 @@ NEXT_AFTER = {"downloading": "downloaded", "converting": "converted", "uploading
 FIRST_SLOT = datetime(2027, 1, 1, 18, 0, tzinfo=UTC)
 
 
-def worker(root: str, number: int, failure_rate: float, seed: int) -> None:
-    """One pipeline worker: take whatever work is ready, stage by stage."""
+def worker(root: str, number: int, failure_rate: float, seed: int, claim_limit: int = 2) -> None:
+    """One pipeline worker: take whatever work is ready, stage by stage, ``claim_limit`` at
+    a time (the cluster demo claims more at once: each claim round is a push)."""
     from hystate import HystateError, StateManager
 
     name = f"worker-{number}"
@@ -55,7 +56,7 @@ def worker(root: str, number: int, failure_rate: float, seed: int) -> None:
         did = 0
         rng.shuffle(stages)
         for stage in stages:
-            for result in manager.claim_next(stage, 2, worker=name):
+            for result in manager.claim_next(stage, claim_limit, worker=name):
                 try:
                     work(manager, result.episode, stage, rng, failure_rate)
                 except HystateError as exc:  # a real worker logs and goes on with the next

@@ -100,7 +100,28 @@ def _read_file(path: Path) -> dict[str, Any] | None:
 
 
 def current_lease(manager: StateManager, episode: EpisodeState) -> Lease | None:
-    """The lease of ``episode``'s active stage (None when it is in no active stage)."""
+    """The lease of ``episode``'s active stage (None when it is in no active stage): this
+    node's renewal or, when later, one another node published (``hystate.lease_refs``)."""
+    lease = _local_lease(manager, episode)
+    if lease is None or not manager.sync_remote:
+        return lease
+    from hystate.lease_refs import latest
+
+    other = latest(manager, episode.episode_id, lease.stage, lease.entered_at)
+    if other is None or parse_time(str(other["expires_at"])) <= parse_time(lease.expires_at):
+        return lease
+    renewed = other.get("renewed_at")
+    return Lease(
+        lease.episode_id,
+        lease.stage,
+        lease.entered_at,
+        lease.worker,
+        str(other["expires_at"]),
+        f"{renewed} on node {other['node']}" if renewed else None,
+    )
+
+
+def _local_lease(manager: StateManager, episode: EpisodeState) -> Lease | None:
     if not episode.stage.is_active:
         return None
     entered = episode.history[-1]["at"]

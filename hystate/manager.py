@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hystate import alerts, audit, discovery, events, integrity, layout, leases, queries, work
+from hystate import (
+    alerts,
+    audit,
+    discovery,
+    events,
+    integrity,
+    layout,
+    leases,
+    queries,
+    remote_work,
+    work,
+)
 from hystate.cache import RefreshResult, StateCache
 from hystate.config import Config
 from hystate.discover import Record
@@ -80,6 +91,9 @@ class StateManager:
         )
         self.repo.lock_wait = self.config.lock_timeout
         self._cache: StateCache | None = None
+        # Several machines (hystate.sync): the remote claims go through, if any.
+        self.sync_remote: str | None = self.config.get("sync.remote")
+        self._syncing = False
         # Where to tell a person something that is not an error (the CLI: stderr).
         self.notice: Callable[[str], None] = lambda message: None
         # A long-lived process checks the tree before every query; a command that reads once
@@ -189,6 +203,8 @@ class StateManager:
         """Move up to ``limit`` ready episodes into ``stage`` for ``worker``, one commit each;
         two workers never get the same episode. With ``recovery.auto_resume``, stuck episodes
         are first marked lost and exhausted ones skipped (see ``hystate.work``)."""
+        if self.sync_remote:
+            return remote_work.claim(self, stage, limit, worker)
         return work.claim(self, stage, limit, worker)
 
     # -- leases (no commits: see hystate.leases) -------------------------------------------
@@ -316,6 +332,8 @@ class StateManager:
     ) -> TransitionResult:
         check_id(episode_id)
         self.repo.check_writable()
+        if self.sync_remote and not self._syncing:
+            remote_work.before_transition(self)  # sync.push: each: judged on the remote's latest
         with self.episode_lock(episode_id, lock_timeout):
             path = self.path_of(episode_id)
             raw, episode = self.store.read(path)
@@ -371,6 +389,8 @@ class StateManager:
         if alert is not None:
             alerts.send(self, alert)
         events.after_commit(self, sha)  # the event stream; off unless configured
+        if sha and self.sync_remote and not self._syncing:
+            remote_work.after_transition(self)  # sync.push: each (best effort, never fails this)
         # Plumbing never triggers git's auto-gc; ask for it about once in 256 commits.
         if sha and sha.startswith("00") and self.config.get("retention.compress_old"):
             self.repo.git("gc", "--auto", "--quiet", check=False)

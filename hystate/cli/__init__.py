@@ -20,7 +20,7 @@ if _fresh:
     _signal.signal(_signal.SIGINT, _interrupted_early)
     _signal.signal(_signal.SIGTERM, _interrupted_early)
 
-from hystate.cli import checks, events, migration, reading, reports, serving, writing  # noqa: E402
+from hystate.cli import checks, cluster, events, migration, reading, reports, serving, writing  # noqa: E402
 from hystate.cli.app import cli, main  # noqa: E402
 
 if _fresh:
@@ -30,6 +30,7 @@ if _fresh:
 __all__ = [
     "checks",
     "cli",
+    "cluster",
     "events",
     "main",
     "migration",

@@ -153,8 +153,13 @@ def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> No
             "--remove-orphans deletes files: give it with --repair (run `hystate fsck` first to"
             " list them)"
         )
+    from hystate.cli.cluster import sync_quietly
+
     manager = opts.manager(cli_worker=False)
+    sync_quietly(manager)  # several machines: judge the latest state and every node's leases
     findings = RecoveryManager(manager).fsck(repair=repair, remove_orphans=remove_orphans)
+    if repair and any(f.repaired for f in findings):
+        sync_quietly(manager)  # a recovery is a transition like any other: push it
     left = [f for f in findings if not f.repaired]
     if as_json:
         emit_json({"findings": [f.as_dict() for f in findings], "remaining": len(left)})

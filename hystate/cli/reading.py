@@ -131,11 +131,22 @@ def list_(
 @click.argument("stage")
 @click.option("--limit", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--claim", is_flag=True, help="Move them into STAGE now (one commit each).")
+@click.option(
+    "--remote",
+    metavar="NAME",
+    help="With --claim: acknowledge claims only once pushed there (default: sync.remote).",
+)
 @worker_option
 @json_option
 @pass_opts
 def next_(
-    opts: Options, stage: str, limit: int, claim: bool, worker: str | None, as_json: bool
+    opts: Options,
+    stage: str,
+    limit: int,
+    claim: bool,
+    remote: str | None,
+    worker: str | None,
+    as_json: bool,
 ) -> None:
     """Episodes ready to enter STAGE; with --claim, take them.
 
@@ -143,7 +154,8 @@ def next_(
     retry of STAGE is due are included; for published, only episodes whose scheduled_date
     has come. With recovery.auto_resume, --claim first marks stuck episodes failed ("worker
     lost") and sends those out of attempts to skipped. The claimed stage starts a lease:
-    renew it with `hystate heartbeat ID`.
+    renew it with `hystate heartbeat ID`. On a node with a remote (sync.remote, --remote) a
+    claim is acknowledged only once pushed there; with the remote unreachable, exit 7.
 
     \b
     Examples:
@@ -153,6 +165,7 @@ def next_(
     target = ProcessingStage.parse(stage)
     if claim:
         manager = opts.manager(worker)
+        manager.sync_remote = remote or manager.sync_remote
         episodes = [r.episode for r in manager.claim_next(target, limit, worker=manager.worker)]
     else:
         episodes = reader(opts).get_next_for_processing(target, limit)

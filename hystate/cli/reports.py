@@ -30,15 +30,22 @@ def status(opts: Options, as_json: bool) -> None:
     Example:
       hystate status --json
     """
+    from hystate import sync
     from hystate.forecast import describe
     from hystate.summary import generate_summary
 
-    summary = generate_summary(reader(opts))
+    manager = reader(opts)
+    summary = generate_summary(manager)
+    remote = sync.status(manager)
+    if remote is not None:
+        summary["sync"] = remote
     if as_json:
         emit_json(summary)
         return
     total = summary["total_episodes"]
     echo(f"{total} episodes, {summary['completion_percentage']}% done (published or skipped)")
+    if remote is not None:
+        echo(sync.describe_status(remote))
     widest = max(summary["progress"].values(), default=0) or 1
     for stage, count in summary["progress"].items():
         bar = "█" * round(30 * count / widest) if count else ""

@@ -242,7 +242,11 @@ def heartbeat(
     from hystate.model import check_id
 
     check_id(episode_id)
-    lease = renew(opts.manager(cli_worker=False), episode_id, seconds=seconds, worker=worker)
+    from hystate.cli.cluster import publish_leases
+
+    manager = opts.manager(cli_worker=False)
+    lease = renew(manager, episode_id, seconds=seconds, worker=worker)
+    publish_leases(manager)  # on a node with a remote, so other nodes' fsck see it
     if as_json:
         emit_json(lease.as_dict())
     else:

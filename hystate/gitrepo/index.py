@@ -205,6 +205,23 @@ class IndexLock:
     def _with_git(self, updates: Sequence[Update], worktree: Path) -> bytes:
         """``git update-index --add`` on a private copy of the index (same timestamp, so git
         judges racy entries exactly as it would on the index itself); its result."""
+        paths = b"".join(u.path + b"\0" for u in updates)
+        return self._private_git(["update-index", "--add", "-z", "--stdin"], paths, worktree)
+
+    def stage_with_git(self, args: Sequence[str], worktree: Path) -> None:
+        """Stage into the lock what ``git <args>`` makes of the index (run on a private copy,
+        as ``_with_git``): e.g. ``read-tree -m -u OLD NEW``, git's own two-tree checkout,
+        which also updates the work tree and refuses to overwrite local changes. The copy is
+        refreshed first, as ``git checkout`` does (read-tree judges by stat data alone)."""
+        buf = self._private_git(list(args), b"", worktree, refresh=True)
+        self._memo.key = self._memo.buf = None
+        self._new = None
+        self._lock.write(buf)
+        self._staged = True
+
+    def _private_git(
+        self, args: list[str], stdin: bytes, worktree: Path, *, refresh: bool = False
+    ) -> bytes:
         private = self.git_dir / "hystate" / f"index.{os.getpid()}.tmp"
         private.parent.mkdir(exist_ok=True)
         try:
@@ -213,19 +230,27 @@ class IndexLock:
                 os.utime(private, ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
             else:
                 private.unlink(missing_ok=True)
-            paths = b"".join(u.path + b"\0" for u in updates)
+            env = {**os.environ, "GIT_INDEX_FILE": str(private)}
+            if refresh:  # "needs update" lines are no failure: those entries stay as they are
+                subprocess.run(
+                    ["git", "update-index", "-q", "--ignore-submodules", "--refresh"],
+                    cwd=worktree,
+                    env=env,
+                    capture_output=True,
+                    check=False,
+                )
             proc = subprocess.run(
-                ["git", "update-index", "--add", "-z", "--stdin"],
-                input=paths,
+                ["git", *args],
+                input=stdin,
                 cwd=worktree,
-                env={**os.environ, "GIT_INDEX_FILE": str(private)},
+                env=env,
                 capture_output=True,
                 check=False,
             )
             if proc.returncode != 0:
                 lines = proc.stderr.decode(errors="replace").strip().splitlines()
                 reason = lines[-1] if lines else proc.returncode
-                raise GitError(f"git update-index failed: {reason}")
+                raise GitError(f"git {args[0]} failed: {reason}")
             return private.read_bytes()
         finally:
             private.unlink(missing_ok=True)

@@ -1,0 +1,72 @@
+"""Several machines: ``hystate sync`` (see ``hystate.sync`` for the design)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts
+
+if TYPE_CHECKING:
+    from hystate.manager import StateManager
+
+
+@cli.command()
+@click.option(
+    "--remote", metavar="NAME", help="The git remote (default: sync.remote of hystate.yaml)."
+)
+@json_option
+@pass_opts
+def sync(opts: Options, remote: str | None, as_json: bool) -> None:
+    """Fetch the shared remote, replay this node's transitions on it, push.
+
+    The node's own unpublished transitions are replayed on the remote's tip: a transition
+    still legal on the remote's version of its episode is kept, otherwise dropped with the
+    reason (the one pushed first wins, the same on every node). The push is a plain
+    fast-forward push, retried after a fetch when another node pushed first. Exit 7 when the
+    remote is unreachable (transitions stay committed locally; sync again later).
+
+    \b
+    Examples:
+      hystate sync
+      hystate sync --remote origin --json
+    """
+    from hystate import sync as sync_mod
+
+    manager = opts.manager(cli_worker=False)
+    report = sync_mod.sync(manager, remote)
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    for row in report.dropped:
+        what = f"{row['id']}: {row['from']} -> {row['to']}" if row["id"] else row["commit"][:12]
+        echo(f"dropped  {what}: {row['reason']}")
+    echo(
+        f"{report.remote}/{report.branch} at {str(report.head)[:12]}: {len(report.pushed)} pushed, "
+        f"{len(report.replayed)} replayed, {len(report.dropped)} dropped",
+        err=True,
+    )
+
+
+def sync_quietly(manager: StateManager) -> None:
+    """On a node with a remote, sync; offline, say so in one line and go on locally."""
+    if not manager.sync_remote:
+        return
+    from hystate import sync as sync_mod
+    from hystate.errors import HystateError
+
+    try:
+        sync_mod.sync(manager)
+    except HystateError as exc:
+        manager.notice(f"working on the local state only: {exc}")
+
+
+def publish_leases(manager: StateManager) -> None:
+    """On a node with a remote, push this node's lease table (best effort)."""
+    if not manager.sync_remote:
+        return
+    from hystate import lease_refs
+    from hystate import sync as sync_mod
+
+    lease_refs.publish(manager, manager.sync_remote, sync_mod.timeout(manager))

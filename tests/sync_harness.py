@@ -1,0 +1,118 @@
+"""A real git server for the sync tests: a bare repository served by ``git daemon`` on
+127.0.0.1 (a free port), which can be killed and restarted; clones of it set up as nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import git
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class GitServer:
+    """``git daemon --export-all --enable=receive-pack`` serving ``base/state.git``."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.bare = base / "state.git"
+        base.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(self.bare)], check=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"git://127.0.0.1:{self.port}/state.git"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "git",
+                "daemon",
+                "--export-all",
+                "--enable=receive-pack",
+                "--reuseaddr",
+                f"--base-path={self.base}",
+                "--listen=127.0.0.1",
+                f"--port={self.port}",
+                "--informative-errors",
+                str(self.base),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("git daemon exited at start") from None
+                time.sleep(0.05)
+        raise RuntimeError("git daemon did not start listening")
+
+    def kill(self) -> None:
+        """SIGKILL the daemon and the children serving connections (its process group)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def tip(self) -> str:
+        return git(self.bare, "rev-parse", "refs/heads/main").strip()
+
+
+def seed_remote(server: GitServer, work: Path, catalog: Path, config: dict[str, object]) -> None:
+    """The first node: init, hystate.yaml, discover the catalog, push main."""
+    from tests.conftest import run_hystate
+
+    work.mkdir(parents=True)
+    git(work, "init", "-q", "-b", "main")
+    (work / "hystate.yaml").write_text(json.dumps({"state_management": config}, indent=1))
+    for args in (("init",), ("discover", "--from", str(catalog))):
+        proc = run_hystate(work, *args, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    git(work, "add", "hystate.yaml")
+    git(
+        work,
+        "-c",
+        "user.name=seed",
+        "-c",
+        "user.email=seed@example.invalid",
+        "commit",
+        "-qm",
+        "config",
+    )
+    git(work, "remote", "add", "origin", server.url)
+    git(work, "push", "-q", "origin", "main")
+
+
+def clone_node(server: GitServer, path: Path, node: str) -> Path:
+    subprocess.run(["git", "clone", "-q", server.url, str(path)], check=True, capture_output=True)
+    git(path, "config", "hystate.node", node)
+    git(path, "config", "user.name", node)
+    git(path, "config", "user.email", f"{node}@example.invalid")
+    from hystate.manager import StateManager
+
+    StateManager(cwd=path).ensure_layout()  # the merge driver and options of this clone
+    return path
+
+
+def fsck_clean(path: Path) -> None:
+    proc = subprocess.run(
+        ["git", "fsck", "--no-progress"], cwd=path, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
