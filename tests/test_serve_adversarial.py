@@ -138,3 +138,97 @@ def test_repository_moved_away_and_back(repo: Path) -> None:
         assert http.get("/api/episodes").status_code == 200
         time.sleep(0.5)
         assert "Traceback" not in srv.output(), srv.output()
+
+
+def _raw(port: int, data: bytes, *, timeout: float = 60) -> bytes:
+    """Send ``data`` on a new connection and read until the server closes it (or answers a
+    whole head and 2 KiB of body): what a client that is not httpx sees."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        got = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(4096)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            got += chunk
+            if b"\r\n\r\n" in got and len(got.partition(b"\r\n\r\n")[2]) >= 2048:
+                break
+        return got
+
+
+def test_request_bodies_are_bounded_before_they_are_read(repo: Path) -> None:
+    """A body is read by the server into memory (Strawberry, the actions): 400 MB sent to
+    /graphql made the server 900 MB large, with no token needed. Now a body over the limit is
+    refused (413) whether it says its length or is chunked, and a normal query still runs."""
+    token = "t" * 32
+    with (
+        serving(
+            repo, "--reports-every", "0", "--allow-actions", env={"HYSTATE_SERVE_TOKEN": token}
+        ) as srv,
+        srv.client() as http,
+    ):
+        said = _raw(
+            srv.port,
+            b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 400000000\r\n\r\n{",
+        )
+        assert said.startswith(b"HTTP/1.1 413 "), said[:200]
+        assert b"content-security-policy" in said.lower()
+        piece = b"x" * 16384
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(12))
+        said = _raw(
+            srv.port,
+            b"POST /api/actions/skip/x?dry_run=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+        )
+        assert said.startswith(b"HTTP/1.1 413 "), said[:200]
+        answer = http.post("/graphql", json={"query": "{ status { total } }"})
+        assert answer.json() == {"data": {"status": {"total": 20}}}, answer.text
+        time.sleep(0.5)
+        assert "Traceback" not in srv.output(), srv.output()
+
+
+def test_slow_clients_are_cut_off(repo: Path) -> None:
+    """Slowloris: a connection that never finishes its request head, or drips its body,
+    was held forever (one file descriptor each, uvicorn has no such timeout); now it is
+    closed after ``HEAD_TIMEOUT`` seconds, while an event stream stays open."""
+    from hystate.serve.limits import HEAD_TIMEOUT
+
+    with serving(repo, "--reports-every", "0") as srv:
+        with (
+            httpx.Client(base_url=srv.url, timeout=120) as http,
+            http.stream("GET", "/events") as stream,
+        ):
+            reader = EventReader(stream)
+            assert reader.next(1)[0]["event"] == "hello"
+            results: dict[str, bytes] = {}
+
+            def hold(name: str, data: bytes) -> None:
+                results[name] = _raw(srv.port, data, timeout=HEAD_TIMEOUT * 6)
+
+            heads = {
+                "nothing": b"",
+                "half a head": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+                "half a body": b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+            }
+            started = time.monotonic()
+            threads = [threading.Thread(target=hold, args=item) for item in heads.items()]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            waited = time.monotonic() - started
+            assert waited < HEAD_TIMEOUT * 5, (waited, results)
+            assert results["nothing"] == b"" and results["half a head"] == b"", results
+            assert results["half a body"].startswith(b"HTTP/1.1 408 "), results
+            # the stream opened before is still served
+            assert srv.proc.poll() is None
+            assert httpx.get(f"{srv.url}/api/status", timeout=30).status_code == 200
+        time.sleep(0.5)
+        assert "Traceback" not in srv.output(), srv.output()

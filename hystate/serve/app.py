@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hystate.serve.api import Api
 from hystate.serve.feed import CommitFeed, encode
 from hystate.serve.gql import ReadOnlyGraphQL
+from hystate.serve.limits import BodyLimit
 from hystate.serve.pages import Pages
 from hystate.serve.readmodel import ReadModel
 from hystate.serve.scheduler import ReportScheduler
@@ -146,6 +147,7 @@ class Server:
             middleware=[
                 Middleware(SecurityHeaders),
                 Middleware(TrustedHostMiddleware, allowed_hosts=self.hosts),
+                Middleware(BodyLimit),
             ],
             lifespan=self.lifespan,
         )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from hystate.errors import UsageError
+from hystate.serve.limits import protocol_options
 
 if TYPE_CHECKING:
     from hystate.serve.app import Server
@@ -59,5 +60,6 @@ def run(server: Server, sock: socket.socket) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=2,  # a client that reads nothing may still hold a stream
+        **protocol_options(),  # slow request heads are cut off
     )
     _Uvicorn(config, server).run(sockets=[sock])
