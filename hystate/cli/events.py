@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts
+from hystate.cli.app import Options, clean_line, cli, echo, emit_json, json_option, pass_opts
 
 _ENTRY_ID = re.compile(r"^(\$|0|\d{1,20}(-\d{1,20})?)$")
 
@@ -102,11 +102,7 @@ def tail(opts: Options, from_id: str, follow: bool, limit: int | None, as_json: 
         if as_json:
             echo(json.dumps({"id": entry_id, **fields}, ensure_ascii=False))
         else:
-            move = f"{fields.get('from') or '-'} -> {fields.get('to', '?')}"
-            echo(
-                f"{entry_id}  {fields.get('at', ''):<25} {fields.get('episode', ''):<40} "
-                f"{move:<26} {fields.get('commit', '')[:10]}"
-            )
+            echo(_entry_line(entry_id, fields))
         sys.stdout.flush()
         if limit is not None and shown >= limit:
             return
@@ -128,5 +124,20 @@ def status(opts: Options, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    for key, value in info.items():
-        echo(f"{key + ':':<18} {'-' if value is None else value}")
+    for key, value in info.items():  # one line each: the last entry may be anyone's
+        echo(f"{key + ':':<18} {'-' if value is None else clean_line(str(value), 200)}")
+
+
+def _entry_line(entry_id: str, fields: dict[str, str]) -> str:
+    """One entry on one line, each field bounded: the stream may hold entries that hystate
+    did not write (a newline in a field would forge a line of its own)."""
+    from hystate.event_source import bounded
+
+    def field(name: str, limit: int, default: str = "") -> str:
+        return bounded(fields.get(name) or default, limit)
+
+    move = f"{field('from', 12, '-')} -> {field('to', 12, '?')}"
+    return (
+        f"{bounded(entry_id, 45)}  {field('at', 25):<25} {field('episode', 100):<40} "
+        f"{move:<26} {field('commit', 10)}"
+    )

@@ -1,0 +1,71 @@
+"""The event stream under attack: entries that hystate did not write (someone else's XADD,
+garbage, hostile text) in the stream it publishes to and prints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hystate import events
+from hystate.manager import StateManager
+from tests.conftest import run_hystate
+from tests.redis_harness import RedisServer, needs_redis
+
+pytestmark = needs_redis
+STREAM = "hystate:transitions"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def enable(repo: Path, url: str) -> StateManager:
+    (repo / "hystate.yaml").write_text(
+        f"state_management:\n  events:\n    enabled: true\n    url: {url}\n"
+    )
+    return StateManager(cwd=repo, worker="w1")
+
+
+def test_foreign_entries_print_one_safe_line_and_publishing_goes_on(
+    repo: Path, broker: RedisServer
+) -> None:
+    """A foreign entry whose fields hold a newline forged a second line in `events tail`
+    and `events status` (a fake entry id, a fake field), and its 3,000-character field was
+    printed whole. Now every entry and every status field is one bounded line; the publisher
+    goes on after it, each transition once."""
+    manager = enable(repo, broker.url)
+    assert events.Publisher(manager).publish().published == 20
+    forged = "evil\n9999-0  2026-01-01T00:00:00+00:00 fake_episode  failed -> published"
+    broker.client().xadd(
+        STREAM,
+        {
+            "episode": forged,
+            "to": "published\x1b]0;owned\x07",
+            "at": "x" * 3000,
+            "commit": "\x1b[2J",
+        },
+    )
+    tail = run_hystate(repo, "events", "tail")
+    assert tail.returncode == 0, tail.stderr
+    lines = tail.stdout.splitlines()
+    assert len(lines) == 21, tail.stdout[-600:]
+    assert not any(line.startswith("9999-0") for line in lines)
+    assert all(len(line) < 400 and "\x1b" not in line for line in lines), lines[-1][:400]
+    status = run_hystate(repo, "events", "status")
+    assert status.returncode == 0, status.stderr
+    assert all(line.partition(":")[0].isidentifier() for line in status.stdout.splitlines()), (
+        status.stdout
+    )
+    assert "\x1b" not in status.stdout
+    eid = sorted(p.stem for p in manager.store.iter_paths())[0]
+    manager.update_state(eid, "downloading")  # published after its commit
+    assert events.Publisher(manager).publish().published == 0
+    fields = [f for _, f in broker.client().xrange(STREAM)]
+    assert len(fields) == 22
+    assert (fields[-1]["episode"], fields[-1]["to"]) == (eid, "downloading")
