@@ -42,9 +42,10 @@ def kind_of(mode: int) -> str:
     return "a special file"
 
 
-def read_bytes(path: Path) -> bytes:
-    """The content of the regular file ``path``; never through a symlink (``NotRegularFile``),
-    never blocking on a FIFO. FileNotFoundError when it is missing."""
+def read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The content of the regular file ``path`` (its first ``limit`` bytes at most); never
+    through a symlink (``NotRegularFile``), never blocking on a FIFO. FileNotFoundError when
+    it is missing."""
     try:
         fd = os.open(path, _READ_FLAGS)
     except OSError as exc:
@@ -56,8 +57,10 @@ def read_bytes(path: Path) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise NotRegularFile(path, kind_of(info.st_mode))
         chunks = []
-        while chunk := os.read(fd, 1 << 20):
+        left = -1 if limit is None else limit
+        while left and (chunk := os.read(fd, 1 << 20 if left < 0 else min(left, 1 << 20))):
             chunks.append(chunk)
+            left = max(left - len(chunk), 0) if left > 0 else left
         return b"".join(chunks)
     finally:
         os.close(fd)

@@ -4,6 +4,7 @@ ends at once, exit 130, without a traceback."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import git
 from tests.serve_harness import HYSTATE, EventReader, serving
 
 
@@ -232,3 +234,70 @@ def test_slow_clients_are_cut_off(repo: Path) -> None:
             assert httpx.get(f"{srv.url}/api/status", timeout=30).status_code == 200
         time.sleep(0.5)
         assert "Traceback" not in srv.output(), srv.output()
+
+
+def test_a_huge_episode_file_is_shown_bounded(repo: Path) -> None:
+    """An episode file of 100 MB (committed by someone) was read whole, twice, into the page
+    and the JSON, with its diff: a 100 MB page and a server 725 MB large for one request. Now
+    the page says the file is too large to read and shows its first part and bounded diffs."""
+    from hystate.serve.readmodel import SHOWN_BYTES
+
+    episode = sorted((repo / "processed").glob("*/*.yaml"))[0]
+    huge = 40 * 1024 * 1024
+    episode.write_bytes(episode.read_bytes() + b"#" + b"A" * huge + b"\n")
+    git(repo, "add", str(episode))
+    git(repo, "-c", "user.name=P", "-c", "user.email=p@example.invalid", "commit", "-qm", "huge")
+    with serving(repo, "--reports-every", "0") as srv, srv.client() as http:
+        page = http.get(f"/episodes/{episode.stem}")
+        data = http.get(f"/api/episodes/{episode.stem}")
+        for answer in (page, data):
+            assert answer.status_code == 200, answer.text[:300]
+            assert len(answer.content) < 4 * SHOWN_BYTES, len(answer.content)
+        assert "bytes" in data.json()["problem"] and len(data.json()["file"]) <= SHOWN_BYTES + 200
+        assert "bytes" in page.text
+        time.sleep(0.5)
+        assert "Traceback" not in srv.output(), srv.output()
+
+
+def test_forged_commits_are_bounded_and_checked_in_every_view(repo: Path) -> None:
+    """A person's commit with a 3 MB subject, a 100 KB author and worker, and trailers that
+    name no episode or stage went whole into every commit event, every status pushed to every
+    client, /api/status and the episode page (3.2 MB each); the page's script counted its
+    made-up stages. Now text fields are bounded single lines and trailers are checked."""
+    from hystate.event_source import LIMITS
+
+    episode = sorted((repo / "processed").glob("*/*.yaml"))[0]
+    with serving(repo, "--reports-every", "0") as srv, srv.client() as http:
+        head = http.get("/api/status").json()["head"]
+        episode.write_bytes(episode.read_bytes() + b"# hand edit\n")
+        git(repo, "add", str(episode))
+        message = (
+            "S" * 3_000_000
+            + "\x1b[2J\n\nHystate-Episode: <img src=x>\nHystate-From: __proto__\n"
+            + "Hystate-To: constructor\nHystate-Worker: "
+            + "W" * 100_000
+            + "\nHystate-Count: 99999999999\n"
+        )
+        (repo.parent / "message.txt").write_text(message)
+        git(
+            repo, "-c", f"user.name={'A' * 100_000}", "-c", "user.email=p@example.invalid",
+            "commit", "-q", "-F", str(repo.parent / "message.txt"),
+        )  # fmt: skip
+        with http.stream("GET", "/events", params={"last_event_id": head}) as stream:
+            reader = EventReader(stream)  # the commit, replayed or live (after a hello)
+            event = reader.next(1)[0]
+            event = reader.next(1)[0] if event["event"] == "hello" else event
+        assert event["event"] == "commit" and len(event["data"]) < 2000, len(event["data"])
+        commit = json.loads(event["data"])
+        assert commit["subject"].startswith("SSS") and len(commit["subject"]) <= 300
+        assert len(commit["author"]) <= LIMITS["worker"] and len(commit["worker"]) <= 200
+        assert [commit[k] for k in ("episode_id", "from", "to", "count")] == [None] * 4
+        deadline = time.monotonic() + 60
+        while (status := http.get("/api/status")).json()["head"] == head:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert len(status.content) < 100_000, len(status.content)
+        page = http.get(f"/episodes/{episode.stem}")
+        assert page.status_code == 200 and len(page.content) < 100_000, len(page.content)
+        history = http.get(f"/api/episodes/{episode.stem}/history").json()
+        assert max(len(row["subject"] or "") for row in history) <= 300

@@ -237,15 +237,32 @@ class GitRepo:
             rows.append((*parts[: len(fields)], trail))
         return rows
 
-    def file_patches(self, rel: str, limit: int = 500) -> dict[str, str]:
+    def git_prefix(self, *args: str, max_bytes: int) -> tuple[bytes, bool]:
+        """The first ``max_bytes`` of a git command's output and whether it had more (git is
+        then stopped): a file of any size costs at most that. Empty when git fails."""
+        with subprocess.Popen(
+            ["git", *args], cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        ) as proc:
+            assert proc.stdout is not None
+            data = proc.stdout.read(max_bytes + 1)
+            more = len(data) > max_bytes
+            if more:
+                proc.kill()
+        if not more and proc.returncode != 0:
+            return b"", False
+        return data[:max_bytes], more
+
+    def file_patches(self, rel: str, limit: int = 500, max_bytes: int = 8 << 20) -> dict[str, str]:
         """Commit sha -> the patch that commit made to ``rel`` (one ``git log -p``, newest
-        first, at most ``limit`` commits); only that file's part of each commit."""
+        first, at most ``limit`` commits and ``max_bytes`` of patches: the patch cut there
+        ends saying so); only that file's part of each commit."""
         if self.refs.head().sha is None:
             return {}
-        out = self.git(
+        raw, cut = self.git_prefix(
             "log", "-p", "--no-color", "--no-ext-diff", "--no-textconv", f"--max-count={limit}",
-            "--format=%x1e%H", "HEAD", "--", rel, check=False,
+            "--format=%x1e%H", "HEAD", "--", rel, max_bytes=max_bytes,
         )  # fmt: skip
+        out = raw.decode(errors="replace")
         patches: dict[str, str] = {}
         last = None
         for record in out.split("\x1e"):
@@ -255,6 +272,8 @@ class GitRepo:
                 patches[sha] = patch.strip("\n")
             elif last is not None:  # the separator was inside the file: part of that patch
                 patches[last] += "\x1e" + record
+        if cut and last is not None:
+            patches[last] += f"\n… (cut: the patches of this file are over {max_bytes:,} bytes)"
         return patches
 
     def is_ancestor(self, older: str, newer: str) -> bool:

@@ -11,14 +11,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit, layout
+from hystate import audit, layout, yamlio
 from hystate.errors import HystateError, InvalidData, UsageError
-from hystate.model import ProcessingStage, check_id, parse_time
+from hystate.event_source import LIMITS, bounded
+from hystate.model import ID_PATTERN, ProcessingStage, check_id, parse_time
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
 
 PER_PAGE, MAX_PER_PAGE = 50, 200
+SHOWN_BYTES = 1 << 20  # of an episode's file on its page (a real one is ~1 KB), and 2x of diffs
 SHOWN = 50  # stuck and skipped episodes listed on the dashboard (the counts are all of them)
 CHART_POINTS = 300  # points per line of the progress chart, whatever the history's length
 LIST_COLUMNS = (
@@ -31,21 +33,40 @@ COMMIT_FIELDS = ["%H", "%an", "%aI", "%s"]
 COMMIT_KEYS = (audit.EPISODE, audit.FROM, audit.TO, audit.WORKER, audit.COUNT)
 
 
+_STAGES = {stage.value for stage in ProcessingStage}
+AUTHOR, SUBJECT = 200, 300  # characters of a commit's author and subject shown
+
+
 def commit_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     """A row of ``GitRepo.log(…, COMMIT_FIELDS, trailer_keys=COMMIT_KEYS)`` as the pages and
-    the event stream show it."""
+    the event stream show it. Commits may be anyone's: the text is bounded to one line, and a
+    trailer that names no episode, stage or count is none (the page counts with them)."""
     sha, author, time, subject, trail = row
+    episode, count = trail[audit.EPISODE], trail[audit.COUNT]
     return {
         "sha": sha,
-        "author": author,
-        "time": time,
-        "subject": subject,
-        "episode_id": trail[audit.EPISODE] or None,
-        "from": trail[audit.FROM] or None,
-        "to": trail[audit.TO] or None,
-        "worker": trail[audit.WORKER] or None,
-        "count": trail[audit.COUNT] or None,
+        "author": bounded(author, AUTHOR),
+        "time": bounded(time, 40),
+        "subject": bounded(subject, SUBJECT),
+        "episode_id": episode if ID_PATTERN.fullmatch(episode) else None,
+        "from": _stage(trail[audit.FROM]),
+        "to": _stage(trail[audit.TO]),
+        "worker": bounded(trail[audit.WORKER], LIMITS["worker"]) or None,
+        "count": count if count.isascii() and count.isdigit() and len(count) <= 7 else None,
     }
+
+
+def _stage(name: str) -> str | None:
+    return name if name in _STAGES else None
+
+
+def bounded_history(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An episode's history (``audit.join``) with its commits' author and subject bounded."""
+    for row in rows:
+        for key, limit in (("author", AUTHOR + 100), ("subject", SUBJECT)):
+            if isinstance(row.get(key), str):
+                row[key] = bounded(row[key], limit)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -237,8 +258,8 @@ class ReadModel:
         manager = self.manager
         path = manager.path_of(check_id(episode_id))
         rel = manager.repo.relpath(path)
-        try:
-            raw = read_bytes(path)
+        try:  # never more than hystate reads of an episode file, whatever its size
+            raw = read_bytes(path, yamlio.MAX_BYTES + 1)
         except FileNotFoundError:  # removed since it was found
             raise layout.not_found(manager, episode_id) from None
         except OSError:  # a symlink, a folder: never read (store.read below says why)
@@ -248,19 +269,24 @@ class ReadModel:
         history: list[dict[str, Any]] = []
         commits = audit.file_commits(manager.repo, rel)
         try:
+            if len(raw) > yamlio.MAX_BYTES:
+                raise InvalidData(f"{rel}: over {yamlio.MAX_BYTES:,} bytes; not read")
             data = manager.store.read(path)[1].data
-            history = audit.join(data["history"], commits)
+            history = bounded_history(audit.join(data["history"], commits))
         except InvalidData as exc:
             problem = str(exc)
-            history = audit.join([], commits)
+            history = bounded_history(audit.join([], commits))
         if diffs:
-            patches = manager.repo.file_patches(rel)
+            patches = manager.repo.file_patches(rel, max_bytes=2 * SHOWN_BYTES)
             for row in history:
                 row["diff"] = patches.get(row.get("commit") or "")
+        shown = raw[:SHOWN_BYTES].decode("utf-8", "replace")
+        if len(raw) > SHOWN_BYTES:
+            shown += f"\n… (cut: the file is over {SHOWN_BYTES:,} bytes)"
         return {
             "episode_id": episode_id,
             "path": rel,
-            "file": raw.decode("utf-8", "replace"),
+            "file": shown,
             "problem": problem,
             "episode": data,
             "history": history,
