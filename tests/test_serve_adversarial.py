@@ -301,3 +301,34 @@ def test_forged_commits_are_bounded_and_checked_in_every_view(repo: Path) -> Non
         assert page.status_code == 200 and len(page.content) < 100_000, len(page.content)
         history = http.get(f"/api/episodes/{episode.stem}/history").json()
         assert max(len(row["subject"] or "") for row in history) <= 300
+
+
+def test_deeply_nested_json_is_400_without_traceback(repo: Path) -> None:
+    """JSON nested 3,000 deep (6 KB, in a GraphQL body, its ``variables`` in a GET, or an
+    action's body) overflowed the parser's recursion: a 500 with a traceback in the log."""
+    token = "t" * 32
+    deep = "[" * 3000 + "]" * 3000
+    query = "query Q($s: String) { episodes(search: $s) { total } }"
+    with (
+        serving(
+            repo, "--reports-every", "0", "--allow-actions", env={"HYSTATE_SERVE_TOKEN": token}
+        ) as srv,
+        srv.client() as http,
+    ):
+        answers = [
+            http.post(
+                "/graphql",
+                content=f'{{"query": "{query}", "variables": {{"s": {deep}}}}}',
+                headers={"content-type": "application/json"},
+            ),
+            http.get("/graphql", params={"query": query, "variables": deep}),
+            http.post(
+                "/api/actions/skip/x",
+                content=deep,
+                headers={"content-type": "application/json", "authorization": f"Bearer {token}"},
+            ),
+        ]
+        for answer in answers:
+            assert answer.status_code == 400, (answer.status_code, answer.text[:200])
+        time.sleep(0.5)
+        assert "Traceback" not in srv.output(), srv.output()

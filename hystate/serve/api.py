@@ -124,7 +124,7 @@ class Api:
         ):
             try:
                 body = json.loads(await request.body() or b"{}")
-            except ValueError:
+            except (ValueError, RecursionError):  # nested too deeply for the parser
                 return json_response({"error": "the body is not JSON"}, 400)
             reason = body.get("reason") if isinstance(body, dict) else None
             if reason is not None and not isinstance(reason, str):

@@ -5,6 +5,7 @@ is at most ``MAX_PER_PAGE`` episodes."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -199,6 +200,13 @@ class ReadOnlyGraphQL(GraphQL[dict[str, Any], None]):
     def __init__(self, model: ReadModel) -> None:
         super().__init__(schema, graphql_ide=None, subscription_protocols=())
         self.model = model
+
+    def decode_json(self, data: str | bytes) -> object:
+        """JSON too deeply nested for the parser is bad JSON (400), not a 500."""
+        try:
+            return json.loads(data)
+        except RecursionError:
+            raise json.JSONDecodeError("nested too deeply", "", 0) from None
 
     async def get_context(self, request: Any, response: Any) -> dict[str, Any]:
         return {"model": self.model, "request": request, "response": response}
