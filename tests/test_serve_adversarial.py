@@ -332,3 +332,37 @@ def test_deeply_nested_json_is_400_without_traceback(repo: Path) -> None:
             assert answer.status_code == 400, (answer.status_code, answer.text[:200])
         time.sleep(0.5)
         assert "Traceback" not in srv.output(), srv.output()
+
+
+def test_a_dry_run_asked_any_way_writes_nothing(repo: Path) -> None:
+    """``?dry_run`` without a value (as curl users write it) and ``{"dry_run": true}`` in the
+    body were taken as "not a dry run": the action was done, a commit made. Now a dry run
+    asked any way writes nothing, an unclear value or an unknown body key is a 400, and only
+    ``dry_run=0`` (or none) acts."""
+    from hystate.manager import StateManager
+
+    token = "t" * 32
+    manager = StateManager(cwd=repo, worker="w1")
+    eid = sorted(p.stem for p in manager.store.iter_paths())[0]
+    manager.update_state(eid, "downloading")
+    manager.fail(eid, "HTTP 503")
+    before = git(repo, "rev-parse", "HEAD")
+    auth = {"Authorization": f"Bearer {token}"}
+    with (
+        serving(
+            repo, "--reports-every", "0", "--allow-actions", env={"HYSTATE_SERVE_TOKEN": token}
+        ) as srv,
+        srv.client() as http,
+    ):
+        for query in ("dry_run", "dry_run=", "dry_run=true", "dry_run=YES", "dry_run=on"):
+            answer = http.post(f"/api/actions/retry/{eid}?{query}", headers=auth)
+            assert answer.status_code == 200 and answer.json()["dry_run"] is True, query
+        answer = http.post(f"/api/actions/retry/{eid}", headers=auth, json={"dry_run": True})
+        assert answer.status_code == 200 and answer.json()["dry_run"] is True, answer.text
+        for query, body in (("dry_run=maybe", None), ("", {"dryrun": True}), ("", {"dry_run": 1})):
+            answer = http.post(f"/api/actions/retry/{eid}?{query}", headers=auth, json=body)
+            assert answer.status_code == 400, (query, body, answer.text)
+        assert git(repo, "rev-parse", "HEAD") == before
+        assert git(repo, "status", "--porcelain") == ""
+        done = http.post(f"/api/actions/retry/{eid}?dry_run=0", headers=auth).json()
+        assert done["dry_run"] is False and git(repo, "rev-parse", "HEAD").strip() == done["commit"]

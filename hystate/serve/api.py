@@ -61,6 +61,43 @@ def _int(request: Request, name: str, default: int) -> int:
     return int(value)
 
 
+_YES, _NO = ("", "1", "true", "yes", "on"), ("0", "false", "no", "off")
+_BODY_KEYS = ("reason", "dry_run")
+
+
+def _dry_run(value: str | None) -> bool:
+    """``?dry_run`` with no value, or a yes, is a dry run; only a no (or none) acts."""
+    if value is None or value.lower() in _NO:
+        return False
+    if value.lower() in _YES:
+        return True
+    raise UsageError(f"dry_run must be 1 or 0, not {value[:20]!r}")
+
+
+async def _action_args(request: Request) -> tuple[bool, str | None]:
+    """(dry run, reason) from the query and a JSON body; UsageError when unclear (an unknown
+    key is refused, not ignored: a misspelt dry run must not act)."""
+    dry_run = _dry_run(request.query_params.get("dry_run"))
+    reason = request.query_params.get("reason")
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        return dry_run, reason
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except (ValueError, RecursionError):  # nested too deeply for the parser
+        raise UsageError("the body is not JSON") from None
+    if not isinstance(body, dict) or set(body) - set(_BODY_KEYS):
+        raise UsageError(f"the body is a JSON object with at most {' and '.join(_BODY_KEYS)}")
+    if "dry_run" in body:
+        if not isinstance(body["dry_run"], bool):
+            raise UsageError("dry_run must be true or false")
+        dry_run = dry_run or body["dry_run"]
+    if reason is None and body.get("reason") is not None:
+        reason = body["reason"]
+        if not isinstance(reason, str):
+            raise UsageError("reason must be a string")
+    return dry_run, reason
+
+
 class Api:
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -117,18 +154,10 @@ class Api:
             )
         name = request.path_params["action"]
         eid = request.path_params["episode_id"]
-        dry_run = request.query_params.get("dry_run", "") not in ("", "0", "false", "no")
-        reason = request.query_params.get("reason")
-        if reason is None and request.headers.get("content-type", "").startswith(
-            "application/json"
-        ):
-            try:
-                body = json.loads(await request.body() or b"{}")
-            except (ValueError, RecursionError):  # nested too deeply for the parser
-                return json_response({"error": "the body is not JSON"}, 400)
-            reason = body.get("reason") if isinstance(body, dict) else None
-            if reason is not None and not isinstance(reason, str):
-                return json_response({"error": "reason must be a string"}, 400)
+        try:
+            dry_run, reason = await _action_args(request)
+        except UsageError as exc:
+            return json_response({"error": str(exc)}, 400)
         if name not in actions.ACTIONS:
             return json_response({"error": f"unknown action {name!r}"}, 404)
         model = server.model
