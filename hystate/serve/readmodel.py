@@ -207,6 +207,8 @@ class ReadModel:
         if search:
             if len(search) > 200:
                 raise UsageError("search text: at most 200 characters")
+            if not search.isprintable():  # control characters, lone surrogates
+                raise UsageError("search text: printable characters only")
             pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where.append("(episode_id LIKE ? ESCAPE '\\' OR title LIKE ? ESCAPE '\\')")
             params += [pattern + "%", pattern + "%"]
