@@ -69,3 +69,21 @@ def test_foreign_entries_print_one_safe_line_and_publishing_goes_on(
     fields = [f for _, f in broker.client().xrange(STREAM)]
     assert len(fields) == 22
     assert (fields[-1]["episode"], fields[-1]["to"]) == (eid, "downloading")
+
+
+def test_tail_refuses_an_id_redis_cannot_hold(repo: Path, broker: RedisServer) -> None:
+    """An id past 64 bits matched the option's pattern and reached Redis, which refused it:
+    exit 7 and "the broker is unavailable, the transitions are kept in git". It is a usage
+    error (exit 2); the largest id Redis holds is fine."""
+    manager = enable(repo, broker.url)
+    assert events.Publisher(manager).publish().published == 20
+    top = 2**64 - 1
+    for bad in (f"{top + 1}-0", f"0-{top + 1}", "9" * 20):
+        proc = run_hystate(repo, "events", "tail", "--from-id", bad)
+        assert proc.returncode == 2, (bad, proc.stderr)
+        assert "broker" not in proc.stderr
+    proc = run_hystate(repo, "events", "tail", "--from-id", f"{top}-{top}")
+    assert proc.returncode == 0 and proc.stdout == "", proc.stderr
+    first = run_hystate(repo, "events", "tail", "--limit", "1")
+    commit = first.stdout.split()[-1]  # the commit column: its first 10 hex digits
+    assert len(commit) == 10 and all(c in "0123456789abcdef" for c in commit), first.stdout

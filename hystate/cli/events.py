@@ -95,7 +95,9 @@ def tail(opts: Options, from_id: str, follow: bool, limit: int | None, as_json: 
     """
     from hystate import events as api
 
-    if not _ENTRY_ID.fullmatch(from_id):
+    if not _ENTRY_ID.fullmatch(from_id) or any(
+        part.isdigit() and int(part) >= 1 << 64 for part in from_id.split("-")
+    ):  # Redis ids are two 64-bit numbers
         raise click.BadParameter("a stream id such as 1732450000000-0, 0 or $", param_hint="ID")
     config = opts.manager(cli_worker=False).config
     for shown, (entry_id, fields) in enumerate(api.consume(config, from_id, follow=follow), 1):
@@ -139,5 +141,5 @@ def _entry_line(entry_id: str, fields: dict[str, str]) -> str:
     move = f"{field('from', 12, '-')} -> {field('to', 12, '?')}"
     return (
         f"{bounded(entry_id, 45)}  {field('at', 25):<25} {field('episode', 100):<40} "
-        f"{move:<26} {field('commit', 10)}"
+        f"{move:<26} {bounded((fields.get('commit') or '')[:10], 10)}"
     )
