@@ -375,3 +375,28 @@ def test_a_dry_run_asked_any_way_writes_nothing(repo: Path) -> None:
         assert git(repo, "status", "--porcelain") == ""
         done = http.post(f"/api/actions/retry/{eid}?dry_run=0", headers=auth).json()
         assert done["dry_run"] is False and git(repo, "rev-parse", "HEAD").strip() == done["commit"]
+
+
+def test_idle_streams_cannot_lock_the_feed_out(repo: Path) -> None:
+    """500 connections to /events that never read (one process can open them) filled the
+    feed for good: an idle stream is never behind, so never dropped, and every new client,
+    the operator's browser too, was answered 503. Now a new stream makes room by ending the
+    oldest one, which (a browser) reconnects and resumes from its Last-Event-ID."""
+    import asyncio
+
+    from hystate.gitrepo import GitRepo
+    from hystate.serve import feed
+
+    async def main() -> None:
+        commit_feed = feed.CommitFeed(GitRepo.discover(repo))
+        hogs = [commit_feed.subscribe()[0] for _ in range(feed.MAX_CLIENTS)]
+        stream = commit_feed.stream(None)
+        assert await anext(stream) == b"retry: 1000\n\n"  # the new client is registered
+        assert len(commit_feed.clients) == feed.MAX_CLIENTS
+        assert hogs[0].dropped and hogs[0] not in commit_feed.clients
+        assert not any(hog.dropped for hog in hogs[1:])
+        newest = commit_feed.subscribe()[0]
+        assert hogs[1].dropped and newest in commit_feed.clients
+        await stream.aclose()
+
+    asyncio.run(main())

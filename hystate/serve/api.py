@@ -131,8 +131,6 @@ class Api:
 
     async def events(self, request: Request) -> Response:
         feed = self.server.feed
-        if feed.full:
-            return json_response({"error": "too many event clients"}, 503, {"Retry-After": "5"})
         last_id = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
         return StreamingResponse(
             feed.stream(last_id),

@@ -6,7 +6,8 @@ An event's id is its commit's sha, so a client that reconnects with ``Last-Event
 the commits after that one (``git log <id>..<position>``), then the live ones: the position is
 read and the client registered in one step of the event loop, so nothing is missed or sent
 twice. Each client has a bounded queue of encoded events (the same bytes for everyone); a
-client too slow to keep up is dropped and, reconnecting, resumes from its last id. A history
+client too slow to keep up is dropped and, reconnecting, resumes from its last id; so is the
+oldest client when ``MAX_CLIENTS`` are connected and another comes. A history
 that was rewritten (the old position is no ancestor) or a gap too long to replay is a
 ``reset`` event: the page reloads its data.
 """
@@ -48,6 +49,7 @@ def commit_event(row: tuple[Any, ...]) -> bytes:
 class Client:
     queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     dropped: bool = False
+    serial: int = 0  # the order clients came in: the oldest makes room for a new one
 
 
 class CommitFeed:
@@ -66,6 +68,7 @@ class CommitFeed:
         self.dropped = 0  # clients dropped for being slow, since start
         self.recent: deque[str] = deque(maxlen=MAX_REPLAY)  # shas published, oldest first
         self.closed = False  # the server is stopping: every stream ends
+        self._serial = 0
 
     def close(self) -> None:
         """End every stream now (the server stops: uvicorn waits for open responses, and an
@@ -135,8 +138,14 @@ class CommitFeed:
         return sha is None or sha == self.position or sha in self.recent
 
     def subscribe(self) -> tuple[Client, str | None]:
-        """A new client and the position its live events start after."""
-        client = Client()
+        """A new client and the position its live events start after. With ``MAX_CLIENTS``
+        already, the oldest stream ends to make room (its browser reconnects and resumes):
+        streams that never read are never behind, and would otherwise keep every new client
+        out for as long as they are held open."""
+        while len(self.clients) >= MAX_CLIENTS:
+            self._drop(min(self.clients, key=lambda c: c.serial))
+        self._serial += 1
+        client = Client(serial=self._serial)
         self.clients.add(client)
         return client, self.position
 
@@ -150,10 +159,6 @@ class CommitFeed:
         if position is None or not _SHA.match(last_id):
             return [encode("reset", {"head": position}, position)]
         return self._between(last_id, position)
-
-    @property
-    def full(self) -> bool:
-        return len(self.clients) >= MAX_CLIENTS
 
     async def stream(self, last_id: str | None) -> AsyncIterator[bytes]:
         """One client's events: those it missed since ``last_id`` (replayed from git), a
