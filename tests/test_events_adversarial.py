@@ -3,6 +3,9 @@ garbage, hostile text) in the stream it publishes to and prints."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 
 from hystate import events
 from hystate.manager import StateManager
-from tests.conftest import run_hystate
+from tests.conftest import commits, run_hystate
 from tests.redis_harness import RedisServer, needs_redis
 
 pytestmark = needs_redis
@@ -87,3 +90,64 @@ def test_tail_refuses_an_id_redis_cannot_hold(repo: Path, broker: RedisServer) -
     first = run_hystate(repo, "events", "tail", "--limit", "1")
     commit = first.stdout.split()[-1]  # the commit column: its first 10 hex digits
     assert len(commit) == 10 and all(c in "0123456789abcdef" for c in commit), first.stdout
+
+
+class DrippingBroker:
+    """A "broker" that accepts, starts an answer and then sends one byte every 0.2 s forever:
+    every read gets data within the socket timeout, so no timeout ever fires."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(b"*2\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\na\r\n$")
+                while not self.stop.is_set():
+                    conn.sendall(b"9")
+                    time.sleep(0.2)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_a_broker_that_answers_forever_does_not_hold_a_transition(repo: Path) -> None:
+    """A broker (or a proxy before it) that trickles its answer byte by byte never trips the
+    socket timeout: `hystate advance` made its commit and then hung for good, and so did
+    `events status`. Now each broker call has a deadline (twice ``events.timeout``): the
+    transition ends with its one notice, the status with exit 7."""
+    broker = DrippingBroker()
+    try:
+        (repo / "hystate.yaml").write_text(
+            "state_management:\n  events:\n    enabled: true\n"
+            f"    url: redis://127.0.0.1:{broker.port}/0\n    timeout: 1\n"
+        )
+        eid = sorted(p.stem for p in (repo / "processed").glob("*/*.yaml"))[0]
+        before = commits(repo)
+        started = time.monotonic()
+        done = run_hystate(repo, "advance", eid, "downloading", timeout=120)
+        took = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        assert "events not published yet" in done.stderr and len(commits(repo)) == len(before) + 1
+        status = run_hystate(repo, "events", "status", timeout=120)
+        assert status.returncode == 7 and "within" in status.stderr, status.stderr
+        assert took < 60, took
+    finally:
+        broker.close()

@@ -14,6 +14,7 @@ redis-py is an optional dependency (``pip install 'hystate[redis]'``), imported 
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -121,6 +122,7 @@ class RedisStream:
                 else {"lib_name": None, "lib_version": None}
             )
         self.url, self.stream, self.maxlen = url, stream, maxlen
+        self.deadline = 2 * timeout  # for one call, however the answer comes
         self.cursor_key = f"{stream}:cursor"
         self.where = redact(url)
         self.client = redis.Redis.from_url(
@@ -138,17 +140,36 @@ class RedisStream:
         self.client.close()
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(…)`` within ``deadline`` seconds: the socket timeout bounds each read, not an
+        answer trickled a byte at a time, so past the deadline the connections are shut
+        down from a timer (the blocked read then fails)."""
+        cut = threading.Event()
+
+        def cut_off() -> None:
+            cut.set()
+            self.client.connection_pool.disconnect(inuse_connections=True)
+
+        timer = threading.Timer(self.deadline, cut_off)
+        timer.daemon = True
+        timer.start()
         try:
             return fn(*args, **kwargs)
-        except self._redis.exceptions.RedisError as exc:
-            detail = type(exc).__name__
-            text = str(exc).splitlines()[0][:200] if str(exc) else ""
-            if text and "@" not in text and "//" not in text:
-                detail += f": {text}"
+        except Exception as exc:
+            if cut.is_set():
+                detail = f"no whole answer within {self.deadline:g} s"
+            elif isinstance(exc, self._redis.exceptions.RedisError):
+                detail = type(exc).__name__
+                text = str(exc).splitlines()[0][:200] if str(exc) else ""
+                if text and "@" not in text and "//" not in text:
+                    detail += f": {text}"
+            else:
+                raise
             raise BrokerUnavailable(
                 f"event broker {self.where}: {what} failed ({detail})",
                 hint="the transitions are kept in git; `hystate events publish` sends them",
             ) from None
+        finally:
+            timer.cancel()
 
     def head(self) -> tuple[Entry | None, dict[str, str]]:
         """The stream's last entry (None when empty) and the publisher's cursor record."""
