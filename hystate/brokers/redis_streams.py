@@ -14,8 +14,10 @@ redis-py is an optional dependency (``pip install 'hystate[redis]'``), imported 
 from __future__ import annotations
 
 import inspect
+import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,6 +53,57 @@ return {1, last_id}
 """
 
 Entry = tuple[str, dict[str, str]]
+
+
+class _Call:
+    __slots__ = ("cut", "fired", "until")
+
+    def __init__(self, until: float, cut: Callable[[], None]) -> None:
+        self.until, self.cut, self.fired = until, cut, False
+
+
+class _Watchdog:
+    """One thread per process that runs a call's ``cut`` when it outlives its deadline
+    (arming costs a lock, not a thread start: ~0.4 ms on a loaded machine)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: set[_Call] = set()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, cut: Callable[[], None]) -> _Call:
+        call = _Call(time.monotonic() + seconds, cut)
+        with self._cond:
+            self._armed.add(call)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="hystate-broker-deadline")
+                self._thread.daemon = True
+                self._thread.start()
+            self._cond.notify()
+        return call
+
+    def disarm(self, call: _Call) -> None:
+        with self._cond:
+            self._armed.discard(call)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [c for c in self._armed if c.until <= now]
+                for call in due:
+                    self._armed.discard(call)
+                    call.fired = True
+                if not due:
+                    wait = min((c.until for c in self._armed), default=now + 3600) - now
+                    self._cond.wait(wait)
+                    continue
+            for call in due:  # outside the lock: a shutdown may take a moment
+                call.cut()
+
+
+_WATCHDOG = _Watchdog()
+os.register_at_fork(after_in_child=_WATCHDOG.__init__)  # a child has no thread: a new one
 _NO_SETINFO: dict[str, Any] = {}
 
 
@@ -142,20 +195,12 @@ class RedisStream:
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(…)`` within ``deadline`` seconds: the socket timeout bounds each read, not an
         answer trickled a byte at a time, so past the deadline the connections are shut
-        down from a timer (the blocked read then fails)."""
-        cut = threading.Event()
-
-        def cut_off() -> None:
-            cut.set()
-            self.client.connection_pool.disconnect(inuse_connections=True)
-
-        timer = threading.Timer(self.deadline, cut_off)
-        timer.daemon = True
-        timer.start()
+        down by the watchdog (the blocked read then fails)."""
+        call = _WATCHDOG.arm(self.deadline, self._cut_off)
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            if cut.is_set():
+            if call.fired:
                 detail = f"no whole answer within {self.deadline:g} s"
             elif isinstance(exc, self._redis.exceptions.RedisError):
                 detail = type(exc).__name__
@@ -169,7 +214,10 @@ class RedisStream:
                 hint="the transitions are kept in git; `hystate events publish` sends them",
             ) from None
         finally:
-            timer.cancel()
+            _WATCHDOG.disarm(call)
+
+    def _cut_off(self) -> None:
+        self.client.connection_pool.disconnect(inuse_connections=True)
 
     def head(self) -> tuple[Entry | None, dict[str, str]]:
         """The stream's last entry (None when empty) and the publisher's cursor record."""
