@@ -67,6 +67,10 @@ class _Watchdog:
     (arming costs a lock, not a thread start: ~0.4 ms on a loaded machine)."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Nothing armed, no thread yet (also in a forked child, which has no thread)."""
         self._cond = threading.Condition()
         self._armed: set[_Call] = set()
         self._thread: threading.Thread | None = None
@@ -103,7 +107,7 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
-os.register_at_fork(after_in_child=_WATCHDOG.__init__)  # a child has no thread: a new one
+os.register_at_fork(after_in_child=_WATCHDOG.reset)
 _NO_SETINFO: dict[str, Any] = {}
 
 
