@@ -119,7 +119,8 @@ def main() -> None:
             ):
                 lines = stream.iter_lines()
                 result["new_client_gets_hello"] = any(
-                    line.startswith("event: hello") for _, line in zip(range(6), lines, strict=False)
+                    line.startswith("event: hello")
+                    for _, line in zip(range(6), lines, strict=False)
                 )
             for sock in streams:
                 sock.close()
