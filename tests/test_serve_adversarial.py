@@ -371,6 +371,9 @@ def test_a_dry_run_asked_any_way_writes_nothing(repo: Path) -> None:
         for query, body in (("dry_run=maybe", None), ("", {"dryrun": True}), ("", {"dry_run": 1})):
             answer = http.post(f"/api/actions/retry/{eid}?{query}", headers=auth, json=body)
             assert answer.status_code == 400, (query, body, answer.text)
+        # a reason longer than a file may hold is the request's fault (422), not the server's
+        answer = http.post(f"/api/actions/skip/{eid}", headers=auth, json={"reason": "r" * 12_000})
+        assert answer.status_code == 422 and answer.json()["exit_code"] == 5, answer.text[:200]
         assert git(repo, "rev-parse", "HEAD") == before
         assert git(repo, "status", "--porcelain") == ""
         done = http.post(f"/api/actions/retry/{eid}?dry_run=0", headers=auth).json()

@@ -14,14 +14,29 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from hystate.errors import HystateError, IllegalTransition, LockBusy, UnknownEpisode, UsageError
+from hystate.errors import (
+    HystateError,
+    IllegalTransition,
+    InvalidData,
+    LockBusy,
+    UnknownEpisode,
+    UsageError,
+)
 from hystate.serve import actions
 
 if TYPE_CHECKING:
     from hystate.serve.app import Server
 
 log = logging.getLogger("hystate.serve")
-_STATUS = {UnknownEpisode: 404, UsageError: 400, IllegalTransition: 409, LockBusy: 423}
+# InvalidData: a value the request gave (a reason too long) or a broken file; not a fault of
+# the server's (500 is for those: git, the disk, a bug)
+_STATUS = {
+    UnknownEpisode: 404,
+    UsageError: 400,
+    IllegalTransition: 409,
+    InvalidData: 422,
+    LockBusy: 423,
+}
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
