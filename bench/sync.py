@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import docfile
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 CATALOG = Path("/work/shared/data/archive-org-search-hooting-yard.json")
@@ -186,7 +188,7 @@ def main() -> None:
         "parallel_nodes": len(nodes),
         "parallel_claims": sum(counts),
         "parallel_claims_per_second": round(sum(counts) / wall, 1),
-        "command": "python bench/sync.py " + " ".join(sys.argv[1:]),
+        "command": docfile.command_line("sync.py", sys.argv[1:]),
     }
     print(json.dumps(result, indent=2))
     if args.json:
@@ -196,8 +198,6 @@ def main() -> None:
 
 
 def write_doc(r: dict[str, object]) -> None:
-    doc = HERE.parent / "docs" / "BENCHMARKS.md"
-    text = doc.read_text()
     section = f"""{HEADING}
 
 `{r["command"]}` on {r["machine"]}, {r["git"]}; a bare repository served by `git daemon` on
@@ -217,13 +217,7 @@ once share one branch, so a push that lost the race is fetched, replayed and pus
 the aggregate rate stays near one node's. Batching (`next --claim --limit N`) pushes N claims
 at once.
 """
-    start = text.find(HEADING)
-    if start < 0:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    doc.write_text(text)
+    docfile.write_section(HEADING, section)
 
 
 if __name__ == "__main__":

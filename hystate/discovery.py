@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hystate import audit
 from hystate.discover import Record, parse_rows
 from hystate.errors import Problem
+from hystate.events import after_commit
 from hystate.model import check_id, new_episode, now_utc
 from hystate.parallel import chunked_map
 from hystate.paths import ensure_dir
@@ -101,9 +102,7 @@ def discover(
                 if manager.repo.head_blob(_rel(manager, path)) is None:
                     path.unlink(missing_ok=True)
             raise
-    from hystate.events import after_commit  # outside the lock, like a transition's
-
-    after_commit(manager, sha)
+    after_commit(manager, sha)  # outside the lock, like a transition's
     return DiscoverResult(ids, existing, sha)
 
 

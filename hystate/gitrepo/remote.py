@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from hystate.errors import GitError
 from hystate.gitrepo import index as index_mod
 from hystate.gitrepo import lockfile
+from hystate.gitrepo.objects import FILE_MODE, Tree
 from hystate.gitrepo.refs import Head, StaleHead
 
 if TYPE_CHECKING:
@@ -272,8 +273,6 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
 def publish_blob_ref(repo: GitRepo, data: bytes, name: str) -> str:
     """A parentless commit holding ``name`` = ``data`` (a node's own table, replaced every time:
     it never enters the branch's history); its sha."""
-    from hystate.gitrepo.objects import FILE_MODE, Tree
-
     blob = repo.objects.write(b"blob", data)
     tree = repo.objects.write_tree(Tree([]).with_changes({name.encode(): (FILE_MODE, blob)}))
     ident = repo.settings.committer().line()
