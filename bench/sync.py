@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,11 @@ import docfile
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-CATALOG = Path("/work/shared/data/archive-org-search-hooting-yard.json")
+
+from hystate.demo_cluster import start_daemon  # noqa: E402
+
+# the real catalog beside the project (../shared/data); 525 made-up episodes where it is absent
+CATALOG = HERE.parent.parent / "shared" / "data" / "archive-org-search-hooting-yard.json"
 HEADING = "## Several machines (issue 13)"
 ENV = {
     "GIT_CONFIG_GLOBAL": os.devnull,
@@ -44,25 +47,6 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
     ).stdout
-
-
-def start_daemon(base: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        ["git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
-         f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}", str(base)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own group: the forked git-daemon goes with it
-    )  # fmt: skip
-    for _ in range(600):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"git://127.0.0.1:{port}/state.git"
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("git daemon did not start")
 
 
 def seed(tmp: Path, url: str) -> None:
