@@ -120,6 +120,21 @@ def entered_since(
     return [(when, stage) for when, stage in found if when >= since]
 
 
+def entered_per_day(
+    cache: StateCache, stages: Sequence[str], since: datetime
+) -> list[tuple[str, str, int]]:
+    """(UTC date, stage, how many) of the entries into one of ``stages`` at or after ``since``,
+    counted by SQLite (times compared as instants), by date."""
+    marks = ",".join("?" * len(stages))
+    rows = cache.query(
+        f"SELECT date(timestamp), to_stage, count(*) FROM processing_log"
+        f" WHERE to_stage IN ({marks}) AND timestamp >= ? AND julianday(timestamp) >= julianday(?)"
+        " GROUP BY 1, 2 ORDER BY 1, 2",
+        (*stages, _spare(since, -2), since.astimezone(UTC).isoformat()),
+    )
+    return [(day, stage, count) for day, stage, count in rows]
+
+
 def entries(cache: StateCache, stages: Sequence[str]) -> list[tuple[str, str]]:
     """(stage, time as written) of every entry into one of ``stages``, in time order."""
     marks = ",".join("?" * len(stages))
