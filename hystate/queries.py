@@ -105,21 +105,6 @@ def _within(when: datetime, low: datetime | None, high: datetime | None) -> bool
     return (low is None or when >= low) and (high is None or when <= high)
 
 
-def entered_since(
-    cache: StateCache, stages: Sequence[str], since: datetime
-) -> list[tuple[datetime, str]]:
-    """(when, stage) of every entry into one of ``stages`` at or after ``since``, in time
-    order."""
-    marks = ",".join("?" * len(stages))
-    rows = cache.query(
-        f"SELECT timestamp, to_stage FROM processing_log WHERE to_stage IN ({marks})"
-        " AND timestamp >= ? ORDER BY julianday(timestamp), id",
-        (*stages, _spare(since, -2)),
-    )
-    found = [(parse_time(stamp), stage) for stamp, stage in rows]
-    return [(when, stage) for when, stage in found if when >= since]
-
-
 def entered_per_day(
     cache: StateCache, stages: Sequence[str], since: datetime
 ) -> list[tuple[str, str, int]]:
@@ -133,6 +118,26 @@ def entered_per_day(
         (*stages, _spare(since, -2), since.astimezone(UTC).isoformat()),
     )
     return [(day, stage, count) for day, stage, count in rows]
+
+
+def entered_span(
+    cache: StateCache, stages: Sequence[str], since: datetime
+) -> tuple[int, datetime | None, datetime | None]:
+    """How many entries into one of ``stages`` at or after ``since``, and the first and last
+    of them (in time order)."""
+    marks = ",".join("?" * len(stages))
+    where = (
+        f"FROM processing_log WHERE to_stage IN ({marks}) AND timestamp >= ?"
+        " AND julianday(timestamp) >= julianday(?)"
+    )
+    args = (*stages, _spare(since, -2), since.astimezone(UTC).isoformat())
+    ((count,),) = cache.query(f"SELECT count(*) {where}", args)
+    if not count:
+        return 0, None, None
+    order = "ORDER BY julianday(timestamp) {0}, id {0} LIMIT 1"
+    ((first,),) = cache.query(f"SELECT timestamp {where} {order.format('ASC')}", args)
+    ((last,),) = cache.query(f"SELECT timestamp {where} {order.format('DESC')}", args)
+    return count, parse_time(first), parse_time(last)
 
 
 def entries(cache: StateCache, stages: Sequence[str]) -> list[tuple[str, str]]:
