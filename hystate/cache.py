@@ -273,6 +273,12 @@ class StateCache:
         with self.connect() as db:
             return db.rows(sql, params)
 
+    def stream(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[sqlite3.Row]:
+        """The rows one by one, within one read transaction (one snapshot) held until the
+        last row is read or the iterator is closed."""
+        with self.connect() as db:
+            yield from db.iter_rows(sql, params)
+
 
 def cache_dir(git_dir: Path, rel_state_dir: str) -> Path:
     """Where the caches of the state folder ``rel_state_dir`` live: ``.git/hystate/cache/<it,

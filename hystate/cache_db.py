@@ -181,6 +181,10 @@ class CacheDB:
         self.db.row_factory = sqlite3.Row
         return self.db.execute(sql, params).fetchall()
 
+    def iter_rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[sqlite3.Row]:
+        self.db.row_factory = sqlite3.Row
+        yield from self.db.execute(sql, params)
+
     # -- index.json ------------------------------------------------------------------------
 
     def index_entries(self, episode_ids: list[str]) -> dict[str, str]:

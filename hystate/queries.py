@@ -11,7 +11,7 @@ offset reaches a day, so no two times a day apart in string order can be reverse
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,16 @@ def episodes(
 ) -> list[EpisodeState]:
     """Episodes, oldest air date first, optionally only some stages and years, at most
     ``limit``."""
+    return list(iter_episodes(cache, stages, years, limit))
+
+
+def iter_episodes(
+    cache: StateCache,
+    stages: Iterable[str | ProcessingStage] = (),
+    years: Iterable[str] = (),
+    limit: int | None = None,
+) -> Iterator[EpisodeState]:
+    """``episodes`` one at a time (memory independent of how many)."""
     wanted = [ProcessingStage.parse(s).value for s in stages]
     sql, params = "SELECT data, path FROM episode_states WHERE 1=1", list[Any]()
     if wanted:
@@ -42,8 +52,8 @@ def episodes(
     if limit is not None:
         sql += " LIMIT ?"
         params.append(max(limit, 0))
-    rows = cache.query(sql, tuple(params))
-    return [EpisodeState(json.loads(row["data"]), row["path"]) for row in rows]
+    for row in cache.stream(sql, tuple(params)):
+        yield EpisodeState(json.loads(row["data"]), row["path"])
 
 
 def count(cache: StateCache) -> int:
