@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import docfile
 from common import emit, isolate_git, machine
 
 from hystate import events
@@ -45,7 +46,6 @@ STEPS: list[tuple[str, dict[str, Any]]] = [
     ("published", {"youtube.published_date": "2027-01-01T18:00:05+00:00"}),
 ]
 HEADING = "## Event stream (issue 14)"
-DOC = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 
 
 class Redis:
@@ -170,7 +170,7 @@ def main() -> None:
             result = run(Path(tmp), redis, args)
         finally:
             redis.stop()
-    result["command"] = "python bench/events.py " + " ".join(sys.argv[1:]).replace("--doc", "")
+    result["command"] = docfile.command_line("events.py", sys.argv[1:])
     emit(result, args.json)
     if args.doc:
         write_doc(result)
@@ -286,15 +286,8 @@ commit pays for importing redis-py (~0.1 s: it loads asyncio) on top of the publ
 a `--follow` daemon runs, commits leave the publishing to it and pay nothing.
 
 """
-    text = DOC.read_text()
-    start = text.find(HEADING)
-    if start >= 0:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    else:  # before the scale section, which `run_all.py --scale-only` rewrites to the end
-        anchor = text.find("## The user's path at scale")
-        text = text[:anchor] + section + text[anchor:] if anchor >= 0 else text + "\n" + section
-    DOC.write_text(text)
+    # before the scale section, as `run_all.py` orders them
+    docfile.write_section(HEADING, section, before="## The user's path at scale (issue 17)")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ mixed stages of bench/common.py, built in one commit), measured from outside.
     event latency          commit (from just before StateManager.update_state, in this process) ->
                            the commit shown in the open page's feed (Chromium), and -> the
                            page's counts updated; also -> an SSE client's read of the event
+    dashboard recomputed   commit -> GET /api/status answers with that commit's figures (the
+                           cache refreshed and the report's figures recomputed, once per HEAD)
     50 SSE clients         the server process's RSS (/proc; the git processes it runs apart) before, while the
                            clients are connected and receive 20 commits, and after they leave:
                            once with 1 client, then with 50 (memory is flat if they match)
@@ -152,6 +154,21 @@ def browser_figures(url: str, root: Path, ids: list[str], commits: int) -> dict[
     return out
 
 
+def recompute_latency(url: str, root: Path, ids: list[str]) -> dict[str, Any]:
+    """Commit -> the dashboard's data for that commit (``head`` in /api/status), polled."""
+    manager = StateManager(cwd=root, worker="bench")
+    times = []
+    with httpx.Client(base_url=url, timeout=120) as http:
+        for eid in ids:
+            t0 = time.perf_counter()
+            sha = manager.update_state(eid, "downloading").commit
+            while http.get("/api/status").json().get("head") != sha:
+                time.sleep(0.02)
+            times.append(time.perf_counter() - t0)
+            time.sleep(0.3)
+    return {"median_ms": ms(statistics.median(times)), "max_ms": ms(max(times)), "n": len(times)}
+
+
 async def sse_round(url: str, root: Path, pid: int, ids: list[str], clients: int) -> dict[str, Any]:
     """``clients`` SSE clients connected, len(ids) commits made 0.8 s apart; the server's RSS
     (sampled every 0.1 s) before, connected, at its peak while the commits are delivered, and
@@ -247,6 +264,7 @@ def main() -> None:
         try:
             result["api"] = api_pages(url)
             result["browser"] = browser_figures(url, root, ids, 10)
+            result["dashboard_recomputed"] = recompute_latency(url, root, ids[70:80])
             # the same 20 commits' worth of work with 1 client, then with 50: flat if alike
             result["sse_1_client"] = asyncio.run(sse_round(url, root, proc.pid, ids[10:30], 1))
             result["sse_clients"] = asyncio.run(

@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,9 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import docfile
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-CATALOG = Path("/work/shared/data/archive-org-search-hooting-yard.json")
+
+from hystate.demo_cluster import start_daemon  # noqa: E402
+
+# the real catalog beside the project (../shared/data); 525 made-up episodes where it is absent
+CATALOG = HERE.parent.parent / "shared" / "data" / "archive-org-search-hooting-yard.json"
 HEADING = "## Several machines (issue 13)"
 ENV = {
     "GIT_CONFIG_GLOBAL": os.devnull,
@@ -42,25 +47,6 @@ def git(cwd: Path, *args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
     ).stdout
-
-
-def start_daemon(base: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        ["git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
-         f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}", str(base)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own group: the forked git-daemon goes with it
-    )  # fmt: skip
-    for _ in range(600):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"git://127.0.0.1:{port}/state.git"
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("git daemon did not start")
 
 
 def seed(tmp: Path, url: str) -> None:
@@ -186,7 +172,7 @@ def main() -> None:
         "parallel_nodes": len(nodes),
         "parallel_claims": sum(counts),
         "parallel_claims_per_second": round(sum(counts) / wall, 1),
-        "command": "python bench/sync.py " + " ".join(sys.argv[1:]),
+        "command": docfile.command_line("sync.py", sys.argv[1:]),
     }
     print(json.dumps(result, indent=2))
     if args.json:
@@ -196,8 +182,6 @@ def main() -> None:
 
 
 def write_doc(r: dict[str, object]) -> None:
-    doc = HERE.parent / "docs" / "BENCHMARKS.md"
-    text = doc.read_text()
     section = f"""{HEADING}
 
 `{r["command"]}` on {r["machine"]}, {r["git"]}; a bare repository served by `git daemon` on
@@ -217,13 +201,7 @@ once share one branch, so a push that lost the race is fetched, replayed and pus
 the aggregate rate stays near one node's. Batching (`next --claim --limit N`) pushes N claims
 at once.
 """
-    start = text.find(HEADING)
-    if start < 0:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    doc.write_text(text)
+    docfile.write_section(HEADING, section)
 
 
 if __name__ == "__main__":

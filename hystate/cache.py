@@ -35,6 +35,10 @@ from hystate.cache_db import CacheDB
 from hystate.cache_schema import FORMAT_VERSION
 from hystate.cache_tree import Entry, Loader, StateTree, key, stem
 from hystate.errors import GitError, Problem
+from hystate.locks import StateLock
+from hystate.parallel import chunked_map
+from hystate.paths import ensure_dir
+from hystate.store import invalid_file
 
 if TYPE_CHECKING:
     from hystate.gitrepo import GitRepo, Head
@@ -105,8 +109,6 @@ class StateCache:
         self, *, force: bool = False, progress: Callable[[int, int], None] | None = None
     ) -> RefreshResult:
         """Bring the cache in line with HEAD's tree (see the module docstring)."""
-        from hystate.paths import ensure_dir
-
         ensure_dir(self.repo.git_dir, self.cache_dir)
         head = self.repo.head()
         tree = self.repo.subtree(self.rel_dir, head)
@@ -117,8 +119,6 @@ class StateCache:
         except sqlite3.OperationalError:
             raise  # busy or locked: a real error, never a reason to throw the cache away
         except sqlite3.DatabaseError as exc:  # not a database, malformed image
-            from hystate.locks import StateLock
-
             with StateLock(self.store.state_dir / ".locks" / "_cache.lock"):
                 self._discard()
             self.notice(f"{self.db_path.name} was unreadable ({exc}); rebuilt it from the tree")
@@ -222,8 +222,6 @@ class StateCache:
         """Replace the rows of ``entries`` by what their blobs hold (``fresh``: the tables are
         empty, nothing to replace), keeping the commits already attributed to their history.
         Blobs are parsed and validated in chunks; a large rebuild uses every core."""
-        from hystate.parallel import chunked_map
-
         objects = self.repo.objects
         load = Loader(self.store, objects.dir, objects.worktree)
         done = 0
@@ -267,8 +265,6 @@ class StateCache:
         with self.connect() as db:
             found += [Problem(**p) for _, detail in db.problems() for p in json.loads(detail)]
         if found:
-            from hystate.store import invalid_file
-
             error = invalid_file(found)
             error.hint = "`hystate validate` lists them all; fix or restore the files"
             raise error
@@ -276,6 +272,12 @@ class StateCache:
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self.connect() as db:
             return db.rows(sql, params)
+
+    def stream(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[sqlite3.Row]:
+        """The rows one by one, within one read transaction (one snapshot) held until the
+        last row is read or the iterator is closed."""
+        with self.connect() as db:
+            yield from db.iter_rows(sql, params)
 
 
 def cache_dir(git_dir: Path, rel_state_dir: str) -> Path:

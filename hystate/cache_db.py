@@ -4,7 +4,9 @@ writes these tables; readers ask ``StateCache.query`` (see ``hystate.queries``).
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +26,18 @@ class CacheDB:
     def connection(path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=60000")
-        db.execute("PRAGMA journal_mode=WAL")
+        # Switching to WAL (and opening a WAL file while another process runs its recovery or
+        # closes the last connection) can be refused at once, without the busy handler: wait.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    db.close()
+                    raise
+                time.sleep(0.01 + random.random() * 0.05)
         db.execute("PRAGMA synchronous=NORMAL")
         return db
 
@@ -167,6 +180,10 @@ class CacheDB:
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         self.db.row_factory = sqlite3.Row
         return self.db.execute(sql, params).fetchall()
+
+    def iter_rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[sqlite3.Row]:
+        self.db.row_factory = sqlite3.Row
+        yield from self.db.execute(sql, params)
 
     # -- index.json ------------------------------------------------------------------------
 

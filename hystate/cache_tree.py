@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from hystate.cache_schema import episode_row, log_rows
 from hystate.errors import Problem
-from hystate.gitrepo.objects import KINDS, TREE_MODE, Tree
+from hystate.gitrepo.objects import KINDS, TREE_MODE, ObjectStore, Tree
+from hystate.store import LINK_REFUSED, check_content
 
 if TYPE_CHECKING:
-    from hystate.gitrepo.objects import ObjectStore
     from hystate.store import EpisodeStore
 
 LINK_MODE = b"120000"
@@ -140,9 +140,6 @@ class Loader:
     worktree: Path
 
     def __call__(self, chunk: Sequence[Entry]) -> Loaded:
-        from hystate.gitrepo.objects import ObjectStore
-        from hystate.store import LINK_REFUSED, check_content
-
         rows, logs, problems = [], [], []
         files = [e for e in chunk if "/" in e[0] and e[1] and e[1] not in KINDS]
         blobs = ObjectStore(self.objects_dir, self.worktree).read_blobs([e[2] for e in files])

@@ -42,7 +42,9 @@ def _git(cwd: Path, *args: str) -> str:
     ).stdout
 
 
-def _daemon(base: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_daemon(base: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``git daemon`` serving ``base`` on a free port of 127.0.0.1, in its own process group
+    (kill the group); the process and the URL of ``base/state.git``."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -59,7 +61,7 @@ def _daemon(base: Path) -> tuple[subprocess.Popen[bytes], str]:
         except OSError:
             time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
-    sys.exit("hystate demo-cluster: git daemon did not start")
+    raise RuntimeError("git daemon did not start")
 
 
 def setup(target: Path, catalog: Path) -> tuple[subprocess.Popen[bytes], list[Path], int]:
@@ -73,7 +75,10 @@ def setup(target: Path, catalog: Path) -> tuple[subprocess.Popen[bytes], list[Pa
     subprocess.run(
         ["git", "init", "-q", "--bare", "-b", "main", str(server / "state.git")], check=True
     )
-    daemon, url = _daemon(server)
+    try:
+        daemon, url = start_daemon(server)
+    except RuntimeError as exc:
+        sys.exit(f"hystate demo-cluster: {exc}")
     seed = target / "seed"
     count = demo.prepare(seed, catalog)
     (seed / "hystate.yaml").write_text(CONFIG)

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from hystate.errors import HystateError, IllegalTransition, LockBusy
+from hystate.lease_refs import latest
 from hystate.locks import pid_alive, process_start
 from hystate.model import EpisodeState, ProcessingStage, check_id, now_utc, parse_time
 from hystate.paths import write_atomic
@@ -105,8 +106,6 @@ def current_lease(manager: StateManager, episode: EpisodeState) -> Lease | None:
     lease = _local_lease(manager, episode)
     if lease is None or not manager.sync_remote:
         return lease
-    from hystate.lease_refs import latest
-
     other = latest(manager, episode.episode_id, lease.stage, lease.entered_at)
     if other is None or parse_time(str(other["expires_at"])) <= parse_time(lease.expires_at):
         return lease

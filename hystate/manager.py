@@ -180,6 +180,13 @@ class StateManager:
         ``limit``."""
         return queries.episodes(self._fresh(), stages, years, limit)
 
+    def stream_episodes(
+        self, stages: Iterable[str | ProcessingStage] = (), years: Iterable[str] = ()
+    ) -> Iterator[EpisodeState]:
+        """``list_episodes`` one at a time, from one snapshot of the cache; read it to the end
+        (or close it) before asking the cache anything else in this thread."""
+        return queries.iter_episodes(self._fresh(), stages, years)
+
     def get_episodes_by_stage(self, stage: str | ProcessingStage) -> list[EpisodeState]:
         return self.list_episodes([stage])
 

@@ -11,7 +11,7 @@ offset reaches a day, so no two times a day apart in string order can be reverse
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,16 @@ def episodes(
 ) -> list[EpisodeState]:
     """Episodes, oldest air date first, optionally only some stages and years, at most
     ``limit``."""
+    return list(iter_episodes(cache, stages, years, limit))
+
+
+def iter_episodes(
+    cache: StateCache,
+    stages: Iterable[str | ProcessingStage] = (),
+    years: Iterable[str] = (),
+    limit: int | None = None,
+) -> Iterator[EpisodeState]:
+    """``episodes`` one at a time (memory independent of how many)."""
     wanted = [ProcessingStage.parse(s).value for s in stages]
     sql, params = "SELECT data, path FROM episode_states WHERE 1=1", list[Any]()
     if wanted:
@@ -42,8 +52,8 @@ def episodes(
     if limit is not None:
         sql += " LIMIT ?"
         params.append(max(limit, 0))
-    rows = cache.query(sql, tuple(params))
-    return [EpisodeState(json.loads(row["data"]), row["path"]) for row in rows]
+    for row in cache.stream(sql, tuple(params)):
+        yield EpisodeState(json.loads(row["data"]), row["path"])
 
 
 def count(cache: StateCache) -> int:
@@ -105,19 +115,39 @@ def _within(when: datetime, low: datetime | None, high: datetime | None) -> bool
     return (low is None or when >= low) and (high is None or when <= high)
 
 
-def entered_since(
+def entered_per_day(
     cache: StateCache, stages: Sequence[str], since: datetime
-) -> list[tuple[datetime, str]]:
-    """(when, stage) of every entry into one of ``stages`` at or after ``since``, in time
-    order."""
+) -> list[tuple[str, str, int]]:
+    """(UTC date, stage, how many) of the entries into one of ``stages`` at or after ``since``,
+    counted by SQLite (times compared as instants), by date."""
     marks = ",".join("?" * len(stages))
     rows = cache.query(
-        f"SELECT timestamp, to_stage FROM processing_log WHERE to_stage IN ({marks})"
-        " AND timestamp >= ? ORDER BY julianday(timestamp), id",
-        (*stages, _spare(since, -2)),
+        f"SELECT date(timestamp), to_stage, count(*) FROM processing_log"
+        f" WHERE to_stage IN ({marks}) AND timestamp >= ? AND julianday(timestamp) >= julianday(?)"
+        " GROUP BY 1, 2 ORDER BY 1, 2",
+        (*stages, _spare(since, -2), since.astimezone(UTC).isoformat()),
     )
-    found = [(parse_time(stamp), stage) for stamp, stage in rows]
-    return [(when, stage) for when, stage in found if when >= since]
+    return [(day, stage, count) for day, stage, count in rows]
+
+
+def entered_span(
+    cache: StateCache, stages: Sequence[str], since: datetime
+) -> tuple[int, datetime | None, datetime | None]:
+    """How many entries into one of ``stages`` at or after ``since``, and the first and last
+    of them (in time order)."""
+    marks = ",".join("?" * len(stages))
+    where = (
+        f"FROM processing_log WHERE to_stage IN ({marks}) AND timestamp >= ?"
+        " AND julianday(timestamp) >= julianday(?)"
+    )
+    args = (*stages, _spare(since, -2), since.astimezone(UTC).isoformat())
+    ((count,),) = cache.query(f"SELECT count(*) {where}", args)
+    if not count:
+        return 0, None, None
+    order = "ORDER BY julianday(timestamp) {0}, id {0} LIMIT 1"
+    ((first,),) = cache.query(f"SELECT timestamp {where} {order.format('ASC')}", args)
+    ((last,),) = cache.query(f"SELECT timestamp {where} {order.format('DESC')}", args)
+    return count, parse_time(first), parse_time(last)
 
 
 def entries(cache: StateCache, stages: Sequence[str]) -> list[tuple[str, str]]:

@@ -5,7 +5,7 @@ cache through ``hystate.queries``."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hystate import queries
@@ -42,21 +42,19 @@ def collect(
 
 
 def throughput(manager: StateManager, period: str, now: datetime) -> list[dict[str, Any]]:
-    """Episodes finishing each stage, per day (last 14 days) or per week (last 12 weeks)."""
+    """Episodes finishing each stage, per UTC day (last 14 days) or per ISO week (last 12
+    weeks)."""
     weekly = period == "weekly"
     span = timedelta(weeks=12) if weekly else timedelta(days=14)
     buckets: dict[str, Counter[str]] = {}
-    for when, stage in queries.entered_since(manager.cache, (*MILESTONES, "failed"), now - span):
-        key = (
-            f"{when.isocalendar().year}-W{when.isocalendar().week:02d}"
-            if weekly
-            else when.date().isoformat()
-        )
-        buckets.setdefault(key, Counter())[stage] += 1
-    return [
-        {"period": key, **{s: buckets[key][s] for s in (*MILESTONES, "failed")}}
-        for key in sorted(buckets)
-    ]
+    stages = (*MILESTONES, "failed")
+    for day, stage, count in queries.entered_per_day(manager.cache, stages, now - span):
+        key = day
+        if weekly:
+            week = date.fromisoformat(day).isocalendar()
+            key = f"{week.year}-W{week.week:02d}"
+        buckets.setdefault(key, Counter())[stage] += count
+    return [{"period": key, **{s: buckets[key][s] for s in stages}} for key in sorted(buckets)]
 
 
 def progress_series(manager: StateManager) -> dict[str, list[tuple[str, int]]]:

@@ -41,19 +41,19 @@ def generate_summary(manager: StateManager, now: datetime | None = None) -> dict
 def estimate_completion(
     manager: StateManager, remaining: int, now: datetime
 ) -> tuple[str | None, dict[str, Any]]:
-    finished = [when for when, _ in queries.entered_since(manager.cache, DONE, now - WINDOW)]
-    info: dict[str, Any] = {"finished_last_7_days": len(finished), "per_day": None}
+    count, first, last = queries.entered_span(manager.cache, DONE, now - WINDOW)
+    info: dict[str, Any] = {"finished_last_7_days": count, "per_day": None}
     if remaining == 0:
         info["note"] = "nothing left to do"
-        return (finished[-1].isoformat(timespec="seconds") if finished else None), info
-    span = (finished[-1] - finished[0]).total_seconds() if len(finished) >= 2 else 0.0
-    if span <= 0:
+        return (last.isoformat(timespec="seconds") if last else None), info
+    span = (last - first).total_seconds() if first and last and count >= 2 else 0.0
+    if last is None or span <= 0:
         info["note"] = (
             "not enough history: fewer than two episodes finished at different times"
             " in the last 7 days"
         )
         return None, info
-    rate = (len(finished) - 1) / span  # episodes per second
+    rate = (count - 1) / span  # episodes per second
     info["per_day"] = round(rate * 86400, 2)
-    eta = finished[-1] + timedelta(seconds=remaining / rate)
+    eta = last + timedelta(seconds=remaining / rate)
     return eta.isoformat(timespec="seconds"), info

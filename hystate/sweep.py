@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hystate.findings import Finding
+from hystate.locks import foreign_lock_files, remove_foreign_lock
 from hystate.model import EpisodeState, ProcessingStage
 
 if TYPE_CHECKING:
@@ -97,8 +98,6 @@ def foreign_locks(manager: StateManager, *, repair: bool) -> list[Finding]:
     """Lock paths that are folders, FIFOs or symlinks: no hystate made them, and each refuses
     work on its episode (exit 6) until it is gone. ``repair`` removes an empty folder or a FIFO
     no live process has open; anything else is listed for a person."""
-    from hystate.locks import foreign_lock_files, remove_foreign_lock
-
     found = []
     for lock, what in foreign_lock_files(manager.locks_dir):
         finding = Finding("foreign-lock", manager.repo.relpath(lock), f"is {what}, not a lock")

@@ -212,3 +212,19 @@ def test_installed_command_runs(repo: Path, episode_id: str) -> None:
         ).stdout
     )
     assert shown["worker"].endswith(f":{os.getpid()}")
+
+
+def test_list_json_is_streamed_as_one_json_document(run: Cli, repo: Path, episode_id: str) -> None:
+    from hystate.manager import StateManager
+
+    run("advance", episode_id, "downloading", "--worker", "dl-é")  # not only ASCII
+    every = [e.data for e in StateManager(cwd=repo).list_episodes()]
+    assert len(every) > 1
+    expected = json.dumps(every, indent=2, ensure_ascii=False) + "\n"
+    assert run("list", "--json").output == expected  # written item by item, byte for byte
+    one = run("list", "--stage", "downloading", "--json").output
+    assert one == json.dumps([every[[e["episode_id"] for e in every].index(episode_id)]],
+                             indent=2, ensure_ascii=False) + "\n"  # fmt: skip
+    assert run("list", "--stage", "failed", "--json").output == "[]\n"
+    text = run("list")
+    assert text.exit_code == 0 and len(text.output.splitlines()) == len(every) + 1  # + count

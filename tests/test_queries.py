@@ -46,7 +46,23 @@ def test_entries_since_and_the_newest_entry_by_instant(manager: StateManager) ->
     first, second = sorted(p.stem for p in manager.store.iter_paths())[:2]
     _set_times(manager, {first: EARLY_TEXT, second: LATE_TEXT})
     manager.refresh()
-    entered = queries.entered_since(manager.cache, ("discovered",), SINCE)
-    assert [when for when, _ in entered] == [EARLY]
+    assert queries.entered_span(manager.cache, ("discovered",), SINCE) == (1, EARLY, EARLY)
+    day_before = datetime(2036, 1, 1, tzinfo=UTC)
+    late = datetime(2036, 1, 2, 3, 0, tzinfo=UTC)
+    assert queries.entered_span(manager.cache, ("discovered",), day_before) == (2, late, EARLY)
     assert len(manager.events()) == 20
     assert queries.last_entry_time(manager.cache) == EARLY  # not LATE_TEXT, the larger text
+
+
+def test_entries_per_day_are_counted_by_utc_date_and_instant(manager: StateManager) -> None:
+    first, second = sorted(p.stem for p in manager.store.iter_paths())[:2]
+    _set_times(manager, {first: EARLY_TEXT, second: LATE_TEXT})
+    manager.refresh()
+    assert queries.entered_per_day(manager.cache, ("discovered",), SINCE) == [
+        ("2036-01-02", "discovered", 1)  # 04:30Z counts; 03:00Z is before SINCE
+    ]
+    day_before = datetime(2036, 1, 1, tzinfo=UTC)
+    # EARLY_TEXT's own date is 2036-01-01, its UTC date 2036-01-02
+    assert queries.entered_per_day(manager.cache, ("discovered",), day_before) == [
+        ("2036-01-02", "discovered", 2)
+    ]

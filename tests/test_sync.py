@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,3 +181,28 @@ def test_push_each_judges_a_transition_on_the_remotes_latest(
     assert "cannot move from skipped to downloading" in proc.stderr
     assert remote_doc(server, eid)["stage"] == "skipped"
     clean(nodes[1])
+
+
+def test_replayed_commits_are_signed_when_git_signs(
+    server: GitServer, nodes: list[Path], tmp_path: Path
+) -> None:
+    key = tmp_path / "signing-key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "n1", "-f", str(key)], check=True
+    )
+    git(nodes[1], "config", "gpg.format", "ssh")
+    git(nodes[1], "config", "user.signingKey", str(key))
+    git(nodes[1], "config", "commit.gpgSign", "true")
+    a, b = manager(nodes[0], "wa"), manager(nodes[1], "wb")
+    b.sync_remote = None  # a transition made offline, replayed by the sync below
+    ids = sorted(p.stem for p in b.store.iter_paths())
+    b.update_state(ids[3], "skipped", message="signed here")
+    a.update_state(ids[2], "skipped", message="remote side")  # the remote moved meanwhile
+    report = run_hystate(nodes[1], "sync", "--json")
+    assert report.returncode == 0, report.stderr
+    assert len(json.loads(report.stdout)["replayed"]) == 1
+    assert server.tip() == git(nodes[1], "rev-parse", "HEAD").strip()
+    body = git(server.bare, "cat-file", "commit", "main")
+    assert "-----BEGIN SSH SIGNATURE-----" in body and "signed here" in body
+    assert git(server.bare, "log", "-1", "--format=%an", "main").strip() == "n1"
+    fsck_clean(nodes[1])

@@ -11,8 +11,9 @@ import os
 import re
 import signal
 import sys
+import textwrap
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -147,13 +148,30 @@ def worker_option(f: F) -> F:
 
 
 def emit_json(value: Any) -> None:
+    echo(_json(value))
+
+
+def emit_json_array(items: Iterable[Any]) -> int:
+    """A JSON array written item by item, as ``emit_json(list(items))`` would write it (memory
+    independent of its length); how many items."""
+    count, parts = 0, []
+    for item in items:
+        parts.append(("[\n" if not count else ",\n") + textwrap.indent(_json(item), "  "))
+        count += 1
+        if len(parts) == 256:  # echo flushes: a write per item would cost ~15% more
+            echo("".join(parts), nl=False)
+            parts.clear()
+    echo("".join(parts) + ("\n]" if count else "[]"))
+    return count
+
+
+def _json(value: Any) -> str:
     try:
-        text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
-    except ValueError as exc:  # NaN or Infinity: JSON has no way to say it
+        return json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:  # NaN or Infinity: JSON has no way to say it (files never hold them)
         from hystate.errors import InvalidData
 
         raise InvalidData(f"cannot write JSON: {exc}") from None
-    echo(text)
 
 
 def progress_bar(label: str) -> Callable[[int, int], None] | None:

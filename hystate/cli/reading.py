@@ -16,6 +16,7 @@ from hystate.cli.app import (
     cli,
     echo,
     emit_json,
+    emit_json_array,
     json_option,
     pass_opts,
     reader,
@@ -100,9 +101,9 @@ def list_(
     """
     for stage in stages:
         ProcessingStage.parse(stage)
-    episodes = reader(opts).list_episodes(stages, years)
+    episodes = reader(opts).stream_episodes(stages, years)  # one at a time: any number
     if as_json:
-        emit_json([e.data for e in episodes])
+        emit_json_array(e.data for e in episodes)
     elif as_csv:
         from hystate.csvout import csv_text
 
@@ -122,9 +123,11 @@ def list_(
         ]  # fmt: skip
         echo(csv_text(header, rows), nl=False)
     else:
+        count = 0
         for e in episodes:
             echo(_episode_summary(e))
-        echo(f"{len(episodes)} episodes", err=True)
+            count += 1
+        echo(f"{count} episodes", err=True)
 
 
 @cli.command(name="next")

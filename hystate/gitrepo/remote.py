@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from hystate.errors import GitError
 from hystate.gitrepo import index as index_mod
 from hystate.gitrepo import lockfile
+from hystate.gitrepo.objects import FILE_MODE, Tree
 from hystate.gitrepo.refs import Head, StaleHead
 
 if TYPE_CHECKING:
@@ -228,7 +229,10 @@ def commit_info(repo: GitRepo, sha: str) -> CommitInfo:
 
 def write_commit(repo: GitRepo, tree: bytes, parent: str, author: bytes, message: bytes) -> str:
     """A commit of ``tree`` on ``parent`` keeping ``author`` (name, email, date) and the
-    message; the committer is this repository's identity, now (as a rebase does)."""
+    message; the committer is this repository's identity, now (as a rebase does). With
+    ``commit.gpgSign`` git makes it and signs it, as a rebase would."""
+    if repo.settings.sign():
+        return _signed_commit(repo, tree, parent, author, message)
     committer = repo.settings.committer().line()
     body = b"tree %s\nparent %s\nauthor %s\ncommitter %s\n\n%s" % (
         tree.hex().encode(),
@@ -238,6 +242,24 @@ def write_commit(repo: GitRepo, tree: bytes, parent: str, author: bytes, message
         message,
     )
     commit = repo.objects.write(b"commit", body)
+    repo.objects.remember_commit(commit, tree)
+    return commit.hex()
+
+
+def _signed_commit(repo: GitRepo, tree: bytes, parent: str, author: bytes, message: bytes) -> str:
+    """``git commit-tree -S`` with the author line taken apart into git's variables."""
+    ident, seconds, zone = author.rsplit(b" ", 2)
+    name, _, email = ident.partition(b" <")
+    committer = repo.settings.committer()
+    env = {
+        "GIT_AUTHOR_NAME": name.decode(errors="surrogateescape"),
+        "GIT_AUTHOR_EMAIL": email.rstrip(b">").decode(errors="surrogateescape"),
+        "GIT_AUTHOR_DATE": f"@{seconds.decode()} {zone.decode()}",
+        "GIT_COMMITTER_NAME": committer.name,
+        "GIT_COMMITTER_EMAIL": committer.email,
+    }
+    args = ["commit-tree", tree.hex(), "-p", parent, "-S"]
+    commit = bytes.fromhex(repo.run_input(args, message, env).decode().strip())
     repo.objects.remember_commit(commit, tree)
     return commit.hex()
 
@@ -272,8 +294,6 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
 def publish_blob_ref(repo: GitRepo, data: bytes, name: str) -> str:
     """A parentless commit holding ``name`` = ``data`` (a node's own table, replaced every time:
     it never enters the branch's history); its sha."""
-    from hystate.gitrepo.objects import FILE_MODE, Tree
-
     blob = repo.objects.write(b"blob", data)
     tree = repo.objects.write_tree(Tree([]).with_changes({name.encode(): (FILE_MODE, blob)}))
     ident = repo.settings.committer().line()

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit, layout, yamlio
+from hystate import audit, layout, queries, yamlio
 from hystate.errors import HystateError, InvalidData, UsageError
 from hystate.event_source import LIMITS, bounded
 from hystate.model import ID_PATTERN, ProcessingStage, check_id, parse_time
+from hystate.paths import read_bytes
+from hystate.reports import ReportGenerator
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -129,14 +131,10 @@ class ReadModel:
             return data
 
     def _collect(self, head: str | None) -> dict[str, Any]:
-        from hystate.reports import ReportGenerator
-
         reports = ReportGenerator(self.manager)
         try:
             data = reports.collect("daily")
         except HystateError as exc:  # a broken file: say so, and show what the cache has
-            from hystate import queries
-
             counts = queries.count_by_stage(self.manager.cache)
             return {
                 "head": head,
@@ -255,8 +253,6 @@ class ReadModel:
         """The episode's file (as text), its fields, its history joined with the commits
         (``audit.join``) and, with ``diffs``, the patch each commit made to the file.
         UnknownEpisode when there is none."""
-        from hystate.paths import read_bytes
-
         manager = self.manager
         path = manager.path_of(check_id(episode_id))
         rel = manager.repo.relpath(path)
