@@ -20,6 +20,7 @@ from hystate.model import check_id
 _MAX_SHOWN = 5
 # NUL, escape sequences and the like (tabs and newlines are folded into spaces)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 MAX_INPUT_BYTES = 256 * 1024 * 1024  # a catalog of 100,000 episodes is ~20 MB
 
 
@@ -82,6 +83,8 @@ def _rows(text: str, path: Path) -> list[tuple[str, Any]]:
         return _listed(doc["items"], path, "items")
     if isinstance(doc, list):
         return _listed(doc, path, "")
+    if isinstance(doc, dict) and ("identifier" in doc or "episode_id" in doc):
+        return [("line 1", doc)]  # JSON lines with one line
     raise InvalidData(
         f"{path}: unknown JSON shape: expected archive.org advancedsearch (response.docs), "
         "scrape (items), an array, or JSON lines"
@@ -170,6 +173,8 @@ def _record(row: Any) -> Record:
         raise InvalidData(f"{identifier}: missing title")
     if _CONTROL.search(title):
         raise InvalidData(f"{identifier}: title contains control characters")
+    if _SURROGATE.search(title):  # JSON can escape one (\ud800); UTF-8 cannot hold it
+        raise InvalidData(f"{identifier}: title contains a lone surrogate, not a character")
     date = row.get("date")
     if isinstance(date, list) and date:
         date = date[0]

@@ -228,6 +228,11 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], int, str]] = {
         5,
         "[1]: invalid episode id",
     ),
+    "discover-lone-surrogate": (
+        catalog("c.json", json.dumps([ROW, {**ROW, "identifier": "hy_2", "title": "a \ud800"}])),
+        5,
+        "title contains a lone surrogate",
+    ),
     "discover-bad-date": (
         catalog("c.json", json.dumps([{**ROW, "date": "09/09/2009"}])),
         5,
@@ -290,7 +295,10 @@ def test_no_repository_real_process(tmp_path: Path) -> None:
     assert proc.returncode == 7 and proc.stderr.count("\n") == 1 and "hystate init" in proc.stderr
 
 
-@pytest.mark.parametrize("name", ["yaml-python-tag", "id-dotdot", "git-merge", "discover-bad-id"])
+@pytest.mark.parametrize(
+    "name",
+    ["yaml-python-tag", "id-dotdot", "git-merge", "discover-bad-id", "discover-lone-surrogate"],
+)
 def test_bad_input_real_process(name: str, repo: Path, episode_id: str) -> None:
     setup, code, fragment = CASES[name]
     episode = next((repo / "processed").glob(f"*/{episode_id}.yaml"))

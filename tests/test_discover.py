@@ -54,6 +54,13 @@ def test_formats(tmp_path: Path, name: str, text: str) -> None:
     ]
 
 
+def test_json_lines_with_one_line(tmp_path: Path) -> None:
+    records = read_records(write(tmp_path, "one.jsonl", json.dumps(ROWS[0]) + "\n"))
+    assert [(r.identifier, r.date) for r in records] == [
+        ("hy0_hooting_yard_2004-04-14", "2004-04-14")
+    ]
+
+
 def test_year_comes_from_the_date_not_the_id(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q")
     manager = StateManager(cwd=tmp_path)
