@@ -63,7 +63,7 @@ _WHERE = {
     "StateDatabase": "hystate.seed_api",
     "YAMLPersistence": "hystate.seed_api",
     "StateManager": "hystate.manager",
-    "TransitionResult": "hystate.manager",
+    "TransitionResult": "hystate.transition",
     "DiscoverResult": "hystate.discovery",
     "RecoveryManager": "hystate.recovery",
     "ReportGenerator": "hystate.reports",
@@ -83,12 +83,13 @@ if TYPE_CHECKING:
     )
     from hystate.leases import Lease
     from hystate.locks import LockTimeout, StateLock
-    from hystate.manager import StateManager, TransitionResult
+    from hystate.manager import StateManager
     from hystate.model import EpisodeState, ProcessingStage
     from hystate.recovery import RecoveryManager
     from hystate.reports import ReportGenerator
     from hystate.rules import ErrorRecovery, StateTransitionValidator
     from hystate.seed_api import StateDatabase, YAMLPersistence
+    from hystate.transition import TransitionResult
     from hystate.work import RetryOutcome
 
 

@@ -39,7 +39,8 @@ from hystate.paths import write_atomic
 from hystate.rules import Change
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager, TransitionResult
+    from hystate.manager import StateManager
+    from hystate.transition import TransitionResult
 
 S = ProcessingStage
 _HOST = socket.gethostname()

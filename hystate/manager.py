@@ -1,59 +1,44 @@
 """``StateManager``: the Python API the pipeline workers call, and what the CLI drives.
 
-Every transition: take the episode's lock, read and validate its file, check the file is what
-HEAD has (a crash or a hand edit left nothing uncommitted), apply the rules, validate the result,
-write it atomically, and commit exactly that file under the repo lock. If the commit fails, the
-file is put back, so nothing is half-done.
+Every transition is ``hystate.transition.run``: one commit of one file, or nothing.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hystate import (
-    alerts,
     audit,
     discovery,
-    events,
     integrity,
     layout,
     leases,
     queries,
     remote_work,
+    transition,
     work,
 )
 from hystate.cache import RefreshResult, StateCache
 from hystate.config import Config
 from hystate.discover import Record
 from hystate.discovery import DiscoverResult
-from hystate.errors import GitError, InvalidData, Problem
+from hystate.errors import InvalidData, Problem
 from hystate.gitrepo import GitRepo, default_worker
 from hystate.leases import Lease
 from hystate.locks import StateLock
 from hystate.model import EpisodeState, ProcessingStage, check_id, check_worker, now_utc
-from hystate.rules import Change, ErrorRecovery, NoOp, apply_change, check_message, field_path
+from hystate.rules import Change, ErrorRecovery, check_message, field_path
 from hystate.seed_api import seed_update
-from hystate.store import EpisodeStore, dump, invalid_file
-from hystate.validation import check_value, episode_problems
+from hystate.store import EpisodeStore
+from hystate.transition import TransitionResult
+from hystate.validation import check_value
 from hystate.work import RetryOutcome
 
 S = ProcessingStage
 REPO_LOCK = "_repo.lock"  # ids start with a letter or digit, so this never names an episode
-
-
-@dataclass(frozen=True)
-class TransitionResult:
-    episode: EpisodeState
-    commit: str | None  # None: nothing changed (a no-op)
-    from_stage: ProcessingStage | None = None
-
-    @property
-    def changed(self) -> bool:
-        return self.commit is not None
 
 
 class StateManager:
@@ -337,70 +322,7 @@ class StateManager:
         build: Callable[[EpisodeState], Change],
         lock_timeout: float | None = None,
     ) -> TransitionResult:
-        check_id(episode_id)
-        self.repo.check_writable()
-        if self.sync_remote and not self._syncing:
-            remote_work.before_transition(self)  # sync.push: each: judged on the remote's latest
-        with self.episode_lock(episode_id, lock_timeout):
-            path = self.path_of(episode_id)
-            raw, episode = self.store.read(path)
-            rel = self.repo.relpath(path)
-            committed = self.repo.head_blob(rel)
-            if committed != self.repo.blob_id(rel, raw):
-                raise GitError(
-                    f"{rel} has changes that are not committed",
-                    hint="commit or discard them, or run `hystate fsck --repair`",
-                )
-            change = build(episode)
-            try:
-                doc = apply_change(episode, change)
-            except NoOp:
-                return TransitionResult(episode, None, episode.stage)
-            problems = episode_problems(doc, rel, expect_id=episode_id)
-            if problems:
-                raise invalid_file(
-                    problems, hint="give the missing or corrected fields with --set FIELD=VALUE"
-                )
-            data = dump(doc)
-            message = audit.transition_message(
-                episode_id,
-                episode.stage.value,
-                change.to.value,
-                change.by,
-                change.error or change.message,
-            )
-            self.store.write(path, data)
-            alert = None
-            try:
-                with self.repo_lock():
-                    sha = self.repo.commit({rel: data}, message)
-                    alert = alerts.count(self, doc, change)
-            except BaseException:
-                if self.repo.head_blob(rel) == committed:
-                    self.store.write(path, raw)  # the commit did not happen: undo the write
-                raise
-        # outside every lock: a slow webhook must never hold an episode or the repository
-        self._after_commit(sha, alert)
-        return TransitionResult(EpisodeState(doc, rel), sha, episode.stage)
-
-    def _after_commit(self, sha: str | None, alert: dict[str, Any] | None = None) -> None:
-        """After the commit and outside every lock: the alert, git's housekeeping."""
-        if sha and not self._hooks_told:
-            self._hooks_told = True
-            hooks = self.repo.unrun_hooks()
-            if hooks:
-                self.notice(
-                    f"note: git hooks {', '.join(hooks)} are not run for state commits (README:"
-                    " 'Not run: git hooks'); `git config hystate.hooks skip` acknowledges this"
-                )
-        if alert is not None:
-            alerts.send(self, alert)
-        events.after_commit(self, sha)  # the event stream; off unless configured
-        if sha and self.sync_remote and not self._syncing:
-            remote_work.after_transition(self)  # sync.push: each (best effort, never fails this)
-        # Plumbing never triggers git's auto-gc; ask for it about once in 256 commits.
-        if sha and sha.startswith("00") and self.config.get("retention.compress_old"):
-            self.repo.git("gc", "--auto", "--quiet", check=False)
+        return transition.run(self, episode_id, build, lock_timeout)
 
     # -- discovery -------------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ from hystate.sync import (
 )
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager, TransitionResult
+    from hystate.manager import StateManager
+    from hystate.transition import TransitionResult
 
 
 def claim(

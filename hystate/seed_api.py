@@ -32,7 +32,8 @@ from hystate.store import EpisodeStore, dump, invalid_file, parse_content
 from hystate.validation import episode_problems
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager, TransitionResult
+    from hystate.manager import StateManager
+    from hystate.transition import TransitionResult
 
 # The seed's field names -> the file's dotted keys, for update_state(**kwargs).
 FIELD_KEYS = {

@@ -24,7 +24,8 @@ from hystate.model import ACTIVE_STAGES, EpisodeState, ProcessingStage, check_id
 from hystate.rules import NEXT_STAGES, RetryDecision
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager, TransitionResult
+    from hystate.manager import StateManager
+    from hystate.transition import TransitionResult
 
 S = ProcessingStage
 

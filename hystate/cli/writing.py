@@ -18,7 +18,7 @@ from hystate.cli.app import (
 )
 
 if TYPE_CHECKING:
-    from hystate.manager import TransitionResult
+    from hystate.transition import TransitionResult
 
 
 @cli.command()
