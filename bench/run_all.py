@@ -5,8 +5,9 @@ figures, the machine, and the command for each.
     python bench/run_all.py --scale-only  # only the user's path at 10,000 and 100,000 (~15 min)
 
 Each script owns its own sections and rewrites only those (bench/docfile.py); the rest of the
-document is kept. `bench/events.py --doc` and `bench/sync.py --doc` run here too; `bench/serve.py`
-(a 100,000-episode dashboard, ~30 min) is run by hand and its section written from its output.
+document is kept. `bench/events.py --doc` and `bench/sync.py --doc` run here too;
+`bench/serve.py` (a 100,000-episode dashboard) and `bench/serve_attacks.py` are run by hand and
+their sections written from their output.
 """
 
 from __future__ import annotations
