@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hystate import audit, lease_refs
-from hystate.errors import GitError
+from hystate.errors import GitError, UsageError
 from hystate.gitrepo import remote as gr
 from hystate.gitrepo.refs import StaleHead
 from hystate.locks import StateLock
+from hystate.model import ID_PATTERN
 from hystate.replay import Dropped, Move, resolve
+from hystate.store import is_episode_path
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -68,7 +70,12 @@ class Report:
 
 
 def remote_of(manager: StateManager, override: str | None = None) -> str | None:
-    name = override or manager.sync_remote
+    if override is not None:
+        try:
+            return gr.check_name(override)
+        except GitError as exc:
+            raise UsageError(exc.message) from None  # --remote on the command line
+    name = manager.sync_remote
     return gr.check_name(name) if name else None
 
 
@@ -155,7 +162,14 @@ def move_forward(
         assert head.sha is not None
         if tip is None or (not withdraw and gr.is_ancestor(repo, tip, head.sha)):
             return head.sha  # the remote has nothing new: push as it is
-        local = gr.commits_between(repo, gr.merge_base(repo, head.sha, tip), head.sha)
+        base = gr.merge_base(repo, head.sha, tip)
+        if base is None:
+            raise GitError(
+                f"the remote's branch ({tip[:12]}) shares no history with this one: "
+                "refusing to replay the state onto an unrelated repository",
+                hint="check the remote's URL (`git remote -v`); a node is a clone of the remote",
+            )
+        local = gr.commits_between(repo, base, head.sha)
         new, replayed, dropped = replay(manager, tip, local, withdraw)
         if new is None:
             raise GitError("nothing to build on: the remote branch is empty and no commit is local")
@@ -177,8 +191,14 @@ def move_forward(
 def _episode_locks(manager: StateManager, paths: list[str]) -> Iterator[None]:
     prefix = manager.rel_state_dir.rstrip("/") + "/"
     ids = sorted(
-        {p.rpartition("/")[2][:-5] for p in paths if p.startswith(prefix) and p.endswith(".yaml")}
-    )
+        {
+            p.rpartition("/")[2][:-5]
+            for p in paths
+            if p.startswith(prefix)
+            and is_episode_path(p[len(prefix) :])
+            and ID_PATTERN.fullmatch(p.rpartition("/")[2][:-5])
+        }
+    )  # only names that can be episodes: a remote's `_sync.yaml` must not take the sync lock
     held: list[StateLock] = []
     try:
         for eid in ids:
@@ -238,6 +258,9 @@ def replay(
                     f"commit {commit.sha[:12]} changes {path}, which the remote changed too",
                     hint="merge or rebase it by hand (`git pull --rebase`), then sync",
                 )
+            if any(e is not None and e[0] not in gr.REGULAR_MODES for e in entries):
+                reason = f"{path}: a symlink or submodule on one side, not an episode file"
+                continue
             datas = [objects.read(e[1])[1] if e else None for e in entries]
             try:
                 data = resolve(path, datas[0], datas[1], datas[2], move, manager.recovery)

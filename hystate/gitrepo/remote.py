@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from hystate.errors import GitError
 from hystate.gitrepo import index as index_mod
 from hystate.gitrepo import lockfile
+from hystate.gitrepo.objects import EXEC_MODE, FILE_MODE, Tree
 from hystate.gitrepo.refs import Head, StaleHead
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ _UNREACHABLE = (
     "protocol error",
 )
 STAMP = "last-fetch"
+REGULAR_MODES = (FILE_MODE, EXEC_MODE)  # a file's modes; not a symlink, submodule or folder
 
 
 class Unreachable(GitError):
@@ -107,8 +109,28 @@ def _ssh_command() -> str:
 
 
 def _last_line(proc: subprocess.CompletedProcess[bytes]) -> str:
-    lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else f"exit status {proc.returncode}"
+    """git's reason in one line: its first ``fatal:``/``error:`` line (with the next one when
+    it ends in a colon), else its last line; credentials in URLs redacted."""
+    lines = [ln.strip() for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
+    if not lines:
+        return f"exit status {proc.returncode}"
+    first = next((i for i, ln in enumerate(lines) if ln.startswith(("fatal:", "error:"))), None)
+    if first is None:
+        text = lines[-1]
+    else:
+        text = lines[first]
+        if text.endswith(":") and first + 1 < len(lines):
+            text += " " + lines[first + 1]
+    return redact(text)[:300]
+
+
+_URL_USERINFO = re.compile(r"(://)[^\s/@'\"]+@")
+_USER_PASSWORD = re.compile(r"(?<![\w.:-])[^\s/@'\":]+:[^\s/@'\"]+@")
+
+
+def redact(text: str) -> str:
+    """``scheme://user:token@host`` and ``user:password@host`` without the secret."""
+    return _USER_PASSWORD.sub("***@", _URL_USERINFO.sub(r"\1***@", text))
 
 
 def _unreachable(proc: subprocess.CompletedProcess[bytes]) -> bool:
@@ -123,8 +145,12 @@ def fetch(
     when the remote has no such branch yet."""
     specs = [f"+refs/heads/{branch}:{tracking_ref(remote, branch)}"]
     specs += [f"+refs/hystate/{k}/*:refs/hystate/remote-{k}/*" for k in kinds]
+    # --prune: a ref a node no longer publishes (or a bad one removed) goes here too
+    prune = ["--prune"] if kinds else []
     proc = _run(
-        repo, ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote, *specs], timeout
+        repo,
+        ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", *prune, remote, *specs],
+        timeout,
     )
     if proc.returncode != 0:
         message = _last_line(proc)
@@ -257,9 +283,14 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
         try:
             lock.stage_with_git(["read-tree", "-m", "-u", old.sha, new], repo.root)
         except GitError as exc:
+            local = any(m in exc.message for m in ("overwritten", "not uptodate", "untracked"))
             raise GitError(
-                f"cannot move the checkout to the remote's state: {exc}",
-                hint="commit or stash your changes to those files, then sync again",
+                f"cannot move the checkout to the remote's state: {exc.message}",
+                hint=(
+                    "commit or stash your changes to those files, then sync again"
+                    if local
+                    else "git will not check that commit out here: mend the remote's branch"
+                ),
             ) from None
         committer = repo.settings.committer().line()
         repo.refs.update(old, new, committer, f"hystate sync: {reason}", repo.settings.reflog)
@@ -272,8 +303,6 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
 def publish_blob_ref(repo: GitRepo, data: bytes, name: str) -> str:
     """A parentless commit holding ``name`` = ``data`` (a node's own table, replaced every time:
     it never enters the branch's history); its sha."""
-    from hystate.gitrepo.objects import FILE_MODE, Tree
-
     blob = repo.objects.write(b"blob", data)
     tree = repo.objects.write_tree(Tree([]).with_changes({name.encode(): (FILE_MODE, blob)}))
     ident = repo.settings.committer().line()

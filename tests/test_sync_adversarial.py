@@ -1,0 +1,292 @@
+"""hystate sync against a hostile or broken remote (a real ``git daemon``): what another node,
+a person with push access or a misconfiguration can put there must end in a correct merge or
+one line with its exit code; nothing outside the repository is written, nothing local lost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hystate import work
+from hystate.manager import StateManager
+from tests.conftest import catalog_rows, git, run_hystate, write_search_json
+from tests.sync_harness import GitServer, clone_node, fsck_clean, seed_remote
+
+CONFIG = {
+    "sync": {"remote": "origin", "push": "batch"},
+    "recovery": {"retry_delay": 0},
+    "locks": {"timeout": 5},
+}
+IDENT = {"GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": "x@x", "GIT_COMMITTER_NAME": "x"}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[GitServer]:
+    srv = GitServer(tmp_path / "srv")
+    srv.start()
+    catalog = write_search_json(tmp_path / "catalog.json", catalog_rows(4))
+    seed_remote(srv, tmp_path / "seed", catalog, CONFIG)
+    yield srv
+    srv.kill()
+
+
+@pytest.fixture
+def nodes(server: GitServer, tmp_path: Path) -> list[Path]:
+    return [clone_node(server, tmp_path / f"node{i}", f"n{i}") for i in range(2)]
+
+
+def ids(path: Path) -> list[str]:
+    return sorted(p.stem for p in StateManager(cwd=path).store.iter_paths())
+
+
+def episode_path(path: Path, episode_id: str) -> str:
+    (name,) = [n for n in git(path, "ls-files").split() if n.endswith(f"/{episode_id}.yaml")]
+    return name
+
+
+def _obj(repo: Path, kind: str, data: bytes) -> str:
+    return subprocess.run(
+        ["git", "hash-object", "--literally", "-t", kind, "-w", "--stdin"],
+        cwd=repo, input=data, capture_output=True, check=True,
+    ).stdout.decode().strip()  # fmt: skip
+
+
+def _tree(repo: Path, sha: str | None) -> dict[bytes, tuple[bytes, str]]:
+    if sha is None:
+        return {}
+    data = subprocess.run(
+        ["git", "cat-file", "tree", sha], cwd=repo, capture_output=True, check=True
+    ).stdout
+    out, i = {}, 0
+    while i < len(data):
+        sp, nul = data.index(b" ", i), data.index(b"\0", i)
+        out[data[sp + 1 : nul]] = (data[i:sp], data[nul + 1 : nul + 21].hex())
+        i = nul + 21
+    return out
+
+
+def _put(repo: Path, tree: str | None, parts: list[bytes], entry: tuple[bytes, str]) -> str:
+    entries = _tree(repo, tree)
+    if len(parts) > 1:
+        sub = entries.get(parts[0])
+        entry = (
+            b"40000",
+            _put(repo, sub[1] if sub and sub[0] == b"40000" else None, parts[1:], entry),
+        )
+    entries[parts[0]] = entry
+
+    def key(name: bytes) -> bytes:
+        return name + (b"/" if entries[name][0] == b"40000" else b"")
+
+    body = b"".join(
+        entries[n][0] + b" " + n + b"\0" + bytes.fromhex(entries[n][1])
+        for n in sorted(entries, key=key)
+    )
+    return _obj(repo, "tree", body)
+
+
+def push_raw(repo: Path, changes: dict[bytes, tuple[bytes, bytes | str]]) -> str:
+    """A commit on ``repo``'s HEAD with raw tree entries (names git would refuse included):
+    path -> (mode, content, or a sha for a submodule), pushed to the remote's main as a person
+    with push access could."""
+    tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
+    for path, (mode, content) in changes.items():
+        sha = content if isinstance(content, str) else _obj(repo, "blob", content)
+        tree = _put(repo, tree, path.split(b"\0"), (mode, sha))
+    import os
+
+    commit = subprocess.run(
+        ["git", "commit-tree", tree, "-p", "HEAD", "-m", "from elsewhere"],
+        cwd=repo, env={**os.environ, **IDENT, "GIT_COMMITTER_EMAIL": "x@x"},
+        capture_output=True, check=True,
+    ).stdout.decode().strip()  # fmt: skip
+    git(repo, "push", "-q", "origin", f"{commit}:refs/heads/main")
+    git(repo, "update-ref", "HEAD", commit)
+    return commit
+
+
+def one_line(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    assert proc.returncode == code, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "internal error" not in proc.stderr
+    return proc.stderr
+
+
+def local_skip(path: Path, episode_id: str) -> str:
+    """An unpublished transition on the node (sync.push: batch); its commit."""
+    StateManager(cwd=path, worker="w").update_state(episode_id, "skipped", message="local")
+    return git(path, "rev-parse", "HEAD").strip()
+
+
+def test_remote_files_named_like_hystate_locks_do_not_block_sync(
+    server: GitServer, nodes: list[Path]
+) -> None:
+    a, b = nodes
+    year = episode_path(b, ids(b)[0]).rsplit("/", 1)[0]
+    for name in ("_sync.yaml", "_repo.yaml"):
+        (b / year / name).write_text("x: 1\n")
+        git(b, "add", "-f", f"{year}/{name}")
+    git(b, "commit", "-qm", "files named like hystate's own locks")
+    git(b, "push", "-q", "origin", "main")
+    local_skip(a, ids(a)[1])
+    proc = run_hystate(a, "sync", timeout=120)
+    assert proc.returncode == 0, proc.stderr  # was: exit 6 after waiting on its own sync lock
+    assert git(a, "rev-parse", "HEAD").strip() == server.tip()
+    assert (a / year / "_sync.yaml").read_text() == "x: 1\n"
+
+
+def test_a_submodule_where_an_episode_file_was_drops_the_local_transition(
+    server: GitServer, nodes: list[Path]
+) -> None:
+    a, b = nodes
+    eid = ids(a)[0]
+    before = git(a, "rev-parse", "HEAD").strip()
+    local_skip(a, eid)
+    rel = episode_path(b, eid).encode().replace(b"/", b"\0")
+    push_raw(b, {rel: (b"160000", "1" * 40)})
+    proc = run_hystate(a, "sync", "--json")
+    assert proc.returncode == 0, proc.stderr  # was: exit 7 "git object 111... is missing"
+    (dropped,) = json.loads(proc.stdout)["dropped"]
+    assert dropped["id"] == eid and "submodule" in dropped["reason"]
+    assert git(a, "rev-parse", "HEAD").strip() == server.tip() != before
+    assert git(a, "status", "--porcelain", "--untracked-files=no") == ""
+
+
+@pytest.mark.parametrize(
+    "name", [b".git\0config", b"..", b"..\x2f..\x2fescaped.yaml", b".GIT\0hooks\0post-checkout"]
+)
+def test_paths_git_refuses_stop_the_sync_with_nothing_changed(
+    server: GitServer, nodes: list[Path], tmp_path: Path, name: bytes
+) -> None:
+    a, b = nodes
+    local_skip(a, ids(a)[0])
+    head, index = git(a, "rev-parse", "HEAD"), (a / ".git" / "index").read_bytes()
+    year = episode_path(b, ids(b)[0]).rsplit("/", 1)[0].encode()
+    push_raw(b, {year.replace(b"/", b"\0") + b"\0" + name: (b"100644", b"[core]\n\tx = 1\n")})
+    err = one_line(run_hystate(a, "sync"), 7)
+    assert "invalid path" in err and "stash" not in err  # the remote's fault, not the person's
+    assert git(a, "rev-parse", "HEAD") == head and (a / ".git" / "index").read_bytes() == index
+    assert not (tmp_path / "escaped.yaml").exists()
+    assert git(a, "status", "--porcelain") == ""
+
+
+def test_symlinks_from_the_remote_write_nothing_outside(
+    server: GitServer, nodes: list[Path], tmp_path: Path
+) -> None:
+    a, b = nodes
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.yaml").write_text("precious\n")
+    eid, other = ids(a)[0], ids(a)[1]
+    local_skip(a, eid)
+    local_skip(a, other)
+    rel, year = episode_path(b, eid), episode_path(b, other).rsplit("/", 1)[0]
+    push_raw(
+        b,
+        {
+            rel.encode().replace(b"/", b"\0"): (b"120000", str(outside / "secret.yaml").encode()),
+            year.encode().replace(b"/", b"\0"): (b"120000", str(outside).encode()),
+        },
+    )
+    proc = run_hystate(a, "sync", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(r["id"] for r in json.loads(proc.stdout)["dropped"]) == sorted([eid, other])
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.yaml"]
+    assert (outside / "secret.yaml").read_text() == "precious\n"
+    assert (a / rel).is_symlink() and git(a, "status", "--porcelain") == ""
+    one_line(run_hystate(a, "advance", eid, "downloading"), 5)  # never through the link
+    assert (outside / "secret.yaml").read_text() == "precious\n"
+
+
+def test_a_remote_with_unrelated_history_is_refused(
+    server: GitServer, nodes: list[Path], tmp_path: Path
+) -> None:
+    a = nodes[0]
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q", "-b", "main")
+    (other / "README").write_text("another project\n")
+    git(other, "add", "README")
+    git(other, "-c", "user.name=o", "-c", "user.email=o@x", "commit", "-qm", "another project")
+    bare = server.base / "other.git"
+    git(other, "clone", "-q", "--bare", str(other), str(bare))
+    git(a, "remote", "add", "other", server.url.replace("state.git", "other.git"))
+    head, tip = git(a, "rev-parse", "HEAD"), git(bare, "rev-parse", "main")
+    err = one_line(run_hystate(a, "sync", "--remote", "other"), 7)
+    assert "shares no history" in err
+    assert git(a, "rev-parse", "HEAD") == head and git(bare, "rev-parse", "main") == tip
+    assert not (a / "README").exists()
+
+
+def test_hostile_lease_tables_of_other_nodes(server: GitServer, nodes: list[Path]) -> None:
+    a, b = nodes
+    (claimed,) = StateManager(cwd=a, worker="wa").claim_next("downloading", 1, worker="wa")
+    eid, entered = claimed.episode.episode_id, claimed.episode.history[-1]["at"]
+    lease = {"stage": "downloading", "entered_at": entered}
+    tables = {
+        "deep": b"[" * 100_000 + b"]" * 100_000,
+        "naive": json.dumps({"leases": {eid: {**lease, "expires_at": "2999-01-01T00:00:00"}}}),
+        "junk": json.dumps({"leases": {eid: {**lease, "expires_at": 1e308, "renewed_at": []}}}),
+    }
+    for node, data in tables.items():
+        blob = _obj(b, "blob", data if isinstance(data, bytes) else data.encode())
+        tree = _obj(b, "tree", b"100644 leases.json\0" + bytes.fromhex(blob))
+        commit = git(b, "commit-tree", tree, "-m", "t").strip()
+        git(b, "push", "-q", "-f", "origin", f"{commit}:refs/hystate/leases/{node}")
+    git(b, "push", "-q", "-f", "origin", f"{blob}:refs/hystate/leases/not-a-commit")
+    for args in (("sync",), ("fsck",), ("fsck", "--repair"), ("show", eid)):
+        proc = run_hystate(b, *args)
+        assert proc.returncode == 0, (args, proc.stderr)  # was: internal error, exit 1
+    git(b, "push", "-q", "origin", ":refs/hystate/leases/deep")
+    assert run_hystate(b, "sync").returncode == 0
+    assert "remote-leases/deep" not in git(b, "for-each-ref", "refs/hystate")  # pruned
+
+
+def test_the_same_worker_name_on_two_nodes_in_the_same_second(
+    server: GitServer, nodes: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each node's worker is called "dl"; both claim the same episode within one second:
+    equal history entries. Only the claim that reached the remote is acknowledged."""
+    import hystate.manager
+
+    monkeypatch.setattr(hystate.manager, "now_utc", lambda: "2030-01-01T00:00:00+00:00")
+    a, b = StateManager(cwd=nodes[0], worker="dl"), StateManager(cwd=nodes[1], worker="dl")
+    original = work.claim
+    raced: list[str] = []
+
+    def racing(m: StateManager, stage: str, limit: int, worker: str | None) -> list[object]:
+        if m is b and not raced:  # a claims between b's fetch and b's push
+            raced.append("")
+            raced[:] = [r.episode.episode_id for r in a.claim_next(stage, 1, worker="dl")]
+        return original(m, stage, limit, worker)  # type: ignore[return-value]
+
+    monkeypatch.setattr(work, "claim", racing)
+    got = b.claim_next("downloading", 1, worker="dl")
+    assert raced and [r.episode.episode_id for r in got] != raced  # was: both got it
+    assert len(got) == 1
+    for path in nodes:
+        fsck_clean(path)
+
+
+def test_bad_remote_input_is_one_line_and_no_secret(server: GitServer, nodes: list[Path]) -> None:
+    a = nodes[0]
+    one_line(run_hystate(a, "sync", "--remote", "--upload-pack=touch x"), 2)
+    one_line(run_hystate(a, "next", "downloading", "--claim", "--remote", "-x"), 2)
+    assert "no git remote named 'nope'" in one_line(run_hystate(a, "sync", "--remote", "nope"), 7)
+    git(a, "remote", "add", "secret", "git://alice:s3cr3t@127.0.0.1:9/x.git")
+    git(a, "remote", "add", "secret2", "http://bob:hunter2@127.0.0.1:9/x.git")
+    git(a, "remote", "add", "notrepo", str(a / "hystate.yaml"))
+    for name in ("secret", "secret2"):
+        for args in (
+            ("sync", "--remote", name),
+            ("next", "downloading", "--claim", "--remote", name),
+        ):
+            err = one_line(run_hystate(a, *args), 7)
+            assert "s3cr3t" not in err and "hunter2" not in err
+    err = one_line(run_hystate(a, "sync", "--remote", "notrepo"), 7)
+    assert "hystate.yaml" in err  # git's reason, not "and the repository exists."
+    assert not (a / "x").exists()
