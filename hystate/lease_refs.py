@@ -36,6 +36,7 @@ FILE = "leases.json"
 _BAD = re.compile(r"[^A-Za-z0-9._-]+")
 _CACHE: dict[str, tuple[float, dict[str, list[dict[str, Any]]]]] = {}
 CACHE_SECONDS = 1.0
+MAX_TABLE = 4 << 20  # bytes of another node's table read at most (a lease is ~250 bytes)
 
 
 def node_name(manager: StateManager) -> str:
@@ -101,24 +102,56 @@ def publish(
 
 
 def remote_leases(manager: StateManager) -> dict[str, list[dict[str, Any]]]:
-    """Every node's published leases (as last fetched), by episode."""
+    """Every node's published leases (as last fetched), by episode. What another node
+    published is checked like any input: a table too large or nested too deep, or an entry
+    without a stage, a start and an instant with its offset as the deadline, is left out."""
     key = str(manager.repo.common_dir)
     cached = _CACHE.get(key)
     if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
         return cached[1]
     found: dict[str, list[dict[str, Any]]] = {}
     for node, raw in gr.ref_files(manager.repo, f"refs/hystate/remote-{KIND}/", FILE).items():
+        if len(raw) > MAX_TABLE:
+            continue
         try:
             leases = json.loads(raw).get("leases", {})
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             continue
         if not isinstance(leases, dict):
             continue
         for episode_id, entry in leases.items():
-            if isinstance(entry, dict):
-                found.setdefault(str(episode_id), []).append({**entry, "node": node})
+            checked = _checked(entry)
+            if checked is not None:
+                found.setdefault(str(episode_id), []).append({**checked, "node": node})
     _CACHE[key] = (time.monotonic(), found)
     return found
+
+
+def _checked(entry: Any) -> dict[str, Any] | None:
+    """A published lease entry with the fields ``latest`` compares, or None."""
+    if not isinstance(entry, dict):
+        return None
+    out: dict[str, Any] = {}
+    for name in ("stage", "entered_at", "expires_at", "renewed_at", "worker"):
+        value = entry.get(name)
+        if isinstance(value, str) and len(value) <= 200 and value.isprintable():
+            out[name] = value
+        elif name in ("stage", "entered_at", "expires_at"):
+            return None
+        else:
+            out[name] = None
+    for name in ("expires_at", "renewed_at"):
+        if out[name] is None:
+            continue
+        try:
+            aware = parse_time(out[name]).tzinfo is not None
+        except ValueError:
+            aware = False
+        if not aware:
+            if name == "expires_at":
+                return None
+            out[name] = None
+    return out
 
 
 def latest(
