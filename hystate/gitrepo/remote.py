@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -281,7 +282,11 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
         if repo.refs.head() != old:
             raise StaleHead(old.ref or "HEAD")
         try:
-            lock.stage_with_git(["read-tree", "-m", "-u", old.sha, new], repo.root)
+            lock.stage_with_git(
+                ["read-tree", "-m", "-u", old.sha, new],
+                repo.root,
+                _already_there(repo, old.sha, new),
+            )
         except GitError as exc:
             local = any(m in exc.message for m in ("overwritten", "not uptodate", "untracked"))
             raise GitError(
@@ -298,6 +303,57 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
             lock.commit()
         except OSError as exc:
             repo.warnings.append(f"the branch moved, but git's index was not updated: {exc}")
+
+
+def _already_there(repo: GitRepo, old: str, new: str) -> list[str]:
+    """Paths ``old..new`` changes that the work tree already holds as ``new`` has them (a
+    regular file with the same blob and mode, or absent where ``new`` deletes it): what a
+    move forward killed after git wrote the files and before the branch moved leaves behind.
+    The checkout takes them as they are instead of refusing them as local changes."""
+    objects = repo.objects
+    old_tree, new_tree = (objects.commit_tree(bytes.fromhex(sha)) for sha in (old, new))
+    changed = objects.diff(old_tree, new_tree)
+    if not changed:
+        return []
+    staged = _index_entries(repo, changed)
+    found = []
+    for rel in changed:
+        before = objects.lookup(old_tree, rel)
+        if staged.get(rel) != (None if before is None else (before[0], before[1].hex())):
+            continue  # a person staged something there: git's checkout decides
+        entry = objects.lookup(new_tree, rel)
+        try:
+            st = os.lstat(repo.root / rel)
+        except (FileNotFoundError, NotADirectoryError):
+            if entry is None:
+                found.append(rel)
+            continue
+        except OSError:
+            continue
+        if entry is None or not stat.S_ISREG(st.st_mode) or entry[0] not in REGULAR_MODES:
+            continue
+        if (entry[0] == EXEC_MODE) != bool(st.st_mode & 0o100) or st.st_size > 64 << 20:
+            continue
+        try:
+            data = (repo.root / rel).read_bytes()
+        except OSError:
+            continue
+        if repo.blob_id(rel, data) == entry[1]:
+            found.append(rel)
+    return found
+
+
+def _index_entries(repo: GitRepo, rels: list[str]) -> dict[str, tuple[bytes, str]]:
+    """(mode, blob sha) of each of ``rels`` in git's index (stage 0), absent when not there."""
+    specs = [f":(literal){r}" for r in rels] if len(rels) <= 1000 else []  # argv stays short
+    out = repo.git_bytes("ls-files", "-s", "-z", "--", *specs).decode("utf-8", "surrogateescape")
+    entries = {}
+    for item in out.split("\0"):
+        meta, _, rel = item.partition("\t")
+        parts = meta.split()
+        if len(parts) == 3 and parts[2] == "0":
+            entries[rel] = (parts[0].encode(), parts[1])
+    return entries
 
 
 def publish_blob_ref(repo: GitRepo, data: bytes, name: str) -> str:
