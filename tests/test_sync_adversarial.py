@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -290,3 +291,65 @@ def test_bad_remote_input_is_one_line_and_no_secret(server: GitServer, nodes: li
     err = one_line(run_hystate(a, "sync", "--remote", "notrepo"), 7)
     assert "hystate.yaml" in err  # git's reason, not "and the repository exists."
     assert not (a / "x").exists()
+
+
+def test_a_persons_fetch_holding_the_tracking_ref_is_waited_for(
+    server: GitServer, nodes: list[Path]
+) -> None:
+    """`git pull` in the node's checkout while hystate syncs: both update the tracking ref; the
+    loser of that race used to fail the sync (and a claim) with exit 7."""
+    import threading
+
+    a, b = nodes
+    StateManager(cwd=b, worker="wb").claim_next("downloading", 1, worker="wb")
+    lock = a / ".git" / "refs" / "remotes" / "origin" / "main.lock"
+    lock.write_text("")  # as git's own fetch holds it while it updates the ref
+    timer = threading.Timer(1.0, lock.unlink)
+    timer.start()
+    try:
+        proc = run_hystate(a, "next", "downloading", "--claim", "--worker", "wa")
+    finally:
+        timer.join()
+    assert proc.returncode == 0, proc.stderr
+    assert git(a, "rev-parse", "HEAD").strip() == server.tip()
+
+
+KILLED_AFTER_CHECKOUT = """
+import os, signal, sys
+from hystate import sync
+from hystate.gitrepo import index
+from hystate.manager import StateManager
+stage = index.IndexLock.stage_with_git
+def killed(*args, **kwargs):
+    stage(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # git wrote the files; the branch has not moved
+index.IndexLock.stage_with_git = killed
+sync.sync(StateManager(cwd=sys.argv[1]))
+"""
+
+
+def test_sync_killed_after_git_wrote_the_files_recovers(
+    server: GitServer, nodes: list[Path]
+) -> None:
+    a, b = nodes
+    (taken,) = StateManager(cwd=b, worker="wb").claim_next("downloading", 1, worker="wb")
+    mine = local_skip(a, ids(a)[-1])
+    (a / "NOTES.md").write_text("a person's draft\n")  # untracked, and an unstaged edit:
+    (a / "hystate.yaml").write_text((a / "hystate.yaml").read_text() + "# mine\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_CHECKOUT, str(a)], capture_output=True, timeout=120
+    )
+    assert proc.returncode == -9, proc.stderr
+    rel = episode_path(a, taken.episode.episode_id)
+    assert git(a, "diff", "--name-only").split() == sorted(["hystate.yaml", rel])
+    proc = run_hystate(a, "sync", "--json")
+    assert proc.returncode == 0, proc.stderr  # was: exit 7 "not uptodate" on every sync
+    assert len(json.loads(proc.stdout)["pushed"]) == 1
+    assert git(a, "rev-parse", "HEAD").strip() == server.tip()
+    assert git(a, "log", "--format=%s", "-1").strip().endswith(": discovered -> skipped")
+    assert git(server.bare, "log", "--format=%s", "main").count("-> skipped") == 1
+    assert git(a, "diff", "--name-only").split() == ["hystate.yaml"]  # the person's edit stays
+    assert (a / "NOTES.md").read_text() == "a person's draft\n"
+    assert run_hystate(a, "fsck").returncode == 0
+    fsck_clean(a)
+    assert mine not in git(a, "rev-list", "HEAD")  # replayed, not kept as it was

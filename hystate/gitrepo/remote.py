@@ -51,6 +51,9 @@ _UNREACHABLE = (
     "unexpected disconnect",
     "protocol error",
 )
+# a concurrent fetch (a person's `git pull`) updating the same tracking ref: not a failure
+_LOCAL_REF_RACE = ("cannot lock ref", "unable to update local ref")
+LOCAL_REF_RACES = 8
 STAMP = "last-fetch"
 REGULAR_MODES = (FILE_MODE, EXEC_MODE)  # a file's modes; not a symlink, submodule or folder
 
@@ -148,11 +151,16 @@ def fetch(
     specs += [f"+refs/hystate/{k}/*:refs/hystate/remote-{k}/*" for k in kinds]
     # --prune: a ref a node no longer publishes (or a bad one removed) goes here too
     prune = ["--prune"] if kinds else []
-    proc = _run(
-        repo,
-        ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", *prune, remote, *specs],
-        timeout,
-    )
+    for attempt in range(LOCAL_REF_RACES):
+        proc = _run(
+            repo,
+            ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", *prune, remote, *specs],
+            timeout,
+        )
+        text = proc.stderr.decode(errors="replace")
+        if proc.returncode == 0 or not any(m in text for m in _LOCAL_REF_RACE):
+            break
+        time.sleep(min(0.05 * 2**attempt, 1.0))  # a person's `git fetch` held the ref: again
     if proc.returncode != 0:
         message = _last_line(proc)
         if "couldn't find remote ref" in message.lower():
