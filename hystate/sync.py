@@ -159,6 +159,11 @@ def move_forward(
     repo = manager.repo
     while True:
         head = repo.refs.head()
+        if head.ref != f"refs/heads/{report.branch}":
+            raise GitError(
+                f"the checkout left {report.branch} during the sync (now {gr.branch_of(repo)})",
+                hint=f"`git checkout {report.branch}`, then sync again",
+            )  # never replay (and push) another branch's commits onto the shared one
         assert head.sha is not None
         if tip is None or (not withdraw and gr.is_ancestor(repo, tip, head.sha)):
             return head.sha  # the remote has nothing new: push as it is

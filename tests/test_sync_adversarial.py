@@ -353,3 +353,31 @@ def test_sync_killed_after_git_wrote_the_files_recovers(
     assert run_hystate(a, "fsck").returncode == 0
     fsck_clean(a)
     assert mine not in git(a, "rev-list", "HEAD")  # replayed, not kept as it was
+
+
+def test_a_person_switching_branch_during_sync_keeps_their_branch_off_the_remote(
+    server: GitServer, nodes: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hystate import sync
+    from hystate.errors import GitError
+    from hystate.gitrepo import remote as gr
+
+    a, b = nodes
+    StateManager(cwd=b, worker="wb").claim_next("downloading", 1, worker="wb")
+    local_skip(a, ids(a)[-1])
+    fetch = gr.fetch
+
+    def person_switches(*args: object, **kwargs: object) -> str | None:
+        tip = fetch(*args, **kwargs)  # type: ignore[arg-type]
+        if not git(a, "branch", "--list", "experiment"):
+            git(a, "checkout", "-q", "-b", "experiment")
+            (a / "EXPERIMENT.md").write_text("not for the others\n")
+            git(a, "add", "EXPERIMENT.md")
+            git(a, "commit", "-qm", "experiment")
+        return tip
+
+    monkeypatch.setattr(gr, "fetch", person_switches)
+    with pytest.raises(GitError, match="experiment"):
+        sync.sync(StateManager(cwd=a))
+    assert "EXPERIMENT.md" not in git(server.bare, "ls-tree", "-r", "--name-only", "main")
+    assert git(a, "log", "-1", "--format=%s", "experiment").strip() == "experiment"
