@@ -4,7 +4,7 @@ One sync: fetch the remote's branch; if the node has commits the remote lacks an
 moved on, replay them on the remote's tip (``hystate.replay`` decides each file; no
 ``git rebase`` in the work tree, where a person may be working: new commits are written with
 the same author, message and trailers, then the checkout moves forward as ``git checkout``
-would, see ``gitrepo.remote.fast_forward``); push the result as a plain fast-forward push,
+would, see ``gitrepo.checkout.fast_forward``); push the result as a plain fast-forward push,
 which the server accepts only on the tip it was built on (compare-and-swap); on a rejection,
 fetch and replay again.
 
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from hystate import audit, lease_refs
 from hystate.errors import GitError, UsageError
+from hystate.gitrepo import checkout
 from hystate.gitrepo import remote as gr
 from hystate.gitrepo.refs import StaleHead
 from hystate.locks import StateLock
@@ -183,7 +184,7 @@ def move_forward(
         )
         try:
             with _episode_locks(manager, changed), manager.repo_lock():
-                gr.fast_forward(repo, head, new, f"replayed {len(replayed)} on {tip[:12]}")
+                checkout.fast_forward(repo, head, new, f"replayed {len(replayed)} on {tip[:12]}")
         except StaleHead:
             continue  # a transition of this node committed meanwhile: replay it too
         report.replayed += replayed
@@ -263,7 +264,7 @@ def replay(
                     f"commit {commit.sha[:12]} changes {path}, which the remote changed too",
                     hint="merge or rebase it by hand (`git pull --rebase`), then sync",
                 )
-            if any(e is not None and e[0] not in gr.REGULAR_MODES for e in entries):
+            if any(e is not None and e[0] not in checkout.REGULAR_MODES for e in entries):
                 reason = f"{path}: a symlink or submodule on one side, not an episode file"
                 continue
             datas = [objects.read(e[1])[1] if e else None for e in entries]

@@ -381,3 +381,19 @@ def test_a_person_switching_branch_during_sync_keeps_their_branch_off_the_remote
         sync.sync(StateManager(cwd=a))
     assert "EXPERIMENT.md" not in git(server.bare, "ls-tree", "-r", "--name-only", "main")
     assert git(a, "log", "-1", "--format=%s", "experiment").strip() == "experiment"
+
+
+def test_a_push_the_server_refuses_for_good_is_one_line_at_once(
+    server: GitServer, nodes: list[Path]
+) -> None:
+    a = nodes[0]
+    hook = server.bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'branch frozen by the admins' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    local_skip(a, ids(a)[0])
+    err = one_line(run_hystate(a, "sync"), 7)  # was: 40 rounds, then "gave up pushing"
+    assert "pre-receive hook declined" in err and "branch frozen by the admins" in err
+    err = one_line(run_hystate(a, "next", "downloading", "--claim", "--worker", "w"), 7)
+    assert "refused the push" in err
+    assert git(server.bare, "log", "--format=%s", "main").count("->") == 0
+    assert len(git(a, "log", "--format=%s", "origin/main..HEAD").splitlines()) == 1  # kept

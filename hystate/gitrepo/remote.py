@@ -1,17 +1,13 @@
-"""A shared remote: fetch, push, how far apart two commits are, and moving the checkout
-forward to a new commit the way git does. Git plumbing only; what the commits mean is decided
-elsewhere (``hystate.sync``).
+"""A shared remote: fetch, push, how far apart two commits are, replayed commits. Git plumbing
+only; what the commits mean is decided elsewhere (``hystate.sync``); moving the checkout
+forward to the result is ``gitrepo.checkout``.
 
 - ``fetch`` brings the remote's branch into ``refs/remotes/<remote>/<branch>`` and every node's
   published ref under ``refs/hystate/<kind>/*`` into ``refs/hystate/remote-<kind>/*``.
 - ``push`` is a plain push of a commit to the branch: the server accepts it only as a
   fast-forward of its current tip, so it is compare-and-swap by nature; a rejection is
-  ``False`` (fetch and replay again), an unreachable server is ``Unreachable`` (exit 7).
-- ``fast_forward`` moves the checkout from HEAD ``old`` to ``new``: git's own two-tree checkout
-  (``read-tree -m -u``) computes the index and writes the changed files (refusing to overwrite
-  a person's local changes), run on a private copy of the index while hystate holds
-  ``index.lock``; the branch moves compare-and-swap before the lock is renamed over the index,
-  the same order as every hystate commit (``commit.py``).
+  ``False`` (fetch and replay again), an unreachable server is ``Unreachable`` (exit 7), and
+  a refusal no retry can change (a hook, a protected branch) a ``GitError`` with its reason.
 """
 
 from __future__ import annotations
@@ -19,7 +15,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -27,10 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from hystate.errors import GitError
-from hystate.gitrepo import index as index_mod
-from hystate.gitrepo import lockfile
-from hystate.gitrepo.objects import EXEC_MODE, FILE_MODE, Tree
-from hystate.gitrepo.refs import Head, StaleHead
+from hystate.gitrepo.objects import FILE_MODE, Tree
 
 if TYPE_CHECKING:
     from hystate.gitrepo.repo import GitRepo
@@ -55,7 +47,8 @@ _UNREACHABLE = (
 _LOCAL_REF_RACE = ("cannot lock ref", "unable to update local ref")
 LOCAL_REF_RACES = 8
 STAMP = "last-fetch"
-REGULAR_MODES = (FILE_MODE, EXEC_MODE)  # a file's modes; not a symlink, submodule or folder
+# a [remote rejected] another push caused (the server held or moved the ref meanwhile)
+_RACED = ("lock", "failed to update ref", "stale info", "incorrect old value")
 
 
 class Unreachable(GitError):
@@ -202,7 +195,17 @@ def push(
     if proc.returncode == 0:
         return True
     if status.startswith("!"):
-        return False  # [rejected] (fetch first / non-fast-forward) or [remote rejected] (lock)
+        reason = status.rpartition("\t")[2]
+        if "[remote rejected]" not in reason or any(m in reason for m in _RACED):
+            return False  # [rejected] (fetch first / non-fast-forward), or another push's lock
+        lines = proc.stderr.decode(errors="replace").splitlines()
+        said = [ln[7:].strip() for ln in lines if ln.startswith("remote:")]
+        told = next((ln for ln in said if ln and ln.isprintable()), "")  # the server's "remote:"
+        raise GitError(
+            f"remote {remote} refused the push: {redact(reason)}"
+            + (f": {redact(told)[:200]}" if told else ""),
+            hint="no retry changes that: see the server's hooks or branch protection",
+        )
     if _unreachable(proc):
         raise Unreachable(f"remote {remote} unreachable: {_last_line(proc)}")
     raise GitError(f"git push {remote} failed: {_last_line(proc)}")
@@ -275,93 +278,6 @@ def write_commit(repo: GitRepo, tree: bytes, parent: str, author: bytes, message
     commit = repo.objects.write(b"commit", body)
     repo.objects.remember_commit(commit, tree)
     return commit.hex()
-
-
-def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
-    """Move the checkout from ``old`` (HEAD as read) to commit ``new``: files and index as
-    ``git checkout`` would leave them, the branch compare-and-swap. StaleHead when HEAD is no
-    longer ``old``; GitError naming the file when a local change would be overwritten."""
-    repo.check_writable()
-    repo.settings.refresh()
-    if old.sha is None:
-        raise GitError("the branch has no commit yet: clone the remote instead")
-    owners = lockfile.owners_dir(repo.common_dir)
-    with index_mod.IndexLock(repo.git_dir, owners, repo.lock_wait, repo.index_memo) as lock:
-        if repo.refs.head() != old:
-            raise StaleHead(old.ref or "HEAD")
-        try:
-            lock.stage_with_git(
-                ["read-tree", "-m", "-u", old.sha, new],
-                repo.root,
-                _already_there(repo, old.sha, new),
-            )
-        except GitError as exc:
-            local = any(m in exc.message for m in ("overwritten", "not uptodate", "untracked"))
-            raise GitError(
-                f"cannot move the checkout to the remote's state: {exc.message}",
-                hint=(
-                    "commit or stash your changes to those files, then sync again"
-                    if local
-                    else "git will not check that commit out here: mend the remote's branch"
-                ),
-            ) from None
-        committer = repo.settings.committer().line()
-        repo.refs.update(old, new, committer, f"hystate sync: {reason}", repo.settings.reflog)
-        try:
-            lock.commit()
-        except OSError as exc:
-            repo.warnings.append(f"the branch moved, but git's index was not updated: {exc}")
-
-
-def _already_there(repo: GitRepo, old: str, new: str) -> list[str]:
-    """Paths ``old..new`` changes that the work tree already holds as ``new`` has them (a
-    regular file with the same blob and mode, or absent where ``new`` deletes it): what a
-    move forward killed after git wrote the files and before the branch moved leaves behind.
-    The checkout takes them as they are instead of refusing them as local changes."""
-    objects = repo.objects
-    old_tree, new_tree = (objects.commit_tree(bytes.fromhex(sha)) for sha in (old, new))
-    changed = objects.diff(old_tree, new_tree)
-    if not changed:
-        return []
-    staged = _index_entries(repo, changed)
-    found = []
-    for rel in changed:
-        before = objects.lookup(old_tree, rel)
-        if staged.get(rel) != (None if before is None else (before[0], before[1].hex())):
-            continue  # a person staged something there: git's checkout decides
-        entry = objects.lookup(new_tree, rel)
-        try:
-            st = os.lstat(repo.root / rel)
-        except (FileNotFoundError, NotADirectoryError):
-            if entry is None:
-                found.append(rel)
-            continue
-        except OSError:
-            continue
-        if entry is None or not stat.S_ISREG(st.st_mode) or entry[0] not in REGULAR_MODES:
-            continue
-        if (entry[0] == EXEC_MODE) != bool(st.st_mode & 0o100) or st.st_size > 64 << 20:
-            continue
-        try:
-            data = (repo.root / rel).read_bytes()
-        except OSError:
-            continue
-        if repo.blob_id(rel, data) == entry[1]:
-            found.append(rel)
-    return found
-
-
-def _index_entries(repo: GitRepo, rels: list[str]) -> dict[str, tuple[bytes, str]]:
-    """(mode, blob sha) of each of ``rels`` in git's index (stage 0), absent when not there."""
-    specs = [f":(literal){r}" for r in rels] if len(rels) <= 1000 else []  # argv stays short
-    out = repo.git_bytes("ls-files", "-s", "-z", "--", *specs).decode("utf-8", "surrogateescape")
-    entries = {}
-    for item in out.split("\0"):
-        meta, _, rel = item.partition("\t")
-        parts = meta.split()
-        if len(parts) == 3 and parts[2] == "0":
-            entries[rel] = (parts[0].encode(), parts[1])
-    return entries
 
 
 def publish_blob_ref(repo: GitRepo, data: bytes, name: str) -> str:
