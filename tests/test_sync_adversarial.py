@@ -397,3 +397,37 @@ def test_a_push_the_server_refuses_for_good_is_one_line_at_once(
     assert "refused the push" in err
     assert git(server.bare, "log", "--format=%s", "main").count("->") == 0
     assert len(git(a, "log", "--format=%s", "origin/main..HEAD").splitlines()) == 1  # kept
+
+
+def test_a_remote_that_never_answers_leaves_no_git_behind(
+    server: GitServer, nodes: list[Path]
+) -> None:
+    """An HTTP remote that accepts connections and never answers: exit 7 within sync.timeout,
+    and git's transport helper is ended too (it was left hanging on the dead server)."""
+    import socket
+    import time
+
+    from tests.sync_harness import free_port
+
+    a = nodes[0]
+    port = free_port()
+    silent = socket.socket()
+    silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    silent.bind(("127.0.0.1", port))
+    silent.listen(16)  # connections complete in the backlog; nothing is ever read or sent
+    try:
+        git(a, "remote", "add", "silent", f"http://127.0.0.1:{port}/state.git")
+        config = (a / "hystate.yaml").read_text()
+        (a / "hystate.yaml").write_text(config.replace('"push"', '"timeout": 2, "push"'))
+        assert '"timeout": 2' in (a / "hystate.yaml").read_text()
+        err = one_line(run_hystate(a, "next", "downloading", "--claim", "--remote", "silent"), 7)
+        assert "no answer from the remote in 2 s" in err
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the group is ended before hystate exits
+            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            if f"127.0.0.1:{port}" not in ps:
+                break
+            time.sleep(0.2)
+        assert f"127.0.0.1:{port}" not in ps
+    finally:
+        silent.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -86,18 +87,49 @@ def has_remote(repo: GitRepo, remote: str) -> bool:
 
 
 def _run(repo: GitRepo, args: list[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
+    """git talking to the remote, in a process group of its own: on a timeout (or when this
+    process is interrupted) the whole group ends, transport helpers (``git remote-https``,
+    ``ssh``) included, instead of hanging on a dead server after hystate has moved on."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": _ssh_command()}
-    try:
-        return subprocess.run(
-            ["git", *args],
-            cwd=repo.root,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-            env=env,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise Unreachable(f"git {args[0]}: no answer from the remote in {timeout:g} s") from exc
+    with subprocess.Popen(
+        ["git", *args],
+        cwd=repo.root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _end_group(proc)
+            raise Unreachable(
+                f"git {args[0]}: no answer from the remote in {timeout:g} s"
+            ) from None
+        except BaseException:
+            _end_group(proc)
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM first, so git removes its lock files (a ref's ``.lock`` left by a SIGKILL would
+    stop every later fetch); SIGKILL what is left after a grace period."""
+    for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            pass  # already gone
+        try:
+            proc.wait(timeout=grace)
+            if sig == signal.SIGTERM:
+                os.killpg(proc.pid, signal.SIGKILL)  # helpers that outlived git itself
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except OSError:
+            return
 
 
 def _ssh_command() -> str:
