@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hystate.errors import GitError
@@ -80,6 +81,8 @@ def _already_there(repo: GitRepo, old: str, new: str) -> list[str]:
         if staged.get(rel) != (None if before is None else (before[0], before[1].hex())):
             continue  # a person staged something there: git's checkout decides
         entry = objects.lookup(new_tree, rel)
+        if not _plain_parents(repo.root, rel):
+            continue  # never read (or adopt) through a link
         try:
             st = os.lstat(repo.root / rel)
         except (FileNotFoundError, NotADirectoryError):
@@ -93,12 +96,29 @@ def _already_there(repo: GitRepo, old: str, new: str) -> list[str]:
         if (entry[0] == EXEC_MODE) != bool(st.st_mode & 0o100) or st.st_size > 64 << 20:
             continue
         try:
-            data = (repo.root / rel).read_bytes()
+            fd = os.open(repo.root / rel, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as fh:
+                data = fh.read()
         except OSError:
             continue
         if repo.blob_id(rel, data) == entry[1]:
             found.append(rel)
     return found
+
+
+def _plain_parents(root: Path, rel: str) -> bool:
+    """Every folder on the way to ``rel`` is a real folder (or absent), never a link."""
+    here = root
+    for part in rel.split("/")[:-1]:
+        here = here / part
+        try:
+            if not stat.S_ISDIR(os.lstat(here).st_mode):
+                return False
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+    return True
 
 
 def _index_entries(repo: GitRepo, rels: list[str]) -> dict[str, tuple[bytes, str]]:

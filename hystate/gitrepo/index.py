@@ -248,14 +248,14 @@ class IndexLock:
                     capture_output=True,
                     check=False,
                 )
-            if adopt:
+            if adopt:  # refused (a path git will not add): the command below then decides
                 subprocess.run(
                     ["git", "update-index", "--add", "--remove", "-z", "--stdin"],
                     input=b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in adopt),
                     cwd=worktree,
                     env=env,
                     capture_output=True,
-                    check=True,
+                    check=False,
                 )
             proc = subprocess.run(
                 ["git", *args],
