@@ -271,7 +271,7 @@ def replay(
             try:
                 data = resolve(path, datas[0], datas[1], datas[2], move, manager.recovery)
             except Dropped as exc:
-                reason = str(exc)
+                reason = _capped(str(exc))  # it quotes the remote's file (who moved it)
                 continue
             mode = (loc or rem or b or (b"100644", b""))[0]
             changes[path] = None if data is None else (mode, objects.write(b"blob", data))
@@ -285,6 +285,10 @@ def replay(
             dropped.append({**row, "reason": reason})
         replayed.append({**row, "new": tip})
     return tip, replayed, dropped
+
+
+def _capped(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _rewrite(

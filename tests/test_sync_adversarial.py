@@ -431,3 +431,34 @@ def test_a_remote_that_never_answers_leaves_no_git_behind(
         assert f"127.0.0.1:{port}" not in ps
     finally:
         silent.close()
+
+
+def test_a_dropped_transitions_reason_quotes_the_remote_briefly(
+    server: GitServer, nodes: list[Path]
+) -> None:
+    import yaml
+
+    a, b = nodes
+    eid = ids(a)[0]
+    local_skip(a, eid)
+    rel = episode_path(b, eid)
+    doc = yaml.safe_load((b / rel).read_text())
+    who = "\x1b]0;title\x07" + "A" * 100_000  # valid for the schema? irrelevant: quoted
+    doc.update(stage="downloading", worker="x", attempts={**doc["attempts"], "download": 1})
+    doc["history"].append(
+        {"at": doc["last_updated"], "from": "discovered", "to": "downloading", "by": who}
+    )
+    push_raw(
+        b,
+        {
+            rel.encode().replace(b"/", b"\0"): (
+                b"100644",
+                yaml.safe_dump(doc, sort_keys=False).encode(),
+            )
+        },
+    )
+    proc = run_hystate(a, "sync")
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("dropped")]
+    assert eid in line and len(line) < 500  # was: the whole 100,000-character name
