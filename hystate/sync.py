@@ -179,9 +179,9 @@ def move_forward(
         new, replayed, dropped = replay(manager, tip, local, withdraw)
         if new is None:
             raise GitError("nothing to build on: the remote branch is empty and no commit is local")
-        changed = repo.objects.diff(
-            repo.head_tree(head), repo.objects.commit_tree(bytes.fromhex(new))
-        )
+        new_tree = repo.objects.commit_tree(bytes.fromhex(new))
+        changed = repo.objects.diff(repo.head_tree(head), new_tree)
+        _refuse_local_files(manager, new_tree, changed)
         try:
             with _episode_locks(manager, changed), manager.repo_lock():
                 checkout.fast_forward(repo, head, new, f"replayed {len(replayed)} on {tip[:12]}")
@@ -191,6 +191,24 @@ def move_forward(
         report.dropped += dropped
         manager.refresh_once = False
         return new
+
+
+def _refuse_local_files(manager: StateManager, tree: bytes, paths: list[str]) -> None:
+    """A branch that tracks what hystate keeps local in the state folder (its locks, its
+    temporary files) is not checked out: a node would honour such a lock (every transition of
+    the episode, or every sync, busy for good) or delete such a file."""
+    prefix = manager.rel_state_dir.rstrip("/") + "/"
+    for path in paths:
+        inner = path[len(prefix) :] if path.startswith(prefix) else None
+        name = path.rpartition("/")[2]
+        if inner is None or manager.repo.objects.lookup(tree, path) is None:
+            continue
+        if inner.startswith(".locks/") or (name.startswith(".") and name.endswith(".tmp")):
+            raise GitError(
+                f"the remote's branch tracks {_capped(path, 120)}: hystate's locks and "
+                "temporary files are never committed",
+                hint="`git rm --cached` it on the branch, then sync again",
+            )
 
 
 @contextmanager

@@ -462,3 +462,28 @@ def test_a_dropped_transitions_reason_quotes_the_remote_briefly(
     assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("dropped")]
     assert eid in line and len(line) < 500  # was: the whole 100,000-character name
+
+
+@pytest.mark.parametrize("name", [".locks/_sync.lock", ".locks/{eid}.lock", "{year}/.{eid}.99.tmp"])
+def test_a_branch_tracking_hystates_local_files_is_not_checked_out(
+    server: GitServer, nodes: list[Path], name: str
+) -> None:
+    a, b = nodes
+    eid = ids(a)[0]
+    year = episode_path(b, eid).split("/")[1]
+    rel = "processed/" + name.format(eid=eid, year=year)
+    (b / rel).parent.mkdir(exist_ok=True)
+    (b / rel).write_text('{"host": "elsewhere", "pid": 1, "acquired_at": "2026-01-01T00:00:00Z"}')
+    git(b, "add", "-f", rel)
+    git(b, "commit", "-qm", "a lock committed by mistake")
+    git(b, "push", "-q", "origin", "main")
+    head = git(a, "rev-parse", "HEAD")
+    assert rel in one_line(run_hystate(a, "sync"), 7)  # was: every transition of it exit 6
+    assert git(a, "rev-parse", "HEAD") == head and not (a / rel).exists()
+    one_line(run_hystate(a, "next", "downloading", "--claim", "--worker", "w"), 7)
+    git(b, "rm", "-q", "--cached", rel)
+    git(b, "commit", "-qm", "mended")
+    git(b, "push", "-q", "origin", "main")
+    assert run_hystate(a, "sync").returncode == 0
+    proc = run_hystate(a, "advance", eid, "downloading", "--worker", "w")
+    assert proc.returncode == 0, proc.stderr
