@@ -487,3 +487,23 @@ def test_a_branch_tracking_hystates_local_files_is_not_checked_out(
     assert run_hystate(a, "sync").returncode == 0
     proc = run_hystate(a, "advance", eid, "downloading", "--worker", "w")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_rewritten_remote_branch_is_refused_not_built_on(
+    server: GitServer, nodes: list[Path], tmp_path: Path
+) -> None:
+    """A forced push erased an acknowledged claim: a node that saw the claim refuses to build
+    on the rewritten branch (it would take the erased claim for never made) until told to."""
+    a, b = nodes
+    StateManager(cwd=a, worker="wa").claim_next("downloading", 1, worker="wa")
+    git(b, "fetch", "-q")
+    git(b, "push", "-q", "-f", "origin", "origin/main~1:refs/heads/main")  # the claim erased
+    rewritten = server.tip()
+    err = one_line(run_hystate(a, "sync"), 7)  # was: exit 0, building on the rewrite
+    assert "was rewritten" in err
+    one_line(run_hystate(a, "next", "downloading", "--claim", "--worker", "wa"), 7)
+    assert server.tip() == rewritten
+    git(a, "fetch", "-q", "origin", "+main:refs/remotes/origin/main")  # a person decides
+    proc = run_hystate(a, "sync", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["pushed"]) == 1  # the claim is back on the remote

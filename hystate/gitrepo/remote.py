@@ -172,14 +172,15 @@ def fetch(
 ) -> str | None:
     """Fetch ``branch`` (and the nodes' ``refs/hystate/<kind>/*``); the remote's tip, or None
     when the remote has no such branch yet."""
-    specs = [f"+refs/heads/{branch}:{tracking_ref(remote, branch)}"]
+    # no "+": a branch rewritten on the remote (a forced push) is not taken silently
+    specs = [f"refs/heads/{branch}:{tracking_ref(remote, branch)}"]
     specs += [f"+refs/hystate/{k}/*:refs/hystate/remote-{k}/*" for k in kinds]
     # --prune: a ref a node no longer publishes (or a bad one removed) goes here too
     prune = ["--prune"] if kinds else []
     for attempt in range(LOCAL_REF_RACES):
         proc = _run(
             repo,
-            ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", *prune, remote, *specs],
+            ["fetch", "--no-progress", "--no-tags", "--no-write-fetch-head", *prune, remote, *specs],
             timeout,
         )
         text = proc.stderr.decode(errors="replace")
@@ -190,6 +191,13 @@ def fetch(
         message = _last_line(proc)
         if "couldn't find remote ref" in message.lower():
             return None
+        if "non-fast-forward" in proc.stderr.decode(errors="replace"):
+            raise GitError(
+                f"{remote}'s {branch} was rewritten (it no longer holds what this node last "
+                "saw there): transitions acknowledged there may be gone",
+                hint=f"find out who forced it; to build on it anyway: `git fetch {remote} "
+                f"+{branch}:{tracking_ref(remote, branch)}`, then sync",
+            )
         if _unreachable(proc):
             raise Unreachable(f"remote {remote} unreachable: {message}")
         raise GitError(f"git fetch {remote} failed: {message}")
