@@ -177,12 +177,9 @@ def fetch(
     specs += [f"+refs/hystate/{k}/*:refs/hystate/remote-{k}/*" for k in kinds]
     # --prune: a ref a node no longer publishes (or a bad one removed) goes here too
     prune = ["--prune"] if kinds else []
+    args = ["fetch", "--no-progress", "--no-tags", "--no-write-fetch-head", *prune, remote]
     for attempt in range(LOCAL_REF_RACES):
-        proc = _run(
-            repo,
-            ["fetch", "--no-progress", "--no-tags", "--no-write-fetch-head", *prune, remote, *specs],
-            timeout,
-        )
+        proc = _run(repo, [*args, *specs], timeout)
         text = proc.stderr.decode(errors="replace")
         if proc.returncode == 0 or not any(m in text for m in _LOCAL_REF_RACE):
             break
