@@ -47,7 +47,9 @@ def node_name(manager: StateManager) -> str:
     if not name:
         digest = hashlib.sha1(str(manager.repo.common_dir).encode()).hexdigest()[:6]
         name = f"{socket.gethostname()}-{digest}"
-    cleaned = _BAD.sub("-", name).strip(".-")[:100]
+    cleaned = _BAD.sub("-", name).replace("..", "-").strip(".-")[:100]
+    if cleaned.endswith(".lock"):  # git refuses such a ref name (and "..")
+        cleaned = cleaned[: -len(".lock")] + "-lock"
     return cleaned or "node"
 
 

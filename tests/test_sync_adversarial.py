@@ -507,3 +507,16 @@ def test_a_rewritten_remote_branch_is_refused_not_built_on(
     proc = run_hystate(a, "sync", "--json")
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)["pushed"]) == 1  # the claim is back on the remote
+
+
+@pytest.mark.parametrize("node", ["n0.lock", "a..b"])
+def test_node_names_git_refuses_as_refs_still_publish_leases(
+    server: GitServer, nodes: list[Path], monkeypatch: pytest.MonkeyPatch, node: str
+) -> None:
+    a = nodes[0]
+    (claimed,) = StateManager(cwd=a, worker="wa").claim_next("downloading", 1, worker="wa")
+    monkeypatch.setenv("HYSTATE_NODE", node)
+    proc = run_hystate(a, "heartbeat", claimed.episode.episode_id, "--worker", "wa")
+    assert proc.returncode == 0 and "not published" not in proc.stderr, proc.stderr
+    published = git(server.bare, "for-each-ref", "--format=%(refname)", "refs/hystate/leases")
+    assert len(published.split()) == 2  # n0's own from the claim, and this one
