@@ -82,7 +82,15 @@ def publish(
     """Force-push this node's lease table to its own ref; best effort (False: not pushed)."""
     repo = manager.repo
     node = node_name(manager)
-    data = json.dumps({"node": node, "leases": table(manager)}, sort_keys=True, indent=1).encode()
+    clone = clone_id(manager)
+    other = _published_by(manager, node)
+    if other is not None and other != clone:  # two clones overwrite each other's table
+        manager.notice(
+            f"another clone published leases as node {node!r} too (or this clone replaced it):"
+            " give each clone its own name (`git config hystate.node NAME`)"
+        )
+    table_doc = {"node": node, "clone": clone, "leases": table(manager)}
+    data = json.dumps(table_doc, sort_keys=True, indent=1).encode()
     stamp = repo.git_dir / "hystate" / "leases-published"
     digest = hashlib.sha1(remote.encode() + b"\0" + data).hexdigest()
     try:
@@ -101,6 +109,34 @@ def publish(
     stamp.parent.mkdir(exist_ok=True)
     stamp.write_text(digest)
     return True
+
+
+def clone_id(manager: StateManager) -> str:
+    """A random id of this clone (kept in ``.git/hystate``), told apart from a node name
+    another clone was given by mistake."""
+    path = manager.repo.git_dir / "hystate" / "clone-id"
+    try:
+        found = path.read_text().strip()
+        if re.fullmatch(r"[0-9a-f]{16}", found):
+            return found
+    except OSError:
+        pass
+    made = os.urandom(8).hex()
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(made + "\n")
+    return made
+
+
+def _published_by(manager: StateManager, node: str) -> str | None:
+    """The clone id in the table last fetched from ``node``'s ref, if any."""
+    raw = gr.ref_files(manager.repo, f"refs/hystate/remote-{KIND}/{node}", FILE).get(node)
+    if raw is None or len(raw) > MAX_TABLE:
+        return None
+    try:
+        clone = json.loads(raw).get("clone")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return clone if isinstance(clone, str) else None
 
 
 def remote_leases(manager: StateManager) -> dict[str, list[dict[str, Any]]]:

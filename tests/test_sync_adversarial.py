@@ -520,3 +520,18 @@ def test_node_names_git_refuses_as_refs_still_publish_leases(
     assert proc.returncode == 0 and "not published" not in proc.stderr, proc.stderr
     published = git(server.bare, "for-each-ref", "--format=%(refname)", "refs/hystate/leases")
     assert len(published.split()) == 2  # n0's own from the claim, and this one
+
+
+def test_two_clones_given_the_same_node_name_are_told(server: GitServer, nodes: list[Path]) -> None:
+    """Each would overwrite the other's lease table: renewals of one vanish from the remote and
+    another node's fsck may take its live episodes for lost. Said, not silent."""
+    a, b = nodes
+    git(b, "config", "hystate.node", "n0")  # a copy of a's configuration
+    (mine,) = StateManager(cwd=a, worker="wa").claim_next("downloading", 1, worker="wa")
+    (theirs,) = StateManager(cwd=b, worker="wb").claim_next("downloading", 1, worker="wb")
+    assert run_hystate(a, "heartbeat", mine.episode.episode_id, "--worker", "wa").returncode == 0
+    proc = run_hystate(b, "heartbeat", theirs.episode.episode_id, "--worker", "wb")
+    assert proc.returncode == 0, proc.stderr
+    assert "another clone published leases as node 'n0'" in proc.stderr
+    proc = run_hystate(a, "sync")  # a learns it at its next fetch
+    assert proc.returncode == 0 and "another clone" in proc.stderr, proc.stderr
