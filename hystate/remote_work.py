@@ -15,7 +15,6 @@ from hystate import lease_refs, work
 from hystate.errors import HystateError, LockBusy
 from hystate.gitrepo import remote as gr
 from hystate.model import ProcessingStage
-from hystate.store import parse_content
 from hystate.sync import (
     ROUNDS,
     ClaimsOffline,
@@ -54,9 +53,8 @@ def claim(
                 manager, name, lambda: sync_locked(manager, name, fetched=True), withdraw
             )
             assert report.head is not None
-            tree = manager.repo.objects.commit_tree(bytes.fromhex(report.head))
             for result in results:
-                if _holds(manager, tree, result):
+                if _pushed(manager, report, result):
                     acked.append(result)
             if len(acked) >= limit:
                 break
@@ -87,16 +85,17 @@ def _online(
         ) from None
 
 
-def _holds(manager: StateManager, tree: bytes, result: TransitionResult) -> bool:
-    """Whether the pushed tree has the claim: the episode's file with this transition's entry."""
-    rel = result.episode.path
-    entry = None if rel is None else manager.repo.objects.lookup(tree, rel)
-    if entry is None or rel is None:
+def _pushed(manager: StateManager, report: Report, result: TransitionResult) -> bool:
+    """Whether the pushed tip holds this very claim commit (as it was, or as replayed): not
+    only an equal history entry, which another node's worker of the same name claiming the
+    same episode in the same second also writes."""
+    sha = result.commit
+    if not sha or report.head is None:
         return False
-    doc, problems = parse_content(manager.repo.objects.read(entry[1])[1], rel)
-    if problems or not isinstance(doc, dict):
-        return False
-    return result.episode.history[-1] in doc.get("history", [])
+    for row in report.replayed:  # in order: a commit replayed again in a later round
+        if row["commit"] == sha:
+            sha = row["new"]
+    return gr.is_ancestor(manager.repo, sha, report.head)
 
 
 def before_transition(manager: StateManager) -> None:

@@ -106,7 +106,9 @@ def reapply(
         raise Dropped("the remote moved the episode; this commit is no transition to re-apply")
     before, now = S(base["stage"]), S(remote["stage"])
     last = remote["history"][-1] if remote.get("history") else {}
-    where = f"the remote moved it {before.value} -> {now.value} (by {last.get('by', '?')})"
+    who = str(last.get("by", "?"))
+    who = who if len(who) <= 60 else who[:59] + "…"  # the remote's file: quoted briefly
+    where = f"the remote moved it {before.value} -> {now.value} (by {who})"
     wanted = f"{move.from_stage} -> {move.to_stage} no longer applies"
     if now.value != move.from_stage or now is not before:
         raise Dropped(f"{where}; {wanted}")

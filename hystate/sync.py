@@ -4,7 +4,7 @@ One sync: fetch the remote's branch; if the node has commits the remote lacks an
 moved on, replay them on the remote's tip (``hystate.replay`` decides each file; no
 ``git rebase`` in the work tree, where a person may be working: new commits are written with
 the same author, message and trailers, then the checkout moves forward as ``git checkout``
-would, see ``gitrepo.remote.fast_forward``); push the result as a plain fast-forward push,
+would, see ``gitrepo.checkout.fast_forward``); push the result as a plain fast-forward push,
 which the server accepts only on the tip it was built on (compare-and-swap); on a rejection,
 fetch and replay again.
 
@@ -28,11 +28,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hystate import audit, lease_refs
-from hystate.errors import GitError
+from hystate.errors import GitError, UsageError
+from hystate.gitrepo import checkout
 from hystate.gitrepo import remote as gr
 from hystate.gitrepo.refs import StaleHead
 from hystate.locks import StateLock
+from hystate.model import ID_PATTERN
 from hystate.replay import Dropped, Move, resolve
+from hystate.store import is_episode_path
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -68,7 +71,12 @@ class Report:
 
 
 def remote_of(manager: StateManager, override: str | None = None) -> str | None:
-    name = override or manager.sync_remote
+    if override is not None:
+        try:
+            return gr.check_name(override)
+        except GitError as exc:
+            raise UsageError(exc.message) from None  # --remote on the command line
+    name = manager.sync_remote
     return gr.check_name(name) if name else None
 
 
@@ -152,19 +160,31 @@ def move_forward(
     repo = manager.repo
     while True:
         head = repo.refs.head()
+        if head.ref != f"refs/heads/{report.branch}":
+            raise GitError(
+                f"the checkout left {report.branch} during the sync (now {gr.branch_of(repo)})",
+                hint=f"`git checkout {report.branch}`, then sync again",
+            )  # never replay (and push) another branch's commits onto the shared one
         assert head.sha is not None
         if tip is None or (not withdraw and gr.is_ancestor(repo, tip, head.sha)):
             return head.sha  # the remote has nothing new: push as it is
-        local = gr.commits_between(repo, gr.merge_base(repo, head.sha, tip), head.sha)
+        base = gr.merge_base(repo, head.sha, tip)
+        if base is None:
+            raise GitError(
+                f"the remote's branch ({tip[:12]}) shares no history with this one: "
+                "refusing to replay the state onto an unrelated repository",
+                hint="check the remote's URL (`git remote -v`); a node is a clone of the remote",
+            )
+        local = gr.commits_between(repo, base, head.sha)
         new, replayed, dropped = replay(manager, tip, local, withdraw)
         if new is None:
             raise GitError("nothing to build on: the remote branch is empty and no commit is local")
-        changed = repo.objects.diff(
-            repo.head_tree(head), repo.objects.commit_tree(bytes.fromhex(new))
-        )
+        new_tree = repo.objects.commit_tree(bytes.fromhex(new))
+        changed = repo.objects.diff(repo.head_tree(head), new_tree)
+        _refuse_local_files(manager, new_tree, changed)
         try:
             with _episode_locks(manager, changed), manager.repo_lock():
-                gr.fast_forward(repo, head, new, f"replayed {len(replayed)} on {tip[:12]}")
+                checkout.fast_forward(repo, head, new, f"replayed {len(replayed)} on {tip[:12]}")
         except StaleHead:
             continue  # a transition of this node committed meanwhile: replay it too
         report.replayed += replayed
@@ -173,12 +193,36 @@ def move_forward(
         return new
 
 
+def _refuse_local_files(manager: StateManager, tree: bytes, paths: list[str]) -> None:
+    """A branch that tracks what hystate keeps local in the state folder (its locks, its
+    temporary files) is not checked out: a node would honour such a lock (every transition of
+    the episode, or every sync, busy for good) or delete such a file."""
+    prefix = manager.rel_state_dir.rstrip("/") + "/"
+    for path in paths:
+        inner = path[len(prefix) :] if path.startswith(prefix) else None
+        name = path.rpartition("/")[2]
+        if inner is None or manager.repo.objects.lookup(tree, path) is None:
+            continue
+        if inner.startswith(".locks/") or (name.startswith(".") and name.endswith(".tmp")):
+            raise GitError(
+                f"the remote's branch tracks {_capped(path, 120)}: hystate's locks and "
+                "temporary files are never committed",
+                hint="`git rm --cached` it on the branch, then sync again",
+            )
+
+
 @contextmanager
 def _episode_locks(manager: StateManager, paths: list[str]) -> Iterator[None]:
     prefix = manager.rel_state_dir.rstrip("/") + "/"
     ids = sorted(
-        {p.rpartition("/")[2][:-5] for p in paths if p.startswith(prefix) and p.endswith(".yaml")}
-    )
+        {
+            p.rpartition("/")[2][:-5]
+            for p in paths
+            if p.startswith(prefix)
+            and is_episode_path(p[len(prefix) :])
+            and ID_PATTERN.fullmatch(p.rpartition("/")[2][:-5])
+        }
+    )  # only names that can be episodes: a remote's `_sync.yaml` must not take the sync lock
     held: list[StateLock] = []
     try:
         for eid in ids:
@@ -238,11 +282,14 @@ def replay(
                     f"commit {commit.sha[:12]} changes {path}, which the remote changed too",
                     hint="merge or rebase it by hand (`git pull --rebase`), then sync",
                 )
+            if any(e is not None and e[0] not in checkout.REGULAR_MODES for e in entries):
+                reason = f"{path}: a symlink or submodule on one side, not an episode file"
+                continue
             datas = [objects.read(e[1])[1] if e else None for e in entries]
             try:
                 data = resolve(path, datas[0], datas[1], datas[2], move, manager.recovery)
             except Dropped as exc:
-                reason = str(exc)
+                reason = _capped(str(exc))  # it quotes the remote's file (who moved it)
                 continue
             mode = (loc or rem or b or (b"100644", b""))[0]
             changes[path] = None if data is None else (mode, objects.write(b"blob", data))
@@ -256,6 +303,10 @@ def replay(
             dropped.append({**row, "reason": reason})
         replayed.append({**row, "new": tip})
     return tip, replayed, dropped
+
+
+def _capped(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _rewrite(

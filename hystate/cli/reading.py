@@ -168,7 +168,10 @@ def next_(
     target = ProcessingStage.parse(stage)
     if claim:
         manager = opts.manager(worker)
-        manager.sync_remote = remote or manager.sync_remote
+        if remote is not None:
+            from hystate.sync import remote_of
+
+            manager.sync_remote = remote_of(manager, remote)  # a bad name: exit 2
         episodes = [r.episode for r in manager.claim_next(target, limit, worker=manager.worker)]
     else:
         episodes = reader(opts).get_next_for_processing(target, limit)

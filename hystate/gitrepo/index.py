@@ -208,19 +208,28 @@ class IndexLock:
         paths = b"".join(u.path + b"\0" for u in updates)
         return self._private_git(["update-index", "--add", "-z", "--stdin"], paths, worktree)
 
-    def stage_with_git(self, args: Sequence[str], worktree: Path) -> None:
+    def stage_with_git(
+        self, args: Sequence[str], worktree: Path, adopt: Sequence[str] = ()
+    ) -> None:
         """Stage into the lock what ``git <args>`` makes of the index (run on a private copy,
         as ``_with_git``): e.g. ``read-tree -m -u OLD NEW``, git's own two-tree checkout,
         which also updates the work tree and refuses to overwrite local changes. The copy is
-        refreshed first, as ``git checkout`` does (read-tree judges by stat data alone)."""
-        buf = self._private_git(list(args), b"", worktree, refresh=True)
+        refreshed first, as ``git checkout`` does (read-tree judges by stat data alone);
+        the paths of ``adopt`` are then taken from the work tree into the copy."""
+        buf = self._private_git(list(args), b"", worktree, refresh=True, adopt=adopt)
         self._memo.key = self._memo.buf = None
         self._new = None
         self._lock.write(buf)
         self._staged = True
 
     def _private_git(
-        self, args: list[str], stdin: bytes, worktree: Path, *, refresh: bool = False
+        self,
+        args: list[str],
+        stdin: bytes,
+        worktree: Path,
+        *,
+        refresh: bool = False,
+        adopt: Sequence[str] = (),
     ) -> bytes:
         private = self.git_dir / "hystate" / f"index.{os.getpid()}.tmp"
         private.parent.mkdir(exist_ok=True)
@@ -234,6 +243,15 @@ class IndexLock:
             if refresh:  # "needs update" lines are no failure: those entries stay as they are
                 subprocess.run(
                     ["git", "update-index", "-q", "--ignore-submodules", "--refresh"],
+                    cwd=worktree,
+                    env=env,
+                    capture_output=True,
+                    check=False,
+                )
+            if adopt:  # refused (a path git will not add): the command below then decides
+                subprocess.run(
+                    ["git", "update-index", "--add", "--remove", "-z", "--stdin"],
+                    input=b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in adopt),
                     cwd=worktree,
                     env=env,
                     capture_output=True,

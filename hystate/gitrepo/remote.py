@@ -1,17 +1,13 @@
-"""A shared remote: fetch, push, how far apart two commits are, and moving the checkout
-forward to a new commit the way git does. Git plumbing only; what the commits mean is decided
-elsewhere (``hystate.sync``).
+"""A shared remote: fetch, push, how far apart two commits are, replayed commits. Git plumbing
+only; what the commits mean is decided elsewhere (``hystate.sync``); moving the checkout
+forward to the result is ``gitrepo.checkout``.
 
 - ``fetch`` brings the remote's branch into ``refs/remotes/<remote>/<branch>`` and every node's
   published ref under ``refs/hystate/<kind>/*`` into ``refs/hystate/remote-<kind>/*``.
 - ``push`` is a plain push of a commit to the branch: the server accepts it only as a
   fast-forward of its current tip, so it is compare-and-swap by nature; a rejection is
-  ``False`` (fetch and replay again), an unreachable server is ``Unreachable`` (exit 7).
-- ``fast_forward`` moves the checkout from HEAD ``old`` to ``new``: git's own two-tree checkout
-  (``read-tree -m -u``) computes the index and writes the changed files (refusing to overwrite
-  a person's local changes), run on a private copy of the index while hystate holds
-  ``index.lock``; the branch moves compare-and-swap before the lock is renamed over the index,
-  the same order as every hystate commit (``commit.py``).
+  ``False`` (fetch and replay again), an unreachable server is ``Unreachable`` (exit 7), and
+  a refusal no retry can change (a hook, a protected branch) a ``GitError`` with its reason.
 """
 
 from __future__ import annotations
@@ -19,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -26,10 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from hystate.errors import GitError
-from hystate.gitrepo import index as index_mod
-from hystate.gitrepo import lockfile
 from hystate.gitrepo.objects import FILE_MODE, Tree
-from hystate.gitrepo.refs import Head, StaleHead
 
 if TYPE_CHECKING:
     from hystate.gitrepo.repo import GitRepo
@@ -50,7 +44,12 @@ _UNREACHABLE = (
     "unexpected disconnect",
     "protocol error",
 )
+# a concurrent fetch (a person's `git pull`) updating the same tracking ref: not a failure
+_LOCAL_REF_RACE = ("cannot lock ref", "unable to update local ref")
+LOCAL_REF_RACES = 8
 STAMP = "last-fetch"
+# a [remote rejected] another push caused (the server held or moved the ref meanwhile)
+_RACED = ("lock", "failed to update ref", "stale info", "incorrect old value")
 
 
 class Unreachable(GitError):
@@ -88,18 +87,49 @@ def has_remote(repo: GitRepo, remote: str) -> bool:
 
 
 def _run(repo: GitRepo, args: list[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
+    """git talking to the remote, in a process group of its own: on a timeout (or when this
+    process is interrupted) the whole group ends, transport helpers (``git remote-https``,
+    ``ssh``) included, instead of hanging on a dead server after hystate has moved on."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": _ssh_command()}
-    try:
-        return subprocess.run(
-            ["git", *args],
-            cwd=repo.root,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-            env=env,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise Unreachable(f"git {args[0]}: no answer from the remote in {timeout:g} s") from exc
+    with subprocess.Popen(
+        ["git", *args],
+        cwd=repo.root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _end_group(proc)
+            raise Unreachable(
+                f"git {args[0]}: no answer from the remote in {timeout:g} s"
+            ) from None
+        except BaseException:
+            _end_group(proc)
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM first, so git removes its lock files (a ref's ``.lock`` left by a SIGKILL would
+    stop every later fetch); SIGKILL what is left after a grace period."""
+    for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            pass  # already gone
+        try:
+            proc.wait(timeout=grace)
+            if sig == signal.SIGTERM:
+                os.killpg(proc.pid, signal.SIGKILL)  # helpers that outlived git itself
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except OSError:
+            return
 
 
 def _ssh_command() -> str:
@@ -108,8 +138,28 @@ def _ssh_command() -> str:
 
 
 def _last_line(proc: subprocess.CompletedProcess[bytes]) -> str:
-    lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else f"exit status {proc.returncode}"
+    """git's reason in one line: its first ``fatal:``/``error:`` line (with the next one when
+    it ends in a colon), else its last line; credentials in URLs redacted."""
+    lines = [ln.strip() for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
+    if not lines:
+        return f"exit status {proc.returncode}"
+    first = next((i for i, ln in enumerate(lines) if ln.startswith(("fatal:", "error:"))), None)
+    if first is None:
+        text = lines[-1]
+    else:
+        text = lines[first]
+        if text.endswith(":") and first + 1 < len(lines):
+            text += " " + lines[first + 1]
+    return redact(text)[:300]
+
+
+_URL_USERINFO = re.compile(r"(://)[^\s/@'\"]+@")
+_USER_PASSWORD = re.compile(r"(?<![\w.:-])[^\s/@'\":]+:[^\s/@'\"]+@")
+
+
+def redact(text: str) -> str:
+    """``scheme://user:token@host`` and ``user:password@host`` without the secret."""
+    return _USER_PASSWORD.sub("***@", _URL_USERINFO.sub(r"\1***@", text))
 
 
 def _unreachable(proc: subprocess.CompletedProcess[bytes]) -> bool:
@@ -122,15 +172,29 @@ def fetch(
 ) -> str | None:
     """Fetch ``branch`` (and the nodes' ``refs/hystate/<kind>/*``); the remote's tip, or None
     when the remote has no such branch yet."""
-    specs = [f"+refs/heads/{branch}:{tracking_ref(remote, branch)}"]
+    # no "+": a branch rewritten on the remote (a forced push) is not taken silently
+    specs = [f"refs/heads/{branch}:{tracking_ref(remote, branch)}"]
     specs += [f"+refs/hystate/{k}/*:refs/hystate/remote-{k}/*" for k in kinds]
-    proc = _run(
-        repo, ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote, *specs], timeout
-    )
+    # --prune: a ref a node no longer publishes (or a bad one removed) goes here too
+    prune = ["--prune"] if kinds else []
+    args = ["fetch", "--no-progress", "--no-tags", "--no-write-fetch-head", *prune, remote]
+    for attempt in range(LOCAL_REF_RACES):
+        proc = _run(repo, [*args, *specs], timeout)
+        text = proc.stderr.decode(errors="replace")
+        if proc.returncode == 0 or not any(m in text for m in _LOCAL_REF_RACE):
+            break
+        time.sleep(min(0.05 * 2**attempt, 1.0))  # a person's `git fetch` held the ref: again
     if proc.returncode != 0:
         message = _last_line(proc)
         if "couldn't find remote ref" in message.lower():
             return None
+        if "non-fast-forward" in proc.stderr.decode(errors="replace"):
+            raise GitError(
+                f"{remote}'s {branch} was rewritten (it no longer holds what this node last "
+                "saw there): transitions acknowledged there may be gone",
+                hint=f"find out who forced it; to build on it anyway: `git fetch {remote} "
+                f"+{branch}:{tracking_ref(remote, branch)}`, then sync",
+            )
         if _unreachable(proc):
             raise Unreachable(f"remote {remote} unreachable: {message}")
         raise GitError(f"git fetch {remote} failed: {message}")
@@ -168,7 +232,17 @@ def push(
     if proc.returncode == 0:
         return True
     if status.startswith("!"):
-        return False  # [rejected] (fetch first / non-fast-forward) or [remote rejected] (lock)
+        reason = status.rpartition("\t")[2]
+        if "[remote rejected]" not in reason or any(m in reason for m in _RACED):
+            return False  # [rejected] (fetch first / non-fast-forward), or another push's lock
+        lines = proc.stderr.decode(errors="replace").splitlines()
+        said = [ln[7:].strip() for ln in lines if ln.startswith("remote:")]
+        told = next((ln for ln in said if ln and ln.isprintable()), "")  # the server's "remote:"
+        raise GitError(
+            f"remote {remote} refused the push: {redact(reason)}"
+            + (f": {redact(told)[:200]}" if told else ""),
+            hint="no retry changes that: see the server's hooks or branch protection",
+        )
     if _unreachable(proc):
         raise Unreachable(f"remote {remote} unreachable: {_last_line(proc)}")
     raise GitError(f"git push {remote} failed: {_last_line(proc)}")
@@ -262,33 +336,6 @@ def _signed_commit(repo: GitRepo, tree: bytes, parent: str, author: bytes, messa
     commit = bytes.fromhex(repo.run_input(args, message, env).decode().strip())
     repo.objects.remember_commit(commit, tree)
     return commit.hex()
-
-
-def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
-    """Move the checkout from ``old`` (HEAD as read) to commit ``new``: files and index as
-    ``git checkout`` would leave them, the branch compare-and-swap. StaleHead when HEAD is no
-    longer ``old``; GitError naming the file when a local change would be overwritten."""
-    repo.check_writable()
-    repo.settings.refresh()
-    if old.sha is None:
-        raise GitError("the branch has no commit yet: clone the remote instead")
-    owners = lockfile.owners_dir(repo.common_dir)
-    with index_mod.IndexLock(repo.git_dir, owners, repo.lock_wait, repo.index_memo) as lock:
-        if repo.refs.head() != old:
-            raise StaleHead(old.ref or "HEAD")
-        try:
-            lock.stage_with_git(["read-tree", "-m", "-u", old.sha, new], repo.root)
-        except GitError as exc:
-            raise GitError(
-                f"cannot move the checkout to the remote's state: {exc}",
-                hint="commit or stash your changes to those files, then sync again",
-            ) from None
-        committer = repo.settings.committer().line()
-        repo.refs.update(old, new, committer, f"hystate sync: {reason}", repo.settings.reflog)
-        try:
-            lock.commit()
-        except OSError as exc:
-            repo.warnings.append(f"the branch moved, but git's index was not updated: {exc}")
 
 
 def publish_blob_ref(repo: GitRepo, data: bytes, name: str) -> str:
