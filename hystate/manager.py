@@ -78,14 +78,14 @@ class StateManager:
         self._cache: StateCache | None = None
         # Several machines (hystate.sync): the remote claims go through, if any.
         self.sync_remote: str | None = self.config.get("sync.remote")
-        self._syncing = False
+        self.syncing = False  # a sync is replaying: no syncing around its own transitions
         # Where to tell a person something that is not an error (the CLI: stderr).
         self.notice: Callable[[str], None] = lambda message: None
         # A long-lived process checks the tree before every query; a command that reads once
         # (the CLI) may check it once.
         self.refresh_once = False
         self._refreshed = False
-        self._hooks_told = False
+        self.hooks_told = False  # unrun git hooks are named once per manager
 
     # -- locks -----------------------------------------------------------------------------
 

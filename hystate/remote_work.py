@@ -114,7 +114,7 @@ def before_transition(manager: StateManager) -> None:
 def after_transition(manager: StateManager) -> None:
     """``sync.push: each``: push after a transition, best effort (never fails it)."""
     name = manager.sync_remote
-    if not name or manager._syncing or manager.config.get("sync.push") != "each":
+    if not name or manager.syncing or manager.config.get("sync.push") != "each":
         return
     try:
         with sync_lock(manager, wait=0):

@@ -91,11 +91,11 @@ def sync_lock(manager: StateManager, wait: float | None = None) -> Iterator[None
         timeout=manager.config.lock_timeout * 4 if wait is None else wait,
     )
     with lock:
-        manager._syncing = True
+        manager.syncing = True
         try:
             yield
         finally:
-            manager._syncing = False
+            manager.syncing = False
 
 
 def sync(manager: StateManager, remote: str | None = None) -> Report:

@@ -43,7 +43,7 @@ def run(
 ) -> TransitionResult:
     check_id(episode_id)
     manager.repo.check_writable()
-    if manager.sync_remote and not manager._syncing:
+    if manager.sync_remote and not manager.syncing:
         remote_work.before_transition(manager)  # sync.push: each: judged on the remote's latest
     with manager.episode_lock(episode_id, lock_timeout):
         path = manager.path_of(episode_id)
@@ -92,8 +92,8 @@ def after_commit(
     manager: StateManager, sha: str | None, alert: dict[str, Any] | None = None
 ) -> None:
     """After the commit and outside every lock: the alert, git's housekeeping."""
-    if sha and not manager._hooks_told:
-        manager._hooks_told = True
+    if sha and not manager.hooks_told:
+        manager.hooks_told = True
         hooks = manager.repo.unrun_hooks()
         if hooks:
             manager.notice(
@@ -103,7 +103,7 @@ def after_commit(
     if alert is not None:
         alerts.send(manager, alert)
     events.after_commit(manager, sha)  # the event stream; off unless configured
-    if sha and manager.sync_remote and not manager._syncing:
+    if sha and manager.sync_remote and not manager.syncing:
         remote_work.after_transition(manager)  # sync.push: each (best effort, never fails this)
     # Plumbing never triggers git's auto-gc; ask for it about once in 256 commits.
     if sha and sha.startswith("00") and manager.config.get("retention.compress_old"):
