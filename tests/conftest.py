@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 
 from hystate.cli import cli
 from hystate.manager import StateManager
+from tests.redis_harness import RedisServer
 
 HYSTATE = [sys.executable, "-m", "hystate.cli"]
 GIT_ENV_DROP = [
@@ -143,3 +144,12 @@ def full_walk(manager: StateManager, episode_id: str) -> None:
     ]
     for stage, fields in steps:
         manager.update_state(episode_id, stage, fields=fields)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real ``redis-server`` of the test's own (tests using it are marked ``needs_redis``)."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

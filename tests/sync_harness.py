@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import git
@@ -116,3 +118,22 @@ def fsck_clean(path: Path) -> None:
         ["git", "fsck", "--no-progress"], cwd=path, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@contextmanager
+def served(tmp_path: Path, config: dict[str, object], episodes: int) -> Iterator[GitServer]:
+    """A running server whose branch holds ``episodes`` discovered episodes and ``config``."""
+    from tests.conftest import catalog_rows, write_search_json
+
+    srv = GitServer(tmp_path / "srv")
+    srv.start()
+    try:
+        catalog = write_search_json(tmp_path / "catalog.json", catalog_rows(episodes))
+        seed_remote(srv, tmp_path / "seed", catalog, config)
+        yield srv
+    finally:
+        srv.kill()
+
+
+def clone_nodes(server: GitServer, tmp_path: Path, count: int = 2) -> list[Path]:
+    return [clone_node(server, tmp_path / f"node{i}", f"n{i}") for i in range(count)]

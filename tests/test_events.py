@@ -3,7 +3,6 @@ consumers resuming, rewritten and merged histories, two publishers, hostile valu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,6 @@ from tests.conftest import git, run_hystate
 from tests.redis_harness import RedisServer, needs_redis
 
 pytestmark = needs_redis
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def enable(repo: Path, url: str, extra: str = "") -> StateManager:

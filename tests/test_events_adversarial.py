@@ -6,10 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from hystate import events
 from hystate.manager import StateManager
@@ -18,14 +15,6 @@ from tests.redis_harness import RedisServer, needs_redis
 
 pytestmark = needs_redis
 STREAM = "hystate:transitions"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def enable(repo: Path, url: str) -> StateManager:

@@ -14,8 +14,8 @@ import pytest
 
 from hystate import work
 from hystate.manager import StateManager
-from tests.conftest import catalog_rows, git, run_hystate, write_search_json
-from tests.sync_harness import GitServer, clone_node, fsck_clean, seed_remote
+from tests.conftest import git, run_hystate
+from tests.sync_harness import GitServer, clone_nodes, fsck_clean, served
 
 CONFIG = {
     "sync": {"remote": "origin", "push": "batch"},
@@ -27,17 +27,13 @@ IDENT = {"GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": "x@x", "GIT_COMMITTER_NAME"
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[GitServer]:
-    srv = GitServer(tmp_path / "srv")
-    srv.start()
-    catalog = write_search_json(tmp_path / "catalog.json", catalog_rows(4))
-    seed_remote(srv, tmp_path / "seed", catalog, CONFIG)
-    yield srv
-    srv.kill()
+    with served(tmp_path, CONFIG, 4) as srv:
+        yield srv
 
 
 @pytest.fixture
 def nodes(server: GitServer, tmp_path: Path) -> list[Path]:
-    return [clone_node(server, tmp_path / f"node{i}", f"n{i}") for i in range(2)]
+    return clone_nodes(server, tmp_path)
 
 
 def ids(path: Path) -> list[str]:
