@@ -41,6 +41,8 @@ def run(
     build: Callable[[EpisodeState], Change],
     lock_timeout: float | None = None,
 ) -> TransitionResult:
+    """``build`` the change from the episode as read under its lock; apply it in one commit.
+    A change that changes nothing is no commit (``commit`` None)."""
     check_id(episode_id)
     manager.repo.check_writable()
     if manager.sync_remote and not manager.syncing:
@@ -91,7 +93,7 @@ def run(
 def after_commit(
     manager: StateManager, sha: str | None, alert: dict[str, Any] | None = None
 ) -> None:
-    """After the commit and outside every lock: the alert, git's housekeeping."""
+    """After the commit and outside every lock (best effort: none of it undoes the commit)."""
     if sha and not manager.hooks_told:
         manager.hooks_told = True
         hooks = manager.repo.unrun_hooks()
