@@ -228,3 +228,15 @@ def test_list_json_is_streamed_as_one_json_document(run: Cli, repo: Path, episod
     assert run("list", "--stage", "failed", "--json").output == "[]\n"
     text = run("list")
     assert text.exit_code == 0 and len(text.output.splitlines()) == len(every) + 1  # + count
+
+
+def test_status_when_everything_is_done(run: Cli, repo: Path) -> None:
+    from hystate.manager import StateManager
+
+    manager = StateManager(cwd=repo)
+    for episode in manager.list_episodes():
+        manager.skip(episode.episode_id, "not for this channel")
+    shown = run("status")
+    assert shown.exit_code == 0
+    assert "finished: nothing left to do (last episode done " in shown.output
+    assert "estimated completion" not in shown.output

@@ -51,7 +51,10 @@ def status(opts: Options, as_json: bool) -> None:
         bar = "█" * round(30 * count / widest) if count else ""
         echo(f"  {stage:<12}{count:>7}  {bar}")
     throughput = summary["throughput"]
-    if summary["estimated_completion"]:
+    if throughput.get("note") == "nothing left to do":
+        last = summary["estimated_completion"]
+        echo(f"finished: nothing left to do{f' (last episode done {last})' if last else ''}")
+    elif summary["estimated_completion"]:
         rate = throughput["per_day"]
         basis = f" ({rate} episodes/day over the last 7 days)" if rate else ""
         echo(f"estimated completion: {summary['estimated_completion']}{basis}")
