@@ -275,9 +275,14 @@ class StateCache:
 
     def stream(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[sqlite3.Row]:
         """The rows one by one, within one read transaction (one snapshot) held until the
-        last row is read or the iterator is closed."""
-        with self.connect() as db:
-            yield from db.iter_rows(sql, params)
+        last row is read or the iterator is closed. It has a connection of its own, so a
+        caller that leaves it unfinished can still ask the cache anything meanwhile."""
+        conn = CacheDB.connection(self.db_path)
+        try:
+            with CacheDB.transaction(conn) as db:
+                yield from db.iter_rows(sql, params)
+        finally:
+            conn.close()
 
 
 def cache_dir(git_dir: Path, rel_state_dir: str) -> Path:

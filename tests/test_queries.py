@@ -66,3 +66,17 @@ def test_entries_per_day_are_counted_by_utc_date_and_instant(manager: StateManag
     assert queries.entered_per_day(manager.cache, ("discovered",), day_before) == [
         ("2036-01-02", "discovered", 2)
     ]
+
+
+def test_an_unfinished_stream_does_not_break_the_next_query(manager: StateManager) -> None:
+    """A Python caller taking a few episodes from ``stream_episodes`` and asking the manager
+    something else in the same thread (iterator neither finished nor closed) gets answers."""
+    stream = manager.stream_episodes()
+    first = next(stream)
+    assert manager.count_all_episodes() == 20
+    assert [e.episode_id for e in manager.list_episodes()][0] == first.episode_id
+    assert len(list(stream)) == 19
+    again = manager.stream_episodes()
+    next(again)
+    del again
+    assert manager.count_by_stage()
