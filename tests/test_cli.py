@@ -240,3 +240,27 @@ def test_status_when_everything_is_done(run: Cli, repo: Path) -> None:
     assert shown.exit_code == 0
     assert "finished: nothing left to do (last episode done " in shown.output
     assert "estimated completion" not in shown.output
+
+
+def test_a_reader_that_goes_away_early_ends_every_listing_quietly_with_0(
+    repo: Path, tmp_path: Path
+) -> None:
+    """`hystate list --json | head -1`: the reader closes the pipe after one line; every
+    listing ends the same way (exit 0, nothing on stderr), the cache left readable."""
+    import subprocess
+
+    from tests.conftest import HYSTATE, catalog_rows, write_search_json
+
+    catalog = write_search_json(tmp_path / "more.json", catalog_rows(600, start_year=1980))
+    assert run_hystate(repo, "discover", "--from", str(catalog)).returncode == 0
+    for args in (["list", "--json"], ["list", "--csv"], ["list"], ["log"]):
+        proc = subprocess.Popen(
+            [*HYSTATE, *args], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert (proc.wait(timeout=60), err) == (0, ""), args
+    listed = run_hystate(repo, "list", "--json")
+    assert len(json.loads(listed.stdout)) == 620

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -61,7 +61,11 @@ class HystateGroup(click.Group):
             _fail(ctx, f"error: {exc}", exc.exit_code)
         except (KeyboardInterrupt, click.Abort):
             _fail(ctx, "interrupted", EXIT_INTERRUPTED)
-        except (click.ClickException, click.exceptions.Exit, BrokenPipeError):
+        except BrokenPipeError:
+            # The reader went away (`hystate list --json | head -1`): not an error worth a
+            # message, exit 0 (click's own handling would make it exit 1, unlike `--csv`).
+            _reader_gone()
+        except (click.ClickException, click.exceptions.Exit):
             raise
         except OSError as exc:
             where = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
@@ -237,10 +241,15 @@ def main() -> None:
     try:
         cli.main(prog_name="hystate")
     except BrokenPipeError:
-        # The reader went away (`hystate log | head`): not an error worth a message.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
+        _reader_gone()
+
+
+def _reader_gone() -> NoReturn:
+    """The reader of stdout went away (`hystate log | head`): exit 0 quietly (what is still
+    buffered goes to /dev/null, so the flush at exit does not fail again)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
 
 
 def _early_exit(*_: object) -> None:
