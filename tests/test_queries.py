@@ -74,7 +74,7 @@ def test_an_unfinished_stream_does_not_break_the_next_query(manager: StateManage
     stream = manager.stream_episodes()
     first = next(stream)
     assert manager.count_all_episodes() == 20
-    assert [e.episode_id for e in manager.list_episodes()][0] == first.episode_id
+    assert next(e.episode_id for e in manager.list_episodes()) == first.episode_id
     assert len(list(stream)) == 19
     again = manager.stream_episodes()
     next(again)
