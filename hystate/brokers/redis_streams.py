@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from hystate import urls
 from hystate.errors import BrokerUnavailable, UsageError
 
 SCHEMES = ("redis", "rediss", "unix")
@@ -112,28 +113,12 @@ _NO_SETINFO: dict[str, Any] = {}
 
 
 def check_url(url: object) -> str | None:
-    """Why ``url`` cannot be a broker URL, or None. Never quotes the URL (it may hold a
-    password)."""
-    if not isinstance(url, str):
-        return "must be a string"
-    if len(url) > 2048:
-        return "is longer than 2048 characters"
-    if any(ord(c) <= 0x20 or 0x7F <= ord(c) <= 0x9F for c in url):
-        return "contains spaces or control characters"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"is not a URL ({exc})"
-    if parts.scheme not in SCHEMES:
-        return "must start with redis://, rediss:// or unix://"
-    if parts.scheme == "unix":
-        return None if parts.path else "names no socket path"
-    if not parts.hostname:
-        return "has no host"
-    if port == 0:
-        return "has port 0"
-    db = parts.path.strip("/")
+    """Why ``url`` cannot be a broker URL, or None (never quoting it: it may hold a password)."""
+    problem = urls.check_url(url, SCHEMES)
+    if problem or not isinstance(url, str):
+        return problem
+    parts = urlsplit(url)
+    db = parts.path.strip("/") if parts.scheme != "unix" else ""
     if db and not (db.isdigit() and int(db) < 100_000):
         return "has a database that is not a number"
     return None
