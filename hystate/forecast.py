@@ -328,6 +328,8 @@ def describe(prediction: dict[str, Any]) -> list[str]:
             f"{_short(prediction['eta_p90'])} (p90); {work['p50'] / 3600:.1f} h of work left, "
             f"{prediction['parallelism']['p50']} runs at a time"
         )
+    elif not prediction["remaining_episodes"]:
+        lines.append(f"predicted completion: nothing to predict ({prediction['note']})")
     else:
         lines.append(f"predicted completion: unknown ({prediction['note']})")
     for stage, m in prediction["stages"].items():

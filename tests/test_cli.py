@@ -240,6 +240,8 @@ def test_status_when_everything_is_done(run: Cli, repo: Path) -> None:
     assert shown.exit_code == 0
     assert "finished: nothing left to do (last episode done " in shown.output
     assert "estimated completion" not in shown.output
+    assert "predicted completion: nothing to predict (no work left before upload)" in shown.output
+    assert "unknown" not in shown.output
 
 
 def test_a_reader_that_goes_away_early_ends_every_listing_quietly_with_0(
