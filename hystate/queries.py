@@ -67,8 +67,13 @@ def count_by_stage(cache: StateCache) -> dict[str, int]:
 
 
 def _spare(when: datetime, days: int) -> str:
-    """``when`` moved by ``days``, as the string prefix every stored time starts with."""
-    return (when.astimezone(UTC) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
+    """``when`` moved by ``days``, as the string prefix every stored time starts with (at the
+    ends of the calendar, the end itself: the exact comparison follows in Python)."""
+    try:
+        moved = when.astimezone(UTC) + timedelta(days=days)
+    except OverflowError:
+        moved = datetime.min if days < 0 else datetime.max
+    return moved.replace(tzinfo=None).isoformat(timespec="seconds")  # strftime: year 1 is "1"
 
 
 def _as_time(value: str | datetime) -> datetime:
