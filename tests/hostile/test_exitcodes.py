@@ -250,6 +250,15 @@ def test_log_until_at_the_ends_of_the_calendar(repo: Path, until: str, expect_al
     assert len(result.stdout.splitlines()) == (20 if expect_all else 0)
 
 
+@pytest.mark.parametrize("claim", [[], ["--claim"]], ids=["list", "claim"])
+def test_next_with_a_limit_beyond_64_bits_is_every_ready_episode(
+    repo: Path, claim: list[str]
+) -> None:
+    """A limit SQLite cannot hold was an OverflowError (internal error, exit 1)."""
+    result = accepted(repo, ["next", "downloading", "--limit", str(10**30), "--json", *claim])
+    assert len(json.loads(result.stdout)) == 20
+
+
 # -- found by the second adversarial run ------------------------------------------------------
 
 
