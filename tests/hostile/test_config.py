@@ -82,6 +82,8 @@ STATE_DIRECTORY: dict[str, tuple[str, Prepare, str]] = {
     "symlink-parent": ("linked/processed", lambda r: _symlink(r, "linked"), "is a symlink"),
     "nested-repo": ("vendored", lambda r: _nested_repo(r, "vendored"), "another git repository"),
     "submodule": ("vendored", lambda r: _gitlink(r, "vendored"), "is a submodule in HEAD"),
+    "name-too-long": ("x" * 300, None, "too long"),
+    "path-too-long": ("x/" * 3000, None, "too long"),
 }
 
 
@@ -181,6 +183,7 @@ CLI_STATE_DIR: dict[str, tuple[str, Prepare, str]] = {
     "file": ("hystate.yaml", lambda r: (r / "hystate.yaml").write_text("{}\n"), "is a file"),
     "symlink": ("linked", lambda r: _symlink(r, "linked"), "linked is a symlink"),
     "nested-repo": ("vendored", lambda r: _nested_repo(r, "vendored"), "another git"),
+    "name-too-long": ("x" * 300, None, "too long"),
 }
 
 
