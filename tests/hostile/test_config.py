@@ -97,6 +97,15 @@ def test_state_directory_setting(name: str, repo: Path) -> None:
     assert "state_directory" in result.line and fragment in result.line, result.line
 
 
+def test_a_deep_state_directory_keeps_its_caches(repo: Path) -> None:
+    """Five folders of 60 letters are a usable state directory; its cache folder under
+    .git/hystate/cache (the path %-quoted into one name) was over 255 bytes: exit 7."""
+    deep = "/".join(["d" * 60] * 5)
+    _config(repo, f"  state_directory: {deep}\n")
+    run_hostile(repo, ["init"], 0)
+    assert run_hostile(repo, ["status", "--json"], 0, unchanged=True).code == 0
+
+
 @pytest.mark.parametrize("value", [".", ".git/hooks", "processed/.."])
 def test_init_never_takes_the_root_or_git(value: str, repo: Path) -> None:
     (repo / ".gitignore").write_text("my-own-rules\n")
