@@ -264,6 +264,11 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], int, str]] = {
     ),
     "config-top-key": (config("statemanagement: {}\n"), 5, "unknown key 'statemanagement'"),
     "config-bad-yaml": (config("state_management: [\n"), 5, "hystate.yaml: line"),
+    "config-control-character": (
+        config("state_management:\n  recovery: \x00\n"),
+        5,
+        "hystate.yaml: unacceptable character #x0000",  # no "line None" when PyYAML has none
+    ),
     # repository state
     "git-merge": (git_state("MERGE_HEAD"), 7, "in the middle of a merge"),
     "git-rebase": (git_state("rebase-merge"), 7, "in the middle of a rebase"),
