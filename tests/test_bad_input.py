@@ -300,6 +300,22 @@ def test_no_repository_real_process(tmp_path: Path) -> None:
     assert proc.returncode == 7 and proc.stderr.count("\n") == 1 and "hystate init" in proc.stderr
 
 
+@pytest.mark.parametrize("where", [".", "refs/heads"])
+@pytest.mark.parametrize("command", ["status", "init"])
+def test_a_bare_repository_is_refused_and_left_alone(
+    tmp_path: Path, command: str, where: str
+) -> None:
+    """`hystate init` in a remote's bare repository made a second repository (.git/) and a
+    processed/ folder inside it; `status` said "not in a git repository"."""
+    bare = tmp_path / "state.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    before = snapshot(bare)
+    proc = run_hystate(bare / where, command)
+    assert proc.returncode == 7 and "bare repository" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert snapshot(bare) == before
+
+
 @pytest.mark.parametrize(
     "name",
     ["yaml-python-tag", "id-dotdot", "git-merge", "discover-bad-id", "discover-lone-surrogate"],
