@@ -24,6 +24,7 @@ from hystate.gitrepo.bundle import (
     list_refs,
     verify_bundle,
 )
+from hystate.layout import check_output
 from hystate.manager import StateManager
 
 
@@ -70,6 +71,7 @@ def backup(manager: StateManager, target: Path) -> BackupResult:
     shown, target = str(target), target.absolute()
     if target.is_dir():
         raise UsageError(f"{target} is a directory; name the bundle file to write")
+    check_output(manager, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:

@@ -287,7 +287,12 @@ class StateCache:
 
 def cache_dir(git_dir: Path, rel_state_dir: str) -> Path:
     """Where the caches of the state folder ``rel_state_dir`` live: ``.git/hystate/cache/<it,
-    %-quoted>/`` (per work tree: a linked work tree has its own git dir)."""
+    %-quoted>/`` (per work tree: a linked work tree has its own git dir). A name too long for
+    the file system keeps its first 180 characters and a hash of the whole."""
+    import hashlib
     from urllib.parse import quote
 
-    return git_dir / "hystate" / "cache" / quote(rel_state_dir, safe="")
+    name = quote(rel_state_dir, safe="")
+    if len(name) > 200:
+        name = f"{name[:180]}~{hashlib.sha256(os.fsencode(rel_state_dir)).hexdigest()[:16]}"
+    return git_dir / "hystate" / "cache" / name

@@ -89,7 +89,8 @@ class Config:
             doc = yamlio.load(text)
         except yamlio.YAMLError as exc:
             line = yamlio.error_line(exc)
-            raise InvalidData(f"{name}: line {line}: {yamlio.error_text(exc)}") from None
+            where = f"{name}: line {line}" if line else name
+            raise InvalidData(f"{where}: {yamlio.error_text(exc)}") from None
         if doc is None:
             doc = {}
         _check_webhook(doc, name)

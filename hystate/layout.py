@@ -37,6 +37,31 @@ def _real_ancestor(path: Path) -> Path:
     return path
 
 
+def check_output(manager: StateManager, path: Path) -> None:
+    """``path``, a file the user named for hystate to write (a report, the metrics, a backup),
+    must not replace hystate's own files or git's: nothing in the git directory, in the state
+    directory (its ``reports/`` aside), ``hystate.yaml`` or a ``.git`` file (UsageError).
+    Linked folders on the way count where they lead; a link at ``path`` itself is replaced,
+    never written through, so it counts where it is."""
+    from hystate.config import CONFIG_FILE
+
+    given = Path(os.path.abspath(path))
+    real = Path(os.path.realpath(given.parent)) / given.name
+    repo = manager.repo
+    root = Path(os.path.realpath(repo.root))
+    state = Path(os.path.realpath(manager.state_dir))
+    gits = [Path(os.path.realpath(d)) for d in (repo.git_dir, repo.common_dir)]
+    if (
+        real in (root / CONFIG_FILE, root / ".git")
+        or any(is_within(real, d) for d in gits)
+        or (is_within(real, state) and not is_within(real, state / "reports"))
+    ):
+        raise UsageError(
+            f"{path} is among hystate's own files (the git directory, the state directory "
+            "outside reports/, hystate.yaml); write the file somewhere else"
+        )
+
+
 def locks_dir(manager: StateManager) -> Path:
     """``<state_dir>/.locks``; refused when it is a symlink or a file (a branch can commit one
     pointing anywhere), so no lock is ever made, read or removed through it."""

@@ -171,6 +171,9 @@ def _shown(path: Path, base: Path) -> str:
         return str(path)
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # bytes of a name, of a path (Linux; macOS is 255 and 1024)
+
+
 def confine(
     root: Path,
     value: str,
@@ -196,6 +199,8 @@ def confine(
         raise error(f"{what}: {value!r} is outside the work tree {root}") from None
     if str(rel) == ".":
         raise error(f"{what}: {value!r} is the root of the work tree; use a folder inside it")
+    if len(os.fsencode(path)) >= PATH_MAX or any(len(os.fsencode(p)) > NAME_MAX for p in rel.parts):
+        raise error(f"{what}: {value[:60]!r}... is too long for a folder name")
     if any(part.casefold() == ".git" for part in rel.parts):
         raise error(f"{what}: {value!r} is inside .git; hystate's files live in the work tree")
     for git_dir in forbidden:

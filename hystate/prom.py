@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from hystate import queries
 from hystate.forecast import predict_summary
+from hystate.layout import check_output
 from hystate.model import ProcessingStage, parse_time
 from hystate.reports import write_output
 
@@ -27,6 +28,7 @@ def metrics_text(manager: StateManager) -> bytes:
 
 def write_textfile(manager: StateManager, path: Path) -> None:
     """Atomically write the metrics for node_exporter's textfile collector."""
+    check_output(manager, path)
     write_output(path, metrics_text(manager).decode())
 
 

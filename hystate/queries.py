@@ -51,9 +51,14 @@ def iter_episodes(
     sql += " ORDER BY date, episode_id"
     if limit is not None:
         sql += " LIMIT ?"
-        params.append(max(limit, 0))
+        params.append(_rows(limit))
     for row in cache.stream(sql, tuple(params)):
         yield EpisodeState(json.loads(row["data"]), row["path"])
+
+
+def _rows(limit: int) -> int:
+    """``limit`` as an SQL LIMIT: SQLite integers are 64-bit (``next --limit 10**30`` is all)."""
+    return min(max(limit, 0), 2**63 - 1)
 
 
 def count(cache: StateCache) -> int:
@@ -67,8 +72,13 @@ def count_by_stage(cache: StateCache) -> dict[str, int]:
 
 
 def _spare(when: datetime, days: int) -> str:
-    """``when`` moved by ``days``, as the string prefix every stored time starts with."""
-    return (when.astimezone(UTC) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
+    """``when`` moved by ``days``, as the string prefix every stored time starts with (at the
+    ends of the calendar, the end itself: the exact comparison follows in Python)."""
+    try:
+        moved = when.astimezone(UTC) + timedelta(days=days)
+    except OverflowError:
+        moved = datetime.min if days < 0 else datetime.max
+    return moved.replace(tzinfo=None).isoformat(timespec="seconds")  # strftime: year 1 is "1"
 
 
 def _as_time(value: str | datetime) -> datetime:
@@ -287,6 +297,6 @@ def group_members(
         f"SELECT {SNAPSHOT_COLUMNS} FROM episode_states WHERE stage = ? AND"
         " failed_stage IS ? AND download_attempts = ? AND conversion_attempts = ?"
         " AND upload_attempts = ? ORDER BY episode_id LIMIT ?",
-        (stage, failed, *attempts, limit),
+        (stage, failed, *attempts, _rows(limit)),
     )
     return [tuple(r) for r in rows]

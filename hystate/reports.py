@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from hystate import charts, csvout, report_data
 from hystate.charts import Chart
 from hystate.errors import UsageError
+from hystate.layout import check_output
 from hystate.model import ProcessingStage
 from hystate.paths import ensure_dir, write_atomic
 from hystate.summary import generate_summary
@@ -123,6 +124,8 @@ class ReportGenerator:
             text = self.render_html(data) if fmt == "html" else self.render_json(data)
         if target == "-":
             return text
+        if target:
+            check_output(self.manager, Path(target))
         path = Path(target) if target else self.default_path(fmt, period)
         write_output(path, text)
         self.written = path

@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from hystate import audit, yamlio
+from hystate.errors import GitError, shown
 from hystate.model import ProcessingStage
 from hystate.rules import legal_move
 from hystate.store import is_episode_path, parse_content
@@ -49,7 +50,11 @@ def review(manager: StateManager, base: str) -> list[ReviewNote]:
     repo = manager.repo
     rel_dir = manager.rel_state_dir
     prefix = "" if rel_dir == "." else rel_dir + "/"
-    repo.git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
+    if not repo.git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}", check=False):
+        raise GitError(
+            f"--base {shown(base)} is not a commit in this repository (give a branch, tag or "
+            "commit id; a shallow CI checkout may need to fetch it first)"
+        )
     out = repo.git("diff", "--raw", "-z", "--no-renames", base, "HEAD", "--", rel_dir)
     fields = out.split("\0")
     # --raw -z: ":<old mode> <new mode> <old sha> <new sha> <status>" NUL path NUL

@@ -264,6 +264,11 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], int, str]] = {
     ),
     "config-top-key": (config("statemanagement: {}\n"), 5, "unknown key 'statemanagement'"),
     "config-bad-yaml": (config("state_management: [\n"), 5, "hystate.yaml: line"),
+    "config-control-character": (
+        config("state_management:\n  recovery: \x00\n"),
+        5,
+        "hystate.yaml: unacceptable character #x0000",  # no "line None" when PyYAML has none
+    ),
     # repository state
     "git-merge": (git_state("MERGE_HEAD"), 7, "in the middle of a merge"),
     "git-rebase": (git_state("rebase-merge"), 7, "in the middle of a rebase"),
@@ -293,6 +298,22 @@ def test_case_count() -> None:
 def test_no_repository_real_process(tmp_path: Path) -> None:
     proc = run_hystate(tmp_path, "advance", "x", "downloading")
     assert proc.returncode == 7 and proc.stderr.count("\n") == 1 and "hystate init" in proc.stderr
+
+
+@pytest.mark.parametrize("where", [".", "refs/heads"])
+@pytest.mark.parametrize("command", ["status", "init"])
+def test_a_bare_repository_is_refused_and_left_alone(
+    tmp_path: Path, command: str, where: str
+) -> None:
+    """`hystate init` in a remote's bare repository made a second repository (.git/) and a
+    processed/ folder inside it; `status` said "not in a git repository"."""
+    bare = tmp_path / "state.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    before = snapshot(bare)
+    proc = run_hystate(bare / where, command)
+    assert proc.returncode == 7 and "bare repository" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert snapshot(bare) == before
 
 
 @pytest.mark.parametrize(

@@ -249,6 +249,17 @@ def test_locks_and_unlock_commands(run: Cli, repo: Path, episode_id: str) -> Non
     assert run("unlock", "other", "--force").exit_code == 0
 
 
+def test_locks_names_an_unreadable_lock_file_without_python_nones(
+    run: Cli, repo: Path, episode_id: str
+) -> None:
+    locks = repo / "processed" / ".locks"
+    locks.mkdir(exist_ok=True)
+    (locks / f"{episode_id}.lock").write_text("garbage")
+    result = run("locks")
+    assert result.exit_code == 0
+    assert "None" not in result.stdout and "not a readable lock file" in result.stdout
+
+
 @pytest.mark.parametrize("due", [True, False])
 def test_retry_dry_run_changes_nothing(
     manager: StateManager, repo: Path, episode_id: str, due: bool

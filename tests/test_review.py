@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +32,15 @@ def test_init_installs_the_merge_driver(repo: Path) -> None:
     assert "merge-driver %O %A %B" in git(repo, "config", "merge.hystate.driver")
     assert git(repo, "check-attr", "merge", "processed/2004/x.yaml").strip().endswith("hystate")
     assert git(repo, "check-attr", "text", "processed/2004/x.yaml").strip().endswith("unset")
+
+
+@pytest.mark.parametrize("base", ["no-such-branch", "HEAD~99", "HEAD:processed", "@{u}"])
+def test_a_base_that_is_no_commit_is_named_in_one_line(repo: Path, base: str) -> None:
+    """Was "git rev-parse failed: 1" (or git's own words about ^{commit}), naming nothing."""
+    result = Cli(repo)("validate", "--base", base)
+    assert result.exit_code == 7, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and f"--base {base!r} is not a commit" in lines[0], lines
 
 
 def test_a_legal_branch_and_its_squash_pass(

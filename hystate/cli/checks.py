@@ -207,7 +207,12 @@ def locks(opts: Options, as_json: bool) -> None:
         return
     for r in rows:
         state = "stale (holder gone)" if r["stale"] else "held"
-        echo(f"{r['lock']:<48} {state:<20} {r['host']} pid {r['pid']} since {r['acquired_at']}")
+        holder = (
+            f"{r['host']} pid {r['pid']} since {r['acquired_at']}"
+            if r["host"] is not None
+            else "owner unknown: not a readable lock file"
+        )
+        echo(f"{r['lock']:<48} {state:<20} {holder}")
     if not rows:
         echo("no locks held", err=True)
 

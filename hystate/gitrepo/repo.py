@@ -43,6 +43,22 @@ _IN_PROGRESS = {
 }
 
 
+def _refuse_bare(start: Path) -> None:
+    """GitError when ``start`` is in a bare repository (a remote's: no work tree, no state)."""
+    proc = subprocess.run(
+        ["git", "rev-parse", "--is-bare-repository", "--absolute-git-dir"],
+        cwd=start,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = proc.stdout.splitlines()
+    if proc.returncode == 0 and len(lines) == 2 and lines[0] == "true":
+        raise GitError(
+            f"{lines[1]} is a bare repository (no work tree): run hystate in a clone of it"
+        )
+
+
 class GitRepo:
     """A non-bare repository: ``root`` is its work tree."""
 
@@ -72,6 +88,7 @@ class GitRepo:
                 if not text.startswith("gitdir: "):
                     raise GitError(f"{dotgit} is not a gitdir link")
                 return cls._open(folder, (folder / text[8:]).resolve())
+        _refuse_bare(start)
         raise GitError(
             f"not in a git repository: {start}", hint="run `hystate init` to make one here"
         )
@@ -101,6 +118,7 @@ class GitRepo:
         """``git init`` at ``path`` (through GitPython) and open it."""
         import git  # GitPython; imported here so the everyday commands do not pay for it
 
+        _refuse_bare(path)  # a repository made inside a remote's bare one would go unnoticed
         try:
             git.Repo.init(path)
         except git.GitCommandError as exc:

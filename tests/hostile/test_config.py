@@ -82,6 +82,8 @@ STATE_DIRECTORY: dict[str, tuple[str, Prepare, str]] = {
     "symlink-parent": ("linked/processed", lambda r: _symlink(r, "linked"), "is a symlink"),
     "nested-repo": ("vendored", lambda r: _nested_repo(r, "vendored"), "another git repository"),
     "submodule": ("vendored", lambda r: _gitlink(r, "vendored"), "is a submodule in HEAD"),
+    "name-too-long": ("x" * 300, None, "too long"),
+    "path-too-long": ("x/" * 3000, None, "too long"),
 }
 
 
@@ -93,6 +95,15 @@ def test_state_directory_setting(name: str, repo: Path) -> None:
     _config(repo, f"  state_directory: {value}\n")
     result = run_hostile(repo, ["status"], 5)
     assert "state_directory" in result.line and fragment in result.line, result.line
+
+
+def test_a_deep_state_directory_keeps_its_caches(repo: Path) -> None:
+    """Five folders of 60 letters are a usable state directory; its cache folder under
+    .git/hystate/cache (the path %-quoted into one name) was over 255 bytes: exit 7."""
+    deep = "/".join(["d" * 60] * 5)
+    _config(repo, f"  state_directory: {deep}\n")
+    run_hostile(repo, ["init"], 0)
+    assert run_hostile(repo, ["status", "--json"], 0, unchanged=True).code == 0
 
 
 @pytest.mark.parametrize("value", [".", ".git/hooks", "processed/.."])
@@ -181,6 +192,7 @@ CLI_STATE_DIR: dict[str, tuple[str, Prepare, str]] = {
     "file": ("hystate.yaml", lambda r: (r / "hystate.yaml").write_text("{}\n"), "is a file"),
     "symlink": ("linked", lambda r: _symlink(r, "linked"), "linked is a symlink"),
     "nested-repo": ("vendored", lambda r: _nested_repo(r, "vendored"), "another git"),
+    "name-too-long": ("x" * 300, None, "too long"),
 }
 
 

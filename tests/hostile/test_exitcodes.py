@@ -218,6 +218,8 @@ def test_fsck_cleans_a_dead_writers_temp_file_and_exits_0(repo: Path) -> None:
         ("2000-01-01T00:00:00+14:00", True),
         ("tomorrow-ish", None),
         ("2999-01-01T00:00:00-05:00", False),
+        ("0001-01-01", True),
+        ("9999-12-31T23:59:59", False),
     ],
 )
 def test_log_since_reads_real_times(repo: Path, since: str, expect_all: bool | None) -> None:
@@ -238,6 +240,23 @@ def test_log_since_an_offset_is_compared_as_a_time_not_a_string(repo: Path) -> N
     assert bound.isoformat() > first  # a string comparison would drop every event
     result = accepted(repo, ["log", "--since", bound.isoformat(), "--json"])
     assert len(result.stdout.splitlines()) == 20
+
+
+@pytest.mark.parametrize(("until", "expect_all"), [("9999-12-31", True), ("0001-01-01", False)])
+def test_log_until_at_the_ends_of_the_calendar(repo: Path, until: str, expect_all: bool) -> None:
+    """The bounds are widened by two days before the SQL query: at year 1 or 9999 that
+    overflowed (internal error)."""
+    result = accepted(repo, ["log", "--until", until, "--json"])
+    assert len(result.stdout.splitlines()) == (20 if expect_all else 0)
+
+
+@pytest.mark.parametrize("claim", [[], ["--claim"]], ids=["list", "claim"])
+def test_next_with_a_limit_beyond_64_bits_is_every_ready_episode(
+    repo: Path, claim: list[str]
+) -> None:
+    """A limit SQLite cannot hold was an OverflowError (internal error, exit 1)."""
+    result = accepted(repo, ["next", "downloading", "--limit", str(10**30), "--json", *claim])
+    assert len(json.loads(result.stdout)) == 20
 
 
 # -- found by the second adversarial run ------------------------------------------------------

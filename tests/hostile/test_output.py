@@ -139,3 +139,41 @@ def test_stdout_reports_are_sanitised_too(repo: Path) -> None:
     out = run(repo, "report", "--format", "csv", "-o", "-")
     assert out.code == 0
     assert "\x1b" not in out.stdout
+
+
+# Where a report, the metrics or a backup the user names would replace hystate's own files
+# (or git's): refused (exit 2), nothing written.
+OWN_FILES = {
+    "git-config": ".git/config",
+    "git-index": ".git/index",
+    "git-hook": ".git/hooks/pre-commit",
+    "git-new-file": ".git/report.html",
+    "episode": "processed/{year}/{id}.yaml",
+    "state-gitignore": "processed/.gitignore",
+    "state-new-file": "processed/2004/notes.html",
+    "config": "hystate.yaml",
+    "git-through-a-link": "to-git/config",
+}
+WRITERS = {
+    "report": ["report", "--format", "html", "-o"],
+    "metrics": ["metrics", "--textfile"],
+    "backup": ["backup", "-o"],
+}
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+@pytest.mark.parametrize("name", sorted(OWN_FILES))
+def test_an_output_file_never_replaces_state_config_or_git(
+    repo: Path, name: str, writer: str
+) -> None:
+    episode = episode_files(repo)[0]
+    (repo / "hystate.yaml").write_text("state_management: {}\n")
+    (repo / "to-git").symlink_to(repo / ".git")
+    target = OWN_FILES[name].format(year=episode.parent.name, id=episode.stem)
+    refused(repo, [*WRITERS[writer], target], 2, contains="hystate's own")
+
+
+def test_reports_may_go_to_the_reports_folder_and_beside_the_state(repo: Path) -> None:
+    for target in ("processed/reports/x.html", "docs/status.html"):
+        accepted(repo, ["report", "--format", "html", "-o", target])
+        assert (repo / target).is_file()
