@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from hystate.errors import LockBusy, shown
+from hystate.errors import GitError, LockBusy, shown
 from hystate.model import check_id
 
 _HOST = socket.gethostname()
@@ -195,6 +195,11 @@ class StateLock:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
+        except OSError as exc:  # a read-only or full file system, no permission: the repository's
+            raise GitError(
+                f"cannot make the lock {shown(str(self.path))}: {exc.strerror or exc}",
+                hint="hystate writes its locks and state in the repository; make it writable",
+            ) from exc
         try:
             os.write(fd, LockOwner.me().to_json())
         finally:

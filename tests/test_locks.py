@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -131,6 +132,27 @@ def test_cli_exit_6_when_the_episode_is_locked(repo: Path, run: Cli, episode_id:
     assert result.exit_code == 6 and "is held by" in result.output
     assert commits(repo) == before
     assert run("advance", episode_id, "downloading").exit_code == 0  # dead holder: broken
+
+
+def test_a_lock_that_cannot_be_made_is_a_repository_problem(
+    repo: Path, run: Cli, episode_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only or full file system (root ignores chmod, so the error is made here): one
+    line naming the lock, exit 7 like the reading commands there, nothing committed."""
+    real_open = os.open
+
+    def read_only(path: object, flags: int, *args: int) -> int:
+        if str(path).endswith(".lock") and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    before = commits(repo)
+    monkeypatch.setattr("hystate.locks.os.open", read_only)
+    result = run("advance", episode_id, "downloading")
+    assert result.exit_code == 7, result.output
+    assert "cannot make the lock" in result.output and "Read-only file system" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert commits(repo) == before
 
 
 def test_a_lock_of_a_killed_process_not_yet_reaped_is_broken(tmp_path: Path) -> None:
