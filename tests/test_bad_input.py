@@ -187,6 +187,8 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], int, str]] = {
     "id-leading-dot": (args("show", ".hidden"), 2, "invalid episode id"),
     "id-too-long": (args("show", "a" * 129), 2, "invalid episode id"),
     "id-empty": (args("show", ""), 2, "invalid episode id"),
+    "list-year-word": (args("list", "--year", "abc"), 2, "--year 'abc' is not a year like 2004"),
+    "list-year-short": (args("list", "--year", "04"), 2, "is not a year like 2004"),
     "id-unknown": (args("show", "no-such-episode"), 4, "no episode 'no-such-episode'"),
     "message-forged-trailer": (
         args("advance", "{id}", "downloading", "-m", "ok\nHystate-To: published"),

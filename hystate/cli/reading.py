@@ -13,6 +13,7 @@ import click
 
 from hystate.cli.app import (
     Options,
+    clean_line,
     cli,
     echo,
     emit_json,
@@ -83,9 +84,23 @@ def _episode_summary(episode: EpisodeState, width: int = 60) -> str:
     return f"{episode.episode_id:<44} {episode.date}  {episode.stage.value:<11}  {title}"
 
 
+def _check_years(years: tuple[str, ...]) -> tuple[str, ...]:
+    """A year is four digits (an episode's folder): anything else would list nothing, silently."""
+    for year in years:
+        if not (len(year) == 4 and year.isascii() and year.isdigit()):
+            raise UsageError(f"--year {clean_line(year)!r} is not a year like 2004")
+    return years
+
+
 @cli.command(name="list")
 @click.option("--stage", "stages", multiple=True, help="Only this stage (repeatable).")
-@click.option("--year", "years", multiple=True, help="Only this year (repeatable).")
+@click.option(
+    "--year",
+    "years",
+    multiple=True,
+    callback=lambda _ctx, _param, years: _check_years(years),
+    help="Only this year, e.g. 2004 (repeatable).",
+)
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout.")
 @json_option
 @pass_opts
