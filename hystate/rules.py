@@ -344,9 +344,13 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key, value
 
 
+MAX_MESSAGE = 10_000  # the schema's maxLength of status_message and of an attempt's error
+
+
 def check_message(text: str | None, what: str = "message") -> str | None:
     """A status message or error goes into the file and the commit body; it may not carry
-    control characters or lines that would read as hystate's own audit trailers."""
+    control characters or lines that would read as hystate's own audit trailers, nor be longer
+    than the file allows."""
     if text is None:
         return None
     if _CONTROL.search(text):
@@ -356,4 +360,6 @@ def check_message(text: str | None, what: str = "message") -> str | None:
             f"{what} has a line that looks like a Hystate- trailer; hystate writes those itself"
         )
     text = text.strip()
+    if len(text) > MAX_MESSAGE:
+        raise InvalidData(f"{what} is {len(text):,} characters long; at most {MAX_MESSAGE:,}")
     return text or None

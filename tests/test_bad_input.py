@@ -205,6 +205,16 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], int, str]] = {
         2,
         "invalid worker name",
     ),
+    "skip-reason-too-long": (
+        args("skip", "{id}", "--reason", "x" * 10_001),
+        5,
+        "reason is 10,001 characters long; at most 10,000",
+    ),
+    "fail-error-too-long": (
+        args("fail", "{id}", "--error", "x" * 10_001),
+        5,
+        "error is 10,001 characters long; at most 10,000",
+    ),
     "fail-empty-error": (args("fail", "{id}", "--error", " "), 5, "--error must not be empty"),
     "retry-not-failed": (args("retry", "{id}"), 3, "not failed"),
     "add-bad-date": (
