@@ -130,12 +130,9 @@ def entered_per_day(
 ) -> list[tuple[str, str, int]]:
     """(UTC date, stage, how many) of the entries into one of ``stages`` at or after ``since``,
     counted by SQLite (times compared as instants), by date."""
-    marks = ",".join("?" * len(stages))
+    where, args = _entered(stages, since)
     rows = cache.query(
-        f"SELECT date(timestamp), to_stage, count(*) FROM processing_log"
-        f" WHERE to_stage IN ({marks}) AND timestamp >= ? AND julianday(timestamp) >= julianday(?)"
-        " GROUP BY 1, 2 ORDER BY 1, 2",
-        (*stages, _spare(since, -2), since.astimezone(UTC).isoformat()),
+        f"SELECT date(timestamp), to_stage, count(*) {where} GROUP BY 1, 2 ORDER BY 1, 2", args
     )
     return [(day, stage, count) for day, stage, count in rows]
 
@@ -145,12 +142,7 @@ def entered_span(
 ) -> tuple[int, datetime | None, datetime | None]:
     """How many entries into one of ``stages`` at or after ``since``, and the first and last
     of them (in time order)."""
-    marks = ",".join("?" * len(stages))
-    where = (
-        f"FROM processing_log WHERE to_stage IN ({marks}) AND timestamp >= ?"
-        " AND julianday(timestamp) >= julianday(?)"
-    )
-    args = (*stages, _spare(since, -2), since.astimezone(UTC).isoformat())
+    where, args = _entered(stages, since)
     ((count,),) = cache.query(f"SELECT count(*) {where}", args)
     if not count:
         return 0, None, None
@@ -158,6 +150,18 @@ def entered_span(
     ((first,),) = cache.query(f"SELECT timestamp {where} {order.format('ASC')}", args)
     ((last,),) = cache.query(f"SELECT timestamp {where} {order.format('DESC')}", args)
     return count, parse_time(first), parse_time(last)
+
+
+def _entered(stages: Sequence[str], since: datetime) -> tuple[str, tuple[str, ...]]:
+    """``FROM … WHERE …`` of the log's entries into one of ``stages`` at or after the instant
+    ``since`` (the string bound, which the index serves, then the exact one), and its
+    arguments."""
+    marks = ",".join("?" * len(stages))
+    where = (
+        f"FROM processing_log WHERE to_stage IN ({marks}) AND timestamp >= ?"
+        " AND julianday(timestamp) >= julianday(?)"
+    )
+    return where, (*stages, _spare(since, -2), since.astimezone(UTC).isoformat())
 
 
 def entries(cache: StateCache, stages: Sequence[str]) -> list[tuple[str, str]]:
