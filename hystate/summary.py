@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 DONE = (ProcessingStage.PUBLISHED.value, ProcessingStage.SKIPPED.value)
 WINDOW = timedelta(days=7)
+NOTHING_LEFT = "nothing left to do"  # the throughput's note when every episode is done
 
 
 def generate_summary(manager: StateManager, now: datetime | None = None) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def estimate_completion(
     count, first, last = queries.entered_span(manager.cache, DONE, now - WINDOW)
     info: dict[str, Any] = {"finished_last_7_days": count, "per_day": None}
     if remaining == 0:
-        info["note"] = "nothing left to do"
+        info["note"] = NOTHING_LEFT
         return (last.isoformat(timespec="seconds") if last else None), info
     span = (last - first).total_seconds() if first and last and count >= 2 else 0.0
     if last is None or span <= 0:

@@ -32,7 +32,7 @@ def status(opts: Options, as_json: bool) -> None:
     """
     from hystate import sync
     from hystate.forecast import describe
-    from hystate.summary import generate_summary
+    from hystate.summary import NOTHING_LEFT, generate_summary
 
     manager = reader(opts)
     summary = generate_summary(manager)
@@ -51,9 +51,9 @@ def status(opts: Options, as_json: bool) -> None:
         bar = "█" * round(30 * count / widest) if count else ""
         echo(f"  {stage:<12}{count:>7}  {bar}")
     throughput = summary["throughput"]
-    if throughput.get("note") == "nothing left to do":
+    if throughput.get("note") == NOTHING_LEFT:
         last = summary["estimated_completion"]
-        echo(f"finished: nothing left to do{f' (last episode done {last})' if last else ''}")
+        echo(f"finished: {NOTHING_LEFT}{f' (last episode done {last})' if last else ''}")
     elif summary["estimated_completion"]:
         rate = throughput["per_day"]
         basis = f" ({rate} episodes/day over the last 7 days)" if rate else ""
