@@ -56,11 +56,13 @@ def read_bytes(path: Path, limit: int | None = None) -> bytes:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise NotRegularFile(path, kind_of(info.st_mode))
-        chunks = []
-        left = -1 if limit is None else limit
-        while left and (chunk := os.read(fd, 1 << 20 if left < 0 else min(left, 1 << 20))):
+        chunks, size = [], 0
+        while limit is None or size < limit:
+            chunk = os.read(fd, 1 << 20 if limit is None else min(limit - size, 1 << 20))
+            if not chunk:
+                break
             chunks.append(chunk)
-            left = max(left - len(chunk), 0) if left > 0 else left
+            size += len(chunk)
         return b"".join(chunks)
     finally:
         os.close(fd)
