@@ -22,8 +22,8 @@ def check_url(url: object, schemes: Sequence[str]) -> str | None:
     except ValueError as exc:
         return f"is not a URL ({exc})"
     if parts.scheme not in schemes:
-        prefixes = [f"{scheme}://" for scheme in schemes]
-        return "must start with " + " or ".join([", ".join(prefixes[:-1]), prefixes[-1]])
+        *others, last = [f"{scheme}://" for scheme in schemes]
+        return "must start with " + (f"{', '.join(others)} or {last}" if others else last)
     if parts.scheme == "unix":
         return None if parts.path else "names no socket path"
     if not parts.hostname:
