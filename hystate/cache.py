@@ -20,6 +20,7 @@ attributes the commits of a 100,000-episode discovery batch in one set-based sta
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -29,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from hystate import audit, jsonindex
 from hystate.cache_db import CacheDB
@@ -289,9 +291,6 @@ def cache_dir(git_dir: Path, rel_state_dir: str) -> Path:
     """Where the caches of the state folder ``rel_state_dir`` live: ``.git/hystate/cache/<it,
     %-quoted>/`` (per work tree: a linked work tree has its own git dir). A name too long for
     the file system keeps its first 180 characters and a hash of the whole."""
-    import hashlib
-    from urllib.parse import quote
-
     name = quote(rel_state_dir, safe="")
     if len(name) > 200:
         name = f"{name[:180]}~{hashlib.sha256(os.fsencode(rel_state_dir)).hexdigest()[:16]}"
