@@ -106,8 +106,7 @@ def reapply(
         raise Dropped("the remote moved the episode; this commit is no transition to re-apply")
     before, now = S(base["stage"]), S(remote["stage"])
     last = remote["history"][-1] if remote.get("history") else {}
-    who = str(last.get("by", "?"))
-    who = who if len(who) <= 60 else who[:59] + "…"  # the remote's file: quoted briefly
+    who = capped(str(last.get("by", "?")), 60)  # the remote's file: quoted briefly
     where = f"the remote moved it {before.value} -> {now.value} (by {who})"
     wanted = f"{move.from_stage} -> {move.to_stage} no longer applies"
     if now.value != move.from_stage or now is not before:
@@ -149,3 +148,8 @@ def reapply(
         if value is not _MISSING:
             doc[key] = value
     return {k: doc[k] for k in local if k in doc}
+
+
+def capped(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters, the last an ellipsis when it was longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -34,7 +34,7 @@ from hystate.gitrepo import remote as gr
 from hystate.gitrepo.refs import StaleHead
 from hystate.locks import StateLock
 from hystate.model import ID_PATTERN
-from hystate.replay import Dropped, Move, resolve
+from hystate.replay import Dropped, Move, capped, resolve
 from hystate.store import is_episode_path
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ def _refuse_local_files(manager: StateManager, tree: bytes, paths: list[str]) ->
             continue
         if inner.startswith(".locks/") or (name.startswith(".") and name.endswith(".tmp")):
             raise GitError(
-                f"the remote's branch tracks {_capped(path, 120)}: hystate's locks and "
+                f"the remote's branch tracks {capped(path, 120)}: hystate's locks and "
                 "temporary files are never committed",
                 hint="`git rm --cached` it on the branch, then sync again",
             )
@@ -289,7 +289,7 @@ def replay(
             try:
                 data = resolve(path, datas[0], datas[1], datas[2], move, manager.recovery)
             except Dropped as exc:
-                reason = _capped(str(exc))  # it quotes the remote's file (who moved it)
+                reason = capped(str(exc))  # it quotes the remote's file (who moved it)
                 continue
             mode = (loc or rem or b or (b"100644", b""))[0]
             changes[path] = None if data is None else (mode, objects.write(b"blob", data))
@@ -303,10 +303,6 @@ def replay(
             dropped.append({**row, "reason": reason})
         replayed.append({**row, "new": tip})
     return tip, replayed, dropped
-
-
-def _capped(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _rewrite(
