@@ -64,6 +64,16 @@ def big_body(port: int, megabytes: int) -> str:
             return type(exc).__name__
 
 
+def connections(port: int, sent: bytes, count: int) -> list[socket.socket]:
+    """``count`` raw connections to the server, each having sent ``sent`` and nothing more."""
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(sent)
+        socks.append(sock)
+    return socks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--episodes", type=int, default=1000)
@@ -106,11 +116,9 @@ def main() -> None:
             page = httpx.get(f"{url}/episodes/{eid}", timeout=120)
             result["huge_file_page_mb"] = round(len(page.content) / (1 << 20), 2)
             result["rss_after_huge_file_mb"] = rss_kb(proc.pid) // 1024
-            streams = []
-            for _ in range(args.streams):
-                sock = socket.create_connection(("127.0.0.1", port))
-                sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                streams.append(sock)
+            streams = connections(
+                port, b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", args.streams
+            )
             time.sleep(3)
             result["fds_with_idle_streams"] = fds(proc.pid)
             with (
@@ -124,11 +132,8 @@ def main() -> None:
                 )
             for sock in streams:
                 sock.close()
-            lorises = []
-            for _ in range(args.streams):
-                sock = socket.create_connection(("127.0.0.1", port))
-                sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-                lorises.append(sock)
+            # request heads that never end (slowloris)
+            lorises = connections(port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", args.streams)
             time.sleep(2)
             result["fds_with_slowloris"] = fds(proc.pid)
             time.sleep(13)
