@@ -32,8 +32,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hystate import demo, forecast, predict
-from hystate.model import parse_time
+from hystate import demo
+from hystate.reports import forecast
+from hystate.reports import fit as predict
+from hystate.core.model import parse_time
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data" / "hooting-yard-episodes.json"
@@ -75,7 +77,8 @@ def simulate(
     target: Path, workers: int, seed: int, failure_rate: float, stop_after: int | None = None
 ) -> dict[str, Any]:
     """The migration in virtual time; ``stop_after`` runs leaves it half done (to look at)."""
-    from hystate import StateManager, importer
+    from hystate import StateManager
+    from hystate.integrations import importer
     from hystate import manager as manager_module
 
     rng = random.Random(seed)

@@ -1,6 +1,6 @@
 """``StateManager``: the Python API the pipeline workers call, and what the CLI drives.
 
-Every transition is ``hystate.transition.run``: one commit of one file, or nothing.
+Every transition is ``hystate.engine.transition.run``: one commit of one file, or nothing.
 """
 
 from __future__ import annotations
@@ -10,32 +10,30 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from hystate import (
-    audit,
-    discovery,
-    integrity,
-    layout,
-    leases,
-    queries,
-    remote_work,
-    transition,
-    work,
-)
-from hystate.cache import RefreshResult, StateCache
-from hystate.config import Config
-from hystate.discover import Record
-from hystate.discovery import DiscoverResult
-from hystate.errors import InvalidData, Problem
-from hystate.gitrepo import GitRepo, default_worker
-from hystate.leases import Lease
-from hystate.locks import StateLock
-from hystate.model import EpisodeState, ProcessingStage, check_id, check_worker, now_utc
-from hystate.rules import Change, ErrorRecovery, check_message, field_path
-from hystate.seed_api import seed_update
-from hystate.store import EpisodeStore
-from hystate.transition import TransitionResult
-from hystate.validation import check_value
-from hystate.work import RetryOutcome
+from hystate.git import audit
+from hystate.engine import discovery
+from hystate.review import validate as integrity
+from hystate.engine import layout
+from hystate.engine import leases
+from hystate.cache import queries
+from hystate.cluster import remote_claims as remote_work
+from hystate.engine import transition
+from hystate.engine import claims as work
+from hystate.cache.state_cache import RefreshResult, StateCache
+from hystate.core.config import Config
+from hystate.engine.catalog import Record
+from hystate.engine.discovery import DiscoverResult
+from hystate.core.errors import InvalidData, Problem
+from hystate.git import GitRepo, default_worker
+from hystate.engine.leases import Lease
+from hystate.core.locks import StateLock
+from hystate.core.model import EpisodeState, ProcessingStage, check_id, check_worker, now_utc
+from hystate.core.rules import Change, ErrorRecovery, check_message, field_path
+from hystate.integrations.seed_api import seed_update
+from hystate.core.store import EpisodeStore
+from hystate.engine.transition import TransitionResult
+from hystate.core.schema import check_value
+from hystate.engine.claims import RetryOutcome
 
 S = ProcessingStage
 REPO_LOCK = "_repo.lock"  # ids start with a letter or digit, so this never names an episode
@@ -76,7 +74,7 @@ class StateManager:
         )
         self.repo.lock_wait = self.config.lock_timeout
         self._cache: StateCache | None = None
-        # Several machines (hystate.sync): the remote claims go through, if any.
+        # Several machines (hystate.cluster.sync): the remote claims go through, if any.
         self.sync_remote: str | None = self.config.get("sync.remote")
         self.syncing = False  # a sync is replaying: no syncing around its own transitions
         # Where to tell a person something that is not an error (the CLI: stderr).
@@ -194,12 +192,12 @@ class StateManager:
     ) -> list[TransitionResult]:
         """Move up to ``limit`` ready episodes into ``stage`` for ``worker``, one commit each;
         two workers never get the same episode. With ``recovery.auto_resume``, stuck episodes
-        are first marked lost and exhausted ones skipped (see ``hystate.work``)."""
+        are first marked lost and exhausted ones skipped (see ``hystate.engine.claims``)."""
         if self.sync_remote:
             return remote_work.claim(self, stage, limit, worker)
         return work.claim(self, stage, limit, worker)
 
-    # -- leases (no commits: see hystate.leases) -------------------------------------------
+    # -- leases (no commits: see hystate.engine.leases) -------------------------------------------
 
     def heartbeat(
         self, episode_id: str, *, seconds: float | None = None, register_pid: bool = False
@@ -253,7 +251,7 @@ class StateManager:
         """Move an episode to ``stage`` (one commit), or do nothing if it already is there
         with the same data. ``fields`` sets dotted keys (``{"files.audio_file": "a.mp3"}``);
         the seed's names work too (``audio_file=Path(...)``, ``youtube_video_id=...``,
-        ``status_message=...``, ``error=...``: see ``hystate.seed_api``). ``force`` lets a
+        ``status_message=...``, ``error=...``: see ``hystate.integrations.seed_api``). ``force`` lets a
         retry go before its backoff delay has passed."""
         if seed_fields:
             return seed_update(

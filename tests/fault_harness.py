@@ -94,7 +94,7 @@ def cli_script(repo: Path, episodes: list[tuple[str, str, str | None]]) -> str:
 
 def _pending(repo: Path, batch: int) -> list[str]:
     """Episodes with work left; when none, a fresh batch is discovered so workers stay busy."""
-    from hystate.discover import Record
+    from hystate.engine.catalog import Record
     from hystate.manager import StateManager
 
     manager = StateManager(cwd=repo, worker="harness")

@@ -100,10 +100,10 @@ def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 def build(repo: Path, count: int) -> list[str]:
     """A state repository of ``count`` discovered episodes in one commit, set up as
     `hystate init` does (hook included). Returns the episode ids."""
-    from hystate.gitrepo.hooks import install_pre_commit
+    from hystate.git.hooks import install_pre_commit
     from hystate.manager import StateManager
-    from hystate.model import new_episode, now_utc
-    from hystate.store import dump
+    from hystate.core.model import new_episode, now_utc
+    from hystate.core.store import dump
 
     repo.mkdir(parents=True, exist_ok=True)
     git(repo, "init", "-q", "-b", "main")
@@ -302,7 +302,7 @@ def _fsck(repo: Path, *, repair: bool) -> list[dict[str, Any]]:
 
 def check_person(repo: Path, run: PersonRun) -> list[str]:
     """Every problem found; empty when the promise holds."""
-    from hystate import yamlio
+    from hystate.core import yamlio
 
     problems = []
     head_docs: dict[str, Any] = {}

@@ -32,7 +32,7 @@ def main(
     """``subset`` N > 0: only one episode in N goes on after downloaded (the others are
     skipped there), so a run takes every episode through a claim and some through all."""
     from hystate import StateManager
-    from hystate.errors import GitError, HystateError, LockBusy
+    from hystate.core.errors import GitError, HystateError, LockBusy
 
     rng = random.Random(seed)
     manager = StateManager(cwd=root, worker=name)

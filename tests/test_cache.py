@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hystate.errors import IllegalTransition, InvalidData
+from hystate.core.errors import IllegalTransition, InvalidData
 from hystate.manager import StateManager
-from hystate.recovery import RecoveryManager
-from hystate.summary import generate_summary
+from hystate.fsck.recovery import RecoveryManager
+from hystate.reports.summary import generate_summary
 from tests.conftest import Cli, git
 
 ID = ("-c", "user.name=u", "-c", "user.email=u@x", "-c", "core.hooksPath=/dev/null")

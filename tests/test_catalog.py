@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
-from hystate.store import EpisodeStore
+from hystate.core.store import EpisodeStore
 
 PROCESSED = Path(__file__).resolve().parent.parent / "processed"
 

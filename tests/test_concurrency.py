@@ -90,7 +90,7 @@ def test_eight_processes_racing_on_one_episode_make_one_transition_per_step(
 
 
 def _many_episodes(repo: Path, start: int, stop: int) -> list[str]:
-    from hystate.discover import Record
+    from hystate.engine.catalog import Record
 
     manager = StateManager(cwd=repo, worker="setup")
     numbers = range(start, stop)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hystate.discover import read_records
-from hystate.errors import InvalidData
+from hystate.engine.catalog import read_records
+from hystate.core.errors import InvalidData
 from hystate.manager import StateManager
 from tests.conftest import commits, files_in, git
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from hystate import events
-from hystate import publisher as publishing
-from hystate.errors import InvalidData
-from hystate.event_source import FIELDS, LIMITS, Event, EventSource
+from hystate.events import stream as events
+from hystate.events import publisher as publishing
+from hystate.core.errors import InvalidData
+from hystate.events.source import FIELDS, LIMITS, Event, EventSource
 from hystate.manager import StateManager
-from hystate.store import dump
+from hystate.core.store import dump
 from tests.conftest import git, run_hystate
 from tests.redis_harness import RedisServer, needs_redis
 
@@ -307,7 +307,7 @@ def test_the_url_is_checked_and_its_password_never_shown(repo: Path) -> None:
     proc = run_hystate(repo, "events", "publish")
     assert proc.returncode == 7 and "s3cret" not in proc.stderr and "***@127.0.0.1" in proc.stderr
     with pytest.raises(InvalidData):
-        from hystate.config import Config
+        from hystate.core.config import Config
 
         Config.parse(b"state_management:\n  events:\n    url: redis://h/x\n", repo / "hystate.yaml")
 
@@ -396,7 +396,7 @@ def test_a_discovery_is_published_at_once(repo: Path, broker: RedisServer) -> No
 
 KILLED_PUBLISHER = """
 import sys, time
-from hystate import publisher
+from hystate.events import publisher
 from hystate.manager import StateManager
 
 publisher.CHUNK = 1

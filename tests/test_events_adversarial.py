@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from hystate import events
+from hystate.events import stream as events
 from hystate.manager import StateManager
 from tests.conftest import commits, run_hystate
 from tests.redis_harness import RedisServer, needs_redis

@@ -65,7 +65,7 @@ def test_1000_transitions_4_workers_broker_restarted_and_killed(
         monkeypatch.chdir(root)
         manager = StateManager(cwd=root, worker="setup")
         manager.ensure_layout()
-        from hystate.discover import read_records
+        from hystate.engine.catalog import read_records
 
         catalog = write_search_json(tmp_path / "catalog.json", catalog_rows(EPISODES))
         manager.discover(read_records(catalog), source="catalog.json")

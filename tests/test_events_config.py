@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hystate.brokers.redis_streams import check_url, redact
-from hystate.config import Config
-from hystate.errors import InvalidData
-from hystate.event_source import bounded
+from hystate.events.redis_streams import check_url, redact
+from hystate.core.config import Config
+from hystate.core.errors import InvalidData
+from hystate.events.source import bounded
 from hystate.manager import StateManager
 
 DOCUMENTED = b"""state_management:
@@ -102,12 +102,12 @@ def test_without_redis_py_transitions_succeed_with_one_notice(
 
 
 def test_events_off_costs_no_broker(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hystate.publisher
+    import hystate.events.publisher
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("no publisher when events are off")
 
-    monkeypatch.setattr(hystate.publisher.Publisher, "__init__", refuse)
+    monkeypatch.setattr(hystate.events.publisher.Publisher, "__init__", refuse)
     manager = StateManager(cwd=repo, worker="w")
     eid = sorted(p.stem for p in manager.store.iter_paths())[0]
     assert manager.update_state(eid, "downloading").commit

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hystate.errors import GitError
-from hystate.gitrepo import GitRepo
+from hystate.core.errors import GitError
+from hystate.git import GitRepo
 from hystate.manager import StateManager
 from tests.conftest import commits, files_in, full_walk, git
 

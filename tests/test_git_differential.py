@@ -46,7 +46,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from hystate.discover import read_records
+from hystate.engine.catalog import read_records
 from hystate.manager import StateManager
 from tests.conftest import Cli, git
 

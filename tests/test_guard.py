@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from hystate.gitrepo.hooks import install_pre_commit
-from hystate.guard import regression, reverts, staged_regressions
+from hystate.git.hooks import install_pre_commit
+from hystate.fsck.guard import regression, reverts, staged_regressions
 from hystate.manager import StateManager
-from hystate.recovery import RecoveryManager
+from hystate.fsck.recovery import RecoveryManager
 from tests.conftest import git, run_hystate
 
 PERSON = ["-c", "user.name=Person", "-c", "user.email=person@example.org"]

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from hystate.errors import LockBusy
-from hystate.locks import LockOwner, StateLock, lock_status, process_start
+from hystate.core.errors import LockBusy
+from hystate.core.locks import LockOwner, StateLock, lock_status, process_start
 from tests.conftest import Cli, commits
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from hystate.locks import StateLock
+from hystate.core.locks import StateLock
 lock = StateLock(Path(sys.argv[1]))
 lock.acquire()
 print("held", flush=True)
@@ -147,7 +147,7 @@ def test_a_lock_that_cannot_be_made_is_a_repository_problem(
         return real_open(path, flags, *args)  # type: ignore[arg-type]
 
     before = commits(repo)
-    monkeypatch.setattr("hystate.locks.os.open", read_only)
+    monkeypatch.setattr("hystate.core.locks.os.open", read_only)
     result = run("advance", episode_id, "downloading")
     assert result.exit_code == 7, result.output
     assert "cannot make the lock" in result.output and "Read-only file system" in result.output

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from hystate.manager import StateManager
-from hystate.model import ProcessingStage
-from hystate.recovery import RecoveryManager
+from hystate.core.model import ProcessingStage
+from hystate.fsck.recovery import RecoveryManager
 from tests.conftest import Cli, commits, git
 
 S = ProcessingStage

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from hystate import forecast, predict
+from hystate.reports import forecast
+from hystate.reports import fit as predict
 from hystate.manager import StateManager
-from hystate.predict import Run, Snapshot
+from hystate.reports.fit import Run, Snapshot
 from tests.conftest import Cli, run_hystate
 
 RETRIES = {"download": 3, "conversion": 2, "upload": 3}

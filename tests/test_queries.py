@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hystate import queries
+from hystate.cache import queries
 from hystate.manager import StateManager
-from hystate.store import dump
-from hystate.yamlio import load
+from hystate.core.store import dump
+from hystate.core.yamlio import load
 from tests.conftest import git
 
 # Text order: EARLY_TEXT < LATE_TEXT; time order: LATE_TEXT (03:00Z) < EARLY_TEXT (04:30Z).

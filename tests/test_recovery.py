@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from hystate.errors import GitError
+from hystate.core.errors import GitError
 from hystate.manager import StateManager
-from hystate.model import ProcessingStage, now_utc
-from hystate.recovery import RecoveryManager
-from hystate.rules import Change, apply_change
-from hystate.store import dump
+from hystate.core.model import ProcessingStage, now_utc
+from hystate.fsck.recovery import RecoveryManager
+from hystate.core.rules import Change, apply_change
+from hystate.core.store import dump
 from tests.conftest import Cli, commits, git
 
 
@@ -88,7 +88,7 @@ def _die_holding_index_lock(repo: Path) -> None:
     """A hystate process killed (SIGKILL) while it holds git's index.lock."""
     code = (
         "import os, sys; from pathlib import Path;"
-        "from hystate.gitrepo.lockfile import LockFile, owners_dir;"
+        "from hystate.git.lockfile import LockFile, owners_dir;"
         "g = Path(sys.argv[1]);"
         "LockFile(g / 'index.lock', owners_dir(g), 1.0, 'index').write(b'partial index');"
         "os.kill(os.getpid(), 9)"

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 from hystate.manager import StateManager
-from hystate.prom import metrics_text
-from hystate.reports import ReportGenerator
+from hystate.reports.prometheus import metrics_text
+from hystate.reports.generator import ReportGenerator
 from tests.conftest import Cli, full_walk
 
 EVIL = '<script>alert("x")</script> Cost O\' Cows & Horses'
@@ -94,6 +94,6 @@ def test_metrics_text_format(manager: StateManager, tmp_path: Path, run: Cli) ->
     assert 'hystate_transitions_total{to="downloading"} 1.0' in text
     assert "hystate_last_transition_timestamp_seconds" in text
     assert eid not in text  # no episode ids as labels
-    target = tmp_path / "hystate.prom"
+    target = tmp_path / "hystate.reports.prometheus"
     assert run("metrics", "--textfile", str(target)).exit_code == 0
     assert target.read_text() == text

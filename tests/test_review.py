@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hystate.manager import StateManager
-from hystate.merge import merge_files
-from hystate.store import dump, parse_content
-from hystate.validation import episode_problems
+from hystate.review.merge_driver import merge_files
+from hystate.core.store import dump, parse_content
+from hystate.core.schema import episode_problems
 from tests.conftest import Cli, full_walk, git
 
 U = ["-c", "user.name=u", "-c", "user.email=u@x"]

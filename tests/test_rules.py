@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hystate.errors import IllegalTransition, InvalidData
-from hystate.model import EpisodeState, ProcessingStage, new_episode
-from hystate.rules import (
+from hystate.core.errors import IllegalTransition, InvalidData
+from hystate.core.model import EpisodeState, ProcessingStage, new_episode
+from hystate.core.rules import (
     NEXT_STAGES,
     Change,
     ErrorRecovery,
@@ -21,7 +21,7 @@ from hystate.rules import (
     check_message,
     parse_assignment,
 )
-from hystate.validation import episode_problems
+from hystate.core.schema import episode_problems
 
 S = ProcessingStage
 AT = "2026-11-24T10:00:00+00:00"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from hystate import cache_schema
+from hystate.cache import tables as cache_schema
 from hystate.manager import StateManager
 from tests.conftest import Cli, git
 
@@ -182,7 +182,7 @@ def test_next_reads_the_waiting_episodes_a_page_at_a_time(
 ) -> None:
     """Failed episodes whose retry is not due yet come first in date order: the later pages are
     read until enough ready ones are found, and the answer is the same as reading them all."""
-    from hystate import work
+    from hystate.engine import claims as work
 
     ids = [e.episode_id for e in manager.list_episodes()]
     for eid in ids[:7]:
@@ -206,7 +206,7 @@ def test_next_reads_the_waiting_episodes_a_page_at_a_time(
 def test_index_json_splice_finds_entries_by_bisection_in_a_large_file(tmp_path: Path) -> None:
     """Past 64 KB the changed entries are found by bisecting the mapped file; titles holding
     `},"` (escaped inside a JSON string) must never be taken for an entry boundary."""
-    from hystate import jsonindex
+    from hystate.cache import jsonindex
 
     def entry(eid: str, stage: str, title: str) -> str:
         body = {"path": f"processed/2004/{eid}.yaml", "stage": stage, "title": title}

@@ -8,19 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hystate import (
-    EpisodeState,
-    ErrorRecovery,
-    InvalidData,
-    ProcessingStage,
-    RecoveryManager,
-    ReportGenerator,
-    StateDatabase,
-    StateLock,
-    StateManager,
-    StateTransitionValidator,
-    YAMLPersistence,
-)
+from hystate import EpisodeState, ErrorRecovery, InvalidData, ProcessingStage, RecoveryManager, ReportGenerator, StateDatabase, StateLock, StateManager, StateTransitionValidator, YAMLPersistence
 
 
 @pytest.fixture

@@ -264,7 +264,7 @@ def test_forged_commits_are_bounded_and_checked_in_every_view(repo: Path) -> Non
     name no episode or stage went whole into every commit event, every status pushed to every
     client, /api/status and the episode page (3.2 MB each); the page's script counted its
     made-up stages. Now text fields are bounded single lines and trailers are checked."""
-    from hystate.event_source import LIMITS
+    from hystate.events.source import LIMITS
 
     episode = sorted((repo / "processed").glob("*/*.yaml"))[0]
     with serving(repo, "--reports-every", "0") as srv, srv.client() as http:
@@ -387,7 +387,7 @@ def test_idle_streams_cannot_lock_the_feed_out(repo: Path) -> None:
     oldest one, which (a browser) reconnects and resumes from its Last-Event-ID."""
     import asyncio
 
-    from hystate.gitrepo import GitRepo
+    from hystate.git import GitRepo
     from hystate.serve import feed
 
     async def main() -> None:

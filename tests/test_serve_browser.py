@@ -46,7 +46,7 @@ def browser() -> Iterator[Any]:
 def live_repo(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """21 episodes (one with a hostile title) and nine days of history: 3 hours between
     transitions (a fake clock), so the chart, the throughput and the ETA have something."""
-    from hystate.discover import read_records
+    from hystate.engine.catalog import read_records
     from tests.conftest import full_walk
 
     manager = StateManager(cwd=repo, worker="w1")

@@ -113,7 +113,7 @@ def test_fifty_clients_each_get_the_commit(repo: Path) -> None:
 
 
 def test_a_slow_client_is_dropped(repo: Path) -> None:
-    from hystate.gitrepo import GitRepo
+    from hystate.git import GitRepo
     from hystate.serve import feed
 
     async def main() -> None:

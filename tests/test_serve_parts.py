@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hystate.errors import UsageError
+from hystate.core.errors import UsageError
 from hystate.serve import actions, feed, readmodel
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from hystate.manager import StateManager
-from hystate.model import ProcessingStage, parse_time
+from hystate.core.model import ProcessingStage, parse_time
 
 LEASE = 6  # seconds: the stage timeouts of the test config
 HYSTATE = f"{shlex.quote(sys.executable)} -m hystate.cli"

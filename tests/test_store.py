@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from hystate import yamlio
-from hystate.errors import InvalidData
+from hystate.core import yamlio
+from hystate.core.errors import InvalidData
 from hystate.manager import StateManager
-from hystate.model import new_episode
-from hystate.paths import write_atomic
-from hystate.store import EpisodeStore, dump, parse_content
-from hystate.validation import episode_problems, schema_dir
+from hystate.core.model import new_episode
+from hystate.core.paths import write_atomic
+from hystate.core.store import EpisodeStore, dump, parse_content
+from hystate.core.schema import episode_problems, schema_dir
 from tests.conftest import commits
 
 KEY_ORDER = [
@@ -177,7 +177,7 @@ def _leaf_paths(doc: object, prefix: tuple[object, ...] = ()) -> list[tuple[obje
 def test_fast_and_reference_validators_agree(data: st.DataObject) -> None:
     """jsonschema-rs gates every read and write; jsonschema names the problems. They must
     agree on what is valid, or a problem could go unreported."""
-    from hystate import validation
+    from hystate.core import schema as validation
 
     doc = new_episode("ep", title="t", date="2004-04-14", at="2026-01-01T00:00:00+00:00", by="t")
     doc["history"].append(

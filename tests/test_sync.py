@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hystate import work
+from hystate.engine import claims as work
 from hystate.manager import StateManager
 from tests.conftest import git, run_hystate
 from tests.sync_harness import GitServer, clone_nodes, fsck_clean, served

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hystate import work
+from hystate.engine import claims as work
 from hystate.manager import StateManager
 from tests.conftest import git, run_hystate
 from tests.sync_harness import GitServer, clone_nodes, fsck_clean, served
@@ -312,8 +312,8 @@ def test_a_persons_fetch_holding_the_tracking_ref_is_waited_for(
 
 KILLED_AFTER_CHECKOUT = """
 import os, signal, sys
-from hystate import sync
-from hystate.gitrepo import index
+from hystate.cluster import sync
+from hystate.git import index
 from hystate.manager import StateManager
 stage = index.IndexLock.stage_with_git
 def killed(*args, **kwargs):
@@ -354,9 +354,9 @@ def test_sync_killed_after_git_wrote_the_files_recovers(
 def test_a_person_switching_branch_during_sync_keeps_their_branch_off_the_remote(
     server: GitServer, nodes: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hystate import sync
-    from hystate.errors import GitError
-    from hystate.gitrepo import remote as gr
+    from hystate.cluster import sync
+    from hystate.core.errors import GitError
+    from hystate.git import remote as gr
 
     a, b = nodes
     StateManager(cwd=b, worker="wb").claim_next("downloading", 1, worker="wb")

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hystate.model import ProcessingStage
-from hystate.rules import legal_move
+from hystate.core.model import ProcessingStage
+from hystate.core.rules import legal_move
 from tests.conftest import git, run_hystate
 from tests.sync_harness import GitServer, clone_node, free_port, fsck_clean, seed_remote
 

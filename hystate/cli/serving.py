@@ -53,7 +53,7 @@ def serve(
       HYSTATE_SERVE_TOKEN=$(openssl rand -hex 24) hystate serve --allow-actions
       curl -s 'http://127.0.0.1:8765/api/episodes?stage=failed&per_page=10'
     """
-    from hystate.errors import UsageError
+    from hystate.core.errors import UsageError
     from hystate.serve import MISSING_EXTRA, missing_extra
 
     if missing_extra():

@@ -11,9 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hystate import guard, integrity, sweep
-from hystate.errors import InvalidData
-from hystate.findings import Finding
+from hystate.fsck import guard
+from hystate.review import validate as integrity
+from hystate.fsck import sweep
+from hystate.core.errors import InvalidData
+from hystate.fsck.findings import Finding
 from hystate.fsck import caches, index, locks, stuck, tempfiles, uncommitted
 
 if TYPE_CHECKING:

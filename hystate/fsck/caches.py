@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hystate.findings import Finding
+from hystate.fsck.findings import Finding
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hystate.findings import Finding
-from hystate.gitrepo.objects import object_id
-from hystate.gitrepo.staged import reset_index_entries
-from hystate.paths import read_bytes
+from hystate.fsck.findings import Finding
+from hystate.git.objects import object_id
+from hystate.git.staged import reset_index_entries
+from hystate.core.paths import read_bytes
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager

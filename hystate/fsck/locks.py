@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hystate import sweep
-from hystate.findings import Finding
-from hystate.locks import lock_status
+from hystate.fsck import sweep
+from hystate.fsck.findings import Finding
+from hystate.core.locks import lock_status
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager

@@ -1,5 +1,5 @@
 """fsck: episodes stuck in an active stage (their lease expired, or the worker process that
-registered itself on this host is gone: see ``hystate.leases``) become failed with "worker
+registered itself on this host is gone: see ``hystate.engine.leases``) become failed with "worker
 lost", so the retry budget applies."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from hystate import leases
-from hystate.errors import InvalidData
-from hystate.findings import Finding
-from hystate.model import EpisodeState, ProcessingStage
+from hystate.engine import leases
+from hystate.core.errors import InvalidData
+from hystate.fsck.findings import Finding
+from hystate.core.model import EpisodeState, ProcessingStage
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager

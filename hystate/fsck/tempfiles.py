@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hystate.findings import Finding
-from hystate.locks import pid_alive
+from hystate.fsck.findings import Finding
+from hystate.core.locks import pid_alive
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager

@@ -9,16 +9,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hystate import audit, yamlio
-from hystate.errors import LockBusy
-from hystate.findings import Finding
+from hystate.git import audit
+from hystate.core import yamlio
+from hystate.core.errors import LockBusy
+from hystate.fsck.findings import Finding
 from hystate.fsck.index import DRIFT, reset_index
-from hystate.gitrepo.objects import object_id
-from hystate.model import EpisodeState, ProcessingStage
-from hystate.paths import NotRegularFile, read_bytes, write_atomic
-from hystate.rules import legal_move
-from hystate.store import is_episode_path, parse_content
-from hystate.validation import episode_problems
+from hystate.git.objects import object_id
+from hystate.core.model import EpisodeState, ProcessingStage
+from hystate.core.paths import NotRegularFile, read_bytes, write_atomic
+from hystate.core.rules import legal_move
+from hystate.core.store import is_episode_path, parse_content
+from hystate.core.schema import episode_problems
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager

@@ -10,17 +10,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit, work
-from hystate.errors import UsageError
-from hystate.model import ProcessingStage, check_id, now_utc
-from hystate.paths import read_bytes
-from hystate.rules import Change, NoOp, apply_change, check_message
-from hystate.store import dump, invalid_file
-from hystate.validation import episode_problems
+from hystate.git import audit
+from hystate.engine import claims as work
+from hystate.core.errors import UsageError
+from hystate.core.model import ProcessingStage, check_id, now_utc
+from hystate.core.paths import read_bytes
+from hystate.core.rules import Change, NoOp, apply_change, check_message
+from hystate.core.store import dump, invalid_file
+from hystate.core.schema import episode_problems
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
-    from hystate.model import EpisodeState
+    from hystate.core.model import EpisodeState
 
 S = ProcessingStage
 ACTIONS = ("retry", "skip")

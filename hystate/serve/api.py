@@ -14,7 +14,7 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from hystate.errors import (
+from hystate.core.errors import (
     HystateError,
     IllegalTransition,
     InvalidData,

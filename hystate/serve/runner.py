@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from hystate.errors import UsageError
+from hystate.core.errors import UsageError
 from hystate.serve.limits import protocol_options
 
 if TYPE_CHECKING:
