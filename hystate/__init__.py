@@ -59,7 +59,7 @@ _WHERE = {
     "StateLock": "hystate.core.locks",
     "LockTimeout": "hystate.core.locks",
     "Lease": "hystate.engine.leases",
-    "RetryOutcome": "hystate.engine.claims",
+    "RetryOutcome": "hystate.engine.retries",
     "StateDatabase": "hystate.integrations.seed_api",
     "YAMLPersistence": "hystate.integrations.seed_api",
     "StateManager": "hystate.manager",
@@ -70,7 +70,6 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
-    from hystate.engine.discovery import DiscoverResult
     from hystate.core.errors import (
         CheckFailed,
         GitError,
@@ -81,16 +80,17 @@ if TYPE_CHECKING:
         UnknownEpisode,
         UsageError,
     )
-    from hystate.engine.leases import Lease
     from hystate.core.locks import LockTimeout, StateLock
-    from hystate.manager import StateManager
     from hystate.core.model import EpisodeState, ProcessingStage
-    from hystate.fsck.recovery import RecoveryManager
-    from hystate.reports.generator import ReportGenerator
     from hystate.core.rules import ErrorRecovery, StateTransitionValidator
-    from hystate.integrations.seed_api import StateDatabase, YAMLPersistence
+    from hystate.engine.discovery import DiscoverResult
+    from hystate.engine.leases import Lease
+    from hystate.engine.retries import RetryOutcome
     from hystate.engine.transition import TransitionResult
-    from hystate.engine.claims import RetryOutcome
+    from hystate.fsck.recovery import RecoveryManager
+    from hystate.integrations.seed_api import StateDatabase, YAMLPersistence
+    from hystate.manager import StateManager
+    from hystate.reports.generator import ReportGenerator
 
 
 def __getattr__(name: str) -> object:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hystate.events.redis_streams import check_url, redact
+from hystate.core.urls import check_broker_url as check_url
+from hystate.events.redis_streams import redact
 from hystate.core.config import Config
 from hystate.core.errors import InvalidData
 from hystate.events.source import bounded

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hystate.cache import tables
-from hystate.cache import jsonindex
+from hystate.cache import jsonindex, tables
 
 
 class CacheDB:

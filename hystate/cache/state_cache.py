@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from hystate.git import audit
 from hystate.cache import jsonindex
 from hystate.cache.db import CacheDB
 from hystate.cache.tables import FORMAT_VERSION
@@ -42,10 +41,11 @@ from hystate.core.locks import StateLock
 from hystate.core.parallel import chunked_map
 from hystate.core.paths import ensure_dir
 from hystate.core.store import invalid_file
+from hystate.git import audit
 
 if TYPE_CHECKING:
-    from hystate.git import GitRepo, Head
     from hystate.core.store import EpisodeStore
+    from hystate.git import GitRepo, Head
 
 INDEX_FILE = jsonindex.INDEX_FILE
 

@@ -1,6 +1,7 @@
 """What the caches read: the state folder's tree at HEAD, never the work tree.
 
-The caches (``hystate.cache.state_cache``) reflect HEAD: every hystate write is a commit, so HEAD is the
+The caches (``hystate.cache.state_cache``) reflect HEAD: every hystate write is a commit, so HEAD
+is the
 state of record; the work tree differs from it only after a crash or a person's uncommitted
 edit, which ``fsck`` and ``validate`` find. Reading the tree instead of the work tree means a
 refresh needs no scan of the work tree (``git status`` stats every file: ~0.1-0.2 s at 100,000
@@ -21,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from hystate.cache.tables import episode_row, log_rows
 from hystate.core.errors import Problem
-from hystate.git.objects import KINDS, TREE_MODE, ObjectStore, Tree
 from hystate.core.store import LINK_REFUSED, check_content
+from hystate.git.objects import KINDS, TREE_MODE, ObjectStore, Tree
 
 if TYPE_CHECKING:
     from hystate.core.store import EpisodeStore

@@ -65,8 +65,8 @@ def serve(
         from hystate.serve.actions import load_token
 
         token = load_token(token_file, os.environ.get("HYSTATE_SERVE_TOKEN"))
-    from hystate.serve.app import LOCAL_HOSTS, Server
     from hystate.serve.runner import listen_socket, run
+    from hystate.serve.server import LOCAL_HOSTS, Server
 
     manager = opts.manager("hystate-serve", cli_worker=False)
     sock = listen_socket(host, port)

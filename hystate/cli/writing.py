@@ -238,8 +238,8 @@ def heartbeat(
       ( while sleep 60; do hystate heartbeat "$id" --worker dl-1 || exit; done ) &
       curl -o "$mp3" "$url"; kill $!
     """
-    from hystate.engine.leases import renew
     from hystate.core.model import check_id
+    from hystate.engine.leases import renew
 
     check_id(episode_id)
     from hystate.cli.cluster import publish_leases

@@ -25,11 +25,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from hystate.core.errors import HystateError
-from hystate.git import remote as gr
 from hystate.core.model import parse_time
+from hystate.git import remote as gr
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 KIND = "leases"
 FILE = "leases.json"
@@ -39,13 +39,13 @@ CACHE_SECONDS = 1.0
 MAX_TABLE = 4 << 20  # bytes of another node's table read at most (a lease is ~250 bytes)
 
 
-def node_name(manager: StateManager) -> str:
+def node_name(ws: Workspace) -> str:
     name = (
         os.environ.get("HYSTATE_NODE")
-        or manager.repo.git("config", "--get", "hystate.node", check=False).strip()
+        or ws.repo.git("config", "--get", "hystate.node", check=False).strip()
     )
     if not name:
-        digest = hashlib.sha1(str(manager.repo.common_dir).encode()).hexdigest()[:6]
+        digest = hashlib.sha1(str(ws.repo.common_dir).encode()).hexdigest()[:6]
         name = f"{socket.gethostname()}-{digest}"
     cleaned = _BAD.sub("-", name).replace("..", "-").strip(".-")[:100]
     if cleaned.endswith(".lock"):  # git refuses such a ref name (and "..")
@@ -53,11 +53,11 @@ def node_name(manager: StateManager) -> str:
     return cleaned or "node"
 
 
-def table(manager: StateManager) -> dict[str, Any]:
+def table(ws: Workspace) -> dict[str, Any]:
     """This node's live leases (the renewals in its ``.locks/``), keyed by episode."""
     now = datetime.now(UTC)
     leases: dict[str, Any] = {}
-    for path in sorted(manager.locks_dir.glob("*.lease")):
+    for path in sorted(ws.locks_dir.glob("*.lease")):
         try:
             data = json.loads(path.read_bytes())
             if now > parse_time(str(data["expires_at"])):
@@ -72,7 +72,7 @@ def table(manager: StateManager) -> dict[str, Any]:
 
 
 def publish(
-    manager: StateManager,
+    ws: Workspace,
     remote: str,
     timeout: float,
     *,
@@ -80,16 +80,16 @@ def publish(
     quiet: bool = False,
 ) -> bool:
     """Force-push this node's lease table to its own ref; best effort (False: not pushed)."""
-    repo = manager.repo
-    node = node_name(manager)
-    clone = clone_id(manager)
-    other = _published_by(manager, node)
+    repo = ws.repo
+    node = node_name(ws)
+    clone = clone_id(ws)
+    other = _published_by(ws, node)
     if other is not None and other != clone:  # two clones overwrite each other's table
-        manager.notice(
+        ws.notice(
             f"another clone published leases as node {node!r} too (or this clone replaced it):"
             " give each clone its own name (`git config hystate.node NAME`)"
         )
-    table_doc = {"node": node, "clone": clone, "leases": table(manager)}
+    table_doc = {"node": node, "clone": clone, "leases": table(ws)}
     data = json.dumps(table_doc, sort_keys=True, indent=1).encode()
     stamp = repo.git_dir / "hystate" / "leases-published"
     digest = hashlib.sha1(remote.encode() + b"\0" + data).hexdigest()
@@ -104,17 +104,17 @@ def publish(
             return False
     except HystateError as exc:
         if not quiet:
-            manager.notice(f"leases not published ({exc})")
+            ws.notice(f"leases not published ({exc})")
         return False
     stamp.parent.mkdir(exist_ok=True)
     stamp.write_text(digest)
     return True
 
 
-def clone_id(manager: StateManager) -> str:
+def clone_id(ws: Workspace) -> str:
     """A random id of this clone (kept in ``.git/hystate``), told apart from a node name
     another clone was given by mistake."""
-    path = manager.repo.git_dir / "hystate" / "clone-id"
+    path = ws.repo.git_dir / "hystate" / "clone-id"
     try:
         found = path.read_text().strip()
         if re.fullmatch(r"[0-9a-f]{16}", found):
@@ -127,9 +127,9 @@ def clone_id(manager: StateManager) -> str:
     return made
 
 
-def _published_by(manager: StateManager, node: str) -> str | None:
+def _published_by(ws: Workspace, node: str) -> str | None:
     """The clone id in the table last fetched from ``node``'s ref, if any."""
-    raw = gr.ref_files(manager.repo, f"refs/hystate/remote-{KIND}/{node}", FILE).get(node)
+    raw = gr.ref_files(ws.repo, f"refs/hystate/remote-{KIND}/{node}", FILE).get(node)
     if raw is None or len(raw) > MAX_TABLE:
         return None
     try:
@@ -139,16 +139,16 @@ def _published_by(manager: StateManager, node: str) -> str | None:
     return clone if isinstance(clone, str) else None
 
 
-def remote_leases(manager: StateManager) -> dict[str, list[dict[str, Any]]]:
+def remote_leases(ws: Workspace) -> dict[str, list[dict[str, Any]]]:
     """Every node's published leases (as last fetched), by episode. What another node
     published is checked like any input: a table too large or nested too deep, or an entry
     without a stage, a start and an instant with its offset as the deadline, is left out."""
-    key = str(manager.repo.common_dir)
+    key = str(ws.repo.common_dir)
     cached = _CACHE.get(key)
     if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
         return cached[1]
     found: dict[str, list[dict[str, Any]]] = {}
-    for node, raw in gr.ref_files(manager.repo, f"refs/hystate/remote-{KIND}/", FILE).items():
+    for node, raw in gr.ref_files(ws.repo, f"refs/hystate/remote-{KIND}/", FILE).items():
         if len(raw) > MAX_TABLE:
             continue
         try:
@@ -192,12 +192,10 @@ def _checked(entry: Any) -> dict[str, Any] | None:
     return out
 
 
-def latest(
-    manager: StateManager, episode_id: str, stage: str, entered_at: str
-) -> dict[str, Any] | None:
+def latest(ws: Workspace, episode_id: str, stage: str, entered_at: str) -> dict[str, Any] | None:
     """The published renewal of this very lease with the latest deadline, or None."""
     best: dict[str, Any] | None = None
-    for entry in remote_leases(manager).get(episode_id, []):
+    for entry in remote_leases(ws).get(episode_id, []):
         if entry.get("stage") != stage or entry.get("entered_at") != entered_at:
             continue
         try:

@@ -21,7 +21,8 @@ the commit), ``local`` (after it) and ``remote`` (the file at the tip being buil
   commit and path named; nothing is changed.
 
 Every decision depends only on those three versions, so every node decides the same: the
-transition pushed first wins. Pure rules here; reading and writing objects is ``hystate.cluster.sync``.
+transition pushed first wins. Pure rules here; reading and writing objects is
+``hystate.cluster.sync``.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from hystate.review.merge_driver import TRANSITION_KEYS, Conflict, _merge_value
 from hystate.core.model import ACTIVE_STAGES, ProcessingStage
 from hystate.core.rules import ErrorRecovery, legal_move
-from hystate.core.store import dump, parse_content
 from hystate.core.schema import episode_problems
+from hystate.core.store import dump, parse_content
+from hystate.review.merge_driver import TRANSITION_KEYS, Conflict, _merge_value
 
 S = ProcessingStage
 _MISSING = object()

@@ -27,19 +27,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hystate.git import audit
 from hystate.cluster import lease_refs
+from hystate.cluster.replay import Dropped, Move, capped, resolve
 from hystate.core.errors import GitError, UsageError
-from hystate.git import checkout
-from hystate.git import remote as gr
-from hystate.git.refs import StaleHead
 from hystate.core.locks import StateLock
 from hystate.core.model import ID_PATTERN
-from hystate.cluster.replay import Dropped, Move, capped, resolve
 from hystate.core.store import is_episode_path
+from hystate.git import audit, checkout
+from hystate.git import remote as gr
+from hystate.git.refs import StaleHead
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 SYNC_LOCK = "_sync.lock"
 ROUNDS = 40  # fetch-replay-push rounds before giving up (each lost only to another push)
@@ -71,61 +70,61 @@ class Report:
         }
 
 
-def remote_of(manager: StateManager, override: str | None = None) -> str | None:
+def remote_of(ws: Workspace, override: str | None = None) -> str | None:
     if override is not None:
         try:
             return gr.check_name(override)
         except GitError as exc:
             raise UsageError(exc.message) from None  # --remote on the command line
-    name = manager.sync_remote
+    name = ws.sync_remote
     return gr.check_name(name) if name else None
 
 
-def timeout(manager: StateManager) -> float:
-    return float(manager.config.get("sync.timeout"))
+def timeout(ws: Workspace) -> float:
+    return float(ws.config.get("sync.timeout"))
 
 
 @contextmanager
-def sync_lock(manager: StateManager, wait: float | None = None) -> Iterator[None]:
+def sync_lock(ws: Workspace, wait: float | None = None) -> Iterator[None]:
     lock = StateLock(
-        manager.locks_dir / SYNC_LOCK,
-        timeout=manager.config.lock_timeout * 4 if wait is None else wait,
+        ws.locks_dir / SYNC_LOCK,
+        timeout=ws.config.lock_timeout * 4 if wait is None else wait,
     )
     with lock:
-        manager.syncing = True
+        ws.syncing = True
         try:
             yield
         finally:
-            manager.syncing = False
+            ws.syncing = False
 
 
-def sync(manager: StateManager, remote: str | None = None) -> Report:
+def sync(ws: Workspace, remote: str | None = None) -> Report:
     """``hystate sync``: fetch, replay, push (retried), publish this node's leases."""
-    name = remote_of(manager, remote)
+    name = remote_of(ws, remote)
     if name is None:
         raise GitError(
             "no remote to sync with", hint="set sync.remote in hystate.yaml or give --remote"
         )
-    with sync_lock(manager):
-        report = sync_locked(manager, name)
-        lease_refs.publish(manager, name, timeout(manager), only_if_changed=True)
+    with sync_lock(ws):
+        report = sync_locked(ws, name)
+        lease_refs.publish(ws, name, timeout(ws), only_if_changed=True)
         return report
 
 
 def sync_locked(
-    manager: StateManager,
+    ws: Workspace,
     remote: str,
     withdraw: frozenset[str] = frozenset(),
     *,
     fetched: bool = False,
 ) -> Report:
     """One sync; ``fetched``: the tracking ref is fresh (just fetched), push before fetching."""
-    repo = manager.repo
+    repo = ws.repo
     if not gr.has_remote(repo, remote):
         raise GitError(f"no git remote named {remote!r}", hint=f"`git remote add {remote} URL`")
     branch = gr.branch_of(repo)
     report = Report(remote, branch)
-    wait = timeout(manager)
+    wait = timeout(ws)
     for attempt in range(ROUNDS):
         report.rounds = attempt + 1
         if fetched and attempt == 0:
@@ -138,7 +137,7 @@ def sync_locked(
         if tip == head.sha and not withdraw:
             report.head = tip
             return report
-        new = move_forward(manager, tip, report, withdraw)
+        new = move_forward(ws, tip, report, withdraw)
         withdraw = frozenset()
         if new == tip:
             report.head = tip
@@ -146,19 +145,17 @@ def sync_locked(
         pushed = gr.commits_between(repo, tip, new) if tip else []
         if gr.push(repo, remote, new, f"refs/heads/{branch}", wait):
             gr.set_ref(repo, gr.tracking_ref(remote, branch), new)
-            report.pushed = [_describe(manager, c.sha) for c in pushed]
+            report.pushed = [_describe(ws, c.sha) for c in pushed]
             report.head = new
             return report
         gr.wait_backoff(attempt)
     raise GitError(f"gave up pushing to {remote} after {ROUNDS} rejected rounds", hint="sync again")
 
 
-def move_forward(
-    manager: StateManager, tip: str | None, report: Report, withdraw: frozenset[str]
-) -> str:
+def move_forward(ws: Workspace, tip: str | None, report: Report, withdraw: frozenset[str]) -> str:
     """Replay the local commits the remote lacks on ``tip`` and move the checkout there; the
     commit to push (HEAD itself when it already builds on ``tip``)."""
-    repo = manager.repo
+    repo = ws.repo
     while True:
         head = repo.refs.head()
         if head.ref != f"refs/heads/{report.branch}":
@@ -177,32 +174,32 @@ def move_forward(
                 hint="check the remote's URL (`git remote -v`); a node is a clone of the remote",
             )
         local = gr.commits_between(repo, base, head.sha)
-        new, replayed, dropped = replay(manager, tip, local, withdraw)
+        new, replayed, dropped = replay(ws, tip, local, withdraw)
         if new is None:
             raise GitError("nothing to build on: the remote branch is empty and no commit is local")
         new_tree = repo.objects.commit_tree(bytes.fromhex(new))
         changed = repo.objects.diff(repo.head_tree(head), new_tree)
-        _refuse_local_files(manager, new_tree, changed)
+        _refuse_local_files(ws, new_tree, changed)
         try:
-            with _episode_locks(manager, changed), manager.repo_lock():
+            with _episode_locks(ws, changed), ws.repo_lock():
                 checkout.fast_forward(repo, head, new, f"replayed {len(replayed)} on {tip[:12]}")
         except StaleHead:
             continue  # a transition of this node committed meanwhile: replay it too
         report.replayed += replayed
         report.dropped += dropped
-        manager.refresh_once = False
+        ws.refresh_once = False
         return new
 
 
-def _refuse_local_files(manager: StateManager, tree: bytes, paths: list[str]) -> None:
+def _refuse_local_files(ws: Workspace, tree: bytes, paths: list[str]) -> None:
     """A branch that tracks what hystate keeps local in the state folder (its locks, its
     temporary files) is not checked out: a node would honour such a lock (every transition of
     the episode, or every sync, busy for good) or delete such a file."""
-    prefix = manager.rel_state_dir.rstrip("/") + "/"
+    prefix = ws.rel_state_dir.rstrip("/") + "/"
     for path in paths:
         inner = path[len(prefix) :] if path.startswith(prefix) else None
         name = path.rpartition("/")[2]
-        if inner is None or manager.repo.objects.lookup(tree, path) is None:
+        if inner is None or ws.repo.objects.lookup(tree, path) is None:
             continue
         if inner.startswith(".locks/") or (name.startswith(".") and name.endswith(".tmp")):
             raise GitError(
@@ -213,8 +210,8 @@ def _refuse_local_files(manager: StateManager, tree: bytes, paths: list[str]) ->
 
 
 @contextmanager
-def _episode_locks(manager: StateManager, paths: list[str]) -> Iterator[None]:
-    prefix = manager.rel_state_dir.rstrip("/") + "/"
+def _episode_locks(ws: Workspace, paths: list[str]) -> Iterator[None]:
+    prefix = ws.rel_state_dir.rstrip("/") + "/"
     ids = sorted(
         {
             p.rpartition("/")[2][:-5]
@@ -227,7 +224,7 @@ def _episode_locks(manager: StateManager, paths: list[str]) -> Iterator[None]:
     held: list[StateLock] = []
     try:
         for eid in ids:
-            lock = manager.episode_lock(eid)
+            lock = ws.episode_lock(eid)
             lock.acquire()
             held.append(lock)
         yield
@@ -237,18 +234,18 @@ def _episode_locks(manager: StateManager, paths: list[str]) -> Iterator[None]:
 
 
 def replay(
-    manager: StateManager,
+    ws: Workspace,
     tip: str | None,
     commits: list[gr.CommitInfo],
     withdraw: frozenset[str] = frozenset(),
 ) -> tuple[str | None, list[dict[str, Any]], list[dict[str, Any]]]:
     """Write the replayed commits on ``tip``; (new tip, replayed, dropped)."""
-    repo = manager.repo
+    repo = ws.repo
     objects = repo.objects
-    moves = _moves(manager, commits)
+    moves = _moves(ws, commits)
     replayed: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
-    prefix = manager.rel_state_dir.rstrip("/") + "/"
+    prefix = ws.rel_state_dir.rstrip("/") + "/"
     for commit in commits:
         if len(commit.parents) > 1:
             raise GitError(
@@ -288,7 +285,7 @@ def replay(
                 continue
             datas = [objects.read(e[1])[1] if e else None for e in entries]
             try:
-                data = resolve(path, datas[0], datas[1], datas[2], move, manager.recovery)
+                data = resolve(path, datas[0], datas[1], datas[2], move, ws.recovery)
             except Dropped as exc:
                 reason = capped(str(exc))  # it quotes the remote's file (who moved it)
                 continue
@@ -312,10 +309,10 @@ def _rewrite(
     return repo.objects.rewrite(tree, changes)  # type: ignore[no-any-return]
 
 
-def _moves(manager: StateManager, commits: list[gr.CommitInfo]) -> dict[str, Move]:
+def _moves(ws: Workspace, commits: list[gr.CommitInfo]) -> dict[str, Move]:
     if not commits:
         return {}
-    rows = manager.repo.log(
+    rows = ws.repo.log(
         f"{commits[0].sha}~..{commits[-1].sha}" if commits[0].parents else commits[-1].sha,
         ["%H"],
         trailer_keys=(audit.EPISODE, audit.FROM, audit.TO),
@@ -333,21 +330,21 @@ def _row(sha: str, move: Move | None) -> dict[str, Any]:
     return {"commit": sha, "id": move.episode_id, "from": move.from_stage, "to": move.to_stage}
 
 
-def _describe(manager: StateManager, sha: str) -> dict[str, Any]:
-    info = gr.commit_info(manager.repo, sha)
+def _describe(ws: Workspace, sha: str) -> dict[str, Any]:
+    info = gr.commit_info(ws.repo, sha)
     subject = info.message.split(b"\n", 1)[0].decode(errors="replace")
     return {"commit": sha, "subject": subject}
 
 
-def status(manager: StateManager) -> dict[str, Any] | None:
+def status(ws: Workspace) -> dict[str, Any] | None:
     """How far this node is from the remote, as of the last fetch (no network)."""
-    repo = manager.repo
+    repo = ws.repo
     try:
         branch = gr.branch_of(repo)
     except GitError:
         return None
     name = (
-        manager.sync_remote
+        ws.sync_remote
         or repo.git("config", "--get", f"branch.{branch}.remote", check=False).strip()
     )
     if not name or name == ".":

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from hystate.core import yamlio
-from hystate.reports.alerts import check_url
 from hystate.core.errors import InvalidData
 from hystate.core.paths import NotRegularFile, read_bytes
 from hystate.core.schema import load_schema, schema_problems
+from hystate.core.urls import check_broker_url, check_webhook_url
 
 CONFIG_FILE = "hystate.yaml"
 ROOT_KEY = "state_management"
@@ -39,19 +39,17 @@ def _check_webhook(doc: Any, name: str) -> None:
     section = doc.get(ROOT_KEY) if isinstance(doc, dict) else None
     monitoring = section.get("monitoring") if isinstance(section, dict) else None
     url = monitoring.get("webhook_url") if isinstance(monitoring, dict) else None
-    problem = check_url(url) if url is not None else None
+    problem = check_webhook_url(url) if url is not None else None
     if problem:
         raise InvalidData(f"{name}: {ROOT_KEY}.monitoring.webhook_url: {problem}")
 
 
 def _check_broker(doc: Any, name: str) -> None:
     """The event broker's URL, checked the same way (it may carry a password)."""
-    from hystate.events.redis_streams import check_url
-
     section = doc.get(ROOT_KEY) if isinstance(doc, dict) else None
     events = section.get("events") if isinstance(section, dict) else None
     url = events.get("url") if isinstance(events, dict) else None
-    problem = check_url(url) if url is not None else None
+    problem = check_broker_url(url) if url is not None else None
     if problem:
         raise InvalidData(f"{name}: {ROOT_KEY}.events.url: {problem}")
 

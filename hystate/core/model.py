@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from datetime import date as date_type
 from enum import Enum, StrEnum
@@ -230,7 +231,8 @@ class EpisodeState:
     The seed's attributes read (and, on a copy you own, write) the file's keys:
     ``state.audio_file`` is ``Path(data["files"]["audio_file"])``, ``state.download_attempts``
     is ``data["attempts"]["download"]``. ``EpisodeState(episode_id=..., archive_identifier=...,
-    date=..., title=..., stage=..., ...)`` builds one the seed's way (see ``hystate.integrations.seed_api``).
+    date=..., title=..., stage=..., ...)`` builds one the seed's way
+    (``seed_document``).
     """
 
     __slots__ = ("data", "path")
@@ -261,8 +263,6 @@ class EpisodeState:
             self.data: dict[str, Any] = data
             self.path: str | None = None if path is None else str(path)
             return
-        from hystate.integrations.seed_api import seed_document  # here: seed_api imports this module
-
         positional = () if data is None else (data, path, *seed_args)
         self.data = seed_document(positional, seed_fields)
         self.path = None
@@ -319,3 +319,56 @@ class EpisodeState:
         return isinstance(other, EpisodeState) and self.data == other.data
 
     __hash__ = None  # type: ignore[assignment]
+
+
+# EpisodeState's fields in the seed's dataclass order (for positional construction).
+SEED_ORDER = (
+    "episode_id", "archive_identifier", "date", "title", "stage", "status_message",
+    "last_updated", "source_url", "audio_file", "video_file", "transcript_file",
+    "download_attempts", "conversion_attempts", "upload_attempts", "youtube_video_id",
+    "scheduled_date", "published_date", "playlist_ids", "audio_duration", "audio_size",
+    "video_size", "processing_time", "error_history",
+)  # fmt: skip
+
+
+def seed_document(positional: tuple[Any, ...], named: Mapping[str, Any]) -> dict[str, Any]:
+    """The episode document of ``EpisodeState(...)`` called with the seed's fields."""
+    values = dict(named)
+    args = list(positional)
+    while args and args[-1] is None:
+        args.pop()
+    if len(args) > len(SEED_ORDER):
+        raise TypeError(f"EpisodeState() takes at most {len(SEED_ORDER)} fields")
+    for name, value in zip(SEED_ORDER, args, strict=False):
+        if name in values:
+            raise TypeError(f"EpisodeState() got multiple values for argument {name!r}")
+        values[name] = value
+    unknown = sorted(set(values) - set(SEED_ORDER))
+    if unknown:
+        raise TypeError(f"EpisodeState() got an unexpected keyword argument {unknown[0]!r}")
+    missing = [n for n in ("episode_id", "date", "title") if values.get(n) is None]
+    if missing:
+        raise TypeError(f"EpisodeState() missing required argument {missing[0]!r}")
+    episode_id = check_id(str(values.pop("episode_id")))
+    at = to_file_value(values.pop("last_updated", None) or datetime.now(UTC))
+    stage = ProcessingStage.parse(to_file_value(values.pop("stage", None) or "discovered"))
+    doc = new_episode(
+        episode_id,
+        title=str(values.pop("title")),
+        date=_air_date(values.pop("date")),
+        archive_identifier=values.pop("archive_identifier", None),
+        at=str(at),
+        by="seed-api",
+    )
+    doc["stage"] = stage.value
+    doc["history"][0]["to"] = stage.value
+    state = EpisodeState(doc)
+    for name, value in values.items():
+        setattr(state, name, value)
+    return doc
+
+
+def _air_date(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.date().isoformat()  # the air date as given, not shifted to UTC
+    return str(to_file_value(value))[:10]

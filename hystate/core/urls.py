@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+WEBHOOK_SCHEMES = ("http", "https")
+BROKER_SCHEMES = ("redis", "rediss", "unix")
+
 
 def check_url(url: object, schemes: Sequence[str]) -> str | None:
     """Why ``url`` cannot be used with one of ``schemes``, or None. A ``unix`` URL needs only a
@@ -30,4 +33,21 @@ def check_url(url: object, schemes: Sequence[str]) -> str | None:
         return "has no host"
     if port == 0:
         return "has port 0"
+    return None
+
+
+def check_webhook_url(url: object) -> str | None:
+    """Why ``url`` cannot be a webhook URL, or None (never quoting it: it may hold a token)."""
+    return check_url(url, WEBHOOK_SCHEMES)
+
+
+def check_broker_url(url: object) -> str | None:
+    """Why ``url`` cannot be a broker URL, or None (never quoting it: it may hold a password)."""
+    problem = check_url(url, BROKER_SCHEMES)
+    if problem or not isinstance(url, str):
+        return problem
+    parts = urlsplit(url)
+    db = parts.path.strip("/") if parts.scheme != "unix" else ""
+    if db and not (db.isdigit() and int(db) < 100_000):
+        return "has a database that is not a number"
     return None

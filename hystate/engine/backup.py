@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from hystate.core.errors import GitError, UsageError
+from hystate.engine.layout import check_output
+from hystate.engine.workspace import Workspace
 from hystate.git.bundle import (
     BundleInfo,
     clone_bundle,
@@ -24,8 +26,6 @@ from hystate.git.bundle import (
     list_refs,
     verify_bundle,
 )
-from hystate.engine.layout import check_output
-from hystate.manager import StateManager
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,13 @@ class RestoreResult:
         }
 
 
-def backup(manager: StateManager, target: Path) -> BackupResult:
+def backup(ws: Workspace, target: Path) -> BackupResult:
     """Write a verified bundle of the state repository to ``target`` (atomically)."""
-    repo = manager.repo
+    repo = ws.repo
     shown, target = str(target), target.absolute()
     if target.is_dir():
         raise UsageError(f"{target} is a directory; name the bundle file to write")
-    check_output(manager, target)
+    check_output(ws, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
@@ -88,7 +88,7 @@ def backup(manager: StateManager, target: Path) -> BackupResult:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    uncommitted = repo.dirty_paths(manager.rel_state_dir)
+    uncommitted = repo.dirty_paths(ws.rel_state_dir)
     return BackupResult(shown, info.refs, info.commits, target.stat().st_size, uncommitted)
 
 
@@ -115,13 +115,13 @@ def restore(bundle: Path, target: Path) -> RestoreResult:
         if scratch.exists():
             shutil.rmtree(scratch)
         raise
-    manager = StateManager(cwd=target)
-    manager.repo.configure()  # the merge driver and index settings live in .git/config
-    manager.refresh(force=True)
+    ws = Workspace(cwd=target)
+    ws.repo.configure()  # the merge driver and index settings live in .git/config
+    ws.refresh(force=True)
     return RestoreResult(
         shown,
-        manager.rel_state_dir,
+        ws.rel_state_dir,
         info.refs,
         info.commits,
-        manager.count_all_episodes(),
+        ws.count_all_episodes(),
     )

@@ -14,18 +14,17 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hystate.git import audit
-from hystate.engine.catalog import Record, parse_rows
 from hystate.core.errors import Problem
-from hystate.events.stream import after_commit
 from hystate.core.model import check_id, new_episode, now_utc
 from hystate.core.parallel import chunked_map
 from hystate.core.paths import ensure_dir
-from hystate.core.store import dump, invalid_file
 from hystate.core.schema import episode_problems
+from hystate.core.store import dump, invalid_file
+from hystate.engine.catalog import Record, parse_rows
+from hystate.git import audit
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class DiscoverResult:
 
 
 def add_episode(
-    manager: StateManager,
+    ws: Workspace,
     episode_id: str,
     *,
     title: str,
@@ -46,11 +45,11 @@ def add_episode(
     check_id(episode_id)  # a bad id is a usage error (exit 2), not bad data
     row = {"identifier": episode_id, "title": title, "date": date}
     [record] = parse_rows([("--", row)], episode_id)
-    return discover(manager, [record], archive_identifier=archive_identifier)
+    return discover(ws, [record], archive_identifier=archive_identifier)
 
 
 def discover(
-    manager: StateManager,
+    ws: Workspace,
     records: Iterable[Record],
     *,
     source: str | None = None,
@@ -58,24 +57,24 @@ def discover(
 ) -> DiscoverResult:
     """Create a file for every record that has none (one commit); leave the others alone."""
     records = list(records)
-    manager.repo.check_writable()
-    ensure_dir(manager.repo.root, manager.state_dir)
+    ws.repo.check_writable()
+    ensure_dir(ws.repo.root, ws.state_dir)
     at = now_utc()
-    with manager.repo_lock():
+    with ws.repo_lock():
         # What a worker needs to make each new file; the parsed documents never come back
         # (at 100,000 episodes they were ~200 MB of the parent's memory).
         todo: list[tuple[str, str, str, str]] = []
         paths: dict[str, Path] = {}
         existing = []
-        in_head = ids_in_head(manager)
+        in_head = ids_in_head(ws)
         for record in records:
             eid = record.identifier
-            if eid in in_head or eid in paths or manager.store.find(eid) is not None:
+            if eid in in_head or eid in paths or ws.store.find(eid) is not None:
                 existing.append(eid)
                 continue
-            paths[eid] = manager.store.path_for(eid, record.date)
-            todo.append((_rel(manager, paths[eid]), eid, record.title, record.date))
-        render = partial(_render_new, (archive_identifier, at, manager.worker))
+            paths[eid] = ws.store.path_for(eid, record.date)
+            todo.append((_rel(ws, paths[eid]), eid, record.title, record.date))
+        render = partial(_render_new, (archive_identifier, at, ws.worker))
         new: dict[str, tuple[Path, bytes]] = {}
         for chunk, rendered in chunked_map(render, todo):
             for (rel, eid, _, _), (data, problems) in zip(chunk, rendered, strict=True):
@@ -85,29 +84,30 @@ def discover(
         if not new:
             return DiscoverResult([], existing, None)
         ids = [p.stem for p, _ in new.values()]
-        message = audit.discover_message(ids, source, manager.worker)
+        message = audit.discover_message(ids, source, ws.worker)
         written: list[Path] = []
         try:
             for path, data in new.values():
-                manager.store.write(path, data, sync=False)
+                ws.store.write(path, data, sync=False)
                 written.append(path)
             os.sync()  # once for the batch: an fsync a file costs ~1 ms each
-            sha = manager.repo.commit({rel: data for rel, (_, data) in new.items()}, message)
+            sha = ws.repo.commit({rel: data for rel, (_, data) in new.items()}, message)
         except BaseException:
             for path in written:
-                if manager.repo.head_blob(_rel(manager, path)) is None:
+                if ws.repo.head_blob(_rel(ws, path)) is None:
                     path.unlink(missing_ok=True)
             raise
-    after_commit(manager, sha)  # outside the lock, like a transition's
+    for after in ws.subscribers.after:
+        after(ws, sha)  # outside the lock, like a transition's
     return DiscoverResult(ids, existing, sha)
 
 
-def ids_in_head(manager: StateManager) -> set[str]:
+def ids_in_head(ws: Workspace) -> set[str]:
     """Episode ids HEAD has files for. A sparse checkout leaves some out of the work
     tree: they are known all the same, whatever their state, and never made anew."""
     return {
         name.rpartition("/")[2][:-5]
-        for name in manager.repo.head_names(manager.rel_state_dir, 1)
+        for name in ws.repo.head_names(ws.rel_state_dir, 1)
         if name.endswith(".yaml")
     }
 
@@ -126,5 +126,5 @@ def _render_new(
     return out
 
 
-def _rel(manager: StateManager, path: Path) -> str:
-    return path.relative_to(manager.repo.root).as_posix()
+def _rel(ws: Workspace, path: Path) -> str:
+    return path.relative_to(ws.repo.root).as_posix()

@@ -6,15 +6,39 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from hystate.core.errors import GitError, HystateError, InvalidData, UnknownEpisode, UsageError
-from hystate.git import GitRepo
-from hystate.core.paths import NotRegularFile, check_real_dir, confine, ensure_dir, is_within, read_bytes
+from hystate.core.paths import (
+    NotRegularFile,
+    check_real_dir,
+    confine,
+    ensure_dir,
+    is_within,
+    read_bytes,
+)
 from hystate.core.store import GITATTRIBUTES, gitignore_text
+from hystate.git import GitRepo
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.core.config import Config
+    from hystate.core.locks import StateLock
+    from hystate.core.store import EpisodeStore
+
+
+class Workspace(Protocol):
+    """What the layout needs of ``hystate.engine.workspace.Workspace`` (which imports this
+    module, so it is named here by its shape)."""
+
+    repo: GitRepo
+    config: Config
+    state_dir: Path
+    store: EpisodeStore
+
+    @property
+    def rel_state_dir(self) -> str: ...
+
+    def repo_lock(self) -> StateLock: ...
 
 
 def find_repo(here: Path, state_dir: str | os.PathLike[str] | None) -> GitRepo:
@@ -37,7 +61,7 @@ def _real_ancestor(path: Path) -> Path:
     return path
 
 
-def check_output(manager: StateManager, path: Path) -> None:
+def check_output(ws: Workspace, path: Path) -> None:
     """``path``, a file the user named for hystate to write (a report, the metrics, a backup),
     must not replace hystate's own files or git's: nothing in the git directory, in the state
     directory (its ``reports/`` aside), ``hystate.yaml`` or a ``.git`` file (UsageError).
@@ -47,9 +71,9 @@ def check_output(manager: StateManager, path: Path) -> None:
 
     given = Path(os.path.abspath(path))
     real = Path(os.path.realpath(given.parent)) / given.name
-    repo = manager.repo
+    repo = ws.repo
     root = Path(os.path.realpath(repo.root))
-    state = Path(os.path.realpath(manager.state_dir))
+    state = Path(os.path.realpath(ws.state_dir))
     gits = [Path(os.path.realpath(d)) for d in (repo.git_dir, repo.common_dir)]
     if (
         real in (root / CONFIG_FILE, root / ".git")
@@ -62,11 +86,11 @@ def check_output(manager: StateManager, path: Path) -> None:
         )
 
 
-def locks_dir(manager: StateManager) -> Path:
+def locks_dir(ws: Workspace) -> Path:
     """``<state_dir>/.locks``; refused when it is a symlink or a file (a branch can commit one
     pointing anywhere), so no lock is ever made, read or removed through it."""
-    path = manager.state_dir / ".locks"
-    problem = check_real_dir(manager.repo.root, path)
+    path = ws.state_dir / ".locks"
+    problem = check_real_dir(ws.repo.root, path)
     if problem is not None:
         raise InvalidData(
             f"{problem}: hystate never follows symlinks",
@@ -75,10 +99,10 @@ def locks_dir(manager: StateManager) -> Path:
     return path
 
 
-def not_found(manager: StateManager, episode_id: str) -> HystateError:
+def not_found(ws: Workspace, episode_id: str) -> HystateError:
     """Why ``episode_id`` has no file: left out of a sparse checkout, or unknown (exit 4)."""
-    rel_dir = manager.rel_state_dir
-    for name in manager.repo.head_names(rel_dir, 1):
+    rel_dir = ws.rel_state_dir
+    for name in ws.repo.head_names(rel_dir, 1):
         if name.rpartition("/")[2] == f"{episode_id}.yaml":
             return GitError(
                 f"{episode_id} is in HEAD but not in the work tree (sparse checkout?)",
@@ -89,30 +113,28 @@ def not_found(manager: StateManager, episode_id: str) -> HystateError:
     )
 
 
-def confined_state_dir(
-    manager: StateManager, here: Path, given: str | os.PathLike[str] | None
-) -> Path:
+def confined_state_dir(ws: Workspace, here: Path, given: str | os.PathLike[str] | None) -> Path:
     """The state directory: from the command line or the API (exit 2 when unusable), else
     ``state_directory`` of hystate.yaml (exit 5). Either way a real folder inside the work
     tree, not its root, not in .git, not through a symlink (see hystate.core.paths)."""
-    root, git_dirs = manager.repo.root, (manager.repo.git_dir, manager.repo.common_dir)
+    root, git_dirs = ws.repo.root, (ws.repo.git_dir, ws.repo.common_dir)
     if given is not None:
         where = "--state-dir"
         state_dir = confine(
             root, os.fspath(given), where, error=UsageError, cwd=here, forbidden=git_dirs
         )
     else:
-        where = f"{manager.config.source or 'hystate.yaml'}: state_directory"
-        value = str(manager.config.get("state_directory"))
+        where = f"{ws.config.source or 'hystate.yaml'}: state_directory"
+        value = str(ws.config.get("state_directory"))
         state_dir = confine(root, value, where, error=InvalidData, forbidden=git_dirs)
     rel = state_dir.relative_to(root).as_posix()
-    head_entry = manager.repo.objects.lookup(manager.repo.head_tree(), rel)
+    head_entry = ws.repo.objects.lookup(ws.repo.head_tree(), rel)
     if head_entry is not None and head_entry[0] != b"40000":
         kind = {b"120000": "a symlink", b"160000": "a submodule"}.get(head_entry[0], "a file")
         error = UsageError if given is not None else InvalidData
         raise error(f"{where}: {rel} is {kind} in HEAD, not a folder")
-    source = manager.config.source or "hystate.yaml"
-    for value in manager.config.get("media.directories"):
+    source = ws.config.source or "hystate.yaml"
+    for value in ws.config.get("media.directories"):
         media = confine(
             root, str(value), f"{source}: media.directories", error=InvalidData,
             forbidden=git_dirs,
@@ -120,30 +142,30 @@ def confined_state_dir(
         if is_within(media, state_dir) or is_within(state_dir, media):
             raise InvalidData(
                 f"{source}: media.directories: {value!r} overlaps the state directory"
-                f" {manager.repo.relpath(state_dir)}/"
+                f" {ws.repo.relpath(state_dir)}/"
             )
     return state_dir
 
 
-def ensure_layout(manager: StateManager) -> str | None:
+def ensure_layout(ws: Workspace) -> str | None:
     """Create the state directory and its .gitignore (committed), and set the repository
     options hystate relies on. Safe to repeat."""
-    manager.repo.configure()
-    ensure_dir(manager.repo.root, manager.state_dir)
-    ignore = gitignore_text(str(manager.config.get("database_file")), manager.rel_state_dir == ".")
+    ws.repo.configure()
+    ensure_dir(ws.repo.root, ws.state_dir)
+    ignore = gitignore_text(str(ws.config.get("database_file")), ws.rel_state_dir == ".")
     files = {
-        manager.state_dir / ".gitignore": ignore.encode(),
-        manager.state_dir / ".gitattributes": GITATTRIBUTES.encode(),
+        ws.state_dir / ".gitignore": ignore.encode(),
+        ws.state_dir / ".gitattributes": GITATTRIBUTES.encode(),
     }
     todo = {p: d for p, d in files.items() if _read_own(p) != d}
     if not todo:
         return None
-    manager.repo.check_writable()
-    with manager.repo_lock():
+    ws.repo.check_writable()
+    with ws.repo_lock():
         for path, data in todo.items():
-            manager.store.write(path, data)
-        message = f"hystate: set up {manager.rel_state_dir}/ (gitignore, merge driver)\n"
-        return manager.repo.commit({manager.repo.relpath(p): d for p, d in todo.items()}, message)
+            ws.store.write(path, data)
+        message = f"hystate: set up {ws.rel_state_dir}/ (gitignore, merge driver)\n"
+        return ws.repo.commit({ws.repo.relpath(p): d for p, d in todo.items()}, message)
 
 
 def _read_own(path: Path) -> bytes:

@@ -32,15 +32,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from hystate.core.errors import HystateError, IllegalTransition, LockBusy
-from hystate.cluster.lease_refs import latest
 from hystate.core.locks import pid_alive, process_start
 from hystate.core.model import EpisodeState, ProcessingStage, check_id, now_utc, parse_time
 from hystate.core.paths import write_atomic
 from hystate.core.rules import Change
+from hystate.engine import transition
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
-    from hystate.engine.transition import TransitionResult
+    from hystate.engine.workspace import Workspace
 
 S = ProcessingStage
 _HOST = socket.gethostname()
@@ -89,8 +88,8 @@ def lease_path(locks_dir: Path, episode_id: str) -> Path:
     return locks_dir / f"{check_id(episode_id)}{SUFFIX}"
 
 
-def stage_lease_seconds(manager: StateManager, stage: ProcessingStage) -> float:
-    return float(manager.config.get("recovery.stage_timeouts")[stage.value])
+def stage_lease_seconds(ws: Workspace, stage: ProcessingStage) -> float:
+    return float(ws.config.get("recovery.stage_timeouts")[stage.value])
 
 
 def _read_file(path: Path) -> dict[str, Any] | None:
@@ -101,13 +100,19 @@ def _read_file(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def current_lease(manager: StateManager, episode: EpisodeState) -> Lease | None:
+def current_lease(ws: Workspace, episode: EpisodeState) -> Lease | None:
     """The lease of ``episode``'s active stage (None when it is in no active stage): this
-    node's renewal or, when later, one another node published (``hystate.cluster.lease_refs``)."""
-    lease = _local_lease(manager, episode)
-    if lease is None or not manager.sync_remote:
+    node's renewal or, when later, one another node published (the workspace's
+    ``lease_sources``: ``hystate.cluster.lease_refs``)."""
+    lease = _local_lease(ws, episode)
+    if lease is None or not ws.sync_remote:
         return lease
-    other = latest(manager, episode.episode_id, lease.stage, lease.entered_at)
+    found = [
+        source(ws, episode.episode_id, lease.stage, lease.entered_at)
+        for source in ws.subscribers.lease_sources
+    ]
+    published = [f for f in found if f is not None]
+    other = max(published, key=lambda f: parse_time(str(f["expires_at"])), default=None)
     if other is None or parse_time(str(other["expires_at"])) <= parse_time(lease.expires_at):
         return lease
     renewed = other.get("renewed_at")
@@ -121,11 +126,11 @@ def current_lease(manager: StateManager, episode: EpisodeState) -> Lease | None:
     )
 
 
-def _local_lease(manager: StateManager, episode: EpisodeState) -> Lease | None:
+def _local_lease(ws: Workspace, episode: EpisodeState) -> Lease | None:
     if not episode.stage.is_active:
         return None
     entered = episode.history[-1]["at"]
-    seconds = stage_lease_seconds(manager, episode.stage)
+    seconds = stage_lease_seconds(ws, episode.stage)
     committed = parse_time(entered) + timedelta(seconds=seconds)
     base = Lease(
         episode.episode_id,
@@ -134,7 +139,7 @@ def _local_lease(manager: StateManager, episode: EpisodeState) -> Lease | None:
         episode.worker,
         committed.isoformat(timespec="seconds"),
     )
-    data = _read_file(lease_path(manager.locks_dir, episode.episode_id))
+    data = _read_file(lease_path(ws.locks_dir, episode.episode_id))
     if not data or data.get("stage") != base.stage or data.get("entered_at") != entered:
         return base
     try:
@@ -155,13 +160,13 @@ def _local_lease(manager: StateManager, episode: EpisodeState) -> Lease | None:
         return base
 
 
-def stuck_reason(manager: StateManager, episode: EpisodeState, now: datetime) -> str | None:
-    lease = current_lease(manager, episode)
+def stuck_reason(ws: Workspace, episode: EpisodeState, now: datetime) -> str | None:
+    lease = current_lease(ws, episode)
     return None if lease is None else lease.stuck_reason(now)
 
 
 def renew(
-    manager: StateManager,
+    ws: Workspace,
     episode_id: str,
     *,
     seconds: float | None = None,
@@ -172,8 +177,8 @@ def renew(
     stage timeout). ``worker``, when given, must be the one holding it. ``register_pid``
     records this process, so its death is seen at once on this host. No commit."""
     check_id(episode_id)
-    with manager.episode_lock(episode_id):
-        episode = manager.episode(episode_id)
+    with ws.episode_lock(episode_id):
+        episode = ws.episode(episode_id)
         if not episode.stage.is_active:
             raise IllegalTransition(
                 f"{episode_id} is {episode.stage.value}: there is no lease to renew"
@@ -184,10 +189,10 @@ def renew(
             raise IllegalTransition(
                 f"{episode_id} is {episode.stage.value} by {episode.worker}, not by {worker}"
             )
-        old = current_lease(manager, episode)
+        old = current_lease(ws, episode)
         assert old is not None
         now = datetime.now(UTC)
-        length = stage_lease_seconds(manager, episode.stage) if seconds is None else seconds
+        length = stage_lease_seconds(ws, episode.stage) if seconds is None else seconds
         if not 0 < length <= 366 * 86400:
             raise IllegalTransition(f"lease length {length!r}: give 0 < seconds <= one year")
         host, pid, start = old.host, old.pid, old.start
@@ -205,7 +210,7 @@ def renew(
             pid,
             start,
         )
-        _write(lease_path(manager.locks_dir, episode_id), lease.as_dict())
+        _write(lease_path(ws.locks_dir, episode_id), lease.as_dict())
         return lease
 
 
@@ -223,17 +228,17 @@ class StillWorking(IllegalTransition):
     """The episode was judged stuck, but its lease was renewed before it could be marked."""
 
 
-def mark_lost(manager: StateManager, episode_id: str, *, by: str) -> TransitionResult:
+def mark_lost(ws: Workspace, episode_id: str, *, by: str) -> transition.TransitionResult:
     """Fail a stuck episode with "worker lost: <why>"; the judgement is repeated under the
     episode's lock (which renewals take too), so a worker that just renewed keeps it."""
 
     def build(episode: EpisodeState) -> Change:
-        reason = stuck_reason(manager, episode, datetime.now(UTC))
+        reason = stuck_reason(ws, episode, datetime.now(UTC))
         if reason is None:
             raise StillWorking(f"{episode_id} is {episode.stage.value} and its lease is alive")
         return Change(S.FAILED, now_utc(), by, error=f"worker lost: {reason}")
 
-    return manager._transition(episode_id, build)
+    return transition.run(ws, episode_id, build)
 
 
 def prune(locks_dir: Path, active: Iterable[str], now: datetime) -> int:
@@ -268,13 +273,13 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        manager: StateManager,
+        ws: Workspace,
         episode_id: str,
         *,
         seconds: float | None = None,
         worker: str | None = None,
     ) -> None:
-        self.manager = manager
+        self.manager = ws
         self.episode_id = episode_id
         self.seconds = seconds
         self.worker = worker

@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hystate.events.redis_streams import Entry, RedisStream, check_url
 from hystate.core.errors import BrokerUnavailable, InvalidData
+from hystate.core.locks import StateLock
+from hystate.core.urls import check_broker_url
+from hystate.events.redis_streams import Entry, RedisStream
 from hystate.events.source import Event, EventSource, key_of
 from hystate.git import history as git_history
-from hystate.core.locks import StateLock
 
 if TYPE_CHECKING:
     from hystate.core.config import Config
+    from hystate.engine.workspace import Workspace
     from hystate.git import GitRepo
-    from hystate.manager import StateManager
 
 CHUNK = 200  # events per compare-and-swap append
 READ_BACK = 1000  # entries per page when matching a rewritten history
@@ -42,7 +43,7 @@ class EventSettings:
     @classmethod
     def of(cls, config: Config) -> EventSettings:
         url = os.environ.get(URL_ENV) or str(config.get("events.url"))
-        problem = check_url(url)
+        problem = check_broker_url(url)
         if problem:
             source = URL_ENV if os.environ.get(URL_ENV) else "events.url"
             raise InvalidData(f"{source}: {problem}")
@@ -120,13 +121,13 @@ class Publisher:
 
     def __init__(
         self,
-        manager: StateManager,
+        ws: Workspace,
         settings: EventSettings | None = None,
         stream: RedisStream | None = None,
     ) -> None:
-        self.repo = manager.repo
-        self.settings = settings or EventSettings.of(manager.config)
-        self.source = EventSource(manager.repo, manager.rel_state_dir)
+        self.repo = ws.repo
+        self.settings = settings or EventSettings.of(ws.config)
+        self.source = EventSource(ws.repo, ws.rel_state_dir)
         self.stream = stream or self.settings.open()
         folder = events_folder(self.repo)
         self.lock_path = folder / "events.lock"

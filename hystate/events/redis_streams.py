@@ -21,10 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from hystate.core import urls
 from hystate.core.errors import BrokerUnavailable, UsageError
-
-SCHEMES = ("redis", "rediss", "unix")
 
 _APPEND = """
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -110,18 +107,6 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 os.register_at_fork(after_in_child=_WATCHDOG.reset)
 _NO_SETINFO: dict[str, Any] = {}
-
-
-def check_url(url: object) -> str | None:
-    """Why ``url`` cannot be a broker URL, or None (never quoting it: it may hold a password)."""
-    problem = urls.check_url(url, SCHEMES)
-    if problem or not isinstance(url, str):
-        return problem
-    parts = urlsplit(url)
-    db = parts.path.strip("/") if parts.scheme != "unix" else ""
-    if db and not (db.isdigit() and int(db) < 100_000):
-        return "has a database that is not a number"
-    return None
 
 
 def redact(url: str) -> str:

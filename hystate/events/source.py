@@ -25,9 +25,9 @@ from datetime import datetime
 from typing import Any
 
 from hystate.core import yamlio
+from hystate.core.model import ID_PATTERN, ProcessingStage
 from hystate.git import GitRepo
 from hystate.git import history as git_history
-from hystate.core.model import ID_PATTERN, ProcessingStage
 
 EPISODE, FROM, TO, WORKER = "Hystate-Episode", "Hystate-From", "Hystate-To", "Hystate-Worker"
 _KEYS = (EPISODE, FROM, TO, WORKER)

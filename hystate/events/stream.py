@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate.events.redis_streams import redact
 from hystate.core.errors import BrokerUnavailable, HystateError, LockBusy
 from hystate.core.locks import LockOwner, StateLock
 from hystate.events.publisher import (
@@ -40,10 +39,11 @@ from hystate.events.publisher import (
     PublishResult,
     events_folder,
 )
+from hystate.events.redis_streams import redact
 
 if TYPE_CHECKING:
     from hystate.core.config import Config
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 __all__ = [
     "URL_ENV",
@@ -64,20 +64,20 @@ _TOLD: weakref.WeakSet[Any] = weakref.WeakSet()
 _LATER = "events not published yet (they are safe in git; the next publish sends them)"
 
 
-def after_commit(manager: StateManager, sha: str | None) -> None:
+def after_commit(ws: Workspace, sha: str | None) -> None:
     """Publish best effort after a commit, outside every lock; never raises. A publisher that
     holds the lock is left to it: the ``events.pending`` mark, set before trying the lock and
     checked by the holder after it lets go, makes it publish this commit too."""
-    if not sha or not manager.config.get("events.enabled"):
+    if not sha or not ws.config.get("events.enabled"):
         return
     try:
-        folder = events_folder(manager.repo)
+        folder = events_folder(ws.repo)
         if _daemon_runs(folder):
             _touch(folder / PENDING)  # it publishes within its interval; no broker here
             return
-        settings = EventSettings.of(manager.config)
+        settings = EventSettings.of(ws.config)
         deadline = time.monotonic() + settings.timeout
-        publisher = Publisher(manager, settings)
+        publisher = Publisher(ws, settings)
         try:
             _drain(publisher, deadline)
         finally:
@@ -85,9 +85,9 @@ def after_commit(manager: StateManager, sha: str | None) -> None:
     except HystateError as exc:
         # the broker's own hint repeats what _LATER says; others (no redis-py) say what to do
         text = exc.message if isinstance(exc, BrokerUnavailable) else str(exc)
-        _tell_once(manager, f"{_LATER}: {text}")
+        _tell_once(ws, f"{_LATER}: {text}")
     except Exception as exc:  # best effort: a transition never fails on its events
-        _tell_once(manager, f"{_LATER}: {type(exc).__name__}: {exc}")
+        _tell_once(ws, f"{_LATER}: {type(exc).__name__}: {exc}")
 
 
 def _drain(publisher: Publisher, deadline: float) -> None:
@@ -118,19 +118,19 @@ def _touch(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
 
 
-def _tell_once(manager: StateManager, message: str) -> None:
-    if manager not in _TOLD:
-        _TOLD.add(manager)
-        manager.notice(message)
+def _tell_once(ws: Workspace, message: str) -> None:
+    if ws not in _TOLD:
+        _TOLD.add(ws)
+        ws.notice(message)
 
 
 # -- status, following, consuming ---------------------------------------------------------------
 
 
-def status(manager: StateManager) -> dict[str, Any]:
+def status(ws: Workspace) -> dict[str, Any]:
     """Where the stream stands: its last entry, its length, and how many events it lacks."""
-    settings = EventSettings.of(manager.config)
-    publisher = Publisher(manager, settings)
+    settings = EventSettings.of(ws.config)
+    publisher = Publisher(ws, settings)
     try:
         last, _ = publisher.stream.head()
         plan = publisher.plan()
@@ -138,7 +138,7 @@ def status(manager: StateManager) -> dict[str, Any]:
             "enabled": settings.enabled,
             "url": redact(settings.url),
             "stream": settings.stream,
-            "ref": settings.ref or (manager.repo.head().ref or "HEAD"),
+            "ref": settings.ref or (ws.repo.head().ref or "HEAD"),
             "tip": plan.tip if plan else None,
             "length": publisher.stream.length(),
             "last_id": last[0] if last else None,
@@ -152,7 +152,7 @@ def status(manager: StateManager) -> dict[str, Any]:
 
 
 def follow(
-    manager: StateManager,
+    ws: Workspace,
     *,
     interval: float = 0.2,
     stop: Callable[[], bool] = lambda: False,
@@ -162,15 +162,15 @@ def follow(
     backoff (one report per outage). While it runs (``.git/hystate/events.daemon``), commits
     leave the publishing to it: a CLI transition then never loads redis-py. One per
     repository."""
-    settings = EventSettings.of(manager.config)
-    daemon = StateLock(events_folder(manager.repo) / DAEMON, timeout=0)
+    settings = EventSettings.of(ws.config)
+    daemon = StateLock(events_folder(ws.repo) / DAEMON, timeout=0)
     try:
         daemon.acquire()
     except LockBusy as exc:
         raise LockBusy(
             f"another `hystate events publish --follow` runs for this repository ({exc.message})"
         ) from None
-    publisher = Publisher(manager, settings)
+    publisher = Publisher(ws, settings)
     published_tip: str | None = None
     down_since: float | None = None
     wait = interval
@@ -180,7 +180,7 @@ def follow(
             if tip != published_tip or publisher.pending.exists():
                 try:
                     publisher.pending.unlink(missing_ok=True)
-                    result = publisher.publish(lock_wait=manager.config.lock_timeout)
+                    result = publisher.publish(lock_wait=ws.config.lock_timeout)
                 except BrokerUnavailable as exc:
                     if down_since is None:
                         down_since = time.monotonic()

@@ -22,15 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from hystate.git import audit
 from hystate.core import yamlio
 from hystate.core.errors import LockBusy
-from hystate.fsck.findings import Finding
-from hystate.git import staged
 from hystate.core.paths import NotRegularFile, read_bytes
+from hystate.fsck.findings import Finding
+from hystate.git import audit, staged
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 MARKER = "Hystate-"  # every commit hystate makes carries trailers starting with this
 REAPPLIER = "hystate-fsck"
 
@@ -68,12 +67,12 @@ def regression(path: str, current: bytes, other: bytes) -> Regression | None:
     return Regression(path, _stage(current), _stage(other), behind, prefix)
 
 
-def staged_regressions(manager: StateManager) -> list[Regression]:
+def staged_regressions(ws: Workspace) -> list[Regression]:
     """Index entries of episode files holding an older state than HEAD."""
-    repo = manager.repo
+    repo = ws.repo
     changes = [
         c
-        for c in staged.staged_changes(repo, manager.rel_state_dir)
+        for c in staged.staged_changes(repo, ws.rel_state_dir)
         if c.old and c.new and c.path.endswith(".yaml")
     ]
     blobs = staged.read_blobs(repo, [s for c in changes for s in (c.old, c.new) if s])
@@ -106,12 +105,12 @@ class Revert:
         )
 
 
-def reverts(manager: StateManager) -> list[Revert]:
+def reverts(ws: Workspace) -> list[Revert]:
     """Transitions reverted by a commit without hystate's trailers and still missing in HEAD,
     newest revert first (at most one per file: the one HEAD still shows)."""
-    repo = manager.repo
+    repo = ws.repo
     commits = staged.trailerless_commits(repo, MARKER)
-    changes = staged.commit_changes(repo, commits, manager.rel_state_dir)
+    changes = staged.commit_changes(repo, commits, ws.rel_state_dir)
     candidates = [
         (sha, c)
         for sha in commits
@@ -138,13 +137,13 @@ def reverts(manager: StateManager) -> list[Revert]:
     return list(found.values())
 
 
-def reapply(manager: StateManager, revert: Revert) -> tuple[bool, str]:
+def reapply(ws: Workspace, revert: Revert) -> tuple[bool, str]:
     """Re-apply the transitions ``revert`` lost: commit the file as it was before it.
     (done, what happened). The episode's lock keeps workers off it meanwhile; the work tree
     must hold the version before the revert (as the workers left it) or the reverted one."""
-    repo = manager.repo
+    repo = ws.repo
     episode_id = PurePosixPath(revert.path).stem
-    with manager.episode_lock(episode_id, timeout=2):
+    with ws.episode_lock(episode_id, timeout=2):
         head = repo.head_blob(revert.path)
         if head is None or head.hex() != revert.after:
             return False, "changed meanwhile; left alone"
@@ -157,26 +156,24 @@ def reapply(manager: StateManager, revert: Revert) -> tuple[bool, str]:
                 "not re-applied: the work tree holds a third version; commit or discard it, "
                 "then run `hystate fsck --repair` again"
             )
-        with manager.repo_lock():
+        with ws.repo_lock():
             if current != before:
-                manager.store.write(path, before)
+                ws.store.write(path, before)
             try:
                 sha = repo.commit({revert.path: before}, reapply_message(episode_id, revert))
             except BaseException:
                 if current is not None and repo.head_blob(revert.path) == head:
-                    manager.store.write(path, current)
+                    ws.store.write(path, current)
                 raise
     return True, f"re-applied in {(sha or '')[:8]}"
 
 
-def reset_staged(manager: StateManager) -> list[Regression]:
+def reset_staged(ws: Workspace) -> list[Regression]:
     """Set index entries holding an older state than HEAD back to HEAD's, under the repo lock
     (so no transition commits meanwhile); the entries reset."""
-    with manager.repo_lock():
-        found = staged_regressions(manager)
-        staged.reset_index_entries(
-            manager.repo, [r.path for r in found], wait=manager.config.lock_timeout
-        )
+    with ws.repo_lock():
+        found = staged_regressions(ws)
+        staged.reset_index_entries(ws.repo, [r.path for r in found], wait=ws.config.lock_timeout)
     return found
 
 
@@ -210,26 +207,26 @@ def _stage(raw: bytes) -> str:
 # -- fsck's part ---------------------------------------------------------------------------
 
 
-def fsck_reverts(manager: StateManager, repair: bool) -> list[Finding]:
+def fsck_reverts(ws: Workspace, repair: bool) -> list[Finding]:
     """fsck: transitions reverted by a commit made without hystate; re-applied with repair."""
     found = []
-    for revert in reverts(manager):
+    for revert in reverts(ws):
         finding = Finding("reverted", revert.path, revert.describe())
         if repair:
             try:
-                finding.repaired, finding.action = reapply(manager, revert)
+                finding.repaired, finding.action = reapply(ws, revert)
             except LockBusy:
                 finding.action = "not repaired: the episode is locked by a live process"
         found.append(finding)
     return found
 
 
-def fsck_staged(manager: StateManager, repair: bool) -> list[Finding]:
+def fsck_staged(ws: Workspace, repair: bool) -> list[Finding]:
     """fsck: index entries holding an older state than HEAD (what a person's failed `git
     commit` next to running workers leaves, and their next commit would record); set back to
     HEAD's with repair."""
-    found = staged_regressions(manager)
-    done = {r.path for r in reset_staged(manager)} if repair and found else set()
+    found = staged_regressions(ws)
+    done = {r.path for r in reset_staged(ws)} if repair and found else set()
     findings = []
     for r in found:
         finding = Finding("index-drift", r.path, r.describe("git's index entry"))

@@ -6,22 +6,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hystate import fsck
-from hystate.fsck.findings import Finding
-from hystate.fsck import stuck
 from hystate.core.model import EpisodeState, ProcessingStage
+from hystate.fsck import stuck
+from hystate.fsck.findings import Finding
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 S = ProcessingStage
 __all__ = ["Finding", "RecoveryManager"]
 
 
 class RecoveryManager:
-    def __init__(self, manager: StateManager) -> None:
-        self.manager = manager
-        self.repo = manager.repo
-        self.store = manager.store
+    def __init__(self, ws: Workspace) -> None:
+        self.manager = ws
+        self.repo = ws.repo
+        self.store = ws.store
 
     def identify_incomplete(self) -> dict[ProcessingStage, list[str]]:
         """The seed's map: every stage but published and skipped -> the ids in it (stages

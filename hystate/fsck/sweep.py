@@ -11,23 +11,22 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hystate.fsck.findings import Finding
 from hystate.core.locks import foreign_lock_files, remove_foreign_lock
 from hystate.core.model import EpisodeState, ProcessingStage
+from hystate.fsck.findings import Finding
+from hystate.review import validate
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 S = ProcessingStage
 
 
-def orphans(
-    manager: StateManager, episodes: Iterable[EpisodeState], *, remove: bool
-) -> list[Finding]:
+def orphans(ws: Workspace, episodes: Iterable[EpisodeState], *, remove: bool) -> list[Finding]:
     """Media files no episode points to. The folders were confined when the config was
     loaded (inside the work tree, not its root, .git or the state folder); here nothing is
     followed through a symlink, nested repositories and tracked files are never removed."""
-    root = manager.repo.root
-    folders = [root / d for d in manager.config.get("media.directories")]
+    root = ws.repo.root
+    folders = [root / d for d in ws.config.get("media.directories")]
     if not folders:
         return []
     referenced: set[str] = set()
@@ -53,11 +52,11 @@ def orphans(
     for folder in folders:
         if not folder.is_dir() or folder.is_symlink():
             continue
-        tracked = _tracked(manager, folder)
+        tracked = _tracked(ws, folder)
         for media in _media_files(folder):
             if str(media) in referenced:
                 continue
-            rel = manager.repo.relpath(media)
+            rel = ws.repo.relpath(media)
             finding = Finding("orphan", rel, "media file of no episode")
             kept = _not_removable(media)
             if kept:
@@ -89,18 +88,18 @@ def _not_removable(path: Path) -> str:
     return ""
 
 
-def _tracked(manager: StateManager, folder: Path) -> set[str]:
-    out = manager.repo.git("ls-files", "-z", "--", manager.repo.relpath(folder), check=False)
+def _tracked(ws: Workspace, folder: Path) -> set[str]:
+    out = ws.repo.git("ls-files", "-z", "--", ws.repo.relpath(folder), check=False)
     return set(filter(None, out.split("\0")))
 
 
-def foreign_locks(manager: StateManager, *, repair: bool) -> list[Finding]:
+def foreign_locks(ws: Workspace, *, repair: bool) -> list[Finding]:
     """Lock paths that are folders, FIFOs or symlinks: no hystate made them, and each refuses
     work on its episode (exit 6) until it is gone. ``repair`` removes an empty folder or a FIFO
     no live process has open; anything else is listed for a person."""
     found = []
-    for lock, what in foreign_lock_files(manager.locks_dir):
-        finding = Finding("foreign-lock", manager.repo.relpath(lock), f"is {what}, not a lock")
+    for lock, what in foreign_lock_files(ws.locks_dir):
+        finding = Finding("foreign-lock", ws.repo.relpath(lock), f"is {what}, not a lock")
         if repair:
             kept = remove_foreign_lock(lock)
             if kept is None:
@@ -111,18 +110,18 @@ def foreign_locks(manager: StateManager, *, repair: bool) -> list[Finding]:
     return found
 
 
-def foreign_caches(manager: StateManager, *, repair: bool) -> list[Finding]:
+def foreign_caches(ws: Workspace, *, repair: bool) -> list[Finding]:
     """Cache-named files in the state folder: hystate never made them (its caches live in
     .git/hystate/cache/) and never opens them. Links and tracked files are reported by
     validate; a plain untracked one (planted, or left by an older hystate) is listed, and
     removed with --repair (only the name: nothing is written through it)."""
-    database = str(manager.config.get("database_file"))
+    database = str(ws.config.get("database_file"))
     names = [database, *(f"{database}-{s}" for s in ("wal", "shm", "journal")), "index.json"]
-    tracked = manager.tracked_caches()
+    tracked = validate.tracked_caches(ws)
     found = []
     for name in names:
-        path = manager.store.state_dir / name
-        rel = manager.store.name(path)
+        path = ws.store.state_dir / name
+        rel = ws.store.name(path)
         if path.is_symlink() or not path.is_file() or any(p.file == rel for p in tracked):
             continue
         finding = Finding(

@@ -16,10 +16,10 @@ from hystate.git.refs import Head, StaleHead
 from hystate.git.settings import Identity
 
 if TYPE_CHECKING:
-    from hystate.git.repo import GitRepo
+    from hystate.git.base import RepoBase
 
 
-def make_commit(repo: GitRepo, files: Mapping[str, bytes], message: str) -> str | None:
+def make_commit(repo: RepoBase, files: Mapping[str, bytes], message: str) -> str | None:
     """See ``GitRepo.commit``."""
     repo.check_writable()
     repo.settings.refresh()
@@ -39,7 +39,7 @@ def make_commit(repo: GitRepo, files: Mapping[str, bytes], message: str) -> str 
     return sha
 
 
-def _entries(repo: GitRepo, files: Mapping[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
+def _entries(repo: RepoBase, files: Mapping[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
     """(mode, blob sha) of each file as ``git add`` would store it."""
     if repo.plain_attributes(files):
         shas = {rel: repo.objects.write(b"blob", data) for rel, data in files.items()}
@@ -65,7 +65,7 @@ def _entries(repo: GitRepo, files: Mapping[str, bytes]) -> dict[str, tuple[bytes
     return entries
 
 
-def blob_id(repo: GitRepo, rel: str, data: bytes) -> bytes:
+def blob_id(repo: RepoBase, rel: str, data: bytes) -> bytes:
     """The sha git would store for ``data`` at ``rel`` (its attributes applied)."""
     if repo.plain_attributes([rel]):
         return object_id(b"blob", data)
@@ -73,7 +73,7 @@ def blob_id(repo: GitRepo, rel: str, data: bytes) -> bytes:
     return bytes.fromhex(proc.decode().strip())
 
 
-def _hash_with_git(repo: GitRepo, rels: list[str], *, write: bool) -> dict[str, bytes]:
+def _hash_with_git(repo: RepoBase, rels: list[str], *, write: bool) -> dict[str, bytes]:
     if any("\n" in rel for rel in rels):
         raise GitError("a path with a line break cannot be committed by hystate")
     args = ["hash-object", *(["-w"] if write else []), "--stdin-paths"]
@@ -84,7 +84,7 @@ def _hash_with_git(repo: GitRepo, rels: list[str], *, write: bool) -> dict[str, 
 
 
 def _commit_head(
-    repo: GitRepo, entries: Mapping[str, tuple[bytes, bytes]], message: str
+    repo: RepoBase, entries: Mapping[str, tuple[bytes, bytes]], message: str
 ) -> str | None:
     settings = repo.settings
     author, committer = settings.author(), settings.committer()
@@ -118,7 +118,7 @@ def _commit_head(
 
 
 def _commit_with_git(
-    repo: GitRepo, tree: bytes, head: Head, message: str, author: Identity, committer: Identity
+    repo: RepoBase, tree: bytes, head: Head, message: str, author: Identity, committer: Identity
 ) -> bytes:
     """``git commit-tree``: git signs (commit.gpgSign) and parses GIT_*_DATE itrepo."""
     args = ["commit-tree", tree.hex()]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hystate.git.repo import GitRepo
+    from hystate.git.base import RepoBase
 
 MARKER = "validate --staged"
 _HEADER = "# hystate: refuse a commit that would put an episode file back to an older state"
@@ -43,12 +43,12 @@ def hook_script() -> str:
     return f"#!/bin/sh\n{_HEADER}\n# (installed by `hystate init`; safe to edit)\n{hook_line()}\n"
 
 
-def hooks_dir(repo: GitRepo) -> Path:
+def hooks_dir(repo: RepoBase) -> Path:
     where = Path(repo.git("rev-parse", "--git-path", "hooks").strip())
     return where if where.is_absolute() else (repo.root / where)
 
 
-def install_pre_commit(repo: GitRepo) -> HookResult:
+def install_pre_commit(repo: RepoBase) -> HookResult:
     """Install (or find) the guard in the repository's pre-commit hook. Safe to repeat."""
     path = hooks_dir(repo) / "pre-commit"
     if path.exists() or path.is_symlink():
@@ -75,7 +75,7 @@ def install_pre_commit(repo: GitRepo) -> HookResult:
 _COMMIT_HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit")
 
 
-def unrun_hooks(repo: GitRepo) -> list[str]:
+def unrun_hooks(repo: RepoBase) -> list[str]:
     """Commit hooks of this repository that a hystate commit does not run (README: "Not run:
     git hooks"): executable ones, except a pre-commit hook that only runs hystate's own guard,
     and none at all once ``git config hystate.hooks skip`` acknowledges it."""

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hystate.core.errors import GitError
+from hystate.core.model import EpisodeState, new_episode, now_utc, put_file_key
+from hystate.core.schema import episode_problems
+from hystate.core.store import dump, invalid_file
 from hystate.engine import discovery
 from hystate.git.audit import trailers
-from hystate.core.errors import GitError
 from hystate.git.objects import object_id
 from hystate.integrations.legacy import LegacyEpisode, read_legacy_dir
-from hystate.core.model import EpisodeState, new_episode, now_utc, put_file_key
-from hystate.core.store import dump, invalid_file
-from hystate.core.schema import episode_problems
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager

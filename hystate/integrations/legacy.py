@@ -23,9 +23,9 @@ from typing import Any
 import yaml
 
 from hystate.core import yamlio
-from hystate.engine.catalog import _date
 from hystate.core.errors import HystateError, InvalidData, Problem
 from hystate.core.model import check_id
+from hystate.engine.catalog import _date
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  # the longest real full_text is well under 100 KB
 MAX_FILES = 200_000

@@ -3,11 +3,9 @@
 Most of the seed's names are hystate's own classes, which carry the seed's methods beside
 their richer ones (``StateManager``, ``EpisodeState``, ``StateTransitionValidator``,
 ``ErrorRecovery``, ``RecoveryManager``, ``ReportGenerator``, ``StateLock``). This module holds
-what only the seed's shape needs:
+what only the seed's shape needs (the seed's ``update_state`` keywords are
+``hystate.core.seed_fields``; ``EpisodeState(episode_id=..., ...)`` is ``model.seed_document``):
 
-- ``seed_update``: ``update_state(episode_id, stage, audio_file=Path(...), ...)`` with the
-  seed's field names, translated to the file's dotted keys;
-- ``seed_document``: ``EpisodeState(episode_id=..., title=..., ...)`` built the seed's way;
 - ``StateDatabase``: the seed's SQLite backend; ``record_event`` keeps its events in
   ``<state_dir>/events.jsonl`` (append-only, not tracked), so a cache rebuild never loses them;
 - ``YAMLPersistence``: ``save_state``/``load_state`` of one episode file, validated.
@@ -19,147 +17,17 @@ import errno
 import json
 import os
 import sqlite3
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from hystate.core.errors import HystateError, InvalidData, UsageError
-from hystate.core.model import EpisodeState, ProcessingStage, check_id, new_episode, to_file_value
+from hystate.core.errors import HystateError, InvalidData
+from hystate.core.model import EpisodeState, check_id
 from hystate.core.paths import NotRegularFile, read_bytes
 from hystate.core.rules import check_message
-from hystate.core.store import EpisodeStore, dump, invalid_file, parse_content
 from hystate.core.schema import episode_problems
-
-if TYPE_CHECKING:
-    from hystate.manager import StateManager
-    from hystate.engine.transition import TransitionResult
-
-# The seed's field names -> the file's dotted keys, for update_state(**kwargs).
-FIELD_KEYS = {
-    "title": "title",
-    "source_url": "files.source_url",
-    "audio_file": "files.audio_file",
-    "video_file": "files.video_file",
-    "transcript_file": "files.transcript_file",
-    "youtube_video_id": "youtube.video_id",
-    "scheduled_date": "youtube.scheduled_date",
-    "published_date": "youtube.published_date",
-    "playlist_ids": "youtube.playlist_ids",
-    "audio_duration": "metrics.audio_duration",
-    "audio_size": "metrics.audio_size",
-    "video_size": "metrics.video_size",
-    "processing_time": "metrics.processing_time",
-}
-# Kept by hystate itself: attempts are counted on entering a stage, errors recorded by failing.
-KEPT = {
-    "episode_id": "it names the file",
-    "archive_identifier": "it is set at discovery",
-    "date": "it is set at discovery",
-    "stage": "it is the second argument",
-    "last_updated": "hystate stamps every transition",
-    "download_attempts": "hystate counts attempts on entering a stage",
-    "conversion_attempts": "hystate counts attempts on entering a stage",
-    "upload_attempts": "hystate counts attempts on entering a stage",
-    "error_history": "failing records the error (pass error=...)",
-}
-# EpisodeState's fields in the seed's dataclass order (for positional construction).
-SEED_ORDER = (
-    "episode_id", "archive_identifier", "date", "title", "stage", "status_message",
-    "last_updated", "source_url", "audio_file", "video_file", "transcript_file",
-    "download_attempts", "conversion_attempts", "upload_attempts", "youtube_video_id",
-    "scheduled_date", "published_date", "playlist_ids", "audio_duration", "audio_size",
-    "video_size", "processing_time", "error_history",
-)  # fmt: skip
-
-
-def seed_update(
-    manager: StateManager,
-    episode_id: str,
-    stage: str | ProcessingStage,
-    seed_fields: Mapping[str, Any],
-    *,
-    message: str | None = None,
-    fields: Mapping[str, Any] | None = None,
-    worker: str | None = None,
-    force: bool = False,
-    lock_timeout: float | None = None,
-) -> TransitionResult:
-    """``update_state`` with the seed's keyword arguments (``status_message``, ``error`` and
-    ``traceback`` for a failure, and the fields of ``FIELD_KEYS``)."""
-    extra = dict(seed_fields)
-    error = extra.pop("error", None)
-    trace = extra.pop("traceback", None)
-    if "status_message" in extra:
-        message = extra.pop("status_message")
-    dotted = dict(fields or {})
-    for name, value in extra.items():
-        if name in KEPT:
-            raise UsageError(f"update_state: {name} cannot be set: {KEPT[name]}")
-        if name not in FIELD_KEYS:
-            known = ", ".join(["status_message", "error", "traceback", *FIELD_KEYS])
-            raise UsageError(f"update_state: unknown field {name!r} (fields: {known})")
-        if name == "playlist_ids" and value is not None:
-            value = [str(v) for v in value]
-        dotted[FIELD_KEYS[name]] = to_file_value(value)
-    target = ProcessingStage.parse(stage)
-    if error is not None or trace is not None:
-        if target is not ProcessingStage.FAILED or dotted:
-            raise UsageError("update_state: error= and traceback= go with the failed stage only")
-        text = str(error) if error is not None else (message or "")
-        return manager.fail(episode_id, text, traceback=trace, worker=worker)
-    return manager.update_state(
-        episode_id,
-        target,
-        message=message,
-        fields=dotted,
-        worker=worker,
-        force=force,
-        lock_timeout=lock_timeout,
-    )
-
-
-def seed_document(positional: tuple[Any, ...], named: Mapping[str, Any]) -> dict[str, Any]:
-    """The episode document of ``EpisodeState(...)`` called with the seed's fields."""
-    values = dict(named)
-    args = list(positional)
-    while args and args[-1] is None:
-        args.pop()
-    if len(args) > len(SEED_ORDER):
-        raise TypeError(f"EpisodeState() takes at most {len(SEED_ORDER)} fields")
-    for name, value in zip(SEED_ORDER, args, strict=False):
-        if name in values:
-            raise TypeError(f"EpisodeState() got multiple values for argument {name!r}")
-        values[name] = value
-    unknown = sorted(set(values) - set(SEED_ORDER))
-    if unknown:
-        raise TypeError(f"EpisodeState() got an unexpected keyword argument {unknown[0]!r}")
-    missing = [n for n in ("episode_id", "date", "title") if values.get(n) is None]
-    if missing:
-        raise TypeError(f"EpisodeState() missing required argument {missing[0]!r}")
-    episode_id = check_id(str(values.pop("episode_id")))
-    at = to_file_value(values.pop("last_updated", None) or datetime.now(UTC))
-    stage = ProcessingStage.parse(to_file_value(values.pop("stage", None) or "discovered"))
-    doc = new_episode(
-        episode_id,
-        title=str(values.pop("title")),
-        date=_air_date(values.pop("date")),
-        archive_identifier=values.pop("archive_identifier", None),
-        at=str(at),
-        by="seed-api",
-    )
-    doc["stage"] = stage.value
-    doc["history"][0]["to"] = stage.value
-    state = EpisodeState(doc)
-    for name, value in values.items():
-        setattr(state, name, value)
-    return doc
-
-
-def _air_date(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.date().isoformat()  # the air date as given, not shifted to UTC
-    return str(to_file_value(value))[:10]
+from hystate.core.store import EpisodeStore, dump, invalid_file, parse_content
+from hystate.manager import StateManager
 
 
 class StateDatabase:
@@ -187,8 +55,6 @@ class StateDatabase:
         return self._conn
 
     def _trusted_path(self) -> Path:
-        from hystate.manager import StateManager  # here: hystate.manager imports this module
-
         try:
             manager = StateManager(self.state_dir)
         except HystateError:

@@ -12,25 +12,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from hystate.core import urls
 from hystate.core.errors import HystateError
 from hystate.core.paths import ensure_dir, read_bytes, write_atomic
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
     from hystate.core.rules import Change
+    from hystate.engine.workspace import Workspace
 
 FINISHED = ("downloaded", "converted", "uploaded", "scheduled", "published")
-
-
-def check_url(url: object) -> str | None:
-    """Why ``url`` cannot be a webhook URL, or None (never quoting it: it may hold a token)."""
-    return urls.check_url(url, ("http", "https"))
 
 
 def redact(url: str) -> str:
@@ -144,10 +139,17 @@ class AlertStreak:
             os.close(fd)
 
 
-def count(manager: StateManager, doc: dict[str, Any], change: Change) -> dict[str, Any] | None:
+def on_commit(ws: Workspace, doc: dict[str, Any], change: Change) -> Callable[[], None] | None:
+    """The subscriber under the repository lock: count the transition, and return the alert's
+    delivery, to run once every lock is released, when it completes a streak."""
+    alert = count(ws, doc, change)
+    return None if alert is None else (lambda: send(ws, alert))
+
+
+def count(ws: Workspace, doc: dict[str, Any], change: Change) -> dict[str, Any] | None:
     """Count one committed transition in the streak (call it under the repo lock); the alert
     to deliver when it completes a streak, else None. Nothing when alerts are off."""
-    if not manager.config.get("monitoring.alert_on_failure"):
+    if not ws.config.get("monitoring.alert_on_failure"):
         return None
     event = {
         "episode_id": doc["episode_id"],
@@ -155,19 +157,19 @@ def count(manager: StateManager, doc: dict[str, Any], change: Change) -> dict[st
         "error": change.error,
         "at": change.at,
     }
-    threshold = int(manager.config.get("monitoring.alert_threshold"))
-    return AlertStreak(manager.state_dir).record(change.to.value, event, threshold)
+    threshold = int(ws.config.get("monitoring.alert_threshold"))
+    return AlertStreak(ws.state_dir).record(change.to.value, event, threshold)
 
 
-def send(manager: StateManager, alert: dict[str, Any]) -> None:
+def send(ws: Workspace, alert: dict[str, Any]) -> None:
     """Deliver ``alert`` to the webhook (or log it when there is none), outside every lock; a
     failed delivery is logged and told through ``manager.notice``, never raised."""
-    url = manager.config.get("monitoring.webhook_url")
-    streak = AlertStreak(manager.state_dir)
-    where = f"{manager.rel_state_dir}/reports/alerts.log"
+    url = ws.config.get("monitoring.webhook_url")
+    streak = AlertStreak(ws.state_dir)
+    where = f"{ws.rel_state_dir}/reports/alerts.log"
     if url:
-        ok, line = streak.deliver(url, alert, str(manager.repo.root))
+        ok, line = streak.deliver(url, alert, str(ws.repo.root))
         if not ok:
-            manager.notice(f"alert not delivered: {line} (logged in {where})")
+            ws.notice(f"alert not delivered: {line} (logged in {where})")
     else:
-        manager.notice(f"{streak.record_undelivered(alert)}; logged in {where}")
+        ws.notice(f"{streak.record_undelivered(alert)}; logged in {where}")

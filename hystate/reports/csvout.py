@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from hystate.cache import queries
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 CSV_FIELDS = (
     "episode_id", "date", "title", "stage", "status_message", "last_updated", "failed_stage",
@@ -39,6 +39,6 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return out.getvalue()
 
 
-def render_csv(manager: StateManager) -> str:
+def render_csv(ws: Workspace) -> str:
     """Every episode, one row each in air-date order, the columns of ``CSV_FIELDS``."""
-    return csv_text(CSV_FIELDS, queries.columns(manager.cache, CSV_FIELDS))
+    return csv_text(CSV_FIELDS, queries.columns(ws.cache, CSV_FIELDS))

@@ -13,42 +13,40 @@ from hystate.fsck.recovery import RecoveryManager
 from hystate.reports.summary import generate_summary
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 MILESTONES = ("downloaded", "converted", "uploaded", "published")
 
 
-def collect(
-    manager: StateManager, period: str = "daily", now: datetime | None = None
-) -> dict[str, Any]:
+def collect(ws: Workspace, period: str = "daily", now: datetime | None = None) -> dict[str, Any]:
     """Everything a report shows, as plain data."""
     now = now or datetime.now(UTC)
-    summary = generate_summary(manager, now)
-    cache = manager.cache
+    summary = generate_summary(ws, now)
+    cache = ws.cache
     stuck = [
         {"episode_id": e.episode_id, "title": e.title, "stage": e.stage.value, "reason": reason}
-        for e, reason in RecoveryManager(manager).stuck()
+        for e, reason in RecoveryManager(ws).stuck()
     ]
     return {
         "period": period,
         "generated_at": now.isoformat(timespec="seconds"),
         "summary": summary,
-        "throughput": throughput(manager, period, now),
-        "progress_over_time": progress_series(manager),
+        "throughput": throughput(ws, period, now),
+        "progress_over_time": progress_series(ws),
         "recent_failures": queries.recent_failures(cache),
         "stuck": stuck,
         "skipped": queries.skipped(cache),
     }
 
 
-def throughput(manager: StateManager, period: str, now: datetime) -> list[dict[str, Any]]:
+def throughput(ws: Workspace, period: str, now: datetime) -> list[dict[str, Any]]:
     """Episodes finishing each stage, per UTC day (last 14 days) or per ISO week (last 12
     weeks)."""
     weekly = period == "weekly"
     span = timedelta(weeks=12) if weekly else timedelta(days=14)
     buckets: dict[str, Counter[str]] = {}
     stages = (*MILESTONES, "failed")
-    for day, stage, count in queries.entered_per_day(manager.cache, stages, now - span):
+    for day, stage, count in queries.entered_per_day(ws.cache, stages, now - span):
         key = day
         if weekly:
             week = date.fromisoformat(day).isocalendar()
@@ -57,11 +55,11 @@ def throughput(manager: StateManager, period: str, now: datetime) -> list[dict[s
     return [{"period": key, **{s: buckets[key][s] for s in stages}} for key in sorted(buckets)]
 
 
-def progress_series(manager: StateManager) -> dict[str, list[tuple[str, int]]]:
+def progress_series(ws: Workspace) -> dict[str, list[tuple[str, int]]]:
     """Cumulative count of episodes that reached each milestone, over time."""
     series: dict[str, list[tuple[str, int]]] = {m: [] for m in MILESTONES}
     counts: Counter[str] = Counter()
-    for stage, stamp in queries.entries(manager.cache, MILESTONES):
+    for stage, stamp in queries.entries(ws.cache, MILESTONES):
         counts[stage] += 1
         points = series[stage]
         if points and points[-1][0] == stamp:

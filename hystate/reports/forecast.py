@@ -27,7 +27,7 @@ from hystate.reports.fit import (
 )
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 
 ACTIVE_STAGES_BY_NAME = {stage.value: kind for stage, kind in ACTIVE_STAGES.items()}
@@ -292,14 +292,12 @@ def _group(r: Any) -> Group:
     return group
 
 
-def predict_summary(
-    manager: StateManager, now: datetime | None = None, limit: int = 10
-) -> dict[str, Any]:
+def predict_summary(ws: Workspace, now: datetime | None = None, limit: int = 10) -> dict[str, Any]:
     """Predictions from the cache of ``manager`` (what ``status``, the reports and the metrics
     show): the model from the most recent runs, waiting and failed episodes in groups, the
     ``limit`` riskiest episodes listed."""
     now = now or datetime.now(UTC)
-    cache = manager.cache
+    cache = ws.cache
     rows = queries.training_log(cache, MAX_TRAINING_RUNS)
     groups = [_group(r) for r in queries.waiting_groups(cache, _WAITING, FEATURES)]
     active = [_snapshot(r) for r in queries.active_snapshots(cache)]
@@ -311,8 +309,8 @@ def predict_summary(
     stamp = now.timestamp()
     model = fit(
         runs_from_log(rows),
-        manager.config.get("recovery.max_retries"),
-        float(manager.config.get("recovery.retry_delay")),
+        ws.config.get("recovery.max_retries"),
+        float(ws.config.get("recovery.retry_delay")),
         stamp,
     )
     return forecast(model, groups, active, stamp, members, limit)

@@ -12,23 +12,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate.reports import charts
-from hystate.reports import csvout
-from hystate.reports import data as report_data
-from hystate.reports.charts import Chart
 from hystate.core.errors import UsageError
-from hystate.engine.layout import check_output
 from hystate.core.model import ProcessingStage
 from hystate.core.paths import ensure_dir, write_atomic
+from hystate.engine.layout import check_output
+from hystate.reports import charts, csvout
+from hystate.reports import data as report_data
+from hystate.reports.charts import Chart
 from hystate.reports.summary import generate_summary
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 
 class ReportGenerator:
-    def __init__(self, manager: StateManager) -> None:
-        self.manager = manager
+    def __init__(self, ws: Workspace) -> None:
+        self.manager = ws
 
     def generate_summary(self) -> dict[str, Any]:
         return generate_summary(self.manager)

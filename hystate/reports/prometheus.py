@@ -8,33 +8,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hystate.cache import queries
-from hystate.reports.forecast import predict_summary
-from hystate.engine.layout import check_output
 from hystate.core.model import ProcessingStage, parse_time
+from hystate.engine.layout import check_output
+from hystate.reports.forecast import predict_summary
 from hystate.reports.generator import write_output
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 
-def metrics_text(manager: StateManager) -> bytes:
+def metrics_text(ws: Workspace) -> bytes:
     """Prometheus text exposition of ``manager``'s state."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()
-    registry.register(_Collector(manager))
+    registry.register(_Collector(ws))
     return bytes(generate_latest(registry))
 
 
-def write_textfile(manager: StateManager, path: Path) -> None:
+def write_textfile(ws: Workspace, path: Path) -> None:
     """Atomically write the metrics for node_exporter's textfile collector."""
-    check_output(manager, path)
-    write_output(path, metrics_text(manager).decode())
+    check_output(ws, path)
+    write_output(path, metrics_text(ws).decode())
 
 
 class _Collector:
-    def __init__(self, manager: StateManager) -> None:
-        self.manager = manager
+    def __init__(self, ws: Workspace) -> None:
+        self.manager = ws
 
     def collect(self) -> Any:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -78,11 +78,11 @@ class _Collector:
         yield from _prediction_metrics(self.manager)
 
 
-def _prediction_metrics(manager: StateManager) -> Any:
+def _prediction_metrics(ws: Workspace) -> Any:
     """hystate.reports.fit's figures; a quantile without enough history is left out."""
     from prometheus_client.core import GaugeMetricFamily
 
-    p = predict_summary(manager)
+    p = predict_summary(ws)
     eta = GaugeMetricFamily(
         "hystate_predicted_completion_timestamp_seconds",
         "Predicted Unix time when every episode is uploaded or skipped.",

@@ -7,26 +7,26 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hystate.cache import queries
-from hystate.reports.forecast import predict_summary
 from hystate.core.model import ProcessingStage
+from hystate.reports.forecast import predict_summary
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 DONE = (ProcessingStage.PUBLISHED.value, ProcessingStage.SKIPPED.value)
 WINDOW = timedelta(days=7)
 NOTHING_LEFT = "nothing left to do"  # the throughput's note when every episode is done
 
 
-def generate_summary(manager: StateManager, now: datetime | None = None) -> dict[str, Any]:
+def generate_summary(ws: Workspace, now: datetime | None = None) -> dict[str, Any]:
     """``completion_percentage`` counts published and skipped episodes as done (neither needs
     more work). ``estimated_completion``: the episodes still to do, at the rate episodes were
     finished during the last 7 days of history; null, with the reason, without enough history."""
     now = now or datetime.now(UTC)
-    progress = manager.count_by_stage()
+    progress = ws.count_by_stage()
     total = sum(progress.values())
     done = sum(progress[s] for s in DONE)
-    eta, throughput = estimate_completion(manager, total - done, now)
+    eta, throughput = estimate_completion(ws, total - done, now)
 
     return {
         "timestamp": now.isoformat(timespec="seconds"),
@@ -35,14 +35,14 @@ def generate_summary(manager: StateManager, now: datetime | None = None) -> dict
         "completion_percentage": round(100 * done / total, 1) if total else 0.0,
         "estimated_completion": eta,
         "throughput": throughput,
-        "predictions": predict_summary(manager, now),
+        "predictions": predict_summary(ws, now),
     }
 
 
 def estimate_completion(
-    manager: StateManager, remaining: int, now: datetime
+    ws: Workspace, remaining: int, now: datetime
 ) -> tuple[str | None, dict[str, Any]]:
-    count, first, last = queries.entered_span(manager.cache, DONE, now - WINDOW)
+    count, first, last = queries.entered_span(ws.cache, DONE, now - WINDOW)
     info: dict[str, Any] = {"finished_last_7_days": count, "per_day": None}
     if remaining == 0:
         info["note"] = NOTHING_LEFT

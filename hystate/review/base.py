@@ -16,16 +16,16 @@ from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from hystate.git import audit
 from hystate.core import yamlio
 from hystate.core.errors import GitError, shown
 from hystate.core.model import ProcessingStage
 from hystate.core.rules import legal_move
-from hystate.core.store import is_episode_path, parse_content
 from hystate.core.schema import episode_problems
+from hystate.core.store import is_episode_path, parse_content
+from hystate.git import audit
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 S = ProcessingStage
 CACHE_NAMES = ("index.json", "state.db", ".locks", "reports")
@@ -47,9 +47,9 @@ class ReviewNote:
         return f"{where}: {self.level}: {self.message}"
 
 
-def review(manager: StateManager, base: str) -> list[ReviewNote]:
-    repo = manager.repo
-    rel_dir = manager.rel_state_dir
+def review(ws: Workspace, base: str) -> list[ReviewNote]:
+    repo = ws.repo
+    rel_dir = ws.rel_state_dir
     prefix = "" if rel_dir == "." else rel_dir + "/"
     if not repo.git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}", check=False):
         raise GitError(
@@ -62,7 +62,7 @@ def review(manager: StateManager, base: str) -> list[ReviewNote]:
     raw = [(meta.split(" "), path) for meta, path in zip(fields[0::2], fields[1::2], strict=False)]
     changes = [(meta[-1][:1], path) for meta, path in raw if len(meta) == 5]
     new_modes = {path: meta[1] for meta, path in raw if len(meta) == 5}
-    findings = _behaviour_changes(manager, base)
+    findings = _behaviour_changes(ws, base)
     added = {p for status, p in changes if status == "A"}
     for status, path in changes:
         inner = path[len(prefix) :]
@@ -94,21 +94,21 @@ def review(manager: StateManager, base: str) -> list[ReviewNote]:
                 )
             )
             continue
-        findings += _check_file(manager, base, path, eid)
-    findings += _trailerless_commits(manager, base)
+        findings += _check_file(ws, base, path, eid)
+    findings += _trailerless_commits(ws, base)
     return findings
 
 
 _LINK_MODES = {"120000": "a symlink", "160000": "a submodule"}
 
 
-def _behaviour_changes(manager: StateManager, base: str) -> list[ReviewNote]:
+def _behaviour_changes(ws: Workspace, base: str) -> list[ReviewNote]:
     """Files that change how hystate behaves (its config; any .gitattributes: merge driver,
     filters, line endings; the state folder's .gitignore: what counts as a cache), flagged so
     reviewers look at them: warnings, since such changes can be legitimate."""
-    rel_dir = manager.rel_state_dir
+    rel_dir = ws.rel_state_dir
     specs = ["hystate.yaml", ":(glob)**/.gitattributes", f"{rel_dir}/.gitignore"]
-    out = manager.repo.git("diff", "--name-only", "-z", "--no-renames", base, "HEAD", "--", *specs)
+    out = ws.repo.git("diff", "--name-only", "-z", "--no-renames", base, "HEAD", "--", *specs)
     why = {
         "hystate.yaml": "hystate's configuration",
         ".gitattributes": "git attributes (merge driver, filters, line endings)",
@@ -125,8 +125,8 @@ def _behaviour_changes(manager: StateManager, base: str) -> list[ReviewNote]:
     ]
 
 
-def _check_file(manager: StateManager, base: str, path: str, eid: str) -> list[ReviewNote]:
-    repo = manager.repo
+def _check_file(ws: Workspace, base: str, path: str, eid: str) -> list[ReviewNote]:
+    repo = ws.repo
     new_raw = repo.git_bytes("show", f"HEAD:{path}")
     doc, problems = parse_content(new_raw, path)
     if problems:
@@ -200,9 +200,9 @@ def _check_path(path: str, eid: str, old: Any, new: dict[str, Any], raw: bytes) 
     return []
 
 
-def _trailerless_commits(manager: StateManager, base: str) -> list[ReviewNote]:
+def _trailerless_commits(ws: Workspace, base: str) -> list[ReviewNote]:
     found = []
-    for sha, subject in audit.trailerless(manager.repo, f"{base}..HEAD", manager.rel_state_dir):
+    for sha, subject in audit.trailerless(ws.repo, f"{base}..HEAD", ws.rel_state_dir):
         found.append(
             ReviewNote(
                 sha[:12],

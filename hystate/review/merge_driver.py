@@ -15,9 +15,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from hystate.git import merge_file
-from hystate.core.store import dump, parse_content
 from hystate.core.schema import episode_problems
+from hystate.core.store import dump, parse_content
+from hystate.git import merge_file
 
 TRANSITION_KEYS = (
     "stage", "status_message", "last_updated", "failed_stage", "worker", "attempts",

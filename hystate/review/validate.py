@@ -12,12 +12,12 @@ from hystate.core.errors import Problem
 from hystate.core.parallel import file_problems
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 
-def validate(manager: StateManager) -> list[Problem]:
+def validate(ws: Workspace) -> list[Problem]:
     """Every problem of every episode file, then the folder's anomalies and tracked caches."""
-    store = manager.store
+    store = ws.store
     paths = list(store.iter_paths())
     problems: list[Problem] = []
     seen: dict[str, Path] = {}
@@ -30,19 +30,19 @@ def validate(manager: StateManager) -> list[Problem]:
                 )
             )
         seen[path.stem] = path
-    return problems + store.anomalies() + tracked_caches(manager)
+    return problems + store.anomalies() + tracked_caches(ws)
 
 
-def tracked_caches(manager: StateManager) -> list[Problem]:
+def tracked_caches(ws: Workspace) -> list[Problem]:
     """Cache-named entries of the state folder committed to git (a branch can carry a
     ``state.db`` with planted rows or triggers): never used, always reported."""
-    rel_dir = manager.rel_state_dir
-    tree = manager.repo.subtree(rel_dir)
+    rel_dir = ws.rel_state_dir
+    tree = ws.repo.subtree(rel_dir)
     if tree is None:
         return []
-    names = {str(manager.config.get("database_file")), "index.json", ".locks", "reports"}
+    names = {str(ws.config.get("database_file")), "index.json", ".locks", "reports"}
     found = []
-    for raw in manager.repo.objects.tree(tree).entries():
+    for raw in ws.repo.objects.tree(tree).entries():
         name = raw.decode(errors="replace")
         if name in names or name.startswith("state.db"):
             found.append(

@@ -19,7 +19,7 @@ from hystate.core.model import ProcessingStage
 from hystate.serve.api import unexpected
 
 if TYPE_CHECKING:
-    from hystate.serve.app import Server
+    from hystate.serve.server import Server
 
 
 @cache

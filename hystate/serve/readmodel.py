@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from hystate.git import audit
-from hystate.engine import layout
 from hystate.cache import queries
 from hystate.core import yamlio
 from hystate.core.errors import HystateError, InvalidData, UsageError
-from hystate.events.source import LIMITS, bounded
 from hystate.core.model import ID_PATTERN, ProcessingStage, check_id, parse_time
 from hystate.core.paths import read_bytes
+from hystate.engine import layout
+from hystate.events.source import LIMITS, bounded
+from hystate.git import audit
 from hystate.reports.generator import ReportGenerator
 
 if TYPE_CHECKING:
