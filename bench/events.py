@@ -30,8 +30,8 @@ from typing import Any
 import docfile
 from common import emit, isolate_git, machine
 
-from hystate.events import stream as events
 from hystate.engine.catalog import read_records
+from hystate.events import stream as events
 from hystate.git import GitRepo
 from hystate.manager import StateManager
 

@@ -33,9 +33,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hystate import demo
-from hystate.reports import forecast
-from hystate.reports import fit as predict
 from hystate.core.model import parse_time
+from hystate.reports import fit as predict
+from hystate.reports import forecast
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data" / "hooting-yard-episodes.json"
@@ -78,14 +78,14 @@ def simulate(
 ) -> dict[str, Any]:
     """The migration in virtual time; ``stop_after`` runs leaves it half done (to look at)."""
     from hystate import StateManager
+    from hystate.engine import steps as steps_module
     from hystate.integrations import importer
-    from hystate import manager as manager_module
 
     rng = random.Random(seed)
     # virtual time from a day ago: discovery, import and every transition on one clock
     start = datetime.now(UTC).timestamp() - 86400
     _clock[0] = start
-    manager_module.now_utc = _now  # type: ignore[assignment]
+    steps_module.now_utc = _now  # type: ignore[assignment]
     importer.now_utc = _now  # type: ignore[assignment]
     count = demo.prepare(target, ROOT / "processed")
     manager = StateManager(cwd=target, worker="sim")

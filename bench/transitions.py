@@ -26,10 +26,10 @@ from pathlib import Path
 
 from common import IDENT, build_repo, emit, episode_ids, git, hystate_exe, isolate_git, machine
 
-from hystate.manager import StateManager
 from hystate.core.model import ProcessingStage, now_utc
 from hystate.core.rules import Change, apply_change
 from hystate.core.store import EpisodeStore, dump
+from hystate.manager import StateManager
 
 
 def add_user_change(root: Path) -> None:

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from hystate.cli import cli
 from hystate.manager import StateManager
-from tests.redis_harness import RedisServer
+from tests.harness.redis import RedisServer
 
 HYSTATE = [sys.executable, "-m", "hystate.cli"]
 GIT_ENV_DROP = [

@@ -1,7 +1,7 @@
 """Work through the shared remote (see ``hystate.cluster.sync`` and docs/SYNC.md): claims
 acknowledged only once the pushed tip holds them, and ``sync.push: each`` around other transitions.
 
-A claim runs under the node's sync lock: sync, claim locally (``work.claim``), push. A claim that
+A claim runs under the node's sync lock: sync, claim locally (``claims.claim``), push. A claim that
 lost the race was dropped by the replay; another episode is taken, up to the limit. With the
 remote unreachable, new claims are refused (exit 7) and a local claim not yet pushed is
 withdrawn (the node's unpublished commits are replayed without it).
@@ -24,7 +24,7 @@ from hystate.cluster.sync import (
 )
 from hystate.core.errors import HystateError, LockBusy
 from hystate.core.model import ProcessingStage
-from hystate.engine import claims as work
+from hystate.engine import claims
 from hystate.git import remote as gr
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def claim(
     with sync_lock(ws):
         _online(ws, name, lambda: sync_locked(ws, name))
         for _ in range(ROUNDS):
-            results = work.claim(ws, stage, limit - len(acked), worker)
+            results = claims.claim(ws, stage, limit - len(acked), worker)
             if not results:
                 break
             withdraw = frozenset(r.commit for r in results if r.commit)
