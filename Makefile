@@ -36,7 +36,8 @@ lint: install ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff format --check hystate tests bench
 	$(BIN)/mypy hystate
 
-docs: install ## Build the documentation site (docs/, mkdocs.yml) strictly into site/
+docs: install ## Check the README's commands against the code, build the site strictly into site/
+	$(BIN)/python examples/check_readme.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: install ## Run every benchmark in bench/ and rewrite docs/BENCHMARKS.md (~40 min)
