@@ -160,7 +160,11 @@ def reapply(manager: StateManager, revert: Revert) -> tuple[bool, str]:
             if current != before:
                 manager.store.write(path, before)
             try:
-                sha = repo.commit({revert.path: before}, reapply_message(episode_id, revert))
+                sha = repo.commit(
+                    {revert.path: before},
+                    reapply_message(episode_id, revert),
+                    expect={revert.path: head},
+                )
             except BaseException:
                 if current is not None and repo.head_blob(revert.path) == head:
                     manager.store.write(path, current)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hystate import alerts, audit, events, remote_work
 from hystate.errors import GitError
 from hystate.model import EpisodeState, ProcessingStage, check_id
+from hystate.paths import NotRegularFile, read_bytes
 from hystate.rules import Change, NoOp, apply_change
 from hystate.store import dump, invalid_file
 from hystate.validation import episode_problems
@@ -79,15 +81,24 @@ def run(
         alert = None
         try:
             with manager.repo_lock():
-                sha = manager.repo.commit({rel: data}, message)
+                sha = manager.repo.commit({rel: data}, message, expect={rel: committed})
                 alert = alerts.count(manager, doc, change)
         except BaseException:
-            if manager.repo.head_blob(rel) == committed:
+            if manager.repo.head_blob(rel) == committed and _holds(path, data):
                 manager.store.write(path, raw)  # the commit did not happen: undo the write
             raise
     # outside every lock: a slow webhook must never hold an episode or the repository
     after_commit(manager, sha, alert)
     return TransitionResult(EpisodeState(doc, rel), sha, episode.stage)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file still holds what this transition wrote (a person's change since is
+    never undone)."""
+    try:
+        return read_bytes(path) == data
+    except (OSError, NotRegularFile):
+        return False
 
 
 def after_commit(

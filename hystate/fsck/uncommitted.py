@@ -71,7 +71,7 @@ def _judge(manager: StateManager, path: Path, rel: str, repair: bool) -> Finding
         return finding
     if message is not None:
         with manager.repo_lock():  # the commit step, serialized like every other
-            sha = repo.commit({rel: raw}, message)
+            sha = repo.commit({rel: raw}, message, expect={rel: committed_sha})
         finding.repaired, finding.action = True, f"committed as {(sha or '')[:8]}"
     else:
         _keep_lost(manager, rel, raw)

@@ -72,7 +72,16 @@ def install_pre_commit(repo: GitRepo) -> HookResult:
     return HookResult("installed", path, hook_line())
 
 
-_COMMIT_HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit")
+# git runs the last two even for plumbing (update-ref, update-index); hystate moves refs and
+# writes the index itself, so it names them too
+_COMMIT_HOOKS = (
+    "pre-commit",
+    "prepare-commit-msg",
+    "commit-msg",
+    "post-commit",
+    "reference-transaction",
+    "post-index-change",
+)
 
 
 def unrun_hooks(repo: GitRepo) -> list[str]:

@@ -26,7 +26,7 @@ import hashlib
 import os
 import struct
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ _U32 = struct.Struct(">I")
 _EXTENDED = 0x4000
 _STAGE = 0x3000
 _SKIP_FLAGS = 0x6000  # skip-worktree, intent-to-add (extended flags)
+_SKIP_WORKTREE = 0x4000
 _MASK = 0xFFFFFFFF
 _CHUNK = 1 << 20  # a SHA-1 state is kept at every MiB of the index written
 
@@ -74,11 +75,21 @@ def _key(st: os.stat_result) -> tuple[int, int, int, int]:
 class IndexLock:
     """``index.lock`` held from reading the index until ``commit()`` or ``rollback()``."""
 
-    def __init__(self, git_dir: Path, owners: Path, wait: float, memo: IndexMemo) -> None:
+    def __init__(
+        self,
+        git_dir: Path,
+        owners: Path,
+        wait: float,
+        memo: IndexMemo,
+        *,
+        index: Path | None = None,
+        env: Callable[[], dict[str, str]] | None = None,
+    ) -> None:
         self.git_dir = git_dir
-        self.path = git_dir / "index"
+        self.path = index or git_dir / "index"  # GIT_INDEX_FILE, as git resolved it
+        self._env = env or (lambda: dict(os.environ))
         self._memo = memo
-        self._lock = LockFile(git_dir / "index.lock", owners, wait, "index")
+        self._lock = LockFile(self.path.with_name(self.path.name + ".lock"), owners, wait, "index")
         self._staged = False
         self._new: bytearray | None = None  # the index made in-process, once staged
         try:
@@ -149,7 +160,10 @@ class IndexLock:
                     f"{update.path.decode(errors='replace')} has an unresolved conflict",
                     hint="resolve it (git add) or abort the merge first",
                 )
-            if flags & _EXTENDED and _U16.unpack_from(self.data, offset + 62)[0] & _SKIP_FLAGS:
+            extended = _U16.unpack_from(self.data, offset + 62)[0] if flags & _EXTENDED else 0
+            if extended & _SKIP_WORKTREE:
+                raise skip_worktree(update.path)
+            if extended & _SKIP_FLAGS:
                 return None
             found.append((offset, flags))
         # The memo's copy is patched in place (it is dropped if this update is not committed).
@@ -206,7 +220,9 @@ class IndexLock:
         """``git update-index --add`` on a private copy of the index (same timestamp, so git
         judges racy entries exactly as it would on the index itself); its result."""
         paths = b"".join(u.path + b"\0" for u in updates)
-        return self._private_git(["update-index", "--add", "-z", "--stdin"], paths, worktree)
+        return self._private_git(
+            ["update-index", "--add", "-z", "--stdin"], paths, worktree, check_skip=updates
+        )
 
     def stage_with_git(
         self, args: Sequence[str], worktree: Path, adopt: Sequence[str] = ()
@@ -230,6 +246,7 @@ class IndexLock:
         *,
         refresh: bool = False,
         adopt: Sequence[str] = (),
+        check_skip: Sequence[Update] = (),
     ) -> bytes:
         private = self.git_dir / "hystate" / f"index.{os.getpid()}.tmp"
         private.parent.mkdir(exist_ok=True)
@@ -239,10 +256,29 @@ class IndexLock:
                 os.utime(private, ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
             else:
                 private.unlink(missing_ok=True)
-            env = {**os.environ, "GIT_INDEX_FILE": str(private)}
+            # git's hooks (post-index-change) are not run for this private copy
+            env = {**self._env(), "GIT_INDEX_FILE": str(private)}
+            if check_skip:  # git update-index skips such an entry silently: refuse instead
+                wanted = {u.path for u in check_skip}
+                folders = sorted({p.rpartition(b"/")[0] or b"." for p in wanted})
+                listing = subprocess.run(
+                    ["git", "--literal-pathspecs", "ls-files", "-t", "-z", "--", *folders],
+                    cwd=worktree, env=env, capture_output=True, check=False,
+                ).stdout  # fmt: skip
+                for item in filter(None, listing.split(b"\0")):
+                    if item.startswith(b"S ") and item[2:] in wanted:
+                        raise skip_worktree(item[2:])
             if refresh:  # "needs update" lines are no failure: those entries stay as they are
                 subprocess.run(
-                    ["git", "update-index", "-q", "--ignore-submodules", "--refresh"],
+                    [
+                        "git",
+                        "-c",
+                        "core.hooksPath=/dev/null",
+                        "update-index",
+                        "-q",
+                        "--ignore-submodules",
+                        "--refresh",
+                    ],
                     cwd=worktree,
                     env=env,
                     capture_output=True,
@@ -250,7 +286,16 @@ class IndexLock:
                 )
             if adopt:  # refused (a path git will not add): the command below then decides
                 subprocess.run(
-                    ["git", "update-index", "--add", "--remove", "-z", "--stdin"],
+                    [
+                        "git",
+                        "-c",
+                        "core.hooksPath=/dev/null",
+                        "update-index",
+                        "--add",
+                        "--remove",
+                        "-z",
+                        "--stdin",
+                    ],
                     input=b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in adopt),
                     cwd=worktree,
                     env=env,
@@ -258,7 +303,7 @@ class IndexLock:
                     check=False,
                 )
             proc = subprocess.run(
-                ["git", *args],
+                ["git", "-c", "core.hooksPath=/dev/null", *args],
                 input=stdin,
                 cwd=worktree,
                 env=env,
@@ -288,6 +333,17 @@ class IndexLock:
 
     def rollback(self) -> None:
         self._lock.rollback()
+
+
+def skip_worktree(path: bytes) -> GitError:
+    """A person marked ``path`` skip-worktree: git would not update its entry (``git add``
+    refuses, ``update-index`` skips it), so hystate refuses rather than leave the old blob."""
+    rel = path.decode(errors="replace")
+    return GitError(
+        f"{rel} is marked skip-worktree in git's index: git would not record it, so hystate "
+        "does not either; nothing committed",
+        hint=f"`git update-index --no-skip-worktree {rel}`, then run the command again",
+    )
 
 
 # -- reading the index -----------------------------------------------------------------------

@@ -11,7 +11,7 @@ import hashlib
 import os
 import subprocess
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from hystate.errors import GitError
@@ -123,6 +123,7 @@ class ObjectStore:
         self._trees: dict[bytes, Tree] = {}
         self._commit_trees: dict[bytes, bytes] = {}
         self._prefix = str(objects_dir)
+        self.env: Callable[[], dict[str, str]] | None = None  # git's environment (GitRepo.env)
 
     def _path(self, sha: bytes) -> str:
         hexsha = sha.hex()
@@ -147,6 +148,7 @@ class ObjectStore:
             input=sha.hex().encode() + b"\n",
             capture_output=True,
             cwd=self.worktree,
+            env=self.env() if self.env else None,
             check=False,
         )
         header, _, rest = proc.stdout.partition(b"\n")
@@ -176,6 +178,7 @@ class ObjectStore:
                 input=b"".join(shas[i].hex().encode() + b"\n" for i in packed),
                 capture_output=True,
                 cwd=self.worktree,
+                env=self.env() if self.env else None,
                 check=False,
             )
             out, pos = proc.stdout, 0

@@ -56,6 +56,20 @@ class Refs:
             return self.resolve(text[5:].strip())
         return _check_sha(text, ref)
 
+    def symref_chain(self, ref: str) -> list[str]:
+        """``ref`` and the refs it names in turn while it is a symbolic ref (``main`` ->
+        ``trunk``): the last one is where its commits go."""
+        chain = [ref]
+        while len(chain) < 6:
+            try:
+                text = self._ref_path(chain[-1]).read_text().strip()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                break
+            if not text.startswith("ref: "):
+                break
+            chain.append(text[5:].strip())
+        return chain
+
     def _packed(self, ref: str) -> str | None:
         try:
             lines = (self.common_dir / "packed-refs").read_text().splitlines()
@@ -73,7 +87,8 @@ class Refs:
         """Point HEAD (or its branch) at ``new`` if it still is ``head``; else raise StaleHead.
         ``reflog(ref)`` says, as core.logAllRefUpdates does, whether a missing log is created
         (``create``/``always``) or only an existing one appended to (``existing``)."""
-        target = head.ref or "HEAD"
+        chain = self.symref_chain(head.ref) if head.ref else ["HEAD"]
+        target = chain[-1]  # a branch that is a symbolic ref moves the branch it names
         path = self._ref_path(target)
         lock = path.with_name(path.name + ".lock")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,8 +109,8 @@ class Refs:
             message.encode(),
         )
         logs = [("HEAD", self.git_dir / "logs" / "HEAD")]
-        if head.ref:
-            logs.append((head.ref, self.common_dir / "logs" / head.ref))
+        if head.ref:  # as git: every ref of the chain gets the entry
+            logs += [(ref, self.common_dir / "logs" / ref) for ref in chain]
         for ref, log in logs:
             if reflog(ref) == "existing" and not log.is_file():
                 continue

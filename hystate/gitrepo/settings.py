@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +40,12 @@ class Identity:
 class GitSettings:
     """The configuration of one repository as git sees it (local, global and system)."""
 
-    def __init__(self, root: Path, common_dir: Path) -> None:
+    def __init__(
+        self, root: Path, common_dir: Path, env: Callable[[], dict[str, str]] | None = None
+    ) -> None:
         self.root = root
         self.common_dir = common_dir
+        self._env = env  # the environment naming the repository (GitRepo.env)
         self._key: tuple[int, ...] | None = None
         self._values: dict[str, str] = {}
 
@@ -73,6 +77,7 @@ class GitSettings:
             proc = subprocess.run(
                 ["git", "config", "-z", "--list"],
                 cwd=self.root,
+                env=self._env() if self._env else None,
                 capture_output=True,
                 check=False,
             )

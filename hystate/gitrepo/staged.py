@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hystate.errors import GitError
+from hystate.gitrepo.gitcmd import argv
 from hystate.gitrepo.objects import EMPTY_TREE
 
 if TYPE_CHECKING:
@@ -62,10 +63,10 @@ def commit_changes(repo: GitRepo, commits: Sequence[str], rel_dir: str) -> dict[
     if not commits:
         return {}
     proc = subprocess.run(
-        ["git", "diff-tree", "-r", "--raw", "-z", "--no-renames", "--no-abbrev", "--root",
-         "--stdin", "--", _pathspec(rel_dir)],
+        argv("diff-tree", "-r", "--raw", "-z", "--no-renames", "--no-abbrev", "--root",
+             "--stdin", "--", _pathspec(rel_dir)),
         cwd=repo.root, input="\n".join(commits).encode() + b"\n", capture_output=True,
-        check=False,
+        check=False, env=repo.env(),
     )  # fmt: skip
     if proc.returncode != 0:
         raise GitError(f"git diff-tree failed: {_last_line(proc.stderr)}")
@@ -81,8 +82,8 @@ def read_blobs(repo: GitRepo, shas: Iterable[str]) -> dict[str, bytes]:
     if not wanted:
         return {}
     proc = subprocess.run(
-        ["git", "cat-file", "--batch"], cwd=repo.root, capture_output=True, check=False,
-        input="\n".join(wanted).encode() + b"\n",
+        argv("cat-file", "--batch"), cwd=repo.root, capture_output=True, check=False,
+        input="\n".join(wanted).encode() + b"\n", env=repo.env(),
     )  # fmt: skip
     if proc.returncode != 0:
         raise GitError(f"git cat-file failed: {_last_line(proc.stderr)}")
@@ -116,8 +117,8 @@ def reset_index_entries(repo: GitRepo, paths: Sequence[str], wait: float = 10.0)
     deadline, delay = time.monotonic() + wait, 0.01
     while True:
         proc = subprocess.run(
-            ["git", "update-index", "--index-info"], cwd=repo.root, input=info,
-            capture_output=True, check=False,
+            argv("update-index", "--index-info"), cwd=repo.root, input=info,
+            capture_output=True, check=False, env=repo.env(),
         )  # fmt: skip
         if proc.returncode == 0:
             return
