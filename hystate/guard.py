@@ -26,6 +26,7 @@ from hystate import audit, yamlio
 from hystate.errors import LockBusy
 from hystate.findings import Finding
 from hystate.gitrepo import staged
+from hystate.locks import lock_status
 from hystate.paths import NotRegularFile, read_bytes
 
 if TYPE_CHECKING:
@@ -82,6 +83,25 @@ def staged_regressions(manager: StateManager) -> list[Regression]:
         found_one = regression(change.path, blobs[change.old], blobs[change.new])
         if found_one is not None:
             found.append(found_one)
+    return found
+
+
+def staged_in_transition(manager: StateManager) -> list[tuple[str, str]]:
+    """(path, holder) of staged episode files whose episode a live process holds the lock of:
+    a transition written and waiting for the repository lock. A person's ``git commit -a``
+    would record it without hystate's trailers (and the transition would then find nothing to
+    commit): the pre-commit hook refuses such a commit instead."""
+    repo = manager.repo
+    found = []
+    for change in staged.staged_changes(repo, manager.rel_state_dir):
+        if not change.path.endswith(".yaml") or change.new is None:
+            continue
+        lock = manager.locks_dir / f"{PurePosixPath(change.path).stem}.lock"
+        if not lock.is_file():
+            continue
+        owner, stale = lock_status(lock)
+        if not stale:
+            found.append((change.path, owner.describe() if owner else "a process starting up"))
     return found
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from hystate import guard, integrity, sweep
 from hystate.errors import InvalidData
 from hystate.findings import Finding
-from hystate.fsck import caches, index, locks, stuck, tempfiles, uncommitted
+from hystate.fsck import caches, content, index, locks, stuck, tempfiles, uncommitted
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -57,6 +57,7 @@ CHECKS: list[tuple[str, Callable[[Run], list[Finding]]]] = [
     ("temp files", lambda r: tempfiles.temp_files(r.manager, r.repair)),
     ("reverted transitions", lambda r: guard.fsck_reverts(r.manager, r.repair)),
     ("staged regressions", lambda r: guard.fsck_staged(r.manager, r.repair)),
+    ("index vs content", lambda r: content.stale_stat(r.manager, r.repair)),
     ("uncommitted files", lambda r: uncommitted.uncommitted(r.manager, r.repair, r.findings)),
     ("index drift", lambda r: index.index_drift(r.manager, r.repair)),
     ("invalid files", _invalid),

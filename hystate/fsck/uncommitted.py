@@ -33,7 +33,7 @@ def uncommitted(manager: StateManager, repair: bool, earlier: list[Finding]) -> 
     found = []
     rel_dir = manager.rel_state_dir
     prefix = "" if rel_dir == "." else rel_dir + "/"
-    for rel in manager.repo.dirty_paths(rel_dir):
+    for rel in manager.repo.dirty_paths(rel_dir, ignored=True):
         if rel in kept or not is_episode_path(rel.removeprefix(prefix)):
             continue
         path = manager.repo.root / rel

@@ -38,7 +38,13 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
         raise GitError("the branch has no commit yet: clone the remote instead")
     owners = lockfile.owners_dir(repo.common_dir)
     with index_mod.IndexLock(
-        repo.git_dir, owners, repo.lock_wait, repo.index_memo, index=repo.index_path, env=repo.env
+        repo.git_dir,
+        owners,
+        repo.lock_wait,
+        repo.index_memo,
+        index=repo.index_path,
+        env=repo.env,
+        shared=repo.settings.shared_repository(),
     ) as lock:
         if repo.refs.head() != old:
             raise StaleHead(old.ref or "HEAD")

@@ -30,7 +30,13 @@ def make_commit(
     repo.settings.refresh()
     owners = lockfile.owners_dir(repo.common_dir)
     with index_mod.IndexLock(
-        repo.git_dir, owners, repo.lock_wait, repo.index_memo, index=repo.index_path, env=repo.env
+        repo.git_dir,
+        owners,
+        repo.lock_wait,
+        repo.index_memo,
+        index=repo.index_path,
+        env=repo.env,
+        shared=repo.settings.shared_repository(),
     ) as lock:
         # Only what is stat-ed and read back here, under index.lock, is vouched for in the
         # index: a person's stash, restore or checkout since the write is never hidden.

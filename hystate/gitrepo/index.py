@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hystate.errors import GitError
+from hystate.gitrepo import shared as shared_mod
 from hystate.gitrepo.lockfile import LockFile
 
 # ctime s/ns, mtime s/ns, dev, ino, mode, uid, gid, size, sha, flags
@@ -84,12 +85,14 @@ class IndexLock:
         *,
         index: Path | None = None,
         env: Callable[[], dict[str, str]] | None = None,
+        shared: int = 0,
     ) -> None:
         self.git_dir = git_dir
         self.path = index or git_dir / "index"  # GIT_INDEX_FILE, as git resolved it
         self._env = env or (lambda: dict(os.environ))
         self._memo = memo
         self._lock = LockFile(self.path.with_name(self.path.name + ".lock"), owners, wait, "index")
+        shared_mod.adjust(self._lock.path, shared)  # core.sharedRepository, as git
         self._staged = False
         self._new: bytearray | None = None  # the index made in-process, once staged
         try:

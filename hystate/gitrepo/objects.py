@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from hystate.errors import GitError
+from hystate.gitrepo import shared as shared_mod
 
 FILE_MODE = b"100644"
 EXEC_MODE = b"100755"
@@ -124,6 +125,7 @@ class ObjectStore:
         self._commit_trees: dict[bytes, bytes] = {}
         self._prefix = str(objects_dir)
         self.env: Callable[[], dict[str, str]] | None = None  # git's environment (GitRepo.env)
+        self.shared: Callable[[], int] = lambda: 0  # core.sharedRepository (shared.parse)
 
     def _path(self, sha: bytes) -> str:
         hexsha = sha.hex()
@@ -215,8 +217,9 @@ class ObjectStore:
         try:
             fd = os.open(tmp, flags, 0o444)
         except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
+            shared_mod.makedirs(folder, self.shared())
             fd = os.open(tmp, flags, 0o444)
+        shared_mod.adjust(tmp, self.shared())
         try:
             os.write(fd, body)
         finally:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hystate.errors import GitError
+from hystate.gitrepo import shared
 from hystate.gitrepo.lockfile import LockFile, owners_dir
 
 ZERO = "0" * 40
@@ -32,6 +33,7 @@ class Refs:
     def __init__(self, git_dir: Path, common_dir: Path) -> None:
         self.git_dir = git_dir
         self.common_dir = common_dir
+        self.shared: Callable[[], int] = lambda: 0  # core.sharedRepository (shared.parse)
 
     def _ref_path(self, ref: str) -> Path:
         return self.git_dir / ref if ref == "HEAD" else self.common_dir / ref
@@ -91,7 +93,8 @@ class Refs:
         target = chain[-1]  # a branch that is a symbolic ref moves the branch it names
         path = self._ref_path(target)
         lock = path.with_name(path.name + ".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        perm = self.shared()
+        shared.makedirs(path.parent, perm)
         held = LockFile(lock, owners_dir(self.common_dir), 5.0, "branch")
         try:
             if self.head() != head:
@@ -99,6 +102,7 @@ class Refs:
             # No fsync, as git does by default: the episode file (fsynced) is the source of
             # truth, and `hystate fsck --repair` commits a file that a power cut left ahead.
             held.write(new.encode() + b"\n")
+            shared.adjust(lock, perm)
             held.commit(path)
         finally:
             held.rollback()
@@ -114,9 +118,10 @@ class Refs:
         for ref, log in logs:
             if reflog(ref) == "existing" and not log.is_file():
                 continue
-            log.parent.mkdir(parents=True, exist_ok=True)
+            shared.makedirs(log.parent, perm)
             with open(log, "ab") as fh:
                 fh.write(entry)
+            shared.adjust(log, perm)
 
 
 def _check_sha(text: str, ref: str) -> str:

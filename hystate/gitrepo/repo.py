@@ -58,6 +58,7 @@ class GitRepo:
         self.objects = ObjectStore(common_dir / "objects", root)
         self.objects.env = self.env
         self.settings = GitSettings(root, common_dir, self.env)
+        self.objects.shared = self.refs.shared = self.settings.shared_repository
         self.index_memo = index_mod.IndexMemo()  # the index as this process last wrote it
         self.lock_wait = 10.0
         self.warnings: list[str] = []  # what went wrong after a commit was made
@@ -220,10 +221,13 @@ class GitRepo:
             walk(top, "", depth)
         return found
 
-    def dirty_paths(self, rel_dir: str) -> list[str]:
+    def dirty_paths(self, rel_dir: str, *, ignored: bool = False) -> list[str]:
         """Files under ``rel_dir`` whose work-tree state differs from HEAD (modified, added,
-        deleted or untracked), as git status sees them; without taking git's locks."""
-        return _status_paths(self.git(*_STATUS, "--", rel_dir), "")
+        deleted or untracked), as git status sees them; without taking git's locks.
+        ``ignored``: untracked files a person's excludes ignore count too (a global excludes
+        file ignoring ``*.yaml`` must not hide a leftover episode file)."""
+        which = "--ignored=traditional" if ignored else "--ignored=no"
+        return _status_paths(self.git(*_STATUS, which, "--", rel_dir), "")
 
     def log(
         self,
@@ -395,7 +399,7 @@ class GitRepo:
 
 _STATUS = (
     "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all",
-    "--no-renames", "--ignored=no",
+    "--no-renames",
 )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hystate.errors import GitError
+from hystate.gitrepo import shared
 
 FALLBACK_NAME = "hystate"
 FALLBACK_EMAIL = "hystate@localhost"
@@ -142,6 +143,10 @@ class GitSettings:
             path = Path(os.path.expanduser(configured))
             return path if path.is_absolute() else self.root / path
         return git_dir / "hooks"
+
+    def shared_repository(self) -> int:
+        """``core.sharedRepository`` as git reads it (see ``shared.parse``)."""
+        return shared.parse(self.get("core.sharedrepository"))
 
     def trust_file_mode(self) -> bool:
         return self.flag("core.filemode", default=True)

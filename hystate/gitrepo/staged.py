@@ -114,6 +114,42 @@ def reset_index_entries(repo: GitRepo, paths: Sequence[str], wait: float = 10.0)
     # a path HEAD does not have leaves the index (mode 0 removes an entry)
     gone = [p for p in paths if p not in present]
     info += b"".join(b"0 %s\t%s\n" % (_ZERO.encode(), p.encode()) for p in gone)
+    _index_info(repo, info, wait)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One index entry (stage 0) as ``git ls-files -s -t`` shows it."""
+
+    path: str
+    mode: str
+    sha: str  # hex
+    skip_worktree: bool
+
+
+def index_entries(repo: GitRepo, rel_dir: str) -> list[Entry]:
+    """The unconflicted index entries under ``rel_dir``."""
+    out = repo.git_bytes("ls-files", "-s", "-t", "-z", "--", _pathspec(rel_dir))
+    found = []
+    for item in filter(None, out.split(b"\0")):
+        meta, _, path = item.partition(b"\t")
+        tag, mode, sha, stage = meta.decode().split()
+        if stage == "0":
+            found.append(Entry(path.decode(errors="surrogateescape"), mode, sha, tag == "S"))
+    return found
+
+
+def smudge_index_entries(repo: GitRepo, entries: Sequence[Entry], wait: float = 10.0) -> None:
+    """Keep each entry's blob but drop its stat data, so git reads the file again instead of
+    trusting stat data that belongs to other content (``--index-info`` writes no stat)."""
+    info = b"".join(
+        b"%s %s\t%s\n" % (e.mode.encode(), e.sha.encode(), e.path.encode()) for e in entries
+    )
+    if info:
+        _index_info(repo, info, wait)
+
+
+def _index_info(repo: GitRepo, info: bytes, wait: float) -> None:
     deadline, delay = time.monotonic() + wait, 0.01
     while True:
         proc = subprocess.run(
