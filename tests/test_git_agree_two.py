@@ -469,6 +469,11 @@ def test_plumbing_hooks_run_or_are_named(tmp_path: Path, hook: str) -> None:
 def test_audit_reads_are_pinned(tmp_path: Path, setting: tuple[str, str]) -> None:
     root = setup_state(tmp_path / "r")
     eid, _ = first_episode(root)
+    key = tmp_path / "signing-key"  # signed commits: log.showSignature has text to show
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    git(root, "config", "gpg.format", "ssh")
+    git(root, "config", "user.signingKey", str(key))
+    git(root, "config", "commit.gpgSign", "true")
     done = hy(root, "advance", eid, "downloading", "-m", "café at the wörks")
     assert done.returncode == 0, done.stderr
     plain = hy(root, "history", eid, "--json")
