@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hystate.findings import Finding
-from hystate.gitrepo.objects import object_id
-from hystate.gitrepo.staged import index_entries, smudge_index_entries
-from hystate.paths import NotRegularFile, read_bytes
+from hystate.core.paths import NotRegularFile, read_bytes
+from hystate.fsck.findings import Finding
+from hystate.git.objects import object_id
+from hystate.git.staged import index_entries, smudge_index_entries
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 STALE_STAT = (
     "git's index vouches for other content than the file holds (stat data of another "
@@ -25,7 +25,7 @@ STALE_STAT = (
 )
 
 
-def stale_stat(manager: StateManager, repair: bool) -> list[Finding]:
+def stale_stat(manager: Workspace, repair: bool) -> list[Finding]:
     repo = manager.repo
     dirty = set(repo.dirty_paths(manager.rel_state_dir))
     entries = [

@@ -1,0 +1,201 @@
+"""Making a commit the way git makes one (see ``repo.GitRepo.commit``): the blobs ``git add``
+would store, the trees along the changed paths, the commit object (by ``git commit-tree`` when
+git must sign it or parse dates), HEAD moved compare-and-swap, all under ``index.lock``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from hystate.core.errors import GitError
+from hystate.git import index as index_mod
+from hystate.git import lockfile
+from hystate.git.objects import EXEC_MODE, FILE_MODE, object_id
+from hystate.git.refs import Head, StaleHead
+from hystate.git.settings import Identity
+
+if TYPE_CHECKING:
+    from hystate.git.base import RepoBase
+
+
+def make_commit(
+    repo: RepoBase,
+    files: Mapping[str, bytes],
+    message: str,
+    expect: Mapping[str, bytes | None] | None = None,
+) -> str | None:
+    """See ``GitRepo.commit``."""
+    repo.check_writable()
+    repo.settings.refresh()
+    owners = lockfile.owners_dir(repo.common_dir)
+    with index_mod.IndexLock(
+        repo.git_dir,
+        owners,
+        repo.lock_wait,
+        repo.index_memo,
+        index=repo.index_path,
+        env=repo.env,
+        shared=repo.settings.shared_repository(),
+    ) as lock:
+        # Only what is stat-ed and read back here, under index.lock, is vouched for in the
+        # index: a person's stash, restore or checkout since the write is never hidden.
+        stats = {rel: read_back(repo, rel, data) for rel, data in files.items()}
+        entries = _entries(repo, files)
+        updates = [
+            index_mod.Update(rel.encode(), sha, int(mode, 8), stats[rel])
+            for rel, (mode, sha) in entries.items()
+        ]
+        lock.stage(updates, repo.root)
+        sha = _commit_head(repo, entries, message, expect or {})
+        try:
+            lock.commit()
+        except OSError as exc:  # HEAD has moved: the transition is done; say what is not
+            repo.warnings.append(f"the commit is made, but git's index was not updated: {exc}")
+    return sha
+
+
+def read_back(repo: RepoBase, rel: str, data: bytes) -> os.stat_result:
+    """The stat data of the work-tree file ``rel``, which must hold exactly ``data`` (read and
+    compared now); GitError when it does not: nothing is committed."""
+    path = repo.root / rel
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise GitError(f"{rel} cannot be read back for the commit: {exc.strerror}") from None
+    try:
+        before = os.fstat(fd)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    same = (before.st_mtime_ns, before.st_ctime_ns, before.st_size) == (
+        after.st_mtime_ns,
+        after.st_ctime_ns,
+        after.st_size,
+    )
+    if not same or b"".join(chunks) != data:
+        raise GitError(
+            f"{rel} was changed by someone else after hystate wrote it (git stash, restore or "
+            "checkout, or an editor): nothing committed, the file is left as it is",
+            hint="run the command again",
+        )
+    return before
+
+
+def _entries(repo: RepoBase, files: Mapping[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
+    """(mode, blob sha) of each file as ``git add`` would store it."""
+    if repo.plain_attributes(files):
+        shas = {rel: repo.objects.write(b"blob", data) for rel, data in files.items()}
+    else:
+        shas = _hash_with_git(repo, list(files), write=True)
+        for rel, data in files.items():
+            if shas[rel] != object_id(b"blob", data):
+                raise GitError(
+                    f"git's attributes would store {rel} other than as written (a filter, "
+                    "ident or working-tree-encoding applies to it): refused, so HEAD never "
+                    "holds a state hystate cannot read back",
+                    hint="remove that attribute for the state files (`hystate init` pins them)",
+                )
+    head = repo.head_tree() if not repo.settings.trust_file_mode() else None
+    entries = {}
+    for rel, sha in shas.items():
+        if head is None:
+            executable = os.stat(repo.root / rel).st_mode & 0o100
+        else:
+            old = repo.objects.lookup(head, rel)
+            executable = old is not None and old[0] == EXEC_MODE
+        entries[rel] = (EXEC_MODE if executable else FILE_MODE, sha)
+    return entries
+
+
+def blob_id(repo: RepoBase, rel: str, data: bytes) -> bytes:
+    """The sha git would store for ``data`` at ``rel`` (its attributes applied)."""
+    if repo.plain_attributes([rel]):
+        return object_id(b"blob", data)
+    proc = repo.run_input(["hash-object", f"--path={rel}", "--stdin"], data)
+    return bytes.fromhex(proc.decode().strip())
+
+
+def _hash_with_git(repo: RepoBase, rels: list[str], *, write: bool) -> dict[str, bytes]:
+    if any("\n" in rel for rel in rels):
+        raise GitError("a path with a line break cannot be committed by hystate")
+    args = ["hash-object", *(["-w"] if write else []), "--stdin-paths"]
+    out = repo.run_input(args, "".join(f"{rel}\n" for rel in rels).encode()).decode().split()
+    if len(out) != len(rels):
+        raise GitError("git hash-object answered an unexpected number of objects")
+    return {rel: bytes.fromhex(sha) for rel, sha in zip(rels, out, strict=True)}
+
+
+def _commit_head(
+    repo: RepoBase,
+    entries: Mapping[str, tuple[bytes, bytes]],
+    message: str,
+    expect: Mapping[str, bytes | None],
+) -> str | None:
+    settings = repo.settings
+    author, committer = settings.author(), settings.committer()
+    subject = message.split("\n", 1)[0]
+    for _ in range(50):
+        head = repo.refs.head()
+        base = repo.head_tree(head)
+        _check_base(repo, head, base, expect)
+        tree = repo.objects.rewrite(base, entries)
+        if tree == base:
+            return None
+        if settings.sign() or settings.dates_from_env():
+            commit = _commit_with_git(repo, tree, head, message, author, committer)
+        else:
+            body = b"tree %s\n" % tree.hex().encode()
+            if head.sha:
+                body += b"parent %s\n" % head.sha.encode()
+            body += b"author %s\ncommitter %s\n\n%s" % (
+                author.line(),
+                committer.line(),
+                message.encode(),
+            )
+            commit = repo.objects.write(b"commit", body)
+        repo.objects.remember_commit(commit, tree)
+        sha = commit.hex()
+        try:
+            repo.refs.update(head, sha, committer.line(), f"commit: {subject}", settings.reflog)
+        except StaleHead:
+            continue
+        return sha
+    raise GitError("HEAD kept moving while hystate tried to commit; try again")
+
+
+def _check_base(
+    repo: RepoBase, head: Head, base: bytes | None, expect: Mapping[str, bytes | None]
+) -> None:
+    """Each file of ``expect`` must still have, in HEAD, the blob the change was made from:
+    a commit of it by someone else meanwhile (a person's ``git commit -a``) is never taken
+    for this one."""
+    for rel, blob in expect.items():
+        found = repo.objects.lookup(base, rel)
+        if (None if found is None else found[1]) != blob:
+            raise GitError(
+                f"{rel} was committed by someone else (HEAD is now {(head.sha or '')[:8]}) "
+                "while hystate waited to commit it: nothing committed by hystate",
+                hint="`hystate history` shows that commit; run the command again if still wanted",
+            )
+
+
+def _commit_with_git(
+    repo: RepoBase, tree: bytes, head: Head, message: str, author: Identity, committer: Identity
+) -> bytes:
+    """``git commit-tree``: git signs (commit.gpgSign) and parses GIT_*_DATE itrepo."""
+    args = ["commit-tree", tree.hex()]
+    if head.sha:
+        args += ["-p", head.sha]
+    if repo.settings.sign():
+        args.append("-S")
+    env = {
+        "GIT_AUTHOR_NAME": author.name,
+        "GIT_AUTHOR_EMAIL": author.email,
+        "GIT_COMMITTER_NAME": committer.name,
+        "GIT_COMMITTER_EMAIL": committer.email,
+    }
+    return bytes.fromhex(repo.run_input(args, message.encode(), env).decode().strip())
