@@ -46,14 +46,20 @@ class RepoBase:
     (``GitRepo`` adds hystate's commit)."""
 
     def __init__(
-        self, root: Path, git_dir: Path, common_dir: Path, index: Path | None = None
+        self,
+        root: Path,
+        git_dir: Path,
+        common_dir: Path,
+        index: Path | None = None,
+        objects: Path | None = None,
     ) -> None:
         self.root = root
         self.git_dir = git_dir
         self.common_dir = common_dir
         self.index_path = index or git_dir / "index"  # GIT_INDEX_FILE, as git resolved it
         self.refs = Refs(git_dir, common_dir)
-        self.objects = ObjectStore(common_dir / "objects", root)
+        # GIT_OBJECT_DIRECTORY, as git resolved it
+        self.objects = ObjectStore(objects or common_dir / "objects", root)
         self.objects.env = self.env
         self.settings = GitSettings(root, common_dir, self.env)
         self.objects.shared = self.refs.shared = self.settings.shared_repository
@@ -75,10 +81,10 @@ class RepoBase:
         """The repository git finds from ``start`` (``git rev-parse``: upwards, environment
         and ``core.worktree`` included); GitError where git refuses it."""
         where = locate.locate(start)
-        return cls._open(where.root, where.git_dir, where.common_dir, where.index)
+        return cls._open(where.root, where.git_dir, where.common_dir, where.index, where.objects)
 
     @classmethod
-    def _open(cls, root: Path, git_dir: Path, common: Path, index: Path) -> Self:
+    def _open(cls, root: Path, git_dir: Path, common: Path, index: Path, objects: Path) -> Self:
         root, git_dir, common = root.resolve(), git_dir.resolve(), common.resolve()
         if (common / "reftable").exists():
             raise GitError(f"{root}: reftable repositories are not supported")
@@ -91,7 +97,7 @@ class RepoBase:
                 f"{root} uses SHA-256 object names, which hystate does not support yet",
                 hint="keep the state in a SHA-1 repository (git init --object-format=sha1)",
             )
-        return cls(root, git_dir, common, index)
+        return cls(root, git_dir, common, index, objects)
 
     @classmethod
     def init(cls, path: Path) -> Self:

@@ -6,7 +6,8 @@ person's configuration: ``log.showSignature`` prints signature text before every
 ``trailer.separators`` or ``core.commentChar`` stop git from seeing the trailers at all,
 ``grep.patternType=fixed`` makes ``--grep=^Hystate-`` match nothing, ``log.follow`` follows a
 file across renames, ``i18n.logOutputEncoding`` re-encodes messages. Each is pinned here with
-``-c`` on every command; none changes what git writes.
+``-c`` on every command; none changes what git writes, except ``i18n.commitEncoding``: the
+messages hystate gives ``git commit-tree`` are UTF-8, whatever a person's setting says.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ PINNED: tuple[tuple[str, str], ...] = (
     ("core.commentChar", "#"),
     ("core.quotePath", "false"),
     ("i18n.logOutputEncoding", "UTF-8"),
+    ("i18n.commitEncoding", "UTF-8"),  # hystate's messages are UTF-8 (commit-tree)
     ("grep.patternType", "basic"),
     ("grep.extendedRegexp", "false"),
     ("color.ui", "false"),

@@ -14,7 +14,8 @@ from hystate.core.errors import GitError
 
 _ASK = (
     "rev-parse", "--is-bare-repository", "--is-inside-git-dir", "--path-format=absolute",
-    "--git-dir", "--git-common-dir", "--git-path", "index", "--show-toplevel",
+    "--git-dir", "--git-common-dir", "--git-path", "index", "--git-path", "objects",
+    "--show-toplevel",
 )  # fmt: skip
 
 
@@ -32,6 +33,7 @@ class Location:
     git_dir: Path
     common_dir: Path
     index: Path  # GIT_INDEX_FILE, else <git dir>/index
+    objects: Path  # GIT_OBJECT_DIRECTORY, else <common dir>/objects
 
 
 def existing(start: Path) -> Path:
@@ -47,16 +49,16 @@ def locate(start: Path) -> Location:
     here = existing(start)
     proc = subprocess.run(["git", *_ASK], cwd=here, capture_output=True, check=False)
     lines = proc.stdout.decode(errors="surrogateescape").splitlines()
-    if len(lines) >= 5 and lines[0] == "true":
+    if len(lines) >= 6 and lines[0] == "true":
         raise GitError(f"{lines[2]} is a bare repository (no work tree): run hystate in a clone")
-    if len(lines) >= 5 and lines[1] == "true":
+    if len(lines) >= 6 and lines[1] == "true":
         raise GitError(
             f"{here} is inside the git directory {lines[2]}: run hystate in the work tree"
         )
-    if proc.returncode != 0 or len(lines) != 6:
+    if proc.returncode != 0 or len(lines) != 7:
         raise _refusal(here, proc.stderr.decode(errors="replace"))
-    _, _, git_dir, common, index, top = lines
-    return Location(Path(top), Path(git_dir), Path(common), Path(index))
+    _, _, git_dir, common, index, objects, top = lines
+    return Location(Path(top), Path(git_dir), Path(common), Path(index), Path(objects))
 
 
 def _refusal(here: Path, stderr: str) -> GitError:
