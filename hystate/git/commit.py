@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import GitError
+from hystate.git import hooks, lockfile
 from hystate.git import index as index_mod
-from hystate.git import lockfile
 from hystate.git.objects import EXEC_MODE, FILE_MODE, object_id
 from hystate.git.refs import Head, StaleHead
 from hystate.git.settings import Identity
@@ -50,6 +50,7 @@ def make_commit(
         sha = _commit_head(repo, entries, message, expect or {})
         try:
             lock.commit()
+            hooks.run_hook(repo, "post-index-change", ["0", "0"])  # as git after the index
         except OSError as exc:  # HEAD has moved: the transition is done; say what is not
             repo.warnings.append(f"the commit is made, but git's index was not updated: {exc}")
     return sha

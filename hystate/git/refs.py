@@ -34,6 +34,8 @@ class Refs:
         self.git_dir = git_dir
         self.common_dir = common_dir
         self.shared: Callable[[], int] = lambda: 0  # core.sharedRepository (shared.parse)
+        # git's reference-transaction hook: (state, "<old> <new> <ref>" lines) -> exit code
+        self.transaction_hook: Callable[[str, bytes], int] | None = None
 
     def _ref_path(self, ref: str) -> Path:
         return self.git_dir / ref if ref == "HEAD" else self.common_dir / ref
@@ -99,6 +101,16 @@ class Refs:
         try:
             if self.head() != head:
                 raise StaleHead(target)
+            names = chain if head.ref else ["HEAD"]
+            lines = b"".join(
+                b"%s %s %s\n" % ((head.sha or ZERO).encode(), new.encode(), ref.encode())
+                for ref in (["HEAD"] if head.ref else []) + names
+            )
+            if self.transaction_hook and self.transaction_hook("prepared", lines) != 0:
+                self.transaction_hook("aborted", lines)
+                raise GitError(
+                    "the reference-transaction hook refused the update: nothing committed"
+                )
             # No fsync, as git does by default: the episode file (fsynced) is the source of
             # truth, and `hystate fsck --repair` commits a file that a power cut left ahead.
             held.write(new.encode() + b"\n")
@@ -122,6 +134,8 @@ class Refs:
             with open(log, "ab") as fh:
                 fh.write(entry)
             shared.adjust(log, perm)
+        if self.transaction_hook:
+            self.transaction_hook("committed", lines)
 
 
 def _check_sha(text: str, ref: str) -> str:

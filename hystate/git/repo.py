@@ -19,6 +19,20 @@ from hystate.git.base import RepoBase
 class GitRepo(RepoBase):
     """A non-bare repository: ``root`` is its work tree."""
 
+    def __init__(
+        self,
+        root: Path,
+        git_dir: Path,
+        common_dir: Path,
+        index: Path | None = None,
+        objects: Path | None = None,
+    ) -> None:
+        super().__init__(root, git_dir, common_dir, index, objects)
+        # git runs it for every ref update, plumbing included: so does hystate's
+        self.refs.transaction_hook = lambda state, lines: hooks_mod.run_hook(
+            self, "reference-transaction", [state], lines
+        )
+
     # -- the commit ------------------------------------------------------------------------
 
     def commit(

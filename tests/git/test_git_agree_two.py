@@ -451,6 +451,46 @@ def test_plumbing_hooks_run_or_are_named(tmp_path: Path, hook: str) -> None:
     assert marker.exists() or hook in done.stderr, f"{hook} neither run nor named"
 
 
+def _ref_hook_log(log: Path) -> list[tuple[str, list[str]]]:
+    """(state, ref names) per reference-transaction hook call the log recorded."""
+    calls = []
+    for block in log.read_text().split("--\n"):
+        lines = block.strip().splitlines()
+        if lines:
+            calls.append((lines[0], [line.split()[2] for line in lines[1:]]))
+    return calls
+
+
+def test_reference_transaction_hook_sees_what_git_shows_it(tmp_path: Path) -> None:
+    """git runs reference-transaction for every ref update; hystate runs it the same way (same
+    states, same refs, in order), and a hook refusing the prepared update refuses the
+    transition."""
+    root = setup_state(tmp_path / "r")
+    eid, rel = first_episode(root)
+    log = tmp_path / "ref-hook.log"
+    hook = root / ".git" / "hooks" / "reference-transaction"
+    hook.write_text(f"#!/bin/sh\n{{ echo \"$1\"; cat; echo --; }} >> '{log}'\n")
+    hook.chmod(0o755)
+    (root / "person.txt").write_text("a person's file\n")
+    git(root, "add", "person.txt")
+    git(root, *USER, "commit", "-q", "-m", "a person's commit")
+    by_git = _ref_hook_log(log)
+    log.unlink()
+
+    done = hy(root, "advance", eid, "downloading")
+
+    assert done.returncode == 0, done.stderr
+    assert _ref_hook_log(log) == by_git
+    assert by_git == [(s, ["HEAD", "refs/heads/main"]) for s in ("prepared", "committed")]
+
+    hook.write_text('#!/bin/sh\ncat >/dev/null\n[ "$1" = prepared ] && exit 1\nexit 0\n')
+    before, data = head(root), (root / rel).read_bytes()
+    done = hy(root, "advance", eid, "downloaded", "--set", "files.audio_file=a.mp3")
+    one_line_refusal(done)
+    assert head(root) == before and (root / rel).read_bytes() == data
+    assert git(root, "status", "--porcelain") == ""
+
+
 # -- audit reads a person's config cannot bend ---------------------------------------------------
 
 
