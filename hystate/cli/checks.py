@@ -85,9 +85,20 @@ def validate(opts: Options, base: str | None, staged: bool, github: bool, as_jso
 
 def _staged_rows(manager: StateManager) -> list[dict[str, Any]]:
     """One error row per staged episode file that would revert transitions."""
-    from hystate.fsck.guard import staged_regressions
+    from hystate.fsck.guard import staged_in_transition, staged_regressions
 
-    return [
+    busy = [
+        {
+            "file": path,
+            "line": None,
+            "episode": Path(path).stem,
+            "level": "error",
+            "message": f"hystate is committing a transition of this file ({holder}); leave it "
+            f"out of this commit (`git restore --staged {path}`) or wait for it",
+        }
+        for path, holder in staged_in_transition(manager)
+    ]
+    return busy + [
         {
             "file": r.path,
             "line": None,

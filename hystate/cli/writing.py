@@ -34,12 +34,14 @@ def init(opts: Options) -> None:
     Example:
       hystate init
     """
-    from hystate.core.errors import GitError
     from hystate.git import GitRepo
+    from hystate.git.locate import NotARepository
 
     try:
         GitRepo.discover(Path.cwd())
-    except GitError:
+    except NotARepository as exc:
+        if not exc.can_init:
+            raise
         GitRepo.init(Path.cwd())
         echo(f"initialised a git repository in {Path.cwd()}")
     manager = opts.manager()

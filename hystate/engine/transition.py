@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import GitError
 from hystate.core.model import EpisodeState, ProcessingStage, check_id
+from hystate.core.paths import NotRegularFile, read_bytes
 from hystate.core.rules import Change, NoOp, apply_change
 from hystate.core.schema import episode_problems
 from hystate.core.store import dump, invalid_file
@@ -80,18 +82,27 @@ def run(
         later: list[Callable[[], None]] = []
         try:
             with ws.repo_lock():
-                sha = ws.repo.commit({rel: data}, message)
+                sha = ws.repo.commit({rel: data}, message, expect={rel: committed})
                 for subscriber in ws.subscribers.committed:
                     follow = subscriber(ws, doc, change)
                     if follow is not None:
                         later.append(follow)
         except BaseException:
-            if ws.repo.head_blob(rel) == committed:
+            if ws.repo.head_blob(rel) == committed and _holds(path, data):
                 ws.store.write(path, raw)  # the commit did not happen: undo the write
             raise
     # outside every lock: a slow webhook must never hold an episode or the repository
     after_commit(ws, sha, later)
     return TransitionResult(EpisodeState(doc, rel), sha, episode.stage)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file still holds what this transition wrote (a person's change since is
+    never undone)."""
+    try:
+        return read_bytes(path) == data
+    except (OSError, NotRegularFile):
+        return False
 
 
 def after_commit(ws: Workspace, sha: str | None, later: Sequence[Callable[[], None]] = ()) -> None:

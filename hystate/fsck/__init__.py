@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import InvalidData
-from hystate.fsck import caches, guard, index, locks, stuck, sweep, tempfiles, uncommitted
+from hystate.fsck import caches, content, guard, index, locks, stuck, sweep, tempfiles, uncommitted
 from hystate.fsck.findings import Finding
 from hystate.review import validate as integrity
 
@@ -56,6 +56,7 @@ CHECKS: list[tuple[str, Callable[[Run], list[Finding]]]] = [
     ("temp files", lambda r: tempfiles.temp_files(r.ws, r.repair)),
     ("reverted transitions", lambda r: guard.fsck_reverts(r.ws, r.repair)),
     ("staged regressions", lambda r: guard.fsck_staged(r.ws, r.repair)),
+    ("index vs content", lambda r: content.stale_stat(r.ws, r.repair)),
     ("uncommitted files", lambda r: uncommitted.uncommitted(r.ws, r.repair, r.findings)),
     ("index drift", lambda r: index.index_drift(r.ws, r.repair)),
     ("invalid files", _invalid),

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from hystate.core import yamlio
 from hystate.core.errors import LockBusy
+from hystate.core.locks import lock_status
 from hystate.core.paths import NotRegularFile, read_bytes
 from hystate.fsck.findings import Finding
 from hystate.git import audit, staged
@@ -82,6 +83,25 @@ def staged_regressions(ws: Workspace) -> list[Regression]:
         found_one = regression(change.path, blobs[change.old], blobs[change.new])
         if found_one is not None:
             found.append(found_one)
+    return found
+
+
+def staged_in_transition(ws: Workspace) -> list[tuple[str, str]]:
+    """(path, holder) of staged episode files whose episode a live process holds the lock of:
+    a transition written and waiting for the repository lock. A person's ``git commit -a``
+    would record it without hystate's trailers (and the transition would then find nothing to
+    commit): the pre-commit hook refuses such a commit instead."""
+    repo = ws.repo
+    found = []
+    for change in staged.staged_changes(repo, ws.rel_state_dir):
+        if not change.path.endswith(".yaml") or change.new is None:
+            continue
+        lock = ws.locks_dir / f"{PurePosixPath(change.path).stem}.lock"
+        if not lock.is_file():
+            continue
+        owner, stale = lock_status(lock)
+        if not stale:
+            found.append((change.path, owner.describe() if owner else "a process starting up"))
     return found
 
 
@@ -160,7 +180,11 @@ def reapply(ws: Workspace, revert: Revert) -> tuple[bool, str]:
             if current != before:
                 ws.store.write(path, before)
             try:
-                sha = repo.commit({revert.path: before}, reapply_message(episode_id, revert))
+                sha = repo.commit(
+                    {revert.path: before},
+                    reapply_message(episode_id, revert),
+                    expect={revert.path: head},
+                )
             except BaseException:
                 if current is not None and repo.head_blob(revert.path) == head:
                     ws.store.write(path, current)

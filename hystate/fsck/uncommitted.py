@@ -34,7 +34,7 @@ def uncommitted(ws: Workspace, repair: bool, earlier: list[Finding]) -> list[Fin
     found = []
     rel_dir = ws.rel_state_dir
     prefix = "" if rel_dir == "." else rel_dir + "/"
-    for rel in ws.repo.dirty_paths(rel_dir):
+    for rel in ws.repo.dirty_paths(rel_dir, ignored=True):
         if rel in kept or not is_episode_path(rel.removeprefix(prefix)):
             continue
         path = ws.repo.root / rel
@@ -72,7 +72,7 @@ def _judge(ws: Workspace, path: Path, rel: str, repair: bool) -> Finding:
         return finding
     if message is not None:
         with ws.repo_lock():  # the commit step, serialized like every other
-            sha = repo.commit({rel: raw}, message)
+            sha = repo.commit({rel: raw}, message, expect={rel: committed_sha})
         finding.repaired, finding.action = True, f"committed as {(sha or '')[:8]}"
     else:
         _keep_lost(ws, rel, raw)

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any, Self
 
 from hystate.core.errors import GitError
-from hystate.git import attributes, lockfile
+from hystate.git import attributes, gitcmd, locate, lockfile
 from hystate.git import index as index_mod
 from hystate.git.objects import ObjectStore
 from hystate.git.refs import Head, Refs
 from hystate.git.settings import GitSettings, Identity
 
+DETACHED_OPT_IN = "hystate.allowDetachedHead"  # git config: commit on a detached HEAD too
 _SHA256 = re.compile(r"^\s*objectformat\s*=\s*\"?sha256", re.IGNORECASE | re.MULTILINE)
 _IN_PROGRESS = {
     "MERGE_HEAD": "a merge",
@@ -40,64 +41,51 @@ _IN_PROGRESS = {
 }
 
 
-def _refuse_bare(start: Path) -> None:
-    """GitError when ``start`` is in a bare repository (a remote's: no work tree, no state)."""
-    proc = subprocess.run(
-        ["git", "rev-parse", "--is-bare-repository", "--absolute-git-dir"],
-        cwd=start,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    lines = proc.stdout.splitlines()
-    if proc.returncode == 0 and len(lines) == 2 and lines[0] == "true":
-        raise GitError(
-            f"{lines[1]} is a bare repository (no work tree): run hystate in a clone of it"
-        )
-
-
 class RepoBase:
     """A non-bare repository: ``root`` is its work tree; its folders, settings and reads
     (``GitRepo`` adds hystate's commit)."""
 
-    def __init__(self, root: Path, git_dir: Path, common_dir: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        git_dir: Path,
+        common_dir: Path,
+        index: Path | None = None,
+        objects: Path | None = None,
+    ) -> None:
         self.root = root
         self.git_dir = git_dir
         self.common_dir = common_dir
+        self.index_path = index or git_dir / "index"  # GIT_INDEX_FILE, as git resolved it
         self.refs = Refs(git_dir, common_dir)
-        self.objects = ObjectStore(common_dir / "objects", root)
-        self.settings = GitSettings(root, common_dir)
+        # GIT_OBJECT_DIRECTORY, as git resolved it
+        self.objects = ObjectStore(objects or common_dir / "objects", root)
+        self.objects.env = self.env
+        self.settings = GitSettings(root, common_dir, self.env)
+        self.objects.shared = self.refs.shared = self.settings.shared_repository
         self.index_memo = index_mod.IndexMemo()  # the index as this process last wrote it
         self.lock_wait = 10.0
         self.warnings: list[str] = []  # what went wrong after a commit was made
+
+    def env(self) -> dict[str, str]:
+        """The environment of every git process hystate runs: the person's, with the
+        repository named explicitly (the one found here, whatever the cwd)."""
+        given = os.environ.get("GIT_INDEX_FILE")
+        index = str(self.index_path) if given else None
+        return gitcmd.child_env(os.environ, str(self.git_dir), str(self.root), index)
 
     # -- finding and making repositories ---------------------------------------------------
 
     @classmethod
     def discover(cls, start: Path) -> Self:
-        """The repository containing ``start``, found like git does (upwards)."""
-        here = start.resolve()
-        for folder in (here, *here.parents):
-            dotgit = folder / ".git"
-            if dotgit.is_dir():
-                return cls._open(folder, dotgit)
-            if dotgit.is_file():
-                text = dotgit.read_text().strip()
-                if not text.startswith("gitdir: "):
-                    raise GitError(f"{dotgit} is not a gitdir link")
-                return cls._open(folder, (folder / text[8:]).resolve())
-        _refuse_bare(start)
-        raise GitError(
-            f"not in a git repository: {start}", hint="run `hystate init` to make one here"
-        )
+        """The repository git finds from ``start`` (``git rev-parse``: upwards, environment
+        and ``core.worktree`` included); GitError where git refuses it."""
+        where = locate.locate(start)
+        return cls._open(where.root, where.git_dir, where.common_dir, where.index, where.objects)
 
     @classmethod
-    def _open(cls, root: Path, git_dir: Path) -> Self:
-        root = root.resolve()
-        common = git_dir
-        commondir = git_dir / "commondir"
-        if commondir.is_file():
-            common = (git_dir / commondir.read_text().strip()).resolve()
+    def _open(cls, root: Path, git_dir: Path, common: Path, index: Path, objects: Path) -> Self:
+        root, git_dir, common = root.resolve(), git_dir.resolve(), common.resolve()
         if (common / "reftable").exists():
             raise GitError(f"{root}: reftable repositories are not supported")
         try:
@@ -109,14 +97,23 @@ class RepoBase:
                 f"{root} uses SHA-256 object names, which hystate does not support yet",
                 hint="keep the state in a SHA-1 repository (git init --object-format=sha1)",
             )
-        return cls(root, git_dir, common)
+        return cls(root, git_dir, common, index, objects)
 
     @classmethod
     def init(cls, path: Path) -> Self:
-        """``git init`` at ``path`` (through GitPython) and open it."""
+        """``git init`` at ``path`` (through GitPython) and open it; never inside a git
+        directory, never where GIT_DIR names another place."""
         import git  # GitPython; imported here so the everyday commands do not pay for it
 
-        _refuse_bare(path)  # a repository made inside a remote's bare one would go unnoticed
+        inside = locate.inside_git_dir(path)
+        if inside is not None:
+            raise GitError(f"{path} is inside the git directory {inside}: not making one there")
+        if os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"):
+            raise GitError(
+                "GIT_DIR or GIT_WORK_TREE is set: `hystate init` makes a repository only in the"
+                " current folder",
+                hint="unset them, or run `git init` yourself",
+            )
         try:
             git.Repo.init(path)
         except git.GitCommandError as exc:
@@ -132,7 +129,9 @@ class RepoBase:
     def git_bytes(self, *args: str, check: bool = True) -> bytes:
         """Run a git command in the work tree; its raw output. A failure is a GitError with
         git's message, or (``check=False``) empty output."""
-        proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, check=False)
+        proc = subprocess.run(
+            gitcmd.argv(*args), cwd=self.root, env=self.env(), capture_output=True, check=False
+        )
         if proc.returncode == 0:
             return proc.stdout
         if check:
@@ -167,13 +166,25 @@ class RepoBase:
     # -- state -----------------------------------------------------------------------------
 
     def check_writable(self) -> None:
-        """Refuse to commit while git is in the middle of something."""
+        """Refuse to commit while git is in the middle of something, or on a detached HEAD
+        (a commit there is left behind by the next checkout of a branch) unless the person
+        opted in with ``git config hystate.allowDetachedHead true``."""
         for name, what in _IN_PROGRESS.items():
             if (self.git_dir / name).exists():
                 raise GitError(
                     f"{self.root} is in the middle of {what}",
                     hint="finish or abort it first, then run the command again",
                 )
+        head = self.refs.head()
+        if head.ref is None:
+            self.settings.refresh()
+        if head.ref is None and not self.settings.flag(DETACHED_OPT_IN):
+            raise GitError(
+                f"HEAD is detached at {(head.sha or '')[:8]}: a state commit there would be "
+                "left behind by the next checkout of a branch",
+                hint=f"check out a branch, or `git config {DETACHED_OPT_IN} true` to commit "
+                "on a detached HEAD anyway",
+            )
 
     def head(self) -> Head:
         return self.refs.head()
@@ -214,10 +225,13 @@ class RepoBase:
             walk(top, "", depth)
         return found
 
-    def dirty_paths(self, rel_dir: str) -> list[str]:
+    def dirty_paths(self, rel_dir: str, *, ignored: bool = False) -> list[str]:
         """Files under ``rel_dir`` whose work-tree state differs from HEAD (modified, added,
-        deleted or untracked), as git status sees them; without taking git's locks."""
-        return _status_paths(self.git(*_STATUS, "--", rel_dir), "")
+        deleted or untracked), as git status sees them; without taking git's locks.
+        ``ignored``: untracked files a person's excludes ignore count too (a global excludes
+        file ignoring ``*.yaml`` must not hide a leftover episode file)."""
+        which = "--ignored=traditional" if ignored else "--ignored=no"
+        return _status_paths(self.git(*_STATUS, which, "--", rel_dir), "")
 
     def log(
         self,
@@ -257,7 +271,11 @@ class RepoBase:
         """The first ``max_bytes`` of a git command's output and whether it had more (git is
         then stopped): a file of any size costs at most that. Empty when git fails."""
         with subprocess.Popen(
-            ["git", *args], cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            gitcmd.argv(*args),
+            cwd=self.root,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         ) as proc:
             assert proc.stdout is not None
             data = proc.stdout.read(max_bytes + 1)
@@ -300,8 +318,8 @@ class RepoBase:
         ):
             return False
         proc = subprocess.run(
-            ["git", "merge-base", "--is-ancestor", older, newer],
-            cwd=self.root, capture_output=True, check=False,
+            gitcmd.argv("merge-base", "--is-ancestor", older, newer),
+            cwd=self.root, env=self.env(), capture_output=True, check=False,
         )  # fmt: skip
         return proc.returncode == 0
 
@@ -314,12 +332,12 @@ class RepoBase:
     ) -> bytes:
         """Run git with ``stdin``; its output. A failure is a GitError with git's message."""
         proc = subprocess.run(
-            ["git", *args],
+            gitcmd.argv(*args),
             input=stdin,
             cwd=self.root,
             capture_output=True,
             check=False,
-            env=None if env is None else {**os.environ, **env},
+            env={**self.env(), **(env or {})},
         )
         if proc.returncode != 0:
             lines = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -332,7 +350,8 @@ class RepoBase:
 
     def git_locks(self) -> list[Path]:
         """git's lock files that exist now: the index's, HEAD's and the branches'."""
-        locks = [self.git_dir / "index.lock", self.git_dir / "HEAD.lock"]
+        index_lock = self.index_path.with_name(self.index_path.name + ".lock")
+        locks = [index_lock, self.git_dir / "HEAD.lock"]
         heads = self.common_dir / "refs" / "heads"
         locks += list(heads.rglob("*.lock")) if heads.exists() else []
         return [lock for lock in locks if lock.exists()]
@@ -351,12 +370,12 @@ class RepoBase:
         return broken
 
     def break_stale_index_lock(self) -> bool:
-        return self.break_stale_lock(self.git_dir / "index.lock")
+        return self.break_stale_lock(self.index_path.with_name(self.index_path.name + ".lock"))
 
 
 _STATUS = (
     "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all",
-    "--no-renames", "--ignored=no",
+    "--no-renames",
 )  # fmt: skip
 
 

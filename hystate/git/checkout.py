@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import GitError
+from hystate.git import hooks, lockfile
 from hystate.git import index as index_mod
-from hystate.git import lockfile
 from hystate.git.objects import EXEC_MODE, FILE_MODE
 from hystate.git.refs import Head, StaleHead
 
@@ -37,7 +37,15 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
     if old.sha is None:
         raise GitError("the branch has no commit yet: clone the remote instead")
     owners = lockfile.owners_dir(repo.common_dir)
-    with index_mod.IndexLock(repo.git_dir, owners, repo.lock_wait, repo.index_memo) as lock:
+    with index_mod.IndexLock(
+        repo.git_dir,
+        owners,
+        repo.lock_wait,
+        repo.index_memo,
+        index=repo.index_path,
+        env=repo.env,
+        shared=repo.settings.shared_repository(),
+    ) as lock:
         if repo.refs.head() != old:
             raise StaleHead(old.ref or "HEAD")
         try:
@@ -60,6 +68,7 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
         repo.refs.update(old, new, committer, f"hystate sync: {reason}", repo.settings.reflog)
         try:
             lock.commit()
+            hooks.run_hook(repo, "post-index-change", ["1", "0"])  # the work tree was updated
         except OSError as exc:
             repo.warnings.append(f"the branch moved, but git's index was not updated: {exc}")
 

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import GitError
+from hystate.git import hooks, lockfile
 from hystate.git import index as index_mod
-from hystate.git import lockfile
 from hystate.git.objects import EXEC_MODE, FILE_MODE, object_id
 from hystate.git.refs import Head, StaleHead
 from hystate.git.settings import Identity
@@ -19,24 +19,71 @@ if TYPE_CHECKING:
     from hystate.git.base import RepoBase
 
 
-def make_commit(repo: RepoBase, files: Mapping[str, bytes], message: str) -> str | None:
+def make_commit(
+    repo: RepoBase,
+    files: Mapping[str, bytes],
+    message: str,
+    expect: Mapping[str, bytes | None] | None = None,
+) -> str | None:
     """See ``GitRepo.commit``."""
     repo.check_writable()
     repo.settings.refresh()
     owners = lockfile.owners_dir(repo.common_dir)
-    with index_mod.IndexLock(repo.git_dir, owners, repo.lock_wait, repo.index_memo) as lock:
+    with index_mod.IndexLock(
+        repo.git_dir,
+        owners,
+        repo.lock_wait,
+        repo.index_memo,
+        index=repo.index_path,
+        env=repo.env,
+        shared=repo.settings.shared_repository(),
+    ) as lock:
+        # Only what is stat-ed and read back here, under index.lock, is vouched for in the
+        # index: a person's stash, restore or checkout since the write is never hidden.
+        stats = {rel: read_back(repo, rel, data) for rel, data in files.items()}
         entries = _entries(repo, files)
         updates = [
-            index_mod.Update(rel.encode(), sha, int(mode, 8), os.stat(repo.root / rel))
+            index_mod.Update(rel.encode(), sha, int(mode, 8), stats[rel])
             for rel, (mode, sha) in entries.items()
         ]
         lock.stage(updates, repo.root)
-        sha = _commit_head(repo, entries, message)
+        sha = _commit_head(repo, entries, message, expect or {})
         try:
             lock.commit()
+            hooks.run_hook(repo, "post-index-change", ["0", "0"])  # as git after the index
         except OSError as exc:  # HEAD has moved: the transition is done; say what is not
             repo.warnings.append(f"the commit is made, but git's index was not updated: {exc}")
     return sha
+
+
+def read_back(repo: RepoBase, rel: str, data: bytes) -> os.stat_result:
+    """The stat data of the work-tree file ``rel``, which must hold exactly ``data`` (read and
+    compared now); GitError when it does not: nothing is committed."""
+    path = repo.root / rel
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise GitError(f"{rel} cannot be read back for the commit: {exc.strerror}") from None
+    try:
+        before = os.fstat(fd)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    same = (before.st_mtime_ns, before.st_ctime_ns, before.st_size) == (
+        after.st_mtime_ns,
+        after.st_ctime_ns,
+        after.st_size,
+    )
+    if not same or b"".join(chunks) != data:
+        raise GitError(
+            f"{rel} was changed by someone else after hystate wrote it (git stash, restore or "
+            "checkout, or an editor): nothing committed, the file is left as it is",
+            hint="run the command again",
+        )
+    return before
 
 
 def _entries(repo: RepoBase, files: Mapping[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
@@ -84,7 +131,10 @@ def _hash_with_git(repo: RepoBase, rels: list[str], *, write: bool) -> dict[str,
 
 
 def _commit_head(
-    repo: RepoBase, entries: Mapping[str, tuple[bytes, bytes]], message: str
+    repo: RepoBase,
+    entries: Mapping[str, tuple[bytes, bytes]],
+    message: str,
+    expect: Mapping[str, bytes | None],
 ) -> str | None:
     settings = repo.settings
     author, committer = settings.author(), settings.committer()
@@ -92,6 +142,7 @@ def _commit_head(
     for _ in range(50):
         head = repo.refs.head()
         base = repo.head_tree(head)
+        _check_base(repo, head, base, expect)
         tree = repo.objects.rewrite(base, entries)
         if tree == base:
             return None
@@ -115,6 +166,22 @@ def _commit_head(
             continue
         return sha
     raise GitError("HEAD kept moving while hystate tried to commit; try again")
+
+
+def _check_base(
+    repo: RepoBase, head: Head, base: bytes | None, expect: Mapping[str, bytes | None]
+) -> None:
+    """Each file of ``expect`` must still have, in HEAD, the blob the change was made from:
+    a commit of it by someone else meanwhile (a person's ``git commit -a``) is never taken
+    for this one."""
+    for rel, blob in expect.items():
+        found = repo.objects.lookup(base, rel)
+        if (None if found is None else found[1]) != blob:
+            raise GitError(
+                f"{rel} was committed by someone else (HEAD is now {(head.sha or '')[:8]}) "
+                "while hystate waited to commit it: nothing committed by hystate",
+                hint="`hystate history` shows that commit; run the command again if still wanted",
+            )
 
 
 def _commit_with_git(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hystate.core.errors import GitError
+from hystate.git.gitcmd import argv
 from hystate.git.repo import GitRepo
 
 _START, _END = "\x00\x01", "\x02"
@@ -101,8 +102,9 @@ def reachable(repo: GitRepo, tip: str) -> set[str]:
 def is_ancestor(repo: GitRepo, older: str, newer: str) -> bool:
     """Whether ``older`` is ``newer`` or one of its ancestors (False when unknown here)."""
     proc = subprocess.run(
-        ["git", "merge-base", "--is-ancestor", older, newer],
+        argv("merge-base", "--is-ancestor", older, newer),
         cwd=repo.root,
+        env=repo.env(),
         capture_output=True,
         check=False,
     )
@@ -130,9 +132,10 @@ def read_blobs(repo: GitRepo, specs: Sequence[str]) -> list[bytes | None]:
     if any("\n" in spec for spec in specs):
         raise GitError("a blob name contains a newline")
     proc = subprocess.run(
-        ["git", "cat-file", "--batch"],
+        argv("cat-file", "--batch"),
         input="".join(f"{spec}\n" for spec in specs).encode(),
         cwd=repo.root,
+        env=repo.env(),
         capture_output=True,
         check=False,
     )
@@ -166,7 +169,9 @@ def _read_blob(repo: GitRepo, spec: str) -> bytes | None:
 
 
 def _run(repo: GitRepo, args: list[str]) -> str:
-    proc = subprocess.run(["git", *args], cwd=repo.root, capture_output=True, check=False)
+    proc = subprocess.run(
+        argv(*args), cwd=repo.root, env=repo.env(), capture_output=True, check=False
+    )
     if proc.returncode != 0:
         lines = proc.stderr.decode(errors="replace").strip().splitlines()
         name = args[2] if args[0] == "-c" else args[0]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,6 +75,27 @@ def install_pre_commit(repo: RepoBase) -> HookResult:
 
 
 _COMMIT_HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit")
+
+
+def run_hook(repo: RepoBase, name: str, args: Sequence[str], stdin: bytes = b"") -> int:
+    """Run git's hook ``name`` as git runs it (in the work tree, its output on stderr) when it
+    is present and executable; its exit code (0 when there is none). hystate runs the hooks
+    git runs even for plumbing: ``reference-transaction`` (``prepared``, then ``committed``
+    or ``aborted``, the ref updates on stdin) and ``post-index-change``."""
+    path = repo.settings.hooks_dir(repo.common_dir) / name
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        return 0
+    try:
+        proc = subprocess.run(
+            [str(path), *args], input=stdin, cwd=repo.root, env=repo.env(),
+            capture_output=True, check=False,
+        )  # fmt: skip
+    except OSError:
+        return 1
+    said = (proc.stdout + proc.stderr).decode(errors="replace")
+    if said:  # git shows a hook's output on stderr
+        sys.stderr.write(said)
+    return proc.returncode
 
 
 def unrun_hooks(repo: RepoBase) -> list[str]:

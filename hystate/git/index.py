@@ -26,12 +26,19 @@ import hashlib
 import os
 import struct
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hystate.core.errors import GitError
+from hystate.git import shared as shared_mod
+from hystate.git.index_ext import (
+    has_extension,
+    mandatory_extensions,
+    rewrite_extensions,
+    skip_worktree,
+)
 from hystate.git.lockfile import LockFile
 
 # ctime s/ns, mtime s/ns, dev, ino, mode, uid, gid, size, sha, flags
@@ -40,6 +47,7 @@ _U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
 _EXTENDED = 0x4000
 _STAGE = 0x3000
 _SKIP_FLAGS = 0x6000  # skip-worktree, intent-to-add (extended flags)
+_SKIP_WORKTREE = 0x4000
 _MASK = 0xFFFFFFFF
 _CHUNK = 1 << 20  # a SHA-1 state is kept at every MiB of the index written
 
@@ -73,11 +81,23 @@ def _key(st: os.stat_result) -> tuple[int, int, int, int]:
 class IndexLock:
     """``index.lock`` held from reading the index until ``commit()`` or ``rollback()``."""
 
-    def __init__(self, git_dir: Path, owners: Path, wait: float, memo: IndexMemo) -> None:
+    def __init__(
+        self,
+        git_dir: Path,
+        owners: Path,
+        wait: float,
+        memo: IndexMemo,
+        *,
+        index: Path | None = None,
+        env: Callable[[], dict[str, str]] | None = None,
+        shared: int = 0,
+    ) -> None:
         self.git_dir = git_dir
-        self.path = git_dir / "index"
+        self.path = index or git_dir / "index"  # GIT_INDEX_FILE, as git resolved it
+        self._env = env or (lambda: dict(os.environ))
         self._memo = memo
-        self._lock = LockFile(git_dir / "index.lock", owners, wait, "index")
+        self._lock = LockFile(self.path.with_name(self.path.name + ".lock"), owners, wait, "index")
+        shared_mod.adjust(self._lock.path, shared)  # core.sharedRepository, as git
         self._staged = False
         self._new: bytearray | None = None  # the index made in-process, once staged
         try:
@@ -146,7 +166,10 @@ class IndexLock:
                     f"{update.path.decode(errors='replace')} has an unresolved conflict",
                     hint="resolve it (git add) or abort the merge first",
                 )
-            if flags & _EXTENDED and _U16.unpack_from(self.data, offset + 62)[0] & _SKIP_FLAGS:
+            extended = _U16.unpack_from(self.data, offset + 62)[0] if flags & _EXTENDED else 0
+            if extended & _SKIP_WORKTREE:
+                raise skip_worktree(update.path)
+            if extended & _SKIP_FLAGS:
                 return None
             found.append((offset, flags))
         # The memo's copy is patched in place (it is dropped if this update is not committed).
@@ -177,7 +200,7 @@ class IndexLock:
             )
         ext_start = memo.ext_start
         dirs = {u.path.rpartition(b"/")[0] for u in updates}
-        buf[ext_start:] = _rewrite_extensions(buf, ext_start, dirs)
+        buf[ext_start:] = rewrite_extensions(buf, ext_start, dirs)
         buf += self._digest(buf, min([ext_start, *changed]))
         memo.racy = sorted({*racy, *changed} - {ext_start})
         self._new = buf
@@ -203,7 +226,9 @@ class IndexLock:
         """``git update-index --add`` on a private copy of the index (same timestamp, so git
         judges racy entries exactly as it would on the index itself); its result."""
         paths = b"".join(u.path + b"\0" for u in updates)
-        return self._private_git(["update-index", "--add", "-z", "--stdin"], paths, worktree)
+        return self._private_git(
+            ["update-index", "--add", "-z", "--stdin"], paths, worktree, check_skip=updates
+        )
 
     def stage_with_git(
         self, args: Sequence[str], worktree: Path, adopt: Sequence[str] = ()
@@ -227,6 +252,7 @@ class IndexLock:
         *,
         refresh: bool = False,
         adopt: Sequence[str] = (),
+        check_skip: Sequence[Update] = (),
     ) -> bytes:
         private = self.git_dir / "hystate" / f"index.{os.getpid()}.tmp"
         private.parent.mkdir(exist_ok=True)
@@ -236,10 +262,29 @@ class IndexLock:
                 os.utime(private, ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
             else:
                 private.unlink(missing_ok=True)
-            env = {**os.environ, "GIT_INDEX_FILE": str(private)}
+            # git's hooks (post-index-change) are not run for this private copy
+            env = {**self._env(), "GIT_INDEX_FILE": str(private)}
+            if check_skip:  # git update-index skips such an entry silently: refuse instead
+                wanted = {u.path for u in check_skip}
+                folders = sorted({p.rpartition(b"/")[0] or b"." for p in wanted})
+                listing = subprocess.run(
+                    ["git", "--literal-pathspecs", "ls-files", "-t", "-z", "--", *folders],
+                    cwd=worktree, env=env, capture_output=True, check=False,
+                ).stdout  # fmt: skip
+                for item in filter(None, listing.split(b"\0")):
+                    if item.startswith(b"S ") and item[2:] in wanted:
+                        raise skip_worktree(item[2:])
             if refresh:  # "needs update" lines are no failure: those entries stay as they are
                 subprocess.run(
-                    ["git", "update-index", "-q", "--ignore-submodules", "--refresh"],
+                    [
+                        "git",
+                        "-c",
+                        "core.hooksPath=/dev/null",
+                        "update-index",
+                        "-q",
+                        "--ignore-submodules",
+                        "--refresh",
+                    ],
                     cwd=worktree,
                     env=env,
                     capture_output=True,
@@ -247,7 +292,16 @@ class IndexLock:
                 )
             if adopt:  # refused (a path git will not add): the command below then decides
                 subprocess.run(
-                    ["git", "update-index", "--add", "--remove", "-z", "--stdin"],
+                    [
+                        "git",
+                        "-c",
+                        "core.hooksPath=/dev/null",
+                        "update-index",
+                        "--add",
+                        "--remove",
+                        "-z",
+                        "--stdin",
+                    ],
                     input=b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in adopt),
                     cwd=worktree,
                     env=env,
@@ -255,7 +309,7 @@ class IndexLock:
                     check=False,
                 )
             proc = subprocess.run(
-                ["git", *args],
+                ["git", "-c", "core.hooksPath=/dev/null", *args],
                 input=stdin,
                 cwd=worktree,
                 env=env,
@@ -319,82 +373,6 @@ def _walk(data: bytes, index_sec: int) -> tuple[int, dict[bytes, int], list[int]
         pos += (head + size + 8) & ~7
         if pos > end:
             raise GitError("the index is corrupt (entries run past its end)", hint="git status")
-    if mandatory_extensions(data, pos) or _has_extension(data, pos, b"FSMN"):
+    if mandatory_extensions(data, pos) or has_extension(data, pos, b"FSMN"):
         return None
     return pos, offsets, racy
-
-
-def _extensions(data: bytes | bytearray, start: int) -> list[tuple[bytes, int, int]]:
-    """(signature, body start, body end) of each extension."""
-    end = len(data) - 20
-    found = []
-    pos = start
-    while pos + 8 <= end:
-        sig = bytes(data[pos : pos + 4])
-        size = _U32.unpack_from(data, pos + 4)[0]
-        found.append((sig, pos + 8, pos + 8 + size))
-        pos += 8 + size
-    return found
-
-
-def mandatory_extensions(data: bytes | bytearray, start: int) -> list[bytes]:
-    """Signatures of extensions git requires a reader to understand (split index, sparse)."""
-    return [sig for sig, _, _ in _extensions(data, start) if not sig[:1].isupper()]
-
-
-def _has_extension(data: bytes | bytearray, start: int, sig: bytes) -> bool:
-    return any(s == sig for s, _, _ in _extensions(data, start))
-
-
-def _rewrite_extensions(data: bytes | bytearray, start: int, dirs: set[bytes]) -> bytes:
-    """The extensions with the cache-tree of ``dirs`` (and their parents) invalidated, and a
-    fresh EOIE (git's end-of-index-entries marker)."""
-    out: list[bytes] = []
-    for sig, body_start, body_end in _extensions(data, start):
-        if sig == b"EOIE":
-            continue
-        body = bytes(data[body_start:body_end])
-        if sig == b"TREE":
-            body = _invalidate_cache_tree(body, dirs)
-        out.append(sig + _U32.pack(len(body)) + body)
-    digest = hashlib.sha1()
-    for ext in out:
-        digest.update(ext[:8])
-    out.append(b"EOIE" + _U32.pack(24) + _U32.pack(start) + digest.digest())
-    return b"".join(out)
-
-
-def _invalidate_cache_tree(body: bytes, dirs: set[bytes]) -> bytes:
-    """Mark the cache-tree nodes of ``dirs`` and all their ancestors as invalid (count -1)."""
-    stale = {b""}
-    for d in dirs:
-        parts = d.split(b"/") if d else []
-        for i in range(1, len(parts) + 1):
-            stale.add(b"/".join(parts[:i]))
-    out = []
-    stack: list[tuple[bytes, int]] = []  # (path of the open node, children still to come)
-    pos = 0
-    while pos < len(body):
-        nul = body.index(b"\x00", pos)
-        nl = body.index(b"\n", nul)
-        name = body[pos:nul]
-        count_s, subtrees_s = body[nul + 1 : nl].split(b" ")
-        count, subtrees = int(count_s), int(subtrees_s)
-        pos = nl + 1
-        sha = b""
-        if count >= 0:
-            sha = body[pos : pos + 20]
-            pos += 20
-        while stack and stack[-1][1] == 0:
-            stack.pop()
-        if stack:
-            parent, left = stack[-1]
-            stack[-1] = (parent, left - 1)
-            full = parent + b"/" + name if parent else name
-        else:
-            full = b""
-        stack.append((full, subtrees))
-        if full in stale:
-            count, sha = -1, b""
-        out.append(name + b"\x00" + b"%d %d\n" % (count, subtrees) + sha)
-    return b"".join(out)

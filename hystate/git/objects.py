@@ -11,10 +11,11 @@ import hashlib
 import os
 import subprocess
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from hystate.core.errors import GitError
+from hystate.git import shared as shared_mod
 
 FILE_MODE = b"100644"
 EXEC_MODE = b"100755"
@@ -123,6 +124,8 @@ class ObjectStore:
         self._trees: dict[bytes, Tree] = {}
         self._commit_trees: dict[bytes, bytes] = {}
         self._prefix = str(objects_dir)
+        self.env: Callable[[], dict[str, str]] | None = None  # git's environment (GitRepo.env)
+        self.shared: Callable[[], int] = lambda: 0  # core.sharedRepository (shared.parse)
 
     def _path(self, sha: bytes) -> str:
         hexsha = sha.hex()
@@ -147,6 +150,7 @@ class ObjectStore:
             input=sha.hex().encode() + b"\n",
             capture_output=True,
             cwd=self.worktree,
+            env=self.env() if self.env else None,
             check=False,
         )
         header, _, rest = proc.stdout.partition(b"\n")
@@ -176,6 +180,7 @@ class ObjectStore:
                 input=b"".join(shas[i].hex().encode() + b"\n" for i in packed),
                 capture_output=True,
                 cwd=self.worktree,
+                env=self.env() if self.env else None,
                 check=False,
             )
             out, pos = proc.stdout, 0
@@ -212,8 +217,9 @@ class ObjectStore:
         try:
             fd = os.open(tmp, flags, 0o444)
         except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
+            shared_mod.makedirs(folder, self.shared())
             fd = os.open(tmp, flags, 0o444)
+        shared_mod.adjust(tmp, self.shared())
         try:
             os.write(fd, body)
         finally:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hystate.core.errors import GitError
+from hystate.git import shared
 from hystate.git.lockfile import LockFile, owners_dir
 
 ZERO = "0" * 40
@@ -32,6 +33,9 @@ class Refs:
     def __init__(self, git_dir: Path, common_dir: Path) -> None:
         self.git_dir = git_dir
         self.common_dir = common_dir
+        self.shared: Callable[[], int] = lambda: 0  # core.sharedRepository (shared.parse)
+        # git's reference-transaction hook: (state, "<old> <new> <ref>" lines) -> exit code
+        self.transaction_hook: Callable[[str, bytes], int] | None = None
 
     def _ref_path(self, ref: str) -> Path:
         return self.git_dir / ref if ref == "HEAD" else self.common_dir / ref
@@ -56,6 +60,20 @@ class Refs:
             return self.resolve(text[5:].strip())
         return _check_sha(text, ref)
 
+    def symref_chain(self, ref: str) -> list[str]:
+        """``ref`` and the refs it names in turn while it is a symbolic ref (``main`` ->
+        ``trunk``): the last one is where its commits go."""
+        chain = [ref]
+        while len(chain) < 6:
+            try:
+                text = self._ref_path(chain[-1]).read_text().strip()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                break
+            if not text.startswith("ref: "):
+                break
+            chain.append(text[5:].strip())
+        return chain
+
     def _packed(self, ref: str) -> str | None:
         try:
             lines = (self.common_dir / "packed-refs").read_text().splitlines()
@@ -73,17 +91,30 @@ class Refs:
         """Point HEAD (or its branch) at ``new`` if it still is ``head``; else raise StaleHead.
         ``reflog(ref)`` says, as core.logAllRefUpdates does, whether a missing log is created
         (``create``/``always``) or only an existing one appended to (``existing``)."""
-        target = head.ref or "HEAD"
+        chain = self.symref_chain(head.ref) if head.ref else ["HEAD"]
+        target = chain[-1]  # a branch that is a symbolic ref moves the branch it names
         path = self._ref_path(target)
         lock = path.with_name(path.name + ".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        perm = self.shared()
+        shared.makedirs(path.parent, perm)
         held = LockFile(lock, owners_dir(self.common_dir), 5.0, "branch")
         try:
             if self.head() != head:
                 raise StaleHead(target)
+            names = chain if head.ref else ["HEAD"]
+            lines = b"".join(
+                b"%s %s %s\n" % ((head.sha or ZERO).encode(), new.encode(), ref.encode())
+                for ref in (["HEAD"] if head.ref else []) + names
+            )
+            if self.transaction_hook and self.transaction_hook("prepared", lines) != 0:
+                self.transaction_hook("aborted", lines)
+                raise GitError(
+                    "the reference-transaction hook refused the update: nothing committed"
+                )
             # No fsync, as git does by default: the episode file (fsynced) is the source of
             # truth, and `hystate fsck --repair` commits a file that a power cut left ahead.
             held.write(new.encode() + b"\n")
+            shared.adjust(lock, perm)
             held.commit(path)
         finally:
             held.rollback()
@@ -94,14 +125,17 @@ class Refs:
             message.encode(),
         )
         logs = [("HEAD", self.git_dir / "logs" / "HEAD")]
-        if head.ref:
-            logs.append((head.ref, self.common_dir / "logs" / head.ref))
+        if head.ref:  # as git: every ref of the chain gets the entry
+            logs += [(ref, self.common_dir / "logs" / ref) for ref in chain]
         for ref, log in logs:
             if reflog(ref) == "existing" and not log.is_file():
                 continue
-            log.parent.mkdir(parents=True, exist_ok=True)
+            shared.makedirs(log.parent, perm)
             with open(log, "ab") as fh:
                 fh.write(entry)
+            shared.adjust(log, perm)
+        if self.transaction_hook:
+            self.transaction_hook("committed", lines)
 
 
 def _check_sha(text: str, ref: str) -> str:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import GitError
+from hystate.git import gitcmd
 from hystate.git.objects import FILE_MODE, Tree
 
 if TYPE_CHECKING:
@@ -90,9 +91,9 @@ def _run(repo: GitRepo, args: list[str], timeout: float) -> subprocess.Completed
     """git talking to the remote, in a process group of its own: on a timeout (or when this
     process is interrupted) the whole group ends, transport helpers (``git remote-https``,
     ``ssh``) included, instead of hanging on a dead server after hystate has moved on."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": _ssh_command()}
+    env = {**repo.env(), "GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": _ssh_command()}
     with subprocess.Popen(
-        ["git", *args],
+        gitcmd.argv(*args),
         cwd=repo.root,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -262,8 +263,9 @@ def ahead_behind(repo: GitRepo, mine: str, theirs: str) -> tuple[int, int]:
 def is_ancestor(repo: GitRepo, older: str, newer: str) -> bool:
     return (
         subprocess.run(
-            ["git", "merge-base", "--is-ancestor", older, newer],
+            gitcmd.argv("merge-base", "--is-ancestor", older, newer),
             cwd=repo.root,
+            env=repo.env(),
             capture_output=True,
             check=False,
         ).returncode

@@ -19,9 +19,28 @@ from hystate.git.base import RepoBase
 class GitRepo(RepoBase):
     """A non-bare repository: ``root`` is its work tree."""
 
+    def __init__(
+        self,
+        root: Path,
+        git_dir: Path,
+        common_dir: Path,
+        index: Path | None = None,
+        objects: Path | None = None,
+    ) -> None:
+        super().__init__(root, git_dir, common_dir, index, objects)
+        # git runs it for every ref update, plumbing included: so does hystate's
+        self.refs.transaction_hook = lambda state, lines: hooks_mod.run_hook(
+            self, "reference-transaction", [state], lines
+        )
+
     # -- the commit ------------------------------------------------------------------------
 
-    def commit(self, files: Mapping[str, bytes], message: str) -> str | None:
+    def commit(
+        self,
+        files: Mapping[str, bytes],
+        message: str,
+        expect: Mapping[str, bytes | None] | None = None,
+    ) -> str | None:
         """One commit setting each repo-relative path to its content; nothing else changes.
 
         The files must already be written to the work tree with exactly that content. Git's
@@ -29,9 +48,10 @@ class GitRepo(RepoBase):
         and HEAD moves compare-and-swap (rebuilt on the new HEAD if another process moved it),
         then the index is put in effect. Returns the new commit sha, or None when HEAD already
         had that content. Once HEAD has moved nothing raises: a transition is never reported
-        as "not done" after it is in the history.
+        as "not done" after it is in the history. ``expect``: the blob (binary sha, None for
+        none) each file must still have in HEAD, else nothing is committed (GitError).
         """
-        return commit_mod.make_commit(self, files, message)
+        return commit_mod.make_commit(self, files, message, expect)
 
     def blob_id(self, rel: str, data: bytes) -> bytes:
         """The sha git would store for ``data`` at ``rel`` (its attributes applied)."""

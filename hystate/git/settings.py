@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hystate.core.errors import GitError
+from hystate.git import shared
 
 FALLBACK_NAME = "hystate"
 FALLBACK_EMAIL = "hystate@localhost"
@@ -39,9 +41,12 @@ class Identity:
 class GitSettings:
     """The configuration of one repository as git sees it (local, global and system)."""
 
-    def __init__(self, root: Path, common_dir: Path) -> None:
+    def __init__(
+        self, root: Path, common_dir: Path, env: Callable[[], dict[str, str]] | None = None
+    ) -> None:
         self.root = root
         self.common_dir = common_dir
+        self._env = env  # the environment naming the repository (GitRepo.env)
         self._key: tuple[int, ...] | None = None
         self._values: dict[str, str] = {}
 
@@ -73,6 +78,7 @@ class GitSettings:
             proc = subprocess.run(
                 ["git", "config", "-z", "--list"],
                 cwd=self.root,
+                env=self._env() if self._env else None,
                 capture_output=True,
                 check=False,
             )
@@ -137,6 +143,10 @@ class GitSettings:
             path = Path(os.path.expanduser(configured))
             return path if path.is_absolute() else self.root / path
         return git_dir / "hooks"
+
+    def shared_repository(self) -> int:
+        """``core.sharedRepository`` as git reads it (see ``shared.parse``)."""
+        return shared.parse(self.get("core.sharedrepository"))
 
     def trust_file_mode(self) -> bool:
         return self.flag("core.filemode", default=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import GitError
+from hystate.git.gitcmd import argv
 from hystate.git.objects import EMPTY_TREE
 
 if TYPE_CHECKING:
@@ -62,10 +63,10 @@ def commit_changes(repo: GitRepo, commits: Sequence[str], rel_dir: str) -> dict[
     if not commits:
         return {}
     proc = subprocess.run(
-        ["git", "diff-tree", "-r", "--raw", "-z", "--no-renames", "--no-abbrev", "--root",
-         "--stdin", "--", _pathspec(rel_dir)],
+        argv("diff-tree", "-r", "--raw", "-z", "--no-renames", "--no-abbrev", "--root",
+             "--stdin", "--", _pathspec(rel_dir)),
         cwd=repo.root, input="\n".join(commits).encode() + b"\n", capture_output=True,
-        check=False,
+        check=False, env=repo.env(),
     )  # fmt: skip
     if proc.returncode != 0:
         raise GitError(f"git diff-tree failed: {_last_line(proc.stderr)}")
@@ -81,8 +82,8 @@ def read_blobs(repo: GitRepo, shas: Iterable[str]) -> dict[str, bytes]:
     if not wanted:
         return {}
     proc = subprocess.run(
-        ["git", "cat-file", "--batch"], cwd=repo.root, capture_output=True, check=False,
-        input="\n".join(wanted).encode() + b"\n",
+        argv("cat-file", "--batch"), cwd=repo.root, capture_output=True, check=False,
+        input="\n".join(wanted).encode() + b"\n", env=repo.env(),
     )  # fmt: skip
     if proc.returncode != 0:
         raise GitError(f"git cat-file failed: {_last_line(proc.stderr)}")
@@ -113,11 +114,47 @@ def reset_index_entries(repo: GitRepo, paths: Sequence[str], wait: float = 10.0)
     # a path HEAD does not have leaves the index (mode 0 removes an entry)
     gone = [p for p in paths if p not in present]
     info += b"".join(b"0 %s\t%s\n" % (_ZERO.encode(), p.encode()) for p in gone)
+    _index_info(repo, info, wait)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One index entry (stage 0) as ``git ls-files -s -t`` shows it."""
+
+    path: str
+    mode: str
+    sha: str  # hex
+    skip_worktree: bool
+
+
+def index_entries(repo: GitRepo, rel_dir: str) -> list[Entry]:
+    """The unconflicted index entries under ``rel_dir``."""
+    out = repo.git_bytes("ls-files", "-s", "-t", "-z", "--", _pathspec(rel_dir))
+    found = []
+    for item in filter(None, out.split(b"\0")):
+        meta, _, path = item.partition(b"\t")
+        tag, mode, sha, stage = meta.decode().split()
+        if stage == "0":
+            found.append(Entry(path.decode(errors="surrogateescape"), mode, sha, tag == "S"))
+    return found
+
+
+def smudge_index_entries(repo: GitRepo, entries: Sequence[Entry], wait: float = 10.0) -> None:
+    """Keep each entry's blob but drop its stat data, so git reads the file again instead of
+    trusting stat data that belongs to other content (``--index-info`` writes no stat)."""
+    info = b"".join(
+        b"%s %s\t%s\n" % (e.mode.encode(), e.sha.encode(), e.path.encode()) for e in entries
+    )
+    if info:
+        _index_info(repo, info, wait)
+
+
+def _index_info(repo: GitRepo, info: bytes, wait: float) -> None:
     deadline, delay = time.monotonic() + wait, 0.01
     while True:
         proc = subprocess.run(
-            ["git", "update-index", "--index-info"], cwd=repo.root, input=info,
-            capture_output=True, check=False,
+            argv("update-index", "--index-info"), cwd=repo.root, input=info,
+            capture_output=True, check=False, env=repo.env(),
         )  # fmt: skip
         if proc.returncode == 0:
             return

@@ -135,6 +135,7 @@ def test_a_detached_head_on_no_branch_round_trips(
     repo: Path, run: Cli, manager: StateManager, episode_id: str, tmp_path: Path
 ) -> None:
     git(repo, "checkout", "-q", "--detach")
+    git(repo, "config", "hystate.allowDetachedHead", "true")  # the opt-in (issue 25)
     manager.update_state(episode_id, "downloading", worker="dl")  # a commit on no branch
     bundle = tmp_path / "detached.bundle"
     assert run("backup", "-o", str(bundle)).exit_code == 0

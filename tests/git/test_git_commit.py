@@ -207,8 +207,16 @@ def test_cache_tree_is_invalidated_so_a_later_git_commit_keeps_the_transition(
     assert "stage: downloading" in git(repo, "show", f"HEAD:{rel}")
 
 
-def test_detached_head_is_committed_to(manager: StateManager, repo: Path, episode_id: str) -> None:
+def test_detached_head_is_refused_unless_opted_in(
+    manager: StateManager, repo: Path, episode_id: str
+) -> None:
     git(repo, "checkout", "-q", "--detach")
+    before = git(repo, "rev-parse", "HEAD").strip()
+    with pytest.raises(GitError, match="HEAD is detached"):
+        manager.update_state(episode_id, "downloading")
+    assert git(repo, "rev-parse", "HEAD").strip() == before
+    assert git(repo, "status", "--porcelain") == ""
+    git(repo, "config", "hystate.allowDetachedHead", "true")
     result = manager.update_state(episode_id, "downloading")
     assert git(repo, "rev-parse", "HEAD").strip() == result.commit
 
