@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from hystate import sweep
 from hystate.findings import Finding
-from hystate.locks import lock_status
+from hystate.locks import dated_in_future, lock_status
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -21,7 +21,10 @@ def stale_locks(manager: StateManager, repair: bool) -> list[Finding]:
         if not stale:
             continue
         who = owner.describe() if owner else "an unfinished write"
-        finding = Finding("stale-lock", manager.store.name(lock), f"lock of {who}, which is gone")
+        message = f"lock of {who}, which is gone"
+        if dated_in_future(lock):
+            message += " (dated in the future: the clock was stepped back)"
+        finding = Finding("stale-lock", manager.store.name(lock), message)
         if repair:
             lock.unlink(missing_ok=True)
             finding.repaired, finding.action = True, "removed"
