@@ -116,3 +116,38 @@ class BrokerUnavailable(HystateError):
     problem: the transitions themselves are safe in git)."""
 
     exit_code = 7
+
+
+class CannotWrite(GitError):
+    """A file hystate must write cannot be: the disk (or its inode table, or the quota) is
+    full, or the file system is mounted read-only (exit 7, as every repository problem). The
+    message names the file, the cause and the way out; nothing half-written is left."""
+
+    exit_code = 7
+
+
+FULL_ERRNOS = {
+    28: "full",
+    122: "quota",
+    30: "read-only",
+    27: "too large",
+}  # ENOSPC EDQUOT EROFS EFBIG
+_WAY_OUT = {
+    "full": "the file system holding it is full (bytes or inodes: see `df -h` and `df -i`);"
+    " free space there, then run the command again",
+    "quota": "your disk quota there is used up; free space or raise the quota, then run the"
+    " command again",
+    "read-only": "the file system holding it is mounted read-only; reading commands work as"
+    " they are, writing ones need it mounted read-write",
+    "too large": "the file would pass the file system's or the process's size limit",
+}
+
+
+def is_cannot_write(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in FULL_ERRNOS
+
+
+def cannot_write(exc: OSError, path: object) -> CannotWrite:
+    """The one-line error for ``exc`` (ENOSPC, EDQUOT, EROFS, EFBIG) raised writing ``path``."""
+    kind = FULL_ERRNOS.get(exc.errno or 0, "full")
+    return CannotWrite(f"cannot write {path}: {exc.strerror or exc}", hint=_WAY_OUT[kind])

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from hystate.errors import GitError, LockBusy, shown
+from hystate.errors import GitError, LockBusy, cannot_write, is_cannot_write, shown
 from hystate.model import check_id
 
 _HOST = socket.gethostname()
@@ -197,14 +197,21 @@ class StateLock:
         except FileExistsError:
             return False
         except OSError as exc:  # a read-only or full file system, no permission: the repository's
+            if is_cannot_write(exc):
+                raise cannot_write(exc, f"the lock {shown(str(self.path))}") from exc
             raise GitError(
                 f"cannot make the lock {shown(str(self.path))}: {exc.strerror or exc}",
                 hint="hystate writes its locks and state in the repository; make it writable",
             ) from exc
         try:
             os.write(fd, LockOwner.me().to_json())
-        finally:
+        except BaseException as exc:  # no room for the record: leave no empty lock behind
             os.close(fd)
+            self.path.unlink(missing_ok=True)
+            if is_cannot_write(exc):
+                raise cannot_write(exc, f"the lock {shown(str(self.path))}") from exc  # type: ignore[arg-type]
+            raise
+        os.close(fd)
         self.held = True
         return True
 

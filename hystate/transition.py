@@ -80,7 +80,7 @@ def run(
         try:
             with manager.repo_lock():
                 sha = manager.repo.commit({rel: data}, message)
-                alert = alerts.count(manager, doc, change)
+                alert = _count(manager, doc, change)
         except BaseException:
             if manager.repo.head_blob(rel) == committed:
                 manager.store.write(path, raw)  # the commit did not happen: undo the write
@@ -90,10 +90,25 @@ def run(
     return TransitionResult(EpisodeState(doc, rel), sha, episode.stage)
 
 
+def _count(manager: StateManager, doc: dict[str, Any], change: Change) -> dict[str, Any] | None:
+    """The alert streak, counted after the commit: a streak file that cannot be written (a
+    full disk) is told, never reported as the transition failing (it is in the history)."""
+    try:
+        return alerts.count(manager, doc, change)
+    except OSError as exc:
+        manager.repo.warnings.append(
+            f"the alert streak could not be counted in {exc.filename or 'its file'}:"
+            f" {exc.strerror or exc}"
+        )
+        return None
+
+
 def after_commit(
     manager: StateManager, sha: str | None, alert: dict[str, Any] | None = None
 ) -> None:
     """After the commit and outside every lock (best effort: none of it undoes the commit)."""
+    while manager.repo.warnings:  # what went wrong after HEAD moved: told, never raised
+        manager.notice(f"warning: {manager.repo.warnings.pop(0)}")
     if sha and not manager.hooks_told:
         manager.hooks_told = True
         hooks = manager.repo.unrun_hooks()

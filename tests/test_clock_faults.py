@@ -15,7 +15,9 @@ from tests.conftest import HYSTATE
 from tests.faketime_harness import faketime_env
 
 
-def hystate(repo: Path, *args: str, spec: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def hystate(
+    repo: Path, *args: str, spec: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*HYSTATE, *args],
         cwd=repo,
@@ -80,7 +82,7 @@ def test_a_future_dated_lock_of_a_live_process_still_holds(repo: Path) -> None:
             "-c",
             "import sys, time\n"
             "from hystate.locks import StateLock\n"
-            f"lock = StateLock(sys.argv[1], timeout=5)\nlock.acquire()\n"
+            "lock = StateLock(sys.argv[1], timeout=5)\nlock.acquire()\n"
             "print('held', flush=True)\ntime.sleep(60)\n",
             str(repo / "processed" / ".locks" / f"{eid}.lock"),
         ],

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from hystate.errors import HystateError
+from hystate.errors import HystateError, cannot_write, is_cannot_write
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -68,6 +68,9 @@ class HystateGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit):
             raise
         except OSError as exc:
+            if is_cannot_write(exc):  # a full or read-only disk: one code, the way out
+                error = cannot_write(exc, exc.filename or "a file of the repository")
+                _fail(ctx, f"error: {error}", error.exit_code)
             where = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
             _fail(ctx, f"error: {where}", _os_code(exc))
         except ValueError as exc:

@@ -57,7 +57,9 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
                 ),
             ) from None
         committer = repo.settings.committer().line()
-        repo.refs.update(old, new, committer, f"hystate sync: {reason}", repo.settings.reflog)
+        repo.warnings += repo.refs.update(
+            old, new, committer, f"hystate sync: {reason}", repo.settings.reflog
+        )
         try:
             lock.commit()
         except OSError as exc:

@@ -110,9 +110,12 @@ def _commit_head(
         repo.objects.remember_commit(commit, tree)
         sha = commit.hex()
         try:
-            repo.refs.update(head, sha, committer.line(), f"commit: {subject}", settings.reflog)
+            warnings = repo.refs.update(
+                head, sha, committer.line(), f"commit: {subject}", settings.reflog
+            )
         except StaleHead:
             continue
+        repo.warnings += warnings
         return sha
     raise GitError("HEAD kept moving while hystate tried to commit; try again")
 

@@ -7,6 +7,7 @@ costs ~1.2 ms on its own. Packed objects (after ``git gc``) are read through ``g
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -14,7 +15,8 @@ import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hystate.errors import GitError
+from hystate.errors import GitError, cannot_write, is_cannot_write
+from hystate.paths import fsync_dir
 
 FILE_MODE = b"100644"
 EXEC_MODE = b"100755"
@@ -123,6 +125,7 @@ class ObjectStore:
         self._trees: dict[bytes, Tree] = {}
         self._commit_trees: dict[bytes, bytes] = {}
         self._prefix = str(objects_dir)
+        self.fsync = False  # fsync each object written and its folder (see ``durability``)
 
     def _path(self, sha: bytes) -> str:
         hexsha = sha.hex()
@@ -208,6 +211,18 @@ class ObjectStore:
         folder = path[:-38]  # ".../objects/ab/"
         tmp = f"{folder}tmp_obj_{os.getpid()}_{path[-38:-30]}"
         body = zlib.compress(b"%s %d\x00" % (kind, len(data)) + data, 1)
+        try:
+            self._store(tmp, path, body)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if is_cannot_write(exc):
+                raise cannot_write(exc, f"the git object {path}") from exc
+            raise
+        return sha
+
+    def _store(self, tmp: str, path: str, body: bytes) -> None:
+        folder = path[:-38]
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         try:
             fd = os.open(tmp, flags, 0o444)
@@ -215,11 +230,16 @@ class ObjectStore:
             os.makedirs(folder, exist_ok=True)
             fd = os.open(tmp, flags, 0o444)
         try:
-            os.write(fd, body)
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        return sha
+        if self.fsync:
+            fsync_dir(Path(folder))
 
     def tree(self, sha: bytes) -> Tree:
         cached = self._trees.get(sha)

@@ -69,10 +69,12 @@ class Refs:
 
     def update(
         self, head: Head, new: str, ident: bytes, message: str, reflog: Callable[[str], str]
-    ) -> None:
+    ) -> list[str]:
         """Point HEAD (or its branch) at ``new`` if it still is ``head``; else raise StaleHead.
         ``reflog(ref)`` says, as core.logAllRefUpdates does, whether a missing log is created
-        (``create``/``always``) or only an existing one appended to (``existing``)."""
+        (``create``/``always``) or only an existing one appended to (``existing``). Once the
+        ref has moved nothing raises: a reflog that cannot be appended to (a full disk) is
+        returned as a warning, as git itself only warns then."""
         target = head.ref or "HEAD"
         path = self._ref_path(target)
         lock = path.with_name(path.name + ".lock")
@@ -96,12 +98,20 @@ class Refs:
         logs = [("HEAD", self.git_dir / "logs" / "HEAD")]
         if head.ref:
             logs.append((head.ref, self.common_dir / "logs" / head.ref))
+        warnings = []
         for ref, log in logs:
-            if reflog(ref) == "existing" and not log.is_file():
-                continue
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "ab") as fh:
-                fh.write(entry)
+            try:
+                if reflog(ref) == "existing" and not log.is_file():
+                    continue
+                log.parent.mkdir(parents=True, exist_ok=True)
+                with open(log, "ab") as fh:
+                    fh.write(entry)
+            except OSError as exc:
+                warnings.append(
+                    f"the commit is made, but its reflog entry could not be written to {log}:"
+                    f" {exc.strerror or exc} (free space there; the history itself is complete)"
+                )
+        return warnings
 
 
 def _check_sha(text: str, ref: str) -> str:
