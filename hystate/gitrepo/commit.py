@@ -23,6 +23,8 @@ def make_commit(repo: GitRepo, files: Mapping[str, bytes], message: str) -> str 
     """See ``GitRepo.commit``."""
     repo.check_writable()
     repo.settings.refresh()
+    sync = durability(repo)
+    repo.objects.fsync = sync.get("loose-object")
     owners = lockfile.owners_dir(repo.common_dir)
     with index_mod.IndexLock(repo.git_dir, owners, repo.lock_wait, repo.index_memo) as lock:
         entries = _entries(repo, files)
@@ -31,12 +33,20 @@ def make_commit(repo: GitRepo, files: Mapping[str, bytes], message: str) -> str 
             for rel, (mode, sha) in entries.items()
         ]
         lock.stage(updates, repo.root)
-        sha = _commit_head(repo, entries, message)
+        sha = _commit_head(repo, entries, message, sync.get("reference"))
         try:
-            lock.commit()
+            lock.commit(sync.get("index"))
         except OSError as exc:  # HEAD has moved: the transition is done; say what is not
             repo.warnings.append(f"the commit is made, but git's index was not updated: {exc}")
     return sha
+
+
+def durability(repo: GitRepo) -> dict[str, str]:
+    """Component (``loose-object``, ``index``, ``reference``) -> the call that syncs it
+    (``fsync``, or ``fdatasync`` for core.fsyncMethod=writeout-only), for those
+    ``GitSettings.fsync`` says are synced."""
+    call = "fdatasync" if repo.settings.fsync_method() == "writeout-only" else "fsync"
+    return dict.fromkeys(repo.settings.fsync(), call)
 
 
 def _entries(repo: GitRepo, files: Mapping[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
@@ -84,7 +94,10 @@ def _hash_with_git(repo: GitRepo, rels: list[str], *, write: bool) -> dict[str, 
 
 
 def _commit_head(
-    repo: GitRepo, entries: Mapping[str, tuple[bytes, bytes]], message: str
+    repo: GitRepo,
+    entries: Mapping[str, tuple[bytes, bytes]],
+    message: str,
+    sync: str | None = None,
 ) -> str | None:
     settings = repo.settings
     author, committer = settings.author(), settings.committer()
@@ -111,7 +124,7 @@ def _commit_head(
         sha = commit.hex()
         try:
             warnings = repo.refs.update(
-                head, sha, committer.line(), f"commit: {subject}", settings.reflog
+                head, sha, committer.line(), f"commit: {subject}", settings.reflog, sync
             )
         except StaleHead:
             continue

@@ -32,6 +32,22 @@ def object_id(kind: bytes, data: bytes) -> bytes:
     return h.digest()
 
 
+def intact(raw: bytes, sha: bytes) -> bool:
+    """Whether ``raw`` (a loose object file's bytes) is object ``sha``: it inflates, its header
+    is well formed and the whole hashes to ``sha``."""
+    try:
+        body = zlib.decompress(raw)
+    except zlib.error:
+        return False
+    nul = body.find(b"\x00")
+    if nul < 0:
+        return False
+    _, _, size = body[:nul].partition(b" ")
+    if not size.isdigit() or int(size) != len(body) - nul - 1:
+        return False
+    return hashlib.sha1(body).digest() == sha
+
+
 class Tree:
     """A parsed tree: entries kept serialized, in git's order, with a name -> position map."""
 
@@ -125,7 +141,9 @@ class ObjectStore:
         self._trees: dict[bytes, Tree] = {}
         self._commit_trees: dict[bytes, bytes] = {}
         self._prefix = str(objects_dir)
-        self.fsync = False  # fsync each object written and its folder (see ``durability``)
+        # "fsync" or "fdatasync": each object written is synced, then its folder; None: not
+        # (``GitSettings.fsync`` decides, per commit)
+        self.fsync: str | None = None
 
     def _path(self, sha: bytes) -> str:
         hexsha = sha.hex()
@@ -201,13 +219,21 @@ class ObjectStore:
         sha = object_id(kind, data)
         path = self._path(sha)
         try:
-            # Freshen it, as git does, so that a concurrent `git gc` keeps what we refer to.
-            os.utime(path)
-            return sha
+            with open(path, "rb") as fh:
+                existing = fh.read()
         except FileNotFoundError:
             pass
         except PermissionError:
             return sha
+        else:
+            # Never trusted unread: a power cut can leave an object file empty or torn, and a
+            # commit made on it would be lost with it. An intact one is freshened, as git
+            # does, so that a concurrent `git gc` keeps what we refer to; a broken one is
+            # written again.
+            if intact(existing, sha):
+                with contextlib.suppress(OSError):
+                    os.utime(path)
+                return sha
         folder = path[:-38]  # ".../objects/ab/"
         tmp = f"{folder}tmp_obj_{os.getpid()}_{path[-38:-30]}"
         body = zlib.compress(b"%s %d\x00" % (kind, len(data)) + data, 1)
@@ -224,22 +250,26 @@ class ObjectStore:
     def _store(self, tmp: str, path: str, body: bytes) -> None:
         folder = path[:-38]
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        made = False
         try:
             fd = os.open(tmp, flags, 0o444)
         except FileNotFoundError:
             os.makedirs(folder, exist_ok=True)
+            made = True
             fd = os.open(tmp, flags, 0o444)
         try:
             view = memoryview(body)
             while view:
                 view = view[os.write(fd, view) :]
             if self.fsync:
-                os.fsync(fd)
+                getattr(os, self.fsync)(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
         if self.fsync:
             fsync_dir(Path(folder))
+            if made:
+                fsync_dir(self.dir)
 
     def tree(self, sha: bytes) -> Tree:
         cached = self._trees.get(sha)

@@ -68,7 +68,13 @@ class Refs:
         return None
 
     def update(
-        self, head: Head, new: str, ident: bytes, message: str, reflog: Callable[[str], str]
+        self,
+        head: Head,
+        new: str,
+        ident: bytes,
+        message: str,
+        reflog: Callable[[str], str],
+        sync: str | None = None,
     ) -> list[str]:
         """Point HEAD (or its branch) at ``new`` if it still is ``head``; else raise StaleHead.
         ``reflog(ref)`` says, as core.logAllRefUpdates does, whether a missing log is created
@@ -83,10 +89,11 @@ class Refs:
         try:
             if self.head() != head:
                 raise StaleHead(target)
-            # No fsync, as git does by default: the episode file (fsynced) is the source of
-            # truth, and `hystate fsck --repair` commits a file that a power cut left ahead.
+            # ``sync`` as core.fsync's "reference" says (hystate's default: on). Without it a
+            # power cut may leave the branch on objects that came back empty: `hystate fsck
+            # --repair` then puts it back on the last intact commit (hystate.fsck.powercut).
             held.write(new.encode() + b"\n")
-            held.commit(path)
+            held.commit(path, sync)
         finally:
             held.rollback()
         entry = b"%s %s %s\t%s\n" % (
