@@ -77,20 +77,14 @@ class LockFile:
 
     def commit(self, target: Path, sync: str | None = None) -> None:
         """Rename the lock over ``target``: the new content takes effect. ``sync`` ("fsync" or
-        "fdatasync"): the content is synced before the rename and the folder after it, so a
-        power cut leaves the old or the new content, never an empty file."""
+        "fdatasync"): the content is synced before the rename, as git does for core.fsync, so
+        a power cut leaves the old or the new content, never an empty file."""
         if sync:
             getattr(os, sync)(self._fd)
         os.close(self._fd)
         self._fd = -1
         os.replace(self.path, target)
         self._drop_owner()
-        if sync:
-            fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
     def rollback(self) -> None:
         if self._fd >= 0:

@@ -266,10 +266,8 @@ class ObjectStore:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        if self.fsync:
-            fsync_dir(Path(folder))
-            if made:
-                fsync_dir(self.dir)
+        if self.fsync and made:
+            fsync_dir(self.dir)  # a new fan-out folder: its entry, once
 
     def tree(self, sha: bytes) -> Tree:
         cached = self._trees.get(sha)
