@@ -147,7 +147,7 @@ def is_cannot_write(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in FULL_ERRNOS
 
 
-def cannot_write(exc: OSError, path: object) -> CannotWrite:
+def cannot_write(exc: OSError, path: object, doing: str = "write") -> CannotWrite:
     """The one-line error for ``exc`` (ENOSPC, EDQUOT, EROFS, EFBIG) raised writing ``path``."""
     kind = FULL_ERRNOS.get(exc.errno or 0, "full")
-    return CannotWrite(f"cannot write {path}: {exc.strerror or exc}", hint=_WAY_OUT[kind])
+    return CannotWrite(f"cannot {doing} {path}: {exc.strerror or exc}", hint=_WAY_OUT[kind])

@@ -198,7 +198,7 @@ class StateLock:
             return False
         except OSError as exc:  # a read-only or full file system, no permission: the repository's
             if is_cannot_write(exc):
-                raise cannot_write(exc, f"the lock {shown(str(self.path))}") from exc
+                raise cannot_write(exc, shown(str(self.path)), "make the lock") from exc
             raise GitError(
                 f"cannot make the lock {shown(str(self.path))}: {exc.strerror or exc}",
                 hint="hystate writes its locks and state in the repository; make it writable",
@@ -209,7 +209,7 @@ class StateLock:
             os.close(fd)
             self.path.unlink(missing_ok=True)
             if is_cannot_write(exc):
-                raise cannot_write(exc, f"the lock {shown(str(self.path))}") from exc  # type: ignore[arg-type]
+                raise cannot_write(exc, shown(str(self.path)), "make the lock") from exc  # type: ignore[arg-type]
             raise
         os.close(fd)
         self.held = True
