@@ -35,14 +35,20 @@ class Options:
     verbose: bool = False
     state_dir: str | None = None
 
-    def manager(self, worker: str | None = None, *, cli_worker: bool = True) -> StateManager:
+    def manager(
+        self, worker: str | None = None, *, cli_worker: bool = True, last_good_config: bool = False
+    ) -> StateManager:
         from hystate.git import default_worker
         from hystate.manager import StateManager
 
         # The CLI acts for its caller (the pipeline script): that is the worker by default.
         default = default_worker(os.getppid()) if cli_worker else None
-        manager = StateManager(self.state_dir, worker=worker or default)
+        manager = StateManager(
+            self.state_dir, worker=worker or default, last_good_config=last_good_config
+        )
         manager.notice = lambda message: click.echo(clean_line(f"hystate: {message}"), err=True)
+        if manager.config_problem:
+            manager.notice(manager.config_problem)
         return manager
 
 
