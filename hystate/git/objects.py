@@ -22,6 +22,7 @@ FILE_MODE = b"100644"
 EXEC_MODE = b"100755"
 KINDS = {b"120000": "a symlink", b"160000": "a submodule", b"40000": "a folder"}
 TREE_MODE = b"40000"
+REPAIR = "`hystate fsck --repair` mends what a power cut leaves"
 EMPTY_TREE = bytes.fromhex("4b825dc642cb6eb9a060e54bf8d69288fbee4904")
 
 
@@ -157,7 +158,7 @@ class ObjectStore:
         except FileNotFoundError:
             return self._read_packed(sha)
         except zlib.error as exc:
-            raise GitError(f"corrupt loose object {sha.hex()}", hint="run `git fsck`") from exc
+            raise GitError(f"corrupt loose object {sha.hex()}", hint=REPAIR) from exc
         nul = raw.index(b"\x00")
         kind, _, _size = raw[:nul].partition(b" ")
         return kind, raw[nul + 1 :]
@@ -173,7 +174,7 @@ class ObjectStore:
         header, _, rest = proc.stdout.partition(b"\n")
         parts = header.split()
         if proc.returncode != 0 or len(parts) != 3:
-            raise GitError(f"git object {sha.hex()} is missing", hint="run `git fsck`")
+            raise GitError(f"git object {sha.hex()} is missing", hint=REPAIR)
         return parts[1], rest[: int(parts[2])]
 
     def read_blobs(self, shas: Sequence[bytes]) -> list[bytes | None]:
