@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from hystate.core.errors import HystateError, cannot_write, is_cannot_write
+from hystate.core.errors import HystateError, as_cannot_write, cannot_write, is_cannot_write
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -64,7 +64,8 @@ class HystateGroup(click.Group):
         try:
             return super().invoke(ctx)
         except HystateError as exc:
-            _fail(ctx, f"error: {exc}", exc.exit_code)
+            error = as_cannot_write(exc)
+            _fail(ctx, f"error: {error}", error.exit_code)
         except (KeyboardInterrupt, click.Abort):
             _fail(ctx, "interrupted", EXIT_INTERRUPTED)
         except BrokenPipeError:

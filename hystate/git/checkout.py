@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hystate.core.errors import GitError
+from hystate.core.errors import CannotWrite, GitError, disk_full
 from hystate.git import index as index_mod
 from hystate.git import lockfile
 from hystate.git.objects import EXEC_MODE, FILE_MODE
@@ -48,6 +48,13 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
             )
         except GitError as exc:
             local = any(m in exc.message for m in ("overwritten", "not uptodate", "untracked"))
+            full = disk_full(repo.root, repo.git_dir)
+            if full:  # git blames the files it could not refresh or write
+                raise CannotWrite(
+                    "cannot move the checkout to the remote's state: No space left on device"
+                    f" (git said: {exc.message})",
+                    hint=full,
+                ) from None
             raise GitError(
                 f"cannot move the checkout to the remote's state: {exc.message}",
                 hint=(

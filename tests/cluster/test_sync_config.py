@@ -5,6 +5,7 @@ working on the last good copy and says so; the fix arrives by the next ``sync``.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,3 +60,38 @@ def test_a_config_that_does_not_load_never_strands_a_node(
     assert fixed.returncode == 0, fixed.stderr
     assert (node / "hystate.yaml").read_text() == good
     assert run_hystate(node, "status").returncode == 0
+
+
+@pytest.mark.parametrize("room", [0, 8, 64, 512], ids=lambda k: f"{k}k-free")
+def test_sync_on_a_full_disk_says_the_real_cause(
+    server: GitServer, tmp_path: Path, room: int
+) -> None:
+    """Whatever little room is left, the line says the disk is full (it said "commit or
+    stash your changes" when git could not write the files of the remote's state)."""
+    from tests.harness.disk import fill, tmpfs
+
+    author, node = clone_nodes(server, tmp_path)
+    eid = sorted(p.stem for p in (author / "processed").rglob("*.yaml"))[0]
+    moved = run_hystate(author, "advance", eid, "downloading")
+    assert moved.returncode == 0, moved.stderr
+    assert run_hystate(author, "sync").returncode == 0
+    mount = tmp_path / "full"
+    with tmpfs(mount, size="64m"):
+        subprocess.run(["cp", "-a", f"{node}/.", str(mount)], check=True)
+        reserve = mount / ".reserve"
+        reserve.write_bytes(b"\0" * room * 1024)
+        filler = fill(mount)
+        reserve.unlink()
+        failed = run_hystate(mount, "sync")
+        if failed.returncode == 0:  # room enough after all: synced
+            assert git(mount, "rev-parse", "HEAD") == git(author, "rev-parse", "HEAD")
+        else:
+            assert failed.returncode == 7, failed.stderr
+            line = failed.stderr.strip().splitlines()[-1]
+            assert "commit or stash" not in failed.stderr, failed.stderr
+            assert "No space left on device" in line or "Out of diskspace" in line, line
+            assert "free" in line, line
+        filler.unlink()
+        done = run_hystate(mount, "sync")
+        assert done.returncode == 0, done.stderr
+        assert git(mount, "rev-parse", "HEAD") == git(author, "rev-parse", "HEAD")
