@@ -94,20 +94,27 @@ def take_image(repo: Path, workers: list[subprocess.Popen[str]], image: Path) ->
 
 
 def cut_power(image: Path, synced: dict[str, int]) -> list[str]:
-    """Apply the loss model to ``image``; the files that came back empty."""
-    emptied = []
+    """Apply the loss model to ``image``; the files that came back empty. An inode is what
+    the disk keeps or loses, not a name: one that also has a name renamed over an old file
+    (hystate's lock owner files are hard links of its locks, and so of the ref a lock became)
+    keeps its content under every name; a new one loses it under every name."""
+    files = []
     for folder, _, names in os.walk(image):
-        for name in names:
-            path = Path(folder) / name
-            rel = str(path.relative_to(image))
-            if rel in synced or path.is_symlink():
-                continue  # there at the sync (or renamed over such a file): content kept
-            if rel.startswith("processed/") and rel.endswith(".yaml"):
-                continue  # an episode file: hystate fsyncs it before the rename
-            if path.stat().st_size:
-                os.chmod(path, 0o644)  # git makes objects read-only; the loss does not care
-                path.write_bytes(b"")
-                emptied.append(rel)
+        files += [Path(folder) / name for name in names]
+    kept = {
+        os.lstat(path).st_ino
+        for path in files
+        if str(path.relative_to(image)) in synced
+        or (path.match("processed/*/*.yaml") and not path.is_symlink())
+    }
+    emptied = []
+    for path in files:
+        if path.is_symlink() or os.lstat(path).st_ino in kept:
+            continue  # there at the sync, renamed over such a file, or fsynced: kept
+        if path.stat().st_size:
+            os.chmod(path, 0o644)  # git makes objects read-only; the loss does not care
+            os.truncate(path, 0)
+            emptied.append(str(path.relative_to(image)))
     return emptied
 
 
