@@ -50,6 +50,23 @@ def run(size: int, count: int, base: Path) -> dict[str, float]:
     }
 
 
+def one_fsync(base: Path, count: int = 50) -> float:
+    """Median ms of writing a new 200-byte file and fsyncing it: what one synced object costs
+    on this disk (the figures above are a handful of these)."""
+    import os
+
+    times = []
+    for i in range(count):
+        path = base / f"probe-{i}"
+        start = time.perf_counter()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, b"x" * 200)
+        os.fsync(fd)
+        os.close(fd)
+        times.append(time.perf_counter() - start)
+    return median_ms(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000])
@@ -60,6 +77,7 @@ def main() -> None:
     isolate_git()
     result: dict[str, object] = {"machine": machine(), "transitions": args.count}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        result["one_fsync_ms"] = one_fsync(Path(tmp))
         for size in args.sizes:
             result[str(size)] = run(size, args.count, Path(tmp))
             print(f"{size}: {result[str(size)]}", file=sys.stderr)
