@@ -120,3 +120,36 @@ def test_a_full_disk_names_the_file_the_cause_and_the_way_out(tmp_path: Path, re
         assert hystate(mount, "status").returncode == 0
         filler.unlink()
         assert hystate(mount, "advance", eid, "downloading").returncode == 0
+
+
+@pytest.mark.parametrize("room", [4, 16, 64, 256], ids=lambda k: f"{k}k-free")
+def test_a_nearly_full_disk_fails_whole_or_not_at_all(
+    tmp_path: Path, repo: Path, room: int
+) -> None:
+    """Whatever little room is left, a transition is done (and everything agrees) or not done
+    (nothing half-written), with one line and exit 7: never exit 1, never a traceback."""
+    eid = ids(repo)[0]
+    mount = tmp_path / "full"
+    with tmpfs(mount, size="64m"):
+        subprocess.run(["cp", "-a", f"{repo}/.", str(mount)], check=True)
+        hystate(mount, "status")
+        reserve = mount / ".reserve"
+        reserve.write_bytes(b"\0" * room * 1024)
+        filler = fill(mount)
+        reserve.unlink()
+        before = git(mount, "rev-parse", "HEAD")
+        done = hystate(mount, "advance", eid, "downloading")
+        if done.returncode == 0:
+            assert git(mount, "rev-parse", "HEAD") != before
+        else:
+            assert done.returncode == 7, done.stderr
+            line = done.stderr.strip().splitlines()[-1]
+            assert "No space left on device" in line and "free" in line, line
+            assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+            assert git(mount, "rev-parse", "HEAD") == before
+        filler.unlink()
+        repaired = hystate(mount, "fsck", "--repair")
+        assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+        assert git(mount, "status", "--porcelain", "--", "processed") == ""
+        shown = json.loads(hystate(mount, "show", eid, "--json").stdout)
+        assert shown["stage"] == ("downloading" if done.returncode == 0 else "discovered")
