@@ -129,7 +129,7 @@ class StateCache:
                 self._move(exc)
 
     def _move(self, exc: BaseException) -> None:
-        """Use the next place a cache can live (see ``hystate.cache_fallback``)."""
+        """Use the next place a cache can live (see ``hystate.cache.fallback``)."""
         self.close()
         old_db, old_index = self.db_path, self.index_path
         where = None if self.moved else fallback.temporary(self.repo.git_dir, self.rel_dir)
