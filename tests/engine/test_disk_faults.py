@@ -153,3 +153,22 @@ def test_a_nearly_full_disk_fails_whole_or_not_at_all(
         assert git(mount, "status", "--porcelain", "--", "processed") == ""
         shown = json.loads(hystate(mount, "show", eid, "--json").stdout)
         assert shown["stage"] == ("downloading" if done.returncode == 0 else "discovered")
+
+
+def test_an_inode_full_disk_is_the_same_line_and_code(tmp_path: Path, repo: Path) -> None:
+    """No free inode (bytes to spare): the same one line, exit 7, nothing half-written; reads
+    go on."""
+    eid = ids(repo)[0]
+    mount = tmp_path / "inodes"
+    with tmpfs(mount, size="64m", nr_inodes=4096):
+        subprocess.run(["cp", "-a", f"{repo}/.", str(mount)], check=True)
+        hystate(mount, "status")
+        before = git(mount, "rev-parse", "HEAD")
+        fill_inodes(mount)
+        failed = hystate(mount, "advance", eid, "downloading")
+        assert failed.returncode == 7, failed.stderr
+        line = failed.stderr.strip()
+        assert "\n" not in line and "No space left on device" in line and "df -i" in line, line
+        assert git(mount, "rev-parse", "HEAD") == before
+        assert hystate(mount, "status").returncode == 0
+        assert hystate(mount, "list", "--json").returncode == 0
