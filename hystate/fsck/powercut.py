@@ -36,7 +36,6 @@ def power_cut(ws: Workspace, repair: bool) -> list[Finding]:
     found = damage.damage(repo)
     if not found.found:
         return []
-    head = repo.refs.head()
     findings = []
     files = Finding(
         "power-cut",
@@ -46,12 +45,12 @@ def power_cut(ws: Workspace, repair: bool) -> list[Finding]:
     if found.intact is None:
         files.message += "; no whole commit found on the branch: restore it from a clone"
         return [files]
-    moved = head.sha != found.intact
+    moved = found.head != found.intact
+    named = found.head[:12] if found.head else "nothing (its file is torn)"
     branch = Finding(
         "power-cut",
-        head.ref or "HEAD",
-        f"names {head.sha[:12] if head.sha else '-'}, which is not whole; the last whole commit"
-        f" is {found.intact[:12]}",
+        found.ref or "HEAD",
+        f"names {named}, which is not whole; the last whole commit is {found.intact[:12]}",
     )
     if not repair:
         return [files, *([branch] if moved else [])]
@@ -59,12 +58,12 @@ def power_cut(ws: Workspace, repair: bool) -> list[Finding]:
         lost = damage.set_aside(repo, found.broken_files)
         files.repaired, files.action = True, f"set aside in {lost.relative_to(repo.root)}"
     findings.append(files)
-    if moved and head.sha is not None:
+    if moved:
         with ws.repo_lock():
             damage.reset_branch(
                 repo,
-                head.ref,
-                head.sha,
+                found.ref,
+                found.head,
                 found.intact,
                 "hystate fsck: back to the last whole commit",
             )

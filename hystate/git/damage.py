@@ -33,10 +33,13 @@ class Damage:
     broken_files: list[Path] = field(default_factory=list)  # loose object files, broken
     broken_commits: list[str] = field(default_factory=list)  # newest first
     intact: str | None = None  # the newest commit from which the branch is whole
+    ref: str | None = None  # the branch HEAD is on (None: detached)
+    head: str | None = None  # what it names (None: unborn, or a torn ref file)
+    torn_ref: bool = False  # the branch's ref file does not hold a sha (a power cut emptied it)
 
     @property
     def found(self) -> bool:
-        return bool(self.broken_files or self.broken_commits)
+        return bool(self.broken_files or self.broken_commits or self.torn_ref)
 
 
 class _Checker:
@@ -162,18 +165,59 @@ def damage(repo: RepoBase) -> Damage:
     reflog is appended to, so it outlives an empty commit object) from which ``WHOLE_RUN``
     first-parent commits down (or all, to the root) are whole."""
     found = Damage(broken_files=empty_loose(repo.objects.dir))
-    head = repo.refs.head()
-    if head.sha is None:
-        return found
+    try:
+        head = repo.refs.head()
+        found.ref, found.head = head.ref, head.sha
+    except GitError:  # the branch's file is empty or torn
+        found.ref, found.torn_ref = _symbolic(repo), True
+        if found.ref is None:
+            return found
+    if found.head is None and not found.torn_ref:
+        return found  # an unborn branch
     check = _Checker(repo)
     for path in found.broken_files:
         check.seen[bytes.fromhex(path.parent.name + path.name)] = False
-    for candidate in _candidates(repo, head.ref, head.sha):
+    for candidate in _candidates(repo, found.ref, found.head):
         if _whole_line(check, bytes.fromhex(candidate)):
             found.intact = candidate
             break
         found.broken_commits.append(candidate)
     found.broken_files += [p for p in check.broken if p not in found.broken_files]
+    if found.found:  # a power cut happened: every loose object is read, torn ones set aside
+        found.broken_files += [
+            p for p in torn_loose(repo.objects.dir) if p not in found.broken_files
+        ]
+    return found
+
+
+def _symbolic(repo: RepoBase) -> str | None:
+    try:
+        text = (repo.git_dir / "HEAD").read_text().strip()
+    except OSError:
+        return None
+    return text[5:].strip() if text.startswith("ref: ") else None
+
+
+def torn_loose(objects_dir: Path) -> list[Path]:
+    """Loose object files that do not inflate to their name (read in full: only after a power
+    cut was found)."""
+    found = []
+    for fan in range(256):
+        folder = objects_dir / f"{fan:02x}"
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            if len(name) != 38:
+                continue
+            path = folder / name
+            try:
+                raw = path.read_bytes()
+            except OSError:
+                continue
+            if not intact(raw, bytes.fromhex(folder.name + name)):
+                found.append(path)
     return found
 
 
@@ -198,13 +242,14 @@ def _whole_line(check: _Checker, sha: bytes) -> bool:
     return True
 
 
-def _candidates(repo: RepoBase, ref: str | None, head: str) -> list[str]:
+def _candidates(repo: RepoBase, ref: str | None, head: str | None) -> list[str]:
     """HEAD, then every value the reflogs of HEAD and its branch recorded, newest first,
     each once (lines a crash tore are skipped)."""
     logs = [repo.git_dir / "logs" / "HEAD"]
     if ref:
         logs.insert(0, repo.common_dir / "logs" / ref)
-    seen, order = {head}, [head]
+    order = [head] if head else []
+    seen = set(order)
     for log in logs:
         try:
             lines = log.read_bytes().splitlines()
@@ -236,10 +281,14 @@ def set_aside(repo: RepoBase, files: list[Path]) -> Path:
     return lost
 
 
-def reset_branch(repo: RepoBase, ref: str | None, old: str, new: str, reason: str) -> None:
-    """Point ``ref`` (HEAD when detached) at ``new`` if it still is ``old``; then drop the
-    reflog entries that name commits no longer whole (``git fsck`` would report them)."""
-    repo.git("update-ref", "-m", reason, ref or "HEAD", new, old)
+def reset_branch(repo: RepoBase, ref: str | None, old: str | None, new: str, reason: str) -> None:
+    """Point ``ref`` (HEAD when detached) at ``new`` if it still is ``old`` (None: its file is
+    torn, and is replaced); then drop the reflog entries that name commits no longer whole
+    (``git fsck`` would report them)."""
+    if old is None and ref:
+        (repo.common_dir / ref).unlink(missing_ok=True)
+        old = "0" * 40  # must not exist: nobody made it meanwhile
+    repo.git("update-ref", "-m", reason, ref or "HEAD", new, old or "0" * 40)
     repo.git(
         "reflog", "expire", "--stale-fix", "--expire=never", "--expire-unreachable=never",
         "--all", check=False,

@@ -29,7 +29,13 @@ def test_power_cut_images_are_mended_without_a_person(repo: Path, tmp_path: Path
     git(repo, "config", "core.fsync", "none")  # the worst case: only episode files synced
     ids = sorted(p.stem for p in (repo / "processed").rglob("*.yaml"))
     groups = [ids[0:5], ids[5:10]]
-    images = images_while_working(repo, tmp_path / "images", groups, count=3, every=10)
+    images = images_while_working(repo, tmp_path / "images", groups, count=4, every=10)
+    # two variants of the damage: objects torn (garbage) instead of empty, and the branch's
+    # ref file itself empty (as a ref made since the last sync would be)
+    for path in (images[1] / ".git" / "objects").glob("??/*"):
+        if path.stat().st_size == 0:
+            path.write_bytes(b"x\x9c garbage" * 3)
+    (images[3] / ".git" / "refs" / "heads" / "main").write_bytes(b"")
     damaged = 0
     for image in images:
         before = episode_files(image)
