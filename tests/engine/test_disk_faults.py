@@ -90,9 +90,22 @@ def test_reads_work_on_a_read_only_repository(tmp_path: Path, repo: Path) -> Non
             ["rm", "-rf", str(clone / ".git" / "hystate" / "cache")], check=True
         )
         remount(mount, "ro")
-        for args in (("status",), ("list",), ("log",), ("show", eid), ("history", eid)):
+        for args in (
+            ("status",),
+            ("list",),
+            ("log",),
+            ("show", eid),
+            ("history", eid),
+            ("next", "downloaded"),
+            ("validate",),
+            ("fsck",),
+            ("locks",),
+            ("metrics",),
+            ("report", "--format", "json", "-o", "-"),
+        ):
             done = hystate(clone, *args)
             assert done.returncode == 0, (args, done.stderr)
+            assert "internal error" not in done.stderr, (args, done.stderr)
         listed = json.loads(hystate(clone, "list", "--json").stdout)
         assert {e["episode_id"]: e["stage"] for e in listed}[eid] == "downloading"
         refused = hystate(clone, "advance", eid, "downloaded")
