@@ -177,6 +177,9 @@ def damage(repo: RepoBase) -> Damage:
     check = _Checker(repo)
     for path in found.broken_files:
         check.seen[bytes.fromhex(path.parent.name + path.name)] = False
+    if not found.broken_files and found.head and _whole_line(check, found.head, 1):
+        found.intact = found.head  # the usual case: no empty object, the newest commit whole
+        return found
     for candidate in _candidates(repo, found.ref, found.head):
         if _whole_line(check, bytes.fromhex(candidate)):
             found.intact = candidate
@@ -221,9 +224,9 @@ def torn_loose(objects_dir: Path) -> list[Path]:
     return found
 
 
-def _whole_line(check: _Checker, sha: bytes) -> bool:
-    here: bytes | None = sha
-    for _ in range(WHOLE_RUN):
+def _whole_line(check: _Checker, sha: bytes | str, depth: int = WHOLE_RUN) -> bool:
+    here: bytes | None = bytes.fromhex(sha) if isinstance(sha, str) else sha
+    for _ in range(depth):
         if here is None:
             return True  # the root is whole
         parsed = check.commit(here)
