@@ -6,7 +6,11 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= $(abspath ../hystate-demo)
 
 .DEFAULT_GOAL := help
+<<<<<<< HEAD
+.PHONY: help install demo demo-cluster test test-deps test-fast lint bench catalog clean
+=======
 .PHONY: help install demo demo-cluster test test-fast lint docs bench catalog clean
+>>>>>>> main
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -25,8 +29,20 @@ demo: install ## The simulated migration of the real catalog, in a scratch repo 
 demo-cluster: install ## The same on 3 clones of a shared git daemon remote (../hystate-demo-cluster)
 	$(BIN)/python -m hystate.demo_cluster --dir "$(abspath ../hystate-demo-cluster)" --catalog processed
 
-test: install ## Run the test suite
+test: install test-deps ## Run the test suite
 	$(BIN)/python -m pytest -q
+
+test-deps: ## Debian packages the fault tests need (libfaketime), installed with apt when missing
+	@if ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null; then \
+	    echo "make: installing faketime (clock-step tests)" >&2; \
+	    as_root=""; [ "$$(id -u)" -eq 0 ] || as_root="sudo -n"; \
+	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends faketime >/dev/null || \
+	    { echo "make: MISSING faketime: install the Debian package faketime" >&2; exit 1; }; \
+	  else echo "make: MISSING libfaketime (Debian package faketime) and no apt-get" >&2; exit 1; fi; \
+	fi
 
 test-fast: install ## Run the tests without the slow concurrency ones
 	$(BIN)/python -m pytest -q -m "not slow"

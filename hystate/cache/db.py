@@ -22,8 +22,13 @@ class CacheDB:
         self.db = db
 
     @staticmethod
-    def connection(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    def connection(path: Path, *, memory: bool = False) -> sqlite3.Connection:
+        """``memory``: ``path`` is the name of a shared in-memory database (it lives while one
+        of this process's connections to it is open)."""
+        target = f"file:{path}?mode=memory&cache=shared" if memory else path
+        db = sqlite3.connect(
+            target, timeout=60, isolation_level=None, check_same_thread=False, uri=memory
+        )
         db.execute("PRAGMA busy_timeout=60000")
         # Switching to WAL (and opening a WAL file while another process runs its recovery or
         # closes the last connection) can be refused at once, without the busy handler: wait.

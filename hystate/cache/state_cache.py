@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from hystate.cache import jsonindex
+from hystate.cache import fallback, jsonindex
 from hystate.cache.db import CacheDB
 from hystate.cache.tables import FORMAT_VERSION
 from hystate.cache.tree import Entry, Loader, StateTree, key, stem
@@ -69,6 +69,8 @@ class StateCache:
         self.index_path = self.cache_dir / INDEX_FILE
         self.notice: Callable[[str], None] = lambda message: None
         self._held: dict[tuple[int, int], tuple[sqlite3.Connection, tuple[int, int]]] = {}
+        self.moved = False  # out of .git (it could not be written there)
+        self.memory = False  # in memory (nowhere on disk could take it)
 
     @contextmanager
     def connect(self, *, write: bool = False) -> Iterator[CacheDB]:
@@ -85,15 +87,18 @@ class StateCache:
             st = os.stat(self.db_path)
             now: tuple[int, int] | None = (st.st_dev, st.st_ino)
         except FileNotFoundError:
-            now = None
+            now = (0, 0) if self.memory else None
         held = self._held.get(slot)
         if held is not None and (now is None or held[1] != now):
             self._close(slot)
             held = None
         if held is None:
-            db = CacheDB.connection(self.db_path)
-            st = os.stat(self.db_path)
-            held = self._held[slot] = (db, (st.st_dev, st.st_ino))
+            db = CacheDB.connection(self.db_path, memory=self.memory)
+            if self.memory:
+                held = self._held[slot] = (db, (0, 0))
+            else:
+                st = os.stat(self.db_path)
+                held = self._held[slot] = (db, (st.st_dev, st.st_ino))
         return held[0]
 
     def _close(self, slot: tuple[int, int]) -> None:
@@ -111,8 +116,42 @@ class StateCache:
     def refresh(
         self, *, force: bool = False, progress: Callable[[int, int], None] | None = None
     ) -> RefreshResult:
-        """Bring the cache in line with HEAD's tree (see the module docstring)."""
-        ensure_dir(self.repo.git_dir, self.cache_dir)
+        """Bring the cache in line with HEAD's tree (see the module docstring). A cache that
+        cannot be written where it lives (a full disk or cache volume, a read-only mount)
+        moves, for this process, to a private temporary folder, else into memory: a cache is
+        disposable, so reads and claims never stop for it."""
+        while True:
+            try:
+                return self._refresh_here(force, progress)
+            except (OSError, sqlite3.OperationalError) as exc:
+                if not fallback.unwritable(exc) or self.memory:
+                    raise
+                self._move(exc)
+
+    def _move(self, exc: BaseException) -> None:
+        """Use the next place a cache can live (see ``hystate.cache.fallback``)."""
+        self.close()
+        old_db, old_index = self.db_path, self.index_path
+        where = None if self.moved else fallback.temporary(self.repo.git_dir, self.rel_dir)
+        self.moved = True
+        if where is None:
+            self.memory = True
+            self.db_path = Path(fallback.memory_name(self.repo.git_dir, self.rel_dir))
+            self.index_path = Path(os.devnull)
+        else:
+            self.cache_dir = where
+            self.db_path, self.index_path = where / old_db.name, where / INDEX_FILE
+            fallback.seed(old_db, old_index, self.db_path, self.index_path)
+        self.notice(
+            f"the cache in {old_db.parent} cannot be written ({fallback.cause(exc)}); "
+            f"using {'one in memory' if self.memory else self.cache_dir} for now"
+        )
+
+    def _refresh_here(
+        self, force: bool, progress: Callable[[int, int], None] | None
+    ) -> RefreshResult:
+        if not self.moved:
+            ensure_dir(self.repo.git_dir, self.cache_dir)
         head = self.repo.head()
         tree = self.repo.subtree(self.rel_dir, head)
         try:
@@ -122,8 +161,11 @@ class StateCache:
         except sqlite3.OperationalError:
             raise  # busy or locked: a real error, never a reason to throw the cache away
         except sqlite3.DatabaseError as exc:  # not a database, malformed image
-            with StateLock(self.store.state_dir / ".locks" / "_cache.lock"):
+            if self.moved:  # a private copy: no other process to wait for
                 self._discard()
+            else:
+                with StateLock(self.store.state_dir / ".locks" / "_cache.lock"):
+                    self._discard()
             self.notice(f"{self.db_path.name} was unreadable ({exc}); rebuilt it from the tree")
             return self._refresh(head, tree, True, progress)
 
@@ -135,7 +177,7 @@ class StateCache:
             return False
 
     def _current(self, tree: bytes | None) -> bool:
-        if not self.db_path.exists():
+        if not self.memory and not self.db_path.exists():
             return False
         with self.connect() as db:
             meta = db.meta()
@@ -143,9 +185,13 @@ class StateCache:
 
     def _matches(self, meta: dict[str, str], tree: bytes | None) -> bool:
         """The tables reflect this tree, and index.json is the file written for them."""
-        return meta.get("tree") == (tree.hex() if tree else "") and meta.get(
-            "index"
-        ) == jsonindex.stamp(self.index_path)
+        return (
+            meta.get("tree") == (tree.hex() if tree else "")
+            and meta.get("index") == self._index_stamp()
+        )
+
+    def _index_stamp(self) -> str:
+        return "" if self.memory else jsonindex.stamp(self.index_path)
 
     def _refresh(
         self,
@@ -191,8 +237,9 @@ class StateCache:
             # index.json: splice the entries of a few changed episodes, or write it whole
             splice = (
                 not rebuild
+                and not self.memory
                 and len(entries) <= jsonindex.SPLICE_AT_MOST
-                and meta.get("index") == jsonindex.stamp(self.index_path)
+                and meta.get("index") == self._index_stamp()
             )
             ids = [key(stem(e[0])) for e in entries if "/" in e[0]] if splice else []
             before = db.index_entries(ids) if splice else None
@@ -203,12 +250,13 @@ class StateCache:
                 commits = audit.transitions(self.repo, since, head.sha)
                 db.attribute([(t.sha, t.episode_id, t.from_stage, t.to_stage) for t in commits])
             after = db.index_entries(ids) if splice else None
-            db.write_index(self.index_path, before, after)
+            if not self.memory:  # index.json is a file for others to read: none in memory
+                db.write_index(self.index_path, before, after)
             db.set_meta(
                 format=FORMAT_VERSION,
                 tree=tree.hex() if tree else "",
                 head=head.sha or "",
-                index=jsonindex.stamp(self.index_path),
+                index=self._index_stamp(),
             )
         if rebuild and reason not in ("forced", "missing"):
             self.notice(f"{self.db_path.name}: {reason}; rebuilt it from the tree")
@@ -255,6 +303,8 @@ class StateCache:
 
     def _discard(self) -> None:
         self.close()
+        if self.memory:
+            return
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
 
@@ -280,7 +330,7 @@ class StateCache:
         """The rows one by one, within one read transaction (one snapshot) held until the
         last row is read or the iterator is closed. It has a connection of its own, so a
         caller that leaves it unfinished can still ask the cache anything meanwhile."""
-        conn = CacheDB.connection(self.db_path)
+        conn = CacheDB.connection(self.db_path, memory=self.memory)
         try:
             with CacheDB.transaction(conn) as db:
                 yield from db.iter_rows(sql, params)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from hystate.core.errors import HystateError
+from hystate.core.errors import HystateError, as_cannot_write, cannot_write, is_cannot_write
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -35,14 +35,20 @@ class Options:
     verbose: bool = False
     state_dir: str | None = None
 
-    def manager(self, worker: str | None = None, *, cli_worker: bool = True) -> StateManager:
+    def manager(
+        self, worker: str | None = None, *, cli_worker: bool = True, last_good_config: bool = False
+    ) -> StateManager:
         from hystate.git import default_worker
         from hystate.manager import StateManager
 
         # The CLI acts for its caller (the pipeline script): that is the worker by default.
         default = default_worker(os.getppid()) if cli_worker else None
-        manager = StateManager(self.state_dir, worker=worker or default)
+        manager = StateManager(
+            self.state_dir, worker=worker or default, last_good_config=last_good_config
+        )
         manager.notice = lambda message: click.echo(clean_line(f"hystate: {message}"), err=True)
+        if manager.config_problem:
+            manager.notice(manager.config_problem)
         return manager
 
 
@@ -58,7 +64,8 @@ class HystateGroup(click.Group):
         try:
             return super().invoke(ctx)
         except HystateError as exc:
-            _fail(ctx, f"error: {exc}", exc.exit_code)
+            error = as_cannot_write(exc)
+            _fail(ctx, f"error: {error}", error.exit_code)
         except (KeyboardInterrupt, click.Abort):
             _fail(ctx, "interrupted", EXIT_INTERRUPTED)
         except BrokenPipeError:
@@ -68,6 +75,9 @@ class HystateGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit):
             raise
         except OSError as exc:
+            if is_cannot_write(exc):  # a full or read-only disk: one code, the way out
+                error = cannot_write(exc, exc.filename or "a file of the repository")
+                _fail(ctx, f"error: {error}", error.exit_code)
             where = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
             _fail(ctx, f"error: {where}", _os_code(exc))
         except ValueError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -34,8 +35,11 @@ def sync(opts: Options, remote: str | None, as_json: bool) -> None:
     """
     from hystate.cluster import sync as sync_mod
 
-    manager = opts.manager(cli_worker=False)
+    manager = opts.manager(cli_worker=False, last_good_config=True)
     report = sync_mod.sync(manager, remote)
+    problem = config_problem(manager.repo.root)
+    if problem:  # it arrived with the remote's state: say so, the next sync brings the fix
+        manager.notice(f"{problem}; `hystate sync` works on the last good copy until it is fixed")
     if as_json:
         emit_json(report.as_dict())
         return
@@ -70,3 +74,15 @@ def publish_leases(manager: StateManager) -> None:
     from hystate.cluster import sync as sync_mod
 
     lease_refs.publish(manager, manager.sync_remote, sync_mod.timeout(manager))
+
+
+def config_problem(root: Path) -> str | None:
+    """Why the work tree's hystate.yaml does not load, or None."""
+    from hystate.core.config import Config
+    from hystate.core.errors import InvalidData
+
+    try:
+        Config.load(root)
+    except InvalidData as exc:
+        return str(exc.message)
+    return None

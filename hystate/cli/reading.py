@@ -255,11 +255,17 @@ def log(
     since = parse_when(since).isoformat(timespec="seconds") if since else None
     until = parse_when(until).isoformat(timespec="seconds") if until else None
     manager = reader(opts)
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[Any, ...]] = set()
 
     def emit(events: list[dict[str, Any]]) -> None:
+        # Two moves of one episode in one second to the same stage are two events, never one:
+        # the k-th event alike in episode, time and move is told from the first by k
+        # (histories only grow, so each poll counts them the same way).
+        alike: dict[tuple[Any, ...], int] = {}
         for event in events:
-            key = (event["episode_id"], event["at"], event["to"])
+            same = (event["episode_id"], event["at"], event["from"], event["to"])
+            alike[same] = alike.get(same, 0) + 1
+            key = (*same, alike[same])
             if key in seen:
                 continue
             seen.add(key)

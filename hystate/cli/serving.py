@@ -34,6 +34,15 @@ from hystate.cli.app import Options, cli, pass_opts
     metavar="SECONDS",
     help="Rewrite the reports hystate.yaml's `reporting` asks for this often (0: never).",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A host name the server answers to when it listens beyond loopback (repeatable); "
+    "requests naming another host are refused (DNS rebinding). On a loopback address only "
+    "loopback names are ever answered.",
+)
 @pass_opts
 def serve(
     opts: Options,
@@ -42,6 +51,7 @@ def serve(
     allow_actions: bool,
     token_file: Path | None,
     reports_every: float,
+    allowed_hosts: tuple[str, ...],
 ) -> None:
     """Serve the live dashboard, the episode pages, the JSON API (/api/…), the read-only
     GraphQL endpoint (/graphql) and the event stream (/events). Read-only unless started
@@ -66,16 +76,23 @@ def serve(
 
         token = load_token(token_file, os.environ.get("HYSTATE_SERVE_TOKEN"))
     from hystate.serve.runner import listen_socket, run
-    from hystate.serve.server import LOCAL_HOSTS, Server
+    from hystate.serve.server import LOCAL_HOSTS, Server, is_loopback
 
     manager = opts.manager("hystate-serve", cli_worker=False)
     sock = listen_socket(host, port)
-    local = host in ("127.0.0.1", "localhost", "::1")
+    local = is_loopback(host)
     if not local:
         manager.notice(
             f"listening on {host}, not only this machine: anyone who can reach it reads the state"
         )
-    hosts = LOCAL_HOSTS if local else ["*"]
+    hosts = [*LOCAL_HOSTS, host.strip("[]").lower()]
+    if not local:
+        if allowed_hosts:
+            hosts += [name.strip().lower() for name in allowed_hosts]
+            manager.notice(f"answering requests for {', '.join(hosts)} only")
+        else:
+            hosts = ["*"]
+            manager.notice("any Host is answered: name yours with --allowed-host NAME")
     server = Server(manager, token=token, reports_every=reports_every, hosts=hosts)
     shown = f"[{host}]" if ":" in host else host
     manager.notice(f"serving http://{shown}:{port}/ (Ctrl-C stops)")

@@ -9,7 +9,7 @@ from typing import Any
 
 from hystate.core import yamlio
 from hystate.core.errors import InvalidData
-from hystate.core.paths import NotRegularFile, read_bytes
+from hystate.core.paths import NotRegularFile, ensure_dir, read_bytes, write_atomic
 from hystate.core.schema import load_schema, schema_problems
 from hystate.core.urls import check_broker_url, check_webhook_url
 
@@ -112,3 +112,35 @@ class Config:
     @property
     def lock_timeout(self) -> float:
         return float(self.get("locks.timeout"))
+
+
+LAST_GOOD = "last-good-hystate.yaml"  # in <git dir>/hystate/: out of any branch's reach
+
+
+def remember_good(git_dir: Path, repo_root: Path) -> None:
+    """Keep a copy of ``hystate.yaml`` as it loaded (when it changed since the last copy), so
+    a config that stops loading (a typo arriving by ``sync``) cannot strand ``sync`` itself.
+    Best effort: a full or read-only disk only means no copy."""
+    try:
+        text = read_bytes(repo_root / CONFIG_FILE)
+    except (OSError, NotRegularFile):
+        return
+    folder = git_dir / "hystate"
+    try:
+        if read_bytes(folder / LAST_GOOD) == text:
+            return
+    except (OSError, NotRegularFile):
+        pass
+    try:
+        write_atomic(ensure_dir(git_dir, folder) / LAST_GOOD, text, sync=False)
+    except (OSError, InvalidData):
+        pass
+
+
+def last_good(git_dir: Path) -> Config | None:
+    """The last copy of ``hystate.yaml`` that loaded (see ``remember_good``), or None."""
+    path = git_dir / "hystate" / LAST_GOOD
+    try:
+        return Config.parse(read_bytes(path), path)
+    except (OSError, NotRegularFile, InvalidData):
+        return None

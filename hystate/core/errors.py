@@ -116,3 +116,74 @@ class BrokerUnavailable(HystateError):
     problem: the transitions themselves are safe in git)."""
 
     exit_code = 7
+
+
+class CannotWrite(GitError):
+    """A file hystate must write cannot be: the disk (or its inode table, or the quota) is
+    full, or the file system is mounted read-only (exit 7, as every repository problem). The
+    message names the file, the cause and the way out; nothing half-written is left."""
+
+    exit_code = 7
+
+
+FULL_ERRNOS = {
+    28: "full",
+    122: "quota",
+    30: "read-only",
+    27: "too large",
+}  # ENOSPC EDQUOT EROFS EFBIG
+_WAY_OUT = {
+    "full": "the file system holding it is full (bytes or inodes: see `df -h` and `df -i`);"
+    " free space there, then run the command again",
+    "quota": "your disk quota there is used up; free space or raise the quota, then run the"
+    " command again",
+    "read-only": "the file system holding it is mounted read-only; reading commands work as"
+    " they are, writing ones need it mounted read-write",
+    "too large": "the file would pass the file system's or the process's size limit",
+}
+
+
+def is_cannot_write(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in FULL_ERRNOS
+
+
+def cannot_write(exc: OSError, path: object, doing: str = "write") -> CannotWrite:
+    """The one-line error for ``exc`` (ENOSPC, EDQUOT, EROFS, EFBIG) raised writing ``path``."""
+    kind = FULL_ERRNOS.get(exc.errno or 0, "full")
+    return CannotWrite(f"cannot {doing} {path}: {exc.strerror or exc}", hint=_WAY_OUT[kind])
+
+
+# what git prints when it cannot write (its own words, by errno and by its older messages)
+_GIT_SAYS = {
+    "no space left on device": "full",
+    "out of diskspace": "full",
+    "disk quota exceeded": "quota",
+    "read-only file system": "read-only",
+}
+
+
+def as_cannot_write(error: HystateError) -> HystateError:
+    """``error`` as a CannotWrite (exit 7, with the way out) when its message says a disk was
+    full or read-only (git's failures say so in their own words); else ``error`` itself."""
+    if isinstance(error, CannotWrite) or not isinstance(error, GitError):
+        return error
+    text = error.message.lower()
+    for said, kind in _GIT_SAYS.items():
+        if said in text:
+            return CannotWrite(error.message, hint=_WAY_OUT[kind])
+    return error
+
+
+def disk_full(*paths: object) -> str | None:
+    """The way out when the file system of one of ``paths`` has (nearly) no room left (under
+    1 MiB or no free inode), else None: git then fails in words that blame something else."""
+    import os
+
+    for path in paths:
+        try:
+            st = os.statvfs(str(path))
+        except OSError:
+            continue
+        if st.f_bavail * st.f_frsize < 1 << 20 or (st.f_files and st.f_favail == 0):
+            return f"{path} is on a full file system; " + _WAY_OUT["full"]
+    return None

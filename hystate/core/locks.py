@@ -23,11 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from hystate.core.errors import GitError, LockBusy, shown
+from hystate.core.errors import GitError, LockBusy, cannot_write, is_cannot_write, shown
 from hystate.core.model import check_id
 
 _HOST = socket.gethostname()
-_UNWRITTEN_GRACE = 5.0  # seconds an empty lock file (owner between create and write) is trusted
+_UNWRITTEN_GRACE = 5.0  # seconds of wall clock an empty lock is trusted where there is no /proc
+_SECOND_LOOK = 0.05  # seconds between the two looks at an empty lock nobody has open
 
 
 def process_start(pid: int) -> str | None:
@@ -196,14 +197,21 @@ class StateLock:
         except FileExistsError:
             return False
         except OSError as exc:  # a read-only or full file system, no permission: the repository's
+            if is_cannot_write(exc):
+                raise cannot_write(exc, shown(str(self.path)), "make the lock") from exc
             raise GitError(
                 f"cannot make the lock {shown(str(self.path))}: {exc.strerror or exc}",
                 hint="hystate writes its locks and state in the repository; make it writable",
             ) from exc
         try:
             os.write(fd, LockOwner.me().to_json())
-        finally:
+        except BaseException as exc:  # no room for the record: leave no empty lock behind
             os.close(fd)
+            self.path.unlink(missing_ok=True)
+            if is_cannot_write(exc):
+                raise cannot_write(exc, shown(str(self.path)), "make the lock") from exc  # type: ignore[arg-type]
+            raise
+        os.close(fd)
         self.held = True
         return True
 
@@ -222,18 +230,18 @@ class StateLock:
                         f"{breaker} is not a lock file hystate made; hystate never removes it",
                         hint="remove it by hand if nothing uses it",
                     )
-                if time.time() - st.st_mtime > _UNWRITTEN_GRACE:
-                    breaker.unlink()  # a breaker died mid-break; breaking takes microseconds
+                if _abandoned(breaker, st):
+                    breaker.unlink()  # a breaker died mid-break (it holds the file open)
             except FileNotFoundError:
                 pass
             return False
         try:
-            os.close(fd)
             if _is_stale(self.path):
                 self.path.unlink(missing_ok=True)
             return True
         finally:
             breaker.unlink(missing_ok=True)
+            os.close(fd)
 
     def release(self) -> None:
         if self.held:
@@ -260,11 +268,42 @@ def _is_stale(path: Path) -> bool:
         return False
     if not stat.S_ISREG(info.st_mode):
         return False  # not hystate's: never broken automatically
-    age = time.time() - info.st_mtime
     owner = LockOwner.read(path)
     if owner is None:
-        return age > _UNWRITTEN_GRACE
+        return _abandoned(path, info)
     return owner.gone()
+
+
+def _abandoned(path: Path, info: os.stat_result) -> bool:
+    """Whether an empty or torn lock file (no owner record) was left by a process that died,
+    or by a power cut. Never judged by its date (a wall clock steps: a lock dated in the future
+    would block for good, a clock stepped forward would break a live one): its owner writes
+    the record through the descriptor that created the file and holds it open until then, so
+    a file no process has open, looked at twice a moment apart, is abandoned. Without /proc,
+    its age either way of now beyond the grace."""
+    identity = (info.st_dev, info.st_ino)
+    user = in_use(identity)
+    if user == 0:  # no /proc to ask
+        return abs(time.time() - info.st_mtime) > _UNWRITTEN_GRACE
+    if user is not None:
+        return False
+    time.sleep(_SECOND_LOOK)  # an owner between creating the file and holding it
+    try:
+        again = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if (again.st_dev, again.st_ino) != identity or again.st_size != info.st_size:
+        return False
+    return in_use(identity) is None
+
+
+def dated_in_future(path: Path) -> bool:
+    """Whether ``path``'s date is ahead of the wall clock by more than the grace (the clock
+    stepped back since it was written): fsck says so."""
+    try:
+        return os.lstat(path).st_mtime - time.time() > _UNWRITTEN_GRACE
+    except OSError:
+        return False
 
 
 def lock_status(path: Path) -> tuple[LockOwner | None, bool]:

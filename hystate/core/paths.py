@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
 
-from hystate.core.errors import HystateError, InvalidData
+from hystate.core.errors import HystateError, InvalidData, cannot_write, is_cannot_write
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -132,10 +132,15 @@ def write_atomic(
             else:
                 keep_mode = False
     try:
-        fd = os.open(tmp, _WRITE_FLAGS, mode)
-    except FileExistsError:
-        os.unlink(tmp)  # ours, from a killed run with the same pid, or planted: never followed
-        fd = os.open(tmp, _WRITE_FLAGS, mode)
+        try:
+            fd = os.open(tmp, _WRITE_FLAGS, mode)
+        except FileExistsError:
+            os.unlink(tmp)  # ours, from a killed run with the same pid, or planted: never followed
+            fd = os.open(tmp, _WRITE_FLAGS, mode)
+    except OSError as exc:
+        if is_cannot_write(exc):
+            raise cannot_write(exc, path) from exc
+        raise
     try:
         try:
             if keep_mode:
@@ -149,9 +154,11 @@ def write_atomic(
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:  # interrupted or failed: leave no temp file behind
+    except BaseException as exc:  # interrupted or failed: leave no temp file behind
         with suppress(FileNotFoundError):
             os.unlink(tmp)
+        if is_cannot_write(exc):
+            raise cannot_write(exc, path) from exc  # type: ignore[arg-type]
         raise
     if sync:
         fsync_dir(path.parent)

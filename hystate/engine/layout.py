@@ -128,7 +128,10 @@ def confined_state_dir(ws: Workspace, here: Path, given: str | os.PathLike[str] 
         value = str(ws.config.get("state_directory"))
         state_dir = confine(root, value, where, error=InvalidData, forbidden=git_dirs)
     rel = state_dir.relative_to(root).as_posix()
-    head_entry = ws.repo.objects.lookup(ws.repo.head_tree(), rel)
+    try:
+        head_entry = ws.repo.objects.lookup(ws.repo.head_tree(), rel)
+    except GitError:  # HEAD cannot be read (a power cut): `fsck --repair` mends it
+        head_entry = None
     if head_entry is not None and head_entry[0] != b"40000":
         kind = {b"120000": "a symlink", b"160000": "a submodule"}.get(head_entry[0], "a file")
         error = UsageError if given is not None else InvalidData

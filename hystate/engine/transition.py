@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hystate.core.errors import GitError
 from hystate.core.model import EpisodeState, ProcessingStage, check_id
@@ -84,7 +84,7 @@ def run(
             with ws.repo_lock():
                 sha = ws.repo.commit({rel: data}, message, expect={rel: committed})
                 for subscriber in ws.subscribers.committed:
-                    follow = subscriber(ws, doc, change)
+                    follow = _committed(ws, subscriber, doc, change)
                     if follow is not None:
                         later.append(follow)
         except BaseException:
@@ -105,8 +105,29 @@ def _holds(path: Path, data: bytes) -> bool:
         return False
 
 
+def _committed(
+    ws: Workspace,
+    subscriber: Callable[..., Callable[[], None] | None],
+    doc: dict[str, Any],
+    change: Change,
+) -> Callable[[], None] | None:
+    """A subscriber run after the commit, under the repo lock (the alert streak): a file it
+    cannot write (a full disk) is told, never reported as the transition failing (it is in
+    the history)."""
+    try:
+        return subscriber(ws, doc, change)
+    except OSError as exc:
+        ws.repo.warnings.append(
+            f"after the commit, {exc.filename or 'a file'} could not be written:"
+            f" {exc.strerror or exc}"
+        )
+        return None
+
+
 def after_commit(ws: Workspace, sha: str | None, later: Sequence[Callable[[], None]] = ()) -> None:
     """After the commit and outside every lock (best effort: none of it undoes the commit)."""
+    while ws.repo.warnings:  # what went wrong after HEAD moved: told, never raised
+        ws.notice(f"warning: {ws.repo.warnings.pop(0)}")
     if sha and not ws.hooks_told:
         ws.hooks_told = True
         hooks = ws.repo.unrun_hooks()

@@ -17,7 +17,8 @@ from typing import Any
 
 from hystate.cache import queries
 from hystate.cache.state_cache import RefreshResult, StateCache
-from hystate.core.config import Config
+from hystate.core.config import Config, last_good, remember_good
+from hystate.core.errors import InvalidData
 from hystate.core.locks import StateLock
 from hystate.core.model import EpisodeState, ProcessingStage, check_id, check_worker
 from hystate.core.rules import Change, ErrorRecovery
@@ -72,12 +73,16 @@ class Workspace:
         cwd: str | os.PathLike[str] | None = None,
         config: Config | None = None,
         worker: str | None = None,
+        last_good_config: bool = False,
     ) -> None:
         here = Path(os.path.realpath(cwd if cwd is not None else Path.cwd()))
         if state_dir is None:
             state_dir = os.environ.get("HYSTATE_STATE_DIR") or None
         self.repo = layout.find_repo(here, state_dir)
-        self.config = config or Config.load(self.repo.root)
+        # A config that does not load: ``last_good_config`` (``sync``, so that the fix can
+        # arrive) works on the last copy that loaded and says so in ``config_problem``.
+        self.config_problem: str | None = None
+        self.config = config or self._load_config(last_good_config)
         self.state_dir = layout.confined_state_dir(self, here, state_dir)
         self.store = EpisodeStore(self.state_dir, self.repo.root)
         named = worker or os.environ.get("HYSTATE_WORKER") or None
@@ -99,6 +104,26 @@ class Workspace:
         self._refreshed = False
         self.hooks_told = False  # unrun git hooks are named once per workspace
         self.subscribers = Subscribers()
+
+    def _load_config(self, fall_back: bool) -> Config:
+        try:
+            config = Config.load(self.repo.root)
+        except InvalidData as exc:
+            if not fall_back:
+                exc.hint = exc.hint or (
+                    "fix it; a fix pushed to the shared remote arrives with `hystate sync`,"
+                    " which works on the last good copy meanwhile"
+                )
+                raise
+            good = last_good(self.repo.git_dir)
+            self.config_problem = (
+                f"{exc.message}; working on the "
+                + ("last good copy" if good else "default settings")
+                + " until a fix arrives"
+            )
+            return good or Config.defaults()
+        remember_good(self.repo.git_dir, self.repo.root)
+        return config
 
     # -- locks -----------------------------------------------------------------------------
 

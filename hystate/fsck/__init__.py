@@ -12,7 +12,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import InvalidData
-from hystate.fsck import caches, content, guard, index, locks, stuck, sweep, tempfiles, uncommitted
+from hystate.fsck import (
+    caches,
+    content,
+    guard,
+    index,
+    locks,
+    powercut,
+    stuck,
+    sweep,
+    tempfiles,
+    uncommitted,
+)
 from hystate.fsck.findings import Finding
 from hystate.review import validate as integrity
 
@@ -54,6 +65,7 @@ def _orphans(run: Run) -> list[Finding]:
 CHECKS: list[tuple[str, Callable[[Run], list[Finding]]]] = [
     ("stale locks", lambda r: locks.stale_locks(r.ws, r.repair)),
     ("temp files", lambda r: tempfiles.temp_files(r.ws, r.repair)),
+    ("power-cut damage", lambda r: powercut.power_cut(r.ws, r.repair)),
     ("reverted transitions", lambda r: guard.fsck_reverts(r.ws, r.repair)),
     ("staged regressions", lambda r: guard.fsck_staged(r.ws, r.repair)),
     ("index vs content", lambda r: content.stale_stat(r.ws, r.repair)),

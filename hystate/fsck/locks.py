@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hystate.core.locks import lock_status
+from hystate.core.locks import dated_in_future, lock_status
 from hystate.fsck import sweep
 from hystate.fsck.findings import Finding
 
@@ -21,7 +21,10 @@ def stale_locks(ws: Workspace, repair: bool) -> list[Finding]:
         if not stale:
             continue
         who = owner.describe() if owner else "an unfinished write"
-        finding = Finding("stale-lock", ws.store.name(lock), f"lock of {who}, which is gone")
+        message = f"lock of {who}, which is gone"
+        if dated_in_future(lock):
+            message += " (dated in the future: the clock was stepped back)"
+        finding = Finding("stale-lock", ws.store.name(lock), message)
         if repair:
             lock.unlink(missing_ok=True)
             finding.repaired, finding.action = True, "removed"

@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hystate.core.locks import foreign_lock_files, remove_foreign_lock
 from hystate.core.model import EpisodeState, ProcessingStage
+from hystate.engine import leases
 from hystate.fsck.findings import Finding
 from hystate.review import validate
 
 if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
 S = ProcessingStage
+ORPHAN_GRACE = 6 * 3600  # seconds: a media file no episode points to is removed only when older
 
 
 def orphans(ws: Workspace, episodes: Iterable[EpisodeState], *, remove: bool) -> list[Finding]:
@@ -49,6 +53,9 @@ def orphans(ws: Workspace, episodes: Iterable[EpisodeState], *, remove: bool) ->
                         "missing-media", value, f"{episode.episode_id} points to a missing file"
                     )
                 )
+    working = _working(ws, episodes) if remove else {}
+    opened = _open_files() if remove else None
+    now = time.time()
     for folder in folders:
         if not folder.is_dir() or folder.is_symlink():
             continue
@@ -64,10 +71,69 @@ def orphans(ws: Workspace, episodes: Iterable[EpisodeState], *, remove: bool) ->
             elif rel in tracked:
                 finding.message += " (tracked in git: not removed)"
             elif remove:
-                media.unlink()
-                finding.repaired, finding.action = True, "removed"
+                busy = _in_use(media, working, opened, now)
+                if busy:
+                    finding.message += f" ({busy})"
+                else:
+                    media.unlink()
+                    finding.repaired, finding.action = True, "removed"
             found.append(finding)
     return found
+
+
+def _working(ws: Workspace, episodes: Iterable[EpisodeState]) -> dict[str, str]:
+    """Episode id -> its worker, for every episode in an active stage under a live lease: a
+    file named for one of them is what that worker is writing (it points to it only when it
+    advances), never an orphan."""
+    now = datetime.now(UTC)
+    live = {}
+    for episode in episodes:
+        if episode.stage.is_active and leases.stuck_reason(ws, episode, now) is None:
+            live[episode.episode_id] = episode.worker or "its worker"
+    return live
+
+
+def _open_files() -> set[tuple[int, int]] | None:
+    """(st_dev, st_ino) of every file a process has open (Linux's /proc, looked at once per
+    sweep); None without /proc (then every file counts as open)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        return None
+    found = set()
+    for pid_dir in proc.iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            links = list((pid_dir / "fd").iterdir())
+        except OSError:
+            continue  # gone, or not ours to look at
+        for link in links:
+            try:
+                st = os.stat(link)
+            except OSError:
+                continue
+            found.add((st.st_dev, st.st_ino))
+    return found
+
+
+def _in_use(
+    path: Path, working: dict[str, str], opened: set[tuple[int, int]] | None, now: float
+) -> str:
+    """Why a media file no episode points to is kept all the same ("" when it may go): it is
+    named for an episode a live worker holds, a process has it open, or it is younger than
+    ``ORPHAN_GRACE`` (by its date: one dated in the future counts as young)."""
+    for episode_id, worker in working.items():
+        if episode_id in path.name:
+            return f"{episode_id} is being worked on by {worker} under a live lease: kept"
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return "gone"
+    if opened is None or (info.st_dev, info.st_ino) in opened:
+        return "open in a running process: kept"
+    if now - info.st_mtime < ORPHAN_GRACE:
+        return f"younger than {ORPHAN_GRACE // 3600} hours: kept"
+    return ""
 
 
 def _not_removable(path: Path) -> str:

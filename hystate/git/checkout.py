@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hystate.core.errors import GitError
+from hystate.core.errors import CannotWrite, GitError, disk_full
 from hystate.git import hooks, lockfile
 from hystate.git import index as index_mod
 from hystate.git.objects import EXEC_MODE, FILE_MODE
@@ -56,6 +56,13 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
             )
         except GitError as exc:
             local = any(m in exc.message for m in ("overwritten", "not uptodate", "untracked"))
+            full = disk_full(repo.root, repo.git_dir)
+            if full:  # git blames the files it could not refresh or write
+                raise CannotWrite(
+                    "cannot move the checkout to the remote's state: No space left on device"
+                    f" (git said: {exc.message})",
+                    hint=full,
+                ) from None
             raise GitError(
                 f"cannot move the checkout to the remote's state: {exc.message}",
                 hint=(
@@ -65,7 +72,9 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
                 ),
             ) from None
         committer = repo.settings.committer().line()
-        repo.refs.update(old, new, committer, f"hystate sync: {reason}", repo.settings.reflog)
+        repo.warnings += repo.refs.update(
+            old, new, committer, f"hystate sync: {reason}", repo.settings.reflog
+        )
         try:
             lock.commit()
             hooks.run_hook(repo, "post-index-change", ["1", "0"])  # the work tree was updated

@@ -28,6 +28,8 @@ def make_commit(
     """See ``GitRepo.commit``."""
     repo.check_writable()
     repo.settings.refresh()
+    sync = durability(repo)
+    repo.objects.fsync = sync.get("loose-object")
     owners = lockfile.owners_dir(repo.common_dir)
     with index_mod.IndexLock(
         repo.git_dir,
@@ -47,9 +49,9 @@ def make_commit(
             for rel, (mode, sha) in entries.items()
         ]
         lock.stage(updates, repo.root)
-        sha = _commit_head(repo, entries, message, expect or {})
+        sha = _commit_head(repo, entries, message, expect or {}, sync.get("reference"))
         try:
-            lock.commit()
+            lock.commit(sync.get("index"))
             hooks.run_hook(repo, "post-index-change", ["0", "0"])  # as git after the index
         except OSError as exc:  # HEAD has moved: the transition is done; say what is not
             repo.warnings.append(f"the commit is made, but git's index was not updated: {exc}")
@@ -84,6 +86,14 @@ def read_back(repo: RepoBase, rel: str, data: bytes) -> os.stat_result:
             hint="run the command again",
         )
     return before
+
+
+def durability(repo: RepoBase) -> dict[str, str]:
+    """Component (``loose-object``, ``index``, ``reference``) -> the call that syncs it
+    (``fsync``, or ``fdatasync`` for core.fsyncMethod=writeout-only), for those
+    ``GitSettings.fsync`` says are synced."""
+    call = "fdatasync" if repo.settings.fsync_method() == "writeout-only" else "fsync"
+    return dict.fromkeys(repo.settings.fsync(), call)
 
 
 def _entries(repo: RepoBase, files: Mapping[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
@@ -135,6 +145,7 @@ def _commit_head(
     entries: Mapping[str, tuple[bytes, bytes]],
     message: str,
     expect: Mapping[str, bytes | None],
+    sync: str | None = None,
 ) -> str | None:
     settings = repo.settings
     author, committer = settings.author(), settings.committer()
@@ -161,9 +172,12 @@ def _commit_head(
         repo.objects.remember_commit(commit, tree)
         sha = commit.hex()
         try:
-            repo.refs.update(head, sha, committer.line(), f"commit: {subject}", settings.reflog)
+            warnings = repo.refs.update(
+                head, sha, committer.line(), f"commit: {subject}", settings.reflog, sync
+            )
         except StaleHead:
             continue
+        repo.warnings += warnings
         return sha
     raise GitError("HEAD kept moving while hystate tried to commit; try again")
 

@@ -326,12 +326,12 @@ class IndexLock:
 
     # -- ending ----------------------------------------------------------------------------
 
-    def commit(self) -> None:
-        """Put the staged index in effect (rename the lock over the index)."""
+    def commit(self, sync: str | None = None) -> None:
+        """Put the staged index in effect (rename the lock over it; ``sync``: LockFile's)."""
         if not self._staged:
             self.rollback()
             return
-        self._lock.commit(self.path)
+        self._lock.commit(self.path, sync)
         new = self._new
         if new is not None:
             self._memo.key = _key(os.stat(self.path))

@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from hystate.core.errors import GitError
+from hystate.core.errors import GitError, cannot_write, is_cannot_write
 from hystate.core.locks import pid_alive, process_start
 
 _COUNTER = itertools.count()
@@ -72,11 +72,20 @@ class LockFile:
     def write(self, data: bytes | bytearray) -> None:
         view = memoryview(data)
         written = 0
-        while written < len(data):
-            written += os.write(self._fd, view[written:])
+        try:
+            while written < len(data):
+                written += os.write(self._fd, view[written:])
+        except OSError as exc:
+            if is_cannot_write(exc):
+                raise cannot_write(exc, self.path) from exc
+            raise
 
-    def commit(self, target: Path) -> None:
-        """Rename the lock over ``target``: the new content takes effect."""
+    def commit(self, target: Path, sync: str | None = None) -> None:
+        """Rename the lock over ``target``: the new content takes effect. ``sync`` ("fsync" or
+        "fdatasync"): the content is synced before the rename, as git does for core.fsync, so
+        a power cut leaves the old or the new content, never an empty file."""
+        if sync:
+            getattr(os, sync)(self._fd)
         os.close(self._fd)
         self._fd = -1
         os.replace(self.path, target)

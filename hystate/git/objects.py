@@ -7,6 +7,7 @@ costs ~1.2 ms on its own. Packed objects (after ``git gc``) are read through ``g
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -14,13 +15,15 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from hystate.core.errors import GitError
+from hystate.core.errors import GitError, cannot_write, is_cannot_write
+from hystate.core.paths import fsync_dir
 from hystate.git import shared as shared_mod
 
 FILE_MODE = b"100644"
 EXEC_MODE = b"100755"
 KINDS = {b"120000": "a symlink", b"160000": "a submodule", b"40000": "a folder"}
 TREE_MODE = b"40000"
+REPAIR = "`hystate fsck --repair` mends what a power cut leaves"
 EMPTY_TREE = bytes.fromhex("4b825dc642cb6eb9a060e54bf8d69288fbee4904")
 
 
@@ -29,6 +32,22 @@ def object_id(kind: bytes, data: bytes) -> bytes:
     h = hashlib.sha1(b"%s %d\x00" % (kind, len(data)))
     h.update(data)
     return h.digest()
+
+
+def intact(raw: bytes, sha: bytes) -> bool:
+    """Whether ``raw`` (a loose object file's bytes) is object ``sha``: it inflates, its header
+    is well formed and the whole hashes to ``sha``."""
+    try:
+        body = zlib.decompress(raw)
+    except zlib.error:
+        return False
+    nul = body.find(b"\x00")
+    if nul < 0:
+        return False
+    _, _, size = body[:nul].partition(b" ")
+    if not size.isdigit() or int(size) != len(body) - nul - 1:
+        return False
+    return hashlib.sha1(body).digest() == sha
 
 
 class Tree:
@@ -126,6 +145,9 @@ class ObjectStore:
         self._prefix = str(objects_dir)
         self.env: Callable[[], dict[str, str]] | None = None  # git's environment (GitRepo.env)
         self.shared: Callable[[], int] = lambda: 0  # core.sharedRepository (shared.parse)
+        # "fsync" or "fdatasync": each object written is synced, then its folder; None: not
+        # (``GitSettings.fsync`` decides, per commit)
+        self.fsync: str | None = None
 
     def _path(self, sha: bytes) -> str:
         hexsha = sha.hex()
@@ -139,7 +161,7 @@ class ObjectStore:
         except FileNotFoundError:
             return self._read_packed(sha)
         except zlib.error as exc:
-            raise GitError(f"corrupt loose object {sha.hex()}", hint="run `git fsck`") from exc
+            raise GitError(f"corrupt loose object {sha.hex()}", hint=REPAIR) from exc
         nul = raw.index(b"\x00")
         kind, _, _size = raw[:nul].partition(b" ")
         return kind, raw[nul + 1 :]
@@ -156,7 +178,7 @@ class ObjectStore:
         header, _, rest = proc.stdout.partition(b"\n")
         parts = header.split()
         if proc.returncode != 0 or len(parts) != 3:
-            raise GitError(f"git object {sha.hex()} is missing", hint="run `git fsck`")
+            raise GitError(f"git object {sha.hex()} is missing", hint=REPAIR)
         return parts[1], rest[: int(parts[2])]
 
     def read_blobs(self, shas: Sequence[bytes]) -> list[bytes | None]:
@@ -203,29 +225,56 @@ class ObjectStore:
         sha = object_id(kind, data)
         path = self._path(sha)
         try:
-            # Freshen it, as git does, so that a concurrent `git gc` keeps what we refer to.
-            os.utime(path)
-            return sha
+            with open(path, "rb") as fh:
+                existing = fh.read()
         except FileNotFoundError:
             pass
         except PermissionError:
             return sha
+        else:
+            # Never trusted unread: a power cut can leave an object file empty or torn, and a
+            # commit made on it would be lost with it. An intact one is freshened, as git
+            # does, so that a concurrent `git gc` keeps what we refer to; a broken one is
+            # written again.
+            if intact(existing, sha):
+                with contextlib.suppress(OSError):
+                    os.utime(path)
+                return sha
         folder = path[:-38]  # ".../objects/ab/"
         tmp = f"{folder}tmp_obj_{os.getpid()}_{path[-38:-30]}"
         body = zlib.compress(b"%s %d\x00" % (kind, len(data)) + data, 1)
+        try:
+            self._store(tmp, path, body)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if is_cannot_write(exc):
+                raise cannot_write(exc, f"the git object {path}") from exc
+            raise
+        return sha
+
+    def _store(self, tmp: str, path: str, body: bytes) -> None:
+        folder = path[:-38]
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        made = False
         try:
             fd = os.open(tmp, flags, 0o444)
         except FileNotFoundError:
             shared_mod.makedirs(folder, self.shared())
+            made = True
             fd = os.open(tmp, flags, 0o444)
         shared_mod.adjust(tmp, self.shared())
         try:
-            os.write(fd, body)
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.fsync:
+                getattr(os, self.fsync)(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        return sha
+        if self.fsync and made:
+            fsync_dir(self.dir)  # a new fan-out folder: its entry, once
 
     def tree(self, sha: bytes) -> Tree:
         cached = self._trees.get(sha)

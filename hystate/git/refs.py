@@ -86,11 +86,19 @@ class Refs:
         return None
 
     def update(
-        self, head: Head, new: str, ident: bytes, message: str, reflog: Callable[[str], str]
-    ) -> None:
+        self,
+        head: Head,
+        new: str,
+        ident: bytes,
+        message: str,
+        reflog: Callable[[str], str],
+        sync: str | None = None,
+    ) -> list[str]:
         """Point HEAD (or its branch) at ``new`` if it still is ``head``; else raise StaleHead.
         ``reflog(ref)`` says, as core.logAllRefUpdates does, whether a missing log is created
-        (``create``/``always``) or only an existing one appended to (``existing``)."""
+        (``create``/``always``) or only an existing one appended to (``existing``). Once the
+        ref has moved nothing raises: a reflog that cannot be appended to (a full disk) is
+        returned as a warning, as git itself only warns then."""
         chain = self.symref_chain(head.ref) if head.ref else ["HEAD"]
         target = chain[-1]  # a branch that is a symbolic ref moves the branch it names
         path = self._ref_path(target)
@@ -111,11 +119,12 @@ class Refs:
                 raise GitError(
                     "the reference-transaction hook refused the update: nothing committed"
                 )
-            # No fsync, as git does by default: the episode file (fsynced) is the source of
-            # truth, and `hystate fsck --repair` commits a file that a power cut left ahead.
+            # ``sync`` as core.fsync's "reference" says (hystate's default: on). Without it a
+            # power cut may leave the branch on objects that came back empty: `hystate fsck
+            # --repair` then puts it back on the last intact commit (hystate.fsck.powercut).
             held.write(new.encode() + b"\n")
             shared.adjust(lock, perm)
-            held.commit(path)
+            held.commit(path, sync)
         finally:
             held.rollback()
         entry = b"%s %s %s\t%s\n" % (
@@ -127,15 +136,23 @@ class Refs:
         logs = [("HEAD", self.git_dir / "logs" / "HEAD")]
         if head.ref:  # as git: every ref of the chain gets the entry
             logs += [(ref, self.common_dir / "logs" / ref) for ref in chain]
+        warnings = []
         for ref, log in logs:
-            if reflog(ref) == "existing" and not log.is_file():
-                continue
-            shared.makedirs(log.parent, perm)
-            with open(log, "ab") as fh:
-                fh.write(entry)
-            shared.adjust(log, perm)
+            try:
+                if reflog(ref) == "existing" and not log.is_file():
+                    continue
+                shared.makedirs(log.parent, perm)
+                with open(log, "ab") as fh:
+                    fh.write(entry)
+                shared.adjust(log, perm)
+            except OSError as exc:
+                warnings.append(
+                    f"the commit is made, but its reflog entry could not be written to {log}:"
+                    f" {exc.strerror or exc} (free space there; the history itself is complete)"
+                )
         if self.transaction_hook:
             self.transaction_hook("committed", lines)
+        return warnings
 
 
 def _check_sha(text: str, ref: str) -> str:

@@ -22,6 +22,16 @@ from hystate.git import shared
 FALLBACK_NAME = "hystate"
 FALLBACK_EMAIL = "hystate@localhost"
 _DATE_VARS = ("GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE")
+DEFAULT_FSYNC = frozenset({"loose-object", "reference"})
+_OBJECTS = {"loose-object", "pack"}
+_COMMITTED = _OBJECTS | {"pack-metadata", "commit-graph", "reference"}
+_FSYNC_GROUPS = {
+    "objects": _OBJECTS,
+    "derived-metadata": {"pack-metadata", "commit-graph"},
+    "committed": _COMMITTED,
+    "added": _COMMITTED | {"index"},
+    "all": _COMMITTED | {"index"},
+}
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,38 @@ class GitSettings:
     def shared_repository(self) -> int:
         """``core.sharedRepository`` as git reads it (see ``shared.parse``)."""
         return shared.parse(self.get("core.sharedrepository"))
+
+    def fsync(self) -> frozenset[str]:
+        """What hystate fsyncs when it commits: of ``loose-object``, ``index``, ``reference``.
+
+        ``core.fsync`` (git 2.36+; components, ``objects``/``committed``/``added``/``all``/
+        ``none`` and ``-component``), else the older ``core.fsyncObjectFiles``, decide as they
+        decide for git. With neither set, hystate's own default: its loose objects and the
+        branch it moves are fsynced (state is small and precious: a power cut must not leave
+        HEAD pointing at an empty object; docs/BENCHMARKS.md has the cost), the index is not
+        (it is rebuilt from HEAD by ``fsck --repair``)."""
+        value = self.get("core.fsync")
+        if value is None:
+            if self.get("core.fsyncobjectfiles") is not None:
+                return frozenset({"loose-object"} if self.flag("core.fsyncobjectfiles") else ())
+            return DEFAULT_FSYNC
+        chosen: set[str] = set()
+        for word in (w.strip().lower() for w in value.split(",")):
+            drop = word.startswith("-")
+            names = _FSYNC_GROUPS.get(word.lstrip("-"), {word.lstrip("-")})
+            if word == "none":
+                chosen.clear()
+            elif drop:
+                chosen -= names
+            else:
+                chosen |= names
+        return frozenset(chosen & {"loose-object", "index", "reference"})
+
+    def fsync_method(self) -> str:
+        """``core.fsyncMethod``: ``fsync`` (the default), ``writeout-only`` (hystate asks for
+        ``fdatasync``, the nearest a Python process has), ``batch`` (as ``fsync``: a transition
+        writes five objects)."""
+        return (self.get("core.fsyncmethod") or "fsync").strip().lower()
 
     def trust_file_mode(self) -> bool:
         return self.flag("core.filemode", default=True)

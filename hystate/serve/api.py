@@ -92,6 +92,14 @@ def _dry_run(value: str | None) -> bool:
 async def _action_args(request: Request) -> tuple[bool, str | None]:
     """(dry run, reason) from the query and a JSON body; UsageError when unclear (an unknown
     key is refused, not ignored: a misspelt dry run must not act)."""
+    keys = [key for key, _ in request.query_params.multi_items()]
+    for key in keys:
+        if key not in _BODY_KEYS:
+            raise UsageError(
+                f"unknown query key {key[:40]!r} (an action takes {' and '.join(_BODY_KEYS)})"
+            )
+        if keys.count(key) > 1:
+            raise UsageError(f"{key} is given more than once")
     dry_run = _dry_run(request.query_params.get("dry_run"))
     reason = request.query_params.get("reason")
     if not request.headers.get("content-type", "").startswith("application/json"):

@@ -109,13 +109,17 @@ def test_other_host_is_never_stale(tmp_path: Path) -> None:
         StateLock(path, timeout=0.05).acquire()
 
 
-def test_empty_lock_file_is_trusted_briefly(tmp_path: Path) -> None:
+def test_empty_lock_file_is_trusted_while_held_open(tmp_path: Path) -> None:
+    """An empty lock is its owner between creating and writing it, holding it open; once no
+    process has it open it was abandoned, whatever its date (issue 26: not by the clock)."""
     path = tmp_path / "a.lock"
     path.write_text("")
-    with pytest.raises(LockBusy):
-        StateLock(path, timeout=0.05).acquire()
     old = time.time() - 60
     os.utime(path, (old, old))
+    with open(path, "rb"), pytest.raises(LockBusy):
+        StateLock(path, timeout=0.05).acquire()
+    future = time.time() + 86_400
+    os.utime(path, (future, future))
     with StateLock(path, timeout=0):
         pass
 

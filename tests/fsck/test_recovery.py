@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,8 @@ def test_orphans_reported_and_removed_only_when_asked(repo: Path, episode_id: st
     (repo / "media").mkdir()
     (repo / "media" / "kept.mp3").write_bytes(b"x")
     (repo / "media" / "orphan.mp3").write_bytes(b"y")
+    past = time.time() - 2 * 86_400  # older than the sweep's grace period
+    os.utime(repo / "media" / "orphan.mp3", (past, past))
     manager = StateManager(cwd=repo)
     manager.update_state(episode_id, "downloading")
     manager.update_state(episode_id, "downloaded", fields={"files.audio_file": "media/kept.mp3"})

@@ -25,10 +25,12 @@ def free_port() -> int:
 
 
 class Served:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], port: int, log: Path, host: str = "127.0.0.1"
+    ) -> None:
         self.proc = proc
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         self.log = log
 
     def client(self, **kwargs: object) -> httpx.Client:
@@ -40,19 +42,23 @@ class Served:
 
 @contextmanager
 def serving(
-    repo: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 120
+    repo: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 120,
+    host: str = "127.0.0.1",
 ) -> Iterator[Served]:
     port = free_port()
     log = repo.parent / f"serve-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*HYSTATE, "serve", "--port", str(port), *args],
+            [*HYSTATE, "serve", "--host", host, "--port", str(port), *args],
             cwd=repo,
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-    served = Served(proc, port, log)
+    served = Served(proc, port, log, host)
     try:
         deadline = time.monotonic() + ready_timeout
         while True:

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -421,11 +422,18 @@ def test_orphans_in_a_nested_repository_or_tracked_are_kept(repo: Path) -> None:
 def test_real_orphans_are_removed_with_repair(repo: Path) -> None:
     media = _media(repo)
     (media / "orphan.mp3").write_bytes(b"x")
+    _age(media / "orphan.mp3")
     before = snapshot(repo)
     result = run_hostile(repo, ["fsck", "--repair", "--remove-orphans"], 0)
     assert "media/orphan.mp3" in result.stdout and not (media / "orphan.mp3").exists()
     after = snapshot(repo)
     assert set(before) - set(after) == {"state-repo/media/orphan.mp3"}
+
+
+def _age(path: Path) -> None:
+    """Older than the sweep's grace period (a fresh file may be one a worker is writing)."""
+    old = time.time() - 2 * 86_400
+    os.utime(path, (old, old))
 
 
 def test_case_count() -> None:
@@ -442,6 +450,7 @@ def test_remove_orphans_removes_only_regular_files(repo: Path) -> None:
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(media / "sock.mp3"))
     (media / "orphan.mp3").write_bytes(b"x")
+    _age(media / "orphan.mp3")
     try:
         result = run_hostile(repo, ["fsck", "--repair", "--remove-orphans"], 1, unchanged=False)
     finally:

@@ -1,0 +1,62 @@
+"""Power cuts (issue 26): images of a repository taken while two real workers moved episodes,
+with what a power cut leaves applied (``tests.harness.powercut``: new, never-synced files
+come back empty, files renamed over old ones keep their content). ``fsck --repair`` mends each
+image alone: nothing acknowledged is lost (the episode files, synced, are all committed again),
+git itself finds nothing wrong, ``status`` works, a second fsck is clean."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.conftest import git, run_hystate
+from tests.harness.powercut import images_while_working
+
+
+def episode_files(repo: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(repo)): p.read_bytes()
+        for p in sorted((repo / "processed").rglob("*.yaml"))
+    }
+
+
+def git_ok(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+
+
+def test_power_cut_images_are_mended_without_a_person(repo: Path, tmp_path: Path) -> None:
+    git(repo, "config", "core.fsync", "none")  # the worst case: only episode files synced
+    ids = sorted(p.stem for p in (repo / "processed").rglob("*.yaml"))
+    groups = [ids[0:5], ids[5:10]]
+    images = images_while_working(repo, tmp_path / "images", groups, count=4, every=10)
+    # two variants of the damage: objects torn (garbage) instead of empty, and the branch's
+    # ref file itself empty (as a ref made since the last sync would be)
+    for path in (images[1] / ".git" / "objects").glob("??/*"):
+        if path.stat().st_size == 0:
+            path.write_bytes(b"x\x9c garbage" * 3)
+    (images[3] / ".git" / "refs" / "heads" / "main").write_bytes(b"")
+    damaged = 0
+    for image in images:
+        before = episode_files(image)
+        if git_ok(image, "cat-file", "-p", "HEAD^{tree}").returncode != 0:
+            damaged += 1
+        repaired = run_hystate(image, "fsck", "--repair", "--json", timeout=300)
+        assert repaired.returncode == 0, (image.name, repaired.stdout, repaired.stderr)
+        assert episode_files(image) == before, image.name  # nothing acknowledged is lost
+        for rel, data in before.items():
+            assert git(image, "show", f"HEAD:{rel}").encode() == data, (image.name, rel)
+        checked = git_ok(image, "fsck", "--no-dangling")
+        assert checked.returncode == 0, (image.name, checked.stdout, checked.stderr)
+        assert git(image, "status", "--porcelain", "--", "processed") == ""
+        status = run_hystate(image, "status", "--json")
+        assert status.returncode == 0, (image.name, status.stderr)
+        counts = json.loads(status.stdout)["progress"]
+        assert sum(counts.values()) == len(ids)
+        again = run_hystate(image, "fsck", "--json")
+        assert again.returncode == 0, (image.name, again.stdout, again.stderr)
+        assert json.loads(again.stdout)["findings"] == []
+        # and work goes on
+        moved = run_hystate(image, "advance", ids[-1], "downloading")
+        assert moved.returncode == 0, (image.name, moved.stderr)
+    assert damaged >= 1, "the harness made no damage: the test proves nothing"
