@@ -31,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from hystate import fencing
 from hystate.errors import HystateError, IllegalTransition, LockBusy
 from hystate.lease_refs import latest
 from hystate.locks import pid_alive, process_start
@@ -60,6 +61,7 @@ class Lease:
     host: str | None = None  # host, pid and start: only when a worker registered its process
     pid: int | None = None
     start: str | None = None
+    token: str | None = None  # the lease token (hystate.fencing); None: entered before fencing
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +120,7 @@ def current_lease(manager: StateManager, episode: EpisodeState) -> Lease | None:
         lease.worker,
         str(other["expires_at"]),
         f"{renewed} on node {other['node']}" if renewed else None,
+        token=lease.token,
     )
 
 
@@ -133,6 +136,7 @@ def _local_lease(manager: StateManager, episode: EpisodeState) -> Lease | None:
         entered,
         episode.worker,
         committed.isoformat(timespec="seconds"),
+        token=fencing.token_of(episode),
     )
     data = _read_file(lease_path(manager.locks_dir, episode.episode_id))
     if not data or data.get("stage") != base.stage or data.get("entered_at") != entered:
@@ -150,6 +154,7 @@ def _local_lease(manager: StateManager, episode: EpisodeState) -> Lease | None:
             str(data["host"]) if data.get("host") else None,
             int(pid) if isinstance(pid, int) and pid > 0 else None,
             str(data["start"]) if data.get("start") else None,
+            base.token,
         )
     except (KeyError, TypeError, ValueError):
         return base
@@ -167,20 +172,26 @@ def renew(
     seconds: float | None = None,
     worker: str | None = None,
     register_pid: bool = False,
+    token: str | None = None,
 ) -> Lease:
     """Extend the lease of ``episode_id``'s active stage by ``seconds`` from now (default: the
-    stage timeout). ``worker``, when given, must be the one holding it. ``register_pid``
-    records this process, so its death is seen at once on this host. No commit."""
+    stage timeout). ``token`` must be the lease's (``hystate.fencing``); ``worker``, when
+    given, must be the one holding it. ``register_pid`` records this process, so its death
+    is seen at once on this host. No commit."""
     check_id(episode_id)
     with manager.episode_lock(episode_id):
         episode = manager.episode(episode_id)
         if not episode.stage.is_active:
+            ended = fencing.ended_by(episode, token) if token else None
             raise IllegalTransition(
                 f"{episode_id} is {episode.stage.value}: there is no lease to renew"
-                + (" (it was marked lost)" if _lost(episode) else ""),
+                + (f" (lease {token} ended: {ended})" if ended else "")
+                + (" (it was marked lost)" if _lost(episode) and not ended else ""),
                 hint="stop working on it; `hystate show` says what happened",
             )
-        if worker is not None and episode.worker not in (None, worker):
+        fencing.check(episode, True, token, False)  # the token proves the holder
+        fenced = fencing.holder(episode) is not None
+        if not fenced and worker is not None and episode.worker not in (None, worker):
             raise IllegalTransition(
                 f"{episode_id} is {episode.stage.value} by {episode.worker}, not by {worker}"
             )
@@ -204,6 +215,7 @@ def renew(
             host,
             pid,
             start,
+            old.token,
         )
         _write(lease_path(manager.locks_dir, episode_id), lease.as_dict())
         return lease
@@ -231,7 +243,8 @@ def mark_lost(manager: StateManager, episode_id: str, *, by: str) -> TransitionR
         reason = stuck_reason(manager, episode, datetime.now(UTC))
         if reason is None:
             raise StillWorking(f"{episode_id} is {episode.stage.value} and its lease is alive")
-        return Change(S.FAILED, now_utc(), by, error=f"worker lost: {reason}")
+        # a recovery takes the lost lease over (recorded as such: hystate.fencing)
+        return Change(S.FAILED, now_utc(), by, error=f"worker lost: {reason}", take_over=True)
 
     return manager._transition(episode_id, build)
 
@@ -262,9 +275,10 @@ def prune(locks_dir: Path, active: Iterable[str], now: datetime) -> int:
 
 class LeaseKeeper:
     """``with manager.lease(episode_id):`` renews the lease from a background thread every
-    third of its length and registers this process as the worker. If the lease is lost (the
-    episode was marked lost, or moved by someone else), ``lost`` says why and renewal stops;
-    the worker should check it before advancing."""
+    third of its length and registers this process as the worker. It carries the lease token
+    (``token``): ``advance`` and ``fail`` leave the stage under it. If the lease is lost (the
+    episode was marked lost, or taken over), ``lost`` says why and renewal stops; leaving the
+    stage is then refused (exit 3)."""
 
     def __init__(
         self,
@@ -273,11 +287,13 @@ class LeaseKeeper:
         *,
         seconds: float | None = None,
         worker: str | None = None,
+        token: str | None = None,
     ) -> None:
         self.manager = manager
         self.episode_id = episode_id
         self.seconds = seconds
         self.worker = worker
+        self.token = token
         self.lease: Lease | None = None
         self.lost: str | None = None
         self._stop = threading.Event()
@@ -290,8 +306,17 @@ class LeaseKeeper:
             seconds=self.seconds,
             worker=self.worker,
             register_pid=register_pid,
+            token=self.token,
         )
         return self.lease
+
+    def advance(self, stage: str | ProcessingStage, **kwargs: Any) -> TransitionResult:
+        """``StateManager.update_state`` under this lease's token."""
+        return self.manager.update_state(self.episode_id, stage, lease=self.token, **kwargs)
+
+    def fail(self, error: str, **kwargs: Any) -> TransitionResult:
+        """``StateManager.fail`` under this lease's token."""
+        return self.manager.fail(self.episode_id, error, lease=self.token, **kwargs)
 
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):

@@ -13,6 +13,7 @@ from typing import Any
 from hystate import (
     audit,
     discovery,
+    fencing,
     integrity,
     layout,
     leases,
@@ -86,6 +87,9 @@ class StateManager:
         self.refresh_once = False
         self._refreshed = False
         self.hooks_told = False  # unrun git hooks are named once per manager
+        # The lease tokens this manager was issued (hystate.fencing), presented for it when
+        # the caller gives none: the process that claimed an episode holds its lease.
+        self.tokens: dict[str, str] = {}
 
     # -- locks -----------------------------------------------------------------------------
 
@@ -202,19 +206,31 @@ class StateManager:
     # -- leases (no commits: see hystate.leases) -------------------------------------------
 
     def heartbeat(
-        self, episode_id: str, *, seconds: float | None = None, register_pid: bool = False
+        self,
+        episode_id: str,
+        *,
+        seconds: float | None = None,
+        register_pid: bool = False,
+        lease: str | None = None,
     ) -> Lease:
         """Renew the lease on ``episode_id``'s active stage (default length: the stage
-        timeout). ``register_pid``: judge this process's death as the worker's."""
+        timeout). ``register_pid``: judge this process's death as the worker's. ``lease``:
+        its token (default: the one this manager was issued)."""
         worker = self.worker if self.worker_named else None
         return leases.renew(
-            self, episode_id, seconds=seconds, worker=worker, register_pid=register_pid
-        )
+            self, episode_id, seconds=seconds, worker=worker, register_pid=register_pid,
+            token=self._token(episode_id, lease),
+        )  # fmt: skip
 
-    def lease(self, episode_id: str, *, seconds: float | None = None) -> leases.LeaseKeeper:
-        """``with manager.lease(id):`` renews the lease in the background while you work."""
+    def lease(
+        self, episode_id: str, *, seconds: float | None = None, token: str | None = None
+    ) -> leases.LeaseKeeper:
+        """``with manager.lease(id) as held:`` renews the lease in the background while you
+        work; ``held.advance(...)`` and ``held.fail(...)`` leave the stage under its token."""
         worker = self.worker if self.worker_named else None
-        return leases.LeaseKeeper(self, episode_id, seconds=seconds, worker=worker)
+        return leases.LeaseKeeper(
+            self, episode_id, seconds=seconds, worker=worker, token=self._token(episode_id, token)
+        )
 
     def events(
         self, *, since: str | None = None, until: str | None = None, episode_id: str | None = None
@@ -248,17 +264,22 @@ class StateManager:
         worker: str | None = None,
         force: bool = False,
         lock_timeout: float | None = None,
+        lease: str | None = None,
+        take_over: bool = False,
         **seed_fields: Any,
     ) -> TransitionResult:
         """Move an episode to ``stage`` (one commit), or do nothing if it already is there
         with the same data. ``fields`` sets dotted keys (``{"files.audio_file": "a.mp3"}``);
         the seed's names work too (``audio_file=Path(...)``, ``youtube_video_id=...``,
         ``status_message=...``, ``error=...``: see ``hystate.seed_api``). ``force`` lets a
-        retry go before its backoff delay has passed."""
+        retry go before its backoff delay has passed. Leaving an active stage needs its lease
+        token (``lease``; default: the one this manager was issued for the episode), or
+        ``take_over`` (recorded)."""
         if seed_fields:
             return seed_update(
                 self, episode_id, stage, seed_fields, message=message, fields=fields,
-                worker=worker, force=force, lock_timeout=lock_timeout,
+                worker=worker, force=force, lock_timeout=lock_timeout, lease=lease,
+                take_over=take_over,
             )  # fmt: skip
         target = S.parse(stage)
         message = check_message(message)
@@ -270,8 +291,12 @@ class StateManager:
             paths = [
                 (field_path(k, episode.data), check_value(k, v)) for k, v in (fields or {}).items()
             ]
-            return Change(target, now_utc(), by, worker=by, message=message, fields=paths)
+            return Change(
+                target, now_utc(), by, worker=by, message=message, fields=paths,
+                lease=token, take_over=take_over,
+            )  # fmt: skip
 
+        token = self._token(episode_id, lease)
         return self._transition(episode_id, build, lock_timeout)
 
     def fail(
@@ -281,16 +306,23 @@ class StateManager:
         *,
         traceback: str | None = None,
         worker: str | None = None,
+        lease: str | None = None,
+        take_over: bool = False,
     ) -> TransitionResult:
-        """Record a failure of the active stage the episode is in."""
+        """Record a failure of the active stage the episode is in (its lease token:
+        ``lease``, default the one this manager was issued; or ``take_over``)."""
         text = check_message(error, "error")
         if not text:
             raise InvalidData("--error must not be empty")
         by = check_worker(worker) if worker else self.worker
         trace = traceback if traceback and traceback.strip() else None
+        token = self._token(episode_id, lease)
         return self._transition(
             episode_id,
-            lambda _: Change(S.FAILED, now_utc(), by, error=text, traceback=trace),
+            lambda _: Change(
+                S.FAILED, now_utc(), by, error=text, traceback=trace, lease=token,
+                take_over=take_over,
+            ),  # fmt: skip
         )
 
     def skip(self, episode_id: str, reason: str, *, worker: str | None = None) -> TransitionResult:
@@ -316,13 +348,19 @@ class StateManager:
         of attempts go to skipped with the reason."""
         return work.retry(self, episode_ids, now=now, dry_run=dry_run, to=to, worker=worker)
 
+    def _token(self, episode_id: str, lease: str | None) -> str | None:
+        return fencing.check_token(lease) or self.tokens.get(episode_id)
+
     def _transition(
         self,
         episode_id: str,
         build: Callable[[EpisodeState], Change],
         lock_timeout: float | None = None,
     ) -> TransitionResult:
-        return transition.run(self, episode_id, build, lock_timeout)
+        result = transition.run(self, episode_id, build, lock_timeout)
+        if result.lease is not None:
+            self.tokens[result.episode.episode_id] = result.lease
+        return result
 
     # -- discovery -------------------------------------------------------------------------
 

@@ -84,6 +84,8 @@ def seed_update(
     worker: str | None = None,
     force: bool = False,
     lock_timeout: float | None = None,
+    lease: str | None = None,
+    take_over: bool = False,
 ) -> TransitionResult:
     """``update_state`` with the seed's keyword arguments (``status_message``, ``error`` and
     ``traceback`` for a failure, and the fields of ``FIELD_KEYS``)."""
@@ -107,7 +109,9 @@ def seed_update(
         if target is not ProcessingStage.FAILED or dotted:
             raise UsageError("update_state: error= and traceback= go with the failed stage only")
         text = str(error) if error is not None else (message or "")
-        return manager.fail(episode_id, text, traceback=trace, worker=worker)
+        return manager.fail(
+            episode_id, text, traceback=trace, worker=worker, lease=lease, take_over=take_over
+        )
     return manager.update_state(
         episode_id,
         target,
@@ -116,6 +120,8 @@ def seed_update(
         worker=worker,
         force=force,
         lock_timeout=lock_timeout,
+        lease=lease,
+        take_over=take_over,
     )
 
 

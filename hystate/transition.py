@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hystate import alerts, audit, events, remote_work
+from hystate import alerts, audit, events, fencing, remote_work
 from hystate.errors import GitError
 from hystate.model import EpisodeState, ProcessingStage, check_id
 from hystate.rules import Change, NoOp, apply_change
@@ -33,6 +33,12 @@ class TransitionResult:
     @property
     def changed(self) -> bool:
         return self.commit is not None
+
+    @property
+    def lease(self) -> str | None:
+        """The lease token this move issued (it entered an active stage), else None: present
+        it to leave the stage (``hystate.fencing``)."""
+        return fencing.token_of(self.episode) if self.changed else None
 
 
 def run(
@@ -58,10 +64,16 @@ def run(
                 hint="commit or discard them, or run `hystate fsck --repair`",
             )
         change = build(episode)
+        leaving = episode.stage.is_active and change.to is not episode.stage
+        held = fencing.holder(episode)
+        took = fencing.check(episode, leaving, change.lease, change.take_over)
         try:
             doc = apply_change(episode, change)
         except NoOp:
             return TransitionResult(episode, None, episode.stage)
+        entered = change.to.is_active and change.to is not episode.stage
+        under = change.lease if leaving and held is not None and took is None else None
+        fencing.stamp(doc, entered, under, took)
         problems = episode_problems(doc, rel, expect_id=episode_id)
         if problems:
             raise invalid_file(
@@ -74,6 +86,8 @@ def run(
             change.to.value,
             change.by,
             change.error or change.message,
+            lease=doc["history"][-1].get("lease"),
+            took_over=took,
         )
         manager.store.write(path, data)
         alert = None

@@ -21,6 +21,16 @@ if TYPE_CHECKING:
     from hystate.transition import TransitionResult
 
 
+def lease_option(f: Any) -> Any:
+    return click.option(
+        "--lease",
+        metavar="TOKEN",
+        envvar="HYSTATE_LEASE",
+        help="The lease token printed when the episode entered its active stage (default: "
+        "$HYSTATE_LEASE); leaving the stage or renewing it needs it.",
+    )(f)
+
+
 @cli.command()
 @pass_opts
 def init(opts: Options) -> None:
@@ -140,13 +150,24 @@ def add(
 def _print_result(result: TransitionResult, as_json: bool) -> None:
     episode = result.episode
     if as_json:
-        emit_json({"episode": episode.data, "commit": result.commit, "changed": result.changed})
+        emit_json(
+            {
+                "episode": episode.data,
+                "commit": result.commit,
+                "changed": result.changed,
+                "lease": result.lease,
+            }
+        )
         return
     if not result.changed:
         echo(f"{episode.episode_id} is already {episode.stage.value}; nothing to do")
         return
     old = result.from_stage.value if result.from_stage else "?"
-    echo(f"{episode.episode_id}: {old} -> {episode.stage.value} ({(result.commit or '')[:8]})")
+    lease = f"; lease {result.lease}" if result.lease else ""
+    echo(
+        f"{episode.episode_id}: {old} -> {episode.stage.value} ({(result.commit or '')[:8]})"
+        + lease
+    )
 
 
 @cli.command()
@@ -160,8 +181,14 @@ def _print_result(result: TransitionResult, as_json: bool) -> None:
     metavar="FIELD=VALUE",
     help="Set a field on the way, e.g. files.audio_file=audio/x.mp3 (repeatable).",
 )
-@click.option("--force", is_flag=True, help="Retry a failed episode before its delay has passed.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Retry a failed episode before its delay has passed; take over an active stage "
+    "another worker holds (recorded in the history and a Hystate-Took-Over trailer).",
+)
 @click.option("--error", help="What went wrong: required with STAGE failed.")
+@lease_option
 @worker_option
 @json_option
 @pass_opts
@@ -173,17 +200,20 @@ def advance(
     assignments: tuple[str, ...],
     force: bool,
     error: str | None,
+    lease: str | None,
     worker: str | None,
     as_json: bool,
 ) -> None:
     """Move an episode to STAGE: one commit, or nothing if it is already there.
 
-    Entering downloading, converting or uploading starts a lease (the stage timeout); renew
-    it with `hystate heartbeat ID` while the work goes on.
+    Entering downloading, converting or uploading starts a lease (the stage timeout) and
+    prints its token; leaving the stage (or renewing it with `hystate heartbeat ID`) needs
+    that token (--lease or $HYSTATE_LEASE). Anyone else is refused (exit 3) unless --force.
 
     \b
     Examples:
-      hystate advance hy0_hooting_yard_2004-04-14 downloading --worker dl-1
+      export HYSTATE_LEASE=$(hystate advance hy0_hooting_yard_2004-04-14 downloading \\
+          --worker dl-1 --json | jq -r .lease)
       hystate advance hy0_hooting_yard_2004-04-14 downloaded \\
           --set files.audio_file=audio/2004/hy0_hooting_yard_2004-04-14.mp3 \\
           --set metrics.audio_size=28363609
@@ -201,13 +231,16 @@ def advance(
             raise UsageError("failing needs --error MSG (what went wrong)")
         if fields:
             raise UsageError("--set does not go with failed")
-        _print_result(opts.manager(worker).fail(episode_id, error), as_json)
+        manager = opts.manager(worker)
+        result = manager.fail(episode_id, error, lease=lease, take_over=force)
+        _print_result(result, as_json)
         return
     if error:
         raise UsageError("--error goes with STAGE failed only")
     result = opts.manager(worker).update_state(
-        episode_id, target, message=message, fields=fields, force=force
-    )
+        episode_id, target, message=message, fields=fields, force=force, lease=lease,
+        take_over=force,
+    )  # fmt: skip
     _print_result(result, as_json)
 
 
@@ -218,26 +251,34 @@ def advance(
     type=click.FloatRange(min=0, min_open=True, max=366 * 86400),
     help="Lease length from now (default: the stage timeout, recovery.stage_timeouts).",
 )
+@lease_option
 @worker_option
 @json_option
 @pass_opts
 def heartbeat(
-    opts: Options, episode_id: str, seconds: float | None, worker: str | None, as_json: bool
+    opts: Options,
+    episode_id: str,
+    seconds: float | None,
+    lease: str | None,
+    worker: str | None,
+    as_json: bool,
 ) -> None:
     """Renew the lease on an episode's active stage (no commit).
 
     An episode in downloading, converting or uploading counts as stuck (`fsck --repair` and
     claims with recovery.auto_resume mark it failed, "worker lost") once its lease expires.
-    Call this more often than the lease length while the work goes on. Exit 3 when the
-    episode is no longer in an active stage (it was marked lost: stop working on it), or when
-    --worker names another worker than the one holding it.
+    Call this more often than the lease length while the work goes on. Needs the lease token
+    (--lease, $HYSTATE_LEASE). Exit 3 when the episode is no longer in an active stage (it
+    was marked lost: stop working on it), when the token is not the holder's (it was taken
+    over), or when --worker names another worker than the one holding it.
 
     \b
     Example (a worker script):
-      hystate advance "$id" downloading --worker dl-1
+      export HYSTATE_LEASE=$(hystate advance "$id" downloading --worker dl-1 --json | jq -r .lease)
       ( while sleep 60; do hystate heartbeat "$id" --worker dl-1 || exit; done ) &
       curl -o "$mp3" "$url"; kill $!
     """
+    from hystate.fencing import check_token
     from hystate.leases import renew
     from hystate.model import check_id
 
@@ -245,12 +286,12 @@ def heartbeat(
     from hystate.cli.cluster import publish_leases
 
     manager = opts.manager(cli_worker=False)
-    lease = renew(manager, episode_id, seconds=seconds, worker=worker)
+    held = renew(manager, episode_id, seconds=seconds, worker=worker, token=check_token(lease))
     publish_leases(manager)  # on a node with a remote, so other nodes' fsck see it
     if as_json:
-        emit_json(lease.as_dict())
+        emit_json(held.as_dict())
     else:
-        click.echo(f"{episode_id}: {lease.stage} lease of {lease.worker} until {lease.expires_at}")
+        click.echo(f"{episode_id}: {held.stage} lease of {held.worker} until {held.expires_at}")
 
 
 @cli.command()
@@ -262,6 +303,10 @@ def heartbeat(
     type=click.File("r"),
     help="File with the traceback to record ('-' for standard input).",
 )
+@click.option(
+    "--force", is_flag=True, help="Take over an active stage another worker holds (recorded)."
+)
+@lease_option
 @worker_option
 @json_option
 @pass_opts
@@ -270,10 +315,13 @@ def fail(
     episode_id: str,
     error: str,
     traceback_file: Any,
+    force: bool,
+    lease: str | None,
     worker: str | None,
     as_json: bool,
 ) -> None:
-    """Record a failure of the active stage the episode is in.
+    """Record a failure of the active stage the episode is in (under its lease token:
+    --lease or $HYSTATE_LEASE; --force takes it over).
 
     \b
     Example:
@@ -283,7 +331,9 @@ def fail(
 
     check_id(episode_id)
     trace = traceback_file.read() if traceback_file else None
-    result = opts.manager(worker).fail(episode_id, error, traceback=trace)
+    result = opts.manager(worker).fail(
+        episode_id, error, traceback=trace, lease=lease, take_over=force
+    )
     _print_result(result, as_json)
 
 
