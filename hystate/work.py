@@ -36,6 +36,7 @@ class RetryOutcome:
     action: str  # retried | skipped | waiting | would-retry | would-skip | lost | changed-meanwhile
     detail: str = ""
     commit: str | None = None
+    lease: str | None = None  # the token of the stage a retry entered (hystate.fencing)
 
 
 FIRST_PAGE = 32  # waiting episodes read at first when looking for ready ones
@@ -189,7 +190,7 @@ def _retry_one(
         if dry_run:
             return RetryOutcome(eid, "would-retry", detail)
         result = manager.update_state(eid, decision.stage, force=True, worker=worker)
-        return RetryOutcome(eid, "retried", detail, result.commit)
+        return RetryOutcome(eid, "retried", detail, result.commit, result.lease)
     return RetryOutcome(eid, "waiting", f"due at {_due_text(decision)}")
 
 

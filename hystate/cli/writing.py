@@ -385,7 +385,8 @@ def retry(
     if not outcomes:
         echo("no failed episodes")
     for o in outcomes:
-        echo(f"{o.episode_id}: {o.action}" + (f" ({o.detail})" if o.detail else ""))
+        lease = f"; lease {o.lease}" if o.lease else ""
+        echo(f"{o.episode_id}: {o.action}" + (f" ({o.detail})" if o.detail else "") + lease)
 
 
 @cli.command()
