@@ -151,6 +151,16 @@ def worker_option(f: F) -> F:
     )(f)
 
 
+def lease_option(f: F) -> F:
+    return click.option(
+        "--lease",
+        metavar="TOKEN",
+        envvar="HYSTATE_LEASE",
+        help="The lease token printed when the episode entered its active stage (default: "
+        "$HYSTATE_LEASE); leaving the stage or renewing it needs it.",
+    )(f)
+
+
 def emit_json(value: Any) -> None:
     echo(_json(value))
 

@@ -13,22 +13,13 @@ from hystate.cli.app import (
     echo,
     emit_json,
     json_option,
+    lease_option,
     pass_opts,
     worker_option,
 )
 
 if TYPE_CHECKING:
     from hystate.engine.transition import TransitionResult
-
-
-def lease_option(f: Any) -> Any:
-    return click.option(
-        "--lease",
-        metavar="TOKEN",
-        envvar="HYSTATE_LEASE",
-        help="The lease token printed when the episode entered its active stage (default: "
-        "$HYSTATE_LEASE); leaving the stage or renewing it needs it.",
-    )(f)
 
 
 @cli.command()
