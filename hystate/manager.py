@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hystate.cluster import lease_refs, remote_claims
+from hystate.cluster import acks, lease_refs, remote_claims
 from hystate.core.errors import Problem
 from hystate.core.model import EpisodeState, ProcessingStage
 from hystate.core.seed_fields import seed_arguments
@@ -40,10 +40,11 @@ class StateManager(Workspace):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         wired = self.subscribers
+        wired.before.append(acks.told)  # a pending transition of this worker was dropped
         wired.before.append(remote_claims.before_transition)
         wired.committed.append(alerts.on_commit)
         wired.after.append(stream.after_commit)
-        wired.after_transition.append(remote_claims.after_transition)
+        wired.acknowledge.append(acks.acknowledge)  # sync.push: each: on the remote, or pending
         wired.lease_sources.append(lease_refs.latest)
 
     # -- handing out work ------------------------------------------------------------------
@@ -57,13 +58,22 @@ class StateManager(Workspace):
         return claims.ready(self, stage, limit)
 
     def claim_next(
-        self, stage: str | ProcessingStage, limit: int = 1, *, worker: str | None = None
+        self,
+        stage: str | ProcessingStage,
+        limit: int = 1,
+        *,
+        worker: str | None = None,
+        deadline: float | None = None,
     ) -> list[TransitionResult]:
         """Move up to ``limit`` ready episodes into ``stage`` for ``worker``, one commit each;
         two workers never get the same episode. With ``recovery.auto_resume``, stuck episodes
-        are first marked lost and exhausted ones skipped (see ``hystate.engine.retries``)."""
+        are first marked lost and exhausted ones skipped (see ``hystate.engine.retries``).
+        Each result's ``lease`` is the token that leaving the stage needs. On a node with a
+        shared remote, claims are acknowledged once pushed; ``deadline``: seconds to keep
+        trying while other nodes win the pushes (default ``sync.deadline``)."""
         if self.sync_remote:
-            return remote_claims.claim(self, stage, limit, worker)
+            acks.told(self)
+            return remote_claims.claim(self, stage, limit, worker, deadline=deadline)
         return claims.claim(self, stage, limit, worker)
 
     # -- leases (no commits: see hystate.engine.leases) ------------------------------------
@@ -80,6 +90,7 @@ class StateManager(Workspace):
         timeout). ``register_pid``: judge this process's death as the worker's. ``lease``:
         its token (default: the one this manager was issued; ``hystate.engine.fencing``)."""
         worker = self.worker if self.worker_named else None
+        acks.told(self)
         return leases.renew(
             self, episode_id, seconds=seconds, worker=worker, register_pid=register_pid,
             token=self.token(episode_id, lease),

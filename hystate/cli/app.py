@@ -43,6 +43,7 @@ class Options:
         default = default_worker(os.getppid()) if cli_worker else None
         manager = StateManager(self.state_dir, worker=worker or default)
         manager.notice = lambda message: click.echo(clean_line(f"hystate: {message}"), err=True)
+        manager.raise_drops = False  # a dropped earlier step of this worker is printed
         return manager
 
 

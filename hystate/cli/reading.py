@@ -150,6 +150,12 @@ def list_(
 @click.option("--limit", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--claim", is_flag=True, help="Move them into STAGE now (one commit each).")
 @click.option(
+    "--deadline",
+    type=click.FloatRange(min=0, min_open=True, max=86400),
+    help="With --claim on a node with a remote: seconds to keep trying while other nodes win "
+    "the pushes (default: sync.deadline); then exit 6.",
+)
+@click.option(
     "--remote",
     metavar="NAME",
     help="With --claim: acknowledge claims only once pushed there (default: sync.remote).",
@@ -162,6 +168,7 @@ def next_(
     stage: str,
     limit: int,
     claim: bool,
+    deadline: float | None,
     remote: str | None,
     worker: str | None,
     as_json: bool,
@@ -188,7 +195,7 @@ def next_(
             from hystate.cluster.sync import remote_of
 
             manager.sync_remote = remote_of(manager, remote)  # a bad name: exit 2
-        results = manager.claim_next(target, limit, worker=manager.worker)
+        results = manager.claim_next(target, limit, worker=manager.worker, deadline=deadline)
         episodes = [r.episode for r in results]
         tokens = [r.lease for r in results]
     else:

@@ -147,12 +147,15 @@ def _print_result(result: TransitionResult, as_json: bool) -> None:
                 "commit": result.commit,
                 "changed": result.changed,
                 "lease": result.lease,
+                "pending": result.pending,
             }
         )
         return
     if not result.changed:
         echo(f"{episode.episode_id} is already {episode.stage.value}; nothing to do")
         return
+    if result.pending:  # not on the shared remote yet: said plainly
+        echo(f"hystate: pending: {episode.episode_id} {result.pending}", err=True)
     old = result.from_stage.value if result.from_stage else "?"
     lease = f"; lease {result.lease}" if result.lease else ""
     echo(

@@ -1,20 +1,25 @@
 """Work through the shared remote (see ``hystate.cluster.sync`` and docs/SYNC.md): claims
 acknowledged only once the pushed tip holds them, and ``sync.push: each`` around other transitions.
 
-A claim runs under the node's sync lock: sync, claim locally (``claims.claim``), push. A claim that
-lost the race was dropped by the replay; another episode is taken, up to the limit. With the
+A claim runs under the node's sync lock: claim locally (``claims.claim``, each node in its own
+order over the oldest ready episodes, so nodes seldom race for one), push at once (no fetch
+first: the push is compare-and-swap); only a push that lost is fetched, replayed and pushed
+again, with jittered backoff, until the caller's deadline. A claim that lost the race was
+dropped by the replay; another episode is taken, up to the limit. With the
 remote unreachable, new claims are refused (exit 7) and a local claim not yet pushed is
 withdrawn (the node's unpublished commits are replayed without it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from typing import TYPE_CHECKING, Any
 
 from hystate.cluster import lease_refs
 from hystate.cluster.sync import (
-    ROUNDS,
     ClaimsOffline,
+    RemoteBusy,
     Report,
     move_forward,
     remote_of,
@@ -23,7 +28,7 @@ from hystate.cluster.sync import (
     timeout,
 )
 from hystate.core.errors import HystateError, LockBusy
-from hystate.core.model import ProcessingStage
+from hystate.core.model import EpisodeState, ProcessingStage
 from hystate.engine import claims
 from hystate.git import remote as gr
 
@@ -32,31 +37,63 @@ if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
 
 
+WINDOW = 24  # ready episodes beyond the few asked for, over which a node spreads its claims
+
+
 def claim(
     ws: Workspace,
     stage: str | ProcessingStage,
     limit: int,
     worker: str | None,
     remote: str | None = None,
+    deadline: float | None = None,
 ) -> list[TransitionResult]:
-    """Claims acknowledged by the remote (see the module docstring)."""
+    """Claims acknowledged by the remote (see the module docstring). ``deadline``: seconds
+    to go on when pushes keep losing to other nodes (default ``sync.deadline``); the claims
+    acknowledged by then are returned, the others withdrawn."""
     name = remote_of(ws, remote)
     assert name is not None
+    seconds = float(ws.config.get("sync.deadline")) if deadline is None else deadline
+    until = time.monotonic() + seconds
+    node = lease_refs.node_name(ws)
+
+    def order(episode: EpisodeState) -> bytes:  # this node's own order over the ready window
+        return hashlib.sha1(f"{node}\0{episode.episode_id}".encode()).digest()
+
     acked: list[TransitionResult] = []
-    with sync_lock(ws):
-        _online(ws, name, lambda: sync_locked(ws, name))
-        for _ in range(ROUNDS):
-            results = claims.claim(ws, stage, limit - len(acked), worker)
+    with sync_lock(ws, wait=seconds):
+        fresh = False
+        while True:
+            results = claims.claim(ws, stage, limit - len(acked), worker, order=order, window=WINDOW)
             if not results:
-                break
+                if fresh:
+                    break
+                # nothing ready as this node last saw it: look at the remote's latest once
+                _online(ws, name, lambda: sync_locked(ws, name, deadline=until))
+                fresh = True
+                continue
             withdraw = frozenset(r.commit for r in results if r.commit)
-            report = _online(ws, name, lambda: sync_locked(ws, name, fetched=True), withdraw)
+            try:  # pushed first, fetched only when the push lost (compare-and-swap)
+                report = _online(
+                    ws, name, lambda: sync_locked(ws, name, fetched=True, deadline=until), withdraw
+                )
+            except HystateError as exc:
+                if not acked:
+                    raise
+                ws.notice(f"{exc}; {len(acked)} claim(s) acknowledged before it")
+                break  # those are held: returned, never lost
+            fresh = True
             assert report.head is not None
-            for result in results:
-                if _pushed(ws, report, result):
-                    acked.append(result)
+            acked += [r for r in results if _pushed(ws, report, r)]
             if len(acked) >= limit:
                 break
+            if time.monotonic() >= until:
+                if acked:
+                    break
+                raise RemoteBusy(
+                    f"{name}: every claim lost to other nodes' until the deadline ({seconds:g} s)",
+                    hint="claim again, or give a longer --deadline",
+                )
         lease_refs.publish(ws, name, timeout(ws), only_if_changed=True, quiet=True)
     return acked
 
@@ -108,20 +145,3 @@ def before_transition(ws: Workspace) -> None:
             sync_locked(ws, name)
     except HystateError:
         return  # offline or another sync of this node runs: the transition goes on locally
-
-
-def after_transition(ws: Workspace, sha: str | None) -> None:
-    """``sync.push: each``: push after a transition, best effort (never fails it)."""
-    name = ws.sync_remote
-    if not sha or not name or ws.syncing or ws.config.get("sync.push") != "each":
-        return
-    try:
-        with sync_lock(ws, wait=0):
-            report = sync_locked(ws, name)
-            lease_refs.publish(ws, name, timeout(ws), only_if_changed=True, quiet=True)
-        for row in report.dropped:
-            ws.notice(f"sync dropped {row['id']}: {row['from']} -> {row['to']}: {row['reason']}")
-    except LockBusy:
-        return  # another sync of this node is running; the next one carries this commit
-    except HystateError as exc:
-        ws.notice(f"not pushed yet ({exc}); the next `hystate sync` carries it")

@@ -52,6 +52,7 @@ class Move:
     episode_id: str
     from_stage: str
     to_stage: str
+    worker: str | None = None  # who made it (Hystate-Worker): told when it is dropped
 
 
 def resolve(

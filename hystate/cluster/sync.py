@@ -25,11 +25,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+import time
 from typing import TYPE_CHECKING, Any
 
-from hystate.cluster import lease_refs
+from hystate.cluster import journal, lease_refs
 from hystate.cluster.replay import Dropped, Move, capped, resolve
-from hystate.core.errors import GitError, UsageError
+from hystate.core.errors import GitError, LockBusy, UsageError
 from hystate.core.locks import StateLock
 from hystate.core.model import ID_PATTERN
 from hystate.core.store import is_episode_path
@@ -41,7 +42,10 @@ if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
 
 SYNC_LOCK = "_sync.lock"
-ROUNDS = 40  # fetch-replay-push rounds before giving up (each lost only to another push)
+
+
+class RemoteBusy(LockBusy):
+    """Pushes kept losing to other nodes until the caller's deadline (exit 6)."""
 
 
 class ClaimsOffline(gr.Unreachable):
@@ -117,15 +121,22 @@ def sync_locked(
     withdraw: frozenset[str] = frozenset(),
     *,
     fetched: bool = False,
+    deadline: float | None = None,
 ) -> Report:
-    """One sync; ``fetched``: the tracking ref is fresh (just fetched), push before fetching."""
+    """One sync; ``fetched``: the tracking ref is fresh (just fetched), push before fetching.
+    A push that lost to another node's is retried (fetch, replay, push) with a jittered pause
+    until ``deadline`` (``time.monotonic()``; default ``sync.deadline`` from now): no fixed
+    number of rounds, so no node gives up while the others keep winning."""
     repo = ws.repo
+    if deadline is None:
+        deadline = time.monotonic() + float(ws.config.get("sync.deadline"))
     if not gr.has_remote(repo, remote):
         raise GitError(f"no git remote named {remote!r}", hint=f"`git remote add {remote} URL`")
     branch = gr.branch_of(repo)
     report = Report(remote, branch)
     wait = timeout(ws)
-    for attempt in range(ROUNDS):
+    attempt = 0
+    while True:
         report.rounds = attempt + 1
         if fetched and attempt == 0:
             tip = repo.refs.resolve(gr.tracking_ref(remote, branch))
@@ -137,7 +148,9 @@ def sync_locked(
         if tip == head.sha and not withdraw:
             report.head = tip
             return report
+        seen = len(report.dropped)
         new = move_forward(ws, tip, report, withdraw)
+        journal.record_dropped(ws, report.dropped[seen:])  # the workers that made them are told
         withdraw = frozenset()
         if new == tip:
             report.head = tip
@@ -148,8 +161,14 @@ def sync_locked(
             report.pushed = [_describe(ws, c.sha) for c in pushed]
             report.head = new
             return report
-        gr.wait_backoff(attempt)
-    raise GitError(f"gave up pushing to {remote} after {ROUNDS} rejected rounds", hint="sync again")
+        if time.monotonic() >= deadline:
+            raise RemoteBusy(
+                f"{remote}: still losing the push to other nodes after {attempt + 1} rounds, "
+                "at the deadline; this node's commits stay local",
+                hint="sync again (or give a longer --deadline / sync.deadline)",
+            )
+        gr.wait_backoff(min(attempt, 4))
+        attempt += 1
 
 
 def move_forward(ws: Workspace, tip: str | None, report: Report, withdraw: frozenset[str]) -> str:
@@ -315,10 +334,10 @@ def _moves(ws: Workspace, commits: list[gr.CommitInfo]) -> dict[str, Move]:
     rows = ws.repo.log(
         f"{commits[0].sha}~..{commits[-1].sha}" if commits[0].parents else commits[-1].sha,
         ["%H"],
-        trailer_keys=(audit.EPISODE, audit.FROM, audit.TO),
+        trailer_keys=(audit.EPISODE, audit.FROM, audit.TO, audit.WORKER),
     )
     return {
-        sha: Move(t[audit.EPISODE], t[audit.FROM], t[audit.TO])
+        sha: Move(t[audit.EPISODE], t[audit.FROM], t[audit.TO], t[audit.WORKER] or None)
         for sha, t in rows
         if t[audit.EPISODE] and t[audit.FROM] and t[audit.TO]
     }
@@ -326,8 +345,14 @@ def _moves(ws: Workspace, commits: list[gr.CommitInfo]) -> dict[str, Move]:
 
 def _row(sha: str, move: Move | None) -> dict[str, Any]:
     if move is None:
-        return {"commit": sha, "id": None, "from": None, "to": None}
-    return {"commit": sha, "id": move.episode_id, "from": move.from_stage, "to": move.to_stage}
+        return {"commit": sha, "id": None, "from": None, "to": None, "worker": None}
+    return {
+        "commit": sha,
+        "id": move.episode_id,
+        "from": move.from_stage,
+        "to": move.to_stage,
+        "worker": move.worker,
+    }
 
 
 def _describe(ws: Workspace, sha: str) -> dict[str, Any]:

@@ -31,6 +31,9 @@ class TransitionResult:
     episode: EpisodeState
     commit: str | None  # None: nothing changed (a no-op)
     from_stage: ProcessingStage | None = None
+    # Not yet on the shared remote, and why (sync.push: batch, or offline); None: acknowledged
+    # (on the remote, or there is no remote)
+    pending: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -109,6 +112,8 @@ def run(
     if result.lease is not None:
         ws.tokens[episode_id] = result.lease  # this workspace holds the lease it was issued
     after_commit(ws, sha, later)
+    for acknowledge in ws.subscribers.acknowledge:
+        result = acknowledge(ws, result)
     return result
 
 
