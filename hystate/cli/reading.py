@@ -180,8 +180,9 @@ def next_(
     has come. With recovery.auto_resume, --claim first marks stuck episodes failed ("worker
     lost") and sends those out of attempts to skipped. The claimed stage starts a lease,
     whose token is printed (`lease TOKEN`; "lease" in --json): leaving the stage or renewing
-    it (`hystate heartbeat ID`) needs it (--lease or $HYSTATE_LEASE). On a node with a remote (sync.remote, --remote) a
-    claim is acknowledged only once pushed there; with the remote unreachable, exit 7.
+    it (`hystate heartbeat ID`) needs it (--lease or $HYSTATE_LEASE). On a node with a
+    remote (sync.remote, --remote) a claim is acknowledged only once pushed there; with the
+    remote unreachable, exit 7; still losing to other nodes at --deadline, exit 6.
 
     \b
     Examples:
@@ -202,7 +203,12 @@ def next_(
         episodes = reader(opts).get_next_for_processing(target, limit)
         tokens = [None] * len(episodes)
     if as_json:  # a claim's lease token beside the file's keys: `jq -r '.[0].lease'`
-        emit_json([{**e.data, "lease": t} if claim else e.data for e, t in zip(episodes, tokens, strict=True)])
+        emit_json(
+            [
+                {**e.data, "lease": t} if claim else e.data
+                for e, t in zip(episodes, tokens, strict=True)
+            ]
+        )
         return
     for e, token in zip(episodes, tokens, strict=True):
         echo(_episode_summary(e) + (f"  lease {token}" if token else ""))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -15,11 +15,9 @@ from hystate.cli.app import (
     json_option,
     lease_option,
     pass_opts,
+    print_result,
     worker_option,
 )
-
-if TYPE_CHECKING:
-    from hystate.engine.transition import TransitionResult
 
 
 @cli.command()
@@ -138,32 +136,6 @@ def add(
         echo(f"{episode_id} already exists; left alone")
 
 
-def _print_result(result: TransitionResult, as_json: bool) -> None:
-    episode = result.episode
-    if as_json:
-        emit_json(
-            {
-                "episode": episode.data,
-                "commit": result.commit,
-                "changed": result.changed,
-                "lease": result.lease,
-                "pending": result.pending,
-            }
-        )
-        return
-    if not result.changed:
-        echo(f"{episode.episode_id} is already {episode.stage.value}; nothing to do")
-        return
-    if result.pending:  # not on the shared remote yet: said plainly
-        echo(f"hystate: pending: {episode.episode_id} {result.pending}", err=True)
-    old = result.from_stage.value if result.from_stage else "?"
-    lease = f"; lease {result.lease}" if result.lease else ""
-    echo(
-        f"{episode.episode_id}: {old} -> {episode.stage.value} ({(result.commit or '')[:8]})"
-        + lease
-    )
-
-
 @cli.command()
 @click.argument("episode_id")
 @click.argument("stage")
@@ -227,7 +199,7 @@ def advance(
             raise UsageError("--set does not go with failed")
         manager = opts.manager(worker)
         result = manager.fail(episode_id, error, lease=lease, take_over=force)
-        _print_result(result, as_json)
+        print_result(result, as_json)
         return
     if error:
         raise UsageError("--error goes with STAGE failed only")
@@ -235,7 +207,7 @@ def advance(
         episode_id, target, message=message, fields=fields, force=force, lease=lease,
         take_over=force,
     )  # fmt: skip
-    _print_result(result, as_json)
+    print_result(result, as_json)
 
 
 @cli.command()
@@ -328,7 +300,7 @@ def fail(
     result = opts.manager(worker).fail(
         episode_id, error, traceback=trace, lease=lease, take_over=force
     )
-    _print_result(result, as_json)
+    print_result(result, as_json)
 
 
 @cli.command()
@@ -399,4 +371,4 @@ def skip(opts: Options, episode_id: str, reason: str, worker: str | None, as_jso
     from hystate.core.model import check_id
 
     check_id(episode_id)
-    _print_result(opts.manager(worker).skip(episode_id, reason), as_json)
+    print_result(opts.manager(worker).skip(episode_id, reason), as_json)

@@ -149,5 +149,3 @@ def describe(result: TransitionResult) -> str | None:
     if result.pending is None:
         return None
     return f"pending: {result.episode.episode_id} {result.pending}"
-
-

@@ -27,7 +27,7 @@ from hystate.cluster.sync import (
     sync_locked,
     timeout,
 )
-from hystate.core.errors import HystateError, LockBusy
+from hystate.core.errors import HystateError
 from hystate.core.model import EpisodeState, ProcessingStage
 from hystate.engine import claims
 from hystate.git import remote as gr
@@ -64,7 +64,9 @@ def claim(
     with sync_lock(ws, wait=seconds):
         fresh = False
         while True:
-            results = claims.claim(ws, stage, limit - len(acked), worker, order=order, window=WINDOW)
+            results = claims.claim(
+                ws, stage, limit - len(acked), worker, order=order, window=WINDOW
+            )
             if not results:
                 if fresh:
                     break

@@ -12,20 +12,16 @@ Locks, in this order: the node's sync lock (``.locks/_sync.lock``: one sync at a
 node), the locks of the episodes whose files the move forward changes (so no transition of
 this node is half-way through one of them), the repo lock, git's ``index.lock``.
 
-A claim on a node with a remote (``sync.remote``, or ``--remote``) is made under the sync lock:
-sync, claim locally, push; it is acknowledged only once the pushed tip holds it. A claim that
-lost the race is dropped by the replay and another episode is taken. With the remote
-unreachable new claims are refused (exit 7) and a local claim not yet pushed is withdrawn; the
-transitions of episodes already held still commit locally (``sync.push: each`` pushes after
-each of them, best effort) and the next sync carries them.
+Claims (``hystate.cluster.remote_claims``) and what a transition's caller is told
+(``hystate.cluster.acks``) build on one sync; a push that lost is retried until a deadline.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-import time
 from typing import TYPE_CHECKING, Any
 
 from hystate.cluster import journal, lease_refs

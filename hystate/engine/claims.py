@@ -67,7 +67,7 @@ def claim(
     limit: int,
     worker: str | None,
     *,
-    order: Callable[[EpisodeState], object] | None = None,
+    order: Callable[[EpisodeState], bytes] | None = None,
     window: int = 0,
 ) -> list[TransitionResult]:
     """Move up to ``limit`` ready episodes into ``stage`` for ``worker``, one commit each. Each

@@ -59,7 +59,7 @@ class Lease:
     host: str | None = None  # host, pid and start: only when a worker registered its process
     pid: int | None = None
     start: str | None = None
-    token: str | None = None  # the lease token (hystate.engine.fencing); None: entered before fencing
+    token: str | None = None  # the lease token (engine.fencing); None: entered before fencing
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

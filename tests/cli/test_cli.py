@@ -106,7 +106,10 @@ def test_retries_end_in_skipped(run: Cli, repo: Path, episode_id: str) -> None:
     result = run("advance", episode_id, "downloading")
     for attempt in range(3):
         token = lease_in(result.output)
-        assert run("fail", episode_id, "--error", f"HTTP 503 #{attempt}", "--lease", token).exit_code == 0
+        assert (
+            run("fail", episode_id, "--error", f"HTTP 503 #{attempt}", "--lease", token).exit_code
+            == 0
+        )
         result = run("retry", episode_id, "--now")
         assert result.exit_code == 0
     assert "skipped (giving up after 3 of 3 download attempts" in result.output

@@ -103,7 +103,9 @@ def test_heartbeat_renews_the_lease_without_a_commit(repo: Path, episode_id: str
     began = sh(repo, f"hystate advance {episode_id} downloading --worker dl-1 --json")
     token = json.loads(began.stdout)["lease"]
     before = commits(repo)
-    beat = sh(repo, f"hystate heartbeat {episode_id} --worker dl-1 --seconds 60 --json --lease {token}")
+    beat = sh(
+        repo, f"hystate heartbeat {episode_id} --worker dl-1 --seconds 60 --json --lease {token}"
+    )
     assert beat.returncode == 0, beat.stderr
     lease = json.loads(beat.stdout)
     assert lease["worker"] == "dl-1" and lease["stage"] == "downloading"
@@ -313,7 +315,10 @@ def test_advance_to_failed_needs_an_error(run: Cli, manager: StateManager, episo
     assert result.exit_code == 2 and "--error" in result.output
     assert manager.episode(episode_id).stage is S.DOWNLOADING
     assert run("advance", episode_id, "failed", "--error", "disk full").exit_code == 3
-    assert run("advance", episode_id, "failed", "--error", "disk full", "--lease", token).exit_code == 0
+    assert (
+        run("advance", episode_id, "failed", "--error", "disk full", "--lease", token).exit_code
+        == 0
+    )
     assert manager.episode(episode_id).error_history[-1]["error"] == "disk full"
 
 

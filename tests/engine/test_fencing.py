@@ -96,7 +96,9 @@ def test_a_worker_whose_episode_was_taken_over_is_refused(repo: Path) -> None:
 
 def test_a_persons_force_is_recorded(repo: Path) -> None:
     eid, token = _claim(repo, "dl-1")
-    proc = run_hystate(repo, "fail", eid, "--error", "stuck: restarting", "--force", "--worker", "ops")
+    proc = run_hystate(
+        repo, "fail", eid, "--error", "stuck: restarting", "--force", "--worker", "ops"
+    )
     assert proc.returncode == 0, proc.stderr
     entry = StateManager(cwd=repo).episode(eid).history[-1]
     assert entry["took_over"] == "dl-1" and entry["by"] == "ops" and "lease" not in entry
@@ -106,6 +108,8 @@ def test_a_persons_force_is_recorded(repo: Path) -> None:
     assert trailers.strip() == "dl-1"
     proc = run_hystate(repo, "history", eid, "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)[-1]["took_over"] == "dl-1"
+    proc = run_hystate(repo, "heartbeat", eid, "--lease", token)  # the old holder
+    assert proc.returncode == 3 and "taken over" in proc.stderr
 
 
 def test_the_lease_object_carries_the_token(manager: StateManager) -> None:

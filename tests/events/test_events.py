@@ -97,7 +97,14 @@ def test_broker_down_transitions_succeed_and_are_delivered_later(
     # the next transition delivers the missed one too, in order
     assert (
         run_hystate(
-            repo, "advance", first, "downloaded", "--set", "files.audio_file=a.mp3", "--lease", token
+            repo,
+            "advance",
+            first,
+            "downloaded",
+            "--set",
+            "files.audio_file=a.mp3",
+            "--lease",
+            token,
         ).returncode
         == 0
     )

@@ -98,7 +98,15 @@ def fail_one(repo: Path, index: int = 0) -> tuple[str, subprocess.CompletedProce
     began = run(repo, "advance", eid, "downloading", "--json")
     assert began.code == 0
     proc = subprocess.run(
-        [*HYSTATE, "fail", eid, "--error", "HTTP 503", "--lease", json.loads(began.stdout)["lease"]],
+        [
+            *HYSTATE,
+            "fail",
+            eid,
+            "--error",
+            "HTTP 503",
+            "--lease",
+            json.loads(began.stdout)["lease"],
+        ],
         cwd=repo,
         capture_output=True,
         text=True,
@@ -191,7 +199,15 @@ def test_a_trickling_server_holds_no_lock_and_is_cut_off(repo: Path, servers: li
     began = run(repo, "advance", eid, "downloading", "--json")
     assert began.code == 0
     failing = subprocess.Popen(
-        [*HYSTATE, "fail", eid, "--error", "HTTP 503", "--lease", json.loads(began.stdout)["lease"]],
+        [
+            *HYSTATE,
+            "fail",
+            eid,
+            "--error",
+            "HTTP 503",
+            "--lease",
+            json.loads(began.stdout)["lease"],
+        ],
         cwd=repo,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
