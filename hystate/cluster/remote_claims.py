@@ -27,9 +27,10 @@ from hystate.cluster.sync import (
     sync_locked,
     timeout,
 )
-from hystate.core.errors import HystateError
+from hystate.core.errors import GitError, HystateError
 from hystate.core.model import EpisodeState, ProcessingStage
 from hystate.engine import claims
+from hystate.git import audit
 from hystate.git import remote as gr
 
 if TYPE_CHECKING:
@@ -74,7 +75,8 @@ def claim(
                 _online(ws, name, lambda: sync_locked(ws, name, deadline=until))
                 fresh = True
                 continue
-            withdraw = frozenset(r.commit for r in results if r.commit)
+            # by commit and by lease token: a round may have replayed the commit already
+            withdraw = frozenset(x for r in results for x in (r.commit, r.lease) if x)
             try:  # pushed first, fetched only when the push lost (compare-and-swap)
                 report = _online(
                     ws, name, lambda: sync_locked(ws, name, fetched=True, deadline=until), withdraw
@@ -110,9 +112,7 @@ def _online(
     except HystateError as exc:
         if withdraw:
             try:
-                branch = gr.branch_of(ws.repo)
-                tip = ws.repo.refs.resolve(gr.tracking_ref(remote, branch))
-                move_forward(ws, tip, Report(remote, branch), withdraw)
+                _withdraw(ws, remote, withdraw)
             except HystateError as undo:
                 ws.notice(f"could not withdraw the unacknowledged claim: {undo}")
         if not isinstance(exc, gr.Unreachable):
@@ -121,6 +121,26 @@ def _online(
             f"{exc}: new claims need the remote (held episodes can still move; `hystate sync`"
             " catches up)"
         ) from None
+
+
+def _withdraw(ws: Workspace, remote: str, withdraw: frozenset[str]) -> None:
+    """Take the unacknowledged claims out of the node's branch: replayed without them on the
+    remote's tip as last fetched, or, when that tip cannot be checked out (a hostile branch),
+    on the commit the first of them was made on."""
+    branch = gr.branch_of(ws.repo)
+    try:
+        tip = ws.repo.refs.resolve(gr.tracking_ref(remote, branch))
+        move_forward(ws, tip, Report(remote, branch), withdraw)
+        return
+    except HystateError:
+        rows = ws.repo.log("HEAD", ["%H", "%P"], trailer_keys=(audit.LEASE,), limit=500)
+    base = None
+    for sha, parents, trailers in rows:  # newest first: the last match is the first claim
+        if sha in withdraw or trailers[audit.LEASE] in withdraw:
+            base = parents.split()[0] if parents else None
+    if base is None:
+        raise GitError("the unacknowledged claim is not on this branch any more")
+    move_forward(ws, base, Report(remote, branch), withdraw)
 
 
 def _pushed(ws: Workspace, report: Report, result: TransitionResult) -> bool:

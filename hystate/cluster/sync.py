@@ -152,7 +152,7 @@ def sync_locked(
             report.head = tip
             return report
         pushed = gr.commits_between(repo, tip, new) if tip else []
-        if gr.push(repo, remote, new, f"refs/heads/{branch}", wait):
+        if gr.push(repo, remote, new, f"refs/heads/{branch}", wait, expect=tip):
             gr.set_ref(repo, gr.tracking_ref(remote, branch), new)
             report.pushed = [_describe(ws, c.sha) for c in pushed]
             report.head = new
@@ -269,9 +269,9 @@ def replay(
             )
         move = moves.get(commit.sha)
         row = _row(commit.sha, move)
-        if commit.sha in withdraw:
+        if commit.sha in withdraw or (move is not None and move.lease in withdraw):
             dropped.append(
-                {**row, "reason": "claim not acknowledged (remote unreachable): withdrawn"}
+                {**row, "reason": "claim not acknowledged (remote unreachable or busy): withdrawn"}
             )
             continue
         parent_tree = (
@@ -330,10 +330,10 @@ def _moves(ws: Workspace, commits: list[gr.CommitInfo]) -> dict[str, Move]:
     rows = ws.repo.log(
         f"{commits[0].sha}~..{commits[-1].sha}" if commits[0].parents else commits[-1].sha,
         ["%H"],
-        trailer_keys=(audit.EPISODE, audit.FROM, audit.TO, audit.WORKER),
+        trailer_keys=(keys := (audit.EPISODE, audit.FROM, audit.TO, audit.WORKER, audit.LEASE)),
     )
     return {
-        sha: Move(t[audit.EPISODE], t[audit.FROM], t[audit.TO], t[audit.WORKER] or None)
+        sha: Move(*(t[k] or None for k in keys))  # type: ignore[arg-type]
         for sha, t in rows
         if t[audit.EPISODE] and t[audit.FROM] and t[audit.TO]
     }

@@ -24,6 +24,7 @@ EPISODE, FROM, TO, WORKER, COUNT, REAPPLIES = (
     "Hystate-Count",
     "Hystate-Reapplies",
 )
+LEASE = "Hystate-Lease"
 _READ = (EPISODE, FROM, TO, WORKER)
 
 
