@@ -79,7 +79,10 @@ def claim(
             withdraw = frozenset(x for r in results for x in (r.commit, r.lease) if x)
             try:  # pushed first, fetched only when the push lost (compare-and-swap)
                 report = _online(
-                    ws, name, lambda: sync_locked(ws, name, fetched=True, deadline=until), withdraw
+                    ws,
+                    name,
+                    lambda: sync_locked(ws, name, fetched=True, deadline=until, brief=True),
+                    withdraw,
                 )
             except HystateError as exc:
                 if not acked:
@@ -150,6 +153,8 @@ def _pushed(ws: Workspace, report: Report, result: TransitionResult) -> bool:
     sha = result.commit
     if not sha or report.head is None:
         return False
+    if not report.replayed and not report.dropped:
+        return True  # pushed as made: HEAD, which holds it, is what the remote took
     for row in report.replayed:  # in order: a commit replayed again in a later round
         if row["commit"] == sha:
             sha = row["new"]

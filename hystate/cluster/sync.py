@@ -118,6 +118,7 @@ def sync_locked(
     *,
     fetched: bool = False,
     deadline: float | None = None,
+    brief: bool = False,
 ) -> Report:
     """One sync; ``fetched``: the tracking ref is fresh (just fetched), push before fetching.
     A push that lost to another node's is retried (fetch, replay, push) with a jittered pause
@@ -151,10 +152,10 @@ def sync_locked(
         if new == tip:
             report.head = tip
             return report
-        pushed = gr.commits_between(repo, tip, new) if tip else []
         if gr.push(repo, remote, new, f"refs/heads/{branch}", wait, expect=tip):
             gr.set_ref(repo, gr.tracking_ref(remote, branch), new)
-            report.pushed = [_describe(ws, c.sha) for c in pushed]
+            pushed = gr.commits_between(repo, tip, new) if tip and not brief else []
+            report.pushed = [_describe(ws, c.sha) for c in pushed]  # (brief: a claim's)
             report.head = new
             return report
         if time.monotonic() >= deadline:
@@ -163,7 +164,7 @@ def sync_locked(
                 "at the deadline; this node's commits stay local",
                 hint="sync again (or give a longer --deadline / sync.deadline)",
             )
-        gr.wait_backoff(min(attempt, 4))
+        gr.wait_backoff(min(attempt, 1))  # short: a longer pause only lets the others win
         attempt += 1
 
 
