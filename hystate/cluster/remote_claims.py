@@ -13,6 +13,7 @@ withdrawn (the node's unpublished commits are replayed without it).
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,7 @@ def claim(
         return hashlib.sha1(f"{node}\0{episode.episode_id}".encode()).digest()
 
     acked: list[TransitionResult] = []
+    _yield_turn(ws)
     with sync_lock(ws, wait=seconds):
         fresh = False
         while True:
@@ -77,6 +79,7 @@ def claim(
                 continue
             # by commit and by lease token: a round may have replayed the commit already
             withdraw = frozenset(x for r in results for x in (r.commit, r.lease) if x)
+            began = time.monotonic()
             try:  # pushed first, fetched only when the push lost (compare-and-swap)
                 report = _online(
                     ws,
@@ -91,6 +94,7 @@ def claim(
                 break  # those are held: returned, never lost
             fresh = True
             assert report.head is not None
+            _took_turn(ws, report.rounds, time.monotonic() - began)
             acked += [r for r in results if _pushed(ws, report, r)]
             if len(acked) >= limit:
                 break
@@ -103,6 +107,30 @@ def claim(
                 )
         lease_refs.publish(ws, name, timeout(ws), only_if_changed=True, quiet=True)
     return acked
+
+
+CONTENDED = 10.0  # seconds a lost push counts as a sign that other nodes are claiming too
+_TURNS: dict[str, tuple[float, float]] = {}  # clone -> (contended until, last round's seconds)
+
+
+def _took_turn(ws: Workspace, rounds: int, seconds: float) -> None:
+    """Remember how long a winning round took, and whether other nodes are claiming (a push of
+    this node lost: ``rounds`` > 1)."""
+    key = str(ws.repo.common_dir)
+    until, _ = _TURNS.get(key, (0.0, 0.0))
+    if rounds > 1:
+        until = time.monotonic() + CONTENDED
+    _TURNS[key] = (until, seconds / rounds)
+
+
+def _yield_turn(ws: Workspace) -> None:
+    """Fairness: a node whose pushes just won while other nodes are claiming lets them have a
+    turn before its next claim (a jittered pause of up to two of its push rounds). The node
+    whose push won holds the remote's tip and pushes again without a fetch; the ones that lost
+    must fetch and replay first, so without this pause one node takes nearly every turn."""
+    until, seconds = _TURNS.get(str(ws.repo.common_dir), (0.0, 0.0))
+    if time.monotonic() < until:
+        time.sleep(random.uniform(0, 2 * seconds))
 
 
 def _online(
