@@ -196,6 +196,7 @@ def main() -> None:
     base = scaling[0]["claims_per_second"]
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "load_average": round(os.getloadavg()[0], 1),  # the machine is shared: say how busy
         "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
         "episodes": 525,
         "claims": len(one),
@@ -241,7 +242,9 @@ Nodes claiming at once (one process per node, one claim at a time, a fresh serve
 |---|---|---|---|---|
 {rows}
 
-4 nodes / 1 node: {r["four_over_one"]}x. See docs/SYNC.md ("Claims: what bounds them").
+4 nodes / 1 node: {r["four_over_one"]}x. Every node, the server and the claiming processes share
+the same {r["machine"].split(", ")[1]} (load average {r.get("load_average", "?")} at the end of
+the run): the nodes cannot add CPU here. See docs/SYNC.md ("Claims: what bounds them").
 """
     docfile.write_section(HEADING, section)
 
