@@ -87,6 +87,8 @@ def publish(
     repo = ws.repo
     node = node_name(ws)
     clone = clone_id(ws)
+    if not quiet:  # (a claim publishes quietly and spares the git process; sync tells)
+        _tell_if_shared(ws, node, clone)
     table_doc = {"node": node, "clone": clone, "leases": table(ws)}
     data = json.dumps(table_doc, sort_keys=True, indent=1).encode()
     stamp = repo.git_dir / "hystate" / "leases-published"
@@ -96,12 +98,6 @@ def publish(
             return True  # (before any git process: a claim publishes each time)
     except OSError:
         pass
-    other = _published_by(ws, node)
-    if other is not None and other != clone:  # two clones overwrite each other's table
-        ws.notice(
-            f"another clone published leases as node {node!r} too (or this clone replaced it):"
-            " give each clone its own name (`git config hystate.node NAME`)"
-        )
     try:
         sha = gr.publish_blob_ref(repo, data, FILE)
         if not gr.push(repo, remote, sha, f"refs/hystate/{KIND}/{node}", timeout, force=True):
@@ -113,6 +109,15 @@ def publish(
     stamp.parent.mkdir(exist_ok=True)
     stamp.write_text(digest)
     return True
+
+
+def _tell_if_shared(ws: Workspace, node: str, clone: str) -> None:
+    other = _published_by(ws, node)
+    if other is not None and other != clone:  # two clones overwrite each other's table
+        ws.notice(
+            f"another clone published leases as node {node!r} too (or this clone replaced it):"
+            " give each clone its own name (`git config hystate.node NAME`)"
+        )
 
 
 def clone_id(ws: Workspace) -> str:
