@@ -44,7 +44,8 @@ class Options:
         default = default_worker(os.getppid()) if cli_worker else None
         manager = StateManager(self.state_dir, worker=worker or default)
         manager.notice = lambda message: click.echo(clean_line(f"hystate: {message}"), err=True)
-        manager.raise_drops = False  # a dropped earlier step of this worker is printed
+        manager.raise_drops = False  # a dropped earlier step of a named worker is printed
+        manager.drops_by_name = worker is not None
         return manager
 
 

@@ -97,7 +97,8 @@ def told(ws: Workspace) -> None:
     if not ws.sync_remote:
         return
     if not ws.raise_drops:
-        _print_for_worker(ws)
+        if ws.drops_by_name:
+            _print_for_worker(ws)
         return
     if not ws.pending or ws.drops_read is None:
         return
@@ -122,8 +123,6 @@ def _told(key: tuple[str, str, str, str], reason: str) -> str:
 def _print_for_worker(ws: Workspace) -> None:
     """The CLI: each command of a named worker prints the drops of its transitions since its
     last command (a cursor per worker name in ``.git/hystate/told/``)."""
-    if not ws.worker_named:
-        return
     digest = hashlib.sha1(ws.worker.encode()).hexdigest()[:16]
     cursor = journal.path(ws).parent / "told" / digest
     try:

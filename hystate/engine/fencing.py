@@ -29,7 +29,7 @@ import os
 import re
 from typing import Any
 
-from hystate.core.errors import IllegalTransition
+from hystate.core.errors import IllegalTransition, UsageError
 from hystate.core.model import EpisodeState
 
 TOKEN = re.compile(r"^[0-9]{1,18}\.[0-9a-f]{8}$")
@@ -41,12 +41,12 @@ class LeaseRefused(IllegalTransition):
 
 
 def check_token(text: str | None) -> str | None:
-    """A token given by a caller (``--lease``): its shape, or InvalidData-like exit 3."""
+    """A token given by a caller (``--lease``): its shape checked (bad input: exit 2)."""
     if text is None or text == "":
         return None
     text = text.strip()
     if not TOKEN.fullmatch(text):
-        raise LeaseRefused(
+        raise UsageError(
             f"lease token {text[:40]!r} is not one hystate issued (expected like 3.0f9a2c1e)",
             hint="use the token printed by `hystate next --claim` or `hystate advance`",
         )

@@ -111,6 +111,7 @@ class Workspace:
         self.pending: set[tuple[str, str, str, str]] = set()
         self.drops_read: int | None = None
         self.raise_drops = True
+        self.drops_by_name = False  # the CLI, for a worker named by --worker/$HYSTATE_WORKER
 
     def token(self, episode_id: str, given: str | None) -> str | None:
         """The lease token to present for ``episode_id``: ``given``, else the one issued here."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hystate.core.errors import IllegalTransition
+from hystate.core.errors import IllegalTransition, UsageError
 from hystate.engine.fencing import LeaseRefused
 from hystate.manager import StateManager
 from tests.conftest import git, run_hystate
@@ -129,5 +129,5 @@ def test_the_lease_object_carries_the_token(manager: StateManager) -> None:
 
 def test_a_token_of_the_wrong_shape_is_refused(manager: StateManager, episode_id: str) -> None:
     manager.update_state(episode_id, "downloading")
-    with pytest.raises(LeaseRefused, match="not one hystate issued"):
+    with pytest.raises(UsageError, match="not one hystate issued"):
         manager.fail(episode_id, "x", lease="../../etc")
