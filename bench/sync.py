@@ -2,7 +2,11 @@
 against a real ``git daemon`` on 127.0.0.1, beside a plain ``git push`` of one small commit
 measured in the same run.
 
-    python bench/sync.py [--claims 60] [--parallel-seconds 20] [--json OUT] [--doc]
+    python bench/sync.py [--claims 40] [--seconds 15] [--json OUT] [--doc]
+
+Prints, in one run: the claim round trip beside a plain push, and the aggregate claims per
+second with 1, 2 and 4 nodes claiming at once (one process each, a fresh server each time), with
+each node's count and the lowest node's share of the mean.
 
 --doc rewrites the "Several machines" section of docs/BENCHMARKS.md with the figures.
 """
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import docfile
 
@@ -95,15 +100,15 @@ def claims(path: Path, count: int, worker: str) -> list[float]:
     return times
 
 
-def parallel_claims(path: str, seconds: float, worker: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def node_claims(path: str, until: float, worker: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """One node's claiming process: claims one at a time until the shared wall-clock end."""
     from hystate.manager import StateManager
 
     manager = StateManager(cwd=path, worker=worker)
     done = 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and manager.claim_next("downloading", 1, worker=worker):
+    while time.time() < until and manager.claim_next("downloading", 1, worker=worker):
         done += 1
-    out.put(done)
+    out.put((worker, done))
 
 
 def plain_pushes(path: Path, count: int) -> list[float]:
@@ -122,56 +127,86 @@ def ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1000, 1)
 
 
+def cluster(tmp: Path, nodes: int, seconds: float) -> dict[str, object]:
+    """``nodes`` clones of a fresh server, one claiming process each, all at once."""
+    base = tmp / f"nodes{nodes}"
+    base.mkdir()
+    daemon, url = start_daemon(base)
+    try:
+        subprocess.run(
+            ["git", "init", "-q", "--bare", "-b", "main", str(base / "state.git")], check=True
+        )
+        seed(base, url)
+        paths = [clone(url, base / f"n{i}", f"bench-{i}") for i in range(nodes)]
+        queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+        until = time.time() + 2 + seconds  # all start together, after their imports
+        procs = [
+            multiprocessing.Process(target=node_claims, args=(str(p), until, f"w{i}", queue))
+            for i, p in enumerate(paths)
+        ]
+        for proc in procs:
+            proc.start()
+        time.sleep(max(until - seconds - time.time(), 0))
+        started = time.time()
+        counts = dict(queue.get() for _ in procs)
+        wall = time.time() - started
+        for proc in procs:
+            proc.join()
+    finally:
+        os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.wait()
+    total = sum(counts.values())
+    mean = total / nodes
+    return {
+        "nodes": nodes,
+        "claims": total,
+        "claims_per_second": round(total / wall, 1),
+        "per_node": [counts[f"w{i}"] for i in range(nodes)],
+        "lowest_share_of_mean": round(min(counts.values()) / mean, 2) if mean else 0.0,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--claims", type=int, default=60)
-    parser.add_argument("--parallel-seconds", type=float, default=20.0)
+    parser.add_argument("--claims", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=15.0, help="claiming time per node count")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--doc", action="store_true")
     args = parser.parse_args()
     os.environ.update(ENV)
     tmp = Path(tempfile.mkdtemp(prefix="hystate-bench-sync-"))
-    daemon, url = start_daemon(tmp)
     try:
-        subprocess.run(
-            ["git", "init", "-q", "--bare", "-b", "main", str(tmp / "state.git")], check=True
-        )
-        seed(tmp, url)
-        node = clone(url, tmp / "node", "bench-a")
-        other = clone(url, tmp / "pusher", "bench-p")
-        pushes = plain_pushes(other, args.claims // 2)
-        one = claims(node, args.claims, "bench-a")
-        pushes += plain_pushes(other, args.claims // 2)  # before and after: same conditions
-        nodes = [clone(url, tmp / f"par{i}", f"bench-{i}") for i in range(3)]
-        queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-        procs = [
-            multiprocessing.Process(
-                target=parallel_claims, args=(str(n), args.parallel_seconds, f"w{i}", queue)
+        daemon, url = start_daemon(tmp)
+        try:
+            subprocess.run(
+                ["git", "init", "-q", "--bare", "-b", "main", str(tmp / "state.git")], check=True
             )
-            for i, n in enumerate(nodes)
-        ]
-        started = time.perf_counter()
-        for p in procs:
-            p.start()
-        counts = [queue.get() for _ in procs]
-        for p in procs:
-            p.join()
-        wall = time.perf_counter() - started
+            seed(tmp, url)
+            node = clone(url, tmp / "node", "bench-a")
+            other = clone(url, tmp / "pusher", "bench-p")
+            pushes = plain_pushes(other, args.claims // 2)
+            one = claims(node, args.claims, "bench-a")
+            pushes += plain_pushes(other, args.claims // 2)  # before and after: same conditions
+        finally:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        scaling = [cluster(tmp, n, args.seconds) for n in (1, 2, 4)]
     finally:
-        os.killpg(daemon.pid, signal.SIGKILL)
-        daemon.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+    base = scaling[0]["claims_per_second"]
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "load_average": round(os.getloadavg()[0], 1),  # the machine is shared: say how busy
         "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
         "episodes": 525,
         "claims": len(one),
         "claim_median_ms": ms(one),
-        "claims_per_second_one_node": round(len(one) / sum(one), 1),
         "plain_push_median_ms": ms(pushes),
-        "parallel_nodes": len(nodes),
-        "parallel_claims": sum(counts),
-        "parallel_claims_per_second": round(sum(counts) / wall, 1),
+        "claim_over_push": round(ms(one) / ms(pushes), 2),
+        "scaling": scaling,
+        "four_over_one": round(float(scaling[-1]["claims_per_second"]) / float(base), 2)  # type: ignore[arg-type]
+        if base
+        else 0.0,
         "command": docfile.command_line("sync.py", sys.argv[1:]),
     }
     print(json.dumps(result, indent=2))
@@ -181,25 +216,35 @@ def main() -> None:
         write_doc(result)
 
 
-def write_doc(r: dict[str, object]) -> None:
+def write_doc(r: dict[str, Any]) -> None:
+    rows = "\n".join(
+        f"| {c['nodes']} | {c['claims']} | {c['claims_per_second']} | "
+        f"{', '.join(str(n) for n in c['per_node'])} | {c['lowest_share_of_mean']} |"
+        for c in r["scaling"]
+    )
     section = f"""{HEADING}
 
 `{r["command"]}` on {r["machine"]}, {r["git"]}; a bare repository served by `git daemon` on
-127.0.0.1, the {r["episodes"]} real episodes. A claim on a node with a remote is: fetch, claim
-locally (one commit), push (a fast-forward push, compare-and-swap), and it returns only once
-the remote has it.
+127.0.0.1, the {r["episodes"]} real episodes. A claim on a node with a remote: claim locally
+(one commit, in the node's own order over the oldest ready episodes), push at once (a
+fast-forward push, compare-and-swap); only a push that lost is fetched, replayed and pushed
+again. It returns only once the remote has it.
 
 | what | figure |
 |---|---|
 | one claim, round trip (median of {r["claims"]}, one node) | {r["claim_median_ms"]} ms |
-| claims per second, one node, one after another | {r["claims_per_second_one_node"]} |
-| plain `git push` of one small commit (to a branch of its own), same server, same run (median) | {r["plain_push_median_ms"]} ms |
-| claims per second, {r["parallel_nodes"]} nodes claiming at once ({r["parallel_claims"]} claims) | {r["parallel_claims_per_second"]} |
+| plain `git push` of one small commit (its own branch), same server, same run (median) | {r["plain_push_median_ms"]} ms |
+| claim / push | {r["claim_over_push"]}x |
 
-A claim costs about one fetch plus one push: the push alone is the floor. Nodes claiming at
-once share one branch, so a push that lost the race is fetched, replayed and pushed again;
-the aggregate rate stays near one node's. Batching (`next --claim --limit N`) pushes N claims
-at once.
+Nodes claiming at once (one process per node, one claim at a time, a fresh server each):
+
+| nodes | claims | claims/s | per node | lowest node / mean |
+|---|---|---|---|---|
+{rows}
+
+4 nodes / 1 node: {r["four_over_one"]}x. Every node, the server and the claiming processes share
+the same {r["machine"].split(", ")[1]} (load average {r.get("load_average", "?")} at the end of
+the run): the nodes cannot add CPU here. See docs/SYNC.md ("Claims: what bounds them").
 """
     docfile.write_section(HEADING, section)
 

@@ -46,6 +46,7 @@ def worker(root: str, number: int, failure_rate: float, seed: int, claim_limit: 
     """One pipeline worker: take whatever work is ready, stage by stage, ``claim_limit`` at
     a time (the cluster demo claims more at once: each claim round is a push)."""
     from hystate import HystateError, StateManager
+    from hystate.cluster.acks import TransitionDropped
 
     name = f"worker-{number}"
     rng = random.Random(seed * 100 + number)
@@ -56,7 +57,12 @@ def worker(root: str, number: int, failure_rate: float, seed: int, claim_limit: 
         did = 0
         rng.shuffle(stages)
         for stage in stages:
-            for result in manager.claim_next(stage, claim_limit, worker=name):
+            try:
+                results = manager.claim_next(stage, claim_limit, worker=name)
+            except TransitionDropped as exc:  # an earlier step was not kept: told, go on
+                print(f"{name}: {exc}", file=sys.stderr)
+                continue
+            for result in results:
                 try:
                     work(manager, result.episode, stage, rng, failure_rate)
                 except HystateError as exc:  # a real worker logs and goes on with the next

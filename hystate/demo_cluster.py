@@ -144,6 +144,11 @@ def main(argv: list[str] | None = None) -> None:
             print(demo.progress_line(watcher, started), "(node0's view)", flush=True)
         for proc in procs:
             proc.join()
+        died = [
+            f"node{i // WORKERS} worker {i % WORKERS} (exit {proc.exitcode})"
+            for i, proc in enumerate(procs)
+            if proc.exitcode != 0
+        ]
         print(
             f"\nall workers finished in {time.monotonic() - started:.0f}s;"
             " a last `hystate sync` on each node:"
@@ -151,13 +156,19 @@ def main(argv: list[str] | None = None) -> None:
         hystate = [sys.executable, "-m", "hystate.cli"]
         for node in nodes + nodes:
             subprocess.run([*hystate, "sync"], cwd=node, check=True, capture_output=True)
-        report(nodes, target / "server" / "state.git")
+        ok = report(nodes, target / "server" / "state.git")
     finally:
         os.killpg(daemon.pid, signal.SIGKILL)
         daemon.wait()
+    if died:  # a worker that died is a failed demo, whatever the rest did
+        sys.exit(f"hystate demo-cluster: FAILED: {', '.join(died)} died (see its traceback above)")
+    if not ok:
+        sys.exit("hystate demo-cluster: FAILED: a clone differs from the remote or git fsck failed")
 
 
-def report(nodes: list[Path], bare: Path) -> None:
+def report(nodes: list[Path], bare: Path) -> bool:
+    """Print what each node did (its claims first); True when every clone equals the remote
+    and is git fsck clean."""
     tip = _git(bare, "rev-parse", "main").strip()
     keys = ("Hystate-Worker", "Hystate-To")
     fmt = "%x1f".join(f"%(trailers:key={k},valueonly,separator=%x2c)" for k in keys) + "%x1e"
@@ -172,11 +183,13 @@ def report(nodes: list[Path], bare: Path) -> None:
         kind = "claims" if to in ("downloading", "converting", "uploading") else "other transitions"
         per_node.setdefault(node, Counter())[kind] += 1
     print(f"\n{'node':<8}{'claims':>8}{'other transitions':>20}  equal to the remote  git fsck")
+    ok = True
     for i, path in enumerate(nodes):
         counts = per_node.get(f"node{i}", Counter())
         same = "yes" if _git(path, "rev-parse", "HEAD").strip() == tip else "NO"
         fsck = subprocess.run(["git", "fsck", "--no-progress"], cwd=path, capture_output=True)
         clean = "clean" if fsck.returncode == 0 and not fsck.stdout.strip() else "PROBLEMS"
+        ok = ok and same == "yes" and clean == "clean"
         print(
             f"node{i:<4}{counts['claims']:>8}{counts['other transitions']:>20}  {same:<20}{clean}"
         )
@@ -187,6 +200,9 @@ def report(nodes: list[Path], bare: Path) -> None:
         text=True,
     )
     print("\n`hystate status` on node0:\n" + "\n".join(final.stdout.splitlines()[:15]))
+    claims = [per_node.get(f"node{i}", Counter())["claims"] for i in range(len(nodes))]
+    print(f"claims per node: {', '.join(f'node{i} {n}' for i, n in enumerate(claims))}")
+    return ok
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from hystate.cluster import lease_refs, remote_claims
+from hystate.cluster import acks, lease_refs, remote_claims
 from hystate.core.errors import Problem
 from hystate.core.model import EpisodeState, ProcessingStage
 from hystate.core.seed_fields import seed_arguments
@@ -40,10 +40,11 @@ class StateManager(Workspace):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         wired = self.subscribers
+        wired.before.append(acks.told)  # a pending transition of this worker was dropped
         wired.before.append(remote_claims.before_transition)
         wired.committed.append(alerts.on_commit)
         wired.after.append(stream.after_commit)
-        wired.after_transition.append(remote_claims.after_transition)
+        wired.acknowledge.append(acks.acknowledge)  # sync.push: each: on the remote, or pending
         wired.lease_sources.append(lease_refs.latest)
 
     # -- handing out work ------------------------------------------------------------------
@@ -57,31 +58,53 @@ class StateManager(Workspace):
         return claims.ready(self, stage, limit)
 
     def claim_next(
-        self, stage: str | ProcessingStage, limit: int = 1, *, worker: str | None = None
+        self,
+        stage: str | ProcessingStage,
+        limit: int = 1,
+        *,
+        worker: str | None = None,
+        deadline: float | None = None,
     ) -> list[TransitionResult]:
         """Move up to ``limit`` ready episodes into ``stage`` for ``worker``, one commit each;
         two workers never get the same episode. With ``recovery.auto_resume``, stuck episodes
-        are first marked lost and exhausted ones skipped (see ``hystate.engine.retries``)."""
+        are first marked lost and exhausted ones skipped (see ``hystate.engine.retries``).
+        Each result's ``lease`` is the token that leaving the stage needs. On a node with a
+        shared remote, claims are acknowledged once pushed; ``deadline``: seconds to keep
+        trying while other nodes win the pushes (default ``sync.deadline``)."""
         if self.sync_remote:
-            return remote_claims.claim(self, stage, limit, worker)
+            acks.told(self)
+            return remote_claims.claim(self, stage, limit, worker, deadline=deadline)
         return claims.claim(self, stage, limit, worker)
 
     # -- leases (no commits: see hystate.engine.leases) ------------------------------------
 
     def heartbeat(
-        self, episode_id: str, *, seconds: float | None = None, register_pid: bool = False
+        self,
+        episode_id: str,
+        *,
+        seconds: float | None = None,
+        register_pid: bool = False,
+        lease: str | None = None,
     ) -> Lease:
         """Renew the lease on ``episode_id``'s active stage (default length: the stage
-        timeout). ``register_pid``: judge this process's death as the worker's."""
+        timeout). ``register_pid``: judge this process's death as the worker's. ``lease``:
+        its token (default: the one this manager was issued; ``hystate.engine.fencing``)."""
         worker = self.worker if self.worker_named else None
+        acks.told(self)
         return leases.renew(
-            self, episode_id, seconds=seconds, worker=worker, register_pid=register_pid
-        )
+            self, episode_id, seconds=seconds, worker=worker, register_pid=register_pid,
+            token=self.token(episode_id, lease),
+        )  # fmt: skip
 
-    def lease(self, episode_id: str, *, seconds: float | None = None) -> leases.LeaseKeeper:
-        """``with manager.lease(id):`` renews the lease in the background while you work."""
+    def lease(
+        self, episode_id: str, *, seconds: float | None = None, token: str | None = None
+    ) -> leases.LeaseKeeper:
+        """``with manager.lease(id) as held:`` renews the lease in the background while you
+        work; ``held.advance(...)`` and ``held.fail(...)`` leave the stage under its token."""
         worker = self.worker if self.worker_named else None
-        return leases.LeaseKeeper(self, episode_id, seconds=seconds, worker=worker)
+        return leases.LeaseKeeper(
+            self, episode_id, seconds=seconds, worker=worker, token=self.token(episode_id, token)
+        )
 
     # -- checks ----------------------------------------------------------------------------
 
@@ -105,21 +128,28 @@ class StateManager(Workspace):
         worker: str | None = None,
         force: bool = False,
         lock_timeout: float | None = None,
+        lease: str | None = None,
+        take_over: bool = False,
         **seed_fields: Any,
     ) -> TransitionResult:
         """Move an episode to ``stage`` (one commit), or do nothing if it already is there
         with the same data. ``fields`` sets dotted keys (``{"files.audio_file": "a.mp3"}``);
         the seed's names work too (``audio_file=Path(...)``, ``youtube_video_id=...``,
         ``status_message=...``, ``error=...``: see ``hystate.core.seed_fields``). ``force``
-        lets a retry go before its backoff delay has passed."""
+        lets a retry go before its backoff delay has passed. Leaving an active stage needs its
+        lease token (``lease``; default: the one this manager was issued for the episode), or
+        ``take_over`` (recorded): see ``hystate.engine.fencing``."""
         if seed_fields:
             asked = seed_arguments(stage, seed_fields, message=message, fields=fields)
             if asked.error is not None:
-                return self.fail(episode_id, asked.error, traceback=asked.traceback, worker=worker)
+                return self.fail(
+                    episode_id, asked.error, traceback=asked.traceback, worker=worker,
+                    lease=lease, take_over=take_over,
+                )  # fmt: skip
             stage, message, fields = asked.stage, asked.message, asked.fields
         return steps.advance(
             self, episode_id, stage, message=message, fields=fields, worker=worker,
-            force=force, lock_timeout=lock_timeout,
+            force=force, lock_timeout=lock_timeout, lease=lease, take_over=take_over,
         )  # fmt: skip
 
     def fail(
@@ -129,9 +159,15 @@ class StateManager(Workspace):
         *,
         traceback: str | None = None,
         worker: str | None = None,
+        lease: str | None = None,
+        take_over: bool = False,
     ) -> TransitionResult:
-        """Record a failure of the active stage the episode is in."""
-        return steps.fail(self, episode_id, error, traceback=traceback, worker=worker)
+        """Record a failure of the active stage the episode is in (under its lease token:
+        ``lease``, default the one this manager was issued; or ``take_over``)."""
+        return steps.fail(
+            self, episode_id, error, traceback=traceback, worker=worker, lease=lease,
+            take_over=take_over,
+        )  # fmt: skip
 
     def skip(self, episode_id: str, reason: str, *, worker: str | None = None) -> TransitionResult:
         return steps.skip(self, episode_id, reason, worker=worker)

@@ -23,6 +23,7 @@ import click
 from hystate.core.errors import HystateError, as_cannot_write, cannot_write, is_cannot_write
 
 if TYPE_CHECKING:
+    from hystate.engine.transition import TransitionResult
     from hystate.manager import StateManager
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,6 +50,8 @@ class Options:
         manager.notice = lambda message: click.echo(clean_line(f"hystate: {message}"), err=True)
         if manager.config_problem:
             manager.notice(manager.config_problem)
+        manager.raise_drops = False  # a dropped earlier step of a named worker is printed
+        manager.drops_by_name = worker is not None
         return manager
 
 
@@ -160,6 +163,42 @@ def worker_option(f: F) -> F:
         help="Who does the work (default: $HYSTATE_WORKER, else host:pid of the caller; a "
         "name only: liveness comes from the lease, see `hystate heartbeat`).",
     )(f)
+
+
+def lease_option(f: F) -> F:
+    return click.option(
+        "--lease",
+        metavar="TOKEN",
+        envvar="HYSTATE_LEASE",
+        help="The lease token printed when the episode entered its active stage (default: "
+        "$HYSTATE_LEASE); leaving the stage or renewing it needs it.",
+    )(f)
+
+
+def print_result(result: TransitionResult, as_json: bool) -> None:
+    episode = result.episode
+    if as_json:
+        emit_json(
+            {
+                "episode": episode.data,
+                "commit": result.commit,
+                "changed": result.changed,
+                "lease": result.lease,
+                "pending": result.pending,
+            }
+        )
+        return
+    if not result.changed:
+        echo(f"{episode.episode_id} is already {episode.stage.value}; nothing to do")
+        return
+    if result.pending:  # not on the shared remote yet: said plainly
+        echo(f"hystate: pending: {episode.episode_id} {result.pending}", err=True)
+    old = result.from_stage.value if result.from_stage else "?"
+    lease = f"; lease {result.lease}" if result.lease else ""
+    echo(
+        f"{episode.episode_id}: {old} -> {episode.stage.value} ({(result.commit or '')[:8]})"
+        + lease
+    )
 
 
 def emit_json(value: Any) -> None:

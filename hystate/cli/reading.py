@@ -150,6 +150,12 @@ def list_(
 @click.option("--limit", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--claim", is_flag=True, help="Move them into STAGE now (one commit each).")
 @click.option(
+    "--deadline",
+    type=click.FloatRange(min=0, min_open=True, max=86400),
+    help="With --claim on a node with a remote: seconds to keep trying while other nodes win "
+    "the pushes (default: sync.deadline); then exit 6.",
+)
+@click.option(
     "--remote",
     metavar="NAME",
     help="With --claim: acknowledge claims only once pushed there (default: sync.remote).",
@@ -162,6 +168,7 @@ def next_(
     stage: str,
     limit: int,
     claim: bool,
+    deadline: float | None,
     remote: str | None,
     worker: str | None,
     as_json: bool,
@@ -171,9 +178,11 @@ def next_(
     Workers claiming at the same time never get the same episode. Failed episodes whose
     retry of STAGE is due are included; for published, only episodes whose scheduled_date
     has come. With recovery.auto_resume, --claim first marks stuck episodes failed ("worker
-    lost") and sends those out of attempts to skipped. The claimed stage starts a lease:
-    renew it with `hystate heartbeat ID`. On a node with a remote (sync.remote, --remote) a
-    claim is acknowledged only once pushed there; with the remote unreachable, exit 7.
+    lost") and sends those out of attempts to skipped. The claimed stage starts a lease,
+    whose token is printed (`lease TOKEN`; "lease" in --json): leaving the stage or renewing
+    it (`hystate heartbeat ID`) needs it (--lease or $HYSTATE_LEASE). On a node with a
+    remote (sync.remote, --remote) a claim is acknowledged only once pushed there; with the
+    remote unreachable, exit 7; still losing to other nodes at --deadline, exit 6.
 
     \b
     Examples:
@@ -187,14 +196,22 @@ def next_(
             from hystate.cluster.sync import remote_of
 
             manager.sync_remote = remote_of(manager, remote)  # a bad name: exit 2
-        episodes = [r.episode for r in manager.claim_next(target, limit, worker=manager.worker)]
+        results = manager.claim_next(target, limit, worker=manager.worker, deadline=deadline)
+        episodes = [r.episode for r in results]
+        tokens = [r.lease for r in results]
     else:
         episodes = reader(opts).get_next_for_processing(target, limit)
-    if as_json:
-        emit_json([e.data for e in episodes])
+        tokens = [None] * len(episodes)
+    if as_json:  # a claim's lease token beside the file's keys: `jq -r '.[0].lease'`
+        emit_json(
+            [
+                {**e.data, "lease": t} if claim else e.data
+                for e, t in zip(episodes, tokens, strict=True)
+            ]
+        )
         return
-    for e in episodes:
-        echo(_episode_summary(e))
+    for e, token in zip(episodes, tokens, strict=True):
+        echo(_episode_summary(e) + (f"  lease {token}" if token else ""))
     if not episodes:
         echo(f"nothing ready for {target.value}", err=True)
 

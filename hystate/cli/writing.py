@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -13,12 +13,11 @@ from hystate.cli.app import (
     echo,
     emit_json,
     json_option,
+    lease_option,
     pass_opts,
+    print_result,
     worker_option,
 )
-
-if TYPE_CHECKING:
-    from hystate.engine.transition import TransitionResult
 
 
 @cli.command()
@@ -139,18 +138,6 @@ def add(
         echo(f"{episode_id} already exists; left alone")
 
 
-def _print_result(result: TransitionResult, as_json: bool) -> None:
-    episode = result.episode
-    if as_json:
-        emit_json({"episode": episode.data, "commit": result.commit, "changed": result.changed})
-        return
-    if not result.changed:
-        echo(f"{episode.episode_id} is already {episode.stage.value}; nothing to do")
-        return
-    old = result.from_stage.value if result.from_stage else "?"
-    echo(f"{episode.episode_id}: {old} -> {episode.stage.value} ({(result.commit or '')[:8]})")
-
-
 @cli.command()
 @click.argument("episode_id")
 @click.argument("stage")
@@ -162,8 +149,14 @@ def _print_result(result: TransitionResult, as_json: bool) -> None:
     metavar="FIELD=VALUE",
     help="Set a field on the way, e.g. files.audio_file=audio/x.mp3 (repeatable).",
 )
-@click.option("--force", is_flag=True, help="Retry a failed episode before its delay has passed.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Retry a failed episode before its delay has passed; take over an active stage "
+    "another worker holds (recorded in the history and a Hystate-Took-Over trailer).",
+)
 @click.option("--error", help="What went wrong: required with STAGE failed.")
+@lease_option
 @worker_option
 @json_option
 @pass_opts
@@ -175,17 +168,20 @@ def advance(
     assignments: tuple[str, ...],
     force: bool,
     error: str | None,
+    lease: str | None,
     worker: str | None,
     as_json: bool,
 ) -> None:
     """Move an episode to STAGE: one commit, or nothing if it is already there.
 
-    Entering downloading, converting or uploading starts a lease (the stage timeout); renew
-    it with `hystate heartbeat ID` while the work goes on.
+    Entering downloading, converting or uploading starts a lease (the stage timeout) and
+    prints its token; leaving the stage (or renewing it with `hystate heartbeat ID`) needs
+    that token (--lease or $HYSTATE_LEASE). Anyone else is refused (exit 3) unless --force.
 
     \b
     Examples:
-      hystate advance hy0_hooting_yard_2004-04-14 downloading --worker dl-1
+      export HYSTATE_LEASE=$(hystate advance hy0_hooting_yard_2004-04-14 downloading \\
+          --worker dl-1 --json | jq -r .lease)
       hystate advance hy0_hooting_yard_2004-04-14 downloaded \\
           --set files.audio_file=audio/2004/hy0_hooting_yard_2004-04-14.mp3 \\
           --set metrics.audio_size=28363609
@@ -203,14 +199,17 @@ def advance(
             raise UsageError("failing needs --error MSG (what went wrong)")
         if fields:
             raise UsageError("--set does not go with failed")
-        _print_result(opts.manager(worker).fail(episode_id, error), as_json)
+        manager = opts.manager(worker)
+        result = manager.fail(episode_id, error, lease=lease, take_over=force)
+        print_result(result, as_json)
         return
     if error:
         raise UsageError("--error goes with STAGE failed only")
     result = opts.manager(worker).update_state(
-        episode_id, target, message=message, fields=fields, force=force
-    )
-    _print_result(result, as_json)
+        episode_id, target, message=message, fields=fields, force=force, lease=lease,
+        take_over=force,
+    )  # fmt: skip
+    print_result(result, as_json)
 
 
 @cli.command()
@@ -220,39 +219,47 @@ def advance(
     type=click.FloatRange(min=0, min_open=True, max=366 * 86400),
     help="Lease length from now (default: the stage timeout, recovery.stage_timeouts).",
 )
+@lease_option
 @worker_option
 @json_option
 @pass_opts
 def heartbeat(
-    opts: Options, episode_id: str, seconds: float | None, worker: str | None, as_json: bool
+    opts: Options,
+    episode_id: str,
+    seconds: float | None,
+    lease: str | None,
+    worker: str | None,
+    as_json: bool,
 ) -> None:
     """Renew the lease on an episode's active stage (no commit).
 
     An episode in downloading, converting or uploading counts as stuck (`fsck --repair` and
     claims with recovery.auto_resume mark it failed, "worker lost") once its lease expires.
-    Call this more often than the lease length while the work goes on. Exit 3 when the
-    episode is no longer in an active stage (it was marked lost: stop working on it), or when
-    --worker names another worker than the one holding it.
+    Call this more often than the lease length while the work goes on. Needs the lease token
+    (--lease, $HYSTATE_LEASE). Exit 3 when the episode is no longer in an active stage (it
+    was marked lost: stop working on it), when the token is not the holder's (it was taken
+    over), or when --worker names another worker than the one holding it.
 
     \b
     Example (a worker script):
-      hystate advance "$id" downloading --worker dl-1
+      export HYSTATE_LEASE=$(hystate advance "$id" downloading --worker dl-1 --json | jq -r .lease)
       ( while sleep 60; do hystate heartbeat "$id" --worker dl-1 || exit; done ) &
       curl -o "$mp3" "$url"; kill $!
     """
     from hystate.core.model import check_id
+    from hystate.engine.fencing import check_token
     from hystate.engine.leases import renew
 
     check_id(episode_id)
     from hystate.cli.cluster import publish_leases
 
     manager = opts.manager(cli_worker=False)
-    lease = renew(manager, episode_id, seconds=seconds, worker=worker)
+    held = renew(manager, episode_id, seconds=seconds, worker=worker, token=check_token(lease))
     publish_leases(manager)  # on a node with a remote, so other nodes' fsck see it
     if as_json:
-        emit_json(lease.as_dict())
+        emit_json(held.as_dict())
     else:
-        click.echo(f"{episode_id}: {lease.stage} lease of {lease.worker} until {lease.expires_at}")
+        click.echo(f"{episode_id}: {held.stage} lease of {held.worker} until {held.expires_at}")
 
 
 @cli.command()
@@ -264,6 +271,10 @@ def heartbeat(
     type=click.File("r"),
     help="File with the traceback to record ('-' for standard input).",
 )
+@click.option(
+    "--force", is_flag=True, help="Take over an active stage another worker holds (recorded)."
+)
+@lease_option
 @worker_option
 @json_option
 @pass_opts
@@ -272,10 +283,13 @@ def fail(
     episode_id: str,
     error: str,
     traceback_file: Any,
+    force: bool,
+    lease: str | None,
     worker: str | None,
     as_json: bool,
 ) -> None:
-    """Record a failure of the active stage the episode is in.
+    """Record a failure of the active stage the episode is in (under its lease token:
+    --lease or $HYSTATE_LEASE; --force takes it over).
 
     \b
     Example:
@@ -285,8 +299,10 @@ def fail(
 
     check_id(episode_id)
     trace = traceback_file.read() if traceback_file else None
-    result = opts.manager(worker).fail(episode_id, error, traceback=trace)
-    _print_result(result, as_json)
+    result = opts.manager(worker).fail(
+        episode_id, error, traceback=trace, lease=lease, take_over=force
+    )
+    print_result(result, as_json)
 
 
 @cli.command()
@@ -337,7 +353,8 @@ def retry(
     if not outcomes:
         echo("no failed episodes")
     for o in outcomes:
-        echo(f"{o.episode_id}: {o.action}" + (f" ({o.detail})" if o.detail else ""))
+        lease = f"; lease {o.lease}" if o.lease else ""
+        echo(f"{o.episode_id}: {o.action}" + (f" ({o.detail})" if o.detail else "") + lease)
 
 
 @cli.command()
@@ -356,4 +373,4 @@ def skip(opts: Options, episode_id: str, reason: str, worker: str | None, as_jso
     from hystate.core.model import check_id
 
     check_id(episode_id)
-    _print_result(opts.manager(worker).skip(episode_id, reason), as_json)
+    print_result(opts.manager(worker).skip(episode_id, reason), as_json)

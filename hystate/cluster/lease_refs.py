@@ -39,11 +39,15 @@ CACHE_SECONDS = 1.0
 MAX_TABLE = 4 << 20  # bytes of another node's table read at most (a lease is ~250 bytes)
 
 
+_NAMES: dict[tuple[str, str], str] = {}  # (clone, $HYSTATE_NODE): the configured name
+
+
 def node_name(ws: Workspace) -> str:
-    name = (
-        os.environ.get("HYSTATE_NODE")
-        or ws.repo.git("config", "--get", "hystate.node", check=False).strip()
-    )
+    env = os.environ.get("HYSTATE_NODE", "")
+    key = (str(ws.repo.common_dir), env)
+    if key not in _NAMES:  # one `git config` per clone and process (a claim asks each time)
+        _NAMES[key] = env or ws.repo.git("config", "--get", "hystate.node", check=False).strip()
+    name = _NAMES[key]
     if not name:
         digest = hashlib.sha1(str(ws.repo.common_dir).encode()).hexdigest()[:6]
         name = f"{socket.gethostname()}-{digest}"
@@ -83,19 +87,15 @@ def publish(
     repo = ws.repo
     node = node_name(ws)
     clone = clone_id(ws)
-    other = _published_by(ws, node)
-    if other is not None and other != clone:  # two clones overwrite each other's table
-        ws.notice(
-            f"another clone published leases as node {node!r} too (or this clone replaced it):"
-            " give each clone its own name (`git config hystate.node NAME`)"
-        )
+    if not quiet:  # (a claim publishes quietly and spares the git process; sync tells)
+        _tell_if_shared(ws, node, clone)
     table_doc = {"node": node, "clone": clone, "leases": table(ws)}
     data = json.dumps(table_doc, sort_keys=True, indent=1).encode()
     stamp = repo.git_dir / "hystate" / "leases-published"
     digest = hashlib.sha1(remote.encode() + b"\0" + data).hexdigest()
     try:
         if only_if_changed and stamp.read_text() == digest:
-            return True
+            return True  # (before any git process: a claim publishes each time)
     except OSError:
         pass
     try:
@@ -109,6 +109,15 @@ def publish(
     stamp.parent.mkdir(exist_ok=True)
     stamp.write_text(digest)
     return True
+
+
+def _tell_if_shared(ws: Workspace, node: str, clone: str) -> None:
+    other = _published_by(ws, node)
+    if other is not None and other != clone:  # two clones overwrite each other's table
+        ws.notice(
+            f"another clone published leases as node {node!r} too (or this clone replaced it):"
+            " give each clone its own name (`git config hystate.node NAME`)"
+        )
 
 
 def clone_id(ws: Workspace) -> str:

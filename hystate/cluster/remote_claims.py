@@ -1,20 +1,26 @@
 """Work through the shared remote (see ``hystate.cluster.sync`` and docs/SYNC.md): claims
 acknowledged only once the pushed tip holds them, and ``sync.push: each`` around other transitions.
 
-A claim runs under the node's sync lock: sync, claim locally (``claims.claim``), push. A claim that
-lost the race was dropped by the replay; another episode is taken, up to the limit. With the
+A claim runs under the node's sync lock: claim locally (``claims.claim``, each node in its own
+order over the oldest ready episodes, so nodes seldom race for one), push at once (no fetch
+first: the push is compare-and-swap); only a push that lost is fetched, replayed and pushed
+again, with jittered backoff, until the caller's deadline. A claim that lost the race was
+dropped by the replay; another episode is taken, up to the limit. With the
 remote unreachable, new claims are refused (exit 7) and a local claim not yet pushed is
 withdrawn (the node's unpublished commits are replayed without it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
+import time
 from typing import TYPE_CHECKING, Any
 
 from hystate.cluster import lease_refs
 from hystate.cluster.sync import (
-    ROUNDS,
     ClaimsOffline,
+    RemoteBusy,
     Report,
     move_forward,
     remote_of,
@@ -22,14 +28,18 @@ from hystate.cluster.sync import (
     sync_locked,
     timeout,
 )
-from hystate.core.errors import HystateError, LockBusy
-from hystate.core.model import ProcessingStage
+from hystate.core.errors import GitError, HystateError
+from hystate.core.model import EpisodeState, ProcessingStage
 from hystate.engine import claims
+from hystate.git import audit
 from hystate.git import remote as gr
 
 if TYPE_CHECKING:
     from hystate.engine.transition import TransitionResult
     from hystate.engine.workspace import Workspace
+
+
+WINDOW = 24  # ready episodes beyond the few asked for, over which a node spreads its claims
 
 
 def claim(
@@ -38,27 +48,85 @@ def claim(
     limit: int,
     worker: str | None,
     remote: str | None = None,
+    deadline: float | None = None,
 ) -> list[TransitionResult]:
-    """Claims acknowledged by the remote (see the module docstring)."""
+    """Claims acknowledged by the remote (see the module docstring). ``deadline``: seconds
+    to go on when pushes keep losing to other nodes (default ``sync.deadline``); the claims
+    acknowledged by then are returned, the others withdrawn."""
     name = remote_of(ws, remote)
     assert name is not None
+    seconds = float(ws.config.get("sync.deadline")) if deadline is None else deadline
+    until = time.monotonic() + seconds
+    node = lease_refs.node_name(ws)
+
+    def order(episode: EpisodeState) -> bytes:  # this node's own order over the ready window
+        return hashlib.sha1(f"{node}\0{episode.episode_id}".encode()).digest()
+
     acked: list[TransitionResult] = []
-    with sync_lock(ws):
-        _online(ws, name, lambda: sync_locked(ws, name))
-        for _ in range(ROUNDS):
-            results = claims.claim(ws, stage, limit - len(acked), worker)
+    _yield_turn(ws)
+    with sync_lock(ws, wait=seconds):
+        fresh = False
+        while True:
+            results = claims.claim(
+                ws, stage, limit - len(acked), worker, order=order, window=WINDOW
+            )
             if not results:
-                break
-            withdraw = frozenset(r.commit for r in results if r.commit)
-            report = _online(ws, name, lambda: sync_locked(ws, name, fetched=True), withdraw)
+                if fresh:
+                    break
+                # nothing ready as this node last saw it: look at the remote's latest once
+                _online(ws, name, lambda: sync_locked(ws, name, deadline=until))
+                fresh = True
+                continue
+            # by commit and by lease token: a round may have replayed the commit already
+            withdraw = frozenset(x for r in results for x in (r.commit, r.lease) if x)
+            began = time.monotonic()
+            try:  # pushed first, fetched only when the push lost (compare-and-swap)
+                report = _online(
+                    ws,
+                    name,
+                    lambda: sync_locked(ws, name, fetched=True, deadline=until, brief=True),
+                    withdraw,
+                )
+            except HystateError as exc:
+                if not acked:
+                    raise
+                ws.notice(f"{exc}; {len(acked)} claim(s) acknowledged before it")
+                break  # those are held: returned, never lost
+            fresh = True
             assert report.head is not None
-            for result in results:
-                if _pushed(ws, report, result):
-                    acked.append(result)
+            _took_turn(ws, report.rounds, time.monotonic() - began)
+            acked += [r for r in results if _pushed(ws, report, r)]
             if len(acked) >= limit:
                 break
+            if time.monotonic() >= until:
+                if acked:
+                    break
+                raise RemoteBusy(
+                    f"{name}: every claim lost to other nodes' until the deadline ({seconds:g} s)",
+                    hint="claim again, or give a longer --deadline",
+                )
         lease_refs.publish(ws, name, timeout(ws), only_if_changed=True, quiet=True)
     return acked
+
+
+BACK_TO_BACK = 2.0  # seconds: a claim this soon after the node's last won push yields a turn
+_TURNS: dict[str, tuple[float, float]] = {}  # clone -> (when its push last won, that round's s)
+
+
+def _took_turn(ws: Workspace, rounds: int, seconds: float) -> None:
+    """Remember when this node's push won and how long one round took."""
+    _TURNS[str(ws.repo.common_dir)] = (time.monotonic(), seconds / max(rounds, 1))
+
+
+def _yield_turn(ws: Workspace) -> None:
+    """Fairness: a node claiming again right after its push won lets the others have a turn
+    first (a jittered pause of up to 1.5 of its push rounds). The node whose push won holds the
+    remote's tip and pushes again without a fetch; the ones that lost must fetch and replay
+    first, so without the pause one node takes nearly every turn (measured: 42 claims to 1). A
+    worker that does real work between its claims never waits."""
+    won, seconds = _TURNS.get(str(ws.repo.common_dir), (-BACK_TO_BACK, 0.0))
+    if time.monotonic() - won < BACK_TO_BACK:
+        time.sleep(random.uniform(0, 1.5 * seconds))
 
 
 def _online(
@@ -71,9 +139,7 @@ def _online(
     except HystateError as exc:
         if withdraw:
             try:
-                branch = gr.branch_of(ws.repo)
-                tip = ws.repo.refs.resolve(gr.tracking_ref(remote, branch))
-                move_forward(ws, tip, Report(remote, branch), withdraw)
+                _withdraw(ws, remote, withdraw)
             except HystateError as undo:
                 ws.notice(f"could not withdraw the unacknowledged claim: {undo}")
         if not isinstance(exc, gr.Unreachable):
@@ -84,6 +150,26 @@ def _online(
         ) from None
 
 
+def _withdraw(ws: Workspace, remote: str, withdraw: frozenset[str]) -> None:
+    """Take the unacknowledged claims out of the node's branch: replayed without them on the
+    remote's tip as last fetched, or, when that tip cannot be checked out (a hostile branch),
+    on the commit the first of them was made on."""
+    branch = gr.branch_of(ws.repo)
+    try:
+        tip = ws.repo.refs.resolve(gr.tracking_ref(remote, branch))
+        move_forward(ws, tip, Report(remote, branch), withdraw)
+        return
+    except HystateError:
+        rows = ws.repo.log("HEAD", ["%H", "%P"], trailer_keys=(audit.LEASE,), limit=500)
+    base = None
+    for sha, parents, trailers in rows:  # newest first: the last match is the first claim
+        if sha in withdraw or trailers[audit.LEASE] in withdraw:
+            base = parents.split()[0] if parents else None
+    if base is None:
+        raise GitError("the unacknowledged claim is not on this branch any more")
+    move_forward(ws, base, Report(remote, branch), withdraw)
+
+
 def _pushed(ws: Workspace, report: Report, result: TransitionResult) -> bool:
     """Whether the pushed tip holds this very claim commit (as it was, or as replayed): not
     only an equal history entry, which another node's worker of the same name claiming the
@@ -91,6 +177,8 @@ def _pushed(ws: Workspace, report: Report, result: TransitionResult) -> bool:
     sha = result.commit
     if not sha or report.head is None:
         return False
+    if not report.replayed and not report.dropped:
+        return True  # pushed as made: HEAD, which holds it, is what the remote took
     for row in report.replayed:  # in order: a commit replayed again in a later round
         if row["commit"] == sha:
             sha = row["new"]
@@ -108,20 +196,3 @@ def before_transition(ws: Workspace) -> None:
             sync_locked(ws, name)
     except HystateError:
         return  # offline or another sync of this node runs: the transition goes on locally
-
-
-def after_transition(ws: Workspace, sha: str | None) -> None:
-    """``sync.push: each``: push after a transition, best effort (never fails it)."""
-    name = ws.sync_remote
-    if not sha or not name or ws.syncing or ws.config.get("sync.push") != "each":
-        return
-    try:
-        with sync_lock(ws, wait=0):
-            report = sync_locked(ws, name)
-            lease_refs.publish(ws, name, timeout(ws), only_if_changed=True, quiet=True)
-        for row in report.dropped:
-            ws.notice(f"sync dropped {row['id']}: {row['from']} -> {row['to']}: {row['reason']}")
-    except LockBusy:
-        return  # another sync of this node is running; the next one carries this commit
-    except HystateError as exc:
-        ws.notice(f"not pushed yet ({exc}); the next `hystate sync` carries it")

@@ -52,6 +52,8 @@ class Move:
     episode_id: str
     from_stage: str
     to_stage: str
+    worker: str | None = None  # who made it (Hystate-Worker): told when it is dropped
+    lease: str | None = None  # the lease token it issued or left under (Hystate-Lease)
 
 
 def resolve(

@@ -12,24 +12,21 @@ Locks, in this order: the node's sync lock (``.locks/_sync.lock``: one sync at a
 node), the locks of the episodes whose files the move forward changes (so no transition of
 this node is half-way through one of them), the repo lock, git's ``index.lock``.
 
-A claim on a node with a remote (``sync.remote``, or ``--remote``) is made under the sync lock:
-sync, claim locally, push; it is acknowledged only once the pushed tip holds it. A claim that
-lost the race is dropped by the replay and another episode is taken. With the remote
-unreachable new claims are refused (exit 7) and a local claim not yet pushed is withdrawn; the
-transitions of episodes already held still commit locally (``sync.push: each`` pushes after
-each of them, best effort) and the next sync carries them.
+Claims (``hystate.cluster.remote_claims``) and what a transition's caller is told
+(``hystate.cluster.acks``) build on one sync; a push that lost is retried until a deadline.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hystate.cluster import lease_refs
+from hystate.cluster import journal, lease_refs
 from hystate.cluster.replay import Dropped, Move, capped, resolve
-from hystate.core.errors import GitError, UsageError
+from hystate.core.errors import GitError, LockBusy, UsageError
 from hystate.core.locks import StateLock
 from hystate.core.model import ID_PATTERN
 from hystate.core.store import is_episode_path
@@ -41,7 +38,10 @@ if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
 
 SYNC_LOCK = "_sync.lock"
-ROUNDS = 40  # fetch-replay-push rounds before giving up (each lost only to another push)
+
+
+class RemoteBusy(LockBusy):
+    """Pushes kept losing to other nodes until the caller's deadline (exit 6)."""
 
 
 class ClaimsOffline(gr.Unreachable):
@@ -117,15 +117,23 @@ def sync_locked(
     withdraw: frozenset[str] = frozenset(),
     *,
     fetched: bool = False,
+    deadline: float | None = None,
+    brief: bool = False,
 ) -> Report:
-    """One sync; ``fetched``: the tracking ref is fresh (just fetched), push before fetching."""
+    """One sync; ``fetched``: the tracking ref is fresh (just fetched), push before fetching.
+    A push that lost to another node's is retried (fetch, replay, push) with a jittered pause
+    until ``deadline`` (``time.monotonic()``; default ``sync.deadline`` from now): no fixed
+    number of rounds, so no node gives up while the others keep winning."""
     repo = ws.repo
+    if deadline is None:
+        deadline = time.monotonic() + float(ws.config.get("sync.deadline"))
     if not gr.has_remote(repo, remote):
         raise GitError(f"no git remote named {remote!r}", hint=f"`git remote add {remote} URL`")
     branch = gr.branch_of(repo)
     report = Report(remote, branch)
     wait = timeout(ws)
-    for attempt in range(ROUNDS):
+    attempt = 0
+    while True:
         report.rounds = attempt + 1
         if fetched and attempt == 0:
             tip = repo.refs.resolve(gr.tracking_ref(remote, branch))
@@ -137,19 +145,27 @@ def sync_locked(
         if tip == head.sha and not withdraw:
             report.head = tip
             return report
+        seen = len(report.dropped)
         new = move_forward(ws, tip, report, withdraw)
+        journal.record_dropped(ws, report.dropped[seen:])  # the workers that made them are told
         withdraw = frozenset()
         if new == tip:
             report.head = tip
             return report
-        pushed = gr.commits_between(repo, tip, new) if tip else []
-        if gr.push(repo, remote, new, f"refs/heads/{branch}", wait):
+        if gr.push(repo, remote, new, f"refs/heads/{branch}", wait, expect=tip):
             gr.set_ref(repo, gr.tracking_ref(remote, branch), new)
-            report.pushed = [_describe(ws, c.sha) for c in pushed]
+            pushed = gr.commits_between(repo, tip, new) if tip and not brief else []
+            report.pushed = [_describe(ws, c.sha) for c in pushed]  # (brief: a claim's)
             report.head = new
             return report
-        gr.wait_backoff(attempt)
-    raise GitError(f"gave up pushing to {remote} after {ROUNDS} rejected rounds", hint="sync again")
+        if time.monotonic() >= deadline:
+            raise RemoteBusy(
+                f"{remote}: still losing the push to other nodes after {attempt + 1} rounds, "
+                "at the deadline; this node's commits stay local",
+                hint="sync again (or give a longer --deadline / sync.deadline)",
+            )
+        gr.wait_backoff(min(attempt, 1))  # short: a longer pause only lets the others win
+        attempt += 1
 
 
 def move_forward(ws: Workspace, tip: str | None, report: Report, withdraw: frozenset[str]) -> str:
@@ -254,9 +270,9 @@ def replay(
             )
         move = moves.get(commit.sha)
         row = _row(commit.sha, move)
-        if commit.sha in withdraw:
+        if commit.sha in withdraw or (move is not None and move.lease in withdraw):
             dropped.append(
-                {**row, "reason": "claim not acknowledged (remote unreachable): withdrawn"}
+                {**row, "reason": "claim not acknowledged (remote unreachable or busy): withdrawn"}
             )
             continue
         parent_tree = (
@@ -315,10 +331,10 @@ def _moves(ws: Workspace, commits: list[gr.CommitInfo]) -> dict[str, Move]:
     rows = ws.repo.log(
         f"{commits[0].sha}~..{commits[-1].sha}" if commits[0].parents else commits[-1].sha,
         ["%H"],
-        trailer_keys=(audit.EPISODE, audit.FROM, audit.TO),
+        trailer_keys=(keys := (audit.EPISODE, audit.FROM, audit.TO, audit.WORKER, audit.LEASE)),
     )
     return {
-        sha: Move(t[audit.EPISODE], t[audit.FROM], t[audit.TO])
+        sha: Move(*(t[k] or None for k in keys))  # type: ignore[arg-type]
         for sha, t in rows
         if t[audit.EPISODE] and t[audit.FROM] and t[audit.TO]
     }
@@ -326,8 +342,14 @@ def _moves(ws: Workspace, commits: list[gr.CommitInfo]) -> dict[str, Move]:
 
 def _row(sha: str, move: Move | None) -> dict[str, Any]:
     if move is None:
-        return {"commit": sha, "id": None, "from": None, "to": None}
-    return {"commit": sha, "id": move.episode_id, "from": move.from_stage, "to": move.to_stage}
+        return {"commit": sha, "id": None, "from": None, "to": None, "worker": None}
+    return {
+        "commit": sha,
+        "id": move.episode_id,
+        "from": move.from_stage,
+        "to": move.to_stage,
+        "worker": move.worker,
+    }
 
 
 def _describe(ws: Workspace, sha: str) -> dict[str, Any]:

@@ -217,6 +217,8 @@ class Change:
     fields: list[tuple[tuple[str, ...], Any]] = field(default_factory=list)
     error: str | None = None
     traceback: str | None = None
+    lease: str | None = None  # the lease token presented (hystate.engine.fencing)
+    take_over: bool = False  # leave an active stage held by another lease, on purpose
 
 
 class NoOp(Exception):

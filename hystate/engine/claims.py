@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -61,10 +62,18 @@ def _scheduled_by(episode: EpisodeState, now: datetime) -> bool:
 
 
 def claim(
-    ws: Workspace, stage: str | ProcessingStage, limit: int, worker: str | None
+    ws: Workspace,
+    stage: str | ProcessingStage,
+    limit: int,
+    worker: str | None,
+    *,
+    order: Callable[[EpisodeState], bytes] | None = None,
+    window: int = 0,
 ) -> list[TransitionResult]:
     """Move up to ``limit`` ready episodes into ``stage`` for ``worker``, one commit each. Each
-    move is made under the episode's lock against its current file; a lost race moves on."""
+    move is made under the episode's lock against its current file; a lost race moves on.
+    ``order``: a sort key over the ``window`` oldest ready ones beyond the few needed (nodes
+    sharing a remote each take theirs in their own order, so they seldom race for one)."""
     target = S.parse(stage)
     if ws.config.get("recovery.auto_resume"):
         resume(ws)
@@ -72,10 +81,14 @@ def claim(
     tried: set[str] = set()
     while len(claimed) < limit:
         batch = [
-            e for e in ready(ws, target, limit * 2 + len(tried) + 4) if e.episode_id not in tried
+            e
+            for e in ready(ws, target, limit * 2 + len(tried) + 4 + window)
+            if e.episode_id not in tried
         ]
         if not batch:
             break
+        if order is not None:
+            batch.sort(key=order)
         for episode in batch:
             tried.add(episode.episode_id)
             try:

@@ -36,7 +36,7 @@ from hystate.core.locks import pid_alive, process_start
 from hystate.core.model import EpisodeState, ProcessingStage, check_id, now_utc, parse_time
 from hystate.core.paths import write_atomic
 from hystate.core.rules import Change
-from hystate.engine import transition
+from hystate.engine import fencing, transition
 
 if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
@@ -59,6 +59,7 @@ class Lease:
     host: str | None = None  # host, pid and start: only when a worker registered its process
     pid: int | None = None
     start: str | None = None
+    token: str | None = None  # the lease token (engine.fencing); None: entered before fencing
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +124,7 @@ def current_lease(ws: Workspace, episode: EpisodeState) -> Lease | None:
         lease.worker,
         str(other["expires_at"]),
         f"{renewed} on node {other['node']}" if renewed else None,
+        token=lease.token,
     )
 
 
@@ -138,6 +140,7 @@ def _local_lease(ws: Workspace, episode: EpisodeState) -> Lease | None:
         entered,
         episode.worker,
         committed.isoformat(timespec="seconds"),
+        token=fencing.token_of(episode),
     )
     data = _read_file(lease_path(ws.locks_dir, episode.episode_id))
     if not data or data.get("stage") != base.stage or data.get("entered_at") != entered:
@@ -155,6 +158,7 @@ def _local_lease(ws: Workspace, episode: EpisodeState) -> Lease | None:
             str(data["host"]) if data.get("host") else None,
             int(pid) if isinstance(pid, int) and pid > 0 else None,
             str(data["start"]) if data.get("start") else None,
+            base.token,
         )
     except (KeyError, TypeError, ValueError):
         return base
@@ -172,20 +176,26 @@ def renew(
     seconds: float | None = None,
     worker: str | None = None,
     register_pid: bool = False,
+    token: str | None = None,
 ) -> Lease:
     """Extend the lease of ``episode_id``'s active stage by ``seconds`` from now (default: the
-    stage timeout). ``worker``, when given, must be the one holding it. ``register_pid``
-    records this process, so its death is seen at once on this host. No commit."""
+    stage timeout). ``token`` must be the lease's (``hystate.engine.fencing``); ``worker``, when
+    given, must be the one holding it. ``register_pid`` records this process, so its death
+    is seen at once on this host. No commit."""
     check_id(episode_id)
     with ws.episode_lock(episode_id):
         episode = ws.episode(episode_id)
         if not episode.stage.is_active:
+            ended = fencing.ended_by(episode, token) if token else None
             raise IllegalTransition(
                 f"{episode_id} is {episode.stage.value}: there is no lease to renew"
-                + (" (it was marked lost)" if _lost(episode) else ""),
+                + (f" (lease {token} ended: {ended})" if ended else "")
+                + (" (it was marked lost)" if _lost(episode) and not ended else ""),
                 hint="stop working on it; `hystate show` says what happened",
             )
-        if worker is not None and episode.worker not in (None, worker):
+        fencing.check(episode, True, token, False)  # the token proves the holder
+        fenced = fencing.holder(episode) is not None
+        if not fenced and worker is not None and episode.worker not in (None, worker):
             raise IllegalTransition(
                 f"{episode_id} is {episode.stage.value} by {episode.worker}, not by {worker}"
             )
@@ -209,6 +219,7 @@ def renew(
             host,
             pid,
             start,
+            old.token,
         )
         _write(lease_path(ws.locks_dir, episode_id), lease.as_dict())
         return lease
@@ -236,7 +247,8 @@ def mark_lost(ws: Workspace, episode_id: str, *, by: str) -> transition.Transiti
         reason = stuck_reason(ws, episode, datetime.now(UTC))
         if reason is None:
             raise StillWorking(f"{episode_id} is {episode.stage.value} and its lease is alive")
-        return Change(S.FAILED, now_utc(), by, error=f"worker lost: {reason}")
+        # a recovery takes the lost lease over (recorded as such: hystate.engine.fencing)
+        return Change(S.FAILED, now_utc(), by, error=f"worker lost: {reason}", take_over=True)
 
     return transition.run(ws, episode_id, build)
 
@@ -267,9 +279,10 @@ def prune(locks_dir: Path, active: Iterable[str], now: datetime) -> int:
 
 class LeaseKeeper:
     """``with manager.lease(episode_id):`` renews the lease from a background thread every
-    third of its length and registers this process as the worker. If the lease is lost (the
-    episode was marked lost, or moved by someone else), ``lost`` says why and renewal stops;
-    the worker should check it before advancing."""
+    third of its length and registers this process as the worker. It carries the lease token
+    (``token``): ``advance`` and ``fail`` leave the stage under it. If the lease is lost (the
+    episode was marked lost, or taken over), ``lost`` says why and renewal stops; leaving the
+    stage is then refused (exit 3)."""
 
     def __init__(
         self,
@@ -278,11 +291,13 @@ class LeaseKeeper:
         *,
         seconds: float | None = None,
         worker: str | None = None,
+        token: str | None = None,
     ) -> None:
         self.manager = ws
         self.episode_id = episode_id
         self.seconds = seconds
         self.worker = worker
+        self.token = token
         self.lease: Lease | None = None
         self.lost: str | None = None
         self._stop = threading.Event()
@@ -295,8 +310,21 @@ class LeaseKeeper:
             seconds=self.seconds,
             worker=self.worker,
             register_pid=register_pid,
+            token=self.token,
         )
         return self.lease
+
+    def advance(self, stage: str | ProcessingStage, **kwargs: Any) -> transition.TransitionResult:
+        """``StateManager.update_state`` (dotted ``fields``) under this lease's token."""
+        from hystate.engine import steps
+
+        return steps.advance(self.manager, self.episode_id, stage, lease=self.token, **kwargs)
+
+    def fail(self, error: str, **kwargs: Any) -> transition.TransitionResult:
+        """``StateManager.fail`` under this lease's token."""
+        from hystate.engine import steps
+
+        return steps.fail(self.manager, self.episode_id, error, lease=self.token, **kwargs)
 
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):

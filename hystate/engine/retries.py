@@ -31,6 +31,7 @@ class RetryOutcome:
     action: str  # retried | skipped | waiting | would-retry | would-skip | lost | changed-meanwhile
     detail: str = ""
     commit: str | None = None
+    lease: str | None = None  # the token of the stage a retry entered (engine.fencing)
 
 
 def resume(ws: Workspace) -> list[RetryOutcome]:
@@ -116,5 +117,5 @@ def _retry_one(
         if dry_run:
             return RetryOutcome(eid, "would-retry", detail)
         result = steps.advance(ws, eid, decision.stage, force=True, worker=worker)
-        return RetryOutcome(eid, "retried", detail, result.commit)
+        return RetryOutcome(eid, "retried", detail, result.commit, result.lease)
     return RetryOutcome(eid, "waiting", f"due at {steps.due_text(decision)}")

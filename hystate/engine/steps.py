@@ -30,9 +30,12 @@ def advance(
     worker: str | None = None,
     force: bool = False,
     lock_timeout: float | None = None,
+    lease: str | None = None,
+    take_over: bool = False,
 ) -> TransitionResult:
     """Move an episode to ``stage`` with ``fields`` (dotted keys) set; ``force`` lets a retry
-    go before its backoff delay has passed."""
+    go before its backoff delay has passed. Leaving an active stage presents ``lease`` (default:
+    the token this workspace was issued) or takes it over (``take_over``): see ``fencing``."""
     target = S.parse(stage)
     message = check_message(message)
     by = check_worker(worker) if worker else ws.worker
@@ -43,8 +46,12 @@ def advance(
         paths = [
             (field_path(k, episode.data), check_value(k, v)) for k, v in (fields or {}).items()
         ]
-        return Change(target, now_utc(), by, worker=by, message=message, fields=paths)
+        return Change(
+            target, now_utc(), by, worker=by, message=message, fields=paths, lease=token,
+            take_over=take_over,
+        )  # fmt: skip
 
+    token = ws.token(episode_id, lease)
     return transition.run(ws, episode_id, build, lock_timeout)
 
 
@@ -55,15 +62,23 @@ def fail(
     *,
     traceback: str | None = None,
     worker: str | None = None,
+    lease: str | None = None,
+    take_over: bool = False,
 ) -> TransitionResult:
-    """Record a failure of the active stage the episode is in."""
+    """Record a failure of the active stage the episode is in, under its lease token (``lease``,
+    default the one this workspace was issued) or taking it over (``take_over``)."""
     text = check_message(error, "error")
     if not text:
         raise InvalidData("--error must not be empty")
     by = check_worker(worker) if worker else ws.worker
     trace = traceback if traceback and traceback.strip() else None
+    token = ws.token(episode_id, lease)
     return transition.run(
-        ws, episode_id, lambda _: Change(S.FAILED, now_utc(), by, error=text, traceback=trace)
+        ws,
+        episode_id,
+        lambda _: Change(
+            S.FAILED, now_utc(), by, error=text, traceback=trace, lease=token, take_over=take_over
+        ),
     )
 
 

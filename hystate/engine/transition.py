@@ -21,6 +21,7 @@ from hystate.core.paths import NotRegularFile, read_bytes
 from hystate.core.rules import Change, NoOp, apply_change
 from hystate.core.schema import episode_problems
 from hystate.core.store import dump, invalid_file
+from hystate.engine import fencing
 from hystate.git import audit
 
 if TYPE_CHECKING:
@@ -32,10 +33,19 @@ class TransitionResult:
     episode: EpisodeState
     commit: str | None  # None: nothing changed (a no-op)
     from_stage: ProcessingStage | None = None
+    # Not yet on the shared remote, and why (sync.push: batch, or offline); None: acknowledged
+    # (on the remote, or there is no remote)
+    pending: str | None = None
 
     @property
     def changed(self) -> bool:
         return self.commit is not None
+
+    @property
+    def lease(self) -> str | None:
+        """The lease token this move issued (it entered an active stage), else None: present
+        it to leave the stage (``hystate.engine.fencing``)."""
+        return fencing.token_of(self.episode) if self.changed else None
 
 
 def run(
@@ -61,10 +71,16 @@ def run(
                 hint="commit or discard them, or run `hystate fsck --repair`",
             )
         change = build(episode)
+        leaving = episode.stage.is_active and change.to is not episode.stage
+        held = fencing.holder(episode)
+        took = fencing.check(episode, leaving, change.lease, change.take_over)
         try:
             doc = apply_change(episode, change)
         except NoOp:
             return TransitionResult(episode, None, episode.stage)
+        entered = change.to.is_active and change.to is not episode.stage
+        under = change.lease if leaving and held is not None and took is None else None
+        fencing.stamp(doc, entered, under, took)
         problems = episode_problems(doc, rel, expect_id=episode_id)
         if problems:
             raise invalid_file(
@@ -77,6 +93,8 @@ def run(
             change.to.value,
             change.by,
             change.error or change.message,
+            lease=doc["history"][-1].get("lease"),
+            took_over=took,
         )
         ws.store.write(path, data)
         later: list[Callable[[], None]] = []
@@ -92,8 +110,13 @@ def run(
                 ws.store.write(path, raw)  # the commit did not happen: undo the write
             raise
     # outside every lock: a slow webhook must never hold an episode or the repository
+    result = TransitionResult(EpisodeState(doc, rel), sha, episode.stage)
+    if result.lease is not None:
+        ws.tokens[episode_id] = result.lease  # this workspace holds the lease it was issued
     after_commit(ws, sha, later)
-    return TransitionResult(EpisodeState(doc, rel), sha, episode.stage)
+    for acknowledge in ws.subscribers.acknowledge:
+        result = acknowledge(ws, result)
+    return result
 
 
 def _holds(path: Path, data: bytes) -> bool:

@@ -52,6 +52,9 @@ class Subscribers:
     # where else a lease may have been renewed (another node's published lease table): the
     # renewal of (episode, stage, entered_at) with the latest deadline, or None
     lease_sources: list[LeaseSource] = field(default_factory=list)
+    # last, outside every lock: the result as acknowledged (a shared remote's ``sync.push``:
+    # on the remote, or told pending); may raise when the transition was not kept
+    acknowledge: list[Callable[[Workspace, Any], Any]] = field(default_factory=list)
 
 
 class Workspace:
@@ -104,6 +107,22 @@ class Workspace:
         self._refreshed = False
         self.hooks_told = False  # unrun git hooks are named once per workspace
         self.subscribers = Subscribers()
+        # The lease tokens this workspace was issued (hystate.engine.fencing), presented for
+        # it when the caller gives none: the process that claimed an episode holds its lease.
+        self.tokens: dict[str, str] = {}
+        # Transitions made here and not yet on the shared remote, (id, from, to, worker), and
+        # how far the node's journal of dropped ones was read (hystate.cluster.acks); the CLI
+        # prints a drop where the API raises it.
+        self.pending: set[tuple[str, str, str, str]] = set()
+        self.drops_read: int | None = None
+        self.raise_drops = True
+        self.drops_by_name = False  # the CLI, for a worker named by --worker/$HYSTATE_WORKER
+
+    def token(self, episode_id: str, given: str | None) -> str | None:
+        """The lease token to present for ``episode_id``: ``given``, else the one issued here."""
+        from hystate.engine.fencing import check_token
+
+        return check_token(given) or self.tokens.get(episode_id)
 
     def _load_config(self, fall_back: bool) -> Config:
         try:

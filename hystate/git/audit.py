@@ -24,6 +24,7 @@ EPISODE, FROM, TO, WORKER, COUNT, REAPPLIES = (
     "Hystate-Count",
     "Hystate-Reapplies",
 )
+LEASE = "Hystate-Lease"
 _READ = (EPISODE, FROM, TO, WORKER)
 
 
@@ -36,12 +37,24 @@ def trailers(**values: str) -> str:
 
 
 def transition_message(
-    episode_id: str, old: str, new: str, worker: str, body: str | None = None
+    episode_id: str,
+    old: str,
+    new: str,
+    worker: str,
+    body: str | None = None,
+    *,
+    lease: str | None = None,
+    took_over: str | None = None,
 ) -> str:
+    """``lease``: the lease token issued or presented (``Hystate-Lease``); ``took_over``: the
+    holder whose lease was taken over on purpose (``Hystate-Took-Over``)."""
     parts = [f"{episode_id}: {old} -> {new}"]
     if body:
         parts.append(body)
-    parts.append(trailers(episode=episode_id, from_=old, to=new, worker=worker))
+    extra = {"lease": lease} if lease else {}
+    if took_over:
+        extra["took_over"] = took_over
+    parts.append(trailers(episode=episode_id, from_=old, to=new, worker=worker, **extra))
     return "\n\n".join(parts) + "\n"
 
 

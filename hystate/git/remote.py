@@ -215,12 +215,23 @@ def last_fetch(repo: GitRepo) -> str | None:
 
 
 def push(
-    repo: GitRepo, remote: str, sha: str, ref: str, timeout: float, *, force: bool = False
+    repo: GitRepo,
+    remote: str,
+    sha: str,
+    ref: str,
+    timeout: float,
+    *,
+    force: bool = False,
+    expect: str | None = None,
 ) -> bool:
     """Push commit ``sha`` to ``ref`` on the remote. True: the remote took it; False: rejected
-    (not a fast-forward of the remote's tip, or another push held the ref); Unreachable."""
+    (not a fast-forward of the remote's tip, or another push held the ref, or with ``expect``
+    the remote's ref is not exactly that commit: a compare-and-swap on the very tip the push
+    was built on, so a branch rewritten since the last fetch is never pushed onto);
+    Unreachable."""
     spec = f"{'+' if force else ''}{sha}:{ref}"
-    proc = _run(repo, ["push", "--porcelain", "--quiet", remote, spec], timeout)
+    lease = [f"--force-with-lease={ref}:{expect}"] if expect else []
+    proc = _run(repo, ["push", "--porcelain", "--quiet", *lease, remote, spec], timeout)
     out = proc.stdout.decode(errors="replace")
     status = next(
         (

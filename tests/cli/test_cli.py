@@ -29,11 +29,12 @@ def test_every_command_has_help_with_an_example(name: str, tmp_path: Path) -> No
 def test_advance_show_and_json(run: Cli, episode_id: str) -> None:
     result = run("advance", episode_id, "downloading", "--worker", "dl-1")
     assert result.exit_code == 0 and "discovered -> downloading" in result.output
+    token = lease_in(result.output)
     shown = json.loads(run("show", episode_id, "--json").output)
     assert shown["stage"] == "downloading" and shown["worker"] == "dl-1"
     assert list(shown)[:3] == ["episode_id", "archive_identifier", "date"]
     result = run(
-        "advance", episode_id, "downloaded", "--json",
+        "advance", episode_id, "downloaded", "--json", "--lease", token,
         "--set", "files.audio_file=audio/x.mp3", "--set", "metrics.audio_size=28363609",
     )  # fmt: skip
     data = json.loads(result.output)
@@ -96,10 +97,19 @@ def test_no_op_advance_exits_zero_without_commit(run: Cli, repo: Path, episode_i
     assert commits(repo) == before
 
 
+def lease_in(output: str) -> str:
+    """The lease token a command printed (`...; lease 1.0f9a2c1e`)."""
+    return output.rsplit("lease ", 1)[1].split()[0].rstrip(")")
+
+
 def test_retries_end_in_skipped(run: Cli, repo: Path, episode_id: str) -> None:
-    run("advance", episode_id, "downloading")
+    result = run("advance", episode_id, "downloading")
     for attempt in range(3):
-        assert run("fail", episode_id, "--error", f"HTTP 503 #{attempt}").exit_code == 0
+        token = lease_in(result.output)
+        assert (
+            run("fail", episode_id, "--error", f"HTTP 503 #{attempt}", "--lease", token).exit_code
+            == 0
+        )
         result = run("retry", episode_id, "--now")
         assert result.exit_code == 0
     assert "skipped (giving up after 3 of 3 download attempts" in result.output
@@ -109,8 +119,8 @@ def test_retries_end_in_skipped(run: Cli, repo: Path, episode_id: str) -> None:
 
 
 def test_retry_waits_for_the_delay(run: Cli, episode_id: str) -> None:
-    run("advance", episode_id, "downloading")
-    run("fail", episode_id, "--error", "timeout")
+    token = lease_in(run("advance", episode_id, "downloading").output)
+    run("fail", episode_id, "--error", "timeout", "--lease", token)
     result = run("retry", "--all", "--json")
     [outcome] = json.loads(result.output)
     assert outcome["action"] == "waiting" and "due at" in outcome["detail"]
@@ -119,10 +129,11 @@ def test_retry_waits_for_the_delay(run: Cli, episode_id: str) -> None:
 
 
 def test_fail_records_a_traceback_from_stdin(run: Cli, episode_id: str) -> None:
-    run("advance", episode_id, "downloading")
+    token = lease_in(run("advance", episode_id, "downloading").output)
     result = run(
-        "fail", episode_id, "--error", "boom", "--traceback", "-", input="Traceback...\n  x\n"
-    )
+        "fail", episode_id, "--error", "boom", "--lease", token, "--traceback", "-",
+        input="Traceback...\n  x\n",
+    )  # fmt: skip
     assert result.exit_code == 0
     shown = json.loads(run("show", episode_id, "--json").output)
     assert shown["error_history"][0]["traceback"] == "Traceback...\n  x\n"

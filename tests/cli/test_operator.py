@@ -84,19 +84,28 @@ def to_failed_conversion(manager: StateManager, eid: str) -> None:
 def test_a_worker_called_through_a_shell_is_not_lost_when_the_shell_exits(
     repo: Path, episode_id: str
 ) -> None:
-    assert sh(repo, f"hystate advance {episode_id} downloading").returncode == 0
+    began = sh(repo, f"hystate advance {episode_id} downloading --json")
+    assert began.returncode == 0
+    token = json.loads(began.stdout)["lease"]
     fsck = sh(repo, "hystate fsck --repair --json")
     assert [f for f in json.loads(fsck.stdout)["findings"] if f["kind"] == "stuck"] == []
-    done = sh(repo, f"hystate advance {episode_id} downloaded --set files.audio_file=a/x.mp3")
+    done = sh(
+        repo,
+        f"hystate advance {episode_id} downloaded --set files.audio_file=a/x.mp3",
+        env={"HYSTATE_LEASE": token},
+    )
     assert done.returncode == 0, done.stderr
     assert StateManager(cwd=repo).episode(episode_id).stage is S.DOWNLOADED
 
 
 def test_heartbeat_renews_the_lease_without_a_commit(repo: Path, episode_id: str) -> None:
     configure(repo, "  recovery:\n    stage_timeouts: {downloading: 1}\n")
-    assert sh(repo, f"hystate advance {episode_id} downloading --worker dl-1").returncode == 0
+    began = sh(repo, f"hystate advance {episode_id} downloading --worker dl-1 --json")
+    token = json.loads(began.stdout)["lease"]
     before = commits(repo)
-    beat = sh(repo, f"hystate heartbeat {episode_id} --worker dl-1 --seconds 60 --json")
+    beat = sh(
+        repo, f"hystate heartbeat {episode_id} --worker dl-1 --seconds 60 --json --lease {token}"
+    )
     assert beat.returncode == 0, beat.stderr
     lease = json.loads(beat.stdout)
     assert lease["worker"] == "dl-1" and lease["stage"] == "downloading"
@@ -121,10 +130,13 @@ def test_heartbeat_refuses_another_worker_and_an_inactive_episode(
     run: Cli, repo: Path, episode_id: str
 ) -> None:
     assert run("heartbeat", episode_id).exit_code == 3  # discovered: no lease
-    assert run("advance", episode_id, "downloading", "--worker", "dl-1").exit_code == 0
+    began = run("advance", episode_id, "downloading", "--worker", "dl-1", "--json")
+    assert began.exit_code == 0
+    token = json.loads(began.output)["lease"]
     assert run("heartbeat", episode_id, "--worker", "dl-2").exit_code == 3
-    assert run("heartbeat", episode_id, "--worker", "dl-1").exit_code == 0
-    assert run("heartbeat", episode_id).exit_code == 0  # unnamed: not checked
+    assert run("heartbeat", episode_id, "--worker", "dl-1").exit_code == 3  # a name is no token
+    assert run("heartbeat", episode_id, "--worker", "dl-1", "--lease", token).exit_code == 0
+    assert run("heartbeat", episode_id, "--lease", token).exit_code == 0  # the token is the proof
 
 
 def test_hystate_worker_names_the_worker(repo: Path, episode_id: str) -> None:
@@ -165,7 +177,7 @@ def test_the_lease_keeper_reports_a_lost_lease(repo: Path, episode_id: str) -> N
     manager = StateManager(cwd=repo, worker="dl-4")
     manager.update_state(episode_id, "downloading")
     with manager.lease(episode_id) as keeper:
-        StateManager(cwd=repo, worker="op").fail(episode_id, "taken away by hand")
+        StateManager(cwd=repo, worker="op").fail(episode_id, "taken away by hand", take_over=True)
         for _ in range(100):  # the next renewal (every 0.1 s) finds it gone
             if keeper.lost:
                 break
@@ -297,11 +309,16 @@ def test_failing_a_failed_episode_appends_the_error(
 
 
 def test_advance_to_failed_needs_an_error(run: Cli, manager: StateManager, episode_id: str) -> None:
-    manager.update_state(episode_id, "downloading")
+    token = manager.update_state(episode_id, "downloading").lease
+    assert token is not None
     result = run("advance", episode_id, "failed")
     assert result.exit_code == 2 and "--error" in result.output
     assert manager.episode(episode_id).stage is S.DOWNLOADING
-    assert run("advance", episode_id, "failed", "--error", "disk full").exit_code == 0
+    assert run("advance", episode_id, "failed", "--error", "disk full").exit_code == 3
+    assert (
+        run("advance", episode_id, "failed", "--error", "disk full", "--lease", token).exit_code
+        == 0
+    )
     assert manager.episode(episode_id).error_history[-1]["error"] == "disk full"
 
 

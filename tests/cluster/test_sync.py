@@ -63,11 +63,14 @@ def test_two_nodes_race_for_one_episode_exactly_one_wins(
     original = work.claim
     raced: list[str] = []
 
-    def racing(m: StateManager, stage: str, limit: int, worker: str | None) -> list[object]:
-        if m is b and not raced:  # a claims between b's fetch and b's push: the same episode
+    def racing(
+        m: StateManager, stage: str, limit: int, worker: str | None, **kw: object
+    ) -> list[object]:
+        kw["order"] = None  # both nodes the oldest first: they race for the same episode
+        if m is b and not raced:  # a claims between b's last fetch and b's push
             raced.append("")
             raced[:] = [r.episode.episode_id for r in a.claim_next(stage, 1, worker="wa")]
-        return original(m, stage, limit, worker)  # type: ignore[return-value]
+        return original(m, stage, limit, worker, **kw)  # type: ignore[arg-type,return-value]
 
     monkeypatch.setattr(work, "claim", racing)
     got = b.claim_next("downloading", 1, worker="wb")
@@ -82,10 +85,9 @@ def test_two_nodes_race_for_one_episode_exactly_one_wins(
 
 def test_sync_reports_a_dropped_transition(server: GitServer, nodes: list[Path]) -> None:
     a, b = manager(nodes[0], "wa"), manager(nodes[1], "wb")
-    b.sync_remote = None  # b works offline: a local claim of the first episode
-    (local,) = work.claim(b, "downloading", 1, "wb")
     (won,) = a.claim_next("downloading", 1, worker="wa")
-    assert won.episode.episode_id == local.episode.episode_id
+    b.sync_remote = None  # b works offline (not fetched since): a local claim of the same one
+    b.update_state(won.episode.episode_id, "downloading", worker="wb")
     proc = run_hystate(nodes[1], "sync", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -140,13 +142,13 @@ def test_offline_node_keeps_its_episodes_and_refuses_claims(
     before = git(nodes[0], "rev-parse", "HEAD").strip()
     proc = run_hystate(
         nodes[0], "advance", eid, "downloaded", "--worker", "wa",
-        "--set", "files.audio_file=a.mp3",
+        "--set", "files.audio_file=a.mp3", "--lease", str(held.lease),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "not pushed yet" in proc.stderr
+    assert "pending" in proc.stderr and "not on the remote yet" in proc.stderr
     assert git(nodes[0], "rev-parse", "HEAD~").strip() == before  # the withdrawn claim left nothing
     status = json.loads(run_hystate(nodes[0], "status", "--json").stdout)["sync"]
-    assert (status["ahead"], status["behind"]) == (1, 0) and status["as_of"]
+    assert (status["ahead"], status["behind"]) == (1, 0)  # (claims push without a fetch)
     assert run_hystate(nodes[0], "sync").returncode == 7
     server.start()
     proc = run_hystate(nodes[0], "sync", "--json")

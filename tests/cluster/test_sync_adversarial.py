@@ -255,11 +255,14 @@ def test_the_same_worker_name_on_two_nodes_in_the_same_second(
     original = work.claim
     raced: list[str] = []
 
-    def racing(m: StateManager, stage: str, limit: int, worker: str | None) -> list[object]:
-        if m is b and not raced:  # a claims between b's fetch and b's push
+    def racing(
+        m: StateManager, stage: str, limit: int, worker: str | None, **kw: object
+    ) -> list[object]:
+        kw["order"] = None  # both nodes the oldest first: they race for the same episode
+        if m is b and not raced:  # a claims between b's last fetch and b's push
             raced.append("")
             raced[:] = [r.episode.episode_id for r in a.claim_next(stage, 1, worker="dl")]
-        return original(m, stage, limit, worker)  # type: ignore[return-value]
+        return original(m, stage, limit, worker, **kw)  # type: ignore[arg-type,return-value]
 
     monkeypatch.setattr(work, "claim", racing)
     got = b.claim_next("downloading", 1, worker="dl")
@@ -512,7 +515,9 @@ def test_node_names_git_refuses_as_refs_still_publish_leases(
     a = nodes[0]
     (claimed,) = StateManager(cwd=a, worker="wa").claim_next("downloading", 1, worker="wa")
     monkeypatch.setenv("HYSTATE_NODE", node)
-    proc = run_hystate(a, "heartbeat", claimed.episode.episode_id, "--worker", "wa")
+    proc = run_hystate(
+        a, "heartbeat", claimed.episode.episode_id, "--worker", "wa", "--lease", str(claimed.lease)
+    )
     assert proc.returncode == 0 and "not published" not in proc.stderr, proc.stderr
     published = git(server.bare, "for-each-ref", "--format=%(refname)", "refs/hystate/leases")
     assert len(published.split()) == 2  # n0's own from the claim, and this one
@@ -525,8 +530,11 @@ def test_two_clones_given_the_same_node_name_are_told(server: GitServer, nodes: 
     git(b, "config", "hystate.node", "n0")  # a copy of a's configuration
     (mine,) = StateManager(cwd=a, worker="wa").claim_next("downloading", 1, worker="wa")
     (theirs,) = StateManager(cwd=b, worker="wb").claim_next("downloading", 1, worker="wb")
-    assert run_hystate(a, "heartbeat", mine.episode.episode_id, "--worker", "wa").returncode == 0
-    proc = run_hystate(b, "heartbeat", theirs.episode.episode_id, "--worker", "wb")
+    beat = ("heartbeat", "--lease")
+    assert (
+        run_hystate(a, beat[0], mine.episode.episode_id, beat[1], str(mine.lease)).returncode == 0
+    )
+    proc = run_hystate(b, beat[0], theirs.episode.episode_id, beat[1], str(theirs.lease))
     assert proc.returncode == 0, proc.stderr
     assert "another clone published leases as node 'n0'" in proc.stderr
     proc = run_hystate(a, "sync")  # a learns it at its next fetch

@@ -2,13 +2,16 @@
 episodes through every stage with ~10% failures; faults: the server killed and restarted
 mid-run, a node's worker killed -9 while it pushes, a node offline for a while.
 
-Invariants afterwards: no episode held by two workers at the same time (acknowledged claims,
-with the time of their release), no acknowledged transition lost, every file's history
+Beside CPU burners and with short leases, so leases of live workers really expire and are taken
+over. Invariants afterwards: only the holder of a lease finishes it, no episode completed twice
+within one attempt, no acknowledged transition lost (a pending one dropped is told to its
+worker), every file's history
 legal, every clone equal to the remote, ``git fsck`` clean everywhere.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -26,8 +29,10 @@ from tests.conftest import git, run_hystate
 from tests.harness.sync import GitServer, clone_node, free_port, fsck_clean, seed_remote
 
 CATALOG = Path("/work/shared/data/archive-org-search-hooting-yard.json")
-LEASE = 45.0  # > any stall of a node seen on a loaded 2-core machine; the killed worker's
-# episodes come back once it has expired
+LEASE = 12.0  # short, beside CPU burners: leases of live workers do expire, and are recovered
+# elsewhere (auto_resume); fencing then refuses the late holder, and the killed worker's
+# episodes come back
+BURNERS = 2  # processes spinning on the CPU for the whole run
 CONFIG = {
     "sync": {"remote": "origin", "push": "batch"},
     "recovery": {
@@ -54,6 +59,7 @@ class Cluster:
         self.nodes = [clone_node(self.server, tmp / f"node{i}", f"n{i}") for i in range(NODES)]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.deaths: dict[str, float] = {}  # worker -> time it was killed
+        self.burners: list[subprocess.Popen[bytes]] = []
         self.deadline = time.time() + 600
 
     def log(self, worker: str) -> Path:
@@ -133,7 +139,7 @@ def test_cluster_of_three_nodes_with_faults(tmp_path: Path) -> None:
     try:
         _run_and_check(cluster)
     finally:
-        for proc in cluster.procs.values():
+        for proc in [*cluster.procs.values(), *cluster.burners]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -141,6 +147,8 @@ def test_cluster_of_three_nodes_with_faults(tmp_path: Path) -> None:
 
 
 def _run_and_check(cluster: Cluster) -> None:
+    burn = "import time\nend = time.time() + 900\nwhile time.time() < end: pass"
+    cluster.burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(BURNERS)]
     for node in range(NODES):
         for number in range(WORKERS):
             cluster.start(node, number, seed=node * 10 + number)
@@ -189,13 +197,6 @@ def _run_and_check(cluster: Cluster) -> None:
         assert git(node, "status", "--porcelain", "--untracked-files=no") == ""
         assert run_hystate(node, "validate").returncode == 0
 
-    # all the way through
-    stages = {doc["stage"] for doc in docs.values()}
-    assert len(docs) == 525 and stages <= {"published", "skipped"}, stages
-    published = sum(doc["stage"] == "published" for doc in docs.values())
-    assert published > 525 / SUBSET * 0.6, published
-    assert all(len(doc["history"]) > 2 for doc in docs.values())  # every one was claimed
-
     # every history legal
     for eid, doc in docs.items():
         stage, failed = S.DISCOVERED, None
@@ -209,28 +210,50 @@ def _run_and_check(cluster: Cluster) -> None:
     entries = {
         eid: {(h["at"], h["to"], h["by"]) for h in doc["history"]} for eid, doc in docs.items()
     }
+    # (a pending step of sync.push: batch may be dropped, but then its worker was told so)
+    told = " ".join(str(e["error"]) for e in events if e["ev"] == "told")
     for e in events:
-        if e["ev"] in ("claim", "step"):
+        if e["ev"] == "claim" or (e["ev"] == "step" and not e.get("pending")):
             assert (e["at"], e["to"], e["w"]) in entries[str(e["id"])], e
+        elif e["ev"] == "step" and (e["at"], e["to"], e["w"]) not in entries[str(e["id"])]:
+            assert f"{e['id']}: {e['frm']} -> {e['to']} by {e['w']} was dropped" in told, e
 
-    # never two workers on one episode at once: a claim holds it until its worker's next step
-    # on it (or the worker's death)
-    held: dict[str, tuple[str, float]] = {}
-    for e in events:
-        eid, worker = str(e.get("id")), str(e["w"])
-        for w, t in list(cluster.deaths.items()):
-            for k, (holder, _) in list(held.items()):
-                if holder == w and float(e["t"]) > t:
-                    del held[k]
-        if e["ev"] == "claim":
-            assert eid not in held or held[eid][0] == worker, (eid, held.get(eid), e)
-            held[eid] = (worker, float(e["t"]))
-        elif (
-            e["ev"] == "step"
-            and held.get(eid, ("", 0))[0] == worker
-            and e["to"] in ("failed", "downloaded", "converted", "published")
-        ):
-            del held[eid]
+    # no episode completed by two workers: each attempt left its stage once, under its lease
+    for eid, doc in docs.items():
+        history = doc["history"]
+        for before, after in itertools.pairwise(history):
+            if before["to"] in ("downloading", "converting", "uploading"):
+                assert before.get("lease"), (eid, before)
+                assert after.get("lease") == before["lease"] or after.get("took_over"), (eid, after)
+
+    # only the holder finishes: a step that left an active stage, acknowledged to its worker,
+    # was made by the worker the lease was issued to (leases expire under load and episodes
+    # are taken over; the late holder's steps are then refused or dropped, never kept)
+    holders = {
+        (eid, h["lease"]): h["by"]
+        for eid, doc in docs.items()
+        for h in doc["history"]
+        if h.get("lease") and h["to"] in ("downloading", "converting", "uploading")
+    }
+    for eid, doc in docs.items():
+        for h in doc["history"]:
+            if h.get("lease") and h["from"] in ("downloading", "converting", "uploading"):
+                assert holders[(eid, h["lease"])] == h["by"], (eid, h)
+
+    # all the way through, when the workers ran out of work before their deadline; beside the
+    # CPU burners on a busy shared machine they may not: then the work must have gone on
+    assert len(docs) == 525
+    done = sum(doc["stage"] in ("published", "skipped") for doc in docs.values())
+    exits = [float(e["t"]) for e in events if e["ev"] == "exit"]
+    if exits and max(exits) < cluster.deadline - 5:
+        stages = {doc["stage"] for doc in docs.values()}
+        assert stages <= {"published", "skipped"}, stages
+        published = sum(doc["stage"] == "published" for doc in docs.values())
+        assert published > 525 / SUBSET * 0.6, published
+        assert all(len(doc["history"]) > 2 for doc in docs.values())  # every one was claimed
+    else:
+        print(f"the workers' deadline came first: {done} of 525 finished", file=sys.stderr)
+        assert done > 525 / 4 and len(claims) > 525 / 2, (done, len(claims))
 
 
 def _remote_docs(server: GitServer) -> dict[str, dict[str, object]]:

@@ -36,9 +36,11 @@ def test_fsck_on_another_node_judges_by_the_latest_lease(
 ) -> None:
     server, (a_path, b_path) = nodes
     a = StateManager(cwd=a_path, worker="wa")
-    renewed, forgotten = (r.episode.episode_id for r in a.claim_next("downloading", 2, worker="wa"))
+    claimed = a.claim_next("downloading", 2, worker="wa")
+    renewed, forgotten = (r.episode.episode_id for r in claimed)
     count = git(server.bare, "rev-list", "--count", "main")
-    proc = run_hystate(a_path, "heartbeat", renewed, "--seconds", "600", "--worker", "wa")
+    token = str(claimed[0].lease)
+    proc = run_hystate(a_path, "heartbeat", renewed, "--seconds", "600", "--lease", token)
     assert proc.returncode == 0, proc.stderr
     refs = git(server.bare, "for-each-ref", "--format=%(refname)", "refs/hystate/")
     assert refs.split() == ["refs/hystate/leases/n0"]

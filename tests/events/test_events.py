@@ -82,7 +82,8 @@ def test_broker_down_transitions_succeed_and_are_delivered_later(
 ) -> None:
     manager = enable(repo, broker.url)
     first, second = ids(manager)[:2]
-    manager.update_state(first, "downloading")
+    token = manager.update_state(first, "downloading").lease
+    assert token is not None
     broker.stop()
     proc = run_hystate(repo, "advance", second, "downloading")
     assert proc.returncode == 0, proc.stderr
@@ -96,7 +97,14 @@ def test_broker_down_transitions_succeed_and_are_delivered_later(
     # the next transition delivers the missed one too, in order
     assert (
         run_hystate(
-            repo, "advance", first, "downloaded", "--set", "files.audio_file=a.mp3"
+            repo,
+            "advance",
+            first,
+            "downloaded",
+            "--set",
+            "files.audio_file=a.mp3",
+            "--lease",
+            token,
         ).returncode
         == 0
     )
@@ -192,7 +200,7 @@ def test_hostile_values_are_bounded_and_safe(repo: Path, broker: RedisServer) ->
 def test_a_rewritten_history_is_matched_not_duplicated(repo: Path, broker: RedisServer) -> None:
     manager = enable(repo, broker.url)
     a, b, c = ids(manager)[:3]
-    manager.update_state(a, "downloading")
+    token = manager.update_state(a, "downloading").lease
     manager.update_state(b, "downloading")
     assert len(entries(broker)) == 22
     # another node's history replaces ours: it has c's transition first, then ours replayed
@@ -213,7 +221,7 @@ def test_a_rewritten_history_is_matched_not_duplicated(repo: Path, broker: Redis
         (c, "downloading"),
     ]
     # the cursor now follows the new history: later transitions go on from there, once each
-    manager.update_state(a, "downloaded", fields={"files.audio_file": "a.mp3"})
+    manager.update_state(a, "downloaded", fields={"files.audio_file": "a.mp3"}, lease=token)
     later = [f for _, f in entries(broker)][23:]
     assert [(f["episode"], f["to"]) for f in later] == [(a, "downloaded")]
     assert events.Publisher(manager).publish().published == 0

@@ -42,7 +42,9 @@ while ids:
                 result = manager.update_state(eid, episode.failed_stage, force=True)
             elif stage in STEPS:
                 to, fields = STEPS[stage]
-                result = manager.update_state(eid, to, fields=fields)
+                # a restarted worker takes over, on purpose, what its killed predecessor held
+                mine = eid in manager.tokens
+                result = manager.update_state(eid, to, fields=fields, take_over=not mine)
             else:
                 ids.remove(eid)
                 continue
@@ -58,7 +60,7 @@ while ids:
 
 CLI_STEPS = {stage: (to, cli_sets(fields)) for stage, (to, fields) in STEPS.items()}
 HYSTATE = " ".join(shlex.quote(a) for a in (sys.executable, "-m", "hystate.cli"))
-_ADVANCED = re.compile(r"^(\S+): (\S+) -> (\S+) \(([0-9a-f]{8,})\)$")
+_ADVANCED = re.compile(r"^(\S+): (\S+) -> (\S+) \(([0-9a-f]{8,})\)(?:; lease \S+)?$")
 
 
 @dataclass
@@ -78,17 +80,19 @@ def cli_script(repo: Path, episodes: list[tuple[str, str, str | None]]) -> str:
     step to published, one ``hystate advance`` each, stopping at the first refusal; each success
     printed as an ACK line."""
     lines = [f"cd {shlex.quote(str(repo))} || exit 1", f"H={shlex.quote(HYSTATE)}",
-             'adv() { out=$(eval "$H advance $*") && echo "ACK $out"; }']  # fmt: skip
+             'adv() { out=$(eval "$H advance $*") && echo "ACK $out" && case "$out" in'
+             ' *"; lease "*) export HYSTATE_LEASE="${out##*; lease }";; esac; }']  # fmt: skip
     for eid, stage, failed_stage in episodes:
         steps, at = [], stage
         if at == "failed" and failed_stage:
             steps.append(f'eval "$H retry {eid} --now" >/dev/null')
             at = {"downloading": "discovered", "converting": "downloaded",
                   "uploading": "converted"}.get(failed_stage, "")  # fmt: skip
+        force = at in ("downloading", "converting", "uploading")  # a killed worker's: taken over
         while at in CLI_STEPS:
             to, extra = CLI_STEPS[at]
-            steps.append(f"adv {eid} {to} {extra}".rstrip())
-            at = to
+            steps.append(f"adv {eid} {to} {extra}{' --force' if force else ''}".rstrip())
+            at, force = to, False
         if steps:
             lines.append("{ " + " && ".join(steps) + "; }")
     return "\n".join(lines) + "\n"

@@ -32,6 +32,7 @@ def main(
     """``subset`` N > 0: only one episode in N goes on after downloaded (the others are
     skipped there), so a run takes every episode through a claim and some through all."""
     from hystate import StateManager
+    from hystate.cluster.acks import TransitionDropped
     from hystate.core.errors import GitError, HystateError, LockBusy
 
     rng = random.Random(seed)
@@ -46,7 +47,8 @@ def main(
         if to == "failed":
             result = manager.fail(eid, "simulated failure")
         assert result is not None and result.changed
-        record(ev="step", id=eid, frm=frm, to=to, at=result.episode.history[-1]["at"])
+        at = result.episode.history[-1]["at"]
+        record(ev="step", id=eid, frm=frm, to=to, at=at, pending=result.pending is not None)
 
     idle = 0
     stages = ["uploading", "converting", "downloading"]
@@ -55,6 +57,9 @@ def main(
         for stage in stages:
             try:
                 results = manager.claim_next(stage, 6, worker=name)
+            except TransitionDropped as exc:  # an earlier pending step was not kept: told
+                record(ev="told", error=str(exc))
+                continue
             except (GitError, LockBusy) as exc:
                 record(ev="offline", stage=stage, error=str(exc)[:200])
                 time.sleep(0.2)
@@ -76,6 +81,8 @@ def main(
                         step(eid, done, "scheduled", fields={"youtube.scheduled_date": when})
                         pub = {"youtube.published_date": "2020-01-01T00:00:01+00:00"}
                         step(eid, "scheduled", "published", fields=pub)
+                except TransitionDropped as exc:
+                    record(ev="told", error=str(exc))
                 except HystateError as exc:  # logged; the invariants are checked afterwards
                     record(ev="error", id=eid, error=str(exc)[:300])
         if did:

@@ -6,6 +6,7 @@ stderr; bad URLs are refused when the config is read; with no URL the alert is l
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import threading
 import time
@@ -94,9 +95,18 @@ def alert_log(repo: Path) -> str:
 
 def fail_one(repo: Path, index: int = 0) -> tuple[str, subprocess.CompletedProcess[str]]:
     eid = episode_files(repo)[index].stem
-    assert run(repo, "advance", eid, "downloading").code == 0
+    began = run(repo, "advance", eid, "downloading", "--json")
+    assert began.code == 0
     proc = subprocess.run(
-        [*HYSTATE, "fail", eid, "--error", "HTTP 503"],
+        [
+            *HYSTATE,
+            "fail",
+            eid,
+            "--error",
+            "HTTP 503",
+            "--lease",
+            json.loads(began.stdout)["lease"],
+        ],
         cwd=repo,
         capture_output=True,
         text=True,
@@ -186,9 +196,18 @@ def test_a_trickling_server_holds_no_lock_and_is_cut_off(repo: Path, servers: li
     server = serve(servers, "trickle")
     configure(repo, server.base + "/hook", extra="  locks:\n    timeout: 1\n")
     eid = episode_files(repo)[0].stem
-    assert run(repo, "advance", eid, "downloading").code == 0
+    began = run(repo, "advance", eid, "downloading", "--json")
+    assert began.code == 0
     failing = subprocess.Popen(
-        [*HYSTATE, "fail", eid, "--error", "HTTP 503"],
+        [
+            *HYSTATE,
+            "fail",
+            eid,
+            "--error",
+            "HTTP 503",
+            "--lease",
+            json.loads(began.stdout)["lease"],
+        ],
         cwd=repo,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
