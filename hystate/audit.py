@@ -36,12 +36,18 @@ def trailers(**values: str) -> str:
 
 
 def transition_message(
-    episode_id: str, old: str, new: str, worker: str, body: str | None = None
+    episode_id: str,
+    old: str,
+    new: str,
+    worker: str,
+    body: str | None = None,
+    run: dict[str, str] | None = None,
 ) -> str:
+    """``run``: an orchestrator's run ids, as ``Hystate-Flow-Run: …`` trailers after ours."""
     parts = [f"{episode_id}: {old} -> {new}"]
     if body:
         parts.append(body)
-    parts.append(trailers(episode=episode_id, from_=old, to=new, worker=worker))
+    parts.append(trailers(episode=episode_id, from_=old, to=new, worker=worker, **(run or {})))
     return "\n\n".join(parts) + "\n"
 
 

@@ -29,7 +29,14 @@ from hystate.errors import InvalidData, Problem
 from hystate.gitrepo import GitRepo, default_worker
 from hystate.leases import Lease
 from hystate.locks import StateLock
-from hystate.model import EpisodeState, ProcessingStage, check_id, check_worker, now_utc
+from hystate.model import (
+    EpisodeState,
+    ProcessingStage,
+    check_id,
+    check_run_ids,
+    check_worker,
+    now_utc,
+)
 from hystate.rules import Change, ErrorRecovery, check_message, field_path
 from hystate.seed_api import seed_update
 from hystate.store import EpisodeStore
@@ -86,6 +93,17 @@ class StateManager:
         self.refresh_once = False
         self._refreshed = False
         self.hooks_told = False  # unrun git hooks are named once per manager
+        # An orchestrator's run ids (hystate.integrations): every transition this manager makes
+        # carries them as commit trailers and in the history entry (``check_run_ids``).
+        self._run_ids: dict[str, str] = {}
+
+    @property
+    def run_ids(self) -> dict[str, str]:
+        return self._run_ids
+
+    @run_ids.setter
+    def run_ids(self, run: Mapping[str, Any] | None) -> None:
+        self._run_ids = check_run_ids(dict(run) if run else None) or {}
 
     # -- locks -----------------------------------------------------------------------------
 

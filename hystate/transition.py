@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hystate import alerts, audit, events, remote_work
+from hystate import alerts, audit, events, limits, remote_work
 from hystate.errors import GitError
 from hystate.model import EpisodeState, ProcessingStage, check_id
 from hystate.rules import Change, NoOp, apply_change
@@ -58,6 +58,8 @@ def run(
                 hint="commit or discard them, or run `hystate fsck --repair`",
             )
         change = build(episode)
+        if change.run is None and manager.run_ids:
+            change.run = dict(manager.run_ids)
         try:
             doc = apply_change(episode, change)
         except NoOp:
@@ -74,11 +76,13 @@ def run(
             change.to.value,
             change.by,
             change.error or change.message,
+            change.run,
         )
         manager.store.write(path, data)
         alert = None
         try:
             with manager.repo_lock():
+                limits.check(manager, episode, change)  # the tree holds still under this lock
                 sha = manager.repo.commit({rel: data}, message)
                 alert = alerts.count(manager, doc, change)
         except BaseException:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from hystate import limits
 from hystate.errors import IllegalTransition, LockBusy, UnknownEpisode
 from hystate.leases import mark_lost, stuck_reason
 from hystate.model import ACTIVE_STAGES, EpisodeState, ProcessingStage, check_id, parse_time
@@ -77,10 +78,14 @@ def claim(
     manager: StateManager, stage: str | ProcessingStage, limit: int, worker: str | None
 ) -> list[TransitionResult]:
     """Move up to ``limit`` ready episodes into ``stage`` for ``worker``, one commit each. Each
-    move is made under the episode's lock against its current file; a lost race moves on."""
+    move is made under the episode's lock against its current file; a lost race moves on. A
+    limited stage (``hystate.limits``) hands out only what fits."""
     target = S.parse(stage)
     if manager.config.get("recovery.auto_resume"):
         resume(manager)
+    room = limits.room(manager, target)
+    if room is not None and room.free is not None:
+        limit = min(limit, room.free)
     claimed: list[TransitionResult] = []
     tried: set[str] = set()
     while len(claimed) < limit:
@@ -97,6 +102,8 @@ def claim(
                 result = manager.update_state(
                     episode.episode_id, target, worker=worker, force=True, lock_timeout=0
                 )
+            except limits.LimitReached:
+                return claimed  # full meanwhile: another worker took the last slot
             except (IllegalTransition, LockBusy):
                 continue
             if result.changed:
