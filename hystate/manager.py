@@ -16,6 +16,7 @@ from hystate import (
     integrity,
     layout,
     leases,
+    limits,
     queries,
     remote_work,
     transition,
@@ -216,6 +217,15 @@ class StateManager:
         if self.sync_remote:
             return remote_work.claim(self, stage, limit, worker)
         return work.claim(self, stage, limit, worker)
+
+    def resume(self) -> list[RetryOutcome]:
+        """What a claim does first with ``recovery.auto_resume``: stuck episodes become failed
+        ("worker lost"), failed ones out of attempts become skipped."""
+        return work.resume(self)
+
+    def limit_room(self, stage: str | ProcessingStage) -> limits.Room | None:
+        """The stage's ``limits`` and how much of them is used now (None: it has none)."""
+        return limits.room(self, stage)
 
     # -- leases (no commits: see hystate.leases) -------------------------------------------
 

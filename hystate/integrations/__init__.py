@@ -1,0 +1,2 @@
+"""hystate with other tools: orchestrators (``prefect``, ``airflow``) and the stage task they share
+(``stage``)."""

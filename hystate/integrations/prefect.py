@@ -1,0 +1,178 @@
+"""Prefect 3 runs the migration on hystate (``pip install 'hystate[prefect]'``; docs/prefect.md).
+
+- ``stage_task(stage, work)``: a Prefect task running ``hystate.integrations.stage.run_stage``:
+  it claims an episode (or enters the one mapped to it), renews the lease while ``work(episode)``
+  runs, advances with the fields it returns, or fails the episode with the error and traceback
+  (the task run then ends Failed, and is never retried by Prefect: hystate's policy decides).
+- ``migration_flow(works)``: a flow walking the stages in order; for each it plans the ready
+  episodes and maps the stage task over them (``.map``), round after round, until the stage has
+  nothing left (due retries included). A re-run after a crash finishes only what is left.
+- Every transition carries the flow run and task run ids (``Hystate-Flow-Run``,
+  ``Hystate-Task-Run`` trailers; ``run`` in the history entry).
+- A stage's ``limits.concurrency`` becomes the global concurrency limit ``hystate-<stage>``
+  that its task runs occupy; hystate checks the limit again when the episode enters the stage,
+  and alone enforces ``per_day``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.futures import wait
+from prefect.runtime import flow_run, task_run
+from prefect.states import Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from hystate.integrations.stage import PIPELINE, Outcome, Work, plan, run_stage
+from hystate.limits import configured
+from hystate.manager import StateManager
+from hystate.model import ACTIVE_STAGES, ProcessingStage
+
+StateDir = str | os.PathLike[str] | None
+PROGRESS = frozenset({"done", "failed", "skipped", "lost"})
+
+
+def run_ids() -> dict[str, str]:
+    """The current flow run's and task run's ids (those that exist)."""
+    found = {"flow_run": flow_run.get_id(), "task_run": task_run.get_id()}
+    return {"orchestrator": "prefect", **{k: str(v) for k, v in found.items() if v}}
+
+
+def manager_for(state_dir: StateDir = None, worker: str | None = None) -> StateManager:
+    """A manager whose transitions carry this run's ids; the worker is the flow run's name."""
+    name = worker or f"prefect:{flow_run.get_name() or 'local'}"
+    manager = StateManager(state_dir, worker=name)
+    manager.run_ids = run_ids()
+    return manager
+
+
+def limit_name(stage: str) -> str:
+    return f"hystate-{stage}"
+
+
+def sync_concurrency_limits(manager: StateManager) -> dict[str, int]:
+    """Create or update the global concurrency limit of every stage with a
+    ``limits.concurrency``; returns {limit name: slots}."""
+    made: dict[str, int] = {}
+    with get_client(sync_client=True) as client:
+        for stage in ACTIVE_STAGES:
+            slots = configured(manager, stage)[0]
+            if slots is not None:
+                client.upsert_global_concurrency_limit_by_name(limit_name(stage.value), slots)
+                made[limit_name(stage.value)] = slots
+    return made
+
+
+@contextmanager
+def _slot(manager: StateManager, stage: str) -> Iterator[None]:
+    target = ProcessingStage.parse(stage)
+    if not target.is_active or configured(manager, target)[0] is None:
+        yield
+        return
+    with concurrency(limit_name(target.value), occupy=1, strict=False):
+        yield
+
+
+def stage_task(
+    stage: str,
+    work: Work,
+    *,
+    state_dir: StateDir = None,
+    worker: str | None = None,
+    lease_seconds: float | None = None,
+    **options: Any,
+) -> Any:
+    """A Prefect task doing ``stage`` for one episode: ``task(episode_id)`` enters that one,
+    ``task()`` claims the next ready. It returns the ``Outcome`` as a dict; a failure of the
+    work ends the task run Failed after hystate recorded it."""
+    options.setdefault("name", f"hystate-{stage}")
+    options.setdefault("retries", 0)
+    options.setdefault("task_run_name", f"{stage}-{{episode_id}}")
+
+    @task(**options)
+    def hystate_stage(episode_id: str | None = None) -> Any:
+        logger = get_run_logger()
+        manager = manager_for(state_dir, worker)
+        with _slot(manager, stage):
+            outcome = run_stage(manager, stage, work, episode_id, lease_seconds=lease_seconds)
+        logger.info("%s %s: %s %s", outcome.episode_id, stage, outcome.result, outcome.detail)
+        if outcome.result == "failed":
+            return Failed(message=f"{outcome.episode_id}: {outcome.detail}", data=outcome.as_dict())
+        return outcome.as_dict()
+
+    return hystate_stage
+
+
+def _outcome(future: Any, stage: str) -> dict[str, Any]:
+    state = future.state
+    if state.is_failed():
+        data = state.result(raise_on_failure=False)
+        if isinstance(data, dict):
+            return data
+        return Outcome(None, stage, "error", str(state.message)).as_dict()
+    return dict(future.result())
+
+
+def migration_flow(
+    works: Mapping[str, Work],
+    *,
+    state_dir: StateDir = None,
+    worker: str | None = None,
+    batch: int = 8,
+    retry_wait: float = 60.0,
+    max_workers: int = 4,
+    lease_seconds: float | None = None,
+    name: str = "hystate-migration",
+    on_round: Callable[[str, list[dict[str, Any]]], None] | None = None,
+) -> Any:
+    """A flow migrating every episode through the stages of ``works`` (``{"downloading":
+    download, "converting": convert, ...}``, walked in pipeline order), ``batch`` episodes a
+    round, ``max_workers`` task runs at once. Between rounds it waits up to ``retry_wait``
+    seconds for retries hystate will allow. Returns {stage: {result: count}}."""
+    unknown = sorted(set(works) - set(PIPELINE))
+    if unknown:
+        raise ValueError(f"no stage task for {', '.join(unknown)}; stages: {', '.join(PIPELINE)}")
+    tasks = {
+        stage: stage_task(
+            stage, fn, state_dir=state_dir, worker=worker, lease_seconds=lease_seconds
+        )
+        for stage, fn in works.items()
+    }
+
+    @task(name="hystate-plan", task_run_name="plan-{stage}")
+    def plan_stage(stage: str) -> list[str]:
+        return plan(manager_for(state_dir, worker), stage, batch, wait=retry_wait)
+
+    @flow(name=name, task_runner=ThreadPoolTaskRunner(max_workers=max_workers))
+    def migrate() -> dict[str, dict[str, int]]:
+        logger = get_run_logger()
+        made = sync_concurrency_limits(manager_for(state_dir, worker))
+        if made:
+            logger.info("concurrency limits: %s", made)
+        summary: dict[str, dict[str, int]] = {}
+        for stage in (s for s in PIPELINE if s in tasks):
+            counts: Counter[str] = Counter()
+            idle = 0
+            while idle < 3:
+                ids = plan_stage(stage)
+                if not ids:
+                    break
+                futures = tasks[stage].map(ids)
+                wait(futures)
+                outcomes = [_outcome(f, stage) for f in futures]
+                counts.update(o["result"] for o in outcomes)
+                if on_round is not None:
+                    on_round(stage, outcomes)
+                idle = 0 if any(o["result"] in PROGRESS for o in outcomes) else idle + 1
+            summary[stage] = dict(counts)
+            logger.info("%s: %s", stage, dict(counts) or "nothing to do")
+        return summary
+
+    return migrate
