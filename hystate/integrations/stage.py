@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from hystate.errors import HystateError, IllegalTransition, LockBusy
+from hystate.errors import HystateError, IllegalTransition, LockBusy, UnknownEpisode
 from hystate.limits import LimitReached
 from hystate.model import ACTIVE_STAGES, EpisodeState, ProcessingStage
 from hystate.rules import MAX_MESSAGE, NEXT_STAGES
@@ -210,11 +210,13 @@ def plan(
     *,
     wait: float = 0.0,
     poll: float = 0.5,
+    concurrency_cap: bool = True,
 ) -> list[str]:
     """Ids to map a stage task over: ready for ``stage`` (due retries included; stuck work
     taken back first, as claims do), at most ``limit`` and what the stage's limits let in.
     When none is ready but a retry of the stage (or a free slot) is coming, wait up to ``wait``
-    seconds for it."""
+    seconds for it. ``concurrency_cap=False``: only the day's quota caps the list (an Airflow
+    pool, or the tasks themselves, wait for the slots)."""
     target = S.parse(stage)
     deadline = time.monotonic() + wait
     while True:
@@ -222,17 +224,19 @@ def plan(
             manager.resume()
         room = manager.limit_room(target) if target.is_active else None
         room_free = room.free if room is not None else None
+        if room is not None and not concurrency_cap:
+            room_free = None if room.per_day is None else max(room.per_day - room.today, 0)
         size = limit if room_free is None else min(limit, room_free)
         ids = [e.episode_id for e in manager.get_next_for_processing(target, size)] if size else []
-        if ids or time.monotonic() >= deadline or not _coming(manager, target, room):
+        if ids or time.monotonic() >= deadline or not _coming(manager, target, room, size):
             return ids
         time.sleep(poll)
 
 
-def _coming(manager: StateManager, stage: ProcessingStage, room: Any) -> bool:
+def _coming(manager: StateManager, stage: ProcessingStage, room: Any, size: int) -> bool:
     """Whether waiting can give work: a retry of ``stage`` not yet due, or a full stage (not
     its day's quota) with ready episodes."""
-    if room is not None and room.refusal() is not None:
+    if room is not None and (room.refusal() is not None or not size):
         if room.per_day is not None and room.today >= room.per_day:
             return False  # the day's quota: not before midnight UTC
         return bool(manager.get_next_for_processing(stage, 1))
@@ -244,3 +248,28 @@ def _coming(manager: StateManager, stage: ProcessingStage, room: Any) -> bool:
         if episode.failed_stage is stage and not manager.recovery.decide(episode).exhausted:
             return True
     return False
+
+
+def waiting_for(
+    manager: StateManager,
+    stage: str | ProcessingStage,
+    episode_ids: list[str] | None = None,
+    include_skipped: bool = True,
+) -> list[str]:
+    """The ids (of ``episode_ids``, or of every episode) not yet in ``stage`` or past it; a
+    skipped one is settled unless ``include_skipped`` is False, a failed one is waiting."""
+    target = _rank(S.parse(stage))
+    wanted = set(episode_ids) if episode_ids is not None else None
+    waiting = []
+    for episode in manager.list_episodes():
+        if wanted is not None and episode.episode_id not in wanted:
+            continue
+        if wanted is not None:
+            wanted.discard(episode.episode_id)
+        if episode.stage is S.SKIPPED and include_skipped:
+            continue
+        if _rank(episode.stage) < target:
+            waiting.append(episode.episode_id)
+    if wanted:
+        raise UnknownEpisode(f"no episode {sorted(wanted)[0]} (of {len(wanted)} unknown ids)")
+    return waiting
