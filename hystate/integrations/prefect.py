@@ -87,6 +87,7 @@ def stage_task(
     state_dir: StateDir = None,
     worker: str | None = None,
     lease_seconds: float | None = None,
+    room_wait: float = 600.0,
     **options: Any,
 ) -> Any:
     """A Prefect task doing ``stage`` for one episode: ``task(episode_id)`` enters that one,
@@ -101,7 +102,9 @@ def stage_task(
         logger = get_run_logger()
         manager = manager_for(state_dir, worker)
         with _slot(manager, stage):
-            outcome = run_stage(manager, stage, work, episode_id, lease_seconds=lease_seconds)
+            outcome = run_stage(
+                manager, stage, work, episode_id, lease_seconds=lease_seconds, room_wait=room_wait
+            )
         logger.info("%s %s: %s %s", outcome.episode_id, stage, outcome.result, outcome.detail)
         if outcome.result == "failed":
             return Failed(message=f"{outcome.episode_id}: {outcome.detail}", data=outcome.as_dict())
@@ -125,7 +128,7 @@ def migration_flow(
     *,
     state_dir: StateDir = None,
     worker: str | None = None,
-    batch: int = 8,
+    batch: int = 16,
     retry_wait: float = 60.0,
     max_workers: int = 4,
     lease_seconds: float | None = None,
@@ -148,7 +151,8 @@ def migration_flow(
 
     @task(name="hystate-plan", task_run_name="plan-{stage}")
     def plan_stage(stage: str) -> list[str]:
-        return plan(manager_for(state_dir, worker), stage, batch, wait=retry_wait)
+        manager = manager_for(state_dir, worker)
+        return plan(manager, stage, batch, wait=retry_wait, concurrency_cap=False)
 
     @flow(name=name, task_runner=ThreadPoolTaskRunner(max_workers=max_workers))
     def migrate() -> dict[str, dict[str, int]]:

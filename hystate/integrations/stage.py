@@ -133,15 +133,39 @@ def run_stage(
     episode_id: str | None = None,
     *,
     lease_seconds: float | None = None,
+    room_wait: float = 0.0,
 ) -> Outcome:
     """Claim (or enter ``episode_id``), work with a heartbeat, advance or fail. For ``scheduled``
-    and ``published`` (no lease, nothing to fail) the work's fields go with the move."""
+    and ``published`` (no lease, nothing to fail) the work's fields go with the move. A stage
+    at its ``limits.concurrency`` is waited for up to ``room_wait`` seconds (never its
+    ``per_day``: that frees only at midnight UTC)."""
+    deadline = time.monotonic() + room_wait
+    while True:
+        outcome = _run_stage(manager, stage, work, episode_id, lease_seconds)
+        if outcome.result != "limited" or "per_day" in outcome.detail:
+            return outcome
+        if time.monotonic() >= deadline:
+            return outcome
+        time.sleep(0.5)
+
+
+def _run_stage(
+    manager: StateManager,
+    stage: str | ProcessingStage,
+    work: Work,
+    episode_id: str | None,
+    lease_seconds: float | None,
+) -> Outcome:
     target = S.parse(stage)
     if not target.is_active:
         return _advance_only(manager, target, work, episode_id)
     if episode_id is None:
         claimed = manager.claim_next(target, 1)
         if not claimed:
+            room = manager.limit_room(target)
+            reason = room.refusal() if room is not None else None
+            if reason is not None:
+                return Outcome(None, target.value, "limited", reason)
             return Outcome(None, target.value, "nothing", "no episode is ready")
         episode_id = claimed[0].episode.episode_id
     else:

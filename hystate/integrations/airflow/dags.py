@@ -65,10 +65,12 @@ def migration_dag(
     retry_wait: float = 60.0,
     lease_seconds: float | None = None,
     wait_for: str | None = None,
+    chunk: int = 1,
     **dag_kwargs: Any,
 ) -> DAG:
     """The DAG (see the module docstring). ``works``: {stage: work or "module:function"};
-    ``wait_for``: the stage the closing sensor waits for (default: the last stage given)."""
+    ``wait_for``: the stage the closing sensor waits for (default: the last stage given);
+    ``chunk``: episodes per mapped task instance (default one)."""
     unknown = sorted(set(works) - set(PIPELINE))
     if unknown:
         raise ValueError(f"no stage task for {', '.join(unknown)}; stages: {', '.join(PIPELINE)}")
@@ -91,6 +93,7 @@ def migration_dag(
                     stage=stage,
                     state_dir=folder,
                     wait=retry_wait if number > 1 else 0.0,
+                    chunk=chunk,
                     trigger_rule="all_done",
                 )
                 run = HystateStageOperator.partial(
