@@ -1,6 +1,6 @@
 """The long fault-injection run: worker processes killed with SIGKILL at random moments, 200
 times by default, `hystate fsck --repair` between rounds; then the same checks as
-tests/test_faults.py. API workers and CLI workers behind `sh -c` wrappers (killed with their whole
+tests/engine/test_faults.py. API workers and CLI workers behind `sh -c` wrappers (killed with their whole
 process group); every third round a live `git commit` holds index.lock while fsck runs. Prints
 kills survived, transitions acknowledged, repairs made, rounds fsck left work for a person, live
 git locks removed and problems found (the last three must be 0).
@@ -21,8 +21,9 @@ from common import emit, isolate_git, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hystate.manager import StateManager
 from tests.fault_harness import check_sound, run_faults
+
+from hystate.manager import StateManager
 
 
 def main() -> None:

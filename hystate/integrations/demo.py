@@ -28,7 +28,9 @@ DAG_FILE = '''"""The hystate migration DAG of `make demo-airflow`."""
 from hystate.integrations.airflow import migration_dag
 from hystate.integrations.simulated import PATHS
 
-dag = migration_dag("hystate_migration", PATHS, state_dir={state_dir!r}, retry_wait=10, chunk={chunk})
+dag = migration_dag(
+    "hystate_migration", PATHS, state_dir={state_dir!r}, retry_wait=10, chunk={chunk}
+)
 '''
 
 
@@ -107,7 +109,7 @@ def run_airflow(target: Path, chunk: int) -> None:
     started = time.monotonic()
     log = home / "dags-test.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(
+        test = subprocess.Popen(
             [airflow, "dags", "test", "hystate_migration"],
             cwd=target,
             env=env,
@@ -118,7 +120,7 @@ def run_airflow(target: Path, chunk: int) -> None:
         from hystate.demo import progress_line
 
         manager = StateManager(cwd=target)
-        while proc.poll() is None:
+        while test.poll() is None:
             time.sleep(5)
             print(progress_line(manager, started), flush=True)
     state = "success" if "state=success" in log.read_text() else "see " + str(log)

@@ -30,10 +30,10 @@ from prefect.runtime import flow_run, task_run
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from hystate.core.model import ACTIVE_STAGES, ProcessingStage
+from hystate.engine.limits import configured
 from hystate.integrations.stage import PIPELINE, Outcome, Work, plan, run_stage
-from hystate.limits import configured
 from hystate.manager import StateManager
-from hystate.model import ACTIVE_STAGES, ProcessingStage
 
 StateDir = str | os.PathLike[str] | None
 PROGRESS = frozenset({"done", "failed", "skipped", "lost"})

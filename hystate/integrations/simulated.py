@@ -14,8 +14,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from hystate.core.model import EpisodeState
 from hystate.demo import ERRORS
-from hystate.model import EpisodeState
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from hystate.errors import HystateError, IllegalTransition, LockBusy, UnknownEpisode
-from hystate.limits import LimitReached
-from hystate.model import ACTIVE_STAGES, EpisodeState, ProcessingStage
-from hystate.rules import MAX_MESSAGE, NEXT_STAGES
+from hystate.core.errors import HystateError, IllegalTransition, LockBusy, UnknownEpisode
+from hystate.core.model import ACTIVE_STAGES, EpisodeState, ProcessingStage
+from hystate.core.rules import MAX_MESSAGE, NEXT_STAGES
+from hystate.engine.limits import LimitReached
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager

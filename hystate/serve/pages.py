@@ -14,12 +14,12 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from hystate.errors import HystateError, UnknownEpisode
-from hystate.model import ProcessingStage
+from hystate.core.errors import HystateError, UnknownEpisode
+from hystate.core.model import ProcessingStage
 from hystate.serve.api import unexpected
 
 if TYPE_CHECKING:
-    from hystate.serve.app import Server
+    from hystate.serve.server import Server
 
 
 @cache

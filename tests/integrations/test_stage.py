@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hystate.errors import UnknownEpisode
+from hystate.core.errors import UnknownEpisode
 from hystate.integrations.stage import error_text, plan, run_stage, waiting_for
 from hystate.manager import StateManager
 from tests.conftest import commits, git

@@ -19,12 +19,12 @@ from typing import Any
 
 from airflow.sdk import DAG, BaseOperator
 
+from hystate.core.model import ACTIVE_STAGES, ProcessingStage
+from hystate.engine.limits import configured
 from hystate.integrations.airflow.operators import HystatePlanOperator, HystateStageOperator
 from hystate.integrations.airflow.sensors import HystateStageSensor
 from hystate.integrations.stage import PIPELINE, Work
-from hystate.limits import configured
 from hystate.manager import StateManager
-from hystate.model import ACTIVE_STAGES, ProcessingStage
 
 S = ProcessingStage
 

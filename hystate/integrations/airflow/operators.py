@@ -44,9 +44,7 @@ class HystatePlanOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[Any]:
         manager = HystateHook(self.state_dir).get_manager(context)
-        ids = plan(
-            manager, self.stage, self.limit, wait=self.wait, concurrency_cap=self.fill_slots
-        )
+        ids = plan(manager, self.stage, self.limit, wait=self.wait, concurrency_cap=self.fill_slots)
         self.log.info("%s: %d episode(s) ready", self.stage, len(ids))
         if self.chunk <= 1:
             return ids
@@ -109,5 +107,7 @@ class HystateStageOperator(BaseOperator):
             lease_seconds=self.lease_seconds,
             room_wait=self.room_wait,
         )
-        self.log.info("%s %s: %s %s", outcome.episode_id, self.stage, outcome.result, outcome.detail)
+        self.log.info(
+            "%s %s: %s %s", outcome.episode_id, self.stage, outcome.result, outcome.detail
+        )
         return outcome
