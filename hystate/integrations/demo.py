@@ -60,6 +60,7 @@ def run_prefect(target: Path, workers: int) -> None:
     os.environ["HOME"] = str(home)  # the ephemeral server writes $HOME/.prefect
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")  # the progress lines say it
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.chdir(target)
     from hystate import StateManager
     from hystate.demo import progress_line
