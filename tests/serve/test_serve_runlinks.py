@@ -30,7 +30,9 @@ def test_links_quote_every_id_and_need_an_http_address(monkeypatch: pytest.Monke
         base + "manual__2026-12-07T00%3A00%3A00%2B00%3A00"
     )
     assert found["task_id=uploading_1"].endswith("/tasks/uploading_1/mapped/3")
-    assert links(None) == [] and links({"orchestrator": "prefect", "flow_run": "../x"})[1][1] is None
+    assert (
+        links(None) == [] and links({"orchestrator": "prefect", "flow_run": "../x"})[1][1] is None
+    )
 
 
 def test_the_episode_page_links_the_prefect_runs(repo: Path) -> None:
@@ -41,5 +43,8 @@ def test_the_episode_page_links_the_prefect_runs(repo: Path) -> None:
     env = {"PREFECT_UI_URL": "http://127.0.0.1:4200"}
     with serving(repo, "--reports-every", "0", env=env) as srv, srv.client() as http:
         page = http.get(f"/episodes/{eid}").text
-    assert '<a href="http://127.0.0.1:4200/runs/flow-run/3c4e" rel="noreferrer">flow_run=3c4e</a>' in page
+    assert (
+        '<a href="http://127.0.0.1:4200/runs/flow-run/3c4e" rel="noreferrer">flow_run=3c4e</a>'
+        in page
+    )
     assert "/runs/task-run/01a2" in page

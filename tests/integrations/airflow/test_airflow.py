@@ -18,7 +18,7 @@ from tests.conftest import git, run_hystate
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
-WORK = '''
+WORK = """
 import os, time
 
 LOG = os.environ["DONE_LOG"]
@@ -55,9 +55,9 @@ def schedule(episode):
 
 def publish(episode):
     return _done("published", episode, {"youtube.published_date": "2026-01-01T00:00:00+00:00"})
-'''
+"""
 
-MIGRATION = '''
+MIGRATION = """
 from hystate.integrations.airflow import migration_dag
 
 W = "hystate_test_work:"
@@ -67,9 +67,9 @@ works = {{
 }}
 works = {{k: v for k, v in works.items() if k in {stages!r}}}
 dag = migration_dag({dag_id!r}, works, state_dir={state_dir!r}, retry_wait=30)
-'''
+"""
 
-SENSOR = '''
+SENSOR = """
 from airflow.sdk import DAG
 from hystate.integrations.airflow import HystateStageSensor
 
@@ -78,7 +78,7 @@ with DAG({dag_id!r}, schedule=None) as dag:
         task_id="wait", stage="downloaded", episode_ids={ids!r}, state_dir={state_dir!r},
         deferrable=True, poke_interval=0.5, timeout=600,
     )
-'''
+"""
 
 
 @pytest.fixture(scope="session")
@@ -175,10 +175,10 @@ def test_the_dag_migrates_records_failures_and_run_ids(repo: Path, airflow: Airf
     error = flaky.error_history[0]
     assert error["error"] == "ConnectionResetError: connection reset by peer after 18.2 MB"
     assert "in download" in error["traceback"]
-    failed = [h for h in flaky.history if h["to"] == "failed"][0]["run"]
+    failed = next(h for h in flaky.history if h["to"] == "failed")["run"]
     # the failed task instance was not retried by Airflow: its one try recorded the failure
     assert failed["task_id"] == "downloading_1" and failed["try_number"] == "1"
-    retry = [h for h in flaky.history if h["from"] == "failed"][0]["run"]
+    retry = next(h for h in flaky.history if h["from"] == "failed")["run"]
     assert retry["task_id"] == "downloading_2" and retry["map_index"] == "0"
     body = git(repo, "log", "-1", "--format=%B")
     assert "Hystate-Orchestrator: airflow" in body and "Hystate-Dag-Id: hystate_all" in body
@@ -194,7 +194,9 @@ def test_the_deferrable_sensor_waits_in_the_trigger(
 ) -> None:
     manager = configure(repo, "")
     ids = keep(manager, 2)
-    airflow.add_dag(SENSOR.format(dag_id="hystate_wait", ids=ids, state_dir=str(repo / "processed")))
+    airflow.add_dag(
+        SENSOR.format(dag_id="hystate_wait", ids=ids, state_dir=str(repo / "processed"))
+    )
     output = tmp_path / "sensor.out"
     proc = airflow.start("dags", "test", "hystate_wait", output=output)
     try:
@@ -272,13 +274,21 @@ def test_four_airflows_at_once_keep_the_upload_limits(
         manager.update_state(eid, "downloaded", fields={"files.audio_file": f"a/{eid}.mp3"})
         manager.update_state(eid, "converting")
         manager.update_state(eid, "converted", fields={"files.video_file": f"v/{eid}.mp4"})
-    dag = MIGRATION.format(dag_id="hystate_up", stages=["uploading"], state_dir=str(repo / "processed"))
+    dag = MIGRATION.format(
+        dag_id="hystate_up", stages=["uploading"], state_dir=str(repo / "processed")
+    )
     runners = []
     for number in range(4):  # four Airflow installations (nodes), one state repository
         node = Airflow(tmp_path / f"node{number}", migrated_db)
         node.add_dag(dag)
         pools = subprocess.run(
-            [sys.executable, "-m", "hystate.integrations.airflow", "pools", str(repo / "processed")],
+            [
+                sys.executable,
+                "-m",
+                "hystate.integrations.airflow",
+                "pools",
+                str(repo / "processed"),
+            ],
             env=node.env,
             capture_output=True,
             text=True,
@@ -286,7 +296,9 @@ def test_four_airflows_at_once_keep_the_upload_limits(
         assert pools.returncode == 0 and "hystate_uploading: 2 slots" in pools.stdout
         runners.append(node)
     procs = [
-        node.start("dags", "test", "hystate_up", output=tmp_path / f"up{n}.out", UPLOAD_SECONDS="0.3")
+        node.start(
+            "dags", "test", "hystate_up", output=tmp_path / f"up{n}.out", UPLOAD_SECONDS="0.3"
+        )
         for n, node in enumerate(runners)
     ]
     for proc in procs:
