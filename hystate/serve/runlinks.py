@@ -41,6 +41,6 @@ def links(run: Any) -> list[tuple[str, str | None]]:
             task = f"{dag_run}/tasks/{_q(run['task_id'])}"
             index = str(run.get("map_index", "-1"))
             url["task_id"] = task if index == "-1" else f"{task}/mapped/{_q(index)}"
-    shown = [(f"{who}", None)] if who else []
+    shown: list[tuple[str, str | None]] = [(who, None)] if who else []
     shown += [(f"{key}={run[key]}", url.get(key)) for key in SHOWN if key in run]
     return shown
