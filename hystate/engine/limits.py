@@ -7,6 +7,10 @@ stage since midnight UTC (``per_day``; retries count, they use the quota too). E
 commits under that one lock, so no two entries can both see the last free slot, whichever
 worker, process or orchestrator makes them. A refused entry is ``LimitReached`` (exit 3) and
 changes nothing; claims stop at the limit and hand out what fits.
+
+Across nodes (``hystate.cluster``) a claim is acknowledged only once the remote's tip holds it;
+a claim replayed onto a tip that moved meanwhile is judged again against that tip's tree
+(``replay_refusal``), so two nodes cannot both take the last slot.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from datetime import UTC, datetime, time
 from typing import TYPE_CHECKING
 
 from hystate.cache import queries
-from hystate.core.errors import IllegalTransition
-from hystate.core.model import ProcessingStage
+from hystate.cache.tree import StateTree
+from hystate.core import yamlio
+from hystate.core.errors import HystateError, IllegalTransition
+from hystate.core.model import ProcessingStage, parse_time
 
 if TYPE_CHECKING:
     from hystate.core.model import EpisodeState
@@ -122,3 +128,44 @@ def check(ws: Workspace, episode: EpisodeState, change: Change) -> None:
             hint="wait for a running one to finish (or for tomorrow), or raise the limit in "
             "hystate.yaml",
         )
+
+
+def tree_room(ws: Workspace, root: bytes | None, stage: ProcessingStage) -> Room | None:
+    """``room`` counted from the episode files of the commit tree ``root`` (not the cache,
+    which reflects HEAD): what a replay onto another node's tip is judged against."""
+    concurrency, per_day = configured(ws, stage)
+    if concurrency is None and per_day is None:
+        return None
+    folder = ws.repo.objects.lookup(root, ws.rel_state_dir) if ws.rel_state_dir != "." else None
+    sha = folder[1] if folder is not None else root
+    clock = datetime.now(UTC)
+    midnight = datetime.combine(clock.date(), time(0), UTC)
+    running = today = 0
+    for _, _, blob in StateTree(ws.repo.objects, sha).everything():
+        try:
+            doc = yamlio.load(ws.repo.objects.read(blob)[1])
+            running += doc["stage"] == stage.value
+            today += sum(
+                1
+                for entry in doc["history"]
+                if entry["to"] == stage.value and parse_time(entry["at"]) >= midnight
+            )
+        except (HystateError, yamlio.YAMLError, KeyError, TypeError, ValueError):
+            continue  # a broken file is fsck's to name; it holds no slot here
+    return Room(stage.value, concurrency, per_day, running, today, clock.date().isoformat())
+
+
+def replay_refusal(
+    ws: Workspace, root: bytes | None, episode_id: str, old: str, new: str
+) -> str | None:
+    """Why a replayed transition ``old -> new`` may not land on the tree ``root`` (None: it
+    may): it enters a limited stage that is full there."""
+    try:
+        target = S.parse(new)
+    except HystateError:
+        return None
+    if not target.is_active or old == new or not limited(ws, target):
+        return None
+    current = tree_room(ws, root, target)
+    reason = current.refusal() if current is not None else None
+    return f"{episode_id}: {reason} on the remote" if reason else None
