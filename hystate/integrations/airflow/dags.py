@@ -13,8 +13,11 @@ enforces ``per_day``. The DAG ends with a deferrable ``HystateStageSensor`` on t
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, BaseOperator
@@ -43,8 +46,15 @@ def pools(manager: StateManager) -> dict[str, int]:
     return found
 
 
-def ensure_pools(manager: StateManager, airflow: str = "airflow") -> dict[str, int]:
+def airflow_command() -> str:
+    """The ``airflow`` command: on the PATH, else beside this Python (a venv not activated)."""
+    beside = Path(sys.executable).with_name("airflow")
+    return shutil.which("airflow") or (str(beside) if beside.exists() else "airflow")
+
+
+def ensure_pools(manager: StateManager, airflow: str | None = None) -> dict[str, int]:
     """Create or resize the pools (``airflow pools set``) to match ``hystate.yaml``."""
+    airflow = airflow or airflow_command()
     made = pools(manager)
     for name, slots in made.items():
         description = f"hystate limits.{name.removeprefix('hystate_')}.concurrency"
