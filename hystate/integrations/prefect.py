@@ -91,36 +91,59 @@ def stage_task(
     **options: Any,
 ) -> Any:
     """A Prefect task doing ``stage`` for one episode: ``task(episode_id)`` enters that one,
-    ``task()`` claims the next ready. It returns the ``Outcome`` as a dict; a failure of the
-    work ends the task run Failed after hystate recorded it."""
+    ``task()`` claims the next ready; a list of ids is done one after the other in one task run
+    (a lane: it holds one concurrency slot throughout). It returns the ``Outcome`` as a dict (a
+    list of them for a list); a failure of the work ends the task run Failed after hystate
+    recorded it."""
     options.setdefault("name", f"hystate-{stage}")
     options.setdefault("retries", 0)
-    options.setdefault("task_run_name", f"{stage}-{{episode_id}}")
+    options.setdefault("task_run_name", lambda: _run_name(stage))
 
     @task(**options)
-    def hystate_stage(episode_id: str | None = None) -> Any:
+    def hystate_stage(episode_id: str | list[str] | None = None) -> Any:
         logger = get_run_logger()
         manager = manager_for(state_dir, worker)
+        ids: list[str | None] = list(episode_id) if isinstance(episode_id, list) else [episode_id]
+        outcomes = []
         with _slot(manager, stage):
-            outcome = run_stage(
-                manager, stage, work, episode_id, lease_seconds=lease_seconds, room_wait=room_wait
-            )
-        logger.info("%s %s: %s %s", outcome.episode_id, stage, outcome.result, outcome.detail)
-        if outcome.result == "failed":
-            return Failed(message=f"{outcome.episode_id}: {outcome.detail}", data=outcome.as_dict())
-        return outcome.as_dict()
+            for eid in ids:
+                outcome = run_stage(
+                    manager, stage, work, eid, lease_seconds=lease_seconds, room_wait=room_wait
+                )
+                logger.info(
+                    "%s %s: %s %s", outcome.episode_id, stage, outcome.result, outcome.detail
+                )
+                outcomes.append(outcome.as_dict())
+        data: Any = outcomes if isinstance(episode_id, list) else outcomes[0]
+        failed = [o for o in outcomes if o["result"] == "failed"]
+        if failed:
+            first = failed[0]
+            return Failed(message=f"{first['episode_id']}: {first['detail']}", data=data)
+        return data
 
     return hystate_stage
 
 
-def _outcome(future: Any, stage: str) -> dict[str, Any]:
+def _run_name(stage: str) -> str:
+    given = task_run.get_parameters().get("episode_id")
+    if isinstance(given, list):
+        return f"{stage}-lane-of-{len(given)}-from-{given[0] if given else 'none'}"
+    return f"{stage}-{given or 'next'}"
+
+
+def _outcomes(future: Any, stage: str) -> list[dict[str, Any]]:
     state = future.state
-    if state.is_failed():
-        data = state.result(raise_on_failure=False)
-        if isinstance(data, dict):
-            return data
-        return Outcome(None, stage, "error", str(state.message)).as_dict()
-    return dict(future.result())
+    data = state.result(raise_on_failure=False) if state.is_failed() else future.result()
+    if isinstance(data, dict):
+        return [data]
+    if isinstance(data, list):
+        return [dict(o) for o in data]
+    return [Outcome(None, stage, "error", str(state.message)).as_dict()]
+
+
+def lanes(ids: list[str], count: int) -> list[list[str]]:
+    """``ids`` dealt into ``count`` lists (no empty one)."""
+    return [ids[i::count] for i in range(min(count, len(ids)))]
 
 
 def migration_flow(
@@ -157,7 +180,8 @@ def migration_flow(
     @flow(name=name, task_runner=ThreadPoolTaskRunner(max_workers=max_workers))
     def migrate() -> dict[str, dict[str, int]]:
         logger = get_run_logger()
-        made = sync_concurrency_limits(manager_for(state_dir, worker))
+        manager = manager_for(state_dir, worker)
+        made = sync_concurrency_limits(manager)
         if made:
             logger.info("concurrency limits: %s", made)
         summary: dict[str, dict[str, int]] = {}
@@ -168,9 +192,12 @@ def migration_flow(
                 ids = plan_stage(stage)
                 if not ids:
                     break
-                futures = tasks[stage].map(ids)
+                # a limited stage runs in as many lanes as it has slots: one task run a lane,
+                # holding its slot (Prefect makes a waiting task retry about once a second)
+                slots = configured(manager, ProcessingStage.parse(stage))[0]
+                futures = tasks[stage].map(lanes(ids, slots) if slots else ids)
                 wait(futures)
-                outcomes = [_outcome(f, stage) for f in futures]
+                outcomes = [o for f in futures for o in _outcomes(f, stage)]
                 counts.update(o["result"] for o in outcomes)
                 if on_round is not None:
                     on_round(stage, outcomes)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from hystate.core.model import EpisodeState
 from hystate.integrations.prefect import migration_flow, stage_task
@@ -169,15 +172,24 @@ def test_four_task_runners_keep_the_upload_limits(repo: Path) -> None:
         time.sleep(0.2)
         return {"youtube.video_id": "abcdefghijk"}
 
-    migrate = migration_flow(
-        {"uploading": upload}, state_dir=repo / "processed", max_workers=4, retry_wait=5
-    )
-    summary = migrate()
+    # four task runners, one task run an episode, no Prefect limit: hystate's alone holds
+    uploading = stage_task("uploading", upload, state_dir=repo / "processed", room_wait=120)
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=4))
+    def four() -> list[Any]:
+        futures = uploading.map(ids)
+        wait(futures)
+        return [f.result() for f in futures]
+
+    results = Counter(o["result"] for o in four())
     most, entries = replay_uploading(repo)
     assert most <= 2 and entries == 6
+    assert results == {"done": 6, "limited": 4}  # the day's quota: refused, not waited for
     counts = manager.count_by_stage()
     assert (counts["uploaded"], counts["converted"]) == (6, 4)
-    assert summary["uploading"]["done"] == 6
+    # the flow maps the limit onto a Prefect global concurrency limit, and runs its lanes
+    summary = migration_flow({"uploading": upload}, state_dir=repo / "processed")()
+    assert summary == {"uploading": {}}  # nothing more today
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name("hystate-uploading").limit == 2
 
