@@ -41,10 +41,10 @@ demo: install ## The simulated migration of the real catalog, in a scratch repo 
 	$(BIN)/python -m hystate.demo --dir "$(DEMO_DIR)" --catalog processed
 
 demo-prefect: $(VENV_PREFECT)/.installed-stamp ## The same through a Prefect 3 flow (../hystate-demo-prefect)
-	$(VENV_PREFECT)/bin/python -m hystate.integrations.demo prefect --dir "$(abspath ../hystate-demo-prefect)" --catalog processed
+	$(VENV_PREFECT)/bin/python -m hystate.demo_orchestrators prefect --dir "$(abspath ../hystate-demo-prefect)" --catalog processed
 
 demo-airflow: $(VENV_AIRFLOW)/.installed-stamp ## The same through an Airflow 3 DAG (../hystate-demo-airflow)
-	$(VENV_AIRFLOW)/bin/python -m hystate.integrations.demo airflow --dir "$(abspath ../hystate-demo-airflow)" --catalog processed
+	$(VENV_AIRFLOW)/bin/python -m hystate.demo_orchestrators airflow --dir "$(abspath ../hystate-demo-airflow)" --catalog processed
 
 demo-cluster: install ## The same on 3 clones of a shared git daemon remote (../hystate-demo-cluster)
 	$(BIN)/python -m hystate.demo_cluster --dir "$(abspath ../hystate-demo-cluster)" --catalog processed

@@ -15,8 +15,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hystate.core.model import EpisodeState
-from hystate.demo import ERRORS
 
+# The errors the real tools give (the demos draw from them).
+ERRORS = {
+    "downloading": [
+        "HTTP 503 Service Unavailable from archive.org",
+        "connection reset by peer after 18.2 MB",
+        "md5 mismatch: archive.org metadata says 7e10053385866b87e64a09314be58618",
+    ],
+    "converting": [
+        "ffmpeg exited with status 1: Invalid data found when processing input",
+        "ffmpeg exited with status 234: Error while decoding stream #0:0",
+    ],
+    "uploading": [
+        "YouTube Data API 403: quotaExceeded",
+        "YouTube upload endpoint returned HTTP 500",
+    ],
+}
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 
 

@@ -4,8 +4,8 @@ dags test`` on a SQLite metadata database), in a scratch repository made like ``
 with ``limits: {uploading: {concurrency: 2}}``. Ends with ``hystate history`` of an episode,
 showing the orchestrator's run ids, and the trailers of the last commit.
 
-    python -m hystate.integrations.demo prefect --dir ../hystate-demo-prefect [--catalog processed]
-    python -m hystate.integrations.demo airflow --dir ../hystate-demo-airflow [--catalog processed]
+    python -m hystate.demo_orchestrators prefect --dir ../hystate-demo-prefect [--catalog processed]
+    python -m hystate.demo_orchestrators airflow --dir ../hystate-demo-airflow [--catalog processed]
 """
 
 from __future__ import annotations
