@@ -92,12 +92,11 @@ def _rank(stage: ProcessingStage) -> int:
 
 def enter(manager: StateManager, stage: ProcessingStage, episode_id: str) -> Outcome | None:
     """Put ``episode_id`` into active ``stage`` for this manager's worker, as hystate allows;
-    None when it is in, or an Outcome saying why it is not."""
+    None once it is in, or an Outcome saying why it is not (held by anyone, even a worker of
+    the same name: maybe a live one; a dead one is marked lost by the next claim)."""
     episode = manager.episode(episode_id)
     here = episode.stage
-    if here is stage:
-        if episode.worker == manager.worker:
-            return None  # entered already (the orchestrator retried this very task)
+    if here is stage:  # held, maybe by a dead process: a claim marks it lost, then it is due
         return Outcome(episode_id, stage.value, "taken", f"held by {episode.worker}")
     if here is S.SKIPPED:
         return Outcome(episode_id, stage.value, "skipped", str(episode.status_message or ""))
