@@ -29,7 +29,8 @@ from hystate.integrations.airflow import migration_dag
 from hystate.integrations.simulated import PATHS
 
 dag = migration_dag(
-    "hystate_migration", PATHS, state_dir={state_dir!r}, retry_wait=10, chunk={chunk}
+    "hystate_migration", PATHS, state_dir={state_dir!r}, retry_wait=10, chunk={chunk},
+    wait_for="published",
 )
 '''
 

@@ -7,7 +7,7 @@ waiting up to ``retry_wait`` for one that is coming), and ``HystateStageOperator
 (``trigger_rule="all_done"``): a failed episode is hystate's to retry, not the DAG's to stop
 for. A stage with ``limits.concurrency`` runs its tasks in the pool ``hystate_<stage>`` of
 that many slots (``ensure_pools`` makes it); hystate checks the limit again on entry and alone
-enforces ``per_day``. The DAG ends with a deferrable ``HystateStageSensor`` on the last stage.
+enforces ``per_day``. With ``wait_for``, the DAG ends with a deferrable ``HystateStageSensor``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ def migration_dag(
     **dag_kwargs: Any,
 ) -> DAG:
     """The DAG (see the module docstring). ``works``: {stage: work or "module:function"};
-    ``wait_for``: the stage the closing sensor waits for (default: the last stage given);
+    ``wait_for``: a stage every episode must reach (or be skipped) before the run ends, waited
+    for by a closing deferrable ``HystateStageSensor`` (default: none; the run ends with its
+    last round);
     ``chunk``: episodes per mapped task instance (default one)."""
     unknown = sorted(set(works) - set(PIPELINE))
     if unknown:
@@ -117,15 +119,16 @@ def migration_dag(
                 if before is not None:
                     before >> plan
                 before = run
-        sensor = HystateStageSensor(
-            task_id=f"wait_{wait_for or stages[-1]}",
-            stage=wait_for or stages[-1],
-            state_dir=folder,
-            deferrable=True,
-            poke_interval=2.0,
-            timeout=3600.0,
-            trigger_rule="all_done",
-        )
-        if before is not None:
-            before >> sensor
+        if wait_for is not None:
+            sensor = HystateStageSensor(
+                task_id=f"wait_{wait_for}",
+                stage=wait_for,
+                state_dir=folder,
+                deferrable=True,
+                poke_interval=2.0,
+                timeout=3600.0,
+                trigger_rule="all_done",
+            )
+            if before is not None:
+                before >> sensor
     return dag
