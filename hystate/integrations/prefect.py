@@ -71,13 +71,27 @@ def sync_concurrency_limits(manager: StateManager) -> dict[str, int]:
 
 
 @contextmanager
-def _slot(manager: StateManager, stage: str) -> Iterator[None]:
+def _slot(manager: StateManager, stage: str, wait: float) -> Iterator[None]:
+    """One slot of the stage's Prefect limit, waited for up to ``wait`` seconds; then the work
+    goes on under hystate's limit alone (a slot a killed flow left behind on the server must
+    not stop the re-run: hystate's check is the one that holds)."""
     target = ProcessingStage.parse(stage)
     if not target.is_active or configured(manager, target)[0] is None:
         yield
         return
-    with concurrency(limit_name(target.value), occupy=1, strict=False):
+    held = concurrency(limit_name(target.value), occupy=1, strict=False, timeout_seconds=wait)
+    try:
+        held.__enter__()
+    except TimeoutError:
+        get_run_logger().warning(
+            "no %s slot in %.0f s: going on under hystate's limit", limit_name(stage), wait
+        )
         yield
+        return
+    try:
+        yield
+    finally:
+        held.__exit__(None, None, None)
 
 
 def stage_task(
@@ -105,7 +119,7 @@ def stage_task(
         manager = manager_for(state_dir, worker)
         ids: list[str | None] = list(episode_id) if isinstance(episode_id, list) else [episode_id]
         outcomes = []
-        with _slot(manager, stage):
+        with _slot(manager, stage, room_wait):
             for eid in ids:
                 outcome = run_stage(
                     manager, stage, work, eid, lease_seconds=lease_seconds, room_wait=room_wait

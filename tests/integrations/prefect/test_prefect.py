@@ -194,6 +194,23 @@ def test_four_task_runners_keep_the_upload_limits(repo: Path) -> None:
         assert client.read_global_concurrency_limit_by_name("hystate-uploading").limit == 2
 
 
+def test_a_slot_left_on_the_prefect_server_does_not_block_the_work(repo: Path) -> None:
+    text = "state_management:\n  limits:\n    downloading: {concurrency: 1}\n"
+    manager = configure(repo, text)
+    eid = keep(manager, 1)[0]
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name("hystate-downloading", 1)
+        client.increment_concurrency_slots(["hystate-downloading"], 1, "concurrency")  # leaked
+    download = stage_task("downloading", fields_for("downloading"), room_wait=2)
+
+    @flow
+    def one() -> Any:
+        return download(eid)
+
+    assert one()["result"] == "done"
+    assert manager.episode(eid).stage.value == "downloaded"
+
+
 RUNNER = """
 import os, sys, time
 from hystate.integrations.prefect import migration_flow
