@@ -60,6 +60,7 @@ def run_prefect(target: Path, workers: int) -> None:
     os.environ.setdefault("PREFECT_HOME", str(home / ".prefect"))
     os.environ["HOME"] = str(home)  # the ephemeral server writes $HOME/.prefect
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")  # the progress lines say it
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.chdir(target)
@@ -74,7 +75,7 @@ def run_prefect(target: Path, workers: int) -> None:
     def on_round(stage: str, outcomes: list[dict[str, Any]]) -> None:
         print(f"{stage:<12} {len(outcomes):4d} task runs  " + progress_line(manager, started))
 
-    flow = migration_flow(WORKS, retry_wait=10, max_workers=workers, on_round=on_round)
+    flow = migration_flow(WORKS, retry_wait=10, max_workers=workers, batch=48, on_round=on_round)
     summary = flow()
     print(f"\nflow finished in {time.monotonic() - started:.0f}s: {summary}\n")
 
