@@ -92,11 +92,16 @@ def _rank(stage: ProcessingStage) -> int:
 
 def enter(manager: StateManager, stage: ProcessingStage, episode_id: str) -> Outcome | None:
     """Put ``episode_id`` into active ``stage`` for this manager's worker, as hystate allows;
-    None once it is in, or an Outcome saying why it is not (held by anyone, even a worker of
-    the same name: maybe a live one; a dead one is marked lost by the next claim)."""
+    None once it is in, or an Outcome saying why it is not. One already in the stage is this
+    worker's only when a person handed it over (``hystate retry ID --worker W``: an entry
+    without run ids); one a task run entered is that task run's, alive or not (a dead one is
+    marked lost by the next claim, then retried)."""
     episode = manager.episode(episode_id)
     here = episode.stage
-    if here is stage:  # held, maybe by a dead process: a claim marks it lost, then it is due
+    if here is stage:
+        handed = episode.worker == manager.worker and not episode.history[-1].get("run")
+        if handed:
+            return None
         return Outcome(episode_id, stage.value, "taken", f"held by {episode.worker}")
     if here is S.SKIPPED:
         return Outcome(episode_id, stage.value, "skipped", str(episode.status_message or ""))

@@ -71,7 +71,7 @@ def test_a_handed_failed_episode_follows_hystates_policy(repo: Path) -> None:
     again = run_stage(manager, "downloading", fails, eid)  # an orchestrator's own retry
     assert again.result == "not-due" and "retry due at" in again.detail
     assert commits(repo) == before and manager.episode(eid).attempts["download"] == 1
-    manager.retry([eid], now=True)  # an operator forces the second and last attempt
+    manager.retry([eid], now=True)  # an operator hands this worker the second and last attempt
     assert run_stage(manager, "downloading", fails, eid).result == "failed"
     last = run_stage(manager, "downloading", fails, eid)
     assert last.result == "skipped" and "giving up after 2 of 2" in last.detail
@@ -139,3 +139,14 @@ def test_run_ids_of_the_stage_task_reach_the_commit(repo: Path) -> None:
     outcome = run_stage(manager, "downloading", lambda e: AUDIO)
     body = git(repo, "log", "-1", "--format=%B", str(outcome.commit))
     assert "Hystate-Dag-Run: manual__2026-12-07T00:00:00+00:00" in body
+
+
+def test_an_episode_a_task_run_holds_is_never_adopted(repo: Path) -> None:
+    manager = configure(repo, "")
+    eid = first(manager)[0]
+    manager.run_ids = {"orchestrator": "airflow", "dag_run": "manual__1", "map_index": "0"}
+    manager.update_state(eid, "downloading")  # a task run of the same worker name holds it
+    manager.run_ids = {"orchestrator": "airflow", "dag_run": "manual__2", "map_index": "0"}
+    outcome = run_stage(manager, "downloading", lambda e: AUDIO, eid)
+    assert (outcome.result, outcome.detail) == ("taken", "held by stage-test")
+    assert manager.episode(eid).stage.value == "downloading"
