@@ -241,15 +241,14 @@ def plan(
     concurrency_cap: bool = True,
 ) -> list[str]:
     """Ids to map a stage task over: ready for ``stage`` (due retries included; stuck work
-    taken back first, as claims do), at most ``limit`` and what the stage's limits let in.
-    When none is ready but a retry of the stage (or a free slot) is coming, wait up to ``wait``
-    seconds for it. ``concurrency_cap=False``: only the day's quota caps the list (an Airflow
-    pool, or the tasks themselves, wait for the slots)."""
+    taken back and exhausted failures skipped first, as claims do), at most ``limit`` and what
+    the stage's limits let in. When none is ready but a retry of the stage (or a free slot) is
+    coming, wait up to ``wait`` seconds for it. ``concurrency_cap=False``: only the day's
+    quota caps the list (an Airflow pool, or the tasks themselves, wait for the slots)."""
     target = S.parse(stage)
     deadline = time.monotonic() + wait
     while True:
-        if target.is_active:
-            manager.resume()
+        manager.resume()  # any stage's plan: a failure out of attempts is skipped at once
         room = manager.limit_room(target) if target.is_active else None
         room_free = room.free if room is not None else None
         if room is not None and not concurrency_cap:
