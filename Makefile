@@ -4,13 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= $(abspath ../hystate-demo)
+# The orchestrators pin different packages: each has its own venv with hystate installed editable.
+VENV_PREFECT ?= .venv-prefect
+VENV_AIRFLOW ?= .venv-airflow
 
 .DEFAULT_GOAL := help
-<<<<<<< HEAD
-.PHONY: help install demo demo-cluster test test-deps test-fast lint bench catalog clean
-=======
-.PHONY: help install demo demo-cluster test test-fast lint docs bench catalog clean
->>>>>>> main
+.PHONY: help install install-orchestrators demo demo-cluster demo-prefect demo-airflow test \
+	test-deps test-fast lint docs bench catalog clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -23,14 +23,36 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install hystate with its dev tools
 
+$(VENV_PREFECT)/.installed-stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV_PREFECT)
+	$(VENV_PREFECT)/bin/pip install --quiet --upgrade pip
+	$(VENV_PREFECT)/bin/pip install --quiet -e '.[prefect,orchestrator-tests]'
+	touch $@
+
+$(VENV_AIRFLOW)/.installed-stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV_AIRFLOW)
+	$(VENV_AIRFLOW)/bin/pip install --quiet --upgrade pip
+	$(VENV_AIRFLOW)/bin/pip install --quiet -e '.[airflow,orchestrator-tests]'
+	touch $@
+
+install-orchestrators: $(VENV_PREFECT)/.installed-stamp $(VENV_AIRFLOW)/.installed-stamp ## .venv-prefect and .venv-airflow (~260 and ~300 MB)
+
 demo: install ## The simulated migration of the real catalog, in a scratch repo (../hystate-demo)
 	$(BIN)/python -m hystate.demo --dir "$(DEMO_DIR)" --catalog processed
+
+demo-prefect: $(VENV_PREFECT)/.installed-stamp ## The same through a Prefect 3 flow (../hystate-demo-prefect)
+	$(VENV_PREFECT)/bin/python -m hystate.demo_orchestrators prefect --dir "$(abspath ../hystate-demo-prefect)" --catalog processed
+
+demo-airflow: $(VENV_AIRFLOW)/.installed-stamp ## The same through an Airflow 3 DAG (../hystate-demo-airflow)
+	$(VENV_AIRFLOW)/bin/python -m hystate.demo_orchestrators airflow --dir "$(abspath ../hystate-demo-airflow)" --catalog processed
 
 demo-cluster: install ## The same on 3 clones of a shared git daemon remote (../hystate-demo-cluster)
 	$(BIN)/python -m hystate.demo_cluster --dir "$(abspath ../hystate-demo-cluster)" --catalog processed
 
-test: install test-deps ## Run the test suite
+test: install test-deps install-orchestrators ## Run the test suite (the orchestrators' tests in their venvs)
 	$(BIN)/python -m pytest -q
+	$(VENV_PREFECT)/bin/python -m pytest -q tests/integrations/prefect
+	$(VENV_AIRFLOW)/bin/python -m pytest -q tests/integrations/airflow
 
 test-deps: ## Debian packages the fault tests need (libfaketime), installed with apt when missing
 	@if ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then \
@@ -44,8 +66,10 @@ test-deps: ## Debian packages the fault tests need (libfaketime), installed with
 	  else echo "make: MISSING libfaketime (Debian package faketime) and no apt-get" >&2; exit 1; fi; \
 	fi
 
-test-fast: install ## Run the tests without the slow concurrency ones
+test-fast: install install-orchestrators ## Run the tests without the slow concurrency ones
 	$(BIN)/python -m pytest -q -m "not slow"
+	$(VENV_PREFECT)/bin/python -m pytest -q -m "not slow" tests/integrations/prefect
+	$(VENV_AIRFLOW)/bin/python -m pytest -q -m "not slow" tests/integrations/airflow
 
 lint: install ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check hystate tests bench
@@ -60,4 +84,4 @@ bench: install ## Run every benchmark in bench/ and rewrite docs/BENCHMARKS.md (
 	$(BIN)/python bench/run_all.py
 
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_PREFECT) $(VENV_AIRFLOW) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -22,22 +22,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from hystate.integrations.simulated import ERRORS
+
 MARKER = ".hystate-demo"
-ERRORS = {
-    "downloading": [
-        "HTTP 503 Service Unavailable from archive.org",
-        "connection reset by peer after 18.2 MB",
-        "md5 mismatch: archive.org metadata says 7e10053385866b87e64a09314be58618",
-    ],
-    "converting": [
-        "ffmpeg exited with status 1: Invalid data found when processing input",
-        "ffmpeg exited with status 234: Error while decoding stream #0:0",
-    ],
-    "uploading": [
-        "YouTube Data API 403: quotaExceeded",
-        "YouTube upload endpoint returned HTTP 500",
-    ],
-}
 NEXT_AFTER = {"downloading": "downloaded", "converting": "converted", "uploading": "uploaded"}
 FIRST_SLOT = datetime(2027, 1, 1, 18, 0, tzinfo=UTC)
 

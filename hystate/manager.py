@@ -16,7 +16,7 @@ from hystate.cluster import acks, lease_refs, remote_claims
 from hystate.core.errors import Problem
 from hystate.core.model import EpisodeState, ProcessingStage
 from hystate.core.seed_fields import seed_arguments
-from hystate.engine import claims, discovery, leases, retries, steps
+from hystate.engine import claims, discovery, leases, limits, retries, steps
 from hystate.engine.catalog import Record
 from hystate.engine.discovery import DiscoverResult
 from hystate.engine.leases import Lease
@@ -75,6 +75,15 @@ class StateManager(Workspace):
             acks.told(self)
             return remote_claims.claim(self, stage, limit, worker, deadline=deadline)
         return claims.claim(self, stage, limit, worker)
+
+    def resume(self) -> list[RetryOutcome]:
+        """What a claim does first with ``recovery.auto_resume``: stuck episodes become failed
+        ("worker lost"), failed ones out of attempts become skipped."""
+        return retries.resume(self)
+
+    def limit_room(self, stage: str | ProcessingStage) -> limits.Room | None:
+        """The stage's ``limits`` and how much of them is used now (None: it has none)."""
+        return limits.room(self, stage)
 
     # -- leases (no commits: see hystate.engine.leases) ------------------------------------
 

@@ -100,6 +100,8 @@ def log_rows(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
     for entry in doc["history"]:
         old, new = entry["from"], entry["to"]
         details: dict[str, Any] = {"by": entry["by"]}
+        if entry.get("run"):
+            details["run"] = entry["run"]
         if old is None:
             event = "discovered"
         elif new == "failed":

@@ -236,7 +236,9 @@ def history(opts: Options, episode_id: str, as_json: bool) -> None:
             f"{row['from'] or '-'} -> {row['to']}" if row["to"] else "(commit without transition)"
         )
         sha = (row.get("commit") or "uncommitted")[:8]
-        echo(f"{row['at']}  {move:<28} {row['by'] or '':<16} {sha}  {row.get('author', '')}")
+        run = " ".join(f"{k}={v}" for k, v in (row.get("run") or {}).items())
+        line = f"{row['at']}  {move:<28} {row['by'] or '':<16} {sha}  {row.get('author', '')}"
+        echo(f"{line}  {run}" if run else line)
 
 
 @cli.command()

@@ -30,6 +30,7 @@ from hystate.core.errors import GitError, LockBusy, UsageError
 from hystate.core.locks import StateLock
 from hystate.core.model import ID_PATTERN
 from hystate.core.store import is_episode_path
+from hystate.engine import limits
 from hystate.git import audit, checkout
 from hystate.git import remote as gr
 from hystate.git.refs import StaleHead
@@ -281,6 +282,12 @@ def replay(
         tip_tree = objects.commit_tree(bytes.fromhex(tip)) if tip else None
         if tip is not None and commit.parents and commit.parents[0] == tip:
             tip = commit.sha  # already on the tip: kept as it is
+            continue
+        full = move and limits.replay_refusal(
+            ws, tip_tree, move.episode_id, move.from_stage, move.to_stage
+        )
+        if full:  # the remote's tip filled the stage meanwhile: judged again there
+            dropped.append({**row, "reason": full})
             continue
         changes: dict[str, tuple[bytes, bytes] | None] = {}
         reason = None

@@ -219,6 +219,7 @@ class Change:
     traceback: str | None = None
     lease: str | None = None  # the lease token presented (hystate.engine.fencing)
     take_over: bool = False  # leave an active stage held by another lease, on purpose
+    run: dict[str, str] | None = None  # the orchestrator's run ids (``check_run_ids``)
 
 
 class NoOp(Exception):
@@ -233,7 +234,7 @@ def apply_change(episode: EpisodeState, change: Change) -> dict[str, Any]:
         raise UsageError(f"{episode.episode_id}: failing needs the error (--error MSG)")
     if change.to is current is S.FAILED:
         _add_failure(doc, episode.failed_stage or S.DOWNLOADING, change)
-        doc["history"].append({"at": change.at, "from": "failed", "to": "failed", "by": change.by})
+        doc["history"].append(_entry(change, "failed"))
         return doc
     if change.to is current:
         _set_fields(doc, change.fields)
@@ -258,11 +259,16 @@ def apply_change(episode: EpisodeState, change: Change) -> dict[str, Any]:
     if change.to.is_active:
         doc["attempts"][ACTIVE_STAGES[change.to]] += 1
         doc["worker"] = change.worker or change.by
-    doc["history"].append(
-        {"at": change.at, "from": current.value, "to": change.to.value, "by": change.by}
-    )
+    doc["history"].append(_entry(change, current.value))
     check_dates(doc)
     return doc
+
+
+def _entry(change: Change, old: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"at": change.at, "from": old, "to": change.to.value, "by": change.by}
+    if change.run:
+        entry["run"] = dict(change.run)
+    return entry
 
 
 def _add_failure(doc: dict[str, Any], stage: ProcessingStage, change: Change) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from hystate.core.errors import IllegalTransition, LockBusy
 from hystate.core.model import EpisodeState, ProcessingStage, parse_time
 from hystate.core.rules import NEXT_STAGES
-from hystate.engine import steps
+from hystate.engine import limits, steps
 from hystate.engine.retries import resume
 
 if TYPE_CHECKING:
@@ -73,10 +73,14 @@ def claim(
     """Move up to ``limit`` ready episodes into ``stage`` for ``worker``, one commit each. Each
     move is made under the episode's lock against its current file; a lost race moves on.
     ``order``: a sort key over the ``window`` oldest ready ones beyond the few needed (nodes
-    sharing a remote each take theirs in their own order, so they seldom race for one)."""
+    sharing a remote each take theirs in their own order, so they seldom race for one). A
+    limited stage (``hystate.engine.limits``) hands out only what fits."""
     target = S.parse(stage)
     if ws.config.get("recovery.auto_resume"):
         resume(ws)
+    room = limits.room(ws, target)
+    if room is not None and room.free is not None:
+        limit = min(limit, room.free)
     claimed: list[TransitionResult] = []
     tried: set[str] = set()
     while len(claimed) < limit:
@@ -95,6 +99,8 @@ def claim(
                 result = steps.advance(
                     ws, episode.episode_id, target, worker=worker, force=True, lock_timeout=0
                 )
+            except limits.LimitReached:
+                return claimed  # full meanwhile: another worker took the last slot
             except (IllegalTransition, LockBusy):
                 continue
             if result.changed:

@@ -21,7 +21,7 @@ from hystate.core.paths import NotRegularFile, read_bytes
 from hystate.core.rules import Change, NoOp, apply_change
 from hystate.core.schema import episode_problems
 from hystate.core.store import dump, invalid_file
-from hystate.engine import fencing
+from hystate.engine import fencing, limits
 from hystate.git import audit
 
 if TYPE_CHECKING:
@@ -74,6 +74,8 @@ def run(
         leaving = episode.stage.is_active and change.to is not episode.stage
         held = fencing.holder(episode)
         took = fencing.check(episode, leaving, change.lease, change.take_over)
+        if change.run is None and ws.run_ids:
+            change.run = dict(ws.run_ids)
         try:
             doc = apply_change(episode, change)
         except NoOp:
@@ -95,11 +97,13 @@ def run(
             change.error or change.message,
             lease=doc["history"][-1].get("lease"),
             took_over=took,
+            run=change.run,
         )
         ws.store.write(path, data)
         later: list[Callable[[], None]] = []
         try:
             with ws.repo_lock():
+                limits.check(ws, episode, change)  # the tree holds still under this lock
                 sha = ws.repo.commit({rel: data}, message, expect={rel: committed})
                 for subscriber in ws.subscribers.committed:
                     follow = _committed(ws, subscriber, doc, change)

@@ -10,7 +10,7 @@ failure alert, the event stream) is wired in by that top layer as ``Subscribers`
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from hystate.core.errors import InvalidData
 from hystate.core.locks import StateLock
 from hystate.core.model import EpisodeState, ProcessingStage, check_id, check_worker
 from hystate.core.rules import Change, ErrorRecovery
+from hystate.core.runs import check_run_ids
 from hystate.core.store import EpisodeStore
 from hystate.engine import layout
 from hystate.git import GitRepo, audit, default_worker
@@ -107,6 +108,9 @@ class Workspace:
         self._refreshed = False
         self.hooks_told = False  # unrun git hooks are named once per workspace
         self.subscribers = Subscribers()
+        # An orchestrator's run ids (hystate.integrations): every transition made through this
+        # workspace carries them as commit trailers and in its history entry.
+        self._run_ids: dict[str, str] = {}
         # The lease tokens this workspace was issued (hystate.engine.fencing), presented for
         # it when the caller gives none: the process that claimed an episode holds its lease.
         self.tokens: dict[str, str] = {}
@@ -143,6 +147,14 @@ class Workspace:
             return good or Config.defaults()
         remember_good(self.repo.git_dir, self.repo.root)
         return config
+
+    @property
+    def run_ids(self) -> dict[str, str]:
+        return self._run_ids
+
+    @run_ids.setter
+    def run_ids(self, run: Mapping[str, Any] | None) -> None:
+        self._run_ids = check_run_ids(dict(run) if run else None) or {}
 
     # -- locks -----------------------------------------------------------------------------
 

@@ -45,15 +45,18 @@ def transition_message(
     *,
     lease: str | None = None,
     took_over: str | None = None,
+    run: dict[str, str] | None = None,
 ) -> str:
     """``lease``: the lease token issued or presented (``Hystate-Lease``); ``took_over``: the
-    holder whose lease was taken over on purpose (``Hystate-Took-Over``)."""
+    holder whose lease was taken over on purpose (``Hystate-Took-Over``); ``run``: an
+    orchestrator's run ids, as ``Hystate-Flow-Run: …`` trailers after ours."""
     parts = [f"{episode_id}: {old} -> {new}"]
     if body:
         parts.append(body)
     extra = {"lease": lease} if lease else {}
     if took_over:
         extra["took_over"] = took_over
+    extra.update(run or {})
     parts.append(trailers(episode=episode_id, from_=old, to=new, worker=worker, **extra))
     return "\n\n".join(parts) + "\n"
 

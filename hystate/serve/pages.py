@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, Response
 
 from hystate.core.errors import HystateError, UnknownEpisode
 from hystate.core.model import ProcessingStage
+from hystate.serve import runlinks
 from hystate.serve.api import unexpected
 
 if TYPE_CHECKING:
@@ -24,10 +25,12 @@ if TYPE_CHECKING:
 
 @cache
 def environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=PackageLoader("hystate.serve", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
+    env.globals["run_links"] = runlinks.links
+    return env
 
 
 def render(template: str, code: int = 200, **values: Any) -> Response:

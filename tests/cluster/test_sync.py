@@ -204,3 +204,23 @@ def test_replayed_commits_are_signed_when_git_signs(
     assert "-----BEGIN SSH SIGNATURE-----" in body and "signed here" in body
     assert git(server.bare, "log", "-1", "--format=%an", "main").strip() == "n1"
     fsck_clean(nodes[1])
+
+
+def test_a_replayed_claim_is_judged_against_the_remotes_limits(tmp_path: Path) -> None:
+    config = {**CONFIG, "limits": {"downloading": {"concurrency": 1}}}
+    with served(tmp_path, config, 6) as server:
+        nodes = clone_nodes(server, tmp_path)
+        a, b = manager(nodes[0], "wa"), manager(nodes[1], "wb")
+        b.sync_remote = None  # b works offline: its local claim fits its own view
+        second = [e.episode_id for e in b.list_episodes()][1]
+        local = b.update_state(second, "downloading", worker="wb")
+        (won,) = a.claim_next("downloading", 1, worker="wa")  # the remote's one slot
+        assert won.episode.episode_id != second
+        proc = run_hystate(nodes[1], "sync", "--json")
+        assert proc.returncode == 0, proc.stderr
+        (dropped,) = json.loads(proc.stdout)["dropped"]
+        assert dropped["id"] == local.episode.episode_id
+        assert "downloading limit reached: 1 of 1 running" in dropped["reason"]
+        assert remote_doc(server, local.episode.episode_id)["stage"] == "discovered"
+        assert manager(nodes[1], "x").claim_next("downloading", 1) == []  # full everywhere
+        clean(nodes[1])
