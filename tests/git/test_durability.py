@@ -112,7 +112,11 @@ def test_an_empty_object_file_is_never_trusted(repo: Path) -> None:
     frozen = faketime_env("2027-01-01 00:00:00")  # both moves write the very same file
 
     def advance(where: Path) -> None:
-        subprocess.run([*HYSTATE, "advance", eid, "downloading"], cwd=where, env=frozen, check=True)
+        # skipped, not an active stage: no lease token, so both clones write the same bytes
+        subprocess.run(
+            [*HYSTATE, "skip", eid, "--reason", "power cut test", "--worker", "w"],
+            cwd=where, env=frozen, check=True,
+        )  # fmt: skip
 
     advance(other)  # the same transition made elsewhere tells which blob this one writes
     blob = git(other, "rev-parse", f"HEAD:{rel}").strip()

@@ -7,6 +7,7 @@ git or refuse in one line") a test accepts exactly those outcomes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -477,7 +478,7 @@ def test_reference_transaction_hook_sees_what_git_shows_it(tmp_path: Path) -> No
     by_git = _ref_hook_log(log)
     log.unlink()
 
-    done = hy(root, "advance", eid, "downloading")
+    done = hy(root, "advance", eid, "downloading", "--json")
 
     assert done.returncode == 0, done.stderr
     assert _ref_hook_log(log) == by_git
@@ -485,7 +486,10 @@ def test_reference_transaction_hook_sees_what_git_shows_it(tmp_path: Path) -> No
 
     hook.write_text('#!/bin/sh\ncat >/dev/null\n[ "$1" = prepared ] && exit 1\nexit 0\n')
     before, data = head(root), (root / rel).read_bytes()
-    done = hy(root, "advance", eid, "downloaded", "--set", "files.audio_file=a.mp3")
+    lease = json.loads(done.stdout)["lease"]
+    done = hy(
+        root, "advance", eid, "downloaded", "--set", "files.audio_file=a.mp3", "--lease", lease
+    )
     one_line_refusal(done)
     assert head(root) == before and (root / rel).read_bytes() == data
     assert git(root, "status", "--porcelain") == ""
