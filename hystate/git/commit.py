@@ -19,15 +19,22 @@ if TYPE_CHECKING:
     from hystate.git.base import RepoBase
 
 
+BULK = 32  # files in one commit past which blobs are flushed together, not one by one
+
+
 def make_commit(repo: RepoBase, files: Mapping[str, bytes], message: str) -> str | None:
     """See ``GitRepo.commit``."""
     repo.check_writable()
     repo.settings.refresh()
     sync = durability(repo)
-    repo.objects.fsync = sync.get("loose-object")
+    bulk = len(files) > BULK and "loose-object" in sync
+    repo.objects.fsync = None if bulk else sync.get("loose-object")
     owners = lockfile.owners_dir(repo.common_dir)
     with index_mod.IndexLock(repo.git_dir, owners, repo.lock_wait, repo.index_memo) as lock:
         entries = _entries(repo, files)
+        if bulk:  # one flush for a batch's blobs (a discovery), as core.fsyncMethod=batch
+            os.sync()
+            repo.objects.fsync = sync["loose-object"]
         updates = [
             index_mod.Update(rel.encode(), sha, int(mode, 8), os.stat(repo.root / rel))
             for rel, (mode, sha) in entries.items()
