@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from hystate.git.base import RepoBase
 
 
+BULK = 32  # files in one commit past which blobs are flushed together, not one by one
+
+
 def make_commit(
     repo: RepoBase,
     files: Mapping[str, bytes],
@@ -29,7 +32,8 @@ def make_commit(
     repo.check_writable()
     repo.settings.refresh()
     sync = durability(repo)
-    repo.objects.fsync = sync.get("loose-object")
+    bulk = len(files) > BULK and "loose-object" in sync
+    repo.objects.fsync = None if bulk else sync.get("loose-object")
     owners = lockfile.owners_dir(repo.common_dir)
     with index_mod.IndexLock(
         repo.git_dir,
@@ -44,6 +48,9 @@ def make_commit(
         # index: a person's stash, restore or checkout since the write is never hidden.
         stats = {rel: read_back(repo, rel, data) for rel, data in files.items()}
         entries = _entries(repo, files)
+        if bulk:  # one flush for a batch's blobs (a discovery), as core.fsyncMethod=batch
+            os.sync()
+            repo.objects.fsync = sync["loose-object"]
         updates = [
             index_mod.Update(rel.encode(), sha, int(mode, 8), stats[rel])
             for rel, (mode, sha) in entries.items()

@@ -128,3 +128,30 @@ def test_an_empty_object_file_is_never_trusted(repo: Path) -> None:
     assert target.stat().st_size > 0
     assert git(repo, "fsck", "--no-dangling", "--connectivity-only").strip() == ""
     assert git(repo, "cat-file", "blob", blob) == (repo / rel).read_text()
+
+
+def test_a_discovery_batch_is_flushed_once(
+    tmp_path: Path, synced: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit of many new files (a discovery) flushes their blobs together, not one fsync
+    each (100,000 fsyncs would take minutes); the trees, commit and branch are synced."""
+    from hystate.engine.catalog import read_records
+    from tests.conftest import catalog_rows, write_search_json
+
+    flushes: list[int] = []
+    real_sync = os.sync
+    monkeypatch.setattr(os, "sync", lambda: flushes.append(1) or real_sync())
+    root = tmp_path / "batch"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    manager = StateManager(cwd=root, worker="w")
+    manager.ensure_layout()
+    synced.clear()
+    before = int(git(root, "rev-list", "--count", "HEAD"))
+    catalog = write_search_json(tmp_path / "catalog.json", catalog_rows(200))
+    manager.discover(read_records(catalog), source="catalog.json")
+    made = int(git(root, "rev-list", "--count", "HEAD")) - before
+    objects = [path for call, path in synced if "/.git/objects/" in path]
+    assert 1 <= len(flushes) <= made + 1, (flushes, made)  # discovery flushes its files too
+    assert 0 < len(objects) < 40 * made, len(objects)  # trees and commits, not 200 blobs
+    assert kinds(synced, root).get("ref") == {"fsync"}
