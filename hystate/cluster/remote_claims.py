@@ -17,7 +17,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from hystate.cluster import lease_refs
+from hystate.cluster import journal, lease_refs
 from hystate.cluster.sync import (
     ClaimsOffline,
     RemoteBusy,
@@ -155,19 +155,21 @@ def _withdraw(ws: Workspace, remote: str, withdraw: frozenset[str]) -> None:
     remote's tip as last fetched, or, when that tip cannot be checked out (a hostile branch),
     on the commit the first of them was made on."""
     branch = gr.branch_of(ws.repo)
+    report = Report(remote, branch)
     try:
         tip = ws.repo.refs.resolve(gr.tracking_ref(remote, branch))
-        move_forward(ws, tip, Report(remote, branch), withdraw)
-        return
+        move_forward(ws, tip, report, withdraw)
     except HystateError:
         rows = ws.repo.log("HEAD", ["%H", "%P"], trailer_keys=(audit.LEASE,), limit=500)
-    base = None
-    for sha, parents, trailers in rows:  # newest first: the last match is the first claim
-        if sha in withdraw or trailers[audit.LEASE] in withdraw:
-            base = parents.split()[0] if parents else None
-    if base is None:
-        raise GitError("the unacknowledged claim is not on this branch any more")
-    move_forward(ws, base, Report(remote, branch), withdraw)
+        base = None
+        for sha, parents, trailers in rows:  # newest first: the last match is the first claim
+            if sha in withdraw or trailers[audit.LEASE] in withdraw:
+                base = parents.split()[0] if parents else None
+        if base is None:
+            raise GitError("the unacknowledged claim is not on this branch any more") from None
+        move_forward(ws, base, report, withdraw)
+    # another pending transition of the node that no longer applies on the tip: told too
+    journal.record_dropped(ws, [r for r in report.dropped if "withdrawn" not in r["reason"]])
 
 
 def _pushed(ws: Workspace, report: Report, result: TransitionResult) -> bool:
