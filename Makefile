@@ -25,11 +25,17 @@ demo: install ## The simulated migration of the real catalog, in a scratch repo 
 demo-cluster: install ## The same on 3 clones of a shared git daemon remote (../hystate-demo-cluster)
 	$(BIN)/python -m hystate.demo_cluster --dir "$(abspath ../hystate-demo-cluster)" --catalog processed
 
-test: install ## Run the test suite
-	$(BIN)/python -m pytest -q
+# Both cores; tests that share something outside their tmp_path carry an xdist_group mark.
+# Any skipped test fails the run (tests/conftest.py): tools/deps.sh installs what they need.
+PYTEST_PAR ?= -n 2 --dist loadgroup
+
+test: install ## Run the test suite on 2 cores (~10 min here; installs redis-server, chromium)
+	tools/deps.sh
+	HYSTATE_NO_SKIPS=1 $(BIN)/python -m pytest -q $(PYTEST_PAR)
 
 test-fast: install ## Run the tests without the slow concurrency ones
-	$(BIN)/python -m pytest -q -m "not slow"
+	tools/deps.sh
+	HYSTATE_NO_SKIPS=1 $(BIN)/python -m pytest -q $(PYTEST_PAR) -m "not slow"
 
 lint: install ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check hystate tests bench

@@ -12,11 +12,10 @@ import pytest
 import yaml
 
 from hystate.manager import StateManager
-from tests.conftest import Cli, commits, files_in, git, run_hystate
+from tests.conftest import REPO_ROOT, Cli, commits, files_in, git, run_hystate
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "legacy-archive-org"
-if not SHARED.is_dir():  # a worktree lives one level deeper than the main checkout
-    SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "legacy-archive-org"
+# the real legacy state directory's samples (3 episode files and their index), copied in
+SHARED = REPO_ROOT / "tests" / "data" / "legacy-archive-org"
 
 LONG_TEXT = "A long transcript line that must never reach a state file. " * 50
 
@@ -177,7 +176,6 @@ def test_dry_run_writes_nothing(repo: Path, run: Cli, legacy: Path) -> None:
     assert git(repo, "status", "--porcelain") == ""
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/legacy-archive-org is absent")
 def test_the_shared_samples(repo: Path, run: Cli, manager: StateManager) -> None:
     result = run("import", "--from", str(SHARED), "--json")
     assert result.exit_code == 0, result.output
