@@ -20,31 +20,46 @@ from hystate.errors import UsageError
     help="The legacy state directory (<year>/<identifier>.yaml, index.yaml).",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse the directory when its index.yaml disagrees with the episode files.",
+)
 @worker_option
 @json_option
 @pass_opts
-def import_(opts: Options, source: Path, dry_run: bool, worker: str | None, as_json: bool) -> None:
+def import_(
+    opts: Options, source: Path, dry_run: bool, strict: bool, worker: str | None, as_json: bool
+) -> None:
     """Import the first migration tool's state directory (one commit).
 
     New episodes are discovered with their mp3 size, duration, download URL and md5; episodes
     already known keep their stage and history and only gain the metadata they lack. Long texts
     (description, full_text) are not copied. A malformed legacy file is named and the whole
-    directory rejected (exit 5) before anything is written. `discover --from DIR` does the same.
+    directory rejected (exit 5) before anything is written. The episode files are the truth: when
+    the legacy index.yaml went stale, every file is imported and the difference reported
+    (--strict refuses the directory instead). `discover --from DIR` does the same.
 
     \b
     Example:
       hystate import --from ../migration/state/archive_org
     """
-    import_dir(opts, source, dry_run, worker, as_json)
+    import_dir(opts, source, dry_run, worker, as_json, strict=strict)
 
 
 def import_dir(
-    opts: Options, source: Path, dry_run: bool, worker: str | None, as_json: bool
+    opts: Options,
+    source: Path,
+    dry_run: bool,
+    worker: str | None,
+    as_json: bool,
+    *,
+    strict: bool = False,
 ) -> None:
     from hystate.importer import import_legacy
 
     manager = opts.manager(worker or "legacy-import", cli_worker=False)
-    result = import_legacy(manager, source, dry_run=dry_run)
+    result = import_legacy(manager, source, dry_run=dry_run, strict=strict)
     if as_json:
         emit_json(result.as_dict())
         return
@@ -62,6 +77,10 @@ def import_dir(
         echo(f"  skipped  {eid}: {reason}")
     for eid, kept in result.notes.items():
         echo(f"  kept     {eid}: {'; '.join(kept)}")
+    if result.index:
+        echo("the legacy index.yaml is stale; every episode file was read (--strict refuses):")
+        for line in result.index:
+            echo(f"  index    {line}")
 
 
 @cli.command()

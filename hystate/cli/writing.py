@@ -70,7 +70,7 @@ def init(opts: Options) -> None:
     required=True,
     type=click.Path(path_type=Path),
     help="advancedsearch JSON, scrape JSON, JSON array, JSON lines, CSV, or a legacy state "
-    "directory (as `hystate import`).",
+    "directory: hystate's own state folder (processed/) or the first tool's (as `hystate import`).",
 )
 @worker_option
 @json_option
@@ -79,22 +79,27 @@ def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> 
     """Create a file for every new episode in a catalog file (one commit).
 
     Episodes that already have a file are left alone. A malformed file is rejected whole
-    (exit 5) before anything is written. A directory is read as the first migration tool's
-    state directory: see `hystate import`.
+    (exit 5) before anything is written. A directory is hystate's own state folder (another
+    checkout's processed/: its episodes are discovered afresh, without their stages) or the
+    first migration tool's state directory (see `hystate import`).
 
     \b
     Example:
       hystate discover --from archive-org-search-hooting-yard.json
+      hystate discover --from ../hystate/processed
     """
-    from hystate.discover import read_records
+    from hystate.discover import read_records, read_state_folder
 
     if source.is_dir() and not source.is_symlink():
-        from hystate.cli.migration import import_dir
+        folder = read_state_folder(source)
+        if folder is None:
+            from hystate.cli.migration import import_dir
 
-        import_dir(opts, source, False, worker, as_json)
-        return
-
-    records = read_records(source)
+            import_dir(opts, source, False, worker, as_json)
+            return
+        records = folder
+    else:
+        records = read_records(source)
     result = opts.manager(worker, cli_worker=False).discover(records, source=source.name)
     if as_json:
         emit_json(
