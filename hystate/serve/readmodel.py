@@ -17,6 +17,7 @@ from hystate.event_source import LIMITS, bounded
 from hystate.model import ID_PATTERN, ProcessingStage, check_id, parse_time
 from hystate.paths import read_bytes
 from hystate.reports import ReportGenerator
+from hystate.summary import NOTHING_LEFT
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -159,6 +160,8 @@ class ReadModel:
             "eta_p90": predictions.get("eta_p90"),
             "per_day": summary["throughput"].get("per_day"),
             "eta_note": summary["throughput"].get("note"),
+            "finished": summary["throughput"].get("note") == NOTHING_LEFT,
+            "failed_now": summary["progress"].get("failed", 0),
             "throughput": data["throughput"],
             "chart": None if chart is None else chart_data(chart),
             "recent_failures": data["recent_failures"][:25],
