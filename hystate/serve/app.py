@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hystate.serve.api import Api
+from hystate.serve.console import Console
 from hystate.serve.feed import CommitFeed, encode
 from hystate.serve.gql import ReadOnlyGraphQL
 from hystate.serve.limits import BodyLimit
@@ -77,6 +78,7 @@ class Server:
     ) -> None:
         self.model = ReadModel(manager)
         self.token = token
+        self.console = Console(self)
         self.feed = CommitFeed(manager.repo, interval=poll, on_move=self._moved)
         self.scheduler = ReportScheduler(self.model, reports_every) if reports_every > 0 else None
         self.hosts = hosts or LOCAL_HOSTS
@@ -130,6 +132,7 @@ class Server:
 
     def app(self) -> Starlette:
         api, pages = Api(self), Pages(self)
+        console = self.console
         routes = [
             Route("/", pages.dashboard),
             Route("/episodes/{episode_id}", pages.episode),
@@ -140,6 +143,14 @@ class Server:
             Route("/api/episodes/{episode_id}/history", api.history),
             Route("/api/actions/{action}/{episode_id}", api.action, methods=["POST"]),
             Route("/graphql", ReadOnlyGraphQL(self.model), methods=["GET", "POST"]),
+            Route("/login", console.login_page),
+            Route("/login", console.login, methods=["POST"]),
+            Route("/logout", console.logout, methods=["POST"]),
+            Route("/console/{action}/{episode_id}", console.action, methods=["POST"]),
+            Route("/api/in-progress", console.in_progress),
+            Route("/api/workers", console.timeline),
+            Route("/workers", console.workers_page),
+            Route("/metrics", console.metrics),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ]
         return Starlette(

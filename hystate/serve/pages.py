@@ -58,6 +58,7 @@ class Pages:
             initial=data,
             stages=[s.value for s in ProcessingStage],
             actions=self.server.token is not None,
+            console=self.server.console.context(request),
         )
 
     async def episode(self, request: Request) -> Response:
@@ -70,4 +71,9 @@ class Pages:
             return render("error.html.j2", 400, message=str(exc))
         except Exception as exc:
             return render("error.html.j2", 500, message=unexpected(exc))
-        return render("episode.html.j2", data=data, actions=self.server.token is not None)
+        return render(
+            "episode.html.j2",
+            data=data,
+            actions=self.server.token is not None,
+            console=self.server.console.context(request),
+        )
