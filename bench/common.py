@@ -14,9 +14,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hystate.model import EpisodeState, ProcessingStage, new_episode, now_utc
-from hystate.rules import Change, apply_change
-from hystate.store import GITATTRIBUTES, GITIGNORE, dump
+from hystate.core.model import EpisodeState, ProcessingStage, new_episode, now_utc
+from hystate.core.rules import Change, apply_change
+from hystate.core.store import GITATTRIBUTES, GITIGNORE, dump
 
 IDENT = {
     "GIT_AUTHOR_NAME": "bench",

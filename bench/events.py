@@ -30,9 +30,9 @@ from typing import Any
 import docfile
 from common import emit, isolate_git, machine
 
-from hystate import events
-from hystate.discover import read_records
-from hystate.gitrepo import GitRepo
+from hystate.engine.catalog import read_records
+from hystate.events import stream as events
+from hystate.git import GitRepo
 from hystate.manager import StateManager
 
 STEPS: list[tuple[str, dict[str, Any]]] = [

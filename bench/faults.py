@@ -21,8 +21,9 @@ from common import emit, isolate_git, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hystate.manager import StateManager
 from tests.fault_harness import check_sound, run_faults
+
+from hystate.manager import StateManager
 
 
 def main() -> None:

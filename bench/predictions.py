@@ -32,8 +32,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hystate import demo, forecast, predict
-from hystate.model import parse_time
+from hystate import demo
+from hystate.core.model import parse_time
+from hystate.reports import fit as predict
+from hystate.reports import forecast
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data" / "hooting-yard-episodes.json"
@@ -75,14 +77,15 @@ def simulate(
     target: Path, workers: int, seed: int, failure_rate: float, stop_after: int | None = None
 ) -> dict[str, Any]:
     """The migration in virtual time; ``stop_after`` runs leaves it half done (to look at)."""
-    from hystate import StateManager, importer
-    from hystate import manager as manager_module
+    from hystate import StateManager
+    from hystate.engine import steps as steps_module
+    from hystate.integrations import importer
 
     rng = random.Random(seed)
     # virtual time from a day ago: discovery, import and every transition on one clock
     start = datetime.now(UTC).timestamp() - 86400
     _clock[0] = start
-    manager_module.now_utc = _now  # type: ignore[assignment]
+    steps_module.now_utc = _now  # type: ignore[assignment]
     importer.now_utc = _now  # type: ignore[assignment]
     count = demo.prepare(target, ROOT / "processed")
     manager = StateManager(cwd=target, worker="sim")

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from common import IDENT, build_repo, emit, episode_ids, git, hystate_exe, isolate_git, machine
 
+from hystate.core.model import ProcessingStage, now_utc
+from hystate.core.rules import Change, apply_change
+from hystate.core.store import EpisodeStore, dump
 from hystate.manager import StateManager
-from hystate.model import ProcessingStage, now_utc
-from hystate.rules import Change, apply_change
-from hystate.store import EpisodeStore, dump
 
 
 def add_user_change(root: Path) -> None:

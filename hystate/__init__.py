@@ -6,7 +6,7 @@ The public API (imported lazily, so ``hystate`` commands start fast)::
     manager = StateManager("processed")
     manager.update_state("hy0_hooting_yard_2004-04-14", "downloading", worker="dl-1")
 
-The seed document's API works as written beside it (``hystate.seed_api`` says how).
+The seed document's API works as written beside it (``hystate.integrations.seed_api`` says how).
 """
 
 from __future__ import annotations
@@ -44,34 +44,33 @@ __all__ = [
 ]
 
 _WHERE = {
-    "CheckFailed": "hystate.errors",
-    "GitError": "hystate.errors",
-    "HystateError": "hystate.errors",
-    "IllegalTransition": "hystate.errors",
-    "InvalidData": "hystate.errors",
-    "LockBusy": "hystate.errors",
-    "UnknownEpisode": "hystate.errors",
-    "UsageError": "hystate.errors",
-    "EpisodeState": "hystate.model",
-    "ProcessingStage": "hystate.model",
-    "ErrorRecovery": "hystate.rules",
-    "StateTransitionValidator": "hystate.rules",
-    "StateLock": "hystate.locks",
-    "LockTimeout": "hystate.locks",
-    "Lease": "hystate.leases",
-    "RetryOutcome": "hystate.work",
-    "StateDatabase": "hystate.seed_api",
-    "YAMLPersistence": "hystate.seed_api",
+    "CheckFailed": "hystate.core.errors",
+    "GitError": "hystate.core.errors",
+    "HystateError": "hystate.core.errors",
+    "IllegalTransition": "hystate.core.errors",
+    "InvalidData": "hystate.core.errors",
+    "LockBusy": "hystate.core.errors",
+    "UnknownEpisode": "hystate.core.errors",
+    "UsageError": "hystate.core.errors",
+    "EpisodeState": "hystate.core.model",
+    "ProcessingStage": "hystate.core.model",
+    "ErrorRecovery": "hystate.core.rules",
+    "StateTransitionValidator": "hystate.core.rules",
+    "StateLock": "hystate.core.locks",
+    "LockTimeout": "hystate.core.locks",
+    "Lease": "hystate.engine.leases",
+    "RetryOutcome": "hystate.engine.retries",
+    "StateDatabase": "hystate.integrations.seed_api",
+    "YAMLPersistence": "hystate.integrations.seed_api",
     "StateManager": "hystate.manager",
-    "TransitionResult": "hystate.transition",
-    "DiscoverResult": "hystate.discovery",
-    "RecoveryManager": "hystate.recovery",
-    "ReportGenerator": "hystate.reports",
+    "TransitionResult": "hystate.engine.transition",
+    "DiscoverResult": "hystate.engine.discovery",
+    "RecoveryManager": "hystate.fsck.recovery",
+    "ReportGenerator": "hystate.reports.generator",
 }
 
 if TYPE_CHECKING:
-    from hystate.discovery import DiscoverResult
-    from hystate.errors import (
+    from hystate.core.errors import (
         CheckFailed,
         GitError,
         HystateError,
@@ -81,16 +80,17 @@ if TYPE_CHECKING:
         UnknownEpisode,
         UsageError,
     )
-    from hystate.leases import Lease
-    from hystate.locks import LockTimeout, StateLock
+    from hystate.core.locks import LockTimeout, StateLock
+    from hystate.core.model import EpisodeState, ProcessingStage
+    from hystate.core.rules import ErrorRecovery, StateTransitionValidator
+    from hystate.engine.discovery import DiscoverResult
+    from hystate.engine.leases import Lease
+    from hystate.engine.retries import RetryOutcome
+    from hystate.engine.transition import TransitionResult
+    from hystate.fsck.recovery import RecoveryManager
+    from hystate.integrations.seed_api import StateDatabase, YAMLPersistence
     from hystate.manager import StateManager
-    from hystate.model import EpisodeState, ProcessingStage
-    from hystate.recovery import RecoveryManager
-    from hystate.reports import ReportGenerator
-    from hystate.rules import ErrorRecovery, StateTransitionValidator
-    from hystate.seed_api import StateDatabase, YAMLPersistence
-    from hystate.transition import TransitionResult
-    from hystate.work import RetryOutcome
+    from hystate.reports.generator import ReportGenerator
 
 
 def __getattr__(name: str) -> object:

@@ -154,8 +154,8 @@ _ORDER: dict[str, int] = {}
 def prepare(target: Path, catalog: Path) -> int:
     """A fresh scratch repository with the catalog discovered; returns the episode count."""
     from hystate import StateManager
-    from hystate.discover import Record
-    from hystate.store import EpisodeStore
+    from hystate.core.store import EpisodeStore
+    from hystate.engine.catalog import Record
 
     if target.exists():
         if not (target / MARKER).exists():

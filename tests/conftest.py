@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from hystate.cli import cli
 from hystate.manager import StateManager
-from tests.redis_harness import RedisServer
+from tests.harness.redis import RedisServer
 
 HYSTATE = [sys.executable, "-m", "hystate.cli"]
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout: tests read nothing outside it
@@ -115,7 +115,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     manager = StateManager(cwd=root, worker="test")
     manager.ensure_layout()
     catalog = write_search_json(tmp_path / "catalog.json", catalog_rows(20))
-    from hystate.discover import read_records
+    from hystate.engine.catalog import read_records
 
     manager.discover(read_records(catalog), source="catalog.json")
     return root

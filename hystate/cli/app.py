@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from hystate.errors import HystateError
+from hystate.core.errors import HystateError
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -36,7 +36,7 @@ class Options:
     state_dir: str | None = None
 
     def manager(self, worker: str | None = None, *, cli_worker: bool = True) -> StateManager:
-        from hystate.gitrepo import default_worker
+        from hystate.git import default_worker
         from hystate.manager import StateManager
 
         # The CLI acts for its caller (the pipeline script): that is the worker by default.
@@ -173,7 +173,7 @@ def _json(value: Any) -> str:
     try:
         return json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
     except ValueError as exc:  # NaN or Infinity: JSON has no way to say it (files never hold them)
-        from hystate.errors import InvalidData
+        from hystate.core.errors import InvalidData
 
         raise InvalidData(f"cannot write JSON: {exc}") from None
 

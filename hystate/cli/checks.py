@@ -40,7 +40,7 @@ def validate(opts: Options, base: str | None, staged: bool, github: bool, as_jso
       hystate validate --base origin/main --json
       hystate validate --staged
     """
-    from hystate.errors import UsageError
+    from hystate.core.errors import UsageError
 
     if base and staged:
         raise UsageError("--base and --staged do not go together")
@@ -51,7 +51,7 @@ def validate(opts: Options, base: str | None, staged: bool, github: bool, as_jso
         errors = len(rows)
         summary = f"{errors} staged episode file(s) would revert transitions" if rows else ""
     elif base:
-        from hystate.review import review
+        from hystate.review.base import review
 
         found = review(manager, base)
         rows = [f.as_dict() for f in found]
@@ -85,7 +85,7 @@ def validate(opts: Options, base: str | None, staged: bool, github: bool, as_jso
 
 def _staged_rows(manager: StateManager) -> list[dict[str, Any]]:
     """One error row per staged episode file that would revert transitions."""
-    from hystate.guard import staged_regressions
+    from hystate.fsck.guard import staged_regressions
 
     return [
         {
@@ -116,7 +116,7 @@ def merge_driver(base: Path, ours: Path, theirs: Path, name: str) -> None:
       [merge "hystate"]
           driver = python -m hystate.cli merge-driver %O %A %B %P
     """
-    from hystate.merge import merge_files
+    from hystate.review.merge_driver import merge_files
 
     clean, why = merge_files(base, ours, theirs, name)
     if not clean:
@@ -145,8 +145,8 @@ def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> No
       hystate fsck
       hystate fsck --repair --json
     """
-    from hystate.errors import UsageError
-    from hystate.recovery import RecoveryManager
+    from hystate.core.errors import UsageError
+    from hystate.fsck.recovery import RecoveryManager
 
     if remove_orphans and not repair:
         raise UsageError(
@@ -189,7 +189,7 @@ def locks(opts: Options, as_json: bool) -> None:
     Example:
       hystate locks
     """
-    from hystate.locks import lock_status
+    from hystate.core.locks import lock_status
 
     manager = opts.manager(cli_worker=False)
     rows = []
@@ -232,9 +232,9 @@ def unlock(opts: Options, episode_id: str | None, all_stale: bool, force: bool) 
       hystate unlock --all-stale
       hystate unlock hy0_hooting_yard_2004-04-14 --force
     """
-    from hystate.errors import LockBusy, UsageError
-    from hystate.locks import lock_status
-    from hystate.model import check_id
+    from hystate.core.errors import LockBusy, UsageError
+    from hystate.core.locks import lock_status
+    from hystate.core.model import check_id
 
     manager = opts.manager(cli_worker=False)
     if bool(episode_id) == all_stale:

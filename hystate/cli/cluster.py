@@ -1,4 +1,4 @@
-"""Several machines: ``hystate sync`` (see ``hystate.sync`` for the design)."""
+"""Several machines: ``hystate sync`` (see ``hystate.cluster.sync`` for the design)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def sync(opts: Options, remote: str | None, as_json: bool) -> None:
       hystate sync
       hystate sync --remote origin --json
     """
-    from hystate import sync as sync_mod
+    from hystate.cluster import sync as sync_mod
 
     manager = opts.manager(cli_worker=False)
     report = sync_mod.sync(manager, remote)
@@ -53,8 +53,8 @@ def sync_quietly(manager: StateManager) -> None:
     """On a node with a remote, sync; offline, say so in one line and go on locally."""
     if not manager.sync_remote:
         return
-    from hystate import sync as sync_mod
-    from hystate.errors import HystateError
+    from hystate.cluster import sync as sync_mod
+    from hystate.core.errors import HystateError
 
     try:
         sync_mod.sync(manager)
@@ -66,7 +66,7 @@ def publish_leases(manager: StateManager) -> None:
     """On a node with a remote, push this node's lease table (best effort)."""
     if not manager.sync_remote:
         return
-    from hystate import lease_refs
-    from hystate import sync as sync_mod
+    from hystate.cluster import lease_refs
+    from hystate.cluster import sync as sync_mod
 
     lease_refs.publish(manager, manager.sync_remote, sync_mod.timeout(manager))

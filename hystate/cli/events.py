@@ -1,5 +1,5 @@
 """``hystate events``: publish the transitions to the event stream, follow it, and see where it
-stands. A thin skin over ``hystate.events``."""
+stands. A thin skin over ``hystate.events.stream``."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def publish(opts: Options, follow: bool, interval: float, as_json: bool) -> None
       hystate events publish
       hystate events publish --follow
     """
-    from hystate import events as api
+    from hystate.events import stream as api
 
     manager = opts.manager(cli_worker=False)
     if follow:
@@ -93,7 +93,7 @@ def tail(opts: Options, from_id: str, follow: bool, limit: int | None, as_json: 
       hystate events tail --from-id 0 --json
       hystate events tail --from-id 1732450000000-0 --follow
     """
-    from hystate import events as api
+    from hystate.events import stream as api
 
     if not _ENTRY_ID.fullmatch(from_id) or any(
         part.isdigit() and int(part) >= 1 << 64 for part in from_id.split("-")
@@ -120,7 +120,7 @@ def status(opts: Options, as_json: bool) -> None:
     Example:
       hystate events status --json
     """
-    from hystate import events as api
+    from hystate.events import stream as api
 
     info = api.status(opts.manager(cli_worker=False))
     if as_json:
@@ -133,7 +133,7 @@ def status(opts: Options, as_json: bool) -> None:
 def _entry_line(entry_id: str, fields: dict[str, str]) -> str:
     """One entry on one line, each field bounded: the stream may hold entries that hystate
     did not write (a newline in a field would forge a line of its own)."""
-    from hystate.event_source import bounded
+    from hystate.events.source import bounded
 
     def field(name: str, limit: int, default: str = "") -> str:
         return bounded(fields.get(name) or default, limit)

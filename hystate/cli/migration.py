@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts, worker_option
-from hystate.errors import UsageError
+from hystate.core.errors import UsageError
 
 
 @cli.command(name="import")
@@ -56,7 +56,7 @@ def import_dir(
     *,
     strict: bool = False,
 ) -> None:
-    from hystate.importer import import_legacy
+    from hystate.integrations.importer import import_legacy
 
     manager = opts.manager(worker or "legacy-import", cli_worker=False)
     result = import_legacy(manager, source, dry_run=dry_run, strict=strict)
@@ -104,7 +104,7 @@ def backup(opts: Options, output: Path | None, check: Path | None, as_json: bool
       hystate backup -o ../backups/hystate-2026-11-24.bundle
       hystate backup --verify ../backups/hystate-2026-11-24.bundle
     """
-    from hystate import backup as backups
+    from hystate.engine import backup as backups
 
     if (output is None) == (check is None):
         raise UsageError("give either -o FILE (write a backup) or --verify FILE (check one)")
@@ -146,7 +146,7 @@ def restore(bundle: Path, directory: Path, as_json: bool) -> None:
     Example:
       hystate restore ../backups/hystate-2026-11-24.bundle ../hystate-restored
     """
-    from hystate.backup import restore as do_restore
+    from hystate.engine.backup import restore as do_restore
 
     result = do_restore(bundle, directory)
     if as_json:

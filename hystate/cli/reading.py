@@ -23,8 +23,8 @@ from hystate.cli.app import (
     reader,
     worker_option,
 )
-from hystate.errors import UsageError
-from hystate.model import EpisodeState, ProcessingStage, check_id, parse_when
+from hystate.core.errors import UsageError
+from hystate.core.model import EpisodeState, ProcessingStage, check_id, parse_when
 
 
 @cli.command()
@@ -43,7 +43,7 @@ def show(opts: Options, episode_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(episode.data)
     else:
-        from hystate import yamlio
+        from hystate.core import yamlio
 
         echo(yamlio.dump(episode.data), nl=False)
 
@@ -60,7 +60,7 @@ def config(opts: Options, key: str | None, as_json: bool) -> None:
       hystate config
       hystate config recovery.max_retries.download
     """
-    from hystate import yamlio
+    from hystate.core import yamlio
 
     manager = opts.manager(cli_worker=False)
     values: Any = manager.config.values
@@ -120,7 +120,7 @@ def list_(
     if as_json:
         emit_json_array(e.data for e in episodes)
     elif as_csv:
-        from hystate.csvout import csv_text
+        from hystate.reports.csvout import csv_text
 
         header = (
             "episode_id",
@@ -184,7 +184,7 @@ def next_(
     if claim:
         manager = opts.manager(worker)
         if remote is not None:
-            from hystate.sync import remote_of
+            from hystate.cluster.sync import remote_of
 
             manager.sync_remote = remote_of(manager, remote)  # a bad name: exit 2
         episodes = [r.episode for r in manager.claim_next(target, limit, worker=manager.worker)]

@@ -30,9 +30,9 @@ def status(opts: Options, as_json: bool) -> None:
     Example:
       hystate status --json
     """
-    from hystate import sync
-    from hystate.forecast import describe
-    from hystate.summary import NOTHING_LEFT, generate_summary
+    from hystate.cluster import sync
+    from hystate.reports.forecast import describe
+    from hystate.reports.summary import NOTHING_LEFT, generate_summary
 
     manager = reader(opts)
     summary = generate_summary(manager)
@@ -111,7 +111,7 @@ def report(opts: Options, fmt: str | None, period: str | None, output: str | Non
       hystate report --format csv -o episodes.csv
       hystate report --format json -o -
     """
-    from hystate.reports import ReportGenerator
+    from hystate.reports.generator import ReportGenerator
 
     manager = reader(opts)
     generator = ReportGenerator(manager)
@@ -141,9 +141,9 @@ def metrics(opts: Options, textfile: Path | None) -> None:
     \b
     Examples:
       hystate metrics
-      hystate metrics --textfile /var/lib/node_exporter/textfile/hystate.prom
+      hystate metrics --textfile /var/lib/node_exporter/textfile/hystate.reports.prometheus
     """
-    from hystate.prom import metrics_text, write_textfile
+    from hystate.reports.prometheus import metrics_text, write_textfile
 
     manager = reader(opts)
     if textfile:

@@ -53,7 +53,7 @@ def serve(
       HYSTATE_SERVE_TOKEN=$(openssl rand -hex 24) hystate serve --allow-actions
       curl -s 'http://127.0.0.1:8765/api/episodes?stage=failed&per_page=10'
     """
-    from hystate.errors import UsageError
+    from hystate.core.errors import UsageError
     from hystate.serve import MISSING_EXTRA, missing_extra
 
     if missing_extra():
@@ -65,8 +65,8 @@ def serve(
         from hystate.serve.actions import load_token
 
         token = load_token(token_file, os.environ.get("HYSTATE_SERVE_TOKEN"))
-    from hystate.serve.app import LOCAL_HOSTS, Server
     from hystate.serve.runner import listen_socket, run
+    from hystate.serve.server import LOCAL_HOSTS, Server
 
     manager = opts.manager("hystate-serve", cli_worker=False)
     sock = listen_socket(host, port)

@@ -18,7 +18,7 @@ from hystate.cli.app import (
 )
 
 if TYPE_CHECKING:
-    from hystate.transition import TransitionResult
+    from hystate.engine.transition import TransitionResult
 
 
 @cli.command()
@@ -34,8 +34,8 @@ def init(opts: Options) -> None:
     Example:
       hystate init
     """
-    from hystate.errors import GitError
-    from hystate.gitrepo import GitRepo
+    from hystate.core.errors import GitError
+    from hystate.git import GitRepo
 
     try:
         GitRepo.discover(Path.cwd())
@@ -46,7 +46,7 @@ def init(opts: Options) -> None:
     sha = manager.ensure_layout()
     state = manager.rel_state_dir
     echo(f"state directory {state}/ " + (f"set up ({sha[:8]})" if sha else "already set up"))
-    from hystate.gitrepo.hooks import install_pre_commit
+    from hystate.git.hooks import install_pre_commit
 
     try:
         hook = install_pre_commit(manager.repo)
@@ -88,7 +88,7 @@ def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> 
       hystate discover --from archive-org-search-hooting-yard.json
       hystate discover --from ../hystate/processed
     """
-    from hystate.discover import read_records, read_state_folder
+    from hystate.engine.catalog import read_records, read_state_folder
 
     if source.is_dir() and not source.is_symlink():
         folder = read_state_folder(source)
@@ -194,9 +194,9 @@ def advance(
           --set metrics.audio_size=28363609
       hystate advance hy0_hooting_yard_2004-04-14 failed --error "HTTP 503"
     """
-    from hystate.errors import UsageError
-    from hystate.model import ProcessingStage, check_id
-    from hystate.rules import parse_assignment
+    from hystate.core.errors import UsageError
+    from hystate.core.model import ProcessingStage, check_id
+    from hystate.core.rules import parse_assignment
 
     check_id(episode_id)
     target = ProcessingStage.parse(stage)
@@ -243,8 +243,8 @@ def heartbeat(
       ( while sleep 60; do hystate heartbeat "$id" --worker dl-1 || exit; done ) &
       curl -o "$mp3" "$url"; kill $!
     """
-    from hystate.leases import renew
-    from hystate.model import check_id
+    from hystate.core.model import check_id
+    from hystate.engine.leases import renew
 
     check_id(episode_id)
     from hystate.cli.cluster import publish_leases
@@ -284,7 +284,7 @@ def fail(
     Example:
       hystate fail hy0_hooting_yard_2004-04-14 --error "HTTP 503 from archive.org"
     """
-    from hystate.model import check_id
+    from hystate.core.model import check_id
 
     check_id(episode_id)
     trace = traceback_file.read() if traceback_file else None
@@ -356,7 +356,7 @@ def skip(opts: Options, episode_id: str, reason: str, worker: str | None, as_jso
     Example:
       hystate skip hooting-yard-live --reason "rebroadcast of 2007-12-27"
     """
-    from hystate.model import check_id
+    from hystate.core.model import check_id
 
     check_id(episode_id)
     _print_result(opts.manager(worker).skip(episode_id, reason), as_json)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hystate.findings import Finding
+from hystate.fsck.findings import Finding
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 
-def out_of_date(manager: StateManager, repair: bool) -> list[Finding]:
-    cache = manager.cache
+def out_of_date(ws: Workspace, repair: bool) -> list[Finding]:
+    cache = ws.cache
     if cache.is_current():
         return []
-    finding = Finding("cache", manager.store.name(cache.db_path), "caches out of date")
+    finding = Finding("cache", ws.store.name(cache.db_path), "caches out of date")
     if repair:
-        manager.refresh()
+        ws.refresh()
         finding.repaired, finding.action = True, "refreshed"
     return [finding]

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hystate.findings import Finding
-from hystate.gitrepo.objects import object_id
-from hystate.gitrepo.staged import reset_index_entries
-from hystate.paths import read_bytes
+from hystate.core.paths import read_bytes
+from hystate.fsck.findings import Finding
+from hystate.git.objects import object_id
+from hystate.git.staged import reset_index_entries
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 DRIFT = "git's index differs from HEAD and the work tree"
 
 
-def index_drift(manager: StateManager, repair: bool) -> list[Finding]:
-    repo = manager.repo
-    out = repo.git("diff", "--cached", "--name-only", "-z", "--", manager.rel_state_dir)
+def index_drift(ws: Workspace, repair: bool) -> list[Finding]:
+    repo = ws.repo
+    out = repo.git("diff", "--cached", "--name-only", "-z", "--", ws.rel_state_dir)
     found = []
     for rel in filter(None, out.split("\0")):
         worktree = repo.root / rel
@@ -29,14 +29,14 @@ def index_drift(manager: StateManager, repair: bool) -> list[Finding]:
             and head is not None
             and object_id(b"blob", read_bytes(worktree)) == head
         ):
-            found.append(Finding("index-drift", rel, DRIFT, *reset_index(manager, rel, repair)))
+            found.append(Finding("index-drift", rel, DRIFT, *reset_index(ws, rel, repair)))
     return found
 
 
-def reset_index(manager: StateManager, rel: str, repair: bool) -> tuple[bool, str]:
+def reset_index(ws: Workspace, rel: str, repair: bool) -> tuple[bool, str]:
     """(repaired, action): the index entry of ``rel`` set back to HEAD's, with ``repair``."""
     if not repair:
         return False, ""
-    with manager.repo_lock():  # no transition commits while the entry is reset
-        reset_index_entries(manager.repo, [rel], wait=manager.config.lock_timeout)
+    with ws.repo_lock():  # no transition commits while the entry is reset
+        reset_index_entries(ws.repo, [rel], wait=ws.config.lock_timeout)
     return True, "index entry set back to HEAD"

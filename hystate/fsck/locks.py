@@ -5,28 +5,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hystate import sweep
-from hystate.findings import Finding
-from hystate.locks import lock_status
+from hystate.core.locks import lock_status
+from hystate.fsck import sweep
+from hystate.fsck.findings import Finding
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 
-def stale_locks(manager: StateManager, repair: bool) -> list[Finding]:
+def stale_locks(ws: Workspace, repair: bool) -> list[Finding]:
     found = []
-    repo, locks_dir = manager.repo, manager.locks_dir
+    repo, locks_dir = ws.repo, ws.locks_dir
     for lock in sorted(locks_dir.glob("*.lock")) + sorted(locks_dir.glob("*.lock.break")):
         owner, stale = lock_status(lock)
         if not stale:
             continue
         who = owner.describe() if owner else "an unfinished write"
-        finding = Finding("stale-lock", manager.store.name(lock), f"lock of {who}, which is gone")
+        finding = Finding("stale-lock", ws.store.name(lock), f"lock of {who}, which is gone")
         if repair:
             lock.unlink(missing_ok=True)
             finding.repaired, finding.action = True, "removed"
         found.append(finding)
-    found += sweep.foreign_locks(manager, repair=repair)
+    found += sweep.foreign_locks(ws, repair=repair)
     # git's own lock files, left by a hystate process killed while committing: the git
     # layer knows for certain which are hystate's (never a live process's, never git's).
     for lock in repo.git_locks():

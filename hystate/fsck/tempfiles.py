@@ -6,16 +6,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hystate.findings import Finding
-from hystate.locks import pid_alive
+from hystate.core.locks import pid_alive
+from hystate.fsck.findings import Finding
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 
-def temp_files(manager: StateManager, repair: bool) -> list[Finding]:
+def temp_files(ws: Workspace, repair: bool) -> list[Finding]:
     found = []
-    store, repo = manager.store, manager.repo
+    store, repo = ws.store, ws.repo
     candidates = store.temp_files() + list(store.state_dir.glob(".*.tmp"))
     candidates += _object_temp_files(repo.common_dir / "objects")
     for path in candidates:

@@ -9,44 +9,45 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hystate import audit, yamlio
-from hystate.errors import LockBusy
-from hystate.findings import Finding
+from hystate.core import yamlio
+from hystate.core.errors import LockBusy
+from hystate.core.model import EpisodeState, ProcessingStage
+from hystate.core.paths import NotRegularFile, read_bytes, write_atomic
+from hystate.core.rules import legal_move
+from hystate.core.schema import episode_problems
+from hystate.core.store import is_episode_path, parse_content
+from hystate.fsck.findings import Finding
 from hystate.fsck.index import DRIFT, reset_index
-from hystate.gitrepo.objects import object_id
-from hystate.model import EpisodeState, ProcessingStage
-from hystate.paths import NotRegularFile, read_bytes, write_atomic
-from hystate.rules import legal_move
-from hystate.store import is_episode_path, parse_content
-from hystate.validation import episode_problems
+from hystate.git import audit
+from hystate.git.objects import object_id
 
 if TYPE_CHECKING:
-    from hystate.manager import StateManager
+    from hystate.engine.workspace import Workspace
 
 S = ProcessingStage
 
 
-def uncommitted(manager: StateManager, repair: bool, earlier: list[Finding]) -> list[Finding]:
+def uncommitted(ws: Workspace, repair: bool, earlier: list[Finding]) -> list[Finding]:
     """Uncommitted episode files; a reverted transition fsck could not re-apply (in
     ``earlier``) is left as it is."""
     kept = {f.path for f in earlier if f.kind == "reverted" and not f.repaired}
     found = []
-    rel_dir = manager.rel_state_dir
+    rel_dir = ws.rel_state_dir
     prefix = "" if rel_dir == "." else rel_dir + "/"
-    for rel in manager.repo.dirty_paths(rel_dir):
+    for rel in ws.repo.dirty_paths(rel_dir):
         if rel in kept or not is_episode_path(rel.removeprefix(prefix)):
             continue
-        path = manager.repo.root / rel
+        path = ws.repo.root / rel
         try:
-            with manager.episode_lock(path.stem, timeout=0 if not repair else 2):
-                found.append(_judge(manager, path, rel, repair))
+            with ws.episode_lock(path.stem, timeout=0 if not repair else 2):
+                found.append(_judge(ws, path, rel, repair))
         except LockBusy:
             found.append(Finding("uncommitted", rel, "being changed by a live process; left alone"))
     return found
 
 
-def _judge(manager: StateManager, path: Path, rel: str, repair: bool) -> Finding:
-    repo, store = manager.repo, manager.store
+def _judge(ws: Workspace, path: Path, rel: str, repair: bool) -> Finding:
+    repo, store = ws.repo, ws.store
     committed_sha = repo.head_blob(rel)
     committed = repo.objects.read(committed_sha)[1] if committed_sha else None
     if not os.path.lexists(path):
@@ -64,17 +65,17 @@ def _judge(manager: StateManager, path: Path, rel: str, repair: bool) -> Finding
             finding.repaired, finding.action = True, "restored the committed version"
         return finding
     if committed_sha == object_id(b"blob", raw):
-        return Finding("index-drift", rel, DRIFT, *reset_index(manager, rel, repair))
+        return Finding("index-drift", rel, DRIFT, *reset_index(ws, rel, repair))
     verdict, message = as_transition(rel, raw, committed)
     finding = Finding("uncommitted", rel, verdict)
     if not repair:
         return finding
     if message is not None:
-        with manager.repo_lock():  # the commit step, serialized like every other
+        with ws.repo_lock():  # the commit step, serialized like every other
             sha = repo.commit({rel: raw}, message)
         finding.repaired, finding.action = True, f"committed as {(sha or '')[:8]}"
     else:
-        _keep_lost(manager, rel, raw)
+        _keep_lost(ws, rel, raw)
         if committed is not None:
             store.write(path, committed)
             finding.action = (
@@ -122,8 +123,8 @@ def as_transition(rel: str, raw: bytes, committed: bytes | None) -> tuple[str, s
     )
 
 
-def _keep_lost(manager: StateManager, rel: str, raw: bytes) -> None:
-    lost = manager.repo.git_dir / "hystate-lost"
+def _keep_lost(ws: Workspace, rel: str, raw: bytes) -> None:
+    lost = ws.repo.git_dir / "hystate-lost"
     lost.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     write_atomic(lost / f"{stamp}-{rel.replace('/', '_')}", raw)

@@ -10,17 +10,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit, work
-from hystate.errors import UsageError
-from hystate.model import ProcessingStage, check_id, now_utc
-from hystate.paths import read_bytes
-from hystate.rules import Change, NoOp, apply_change, check_message
-from hystate.store import dump, invalid_file
-from hystate.validation import episode_problems
+from hystate.core.errors import UsageError
+from hystate.core.model import ProcessingStage, check_id, now_utc
+from hystate.core.paths import read_bytes
+from hystate.core.rules import Change, NoOp, apply_change, check_message
+from hystate.core.schema import episode_problems
+from hystate.core.store import dump, invalid_file
+from hystate.engine import retries, steps
+from hystate.git import audit
 
 if TYPE_CHECKING:
+    from hystate.core.model import EpisodeState
     from hystate.manager import StateManager
-    from hystate.model import EpisodeState
 
 S = ProcessingStage
 ACTIONS = ("retry", "skip")
@@ -56,7 +57,7 @@ def plan(manager: StateManager, action: str, episode_id: str, reason: str | None
         text = manager.recovery.exhausted_reason(episode, decision)
         change = Change(S.SKIPPED, now_utc(), manager.worker, message=text)
     else:
-        work.check_retry(manager, episode, decision.stage, force=True)
+        steps.check_retry(manager, episode, decision.stage, force=True)
         change = Change(decision.stage, now_utc(), manager.worker, worker=manager.worker)
     return _preview(manager, "retry", episode, change)
 
@@ -69,7 +70,7 @@ def perform(manager: StateManager, action: str, episode_id: str, reason: str | N
         result = manager.skip(episode_id, _reason(reason))
         commit, to = result.commit, result.episode.stage.value
     else:
-        (outcome,) = work.retry(manager, [episode_id], now=True)
+        (outcome,) = retries.retry(manager, [episode_id], now=True)
         commit = outcome.commit
         to = manager.episode(episode_id).stage.value
     path = manager.path_of(episode_id)

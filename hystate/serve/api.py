@@ -14,7 +14,7 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from hystate.errors import (
+from hystate.core.errors import (
     HystateError,
     IllegalTransition,
     InvalidData,
@@ -25,7 +25,7 @@ from hystate.errors import (
 from hystate.serve import actions
 
 if TYPE_CHECKING:
-    from hystate.serve.app import Server
+    from hystate.serve.server import Server
 
 log = logging.getLogger("hystate.serve")
 # InvalidData: a value the request gave (a reason too long) or a broken file; not a fault of

@@ -23,18 +23,18 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from hystate import leases
-from hystate.errors import HystateError, UsageError
-from hystate.model import ProcessingStage, check_id, now_utc, parse_time
-from hystate.paths import read_bytes
-from hystate.rules import Change
+from hystate.core.errors import HystateError, UsageError
+from hystate.core.model import ProcessingStage, check_id, now_utc, parse_time
+from hystate.core.paths import read_bytes
+from hystate.core.rules import Change
+from hystate.engine import leases
 from hystate.serve import actions
 from hystate.serve.api import error_response, json_response, run, unexpected
 from hystate.serve.pages import render
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
-    from hystate.serve.app import Server
+    from hystate.serve.server import Server
 
 S = ProcessingStage
 COOKIE = "hystate_session"
@@ -164,7 +164,7 @@ class Console:
         return render("workers.html.j2", data=data, console=self.context(request))
 
     async def metrics(self, request: Request) -> Response:
-        from hystate.prom import metrics_text
+        from hystate.reports.prometheus import metrics_text
 
         model = self.server.model
 

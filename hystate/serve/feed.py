@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hystate.gitrepo import GitRepo
+from hystate.git import GitRepo
 from hystate.serve.readmodel import COMMIT_FIELDS, COMMIT_KEYS, commit_dict
 
 QUEUE_SIZE = 512  # events a client may lag behind before it is dropped

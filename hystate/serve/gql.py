@@ -16,7 +16,7 @@ from strawberry.asgi import GraphQL
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.types import ExecutionContext, Info
 
-from hystate.errors import HystateError
+from hystate.core.errors import HystateError
 from hystate.serve.readmodel import PER_PAGE, ReadModel
 
 # Depth 2 (counted from 0 at the top field) allows one episode with its history, and a page
@@ -142,7 +142,7 @@ class Query:
 
     @strawberry.field
     async def episode(self, info: Info[Any, Any], episode_id: str) -> Episode | None:
-        from hystate.errors import UnknownEpisode
+        from hystate.core.errors import UnknownEpisode
 
         model = _model(info)
 

@@ -6,6 +6,7 @@ embedded as JSON with ``tojson`` (``<``, ``>``, ``&`` and ``'`` escaped), in a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +15,12 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from hystate.errors import HystateError, UnknownEpisode
-from hystate.model import ProcessingStage
+from hystate.core.errors import HystateError, UnknownEpisode
+from hystate.core.model import ProcessingStage
 from hystate.serve.api import unexpected
 
 if TYPE_CHECKING:
-    from hystate.serve.app import Server
+    from hystate.serve.server import Server
 
 
 @cache
@@ -36,8 +37,11 @@ def render(template: str, code: int = 200, **values: Any) -> Response:
 
 
 class Pages:
-    def __init__(self, server: Server) -> None:
+    def __init__(
+        self, server: Server, console: Callable[[Request], dict[str, Any]] | None = None
+    ) -> None:
         self.server = server
+        self.console = console or (lambda _request: {"enabled": False, "operator": False})
 
     async def dashboard(self, request: Request) -> Response:
         model = self.server.model
@@ -58,7 +62,7 @@ class Pages:
             initial=data,
             stages=[s.value for s in ProcessingStage],
             actions=self.server.token is not None,
-            console=self.server.console.context(request),
+            console=self.console(request),
         )
 
     async def episode(self, request: Request) -> Response:
@@ -75,5 +79,5 @@ class Pages:
             "episode.html.j2",
             data=data,
             actions=self.server.token is not None,
-            console=self.server.console.context(request),
+            console=self.console(request),
         )

@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from hystate import audit, layout, queries, yamlio
-from hystate.errors import HystateError, InvalidData, UsageError
-from hystate.event_source import LIMITS, bounded
-from hystate.model import ID_PATTERN, ProcessingStage, check_id, parse_time
-from hystate.paths import read_bytes
-from hystate.reports import ReportGenerator
-from hystate.summary import NOTHING_LEFT
+from hystate.cache import queries
+from hystate.core import yamlio
+from hystate.core.errors import HystateError, InvalidData, UsageError
+from hystate.core.model import ID_PATTERN, ProcessingStage, check_id, parse_time
+from hystate.core.paths import read_bytes
+from hystate.engine import layout
+from hystate.events.source import LIMITS, bounded
+from hystate.git import audit
+from hystate.reports.generator import ReportGenerator
+from hystate.reports.summary import NOTHING_LEFT
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from hystate.errors import UsageError
+from hystate.core.errors import UsageError
+from hystate.serve import app
 from hystate.serve.limits import protocol_options
 
 if TYPE_CHECKING:
-    from hystate.serve.app import Server
+    from hystate.serve.server import Server
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -55,7 +56,7 @@ def run(server: Server, sock: socket.socket) -> None:
     """Serve on ``sock`` until a signal; the signal is raised again once the server has
     stopped (KeyboardInterrupt: the CLI's exit 130)."""
     config = uvicorn.Config(
-        server.app(),
+        app.build(server),
         log_level="warning",
         access_log=False,
         lifespan="on",

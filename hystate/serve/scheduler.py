@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hystate.errors import HystateError
+from hystate.core.errors import HystateError
 
 if TYPE_CHECKING:
     from hystate.serve.readmodel import ReadModel
@@ -27,7 +27,7 @@ class ReportScheduler:
         self.last_error: str | None = None
 
     def write_once(self) -> list[Path]:
-        from hystate.reports import ReportGenerator
+        from hystate.reports.generator import ReportGenerator
 
         with self.model.lock:
             written = ReportGenerator(self.model.manager).write_configured()

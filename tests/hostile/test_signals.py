@@ -69,21 +69,21 @@ START_UP = [
     "click",
     "click.core",
     "json",
-    "hystate.errors",
+    "hystate.core.errors",
     "hystate.cli.app",
     "hystate.cli.reading",
     "hystate.cli.writing",
 ]
 IN_COMMAND = [
-    "hystate.model",
+    "hystate.core.model",
     "yaml",
-    "hystate.yamlio",
-    "hystate.rules",
-    "hystate.gitrepo",
+    "hystate.core.yamlio",
+    "hystate.core.rules",
+    "hystate.git",
     "subprocess",
-    "hystate.validation",
-    "hystate.config",
-    "hystate.locks",
+    "hystate.core.schema",
+    "hystate.core.config",
+    "hystate.core.locks",
     "hystate.manager",
     "jsonschema_rs",
 ]
@@ -103,7 +103,7 @@ def test_a_signal_in_a_reading_command_is_exit_130(
     repo: Path, sig: str, command: list[str]
 ) -> None:
     before = snapshot(repo)
-    check(interrupt(repo, "import", "hystate.model", *command, sig=sig))
+    check(interrupt(repo, "import", "hystate.core.model", *command, sig=sig))
     assert compare(before, snapshot(repo)) == []
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hystate.errors import InvalidData
+from hystate.core.errors import InvalidData
 from hystate.manager import StateManager
 from tests.hostile.checks import accepted, commit_all, episode_files, refused
 

@@ -276,7 +276,7 @@ def test_a_resolver_that_never_answers_is_cut_off_by_the_deadline(
     as the system's resolver retried. The 5 s deadline now covers the name lookup too."""
     import socket
 
-    from hystate import webhook
+    from hystate.reports import webhook
 
     release = threading.Event()
     asked: list[str] = []

@@ -1,1 +1,0 @@
-"""Message brokers the event stream is published to (``hystate.events``)."""

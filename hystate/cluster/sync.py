@@ -1,0 +1,376 @@
+"""Several machines, one state (SPEC 11): ``hystate sync`` and claims through a shared remote.
+
+One sync: fetch the remote's branch; if the node has commits the remote lacks and the remote
+moved on, replay them on the remote's tip (``hystate.cluster.replay`` decides each file; no
+``git rebase`` in the work tree, where a person may be working: new commits are written with
+the same author, message and trailers, then the checkout moves forward as ``git checkout``
+would, see ``gitrepo.checkout.fast_forward``); push the result as a plain fast-forward push,
+which the server accepts only on the tip it was built on (compare-and-swap); on a rejection,
+fetch and replay again.
+
+Locks, in this order: the node's sync lock (``.locks/_sync.lock``: one sync at a time on a
+node), the locks of the episodes whose files the move forward changes (so no transition of
+this node is half-way through one of them), the repo lock, git's ``index.lock``.
+
+A claim on a node with a remote (``sync.remote``, or ``--remote``) is made under the sync lock:
+sync, claim locally, push; it is acknowledged only once the pushed tip holds it. A claim that
+lost the race is dropped by the replay and another episode is taken. With the remote
+unreachable new claims are refused (exit 7) and a local claim not yet pushed is withdrawn; the
+transitions of episodes already held still commit locally (``sync.push: each`` pushes after
+each of them, best effort) and the next sync carries them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hystate.cluster import lease_refs
+from hystate.cluster.replay import Dropped, Move, capped, resolve
+from hystate.core.errors import GitError, UsageError
+from hystate.core.locks import StateLock
+from hystate.core.model import ID_PATTERN
+from hystate.core.store import is_episode_path
+from hystate.git import audit, checkout
+from hystate.git import remote as gr
+from hystate.git.refs import StaleHead
+
+if TYPE_CHECKING:
+    from hystate.engine.workspace import Workspace
+
+SYNC_LOCK = "_sync.lock"
+ROUNDS = 40  # fetch-replay-push rounds before giving up (each lost only to another push)
+
+
+class ClaimsOffline(gr.Unreachable):
+    """New claims need the remote."""
+
+
+@dataclass
+class Report:
+    remote: str
+    branch: str
+    head: str | None = None
+    pushed: list[dict[str, Any]] = field(default_factory=list)
+    replayed: list[dict[str, Any]] = field(default_factory=list)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    rounds: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "remote": self.remote,
+            "branch": self.branch,
+            "head": self.head,
+            "rounds": self.rounds,
+            "pushed": self.pushed,
+            "replayed": self.replayed,
+            "dropped": self.dropped,
+        }
+
+
+def remote_of(ws: Workspace, override: str | None = None) -> str | None:
+    if override is not None:
+        try:
+            return gr.check_name(override)
+        except GitError as exc:
+            raise UsageError(exc.message) from None  # --remote on the command line
+    name = ws.sync_remote
+    return gr.check_name(name) if name else None
+
+
+def timeout(ws: Workspace) -> float:
+    return float(ws.config.get("sync.timeout"))
+
+
+@contextmanager
+def sync_lock(ws: Workspace, wait: float | None = None) -> Iterator[None]:
+    lock = StateLock(
+        ws.locks_dir / SYNC_LOCK,
+        timeout=ws.config.lock_timeout * 4 if wait is None else wait,
+    )
+    with lock:
+        ws.syncing = True
+        try:
+            yield
+        finally:
+            ws.syncing = False
+
+
+def sync(ws: Workspace, remote: str | None = None) -> Report:
+    """``hystate sync``: fetch, replay, push (retried), publish this node's leases."""
+    name = remote_of(ws, remote)
+    if name is None:
+        raise GitError(
+            "no remote to sync with", hint="set sync.remote in hystate.yaml or give --remote"
+        )
+    with sync_lock(ws):
+        report = sync_locked(ws, name)
+        lease_refs.publish(ws, name, timeout(ws), only_if_changed=True)
+        return report
+
+
+def sync_locked(
+    ws: Workspace,
+    remote: str,
+    withdraw: frozenset[str] = frozenset(),
+    *,
+    fetched: bool = False,
+) -> Report:
+    """One sync; ``fetched``: the tracking ref is fresh (just fetched), push before fetching."""
+    repo = ws.repo
+    if not gr.has_remote(repo, remote):
+        raise GitError(f"no git remote named {remote!r}", hint=f"`git remote add {remote} URL`")
+    branch = gr.branch_of(repo)
+    report = Report(remote, branch)
+    wait = timeout(ws)
+    for attempt in range(ROUNDS):
+        report.rounds = attempt + 1
+        if fetched and attempt == 0:
+            tip = repo.refs.resolve(gr.tracking_ref(remote, branch))
+        else:
+            tip = gr.fetch(repo, remote, branch, wait, kinds=(lease_refs.KIND,))
+        head = repo.refs.head()
+        if head.sha is None:
+            raise GitError("the branch has no commit yet: clone the remote instead")
+        if tip == head.sha and not withdraw:
+            report.head = tip
+            return report
+        new = move_forward(ws, tip, report, withdraw)
+        withdraw = frozenset()
+        if new == tip:
+            report.head = tip
+            return report
+        pushed = gr.commits_between(repo, tip, new) if tip else []
+        if gr.push(repo, remote, new, f"refs/heads/{branch}", wait):
+            gr.set_ref(repo, gr.tracking_ref(remote, branch), new)
+            report.pushed = [_describe(ws, c.sha) for c in pushed]
+            report.head = new
+            return report
+        gr.wait_backoff(attempt)
+    raise GitError(f"gave up pushing to {remote} after {ROUNDS} rejected rounds", hint="sync again")
+
+
+def move_forward(ws: Workspace, tip: str | None, report: Report, withdraw: frozenset[str]) -> str:
+    """Replay the local commits the remote lacks on ``tip`` and move the checkout there; the
+    commit to push (HEAD itself when it already builds on ``tip``)."""
+    repo = ws.repo
+    while True:
+        head = repo.refs.head()
+        if head.ref != f"refs/heads/{report.branch}":
+            raise GitError(
+                f"the checkout left {report.branch} during the sync (now {gr.branch_of(repo)})",
+                hint=f"`git checkout {report.branch}`, then sync again",
+            )  # never replay (and push) another branch's commits onto the shared one
+        assert head.sha is not None
+        if tip is None or (not withdraw and gr.is_ancestor(repo, tip, head.sha)):
+            return head.sha  # the remote has nothing new: push as it is
+        base = gr.merge_base(repo, head.sha, tip)
+        if base is None:
+            raise GitError(
+                f"the remote's branch ({tip[:12]}) shares no history with this one: "
+                "refusing to replay the state onto an unrelated repository",
+                hint="check the remote's URL (`git remote -v`); a node is a clone of the remote",
+            )
+        local = gr.commits_between(repo, base, head.sha)
+        new, replayed, dropped = replay(ws, tip, local, withdraw)
+        if new is None:
+            raise GitError("nothing to build on: the remote branch is empty and no commit is local")
+        new_tree = repo.objects.commit_tree(bytes.fromhex(new))
+        changed = repo.objects.diff(repo.head_tree(head), new_tree)
+        _refuse_local_files(ws, new_tree, changed)
+        try:
+            with _episode_locks(ws, changed), ws.repo_lock():
+                checkout.fast_forward(repo, head, new, f"replayed {len(replayed)} on {tip[:12]}")
+        except StaleHead:
+            continue  # a transition of this node committed meanwhile: replay it too
+        report.replayed += replayed
+        report.dropped += dropped
+        ws.refresh_once = False
+        return new
+
+
+def _refuse_local_files(ws: Workspace, tree: bytes, paths: list[str]) -> None:
+    """A branch that tracks what hystate keeps local in the state folder (its locks, its
+    temporary files) is not checked out: a node would honour such a lock (every transition of
+    the episode, or every sync, busy for good) or delete such a file."""
+    prefix = ws.rel_state_dir.rstrip("/") + "/"
+    for path in paths:
+        inner = path[len(prefix) :] if path.startswith(prefix) else None
+        name = path.rpartition("/")[2]
+        if inner is None or ws.repo.objects.lookup(tree, path) is None:
+            continue
+        if inner.startswith(".locks/") or (name.startswith(".") and name.endswith(".tmp")):
+            raise GitError(
+                f"the remote's branch tracks {capped(path, 120)}: hystate's locks and "
+                "temporary files are never committed",
+                hint="`git rm --cached` it on the branch, then sync again",
+            )
+
+
+@contextmanager
+def _episode_locks(ws: Workspace, paths: list[str]) -> Iterator[None]:
+    prefix = ws.rel_state_dir.rstrip("/") + "/"
+    ids = sorted(
+        {
+            p.rpartition("/")[2][:-5]
+            for p in paths
+            if p.startswith(prefix)
+            and is_episode_path(p[len(prefix) :])
+            and ID_PATTERN.fullmatch(p.rpartition("/")[2][:-5])
+        }
+    )  # only names that can be episodes: a remote's `_sync.yaml` must not take the sync lock
+    held: list[StateLock] = []
+    try:
+        for eid in ids:
+            lock = ws.episode_lock(eid)
+            lock.acquire()
+            held.append(lock)
+        yield
+    finally:
+        for lock in reversed(held):
+            lock.release()
+
+
+def replay(
+    ws: Workspace,
+    tip: str | None,
+    commits: list[gr.CommitInfo],
+    withdraw: frozenset[str] = frozenset(),
+) -> tuple[str | None, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Write the replayed commits on ``tip``; (new tip, replayed, dropped)."""
+    repo = ws.repo
+    objects = repo.objects
+    moves = _moves(ws, commits)
+    replayed: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    prefix = ws.rel_state_dir.rstrip("/") + "/"
+    for commit in commits:
+        if len(commit.parents) > 1:
+            raise GitError(
+                f"commit {commit.sha[:12]} is a merge: sync replays a straight line of commits",
+                hint="`git rebase` your branch onto the remote (or reset it), then sync",
+            )
+        move = moves.get(commit.sha)
+        row = _row(commit.sha, move)
+        if commit.sha in withdraw:
+            dropped.append(
+                {**row, "reason": "claim not acknowledged (remote unreachable): withdrawn"}
+            )
+            continue
+        parent_tree = (
+            objects.commit_tree(bytes.fromhex(commit.parents[0])) if commit.parents else None
+        )
+        tip_tree = objects.commit_tree(bytes.fromhex(tip)) if tip else None
+        if tip is not None and commit.parents and commit.parents[0] == tip:
+            tip = commit.sha  # already on the tip: kept as it is
+            continue
+        changes: dict[str, tuple[bytes, bytes] | None] = {}
+        reason = None
+        for path in objects.diff(parent_tree, commit.tree):
+            entries = [objects.lookup(t, path) for t in (parent_tree, commit.tree, tip_tree)]
+            b, loc, rem = entries
+            if rem == b or loc == rem:
+                if loc != rem:
+                    changes[path] = loc
+                continue
+            if not (path.startswith(prefix) and path.endswith(".yaml")):
+                raise GitError(
+                    f"commit {commit.sha[:12]} changes {path}, which the remote changed too",
+                    hint="merge or rebase it by hand (`git pull --rebase`), then sync",
+                )
+            if any(e is not None and e[0] not in checkout.REGULAR_MODES for e in entries):
+                reason = f"{path}: a symlink or submodule on one side, not an episode file"
+                continue
+            datas = [objects.read(e[1])[1] if e else None for e in entries]
+            try:
+                data = resolve(path, datas[0], datas[1], datas[2], move, ws.recovery)
+            except Dropped as exc:
+                reason = capped(str(exc))  # it quotes the remote's file (who moved it)
+                continue
+            mode = (loc or rem or b or (b"100644", b""))[0]
+            changes[path] = None if data is None else (mode, objects.write(b"blob", data))
+        new_tree = _rewrite(repo, tip_tree, changes) if changes else tip_tree
+        if new_tree == tip_tree or new_tree is None:
+            dropped.append({**row, "reason": reason or "already on the remote"})
+            continue
+        assert tip is not None
+        tip = gr.write_commit(repo, new_tree, tip, commit.author, commit.message)
+        if reason is not None:
+            dropped.append({**row, "reason": reason})
+        replayed.append({**row, "new": tip})
+    return tip, replayed, dropped
+
+
+def _rewrite(
+    repo: Any, tree: bytes | None, changes: dict[str, tuple[bytes, bytes] | None]
+) -> bytes:
+    return repo.objects.rewrite(tree, changes)  # type: ignore[no-any-return]
+
+
+def _moves(ws: Workspace, commits: list[gr.CommitInfo]) -> dict[str, Move]:
+    if not commits:
+        return {}
+    rows = ws.repo.log(
+        f"{commits[0].sha}~..{commits[-1].sha}" if commits[0].parents else commits[-1].sha,
+        ["%H"],
+        trailer_keys=(audit.EPISODE, audit.FROM, audit.TO),
+    )
+    return {
+        sha: Move(t[audit.EPISODE], t[audit.FROM], t[audit.TO])
+        for sha, t in rows
+        if t[audit.EPISODE] and t[audit.FROM] and t[audit.TO]
+    }
+
+
+def _row(sha: str, move: Move | None) -> dict[str, Any]:
+    if move is None:
+        return {"commit": sha, "id": None, "from": None, "to": None}
+    return {"commit": sha, "id": move.episode_id, "from": move.from_stage, "to": move.to_stage}
+
+
+def _describe(ws: Workspace, sha: str) -> dict[str, Any]:
+    info = gr.commit_info(ws.repo, sha)
+    subject = info.message.split(b"\n", 1)[0].decode(errors="replace")
+    return {"commit": sha, "subject": subject}
+
+
+def status(ws: Workspace) -> dict[str, Any] | None:
+    """How far this node is from the remote, as of the last fetch (no network)."""
+    repo = ws.repo
+    try:
+        branch = gr.branch_of(repo)
+    except GitError:
+        return None
+    name = (
+        ws.sync_remote
+        or repo.git("config", "--get", f"branch.{branch}.remote", check=False).strip()
+    )
+    if not name or name == ".":
+        return None
+    tip = repo.refs.resolve(gr.tracking_ref(name, branch))
+    head = repo.refs.head().sha
+    ahead, behind = (0, 0)
+    if head and tip:
+        ahead, behind = gr.ahead_behind(repo, head, tip)
+    elif head:
+        ahead = len(repo.git("rev-list", head).split())
+    return {
+        "remote": name,
+        "branch": branch,
+        "ahead": ahead,
+        "behind": behind,
+        "as_of": gr.last_fetch(repo),
+        "note": "as of the last fetch; `hystate sync` fetches and pushes",
+    }
+
+
+def describe_status(info: dict[str, Any]) -> str:
+    when = (
+        f"as of the last fetch ({info['as_of']})" if info["as_of"] else "never fetched by hystate"
+    )
+    return (
+        f"remote {info['remote']}/{info['branch']}: {info['ahead']} commit(s) ahead, "
+        f"{info['behind']} behind, {when}"
+    )

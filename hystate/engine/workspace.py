@@ -1,0 +1,207 @@
+"""``Workspace``: one state directory of one git repository, as every layer below the facade
+receives it: the repository, the episode store, the configuration, the locks, the cache and the
+subscribers that run around a commit.
+
+``hystate.manager.StateManager`` (the public API) is a ``Workspace`` with the transitions on top;
+nothing here knows it. What happens before and after a commit (the push to a shared remote, the
+failure alert, the event stream) is wired in by that top layer as ``Subscribers``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hystate.cache import queries
+from hystate.cache.state_cache import RefreshResult, StateCache
+from hystate.core.config import Config
+from hystate.core.locks import StateLock
+from hystate.core.model import EpisodeState, ProcessingStage, check_id, check_worker
+from hystate.core.rules import Change, ErrorRecovery
+from hystate.core.store import EpisodeStore
+from hystate.engine import layout
+from hystate.git import GitRepo, audit, default_worker
+
+REPO_LOCK = "_repo.lock"  # ids start with a letter or digit, so this never names an episode
+
+# Under the repository lock, right after the commit: returns what to do once every lock is
+# released (or None). The failure alert counts here, so two failures never count as one.
+Committed = Callable[["Workspace", dict[str, Any], Change], Callable[[], None] | None]
+
+
+LeaseSource = Callable[["Workspace", str, str, str], dict[str, Any] | None]
+
+
+@dataclass
+class Subscribers:
+    """What runs around a transition's commit, in order; each is best effort and none of it
+    undoes the commit."""
+
+    # before a transition takes the episode's lock
+    before: list[Callable[[Workspace], None]] = field(default_factory=list)
+    # under the repository lock, right after a transition's commit
+    committed: list[Committed] = field(default_factory=list)
+    # outside every lock, after every state commit (a transition's or discovery's)
+    after: list[Callable[[Workspace, str | None], None]] = field(default_factory=list)
+    # outside every lock, after a transition's commit, last
+    after_transition: list[Callable[[Workspace, str | None], None]] = field(default_factory=list)
+    # where else a lease may have been renewed (another node's published lease table): the
+    # renewal of (episode, stage, entered_at) with the latest deadline, or None
+    lease_sources: list[LeaseSource] = field(default_factory=list)
+
+
+class Workspace:
+    """The state of every episode in one state directory of one git repository.
+
+    Found from the current directory (like git) and ``hystate.yaml``'s state directory, or the
+    directory named (``Workspace("path/to/processed")``).
+    """
+
+    state_dir: Path
+    repo: GitRepo
+    config: Config
+    worker: str
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        config: Config | None = None,
+        worker: str | None = None,
+    ) -> None:
+        here = Path(os.path.realpath(cwd if cwd is not None else Path.cwd()))
+        if state_dir is None:
+            state_dir = os.environ.get("HYSTATE_STATE_DIR") or None
+        self.repo = layout.find_repo(here, state_dir)
+        self.config = config or Config.load(self.repo.root)
+        self.state_dir = layout.confined_state_dir(self, here, state_dir)
+        self.store = EpisodeStore(self.state_dir, self.repo.root)
+        named = worker or os.environ.get("HYSTATE_WORKER") or None
+        self.worker = check_worker(named) if named else default_worker()
+        self.worker_named = named is not None
+        self.recovery = ErrorRecovery(
+            self.config.get("recovery.max_retries"), self.config.get("recovery.retry_delay")
+        )
+        self.repo.lock_wait = self.config.lock_timeout
+        self._cache: StateCache | None = None
+        # Several machines (hystate.cluster): the remote claims go through, if any.
+        self.sync_remote: str | None = self.config.get("sync.remote")
+        self.syncing = False  # a sync is replaying: no syncing around its own transitions
+        # Where to tell a person something that is not an error (the CLI: stderr).
+        self.notice: Callable[[str], None] = lambda message: None
+        # A long-lived process checks the tree before every query; a command that reads once
+        # (the CLI) may check it once.
+        self.refresh_once = False
+        self._refreshed = False
+        self.hooks_told = False  # unrun git hooks are named once per workspace
+        self.subscribers = Subscribers()
+
+    # -- locks -----------------------------------------------------------------------------
+
+    def episode_lock(self, episode_id: str, timeout: float | None = None) -> StateLock:
+        wait = self.config.lock_timeout if timeout is None else timeout
+        return StateLock(self.locks_dir / f"{episode_id}.lock", timeout=wait)
+
+    def repo_lock(self) -> StateLock:
+        return StateLock(self.locks_dir / REPO_LOCK, timeout=self.config.lock_timeout)
+
+    @property
+    def locks_dir(self) -> Path:
+        """``<state_dir>/.locks``; refused when it is a symlink or a file (a branch can commit
+        one pointing anywhere), so no lock is ever made, read or removed through it."""
+        return layout.locks_dir(self)
+
+    # -- setting up ------------------------------------------------------------------------
+
+    def ensure_layout(self) -> str | None:
+        """Create the state directory and its .gitignore and .gitattributes (committed), and
+        set the repository options hystate relies on. Safe to repeat."""
+        return layout.ensure_layout(self)
+
+    @property
+    def rel_state_dir(self) -> str:
+        return self.state_dir.relative_to(self.repo.root).as_posix() or "."
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def path_of(self, episode_id: str) -> Path:
+        path = self.store.find(episode_id)
+        if path is None:
+            raise layout.not_found(self, episode_id)
+        return path
+
+    def episode(self, episode_id: str) -> EpisodeState:
+        """The episode read from its file; UnknownEpisode (exit 4) when there is none."""
+        return self.store.read(self.path_of(episode_id))[1]
+
+    def get_episode_state(self, episode_id: str) -> EpisodeState | None:
+        """The seed's lookup: the episode, or None when there is no such episode."""
+        return self.episode(episode_id) if self.store.find(check_id(episode_id)) else None
+
+    def iter_episodes(self) -> Iterator[EpisodeState]:
+        """Every episode read from its file, validated; a broken file raises InvalidData."""
+        for path in self.store.iter_paths():
+            yield self.store.read(path)[1]
+
+    def history(self, episode_id: str) -> list[dict[str, Any]]:
+        """The file's own history joined with the commits that made it (``audit.join``)."""
+        path = self.path_of(check_id(episode_id))
+        episode = self.store.read(path)[1]
+        return audit.join(episode.history, audit.file_commits(self.repo, self.repo.relpath(path)))
+
+    # -- the cache -------------------------------------------------------------------------
+
+    @property
+    def cache(self) -> StateCache:
+        if self._cache is None:
+            self._cache = StateCache(self.store, self.repo, str(self.config.get("database_file")))
+        return self._cache
+
+    def refresh(
+        self, *, force: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> RefreshResult:
+        """Bring state.db and index.json in line with the tree (re-reading only what changed)."""
+        return self.cache.refresh(force=force, progress=progress)
+
+    def _fresh(self) -> StateCache:
+        if not (self.refresh_once and self._refreshed):
+            self.refresh()
+            self._refreshed = True
+        self.cache.check_problems()
+        return self.cache
+
+    def list_episodes(
+        self,
+        stages: Iterable[str | ProcessingStage] = (),
+        years: Iterable[str] = (),
+        limit: int | None = None,
+    ) -> list[EpisodeState]:
+        """Episodes (oldest air date first), optionally only some stages and years, at most
+        ``limit``."""
+        return queries.episodes(self._fresh(), stages, years, limit)
+
+    def stream_episodes(
+        self, stages: Iterable[str | ProcessingStage] = (), years: Iterable[str] = ()
+    ) -> Iterator[EpisodeState]:
+        """``list_episodes`` one at a time, from one snapshot of the cache; read it to the end
+        (or close it) before asking the cache anything else in this thread."""
+        return queries.iter_episodes(self._fresh(), stages, years)
+
+    def get_episodes_by_stage(self, stage: str | ProcessingStage) -> list[EpisodeState]:
+        return self.list_episodes([stage])
+
+    def count_all_episodes(self) -> int:
+        return queries.count(self._fresh())
+
+    def count_by_stage(self) -> dict[str, int]:
+        return queries.count_by_stage(self._fresh())
+
+    def events(
+        self, *, since: str | None = None, until: str | None = None, episode_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The processing log: one event per history entry, oldest first."""
+        return queries.events(self._fresh(), since=since, until=until, episode_id=episode_id)

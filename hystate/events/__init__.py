@@ -1,0 +1,1 @@
+"""The event stream: transitions read from the git history and published to Redis Streams."""

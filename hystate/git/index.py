@@ -1,0 +1,400 @@
+"""git's index, updated the way git updates it: under ``index.lock``, held until HEAD has moved.
+
+``IndexLock`` takes ``index.lock`` (O_EXCL, as git does), reads the index, and stages the new
+content into the lock file; the caller moves HEAD and then ``commit()`` renames the lock over the
+index. While the lock is held no git command can write the index, so a person's ``git commit``
+or ``git add`` cannot interleave with a transition (git's own ``commit -a`` holds the lock the
+same way).
+
+The new content is made in-process for the common case (index v2/v3, entries already present,
+no extension git requires a reader to understand): the entries are found by walking the index
+(exact names, never a byte search), patched with the file's stat data, sha and mode, every
+*racy* entry is smudged as git does when it writes an index (an entry whose mtime is not older
+than the index that was read gets size 0, so git re-reads the file instead of trusting stat),
+the cache-tree of the touched folders is invalidated, and a fresh checksum is written. Anything
+else (index v4, split or sparse index, fsmonitor, new paths, skip-worktree or intent-to-add
+entries) is staged by ``git update-index`` itself, run on a private copy of the index with the
+same timestamp, whose result is then written into the held lock.
+
+The lock is taken through ``lockfile.py``, so that one left by a killed hystate process is told
+apart, for certain, from a live git process's lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hystate.core.errors import GitError
+from hystate.git.lockfile import LockFile
+
+# ctime s/ns, mtime s/ns, dev, ino, mode, uid, gid, size, sha, flags
+_STAT = struct.Struct(">10I20sH")
+_U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
+_EXTENDED = 0x4000
+_STAGE = 0x3000
+_SKIP_FLAGS = 0x6000  # skip-worktree, intent-to-add (extended flags)
+_MASK = 0xFFFFFFFF
+_CHUNK = 1 << 20  # a SHA-1 state is kept at every MiB of the index written
+
+
+@dataclass(frozen=True)
+class Update:
+    path: bytes  # repository-relative, "/"-separated
+    sha: bytes  # binary blob sha
+    mode: int  # 0o100644 or 0o100755
+    stat: os.stat_result
+
+
+@dataclass
+class IndexMemo:
+    """The index as this process last wrote it: its bytes, where each entry starts, which
+    entries may be racy, and SHA-1 states at every MiB, so that the next update (if nobody
+    else wrote the index meanwhile) walks nothing and hashes only from the first change."""
+
+    key: tuple[int, int, int, int] | None = None
+    buf: bytearray | None = None  # patched in place by the next update
+    offsets: dict[bytes, int] = field(default_factory=dict)
+    racy: list[int] = field(default_factory=list)  # offsets of entries that may be racy
+    ext_start: int = 0
+    checkpoints: list[tuple[int, Any]] = field(default_factory=list)
+
+
+def _key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class IndexLock:
+    """``index.lock`` held from reading the index until ``commit()`` or ``rollback()``."""
+
+    def __init__(self, git_dir: Path, owners: Path, wait: float, memo: IndexMemo) -> None:
+        self.git_dir = git_dir
+        self.path = git_dir / "index"
+        self._memo = memo
+        self._lock = LockFile(git_dir / "index.lock", owners, wait, "index")
+        self._staged = False
+        self._new: bytearray | None = None  # the index made in-process, once staged
+        try:
+            self._read()
+        except BaseException:
+            self.rollback()
+            raise
+
+    def __enter__(self) -> IndexLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rollback()
+
+    def _read(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self.stat: os.stat_result | None = None
+            self.data: bytes | bytearray = b""
+            return
+        self.stat = st
+        memo = self._memo
+        if memo.buf is not None and memo.key == _key(st):
+            self.data = memo.buf
+            return
+        with open(self.path, "rb") as fh:
+            self.data = fh.read()
+        if len(self.data) != st.st_size:
+            raise GitError("the index changed while hystate read it", hint="try again")
+        memo.key, memo.buf, memo.checkpoints = None, None, []
+
+    # -- staging the new index into the lock -----------------------------------------------
+
+    def stage(self, updates: Sequence[Update], worktree: Path) -> None:
+        """Write the index with ``updates`` applied into the lock file (not yet in effect)."""
+        buf: bytes | bytearray | None = self._patch(updates)
+        if buf is None:
+            buf = self._with_git(updates, worktree)
+            self._memo.key = self._memo.buf = None
+        self._lock.write(buf)
+        self._staged = True
+
+    def _patch(self, updates: Sequence[Update]) -> bytearray | None:
+        """The new index made in-process, or None where git must make it."""
+        if self.stat is None or not _patchable(self.data):
+            return None
+        memo = self._memo
+        index_sec = int(self.stat.st_mtime)
+        reused = memo.buf is not None and memo.buf is self.data
+        memo.key = None  # until this update is in effect
+        if not reused:
+            walked = _walk(bytes(self.data), index_sec)
+            if walked is None:
+                return None
+            memo.ext_start, memo.offsets, memo.racy = walked
+            memo.checkpoints = []
+        found = []
+        for update in updates:
+            offset = memo.offsets.get(update.path)
+            if offset is None:
+                return None  # a new path
+            flags = _U16.unpack_from(self.data, offset + 60)[0]
+            if flags & _STAGE:
+                raise GitError(
+                    f"{update.path.decode(errors='replace')} has an unresolved conflict",
+                    hint="resolve it (git add) or abort the merge first",
+                )
+            if flags & _EXTENDED and _U16.unpack_from(self.data, offset + 62)[0] & _SKIP_FLAGS:
+                return None
+            found.append((offset, flags))
+        # The memo's copy is patched in place (it is dropped if this update is not committed).
+        buf = self.data if isinstance(self.data, bytearray) and reused else bytearray(self.data)
+        memo.buf = None
+        changed = [offset for offset, _ in found]
+        # Racy entries: what git does whenever it writes an index (see the module docstring).
+        racy = [o for o in memo.racy if _U32.unpack_from(buf, o + 8)[0] >= index_sec]
+        for offset in racy:
+            if _U32.unpack_from(buf, offset + 36)[0] != 0:
+                buf[offset + 36 : offset + 40] = b"\0\0\0\0"
+                changed.append(offset)
+        for update, (offset, flags) in zip(updates, found, strict=True):
+            st = update.stat
+            buf[offset : offset + _STAT.size] = _STAT.pack(
+                int(st.st_ctime) & _MASK,
+                st.st_ctime_ns % 1_000_000_000,
+                int(st.st_mtime) & _MASK,
+                st.st_mtime_ns % 1_000_000_000,
+                st.st_dev & _MASK,
+                st.st_ino & _MASK,
+                update.mode,
+                st.st_uid & _MASK,
+                st.st_gid & _MASK,
+                st.st_size & _MASK,
+                update.sha,
+                flags,
+            )
+        ext_start = memo.ext_start
+        dirs = {u.path.rpartition(b"/")[0] for u in updates}
+        buf[ext_start:] = _rewrite_extensions(buf, ext_start, dirs)
+        buf += self._digest(buf, min([ext_start, *changed]))
+        memo.racy = sorted({*racy, *changed} - {ext_start})
+        self._new = buf
+        return buf
+
+    def _digest(self, buf: bytearray, first_change: int) -> bytes:
+        """SHA-1 of ``buf``, resumed from the last saved state before ``first_change``."""
+        kept = [(pos, h) for pos, h in self._memo.checkpoints if pos <= first_change]
+        pos, state = kept[-1] if kept else (0, hashlib.sha1())
+        digest = state.copy()
+        view = memoryview(buf)
+        end = len(buf)
+        while pos < end:
+            stop = min((pos // _CHUNK + 1) * _CHUNK, end)
+            digest.update(view[pos:stop])
+            pos = stop
+            if pos % _CHUNK == 0:
+                kept.append((pos, digest.copy()))
+        self._memo.checkpoints = kept
+        return digest.digest()
+
+    def _with_git(self, updates: Sequence[Update], worktree: Path) -> bytes:
+        """``git update-index --add`` on a private copy of the index (same timestamp, so git
+        judges racy entries exactly as it would on the index itself); its result."""
+        paths = b"".join(u.path + b"\0" for u in updates)
+        return self._private_git(["update-index", "--add", "-z", "--stdin"], paths, worktree)
+
+    def stage_with_git(
+        self, args: Sequence[str], worktree: Path, adopt: Sequence[str] = ()
+    ) -> None:
+        """Stage into the lock what ``git <args>`` makes of the index (run on a private copy,
+        as ``_with_git``): e.g. ``read-tree -m -u OLD NEW``, git's own two-tree checkout,
+        which also updates the work tree and refuses to overwrite local changes. The copy is
+        refreshed first, as ``git checkout`` does (read-tree judges by stat data alone);
+        the paths of ``adopt`` are then taken from the work tree into the copy."""
+        buf = self._private_git(list(args), b"", worktree, refresh=True, adopt=adopt)
+        self._memo.key = self._memo.buf = None
+        self._new = None
+        self._lock.write(buf)
+        self._staged = True
+
+    def _private_git(
+        self,
+        args: list[str],
+        stdin: bytes,
+        worktree: Path,
+        *,
+        refresh: bool = False,
+        adopt: Sequence[str] = (),
+    ) -> bytes:
+        private = self.git_dir / "hystate" / f"index.{os.getpid()}.tmp"
+        private.parent.mkdir(exist_ok=True)
+        try:
+            if self.stat is not None:
+                private.write_bytes(self.data)
+                os.utime(private, ns=(self.stat.st_atime_ns, self.stat.st_mtime_ns))
+            else:
+                private.unlink(missing_ok=True)
+            env = {**os.environ, "GIT_INDEX_FILE": str(private)}
+            if refresh:  # "needs update" lines are no failure: those entries stay as they are
+                subprocess.run(
+                    ["git", "update-index", "-q", "--ignore-submodules", "--refresh"],
+                    cwd=worktree,
+                    env=env,
+                    capture_output=True,
+                    check=False,
+                )
+            if adopt:  # refused (a path git will not add): the command below then decides
+                subprocess.run(
+                    ["git", "update-index", "--add", "--remove", "-z", "--stdin"],
+                    input=b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in adopt),
+                    cwd=worktree,
+                    env=env,
+                    capture_output=True,
+                    check=False,
+                )
+            proc = subprocess.run(
+                ["git", *args],
+                input=stdin,
+                cwd=worktree,
+                env=env,
+                capture_output=True,
+                check=False,
+            )
+            if proc.returncode != 0:
+                lines = proc.stderr.decode(errors="replace").strip().splitlines()
+                reason = lines[-1] if lines else proc.returncode
+                raise GitError(f"git {args[0]} failed: {reason}")
+            return private.read_bytes()
+        finally:
+            private.unlink(missing_ok=True)
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Put the staged index in effect (rename the lock over the index)."""
+        if not self._staged:
+            self.rollback()
+            return
+        self._lock.commit(self.path)
+        new = self._new
+        if new is not None:
+            self._memo.key = _key(os.stat(self.path))
+            self._memo.buf = new
+
+    def rollback(self) -> None:
+        self._lock.rollback()
+
+
+# -- reading the index -----------------------------------------------------------------------
+
+
+def _patchable(data: bytes | bytearray) -> bool:
+    if len(data) < 32 or data[:4] != b"DIRC":
+        return False
+    return _U32.unpack_from(data, 4)[0] in (2, 3)
+
+
+def _walk(data: bytes, index_sec: int) -> tuple[int, dict[bytes, int], list[int]] | None:
+    """Walk every entry once: (where the extensions start, name -> offset, offsets of entries
+    whose mtime is not older than the index). None if the index needs git to be handled."""
+    count = _U32.unpack_from(data, 8)[0]
+    offsets: dict[bytes, int] = {}
+    racy: list[int] = []
+    flags_at = _U16.unpack_from
+    u32_at = _U32.unpack_from
+    pos = 12
+    end = len(data) - 20
+    for _ in range(count):
+        flags = flags_at(data, pos + 60)[0]
+        head = 64 if flags & _EXTENDED else 62
+        start = pos + head
+        size = flags & 0xFFF
+        if size == 0xFFF:
+            size = data.index(b"\x00", start) - start
+        offsets[data[start : start + size]] = pos
+        if u32_at(data, pos + 8)[0] >= index_sec:
+            racy.append(pos)
+        pos += (head + size + 8) & ~7
+        if pos > end:
+            raise GitError("the index is corrupt (entries run past its end)", hint="git status")
+    if mandatory_extensions(data, pos) or _has_extension(data, pos, b"FSMN"):
+        return None
+    return pos, offsets, racy
+
+
+def _extensions(data: bytes | bytearray, start: int) -> list[tuple[bytes, int, int]]:
+    """(signature, body start, body end) of each extension."""
+    end = len(data) - 20
+    found = []
+    pos = start
+    while pos + 8 <= end:
+        sig = bytes(data[pos : pos + 4])
+        size = _U32.unpack_from(data, pos + 4)[0]
+        found.append((sig, pos + 8, pos + 8 + size))
+        pos += 8 + size
+    return found
+
+
+def mandatory_extensions(data: bytes | bytearray, start: int) -> list[bytes]:
+    """Signatures of extensions git requires a reader to understand (split index, sparse)."""
+    return [sig for sig, _, _ in _extensions(data, start) if not sig[:1].isupper()]
+
+
+def _has_extension(data: bytes | bytearray, start: int, sig: bytes) -> bool:
+    return any(s == sig for s, _, _ in _extensions(data, start))
+
+
+def _rewrite_extensions(data: bytes | bytearray, start: int, dirs: set[bytes]) -> bytes:
+    """The extensions with the cache-tree of ``dirs`` (and their parents) invalidated, and a
+    fresh EOIE (git's end-of-index-entries marker)."""
+    out: list[bytes] = []
+    for sig, body_start, body_end in _extensions(data, start):
+        if sig == b"EOIE":
+            continue
+        body = bytes(data[body_start:body_end])
+        if sig == b"TREE":
+            body = _invalidate_cache_tree(body, dirs)
+        out.append(sig + _U32.pack(len(body)) + body)
+    digest = hashlib.sha1()
+    for ext in out:
+        digest.update(ext[:8])
+    out.append(b"EOIE" + _U32.pack(24) + _U32.pack(start) + digest.digest())
+    return b"".join(out)
+
+
+def _invalidate_cache_tree(body: bytes, dirs: set[bytes]) -> bytes:
+    """Mark the cache-tree nodes of ``dirs`` and all their ancestors as invalid (count -1)."""
+    stale = {b""}
+    for d in dirs:
+        parts = d.split(b"/") if d else []
+        for i in range(1, len(parts) + 1):
+            stale.add(b"/".join(parts[:i]))
+    out = []
+    stack: list[tuple[bytes, int]] = []  # (path of the open node, children still to come)
+    pos = 0
+    while pos < len(body):
+        nul = body.index(b"\x00", pos)
+        nl = body.index(b"\n", nul)
+        name = body[pos:nul]
+        count_s, subtrees_s = body[nul + 1 : nl].split(b" ")
+        count, subtrees = int(count_s), int(subtrees_s)
+        pos = nl + 1
+        sha = b""
+        if count >= 0:
+            sha = body[pos : pos + 20]
+            pos += 20
+        while stack and stack[-1][1] == 0:
+            stack.pop()
+        if stack:
+            parent, left = stack[-1]
+            stack[-1] = (parent, left - 1)
+            full = parent + b"/" + name if parent else name
+        else:
+            full = b""
+        stack.append((full, subtrees))
+        if full in stale:
+            count, sha = -1, b""
+        out.append(name + b"\x00" + b"%d %d\n" % (count, subtrees) + sha)
+    return b"".join(out)

@@ -1,0 +1,346 @@
+"""Git objects written and read in-process: loose objects, trees rewritten along one path.
+
+A transition changes one blob and the trees above it (root, state dir, year folder). Writing
+those few objects here costs well under a millisecond at 1,000 episodes; starting a git process
+costs ~1.2 ms on its own. Packed objects (after ``git gc``) are read through ``git cat-file``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from hystate.core.errors import GitError
+
+FILE_MODE = b"100644"
+EXEC_MODE = b"100755"
+KINDS = {b"120000": "a symlink", b"160000": "a submodule", b"40000": "a folder"}
+TREE_MODE = b"40000"
+EMPTY_TREE = bytes.fromhex("4b825dc642cb6eb9a060e54bf8d69288fbee4904")
+
+
+def object_id(kind: bytes, data: bytes) -> bytes:
+    """Binary SHA-1 of a git object of ``kind`` with content ``data``."""
+    h = hashlib.sha1(b"%s %d\x00" % (kind, len(data)))
+    h.update(data)
+    return h.digest()
+
+
+class Tree:
+    """A parsed tree: entries kept serialized, in git's order, with a name -> position map."""
+
+    __slots__ = ("_items", "_pos")
+
+    def __init__(self, items: list[bytes], pos: dict[bytes, int] | None = None) -> None:
+        self._items = items
+        if pos is None:
+            pos = {item[item.index(b" ") + 1 : -21]: i for i, item in enumerate(items)}
+        self._pos = pos
+
+    @classmethod
+    def parse(cls, data: bytes) -> Tree:
+        items = []
+        pos, end = 0, len(data)
+        find = data.find
+        while pos < end:
+            nul = find(b"\x00", pos)
+            if nul < 0 or nul + 21 > end:
+                raise GitError("corrupt tree object", hint="run `git fsck`")
+            items.append(data[pos : nul + 21])
+            pos = nul + 21
+        return cls(items)
+
+    def get(self, name: bytes) -> tuple[bytes, bytes] | None:
+        """(mode, binary sha) of entry ``name``, or None."""
+        i = self._pos.get(name)
+        if i is None:
+            return None
+        item = self._items[i]
+        return item[: item.index(b" ")], item[-20:]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def entries(self) -> dict[bytes, bytes]:
+        """name -> the entry's mode and sha, as one bytes value (cheap to compare)."""
+        return {
+            item[item.index(b" ") + 1 : -21]: item[: item.index(b" ")] + item[-20:]
+            for item in self._items
+        }
+
+    def changed(self, other: Tree) -> set[bytes]:
+        """Names whose entries differ between this tree and ``other`` (present in one only, or
+        with another mode or sha): set operations on the raw entries, no dicts built."""
+        return {item[item.index(b" ") + 1 : -21] for item in set(self._items) ^ set(other._items)}
+
+    def serialize(self) -> bytes:
+        return b"".join(self._items)
+
+    def with_changes(self, changes: Mapping[bytes, tuple[bytes, bytes] | None]) -> Tree:
+        """A copy with entries set to (mode, sha), or removed where the value is None."""
+        items = list(self._items)
+        inserts = []
+        removed = False
+        for name, value in changes.items():
+            i = self._pos.get(name)
+            if value is None:
+                if i is not None:
+                    items[i] = b""
+                    removed = True
+                continue
+            item = value[0] + b" " + name + b"\x00" + value[1]
+            if i is None:
+                inserts.append(item)
+            else:
+                items[i] = item
+        if not removed and not inserts:
+            return Tree(items, self._pos)  # same names at the same places: share the map
+        if removed:
+            items = [item for item in items if item]
+        if inserts:
+            items.extend(inserts)
+            items.sort(key=_sort_key)
+        return Tree(items)
+
+
+def _sort_key(item: bytes) -> bytes:
+    # git orders a tree's entries by name, comparing a subtree's name as if it ended in "/"
+    space = item.index(b" ")
+    name = item[space + 1 : -21]
+    return name + b"/" if item[:space] == TREE_MODE else name
+
+
+class ObjectStore:
+    """Reads and writes objects of one repository's object database."""
+
+    def __init__(self, objects_dir: Path, worktree: Path) -> None:
+        self.dir = objects_dir
+        self.worktree = worktree
+        self._trees: dict[bytes, Tree] = {}
+        self._commit_trees: dict[bytes, bytes] = {}
+        self._prefix = str(objects_dir)
+
+    def _path(self, sha: bytes) -> str:
+        hexsha = sha.hex()
+        return f"{self._prefix}/{hexsha[:2]}/{hexsha[2:]}"
+
+    def read(self, sha: bytes) -> tuple[bytes, bytes]:
+        """(kind, content) of object ``sha``."""
+        try:
+            with open(self._path(sha), "rb") as fh:
+                raw = zlib.decompress(fh.read())
+        except FileNotFoundError:
+            return self._read_packed(sha)
+        except zlib.error as exc:
+            raise GitError(f"corrupt loose object {sha.hex()}", hint="run `git fsck`") from exc
+        nul = raw.index(b"\x00")
+        kind, _, _size = raw[:nul].partition(b" ")
+        return kind, raw[nul + 1 :]
+
+    def _read_packed(self, sha: bytes) -> tuple[bytes, bytes]:
+        proc = subprocess.run(
+            ["git", "cat-file", "--batch"],
+            input=sha.hex().encode() + b"\n",
+            capture_output=True,
+            cwd=self.worktree,
+            check=False,
+        )
+        header, _, rest = proc.stdout.partition(b"\n")
+        parts = header.split()
+        if proc.returncode != 0 or len(parts) != 3:
+            raise GitError(f"git object {sha.hex()} is missing", hint="run `git fsck`")
+        return parts[1], rest[: int(parts[2])]
+
+    def read_blobs(self, shas: Sequence[bytes]) -> list[bytes | None]:
+        """The content of each blob (None: missing, or not a blob): loose ones read here,
+        packed ones through one ``git cat-file --batch`` for all of them."""
+        found: list[bytes | None] = [None] * len(shas)
+        packed = []
+        for i, sha in enumerate(shas):
+            try:
+                with open(self._path(sha), "rb") as fh:
+                    raw = zlib.decompress(fh.read())
+            except (FileNotFoundError, zlib.error):
+                packed.append(i)
+                continue
+            nul = raw.find(b"\x00")
+            if raw.startswith(b"blob ") and nul > 0:
+                found[i] = raw[nul + 1 :]
+        if packed:
+            proc = subprocess.run(
+                ["git", "cat-file", "--batch"],
+                input=b"".join(shas[i].hex().encode() + b"\n" for i in packed),
+                capture_output=True,
+                cwd=self.worktree,
+                check=False,
+            )
+            out, pos = proc.stdout, 0
+            for i in packed:
+                end = out.find(b"\n", pos)
+                if end < 0:
+                    break
+                parts = out[pos:end].split()
+                pos = end + 1
+                if len(parts) != 3:  # "<sha> missing"
+                    continue
+                size = int(parts[2])
+                if parts[1] == b"blob":
+                    found[i] = out[pos : pos + size]
+                pos += size + 1
+        return found
+
+    def write(self, kind: bytes, data: bytes) -> bytes:
+        """Store an object (if absent) and return its binary sha."""
+        sha = object_id(kind, data)
+        path = self._path(sha)
+        try:
+            # Freshen it, as git does, so that a concurrent `git gc` keeps what we refer to.
+            os.utime(path)
+            return sha
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            return sha
+        folder = path[:-38]  # ".../objects/ab/"
+        tmp = f"{folder}tmp_obj_{os.getpid()}_{path[-38:-30]}"
+        body = zlib.compress(b"%s %d\x00" % (kind, len(data)) + data, 1)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            fd = os.open(tmp, flags, 0o444)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(tmp, flags, 0o444)
+        try:
+            os.write(fd, body)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        return sha
+
+    def tree(self, sha: bytes) -> Tree:
+        cached = self._trees.get(sha)
+        if cached is not None:
+            return cached
+        if sha == EMPTY_TREE:
+            return Tree([])
+        kind, data = self.read(sha)
+        if kind != b"tree":
+            raise GitError(f"object {sha.hex()} is a {kind.decode()}, not a tree")
+        tree = Tree.parse(data)
+        self._remember(sha, tree)
+        return tree
+
+    def forget_trees(self) -> None:
+        """Drop the parsed trees kept for the next lookups (a large listing is done)."""
+        self._trees.clear()
+
+    def _remember(self, sha: bytes, tree: Tree) -> None:
+        if len(self._trees) > 64:
+            self._trees.clear()
+        self._trees[sha] = tree
+
+    def write_tree(self, tree: Tree) -> bytes:
+        sha = self.write(b"tree", tree.serialize())
+        self._remember(sha, tree)
+        return sha
+
+    def commit_tree(self, commit: bytes) -> bytes:
+        """The root tree sha of ``commit``."""
+        tree = self._commit_trees.get(commit)
+        if tree is None:
+            kind, data = self.read(commit)
+            if kind != b"commit" or not data.startswith(b"tree "):
+                raise GitError(f"object {commit.hex()} is not a commit")
+            tree = self.remember_commit(commit, bytes.fromhex(data[5:45].decode()))
+        return tree
+
+    def remember_commit(self, commit: bytes, tree: bytes) -> bytes:
+        if len(self._commit_trees) > 256:
+            self._commit_trees.clear()
+        self._commit_trees[commit] = tree
+        return tree
+
+    def lookup(self, root: bytes | None, path: str) -> tuple[bytes, bytes] | None:
+        """(mode, sha) of ``path`` in tree ``root``, or None."""
+        if root is None:
+            return None
+        *dirs, name = path.encode().split(b"/")
+        sha = root
+        for part in dirs:
+            entry = self.tree(sha).get(part)
+            if entry is None or entry[0] != TREE_MODE:
+                return None
+            sha = entry[1]
+        return self.tree(sha).get(name)
+
+    def diff(self, old: bytes | None, new: bytes | None, prefix: str = "") -> list[str]:
+        """Paths of the blobs that differ between trees ``old`` and ``new`` (either may be
+        None). Only subtrees whose shas differ are read, so one changed file costs the trees
+        along its path, whatever the size of the rest."""
+        if old == new:
+            return []
+        a = self.tree(old).entries() if old is not None else {}
+        b = self.tree(new).entries() if new is not None else {}
+        changed = []
+        for name in a.keys() | b.keys():
+            x, y = a.get(name), b.get(name)
+            if x == y:
+                continue
+            path = prefix + name.decode("utf-8", "surrogateescape")
+            x_tree = x[:-20] if x is not None and x[:-20] == TREE_MODE else None
+            y_tree = y[:-20] if y is not None and y[:-20] == TREE_MODE else None
+            if x_tree or y_tree:
+                changed.extend(
+                    self.diff(
+                        x[-20:] if x_tree and x is not None else None,
+                        y[-20:] if y_tree and y is not None else None,
+                        path + "/",
+                    )
+                )
+            if (x is not None and not x_tree) or (y is not None and not y_tree):
+                changed.append(path)
+        return changed
+
+    def rewrite(self, root: bytes | None, blobs: Mapping[str, tuple[bytes, bytes]]) -> bytes:
+        """New root tree: ``root`` with each path set to its (mode, blob sha), folders made as
+        needed. A path that would replace something that is not a plain file or folder
+        (a symlink, a submodule) is refused: that is not a file hystate may write."""
+        grouped = {tuple(path.encode().split(b"/")): entry for path, entry in blobs.items()}
+        return self._rewrite(root, grouped, b"")
+
+    def _rewrite(
+        self,
+        sha: bytes | None,
+        changes: dict[tuple[bytes, ...], tuple[bytes, bytes]],
+        prefix: bytes,
+    ) -> bytes:
+        tree = self.tree(sha) if sha is not None else Tree([])
+        direct: dict[bytes, tuple[bytes, bytes] | None] = {}
+        nested: dict[bytes, dict[tuple[bytes, ...], tuple[bytes, bytes]]] = {}
+        for parts, entry in changes.items():
+            if len(parts) == 1:
+                old = tree.get(parts[0])
+                if old is not None and old[0] not in (FILE_MODE, EXEC_MODE):
+                    _refuse(prefix + parts[0], old[0])
+                direct[parts[0]] = entry
+            else:
+                nested.setdefault(parts[0], {})[parts[1:]] = entry
+        for name, sub in nested.items():
+            old = tree.get(name)
+            if old is not None and old[0] != TREE_MODE:
+                _refuse(prefix + name, old[0])
+            base = old[1] if old is not None else None
+            direct[name] = (TREE_MODE, self._rewrite(base, sub, prefix + name + b"/"))
+        return self.write_tree(tree.with_changes(direct))
+
+
+def _refuse(path: bytes, mode: bytes) -> None:
+    what = KINDS.get(mode, f"an entry of mode {mode.decode(errors='replace')}")
+    raise GitError(
+        f"{path.decode(errors='replace')} is {what} in HEAD, not a file or folder hystate writes",
+        hint="fix the repository's layout first (see `hystate validate`)",
+    )

@@ -1,0 +1,64 @@
+"""``GitRepo``: the repository holding the state, with hystate's commit (``commit.py``) and its
+hooks notice (``hooks.py``) on top of ``RepoBase``'s discovery, checks and reads."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from hystate.core.errors import GitError
+from hystate.git import commit as commit_mod
+from hystate.git import hooks as hooks_mod
+from hystate.git.base import RepoBase
+
+
+class GitRepo(RepoBase):
+    """A non-bare repository: ``root`` is its work tree."""
+
+    # -- the commit ------------------------------------------------------------------------
+
+    def commit(self, files: Mapping[str, bytes], message: str) -> str | None:
+        """One commit setting each repo-relative path to its content; nothing else changes.
+
+        The files must already be written to the work tree with exactly that content. Git's
+        order is kept: ``index.lock`` is taken first and held while the new index is staged
+        and HEAD moves compare-and-swap (rebuilt on the new HEAD if another process moved it),
+        then the index is put in effect. Returns the new commit sha, or None when HEAD already
+        had that content. Once HEAD has moved nothing raises: a transition is never reported
+        as "not done" after it is in the history.
+        """
+        return commit_mod.make_commit(self, files, message)
+
+    def blob_id(self, rel: str, data: bytes) -> bytes:
+        """The sha git would store for ``data`` at ``rel`` (its attributes applied)."""
+        return commit_mod.blob_id(self, rel, data)
+
+    def unrun_hooks(self) -> list[str]:
+        """Commit hooks of this repository that a hystate commit does not run."""
+        return hooks_mod.unrun_hooks(self)
+
+
+def merge_file(ours: bytes, base: bytes, theirs: bytes, labels: tuple[str, str, str]) -> bytes:
+    """git's three-way text merge of three contents, with conflict markers where they differ."""
+    with tempfile.TemporaryDirectory(prefix="hystate-merge-") as tmp:
+        paths = []
+        for name, data in zip(("ours", "base", "theirs"), (ours, base, theirs), strict=True):
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            paths.append(str(path))
+        args = ["git", "merge-file", "-p"]
+        for label in labels:
+            args += ["-L", label]
+        proc = subprocess.run([*args, *paths], capture_output=True, check=False)
+        if proc.returncode < 0:
+            raise GitError("git merge-file failed")
+        return proc.stdout
+
+
+def default_worker(pid: int | None = None) -> str:
+    """``host:pid`` of the process doing the work."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"

@@ -1,0 +1,1 @@
+"""hystate seen from other code: the seed document's API, the first migration tool's state."""

@@ -1,0 +1,2 @@
+"""What hystate tells people: reports (JSON, HTML, CSV), Prometheus metrics, forecasts, failure
+alerts and their webhooks."""

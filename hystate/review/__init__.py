@@ -1,0 +1,1 @@
+"""Checking state before it is trusted: ``validate``, ``validate --base`` and the merge driver."""

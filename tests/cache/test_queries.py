@@ -1,0 +1,82 @@
+"""Cache queries compare times as times: a history entry written with another UTC offset is
+ordered and bounded by the instant it names, not by its text."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hystate.cache import queries
+from hystate.core.store import dump
+from hystate.core.yamlio import load
+from hystate.manager import StateManager
+from tests.conftest import git
+
+# Text order: EARLY_TEXT < LATE_TEXT; time order: LATE_TEXT (03:00Z) < EARLY_TEXT (04:30Z).
+EARLY_TEXT = "2036-01-01T23:30:00-05:00"
+LATE_TEXT = "2036-01-02T03:00:00+00:00"
+SINCE = datetime(2036, 1, 2, 4, 0, tzinfo=UTC)
+EARLY = datetime(2036, 1, 2, 4, 30, tzinfo=UTC)
+
+
+def _set_times(manager: StateManager, stamps: dict[str, str]) -> None:
+    """A person's commit rewriting the discovery time of some episodes (valid: any offset)."""
+    for episode_id, stamp in stamps.items():
+        path = manager.path_of(episode_id)
+        doc = load(path.read_bytes())
+        doc["history"][0]["at"] = stamp
+        doc["last_updated"] = stamp
+        path.write_bytes(dump(doc))
+    person = ("-c", "user.name=P", "-c", "user.email=p@x")
+    git(manager.repo.root, *person, "commit", "-qam", "times with offsets", "--no-verify")
+
+
+def test_events_are_bounded_and_ordered_by_instant(manager: StateManager) -> None:
+    first, second = sorted(p.stem for p in manager.store.iter_paths())[:2]
+    _set_times(manager, {first: EARLY_TEXT, second: LATE_TEXT})
+    assert manager.validate() == []
+    found = manager.events(since=SINCE.isoformat())
+    assert [e["episode_id"] for e in found if e["episode_id"] in (first, second)] == [first]
+    until = manager.events(until=SINCE.isoformat())
+    assert [e["episode_id"] for e in until if e["episode_id"] in (first, second)] == [second]
+    both = [e["episode_id"] for e in manager.events() if e["episode_id"] in (first, second)]
+    assert both == [second, first]  # 03:00Z before 04:30Z, whatever the text says
+
+
+def test_entries_since_and_the_newest_entry_by_instant(manager: StateManager) -> None:
+    first, second = sorted(p.stem for p in manager.store.iter_paths())[:2]
+    _set_times(manager, {first: EARLY_TEXT, second: LATE_TEXT})
+    manager.refresh()
+    assert queries.entered_span(manager.cache, ("discovered",), SINCE) == (1, EARLY, EARLY)
+    day_before = datetime(2036, 1, 1, tzinfo=UTC)
+    late = datetime(2036, 1, 2, 3, 0, tzinfo=UTC)
+    assert queries.entered_span(manager.cache, ("discovered",), day_before) == (2, late, EARLY)
+    assert len(manager.events()) == 20
+    assert queries.last_entry_time(manager.cache) == EARLY  # not LATE_TEXT, the larger text
+
+
+def test_entries_per_day_are_counted_by_utc_date_and_instant(manager: StateManager) -> None:
+    first, second = sorted(p.stem for p in manager.store.iter_paths())[:2]
+    _set_times(manager, {first: EARLY_TEXT, second: LATE_TEXT})
+    manager.refresh()
+    assert queries.entered_per_day(manager.cache, ("discovered",), SINCE) == [
+        ("2036-01-02", "discovered", 1)  # 04:30Z counts; 03:00Z is before SINCE
+    ]
+    day_before = datetime(2036, 1, 1, tzinfo=UTC)
+    # EARLY_TEXT's own date is 2036-01-01, its UTC date 2036-01-02
+    assert queries.entered_per_day(manager.cache, ("discovered",), day_before) == [
+        ("2036-01-02", "discovered", 2)
+    ]
+
+
+def test_an_unfinished_stream_does_not_break_the_next_query(manager: StateManager) -> None:
+    """A Python caller taking a few episodes from ``stream_episodes`` and asking the manager
+    something else in the same thread (iterator neither finished nor closed) gets answers."""
+    stream = manager.stream_episodes()
+    first = next(stream)
+    assert manager.count_all_episodes() == 20
+    assert next(e.episode_id for e in manager.list_episodes()) == first.episode_id
+    assert len(list(stream)) == 19
+    again = manager.stream_episodes()
+    next(again)
+    del again
+    assert manager.count_by_stage()
