@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts
+from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts, working
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -35,7 +35,8 @@ def sync(opts: Options, remote: str | None, as_json: bool) -> None:
     from hystate.cluster import sync as sync_mod
 
     manager = opts.manager(cli_worker=False)
-    report = sync_mod.sync(manager, remote)
+    with working("syncing"):
+        report = sync_mod.sync(manager, remote)
     if as_json:
         emit_json(report.as_dict())
         return

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts, worker_option
+from hystate.cli.app import (
+    Options,
+    cli,
+    echo,
+    emit_json,
+    json_option,
+    pass_opts,
+    worker_option,
+    working,
+)
 from hystate.core.errors import UsageError
 
 
@@ -59,7 +68,8 @@ def import_dir(
     from hystate.integrations.importer import import_legacy
 
     manager = opts.manager(worker or "legacy-import", cli_worker=False)
-    result = import_legacy(manager, source, dry_run=dry_run, strict=strict)
+    with working("importing"):
+        result = import_legacy(manager, source, dry_run=dry_run, strict=strict)
     if as_json:
         emit_json(result.as_dict())
         return
@@ -109,7 +119,8 @@ def backup(opts: Options, output: Path | None, check: Path | None, as_json: bool
     if (output is None) == (check is None):
         raise UsageError("give either -o FILE (write a backup) or --verify FILE (check one)")
     if check is not None:
-        info = backups.verify(check)
+        with working("verifying the backup"):
+            info = backups.verify(check)
         if as_json:
             emit_json({"path": str(check), "ok": True, "refs": info.refs, "commits": info.commits})
             return
@@ -117,7 +128,8 @@ def backup(opts: Options, output: Path | None, check: Path | None, as_json: bool
         echo(f"{check}: ok ({shown})")
         return
     assert output is not None
-    result = backups.backup(opts.manager(), output)
+    with working("writing the backup"):
+        result = backups.backup(opts.manager(), output)
     if as_json:
         emit_json(result.as_dict())
         return
@@ -148,7 +160,8 @@ def restore(bundle: Path, directory: Path, as_json: bool) -> None:
     """
     from hystate.engine.backup import restore as do_restore
 
-    result = do_restore(bundle, directory)
+    with working("restoring"):
+        result = do_restore(bundle, directory)
     if as_json:
         emit_json(result.as_dict())
         return

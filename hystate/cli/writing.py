@@ -10,11 +10,15 @@ import click
 from hystate.cli.app import (
     Options,
     cli,
+    complete_episode_ids,
+    complete_stages,
     echo,
     emit_json,
     json_option,
     pass_opts,
+    quiet,
     worker_option,
+    working,
 )
 
 if TYPE_CHECKING:
@@ -22,8 +26,9 @@ if TYPE_CHECKING:
 
 
 @cli.command()
+@json_option
 @pass_opts
-def init(opts: Options) -> None:
+def init(opts: Options, as_json: bool) -> None:
     """Create the state directory (and a git repository if there is none). Safe to repeat.
 
     Also installs a git pre-commit hook running `hystate validate --staged`, so a plain
@@ -37,21 +42,35 @@ def init(opts: Options) -> None:
     from hystate.core.errors import GitError
     from hystate.git import GitRepo
 
+    say = quiet if as_json else echo
+    made_repo = False
     try:
         GitRepo.discover(Path.cwd())
     except GitError:
         GitRepo.init(Path.cwd())
-        echo(f"initialised a git repository in {Path.cwd()}")
+        made_repo = True
+        say(f"initialised a git repository in {Path.cwd()}")
     manager = opts.manager()
     sha = manager.ensure_layout()
     state = manager.rel_state_dir
-    echo(f"state directory {state}/ " + (f"set up ({sha[:8]})" if sha else "already set up"))
+    say(f"state directory {state}/ " + (f"set up ({sha[:8]})" if sha else "already set up"))
     from hystate.git.hooks import install_pre_commit
 
     try:
         hook = install_pre_commit(manager.repo)
     except OSError as exc:
         echo(f"hystate: warning: pre-commit hook not installed: {exc}", err=True)
+        hook = None
+    if as_json:
+        emit_json(
+            {
+                "git_repository_created": made_repo,
+                "state_dir": state,
+                "commit": sha,
+                "hook": None if hook is None else {"status": hook.status, "path": str(hook.path)},
+            }
+        )
+    if hook is None or as_json:
         return
     if hook.status == "installed":
         echo(f"pre-commit hook installed: {hook.path}")
@@ -91,7 +110,8 @@ def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> 
     from hystate.engine.catalog import read_records, read_state_folder
 
     if source.is_dir() and not source.is_symlink():
-        folder = read_state_folder(source)
+        with working("reading the state folder"):
+            folder = read_state_folder(source)
         if folder is None:
             from hystate.cli.migration import import_dir
 
@@ -99,8 +119,10 @@ def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> 
             return
         records = folder
     else:
-        records = read_records(source)
-    result = opts.manager(worker, cli_worker=False).discover(records, source=source.name)
+        with working("reading the catalog"):
+            records = read_records(source)
+    with working(f"discovering {len(records):,} episodes"):
+        result = opts.manager(worker, cli_worker=False).discover(records, source=source.name)
     if as_json:
         emit_json(
             {"added": result.added, "existing": len(result.existing), "commit": result.commit}
@@ -113,11 +135,12 @@ def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> 
 
 
 @cli.command()
-@click.argument("episode_id")
+@click.argument("episode_id", shell_complete=complete_episode_ids)
 @click.option("--title", required=True)
 @click.option("--date", required=True, help="Air date, YYYY-MM-DD.")
 @click.option("--archive-identifier", help="archive.org identifier (default: the episode id).")
 @worker_option
+@json_option
 @pass_opts
 def add(
     opts: Options,
@@ -126,6 +149,7 @@ def add(
     date: str,
     archive_identifier: str | None,
     worker: str | None,
+    as_json: bool,
 ) -> None:
     """Add one episode in stage discovered (one commit).
 
@@ -136,6 +160,11 @@ def add(
     result = opts.manager(worker, cli_worker=False).add_episode(
         episode_id, title=title, date=date, archive_identifier=archive_identifier
     )
+    if as_json:
+        emit_json(
+            {"episode_id": episode_id, "created": bool(result.commit), "commit": result.commit}
+        )
+        return
     if result.commit:
         echo(f"{episode_id}: new -> discovered ({result.commit[:8]})")
     else:
@@ -155,8 +184,8 @@ def _print_result(result: TransitionResult, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("episode_id")
-@click.argument("stage")
+@click.argument("episode_id", shell_complete=complete_episode_ids)
+@click.argument("stage", shell_complete=complete_stages)
 @click.option("-m", "--message", help="Status message (also the commit body).")
 @click.option(
     "--set",
@@ -217,7 +246,7 @@ def advance(
 
 
 @cli.command()
-@click.argument("episode_id")
+@click.argument("episode_id", shell_complete=complete_episode_ids)
 @click.option(
     "--seconds",
     type=click.FloatRange(min=0, min_open=True, max=366 * 86400),
@@ -259,7 +288,7 @@ def heartbeat(
 
 
 @cli.command()
-@click.argument("episode_id")
+@click.argument("episode_id", shell_complete=complete_episode_ids)
 @click.option("--error", "error", required=True, help="What went wrong (one line or more).")
 @click.option(
     "--traceback",
@@ -293,7 +322,7 @@ def fail(
 
 
 @cli.command()
-@click.argument("episode_ids", nargs=-1)
+@click.argument("episode_ids", nargs=-1, shell_complete=complete_episode_ids)
 @click.option("--all", "all_failed", is_flag=True, help="Every failed episode.")
 @click.option("--now", is_flag=True, help="Ignore the retry delay.")
 @click.option(
@@ -344,7 +373,7 @@ def retry(
 
 
 @cli.command()
-@click.argument("episode_id")
+@click.argument("episode_id", shell_complete=complete_episode_ids)
 @click.option("--reason", required=True, help="Why the episode is skipped.")
 @worker_option
 @json_option
