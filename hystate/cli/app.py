@@ -93,7 +93,7 @@ def _os_code(exc: OSError) -> int:
         if n is not None
     )
     frames = traceback.extract_tb(exc.__traceback__)
-    in_git_layer = any(f"{os.sep}gitrepo{os.sep}" in frame.filename for frame in frames)
+    in_git_layer = any(f"{os.sep}hystate{os.sep}git{os.sep}" in frame.filename for frame in frames)
     return 7 if inside_git or in_git_layer else 1
 
 
