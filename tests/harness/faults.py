@@ -30,6 +30,7 @@ import sys
 from hystate import StateManager, IllegalTransition, LockBusy, InvalidData, GitError
 STEPS = ...
 manager = StateManager(cwd=sys.argv[1])
+print("READY", flush=True)  # imported and set up: the kill may come from now on
 ids = sys.argv[2:]
 while ids:
     for eid in list(ids):
@@ -152,6 +153,9 @@ def run_faults(
             )
             for group in groups[workers:]
         ]  # fmt: skip
+        for proc in procs:  # the random moment counts from when the workers can work (on a
+            if proc.stdout:  # loaded machine the imports alone can take a second)
+                proc.stdout.readline()
         time.sleep(rng.uniform(0.1, 0.6 + 0.4 * cli_workers))
         everyone = procs + shells
         victims = [p for p in everyone if rng.random() < 0.8] or everyone[:1]
