@@ -29,7 +29,7 @@ demo-cluster: install ## The same on 3 clones of a shared git daemon remote (../
 # Any skipped test fails the run (tests/conftest.py): tools/deps.sh installs what they need.
 PYTEST_PAR ?= -n 2 --dist loadgroup
 
-test: install ## Run the test suite on 2 cores (~10 min here; installs redis-server, chromium)
+test: install ## Run the test suite on 2 cores (pytest-xdist); installs redis-server, chromium
 	tools/deps.sh
 	HYSTATE_NO_SKIPS=1 $(BIN)/python -m pytest -q $(PYTEST_PAR)
 
