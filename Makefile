@@ -10,7 +10,7 @@ VENV_AIRFLOW ?= .venv-airflow
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-orchestrators demo demo-cluster demo-prefect demo-airflow test \
-	test-deps test-fast lint docs bench catalog clean
+	test-fast lint docs bench catalog clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -49,27 +49,21 @@ demo-airflow: $(VENV_AIRFLOW)/.installed-stamp ## The same through an Airflow 3 
 demo-cluster: install ## The same on 3 clones of a shared git daemon remote (../hystate-demo-cluster)
 	$(BIN)/python -m hystate.demo_cluster --dir "$(abspath ../hystate-demo-cluster)" --catalog processed
 
-test: install test-deps install-orchestrators ## Run the test suite (the orchestrators' tests in their venvs)
-	$(BIN)/python -m pytest -q
-	$(VENV_PREFECT)/bin/python -m pytest -q tests/integrations/prefect
-	$(VENV_AIRFLOW)/bin/python -m pytest -q tests/integrations/airflow
+# Both cores; tests that share something outside their tmp_path carry an xdist_group mark.
+# Any skipped test fails the run (tests/conftest.py): tools/deps.sh installs what they need.
+PYTEST_PAR ?= -n 2 --dist loadgroup
 
-test-deps: ## Debian packages the fault tests need (libfaketime), installed with apt when missing
-	@if ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then \
-	  if command -v apt-get >/dev/null; then \
-	    echo "make: installing faketime (clock-step tests)" >&2; \
-	    as_root=""; [ "$$(id -u)" -eq 0 ] || as_root="sudo -n"; \
-	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
-	    $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      --no-install-recommends faketime >/dev/null || \
-	    { echo "make: MISSING faketime: install the Debian package faketime" >&2; exit 1; }; \
-	  else echo "make: MISSING libfaketime (Debian package faketime) and no apt-get" >&2; exit 1; fi; \
-	fi
+test: install install-orchestrators ## Run the test suite on 2 cores, then the orchestrators' tests in their venvs
+	tools/deps.sh
+	HYSTATE_NO_SKIPS=1 $(BIN)/python -m pytest -q $(PYTEST_PAR)
+	HYSTATE_NO_SKIPS=1 $(VENV_PREFECT)/bin/python -m pytest -q tests/integrations/prefect
+	HYSTATE_NO_SKIPS=1 $(VENV_AIRFLOW)/bin/python -m pytest -q tests/integrations/airflow
 
 test-fast: install install-orchestrators ## Run the tests without the slow concurrency ones
-	$(BIN)/python -m pytest -q -m "not slow"
-	$(VENV_PREFECT)/bin/python -m pytest -q -m "not slow" tests/integrations/prefect
-	$(VENV_AIRFLOW)/bin/python -m pytest -q -m "not slow" tests/integrations/airflow
+	tools/deps.sh
+	HYSTATE_NO_SKIPS=1 $(BIN)/python -m pytest -q $(PYTEST_PAR) -m "not slow"
+	HYSTATE_NO_SKIPS=1 $(VENV_PREFECT)/bin/python -m pytest -q -m "not slow" tests/integrations/prefect
+	HYSTATE_NO_SKIPS=1 $(VENV_AIRFLOW)/bin/python -m pytest -q -m "not slow" tests/integrations/airflow
 
 lint: install ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check hystate tests bench

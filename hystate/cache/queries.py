@@ -176,9 +176,11 @@ def entries(cache: StateCache, stages: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def recent_failures(cache: StateCache, limit: int = 25) -> list[dict[str, Any]]:
-    """The newest failures first: episode, time, the stage that failed, title, details."""
+    """The newest failures first: episode, time, the stage that failed, title, details, and
+    where the episode is now: ``recovered`` once it left failed for work again (it is no longer
+    failed nor skipped; ``now`` names its stage)."""
     rows = cache.query(
-        "SELECT l.episode_id, l.timestamp, l.from_stage, l.details, e.title"
+        "SELECT l.episode_id, l.timestamp, l.from_stage, l.details, e.title, e.stage"
         " FROM processing_log l LEFT JOIN episode_states e USING (episode_id)"
         " WHERE l.event = 'failed' ORDER BY julianday(l.timestamp) DESC, l.id DESC LIMIT ?",
         (limit,),
@@ -190,6 +192,8 @@ def recent_failures(cache: StateCache, limit: int = 25) -> list[dict[str, Any]]:
             "stage": r[2],
             "title": r[4] or "",
             **json.loads(r[3] or "{}"),
+            "now": r[5],
+            "recovered": r[5] not in (None, "failed", "skipped"),
         }
         for r in rows
     ]
@@ -212,11 +216,9 @@ def columns(cache: StateCache, names: Sequence[str]) -> list[tuple[Any, ...]]:
 
 
 def transitions_by_stage(cache: StateCache) -> dict[str, int]:
-    """How often each stage was entered (discoveries not counted)."""
-    rows = cache.query(
-        "SELECT to_stage, count(*) FROM processing_log WHERE from_stage IS NOT NULL"
-        " GROUP BY to_stage"
-    )
+    """How often each stage was entered, discoveries (entries into discovered from nothing)
+    included: 526 discoveries are 526 transitions to discovered."""
+    rows = cache.query("SELECT to_stage, count(*) FROM processing_log GROUP BY to_stage")
     return {r[0]: r[1] for r in rows}
 
 
@@ -226,6 +228,17 @@ def failures_by_stage(cache: StateCache) -> dict[str, int]:
         " GROUP BY from_stage"
     )
     return {r[0]: r[1] for r in rows}
+
+
+def first_entry_time(cache: StateCache) -> datetime | None:
+    """When the history began: the oldest entry's time (the oldest by string, and all within
+    two days of it, as last_entry_time)."""
+    rows = cache.query(
+        "SELECT timestamp FROM processing_log WHERE timestamp <= (SELECT"
+        " strftime('%Y-%m-%dT%H:%M:%S', substr(min(timestamp), 1, 19), '+2 days')"
+        " FROM processing_log)"
+    )
+    return min((parse_time(r[0]) for r in rows), default=None)
 
 
 def last_entry_time(cache: StateCache) -> datetime | None:

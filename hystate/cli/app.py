@@ -6,19 +6,23 @@ GitPython or the reporting code."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import sys
 import textwrap
+import threading
+import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
+import click.shell_completion
 
 from hystate.core.errors import HystateError, as_cannot_write, cannot_write, is_cannot_write
 
@@ -35,6 +39,7 @@ EXIT_INTERRUPTED = 130
 class Options:
     verbose: bool = False
     state_dir: str | None = None
+    as_json: bool = False  # the command was given --json: its errors are JSON too
 
     def manager(
         self, worker: str | None = None, *, cli_worker: bool = True, last_good_config: bool = False
@@ -68,7 +73,7 @@ class HystateGroup(click.Group):
             return super().invoke(ctx)
         except HystateError as exc:
             error = as_cannot_write(exc)
-            _fail(ctx, f"error: {error}", error.exit_code)
+            _fail(ctx, f"error: {error}", error.exit_code, error)
         except (KeyboardInterrupt, click.Abort):
             _fail(ctx, "interrupted", EXIT_INTERRUPTED)
         except BrokenPipeError:
@@ -101,8 +106,7 @@ def _os_code(exc: OSError) -> int:
         if n is not None
     )
     frames = traceback.extract_tb(exc.__traceback__)
-    layer = f"{os.sep}hystate{os.sep}git{os.sep}"
-    in_git_layer = any(layer in frame.filename for frame in frames)
+    in_git_layer = any(f"{os.sep}hystate{os.sep}git{os.sep}" in frame.filename for frame in frames)
     return 7 if inside_git or in_git_layer else 1
 
 
@@ -139,20 +143,79 @@ def echo(text: Any = "", *, err: bool = False, nl: bool = True) -> None:
     click.echo(clean(text if isinstance(text, str) else str(text)), err=err, nl=nl)
 
 
-def _fail(ctx: click.Context, message: str, code: int) -> None:
+def quiet(_text: Any = "", *, err: bool = False, nl: bool = True) -> None:
+    """``echo`` that prints nothing: the text a command shows people, under --json."""
+
+
+def _fail(ctx: click.Context, message: str, code: int, exc: HystateError | None = None) -> None:
+    """One line on stderr and the exit code; under --json also the error as a JSON object on
+    stdout (``{"error": ..., "exit_code": ..., "kind": ...}``), for the program reading it."""
     opts = ctx.find_object(Options)
     if opts is not None and opts.verbose:
         traceback.print_exc()
+    if opts is not None and opts.as_json:
+        text = message.split(": ", 1)[1] if message.startswith("error: ") else message
+        kind = _kind(type(exc).__name__) if exc is not None else message.split(":", 1)[0]
+        click.echo(_json_line({"error": clean(text), "exit_code": code, "kind": kind}))
     click.echo(clean_line(f"hystate: {message}"), err=True)
     if (opts is None or not opts.verbose) and code == 1 and message.startswith("internal"):
         click.echo("hystate: run again with -v for the traceback", err=True)
     ctx.exit(code)
 
 
+def _kind(name: str) -> str:
+    """``InvalidData`` -> ``invalid_data``: an error's kind in JSON."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _json_line(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def _json_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    opts = ctx.find_object(Options)
+    if value and opts is not None:
+        opts.as_json = True
+    return value
+
+
 def json_option(f: F) -> F:
     return click.option(
-        "--json", "as_json", is_flag=True, help="Machine-readable output on stdout."
+        "--json",
+        "as_json",
+        is_flag=True,
+        callback=_json_flag,
+        help="Machine-readable output on stdout (errors too, as {error, exit_code, kind}).",
     )(f)
+
+
+def complete_episode_ids(
+    ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    """Shell completion of an episode id: the ids in the state folder's year folders that
+    start with what was typed (file names only: nothing is read or refreshed)."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        from hystate.manager import StateManager
+
+        root = ctx.find_root()
+        state_dir = root.params.get("state_dir") if root.params else None
+        store = StateManager(state_dir).store
+        names = (p.stem for p in store.iter_paths() if p.name.startswith(incomplete))
+        return [CompletionItem(n) for n in sorted(names)[:500]]
+    except Exception:  # completion never fails loudly: no repository, no state yet
+        return []
+
+
+def complete_stages(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    from click.shell_completion import CompletionItem
+
+    from hystate.core.model import ProcessingStage
+
+    return [CompletionItem(s.value) for s in ProcessingStage if s.value.startswith(incomplete)]
 
 
 def worker_option(f: F) -> F:
@@ -244,6 +307,38 @@ def progress_bar(label: str) -> Callable[[int, int], None] | None:
             bar.__exit__(None, None, None)
 
     return update
+
+
+@contextlib.contextmanager
+def working(label: str) -> Iterator[None]:
+    """While a long command works, a line on stderr saying so with the time it has taken
+    (redrawn four times a second, erased at the end); only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    done = threading.Event()
+    started = time.monotonic()
+
+    def draw() -> None:
+        frames = "|/-\\"
+        tick = 0
+        while True:  # drawn at once, then every quarter of a second until done
+            elapsed = time.monotonic() - started
+            sys.stderr.write(f"\r{frames[tick % 4]} {label}… {elapsed:.1f}s ")
+            sys.stderr.flush()
+            tick += 1
+            if done.wait(0.25):
+                return
+
+    thread = threading.Thread(target=draw, name="hystate-working", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
 
 
 def reader(opts: Options) -> StateManager:

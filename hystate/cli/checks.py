@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts
+from hystate.cli.app import (
+    Options,
+    cli,
+    complete_episode_ids,
+    echo,
+    emit_json,
+    json_option,
+    pass_opts,
+    quiet,
+)
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -229,11 +238,14 @@ def locks(opts: Options, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("episode_id", required=False)
+@click.argument("episode_id", required=False, shell_complete=complete_episode_ids)
 @click.option("--all-stale", is_flag=True, help="Remove every lock whose holder is gone.")
 @click.option("--force", is_flag=True, help="Remove the lock even if its holder may be alive.")
+@json_option
 @pass_opts
-def unlock(opts: Options, episode_id: str | None, all_stale: bool, force: bool) -> None:
+def unlock(
+    opts: Options, episode_id: str | None, all_stale: bool, force: bool, as_json: bool
+) -> None:
     """Remove a lock left behind (an episode's, or every stale one).
 
     A lock whose holder is provably gone is removed; a live holder's only with --force.
@@ -256,17 +268,25 @@ def unlock(opts: Options, episode_id: str | None, all_stale: bool, force: bool) 
         else sorted(manager.locks_dir.glob("*.lock"))
     )
     removed = 0
+    report: dict[str, list[str]] = {"removed": [], "kept": [], "not_locked": []}
+    say = quiet if as_json else echo
     for path in paths:
         if not path.exists():
-            echo(f"{path.name}: not locked")
+            report["not_locked"].append(path.stem)
+            say(f"{path.name}: not locked")
             continue
         owner, stale = lock_status(path)
         if not stale and not force:
             if episode_id:
                 who = owner.describe() if owner else "a process still writing it"
                 raise LockBusy(f"{path.name} is held by {who}", hint="use --force if you are sure")
+            report["kept"].append(path.stem)
             continue
         path.unlink(missing_ok=True)
         removed += 1
-        echo(f"{path.name}: removed")
+        report["removed"].append(path.stem)
+        say(f"{path.name}: removed")
+    if as_json:
+        emit_json(report)
+        return
     echo(f"{removed} lock(s) removed", err=True)

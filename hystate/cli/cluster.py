@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts
+from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts, working
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -36,7 +36,8 @@ def sync(opts: Options, remote: str | None, as_json: bool) -> None:
     from hystate.cluster import sync as sync_mod
 
     manager = opts.manager(cli_worker=False, last_good_config=True)
-    report = sync_mod.sync(manager, remote)
+    with working("syncing"):
+        report = sync_mod.sync(manager, remote)
     problem = config_problem(manager.repo.root)
     if problem:  # it arrived with the remote's state: say so, the next sync brings the fix
         manager.notice(f"{problem}; `hystate sync` works on the last good copy until it is fixed")

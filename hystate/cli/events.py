@@ -102,7 +102,8 @@ def tail(opts: Options, from_id: str, follow: bool, limit: int | None, as_json: 
     config = opts.manager(cli_worker=False).config
     for shown, (entry_id, fields) in enumerate(api.consume(config, from_id, follow=follow), 1):
         if as_json:
-            echo(json.dumps({"id": entry_id, **fields}, ensure_ascii=False))
+            named = {("episode_id" if k == "episode" else k): v for k, v in fields.items()}
+            echo(json.dumps({"id": entry_id, **named}, ensure_ascii=False))  # one vocabulary
         else:
             echo(_entry_line(entry_id, fields))
         sys.stdout.flush()

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts, worker_option
+from hystate.cli.app import (
+    Options,
+    cli,
+    echo,
+    emit_json,
+    json_option,
+    pass_opts,
+    worker_option,
+    working,
+)
 from hystate.core.errors import UsageError
 
 
@@ -20,31 +29,47 @@ from hystate.core.errors import UsageError
     help="The legacy state directory (<year>/<identifier>.yaml, index.yaml).",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse the directory when its index.yaml disagrees with the episode files.",
+)
 @worker_option
 @json_option
 @pass_opts
-def import_(opts: Options, source: Path, dry_run: bool, worker: str | None, as_json: bool) -> None:
+def import_(
+    opts: Options, source: Path, dry_run: bool, strict: bool, worker: str | None, as_json: bool
+) -> None:
     """Import the first migration tool's state directory (one commit).
 
     New episodes are discovered with their mp3 size, duration, download URL and md5; episodes
     already known keep their stage and history and only gain the metadata they lack. Long texts
     (description, full_text) are not copied. A malformed legacy file is named and the whole
-    directory rejected (exit 5) before anything is written. `discover --from DIR` does the same.
+    directory rejected (exit 5) before anything is written. The episode files are the truth: when
+    the legacy index.yaml went stale, every file is imported and the difference reported
+    (--strict refuses the directory instead). `discover --from DIR` does the same.
 
     \b
     Example:
       hystate import --from ../migration/state/archive_org
     """
-    import_dir(opts, source, dry_run, worker, as_json)
+    import_dir(opts, source, dry_run, worker, as_json, strict=strict)
 
 
 def import_dir(
-    opts: Options, source: Path, dry_run: bool, worker: str | None, as_json: bool
+    opts: Options,
+    source: Path,
+    dry_run: bool,
+    worker: str | None,
+    as_json: bool,
+    *,
+    strict: bool = False,
 ) -> None:
     from hystate.integrations.importer import import_legacy
 
     manager = opts.manager(worker or "legacy-import", cli_worker=False)
-    result = import_legacy(manager, source, dry_run=dry_run)
+    with working("importing"):
+        result = import_legacy(manager, source, dry_run=dry_run, strict=strict)
     if as_json:
         emit_json(result.as_dict())
         return
@@ -62,6 +87,10 @@ def import_dir(
         echo(f"  skipped  {eid}: {reason}")
     for eid, kept in result.notes.items():
         echo(f"  kept     {eid}: {'; '.join(kept)}")
+    if result.index:
+        echo("the legacy index.yaml is stale; every episode file was read (--strict refuses):")
+        for line in result.index:
+            echo(f"  index    {line}")
 
 
 @cli.command()
@@ -90,7 +119,8 @@ def backup(opts: Options, output: Path | None, check: Path | None, as_json: bool
     if (output is None) == (check is None):
         raise UsageError("give either -o FILE (write a backup) or --verify FILE (check one)")
     if check is not None:
-        info = backups.verify(check)
+        with working("verifying the backup"):
+            info = backups.verify(check)
         if as_json:
             emit_json({"path": str(check), "ok": True, "refs": info.refs, "commits": info.commits})
             return
@@ -98,7 +128,8 @@ def backup(opts: Options, output: Path | None, check: Path | None, as_json: bool
         echo(f"{check}: ok ({shown})")
         return
     assert output is not None
-    result = backups.backup(opts.manager(), output)
+    with working("writing the backup"):
+        result = backups.backup(opts.manager(), output)
     if as_json:
         emit_json(result.as_dict())
         return
@@ -129,7 +160,8 @@ def restore(bundle: Path, directory: Path, as_json: bool) -> None:
     """
     from hystate.engine.backup import restore as do_restore
 
-    result = do_restore(bundle, directory)
+    with working("restoring"):
+        result = do_restore(bundle, directory)
     if as_json:
         emit_json(result.as_dict())
         return

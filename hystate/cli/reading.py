@@ -15,6 +15,8 @@ from hystate.cli.app import (
     Options,
     clean_line,
     cli,
+    complete_episode_ids,
+    complete_stages,
     echo,
     emit_json,
     emit_json_array,
@@ -28,7 +30,7 @@ from hystate.core.model import EpisodeState, ProcessingStage, check_id, parse_wh
 
 
 @cli.command()
-@click.argument("episode_id")
+@click.argument("episode_id", shell_complete=complete_episode_ids)
 @json_option
 @pass_opts
 def show(opts: Options, episode_id: str, as_json: bool) -> None:
@@ -93,7 +95,13 @@ def _check_years(years: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @cli.command(name="list")
-@click.option("--stage", "stages", multiple=True, help="Only this stage (repeatable).")
+@click.option(
+    "--stage",
+    "stages",
+    multiple=True,
+    shell_complete=complete_stages,
+    help="Only this stage (repeatable).",
+)
 @click.option(
     "--year",
     "years",
@@ -146,7 +154,7 @@ def list_(
 
 
 @cli.command(name="next")
-@click.argument("stage")
+@click.argument("stage", shell_complete=complete_stages)
 @click.option("--limit", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--claim", is_flag=True, help="Move them into STAGE now (one commit each).")
 @click.option(
@@ -217,7 +225,7 @@ def next_(
 
 
 @cli.command()
-@click.argument("episode_id")
+@click.argument("episode_id", shell_complete=complete_episode_ids)
 @json_option
 @pass_opts
 def history(opts: Options, episode_id: str, as_json: bool) -> None:
@@ -288,8 +296,9 @@ def log(
             if key in seen:
                 continue
             seen.add(key)
-            if as_json:
-                echo(json.dumps(event, ensure_ascii=False))
+            if as_json:  # one vocabulary: episode_id, worker, at
+                shown = {("worker" if k == "by" else k): v for k, v in event.items()}
+                echo(json.dumps(shown, ensure_ascii=False))
             else:
                 move = f"{event['from'] or '-'} -> {event['to']}"
                 extra = f"  {event['error']}" if event.get("error") else ""

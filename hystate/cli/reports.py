@@ -64,8 +64,9 @@ def status(opts: Options, as_json: bool) -> None:
 
 
 @cli.command()
+@json_option
 @pass_opts
-def rebuild(opts: Options) -> None:
+def rebuild(opts: Options, as_json: bool) -> None:
     """Rebuild state.db and index.json from the tree (they are caches; nothing is lost).
 
     \b
@@ -77,6 +78,9 @@ def rebuild(opts: Options) -> None:
     result = manager.refresh(force=True, progress=progress_bar("rebuilding"))
     took = time.perf_counter() - started
     name = manager.cache.db_path.name
+    if as_json:
+        emit_json({"rebuilt": [name, "index.json"], "files": result.reread, "seconds": took})
+        return
     echo(f"rebuilt {name} and index.json from {result.reread} files in {took:.1f}s")
 
 
@@ -94,15 +98,18 @@ def rebuild(opts: Options) -> None:
     metavar="PATH|-",
     help="Where to write ('-' for stdout); default: <state dir>/reports/.",
 )
+@json_option
 @pass_opts
-def report(opts: Options, fmt: str | None, period: str | None, output: str | None) -> None:
+def report(
+    opts: Options, fmt: str | None, period: str | None, output: str | None, as_json: bool
+) -> None:
     """Write reports: HTML (self-contained, with a progress chart), JSON summary, or CSV.
 
     Without options: what the config's `reporting` asks for, in one run (generate_daily,
     generate_weekly, in report_format) plus summary.json. With --format, --period or -o: that
     one report. Into <state dir>/reports/: daily_report_YYYY-MM-DD.html,
     weekly_report_YYYY-Www.html, summary.json (the seed's summary keys at the top level),
-    episodes_YYYY-MM-DD.csv. Prints the paths.
+    episodes_YYYY-MM-DD.csv. Prints the paths (--json: {"written": [paths]}).
 
     \b
     Examples:
@@ -111,19 +118,28 @@ def report(opts: Options, fmt: str | None, period: str | None, output: str | Non
       hystate report --format csv -o episodes.csv
       hystate report --format json -o -
     """
+    from hystate.core.errors import UsageError
     from hystate.reports.generator import ReportGenerator
 
+    if as_json and output == "-":
+        raise UsageError("--json prints the paths written; -o - prints the report itself")
     manager = reader(opts)
     generator = ReportGenerator(manager)
     if fmt is None and period is None and output is None:
-        for path in generator.write_configured():
-            click.echo(str(path.resolve()))
+        paths = [str(path.resolve()) for path in generator.write_configured()]
+        if as_json:
+            emit_json({"written": paths})
+            return
+        for path in paths:
+            click.echo(path)
         return
     text = generator.write(
         fmt or str(manager.config.get("reporting.report_format")), period or "daily", output
     )
     if text is not None:
         echo(text, nl=False)
+    elif as_json:
+        emit_json({"written": [str(generator.written.resolve())] if generator.written else []})
     else:
         echo(str(generator.written.resolve() if generator.written else ""))
 
@@ -134,14 +150,16 @@ def report(opts: Options, fmt: str | None, period: str | None, output: str | Non
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write atomically here (node_exporter textfile collector).",
 )
+@json_option
 @pass_opts
-def metrics(opts: Options, textfile: Path | None) -> None:
+def metrics(opts: Options, textfile: Path | None, as_json: bool) -> None:
     """Prometheus metrics: episodes per stage, transitions and failures, last transition time.
 
     \b
     Examples:
       hystate metrics
-      hystate metrics --textfile /var/lib/node_exporter/textfile/hystate.reports.prometheus
+      hystate metrics --textfile /var/lib/node_exporter/textfile/hystate.prom
+      hystate metrics --json
     """
     from hystate.reports.prometheus import metrics_text, write_textfile
 
@@ -149,5 +167,15 @@ def metrics(opts: Options, textfile: Path | None) -> None:
     if textfile:
         write_textfile(manager, textfile)
         echo(f"wrote {textfile}", err=True)
+    elif as_json:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = metrics_text(manager).decode()
+        emit_json(
+            {
+                family.name: [{"labels": s.labels, "value": s.value} for s in family.samples]
+                for family in text_string_to_metric_families(text)
+            }
+        )
     else:
         echo(metrics_text(manager).decode(), nl=False)

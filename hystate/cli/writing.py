@@ -10,19 +10,24 @@ import click
 from hystate.cli.app import (
     Options,
     cli,
+    complete_episode_ids,
+    complete_stages,
     echo,
     emit_json,
     json_option,
     lease_option,
     pass_opts,
     print_result,
+    quiet,
     worker_option,
+    working,
 )
 
 
 @cli.command()
+@json_option
 @pass_opts
-def init(opts: Options) -> None:
+def init(opts: Options, as_json: bool) -> None:
     """Create the state directory (and a git repository if there is none). Safe to repeat.
 
     Also installs a git pre-commit hook running `hystate validate --staged`, so a plain
@@ -36,23 +41,37 @@ def init(opts: Options) -> None:
     from hystate.git import GitRepo
     from hystate.git.locate import NotARepository
 
+    say = quiet if as_json else echo
+    made_repo = False
     try:
         GitRepo.discover(Path.cwd())
     except NotARepository as exc:
         if not exc.can_init:
             raise
         GitRepo.init(Path.cwd())
-        echo(f"initialised a git repository in {Path.cwd()}")
+        made_repo = True
+        say(f"initialised a git repository in {Path.cwd()}")
     manager = opts.manager()
     sha = manager.ensure_layout()
     state = manager.rel_state_dir
-    echo(f"state directory {state}/ " + (f"set up ({sha[:8]})" if sha else "already set up"))
+    say(f"state directory {state}/ " + (f"set up ({sha[:8]})" if sha else "already set up"))
     from hystate.git.hooks import install_pre_commit
 
     try:
         hook = install_pre_commit(manager.repo)
     except OSError as exc:
         echo(f"hystate: warning: pre-commit hook not installed: {exc}", err=True)
+        hook = None
+    if as_json:
+        emit_json(
+            {
+                "git_repository_created": made_repo,
+                "state_dir": state,
+                "commit": sha,
+                "hook": None if hook is None else {"status": hook.status, "path": str(hook.path)},
+            }
+        )
+    if hook is None or as_json:
         return
     if hook.status == "installed":
         echo(f"pre-commit hook installed: {hook.path}")
@@ -71,7 +90,7 @@ def init(opts: Options) -> None:
     required=True,
     type=click.Path(path_type=Path),
     help="advancedsearch JSON, scrape JSON, JSON array, JSON lines, CSV, or a legacy state "
-    "directory (as `hystate import`).",
+    "directory: hystate's own state folder (processed/) or the first tool's (as `hystate import`).",
 )
 @worker_option
 @json_option
@@ -80,23 +99,31 @@ def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> 
     """Create a file for every new episode in a catalog file (one commit).
 
     Episodes that already have a file are left alone. A malformed file is rejected whole
-    (exit 5) before anything is written. A directory is read as the first migration tool's
-    state directory: see `hystate import`.
+    (exit 5) before anything is written. A directory is hystate's own state folder (another
+    checkout's processed/: its episodes are discovered afresh, without their stages) or the
+    first migration tool's state directory (see `hystate import`).
 
     \b
     Example:
       hystate discover --from archive-org-search-hooting-yard.json
+      hystate discover --from ../hystate/processed
     """
-    from hystate.engine.catalog import read_records
+    from hystate.engine.catalog import read_records, read_state_folder
 
     if source.is_dir() and not source.is_symlink():
-        from hystate.cli.migration import import_dir
+        with working("reading the state folder"):
+            folder = read_state_folder(source)
+        if folder is None:
+            from hystate.cli.migration import import_dir
 
-        import_dir(opts, source, False, worker, as_json)
-        return
-
-    records = read_records(source)
-    result = opts.manager(worker, cli_worker=False).discover(records, source=source.name)
+            import_dir(opts, source, False, worker, as_json)
+            return
+        records = folder
+    else:
+        with working("reading the catalog"):
+            records = read_records(source)
+    with working(f"discovering {len(records):,} episodes"):
+        result = opts.manager(worker, cli_worker=False).discover(records, source=source.name)
     if as_json:
         emit_json(
             {"added": result.added, "existing": len(result.existing), "commit": result.commit}
@@ -109,11 +136,12 @@ def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> 
 
 
 @cli.command()
-@click.argument("episode_id")
+@click.argument("episode_id", shell_complete=complete_episode_ids)
 @click.option("--title", required=True)
 @click.option("--date", required=True, help="Air date, YYYY-MM-DD.")
 @click.option("--archive-identifier", help="archive.org identifier (default: the episode id).")
 @worker_option
+@json_option
 @pass_opts
 def add(
     opts: Options,
@@ -122,6 +150,7 @@ def add(
     date: str,
     archive_identifier: str | None,
     worker: str | None,
+    as_json: bool,
 ) -> None:
     """Add one episode in stage discovered (one commit).
 
@@ -132,6 +161,11 @@ def add(
     result = opts.manager(worker, cli_worker=False).add_episode(
         episode_id, title=title, date=date, archive_identifier=archive_identifier
     )
+    if as_json:
+        emit_json(
+            {"episode_id": episode_id, "created": bool(result.commit), "commit": result.commit}
+        )
+        return
     if result.commit:
         echo(f"{episode_id}: new -> discovered ({result.commit[:8]})")
     else:
@@ -139,8 +173,8 @@ def add(
 
 
 @cli.command()
-@click.argument("episode_id")
-@click.argument("stage")
+@click.argument("episode_id", shell_complete=complete_episode_ids)
+@click.argument("stage", shell_complete=complete_stages)
 @click.option("-m", "--message", help="Status message (also the commit body).")
 @click.option(
     "--set",
@@ -213,7 +247,7 @@ def advance(
 
 
 @cli.command()
-@click.argument("episode_id")
+@click.argument("episode_id", shell_complete=complete_episode_ids)
 @click.option(
     "--seconds",
     type=click.FloatRange(min=0, min_open=True, max=366 * 86400),
@@ -263,7 +297,7 @@ def heartbeat(
 
 
 @cli.command()
-@click.argument("episode_id")
+@click.argument("episode_id", shell_complete=complete_episode_ids)
 @click.option("--error", "error", required=True, help="What went wrong (one line or more).")
 @click.option(
     "--traceback",
@@ -306,7 +340,7 @@ def fail(
 
 
 @cli.command()
-@click.argument("episode_ids", nargs=-1)
+@click.argument("episode_ids", nargs=-1, shell_complete=complete_episode_ids)
 @click.option("--all", "all_failed", is_flag=True, help="Every failed episode.")
 @click.option("--now", is_flag=True, help="Ignore the retry delay.")
 @click.option(
@@ -358,7 +392,7 @@ def retry(
 
 
 @cli.command()
-@click.argument("episode_id")
+@click.argument("episode_id", shell_complete=complete_episode_ids)
 @click.option("--reason", required=True, help="Why the episode is skipped.")
 @worker_option
 @json_option

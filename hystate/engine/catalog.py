@@ -55,6 +55,31 @@ def read_records(path: Path) -> list[Record]:
     return parse_rows(rows, str(path))
 
 
+def read_state_folder(path: Path) -> list[Record] | None:
+    """The episodes of hystate's own state folder (``processed/``: ``<year>/<id>.yaml`` files
+    carrying ``episode_id`` and ``stage``), or None when ``path`` is not one (the first migration
+    tool's directory then). Every file is validated; one bad file rejects the folder."""
+    from hystate.core.store import EpisodeStore, invalid_file
+
+    store = EpisodeStore(path, root=path.parent)
+    paths = list(store.iter_paths())
+    if not paths:
+        return None
+    _, first, _ = store.load(paths[0])
+    if not (isinstance(first, dict) and "episode_id" in first and "stage" in first):
+        return None
+    records, problems = [], []
+    for file in paths:
+        _, doc, found = store.load(file)
+        if found:
+            problems.extend(found)
+            continue
+        records.append(Record(doc["episode_id"], doc["title"], doc["date"]))
+    if problems:
+        raise invalid_file(problems)
+    return records
+
+
 def _rows(text: str, path: Path) -> list[tuple[str, Any]]:
     """(where, row) pairs; ``where`` names the record in error messages."""
     if path.suffix.lower() == ".csv":

@@ -23,7 +23,7 @@ from hystate.core.store import dump, invalid_file
 from hystate.engine import discovery
 from hystate.git.audit import trailers
 from hystate.git.objects import object_id
-from hystate.integrations.legacy import LegacyEpisode, read_legacy_dir
+from hystate.integrations.legacy import LegacyEpisode, read_legacy
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -36,6 +36,7 @@ class ImportResult:
     updated: dict[str, list[str]] = field(default_factory=dict)  # id -> fields gained
     skipped: dict[str, str] = field(default_factory=dict)  # id -> why
     notes: dict[str, list[str]] = field(default_factory=dict)  # id -> disagreements kept
+    index: list[str] = field(default_factory=list)  # how the legacy index.yaml differs
     commit: str | None = None
     dry_run: bool = False
 
@@ -48,14 +49,18 @@ class ImportResult:
             "updated": [{"episode_id": k, "fields": v} for k, v in self.updated.items()],
             "skipped": [{"episode_id": k, "reason": v} for k, v in self.skipped.items()],
             "notes": [{"episode_id": k, "kept": v} for k, v in self.notes.items()],
+            "index_differences": self.index,
         }
 
 
-def import_legacy(manager: StateManager, source: Path, *, dry_run: bool = False) -> ImportResult:
+def import_legacy(
+    manager: StateManager, source: Path, *, dry_run: bool = False, strict: bool = False
+) -> ImportResult:
     """Import a legacy state directory (one commit); a bad directory raises InvalidData
-    before anything is written."""
-    episodes = read_legacy_dir(source)
-    result = ImportResult(str(source), dry_run=dry_run)
+    before anything is written. Every episode file is imported even when the legacy
+    index.yaml is stale (``result.index`` says how it differs); ``strict`` refuses then."""
+    episodes, differences = read_legacy(source, strict=strict)
+    result = ImportResult(str(source), dry_run=dry_run, index=differences)
     manager.repo.check_writable()
     manager.state_dir.mkdir(parents=True, exist_ok=True)
     known = [e for e in episodes if manager.store.find(e.identifier) is not None]

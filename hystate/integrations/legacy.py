@@ -53,6 +53,14 @@ class LegacyEpisode:
 
 def read_legacy_dir(root: Path) -> list[LegacyEpisode]:
     """Every episode of a legacy state directory, or InvalidData naming every bad file."""
+    return read_legacy(root)[0]
+
+
+def read_legacy(root: Path, *, strict: bool = False) -> tuple[list[LegacyEpisode], list[str]]:
+    """Every episode of a legacy state directory and how its ``index.yaml`` differs from the
+    episode files. The files are the truth: an index gone stale (episodes it does not list,
+    entries with no file, a wrong total) is reported, not refused, unless ``strict``. A bad
+    file or an unreadable index raises InvalidData naming every problem."""
     base = _episode_root(root)
     problems: list[str] = []
     episodes: list[LegacyEpisode] = []
@@ -70,8 +78,13 @@ def read_legacy_dir(root: Path) -> list[LegacyEpisode]:
         seen[episode.identifier] = name
         episodes.append(episode)
     index = base / "index.yaml"
+    differences: list[str] = []
     if not problems and _exists_nofollow(index, problems, root):
-        problems.extend(_index_problems(index, _name(index, root), set(seen)))
+        broken, differences = _index_problems(index, _name(index, root), set(seen))
+        problems.extend(broken)
+        if strict:
+            problems.extend(differences)
+            differences = []
     if problems:
         shown = "; ".join(problems[:_MAX_SHOWN])
         more = f" (+{len(problems) - _MAX_SHOWN} more)" if len(problems) > _MAX_SHOWN else ""
@@ -81,7 +94,7 @@ def read_legacy_dir(root: Path) -> list[LegacyEpisode]:
         )
     if not episodes:
         raise InvalidData(f"{root}: no legacy episode files (<year>/<identifier>.yaml) found")
-    return sorted(episodes, key=lambda e: (e.date, e.identifier))
+    return sorted(episodes, key=lambda e: (e.date, e.identifier)), differences
 
 
 def _episode_root(root: Path) -> Path:
@@ -239,19 +252,19 @@ def _mapping(doc: dict[str, Any], key: str, name: str) -> dict[str, Any]:
     return value
 
 
-def _index_problems(path: Path, name: str, ids: set[str]) -> list[str]:
-    """The legacy index must agree with the files, or the directory is not what it claims."""
+def _index_problems(path: Path, name: str, ids: set[str]) -> tuple[list[str], list[str]]:
+    """(why the index cannot be read, how it differs from the episode files)."""
     try:
         doc = read_bounded(path, name)
     except InvalidData as exc:
-        return [exc.message]
+        return [exc.message], []
     by_year = doc.get("episodes_by_year") if isinstance(doc, dict) else None
     if not isinstance(by_year, dict):
-        return [f"{name}: episodes_by_year: missing or not a mapping"]
+        return [f"{name}: episodes_by_year: missing or not a mapping"], []
     listed: set[str] = set()
     for year, names in by_year.items():
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            return [f"{name}: episodes_by_year.{year}: expected a list of identifiers"]
+            return [f"{name}: episodes_by_year.{year}: expected a list of identifiers"], []
         listed.update(names)
     problems = []
     missing = sorted(listed - ids)
@@ -263,4 +276,4 @@ def _index_problems(path: Path, name: str, ids: set[str]) -> list[str]:
     total = doc.get("total_episodes")
     if total is not None and total != len(ids):
         problems.append(f"{name}: total_episodes is {total!r}, the directory holds {len(ids)}")
-    return problems
+    return [], problems

@@ -219,7 +219,9 @@ def parallelism(runs: list[Run], now: float) -> tuple[float, float] | None:
     rates = sorted(b / width for b in busy)
     if rates[-1] <= 0:
         return None
-    return statistics.median(rates), max(_quantile(rates, 0.1), 1e-9)
+    # runs shorter than the timestamps' second leave most slices idle: the median is then 0,
+    # and the mean (> 0 here) is the rate work was actually done at
+    return statistics.median(rates) or statistics.fmean(rates), max(_quantile(rates, 0.1), 1e-9)
 
 
 @dataclass(frozen=True)

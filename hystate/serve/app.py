@@ -13,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hystate.serve.api import Api
+from hystate.serve.console import Console
 from hystate.serve.gql import ReadOnlyGraphQL
 from hystate.serve.limits import BodyLimit
 from hystate.serve.pages import Pages
@@ -56,7 +57,8 @@ class SecurityHeaders:
 
 def build(server: Server) -> Starlette:
     """The ASGI application of ``server``: its routes and middleware."""
-    api, pages = Api(server), Pages(server)
+    console = Console(server)
+    api, pages = Api(server), Pages(server, console.context)
     routes = [
         Route("/", pages.dashboard),
         Route("/episodes/{episode_id}", pages.episode),
@@ -67,6 +69,14 @@ def build(server: Server) -> Starlette:
         Route("/api/episodes/{episode_id}/history", api.history),
         Route("/api/actions/{action}/{episode_id}", api.action, methods=["POST"]),
         Route("/graphql", ReadOnlyGraphQL(server.model), methods=["GET", "POST"]),
+        Route("/login", console.login_page),
+        Route("/login", console.login, methods=["POST"]),
+        Route("/logout", console.logout, methods=["POST"]),
+        Route("/console/{action}/{episode_id}", console.action, methods=["POST"]),
+        Route("/api/in-progress", console.in_progress),
+        Route("/api/workers", console.timeline),
+        Route("/workers", console.workers_page),
+        Route("/metrics", console.metrics),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(

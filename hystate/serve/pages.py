@@ -6,6 +6,7 @@ embedded as JSON with ``tojson`` (``<``, ``>``, ``&`` and ``'`` escaped), in a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +40,11 @@ def render(template: str, code: int = 200, **values: Any) -> Response:
 
 
 class Pages:
-    def __init__(self, server: Server) -> None:
+    def __init__(
+        self, server: Server, console: Callable[[Request], dict[str, Any]] | None = None
+    ) -> None:
         self.server = server
+        self.console = console or (lambda _request: {"enabled": False, "operator": False})
 
     async def dashboard(self, request: Request) -> Response:
         model = self.server.model
@@ -61,6 +65,7 @@ class Pages:
             initial=data,
             stages=[s.value for s in ProcessingStage],
             actions=self.server.token is not None,
+            console=self.console(request),
         )
 
     async def episode(self, request: Request) -> Response:
@@ -73,4 +78,9 @@ class Pages:
             return render("error.html.j2", 400, message=str(exc))
         except Exception as exc:
             return render("error.html.j2", 500, message=unexpected(exc))
-        return render("episode.html.j2", data=data, actions=self.server.token is not None)
+        return render(
+            "episode.html.j2",
+            data=data,
+            actions=self.server.token is not None,
+            console=self.console(request),
+        )

@@ -20,6 +20,7 @@ from hystate.engine import layout
 from hystate.events.source import LIMITS, bounded
 from hystate.git import audit
 from hystate.reports.generator import ReportGenerator
+from hystate.reports.summary import NOTHING_LEFT
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -162,6 +163,8 @@ class ReadModel:
             "eta_p90": predictions.get("eta_p90"),
             "per_day": summary["throughput"].get("per_day"),
             "eta_note": summary["throughput"].get("note"),
+            "finished": summary["throughput"].get("note") == NOTHING_LEFT,
+            "failed_now": summary["progress"].get("failed", 0),
             "throughput": data["throughput"],
             "chart": None if chart is None else chart_data(chart),
             "recent_failures": data["recent_failures"][:25],

@@ -131,3 +131,31 @@ def test_one_bad_record_rejects_all(tmp_path: Path) -> None:
 def test_csv_without_header(tmp_path: Path) -> None:
     with pytest.raises(InvalidData, match="header"):
         read_records(write(tmp_path, "x.csv", ""))
+
+
+def test_discover_from_hystate_s_own_state_folder(repo: Path, tmp_path: Path) -> None:
+    """The README's walkthrough from a bare clone: `discover --from processed/` of the
+    checkout; the episodes arrive anew in stage discovered, whatever their stage there."""
+    from tests.conftest import REPO_ROOT, Cli
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    git(fresh, "init", "-q", "-b", "main")
+    run = Cli(fresh)
+    assert run("init").exit_code == 0
+    result = run("discover", "--from", str(REPO_ROOT / "processed"), "--json")
+    assert result.exit_code == 0, result.output
+    shipped = sorted(p.stem for p in (REPO_ROOT / "processed").glob("[0-9]*/*.yaml"))
+    assert sorted(json.loads(result.output)["added"]) == shipped and len(shipped) > 500
+    again = run("discover", "--from", str(REPO_ROOT / "processed"))
+    assert again.exit_code == 0 and f"0 new episodes; {len(shipped)} already known" in again.output
+    # a state folder with a broken file is refused whole, naming it
+    bad = tmp_path / "state"
+    (bad / "2004").mkdir(parents=True)
+    src = sorted((REPO_ROOT / "processed" / "2004").glob("*.yaml"))[:2]
+    (bad / "2004" / src[0].name).write_bytes(src[0].read_bytes())
+    (bad / "2004" / src[1].name).write_text("episode_id: [\n")
+    head = git(fresh, "rev-parse", "HEAD")
+    refused = run("discover", "--from", str(bad))
+    assert refused.exit_code == 5 and src[1].name in refused.output
+    assert git(fresh, "rev-parse", "HEAD") == head

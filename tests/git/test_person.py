@@ -23,6 +23,7 @@ def test_a_person_committing_beside_four_workers_reverts_nothing(tmp_path: Path)
     assert check_person(repo, run) == []
     # (how much each side gets done depends on the machine's load: only that both worked)
     assert len(run.acks) > 100 and run.commits >= 3
-    # the guard did its work: stale-index commits refused, bypassed ones repaired
-    assert run.hook_refusals + run.reapplied > 0, figures
-    assert run.reapplied == len(run.reverted_found)
+    # every revert found was re-applied. How many stale-index races happen at all depends on the
+    # machine's load (a loaded machine may produce none): the hook's refusal and fsck's re-apply
+    # are each tested deterministically in test_guard.py.
+    assert run.reapplied == len(run.reverted_found), figures

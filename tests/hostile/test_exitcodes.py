@@ -170,14 +170,17 @@ def test_a_broken_object_store_is_a_git_error(repo: Path) -> None:
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
 )
 def test_permission_denied_in_git_is_exit_7(repo: Path) -> None:
-    """The repository belongs to another user who may not write .git/objects."""
+    """The repository belongs to another user who may not write .git/objects. The process keeps
+    CAP_DAC_READ_SEARCH (read and search anything, write nothing more), so the checkout's own
+    parent folders need not be readable by uid 65534 (a checkout under a private home)."""
     subprocess.run(["chown", "-R", "65534:65534", str(repo.parent)], check=True)
     os.chmod(repo.parent, 0o777)
     for folder, _dirs, _ in os.walk(repo / ".git" / "objects"):
         os.chmod(folder, 0o555)
     eid = episode_files(repo)[0].stem
     proc = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", "--",
          *HYSTATE,
          "advance", eid, "downloading"],
         cwd=repo, capture_output=True, text=True, timeout=60, check=False,

@@ -12,11 +12,10 @@ import pytest
 import yaml
 
 from hystate.manager import StateManager
-from tests.conftest import Cli, commits, files_in, git, run_hystate
+from tests.conftest import REPO_ROOT, Cli, commits, files_in, git, run_hystate
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "legacy-archive-org"
-if not SHARED.is_dir():  # a worktree lives one level deeper than the main checkout
-    SHARED = Path(__file__).resolve().parents[4] / "shared" / "data" / "legacy-archive-org"
+# the real legacy state directory's samples (3 episode files and their index), copied in
+SHARED = REPO_ROOT / "tests" / "data" / "legacy-archive-org"
 
 LONG_TEXT = "A long transcript line that must never reach a state file. " * 50
 
@@ -177,7 +176,6 @@ def test_dry_run_writes_nothing(repo: Path, run: Cli, legacy: Path) -> None:
     assert git(repo, "status", "--porcelain") == ""
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/legacy-archive-org is absent")
 def test_the_shared_samples(repo: Path, run: Cli, manager: StateManager) -> None:
     result = run("import", "--from", str(SHARED), "--json")
     assert result.exit_code == 0, result.output
@@ -295,13 +293,43 @@ def test_symlinks_are_refused_not_followed(repo: Path, run: Cli, tmp_path: Path)
     assert result.exit_code == 5 and "2005: is a symlink" in result.output
 
 
-def test_an_index_that_disagrees_with_the_files_rejects_the_directory(
+def test_an_index_that_disagrees_with_the_files_is_reported_and_strict_refuses(
     repo: Path, run: Cli, legacy: Path
 ) -> None:
     (legacy / "2017" / "hy0_legacy_2017-10-12.yaml").unlink()
+    head = commits(repo)
+    strict = run("import", "--from", str(legacy), "--strict")
+    assert strict.exit_code == 5 and commits(repo) == head
+    assert "index.yaml: lists 1 episode(s) with no file: hy0_legacy_2017-10-12" in strict.output
     result = run("import", "--from", str(legacy))
-    assert result.exit_code == 5
+    assert result.exit_code == 0, result.output
+    assert "2 added" in result.output and "the legacy index.yaml is stale" in result.output
     assert "index.yaml: lists 1 episode(s) with no file: hy0_legacy_2017-10-12" in result.output
+    assert "total_episodes is 3, the directory holds 2" in result.output
+
+
+def test_a_stale_index_of_the_real_samples_imports_every_episode_file(
+    repo: Path, run: Cli, tmp_path: Path
+) -> None:
+    """The real tool's index went stale: it lists one of the three episode files."""
+    import shutil
+
+    stale = tmp_path / "archive_org"
+    shutil.copytree(SHARED, stale)
+    index = yaml.safe_load((stale / "index.yaml").read_text())
+    index["episodes_by_year"] = {"2004": ["hy0_hooting_yard_2004-04-14"]}
+    index["total_episodes"] = 1
+    (stale / "index.yaml").write_text(yaml.safe_dump(index))
+    result = run("import", "--from", str(stale), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert len(report["added"]) == 3
+    assert report["index_differences"] == [
+        f"{stale}/index.yaml: does not list 2 episode file(s): hy0_hooting_yard_2017-10-12",
+        f"{stale}/index.yaml: total_episodes is 1, the directory holds 3",
+    ]
+    refused = run("import", "--from", str(stale), "--strict", "--json")
+    assert refused.exit_code == 5
 
 
 def test_the_same_id_in_two_years_is_refused(repo: Path, run: Cli, tmp_path: Path) -> None:

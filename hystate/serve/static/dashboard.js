@@ -100,10 +100,19 @@
     if (s.error) return;
     $("completion").textContent = s.completion_percentage + "%";
     $("per-day").textContent = s.per_day === null ? "–" : s.per_day;
-    $("eta").textContent = s.estimated_completion ? s.estimated_completion.slice(0, 16).replace("T", " ") : "–";
-    $("eta-range").textContent = s.eta_p50 ? "p50 " + s.eta_p50.slice(0, 10) + " · p90 " + (s.eta_p90 || "?").slice(0, 10) : (s.eta_note || "");
+    const when = (t) => t.slice(0, 16).replace("T", " ");
+    $("eta").textContent = s.finished ? "done" : (s.estimated_completion ? when(s.estimated_completion) : "–");
+    $("eta-range").textContent = s.finished
+      ? "nothing left to do" + (s.estimated_completion ? "; last episode done " + when(s.estimated_completion) : "")
+      : (s.eta_p50 ? "p50 " + s.eta_p50.slice(0, 10) + " · p90 " + (s.eta_p90 || "?").slice(0, 10) : (s.eta_note || ""));
     fill($("throughput"), (s.throughput || []).map((t) => row([t.period, t.downloaded, t.converted, t.uploaded, t.published, t.failed])));
-    fill($("failures"), (s.recent_failures || []).map((f) => { const r = row([f.at, withTitle(f.episode_id, f.title), f.stage, f.error]); r.lastChild.className = "err"; return r; }));
+    $("failed-now").textContent = "(" + (s.failed_now || 0) + " episodes failed now)";
+    fill($("failures"), (s.recent_failures || []).map((f) => {
+      const r = row([f.at, withTitle(f.episode_id, f.title), f.stage, f.error, f.recovered ? "recovered: " + f.now : (f.now || "")]);
+      r.children[3].className = f.recovered ? "muted" : "err";
+      if (f.recovered) r.className = "recovered";
+      return r;
+    }));
     fill($("stuck"), (s.stuck || []).map((x) => row([withTitle(x.episode_id, x.title), x.stage, x.reason])));
     $("stuck-total").textContent = "(" + (s.stuck_total || 0) + ")";
     $("skipped-total").textContent = s.skipped_total || 0;

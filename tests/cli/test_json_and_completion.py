@@ -1,0 +1,133 @@
+"""The command line for programs and for people at a terminal: ``--json`` on every command
+with one vocabulary (``episode_id``, ``worker``, ``at``) and errors as JSON under it; shell
+completion of episode ids and stages; a progress line on stderr for long commands only when
+stderr is a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+from pathlib import Path
+
+import click
+
+from hystate.cli import cli
+from tests.conftest import HYSTATE, Cli, catalog_rows, run_hystate, write_search_json
+
+NO_JSON = {"merge-driver", "serve"}  # git's merge driver protocol; a server, not a report
+
+
+def commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
+    found: dict[str, click.Command] = {}
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found.update(commands(command, f"{prefix}{name} "))
+        else:
+            found[f"{prefix}{name}"] = command
+    return found
+
+
+def test_every_command_takes_json() -> None:
+    missing = [
+        name
+        for name, command in commands(cli).items()
+        if name not in NO_JSON and not any(p.name == "as_json" for p in command.params)
+    ]
+    assert missing == []
+
+
+def test_errors_are_json_under_json(repo: Path) -> None:
+    proc = run_hystate(repo, "show", "hy0_nope", "--json")
+    assert proc.returncode == 4
+    assert json.loads(proc.stdout) == {
+        "error": "no episode 'hy0_nope' in processed/ (`hystate list` shows the known ids)",
+        "exit_code": 4,
+        "kind": "unknown_episode",
+    }
+    assert len(proc.stderr.splitlines()) == 1  # people still get their one line
+    plain = run_hystate(repo, "show", "hy0_nope")
+    assert plain.returncode == 4 and plain.stdout == ""
+    bad = run_hystate(repo, "advance", "hy0_nope", "nowhere", "--json")
+    assert json.loads(bad.stdout)["exit_code"] == bad.returncode != 0
+
+
+def test_one_vocabulary_in_log_add_and_unlock(repo: Path, run: Cli, episode_id: str) -> None:
+    assert run("advance", episode_id, "downloading", "--worker", "w-7").exit_code == 0
+    lines = [json.loads(line) for line in run("log", "--json").output.splitlines()]
+    moved = [e for e in lines if e["to"] == "downloading"]
+    assert moved and moved[0]["episode_id"] == episode_id and moved[0]["worker"] == "w-7"
+    assert all("by" not in e and "at" in e for e in lines)
+    added = json.loads(
+        run("add", "hy0_added", "--title", "T", "--date", "2010-01-01", "--json").output
+    )
+    assert added["episode_id"] == "hy0_added" and added["created"] and len(added["commit"]) == 40
+    unlocked = json.loads(run("unlock", episode_id, "--json").output)
+    assert unlocked == {"removed": [], "kept": [], "not_locked": [episode_id]}
+    rebuilt = json.loads(run("rebuild", "--json").output)
+    assert rebuilt["files"] == 21
+    metrics = json.loads(run("metrics", "--json").output)
+    assert {"labels": {"to": "discovered"}, "value": 21.0} in metrics["hystate_transitions"]
+    report = json.loads(run("report", "--format", "csv", "--json").output)
+    assert Path(report["written"][0]).is_file()
+
+
+def test_init_json(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    out = json.loads(run_hystate(fresh, "init", "--json").stdout)
+    assert out["git_repository_created"] and out["state_dir"] == "processed"
+    assert out["hook"]["status"] == "installed"
+
+
+def complete(repo: Path, *words: str) -> list[str]:
+    env = {
+        **os.environ,
+        "_HYSTATE_COMPLETE": "bash_complete",
+        "COMP_WORDS": " ".join(["hystate", *words]),
+        "COMP_CWORD": str(len(words)),
+    }
+    proc = subprocess.run(
+        HYSTATE, cwd=repo, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    return [line.split(",", 1)[1] for line in proc.stdout.splitlines() if line]
+
+
+def test_completion_of_episode_ids_and_stages(repo: Path, episode_id: str) -> None:
+    ids = sorted(p.stem for p in (repo / "processed").glob("*/*.yaml"))
+    assert complete(repo, "show", "") == ids
+    assert complete(repo, "show", episode_id[:-1]) == [
+        i for i in ids if i.startswith(episode_id[:-1])
+    ]
+    assert complete(repo, "advance", episode_id, "down") == ["downloading", "downloaded"]
+    assert complete(repo, "list", "--stage", "sk") == ["skipped"]
+    assert complete(repo, "retry", "nothing-like-this") == []
+
+
+def test_progress_only_on_a_terminal(repo: Path, tmp_path: Path) -> None:
+    catalog = write_search_json(tmp_path / "more.json", catalog_rows(30, start_year=1990))
+    quiet = run_hystate(repo, "discover", "--from", str(catalog))
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    more = write_search_json(tmp_path / "even-more.json", catalog_rows(5, start_year=1980))
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [*HYSTATE, "discover", "--from", str(more)],
+            cwd=repo, stdout=subprocess.PIPE, stderr=follower, timeout=60, check=False,
+        )  # fmt: skip
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: all read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0
+    assert "discovering 5 episodes…" in shown.decode()
+    assert b"discovered 5 new episodes" in proc.stdout
