@@ -16,8 +16,8 @@ else (index v4, split or sparse index, fsmonitor, new paths, skip-worktree or in
 entries) is staged by ``git update-index`` itself, run on a private copy of the index with the
 same timestamp, whose result is then written into the held lock.
 
-The lock is taken through ``lockfile.py``, so that one left by a killed hystate process is told
-apart, for certain, from a live git process's lock.
+The lock is taken through ``lockfile.py`` (a lock a killed hystate process left is told, for
+certain, from a live one's); ``index_table.py`` keeps where the entries start for the next process.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ import hashlib
 import os
 import struct
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hystate.core.errors import GitError
+from hystate.git import index_table
 from hystate.git.lockfile import LockFile
 
 # ctime s/ns, mtime s/ns, dev, ino, mode, uid, gid, size, sha, flags
@@ -61,7 +62,8 @@ class IndexMemo:
 
     key: tuple[int, int, int, int] | None = None
     buf: bytearray | None = None  # patched in place by the next update
-    offsets: dict[bytes, int] = field(default_factory=dict)
+    offsets: Mapping[bytes, int] = field(default_factory=dict)  # or index_table's
+    samples: Sequence[int] = ()  # every index_table.STEP-th offset, once asked
     racy: list[int] = field(default_factory=list)  # offsets of entries that may be racy
     ext_start: int = 0
     checkpoints: list[tuple[int, Any]] = field(default_factory=list)
@@ -121,6 +123,8 @@ class IndexLock:
         if buf is None:
             buf = self._with_git(updates, worktree)
             self._memo.key = self._memo.buf = None
+        else:  # where its entries start, for the next process (see index_table)
+            index_table.save(self.git_dir, buf, self._memo)
         self._lock.write(buf)
         self._staged = True
 
@@ -132,12 +136,12 @@ class IndexLock:
         index_sec = int(self.stat.st_mtime)
         reused = memo.buf is not None and memo.buf is self.data
         memo.key = None  # until this update is in effect
-        if not reused:
-            walked = _walk(bytes(self.data), index_sec)
+        if not reused:  # the table hystate wrote beside this very index, or a walk of it
+            walked = index_table.load(self.git_dir, self.data) or _walk(bytes(self.data), index_sec)
             if walked is None:
                 return None
             memo.ext_start, memo.offsets, memo.racy = walked
-            memo.checkpoints = []
+            memo.checkpoints, memo.samples = [], ()
         found = []
         for update in updates:
             offset = memo.offsets.get(update.path)
@@ -290,9 +294,6 @@ class IndexLock:
         self._lock.rollback()
 
 
-# -- reading the index -----------------------------------------------------------------------
-
-
 def _patchable(data: bytes | bytearray) -> bool:
     if len(data) < 32 or data[:4] != b"DIRC":
         return False
@@ -322,7 +323,7 @@ def _walk(data: bytes, index_sec: int) -> tuple[int, dict[bytes, int], list[int]
         pos += (head + size + 8) & ~7
         if pos > end:
             raise GitError("the index is corrupt (entries run past its end)", hint="git status")
-    if mandatory_extensions(data, pos) or _has_extension(data, pos, b"FSMN"):
+    if mandatory_extensions(data, pos) or any(s == b"FSMN" for s, _, _ in _extensions(data, pos)):
         return None
     return pos, offsets, racy
 
@@ -343,10 +344,6 @@ def _extensions(data: bytes | bytearray, start: int) -> list[tuple[bytes, int, i
 def mandatory_extensions(data: bytes | bytearray, start: int) -> list[bytes]:
     """Signatures of extensions git requires a reader to understand (split index, sparse)."""
     return [sig for sig, _, _ in _extensions(data, start) if not sig[:1].isupper()]
-
-
-def _has_extension(data: bytes | bytearray, start: int, sig: bytes) -> bool:
-    return any(s == sig for s, _, _ in _extensions(data, start))
 
 
 def _rewrite_extensions(data: bytes | bytearray, start: int, dirs: set[bytes]) -> bytes:
