@@ -42,10 +42,13 @@ print(json.dumps({{"done": done, "warm": 1}}))
 """
 
 
+TREE = Path(__file__).resolve().parent.parent  # the hystate checkout the workers import
+
+
 def run(repo: Path, ids: list[str], workers: int, seconds: float) -> dict[str, Any]:
     """``workers`` processes for ``seconds``: transitions per second, and the checks."""
     before = int(git(repo, "rev-list", "--count", "HEAD"))
-    code = WORKER.format(root=str(Path(__file__).resolve().parent.parent), repo=str(repo))
+    code = WORKER.format(root=str(TREE), repo=str(repo))
     share = len(ids) // workers
     start = time.time() + 1.5 + 0.5 * workers  # every worker warmed up by then
     stop = start + seconds
@@ -99,7 +102,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--tree", type=Path, help="another hystate checkout for the workers (an A/B comparison)"
+    )
     args = parser.parse_args()
+    global TREE
+    TREE = (args.tree or TREE).resolve()
     isolate_git()
     os.environ.update({"HYSTATE_WORKER": "bench"})
     loads = [os.getloadavg()[0]]
