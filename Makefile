@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= $(abspath ../hystate-demo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-cluster test test-fast lint bench catalog clean
+.PHONY: help install demo demo-cluster test test-fast lint docs bench catalog clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ lint: install ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check hystate tests bench
 	$(BIN)/ruff format --check hystate tests bench
 	$(BIN)/mypy hystate
+
+docs: install ## Check the README's commands against the code, build the site strictly into site/
+	$(BIN)/python examples/check_readme.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: install ## Run every benchmark in bench/ and rewrite docs/BENCHMARKS.md (~40 min)
 	$(BIN)/python bench/run_all.py

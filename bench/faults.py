@@ -1,6 +1,6 @@
 """The long fault-injection run: worker processes killed with SIGKILL at random moments, 200
 times by default, `hystate fsck --repair` between rounds; then the same checks as
-tests/test_faults.py. API workers and CLI workers behind `sh -c` wrappers (killed with their whole
+tests/engine/test_faults.py. API workers and CLI workers behind `sh -c` wrappers (killed with their whole
 process group); every third round a live `git commit` holds index.lock while fsck runs. Prints
 kills survived, transitions acknowledged, repairs made, rounds fsck left work for a person, live
 git locks removed and problems found (the last three must be 0).

@@ -1,4 +1,4 @@
-"""A person in the same checkout as running workers, longer than tests/test_person.py: worker
+"""A person in the same checkout as running workers, longer than tests/git/test_person.py: worker
 processes advance episodes at 20,000 episodes while a person commits (some commits with
 --no-verify), stashes, runs `git status` and `git gc --auto` with plain git; then `hystate fsck
 --repair`. Prints acknowledged transitions, the person's commits, the hook's refusals, the

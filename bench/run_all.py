@@ -242,7 +242,7 @@ person's uncommitted edit, and both are `fsck`'s and `validate`'s business (`fsc
   folder that is a symlink or a file still stops reads (exit 5): checking the state folder's
   own entries is one directory listing, not a scan. A cache whose tree git pruned (history
   rewritten, `gc`) is rebuilt.
-- Every step stays O(n) or better; the tests in `tests/test_scale.py` (1,500 and 15,000
+- Every step stays O(n) or better; the tests in `tests/cache/test_scale.py` (1,500 and 15,000
   episodes in one run) fail when any grows faster than 20x for 10x the episodes.
 
 **status and list ≤ 0.3 s warm.** `status` at {sizes[-1]:,}: {large["status_s"]:.2f} s wall,

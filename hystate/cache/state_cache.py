@@ -14,7 +14,7 @@ folder's own entries (a year folder that is a symlink or a file) are checked in 
 at every read: one directory listing. A missing, corrupt or old-format cache is rebuilt.
 Deleting the caches never loses anything.
 
-Nothing here may grow faster than the number of episodes (tests/test_scale.py): a rebuild
+Nothing here may grow faster than the number of episodes (tests/cache/test_scale.py): a rebuild
 attributes the commits of a 100,000-episode discovery batch in one set-based statement.
 """
 

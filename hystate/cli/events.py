@@ -18,7 +18,7 @@ _ENTRY_ID = re.compile(r"^(\$|0|\d{1,20}(-\d{1,20})?)$")
 def events() -> None:
     """The event stream: every transition published once, in order, to Redis Streams.
 
-    Configured by the `events` block of hystate.yaml (README: Event stream).
+    Configured by the `events` block of hystate.yaml (docs/events.md).
 
     \b
     Examples:

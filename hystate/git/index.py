@@ -37,8 +37,7 @@ from hystate.git.lockfile import LockFile
 
 # ctime s/ns, mtime s/ns, dev, ino, mode, uid, gid, size, sha, flags
 _STAT = struct.Struct(">10I20sH")
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
+_U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
 _EXTENDED = 0x4000
 _STAGE = 0x3000
 _SKIP_FLAGS = 0x6000  # skip-worktree, intent-to-add (extended flags)
@@ -111,9 +110,7 @@ class IndexLock:
             self.data = fh.read()
         if len(self.data) != st.st_size:
             raise GitError("the index changed while hystate read it", hint="try again")
-        memo.key = None
-        memo.buf = None
-        memo.checkpoints = []
+        memo.key, memo.buf, memo.checkpoints = None, None, []
 
     # -- staging the new index into the lock -----------------------------------------------
 
