@@ -155,7 +155,7 @@ def save(git_dir: Path, new: bytes | bytearray, memo: Memo) -> None:
     body = head + _packed(samples) + _packed(racy)
     body += _U32.pack(zlib.crc32(body))
     path = table_path(git_dir)
-    tmp = path.with_name(f"index.table.{os.getpid()}.tmp")
+    tmp = path.with_name("index.table.tmp")  # one writer at a time: index.lock is held
     try:
         with open(tmp, "wb") as fh:
             fh.write(body)
