@@ -18,6 +18,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ import sys
 from hystate import StateManager, IllegalTransition, LockBusy, InvalidData, GitError
 STEPS = ...
 manager = StateManager(cwd=sys.argv[1])
+print("READY", flush=True)
 ids = sys.argv[2:]
 while ids:
     for eid in list(ids):
@@ -152,16 +154,23 @@ def run_faults(
             )
             for group in groups[workers:]
         ]  # fmt: skip
-        time.sleep(rng.uniform(0.1, 0.6 + 0.4 * cli_workers))
         everyone = procs + shells
+        readers = [_Reader(proc) for proc in everyone]
+        # the random moment counts from when each worker is working (ready, or its first
+        # transition acknowledged), not from its start, so a loaded machine still kills work
+        # in progress rather than Python starting up
+        for reader in readers:
+            reader.working.wait(timeout=120)
+        time.sleep(rng.uniform(0.1, 0.6 + 0.4 * cli_workers))
         victims = [p for p in everyone if rng.random() < 0.8] or everyone[:1]
         for proc in victims:
             _kill(proc, proc in shells)  # SIGKILL: no cleanup at all
-        for proc in everyone:
+        for proc, reader in zip(everyone, readers, strict=True):
             if proc not in victims:
                 _kill(proc, proc in shells)
-            out, _ = proc.communicate()
-            for line in out.splitlines():
+            proc.wait()
+            reader.join()
+            for line in reader.lines:
                 _record_ack(run, line)
             if proc.returncode == -9:
                 run.kills += 1
@@ -170,6 +179,26 @@ def run_faults(
         live = live_git_every and run.rounds % live_git_every == 0
         run.repairs += _repair(repo, run, live_git=bool(live))
     return run
+
+
+class _Reader(threading.Thread):
+    """A worker's output, read as it comes; ``working`` is set at its first READY or ACK line
+    (or when it ends)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        super().__init__(daemon=True)
+        self.proc = proc
+        self.lines: list[str] = []
+        self.working = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith(("READY", "ACK ")):
+                self.working.set()
+        self.working.set()
 
 
 def _kill(proc: subprocess.Popen[str], group: bool) -> None:

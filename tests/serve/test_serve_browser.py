@@ -59,7 +59,7 @@ def live_repo(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     ticks = iter(range(1000))
     start = datetime.now(UTC) - timedelta(days=10)
     monkeypatch.setattr(
-        "hystate.manager.now_utc",
+        "hystate.engine.steps.now_utc",
         lambda: (start + timedelta(hours=3 * next(ticks))).isoformat(timespec="seconds"),
     )
     for n, eid in enumerate(ids[3:14]):
