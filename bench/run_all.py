@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import docfile
+import goals
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -67,13 +68,22 @@ def main() -> None:
             for name in ("transitions", "queries", "faults", "scale")
         ]
         write(*saved)
+        if (OUT / "workers.json").exists():
+            workers = json.loads((OUT / "workers.json").read_text())
+            docfile.write_section(goals.HEADING, goals.render(saved[0], saved[3], workers))
         return
     sizes = ["1000", "10000"] if args.quick else ["1000", "100000"]
     transitions = run("transitions.py", "--sizes", *sizes, "--split-index")
     queries = run("queries.py", "--episodes", "10000" if args.quick else "100000")
     faults = run("faults.py", "--kills", "50" if args.quick else "200")
     scale = run("scale.py", "--sizes", *(["1000", "10000"] if args.quick else ["10000", "100000"]))
+    workers = run(
+        "workers.py", "--sizes", *(["1000", "10000"] if args.quick else ["10000", "100000"])
+    )
     write(transitions, queries, faults, scale)
+    goal_section = goals.render(transitions, scale, workers)
+    docfile.write_section(goals.HEADING, goal_section)
+    print(goal_section, flush=True)
     run(
         "events.py", *(["--episodes", "200", "--transitions", "500"] if args.quick else []), "--doc"
     )

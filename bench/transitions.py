@@ -151,6 +151,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     isolate_git()
+    # `hystate advance` as installed: bytecode compiled (as bench/scale.py does)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    import compileall
+
+    compileall.compile_dir(Path(__file__).resolve().parent.parent / "hystate", quiet=1)
     results = []
     with tempfile.TemporaryDirectory(prefix="hystate-bench-") as tmp:
         for n in args.sizes:

@@ -1,4 +1,5 @@
-"""The ``hystate`` command line (click). Importing this package registers every command.
+"""The ``hystate`` command line (click). A command's module is imported when the command runs
+(``app.COMMANDS``); ``hystate.cli.load_all()`` registers every command at once.
 
 Ctrl-C while the commands are being imported (the first ~100 ms of a run) exits 130 with one
 line instead of a traceback (``app.main`` keeps that until a command starts, then hands SIGINT
@@ -20,22 +21,19 @@ if _fresh:
     _signal.signal(_signal.SIGINT, _interrupted_early)
     _signal.signal(_signal.SIGTERM, _interrupted_early)
 
-from hystate.cli import checks, cluster, events, migration, reading, reports, serving, writing  # noqa: E402
-from hystate.cli.app import cli, main  # noqa: E402
+from hystate.cli.app import COMMANDS, cli, main  # noqa: E402
 
 if _fresh:
     _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
 
-__all__ = [
-    "checks",
-    "cli",
-    "cluster",
-    "events",
-    "main",
-    "migration",
-    "reading",
-    "reports",
-    "serving",
-    "writing",
-]
+
+def load_all() -> None:
+    """Import every command module (each registers its commands on ``cli``)."""
+    from importlib import import_module
+
+    for module in sorted(set(COMMANDS.values())):
+        import_module(f"hystate.cli.{module}")
+
+
+__all__ = ["cli", "load_all", "main"]

@@ -60,9 +60,35 @@ class Options:
         return manager
 
 
+# Which module of hystate.cli defines each command: a command's module is imported when that
+# command runs (or for --help), so `hystate advance` does not pay for the reports, the server or
+# the checks (tests/cli/test_lazy_commands.py keeps this table equal to what the modules define).
+COMMANDS = {
+    "add": "writing", "advance": "writing", "discover": "writing", "fail": "writing",
+    "heartbeat": "writing", "init": "writing", "retry": "writing", "skip": "writing",
+    "config": "reading", "history": "reading", "list": "reading", "log": "reading",
+    "next": "reading", "show": "reading",
+    "metrics": "reports", "rebuild": "reports", "report": "reports", "status": "reports",
+    "fsck": "checks", "locks": "checks", "merge-driver": "checks", "unlock": "checks",
+    "validate": "checks",
+    "backup": "migration", "import": "migration", "restore": "migration",
+    "events": "events", "serve": "serving", "sync": "cluster",
+}  # fmt: skip
+
+
 class HystateGroup(click.Group):
     """Maps errors to exit codes: HystateError -> its code, Ctrl-C -> 130, anything
-    unexpected -> 1 with a one-line message (the traceback only with -v)."""
+    unexpected -> 1 with a one-line message (the traceback only with -v). Commands are
+    loaded on first use (``COMMANDS``)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            # the import statement (not importlib), so audit hooks see it as any other import
+            __import__(f"hystate.cli.{COMMANDS[cmd_name]}")
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         # From here on Ctrl-C unwinds (locks released, files put back) and ends below.

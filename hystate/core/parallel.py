@@ -1,5 +1,6 @@
 """Work on many files spread over every core, in chunks, for the few jobs that touch them all
-(a cache rebuild, a large discovery): parsing and dumping YAML is CPU-bound Python."""
+(a cache rebuild, a large discovery): parsing and dumping YAML is CPU-bound Python. The workers
+are fresh interpreters (``pool.py``), never copies of the caller."""
 
 from __future__ import annotations
 
@@ -30,10 +31,9 @@ def chunked_map(
         for part in chunks:
             yield part, fn(part)
         return
-    from concurrent.futures import ProcessPoolExecutor
+    from hystate.core import pool
 
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from zip(chunks, pool.map(fn, chunks), strict=True)
+    yield from zip(chunks, pool.imap(fn, chunks, workers), strict=True)
 
 
 def file_problems(store: EpisodeStore, paths: list[Path]) -> Iterator[list[Problem]]:

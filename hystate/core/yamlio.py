@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from hystate.core import yaml_fast
+
 try:
     from yaml import CSafeDumper as _BaseDumper
     from yaml import CSafeLoader as _BaseLoader
@@ -114,6 +116,8 @@ class Loader(_BaseLoader):
     """Safe loader: no timestamps as objects, no duplicate keys."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):  # `!!map [a]`: PyYAML's own error
+            return super().construct_mapping(node, deep=deep)
         seen: set[Any] = set()
         for key_node, _ in node.value:
             if key_node.tag != _STR and key_node.tag != "tag:yaml.org,2002:merge":
@@ -132,6 +136,14 @@ class Loader(_BaseLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        """The common document directly (``yaml_fast``); anything else, or any error, by
+        PyYAML's constructor (so errors read as they always did)."""
+        try:
+            return yaml_fast.build(self, node)
+        except (yaml_fast.Fallback, yaml.constructor.ConstructorError):
+            return super().construct_document(node)
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         value: int = super().construct_yaml_int(node)
@@ -154,6 +166,7 @@ Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != _TIMESTAMP]
     for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
 }
+Loader.resolve = yaml_fast.resolve_cached(Loader, _BaseLoader.resolve)  # type: ignore[method-assign]
 Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_mapping)
 Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
 Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_yaml_float)

@@ -13,10 +13,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hystate.cache import queries
-from hystate.cache.state_cache import RefreshResult, StateCache
 from hystate.core.config import Config, last_good, remember_good
 from hystate.core.errors import InvalidData
 from hystate.core.locks import StateLock
@@ -26,6 +24,9 @@ from hystate.core.runs import check_run_ids
 from hystate.core.store import EpisodeStore
 from hystate.engine import layout
 from hystate.git import GitRepo, audit, default_worker
+
+if TYPE_CHECKING:  # the caches are imported when first asked (a transition needs none)
+    from hystate.cache.state_cache import RefreshResult, StateCache
 
 REPO_LOCK = "_repo.lock"  # ids start with a letter or digit, so this never names an episode
 
@@ -214,6 +215,8 @@ class Workspace:
     @property
     def cache(self) -> StateCache:
         if self._cache is None:
+            from hystate.cache.state_cache import StateCache
+
             self._cache = StateCache(self.store, self.repo, str(self.config.get("database_file")))
         return self._cache
 
@@ -238,6 +241,8 @@ class Workspace:
     ) -> list[EpisodeState]:
         """Episodes (oldest air date first), optionally only some stages and years, at most
         ``limit``."""
+        from hystate.cache import queries
+
         return queries.episodes(self._fresh(), stages, years, limit)
 
     def stream_episodes(
@@ -245,19 +250,27 @@ class Workspace:
     ) -> Iterator[EpisodeState]:
         """``list_episodes`` one at a time, from one snapshot of the cache; read it to the end
         (or close it) before asking the cache anything else in this thread."""
+        from hystate.cache import queries
+
         return queries.iter_episodes(self._fresh(), stages, years)
 
     def get_episodes_by_stage(self, stage: str | ProcessingStage) -> list[EpisodeState]:
         return self.list_episodes([stage])
 
     def count_all_episodes(self) -> int:
+        from hystate.cache import queries
+
         return queries.count(self._fresh())
 
     def count_by_stage(self) -> dict[str, int]:
+        from hystate.cache import queries
+
         return queries.count_by_stage(self._fresh())
 
     def events(
         self, *, since: str | None = None, until: str | None = None, episode_id: str | None = None
     ) -> list[dict[str, Any]]:
         """The processing log: one event per history entry, oldest first."""
+        from hystate.cache import queries
+
         return queries.events(self._fresh(), since=since, until=until, episode_id=episode_id)

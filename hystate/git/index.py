@@ -16,8 +16,8 @@ else (index v4, split or sparse index, fsmonitor, new paths, skip-worktree or in
 entries) is staged by ``git update-index`` itself, run on a private copy of the index with the
 same timestamp, whose result is then written into the held lock.
 
-The lock is taken through ``lockfile.py``, so that one left by a killed hystate process is told
-apart, for certain, from a live git process's lock.
+The lock is taken through ``lockfile.py`` (a lock a killed hystate process left is told, for
+certain, from a live one's); ``index_table.py`` keeps where the entries start for the next process.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ import hashlib
 import os
 import struct
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hystate.core.errors import GitError
+from hystate.git import index_table
 from hystate.git import shared as shared_mod
 from hystate.git.index_ext import (
     has_extension,
@@ -68,7 +69,8 @@ class IndexMemo:
 
     key: tuple[int, int, int, int] | None = None
     buf: bytearray | None = None  # patched in place by the next update
-    offsets: dict[bytes, int] = field(default_factory=dict)
+    offsets: Mapping[bytes, int] = field(default_factory=dict)  # or index_table's
+    samples: Sequence[int] = ()  # every index_table.STEP-th offset, once asked
     racy: list[int] = field(default_factory=list)  # offsets of entries that may be racy
     ext_start: int = 0
     checkpoints: list[tuple[int, Any]] = field(default_factory=list)
@@ -138,6 +140,8 @@ class IndexLock:
         if buf is None:
             buf = self._with_git(updates, worktree)
             self._memo.key = self._memo.buf = None
+        else:  # where its entries start, for the next process (see index_table)
+            index_table.save(self.git_dir, buf, self._memo)
         self._lock.write(buf)
         self._staged = True
 
@@ -149,12 +153,12 @@ class IndexLock:
         index_sec = int(self.stat.st_mtime)
         reused = memo.buf is not None and memo.buf is self.data
         memo.key = None  # until this update is in effect
-        if not reused:
-            walked = _walk(bytes(self.data), index_sec)
+        if not reused:  # the table hystate wrote beside this very index, or a walk of it
+            walked = index_table.load(self.git_dir, self.data) or _walk(bytes(self.data), index_sec)
             if walked is None:
                 return None
             memo.ext_start, memo.offsets, memo.racy = walked
-            memo.checkpoints = []
+            memo.checkpoints, memo.samples = [], ()
         found = []
         for update in updates:
             offset = memo.offsets.get(update.path)
@@ -339,9 +343,6 @@ class IndexLock:
 
     def rollback(self) -> None:
         self._lock.rollback()
-
-
-# -- reading the index -----------------------------------------------------------------------
 
 
 def _patchable(data: bytes | bytearray) -> bool:

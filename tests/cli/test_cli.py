@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from hystate.cli import cli
+from hystate.cli import cli, load_all
 from tests.conftest import Cli, commits, git, run_hystate
 
 
 def all_commands() -> list[str]:
+    load_all()  # commands are registered when their module is imported
     return sorted(cli.commands)
 
 

@@ -65,13 +65,11 @@ def check(proc: subprocess.CompletedProcess[str]) -> None:
 
 
 START_UP = [
-    "hystate.cli.checks",
     "click",
     "click.core",
     "json",
     "hystate.core.errors",
     "hystate.cli.app",
-    "hystate.cli.reading",
     "hystate.cli.writing",
 ]
 IN_COMMAND = [
