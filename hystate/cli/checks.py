@@ -10,13 +10,13 @@ import click
 from hystate.cli.app import (
     Options,
     cli,
-    complete_episode_ids,
     echo,
     emit_json,
     json_option,
     pass_opts,
     quiet,
 )
+from hystate.cli.terminal import complete_episode_ids
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager

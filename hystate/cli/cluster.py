@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts, working
+from hystate.cli.app import Options, cli, echo, emit_json, json_option, pass_opts
+from hystate.cli.terminal import working
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager

@@ -15,8 +15,8 @@ from hystate.cli.app import (
     json_option,
     pass_opts,
     worker_option,
-    working,
 )
+from hystate.cli.terminal import working
 from hystate.core.errors import UsageError
 
 

@@ -15,8 +15,6 @@ from hystate.cli.app import (
     Options,
     clean_line,
     cli,
-    complete_episode_ids,
-    complete_stages,
     echo,
     emit_json,
     emit_json_array,
@@ -25,6 +23,7 @@ from hystate.cli.app import (
     reader,
     worker_option,
 )
+from hystate.cli.terminal import complete_episode_ids, complete_stages
 from hystate.core.errors import UsageError
 from hystate.core.model import EpisodeState, ProcessingStage, check_id, parse_when
 

@@ -15,9 +15,9 @@ from hystate.cli.app import (
     emit_json,
     json_option,
     pass_opts,
-    progress_bar,
     reader,
 )
+from hystate.cli.terminal import progress_bar
 
 
 @cli.command()
