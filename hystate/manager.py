@@ -9,23 +9,27 @@ alert (``hystate.reports.alerts``) and the event stream (``hystate.events``). Ev
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from hystate.cluster import acks, lease_refs, remote_claims
-from hystate.core.errors import Problem
 from hystate.core.model import EpisodeState, ProcessingStage
-from hystate.core.seed_fields import seed_arguments
-from hystate.engine import claims, discovery, leases, limits, retries, steps
-from hystate.engine.catalog import Record
-from hystate.engine.discovery import DiscoverResult
-from hystate.engine.leases import Lease
-from hystate.engine.retries import RetryOutcome
+from hystate.engine import steps
 from hystate.engine.transition import TransitionResult
 from hystate.engine.workspace import Workspace
-from hystate.events import stream
-from hystate.reports import alerts
-from hystate.review import validate as checks
+
+if TYPE_CHECKING:
+    from hystate.core.errors import Problem
+    from hystate.core.rules import Change
+    from hystate.engine import leases, limits
+    from hystate.engine.catalog import Record
+    from hystate.engine.discovery import DiscoverResult
+    from hystate.engine.leases import Lease
+    from hystate.engine.retries import RetryOutcome
+
+# What a transition does not use is imported on first use (the cluster, the event stream, the
+# alerts, the checks, claims, leases, discovery): `hystate advance` is a fresh process each time.
+# The subscribers below import their module only when its feature is configured; each module's
+# own function checks the configuration again.
 
 __all__ = ["StateManager"]
 
@@ -40,12 +44,12 @@ class StateManager(Workspace):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         wired = self.subscribers
-        wired.before.append(acks.told)  # a pending transition of this worker was dropped
-        wired.before.append(remote_claims.before_transition)
-        wired.committed.append(alerts.on_commit)
-        wired.after.append(stream.after_commit)
-        wired.acknowledge.append(acks.acknowledge)  # sync.push: each: on the remote, or pending
-        wired.lease_sources.append(lease_refs.latest)
+        wired.before.append(_told)  # a pending transition of this worker was dropped
+        wired.before.append(_before_transition)
+        wired.committed.append(_on_commit)
+        wired.after.append(_after_commit)
+        wired.acknowledge.append(_acknowledge)  # sync.push: each: on the remote, or pending
+        wired.lease_sources.append(_lease_source)
 
     # -- handing out work ------------------------------------------------------------------
 
@@ -55,6 +59,8 @@ class StateManager(Workspace):
         """Episodes ready to enter ``stage`` (oldest air date first): those in a stage that
         leads to it, failed ones whose retry of ``stage`` is due, and for ``published`` only
         those whose scheduled time has come."""
+        from hystate.engine import claims
+
         return claims.ready(self, stage, limit)
 
     def claim_next(
@@ -71,7 +77,11 @@ class StateManager(Workspace):
         Each result's ``lease`` is the token that leaving the stage needs. On a node with a
         shared remote, claims are acknowledged once pushed; ``deadline``: seconds to keep
         trying while other nodes win the pushes (default ``sync.deadline``)."""
+        from hystate.engine import claims
+
         if self.sync_remote:
+            from hystate.cluster import acks, remote_claims
+
             acks.told(self)
             return remote_claims.claim(self, stage, limit, worker, deadline=deadline)
         return claims.claim(self, stage, limit, worker)
@@ -79,10 +89,14 @@ class StateManager(Workspace):
     def resume(self) -> list[RetryOutcome]:
         """What a claim does first with ``recovery.auto_resume``: stuck episodes become failed
         ("worker lost"), failed ones out of attempts become skipped."""
+        from hystate.engine import retries
+
         return retries.resume(self)
 
     def limit_room(self, stage: str | ProcessingStage) -> limits.Room | None:
         """The stage's ``limits`` and how much of them is used now (None: it has none)."""
+        from hystate.engine import limits
+
         return limits.room(self, stage)
 
     # -- leases (no commits: see hystate.engine.leases) ------------------------------------
@@ -98,8 +112,10 @@ class StateManager(Workspace):
         """Renew the lease on ``episode_id``'s active stage (default length: the stage
         timeout). ``register_pid``: judge this process's death as the worker's. ``lease``:
         its token (default: the one this manager was issued; ``hystate.engine.fencing``)."""
+        from hystate.engine import leases
+
         worker = self.worker if self.worker_named else None
-        acks.told(self)
+        _told(self)
         return leases.renew(
             self, episode_id, seconds=seconds, worker=worker, register_pid=register_pid,
             token=self.token(episode_id, lease),
@@ -110,6 +126,8 @@ class StateManager(Workspace):
     ) -> leases.LeaseKeeper:
         """``with manager.lease(id) as held:`` renews the lease in the background while you
         work; ``held.advance(...)`` and ``held.fail(...)`` leave the stage under its token."""
+        from hystate.engine import leases
+
         worker = self.worker if self.worker_named else None
         return leases.LeaseKeeper(
             self, episode_id, seconds=seconds, worker=worker, token=self.token(episode_id, token)
@@ -119,10 +137,14 @@ class StateManager(Workspace):
 
     def validate(self) -> list[Problem]:
         """Every problem of every episode file (never stops at the first)."""
+        from hystate.review import validate as checks
+
         return checks.validate(self)
 
     def tracked_caches(self) -> list[Problem]:
         """Cache-named entries of the state folder committed to git."""
+        from hystate.review import validate as checks
+
         return checks.tracked_caches(self)
 
     # -- transitions -----------------------------------------------------------------------
@@ -149,6 +171,8 @@ class StateManager(Workspace):
         lease token (``lease``; default: the one this manager was issued for the episode), or
         ``take_over`` (recorded): see ``hystate.engine.fencing``."""
         if seed_fields:
+            from hystate.core.seed_fields import seed_arguments
+
             asked = seed_arguments(stage, seed_fields, message=message, fields=fields)
             if asked.error is not None:
                 return self.fail(
@@ -193,6 +217,8 @@ class StateManager(Workspace):
         """Send failed episodes back to the stage that failed, or to an earlier active stage
         (``to``), when their delay has passed (``now`` ignores it), for ``worker``; those out
         of attempts go to skipped with the reason."""
+        from hystate.engine import retries
+
         return retries.retry(self, episode_ids, now=now, dry_run=dry_run, to=to, worker=worker)
 
     # -- discovery -------------------------------------------------------------------------
@@ -201,6 +227,8 @@ class StateManager(Workspace):
         self, episode_id: str, *, title: str, date: str, archive_identifier: str | None = None
     ) -> DiscoverResult:
         """One new episode (one commit), like a one-record ``discover``."""
+        from hystate.engine import discovery
+
         return discovery.add_episode(
             self, episode_id, title=title, date=date, archive_identifier=archive_identifier
         )
@@ -213,6 +241,60 @@ class StateManager(Workspace):
         archive_identifier: str | None = None,
     ) -> DiscoverResult:
         """Create a file for every record that has none (one commit); leave the others alone."""
+        from hystate.engine import discovery
+
         return discovery.discover(
             self, records, source=source, archive_identifier=archive_identifier
         )
+
+
+# -- the subscribers, each importing its module only when its feature is on --------------------
+
+
+def _syncs(ws: Workspace) -> bool:
+    return bool(ws.sync_remote)
+
+
+def _told(ws: Workspace) -> None:
+    if _syncs(ws):
+        from hystate.cluster import acks
+
+        acks.told(ws)
+
+
+def _before_transition(ws: Workspace) -> None:
+    if _syncs(ws) and ws.config.get("sync.push") == "each":
+        from hystate.cluster import remote_claims
+
+        remote_claims.before_transition(ws)
+
+
+def _on_commit(ws: Workspace, doc: dict[str, Any], change: Change) -> Callable[[], None] | None:
+    if not ws.config.get("monitoring.alert_on_failure"):
+        return None
+    from hystate.reports import alerts
+
+    return alerts.on_commit(ws, doc, change)
+
+
+def _after_commit(ws: Workspace, sha: str | None) -> None:
+    if sha and ws.config.get("events.enabled"):
+        from hystate.events import stream
+
+        stream.after_commit(ws, sha)
+
+
+def _acknowledge(ws: Workspace, result: TransitionResult) -> TransitionResult:
+    if not _syncs(ws):
+        return result
+    from hystate.cluster import acks
+
+    return acks.acknowledge(ws, result)
+
+
+def _lease_source(
+    ws: Workspace, episode_id: str, stage: str, entered_at: str
+) -> dict[str, Any] | None:
+    from hystate.cluster import lease_refs
+
+    return lease_refs.latest(ws, episode_id, stage, entered_at)
