@@ -17,7 +17,7 @@ entries) is staged by ``git update-index`` itself, run on a private copy of the 
 same timestamp, whose result is then written into the held lock.
 
 The lock is taken through ``lockfile.py`` (a lock a killed hystate process left is told, for
-certain, from a live one's); ``index_table.py`` keeps where the entries start for the next process.
+certain, from a live one's); ``entry_table.py`` keeps where the entries start for the next process.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from hystate.core.errors import GitError
-from hystate.git import index_table
+from hystate.git import entry_table
 from hystate.git import shared as shared_mod
-from hystate.git.index_ext import (
+from hystate.git.extensions import (
     has_extension,
     mandatory_extensions,
     rewrite_extensions,
@@ -69,8 +69,8 @@ class IndexMemo:
 
     key: tuple[int, int, int, int] | None = None
     buf: bytearray | None = None  # patched in place by the next update
-    offsets: Mapping[bytes, int] = field(default_factory=dict)  # or index_table's
-    samples: Sequence[int] = ()  # every index_table.STEP-th offset, once asked
+    offsets: Mapping[bytes, int] = field(default_factory=dict)  # or entry_table's
+    samples: Sequence[int] = ()  # every entry_table.STEP-th offset, once asked
     racy: list[int] = field(default_factory=list)  # offsets of entries that may be racy
     ext_start: int = 0
     checkpoints: list[tuple[int, Any]] = field(default_factory=list)
@@ -140,8 +140,8 @@ class IndexLock:
         if buf is None:
             buf = self._with_git(updates, worktree)
             self._memo.key = self._memo.buf = None
-        else:  # where its entries start, for the next process (see index_table)
-            index_table.save(self.git_dir, buf, self._memo)
+        else:  # where its entries start, for the next process (see entry_table)
+            entry_table.save(self.git_dir, buf, self._memo)
         self._lock.write(buf)
         self._staged = True
 
@@ -154,7 +154,7 @@ class IndexLock:
         reused = memo.buf is not None and memo.buf is self.data
         memo.key = None  # until this update is in effect
         if not reused:  # the table hystate wrote beside this very index, or a walk of it
-            walked = index_table.load(self.git_dir, self.data) or _walk(bytes(self.data), index_sec)
+            walked = entry_table.load(self.git_dir, self.data) or _walk(bytes(self.data), index_sec)
             if walked is None:
                 return None
             memo.ext_start, memo.offsets, memo.racy = walked

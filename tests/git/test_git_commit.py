@@ -35,6 +35,7 @@ def test_one_commit_per_transition_with_message_and_trailers(
         "Hystate-From": "discovered",
         "Hystate-To": "downloading",
         "Hystate-Worker": "dl-1",
+        "Hystate-Lease": result.lease,  # the token entering an active stage issued
     }
     assert git(repo, "status", "--porcelain") == ""
 

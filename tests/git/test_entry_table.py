@@ -1,4 +1,4 @@
-"""The table of where the index's entries start (git/index_table.py, issue 29): a fresh process
+"""The table of where the index's entries start (git/entry_table.py, issue 29): a fresh process
 finds its entry without walking the index, and any index the table does not describe exactly
 (git rewrote it, the table is torn) is walked as before, with the same result."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hystate.git import index as index_mod
-from hystate.git import index_table
+from hystate.git import entry_table
 from hystate.manager import StateManager
 from tests.conftest import git
 
@@ -43,7 +43,7 @@ def test_a_fresh_process_uses_the_table_and_never_walks(
     first = StateManager(cwd=repo, worker="a")
     episodes = ids(first)
     first.update_state(episodes[0], "downloading")
-    assert index_table.table_path(repo / ".git").exists()
+    assert entry_table.table_path(repo / ".git").exists()
     walk_forbidden(monkeypatch)
     for eid in episodes[1:4]:  # each a new process's first transition
         StateManager(cwd=repo, worker="b").update_state(eid, "downloading")
@@ -59,10 +59,10 @@ def test_an_index_git_rewrote_is_walked_and_the_result_agrees(
     git(repo, "update-index", "--force-write-index")  # git's own write: a new checksum
     (repo / "notes.txt").write_text("staged\n")
     git(repo, "add", "notes.txt")  # and a new entry: every offset after it moved
-    table = index_table.table_path(repo / ".git").read_bytes()
-    assert index_table.load(repo / ".git", (repo / ".git" / "index").read_bytes()) is None
+    table = entry_table.table_path(repo / ".git").read_bytes()
+    assert entry_table.load(repo / ".git", (repo / ".git" / "index").read_bytes()) is None
     StateManager(cwd=repo, worker="b").update_state(episodes[1], "downloading")
-    assert index_table.table_path(repo / ".git").read_bytes() != table  # written anew
+    assert entry_table.table_path(repo / ".git").read_bytes() != table  # written anew
     assert git(repo, "diff", "--cached", "--name-only").split() == ["notes.txt"]
     git(repo, "reset", "-q", "notes.txt")
     (repo / "notes.txt").unlink()
@@ -73,14 +73,14 @@ def test_a_torn_table_is_ignored(repo: Path, monkeypatch: pytest.MonkeyPatch) ->
     manager = StateManager(cwd=repo, worker="a")
     episodes = ids(manager)
     manager.update_state(episodes[0], "downloading")
-    path = index_table.table_path(repo / ".git")
+    path = entry_table.table_path(repo / ".git")
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # the crc no longer matches
     path.write_bytes(bytes(raw))
     data = (repo / ".git" / "index").read_bytes()
-    assert index_table.load(repo / ".git", data) is None
+    assert entry_table.load(repo / ".git", data) is None
     path.write_bytes(bytes(raw[: len(raw) // 2]))
-    assert index_table.load(repo / ".git", data) is None
+    assert entry_table.load(repo / ".git", data) is None
     StateManager(cwd=repo, worker="b").update_state(episodes[1], "downloading")
     in_step(repo)
 
@@ -117,7 +117,7 @@ def test_the_sampled_lookup_finds_exactly_what_the_walk_finds(tmp_path: Path) ->
     count = int.from_bytes(data[8:12], "big")
     for step in (1, 2, 7, 32, 1000):
         samples = list(offsets.values())[::step]
-        sampled = index_table.SampledOffsets(data, samples, count, ext_start)
+        sampled = entry_table.SampledOffsets(data, samples, count, ext_start)
         for name, offset in offsets.items():
             assert sampled.get(name) == offset
         for missing in (b"", b"0", b"a/", b"a/b/c", b"aa", b"zzz", b"c/d"):
