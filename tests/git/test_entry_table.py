@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hystate.git import index as index_mod
 from hystate.git import entry_table
+from hystate.git import index as index_mod
 from hystate.manager import StateManager
 from tests.conftest import git
 
