@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from hystate.cache.tables import episode_row, log_rows
 from hystate.core.errors import Problem
 from hystate.core.store import LINK_REFUSED, check_content
-from hystate.git.objects import KINDS, TREE_MODE, ObjectStore, Tree
+from hystate.git.objects import KINDS, ObjectStore
+from hystate.git.trees import TREE_MODE, Tree
 
 if TYPE_CHECKING:
     from hystate.core.store import EpisodeStore

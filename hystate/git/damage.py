@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import GitError
-from hystate.git.objects import TREE_MODE, intact
+from hystate.git.objects import intact
+from hystate.git.trees import TREE_MODE
 
 if TYPE_CHECKING:
     from hystate.git.base import RepoBase

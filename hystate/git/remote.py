@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from hystate.core.errors import GitError
 from hystate.git import gitcmd
-from hystate.git.objects import FILE_MODE, Tree
+from hystate.git.objects import FILE_MODE
+from hystate.git.trees import Tree
 
 if TYPE_CHECKING:
     from hystate.git.repo import GitRepo
