@@ -30,13 +30,13 @@ def status(opts: Options, as_json: bool) -> None:
     Example:
       hystate status --json
     """
-    from hystate.cluster import sync
+    from hystate.cluster import standing
     from hystate.reports.forecast import describe
     from hystate.reports.summary import NOTHING_LEFT, generate_summary
 
     manager = reader(opts)
     summary = generate_summary(manager)
-    remote = sync.status(manager)
+    remote = standing.status(manager)
     if remote is not None:
         summary["sync"] = remote
     if as_json:
@@ -45,7 +45,7 @@ def status(opts: Options, as_json: bool) -> None:
     total = summary["total_episodes"]
     echo(f"{total} episodes, {summary['completion_percentage']}% done (published or skipped)")
     if remote is not None:
-        echo(sync.describe_status(remote))
+        echo(standing.describe_status(remote))
     widest = max(summary["progress"].values(), default=0) or 1
     for stage, count in summary["progress"].items():
         bar = "█" * round(30 * count / widest) if count else ""
