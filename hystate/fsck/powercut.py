@@ -111,16 +111,22 @@ def reapply(ws: Workspace) -> list[Finding]:
 def continuation(rel: str, raw: bytes, committed: bytes | None) -> str | None:
     """The commit message re-applying ``raw`` over ``committed`` when its history continues
     the committed one by legal moves, else None."""
-    if committed is None:
-        return None
     doc, problems = parse_content(raw, rel)
     if problems or not isinstance(doc, dict) or episode_problems(doc, rel):
         return None
-    try:
-        old = EpisodeState(yamlio.load(committed))
-    except Exception:
-        return None
     new = EpisodeState(doc)
+    if committed is None:
+        # its discovery's commit was lost too: the file's own first entry is that discovery
+        first = new.history[0] if new.history else {}
+        if first.get("to") != S.DISCOVERED.value or len(new.history) < 2:
+            return None  # a fresh discovery alone is the uncommitted check's to judge
+        start = {**doc, "stage": S.DISCOVERED.value, "failed_stage": None, "history": new.history[:1]}
+        old = EpisodeState(start)
+    else:
+        try:
+            old = EpisodeState(yamlio.load(committed))
+        except Exception:
+            return None
     done = len(old.history)
     extra = new.history[done:]
     if new.history[:done] != old.history or not extra:

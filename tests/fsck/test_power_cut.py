@@ -60,3 +60,28 @@ def test_power_cut_images_are_mended_without_a_person(repo: Path, tmp_path: Path
         moved = run_hystate(image, "advance", ids[-1], "downloading")
         assert moved.returncode == 0, (image.name, moved.stderr)
     assert damaged >= 1, "the harness made no damage: the test proves nothing"
+
+
+def test_claims_whose_discovery_commit_was_lost_too_come_back(repo: Path) -> None:
+    """The power cut took the discovery's commit and the claims after it: the claimed episodes'
+    files (synced) are committed again, still claimed, never removed and re-discovered."""
+    git(repo, "config", "core.fsync", "none")
+    before = git(repo, "rev-parse", "HEAD").strip()
+    new = [f"hy0_power_cut_2012-06-0{n}" for n in range(1, 4)]
+    for eid in new:
+        added = run_hystate(repo, "add", eid, "--title", "Cut", "--date", eid[-10:])
+        assert added.returncode == 0, added.stderr
+    for eid in new[:2]:
+        assert run_hystate(repo, "advance", eid, "downloading", "--worker", "w").returncode == 0
+    lost = git(repo, "rev-list", "--objects", "HEAD", "--not", before).split()
+    for sha in (word for word in lost if len(word) == 40):
+        (repo / ".git" / "objects" / sha[:2] / sha[2:]).write_bytes(b"")  # never synced
+    files = episode_files(repo)
+
+    fixed = run_hystate(repo, "fsck", "--repair")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert episode_files(repo) == files  # nothing removed, nothing rewritten
+    listed = run_hystate(repo, "list", "--stage", "downloading", "--json")
+    assert sorted(e["episode_id"] for e in json.loads(listed.stdout)) == new[:2]
+    assert git_ok(repo, "fsck", "--no-dangling").returncode == 0
+    assert run_hystate(repo, "fsck").returncode == 0
