@@ -32,6 +32,24 @@ S = ProcessingStage
 
 
 def power_cut(ws: Workspace, repair: bool) -> list[Finding]:
+    return _objects(ws, repair) + _index(ws, repair)
+
+
+def _index(ws: Workspace, repair: bool) -> list[Finding]:
+    """git's index torn by a power cut: set aside and made anew from HEAD."""
+    repo = ws.repo
+    if not damage.index_torn(repo):
+        return []
+    finding = Finding("power-cut", ".git/index", "git's index is empty or torn (a power cut)")
+    if repair:
+        with ws.repo_lock():
+            kept = damage.rebuild_index(repo)
+        finding.repaired = True
+        finding.action = f"made anew from HEAD (the torn one kept as {kept.relative_to(repo.root)})"
+    return [finding]
+
+
+def _objects(ws: Workspace, repair: bool) -> list[Finding]:
     repo = ws.repo
     found = damage.damage(repo)
     if not found.found:
@@ -120,7 +138,12 @@ def continuation(rel: str, raw: bytes, committed: bytes | None) -> str | None:
         first = new.history[0] if new.history else {}
         if first.get("to") != S.DISCOVERED.value or len(new.history) < 2:
             return None  # a fresh discovery alone is the uncommitted check's to judge
-        start = {**doc, "stage": S.DISCOVERED.value, "failed_stage": None, "history": new.history[:1]}
+        start = {
+            **doc,
+            "stage": S.DISCOVERED.value,
+            "failed_stage": None,
+            "history": new.history[:1],
+        }
         old = EpisodeState(start)
     else:
         try:

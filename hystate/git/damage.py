@@ -13,8 +13,10 @@ commits (git itself would call them errors).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -318,3 +320,25 @@ def reset_index(repo: RepoBase, commit: str, rel_dir: str) -> None:
             kept.add(path)
     if lines:
         repo.run_input(["update-index", "-z", "--index-info"], b"\0".join(lines) + b"\0")
+
+
+def index_torn(repo: RepoBase) -> bool:
+    """Whether git's index cannot be read (a power cut left it empty or short, or its checksum
+    does not match): git then refuses every command that reads it."""
+    try:
+        data = repo.index_path.read_bytes()
+    except FileNotFoundError:
+        return False
+    return len(data) < 32 or data[:4] != b"DIRC" or hashlib.sha1(data[:-20]).digest() != data[-20:]
+
+
+def rebuild_index(repo: RepoBase) -> Path:
+    """Set the torn index aside (``<git dir>/hystate-lost/``) and make it anew from HEAD with
+    ``git read-tree``, as ``rm .git/index && git reset`` would; the work tree is not touched, and
+    git refreshes the entries' stat data when it next looks."""
+    lost = repo.git_dir / "hystate-lost"
+    lost.mkdir(parents=True, exist_ok=True)
+    kept = lost / f"index-{time.strftime('%Y%m%dT%H%M%S')}"
+    os.replace(repo.index_path, kept)
+    repo.git("read-tree", "HEAD")
+    return kept

@@ -85,3 +85,18 @@ def test_claims_whose_discovery_commit_was_lost_too_come_back(repo: Path) -> Non
     assert sorted(e["episode_id"] for e in json.loads(listed.stdout)) == new[:2]
     assert git_ok(repo, "fsck", "--no-dangling").returncode == 0
     assert run_hystate(repo, "fsck").returncode == 0
+
+
+def test_a_torn_index_is_made_anew_and_claims_go_on(repo: Path) -> None:
+    """A power cut left git's index empty, or cut short: git refuses every command reading it.
+    `fsck --repair` sets it aside and makes it anew from HEAD; claims then go on."""
+    for size in (0, 100):
+        with open(repo / ".git" / "index", "r+b") as fh:
+            fh.truncate(size)
+        fixed = run_hystate(repo, "fsck", "--repair")
+        assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+        assert "made anew from HEAD" in fixed.stdout
+        assert git_ok(repo, "status", "--porcelain").stdout == ""
+        claimed = run_hystate(repo, "next", "downloading", "--claim", "--worker", f"w{size}")
+        assert claimed.returncode == 0, claimed.stderr
+    assert list((repo / ".git" / "hystate-lost").glob("index-*"))
