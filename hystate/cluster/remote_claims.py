@@ -55,6 +55,9 @@ def claim(
     acknowledged by then are returned, the others withdrawn."""
     name = remote_of(ws, remote)
     assert name is not None
+    # a claim goes through the branch: on a detached HEAD (even opted in) it could be neither
+    # pushed nor withdrawn, so it is refused before anything is committed
+    gr.branch_of(ws.repo)
     seconds = float(ws.config.get("sync.deadline")) if deadline is None else deadline
     until = time.monotonic() + seconds
     node = lease_refs.node_name(ws)

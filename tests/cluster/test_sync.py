@@ -224,3 +224,19 @@ def test_a_replayed_claim_is_judged_against_the_remotes_limits(tmp_path: Path) -
         assert remote_doc(server, local.episode.episode_id)["stage"] == "discovered"
         assert manager(nodes[1], "x").claim_next("downloading", 1) == []  # full everywhere
         clean(nodes[1])
+
+
+def test_a_claim_on_a_detached_head_is_refused_before_anything_is_committed(
+    nodes: list[Path],
+) -> None:
+    """Detached HEAD, opted in: a claim through the remote could be neither pushed nor
+    withdrawn, so it is refused in one line (exit 7) and nothing is held."""
+    node = nodes[0]
+    git(node, "checkout", "-q", "--detach")
+    git(node, "config", "hystate.allowDetachedHead", "true")
+    before = git(node, "rev-parse", "HEAD").strip()
+    done = run_hystate(node, "next", "downloading", "--claim", "--worker", "d")
+    assert done.returncode == 7, done.stderr
+    assert "detached" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert git(node, "rev-parse", "HEAD").strip() == before
+    assert git(node, "status", "--porcelain", "--untracked-files=no") == ""
