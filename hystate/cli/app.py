@@ -102,7 +102,15 @@ class HystateGroup(click.Group):
             # The reader went away (`hystate list --json | head -1`): not an error worth a
             # message, exit 0 (click's own handling would make it exit 1, unlike `--csv`).
             _reader_gone()
-        except (click.ClickException, click.exceptions.Exit):
+        except click.ClickException as exc:
+            # a usage error click found: under --json also as JSON on stdout (an unknown option
+            # is found before any option is read, so the arguments themselves are asked)
+            opts = ctx.find_object(Options)
+            if (opts is not None and opts.as_json) or "--json" in sys.argv[1:]:
+                error = {"error": clean(exc.format_message()), "exit_code": exc.exit_code}
+                click.echo(_json_line({**error, "kind": "usage_error"}))
+            raise
+        except click.exceptions.Exit:
             raise
         except OSError as exc:
             if is_cannot_write(exc):  # a full or read-only disk: one code, the way out
@@ -206,6 +214,7 @@ def json_option(f: F) -> F:
         "--json",
         "as_json",
         is_flag=True,
+        is_eager=True,  # before the other options, so their errors are JSON too
         callback=_json_flag,
         help="Machine-readable output on stdout (errors too, as {error, exit_code, kind}).",
     )(f)

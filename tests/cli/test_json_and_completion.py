@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import click
+import pytest
 
 from hystate.cli import cli
 from tests.conftest import HYSTATE, Cli, catalog_rows, run_hystate, write_search_json
@@ -51,6 +52,23 @@ def test_errors_are_json_under_json(repo: Path) -> None:
     assert plain.returncode == 4 and plain.stdout == ""
     bad = run_hystate(repo, "advance", "hy0_nope", "nowhere", "--json")
     assert json.loads(bad.stdout)["exit_code"] == bad.returncode != 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list", "--year", "abc", "--json"],  # --json after the bad option
+        ["list", "--json", "--year", "abc"],
+        ["next", "downloading", "--limit", "0", "--json"],  # click's own range check
+        ["status", "--json", "--bogus"],  # an unknown option
+        ["skip", "hy0_x", "--json"],  # a missing required option
+    ],
+)
+def test_usage_errors_are_json_under_json_wherever_it_stands(repo: Path, args: list[str]) -> None:
+    done = run_hystate(repo, *args)
+    assert done.returncode == 2
+    error = json.loads(done.stdout)
+    assert error["exit_code"] == 2 and error["kind"] == "usage_error" and error["error"]
 
 
 def test_one_vocabulary_in_log_add_and_unlock(repo: Path, run: Cli, episode_id: str) -> None:
