@@ -107,8 +107,8 @@ class HystateGroup(click.Group):
             # is found before any option is read, so the arguments themselves are asked)
             opts = ctx.find_object(Options)
             if (opts is not None and opts.as_json) or "--json" in sys.argv[1:]:
-                error = {"error": clean(exc.format_message()), "exit_code": exc.exit_code}
-                click.echo(_json_line({**error, "kind": "usage_error"}))
+                shown = {"error": clean(exc.format_message()), "exit_code": exc.exit_code}
+                click.echo(_json_line({**shown, "kind": "usage_error"}))
             raise
         except click.exceptions.Exit:
             raise

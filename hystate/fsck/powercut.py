@@ -70,12 +70,13 @@ def _objects(ws: Workspace, repair: bool) -> list[Finding]:
         found.ref or "HEAD",
         f"names {named}, which is not whole; the last whole commit is {found.intact[:12]}",
     )
+    objects = [files] if found.broken_files else []  # none: only the branch's file was torn
     if not repair:
-        return [files, *([branch] if moved else [])]
+        return [*objects, *([branch] if moved else [])]
     if found.broken_files:
         lost = damage.set_aside(repo, found.broken_files)
         files.repaired, files.action = True, f"set aside in {lost.relative_to(repo.root)}"
-    findings.append(files)
+    findings += objects
     if moved:
         with ws.repo_lock():
             damage.reset_branch(

@@ -157,5 +157,10 @@ class Refs:
 
 def _check_sha(text: str, ref: str) -> str:
     if len(text) != 40 or any(c not in "0123456789abcdef" for c in text):
+        if not text.strip():  # a ref file made since the last sync, emptied by a power cut
+            raise GitError(
+                f"ref {ref} is empty (a power cut?)",
+                hint="`hystate fsck --repair` puts it back from its reflog",
+            )
         raise GitError(f"ref {ref} holds {text[:60]!r}, not a sha-1", hint="run `git fsck`")
     return text
