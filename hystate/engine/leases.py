@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from hystate.core.errors import HystateError, IllegalTransition, LockBusy
+from hystate.core.errors import HystateError, IllegalTransition, LockBusy, UsageError
 from hystate.core.locks import pid_alive, process_start
 from hystate.core.model import EpisodeState, ProcessingStage, check_id, now_utc, parse_time
 from hystate.core.paths import write_atomic
@@ -203,8 +203,8 @@ def renew(
         assert old is not None
         now = datetime.now(UTC)
         length = stage_lease_seconds(ws, episode.stage) if seconds is None else seconds
-        if not 0 < length <= 366 * 86400:
-            raise IllegalTransition(f"lease length {length!r}: give 0 < seconds <= one year")
+        if not 0 < length <= 366 * 86400:  # nan too: a usage error of the caller's
+            raise UsageError(f"lease length {length!r}: give 0 < seconds <= one year")
         host, pid, start = old.host, old.pid, old.start
         if register_pid:
             host, pid = _HOST, os.getpid()

@@ -131,3 +131,13 @@ def test_a_token_of_the_wrong_shape_is_refused(manager: StateManager, episode_id
     manager.update_state(episode_id, "downloading")
     with pytest.raises(UsageError, match="not one hystate issued"):
         manager.fail(episode_id, "x", lease="../../etc")
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "0", "-5"])
+def test_a_heartbeat_length_out_of_range_is_a_usage_error(repo: Path, seconds: str) -> None:
+    claimed = run_hystate(repo, "next", "downloading", "--claim", "--worker", "w", "--json")
+    (held,) = json.loads(claimed.stdout)
+    done = run_hystate(
+        repo, "heartbeat", held["episode_id"], "--lease", held["lease"], "--seconds", seconds
+    )
+    assert done.returncode == 2, done.stderr
