@@ -220,7 +220,11 @@ def next_(
     for e, token in zip(episodes, tokens, strict=True):
         echo(_episode_summary(e) + (f"  lease {token}" if token else ""))
     if not episodes:
-        echo(f"nothing ready for {target.value}", err=True)
+        from hystate.engine.limits import room
+
+        held = room(reader(opts), target)  # a limit, not the lack of work, may be why
+        why = held.refusal() if held is not None else None
+        echo(f"nothing ready for {target.value}" + (f": {why}" if why else ""), err=True)
 
 
 @cli.command()

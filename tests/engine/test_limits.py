@@ -97,6 +97,15 @@ def test_claims_hand_out_only_what_fits(repo: Path) -> None:
     assert len(manager.claim_next("uploading", 5)) == 1
 
 
+def test_a_claim_held_back_by_a_limit_says_so(repo: Path) -> None:
+    manager = limited(repo, LIMITS.replace("per_day: 3", "per_day: 10"))
+    to_converted(manager, ids_of(manager, 3))
+    assert len(manager.claim_next("uploading", 2)) == 2
+    done = run_hystate(repo, "next", "uploading", "--claim", "--worker", "w")
+    assert done.returncode == 0 and done.stdout == ""
+    assert "limit reached: 2 of 2 running" in done.stderr
+
+
 def test_run_ids_go_into_the_trailers_and_the_history(repo: Path) -> None:
     manager = StateManager(cwd=repo, worker="flow-1")
     manager.run_ids = {"orchestrator": "prefect", "flow_run": "1b2c", "task_run": "9f8e-7d"}
