@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -53,6 +54,16 @@ from tests.conftest import Cli, git
 pygit2 = pytest.importorskip("pygit2")
 dulwich_repo = pytest.importorskip("dulwich.repo")
 dulwich_porcelain = pytest.importorskip("dulwich.porcelain")
+
+
+def holder_token(path: Path) -> str | None:
+    """The lease token of the episode's active stage, from its file (where the move into the
+    stage recorded it): what the stage's holder presents to leave it; None in no active stage."""
+    doc = yaml.safe_load(path.read_bytes())
+    if doc.get("stage") not in ("downloading", "converting", "uploading"):
+        return None
+    return next((e["lease"] for e in reversed(doc["history"]) if e.get("lease")), None)
+
 
 DEFAULT_EXAMPLES = 5
 STEPS = 20
@@ -258,12 +269,14 @@ class DifferentialMachine(RuleBasedStateMachine):
 
     def _advance(self, eid: str, via_cli: bool) -> None:
         stage, fields = WALK[self.model.stages[eid] + 1]
+        token = holder_token(self.root / self.model.paths[eid])  # as the stage's holder would
         if via_cli:
             sets = [a for k, v in fields.items() for a in ("--set", f"{k}={v}")]
-            result = self.cli("advance", eid, stage, "--worker", "cli", *sets)
+            lease = ["--lease", token] if token else []
+            result = self.cli("advance", eid, stage, "--worker", "cli", *sets, *lease)
             assert result.exit_code == 0, f"hystate advance {eid} {stage}: {result.output}"
         else:
-            self.manager.update_state(eid, stage, fields=dict(fields), worker="api")
+            self.manager.update_state(eid, stage, fields=dict(fields), worker="api", lease=token)
         self.model.stages[eid] += 1
 
     @rule(count=st.integers(1, 3), via_cli=st.booleans())

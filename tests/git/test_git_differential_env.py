@@ -37,6 +37,7 @@ from tests.git.test_git_differential import (
     WALK,
     DifferentialMachine,
     Setup,
+    holder_token,
     run_git,
 )
 
@@ -145,6 +146,8 @@ class EnvMachine(DifferentialMachine):
         path = self.root / rel
         old = path.read_bytes()
         sets = [a for k, v in fields.items() for a in ("--set", f"{k}={v}")]
+        token = holder_token(path)
+        sets += ["--lease", token] if token else []
         stashed = False
         with self.manager.repo_lock():
             worker = subprocess.Popen(
