@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hystate.cluster import remote_claims
+from hystate import manager as facade
 from hystate.cluster.acks import TransitionDropped
 from hystate.manager import StateManager
 from tests.conftest import git, run_hystate
@@ -46,7 +46,7 @@ def test_each_acknowledges_on_the_remote_or_raises(each: tuple[GitServer, list[P
     assert git(server.bare, "rev-parse", "main").strip() == git(a_path, "rev-parse", "HEAD").strip()
     # b, not synced since, enters an episode that a has skipped meanwhile
     b = StateManager(cwd=b_path, worker="wb")
-    b.subscribers.before.remove(remote_claims.before_transition)  # b decides on what it saw
+    b.subscribers.before.remove(facade._before_transition)  # b decides on what it saw
     other = sorted(p.stem for p in b.store.iter_paths() if p.stem != eid)[0]
     a.update_state(other, "skipped", message="first")
     with pytest.raises(TransitionDropped, match="not kept"):
