@@ -79,6 +79,8 @@ def user_path(tmp: Path, sizes: list[int]) -> list[dict[str, float]]:
                 "downloaded",
                 "--set",
                 "files.audio_file=a",
+                "--lease",  # the claim's token, as its worker would present it
+                claimed[0]["history"][-1]["lease"],
             )
             assert run(*args).exit_code == 0
             started = time.perf_counter()
