@@ -166,6 +166,19 @@ def run_hystate(cwd: Path, *args: str, timeout: float = 60) -> subprocess.Comple
     )
 
 
+def holder_lease(repo: Path, episode_id: str) -> list[str]:
+    """``["--lease", TOKEN]`` for an episode in an active stage: the token its move into the
+    stage recorded in the file, as the stage's holder presents it; [] in no active stage."""
+    import yaml
+
+    (path,) = (repo / "processed").rglob(f"{episode_id}.yaml")
+    doc = yaml.safe_load(path.read_bytes())
+    if doc.get("stage") not in ("downloading", "converting", "uploading"):
+        return []
+    token = next((e["lease"] for e in reversed(doc["history"]) if e.get("lease")), None)
+    return ["--lease", token] if token else []
+
+
 def full_walk(manager: StateManager, episode_id: str) -> None:
     """Take one episode from discovered to published through the API."""
     audio = f"audio/{episode_id}.mp3"

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import HYSTATE
+from tests.conftest import HYSTATE, holder_lease
 from tests.harness.faketime import faketime_env
 
 
@@ -45,7 +45,8 @@ def test_log_shows_every_transition_within_one_second(repo: Path) -> None:
         ("retry", eid, "--now"),
     ]
     for step in steps:
-        done = hystate(repo, *step, spec=frozen)
+        lease = holder_lease(repo, eid) if step[0] == "fail" else []
+        done = hystate(repo, *step, *lease, spec=frozen)
         assert done.returncode == 0, (step, done.stderr)
     history = json.loads(hystate(repo, "history", eid, "--json", spec=frozen).stdout)
     shown = hystate(repo, "log", "--episode", eid, "--json", spec=frozen)

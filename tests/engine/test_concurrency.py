@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hystate.manager import StateManager
-from tests.conftest import HYSTATE, commits, full_walk, git
+from tests.conftest import HYSTATE, commits, full_walk, git, holder_lease
 
 STEPS = [
     ("downloading", []),
@@ -61,9 +61,10 @@ def test_eight_processes_racing_on_one_episode_make_one_transition_per_step(
 ) -> None:
     before = len(commits(repo))
     for stage, extra in STEPS:
+        lease = holder_lease(repo, episode_id)  # leaving an active stage: the holder's token
         procs = [
             subprocess.Popen(
-                [*HYSTATE, "advance", episode_id, stage, "--worker", f"w{n}", *extra],
+                [*HYSTATE, "advance", episode_id, stage, "--worker", f"w{n}", *extra, *lease],
                 cwd=repo,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
