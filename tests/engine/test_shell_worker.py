@@ -33,7 +33,8 @@ id="$1"; name="$2"; work="$3"
 hy() { sh -c "$HYSTATE $*"; }
 stage() {  # stage ACTIVE DONE [--set ...]
     active="$1"; done_stage="$2"; shift 2
-    hy advance "$id" "$active" --worker "$name" >/dev/null
+    out=$(hy advance "$id" "$active" --worker "$name")
+    export HYSTATE_LEASE="${out##*lease }"   # the stage's token, for the heartbeats and the end
     ( while sleep 1; do hy heartbeat "$id" --worker "$name" >/dev/null || exit 0; done ) &
     beat=$!
     sleep "$work"                      # the download, conversion or upload
