@@ -48,10 +48,9 @@ def ops_repo(repo: Path) -> Path:
     )
     ids = sorted(p.stem for p in StateManager(cwd=repo).store.iter_paths())
     failed, lost, alive = ids[0], ids[1], ids[2]
-    StateManager(cwd=repo, worker="w-flaky").update_state(failed, "downloading")
-    StateManager(cwd=repo, worker="w-flaky").fail(
-        failed, "HTTP 503 from archive.org", traceback=TRACE
-    )
+    flaky = StateManager(cwd=repo, worker="w-flaky")  # it holds the lease it was issued
+    flaky.update_state(failed, "downloading")
+    flaky.fail(failed, "HTTP 503 from archive.org", traceback=TRACE)
     StateManager(cwd=repo, worker="w-dead").update_state(lost, "downloading")
     alive_worker = StateManager(cwd=repo, worker="w-alive")
     alive_worker.update_state(alive, "downloading")
