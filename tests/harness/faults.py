@@ -231,7 +231,13 @@ def _repair(repo: Path, run: FaultRun, *, live_git: bool) -> int:
     """`hystate fsck --repair` as a person would run it; with ``live_git``, while a person's
     `git commit` holds index.lock (its editor open)."""
     person = None
-    # (a lock a killed worker left stops the person's git at once: fsck alone that round)
+    if live_git and (repo / ".git" / "index.lock").exists():
+        # a killed worker left git's lock: a first fsck --repair breaks it (its owner is dead),
+        # so the person's git gets its turn (else it stops at once: fsck alone that round)
+        subprocess.run(
+            [sys.executable, "-m", "hystate.cli", "fsck", "--repair"],
+            cwd=repo, capture_output=True, text=True, check=False,
+        )  # fmt: skip
     if live_git and not (repo / ".git" / "index.lock").exists():
         notes = repo / "notes.txt"
         notes.write_text(f"round {run.rounds}\n")
