@@ -165,6 +165,19 @@ class RepoBase:
 
     # -- state -----------------------------------------------------------------------------
 
+    def index_lock(self) -> index_mod.IndexLock:
+        """``index.lock`` taken as git takes it (its owner recorded, git's environment and
+        shared permissions followed), the index read under it."""
+        return index_mod.IndexLock(
+            self.git_dir,
+            lockfile.owners_dir(self.common_dir),
+            self.lock_wait,
+            self.index_memo,
+            index=self.index_path,
+            env=self.env,
+            shared=self.settings.shared_repository(),
+        )
+
     def check_writable(self) -> None:
         """Refuse to commit while git is in the middle of something, or on a detached HEAD
         (a commit there is left behind by the next checkout of a branch) unless the person

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import CannotWrite, GitError, disk_full
-from hystate.git import hooks, lockfile
-from hystate.git import index as index_mod
+from hystate.git import hooks
 from hystate.git.objects import EXEC_MODE, FILE_MODE
 from hystate.git.refs import Head, StaleHead
 
@@ -36,16 +35,7 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
     repo.settings.refresh()
     if old.sha is None:
         raise GitError("the branch has no commit yet: clone the remote instead")
-    owners = lockfile.owners_dir(repo.common_dir)
-    with index_mod.IndexLock(
-        repo.git_dir,
-        owners,
-        repo.lock_wait,
-        repo.index_memo,
-        index=repo.index_path,
-        env=repo.env,
-        shared=repo.settings.shared_repository(),
-    ) as lock:
+    with repo.index_lock() as lock:
         if repo.refs.head() != old:
             raise StaleHead(old.ref or "HEAD")
         try:

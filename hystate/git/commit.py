@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import GitError
-from hystate.git import hooks, lockfile
+from hystate.git import hooks
 from hystate.git import index as index_mod
 from hystate.git.objects import EXEC_MODE, FILE_MODE, object_id
 from hystate.git.refs import Head, StaleHead
@@ -34,16 +34,7 @@ def make_commit(
     sync = durability(repo)
     bulk = len(files) > BULK and "loose-object" in sync
     repo.objects.fsync = None if bulk else sync.get("loose-object")
-    owners = lockfile.owners_dir(repo.common_dir)
-    with index_mod.IndexLock(
-        repo.git_dir,
-        owners,
-        repo.lock_wait,
-        repo.index_memo,
-        index=repo.index_path,
-        env=repo.env,
-        shared=repo.settings.shared_repository(),
-    ) as lock:
+    with repo.index_lock() as lock:
         # Only what is stat-ed and read back here, under index.lock, is vouched for in the
         # index: a person's stash, restore or checkout since the write is never hidden.
         stats = {rel: read_back(repo, rel, data) for rel, data in files.items()}
