@@ -1,0 +1,212 @@
+"""Several claims per push: the workers of one node share its pushes (docs/SYNC.md).
+
+Each worker commits its claim locally, at once, without the node's sync lock; then it waits
+for whichever comes first:
+
+- a push by another process of the node carried it: the remote-tracking tip (moved only by a
+  push that landed, or a fetch) holds the claim's very history entry (its lease token): it is
+  acknowledged with no git process of its own;
+- the sync lock: the worker pushes everything the node has not pushed yet (its claim and those
+  of the workers that claimed meanwhile), fetching and replaying only when that push lost.
+
+So while one push is in flight, the claims of the node's other workers pile up and the next
+push carries them all: a node's pushes carry more claims as contention grows, and the nodes'
+throughput is no longer bounded by one push per claim. Each claim is acknowledged exactly when
+the push carrying it lands; a claim some replay dropped (another node took the episode first)
+is reported lost and its worker claims another. When the worker's own push fails (unreachable,
+refused, losing at the deadline), only its own claims are withdrawn; the other waiting workers'
+claims stay local and each of them pushes (or withdraws) its own in turn. A worker killed while
+waiting leaves a claim nobody was told about, like a claim killed before its push: the next push
+carries it and its lease recovers the episode.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from hystate.cluster import journal, lease_refs
+from hystate.cluster.sync import (
+    SYNC_LOCK,
+    ClaimsOffline,
+    Report,
+    move_forward,
+    sync_locked,
+    timeout,
+)
+from hystate.core.errors import GitError, HystateError, LockBusy
+from hystate.core.locks import StateLock
+from hystate.core.yamlio import YAMLError, load
+from hystate.git import audit, checkout
+from hystate.git import remote as gr
+
+if TYPE_CHECKING:
+    from hystate.engine.transition import TransitionResult
+    from hystate.engine.workspace import Workspace
+
+# Beyond the caller's deadline, how long a worker whose claim is committed waits for the sync
+# lock: the holder is bounded by its own deadline and git's timeouts, and a dead holder's lock
+# is broken at once, so this is never reached in practice.
+GRACE = 600.0
+
+
+def carried(
+    ws: Workspace, remote: str, results: list[TransitionResult], until: float
+) -> tuple[list[TransitionResult], HystateError | None]:
+    """The claims of ``results`` (committed locally) that reached the remote, by this process's
+    push or by another's; the error that stopped this process's own push, if any (its claims
+    not acknowledged are then withdrawn)."""
+    tracking = gr.tracking_ref(remote, gr.branch_of(ws.repo))
+    waiting = list(results)
+    acked: list[TransitionResult] = []
+    lock = StateLock(ws.locks_dir / SYNC_LOCK, timeout=0)
+    seen: str | None = None
+    delay = 0.002
+    while True:
+        tip = ws.repo.refs.resolve(tracking)
+        if tip != seen:  # a push (or fetch) of another process of the node moved it
+            seen = tip
+            landed = [r for r in waiting if _holds(ws, tip, r)]
+            acked += landed
+            waiting = [r for r in waiting if r not in landed]
+            if not waiting:
+                return acked, None
+        try:
+            lock.acquire()
+            break
+        except LockBusy as exc:
+            if time.monotonic() >= until + GRACE:
+                return acked, LockBusy(
+                    f"{exc.message}; {len(waiting)} claim(s) stay committed on this node, "
+                    "not acknowledged",
+                    hint="the next sync pushes them and their leases expire",
+                )
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 1.5, 0.04)
+    before = ws.syncing
+    ws.syncing = True
+    try:
+        got, error = _push(ws, remote, waiting, until, tracking)
+        return acked + got, error
+    finally:
+        ws.syncing = before
+        lock.release()
+
+
+def _push(
+    ws: Workspace,
+    remote: str,
+    waiting: list[TransitionResult],
+    until: float,
+    tracking: str,
+) -> tuple[list[TransitionResult], HystateError | None]:
+    """Under the sync lock: push what the node has not pushed (this worker's claims among it)."""
+    tip = ws.repo.refs.resolve(tracking)
+    acked = [r for r in waiting if _holds(ws, tip, r)]
+    head = ws.repo.refs.head().sha
+    # not on the remote and no longer on the branch: a replay dropped it (another node first)
+    mine = [r for r in waiting if r not in acked and _holds(ws, head, r)]
+    if not mine:
+        return acked, None
+    withdraw = frozenset(x for r in mine for x in (r.commit, r.lease) if x)
+    began = time.monotonic()
+    try:  # pushed first, fetched only when the push lost (compare-and-swap)
+        report = online(
+            ws,
+            remote,
+            lambda: sync_locked(ws, remote, fetched=True, deadline=until, brief=True),
+            withdraw,
+        )
+    except HystateError as exc:
+        return acked, exc
+    took_turn(ws, report.rounds, time.monotonic() - began)
+    lease_refs.publish(ws, remote, timeout(ws), only_if_changed=True, quiet=True)
+    return acked + [r for r in mine if _holds(ws, report.head, r)], None
+
+
+def _holds(ws: Workspace, commit: str | None, result: TransitionResult) -> bool:
+    """Whether the episode file at ``commit`` has this claim's very history entry (its lease
+    token is random: not an equal entry another node's worker of the same name wrote)."""
+    episode = result.episode
+    lease = result.lease
+    if not commit or not lease or not episode.path or not episode.history:
+        return False
+    objects = ws.repo.objects
+    found = objects.lookup(objects.commit_tree(bytes.fromhex(commit)), str(episode.path))
+    if found is None or found[0] not in checkout.REGULAR_MODES:
+        return False
+    data = objects.read(found[1])[1]
+    if lease.encode() not in data:
+        return False  # (no parse for the usual answer)
+    try:
+        doc = load(data)
+    except (YAMLError, UnicodeDecodeError):
+        return False
+    history = doc.get("history") if isinstance(doc, dict) else None
+    return isinstance(history, list) and episode.history[-1] in history
+
+
+BACK_TO_BACK = 2.0  # seconds: a claim this soon after the node's last won push yields a turn
+_TURNS: dict[str, tuple[float, float]] = {}  # clone -> (when its push last won, that round's s)
+
+
+def took_turn(ws: Workspace, rounds: int, seconds: float) -> None:
+    """Remember when this node's push won and how long one round took."""
+    _TURNS[str(ws.repo.common_dir)] = (time.monotonic(), seconds / max(rounds, 1))
+
+
+def yield_turn(ws: Workspace) -> None:
+    """Fairness: a node claiming again right after its push won lets the others have a turn
+    first (a jittered pause of up to 1.5 of its push rounds). The node whose push won holds the
+    remote's tip and pushes again without a fetch; the ones that lost must fetch and replay
+    first, so without the pause one node takes nearly every turn (measured: 42 claims to 1). A
+    worker that does real work between its claims never waits."""
+    won, seconds = _TURNS.get(str(ws.repo.common_dir), (-BACK_TO_BACK, 0.0))
+    if time.monotonic() - won < BACK_TO_BACK:
+        time.sleep(random.uniform(0, 1.5 * seconds))
+
+
+def online(
+    ws: Workspace, remote: str, step: Callable[[], Report], withdraw: frozenset[str] = frozenset()
+) -> Report:
+    """Run a sync step; if it fails, withdraw the claims not acknowledged (``withdraw``), so
+    that no episode stays held for a worker that was told no."""
+    try:
+        return step()
+    except HystateError as exc:
+        if withdraw:
+            try:
+                _withdraw(ws, remote, withdraw)
+            except HystateError as undo:
+                ws.notice(f"could not withdraw the unacknowledged claim: {undo}")
+        if not isinstance(exc, gr.Unreachable):
+            raise
+        raise ClaimsOffline(
+            f"{exc}: new claims need the remote (held episodes can still move; `hystate sync`"
+            " catches up)"
+        ) from None
+
+
+def _withdraw(ws: Workspace, remote: str, withdraw: frozenset[str]) -> None:
+    """Take the unacknowledged claims out of the node's branch: replayed without them on the
+    remote's tip as last fetched, or, when that tip cannot be checked out (a hostile branch),
+    on the commit the first of them was made on."""
+    branch = gr.branch_of(ws.repo)
+    report = Report(remote, branch)
+    try:
+        tip = ws.repo.refs.resolve(gr.tracking_ref(remote, branch))
+        move_forward(ws, tip, report, withdraw)
+    except HystateError:
+        rows = ws.repo.log("HEAD", ["%H", "%P"], trailer_keys=(audit.LEASE,), limit=500)
+        base = None
+        for sha, parents, trailers in rows:  # newest first: the last match is the first claim
+            if sha in withdraw or trailers[audit.LEASE] in withdraw:
+                base = parents.split()[0] if parents else None
+        if base is None:
+            raise GitError("the unacknowledged claim is not on this branch any more") from None
+        move_forward(ws, base, report, withdraw)
+    # another pending transition of the node that no longer applies on the tip: told too
+    journal.record_dropped(ws, [r for r in report.dropped if "withdrawn" not in r["reason"]])
+
