@@ -219,7 +219,9 @@ def main() -> None:
         "four_over_one_workers": round(float(batched[-1]["claims_per_second"]) / float(many), 2)  # type: ignore[arg-type]
         if many
         else 0.0,
-        "four_nodes_over_one_worker": round(float(batched[-1]["claims_per_second"]) / float(base), 2)  # type: ignore[arg-type]
+        "four_nodes_over_one_worker": round(
+            float(batched[-1]["claims_per_second"]) / float(base), 2
+        )  # type: ignore[arg-type]
         if base
         else 0.0,
         "command": docfile.command_line("sync.py", sys.argv[1:]),

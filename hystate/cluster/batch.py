@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hystate.cluster import journal, lease_refs
+from hystate.cluster import journal, lease_refs, turns
 from hystate.cluster.sync import (
     SYNC_LOCK,
     ClaimsOffline,
@@ -50,25 +50,36 @@ if TYPE_CHECKING:
 # lock: the holder is bounded by its own deadline and git's timeouts, and a dead holder's lock
 # is broken at once, so this is never reached in practice.
 GRACE = 600.0
+WALK = 64  # commits walked back from a tip looking for a claim's own commit
+
+
+def tracking_tip(ws: Workspace, remote: str) -> str | None:
+    """The remote's tip as this node last knew it (moved by a push that landed or a fetch)."""
+    return ws.repo.refs.resolve(gr.tracking_ref(remote, gr.branch_of(ws.repo)))
 
 
 def carried(
-    ws: Workspace, remote: str, results: list[TransitionResult], until: float
+    ws: Workspace,
+    remote: str,
+    results: list[TransitionResult],
+    until: float,
+    before: str | None,
 ) -> tuple[list[TransitionResult], HystateError | None]:
     """The claims of ``results`` (committed locally) that reached the remote, by this process's
     push or by another's; the error that stopped this process's own push, if any (its claims
-    not acknowledged are then withdrawn)."""
+    not acknowledged are then withdrawn). ``before``: the tracking tip before they were made
+    (a tip that has not moved since cannot hold them)."""
     tracking = gr.tracking_ref(remote, gr.branch_of(ws.repo))
     waiting = list(results)
     acked: list[TransitionResult] = []
     lock = StateLock(ws.locks_dir / SYNC_LOCK, timeout=0)
-    seen: str | None = None
+    seen = before
     delay = 0.002
     while True:
         tip = ws.repo.refs.resolve(tracking)
         if tip != seen:  # a push (or fetch) of another process of the node moved it
+            landed = [r for r in waiting if _landed(ws, tip, seen, r)]
             seen = tip
-            landed = [r for r in waiting if _holds(ws, tip, r)]
             acked += landed
             waiting = [r for r in waiting if r not in landed]
             if not waiting:
@@ -85,13 +96,13 @@ def carried(
                 )
         time.sleep(delay * random.uniform(0.5, 1.5))
         delay = min(delay * 1.5, 0.04)
-    before = ws.syncing
+    syncing = ws.syncing
     ws.syncing = True
     try:
-        got, error = _push(ws, remote, waiting, until, tracking)
+        got, error = _push(ws, remote, waiting, until, tracking, seen)
         return acked + got, error
     finally:
-        ws.syncing = before
+        ws.syncing = syncing
         lock.release()
 
 
@@ -101,29 +112,54 @@ def _push(
     waiting: list[TransitionResult],
     until: float,
     tracking: str,
+    seen: str | None,
 ) -> tuple[list[TransitionResult], HystateError | None]:
     """Under the sync lock: push what the node has not pushed (this worker's claims among it)."""
     tip = ws.repo.refs.resolve(tracking)
-    acked = [r for r in waiting if _holds(ws, tip, r)]
+    acked = [r for r in waiting if tip != seen and _landed(ws, tip, seen, r)]
     head = ws.repo.refs.head().sha
     # not on the remote and no longer on the branch: a replay dropped it (another node first)
-    mine = [r for r in waiting if r not in acked and _holds(ws, head, r)]
+    mine = [r for r in waiting if r not in acked and _landed(ws, head, tip, r)]
     if not mine:
         return acked, None
     withdraw = frozenset(x for r in mine for x in (r.commit, r.lease) if x)
+    turns.before_push(ws, remote, gr.branch_of(ws.repo))  # (meanwhile, the batch grows)
     began = time.monotonic()
     try:  # pushed first, fetched only when the push lost (compare-and-swap)
         report = online(
             ws,
             remote,
-            lambda: sync_locked(ws, remote, fetched=True, deadline=until, brief=True),
+            lambda: sync_locked(
+                ws,
+                remote,
+                fetched=True,
+                deadline=until,
+                brief=True,
+                lost=lambda: turns.lost(ws, remote, timeout(ws)),
+            ),
             withdraw,
         )
     except HystateError as exc:
         return acked, exc
-    took_turn(ws, report.rounds, time.monotonic() - began)
+    turns.after_push(ws, report.rounds, time.monotonic() - began)
     lease_refs.publish(ws, remote, timeout(ws), only_if_changed=True, quiet=True)
-    return acked + [r for r in mine if _holds(ws, report.head, r)], None
+    if not report.replayed and not report.dropped:
+        return acked + mine, None  # pushed as it was: the tip the remote took holds them
+    return acked + [r for r in mine if _landed(ws, report.head, tip, r)], None
+
+
+def _landed(ws: Workspace, commit: str | None, stop: str | None, result: TransitionResult) -> bool:
+    """Whether ``commit`` holds the claim: its very commit among the few from ``commit`` back to
+    ``stop`` (all written on this node: no git process), else its history entry in the file."""
+    sha = commit
+    for _ in range(WALK):
+        if sha is None or sha == stop:
+            break
+        if sha == result.commit:
+            return True
+        parents = gr.commit_info(ws.repo, sha).parents
+        sha = parents[0] if parents else None
+    return _holds(ws, commit, result)
 
 
 def _holds(ws: Workspace, commit: str | None, result: TransitionResult) -> bool:
@@ -146,26 +182,6 @@ def _holds(ws: Workspace, commit: str | None, result: TransitionResult) -> bool:
         return False
     history = doc.get("history") if isinstance(doc, dict) else None
     return isinstance(history, list) and episode.history[-1] in history
-
-
-BACK_TO_BACK = 2.0  # seconds: a claim this soon after the node's last won push yields a turn
-_TURNS: dict[str, tuple[float, float]] = {}  # clone -> (when its push last won, that round's s)
-
-
-def took_turn(ws: Workspace, rounds: int, seconds: float) -> None:
-    """Remember when this node's push won and how long one round took."""
-    _TURNS[str(ws.repo.common_dir)] = (time.monotonic(), seconds / max(rounds, 1))
-
-
-def yield_turn(ws: Workspace) -> None:
-    """Fairness: a node claiming again right after its push won lets the others have a turn
-    first (a jittered pause of up to 1.5 of its push rounds). The node whose push won holds the
-    remote's tip and pushes again without a fetch; the ones that lost must fetch and replay
-    first, so without the pause one node takes nearly every turn (measured: 42 claims to 1). A
-    worker that does real work between its claims never waits."""
-    won, seconds = _TURNS.get(str(ws.repo.common_dir), (-BACK_TO_BACK, 0.0))
-    if time.monotonic() - won < BACK_TO_BACK:
-        time.sleep(random.uniform(0, 1.5 * seconds))
 
 
 def online(
@@ -209,4 +225,3 @@ def _withdraw(ws: Workspace, remote: str, withdraw: frozenset[str]) -> None:
         move_forward(ws, base, report, withdraw)
     # another pending transition of the node that no longer applies on the tip: told too
     journal.record_dropped(ws, [r for r in report.dropped if "withdrawn" not in r["reason"]])
-

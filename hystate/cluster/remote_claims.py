@@ -59,9 +59,9 @@ def claim(
         return hashlib.sha1(f"{node}\0{who}\0{episode.episode_id}".encode()).digest()
 
     acked: list[TransitionResult] = []
-    batch.yield_turn(ws)
     fresh = False
     while True:
+        before = batch.tracking_tip(ws, name)
         with _local(ws):  # committed here, acknowledged only once a push carried it
             results = claims.claim(
                 ws, stage, limit - len(acked), worker, order=order, window=WINDOW
@@ -74,7 +74,7 @@ def claim(
                 batch.online(ws, name, lambda: sync_locked(ws, name, deadline=until))
             fresh = True
             continue
-        got, error = batch.carried(ws, name, results, until)
+        got, error = batch.carried(ws, name, results, until, before)
         acked += got
         fresh = True
         if error is not None:

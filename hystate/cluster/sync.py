@@ -19,7 +19,7 @@ Claims (``hystate.cluster.remote_claims``) and what a transition's caller is tol
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
 
 SYNC_LOCK = "_sync.lock"
+_REMOTES: set[tuple[str, str]] = set()  # (clone, remote) found configured in this process
 
 
 class RemoteBusy(LockBusy):
@@ -120,6 +121,7 @@ def sync_locked(
     fetched: bool = False,
     deadline: float | None = None,
     brief: bool = False,
+    lost: Callable[[], None] | None = None,
 ) -> Report:
     """One sync; ``fetched``: the tracking ref is fresh (just fetched), push before fetching.
     A push that lost to another node's is retried (fetch, replay, push) with a jittered pause
@@ -128,8 +130,10 @@ def sync_locked(
     repo = ws.repo
     if deadline is None:
         deadline = time.monotonic() + float(ws.config.get("sync.deadline"))
-    if not gr.has_remote(repo, remote):
-        raise GitError(f"no git remote named {remote!r}", hint=f"`git remote add {remote} URL`")
+    if (str(repo.common_dir), remote) not in _REMOTES:  # (one `git config` per process)
+        if not gr.has_remote(repo, remote):
+            raise GitError(f"no git remote named {remote!r}", hint=f"`git remote add {remote} URL`")
+        _REMOTES.add((str(repo.common_dir), remote))
     branch = gr.branch_of(repo)
     report = Report(remote, branch)
     wait = timeout(ws)
@@ -159,6 +163,8 @@ def sync_locked(
             report.pushed = [_describe(ws, c.sha) for c in pushed]  # (brief: a claim's)
             report.head = new
             return report
+        if lost is not None:
+            lost()  # (the claims' fair turns: tell the other nodes)
         if time.monotonic() >= deadline:
             raise RemoteBusy(
                 f"{remote}: still losing the push to other nodes after {attempt + 1} rounds, "
@@ -181,7 +187,7 @@ def move_forward(ws: Workspace, tip: str | None, report: Report, withdraw: froze
                 hint=f"`git checkout {report.branch}`, then sync again",
             )  # never replay (and push) another branch's commits onto the shared one
         assert head.sha is not None
-        if tip is None or (not withdraw and gr.is_ancestor(repo, tip, head.sha)):
+        if tip is None or (not withdraw and _descends(repo, head.sha, tip)):
             return head.sha  # the remote has nothing new: push as it is
         base = gr.merge_base(repo, head.sha, tip)
         if base is None:
@@ -206,6 +212,22 @@ def move_forward(ws: Workspace, tip: str | None, report: Report, withdraw: froze
         report.dropped += dropped
         ws.refresh_once = False
         return new
+
+
+def _descends(repo: Any, head: str, tip: str) -> bool:
+    """Whether ``head`` builds on ``tip``: the few commits a node made since it pushed are
+    walked first (no git process), else git decides."""
+    sha: str | None = head
+    for _ in range(8):
+        if sha == tip:
+            return True
+        if sha is None:
+            return False
+        parents = gr.commit_info(repo, sha).parents
+        if len(parents) != 1:
+            break
+        sha = parents[0]
+    return gr.is_ancestor(repo, tip, head)
 
 
 def _refuse_local_files(ws: Workspace, tree: bytes, paths: list[str]) -> None:

@@ -1,0 +1,103 @@
+"""Fair turns between nodes pushing claims to one branch (docs/SYNC.md, "Claims: what bounds
+them").
+
+The node whose push won holds the remote's tip and pushes its next batch without a fetch; a
+node that lost must fetch and replay first, so without a pause one node takes nearly every turn
+(measured: 42 claims to 1). So a node pushing back to back (its last push won less than
+``BACK_TO_BACK`` ago) pauses before its next push (up to 1.5 of its push rounds, jittered),
+but only while it knows that another node is contending: it lost a push itself lately, or a
+fetch showed another node's new commits or its lease table saying it lost a push lately (a
+node that loses publishes that, ``lease_refs.mark_contending``). A node winning back to back
+looks (one fetch) at most every ``LOOK`` seconds. Alone, a node never pauses; and while it
+pauses, its other workers' claims join the batch the pause delays.
+
+The node's state is one small file (``.git/hystate/turns.json``) written by the holder of the
+node's sync lock only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from typing import TYPE_CHECKING
+
+from hystate.cluster import lease_refs
+from hystate.cluster.sync import timeout
+from hystate.core.errors import HystateError
+from hystate.git import remote as gr
+
+if TYPE_CHECKING:
+    from hystate.engine.workspace import Workspace
+
+BACK_TO_BACK = 2.0  # seconds: a push this soon after the node's last won push may yield
+LOOK = 2.0  # seconds between looks (a fetch) of a node that keeps winning
+CONTENDED = 10.0  # seconds a sign of another contending node counts
+
+
+def _path(ws: Workspace) -> str:
+    return str(ws.repo.git_dir / "hystate" / "turns.json")
+
+
+def _state(ws: Workspace) -> dict[str, float]:
+    try:
+        with open(_path(ws), "rb") as fh:
+            data = json.loads(fh.read())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
+
+
+def _save(ws: Workspace, state: dict[str, float]) -> None:
+    path = _path(ws)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as fh:
+            fh.write(json.dumps(state))
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass  # fairness is best effort: a full disk must not fail the claim
+
+
+def before_push(ws: Workspace, remote: str, branch: str) -> None:
+    """Under the node's sync lock, before it pushes its batch: yield a turn if it is pushing
+    back to back while another node contends (see the module docstring)."""
+    state = _state(ws)
+    now = time.time()
+    if now - state.get("won", 0.0) >= BACK_TO_BACK:
+        return
+    if now - state.get("looked", 0.0) >= LOOK:
+        state["looked"] = now
+        tip = ws.repo.refs.resolve(gr.tracking_ref(remote, branch))
+        try:
+            fetched = gr.fetch(ws.repo, remote, branch, timeout(ws), kinds=(lease_refs.KIND,))
+        except HystateError:
+            fetched = tip  # the push that follows tells what is wrong
+        node = lease_refs.node_name(ws)
+        if fetched != tip or lease_refs.contending(ws, node, CONTENDED):
+            state["contended"] = now
+        _save(ws, state)
+    if now - state.get("contended", 0.0) < CONTENDED:
+        time.sleep(random.uniform(0, 1.5 * state.get("round", 0.0)))
+
+
+def after_push(ws: Workspace, rounds: int, seconds: float) -> None:
+    """The node's push won after ``rounds`` rounds in ``seconds``."""
+    state = _state(ws)
+    state["won"] = time.time()
+    state["round"] = min(seconds / max(rounds, 1), 2.0)
+    if rounds > 1:
+        state["contended"] = state["won"]
+    _save(ws, state)
+
+
+def lost(ws: Workspace, remote: str, timeout: float) -> None:
+    """A push of the node lost to another node's: remember it and tell the other nodes."""
+    state = _state(ws)
+    state["contended"] = time.time()
+    _save(ws, state)
+    lease_refs.mark_contending(ws)
+    lease_refs.publish(ws, remote, timeout, only_if_changed=True, quiet=True)
