@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
 
 SYNC_LOCK = "_sync.lock"
+ON_REMOTE = "already on the remote"
 _REMOTES: set[tuple[str, str]] = set()  # (clone, remote) found configured in this process
 
 
@@ -152,7 +153,9 @@ def sync_locked(
             return report
         seen = len(report.dropped)
         new = move_forward(ws, tip, report, withdraw)
-        journal.record_dropped(ws, report.dropped[seen:])  # the workers that made them are told
+        # the workers that made them are told (not of one the remote holds already: a push of
+        # this node that landed before its answer was lost, or the same change made twice)
+        journal.record_dropped(ws, [r for r in report.dropped[seen:] if r["reason"] != ON_REMOTE])
         withdraw = frozenset()
         if new == tip:
             report.head = tip
@@ -338,7 +341,7 @@ def replay(
             changes[path] = None if data is None else (mode, objects.write(b"blob", data))
         new_tree = _rewrite(repo, tip_tree, changes) if changes else tip_tree
         if new_tree == tip_tree or new_tree is None:
-            dropped.append({**row, "reason": reason or "already on the remote"})
+            dropped.append({**row, "reason": reason or ON_REMOTE})
             continue
         assert tip is not None
         tip = gr.write_commit(repo, new_tree, tip, commit.author, commit.message)
