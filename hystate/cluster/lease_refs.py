@@ -140,10 +140,11 @@ def _contending_since(ws: Workspace) -> str | None:
     return text if fresh else None
 
 
-def contending(ws: Workspace, node: str, seconds: float) -> bool:
-    """Whether another node's table (as last fetched) says it lost a push in the last
+def contending(ws: Workspace, node: str, seconds: float) -> int:
+    """How many other nodes' tables (as last fetched) say they lost a push in the last
     ``seconds`` (a clock skew between hosts shortens or stretches that)."""
     now = datetime.now(UTC)
+    count = 0
     for other, raw in gr.ref_files(ws.repo, f"refs/hystate/remote-{KIND}/", FILE).items():
         if other == node or len(raw) > MAX_TABLE:
             continue
@@ -153,8 +154,8 @@ def contending(ws: Workspace, node: str, seconds: float) -> bool:
         except (ValueError, AttributeError, RecursionError, TypeError):
             continue
         if when is not None and when.tzinfo and abs((now - when).total_seconds()) < seconds:
-            return True
-    return False
+            count += 1
+    return count
 
 
 def _tell_if_shared(ws: Workspace, node: str, clone: str) -> None:

@@ -4,9 +4,9 @@ them").
 The node whose push won holds the remote's tip and pushes its next batch without a fetch; a
 node that lost must fetch and replay first, so without a pause one node takes nearly every turn
 (measured: 42 claims to 1). So a node pushing back to back (its last push won less than
-``BACK_TO_BACK`` ago) pauses before its next push (up to 1.5 of its push rounds, jittered),
-but only while it knows that another node is contending: it lost a push itself lately, or a
-fetch showed another node's new commits or its lease table saying it lost a push lately (a
+``BACK_TO_BACK`` ago) pauses before its next push (about one of its push rounds for each other
+contending node, jittered), but only while it knows that another node is contending: it lost a
+push itself lately, or a fetch showed another node's new commits or its lease table saying it lost a push lately (a
 node that loses publishes that, ``lease_refs.mark_contending``). A node winning back to back
 looks (one fetch) at most every ``LOOK`` seconds. Alone, a node never pauses; and while it
 pauses, its other workers' claims join the batch the pause delays.
@@ -76,12 +76,14 @@ def before_push(ws: Workspace, remote: str, branch: str) -> None:
             fetched = gr.fetch(ws.repo, remote, branch, timeout(ws), kinds=(lease_refs.KIND,))
         except HystateError:
             fetched = tip  # the push that follows tells what is wrong
-        node = lease_refs.node_name(ws)
-        if fetched != tip or lease_refs.contending(ws, node, CONTENDED):
+        others = lease_refs.contending(ws, lease_refs.node_name(ws), CONTENDED)
+        if fetched != tip or others:
             state["contended"] = now
+            state["others"] = max(others, 1)
         _save(ws, state)
-    if now - state.get("contended", 0.0) < CONTENDED:
-        time.sleep(random.uniform(0, 1.5 * state.get("round", 0.0)))
+    if now - state.get("contended", 0.0) < CONTENDED:  # about one turn for each other node
+        turns = max(state.get("others", 1.0), 1.0)
+        time.sleep(random.uniform(0.5, 1.5) * turns * state.get("round", 0.0))
 
 
 def after_push(ws: Workspace, rounds: int, seconds: float) -> None:
