@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 # lock: the holder is bounded by its own deadline and git's timeouts, and a dead holder's lock
 # is broken at once, so this is never reached in practice.
 GRACE = 600.0
-WALK = 64  # commits walked back from a tip looking for a claim's own commit
+WALK = 32  # commits walked back from a tip looking for a claim's own commit
 
 
 def tracking_tip(ws: Workspace, remote: str) -> str | None:

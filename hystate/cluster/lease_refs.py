@@ -89,10 +89,7 @@ def publish(
     clone = clone_id(ws)
     if not quiet:  # (a claim publishes quietly and spares the git process; sync tells)
         _tell_if_shared(ws, node, clone)
-    table_doc: dict[str, Any] = {"node": node, "clone": clone, "leases": table(ws)}
-    since = _contending_since(ws)
-    if since:
-        table_doc["contending"] = since
+    table_doc = {"node": node, "clone": clone, "leases": table(ws)}
     data = json.dumps(table_doc, sort_keys=True, indent=1).encode()
     stamp = repo.git_dir / "hystate" / "leases-published"
     digest = hashlib.sha1(remote.encode() + b"\0" + data).hexdigest()
@@ -112,50 +109,6 @@ def publish(
     stamp.parent.mkdir(exist_ok=True)
     stamp.write_text(digest)
     return True
-
-
-CONTENDING = "contending"  # .git/hystate/<this>: when this node last lost a push (5 s steps)
-CONTENDING_FOR = 15.0  # seconds a node's table says it contends after it lost a push
-
-
-def mark_contending(ws: Workspace) -> None:
-    """This node lost a push: its next published table says so (``cluster.turns``), in steps of
-    5 s, so a node that keeps losing publishes again at most every 5 s."""
-    step = datetime.fromtimestamp(time.time() // 5 * 5, UTC).isoformat()
-    path = ws.repo.git_dir / "hystate" / CONTENDING
-    try:
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(step)
-    except OSError:
-        pass
-
-
-def _contending_since(ws: Workspace) -> str | None:
-    try:
-        text = (ws.repo.git_dir / "hystate" / CONTENDING).read_text().strip()
-        when = parse_time(text)
-    except (OSError, ValueError):
-        return None
-    fresh = (datetime.now(UTC) - when).total_seconds() < CONTENDING_FOR
-    return text if fresh else None
-
-
-def contending(ws: Workspace, node: str, seconds: float) -> int:
-    """How many other nodes' tables (as last fetched) say they lost a push in the last
-    ``seconds`` (a clock skew between hosts shortens or stretches that)."""
-    now = datetime.now(UTC)
-    count = 0
-    for other, raw in gr.ref_files(ws.repo, f"refs/hystate/remote-{KIND}/", FILE).items():
-        if other == node or len(raw) > MAX_TABLE:
-            continue
-        try:
-            since = json.loads(raw).get("contending")
-            when = parse_time(since) if isinstance(since, str) and len(since) < 64 else None
-        except (ValueError, AttributeError, RecursionError, TypeError):
-            continue
-        if when is not None and when.tzinfo and abs((now - when).total_seconds()) < seconds:
-            count += 1
-    return count
 
 
 def _tell_if_shared(ws: Workspace, node: str, clone: str) -> None:

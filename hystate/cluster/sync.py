@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 SYNC_LOCK = "_sync.lock"
 ON_REMOTE = "already on the remote"
+TURNS = "turns"  # refs/hystate/turns/<node>: when the node last lost a push (cluster.turns)
+KINDS = (lease_refs.KIND, TURNS)  # the nodes' own refs every fetch brings
 _REMOTES: set[tuple[str, str]] = set()  # (clone, remote) found configured in this process
 
 
@@ -144,7 +146,9 @@ def sync_locked(
         if fetched and attempt == 0:
             tip = repo.refs.resolve(gr.tracking_ref(remote, branch))
         else:
-            tip = gr.fetch(repo, remote, branch, wait, kinds=(lease_refs.KIND,))
+            tip = gr.fetch(repo, remote, branch, wait, kinds=KINDS)
+            if attempt and lost is not None:
+                lost()  # (fair turns: tell the other nodes, once their tables are fetched)
         head = repo.refs.head()
         if head.sha is None:
             raise GitError("the branch has no commit yet: clone the remote instead")
@@ -166,8 +170,6 @@ def sync_locked(
             report.pushed = [_describe(ws, c.sha) for c in pushed]  # (brief: a claim's)
             report.head = new
             return report
-        if lost is not None:
-            lost()  # (the claims' fair turns: tell the other nodes)
         if time.monotonic() >= deadline:
             raise RemoteBusy(
                 f"{remote}: still losing the push to other nodes after {attempt + 1} rounds, "
