@@ -141,8 +141,9 @@ def _push(
         )
     except HystateError as exc:
         return acked, exc
-    turns.after_push(ws, report.rounds, time.monotonic() - began)
-    lease_refs.publish(ws, remote, timeout(ws), only_if_changed=True, quiet=True)
+    if report.landed:
+        turns.after_push(ws, report.rounds, time.monotonic() - began)
+        lease_refs.publish(ws, remote, timeout(ws), only_if_changed=True, quiet=True)
     if not report.replayed and not report.dropped:
         return acked + mine, None  # pushed as it was: the tip the remote took holds them
     return acked + [r for r in mine if _landed(ws, report.head, tip, r)], None

@@ -62,6 +62,7 @@ class Report:
     replayed: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[dict[str, Any]] = field(default_factory=list)
     rounds: int = 0
+    landed: bool = False  # a push of this sync landed (not in as_dict: `pushed` says what)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +167,7 @@ def sync_locked(
             return report
         if gr.push(repo, remote, new, f"refs/heads/{branch}", wait, expect=tip):
             gr.set_ref(repo, gr.tracking_ref(remote, branch), new)
+            report.landed = True
             pushed = gr.commits_between(repo, tip, new) if tip and not brief else []
             report.pushed = [_describe(ws, c.sha) for c in pushed]  # (brief: a claim's)
             report.head = new
