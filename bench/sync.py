@@ -179,6 +179,7 @@ def main() -> None:
     parser.add_argument("--doc", action="store_true")
     args = parser.parse_args()
     os.environ.update(ENV)
+    load_start = round(os.getloadavg()[0], 1)
     tmp = Path(tempfile.mkdtemp(prefix="hystate-bench-sync-"))
     try:
         daemon, url = start_daemon(tmp)
@@ -203,6 +204,7 @@ def main() -> None:
     many = batched[0]["claims_per_second"]
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "load_average_start": load_start,
         "load_average": round(os.getloadavg()[0], 1),  # the machine is shared: say how busy
         "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
         "episodes": 525,
@@ -233,35 +235,50 @@ def main() -> None:
         write_doc(result)
 
 
-def write_doc(r: dict[str, Any]) -> None:
-    rows = "\n".join(
+def _rows(scaling: list[dict[str, Any]]) -> str:
+    return "\n".join(
         f"| {c['nodes']} | {c['claims']} | {c['claims_per_second']} | "
         f"{', '.join(str(n) for n in c['per_node'])} | {c['lowest_share_of_mean']} |"
-        for c in r["scaling"]
+        for c in scaling
     )
+
+
+def write_doc(r: dict[str, Any]) -> None:
     section = f"""{HEADING}
 
 `{r["command"]}` on {r["machine"]}, {r["git"]}; a bare repository served by `git daemon` on
 127.0.0.1, the {r["episodes"]} real episodes. A claim on a node with a remote: claim locally
-(one commit, in the node's own order over the oldest ready episodes), push at once (a
-fast-forward push, compare-and-swap); only a push that lost is fetched, replayed and pushed
-again. It returns only once the remote has it.
+(one commit, in the worker's own order over the oldest ready episodes), then wait until a push
+of the node carries it (the worker that gets the node's sync lock pushes every claim the node's
+workers made meanwhile: a fast-forward push, compare-and-swap); only a push that lost is
+fetched, replayed and pushed again. It returns only once the remote has it.
 
 | what | figure |
 |---|---|
-| one claim, round trip (median of {r["claims"]}, one node) | {r["claim_median_ms"]} ms |
+| one claim, round trip (median of {r["claims"]}, one node, one worker, back to back) | {r["claim_median_ms"]} ms |
 | plain `git push` of one small commit (its own branch), same server, same run (median) | {r["plain_push_median_ms"]} ms |
 | claim / push | {r["claim_over_push"]}x |
 
-Nodes claiming at once (one process per node, one claim at a time, a fresh server each):
+Nodes claiming at once, one claiming process per node (one claim at a time, a fresh server
+each):
 
 | nodes | claims | claims/s | per node | lowest node / mean |
 |---|---|---|---|---|
-{rows}
+{_rows(r["scaling"])}
 
-4 nodes / 1 node: {r["four_over_one"]}x. Every node, the server and the claiming processes share
-the same {r["machine"].split(", ")[1]} (load average {r.get("load_average", "?")} at the end of
-the run): the nodes cannot add CPU here. See docs/SYNC.md ("Claims: what bounds them").
+The same with {r["workers_per_node"]} claiming processes per node (their claims share the
+node's pushes):
+
+| nodes | claims | claims/s | per node | lowest node / mean |
+|---|---|---|---|---|
+{_rows(r["scaling_workers"])}
+
+4 nodes / 1 node: {r["four_over_one"]}x with one worker each, {r["four_over_one_workers"]}x
+with {r["workers_per_node"]} each; 4 nodes of {r["workers_per_node"]} workers / 1 node of one:
+{r["four_nodes_over_one_worker"]}x. Every node, the server and the claiming processes share the
+same {r["machine"].split(", ")[1]} (load average {r.get("load_average_start", "?")} at the start,
+{r.get("load_average", "?")} at the end of the run): the nodes cannot add CPU here. See
+docs/SYNC.md ("Claims: what bounds them").
 """
     docfile.write_section(HEADING, section)
 
