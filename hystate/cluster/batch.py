@@ -158,7 +158,10 @@ def _landed(ws: Workspace, commit: str | None, stop: str | None, result: Transit
             break
         if sha == result.commit:
             return True
-        parents = gr.commit_info(ws.repo, sha).parents
+        try:
+            parents = gr.commit_info(ws.repo, sha).parents
+        except GitError:
+            break  # (a commit this clone lacks: the file decides)
         sha = parents[0] if parents else None
     return _holds(ws, commit, result)
 
