@@ -201,3 +201,54 @@ def test_workers_of_two_nodes_claim_everything_each_once(
     # every episode claimed, each acknowledged once, each on the remote under that very claim
     assert len(acked) == 12
     assert remote_held(server, tmp_path) == acked
+
+
+def _commit_of(node: Path, name: str, data: bytes) -> str:
+    blob = (
+        subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"], cwd=node, input=data, capture_output=True
+        )
+        .stdout.decode()
+        .strip()
+    )
+    tree = subprocess.run(
+        ["git", "mktree"], cwd=node, input=f"100644 blob {blob}\t{name}\n".encode(),
+        capture_output=True,
+    ).stdout.decode().strip()  # fmt: skip
+    return git(node, "commit-tree", tree, "-m", "t").strip()
+
+
+def test_hostile_turns_refs_neither_stop_nor_stall_a_node(
+    cluster: tuple[GitServer, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone who can push may write ``refs/hystate/turns/*``: junk is ignored, and however many
+    nodes say they contend, a node yields at most MAX_PAUSE before a push."""
+    from datetime import UTC, datetime
+
+    from hystate.cluster import turns
+
+    _, (node, other) = cluster
+    now = datetime.now(UTC).isoformat()
+    refs = {
+        "deep": b"[" * 100_000 + b"]" * 100_000,
+        "junk": json.dumps({"lost_at": 1e308}).encode(),
+        "future": json.dumps({"lost_at": "2999-01-01T00:00:00+00:00"}).encode(),
+        "naive": json.dumps({"lost_at": "2026-01-01T00:00:00"}).encode(),
+        **{f"many{i}": json.dumps({"lost_at": now}).encode() for i in range(20)},
+    }
+    for name, data in refs.items():
+        commit = _commit_of(other, turns.FILE, data)
+        git(other, "push", "-q", "-f", "origin", f"{commit}:refs/hystate/turns/{name}")
+    blob = git(other, "rev-parse", f"{commit}:{turns.FILE}").strip()
+    git(other, "push", "-q", "-f", "origin", f"{blob}:refs/hystate/turns/not-a-commit")
+    assert run_hystate(node, "sync").returncode == 0  # fetched with the lease tables
+    manager = StateManager(cwd=node)
+    assert turns._contending(manager, "n0") == 20  # only the well-formed, recent ones
+    pauses: list[float] = []
+    with sync_lock(node), monkeypatch.context() as patch:  # as a worker pushing back to back
+        patch.setattr(turns.time, "sleep", pauses.append)
+        turns.after_push(manager, 1, 60.0)  # (a round as slow as can be)
+        turns.before_push(manager, "origin", "main")
+    assert len(pauses) == 1 and 0 < pauses[0] <= turns.MAX_PAUSE  # it yields, boundedly
+    (proc,) = finish(claimers(node, ["w1"])).values()
+    assert proc.returncode == 0, proc.stderr
