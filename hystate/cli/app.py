@@ -242,14 +242,17 @@ def lease_option(f: F) -> F:
 
 def print_result(result: TransitionResult, as_json: bool) -> None:
     episode = result.episode
-    if as_json:
+    if as_json:  # the one vocabulary (episode_id, worker, at); "state": the file's own keys
         emit_json(
             {
-                "episode": episode.data,
-                "commit": result.commit,
+                "episode_id": episode.episode_id,
+                "from": result.from_stage.value if result.from_stage else None,
+                "to": episode.stage.value,
                 "changed": result.changed,
+                "commit": result.commit,
                 "lease": result.lease,
                 "pending": result.pending,
+                "state": episode.data,
             }
         )
         return

@@ -100,7 +100,7 @@ def _staged_rows(manager: StateManager) -> list[dict[str, Any]]:
         {
             "file": path,
             "line": None,
-            "episode": Path(path).stem,
+            "episode_id": Path(path).stem,
             "level": "error",
             "message": f"hystate is committing a transition of this file ({holder}); leave it "
             f"out of this commit (`git restore --staged {path}`) or wait for it",
@@ -111,7 +111,7 @@ def _staged_rows(manager: StateManager) -> list[dict[str, Any]]:
         {
             "file": r.path,
             "line": None,
-            "episode": Path(r.path).stem,
+            "episode_id": Path(r.path).stem,
             "level": "error",
             "message": r.describe("the staged version")
             + f"; unstage it: `git restore --staged {r.path}` (or `hystate fsck --repair`)",

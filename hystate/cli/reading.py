@@ -239,8 +239,8 @@ def history(opts: Options, episode_id: str, as_json: bool) -> None:
       hystate history hy0_hooting_yard_2004-04-14
     """
     rows = opts.manager(cli_worker=False).history(check_id(episode_id))
-    if as_json:
-        emit_json(rows)
+    if as_json:  # one vocabulary: the file's `by` is `worker` outside it
+        emit_json([{("worker" if k == "by" else k): v for k, v in row.items()} for row in rows])
         return
     for row in rows:
         move = (
