@@ -16,7 +16,7 @@ from hystate.cli.app import (
     pass_opts,
     quiet,
 )
-from hystate.cli.terminal import complete_episode_ids
+from hystate.cli.terminal import complete_episode_ids, progress_bar
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -67,7 +67,10 @@ def validate(opts: Options, base: str | None, staged: bool, github: bool, as_jso
         errors = sum(1 for f in found if f.level == "error")
         summary = f"{errors} errors, {len(found) - errors} warnings since {base}"
     else:
-        problems = manager.validate()
+        from hystate.review.validate import validate as check_files
+
+        with progress_bar("validating") as bar:
+            problems = check_files(manager, progress=bar)
         rows = [
             {**p.as_dict(), "level": "error", "message": f"{p.path}: {p.message}"} for p in problems
         ]

@@ -4,11 +4,13 @@ progress of long commands on stderr (nothing when stderr is not a terminal)."""
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import TextIO
 
 import click
 import click.shell_completion
@@ -43,41 +45,129 @@ def complete_stages(
     return [CompletionItem(s.value) for s in ProcessingStage if s.value.startswith(incomplete)]
 
 
-def progress_bar(label: str) -> Callable[[int, int], None] | None:
-    """A progress bar on stderr for long work, only when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        return None
-    bar: Any = None
+class Progress:
+    """A counted progress bar on stderr, ``label: what [####----] done/total pct%``, for long
+    work: the engine calls it as ``progress(done, total, what)`` (``what`` names the phase; a
+    total of 0 is a phase of unknown length, shown as the ``working`` spinner). Redrawn at most
+    ten times a second and erased when closed. Drawing never fails the work: a terminal that
+    went away only stops the drawing."""
 
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = click.progressbar(length=total, label=label, file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-        if done >= total:
-            bar.__exit__(None, None, None)
+    def __init__(self, label: str, stream: TextIO) -> None:
+        self.label = label
+        self.stream = stream
+        self.phase: tuple[str, int] | None = None
+        self.drawn = 0.0
+        self.spinner: contextlib.AbstractContextManager[None] | None = None
+        self.broken = False
 
-    return update
+    def __call__(self, done: int, total: int, what: str = "") -> None:
+        label = f"{self.label}: {what}" if what else self.label
+        if self.phase != (label, total):
+            self._stop_spinner()
+            self.phase, self.drawn = (label, total), 0.0
+            if total <= 0:
+                self.spinner = working(label, self.stream)
+                self.spinner.__enter__()
+                return
+        if total <= 0:
+            return
+        now = time.monotonic()
+        if now - self.drawn < 0.1 and 0 < done < total:
+            return
+        self.drawn = now
+        self._write(f"\r{clean_label(label)} {_bar(done, total, label, self.stream)}\x1b[K")
+
+    def close(self) -> None:
+        self._stop_spinner()
+        if self.phase is not None:
+            self._write("\r\x1b[K")
+        self.phase = None
+
+    def _stop_spinner(self) -> None:
+        if self.spinner is not None:
+            spinner, self.spinner = self.spinner, None
+            spinner.__exit__(None, None, None)
+
+    def _write(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # the terminal went away (EIO, EPIPE, closed)
+            self.broken = True
+
+
+def clean_label(text: str) -> str:
+    from hystate.cli.app import clean_line
+
+    return clean_line(text, 80)
+
+
+def _bar(done: int, total: int, label: str, stream: TextIO) -> str:
+    done = max(0, min(done, total))
+    count = f"{done:,}/{total:,} {100 * done // total:3d}%"
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns or 80
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        columns = 80
+    width = max(10, min(40, columns - len(label) - len(count) - 6))
+    filled = width * done // total
+    return f"[{'#' * filled}{'-' * (width - filled)}] {count}"
+
+
+def on_terminal() -> bool:
+    """True when stderr is a terminal (progress is drawn only then)."""
+    try:
+        return sys.stderr.isatty()
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @contextlib.contextmanager
-def working(label: str) -> Iterator[None]:
-    """While a long command works, a line on stderr saying so with the time it has taken
-    (redrawn four times a second, erased at the end); only when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        yield
+def progress_bar(label: str) -> Iterator[Progress | None]:
+    """A ``Progress`` on stderr while the block runs, erased at its end; None (nothing drawn)
+    when stderr is not a terminal."""
+    if not on_terminal():
+        yield None
         return
+    bar = Progress(label, sys.stderr)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def working(label: str, stream: TextIO | None = None) -> Iterator[None]:
+    """While a long command works, a line on stderr saying so with the time it has taken
+    (redrawn four times a second, erased at the end); only when stderr is a terminal. For work
+    whose length is not known up front (a push, a bundle)."""
+    if stream is None:
+        if not on_terminal():
+            yield
+            return
+        stream = sys.stderr
+    out = stream
     done = threading.Event()
     started = time.monotonic()
+    shown = clean_label(label)
+
+    def write(text: str) -> bool:
+        try:
+            out.write(text)
+            out.flush()
+            return True
+        except (OSError, ValueError):  # the terminal went away: stop drawing, not the work
+            return False
 
     def draw() -> None:
         frames = "|/-\\"
         tick = 0
         while True:  # drawn at once, then every quarter of a second until done
             elapsed = time.monotonic() - started
-            sys.stderr.write(f"\r{frames[tick % 4]} {label}… {elapsed:.1f}s ")
-            sys.stderr.flush()
+            if not write(f"\r{frames[tick % 4]} {shown}… {elapsed:.1f}s \x1b[K"):
+                return
             tick += 1
             if done.wait(0.25):
                 return
@@ -89,5 +179,4 @@ def working(label: str) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
-        sys.stderr.write("\r\x1b[K")
-        sys.stderr.flush()
+        write("\r\x1b[K")

@@ -14,8 +14,8 @@ import strawberry
 from anyio import to_thread
 from graphql import GraphQLError
 from strawberry.asgi import GraphQL
-from strawberry.schema.config import StrawberryConfig
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
 
 from hystate.core.errors import HystateError

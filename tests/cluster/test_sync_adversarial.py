@@ -191,7 +191,9 @@ def test_symlinks_from_the_remote_write_nothing_outside(
     )
     proc = run_hystate(a, "sync", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert sorted(r["episode_id"] for r in json.loads(proc.stdout)["dropped"]) == sorted([eid, other])
+    assert sorted(r["episode_id"] for r in json.loads(proc.stdout)["dropped"]) == sorted(
+        [eid, other]
+    )
     assert sorted(p.name for p in outside.iterdir()) == ["secret.yaml"]
     assert (outside / "secret.yaml").read_text() == "precious\n"
     assert (a / rel).is_symlink() and git(a, "status", "--porcelain") == ""
