@@ -115,10 +115,19 @@ def events(
             "from": r["from_stage"],
             "to": r["to_stage"],
             "commit": r["commit_sha"],
-            **json.loads(r["details"] or "{}"),
+            **details(r["details"]),
         }
         for r in rows
     ]
+
+
+def details(text: str | None) -> dict[str, Any]:
+    """A log row's details in the one vocabulary of hystate's JSON: the history entry's
+    ``by`` is ``worker`` (the cache keeps the file's word)."""
+    found = json.loads(text or "{}")
+    if "by" in found:
+        found["worker"] = found.pop("by")
+    return dict(found)
 
 
 def _within(when: datetime, low: datetime | None, high: datetime | None) -> bool:
@@ -191,7 +200,7 @@ def recent_failures(cache: StateCache, limit: int = 25) -> list[dict[str, Any]]:
             "at": r[1],
             "stage": r[2],
             "title": r[4] or "",
-            **json.loads(r[3] or "{}"),
+            **details(r[3]),
             "now": r[5],
             "recovered": r[5] not in (None, "failed", "skipped"),
         }

@@ -300,13 +300,12 @@ def log(
                 continue
             seen.add(key)
             if as_json:  # one vocabulary: episode_id, worker, at
-                shown = {("worker" if k == "by" else k): v for k, v in event.items()}
-                echo(json.dumps(shown, ensure_ascii=False))
+                echo(json.dumps(event, ensure_ascii=False))
             else:
                 move = f"{event['from'] or '-'} -> {event['to']}"
                 extra = f"  {event['error']}" if event.get("error") else ""
-                by = event.get("by") or ""
-                echo(f"{event['at']}  {event['episode_id']:<40} {move:<26} {by}{extra}")
+                who = event.get("worker") or ""
+                echo(f"{event['at']}  {event['episode_id']:<40} {move:<26} {who}{extra}")
 
     emit(manager.events(since=since, until=until, episode_id=episode_id))
     manager.refresh_once = False  # following: look at the tree again on every poll
