@@ -34,6 +34,8 @@ def validate(ws: Workspace, progress: Progress | None = None) -> list[Problem]:
                 )
             )
         seen[path.stem] = path
+    if progress is not None:
+        progress(len(paths), len(paths), "checking")
     return problems + store.anomalies() + tracked_caches(ws)
 
 

@@ -1,13 +1,11 @@
 """The command line for programs and for people at a terminal: ``--json`` on every command
 with one vocabulary (``episode_id``, ``worker``, ``at``) and errors as JSON under it; shell
-completion of episode ids and stages; a progress line on stderr for long commands only when
-stderr is a terminal."""
+completion of episode ids and stages (the progress bars: test_progress.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import pty
 import subprocess
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import click
 import pytest
 
 from hystate.cli import cli
-from tests.conftest import HYSTATE, Cli, catalog_rows, run_hystate, write_search_json
+from tests.conftest import HYSTATE, Cli, run_hystate
 
 NO_JSON = {"merge-driver", "serve"}  # git's merge driver protocol; a server, not a report
 
@@ -121,31 +119,3 @@ def test_completion_of_episode_ids_and_stages(repo: Path, episode_id: str) -> No
     assert complete(repo, "advance", episode_id, "down") == ["downloading", "downloaded"]
     assert complete(repo, "list", "--stage", "sk") == ["skipped"]
     assert complete(repo, "retry", "nothing-like-this") == []
-
-
-def test_progress_only_on_a_terminal(repo: Path, tmp_path: Path) -> None:
-    catalog = write_search_json(tmp_path / "more.json", catalog_rows(30, start_year=1990))
-    quiet = run_hystate(repo, "discover", "--from", str(catalog))
-    assert quiet.returncode == 0 and quiet.stderr == ""
-    more = write_search_json(tmp_path / "even-more.json", catalog_rows(5, start_year=1980))
-    leader, follower = pty.openpty()
-    try:
-        proc = subprocess.run(
-            [*HYSTATE, "discover", "--from", str(more)],
-            cwd=repo, stdout=subprocess.PIPE, stderr=follower, timeout=60, check=False,
-        )  # fmt: skip
-        os.close(follower)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # the terminal closed: all read
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        os.close(leader)
-    assert proc.returncode == 0
-    assert "discovering 5 episodes…" in shown.decode()
-    assert b"discovered 5 new episodes" in proc.stdout
