@@ -10,28 +10,56 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import TextIO
+from typing import Any, TextIO
 
 import click
 import click.shell_completion
+
+MAX_SHOWN = 500  # completions offered at most (a shell lists them all)
+
+
+def _store(ctx: click.Context) -> Any:
+    """The state folder's store for the repository completion runs in (``--state-dir`` as
+    typed on the line); nothing is read or refreshed, and no notice is printed."""
+    from hystate.manager import StateManager
+
+    root = ctx.find_root()
+    state_dir = root.params.get("state_dir") if root.params else None
+    return StateManager(state_dir).store
 
 
 def complete_episode_ids(
     ctx: click.Context, _param: click.Parameter, incomplete: str
 ) -> list[click.shell_completion.CompletionItem]:
     """Shell completion of an episode id: the ids in the state folder's year folders that
-    start with what was typed (file names only: nothing is read or refreshed)."""
+    start with what was typed (file names only: nothing is read or refreshed). A file name
+    that is no episode id (a newline, a comma, an escape sequence: anything a hostile branch
+    can name a file) is never offered: it would break the shell's protocol or the terminal."""
+    from click.shell_completion import CompletionItem
+
+    from hystate.core.model import ID_PATTERN
+
+    try:
+        names = {
+            p.stem
+            for p in _store(ctx).iter_paths()
+            if p.name.startswith(incomplete) and ID_PATTERN.fullmatch(p.stem)
+        }
+        return [CompletionItem(n) for n in sorted(names)[:MAX_SHOWN]]
+    except Exception:  # completion never fails loudly: no repository, no state yet
+        return []
+
+
+def complete_years(
+    ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    """Shell completion of a year: the state folder's year folders."""
     from click.shell_completion import CompletionItem
 
     try:
-        from hystate.manager import StateManager
-
-        root = ctx.find_root()
-        state_dir = root.params.get("state_dir") if root.params else None
-        store = StateManager(state_dir).store
-        names = (p.stem for p in store.iter_paths() if p.name.startswith(incomplete))
-        return [CompletionItem(n) for n in sorted(names)[:500]]
-    except Exception:  # completion never fails loudly: no repository, no state yet
+        years = (p.name for p in _store(ctx).year_dirs() if p.name.startswith(incomplete))
+        return [CompletionItem(y) for y in years]
+    except Exception:
         return []
 
 

@@ -137,7 +137,7 @@ def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> 
 
 
 @cli.command()
-@click.argument("episode_id", shell_complete=complete_episode_ids)
+@click.argument("episode_id")  # a new id: none of the known ones to complete
 @click.option("--title", required=True)
 @click.option("--date", required=True, help="Air date, YYYY-MM-DD.")
 @click.option("--archive-identifier", help="archive.org identifier (default: the episode id).")
