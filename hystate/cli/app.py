@@ -48,7 +48,9 @@ class Options:
         manager = StateManager(
             self.state_dir, worker=worker or default, last_good_config=last_good_config
         )
-        manager.notice = lambda message: click.echo(clean_line(f"hystate: {message}"), err=True)
+        from hystate.cli.terminal import tell  # above any progress line
+
+        manager.notice = lambda message: tell(clean_line(f"hystate: {message}"))
         if manager.config_problem:
             manager.notice(manager.config_problem)
         manager.raise_drops = False  # a dropped earlier step of a named worker is printed

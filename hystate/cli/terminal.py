@@ -10,10 +10,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
-import click.shell_completion
+
+if TYPE_CHECKING:
+    import click.shell_completion
 
 MAX_SHOWN = 500  # completions offered at most (a shell lists them all)
 
@@ -73,6 +75,22 @@ def complete_stages(
     return [CompletionItem(s.value) for s in ProcessingStage if s.value.startswith(incomplete)]
 
 
+# Progress lines being drawn (their streams), and the lock every drawing and `tell` takes: a
+# notice printed while a bar or spinner is shown erases the line first, never lands inside it.
+_LOCK = threading.RLock()
+_ACTIVE: list[TextIO] = []
+
+
+def tell(line: str) -> None:
+    """One line on stderr for people (a notice), above any progress drawn there: the progress
+    line is erased first and drawn again at its next update."""
+    with _LOCK:
+        if _ACTIVE:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write("\r\x1b[K")
+        click.echo(line, err=True)
+
+
 class Progress:
     """A counted progress bar on stderr, ``label: what [####----] done/total pct%``, for long
     work: the engine calls it as ``progress(done, total, what)`` (``what`` names the phase; a
@@ -110,6 +128,9 @@ class Progress:
         if self.phase is not None:
             self._write("\r\x1b[K")
         self.phase = None
+        with _LOCK:
+            if self.stream in _ACTIVE:
+                _ACTIVE.remove(self.stream)
 
     def _stop_spinner(self) -> None:
         if self.spinner is not None:
@@ -119,11 +140,14 @@ class Progress:
     def _write(self, text: str) -> None:
         if self.broken:
             return
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (OSError, ValueError):  # the terminal went away (EIO, EPIPE, closed)
-            self.broken = True
+        with _LOCK:
+            if self.stream not in _ACTIVE:
+                _ACTIVE.append(self.stream)
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):  # the terminal went away (EIO, EPIPE, closed)
+                self.broken = True
 
 
 def clean_label(text: str) -> str:
@@ -182,12 +206,13 @@ def working(label: str, stream: TextIO | None = None) -> Iterator[None]:
     shown = clean_label(label)
 
     def write(text: str) -> bool:
-        try:
-            out.write(text)
-            out.flush()
-            return True
-        except (OSError, ValueError):  # the terminal went away: stop drawing, not the work
-            return False
+        with _LOCK:
+            try:
+                out.write(text)
+                out.flush()
+                return True
+            except (OSError, ValueError):  # the terminal went away: stop drawing, not the work
+                return False
 
     def draw() -> None:
         frames = "|/-\\"
@@ -201,6 +226,8 @@ def working(label: str, stream: TextIO | None = None) -> Iterator[None]:
                 return
 
     thread = threading.Thread(target=draw, name="hystate-working", daemon=True)
+    with _LOCK:
+        _ACTIVE.append(out)
     thread.start()
     try:
         yield
@@ -208,3 +235,5 @@ def working(label: str, stream: TextIO | None = None) -> Iterator[None]:
         done.set()
         thread.join()
         write("\r\x1b[K")
+        with _LOCK:
+            _ACTIVE.remove(out)

@@ -140,3 +140,21 @@ def test_a_phase_of_unknown_length_is_the_spinner(total: int) -> None:
     bar(0, total, "pushing")
     bar.close()
     assert "syncing: pushing…" in stream.getvalue() and " [" not in stream.getvalue()
+
+
+def test_a_notice_is_printed_above_the_progress_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notice while a bar is drawn (an event broker down, after the commit) erases the bar's
+    line first, so it is never glued to the bar; the bar comes back at its next update."""
+    from hystate.cli.terminal import tell
+
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    bar = Progress("discovering", stream)
+    bar(1, 4, "writing")
+    tell("hystate: event broker unreachable")
+    bar(4, 4, "writing")
+    bar.close()
+    tell("hystate: after")
+    shown = stream.getvalue()
+    assert "1/4  25%\x1b[K\r\x1b[Khystate: event broker unreachable\n\rdiscovering" in shown
+    assert shown.endswith("\r\x1b[Khystate: after\n")  # the bar was erased by close()
