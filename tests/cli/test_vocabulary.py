@@ -101,6 +101,7 @@ class Runner:
 
     @staticmethod
     def names() -> set[str]:
+        load_all()
         return {word for name in commands(cli) for word in name.split()}
 
 
@@ -208,6 +209,31 @@ def test_events_speak_one_vocabulary(repo: Path, broker: RedisServer) -> None:
     assert raw and all("episode_id" in f and "episode" not in f for f in raw)
     docs = [doc for out in run.outputs.values() for doc in out] + raw
     assert [p for doc in docs for p in violations(doc, known_ids(repo))] == []
+
+
+@needs_redis
+def test_a_stream_from_before_the_vocabulary_goes_on(repo: Path, broker: RedisServer) -> None:
+    """A stream whose last entry was published before the one vocabulary (``episode``): the
+    publisher still knows where it stands (nothing published twice, the next one once), and
+    readers are given ``episode_id``."""
+    (repo / "hystate.yaml").write_text(
+        f"state_management:\n  events:\n    enabled: true\n    url: {broker.url}\n"
+    )
+    client = broker.client()
+    assert json.loads(run_hystate(repo, "events", "publish", "--json").stdout)["published"] == 20
+    last_id, fields = client.xrevrange("hystate:transitions", count=1)[0]
+    client.xdel("hystate:transitions", last_id)
+    old = {("episode" if k == "episode_id" else k): v for k, v in fields.items()}
+    client.xadd("hystate:transitions", old)  # as an older hystate wrote it
+    status = json.loads(run_hystate(repo, "events", "status", "--json").stdout)
+    assert status["backlog"] == 0 and status["last_episode_id"] == fields["episode_id"]
+    ids = sorted(p.stem for p in (repo / "processed").glob("*/*.yaml"))
+    assert run_hystate(repo, "skip", ids[5], "--reason", "r").returncode == 0  # publishes
+    got = client.xrange("hystate:transitions")
+    assert len(got) == 21 and got[-1][1]["episode_id"] == ids[5]
+    tail = parsed(run_hystate(repo, "events", "tail", "--json").stdout)
+    assert [e["episode_id"] for e in tail[-2:]] == [fields["episode_id"], ids[5]]
+    assert all("episode" not in e for e in tail)
 
 
 @pytest.fixture
