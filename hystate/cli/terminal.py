@@ -121,7 +121,7 @@ class Progress:
         if now - self.drawn < 0.1 and 0 < done < total:
             return
         self.drawn = now
-        self._write(f"\r{clean_label(label)} {_bar(done, total, label, self.stream)}\x1b[K")
+        self._write(f"\r{_line(done, total, clean_label(label), self.stream)}\x1b[K")
 
     def close(self) -> None:
         self._stop_spinner()
@@ -156,16 +156,32 @@ def clean_label(text: str) -> str:
     return clean_line(text, 80)
 
 
-def _bar(done: int, total: int, label: str, stream: TextIO) -> str:
+def _columns(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return 80
+
+
+def _fit(line: str, stream: TextIO) -> str:
+    """``line`` cut to the terminal's width (a line that wraps cannot be drawn over)."""
+    room = max(1, _columns(stream) - 1)
+    return line if len(line) <= room else line[: room - 1] + "…"
+
+
+def _line(done: int, total: int, label: str, stream: TextIO) -> str:
+    """``label [####----] done/total pct%`` as wide as the terminal allows (the bar goes
+    first when it is narrow, then the label is cut; the count stays)."""
     done = max(0, min(done, total))
     count = f"{done:,}/{total:,} {100 * done // total:3d}%"
-    try:
-        columns = os.get_terminal_size(stream.fileno()).columns or 80
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        columns = 80
-    width = max(10, min(40, columns - len(label) - len(count) - 6))
+    room = _columns(stream) - 1
+    width = min(40, room - len(label) - len(count) - 4)
+    if width < 10:  # no bar; the label cut so the count stays
+        keep = room - len(count) - 1
+        label = label if len(label) <= keep else label[: max(0, keep - 1)] + "…"
+        return _fit(f"{label} {count}", stream)
     filled = width * done // total
-    return f"[{'#' * filled}{'-' * (width - filled)}] {count}"
+    return f"{label} [{'#' * filled}{'-' * (width - filled)}] {count}"
 
 
 def on_terminal() -> bool:
@@ -219,7 +235,8 @@ def working(label: str, stream: TextIO | None = None) -> Iterator[None]:
         tick = 0
         while True:  # drawn at once, then every quarter of a second until done
             elapsed = time.monotonic() - started
-            if not write(f"\r{frames[tick % 4]} {shown}… {elapsed:.1f}s \x1b[K"):
+            line = _fit(f"{frames[tick % 4]} {shown}… {elapsed:.1f}s", out)
+            if not write(f"\r{line}\x1b[K"):
                 return
             tick += 1
             if done.wait(0.25):

@@ -5,11 +5,14 @@ terminal. The engine tells the command line through a callback; drawing never fa
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
 import pty
+import struct
 import subprocess
+import termios
 from pathlib import Path
 
 import pytest
@@ -20,9 +23,11 @@ from tests.conftest import HYSTATE, REPO_ROOT, catalog_rows, git, run_hystate, w
 LEGACY = REPO_ROOT / "tests" / "data" / "legacy-archive-org"
 
 
-def on_terminal(repo: Path, *args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, what stderr showed) of a command whose stderr is a pseudo-terminal."""
+def on_terminal(repo: Path, *args: str, columns: int = 0) -> tuple[int, str, str]:
+    """(exit code, stdout, what stderr showed) of a command whose stderr is a pseudo-terminal
+    (``columns`` wide; 0: a size unknown, as a new pty's)."""
     leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     out = repo.parent / "stdout.txt"
     try:
         with out.open("wb") as stdout:
@@ -158,3 +163,16 @@ def test_a_notice_is_printed_above_the_progress_line(monkeypatch: pytest.MonkeyP
     shown = stream.getvalue()
     assert "1/4  25%\x1b[K\r\x1b[Khystate: event broker unreachable\n\rdiscovering" in shown
     assert shown.endswith("\r\x1b[Khystate: after\n")  # the bar was erased by close()
+
+
+def test_a_narrow_terminal_gets_lines_that_fit(repo: Path, tmp_path: Path) -> None:
+    """A line wider than the terminal wraps, and `\\r` cannot draw over a wrapped line: every
+    line drawn fits (the bar goes first, then the label is cut; the count stays)."""
+    catalog = write_search_json(tmp_path / "more.json", catalog_rows(300, start_year=1980))
+    code, _, shown = on_terminal(repo, "discover", "--from", str(catalog), columns=40)
+    assert code == 0
+    lines = [part.replace("\x1b[K", "") for part in shown.split("\r")]
+    assert max(len(line) for line in lines) <= 39, max(lines, key=len)
+    assert any(line.endswith("300/300 100%") for line in lines)
+    code, _, shown = on_terminal(repo, "validate", columns=120)
+    assert "validating: checking [" + "#" * 40 + "] 320/320 100%" in shown
