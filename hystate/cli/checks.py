@@ -16,7 +16,7 @@ from hystate.cli.app import (
     pass_opts,
     quiet,
 )
-from hystate.cli.terminal import complete_episode_ids, progress_bar
+from hystate.cli.terminal import complete_episode_ids, progress_bar, working
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -180,7 +180,8 @@ def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> No
 
     manager = opts.manager(cli_worker=False)
     sync_quietly(manager)  # several machines: judge the latest state and every node's leases
-    findings = RecoveryManager(manager).fsck(repair=repair, remove_orphans=remove_orphans)
+    with working("repairing" if repair else "checking"):
+        findings = RecoveryManager(manager).fsck(repair=repair, remove_orphans=remove_orphans)
     if repair and any(f.repaired for f in findings):
         sync_quietly(manager)  # a recovery is a transition like any other: push it
     left = [f for f in findings if not f.repaired]

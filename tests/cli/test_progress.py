@@ -102,6 +102,9 @@ def test_backup_and_sync_show_the_spinner(repo: Path, tmp_path: Path) -> None:
     git(repo, "remote", "add", "origin", str(remote))
     code, _, shown = on_terminal(repo, "sync", "--remote", "origin")
     assert code == 0 and "syncing…" in shown
+    code, _, shown = on_terminal(repo, "fsck")
+    assert code == 0 and "checking…" in shown and shown.endswith("fsck: clean\r\n")
+    assert run_hystate(repo, "fsck").stderr == "fsck: clean\n"  # not a terminal: the verdict
 
 
 class Gone(io.StringIO):
