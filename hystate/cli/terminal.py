@@ -150,10 +150,11 @@ class Progress:
                 self.broken = True
 
 
-def clean_label(text: str) -> str:
-    from hystate.cli.app import clean_line
-
-    return clean_line(text, 80)
+def clean_label(text: str, limit: int = 80) -> str:
+    """A label safe to draw: anything not printable (control characters, escape sequences,
+    bidi overrides, lone surrogates) as ``\\uXXXX``, at most ``limit`` characters."""
+    shown = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text[: limit * 2])
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def _columns(stream: TextIO) -> int:
