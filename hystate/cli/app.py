@@ -301,7 +301,7 @@ def _json(value: Any) -> str:
 def reader(opts: Options) -> StateManager:
     """A manager for reading commands: cache notices go to stderr."""
     manager = opts.manager(cli_worker=False)
-    manager.cache.notice = lambda message: echo(f"hystate: {message}", err=True)
+    manager.cache.notice = manager.notice  # one line above any progress line
     manager.refresh_once = True  # one command, one snapshot of the tree
     return manager
 
