@@ -4,13 +4,12 @@ hooks notice (``hooks.py``) on top of ``RepoBase``'s discovery, checks and reads
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from hystate.core.errors import GitError
+from hystate.core.locks import HOST
 from hystate.git import commit as commit_mod
 from hystate.git import hooks as hooks_mod
 from hystate.git.base import RepoBase
@@ -64,6 +63,8 @@ class GitRepo(RepoBase):
 
 def merge_file(ours: bytes, base: bytes, theirs: bytes, labels: tuple[str, str, str]) -> bytes:
     """git's three-way text merge of three contents, with conflict markers where they differ."""
+    import tempfile  # a merge is rare: tempfile and shutil cost ~5 ms to import
+
     with tempfile.TemporaryDirectory(prefix="hystate-merge-") as tmp:
         paths = []
         for name, data in zip(("ours", "base", "theirs"), (ours, base, theirs), strict=True):
@@ -81,4 +82,4 @@ def merge_file(ours: bytes, base: bytes, theirs: bytes, labels: tuple[str, str, 
 
 def default_worker(pid: int | None = None) -> str:
     """``host:pid`` of the process doing the work."""
-    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+    return f"{HOST}:{os.getpid() if pid is None else pid}"
