@@ -37,7 +37,7 @@ def translate(pattern: str) -> str:
     while i < len(pattern):
         ch = pattern[i]
         if ch == "\\":
-            text, i = _escape(pattern, i + 1, in_class=False)
+            text, i, _ = _escape(pattern, i + 1, in_class=False)
             out.append(text)
             continue
         if ch == "[":
@@ -67,26 +67,34 @@ def translate(pattern: str) -> str:
     return "".join(out)
 
 
-def _escape(pattern: str, i: int, *, in_class: bool) -> tuple[str, int]:
-    """One escape at ``pattern[i]`` (after the backslash): (Python text, next index)."""
+def _escape(pattern: str, i: int, *, in_class: bool) -> tuple[str, int, str | None]:
+    """One escape at ``pattern[i]`` (after the backslash): (Python text, next index, the one
+    character it stands for, or None for a class such as ``\\d``)."""
     if i >= len(pattern):
         raise Unsupported(pattern)
     ch = pattern[i]
     if ch in _CLASS_ESCAPES:
         members = _class_body(_CLASS_ESCAPES[ch])
-        return (members if in_class else f"[{members}]"), i + 1
+        return (members if in_class else f"[{members}]"), i + 1, None
     if ch in _CHAR_ESCAPES:
-        return _literal(_CHAR_ESCAPES[ch]), i + 1
-    if ch == "x" and re.fullmatch(r"[0-9A-Fa-f]{2}", pattern[i + 1 : i + 3]):
-        return _literal(chr(int(pattern[i + 1 : i + 3], 16))), i + 3
-    if ch == "u" and re.fullmatch(r"[0-9A-Fa-f]{4}", pattern[i + 1 : i + 5]):
-        return _literal(chr(int(pattern[i + 1 : i + 5], 16))), i + 5
-    if ch.isascii() and not ch.isalnum():  # an escaped punctuation mark is itself
-        return _literal(ch), i + 1
-    raise Unsupported(pattern)
+        char, i = _CHAR_ESCAPES[ch], i + 1
+    elif ch == "x" and re.fullmatch(r"[0-9A-Fa-f]{2}", pattern[i + 1 : i + 3]):
+        char, i = chr(int(pattern[i + 1 : i + 3], 16)), i + 3
+    elif ch == "u" and re.fullmatch(r"[0-9A-Fa-f]{4}", pattern[i + 1 : i + 5]):
+        char, i = chr(int(pattern[i + 1 : i + 5], 16)), i + 5
+    elif ch.isascii() and not ch.isalnum():  # an escaped punctuation mark is itself
+        char, i = ch, i + 1
+    else:
+        raise Unsupported(pattern)
+    return _literal(char), i, char
 
 
 def _literal(ch: str) -> str:
+    """``ch`` as itself in a Python pattern, in a class or out (short: compiling is per process)."""
+    if ch.isascii() and ch.isalnum():
+        return ch
+    if " " < ch < "\x7f":
+        return "\\" + ch
     return f"\\U{ord(ch):08x}"
 
 
@@ -120,9 +128,7 @@ def _char_class(pattern: str, i: int) -> tuple[str, int]:
         if ch == "[":
             raise Unsupported(pattern)
         if ch == "\\":
-            nxt = pattern[i + 1 : i + 2]
-            text, i = _escape(pattern, i + 1, in_class=True)
-            single = None if nxt in _CLASS_ESCAPES else chr(int(text[2:], 16))
+            text, i, single = _escape(pattern, i + 1, in_class=True)
             items.append((text, single, False))
         else:
             items.append((_literal(ch), ch, ch == "-"))
