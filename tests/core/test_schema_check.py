@@ -206,3 +206,15 @@ def test_a_transition_imports_no_jsonschema_rs() -> None:
     args = [sys.executable, "-c", code, json.dumps(episodes()[2])]
     proc = subprocess.run(args, cwd=root, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("char", ["a", "é", "\u3000x", "😀"])
+def test_lengths_count_code_points_as_jsonschema_rs_does(char: str) -> None:
+    schema = {"type": "string", "minLength": 3, "maxLength": 5, "pattern": "^[^\\s/]+$"}
+    check = compile_schema(schema)
+    record = jsonschema_rs.validator_for(schema)
+    assert check is not None
+    for n in range(8):
+        text = char * n
+        verdict = check(text)
+        assert verdict is None or verdict == record.is_valid(text), (char, n)
