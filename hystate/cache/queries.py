@@ -232,27 +232,22 @@ def failures_by_stage(cache: StateCache) -> dict[str, int]:
 
 def first_entry_time(cache: StateCache) -> datetime | None:
     """When the history began: the oldest entry's time (the oldest by string, and all within
-    two days of it, as last_entry_time)."""
+    two days of it, as last_entry_time). Each time once: a discovery batch is 100,000 entries
+    of one timestamp, parsed once, not 100,000 times."""
     rows = cache.query(
-        "WITH c AS (SELECT timestamp, julianday(timestamp) AS j FROM processing_log"
-        " WHERE timestamp <= (SELECT strftime('%Y-%m-%dT%H:%M:%S', substr(min(timestamp), 1,"
-        f" 19), '+2 days') FROM processing_log)) {_NEAR.format('<=', 'min', '+')}"
+        "SELECT DISTINCT timestamp FROM processing_log WHERE timestamp <= (SELECT"
+        " strftime('%Y-%m-%dT%H:%M:%S', substr(min(timestamp), 1, 19), '+2 days')"
+        " FROM processing_log)"
     )
     return min((parse_time(r[0]) for r in rows), default=None)
-
-
-# Of the candidates (a discovery batch: 100,000 entries within a second), Python parses only
-# those within a second of the earliest (latest) by SQLite's julianday, and any SQLite cannot
-# read: julianday is exact to well under a millisecond, so the answer is the same.
-_NEAR = "SELECT timestamp FROM c WHERE j IS NULL OR j {} (SELECT {}(j) FROM c) {} 1.0 / 86400"
 
 
 def last_entry_time(cache: StateCache) -> datetime | None:
     """The newest history entry's time (the newest by string, and all within two days of it)."""
     rows = cache.query(
-        "WITH c AS (SELECT timestamp, julianday(timestamp) AS j FROM processing_log"
-        " WHERE timestamp >= (SELECT strftime('%Y-%m-%dT%H:%M:%S', substr(max(timestamp), 1,"
-        f" 19), '-2 days') FROM processing_log)) {_NEAR.format('>=', 'max', '-')}"
+        "SELECT DISTINCT timestamp FROM processing_log WHERE timestamp >= (SELECT"
+        " strftime('%Y-%m-%dT%H:%M:%S', substr(max(timestamp), 1, 19), '-2 days')"
+        " FROM processing_log)"
     )
     return max((parse_time(r[0]) for r in rows), default=None)
 
