@@ -218,3 +218,28 @@ def test_lengths_count_code_points_as_jsonschema_rs_does(char: str) -> None:
         text = char * n
         verdict = check(text)
         assert verdict is None or verdict == record.is_valid(text), (char, n)
+
+
+def test_formats_it_accepts_jsonschema_rs_accepts() -> None:
+    from hystate.core.ecma import format_check
+
+    date, when = format_check("date"), format_check("date-time")
+    record_date = jsonschema_rs.validator_for({"format": "date"}, validate_formats=True)
+    record_when = jsonschema_rs.validator_for({"format": "date-time"}, validate_formats=True)
+    years, months, days = ["0000", "0001", "1900", "2004", "2100", "9999"], ["00", "02", "12", "13"], ["00", "01", "29", "30", "31", "32"]  # fmt: skip
+    dates = [f"{y}-{m}-{d}" for y in years for m in months for d in days]
+    assert any(date(d) for d in dates)
+    for text in dates:
+        assert date(text) in (True, None) and (date(text) is None or record_date.is_valid(text))
+    times = [
+        f"{d}T{h}:{m}:{s}{f}{z}"
+        for d in ("0001-01-01", "2004-02-29")
+        for h in ("00", "23", "24")
+        for m in ("00", "59", "60")
+        for s in ("00", "59", "60")
+        for f in ("", ".1", ".123456")
+        for z in ("Z", "+00:00", "-00:00", "+23:59", "+24:00", "+05:60")
+    ]
+    assert any(when(t) for t in times)
+    for text in times:
+        assert when(text) in (True, None) and (when(text) is None or record_when.is_valid(text))
