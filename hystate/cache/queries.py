@@ -39,19 +39,33 @@ def iter_episodes(
     limit: int | None = None,
 ) -> Iterator[EpisodeState]:
     """``episodes`` one at a time (memory independent of how many)."""
-    wanted = [ProcessingStage.parse(s).value for s in stages]
-    sql, params = "SELECT data, path FROM episode_states WHERE 1=1", list[Any]()
-    if wanted:
-        sql += f" AND stage IN ({','.join('?' * len(wanted))})"
-        params.extend(wanted)
+    wanted = list(dict.fromkeys(ProcessingStage.parse(s).value for s in stages))
     years = list(years)
-    if years:
-        sql += f" AND year IN ({','.join('?' * len(years))})"
-        params.extend(years)
-    sql += " ORDER BY date, episode_id"
-    if limit is not None:
-        sql += " LIMIT ?"
+    in_years = f" AND year IN ({','.join('?' * len(years))})" if years else ""
+    if wanted and limit is not None:
+        # The first few of some stages (`next`): each stage's first ``limit`` read in order
+        # from the (stage, date, episode_id) index, then merged. "stage IN (...) ORDER BY"
+        # sorted every episode of those stages first: 0.1-0.3 s at 100,000, now < 1 ms.
+        one = (
+            "SELECT * FROM (SELECT data, path, date, episode_id FROM episode_states"
+            f" WHERE stage = ?{in_years} ORDER BY date, episode_id LIMIT ?)"
+        )
+        sql = f"SELECT data, path FROM ({' UNION ALL '.join([one] * len(wanted))})"
+        params: list[Any] = [v for stage in wanted for v in (stage, *years, _rows(limit))]
+        sql += " ORDER BY date, episode_id LIMIT ?"
         params.append(_rows(limit))
+    else:
+        sql, params = "SELECT data, path FROM episode_states WHERE 1=1", []
+        if wanted:
+            sql += f" AND stage IN ({','.join('?' * len(wanted))})"
+            params.extend(wanted)
+        if years:
+            sql += in_years
+            params.extend(years)
+        sql += " ORDER BY date, episode_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(_rows(limit))
     for row in cache.stream(sql, tuple(params)):
         yield EpisodeState(json.loads(row["data"]), row["path"])
 

@@ -80,3 +80,28 @@ def test_an_unfinished_stream_does_not_break_the_next_query(manager: StateManage
     next(again)
     del again
     assert manager.count_by_stage()
+
+
+def test_the_first_few_of_some_stages_are_the_first_of_all_of_them(manager: StateManager) -> None:
+    """`next` reads each stage's first few from the index and merges them: the same episodes,
+    in the same order, as sorting every episode of those stages."""
+    ids = sorted(p.stem for p in manager.store.iter_paths())
+    for i, episode_id in enumerate(ids[:12]):
+        if i % 3 == 1:
+            manager.skip(episode_id, "not wanted")
+            continue
+        manager.update_state(episode_id, "downloading")
+        if i % 3 == 0:
+            manager.fail(episode_id, "HTTP 503")
+    manager.refresh()
+    cache = manager.cache
+    every = [e.episode_id for e in queries.episodes(cache)]
+    years = sorted({e.episode_id[17:21] for e in queries.episodes(cache)})
+    for stages in (["failed"], ["discovered", "failed"], ["skipped", "failed", "discovered"],
+                   ["failed", "failed"], ["published"], ["downloading", "skipped"]):  # fmt: skip
+        for chosen in ([], years[:1], years[1:3]):
+            full = [e.episode_id for e in queries.episodes(cache, stages, chosen)]
+            assert set(full) <= set(every)
+            for limit in (0, 1, 2, 5, 30):
+                first = [e.episode_id for e in queries.episodes(cache, stages, chosen, limit)]
+                assert first == full[:limit], (stages, chosen, limit)
