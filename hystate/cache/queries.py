@@ -324,11 +324,21 @@ def active_snapshots(cache: StateCache) -> list[tuple[Any, ...]]:
 def group_members(
     cache: StateCache, stage: str, failed: str | None, attempts: tuple[int, int, int], limit: int
 ) -> list[tuple[Any, ...]]:
-    """``SNAPSHOT_COLUMNS`` of up to ``limit`` episodes of one waiting group, by id."""
+    """``SNAPSHOT_COLUMNS`` of up to ``limit`` episodes of one waiting group, by id. A group
+    much larger than ``limit`` (70,000 discovered episodes at 100,000) is read in id order
+    until ``limit`` are found (``+stage``: not through the groups index, which would sort the
+    whole group: 0.1-0.3 s); a smaller one is found through the index and sorted."""
+    where = (
+        " WHERE {}stage = ? AND failed_stage IS ? AND download_attempts = ? AND"
+        " conversion_attempts = ? AND upload_attempts = ?"
+    )
+    size = cache.query(
+        f"SELECT count(*) FROM episode_states{where.format('')}", (stage, failed, *attempts)
+    )
+    large = int(size[0][0]) > 8 * _rows(limit)
     rows = cache.query(
-        f"SELECT {SNAPSHOT_COLUMNS} FROM episode_states WHERE stage = ? AND"
-        " failed_stage IS ? AND download_attempts = ? AND conversion_attempts = ?"
-        " AND upload_attempts = ? ORDER BY episode_id LIMIT ?",
+        f"SELECT {SNAPSHOT_COLUMNS} FROM episode_states{where.format('+' if large else '')}"
+        " ORDER BY episode_id LIMIT ?",
         (stage, failed, *attempts, _rows(limit)),
     )
     return [tuple(r) for r in rows]

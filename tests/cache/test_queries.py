@@ -105,3 +105,14 @@ def test_the_first_few_of_some_stages_are_the_first_of_all_of_them(manager: Stat
             for limit in (0, 1, 2, 5, 30):
                 first = [e.episode_id for e in queries.episodes(cache, stages, chosen, limit)]
                 assert first == full[:limit], (stages, chosen, limit)
+
+
+def test_a_large_group_gives_the_same_members_as_a_small_one(manager: StateManager) -> None:
+    """A group more than 8 times the limit is read in id order, a smaller one sorted: both
+    give the group's first members by id."""
+    manager.refresh()
+    ids = sorted(p.stem for p in manager.store.iter_paths())  # 20 discovered
+    for limit in (1, 2, 3, 5, 20, 100):
+        rows = queries.group_members(manager.cache, "discovered", None, (0, 0, 0), limit)
+        assert [r[0] for r in rows] == ids[:limit]
+    assert queries.group_members(manager.cache, "failed", "downloading", (1, 0, 0), 1) == []
