@@ -11,8 +11,6 @@ import os
 import re
 import signal
 import sys
-import textwrap
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +135,8 @@ def _os_code(exc: OSError) -> int:
         for n in names
         if n is not None
     )
+    import traceback  # errors only: traceback imports linecache and tokenize
+
     frames = traceback.extract_tb(exc.__traceback__)
     in_git_layer = any(f"{os.sep}hystate{os.sep}git{os.sep}" in frame.filename for frame in frames)
     return 7 if inside_git or in_git_layer else 1
@@ -184,6 +184,8 @@ def _fail(ctx: click.Context, message: str, code: int, exc: HystateError | None 
     stdout (``{"error": ..., "exit_code": ..., "kind": ...}``), for the program reading it."""
     opts = ctx.find_object(Options)
     if opts is not None and opts.verbose:
+        import traceback
+
         traceback.print_exc()
     if opts is not None and opts.as_json:
         text = message.split(": ", 1)[1] if message.startswith("error: ") else message
@@ -278,6 +280,8 @@ def emit_json(value: Any) -> None:
 def emit_json_array(items: Iterable[Any]) -> int:
     """A JSON array written item by item, as ``emit_json(list(items))`` would write it (memory
     independent of its length); how many items."""
+    import textwrap
+
     count, parts = 0, []
     for item in items:
         parts.append(("[\n" if not count else ",\n") + textwrap.indent(_json(item), "  "))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import sys
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,9 @@ def _formats() -> FormatChecker:
 
 def schema_dir() -> Path:
     """The schemas: inside the installed package, or ``schema/`` beside a source checkout."""
-    packaged = Path(str(resources.files("hystate"))) / "schema"
+    # the package's own folder (what importlib.resources.files would answer for it, without
+    # importing importlib.resources, zipfile and their readers: ~4 ms of every command)
+    packaged = Path(__file__).resolve().parents[1] / "schema"
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parents[2] / "schema"
@@ -81,8 +83,29 @@ def _fast_validator(name: str) -> Any:
     return jsonschema_rs.validator_for(load_schema(name), validate_formats=True)
 
 
+@cache
+def _compiled(name: str) -> Any:
+    from hystate.core.schema_check import compile_schema
+
+    return compile_schema(load_schema(name))
+
+
+# A process validating a few documents (a transition: the config and one episode) answers from
+# the schema compiled into Python (hystate.core.schema_check) and never imports jsonschema_rs
+# (~7 ms); after this many documents (a rebuild, a validate) jsonschema_rs answers every one.
+FEW = 16
+_asked = 0
+
+
 def is_valid(name: str, doc: Any) -> bool:
-    """Whether ``doc`` satisfies schema ``name``: the fast validator when present."""
+    """Whether ``doc`` satisfies schema ``name``: ``jsonschema_rs`` when present, except that
+    a document the compiled check finds valid is valid (it never says so when unsure)."""
+    global _asked
+    _asked += 1
+    if _asked <= FEW and "jsonschema_rs" not in sys.modules:
+        check = _compiled(name)
+        if check is not None and check(doc) is True:
+            return True
     fast = _fast_validator(name)
     if fast is not None:
         return bool(fast.is_valid(doc))
