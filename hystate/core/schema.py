@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import sys
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,29 +82,8 @@ def _fast_validator(name: str) -> Any:
     return jsonschema_rs.validator_for(load_schema(name), validate_formats=True)
 
 
-@cache
-def _compiled(name: str) -> Any:
-    from hystate.core.schema_check import compile_schema
-
-    return compile_schema(load_schema(name))
-
-
-# A process validating a few documents (a transition: the config and one episode) answers from
-# the schema compiled into Python (hystate.core.schema_check) and never imports jsonschema_rs
-# (~7 ms); after this many documents (a rebuild, a validate) jsonschema_rs answers every one.
-FEW = 16
-_asked = 0
-
-
 def is_valid(name: str, doc: Any) -> bool:
-    """Whether ``doc`` satisfies schema ``name``: ``jsonschema_rs`` when present, except that
-    a document the compiled check finds valid is valid (it never says so when unsure)."""
-    global _asked
-    _asked += 1
-    if _asked <= FEW and "jsonschema_rs" not in sys.modules:
-        check = _compiled(name)
-        if check is not None and check(doc) is True:
-            return True
+    """Whether ``doc`` satisfies schema ``name``: the fast validator when present."""
     fast = _fast_validator(name)
     if fast is not None:
         return bool(fast.is_valid(doc))
