@@ -102,8 +102,7 @@ def tail(opts: Options, from_id: str, follow: bool, limit: int | None, as_json: 
     config = opts.manager(cli_worker=False).config
     for shown, (entry_id, fields) in enumerate(api.consume(config, from_id, follow=follow), 1):
         if as_json:
-            named = {("episode_id" if k == "episode" else k): v for k, v in fields.items()}
-            echo(json.dumps({"id": entry_id, **named}, ensure_ascii=False))  # one vocabulary
+            echo(json.dumps({"id": entry_id, **fields}, ensure_ascii=False))
         else:
             echo(_entry_line(entry_id, fields))
         sys.stdout.flush()
@@ -141,6 +140,6 @@ def _entry_line(entry_id: str, fields: dict[str, str]) -> str:
 
     move = f"{field('from', 12, '-')} -> {field('to', 12, '?')}"
     return (
-        f"{bounded(entry_id, 45)}  {field('at', 25):<25} {field('episode', 100):<40} "
+        f"{bounded(entry_id, 45)}  {field('at', 25):<25} {field('episode_id', 100):<40} "
         f"{move:<26} {bounded((fields.get('commit') or '')[:10], 10)}"
     )
