@@ -130,7 +130,8 @@ def sync_locked(
     """One sync; ``fetched``: the tracking ref is fresh (just fetched), push before fetching.
     A push that lost to another node's is retried (fetch, replay, push) with a jittered pause
     until ``deadline`` (``time.monotonic()``; default ``sync.deadline`` from now): no fixed
-    number of rounds, so no node gives up while the others keep winning."""
+    number of rounds, so no node gives up while the others keep winning. ``lost``: called
+    after the fetch that follows each lost push (``cluster.turns`` tells the other nodes)."""
     repo = ws.repo
     if deadline is None:
         deadline = time.monotonic() + float(ws.config.get("sync.deadline"))
