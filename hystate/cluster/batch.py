@@ -22,7 +22,9 @@ carries it and its lease recovers the episode.
 
 from __future__ import annotations
 
+import os
 import random
+import stat
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -51,6 +53,19 @@ if TYPE_CHECKING:
 # is broken at once, so this is never reached in practice.
 GRACE = 600.0
 WALK = 32  # commits walked back from a tip looking for a claim's own commit
+
+
+def check_lock(ws: Workspace) -> None:
+    """Before a claim is committed: the node's sync lock path, if present, must be a lock file
+    (a directory or a symlink there would make every claim wait in vain), else LockBusy now."""
+    path = ws.locks_dir / SYNC_LOCK
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        StateLock(path, timeout=0).acquire()  # raises, naming what is there
+        raise LockBusy(f"{path} is not a lock file hystate made")  # (not reached)
 
 
 def tracking_tip(ws: Workspace, remote: str) -> str | None:
@@ -88,7 +103,7 @@ def carried(
             lock.acquire()
             break
         except LockBusy as exc:
-            if time.monotonic() >= until + GRACE:
+            if time.monotonic() >= until + GRACE or "not a lock file" in exc.message:
                 return acked, LockBusy(
                     f"{exc.message}; {len(waiting)} claim(s) stay committed on this node, "
                     "not acknowledged",

@@ -50,6 +50,7 @@ def claim(
     # a claim goes through the branch: on a detached HEAD (even opted in) it could be neither
     # pushed nor withdrawn, so it is refused before anything is committed
     gr.branch_of(ws.repo)
+    batch.check_lock(ws)
     seconds = float(ws.config.get("sync.deadline")) if deadline is None else deadline
     until = time.monotonic() + seconds
     node = lease_refs.node_name(ws)

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -246,9 +247,23 @@ def test_hostile_turns_refs_neither_stop_nor_stall_a_node(
     assert turns._contending(manager, "n0") == 20  # only the well-formed, recent ones
     pauses: list[float] = []
     with sync_lock(node), monkeypatch.context() as patch:  # as a worker pushing back to back
-        patch.setattr(turns.time, "sleep", pauses.append)
+        clock = SimpleNamespace(time=time.time, monotonic=time.monotonic, sleep=pauses.append)
+        patch.setattr(turns, "time", clock)  # (turns' own pauses only)
         turns.after_push(manager, 1, 60.0)  # (a round as slow as can be)
         turns.before_push(manager, "origin", "main")
     assert len(pauses) == 1 and 0 < pauses[0] <= turns.MAX_PAUSE  # it yields, boundedly
     (proc,) = finish(claimers(node, ["w1"])).values()
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_sync_lock_that_is_no_lock_file_refuses_the_claim_before_it_is_made(
+    cluster: tuple[GitServer, list[Path]],
+) -> None:
+    _, (node, _) = cluster
+    path = StateManager(cwd=node).locks_dir / SYNC_LOCK
+    path.mkdir(parents=True)
+    before = git(node, "rev-parse", "HEAD")
+    proc = run_hystate(node, "next", "downloading", "--claim", "--worker", "w1")
+    assert proc.returncode != 0 and "not a lock file" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert git(node, "rev-parse", "HEAD") == before  # nothing committed, nothing held
