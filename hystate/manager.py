@@ -47,6 +47,7 @@ class StateManager(Workspace):
         wired.before.append(_told)  # a pending transition of this worker was dropped
         wired.before.append(_before_transition)
         wired.committed.append(_on_commit)
+        wired.serial.append(lambda ws: bool(ws.config.get("monitoring.alert_on_failure")))
         wired.after.append(_after_commit)
         wired.acknowledge.append(_acknowledge)  # sync.push: each: on the remote, or pending
         wired.lease_sources.append(_lease_source)
