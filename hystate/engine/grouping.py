@@ -47,7 +47,7 @@ def eligible(ws: Workspace, episode: EpisodeState, change: Change, rel: str) -> 
         return False
     if settings.sign() or settings.dates_from_env() or not ws.repo.plain_attributes([rel]):
         return False
-    if any(serial(ws) for serial in ws.subscribers.serial):
+    if any(serial(ws, change) for serial in ws.subscribers.serial):
         return False
     entering = change.to.is_active and episode.stage is not change.to
     return not (entering and limits.limited(ws, change.to))
