@@ -201,3 +201,22 @@ def test_an_interrupted_follower_withdraws_its_request_and_its_write(repo: Path)
     assert episode_commits(repo, manager, ids[1]) == before[ids[1]] + 1
     assert_sound(repo)
     assert os.listdir(grouping.queue_of(manager).dir) == []
+
+
+def test_fsck_repair_mends_a_lone_leader_killed_after_head_moved(repo: Path) -> None:
+    """No other worker to be the next leader: fsck names the orphan and --repair finds it
+    landed (committed once) and mends the index."""
+    manager, ids, before = setup(repo)
+    hook(repo, "committed")
+    ((code, _, _),) = finish(start(repo, ids[:1]))
+    assert code == -9
+    assert episode_commits(repo, manager, ids[0]) == before[ids[0]] + 1  # HEAD moved
+    told = run_hystate(repo, "fsck", "--json")
+    assert told.returncode == 1 and "group-commit" in told.stdout, told.stdout
+    repaired = run_hystate(repo, "fsck", "--repair")
+    assert repaired.returncode in (0, 1), repaired.stderr
+    assert run_hystate(repo, "fsck").returncode == 0
+    assert episode_commits(repo, manager, ids[0]) == before[ids[0]] + 1
+    assert manager.get_episode_state(ids[0]).stage.value == "downloading"
+    assert_sound(repo)
+    assert os.listdir(grouping.queue_of(manager).dir) == []
