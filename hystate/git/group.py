@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import GitError, HystateError
@@ -34,7 +34,7 @@ from hystate.git import hooks
 from hystate.git import index as index_mod
 from hystate.git.commit import _entries, commit_object, durability, read_back
 from hystate.git.objects import object_id
-from hystate.git.queue import Queue, Request
+from hystate.git.queue import OWN, Outcome, Queue, Request
 from hystate.git.refs import StaleHead
 
 if TYPE_CHECKING:
@@ -56,11 +56,15 @@ def prepare(repo: RepoBase, data: bytes) -> None:
     repo.objects.write(b"blob", data)
 
 
-def lead(repo: RepoBase, queue: Queue, mine: str | None = None) -> None:
-    """Commit every request in ``queue`` (call it holding the repository lock). ``mine``: the
-    caller's own request, committed whatever its owner check says."""
+def lead(
+    repo: RepoBase, queue: Queue, mine: str | None = None, own: Request | None = None
+) -> Outcome | None:
+    """Commit every request in ``queue`` (call it holding the repository lock), and ``own``
+    (the caller's, never written to the queue): its outcome. ``mine``: the caller's queued
+    request, committed whatever its owner check says."""
     listing = queue.listing()
-    requests = []
+    requests = [] if own is None else [replace(own, id=OWN)]
+    mine = OWN if own is not None else mine
     orphans = set(listing[".claimed"])
     moved: list[bool] = []  # set once HEAD has moved
     for rid in listing[".claimed"]:  # orphans of a leader that died
@@ -74,7 +78,7 @@ def lead(repo: RepoBase, queue: Queue, mine: str | None = None) -> None:
     if listing[".done"] or listing[".failed"]:
         queue.sweep()
     if not requests:
-        return
+        return None
     try:
         _commit_group(repo, queue, requests, mine, orphans, moved)
     except HystateError as exc:  # the repository refuses (mid-rebase, a hook): all fail
@@ -89,6 +93,7 @@ def lead(repo: RepoBase, queue: Queue, mine: str | None = None) -> None:
             for request in requests:
                 queue.requeue(request.id)
         raise
+    return queue.kept.pop(OWN, None)
 
 
 def _commit_group(

@@ -28,6 +28,7 @@ from hystate.core.paths import write_atomic
 from hystate.git.settings import Identity
 
 SUFFIXES = (".req", ".claimed", ".done", ".failed")
+OWN = "own"  # the leader's own request: kept in memory, never written (not an id of a file)
 
 
 @dataclass(frozen=True)
@@ -90,15 +91,18 @@ class Queue:
     def __init__(self, git_dir: Path, key: str) -> None:
         name = hashlib.sha1(key.encode()).hexdigest()[:12]
         self.dir = git_dir / "hystate" / "queue" / name
+        self.kept: dict[str, Outcome] = {}  # the outcome of OWN
 
     def _path(self, rid: str, suffix: str) -> Path:
         return self.dir / f"{rid}{suffix}"
 
     def submit(self, request: Request) -> str:
-        """Queue ``request`` (durably); its id."""
+        """Queue ``request``; its id. Written whole before it is seen (a temp file made with
+        O_EXCL, renamed), not synced: after a power cut its requester is gone, and a request
+        whose requester is gone is never committed (the file it wrote is fsck's to judge)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         rid = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
-        write_atomic(self._path(rid, ".req"), request.to_json())
+        write_atomic(self._path(rid, ".req"), request.to_json(), sync=False)
         return rid
 
     def listing(self) -> dict[str, list[str]]:
@@ -135,6 +139,8 @@ class Queue:
 
     def requeue(self, rid: str) -> None:
         """A claimed request back in the queue (its leader did not commit it)."""
+        if rid == OWN:
+            return
         try:
             os.rename(self._path(rid, ".claimed"), self._path(rid, ".req"))
         except FileNotFoundError:
@@ -142,6 +148,8 @@ class Queue:
 
     def drop(self, rid: str) -> None:
         """Forget a request nobody waits for (its requester is gone)."""
+        if rid == OWN:
+            return
         for suffix in (".req", ".claimed"):
             self._path(rid, suffix).unlink(missing_ok=True)
 
@@ -158,9 +166,13 @@ class Queue:
         rid: str,
         sha: str | None = None,
         error: HystateError | None = None,
-        sync: bool = True,
+        sync: bool = False,
     ) -> None:
-        """Record the outcome (``sha``: committed, None with no ``error``: nothing to change)."""
+        """Record the outcome (``sha``: committed, None with no ``error``: nothing to change).
+        Not synced: after a power cut nobody waits for it (HEAD says what landed)."""
+        if rid == OWN:
+            self.kept[OWN] = Outcome(sha, error)
+            return
         if error is None:
             record: dict[str, Any] = {"commit": sha}
             write_atomic(self._path(rid, ".done"), json.dumps(record).encode(), sync=sync)

@@ -203,20 +203,30 @@ def test_an_interrupted_follower_withdraws_its_request_and_its_write(repo: Path)
     assert os.listdir(grouping.queue_of(manager).dir) == []
 
 
-def test_fsck_repair_mends_a_lone_leader_killed_after_head_moved(repo: Path) -> None:
-    """No other worker to be the next leader: fsck names the orphan and --repair finds it
-    landed (committed once) and mends the index."""
+def test_fsck_repair_finds_the_orphan_of_a_leader_killed_after_head_moved(repo: Path) -> None:
+    """The leader and the follower it committed for are both killed (no next leader): fsck
+    names the claimed request and --repair finds it landed (committed once), mends the index."""
     manager, ids, before = setup(repo)
     hook(repo, "committed")
-    ((code, _, _),) = finish(start(repo, ids[:1]))
+    lock = hold(manager)
+    (follower,) = start(repo, ids[:1])
+    wait_queued(manager, 1)
+    follower.send_signal(signal.SIGSTOP)  # it waits, and will never lead
+    lock.release()
+    ((code, _, _),) = finish(start(repo, ids[1:2]))  # leads both, killed once HEAD moved
     assert code == -9
-    assert episode_commits(repo, manager, ids[0]) == before[ids[0]] + 1  # HEAD moved
+    follower.kill()
+    assert follower.wait(timeout=600) == -9
+    for eid in ids[:2]:
+        assert episode_commits(repo, manager, eid) == before[eid] + 1  # HEAD moved
+    assert grouping.queue_of(manager).listing()[".claimed"]
     told = run_hystate(repo, "fsck", "--json")
     assert told.returncode == 1 and "group-commit" in told.stdout, told.stdout
     repaired = run_hystate(repo, "fsck", "--repair")
     assert repaired.returncode in (0, 1), repaired.stderr
     assert run_hystate(repo, "fsck").returncode == 0
-    assert episode_commits(repo, manager, ids[0]) == before[ids[0]] + 1
-    assert manager.get_episode_state(ids[0]).stage.value == "downloading"
+    for eid in ids[:2]:
+        assert episode_commits(repo, manager, eid) == before[eid] + 1
+        assert manager.get_episode_state(eid).stage.value == "downloading"
     assert_sound(repo)
     assert os.listdir(grouping.queue_of(manager).dir) == []
