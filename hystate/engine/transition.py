@@ -103,12 +103,10 @@ def run(
         later: list[Callable[[], None]] = []
         ticket = grouping.Ticket()
         try:
-            if grouping.eligible(ws, episode, change, rel):  # nothing judged under the lock
+            if grouping.eligible(ws, episode, change, rel):
+                # nothing to judge under the lock, no subscriber with work under it: committed
+                # in a group by whoever holds the lock (hystate.git.group)
                 sha = grouping.commit(ws, ticket, rel, data, message, committed)
-                for subscriber in ws.subscribers.committed:
-                    follow = _committed(ws, subscriber, doc, change)
-                    if follow is not None:
-                        later.append(follow)
             else:
                 with ws.repo_lock():
                     limits.check(ws, episode, change)  # the tree holds still under this lock

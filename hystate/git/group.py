@@ -52,8 +52,11 @@ class _Step:
 def prepare(repo: RepoBase, data: bytes) -> None:
     """Store the blob of a request before queueing it (outside the lock: the leader then
     finds it stored), unsynced: the leader of its group flushes before HEAD moves."""
-    repo.objects.fsync = None
-    repo.objects.write(b"blob", data)
+    before, repo.objects.fsync = repo.objects.fsync, None
+    try:
+        repo.objects.write(b"blob", data)
+    finally:
+        repo.objects.fsync = before
 
 
 def lead(
@@ -113,14 +116,17 @@ def _commit_group(
     repo.objects.fsync = None if batch else sync.get("loose-object")
     if batch:
         sync = {**sync, "batch": "yes"}
-    for _ in range(50):
-        with repo.index_lock() as lock:
-            steps = _read_back(repo, queue, requests, mine, orphans)
-            if not steps:
-                return
-            if _chain(repo, queue, lock, steps, sync, moved):
-                return
-        requests = [s.request for s in steps]
+    try:
+        for _ in range(50):
+            with repo.index_lock() as lock:
+                steps = _read_back(repo, queue, requests, mine, orphans)
+                if not steps:
+                    return
+                if _chain(repo, queue, lock, steps, sync, moved):
+                    return
+            requests = [s.request for s in steps]
+    finally:
+        repo.objects.fsync = sync.get("loose-object")
     raise GitError("HEAD kept moving while hystate tried to commit; try again")
 
 
