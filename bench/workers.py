@@ -123,7 +123,7 @@ def ab(
                 if not (result["one_commit_each"] and result["index_in_step"]):
                     raise RuntimeError(f"a run broke the repository: {result}")
                 runs[str(tree)][str(workers)].append(result["per_s"])
-    medians = {t: {c: sorted(v)[len(v) // 2] for c, v in by.items()} for t, by in runs.items()}
+    medians = {t: {c: statistics.median(v) for c, v in by.items()} for t, by in runs.items()}
     one = str(counts[0])
     return {
         "episodes": n,
