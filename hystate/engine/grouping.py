@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
 
 _MAX_DELAY = 0.01  # seconds between two looks for the outcome or the lock
+_MORE_GROUPS = 4  # groups a leader commits after its own while requests keep arriving
 
 
 @dataclass
@@ -77,6 +78,7 @@ def commit(
     else:  # nobody leads: lead, with this request in memory (no file, no waiting)
         try:
             outcome = group.lead(repo, queue, own=request)
+            _keep_leading(ws, queue)
         finally:
             free.release()
         if outcome is not None:
@@ -129,6 +131,7 @@ def _await(
             continue
         try:
             group.lead(ws.repo, queue, mine=rid)
+            _keep_leading(ws, queue)
         finally:
             lock.release()
         known = queue.outcome(rid)
@@ -136,3 +139,17 @@ def _await(
             return known
         if not queue.exists(rid):
             return None  # withdrawn or dropped: never committed
+
+
+def _keep_leading(ws: Workspace, queue: Queue) -> None:
+    """Commit what was queued meanwhile before letting the lock go (a few groups at most, so
+    the leader's own caller is not kept waiting): no hand-over of the lock between groups,
+    and the index this process just wrote is patched, not read again. The caller's own
+    transition is committed by now: a failure here is the next leader's to meet."""
+    for _ in range(_MORE_GROUPS):
+        if not queue.listing()[".req"]:
+            return
+        try:
+            group.lead(ws.repo, queue)
+        except Exception:
+            return
