@@ -225,13 +225,20 @@ def _chain(
             ],
             repo.root,
         )
+    ref_sync = sync.get("reference")
     if log and "batch" in sync:
-        os.sync()  # every object of the group (and the requesters' blobs) on disk first
+        # every object of the group (and the requesters' blobs) on disk before the branch
+        # names them: one flush, which also makes the new branch file durable when references
+        # are synced (the flush runs after it is written, before it is renamed into place)
+        if ref_sync:
+            ref_sync = "sync"
+        else:
+            os.sync()
     if log:
         try:
             warnings = repo.refs.update(
                 head, log[-1][1], log[-1][2], log[-1][3], repo.settings.reflog,
-                sync.get("reference"), steps=log,
+                ref_sync, steps=log,
             )  # fmt: skip
         except StaleHead:
             return False
