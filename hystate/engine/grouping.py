@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hystate.core.errors import LockBusy
+from hystate.core.errors import GitError, LockBusy
 from hystate.core.locks import LockOwner, StateLock
 from hystate.engine import limits
 from hystate.git import group
@@ -81,8 +81,9 @@ def commit(
             _keep_leading(ws, queue)
         finally:
             free.release()
-        if outcome is not None:
-            return outcome.result()
+        if outcome is None:  # never: its own request is always settled
+            raise GitError("the group commit gave no outcome", hint="run `hystate fsck`")
+        return outcome.result()
     group.prepare(repo, data)
     rid = queue.submit(request)
     try:

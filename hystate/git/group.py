@@ -267,5 +267,6 @@ def _settle(
 ) -> None:
     try:
         queue.settle(rid, sha, error)
-    except OSError as exc:  # a full disk: the requester finds its commit in HEAD (next leader)
+    except (OSError, HystateError) as exc:  # a full disk: its requester, still waiting, leads
+        # and finds the claimed request (its bytes in HEAD: done)
         repo.warnings.append(f"the outcome of a queued commit could not be recorded: {exc}")
