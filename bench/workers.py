@@ -31,7 +31,9 @@ WORKER = """
 import json, sys, time
 sys.path.insert(0, {root!r})
 from hystate.manager import StateManager
-ids, start, stop = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+with open(sys.argv[1]) as fh:  # a file: 100,000 ids do not fit in a command line
+    ids = json.load(fh)
+start, stop = float(sys.argv[2]), float(sys.argv[3])
 manager = StateManager(cwd={repo!r}, worker=sys.argv[4])
 manager.update_state(ids.pop(), "downloading")  # warm: imports, the first read of the index
 while time.time() < start:
@@ -59,8 +61,9 @@ def run(
     stop = start + seconds
     procs = []
     for i in range(workers):
-        mine = json.dumps(ids[i * share : (i + 1) * share])
-        args = [sys.executable, "-c", code, mine, str(start), str(stop), f"bench-{i}"]
+        mine = repo.parent / f"ids-{i}.json"
+        mine.write_text(json.dumps(ids[i * share : (i + 1) * share]))
+        args = [sys.executable, "-c", code, str(mine), str(start), str(stop), f"bench-{i}"]
         procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True))
     outs = [json.loads(p.communicate()[0]) for p in procs]
     if any(p.returncode for p in procs):

@@ -116,8 +116,15 @@ def run(
                         if follow is not None:
                             later.append(follow)
         except BaseException:
-            if not ticket.unsettled and ws.repo.head_blob(rel) == committed and _holds(path, data):
-                ws.store.write(path, raw)  # the commit did not happen: undo the write
+            # The commit did not happen (HEAD lacks these bytes; its outcome is known): undo the
+            # write. Also when HEAD moved on meanwhile (a person's commit put the file back to
+            # an older state): the file then holds the version fsck can re-apply, not a third.
+            if (
+                not ticket.unsettled
+                and _holds(path, data)
+                and ws.repo.head_blob(rel) != ws.repo.blob_id(rel, data)
+            ):
+                ws.store.write(path, raw)
             raise
     # outside every lock: a slow webhook must never hold an episode or the repository
     result = TransitionResult(EpisodeState(doc, rel), sha, episode.stage)
