@@ -51,19 +51,16 @@ demo-cluster: install ## The same on 3 clones of a shared git daemon remote (../
 
 # Both cores; tests that share something outside their tmp_path carry an xdist_group mark.
 # Any skipped test fails the run (tests/conftest.py): tools/deps.sh installs what they need.
+# tools/test.sh runs the Prefect and Airflow tests (their own venvs) beside the main suite.
 PYTEST_PAR ?= -n 2 --dist loadgroup
 
-test: install install-orchestrators ## Run the test suite on 2 cores, then the orchestrators' tests in their venvs
+test: install install-orchestrators ## Run the test suite on 2 cores, the orchestrators' tests beside it (~13 min)
 	tools/deps.sh
-	HYSTATE_NO_SKIPS=1 $(BIN)/python -m pytest -q $(PYTEST_PAR)
-	HYSTATE_NO_SKIPS=1 $(VENV_PREFECT)/bin/python -m pytest -q tests/integrations/prefect
-	HYSTATE_NO_SKIPS=1 $(VENV_AIRFLOW)/bin/python -m pytest -q tests/integrations/airflow
+	BIN=$(BIN) VENV_PREFECT=$(VENV_PREFECT) VENV_AIRFLOW=$(VENV_AIRFLOW) PYTEST_PAR="$(PYTEST_PAR)" tools/test.sh
 
 test-fast: install install-orchestrators ## Run the tests without the slow concurrency ones
 	tools/deps.sh
-	HYSTATE_NO_SKIPS=1 $(BIN)/python -m pytest -q $(PYTEST_PAR) -m "not slow"
-	HYSTATE_NO_SKIPS=1 $(VENV_PREFECT)/bin/python -m pytest -q -m "not slow" tests/integrations/prefect
-	HYSTATE_NO_SKIPS=1 $(VENV_AIRFLOW)/bin/python -m pytest -q -m "not slow" tests/integrations/airflow
+	BIN=$(BIN) VENV_PREFECT=$(VENV_PREFECT) VENV_AIRFLOW=$(VENV_AIRFLOW) PYTEST_PAR="$(PYTEST_PAR)" tools/test.sh -m "not slow"
 
 lint: install ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check hystate tests bench

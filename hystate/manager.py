@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hystate.core.model import EpisodeState, ProcessingStage
-from hystate.engine import steps
-from hystate.engine.transition import TransitionResult
 from hystate.engine.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -25,6 +23,7 @@ if TYPE_CHECKING:
     from hystate.engine.discovery import DiscoverResult
     from hystate.engine.leases import Lease
     from hystate.engine.retries import RetryOutcome
+    from hystate.engine.transition import TransitionResult
 
 # What a transition does not use is imported on first use (the cluster, the event stream, the
 # alerts, the checks, claims, leases, discovery): `hystate advance` is a fresh process each time.
@@ -51,6 +50,7 @@ class StateManager(Workspace):
         wired.after.append(_after_commit)
         wired.acknowledge.append(_acknowledge)  # sync.push: each: on the remote, or pending
         wired.lease_sources.append(_lease_source)
+        wired.dropped.append(_dropped)  # a sync dropped pending transitions: on the event stream
 
     # -- handing out work ------------------------------------------------------------------
 
@@ -181,6 +181,8 @@ class StateManager(Workspace):
                     lease=lease, take_over=take_over,
                 )  # fmt: skip
             stage, message, fields = asked.stage, asked.message, asked.fields
+        from hystate.engine import steps  # a reading command needs no transition code
+
         return steps.advance(
             self, episode_id, stage, message=message, fields=fields, worker=worker,
             force=force, lock_timeout=lock_timeout, lease=lease, take_over=take_over,
@@ -198,12 +200,16 @@ class StateManager(Workspace):
     ) -> TransitionResult:
         """Record a failure of the active stage the episode is in (under its lease token:
         ``lease``, default the one this manager was issued; or ``take_over``)."""
+        from hystate.engine import steps
+
         return steps.fail(
             self, episode_id, error, traceback=traceback, worker=worker, lease=lease,
             take_over=take_over,
         )  # fmt: skip
 
     def skip(self, episode_id: str, reason: str, *, worker: str | None = None) -> TransitionResult:
+        from hystate.engine import steps
+
         return steps.skip(self, episode_id, reason, worker=worker)
 
     def retry(
@@ -291,6 +297,13 @@ def _after_commit(ws: Workspace, sha: str | None) -> None:
         from hystate.events import stream
 
         stream.after_commit(ws, sha)
+
+
+def _dropped(ws: Workspace) -> None:
+    if ws.config.get("events.enabled"):
+        from hystate.events import drops
+
+        drops.after_drops(ws)
 
 
 def _acknowledge(ws: Workspace, result: TransitionResult) -> TransitionResult:

@@ -166,16 +166,21 @@ def run_hystate(cwd: Path, *args: str, timeout: float = 60) -> subprocess.Comple
     )
 
 
-def holder_lease(repo: Path, episode_id: str) -> list[str]:
-    """``["--lease", TOKEN]`` for an episode in an active stage: the token its move into the
-    stage recorded in the file, as the stage's holder presents it; [] in no active stage."""
+def holder_token(path: Path) -> str | None:
+    """The lease token of the episode's active stage, from its file (where the move into the
+    stage recorded it): what the stage's holder presents to leave it; None in no active stage."""
     import yaml
 
-    (path,) = (repo / "processed").rglob(f"{episode_id}.yaml")
     doc = yaml.safe_load(path.read_bytes())
     if doc.get("stage") not in ("downloading", "converting", "uploading"):
-        return []
-    token = next((e["lease"] for e in reversed(doc["history"]) if e.get("lease")), None)
+        return None
+    return next((e["lease"] for e in reversed(doc["history"]) if e.get("lease")), None)
+
+
+def holder_lease(repo: Path, episode_id: str) -> list[str]:
+    """``["--lease", TOKEN]`` for an episode in an active stage (``holder_token``); [] in none."""
+    (path,) = (repo / "processed").rglob(f"{episode_id}.yaml")
+    token = holder_token(path)
     return ["--lease", token] if token else []
 
 

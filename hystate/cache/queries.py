@@ -39,19 +39,33 @@ def iter_episodes(
     limit: int | None = None,
 ) -> Iterator[EpisodeState]:
     """``episodes`` one at a time (memory independent of how many)."""
-    wanted = [ProcessingStage.parse(s).value for s in stages]
-    sql, params = "SELECT data, path FROM episode_states WHERE 1=1", list[Any]()
-    if wanted:
-        sql += f" AND stage IN ({','.join('?' * len(wanted))})"
-        params.extend(wanted)
+    wanted = list(dict.fromkeys(ProcessingStage.parse(s).value for s in stages))
     years = list(years)
-    if years:
-        sql += f" AND year IN ({','.join('?' * len(years))})"
-        params.extend(years)
-    sql += " ORDER BY date, episode_id"
-    if limit is not None:
-        sql += " LIMIT ?"
+    in_years = f" AND year IN ({','.join('?' * len(years))})" if years else ""
+    if wanted and limit is not None:
+        # The first few of some stages (`next`): each stage's first ``limit`` read in order
+        # from the (stage, date, episode_id) index, then merged. "stage IN (...) ORDER BY"
+        # sorted every episode of those stages first: 0.1-0.3 s at 100,000, now < 1 ms.
+        one = (
+            "SELECT * FROM (SELECT data, path, date, episode_id FROM episode_states"
+            f" WHERE stage = ?{in_years} ORDER BY date, episode_id LIMIT ?)"
+        )
+        sql = f"SELECT data, path FROM ({' UNION ALL '.join([one] * len(wanted))})"
+        params: list[Any] = [v for stage in wanted for v in (stage, *years, _rows(limit))]
+        sql += " ORDER BY date, episode_id LIMIT ?"
         params.append(_rows(limit))
+    else:
+        sql, params = "SELECT data, path FROM episode_states WHERE 1=1", []
+        if wanted:
+            sql += f" AND stage IN ({','.join('?' * len(wanted))})"
+            params.extend(wanted)
+        if years:
+            sql += in_years
+            params.extend(years)
+        sql += " ORDER BY date, episode_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(_rows(limit))
     for row in cache.stream(sql, tuple(params)):
         yield EpisodeState(json.loads(row["data"]), row["path"])
 
@@ -115,10 +129,19 @@ def events(
             "from": r["from_stage"],
             "to": r["to_stage"],
             "commit": r["commit_sha"],
-            **json.loads(r["details"] or "{}"),
+            **details(r["details"]),
         }
         for r in rows
     ]
+
+
+def details(text: str | None) -> dict[str, Any]:
+    """A log row's details in the one vocabulary of hystate's JSON: the history entry's
+    ``by`` is ``worker`` (the cache keeps the file's word)."""
+    found = json.loads(text or "{}")
+    if "by" in found:
+        found["worker"] = found.pop("by")
+    return dict(found)
 
 
 def _within(when: datetime, low: datetime | None, high: datetime | None) -> bool:
@@ -191,7 +214,7 @@ def recent_failures(cache: StateCache, limit: int = 25) -> list[dict[str, Any]]:
             "at": r[1],
             "stage": r[2],
             "title": r[4] or "",
-            **json.loads(r[3] or "{}"),
+            **details(r[3]),
             "now": r[5],
             "recovered": r[5] not in (None, "failed", "skipped"),
         }
@@ -232,9 +255,10 @@ def failures_by_stage(cache: StateCache) -> dict[str, int]:
 
 def first_entry_time(cache: StateCache) -> datetime | None:
     """When the history began: the oldest entry's time (the oldest by string, and all within
-    two days of it, as last_entry_time)."""
+    two days of it, as last_entry_time). Each time once: a discovery batch is 100,000 entries
+    of one timestamp, parsed once, not 100,000 times."""
     rows = cache.query(
-        "SELECT timestamp FROM processing_log WHERE timestamp <= (SELECT"
+        "SELECT DISTINCT timestamp FROM processing_log WHERE timestamp <= (SELECT"
         " strftime('%Y-%m-%dT%H:%M:%S', substr(min(timestamp), 1, 19), '+2 days')"
         " FROM processing_log)"
     )
@@ -244,7 +268,7 @@ def first_entry_time(cache: StateCache) -> datetime | None:
 def last_entry_time(cache: StateCache) -> datetime | None:
     """The newest history entry's time (the newest by string, and all within two days of it)."""
     rows = cache.query(
-        "SELECT timestamp FROM processing_log WHERE timestamp >= (SELECT"
+        "SELECT DISTINCT timestamp FROM processing_log WHERE timestamp >= (SELECT"
         " strftime('%Y-%m-%dT%H:%M:%S', substr(max(timestamp), 1, 19), '-2 days')"
         " FROM processing_log)"
     )
@@ -309,11 +333,21 @@ def active_snapshots(cache: StateCache) -> list[tuple[Any, ...]]:
 def group_members(
     cache: StateCache, stage: str, failed: str | None, attempts: tuple[int, int, int], limit: int
 ) -> list[tuple[Any, ...]]:
-    """``SNAPSHOT_COLUMNS`` of up to ``limit`` episodes of one waiting group, by id."""
+    """``SNAPSHOT_COLUMNS`` of up to ``limit`` episodes of one waiting group, by id. A group
+    much larger than ``limit`` (70,000 discovered episodes at 100,000) is read in id order
+    until ``limit`` are found (``+stage``: not through the groups index, which would sort the
+    whole group: 0.1-0.3 s); a smaller one is found through the index and sorted."""
+    where = (
+        " WHERE {}stage = ? AND failed_stage IS ? AND download_attempts = ? AND"
+        " conversion_attempts = ? AND upload_attempts = ?"
+    )
+    size = cache.query(
+        f"SELECT count(*) FROM episode_states{where.format('')}", (stage, failed, *attempts)
+    )
+    large = int(size[0][0]) > 8 * _rows(limit)
     rows = cache.query(
-        f"SELECT {SNAPSHOT_COLUMNS} FROM episode_states WHERE stage = ? AND"
-        " failed_stage IS ? AND download_attempts = ? AND conversion_attempts = ?"
-        " AND upload_attempts = ? ORDER BY episode_id LIMIT ?",
+        f"SELECT {SNAPSHOT_COLUMNS} FROM episode_states{where.format('+' if large else '')}"
+        " ORDER BY episode_id LIMIT ?",
         (stage, failed, *attempts, _rows(limit)),
     )
     return [tuple(r) for r in rows]

@@ -11,8 +11,6 @@ import os
 import re
 import signal
 import sys
-import textwrap
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +46,9 @@ class Options:
         manager = StateManager(
             self.state_dir, worker=worker or default, last_good_config=last_good_config
         )
-        manager.notice = lambda message: click.echo(clean_line(f"hystate: {message}"), err=True)
+        from hystate.cli.terminal import tell  # above any progress line
+
+        manager.notice = lambda message: tell(clean_line(f"hystate: {message}"))
         if manager.config_problem:
             manager.notice(manager.config_problem)
         manager.raise_drops = False  # a dropped earlier step of a named worker is printed
@@ -135,6 +135,8 @@ def _os_code(exc: OSError) -> int:
         for n in names
         if n is not None
     )
+    import traceback  # errors only: traceback imports linecache and tokenize
+
     frames = traceback.extract_tb(exc.__traceback__)
     in_git_layer = any(f"{os.sep}hystate{os.sep}git{os.sep}" in frame.filename for frame in frames)
     return 7 if inside_git or in_git_layer else 1
@@ -182,6 +184,8 @@ def _fail(ctx: click.Context, message: str, code: int, exc: HystateError | None 
     stdout (``{"error": ..., "exit_code": ..., "kind": ...}``), for the program reading it."""
     opts = ctx.find_object(Options)
     if opts is not None and opts.verbose:
+        import traceback
+
         traceback.print_exc()
     if opts is not None and opts.as_json:
         text = message.split(": ", 1)[1] if message.startswith("error: ") else message
@@ -242,14 +246,17 @@ def lease_option(f: F) -> F:
 
 def print_result(result: TransitionResult, as_json: bool) -> None:
     episode = result.episode
-    if as_json:
+    if as_json:  # the one vocabulary (episode_id, worker, at); "state": the file's own keys
         emit_json(
             {
-                "episode": episode.data,
-                "commit": result.commit,
+                "episode_id": episode.episode_id,
+                "from": result.from_stage.value if result.from_stage else None,
+                "to": episode.stage.value,
                 "changed": result.changed,
+                "commit": result.commit,
                 "lease": result.lease,
                 "pending": result.pending,
+                "state": episode.data,
             }
         )
         return
@@ -273,6 +280,8 @@ def emit_json(value: Any) -> None:
 def emit_json_array(items: Iterable[Any]) -> int:
     """A JSON array written item by item, as ``emit_json(list(items))`` would write it (memory
     independent of its length); how many items."""
+    import textwrap
+
     count, parts = 0, []
     for item in items:
         parts.append(("[\n" if not count else ",\n") + textwrap.indent(_json(item), "  "))
@@ -296,7 +305,7 @@ def _json(value: Any) -> str:
 def reader(opts: Options) -> StateManager:
     """A manager for reading commands: cache notices go to stderr."""
     manager = opts.manager(cli_worker=False)
-    manager.cache.notice = lambda message: echo(f"hystate: {message}", err=True)
+    manager.cache.notice = manager.notice  # one line above any progress line
     manager.refresh_once = True  # one command, one snapshot of the tree
     return manager
 

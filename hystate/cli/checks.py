@@ -16,7 +16,7 @@ from hystate.cli.app import (
     pass_opts,
     quiet,
 )
-from hystate.cli.terminal import complete_episode_ids
+from hystate.cli.terminal import complete_episode_ids, progress_bar, working
 
 if TYPE_CHECKING:
     from hystate.manager import StateManager
@@ -67,7 +67,10 @@ def validate(opts: Options, base: str | None, staged: bool, github: bool, as_jso
         errors = sum(1 for f in found if f.level == "error")
         summary = f"{errors} errors, {len(found) - errors} warnings since {base}"
     else:
-        problems = manager.validate()
+        from hystate.review.validate import validate as check_files
+
+        with progress_bar("validating") as bar:
+            problems = check_files(manager, progress=bar)
         rows = [
             {**p.as_dict(), "level": "error", "message": f"{p.path}: {p.message}"} for p in problems
         ]
@@ -100,7 +103,7 @@ def _staged_rows(manager: StateManager) -> list[dict[str, Any]]:
         {
             "file": path,
             "line": None,
-            "episode": Path(path).stem,
+            "episode_id": Path(path).stem,
             "level": "error",
             "message": f"hystate is committing a transition of this file ({holder}); leave it "
             f"out of this commit (`git restore --staged {path}`) or wait for it",
@@ -111,7 +114,7 @@ def _staged_rows(manager: StateManager) -> list[dict[str, Any]]:
         {
             "file": r.path,
             "line": None,
-            "episode": Path(r.path).stem,
+            "episode_id": Path(r.path).stem,
             "level": "error",
             "message": r.describe("the staged version")
             + f"; unstage it: `git restore --staged {r.path}` (or `hystate fsck --repair`)",
@@ -177,7 +180,8 @@ def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> No
 
     manager = opts.manager(cli_worker=False)
     sync_quietly(manager)  # several machines: judge the latest state and every node's leases
-    findings = RecoveryManager(manager).fsck(repair=repair, remove_orphans=remove_orphans)
+    with working("repairing" if repair else "checking"):
+        findings = RecoveryManager(manager).fsck(repair=repair, remove_orphans=remove_orphans)
     if repair and any(f.repaired for f in findings):
         sync_quietly(manager)  # a recovery is a transition like any other: push it
     left = [f for f in findings if not f.repaired]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -43,7 +43,7 @@ def sync(opts: Options, remote: str | None, as_json: bool) -> None:
     if problem:  # it arrived with the remote's state: say so, the next sync brings the fix
         manager.notice(f"{problem}; `hystate sync` works on the last good copy until it is fixed")
     if as_json:
-        emit_json(report.as_dict())
+        emit_json(named(report.as_dict()))
         return
     for row in report.dropped:
         what = f"{row['id']}: {row['from']} -> {row['to']}" if row["id"] else row["commit"][:12]
@@ -53,6 +53,15 @@ def sync(opts: Options, remote: str | None, as_json: bool) -> None:
         f"{len(report.replayed)} replayed, {len(report.dropped)} dropped",
         err=True,
     )
+
+
+def named(report: dict[str, Any]) -> dict[str, Any]:
+    """The sync report in the one vocabulary of hystate's JSON (an episode is ``episode_id``)."""
+    for key in ("pushed", "replayed", "dropped"):
+        report[key] = [
+            {("episode_id" if k == "id" else k): v for k, v in row.items()} for row in report[key]
+        ]
+    return report
 
 
 def sync_quietly(manager: StateManager) -> None:

@@ -16,7 +16,7 @@ from hystate.cli.app import (
     pass_opts,
     worker_option,
 )
-from hystate.cli.terminal import working
+from hystate.cli.terminal import progress_bar, working
 from hystate.core.errors import UsageError
 
 
@@ -68,8 +68,8 @@ def import_dir(
     from hystate.integrations.importer import import_legacy
 
     manager = opts.manager(worker or "legacy-import", cli_worker=False)
-    with working("importing"):
-        result = import_legacy(manager, source, dry_run=dry_run, strict=strict)
+    with progress_bar("importing") as bar:
+        result = import_legacy(manager, source, dry_run=dry_run, strict=strict, progress=bar)
     if as_json:
         emit_json(result.as_dict())
         return

@@ -23,7 +23,7 @@ from hystate.cli.app import (
     reader,
     worker_option,
 )
-from hystate.cli.terminal import complete_episode_ids, complete_stages
+from hystate.cli.terminal import complete_episode_ids, complete_stages, complete_years
 from hystate.core.errors import UsageError
 from hystate.core.model import EpisodeState, ProcessingStage, check_id, parse_when
 
@@ -106,6 +106,7 @@ def _check_years(years: tuple[str, ...]) -> tuple[str, ...]:
     "years",
     multiple=True,
     callback=lambda _ctx, _param, years: _check_years(years),
+    shell_complete=complete_years,
     help="Only this year, e.g. 2004 (repeatable).",
 )
 @click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout.")
@@ -239,8 +240,8 @@ def history(opts: Options, episode_id: str, as_json: bool) -> None:
       hystate history hy0_hooting_yard_2004-04-14
     """
     rows = opts.manager(cli_worker=False).history(check_id(episode_id))
-    if as_json:
-        emit_json(rows)
+    if as_json:  # one vocabulary: the file's `by` is `worker` outside it
+        emit_json([{("worker" if k == "by" else k): v for k, v in row.items()} for row in rows])
         return
     for row in rows:
         move = (
@@ -258,7 +259,9 @@ def history(opts: Options, episode_id: str, as_json: bool) -> None:
     help="ISO date or time (2026-11-01, 2026-11-01T12:00:00+02:00), 'yesterday', '2 hours ago'.",
 )
 @click.option("--until", help="Same forms as --since.")
-@click.option("--episode", "episode_id", help="Only this episode.")
+@click.option(
+    "--episode", "episode_id", shell_complete=complete_episode_ids, help="Only this episode."
+)
 @click.option("--follow", is_flag=True, help="Keep printing new events as they happen.")
 @click.option(
     "--interval", default=1.0, show_default=True, help="Seconds between checks with --follow."
@@ -300,13 +303,12 @@ def log(
                 continue
             seen.add(key)
             if as_json:  # one vocabulary: episode_id, worker, at
-                shown = {("worker" if k == "by" else k): v for k, v in event.items()}
-                echo(json.dumps(shown, ensure_ascii=False))
+                echo(json.dumps(event, ensure_ascii=False))
             else:
                 move = f"{event['from'] or '-'} -> {event['to']}"
                 extra = f"  {event['error']}" if event.get("error") else ""
-                by = event.get("by") or ""
-                echo(f"{event['at']}  {event['episode_id']:<40} {move:<26} {by}{extra}")
+                who = event.get("worker") or ""
+                echo(f"{event['at']}  {event['episode_id']:<40} {move:<26} {who}{extra}")
 
     emit(manager.events(since=since, until=until, episode_id=episode_id))
     manager.refresh_once = False  # following: look at the tree again on every poll

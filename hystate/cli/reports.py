@@ -75,7 +75,8 @@ def rebuild(opts: Options, as_json: bool) -> None:
     """
     manager = reader(opts)
     started = time.perf_counter()
-    result = manager.refresh(force=True, progress=progress_bar("rebuilding"))
+    with progress_bar("rebuilding") as bar:
+        result = manager.refresh(force=True, progress=bar)
     took = time.perf_counter() - started
     name = manager.cache.db_path.name
     if as_json:

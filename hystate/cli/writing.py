@@ -19,7 +19,7 @@ from hystate.cli.app import (
     quiet,
     worker_option,
 )
-from hystate.cli.terminal import complete_episode_ids, complete_stages, working
+from hystate.cli.terminal import complete_episode_ids, complete_stages, progress_bar, working
 
 
 @cli.command()
@@ -120,8 +120,11 @@ def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> 
     else:
         with working("reading the catalog"):
             records = read_records(source)
-    with working(f"discovering {len(records):,} episodes"):
-        result = opts.manager(worker, cli_worker=False).discover(records, source=source.name)
+    from hystate.engine.discovery import discover as discover_records
+
+    manager = opts.manager(worker, cli_worker=False)
+    with progress_bar(f"discovering {len(records):,} episodes") as bar:
+        result = discover_records(manager, records, source=source.name, progress=bar)
     if as_json:
         emit_json(
             {"added": result.added, "existing": len(result.existing), "commit": result.commit}
@@ -134,7 +137,7 @@ def discover(opts: Options, source: Path, worker: str | None, as_json: bool) -> 
 
 
 @cli.command()
-@click.argument("episode_id", shell_complete=complete_episode_ids)
+@click.argument("episode_id")  # a new id: none of the known ones to complete
 @click.option("--title", required=True)
 @click.option("--date", required=True, help="Air date, YYYY-MM-DD.")
 @click.option("--archive-identifier", help="archive.org identifier (default: the episode id).")

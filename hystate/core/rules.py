@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import re
-import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -304,6 +303,8 @@ def check_dates(doc: dict[str, Any]) -> None:
 
 
 def _traceback_text() -> str | None:
+    import traceback  # a failure only: traceback imports linecache and tokenize
+
     text = traceback.format_exc()
     return None if text.strip() == "NoneType: None" else text
 

@@ -8,7 +8,7 @@ without an fsync each and synced once for the batch, then committed together.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,6 +25,14 @@ from hystate.git import audit
 
 if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
+
+
+# progress(done, total, what): how far a long piece of work has got (total 0: unknown)
+Progress = Callable[[int, int, str], None]
+
+
+def no_progress(done: int, total: int, what: str) -> None:
+    """Progress told to no one."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,12 @@ def discover(
     *,
     source: str | None = None,
     archive_identifier: str | None = None,
+    progress: Progress | None = None,
 ) -> DiscoverResult:
-    """Create a file for every record that has none (one commit); leave the others alone."""
+    """Create a file for every record that has none (one commit); leave the others alone.
+    ``progress(done, total, what)`` is told how far each phase has got (the command line draws
+    it; a total of 0: the commit, of unknown length)."""
+    tell = progress or no_progress
     records = list(records)
     ws.repo.check_writable()
     ensure_dir(ws.repo.root, ws.state_dir)
@@ -81,12 +93,14 @@ def discover(
         render = partial(_render_new, (archive_identifier, at, ws.worker))
         new: dict[str, bytes] = {}
         ids = []
+        tell(0, len(todo), "checking")
         for chunk, rendered in chunked_map(render, todo):
             for (rel, eid, _, _), (data, problems) in zip(chunk, rendered, strict=True):
                 if problems:
                     raise invalid_file(problems)
                 new[rel] = data
                 ids.append(eid)
+            tell(len(ids), len(todo), "checking")
         del todo
         if not new:
             return DiscoverResult([], existing, None)
@@ -96,7 +110,11 @@ def discover(
             for rel, data in new.items():
                 ws.store.write(ws.repo.root / rel, data, sync=False)
                 written.append(rel)
+                if len(written) % 256 == 0:
+                    tell(len(written), len(new), "writing")
+            tell(len(new), len(new), "writing")
             os.sync()  # once for the batch: an fsync a file costs ~1 ms each
+            tell(0, 0, "committing")
             sha = ws.repo.commit(new, message)
         except BaseException:
             for rel in written:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -32,7 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from hystate.core.errors import HystateError, IllegalTransition, LockBusy, UsageError
-from hystate.core.locks import pid_alive, process_start
+from hystate.core.locks import HOST, pid_alive, process_start
 from hystate.core.model import EpisodeState, ProcessingStage, check_id, now_utc, parse_time
 from hystate.core.paths import write_atomic
 from hystate.core.rules import Change
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
 
 S = ProcessingStage
-_HOST = socket.gethostname()
+_HOST = HOST  # gethostname(2), without importing socket
 SUFFIX = ".lease"
 
 

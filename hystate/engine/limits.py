@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from typing import TYPE_CHECKING
 
-from hystate.cache import queries
-from hystate.cache.tree import StateTree
 from hystate.core import yamlio
 from hystate.core.errors import HystateError, IllegalTransition
 from hystate.core.model import ProcessingStage, parse_time
@@ -102,6 +100,8 @@ def room(ws: Workspace, stage: str | ProcessingStage, now: datetime | None = Non
     concurrency, per_day = configured(ws, target)
     if concurrency is None and per_day is None:
         return None
+    from hystate.cache import queries  # only a limited stage asks the cache
+
     ws.refresh()
     cache = ws.cache
     running = queries.count_by_stage(cache).get(target.value, 0)
@@ -141,6 +141,8 @@ def tree_room(ws: Workspace, root: bytes | None, stage: ProcessingStage) -> Room
     clock = datetime.now(UTC)
     midnight = datetime.combine(clock.date(), time(0), UTC)
     running = today = 0
+    from hystate.cache.tree import StateTree  # a replay onto another node's tip
+
     for _, _, blob in StateTree(ws.repo.objects, sha).everything():
         try:
             doc = yamlio.load(ws.repo.objects.read(blob)[1])

@@ -17,7 +17,7 @@ from hystate.core.errors import BrokerUnavailable, InvalidData
 from hystate.core.locks import StateLock
 from hystate.core.urls import check_broker_url
 from hystate.events.redis_streams import Entry, RedisStream
-from hystate.events.source import Event, EventSource, key_of
+from hystate.events.source import Event, EventSource, episode_of, key_of
 from hystate.git import history as git_history
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class Publisher:
             start: str | None = cursor["tip"]  # everything up to it is in the stream
         elif last is not None:
             start = last[1].get("via", "")
-            done = (last[1].get("commit", ""), last[1].get("episode", ""))
+            done = (last[1].get("commit", ""), episode_of(last[1]))
         else:
             start = None
         if start == tip and done is None:
@@ -196,7 +196,7 @@ class Publisher:
         while page:
             for entry_id, fields in page:
                 if fields.get("via") in reach:
-                    done = (fields.get("commit", ""), fields.get("episode", ""))
+                    done = (fields.get("commit", ""), episode_of(fields))
                     head = self._rest(fields["via"], done)
                     return Plan(
                         last_id, tip, head, fields["via"], seen, resynced=True, anchor=entry_id

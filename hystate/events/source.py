@@ -10,7 +10,7 @@ A *position* is a commit on the first-parent line of the published branch. Its e
 - anything else (a person's commit, ``fsck --repair``'s re-application): none.
 
 ``at`` and ``message`` come from the episode file as that commit stores it (the last entry of
-``history`` and ``status_message``): ``(episode, at, from, to)`` names a transition whatever
+``history`` and ``status_message``): ``(episode_id, at, from, to)`` names a transition whatever
 commit carries it, so a rebased or replayed history is matched against what was published.
 Every field is bounded and stripped of control characters: commits may be forged by anyone who
 can push.
@@ -31,7 +31,8 @@ from hystate.git import history as git_history
 
 EPISODE, FROM, TO, WORKER = "Hystate-Episode", "Hystate-From", "Hystate-To", "Hystate-Worker"
 _KEYS = (EPISODE, FROM, TO, WORKER)
-FIELDS = ("commit", "via", "episode", "from", "to", "worker", "at", "subject", "message")
+# the one vocabulary of hystate's JSON (the CLI, the API, the events): episode_id, worker, at
+FIELDS = ("commit", "via", "episode_id", "from", "to", "worker", "at", "subject", "message")
 LIMITS = {"worker": 200, "subject": 300, "message": 2000, "at": 40}
 _STAGES = {stage.value for stage in ProcessingStage}
 # a commit, the position it came through, its episodes, the path of the (first) one's file
@@ -72,8 +73,14 @@ class Event:
         return dict(zip(FIELDS, values, strict=True))
 
 
+def episode_of(fields: dict[str, str]) -> str:
+    """The episode id of a stream entry (``episode`` in entries published before the one
+    vocabulary, ``episode_id`` since)."""
+    return fields.get("episode_id") or fields.get("episode") or ""
+
+
 def key_of(fields: dict[str, str]) -> tuple[str, str, str, str]:
-    return (fields.get("episode", ""), fields.get("at", ""), fields.get("from", ""), fields["to"])
+    return (episode_of(fields), fields.get("at", ""), fields.get("from", ""), fields["to"])
 
 
 class EventSource:

@@ -1,7 +1,7 @@
 """The event stream: every transition published once, in order, to Redis Streams.
 
 The git history is the source and the stream is its own cursor. A publisher reads the stream's
-last entry (its ``via``, ``commit`` and ``episode`` fields say how far the stream has got), walks
+last entry (its ``via``, ``commit`` and ``episode_id`` fields say how far the stream has got), walks
 the first-parent commits of the published ref from there to its tip (``event_source.py``) and
 appends the missing events with a compare-and-swap on the last entry id
 (``brokers/redis_streams.py``): whatever crashes, and whoever else publishes from wherever, an
@@ -11,7 +11,7 @@ event is in the stream once. Publishers of one repository also take ``.git/hysta
 When the stream's last ``via`` is not an ancestor of the tip (the history was rewritten, or a
 node's branch was replaced by another's), the stream is read back to the newest entry whose
 ``via`` the tip still reaches, and the tip's events from there on are published except those
-whose ``(episode, at, from, to)`` the newer entries already carry.
+whose ``(episode_id, at, from, to)`` the newer entries already carry.
 
 After every commit ``after_commit`` publishes best effort, outside every lock, within
 ``events.timeout`` seconds; a broker that is down costs one notice, and the events go out at the
@@ -40,6 +40,7 @@ from hystate.events.publisher import (
     events_folder,
 )
 from hystate.events.redis_streams import redact
+from hystate.events.source import episode_of
 
 if TYPE_CHECKING:
     from hystate.core.config import Config
@@ -143,7 +144,7 @@ def status(ws: Workspace) -> dict[str, Any]:
             "length": publisher.stream.length(),
             "last_id": last[0] if last else None,
             "last_commit": last[1].get("commit") if last else None,
-            "last_episode": last[1].get("episode") if last else None,
+            "last_episode_id": episode_of(last[1]) or None if last else None,
             "backlog": sum(1 for _ in plan.events(publisher.source)) if plan else 0,
             "history_rewritten": bool(plan and plan.resynced),
         }
@@ -170,8 +171,11 @@ def follow(
         raise LockBusy(
             f"another `hystate events publish --follow` runs for this repository ({exc.message})"
         ) from None
+    from hystate.events import drops
+
     publisher = Publisher(ws, settings)
     published_tip: str | None = None
+    journal_size = -1
     down_since: float | None = None
     wait = interval
     try:
@@ -194,6 +198,19 @@ def follow(
                     if result.published:
                         report(f"published {result.published} event(s) up to {tip}")
                     published_tip = tip if result.complete else None
+            size = drops.journal_size(ws)
+            if size != journal_size:  # a sync of this node dropped transitions: the drops stream
+                try:
+                    sent = drops.publish(ws, settings)
+                except BrokerUnavailable as exc:
+                    if down_since is None:
+                        down_since = time.monotonic()
+                        report(f"{exc}; retrying")
+                    wait = min(wait * 2, 5.0)
+                else:
+                    journal_size = size
+                    if sent:
+                        report(f"published {sent} dropped transition(s)")
             _sleep(wait, stop)
     finally:
         publisher.close()
@@ -213,12 +230,18 @@ def consume(
     follow: bool = True,
     block_ms: int = 5000,
     count: int = 100,
+    dropped: bool = False,
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """(entry id, fields) of every event after ``last_id``, oldest first. A consumer that keeps
     the last id it handled and passes it again after a restart misses nothing and sees nothing
-    twice. With ``follow`` it waits for new events (forever); without, it stops at the end."""
+    twice. With ``follow`` it waits for new events (forever); without, it stops at the end.
+    Entries published before the one vocabulary (``episode``) are given as ``episode_id``.
+    ``dropped``: the stream of transitions syncs had to drop (``hystate.events.drops``)."""
+    from hystate.events import drops
+
     settings = EventSettings.of(config)
-    stream = settings.open(timeout=settings.timeout + block_ms / 1000)
+    wait = settings.timeout + block_ms / 1000
+    stream = drops.open_stream(settings, wait) if dropped else settings.open(timeout=wait)
     try:
         cursor = last_id
         while True:
@@ -226,7 +249,14 @@ def consume(
             if not entries and not follow:
                 return
             for entry_id, fields in entries:
-                yield entry_id, fields
+                yield entry_id, _named(fields)
                 cursor = entry_id
     finally:
         stream.close()
+
+
+def _named(fields: dict[str, str]) -> dict[str, str]:
+    """An entry's fields in the one vocabulary (``episode_id``, ``worker``, ``at``)."""
+    if "episode" not in fields or "episode_id" in fields:
+        return fields
+    return {("episode_id" if k == "episode" else k): v for k, v in fields.items()}

@@ -1,5 +1,4 @@
-"""The git repository holding the state: discovery, state checks and reads (``repo.py`` adds
-the commit on top).
+"""The git repository holding the state: discovery, state checks, reads (``repo.py`` commits).
 
 This package is the only place that talks to git. A commit is made the way git makes one, with
 the objects and trees along the changed path written in-process (a few milliseconds), never
@@ -7,8 +6,7 @@ sweeping in anything else the user staged: ``index.lock`` is held from before th
 until after HEAD has moved compare-and-swap (``index.py``); blobs are what ``git add`` stores
 (git computes them whenever an attribute could convert the file); identity, dates, timezone,
 signing and the reflog follow git's configuration (``settings.py``). GitPython serves the
-porcelain-level work where its cost does not matter: creating a repository, reading history.
-"""
+porcelain-level work where its cost does not matter: creating a repository, reading history."""
 
 from __future__ import annotations
 
@@ -19,14 +17,16 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from hystate.core.errors import GitError
 from hystate.git import attributes, gitcmd, locate, lockfile
-from hystate.git import index as index_mod
 from hystate.git.objects import ObjectStore
 from hystate.git.refs import Head, Refs
 from hystate.git.settings import GitSettings, Identity
+
+if TYPE_CHECKING:
+    from hystate.git import index as index_mod  # imported by the first commit
 
 DETACHED_OPT_IN = "hystate.allowDetachedHead"  # git config: commit on a detached HEAD too
 _SHA256 = re.compile(r"^\s*objectformat\s*=\s*\"?sha256", re.IGNORECASE | re.MULTILINE)
@@ -58,12 +58,11 @@ class RepoBase:
         self.common_dir = common_dir
         self.index_path = index or git_dir / "index"  # GIT_INDEX_FILE, as git resolved it
         self.refs = Refs(git_dir, common_dir)
-        # GIT_OBJECT_DIRECTORY, as git resolved it
-        self.objects = ObjectStore(objects or common_dir / "objects", root)
+        self.objects = ObjectStore(objects or common_dir / "objects", root)  # as git resolved it
         self.objects.env = self.env
         self.settings = GitSettings(root, common_dir, self.env)
         self.objects.shared = self.refs.shared = self.settings.shared_repository
-        self.index_memo = index_mod.IndexMemo()  # the index as this process last wrote it
+        self.index_memo: index_mod.IndexMemo | None = None  # the index as last written here
         self.lock_wait = 10.0
         self.warnings: list[str] = []  # what went wrong after a commit was made
 
@@ -168,6 +167,10 @@ class RepoBase:
     def index_lock(self) -> index_mod.IndexLock:
         """``index.lock`` taken as git takes it (its owner recorded, git's environment and
         shared permissions followed), the index read under it."""
+        from hystate.git import index as index_mod  # not imported by a reading command
+
+        if self.index_memo is None:
+            self.index_memo = index_mod.IndexMemo()
         return index_mod.IndexLock(
             self.git_dir,
             lockfile.owners_dir(self.common_dir),

@@ -4,15 +4,12 @@ hooks notice (``hooks.py``) on top of ``RepoBase``'s discovery, checks and reads
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from hystate.core.errors import GitError
-from hystate.git import commit as commit_mod
-from hystate.git import hooks as hooks_mod
+from hystate.core.locks import HOST
 from hystate.git.base import RepoBase
 
 
@@ -29,9 +26,12 @@ class GitRepo(RepoBase):
     ) -> None:
         super().__init__(root, git_dir, common_dir, index, objects)
         # git runs it for every ref update, plumbing included: so does hystate's
-        self.refs.transaction_hook = lambda state, lines: hooks_mod.run_hook(
-            self, "reference-transaction", [state], lines
-        )
+        self.refs.transaction_hook = self._transaction_hook
+
+    def _transaction_hook(self, state: str, lines: bytes) -> int:
+        from hystate.git import hooks as hooks_mod
+
+        return hooks_mod.run_hook(self, "reference-transaction", [state], lines)
 
     # -- the commit ------------------------------------------------------------------------
 
@@ -51,19 +51,29 @@ class GitRepo(RepoBase):
         as "not done" after it is in the history. ``expect``: the blob (binary sha, None for
         none) each file must still have in HEAD, else nothing is committed (GitError).
         """
+        # the commit machinery (index, trees, hooks) is imported by the first commit: a
+        # reading command needs none of it
+        from hystate.git import commit as commit_mod
+
         return commit_mod.make_commit(self, files, message, expect)
 
     def blob_id(self, rel: str, data: bytes) -> bytes:
         """The sha git would store for ``data`` at ``rel`` (its attributes applied)."""
+        from hystate.git import commit as commit_mod
+
         return commit_mod.blob_id(self, rel, data)
 
     def unrun_hooks(self) -> list[str]:
         """Commit hooks of this repository that a hystate commit does not run."""
+        from hystate.git import hooks as hooks_mod
+
         return hooks_mod.unrun_hooks(self)
 
 
 def merge_file(ours: bytes, base: bytes, theirs: bytes, labels: tuple[str, str, str]) -> bytes:
     """git's three-way text merge of three contents, with conflict markers where they differ."""
+    import tempfile  # a merge is rare: tempfile and shutil cost ~5 ms to import
+
     with tempfile.TemporaryDirectory(prefix="hystate-merge-") as tmp:
         paths = []
         for name, data in zip(("ours", "base", "theirs"), (ours, base, theirs), strict=True):
@@ -81,4 +91,4 @@ def merge_file(ours: bytes, base: bytes, theirs: bytes, labels: tuple[str, str, 
 
 def default_worker(pid: int | None = None) -> str:
     """``host:pid`` of the process doing the work."""
-    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+    return f"{HOST}:{os.getpid() if pid is None else pid}"

@@ -21,6 +21,7 @@ from hystate.core.model import EpisodeState, new_episode, now_utc, put_file_key
 from hystate.core.schema import episode_problems
 from hystate.core.store import dump, invalid_file
 from hystate.engine import discovery
+from hystate.engine.discovery import Progress, no_progress
 from hystate.git.audit import trailers
 from hystate.git.objects import object_id
 from hystate.integrations.legacy import LegacyEpisode, read_legacy
@@ -54,12 +55,19 @@ class ImportResult:
 
 
 def import_legacy(
-    manager: StateManager, source: Path, *, dry_run: bool = False, strict: bool = False
+    manager: StateManager,
+    source: Path,
+    *,
+    dry_run: bool = False,
+    strict: bool = False,
+    progress: Progress | None = None,
 ) -> ImportResult:
     """Import a legacy state directory (one commit); a bad directory raises InvalidData
     before anything is written. Every episode file is imported even when the legacy
-    index.yaml is stale (``result.index`` says how it differs); ``strict`` refuses then."""
-    episodes, differences = read_legacy(source, strict=strict)
+    index.yaml is stale (``result.index`` says how it differs); ``strict`` refuses then.
+    ``progress(done, total, what)`` is told how far each phase has got."""
+    tell = progress or no_progress
+    episodes, differences = read_legacy(source, strict=strict, progress=progress)
     result = ImportResult(str(source), dry_run=dry_run, index=differences)
     manager.repo.check_writable()
     manager.state_dir.mkdir(parents=True, exist_ok=True)
@@ -72,10 +80,10 @@ def import_legacy(
                 stack.enter_context(manager.episode_lock(episode.identifier))
             stack.enter_context(manager.repo_lock())
         locked = {e.identifier for e in known}
-        writes = _plan(manager, episodes, locked, result)
+        writes = _plan(manager, episodes, locked, result, tell)
         if dry_run or not writes:
             return result
-        result.commit = _commit(manager, writes, _message(result, source, manager.worker))
+        result.commit = _commit(manager, writes, _message(result, source, manager.worker), tell)
     return result
 
 
@@ -84,12 +92,15 @@ def _plan(
     episodes: list[LegacyEpisode],
     locked: set[str],
     result: ImportResult,
+    tell: Progress,
 ) -> dict[str, tuple[Path, bytes, bytes | None]]:
     """rel path -> (path, new content, old content or None for a new file); checks them all."""
     at = now_utc()
     writes: dict[str, tuple[Path, bytes, bytes | None]] = {}
     in_head = discovery.ids_in_head(manager)  # a sparse checkout leaves some out of the work tree
-    for legacy in episodes:
+    for number, legacy in enumerate(episodes):
+        if number % 64 == 0:
+            tell(number, len(episodes), "checking")
         path = manager.store.find(legacy.identifier)
         if path is None and legacy.identifier in in_head:
             result.skipped[legacy.identifier] = (
@@ -130,6 +141,7 @@ def _plan(
         if problems:
             raise invalid_file(problems)
         writes[rel] = (path, dump(doc), old)
+    tell(len(episodes), len(episodes), "checking")
     return writes
 
 
@@ -179,13 +191,19 @@ def _merge(
 
 
 def _commit(
-    manager: StateManager, writes: dict[str, tuple[Path, bytes, bytes | None]], message: str
+    manager: StateManager,
+    writes: dict[str, tuple[Path, bytes, bytes | None]],
+    message: str,
+    tell: Progress,
 ) -> str | None:
     written: list[tuple[str, Path, bytes | None]] = []
     try:
         for rel, (path, data, old) in writes.items():
             manager.store.write(path, data)
             written.append((rel, path, old))
+            if len(written) % 64 == 0:
+                tell(len(written), len(writes), "writing")
+        tell(0, 0, "committing")
         return manager.repo.commit({rel: data for rel, (_, data, _) in writes.items()}, message)
     except BaseException:
         for rel, path, old in written:  # the commit did not happen: put every file back

@@ -18,7 +18,7 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -26,6 +26,9 @@ from hystate.core import yamlio
 from hystate.core.errors import HystateError, InvalidData, Problem
 from hystate.core.model import check_id
 from hystate.engine.catalog import _date
+
+if TYPE_CHECKING:
+    from hystate.engine.discovery import Progress
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  # the longest real full_text is well under 100 KB
 MAX_FILES = 200_000
@@ -56,7 +59,9 @@ def read_legacy_dir(root: Path) -> list[LegacyEpisode]:
     return read_legacy(root)[0]
 
 
-def read_legacy(root: Path, *, strict: bool = False) -> tuple[list[LegacyEpisode], list[str]]:
+def read_legacy(
+    root: Path, *, strict: bool = False, progress: Progress | None = None
+) -> tuple[list[LegacyEpisode], list[str]]:
     """Every episode of a legacy state directory and how its ``index.yaml`` differs from the
     episode files. The files are the truth: an index gone stale (episodes it does not list,
     entries with no file, a wrong total) is reported, not refused, unless ``strict``. A bad
@@ -65,7 +70,10 @@ def read_legacy(root: Path, *, strict: bool = False) -> tuple[list[LegacyEpisode
     problems: list[str] = []
     episodes: list[LegacyEpisode] = []
     seen: dict[str, str] = {}
-    for path in _episode_files(base, problems):
+    files = _episode_files(base, problems)
+    for number, path in enumerate(files):
+        if progress is not None and number % 64 == 0:
+            progress(number, len(files), "reading")
         name = _name(path, root)
         try:
             episode = _episode(path, name)
@@ -77,6 +85,8 @@ def read_legacy(root: Path, *, strict: bool = False) -> tuple[list[LegacyEpisode
             continue
         seen[episode.identifier] = name
         episodes.append(episode)
+    if progress is not None:
+        progress(len(files), len(files), "reading")
     index = base / "index.yaml"
     differences: list[str] = []
     if not problems and _exists_nofollow(index, problems, root):

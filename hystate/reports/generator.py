@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate.core.errors import UsageError
+from hystate.core.errors import UsageError, cannot_write, is_cannot_write
 from hystate.core.model import ProcessingStage
 from hystate.core.paths import ensure_dir, write_atomic
 from hystate.engine.layout import check_output
@@ -139,5 +139,12 @@ def write_output(path: Path, text: str) -> None:
     """Atomically write a report or metrics file the user named; a folder is a usage error."""
     if path.is_dir():
         raise UsageError(f"{path} is a directory; give a file name (or '-' for stdout)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, text.encode("utf-8"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text.encode("utf-8"))
+    except OSError as exc:
+        if is_cannot_write(exc):  # a full or read-only disk: the shared line and code (7)
+            raise cannot_write(exc, path) from exc
+        # a place that cannot hold a file (no such folder that can be made, no permission):
+        # the path the user named is wrong, as a usage error
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc

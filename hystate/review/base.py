@@ -40,7 +40,10 @@ class ReviewNote:
     line: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The note as JSON shows it (the one vocabulary: ``episode_id``)."""
+        out = asdict(self)
+        out["episode_id"] = out.pop("episode")
+        return out
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file

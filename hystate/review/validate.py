@@ -12,16 +12,20 @@ from hystate.core.errors import Problem
 from hystate.core.parallel import file_problems
 
 if TYPE_CHECKING:
+    from hystate.engine.discovery import Progress
     from hystate.engine.workspace import Workspace
 
 
-def validate(ws: Workspace) -> list[Problem]:
-    """Every problem of every episode file, then the folder's anomalies and tracked caches."""
+def validate(ws: Workspace, progress: Progress | None = None) -> list[Problem]:
+    """Every problem of every episode file, then the folder's anomalies and tracked caches
+    (``progress(done, total, what)`` is told how many files are checked)."""
     store = ws.store
     paths = list(store.iter_paths())
     problems: list[Problem] = []
     seen: dict[str, Path] = {}
-    for path, found in zip(paths, file_problems(store, paths), strict=True):
+    for number, (path, found) in enumerate(zip(paths, file_problems(store, paths), strict=True)):
+        if progress is not None and number % 256 == 0:
+            progress(number, len(paths), "checking")
         problems.extend(found)
         if path.stem in seen:
             problems.append(
@@ -30,6 +34,8 @@ def validate(ws: Workspace) -> list[Problem]:
                 )
             )
         seen[path.stem] = path
+    if progress is not None:
+        progress(len(paths), len(paths), "checking")
     return problems + store.anomalies() + tracked_caches(ws)
 
 

@@ -1,5 +1,6 @@
 """The read-only GraphQL endpoint (Strawberry): the status, a page of episodes and one episode
-with its history. No mutations (the schema has none), no subscriptions, no IDE (it would load
+with its history, named as the rest of hystate's JSON (``episode_id``, ``worker``, ``at``, no
+camel case). No mutations (the schema has none), no subscriptions, no IDE (it would load
 scripts from elsewhere). Limits refuse a query before it runs: depth, tokens, aliases; a page
 is at most ``MAX_PER_PAGE`` episodes."""
 
@@ -14,6 +15,7 @@ from anyio import to_thread
 from graphql import GraphQLError
 from strawberry.asgi import GraphQL
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
 
 from hystate.core.errors import HystateError
@@ -49,9 +51,9 @@ class Status:
 @strawberry.type
 class HistoryEntry:
     at: str | None
-    from_stage: str | None
-    to_stage: str | None
-    by: str | None
+    from_stage: str | None = strawberry.field(name="from")
+    to_stage: str | None = strawberry.field(name="to")
+    worker: str | None
     commit: str | None
     author: str | None
     subject: str | None
@@ -77,7 +79,7 @@ class Episode:
                 at=r.get("at"),
                 from_stage=r.get("from"),
                 to_stage=r.get("to"),
-                by=r.get("by"),
+                worker=r.get("worker"),
                 commit=r.get("commit"),
                 author=r.get("author"),
                 subject=r.get("subject"),
@@ -151,7 +153,7 @@ class Query:
                 data = model.episode(episode_id, diffs=False)
             except UnknownEpisode:
                 return None
-            ep = data["episode"]
+            ep = data["state"]
             if not ep:
                 return None
             errors = ep.get("error_history") or []
@@ -188,6 +190,8 @@ class Schema(strawberry.Schema):
 
 schema = Schema(
     query=Query,
+    # the one vocabulary of hystate's JSON: episode_id, worker, at (not episodeId)
+    config=StrawberryConfig(auto_camel_case=False),
     extensions=[
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),

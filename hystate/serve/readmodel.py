@@ -52,7 +52,7 @@ def commit_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     return {
         "sha": sha,
         "author": bounded(author, AUTHOR),
-        "time": bounded(time, 40),
+        "at": bounded(time, 40),
         "subject": bounded(subject, SUBJECT),
         "episode_id": episode if ID_PATTERN.fullmatch(episode) else None,
         "from": _stage(trail[audit.FROM]),
@@ -67,12 +67,15 @@ def _stage(name: str) -> str | None:
 
 
 def bounded_history(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """An episode's history (``audit.join``) with its commits' author and subject bounded."""
+    """An episode's history (``audit.join``) with its commits' author and subject bounded, in
+    the one vocabulary of hystate's JSON (the file's ``by`` is ``worker``)."""
+    out = []
     for row in rows:
         for key, limit in (("author", AUTHOR + 100), ("subject", SUBJECT)):
             if isinstance(row.get(key), str):
                 row[key] = bounded(row[key], limit)
-    return rows
+        out.append({("worker" if k == "by" else k): v for k, v in row.items()})
+    return out
 
 
 @dataclass(frozen=True)
@@ -292,7 +295,7 @@ class ReadModel:
             "path": rel,
             "file": shown,
             "problem": problem,
-            "episode": data,
+            "state": data,  # the file's own keys
             "history": history,
         }
 

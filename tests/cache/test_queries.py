@@ -80,3 +80,39 @@ def test_an_unfinished_stream_does_not_break_the_next_query(manager: StateManage
     next(again)
     del again
     assert manager.count_by_stage()
+
+
+def test_the_first_few_of_some_stages_are_the_first_of_all_of_them(manager: StateManager) -> None:
+    """`next` reads each stage's first few from the index and merges them: the same episodes,
+    in the same order, as sorting every episode of those stages."""
+    ids = sorted(p.stem for p in manager.store.iter_paths())
+    for i, episode_id in enumerate(ids[:12]):
+        if i % 3 == 1:
+            manager.skip(episode_id, "not wanted")
+            continue
+        manager.update_state(episode_id, "downloading")
+        if i % 3 == 0:
+            manager.fail(episode_id, "HTTP 503")
+    manager.refresh()
+    cache = manager.cache
+    every = [e.episode_id for e in queries.episodes(cache)]
+    years = sorted({e.episode_id[17:21] for e in queries.episodes(cache)})
+    for stages in (["failed"], ["discovered", "failed"], ["skipped", "failed", "discovered"],
+                   ["failed", "failed"], ["published"], ["downloading", "skipped"]):  # fmt: skip
+        for chosen in ([], years[:1], years[1:3]):
+            full = [e.episode_id for e in queries.episodes(cache, stages, chosen)]
+            assert set(full) <= set(every)
+            for limit in (0, 1, 2, 5, 30):
+                first = [e.episode_id for e in queries.episodes(cache, stages, chosen, limit)]
+                assert first == full[:limit], (stages, chosen, limit)
+
+
+def test_a_large_group_gives_the_same_members_as_a_small_one(manager: StateManager) -> None:
+    """A group more than 8 times the limit is read in id order, a smaller one sorted: both
+    give the group's first members by id."""
+    manager.refresh()
+    ids = sorted(p.stem for p in manager.store.iter_paths())  # 20 discovered
+    for limit in (1, 2, 3, 5, 20, 100):
+        rows = queries.group_members(manager.cache, "discovered", None, (0, 0, 0), limit)
+        assert [r[0] for r in rows] == ids[:limit]
+    assert queries.group_members(manager.cache, "failed", "downloading", (1, 0, 0), 1) == []

@@ -39,7 +39,7 @@ def test_advance_show_and_json(run: Cli, episode_id: str) -> None:
         "--set", "files.audio_file=audio/x.mp3", "--set", "metrics.audio_size=28363609",
     )  # fmt: skip
     data = json.loads(result.output)
-    assert data["changed"] and data["episode"]["metrics"]["audio_size"] == 28363609
+    assert data["changed"] and data["state"]["metrics"]["audio_size"] == 28363609
 
 
 @pytest.mark.parametrize(

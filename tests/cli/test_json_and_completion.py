@@ -1,13 +1,11 @@
 """The command line for programs and for people at a terminal: ``--json`` on every command
 with one vocabulary (``episode_id``, ``worker``, ``at``) and errors as JSON under it; shell
-completion of episode ids and stages; a progress line on stderr for long commands only when
-stderr is a terminal."""
+completion of episode ids and stages (the progress bars: test_progress.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import pty
 import subprocess
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import click
 import pytest
 
 from hystate.cli import cli
-from tests.conftest import HYSTATE, Cli, catalog_rows, run_hystate, write_search_json
+from tests.conftest import HYSTATE, Cli, run_hystate
 
 NO_JSON = {"merge-driver", "serve"}  # git's merge driver protocol; a server, not a report
 
@@ -123,29 +121,48 @@ def test_completion_of_episode_ids_and_stages(repo: Path, episode_id: str) -> No
     assert complete(repo, "retry", "nothing-like-this") == []
 
 
-def test_progress_only_on_a_terminal(repo: Path, tmp_path: Path) -> None:
-    catalog = write_search_json(tmp_path / "more.json", catalog_rows(30, start_year=1990))
-    quiet = run_hystate(repo, "discover", "--from", str(catalog))
-    assert quiet.returncode == 0 and quiet.stderr == ""
-    more = write_search_json(tmp_path / "even-more.json", catalog_rows(5, start_year=1980))
-    leader, follower = pty.openpty()
-    try:
-        proc = subprocess.run(
-            [*HYSTATE, "discover", "--from", str(more)],
-            cwd=repo, stdout=subprocess.PIPE, stderr=follower, timeout=60, check=False,
-        )  # fmt: skip
-        os.close(follower)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # the terminal closed: all read
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        os.close(leader)
-    assert proc.returncode == 0
-    assert "discovering 5 episodes…" in shown.decode()
-    assert b"discovered 5 new episodes" in proc.stdout
+ID_PARAMS, STAGE_PARAMS = {"episode_id", "episode_ids"}, {"stage", "stages", "from_stage"}
+
+
+def test_every_id_and_stage_completes() -> None:
+    """Every command taking an episode id or a stage (argument or option) completes it; `add`
+    takes a new id (none of the known ones to offer)."""
+    from hystate.cli import load_all
+    from hystate.cli.terminal import complete_episode_ids, complete_stages
+
+    load_all()
+    checked, missing = [], []
+    for name, command in commands(cli).items():
+        for param in command.params:
+            if param.name in ID_PARAMS and name != "add":
+                wanted = complete_episode_ids
+            elif param.name in STAGE_PARAMS:
+                wanted = complete_stages
+            else:
+                continue
+            checked.append(f"{name} {param.name}")
+            how = getattr(param, "_custom_shell_complete", None)
+            if how is not wanted and not isinstance(param.type, click.Choice):
+                missing.append(f"{name} {param.name}")
+    assert missing == [] and len(checked) >= 12, (missing, checked)
+
+
+def test_completion_of_log_episode_and_years(repo: Path, episode_id: str) -> None:
+    assert complete(repo, "log", "--episode", episode_id) == [episode_id]
+    years = sorted(p.name for p in (repo / "processed").iterdir() if p.name.isdigit())
+    assert complete(repo, "list", "--year", "") == years
+    assert complete(repo, "list", "--year", "2005") == ["2005"]
+    assert complete(repo, "retry", "--from", "up") == ["uploading"]
+    state = repo.parent / "elsewhere"
+    assert complete(repo, "--state-dir", str(state), "show", "") == []  # no state there
+
+
+def test_completion_never_offers_hostile_names(repo: Path, episode_id: str) -> None:
+    """A branch can name files anything: a newline or a comma would forge a completion of
+    the shell's protocol, an escape sequence would reach the terminal. Only ids are offered."""
+    year = next(p for p in (repo / "processed").iterdir() if p.is_dir())
+    for name in ("evil\nplain,hy0_forged", "a,b", "\x1b]0;owned\x07", "-rf", "x" * 200, "é"):
+        (year / f"{name}.yaml").write_text("episode_id: x\n")
+    offered = complete(repo, "show", "")
+    assert offered == sorted(p.stem for p in (repo / "processed").glob("*/hy0_*.yaml"))
+    assert episode_id in offered and not any("forged" in o or "," in o for o in offered)

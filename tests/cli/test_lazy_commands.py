@@ -14,7 +14,9 @@ from tests.conftest import run_hystate
 WRAPPER = """
 import atexit, json, sys
 atexit.register(lambda: print("MODULES " + json.dumps(sorted(
-    m for m in sys.modules if m.startswith(("hystate", "click", "jinja2", "git", "sqlite3"))
+    m for m in sys.modules
+    if m.startswith(("hystate", "click", "jinja2", "git", "sqlite3", "jsonschema", "tempfile",
+                     "traceback", "importlib.resources"))
 ))))
 sys.argv = ["hystate", *sys.argv[1:]]
 from hystate.cli import main
@@ -66,6 +68,15 @@ def test_advance_imports_neither_other_commands_nor_the_layers_it_does_not_use(
         "hystate.engine.leases",
         "git",  # GitPython
         "sqlite3",
+        # a transition needs no cache code, nor jsonschema (jsonschema_rs validates; jsonschema
+        # names the problems of an invalid document), and the rest is imported where an error
+        # or a rare path needs it
+        "jsonschema",
+        "hystate.cache.tree",
+        "hystate.cache.queries",
+        "tempfile",  # (socket: jsonschema_rs imports it)
+        "traceback",
+        "importlib.resources",
     }
     assert loaded & unused == set()
 
@@ -74,6 +85,16 @@ def test_show_imports_no_commit_machinery_of_other_commands(repo: Path, episode_
     loaded = modules_of(repo, "show", episode_id)
     assert "hystate.cli.reading" in loaded
     assert loaded & {"hystate.cli.writing", "hystate.cli.reports", "hystate.cluster.sync"} == set()
+    # a read makes no commit: the index, the commit, the hooks and the transition are not loaded
+    machinery = {
+        "hystate.git.commit",
+        "hystate.git.index",
+        "hystate.git.entry_table",
+        "hystate.git.hooks",
+        "hystate.engine.transition",
+        "hystate.engine.steps",
+    }
+    assert loaded & machinery == set()
 
 
 def test_help_still_lists_every_command(repo: Path) -> None:

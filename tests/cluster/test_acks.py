@@ -69,7 +69,7 @@ def test_batch_says_pending_and_tells_a_dropped_step(batch: tuple[GitServer, lis
     assert done.pending is not None and "next sync" in done.pending
     proc = run_hystate(a_path, "sync", "--json")  # another process of node a drops it
     (dropped,) = json.loads(proc.stdout)["dropped"]
-    assert (dropped["id"], dropped["to"], dropped["worker"]) == (eid, "downloaded", "wa")
+    assert (dropped["episode_id"], dropped["to"], dropped["worker"]) == (eid, "downloaded", "wa")
     # the API worker is told at its next call, whatever it is
     with pytest.raises(TransitionDropped, match=f"{eid}: downloading -> downloaded by wa"):
         a.claim_next("downloading", 1)

@@ -93,7 +93,7 @@ def test_sync_reports_a_dropped_transition(server: GitServer, nodes: list[Path])
     report = json.loads(proc.stdout)
     assert report["pushed"] == [] and report["replayed"] == []
     (dropped,) = report["dropped"]
-    assert dropped["id"] == won.episode.episode_id
+    assert dropped["episode_id"] == won.episode.episode_id
     assert (dropped["from"], dropped["to"]) == ("discovered", "downloading")
     assert "remote moved it discovered -> downloading (by wa)" in dropped["reason"]
     assert git(nodes[1], "rev-parse", "HEAD").strip() == server.tip()
@@ -219,7 +219,7 @@ def test_a_replayed_claim_is_judged_against_the_remotes_limits(tmp_path: Path) -
         proc = run_hystate(nodes[1], "sync", "--json")
         assert proc.returncode == 0, proc.stderr
         (dropped,) = json.loads(proc.stdout)["dropped"]
-        assert dropped["id"] == local.episode.episode_id
+        assert dropped["episode_id"] == local.episode.episode_id
         assert "downloading limit reached: 1 of 1 running" in dropped["reason"]
         assert remote_doc(server, local.episode.episode_id)["stage"] == "discovered"
         assert manager(nodes[1], "x").claim_next("downloading", 1) == []  # full everywhere

@@ -148,7 +148,7 @@ def test_a_submodule_where_an_episode_file_was_drops_the_local_transition(
     proc = run_hystate(a, "sync", "--json")
     assert proc.returncode == 0, proc.stderr  # was: exit 7 "git object 111... is missing"
     (dropped,) = json.loads(proc.stdout)["dropped"]
-    assert dropped["id"] == eid and "submodule" in dropped["reason"]
+    assert dropped["episode_id"] == eid and "submodule" in dropped["reason"]
     assert git(a, "rev-parse", "HEAD").strip() == server.tip() != before
     assert git(a, "status", "--porcelain", "--untracked-files=no") == ""
 
@@ -191,7 +191,9 @@ def test_symlinks_from_the_remote_write_nothing_outside(
     )
     proc = run_hystate(a, "sync", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert sorted(r["id"] for r in json.loads(proc.stdout)["dropped"]) == sorted([eid, other])
+    assert sorted(r["episode_id"] for r in json.loads(proc.stdout)["dropped"]) == sorted(
+        [eid, other]
+    )
     assert sorted(p.name for p in outside.iterdir()) == ["secret.yaml"]
     assert (outside / "secret.yaml").read_text() == "precious\n"
     assert (a / rel).is_symlink() and git(a, "status", "--porcelain") == ""

@@ -62,7 +62,7 @@ def test_fsck_on_another_node_judges_by_the_latest_lease(
     a.update_state(forgotten, "downloaded", fields={"files.audio_file": "x.mp3"})
     proc = run_hystate(a_path, "sync", "--json")
     (dropped,) = json.loads(proc.stdout)["dropped"]
-    assert dropped["id"] == forgotten and "downloading -> failed" in dropped["reason"]
+    assert dropped["episode_id"] == forgotten and "downloading -> failed" in dropped["reason"]
     assert StateManager(cwd=a_path).episode(forgotten).stage.value == "failed"
     assert StateManager(cwd=a_path).episode(renewed).stage.value == "downloading"
     for path in (a_path, b_path):

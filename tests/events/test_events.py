@@ -110,7 +110,7 @@ def test_broker_down_transitions_succeed_and_are_delivered_later(
     )
     got = [f for _, f in entries(broker)]
     assert [f["commit"] for f in got[20:]] == transition_commits(repo)
-    assert [(f["episode"], f["to"]) for f in got[20:]] == [
+    assert [(f["episode_id"], f["to"]) for f in got[20:]] == [
         (first, "downloading"),
         (second, "downloading"),
         (first, "downloaded"),
@@ -123,14 +123,14 @@ def test_consumer_resumes_from_its_last_id(repo: Path, broker: RedisServer) -> N
         manager.update_state(eid, "downloading")
     seen = []
     for entry_id, fields in events.consume(manager.config, "0-0", follow=False):
-        seen.append((entry_id, fields["commit"], fields["episode"]))
+        seen.append((entry_id, fields["commit"], fields["episode_id"]))
         if len(seen) == 22:
             break  # the consumer stops (crashes) here, keeping its last id
     last = seen[-1][0]
     for eid in ids(manager)[5:8]:
         manager.update_state(eid, "downloading")
     rest = [
-        (i, f["commit"], f["episode"])
+        (i, f["commit"], f["episode_id"])
         for i, f in events.consume(manager.config, last, follow=False)
     ]
     assert len(seen) + len(rest) == 28
@@ -215,7 +215,7 @@ def test_a_rewritten_history_is_matched_not_duplicated(repo: Path, broker: Redis
     result = events.Publisher(manager).publish()
     assert result.resynced and result.published == 1
     got = [f for _, f in entries(broker)]
-    assert [(f["episode"], f["to"]) for f in got[20:]] == [
+    assert [(f["episode_id"], f["to"]) for f in got[20:]] == [
         (a, "downloading"),
         (b, "downloading"),
         (c, "downloading"),
@@ -223,7 +223,7 @@ def test_a_rewritten_history_is_matched_not_duplicated(repo: Path, broker: Redis
     # the cursor now follows the new history: later transitions go on from there, once each
     manager.update_state(a, "downloaded", fields={"files.audio_file": "a.mp3"}, lease=token)
     later = [f for _, f in entries(broker)][23:]
-    assert [(f["episode"], f["to"]) for f in later] == [(a, "downloaded")]
+    assert [(f["episode_id"], f["to"]) for f in later] == [(a, "downloaded")]
     assert events.Publisher(manager).publish().published == 0
 
 
@@ -248,7 +248,7 @@ def test_merged_transitions_are_published_at_the_merge(repo: Path, broker: Redis
     merge = git(repo, "rev-parse", "HEAD").strip()
     assert events.Publisher(StateManager(cwd=repo)).publish().published == 1
     got = [f for _, f in entries(broker)][20:]
-    assert [(f["episode"], f["to"], f["worker"]) for f in got] == [
+    assert [(f["episode_id"], f["to"], f["worker"]) for f in got] == [
         (a, "downloading", "w1"),
         (b, "downloading", "node2"),
     ]
@@ -283,7 +283,7 @@ def test_a_publish_cut_short_resumes_inside_a_batch(
     result = publisher.publish_locked(deadline=0)  # past: stop after the first batch
     assert (result.published, result.complete) == (7, False)
     assert publisher.publish_locked().published == 13
-    got = [f["episode"] for _, f in entries(broker)]
+    got = [f["episode_id"] for _, f in entries(broker)]
     assert len(got) == 20 and sorted(got) == ids(manager)  # the order of the commit body
 
 
@@ -397,7 +397,7 @@ def test_a_discovery_is_published_at_once(repo: Path, broker: RedisServer) -> No
     manager = enable(repo, broker.url)
     manager.add_episode("hy-new-one", title="New <b>one</b>", date="2010-02-03")
     got = [f for _, f in entries(broker)]
-    assert len(got) == 21 and got[-1]["episode"] == "hy-new-one"
+    assert len(got) == 21 and got[-1]["episode_id"] == "hy-new-one"
     assert (got[-1]["from"], got[-1]["to"]) == ("", "discovered")
     assert got[-1]["at"] == manager.episode("hy-new-one").data["history"][0]["at"]
 
@@ -445,7 +445,7 @@ def test_a_publisher_killed_mid_publish_leaves_nothing_twice(
     result = events.Publisher(manager).publish(lock_wait=10)  # breaks the dead one's lock
     got = [f for _, f in entries(broker)]
     assert len(got) == 30 and result.published == 30 - before
-    assert sorted(f["episode"] for f in got[:20]) == ids(manager)
+    assert sorted(f["episode_id"] for f in got[:20]) == ids(manager)
     assert [f["commit"] for f in got[20:]] == transition_commits(repo)
 
 
@@ -471,7 +471,7 @@ def test_matching_a_rewritten_history_cut_short_goes_on_matching(
     assert (first.published, first.complete, first.resynced) == (1, False, True)
     second = publisher.publish()  # a and b again are matched, not published
     assert (second.published, second.complete, second.resynced) == (1, True, True)
-    got = [(f["episode"], f["to"]) for _, f in entries(broker)][20:]
+    got = [(f["episode_id"], f["to"]) for _, f in entries(broker)][20:]
     assert got == [(e, "downloading") for e in (a, b, c, d)]
     assert publisher.publish().published == 0
 

@@ -60,7 +60,7 @@ def test_foreign_entries_print_one_safe_line_and_publishing_goes_on(
     assert events.Publisher(manager).publish().published == 0
     fields = [f for _, f in broker.client().xrange(STREAM)]
     assert len(fields) == 22
-    assert (fields[-1]["episode"], fields[-1]["to"]) == (eid, "downloading")
+    assert (fields[-1]["episode_id"], fields[-1]["to"]) == (eid, "downloading")
 
 
 def test_tail_refuses_an_id_redis_cannot_hold(repo: Path, broker: RedisServer) -> None:

@@ -114,10 +114,10 @@ def test_1000_transitions_4_workers_broker_restarted_and_killed(
         )
         expected = [line.split()[0] for line in found.splitlines() if len(line.split()) == 2]
         assert [e["commit"] for e in moves] == expected  # in commit order
-        assert sorted(e["episode"] for e in events if e["to"] == "discovered") == ids
-        assert len({(e["episode"], e["at"], e["from"], e["to"]) for e in moves}) == len(moves)
+        assert sorted(e["episode_id"] for e in events if e["to"] == "discovered") == ids
+        assert len({(e["episode_id"], e["at"], e["from"], e["to"]) for e in moves}) == len(moves)
         for eid in ids[:10]:  # and so in each episode's own order
-            steps = [e["to"] for e in moves if e["episode"] == eid]
+            steps = [e["to"] for e in moves if e["episode_id"] == eid]
             history = StateManager(cwd=root).episode(eid).data["history"]
             assert steps == [h["to"] for h in history[1:]]
     finally:

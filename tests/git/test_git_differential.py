@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -49,25 +48,26 @@ from hypothesis.stateful import (
 
 from hystate.engine.catalog import read_records
 from hystate.manager import StateManager
-from tests.conftest import Cli, git
+from tests.conftest import Cli, git, holder_token
 
 pygit2 = pytest.importorskip("pygit2")
 dulwich_repo = pytest.importorskip("dulwich.repo")
 dulwich_porcelain = pytest.importorskip("dulwich.porcelain")
 
 
-def holder_token(path: Path) -> str | None:
-    """The lease token of the episode's active stage, from its file (where the move into the
-    stage recorded it): what the stage's holder presents to leave it; None in no active stage."""
-    doc = yaml.safe_load(path.read_bytes())
-    if doc.get("stage") not in ("downloading", "converting", "uploading"):
-        return None
-    return next((e["lease"] for e in reversed(doc["history"]) if e.get("lease")), None)
-
-
 DEFAULT_EXAMPLES = 5
 STEPS = 20
 EXAMPLES = int(os.environ.get("HYSTATE_DIFF_EXAMPLES") or DEFAULT_EXAMPLES)
+# repeatable unless HYSTATE_DIFF_EXAMPLES asks for a longer, random run
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=STEPS,
+    derandomize="HYSTATE_DIFF_EXAMPLES" not in os.environ,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+)
 USER = ("-c", "user.name=Person", "-c", "user.email=person@example.org")
 
 # (stage to go to, fields it needs), in pipeline order; an episode walks this list.
@@ -484,18 +484,7 @@ def test_hystate_git_libgit2_and_dulwich_agree(setup: Setup, tmp_path: Path) -> 
         (DifferentialMachine,),
         {"setup": setup, "base": tmp_path, "counts": counts},
     )
-    run_state_machine_as_test(
-        machine,
-        settings=settings(
-            max_examples=EXAMPLES,
-            stateful_step_count=STEPS,
-            derandomize="HYSTATE_DIFF_EXAMPLES" not in os.environ,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-            print_blob=True,
-        ),
-    )
+    run_state_machine_as_test(machine, settings=SETTINGS)
     # shown with `pytest -s`: how much this run covered
     print(f"\n{setup.name}: {counts['examples']} examples, {counts['checks']} checked steps")
     assert counts["examples"] >= min(EXAMPLES, 2)

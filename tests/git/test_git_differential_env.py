@@ -23,21 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule, run_state_machine_as_test
 
 from hystate.git import audit
 from hystate.manager import StateManager
-from tests.conftest import HYSTATE, Cli, git
+from tests.conftest import HYSTATE, Cli, git, holder_token
 from tests.git.test_git_differential import (
     EXAMPLES,
-    STEPS,
+    SETTINGS,
     USER,
     WALK,
     DifferentialMachine,
     Setup,
-    holder_token,
     run_git,
 )
 
@@ -239,18 +237,7 @@ def test_hystate_and_git_agree_in_issue_25_setups(setup: EnvSetup, tmp_path: Pat
     )
     saved = {name: os.environ.get(name) for name in ENV_VARS}
     try:
-        run_state_machine_as_test(
-            machine,
-            settings=settings(
-                max_examples=EXAMPLES,
-                stateful_step_count=STEPS,
-                derandomize="HYSTATE_DIFF_EXAMPLES" not in os.environ,
-                deadline=None,
-                database=None,
-                suppress_health_check=list(HealthCheck),
-                print_blob=True,
-            ),
-        )
+        run_state_machine_as_test(machine, settings=SETTINGS)
     finally:
         for name, value in saved.items():
             if value is None:

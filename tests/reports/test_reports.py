@@ -97,3 +97,21 @@ def test_metrics_text_format(manager: StateManager, tmp_path: Path, run: Cli) ->
     target = tmp_path / "hystate.reports.prometheus"
     assert run("metrics", "--textfile", str(target)).exit_code == 0
     assert target.read_text() == text
+
+
+def test_an_output_path_that_cannot_hold_a_file_is_a_usage_error(
+    tmp_path: Path, run: Cli, repo: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    report = blocker / "r.csv"
+    metrics = blocker / "m.prom"
+    for target, args in (
+        (report, ("report", "--format", "csv", "-o", str(report))),
+        (metrics, ("metrics", "--textfile", str(metrics))),
+    ):
+        result = run(*args)
+        assert result.exit_code == 2, result.output
+        assert f"cannot write {target}" in result.output
+        assert "Traceback" not in result.output
+    assert blocker.read_text() == "not a folder"

@@ -78,7 +78,9 @@ def test_a_hand_edit_from_discovered_to_published_is_refused(
     code, problems = validate_base(repo)
     errors = [p for p in problems if p["level"] == "error"]
     assert code == 1 and len(errors) == 1
-    assert errors[0]["episode"] == episode_id and errors[0]["file"].endswith(f"{episode_id}.yaml")
+    assert errors[0]["episode_id"] == episode_id and errors[0]["file"].endswith(
+        f"{episode_id}.yaml"
+    )
     assert "illegal move discovered -> published" in errors[0]["message"] and errors[0]["line"]
 
 

@@ -30,7 +30,7 @@ def test_odd_numbers_and_bad_graphql_arguments_are_400_without_traceback(repo: P
         for query in (
             "{ episodes(page: -1) { total } }",
             '{ episodes(year: "20a4") { total } }',
-            '{ episode(episodeId: "../../etc/passwd") { title } }',
+            '{ episode(episode_id: "../../etc/passwd") { title } }',
         ):
             answer = http.post("/graphql", json={"query": query})
             assert answer.status_code == 200 and answer.json()["errors"], answer.text

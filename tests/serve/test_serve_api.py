@@ -65,7 +65,7 @@ def test_episode_history_and_diffs(served_repo: Path) -> None:
     eid = sorted(p.stem for p in manager.store.iter_paths())[0]
     with serving(served_repo, "--reports-every", "0") as srv, srv.client() as http:
         data = http.get(f"/api/episodes/{eid}").json()
-        assert data["episode"]["stage"] == "failed"
+        assert data["state"]["stage"] == "failed"
         assert data["file"] == manager.path_of(eid).read_text()
         steps = [(row["from"], row["to"]) for row in data["history"]]
         assert steps == [
@@ -104,8 +104,8 @@ def test_graphql_read_only_with_limits(served_repo: Path) -> None:
 
         ok = gql(
             '{ status { total counts { stage count } } episodes(stage: "failed") { total items'
-            f' {{ episodeId lastError }} }} episode(episodeId: "{eid}") {{ stage history'
-            " { toStage commit author } } }"
+            f' {{ episode_id last_error }} }} episode(episode_id: "{eid}") {{ stage history'
+            " { to worker commit author } } }"
         )
         assert "errors" not in ok, ok
         data = ok["data"]
@@ -113,14 +113,14 @@ def test_graphql_read_only_with_limits(served_repo: Path) -> None:
         assert data["status"]["total"] == 20
         assert {c["stage"]: c["count"] for c in data["status"]["counts"]}["failed"] == 1
         assert data["episodes"]["items"] == [
-            {"episodeId": eid, "lastError": "HTTP 503 <b>upstream</b>"}
+            {"episode_id": eid, "last_error": "HTTP 503 <b>upstream</b>"}
         ]
-        assert [h["toStage"] for h in data["episode"]["history"]] == [
+        assert [h["to"] for h in data["episode"]["history"]] == [
             "discovered",
             "downloading",
             "failed",
         ]
-        assert gql('{ episode(episodeId: "hy0_nope") { stage } }')["data"] == {"episode": None}
+        assert gql('{ episode(episode_id: "hy0_nope") { stage } }')["data"] == {"episode": None}
 
         too_deep = gql("{ episodes { items { history { commit } } } }")
         assert "exceeds maximum operation depth" in json.dumps(too_deep["errors"])
@@ -128,7 +128,7 @@ def test_graphql_read_only_with_limits(served_repo: Path) -> None:
         assert "alias" in json.dumps(gql("{ " + aliases + " }")["errors"]).lower()
         tokens = "{ status { " + "total " * 1200 + "} }"
         assert "token" in json.dumps(gql(tokens)["errors"]).lower()
-        mutation = gql('mutation { skip(episodeId: "x") { stage } }')
+        mutation = gql('mutation { skip(episode_id: "x") { stage } }')
         assert mutation.get("errors"), mutation
         got = http.get("/graphql", params={"query": "{ status { total } }"})
         assert got.json()["data"]["status"]["total"] == 20

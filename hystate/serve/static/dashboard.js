@@ -166,7 +166,7 @@
     li.appendChild(document.createTextNode(" "));
     li.appendChild(c.episode_id ? episodeLink(c.episode_id, c.subject) : el("span", c.subject));
     li.appendChild(document.createTextNode(" "));
-    li.appendChild(el("span", (c.author || "") + " · " + (c.time || ""), "muted"));
+    li.appendChild(el("span", (c.author || "") + " · " + (c.at || ""), "muted"));
     const feed = $("feed");
     feed.insertBefore(li, feed.firstChild);
     while (feed.children.length > 50) feed.removeChild(feed.lastChild);

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hystate.manager import StateManager
 from tests.conftest import git, run_hystate
+from tests.harness.orchestrators import configure, keep, replay_uploading
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
@@ -146,18 +146,6 @@ def airflow(tmp_path: Path, migrated_db: Path) -> Iterator[Airflow]:
     yield Airflow(tmp_path / "airflow", migrated_db)
 
 
-def configure(repo: Path, text: str) -> StateManager:
-    (repo / "hystate.yaml").write_text(text)
-    return StateManager(cwd=repo, worker="setup")
-
-
-def keep(manager: StateManager, count: int) -> list[str]:
-    ids = [e.episode_id for e in manager.list_episodes()]
-    for eid in ids[count:]:
-        manager.skip(eid, "not in this test")
-    return ids[:count]
-
-
 ALL = ["downloading", "converting", "uploading", "scheduled", "published"]
 
 
@@ -247,19 +235,6 @@ def test_kill_9_mid_run_then_a_rerun_finishes_with_nothing_done_twice(
     killed = manager.episode(ids[1])
     assert killed.attempts["upload"] == 2
     assert killed.error_history[-1]["error"].startswith("worker lost")
-
-
-def replay_uploading(repo: Path) -> tuple[int, int]:
-    log = git(repo, "log", "--reverse", "--format=%(trailers:key=Hystate-From,key=Hystate-To)")
-    running = most = entries = 0
-    for block in log.split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if fields.get("Hystate-To") == "uploading":
-            running, entries = running + 1, entries + 1
-        if fields.get("Hystate-From") == "uploading":
-            running -= 1
-        most = max(most, running)
-    return most, entries
 
 
 @pytest.mark.slow

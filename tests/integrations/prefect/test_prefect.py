@@ -20,24 +20,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from hystate.core.model import EpisodeState
 from hystate.integrations.prefect import migration_flow, stage_task
-from hystate.manager import StateManager
 from tests.conftest import git
+from tests.harness.orchestrators import configure, keep, replay_uploading
 from tests.integrations.prefect.conftest import PREFECT_ENV
 
 AUDIO = {"files.audio_file": "audio/x.mp3"}
-
-
-def configure(repo: Path, text: str) -> StateManager:
-    (repo / "hystate.yaml").write_text(text)
-    return StateManager(cwd=repo, worker="setup")
-
-
-def keep(manager: StateManager, count: int) -> list[str]:
-    """The first ``count`` episodes stay; the others are skipped out of the way."""
-    ids = [e.episode_id for e in manager.list_episodes()]
-    for eid in ids[count:]:
-        manager.skip(eid, "not in this test")
-    return ids[:count]
 
 
 def fields_for(stage: str) -> Any:
@@ -137,19 +124,6 @@ def test_prefects_own_retries_never_count_an_attempt(repo: Path) -> None:
     episode = manager.episode(eid)
     assert episode.stage.value == "skipped"
     assert episode.attempts["download"] == 1 and len(episode.error_history) == 1
-
-
-def replay_uploading(repo: Path) -> tuple[int, int]:
-    log = git(repo, "log", "--reverse", "--format=%(trailers:key=Hystate-From,key=Hystate-To)")
-    running = most = entries = 0
-    for block in log.split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if fields.get("Hystate-To") == "uploading":
-            running, entries = running + 1, entries + 1
-        if fields.get("Hystate-From") == "uploading":
-            running -= 1
-        most = max(most, running)
-    return most, entries
 
 
 def test_four_task_runners_keep_the_upload_limits(repo: Path) -> None:
