@@ -230,3 +230,18 @@ def test_fsck_repair_finds_the_orphan_of_a_leader_killed_after_head_moved(repo: 
         assert manager.get_episode_state(eid).stage.value == "downloading"
     assert_sound(repo)
     assert os.listdir(grouping.queue_of(manager).dir) == []
+
+
+def test_group_commit_turned_off_moves_head_once_per_commit(repo: Path) -> None:
+    """``git config hystate.groupCommit false``: every transition commits under the lock itself
+    (one HEAD move each, nothing queued)."""
+    manager, ids, before = setup(repo)
+    git(repo, "config", "hystate.groupCommit", "false")
+    hook(repo, "never")
+    results = finish(start(repo, ids))
+    assert [code for code, _, _ in results] == [0] * N, results
+    for eid in ids:
+        assert episode_commits(repo, manager, eid) == before[eid] + 1
+    assert (repo / ".git" / "transactions").read_text().split() == ["prepared", "committed"] * N
+    assert not grouping.queue_of(manager).dir.exists()
+    assert_sound(repo)
