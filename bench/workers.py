@@ -9,6 +9,7 @@ with HEAD and the work tree.
 
     python bench/workers.py                          # 10,000 and 100,000 episodes
     python bench/workers.py --sizes 10000 --seconds 5
+    python bench/workers.py --sizes 10000 --ab /work/main . --rounds 3   # A/B, interleaved
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,38 +31,45 @@ WORKER = """
 import json, sys, time
 sys.path.insert(0, {root!r})
 from hystate.manager import StateManager
-ids, start, stop = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+with open(sys.argv[1]) as fh:  # a file: 100,000 ids do not fit in a command line
+    ids = json.load(fh)
+start, stop = float(sys.argv[2]), float(sys.argv[3])
 manager = StateManager(cwd={repo!r}, worker=sys.argv[4])
 manager.update_state(ids.pop(), "downloading")  # warm: imports, the first read of the index
 while time.time() < start:
     time.sleep(0.001)
-done = 0
+done, last = 0, start
 while ids and time.time() < stop:
     manager.update_state(ids.pop(), "downloading")
     done += 1
-print(json.dumps({{"done": done, "warm": 1}}))
+    last = time.time()
+print(json.dumps({{"done": done, "warm": 1, "elapsed": last - start}}))
 """
 
 
 TREE = Path(__file__).resolve().parent.parent  # the hystate checkout the workers import
 
 
-def run(repo: Path, ids: list[str], workers: int, seconds: float) -> dict[str, Any]:
+def run(
+    repo: Path, ids: list[str], workers: int, seconds: float, tree: Path | None = None
+) -> dict[str, Any]:
     """``workers`` processes for ``seconds``: transitions per second, and the checks."""
     before = int(git(repo, "rev-list", "--count", "HEAD"))
-    code = WORKER.format(root=str(TREE), repo=str(repo))
+    code = WORKER.format(root=str(tree or TREE), repo=str(repo))
     share = len(ids) // workers
     start = time.time() + 1.5 + 0.5 * workers  # every worker warmed up by then
     stop = start + seconds
     procs = []
     for i in range(workers):
-        mine = json.dumps(ids[i * share : (i + 1) * share])
-        args = [sys.executable, "-c", code, mine, str(start), str(stop), f"bench-{i}"]
+        mine = repo.parent / f"ids-{i}.json"
+        mine.write_text(json.dumps(ids[i * share : (i + 1) * share]))
+        args = [sys.executable, "-c", code, str(mine), str(start), str(stop), f"bench-{i}"]
         procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True))
     outs = [json.loads(p.communicate()[0]) for p in procs]
     if any(p.returncode for p in procs):
         raise RuntimeError("a worker failed")
     done = sum(o["done"] for o in outs)
+    window = max([o["elapsed"] for o in outs] + [1e-9])  # a worker may run out of episodes
     commits = int(git(repo, "rev-list", "--count", "HEAD")) - before
     in_step = (
         not git(repo, "diff", "--cached", "--name-only").strip()
@@ -69,7 +78,8 @@ def run(repo: Path, ids: list[str], workers: int, seconds: float) -> dict[str, A
     return {
         "workers": workers,
         "transitions": done,
-        "per_s": round(done / seconds, 1),
+        "per_s": round(done / min(seconds, window), 1),
+        "tree": str(tree or TREE),
         "one_commit_each": commits == done + sum(o["warm"] for o in outs),
         "index_in_step": in_step,
     }
@@ -94,6 +104,41 @@ def one_size(tmp: Path, n: int, seconds: float, counts: list[int]) -> dict[str, 
     }
 
 
+def ab(
+    tmp: Path, n: int, seconds: float, counts: list[int], trees: list[Path], rounds: int
+) -> dict[str, Any]:
+    """Each tree's workers on one repository, interleaved (tree A, tree B, A, B...) for
+    ``rounds``: the ratios of one run on a shared machine."""
+    print(f"[{n:,}] building a repository...", file=sys.stderr, flush=True)
+    repo = tmp / f"repo-{n}"
+    build_repo(repo, n)
+    pool = episode_ids(n)[::-1]
+    share = n // (rounds * len(trees) * len(counts) + 1)
+    runs: dict[str, dict[str, list[float]]] = {str(t): {str(c): [] for c in counts} for t in trees}
+    loads = []
+    for _ in range(rounds):
+        for workers in counts:
+            for tree in trees:
+                take, pool = pool[:share], pool[share:]
+                loads.append(os.getloadavg()[0])
+                result = run(repo, take, workers, seconds, tree)
+                print(f"[{n:,}] {result}", file=sys.stderr, flush=True)
+                if not (result["one_commit_each"] and result["index_in_step"]):
+                    raise RuntimeError(f"a run broke the repository: {result}")
+                runs[str(tree)][str(workers)].append(result["per_s"])
+    medians = {t: {c: statistics.median(v) for c, v in by.items()} for t, by in runs.items()}
+    one = str(counts[0])
+    return {
+        "episodes": n,
+        "runs": runs,
+        "median_per_s": medians,
+        "speedup": {
+            t: {c: round(m / (by[one] or 1), 2) for c, m in by.items()} for t, by in medians.items()
+        },
+        "load": [min(loads), max(loads)],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -105,7 +150,21 @@ def main() -> None:
     parser.add_argument(
         "--tree", type=Path, help="another hystate checkout for the workers (an A/B comparison)"
     )
+    parser.add_argument(
+        "--ab", type=Path, nargs="+", help="checkouts to compare, interleaved on one repository"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.ab:
+        isolate_git()
+        os.environ.update({"HYSTATE_WORKER": "bench"})
+        trees = [t.resolve() for t in args.ab]
+        with tempfile.TemporaryDirectory(prefix="hystate-workers-") as tmp:
+            results = [
+                ab(Path(tmp), n, args.seconds, args.workers, trees, args.rounds) for n in args.sizes
+            ]
+        emit({"machine": machine(), "results": results}, args.json)
+        return
     global TREE
     TREE = (args.tree or TREE).resolve()
     isolate_git()

@@ -46,6 +46,7 @@ class StateManager(Workspace):
         wired.before.append(_told)  # a pending transition of this worker was dropped
         wired.before.append(_before_transition)
         wired.committed.append(_on_commit)
+        wired.serial.append(_serial)
         wired.after.append(_after_commit)
         wired.acknowledge.append(_acknowledge)  # sync.push: each: on the remote, or pending
         wired.lease_sources.append(_lease_source)
@@ -281,6 +282,14 @@ def _on_commit(ws: Workspace, doc: dict[str, Any], change: Change) -> Callable[[
     from hystate.reports import alerts
 
     return alerts.on_commit(ws, doc, change)
+
+
+def _serial(ws: Workspace, change: Change) -> bool:
+    if not ws.config.get("monitoring.alert_on_failure"):
+        return False
+    from hystate.reports import alerts
+
+    return alerts.counts(ws, change)
 
 
 def _after_commit(ws: Workspace, sha: str | None) -> None:

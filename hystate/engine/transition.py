@@ -21,7 +21,7 @@ from hystate.core.paths import NotRegularFile, read_bytes
 from hystate.core.rules import Change, NoOp, apply_change
 from hystate.core.schema import episode_problems
 from hystate.core.store import dump, invalid_file
-from hystate.engine import fencing, limits
+from hystate.engine import fencing, grouping, limits
 from hystate.git import audit
 
 if TYPE_CHECKING:
@@ -101,17 +101,30 @@ def run(
         )
         ws.store.write(path, data)
         later: list[Callable[[], None]] = []
+        ticket = grouping.Ticket()
         try:
-            with ws.repo_lock():
-                limits.check(ws, episode, change)  # the tree holds still under this lock
-                sha = ws.repo.commit({rel: data}, message, expect={rel: committed})
-                for subscriber in ws.subscribers.committed:
-                    follow = _committed(ws, subscriber, doc, change)
-                    if follow is not None:
-                        later.append(follow)
+            if grouping.eligible(ws, episode, change, rel):
+                # nothing to judge under the lock, no subscriber with work under it: committed
+                # in a group by whoever holds the lock (hystate.git.group)
+                sha = grouping.commit(ws, ticket, rel, data, message, committed)
+            else:
+                with ws.repo_lock():
+                    limits.check(ws, episode, change)  # the tree holds still under this lock
+                    sha = ws.repo.commit({rel: data}, message, expect={rel: committed})
+                    for subscriber in ws.subscribers.committed:
+                        follow = _committed(ws, subscriber, doc, change)
+                        if follow is not None:
+                            later.append(follow)
         except BaseException:
-            if ws.repo.head_blob(rel) == committed and _holds(path, data):
-                ws.store.write(path, raw)  # the commit did not happen: undo the write
+            # The commit did not happen (HEAD lacks these bytes; its outcome is known): undo the
+            # write. Also when HEAD moved on meanwhile (a person's commit put the file back to
+            # an older state): the file then holds the version fsck can re-apply, not a third.
+            if (
+                not ticket.unsettled
+                and _holds(path, data)
+                and ws.repo.head_blob(rel) != ws.repo.blob_id(rel, data)
+            ):
+                ws.store.write(path, raw)
             raise
     # outside every lock: a slow webhook must never hold an episode or the repository
     result = TransitionResult(EpisodeState(doc, rel), sha, episode.stage)

@@ -47,6 +47,9 @@ class Subscribers:
     before: list[Callable[[Workspace], None]] = field(default_factory=list)
     # under the repository lock, right after a transition's commit
     committed: list[Committed] = field(default_factory=list)
+    # whether a ``committed`` subscriber has work for this workspace (then the transition
+    # commits under the repository lock itself, not through the group-commit queue)
+    serial: list[Callable[[Workspace, Change], bool]] = field(default_factory=list)
     # outside every lock, after every state commit (a transition's or discovery's)
     after: list[Callable[[Workspace, str | None], None]] = field(default_factory=list)
     # outside every lock, after a transition's commit, last

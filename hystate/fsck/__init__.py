@@ -15,6 +15,7 @@ from hystate.core.errors import InvalidData
 from hystate.fsck import (
     caches,
     content,
+    groups,
     guard,
     index,
     locks,
@@ -65,6 +66,7 @@ def _orphans(run: Run) -> list[Finding]:
 CHECKS: list[tuple[str, Callable[[Run], list[Finding]]]] = [
     ("stale locks", lambda r: locks.stale_locks(r.ws, r.repair)),
     ("temp files", lambda r: tempfiles.temp_files(r.ws, r.repair)),
+    ("group-commit queue", lambda r: groups.queue_leftovers(r.ws, r.repair)),
     ("power-cut damage", lambda r: powercut.power_cut(r.ws, r.repair)),
     ("reverted transitions", lambda r: guard.fsck_reverts(r.ws, r.repair)),
     ("staged regressions", lambda r: guard.fsck_staged(r.ws, r.repair)),

@@ -10,7 +10,7 @@ from typing import Any
 @dataclass
 class Finding:
     # uncommitted | reverted | temp-file | index-drift | stale-lock | stuck | orphan |
-    # missing-media | invalid | cache | power-cut
+    # missing-media | invalid | cache | power-cut | group-commit
     kind: str
     path: str
     message: str

@@ -155,18 +155,7 @@ def _commit_head(
         tree = repo.objects.rewrite(base, entries)
         if tree == base:
             return None
-        if settings.sign() or settings.dates_from_env():
-            commit = _commit_with_git(repo, tree, head, message, author, committer)
-        else:
-            body = b"tree %s\n" % tree.hex().encode()
-            if head.sha:
-                body += b"parent %s\n" % head.sha.encode()
-            body += b"author %s\ncommitter %s\n\n%s" % (
-                author.line(),
-                committer.line(),
-                message.encode(),
-            )
-            commit = repo.objects.write(b"commit", body)
+        commit = commit_object(repo, tree, head.sha, message, author, committer)
         repo.objects.remember_commit(commit, tree)
         sha = commit.hex()
         try:
@@ -196,13 +185,40 @@ def _check_base(
             )
 
 
-def _commit_with_git(
-    repo: RepoBase, tree: bytes, head: Head, message: str, author: Identity, committer: Identity
+def commit_object(
+    repo: RepoBase,
+    tree: bytes,
+    parent: str | None,
+    message: str,
+    author: Identity,
+    committer: Identity,
 ) -> bytes:
-    """``git commit-tree``: git signs (commit.gpgSign) and parses GIT_*_DATE itrepo."""
+    """The commit object of ``tree`` on ``parent``, stored; its binary sha."""
+    if repo.settings.sign() or repo.settings.dates_from_env():
+        return _commit_with_git(repo, tree, parent, message, author, committer)
+    body = b"tree %s\n" % tree.hex().encode()
+    if parent:
+        body += b"parent %s\n" % parent.encode()
+    body += b"author %s\ncommitter %s\n\n%s" % (
+        author.line(),
+        committer.line(),
+        message.encode(),
+    )
+    return repo.objects.write(b"commit", body)
+
+
+def _commit_with_git(
+    repo: RepoBase,
+    tree: bytes,
+    parent: str | None,
+    message: str,
+    author: Identity,
+    committer: Identity,
+) -> bytes:
+    """``git commit-tree``: git signs (commit.gpgSign) and parses GIT_*_DATE itself."""
     args = ["commit-tree", tree.hex()]
-    if head.sha:
-        args += ["-p", head.sha]
+    if parent:
+        args += ["-p", parent]
     if repo.settings.sign():
         args.append("-S")
     env = {

@@ -83,8 +83,11 @@ class LockFile:
     def commit(self, target: Path, sync: str | None = None) -> None:
         """Rename the lock over ``target``: the new content takes effect. ``sync`` ("fsync" or
         "fdatasync"): the content is synced before the rename, as git does for core.fsync, so
-        a power cut leaves the old or the new content, never an empty file."""
-        if sync:
+        a power cut leaves the old or the new content, never an empty file; "sync": the whole
+        system is flushed (a group commit's objects with it)."""
+        if sync == "sync":
+            os.sync()
+        elif sync:
             getattr(os, sync)(self._fd)
         os.close(self._fd)
         self._fd = -1

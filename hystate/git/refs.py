@@ -8,7 +8,7 @@ GitPython's ``set_commit`` does not check the old value, so concurrent writers l
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,12 +93,15 @@ class Refs:
         message: str,
         reflog: Callable[[str], str],
         sync: str | None = None,
+        steps: Sequence[tuple[str | None, str, bytes, str]] = (),
     ) -> list[str]:
         """Point HEAD (or its branch) at ``new`` if it still is ``head``; else raise StaleHead.
         ``reflog(ref)`` says, as core.logAllRefUpdates does, whether a missing log is created
         (``create``/``always``) or only an existing one appended to (``existing``). Once the
         ref has moved nothing raises: a reflog that cannot be appended to (a full disk) is
-        returned as a warning, as git itself only warns then."""
+        returned as a warning, as git itself only warns then. ``steps``: the reflog entries
+        ``(old, new, committer line, message)`` of a chain of commits moved over at once (a
+        group commit: one line per commit, as git would have written them); default one."""
         chain = self.symref_chain(head.ref) if head.ref else ["HEAD"]
         target = chain[-1]  # a branch that is a symbolic ref moves the branch it names
         path = self._ref_path(target)
@@ -127,11 +130,9 @@ class Refs:
             held.commit(path, sync)
         finally:
             held.rollback()
-        entry = b"%s %s %s\t%s\n" % (
-            (head.sha or ZERO).encode(),
-            new.encode(),
-            ident,
-            message.encode(),
+        entry = b"".join(
+            b"%s %s %s\t%s\n" % ((old or ZERO).encode(), step.encode(), who, text.encode())
+            for old, step, who, text in (steps or [(head.sha, new, ident, message)])
         )
         logs = [("HEAD", self.git_dir / "logs" / "HEAD")]
         if head.ref:  # as git: every ref of the chain gets the entry

@@ -146,6 +146,20 @@ def on_commit(ws: Workspace, doc: dict[str, Any], change: Change) -> Callable[[]
     return None if alert is None else (lambda: send(ws, alert))
 
 
+def counts(ws: Workspace, change: Change) -> bool:
+    """Whether ``count`` would change the streak for ``change`` (a failure; a finish while a
+    streak runs): that transition commits under the repository lock itself, so the streak
+    follows the commits' order. Any other transition may be committed in a group."""
+    if not ws.config.get("monitoring.alert_on_failure"):
+        return False
+    if change.to.value == "failed":
+        return True
+    if change.to.value not in FINISHED:
+        return False
+    state = AlertStreak(ws.state_dir)._load()
+    return bool(state["count"] or state["alerted"])
+
+
 def count(ws: Workspace, doc: dict[str, Any], change: Change) -> dict[str, Any] | None:
     """Count one committed transition in the streak (call it under the repo lock); the alert
     to deliver when it completes a streak, else None. Nothing when alerts are off."""
