@@ -68,9 +68,7 @@ class BulkCommit:
             del stats
             lock.stage(updates, repo.root)
             del updates
-            sha = commit_mod._commit_head(
-                repo, entries, message, {}, self.sync.get("reference")
-            )
+            sha = commit_mod._commit_head(repo, entries, message, {}, self.sync.get("reference"))
             try:
                 lock.commit(self.sync.get("index"))
                 hooks.run_hook(repo, "post-index-change", ["0", "0"])
