@@ -81,7 +81,10 @@ def discover(
         taken: set[str] = set()
         existing = []
         in_head = ids_in_head(ws)
-        for record in records:
+        tell(0, len(records), "checking")
+        for done, record in enumerate(records, 1):
+            if done % 1024 == 0:
+                tell(done, len(records), "checking")
             eid = record.identifier
             if eid in in_head or eid in taken or ws.store.find(eid) is not None:
                 existing.append(eid)
@@ -90,7 +93,8 @@ def discover(
             todo.append(
                 (_rel(ws, ws.store.path_for(eid, record.date)), eid, record.title, record.date)
             )
-        del taken, in_head
+        tell(len(records), len(records), "checking")
+        del taken, in_head, records
         render = partial(_render_new, (archive_identifier, at, ws.worker))
         # Each chunk's files and blobs are written as it comes back; only (path, blob id)
         # stays until the one commit (at 100,000 episodes the files' bytes were ~150 MB).
