@@ -16,6 +16,9 @@ process start (~0.2 s of imports) would hide it.
 
     python bench/scale.py                       # 10,000 and 100,000 episodes (~15 min)
     python bench/scale.py --sizes 2000 8000     # quicker
+    python bench/scale.py --ab OTHER/.venv/bin/hystate   # discover + rebuild only, this
+        # checkout's hystate and another's one after the other at each size (peak MB over the
+        # process tree, seconds, CPU seconds)
 """
 
 from __future__ import annotations
@@ -186,6 +189,30 @@ def one_size(n: int, runs: int, tmp: Path) -> dict[str, Any]:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
 
 
+def discover_rebuild(n: int, exes: dict[str, str], tmp: Path) -> dict[str, Any]:
+    """``discover`` (peak over the process tree) and ``rebuild`` of ``n`` episodes by each
+    hystate of ``exes`` in turn, each in a fresh repository: an A/B in one run."""
+    source = tmp / f"catalog-{n}.jsonl"
+    catalog(source, n)
+    r: dict[str, Any] = {"episodes": n}
+    loads = [os.getloadavg()[0]]
+    for label, exe in exes.items():
+        root = tmp / f"repo-{n}-{label}"
+        root.mkdir()
+        print(f"[{n:,}] {label}: discover, rebuild", file=sys.stderr, flush=True)
+        measure([exe, "init"], root)
+        part: dict[str, Any] = {}
+        best(part, "discover", [exe, "discover", "--from", str(source)], root, sample=True)
+        part["index_ok"] = index_in_step(root)
+        part["files_ok"] = len(git(root, "ls-files", "--", "processed/*.yaml").split()) == n
+        best(part, "rebuild", [exe, "rebuild"], root, sample=True)
+        r.update({f"{label}_{k}": v for k, v in part.items()})
+        loads.append(os.getloadavg()[0])
+        subprocess.run(["rm", "-rf", str(root)], check=True)
+    r["load_min"], r["load_max"] = min(loads), max(loads)
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
+
+
 def refresh_alone(root: Path, ids: list[str], runs: int) -> tuple[float, int]:
     """A worker that reads after every write: transition, then `refresh` (median of ``runs``
     milliseconds, and how many files the last one re-read)."""
@@ -272,6 +299,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--runs", type=int, default=5, help="median of RUNS for the quick steps")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--ab", help="another hystate executable: discover + rebuild only, A/B")
     args = parser.parse_args()
     isolate_git()
     # start-up as an installed hystate has it: with its bytecode compiled (pip compiles it at
@@ -283,8 +311,14 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="hystate-scale-") as tmp:
         for n in args.sizes:
+            if args.ab:
+                exes = {"this": hystate_exe(), "other": args.ab}
+                print(json.dumps(discover_rebuild(n, exes, Path(tmp))), flush=True)
+                continue
             results.append(one_size(n, args.runs, Path(tmp)))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    if args.ab:
+        return
     result = {"machine": machine(), "sizes": args.sizes, "runs": args.runs, "results": results}
     low = min(r["load_min"] for r in results)
     high = max(r["load_max"] for r in results)

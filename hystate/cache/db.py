@@ -99,6 +99,22 @@ class CacheDB:
             if statement.strip():
                 self.db.execute(statement)
 
+    def drop_indexes(self) -> list[str]:
+        """Drop the tables' own indexes and return the statements that make them again: a
+        rebuild fills empty tables, ~2x faster without indexes to keep up row by row, then
+        makes each index once (``make_indexes``) before anything queries them."""
+        found = self.db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL"
+            " ORDER BY rowid"
+        ).fetchall()
+        for name, _ in found:
+            self.db.execute(f'DROP INDEX "{name}"')
+        return [sql for _, sql in found]
+
+    def make_indexes(self, statements: list[str]) -> None:
+        for statement in statements:
+            self.db.execute(statement)
+
     # -- rows ------------------------------------------------------------------------------
 
     def forget(

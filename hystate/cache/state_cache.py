@@ -243,7 +243,9 @@ class StateCache:
             )
             ids = [key(stem(e[0])) for e in entries if "/" in e[0]] if splice else []
             before = db.index_entries(ids) if splice else None
+            remake = db.drop_indexes() if rebuild else []
             self._reread(db, entries, progress, fresh=rebuild)
+            db.make_indexes(remake)
             self._mark_duplicates(db, duplicates)
             since = None if rebuild else meta.get("head") or None
             if head.sha is not None and head.sha != since:

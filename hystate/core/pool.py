@@ -31,6 +31,9 @@ class WorkerDied(RuntimeError):
     """A worker process ended without answering (killed, out of memory)."""
 
 
+AHEAD = 2  # chunks each worker may have done beyond the one the caller is at
+
+
 def _send(pipe: IO[bytes], value: Any) -> None:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     pipe.write(_LEN.pack(len(data)) + data)
@@ -68,6 +71,10 @@ def imap(
     ready = threading.Condition()
     next_chunk = iter(range(len(chunks)))
     claim = threading.Lock()
+    stop = threading.Event()  # the caller is gone (an error, a generator closed)
+
+    taken = [0]  # chunks the caller has taken: a worker stays at most AHEAD chunks ahead
+    ahead = AHEAD * len(procs)
 
     def feed(proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdin is not None and proc.stdout is not None
@@ -75,6 +82,11 @@ def imap(
             with claim:
                 i = next(next_chunk, None)
             if i is None:
+                return
+            with ready:  # results waiting for a slow caller are held in memory: a few at most
+                while i - taken[0] >= ahead and not stop.is_set():
+                    ready.wait(0.1)
+            if stop.is_set():
                 return
             try:
                 _send(proc.stdin, (fn, chunks[i]))
@@ -98,10 +110,13 @@ def imap(
                         raise WorkerDied("every worker process ended before the work was done")
                     ready.wait(0.1)
                 ok, value = results.pop(i)
+                taken[0] = i + 1
+                ready.notify_all()
             if not ok:
                 raise value
             yield value
     finally:
+        stop.set()
         for proc in procs:
             if proc.stdin is not None:
                 proc.stdin.close()
