@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from hystate.cache import memo
 from hystate.core.model import EpisodeState, ProcessingStage, parse_time
 
 if TYPE_CHECKING:
@@ -80,9 +81,18 @@ def count(cache: StateCache) -> int:
 
 
 def count_by_stage(cache: StateCache) -> dict[str, int]:
-    rows = cache.query("SELECT stage, count(*) FROM episode_states GROUP BY stage")
-    counts = {row[0]: row[1] for row in rows}
-    return {s.value: counts.get(s.value, 0) for s in ProcessingStage}
+    """Episodes per stage (every stage, in stage order); kept per tree (``memo``)."""
+
+    def compute() -> list[list[Any]]:
+        rows = cache.query("SELECT stage, count(*) FROM episode_states GROUP BY stage")
+        return [[row[0], row[1]] for row in rows]
+
+    counts = dict(memo.remembered(cache, "count_by_stage/1", compute, _pairs))
+    return {s.value: int(counts.get(s.value, 0)) for s in ProcessingStage}
+
+
+def _pairs(value: list[list[Any]]) -> list[tuple[str, int]]:
+    return [(str(k), int(v)) for k, v in value]
 
 
 def _spare(when: datetime, days: int) -> str:
@@ -161,11 +171,21 @@ def entered_per_day(
 
 
 def entered_span(
-    cache: StateCache, stages: Sequence[str], since: datetime
+    cache: StateCache, stages: Sequence[str], since: datetime, *, keep: bool = False
 ) -> tuple[int, datetime | None, datetime | None]:
     """How many entries into one of ``stages`` at or after ``since``, and the first and last
-    of them (in time order)."""
+    of them (in time order). ``keep``: the span of all of them is kept per tree (``memo``),
+    and is the answer when its earliest entry is at or after ``since`` (``status``)."""
     where, args = _entered(stages, since)
+    if keep:
+        count, low, oldest, first, last = memo.remembered(
+            cache, f"entered_span/1/{json.dumps(list(stages))}", lambda: _span(cache, stages), list
+        )
+        if not count:
+            return 0, None, None
+        ((bound,),) = cache.query("SELECT julianday(?)", args[-1:])
+        if low >= args[-2] and bound is not None and oldest >= bound:
+            return count, parse_time(first), parse_time(last)
     ((count,),) = cache.query(f"SELECT count(*) {where}", args)
     if not count:
         return 0, None, None
@@ -173,6 +193,24 @@ def entered_span(
     ((first,),) = cache.query(f"SELECT timestamp {where} {order.format('ASC')}", args)
     ((last,),) = cache.query(f"SELECT timestamp {where} {order.format('DESC')}", args)
     return count, parse_time(first), parse_time(last)
+
+
+def _span(cache: StateCache, stages: Sequence[str]) -> list[Any]:
+    """(count, least string, earliest instant, first, last) of every entry into ``stages``
+    that has an instant."""
+    where = (
+        f"FROM processing_log WHERE to_stage IN ({','.join('?' * len(stages))})"
+        " AND julianday(timestamp) IS NOT NULL"
+    )
+    ((count, low, oldest),) = cache.query(
+        f"SELECT count(*), min(timestamp), min(julianday(timestamp)) {where}", tuple(stages)
+    )
+    if not count:
+        return [0, None, None, None, None]
+    order = "ORDER BY julianday(timestamp) {0}, id {0} LIMIT 1"
+    ((first,),) = cache.query(f"SELECT timestamp {where} {order.format('ASC')}", tuple(stages))
+    ((last,),) = cache.query(f"SELECT timestamp {where} {order.format('DESC')}", tuple(stages))
+    return [count, low, oldest, first, last]
 
 
 def _entered(stages: Sequence[str], since: datetime) -> tuple[str, tuple[str, ...]]:
@@ -257,12 +295,20 @@ def first_entry_time(cache: StateCache) -> datetime | None:
     """When the history began: the oldest entry's time (the oldest by string, and all within
     two days of it, as last_entry_time). Each time once: a discovery batch is 100,000 entries
     of one timestamp, parsed once, not 100,000 times."""
-    rows = cache.query(
-        "SELECT DISTINCT timestamp FROM processing_log WHERE timestamp <= (SELECT"
-        " strftime('%Y-%m-%dT%H:%M:%S', substr(min(timestamp), 1, 19), '+2 days')"
-        " FROM processing_log)"
-    )
-    return min((parse_time(r[0]) for r in rows), default=None)
+
+    def compute() -> str | None:
+        rows = cache.query(
+            "SELECT DISTINCT timestamp FROM processing_log WHERE timestamp <= (SELECT"
+            " strftime('%Y-%m-%dT%H:%M:%S', substr(min(timestamp), 1, 19), '+2 days')"
+            " FROM processing_log)"
+        )
+        first = min((parse_time(r[0]) for r in rows), default=None)
+        return first.isoformat() if first else None
+
+    def decode(value: str | None) -> datetime | None:
+        return None if value is None else datetime.fromisoformat(value)
+
+    return memo.remembered(cache, "first_entry_time/1", compute, decode)
 
 
 def last_entry_time(cache: StateCache) -> datetime | None:
@@ -273,81 +319,3 @@ def last_entry_time(cache: StateCache) -> datetime | None:
         " FROM processing_log)"
     )
     return max((parse_time(r[0]) for r in rows), default=None)
-
-
-# -- what the forecast reads ---------------------------------------------------------------
-
-ACTIVE = ("downloading", "converting", "uploading")
-SNAPSHOT_COLUMNS = (
-    "episode_id, stage, failed_stage, download_attempts, conversion_attempts, upload_attempts,"
-    " last_updated, audio_size, audio_duration"
-)
-
-
-def training_log(cache: StateCache, episodes: int) -> list[tuple[Any, ...]]:
-    """(episode_id, time, from, to, audio_size, audio_duration) of every history entry of the
-    episodes among the ``episodes`` most recent entries into an active stage, each episode's
-    entries in time order. "Most recent" by time: the ``episodes``-th newest by string, less
-    two days, bounds the candidates (see the module's note)."""
-    marks = ",".join("?" * len(ACTIVE))
-    rows = cache.query(
-        "SELECT l.episode_id, l.timestamp, l.from_stage, l.to_stage, e.audio_size,"
-        " e.audio_duration FROM processing_log l JOIN episode_states e USING (episode_id)"
-        f" WHERE l.episode_id IN (SELECT episode_id FROM processing_log WHERE to_stage IN ({marks})"
-        " AND timestamp >= coalesce((SELECT strftime('%Y-%m-%dT%H:%M:%S', substr(timestamp, 1,"
-        f" 19), '-2 days') FROM processing_log WHERE to_stage IN ({marks})"
-        " ORDER BY timestamp DESC LIMIT 1 OFFSET ?), '')"
-        " ORDER BY julianday(timestamp) DESC LIMIT ?)"
-        " ORDER BY l.episode_id, julianday(l.timestamp), l.id",
-        (*ACTIVE, *ACTIVE, max(episodes - 1, 0), episodes),
-    )
-    return [tuple(r) for r in rows]
-
-
-def waiting_groups(
-    cache: StateCache, stages: Sequence[str], features: Sequence[str]
-) -> list[tuple[Any, ...]]:
-    """Episodes in ``stages`` grouped by (stage, failed stage, the three attempt counts): the
-    group's size, then per feature count, total, sum of squares, min and max."""
-    sums = ", ".join(
-        f"count({f}), total({f}), total({f} * 1.0 * {f}), min({f}), max({f})" for f in features
-    )
-    rows = cache.query(
-        "SELECT stage, failed_stage, download_attempts, conversion_attempts,"
-        f" upload_attempts, count(*), {sums} FROM episode_states"
-        f" WHERE stage IN ({','.join('?' * len(stages))}) GROUP BY 1, 2, 3, 4, 5",
-        tuple(stages),
-    )
-    return [tuple(r) for r in rows]
-
-
-def active_snapshots(cache: StateCache) -> list[tuple[Any, ...]]:
-    """``SNAPSHOT_COLUMNS`` of the episodes in an active stage."""
-    marks = ",".join("?" * len(ACTIVE))
-    rows = cache.query(
-        f"SELECT {SNAPSHOT_COLUMNS} FROM episode_states WHERE stage IN ({marks})", ACTIVE
-    )
-    return [tuple(r) for r in rows]
-
-
-def group_members(
-    cache: StateCache, stage: str, failed: str | None, attempts: tuple[int, int, int], limit: int
-) -> list[tuple[Any, ...]]:
-    """``SNAPSHOT_COLUMNS`` of up to ``limit`` episodes of one waiting group, by id. A group
-    much larger than ``limit`` (70,000 discovered episodes at 100,000) is read in id order
-    until ``limit`` are found (``+stage``: not through the groups index, which would sort the
-    whole group: 0.1-0.3 s); a smaller one is found through the index and sorted."""
-    where = (
-        " WHERE {}stage = ? AND failed_stage IS ? AND download_attempts = ? AND"
-        " conversion_attempts = ? AND upload_attempts = ?"
-    )
-    size = cache.query(
-        f"SELECT count(*) FROM episode_states{where.format('')}", (stage, failed, *attempts)
-    )
-    large = int(size[0][0]) > 8 * _rows(limit)
-    rows = cache.query(
-        f"SELECT {SNAPSHOT_COLUMNS} FROM episode_states{where.format('+' if large else '')}"
-        " ORDER BY episode_id LIMIT ?",
-        (stage, failed, *attempts, _rows(limit)),
-    )
-    return [tuple(r) for r in rows]

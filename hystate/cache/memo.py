@@ -1,0 +1,91 @@
+"""Answers computed from the cache's tables, kept beside them in ``state.db`` (table ``memo``)
+so that a read after no change costs a lookup instead of a scan: ``status`` at 100,000
+episodes re-read 26,000 history rows and 100,000 states for its forecast at every call.
+
+Each answer is stamped with the cache's format and the tree its tables reflected when it was
+computed, read in one snapshot with the tables themselves. It is used only while the cache's
+stamp (``meta``) is that same tree and format, which ``StateCache.refresh`` has just compared
+with HEAD: a new commit, a checkout, a pull, a cache copied from another repository or left by
+another HEAD all change or fail that stamp, and the answer is computed again. The tables are a
+function of the tree alone (``hystate.cache.tree``), so an answer that reads only them (no
+clock, no configuration) is too. A rebuild drops the table with the others.
+
+Keeping an answer is best effort: a read-only or busy ``state.db`` answers from the tables,
+without waiting for a writer, and an unreadable row is computed again."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hystate.cache.tables import FORMAT_VERSION
+
+if TYPE_CHECKING:
+    from hystate.cache.db import CacheDB
+    from hystate.cache.state_cache import StateCache
+
+T = TypeVar("T")
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS memo (name TEXT PRIMARY KEY, stamp TEXT NOT NULL,"
+    " value TEXT NOT NULL)"
+)
+WAIT_MS = 20  # at most this long for the write lock; then the answer is simply not kept
+
+
+def _stamp(db: CacheDB) -> str | None:
+    meta = db.meta()
+    tree = meta.get("tree")
+    if meta.get("format") != FORMAT_VERSION or tree is None:
+        return None
+    return f"{FORMAT_VERSION}:{tree}"
+
+
+def remembered(
+    cache: StateCache,
+    name: str,
+    compute: Callable[[], Any],
+    decode: Callable[[Any], T],
+) -> T:
+    """``decode(compute())``, where ``compute`` reads only the cache's tables and returns
+    plain JSON data (lists, dicts, strings, numbers, None); kept under ``name`` (which names
+    the computation and its parameters) for the tree the tables reflect."""
+    with cache.snapshot() as db:
+        stamp = _stamp(db)
+        if stamp is not None:
+            try:
+                row = db.db.execute("SELECT stamp, value FROM memo WHERE name = ?", (name,))
+                found = row.fetchone()
+            except sqlite3.OperationalError:  # no memo table (yet)
+                found = None
+            if found is not None and found[0] == stamp and isinstance(found[1], str):
+                try:
+                    return decode(json.loads(found[1]))
+                except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                    pass  # not what this code wrote: computed again
+        value = compute()
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except ValueError:  # not plain JSON (an infinity): used once, not kept
+        return decode(value)
+    if stamp is not None:
+        _keep(cache, name, stamp, text)
+    return decode(json.loads(text))
+
+
+def _keep(cache: StateCache, name: str, stamp: str, text: str) -> None:
+    """Store an answer if the cache still reflects the tree it was computed from."""
+    try:
+        conn = cache._connection()
+        conn.execute(f"PRAGMA busy_timeout={WAIT_MS}")
+        try:
+            with cache.connect(write=True) as db:
+                if _stamp(db) != stamp:
+                    return  # refreshed meanwhile: the answer is of another tree
+                db.db.execute(SCHEMA)
+                db.db.execute("INSERT OR REPLACE INTO memo VALUES (?, ?, ?)", (name, stamp, text))
+        finally:
+            conn.execute("PRAGMA busy_timeout=60000")
+    except (sqlite3.Error, OSError):
+        pass  # read-only, busy, full: the answer is used once, not kept
