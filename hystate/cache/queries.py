@@ -40,6 +40,24 @@ def iter_episodes(
     limit: int | None = None,
 ) -> Iterator[EpisodeState]:
     """``episodes`` one at a time (memory independent of how many)."""
+    sql, params = _episodes_sql("data, path", stages, years, limit)
+    for row in cache.stream(sql, params):
+        yield EpisodeState(json.loads(row["data"]), row["path"])
+
+
+def iter_listing(
+    cache: StateCache, stages: Iterable[str | ProcessingStage] = (), years: Iterable[str] = ()
+) -> Iterator[tuple[str, str, str, str]]:
+    """(episode_id, date, stage, title) of ``episodes``, one at a time: the columns ``list``
+    prints, without parsing each episode's document (1,000 failed at 100,000: ~25 -> 10 ms)."""
+    sql, params = _episodes_sql("episode_id, date, stage, title", stages, years, None)
+    for row in cache.stream(sql, params):
+        yield row[0], row[1], row[2], row[3]
+
+
+def _episodes_sql(
+    columns: str, stages: Iterable[str | ProcessingStage], years: Iterable[str], limit: int | None
+) -> tuple[str, tuple[Any, ...]]:
     wanted = list(dict.fromkeys(ProcessingStage.parse(s).value for s in stages))
     years = list(years)
     in_years = f" AND year IN ({','.join('?' * len(years))})" if years else ""
@@ -48,15 +66,15 @@ def iter_episodes(
         # from the (stage, date, episode_id) index, then merged. "stage IN (...) ORDER BY"
         # sorted every episode of those stages first: 0.1-0.3 s at 100,000, now < 1 ms.
         one = (
-            "SELECT * FROM (SELECT data, path, date, episode_id FROM episode_states"
+            f"SELECT * FROM (SELECT {columns}, date AS d_, episode_id AS e_ FROM episode_states"
             f" WHERE stage = ?{in_years} ORDER BY date, episode_id LIMIT ?)"
         )
-        sql = f"SELECT data, path FROM ({' UNION ALL '.join([one] * len(wanted))})"
+        sql = f"SELECT {columns} FROM ({' UNION ALL '.join([one] * len(wanted))})"
         params: list[Any] = [v for stage in wanted for v in (stage, *years, _rows(limit))]
-        sql += " ORDER BY date, episode_id LIMIT ?"
+        sql += " ORDER BY d_, e_ LIMIT ?"
         params.append(_rows(limit))
     else:
-        sql, params = "SELECT data, path FROM episode_states WHERE 1=1", []
+        sql, params = f"SELECT {columns} FROM episode_states WHERE 1=1", []
         if wanted:
             sql += f" AND stage IN ({','.join('?' * len(wanted))})"
             params.extend(wanted)
@@ -67,8 +85,7 @@ def iter_episodes(
         if limit is not None:
             sql += " LIMIT ?"
             params.append(_rows(limit))
-    for row in cache.stream(sql, tuple(params)):
-        yield EpisodeState(json.loads(row["data"]), row["path"])
+    return sql, tuple(params)
 
 
 def _rows(limit: int) -> int:
