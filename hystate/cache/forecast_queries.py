@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from hystate.cache import memo
 from hystate.cache.queries import _rows
+from hystate.core.model import parse_time
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -63,7 +64,9 @@ def waiting_groups(
         return [list(r) for r in rows]
 
     name = f"waiting_groups/1/{','.join(stages)}/{','.join(features)}"
-    return memo.remembered(cache, name, compute, lambda v: [tuple(r) for r in v])
+    cells = (int, memo.NUMBER, memo.NUMBER, memo.MAYBE_NUMBER, memo.MAYBE_NUMBER) * len(features)
+    kinds = (str, memo.MAYBE_TEXT, int, int, int, int, *cells)
+    return memo.remembered(cache, name, compute, lambda v: memo.rows(v, kinds))
 
 
 def active_snapshots(cache: StateCache) -> list[tuple[Any, ...]]:
@@ -99,4 +102,16 @@ def group_members(
         return [list(r) for r in rows]
 
     name = f"group_members/1/{json.dumps([*args, limit])}"
-    return memo.remembered(cache, name, compute, lambda v: [tuple(r) for r in v])
+    return memo.remembered(cache, name, compute, _snapshots)
+
+
+SNAPSHOT_KINDS = (
+    str, str, memo.MAYBE_TEXT, int, int, int, str, memo.MAYBE_NUMBER, memo.MAYBE_NUMBER
+)  # fmt: skip
+
+
+def _snapshots(value: Any) -> list[tuple[Any, ...]]:
+    found = memo.rows(value, SNAPSHOT_KINDS)
+    for row in found:
+        parse_time(row[6])  # ValueError: not a time this code wrote
+    return found

@@ -62,7 +62,7 @@ def remembered(
             if found is not None and found[0] == stamp and isinstance(found[1], str):
                 try:
                     return decode(json.loads(found[1]))
-                except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError):
                     pass  # not what this code wrote: computed again
         value = compute()
     try:
@@ -72,6 +72,29 @@ def remembered(
     if stamp is not None:
         _keep(cache, name, stamp, text)
     return decode(json.loads(text))
+
+
+NUMBER = (int, float)
+MAYBE_NUMBER = (int, float, type(None))
+MAYBE_TEXT = (str, type(None))
+
+
+def rows(value: Any, kinds: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """``value`` as rows of ``len(kinds)`` cells, each an instance of its kind (a type or a
+    tuple of types; a bool only where ``bool`` is named); TypeError for anything else, so a
+    row this code did not write is computed again instead of failing later."""
+    if not isinstance(value, list):
+        raise TypeError("not a list of rows")
+    found = []
+    for row in value:
+        if not isinstance(row, list) or len(row) != len(kinds):
+            raise TypeError("not a row")
+        for cell, kind in zip(row, kinds, strict=True):
+            named = kind if isinstance(kind, tuple) else (kind,)
+            if not isinstance(cell, named) or (isinstance(cell, bool) and bool not in named):
+                raise TypeError(f"{cell!r} is not {kind}")
+        found.append(tuple(row))
+    return found
 
 
 def _keep(cache: StateCache, name: str, stamp: str, text: str) -> None:

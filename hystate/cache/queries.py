@@ -105,11 +105,11 @@ def count_by_stage(cache: StateCache) -> dict[str, int]:
         return [[row[0], row[1]] for row in rows]
 
     counts = dict(memo.remembered(cache, "count_by_stage/1", compute, _pairs))
-    return {s.value: int(counts.get(s.value, 0)) for s in ProcessingStage}
+    return {s.value: counts.get(s.value, 0) for s in ProcessingStage}
 
 
-def _pairs(value: list[list[Any]]) -> list[tuple[str, int]]:
-    return [(str(k), int(v)) for k, v in value]
+def _pairs(value: Any) -> list[tuple[Any, ...]]:
+    return memo.rows(value, (str, int))
 
 
 def _spare(when: datetime, days: int) -> str:
@@ -195,14 +195,15 @@ def entered_span(
     and is the answer when its earliest entry is at or after ``since`` (``status``)."""
     where, args = _entered(stages, since)
     if keep:
+        name = f"entered_span/1/{json.dumps(list(stages))}"
         count, low, oldest, first, last = memo.remembered(
-            cache, f"entered_span/1/{json.dumps(list(stages))}", lambda: _span(cache, stages), list
+            cache, name, lambda: _span(cache, stages), _kept_span
         )
         if not count:
             return 0, None, None
         ((bound,),) = cache.query("SELECT julianday(?)", args[-1:])
         if low >= args[-2] and bound is not None and oldest >= bound:
-            return count, parse_time(first), parse_time(last)
+            return count, first, last
     ((count,),) = cache.query(f"SELECT count(*) {where}", args)
     if not count:
         return 0, None, None
@@ -228,6 +229,17 @@ def _span(cache: StateCache, stages: Sequence[str]) -> list[Any]:
     ((first,),) = cache.query(f"SELECT timestamp {where} {order.format('ASC')}", tuple(stages))
     ((last,),) = cache.query(f"SELECT timestamp {where} {order.format('DESC')}", tuple(stages))
     return [count, low, oldest, first, last]
+
+
+def _kept_span(value: Any) -> tuple[Any, ...]:
+    ((count, low, oldest, first, last),) = memo.rows(
+        [value], (int, memo.MAYBE_TEXT, memo.MAYBE_NUMBER, memo.MAYBE_TEXT, memo.MAYBE_TEXT)
+    )
+    if not count:
+        return 0, None, None, None, None
+    if low is None or oldest is None or first is None or last is None:
+        raise TypeError("a span without its ends")
+    return count, low, oldest, parse_time(first), parse_time(last)
 
 
 def _entered(stages: Sequence[str], since: datetime) -> tuple[str, tuple[str, ...]]:
@@ -322,8 +334,13 @@ def first_entry_time(cache: StateCache) -> datetime | None:
         first = min((parse_time(r[0]) for r in rows), default=None)
         return first.isoformat() if first else None
 
-    def decode(value: str | None) -> datetime | None:
-        return None if value is None else datetime.fromisoformat(value)
+    def decode(value: Any) -> datetime | None:
+        if value is None:
+            return None
+        when = datetime.fromisoformat(value)
+        if when.tzinfo is None:
+            raise ValueError("a time without its offset")
+        return when
 
     return memo.remembered(cache, "first_entry_time/1", compute, decode)
 

@@ -67,31 +67,46 @@ def _learn(cache: StateCache) -> dict[str, Any]:
 @dataclasses.dataclass(frozen=True)
 class _Learned:
     stages: dict[str, StageModel]
-    spans: str
+    times: array[float]  # start, end of each run, in the runs' order
     oldest_end: float | None
     rate_of_all: tuple[float, float] | None
 
     def rate(self, now: float) -> tuple[float, float] | None:
         if self.oldest_end is not None and self.oldest_end >= now - WINDOW.total_seconds():
             return self.rate_of_all  # the same runs are recent at this clock
-        times = array("d")
-        times.frombytes(base64.b64decode(self.spans, validate=True))
+        times = self.times
         spans = [Run("", times[i], times[i + 1], True) for i in range(0, len(times), 2)]
         return parallelism(spans, now)
 
 
+# stage runs failures feature slope intercept r2, then q50 q90 mean stdev fallback_x
+MODEL_KINDS: tuple[Any, ...] = (
+    str,
+    int,
+    int,
+    memo.MAYBE_TEXT,
+    memo.NUMBER,
+    memo.NUMBER,
+    memo.MAYBE_NUMBER,
+)
+MODEL_KINDS += (memo.NUMBER,) * 5
+
+
 def _decode(value: dict[str, Any]) -> _Learned:
-    stages = {
-        str(s): StageModel(**dict(zip(FIELDS, m, strict=True))) for s, m in value["stages"].items()
-    }
+    """What ``_learn`` kept; TypeError or ValueError for anything else."""
+    models = memo.rows(list(value["stages"].values()), MODEL_KINDS)
+    stages = {m[0]: StageModel(**dict(zip(FIELDS, m, strict=True))) for m in models}
+    if list(stages) != list(value["stages"]) or any(s not in ORDER for s in stages):
+        raise ValueError("not the stages' models")
+    ((oldest,),) = memo.rows([[value["oldest_end"]]], (memo.MAYBE_NUMBER,))
     rate = value["rate_of_all"]
-    oldest = value["oldest_end"]
-    return _Learned(
-        stages,
-        str(value["spans"]),
-        None if oldest is None else float(oldest),
-        None if rate is None else (float(rate[0]), float(rate[1])),
-    )
+    if rate is not None:
+        rate = memo.rows([rate], (memo.NUMBER, memo.NUMBER))[0]
+    times = array("d")
+    times.frombytes(base64.b64decode(value["spans"], validate=True))
+    if len(times) % 2:
+        raise ValueError("not pairs of times")
+    return _Learned(stages, times, oldest, rate)
 
 
 def trained_model(
