@@ -71,7 +71,7 @@ def test_a_kept_answer_is_the_computed_one(worked: StateManager, hours: int) -> 
     first = summary.generate_summary(worked, now)  # computes and keeps
     tree = worked.repo.subtree(worked.cache.rel_dir)
     assert tree is not None
-    assert set(kept(worked).values()) == {f"{memo.FORMAT_VERSION}:{tree.hex()}"}
+    assert set(kept(worked).values()) == {f"{memo.FORMAT_VERSION}:{memo.code_stamp()}:{tree.hex()}"}
     assert len(kept(worked)) >= 5
     assert summary.generate_summary(worked, now) == first  # from what was kept
     assert computed(worked, now) == first
@@ -147,7 +147,10 @@ def test_a_row_of_another_tree_is_ignored(worked: StateManager) -> None:
     with worked.cache.connect(write=True) as db:
         db.db.execute(
             "UPDATE memo SET stamp = ?, value = ? WHERE name = 'count_by_stage/1'",
-            (f"{memo.FORMAT_VERSION}:{'0' * 40}", json.dumps([["discovered", 99999]])),
+            (
+                f"{memo.FORMAT_VERSION}:{memo.code_stamp()}:{'0' * 40}",
+                json.dumps([["discovered", 99999]]),
+            ),
         )
     assert summary.generate_summary(worked, now) == first
 
