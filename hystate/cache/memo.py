@@ -131,6 +131,8 @@ def _keep(cache: StateCache, name: str, stamp: str, text: str) -> None:
                 if _stamp(db) != stamp:
                     return  # refreshed meanwhile: the answer is of another tree
                 db.db.execute(SCHEMA)
+                # answers of other trees (or other code) are of no use any more
+                db.db.execute("DELETE FROM memo WHERE stamp != ?", (stamp,))
                 db.db.execute("INSERT OR REPLACE INTO memo VALUES (?, ?, ?)", (name, stamp, text))
         finally:
             conn.execute("PRAGMA busy_timeout=60000")

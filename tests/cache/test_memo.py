@@ -91,6 +91,9 @@ def test_a_persons_commit_and_checkout_are_shown(worked: StateManager, repo: Pat
     git(repo, *PERSON, "commit", "-q", "-m", "a person removes an episode")
     after = json.loads(run_hystate(repo, "status", "--json").stdout)
     assert after["total_episodes"] == before["total_episodes"] - 1
+    tree = worked.repo.subtree(worked.cache.rel_dir)
+    assert tree is not None  # only this tree's answers are left
+    assert set(kept(worked).values()) == {f"{memo.FORMAT_VERSION}:{memo.code_stamp()}:{tree.hex()}"}
     expected = computed(worked, now)
     for part in ("progress", "total_episodes", "completion_percentage"):
         assert after[part] == expected[part], part
