@@ -74,8 +74,12 @@ class _Learned:
     def rate(self, now: float) -> tuple[float, float] | None:
         if self.oldest_end is not None and self.oldest_end >= now - WINDOW.total_seconds():
             return self.rate_of_all  # the same runs are recent at this clock
-        times = self.times
-        spans = [Run("", times[i], times[i + 1], True) for i in range(0, len(times), 2)]
+        times, since = self.times, now - WINDOW.total_seconds()
+        spans = [  # the recent ones, in order: parallelism keeps no other
+            Run("", times[i], times[i + 1], True)
+            for i in range(0, len(times), 2)
+            if times[i + 1] >= since
+        ]
         return parallelism(spans, now)
 
 
