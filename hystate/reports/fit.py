@@ -206,8 +206,6 @@ def _line(stage: str, runs: int, failures: int, feature: str, done: list[Run]) -
 def parallelism(runs: list[Run], now: float) -> tuple[float, float] | None:
     """(median, 10th percentile) of busy run-seconds per wall second over ten slices of the
     recent window (the last 7 days, or since the first run)."""
-    import statistics
-
     recent = [r for r in runs if r.end >= now - WINDOW.total_seconds()]
     if len(recent) < 2:
         return None
@@ -226,6 +224,8 @@ def parallelism(runs: list[Run], now: float) -> tuple[float, float] | None:
     rates = sorted(b / width for b in busy)
     if rates[-1] <= 0:
         return None
+    import statistics
+
     # runs shorter than the timestamps' second leave most slices idle: the median is then 0,
     # and the mean (> 0 here) is the rate work was actually done at
     return statistics.median(rates) or statistics.fmean(rates), max(_quantile(rates, 0.1), 1e-9)
