@@ -81,7 +81,7 @@ def remembered(
             try:
                 row = db.db.execute("SELECT stamp, value FROM memo WHERE name = ?", (name,))
                 found = row.fetchone()
-            except sqlite3.OperationalError:  # no memo table (yet)
+            except sqlite3.DatabaseError:  # no memo table (yet), or a damaged one
                 found = None
             if found is not None and found[0] == stamp and isinstance(found[1], str):
                 try:
