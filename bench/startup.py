@@ -7,7 +7,9 @@ interleaved run by run so the shared machine's drift hits both alike.
 
 Each figure: the median over --runs of the process's wall time and its CPU (user + system of
 the process and the git processes it waited for), and the modules it imported. `advance` moves
-a different discovered episode to downloading each run; the reads run on a fresh cache. The
+a different discovered episode to downloading each run; the reads run on a fresh cache, and
+`status after a transition` right after another episode's `advance` (nothing kept for that
+tree yet: the cache's answers are computed again, see hystate/cache/memo.py). The
 repositories (stages mixed as bench/common.build_repo makes them) are kept with --keep and
 reused when present: a 100,000 build takes minutes.
 """
@@ -84,14 +86,20 @@ def run_size(root: Path, n: int, trees: dict[str, Path], runs: int) -> dict[str,
     one(fresh, ["status"], root)  # a fresh cache, HEAD's
     todo = discovered(root, n)
     figures: dict[str, object] = {"episodes": n}
-    for name, args in {"advance": None, **commands(n)}.items():
+    for name, args in {"advance": None, **commands(n), "status after a transition": None}.items():
         times: dict[str, list[tuple[float, float]]] = {label: [] for label in trees}
         for _ in range(runs + 1):  # the first round warms the page cache, not counted
             for label, tree in trees.items():
+                if name == "status after a transition":  # what was kept is of another tree
+                    one(fresh, ["advance", todo.pop(), "downloading"], root)
+                    times[label].append(one(tree, ["status"], root))
+                    continue
                 argv = args or ["advance", todo.pop(), "downloading"]
                 times[label].append(one(tree, argv, root))
                 if name == "advance":
                     one(fresh, ["status"], root)  # the cache follows, so reads stay fresh
+        if name == "status after a transition":
+            args = ["status"]
         row: dict[str, object] = {}
         for label, values in times.items():
             counted = values[1:]

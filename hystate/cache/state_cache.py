@@ -69,6 +69,7 @@ class StateCache:
         self.index_path = self.cache_dir / INDEX_FILE
         self.notice: Callable[[str], None] = lambda message: None
         self._held: dict[tuple[int, int], tuple[sqlite3.Connection, tuple[int, int]]] = {}
+        self._pinned: dict[tuple[int, int], CacheDB] = {}  # see snapshot
         self.moved = False  # out of .git (it could not be written there)
         self.memory = False  # in memory (nowhere on disk could take it)
 
@@ -77,9 +78,29 @@ class StateCache:
         """The cache's tables within one transaction (see ``CacheDB``). The connection is kept
         for the next call (per process and thread): opening one and closing the last one (a
         WAL checkpoint) cost ~10 ms a refresh. A database file replaced or removed meanwhile
-        is opened again."""
+        is opened again. Within ``snapshot``, a read joins its transaction."""
+        pinned = self._pinned.get((os.getpid(), threading.get_ident()))
+        if pinned is not None and not write:
+            yield pinned
+            return
         with CacheDB.transaction(self._connection(), write=write) as db:
             yield db
+
+    @contextmanager
+    def snapshot(self) -> Iterator[CacheDB]:
+        """One read transaction for every read of this thread within: they all see the
+        tables as one commit of the cache left them (``hystate.cache.memo`` relies on it)."""
+        slot = (os.getpid(), threading.get_ident())
+        pinned = self._pinned.get(slot)
+        if pinned is not None:
+            yield pinned
+            return
+        with CacheDB.transaction(self._connection()) as db:
+            self._pinned[slot] = db
+            try:
+                yield db
+            finally:
+                del self._pinned[slot]
 
     def _connection(self) -> sqlite3.Connection:
         slot = (os.getpid(), threading.get_ident())

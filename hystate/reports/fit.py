@@ -26,7 +26,6 @@ history at any moment and back-test it; ``predict_summary`` reads them from the 
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -137,6 +136,8 @@ def _stdev(values: list[float]) -> float:
 def _quantile(values: list[float], q: float) -> float:
     if len(values) == 1:
         return values[0]
+    import statistics  # here: a forecast kept with the cache (reports/trained.py) needs none
+
     cuts = statistics.quantiles(values, n=100, method="inclusive")
     return cuts[max(min(round(q * 100) - 1, 98), 0)]
 
@@ -144,6 +145,8 @@ def _quantile(values: list[float], q: float) -> float:
 def fit_stage(
     stage: str, runs: list[Run], features: tuple[str, ...] = FEATURES
 ) -> StageModel | None:
+    import statistics
+
     mine = [r for r in runs if r.stage == stage]
     if not mine:
         return None
@@ -170,6 +173,8 @@ def fit_stage(
 
 def _line(stage: str, runs: int, failures: int, feature: str, done: list[Run]) -> StageModel | None:
     """A least-squares line of duration on ``feature``, if it explains enough."""
+    import statistics
+
     pairs = [(float(getattr(r, feature)), r.seconds) for r in done if getattr(r, feature)]
     if len(pairs) < MIN_RUNS_FOR_LINE or len({x for x, _ in pairs}) < 2:
         return None
@@ -219,6 +224,8 @@ def parallelism(runs: list[Run], now: float) -> tuple[float, float] | None:
     rates = sorted(b / width for b in busy)
     if rates[-1] <= 0:
         return None
+    import statistics
+
     # runs shorter than the timestamps' second leave most slices idle: the median is then 0,
     # and the mean (> 0 here) is the rate work was actually done at
     return statistics.median(rates) or statistics.fmean(rates), max(_quantile(rates, 0.1), 1e-9)

@@ -9,22 +9,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from hystate.cache import queries
+from hystate.cache import forecast_queries
 from hystate.core.model import ACTIVE_STAGES, parse_time
+from hystate.reports import trained
 from hystate.reports.fit import (
-    DONE_AFTER,
     FEATURES,
-    MAX_TRAINING_RUNS,
     MIN_RUNS,
     ORDER,
     STILL_TO_DO,
     Z90,
     Model,
-    Run,
     Snapshot,
     StageModel,
-    fit,
 )
+from hystate.reports.trained import trained_model
 
 if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
@@ -265,17 +263,7 @@ def _iso(when: float) -> str | None:
 _WAITING = ("discovered", "downloaded", "converted", "failed")
 
 
-def runs_from_log(rows: list[Any]) -> list[Run]:
-    """Runs from processing_log rows (episode_id, timestamp, from_stage, to_stage, audio_size,
-    audio_duration) in episode and time order."""
-    runs = []
-    entered: tuple[str, str, float] | None = None
-    for episode_id, stamp, old, new, size, duration in rows:
-        when = parse_time(stamp).timestamp()
-        if entered and entered[0] == episode_id and old == entered[1] and old in ORDER:
-            runs.append(Run(old, entered[2], when, new == DONE_AFTER[old], size, duration))
-        entered = (episode_id, new, when)
-    return runs
+runs_from_log = trained.runs_from_log  # where the tests and the back-test find it
 
 
 def _snapshot(r: Any) -> Snapshot:
@@ -298,17 +286,19 @@ def predict_summary(ws: Workspace, now: datetime | None = None, limit: int = 10)
     ``limit`` riskiest episodes listed."""
     now = now or datetime.now(UTC)
     cache = ws.cache
-    rows = queries.training_log(cache, MAX_TRAINING_RUNS)
-    groups = [_group(r) for r in queries.waiting_groups(cache, _WAITING, FEATURES)]
-    active = [_snapshot(r) for r in queries.active_snapshots(cache)]
+    groups = [_group(r) for r in forecast_queries.waiting_groups(cache, _WAITING, FEATURES)]
+    active = [_snapshot(r) for r in forecast_queries.active_snapshots(cache)]
 
     def members(key: tuple[str, str | None, tuple[int, int, int]]) -> list[Snapshot]:
         stage, failed, attempts = key
-        return [_snapshot(r) for r in queries.group_members(cache, stage, failed, attempts, limit)]
+        return [
+            _snapshot(r)
+            for r in forecast_queries.group_members(cache, stage, failed, attempts, limit)
+        ]
 
     stamp = now.timestamp()
-    model = fit(
-        runs_from_log(rows),
+    model = trained_model(
+        cache,
         ws.config.get("recovery.max_retries"),
         float(ws.config.get("recovery.retry_delay")),
         stamp,

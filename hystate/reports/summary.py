@@ -50,7 +50,7 @@ def estimate_completion(
     (a burst of 525 episodes in a minute is 525 a day, not 750,000). The ETA counts from now,
     so it is never in the past."""
     since = now - WINDOW
-    count, _, last = queries.entered_span(ws.cache, DONE, since)
+    count, _, last = queries.entered_span(ws.cache, DONE, since, keep=True)
     info: dict[str, Any] = {"finished_last_7_days": count, "per_day": None}
     if remaining == 0 and queries.first_entry_time(ws.cache) is None:
         info["note"] = NO_EPISODES

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hystate.cache import queries
+from hystate.cache import forecast_queries, queries
 from hystate.core.store import dump
 from hystate.core.yamlio import load
 from hystate.manager import StateManager
@@ -113,6 +113,8 @@ def test_a_large_group_gives_the_same_members_as_a_small_one(manager: StateManag
     manager.refresh()
     ids = sorted(p.stem for p in manager.store.iter_paths())  # 20 discovered
     for limit in (1, 2, 3, 5, 20, 100):
-        rows = queries.group_members(manager.cache, "discovered", None, (0, 0, 0), limit)
+        rows = forecast_queries.group_members(manager.cache, "discovered", None, (0, 0, 0), limit)
         assert [r[0] for r in rows] == ids[:limit]
-    assert queries.group_members(manager.cache, "failed", "downloading", (1, 0, 0), 1) == []
+    assert (
+        forecast_queries.group_members(manager.cache, "failed", "downloading", (1, 0, 0), 1) == []
+    )
