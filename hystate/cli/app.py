@@ -91,6 +91,8 @@ class HystateGroup(click.Group):
         if signal.getsignal(signal.SIGINT) is _early_exit:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, signal.default_int_handler)
+        if signal.getsignal(signal.SIGHUP) is _early_exit:
+            signal.signal(signal.SIGHUP, signal.default_int_handler)
         try:
             return super().invoke(ctx)
         except HystateError as exc:
@@ -190,11 +192,20 @@ def _fail(ctx: click.Context, message: str, code: int, exc: HystateError | None 
     if opts is not None and opts.as_json:
         text = message.split(": ", 1)[1] if message.startswith("error: ") else message
         kind = _kind(type(exc).__name__) if exc is not None else message.split(":", 1)[0]
-        click.echo(_json_line({"error": clean(text), "exit_code": code, "kind": kind}))
-    click.echo(clean_line(f"hystate: {message}"), err=True)
+        _say(_json_line({"error": clean(text), "exit_code": code, "kind": kind}), err=False)
+    _say(clean_line(f"hystate: {message}"), err=True)
     if (opts is None or not opts.verbose) and code == 1 and message.startswith("internal"):
-        click.echo("hystate: run again with -v for the traceback", err=True)
+        _say("hystate: run again with -v for the traceback", err=True)
     ctx.exit(code)
+
+
+def _say(text: str, *, err: bool) -> None:
+    """A line of an error; a reader or terminal gone away (a closed pipe, a hung-up pty) does
+    not change the exit code: what is left to write goes to /dev/null."""
+    try:
+        click.echo(text, err=err)
+    except OSError:
+        _to_devnull((sys.stderr if err else sys.stdout).fileno())
 
 
 def _kind(name: str) -> str:
@@ -344,6 +355,9 @@ def main() -> None:
     # KeyboardInterrupt, so locks are released and files put back on the way out.
     signal.signal(signal.SIGINT, _early_exit)
     signal.signal(signal.SIGTERM, _early_exit)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup's choice is kept
+        # the terminal closed (a dropped ssh session): unwind as for SIGTERM, not die mid-commit
+        signal.signal(signal.SIGHUP, _early_exit)
     try:
         cli.main(prog_name="hystate")
     except BrokenPipeError:
@@ -353,9 +367,14 @@ def main() -> None:
 def _reader_gone() -> NoReturn:
     """The reader of stdout went away (`hystate log | head`): exit 0 quietly (what is still
     buffered goes to /dev/null, so the flush at exit does not fail again)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    _to_devnull(sys.stdout.fileno())
     sys.exit(0)
+
+
+def _to_devnull(fd: int) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _early_exit(*_: object) -> None:

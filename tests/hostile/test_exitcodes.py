@@ -297,3 +297,29 @@ def test_a_lock_breaker_that_is_a_folder_is_lock_busy(repo: Path) -> None:
     result = run(repo, "advance", eid, "downloading")
     assert result.code == 6 and "not a lock file hystate made" in result.stderr, result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+# -- readers gone away ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr", "both"])
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "text"])
+def test_an_error_keeps_its_exit_code_when_the_reader_is_gone(
+    repo: Path, closed: str, as_json: bool
+) -> None:
+    """`hystate show nope --json | true` exited 1 (click's broken-pipe exit), not 4: writing
+    the error failed; so did a closed stderr (a terminal that hung up)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader went away before anything was written
+    with open(repo.parent / "kept.txt", "wb") as kept:
+        proc = subprocess.run(
+            [*HYSTATE, "show", "hy0_nope", *(["--json"] if as_json else [])],
+            cwd=repo,
+            stdout=write_end if closed in ("stdout", "both") else kept,
+            stderr=write_end if closed in ("stderr", "both") else kept,
+            timeout=60,
+            check=False,
+        )
+    os.close(write_end)
+    assert proc.returncode == 4
+    assert b"Traceback" not in (repo.parent / "kept.txt").read_bytes()
