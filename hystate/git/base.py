@@ -247,7 +247,8 @@ class RepoBase:
         ``ignored``: untracked files a person's excludes ignore count too (a global excludes
         file ignoring ``*.yaml`` must not hide a leftover episode file)."""
         which = "--ignored=traditional" if ignored else "--ignored=no"
-        return _status_paths(self.git(*_STATUS, which, "--", rel_dir), "")
+        out = self.git_bytes(*_STATUS, which, "--", rel_dir)
+        return _status_paths(out.decode("utf-8", "surrogateescape"), "")  # names as os gives them
 
     def log(
         self,

@@ -103,6 +103,22 @@ def test_validate_lists_a_name_that_is_not_utf8(repo: Path) -> None:
     assert "\\udcff" in result.stdout
 
 
+def test_fsck_names_an_uncommitted_file_that_is_not_utf8_and_repairs_it(repo: Path) -> None:
+    """fsck read git status with the bytes replaced (U+FFFD), so such a file was "deleted but
+    not committed", a name that is not on disk, and --repair could never mend it."""
+    bad = os.path.join(os.fsencode(repo / "processed" / "2004"), b"hy0_\xff\xfe.yaml")
+    with open(bad, "wb") as fh:
+        fh.write(episode_files(repo)[0].read_bytes())
+    found = run(repo, "fsck", "--json")
+    assert found.code == 1 and "Traceback" not in found.stderr
+    kinds = {(f["kind"], f["path"]) for f in json.loads(found.stdout)["findings"]}
+    assert ("uncommitted", "processed/2004/hy0_\udcff\udcfe.yaml") in kinds
+    assert "deleted" not in found.stdout and "\ufffd" not in found.stdout
+    assert run(repo, "fsck", "--repair").code == 0
+    assert not os.path.lexists(bad)
+    assert run(repo, "fsck").code == 0
+
+
 # -- locks ----------------------------------------------------------------------------------
 
 
