@@ -117,7 +117,7 @@ class HystateGroup(click.Group):
         except OSError as exc:
             if is_cannot_write(exc):  # a full or read-only disk: one code, the way out
                 error = cannot_write(exc, exc.filename or "a file of the repository")
-                _fail(ctx, f"error: {error}", error.exit_code)
+                _fail(ctx, f"error: {error}", error.exit_code, error)
             where = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
             _fail(ctx, f"error: {where}", _os_code(exc))
         except ValueError as exc:
@@ -191,7 +191,7 @@ def _fail(ctx: click.Context, message: str, code: int, exc: HystateError | None 
         traceback.print_exc()
     if opts is not None and opts.as_json:
         text = message.split(": ", 1)[1] if message.startswith("error: ") else message
-        kind = _kind(type(exc).__name__) if exc is not None else message.split(":", 1)[0]
+        kind = _kind(type(exc).__name__) if exc is not None else _kind_of(message)
         _say(_json_line({"error": clean(text), "exit_code": code, "kind": kind}), err=False)
     _say(clean_line(f"hystate: {message}"), err=True)
     if (opts is None or not opts.verbose) and code == 1 and message.startswith("internal"):
@@ -206,6 +206,12 @@ def _say(text: str, *, err: bool) -> None:
         click.echo(text, err=err)
     except OSError:
         _to_devnull((sys.stderr if err else sys.stdout).fileno())
+
+
+def _kind_of(message: str) -> str:
+    """The kind of an error that is no HystateError: ``internal_error``, ``interrupted``,
+    ``error`` (an operating system's), snake case as every other kind."""
+    return message.split(":", 1)[0].replace(" ", "_")
 
 
 def _kind(name: str) -> str:
