@@ -2,11 +2,12 @@
 against a real ``git daemon`` on 127.0.0.1, beside a plain ``git push`` of one small commit
 measured in the same run.
 
-    python bench/sync.py [--claims 40] [--seconds 15] [--json OUT] [--doc]
+    python bench/sync.py [--claims 40] [--seconds 15] [--workers 3] [--json OUT] [--doc]
 
 Prints, in one run: the claim round trip beside a plain push, and the aggregate claims per
-second with 1, 2 and 4 nodes claiming at once (one process each, a fresh server each time), with
-each node's count and the lowest node's share of the mean.
+second with 1, 2 and 4 nodes claiming at once (a fresh server each time), with each node's count
+and the lowest node's share of the mean: once with one claiming process per node, once with
+``--workers`` processes per node (a node's workers share its pushes: ``hystate.cluster.batch``).
 
 --doc rewrites the "Several machines" section of docs/BENCHMARKS.md with the figures.
 """
@@ -127,9 +128,9 @@ def ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1000, 1)
 
 
-def cluster(tmp: Path, nodes: int, seconds: float) -> dict[str, object]:
-    """``nodes`` clones of a fresh server, one claiming process each, all at once."""
-    base = tmp / f"nodes{nodes}"
+def cluster(tmp: Path, nodes: int, seconds: float, workers: int = 1) -> dict[str, object]:
+    """``nodes`` clones of a fresh server, ``workers`` claiming processes each, all at once."""
+    base = tmp / f"nodes{nodes}x{workers}"
     base.mkdir()
     daemon, url = start_daemon(base)
     try:
@@ -141,8 +142,9 @@ def cluster(tmp: Path, nodes: int, seconds: float) -> dict[str, object]:
         queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         until = time.time() + 2 + seconds  # all start together, after their imports
         procs = [
-            multiprocessing.Process(target=node_claims, args=(str(p), until, f"w{i}", queue))
+            multiprocessing.Process(target=node_claims, args=(str(p), until, f"w{i}-{j}", queue))
             for i, p in enumerate(paths)
+            for j in range(workers)
         ]
         for proc in procs:
             proc.start()
@@ -155,14 +157,16 @@ def cluster(tmp: Path, nodes: int, seconds: float) -> dict[str, object]:
     finally:
         os.killpg(daemon.pid, signal.SIGKILL)
         daemon.wait()
-    total = sum(counts.values())
+    per_node = [sum(counts[f"w{i}-{j}"] for j in range(workers)) for i in range(nodes)]
+    total = sum(per_node)
     mean = total / nodes
     return {
         "nodes": nodes,
+        "workers_per_node": workers,
         "claims": total,
         "claims_per_second": round(total / wall, 1),
-        "per_node": [counts[f"w{i}"] for i in range(nodes)],
-        "lowest_share_of_mean": round(min(counts.values()) / mean, 2) if mean else 0.0,
+        "per_node": per_node,
+        "lowest_share_of_mean": round(min(per_node) / mean, 2) if mean else 0.0,
     }
 
 
@@ -170,10 +174,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--claims", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=15.0, help="claiming time per node count")
+    parser.add_argument("--workers", type=int, default=3, help="claiming processes per node")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--doc", action="store_true")
     args = parser.parse_args()
     os.environ.update(ENV)
+    load_start = round(os.getloadavg()[0], 1)
     tmp = Path(tempfile.mkdtemp(prefix="hystate-bench-sync-"))
     try:
         daemon, url = start_daemon(tmp)
@@ -191,11 +197,14 @@ def main() -> None:
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
         scaling = [cluster(tmp, n, args.seconds) for n in (1, 2, 4)]
+        batched = [cluster(tmp, n, args.seconds, args.workers) for n in (1, 2, 4)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     base = scaling[0]["claims_per_second"]
+    many = batched[0]["claims_per_second"]
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "load_average_start": load_start,
         "load_average": round(os.getloadavg()[0], 1),  # the machine is shared: say how busy
         "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
         "episodes": 525,
@@ -207,6 +216,16 @@ def main() -> None:
         "four_over_one": round(float(scaling[-1]["claims_per_second"]) / float(base), 2)  # type: ignore[arg-type]
         if base
         else 0.0,
+        "workers_per_node": args.workers,
+        "scaling_workers": batched,
+        "four_over_one_workers": round(float(batched[-1]["claims_per_second"]) / float(many), 2)  # type: ignore[arg-type]
+        if many
+        else 0.0,
+        "four_nodes_over_one_worker": round(
+            float(batched[-1]["claims_per_second"]) / float(base), 2
+        )  # type: ignore[arg-type]
+        if base
+        else 0.0,
         "command": docfile.command_line("sync.py", sys.argv[1:]),
     }
     print(json.dumps(result, indent=2))
@@ -216,35 +235,50 @@ def main() -> None:
         write_doc(result)
 
 
-def write_doc(r: dict[str, Any]) -> None:
-    rows = "\n".join(
+def _rows(scaling: list[dict[str, Any]]) -> str:
+    return "\n".join(
         f"| {c['nodes']} | {c['claims']} | {c['claims_per_second']} | "
         f"{', '.join(str(n) for n in c['per_node'])} | {c['lowest_share_of_mean']} |"
-        for c in r["scaling"]
+        for c in scaling
     )
+
+
+def write_doc(r: dict[str, Any]) -> None:
     section = f"""{HEADING}
 
 `{r["command"]}` on {r["machine"]}, {r["git"]}; a bare repository served by `git daemon` on
 127.0.0.1, the {r["episodes"]} real episodes. A claim on a node with a remote: claim locally
-(one commit, in the node's own order over the oldest ready episodes), push at once (a
-fast-forward push, compare-and-swap); only a push that lost is fetched, replayed and pushed
-again. It returns only once the remote has it.
+(one commit, in the worker's own order over the oldest ready episodes), then wait until a push
+of the node carries it (the worker that gets the node's sync lock pushes every claim the node's
+workers made meanwhile: a fast-forward push, compare-and-swap); only a push that lost is
+fetched, replayed and pushed again. It returns only once the remote has it.
 
 | what | figure |
 |---|---|
-| one claim, round trip (median of {r["claims"]}, one node) | {r["claim_median_ms"]} ms |
+| one claim, round trip (median of {r["claims"]}, one node, one worker, back to back) | {r["claim_median_ms"]} ms |
 | plain `git push` of one small commit (its own branch), same server, same run (median) | {r["plain_push_median_ms"]} ms |
 | claim / push | {r["claim_over_push"]}x |
 
-Nodes claiming at once (one process per node, one claim at a time, a fresh server each):
+Nodes claiming at once, one claiming process per node (one claim at a time, a fresh server
+each):
 
 | nodes | claims | claims/s | per node | lowest node / mean |
 |---|---|---|---|---|
-{rows}
+{_rows(r["scaling"])}
 
-4 nodes / 1 node: {r["four_over_one"]}x. Every node, the server and the claiming processes share
-the same {r["machine"].split(", ")[1]} (load average {r.get("load_average", "?")} at the end of
-the run): the nodes cannot add CPU here. See docs/SYNC.md ("Claims: what bounds them").
+The same with {r["workers_per_node"]} claiming processes per node (their claims share the
+node's pushes):
+
+| nodes | claims | claims/s | per node | lowest node / mean |
+|---|---|---|---|---|
+{_rows(r["scaling_workers"])}
+
+4 nodes / 1 node: {r["four_over_one"]}x with one worker each, {r["four_over_one_workers"]}x
+with {r["workers_per_node"]} each; 4 nodes of {r["workers_per_node"]} workers / 1 node of one:
+{r["four_nodes_over_one_worker"]}x. Every node, the server and the claiming processes share the
+same {r["machine"].split(", ")[1]} (load average {r.get("load_average_start", "?")} at the start,
+{r.get("load_average", "?")} at the end of the run): the nodes cannot add CPU here. See
+docs/SYNC.md ("Claims: what bounds them").
 """
     docfile.write_section(HEADING, section)
 

@@ -49,6 +49,7 @@ class StateManager(Workspace):
         wired.after.append(_after_commit)
         wired.acknowledge.append(_acknowledge)  # sync.push: each: on the remote, or pending
         wired.lease_sources.append(_lease_source)
+        wired.dropped.append(_dropped)  # a sync dropped pending transitions: on the event stream
 
     # -- handing out work ------------------------------------------------------------------
 
@@ -287,6 +288,13 @@ def _after_commit(ws: Workspace, sha: str | None) -> None:
         from hystate.events import stream
 
         stream.after_commit(ws, sha)
+
+
+def _dropped(ws: Workspace) -> None:
+    if ws.config.get("events.enabled"):
+        from hystate.events import drops
+
+        drops.after_drops(ws)
 
 
 def _acknowledge(ws: Workspace, result: TransitionResult) -> TransitionResult:

@@ -59,16 +59,21 @@ def publish(opts: Options, follow: bool, interval: float, as_json: bool) -> None
             manager, interval=interval, report=lambda line: echo(f"hystate: {line}", err=True)
         )
         return
+    from hystate.events import drops
+
     publisher = api.Publisher(manager)
     try:
         result = publisher.publish(lock_wait=manager.config.lock_timeout)
     finally:
         publisher.close()
+    dropped = drops.publish(manager)  # this node's journal of dropped transitions
     if as_json:
-        emit_json(result.__dict__)
+        emit_json({**result.__dict__, "dropped": dropped})
         return
     note = " (history rewritten: matched against the stream)" if result.resynced else ""
     echo(f"published {result.published} event(s); stream at {result.last_id or 'empty'}{note}")
+    if dropped:
+        echo(f"published {dropped} dropped transition(s) to the {drops.SUFFIX[1:]} stream")
 
 
 @events.command()
@@ -82,9 +87,16 @@ def publish(opts: Options, follow: bool, interval: float, as_json: bool) -> None
 )
 @click.option("--follow", "-f", is_flag=True, help="Keep waiting for new entries.")
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many entries.")
+@click.option(
+    "--dropped",
+    is_flag=True,
+    help="The transitions syncs had to drop (<stream>:dropped), not the transitions.",
+)
 @json_option
 @pass_opts
-def tail(opts: Options, from_id: str, follow: bool, limit: int | None, as_json: bool) -> None:
+def tail(
+    opts: Options, from_id: str, follow: bool, limit: int | None, dropped: bool, as_json: bool
+) -> None:
     """Print the stream's entries after an id: a consumer that restarts passes the last id
     it handled and misses nothing.
 
@@ -92,6 +104,7 @@ def tail(opts: Options, from_id: str, follow: bool, limit: int | None, as_json: 
     Examples:
       hystate events tail --from-id 0 --json
       hystate events tail --from-id 1732450000000-0 --follow
+      hystate events tail --dropped --json
     """
     from hystate.events import stream as api
 
@@ -100,7 +113,8 @@ def tail(opts: Options, from_id: str, follow: bool, limit: int | None, as_json: 
     ):  # Redis ids are two 64-bit numbers
         raise click.BadParameter("a stream id such as 1732450000000-0, 0 or $", param_hint="ID")
     config = opts.manager(cli_worker=False).config
-    for shown, (entry_id, fields) in enumerate(api.consume(config, from_id, follow=follow), 1):
+    entries = api.consume(config, from_id, follow=follow, dropped=dropped)
+    for shown, (entry_id, fields) in enumerate(entries, 1):
         if as_json:
             echo(json.dumps({"id": entry_id, **fields}, ensure_ascii=False))
         else:
@@ -139,7 +153,10 @@ def _entry_line(entry_id: str, fields: dict[str, str]) -> str:
         return bounded(fields.get(name) or default, limit)
 
     move = f"{field('from', 12, '-')} -> {field('to', 12, '?')}"
-    return (
+    line = (
         f"{bounded(entry_id, 45)}  {field('at', 25):<25} {field('episode_id', 100):<40} "
         f"{move:<26} {bounded((fields.get('commit') or '')[:10], 10)}"
     )
+    if "reason" in fields:  # a dropped transition: whose it was and why
+        line += f"  dropped: {field('worker', 60)}: {field('reason', 200)}"
+    return line

@@ -45,6 +45,9 @@ def record_dropped(ws: Workspace, rows: list[dict[str, Any]]) -> None:
             os.close(fd)
     except OSError as exc:
         ws.notice(f"dropped transitions not journaled ({exc}); `hystate sync --json` lists them")
+        return
+    for hook in ws.subscribers.dropped:  # the event stream, when configured
+        hook(ws)
 
 
 def size(ws: Workspace) -> int:
@@ -54,8 +57,9 @@ def size(ws: Workspace) -> int:
         return 0
 
 
-def read(ws: Workspace, offset: int) -> tuple[list[dict[str, Any]], int]:
-    """The drops journaled from byte ``offset`` on, and the offset after them."""
+def read(ws: Workspace, offset: int, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The drops journaled from byte ``offset`` on (the first ``limit`` lines when given), and
+    the offset after the lines read."""
     try:
         with open(path(ws), "rb") as fh:
             fh.seek(offset)
@@ -63,8 +67,12 @@ def read(ws: Workspace, offset: int) -> tuple[list[dict[str, Any]], int]:
     except OSError:
         return [], offset
     end = data.rfind(b"\n") + 1  # a line being written is read next time
+    lines = data[:end].splitlines(keepends=True)
+    if limit is not None and len(lines) > limit:
+        lines = lines[:limit]
+        end = sum(len(line) for line in lines)
     rows = []
-    for line in data[:end].splitlines():
+    for line in lines:
         try:
             row = json.loads(line)
         except ValueError:

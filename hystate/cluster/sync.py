@@ -19,7 +19,7 @@ Claims (``hystate.cluster.remote_claims``) and what a transition's caller is tol
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
 
 SYNC_LOCK = "_sync.lock"
+ON_REMOTE = "already on the remote"
+TURNS = "turns"  # refs/hystate/turns/<node>: when the node last lost a push (cluster.turns)
+KINDS = (lease_refs.KIND, TURNS)  # the nodes' own refs every fetch brings
+_REMOTES: set[tuple[str, str]] = set()  # (clone, remote) found configured in this process
 
 
 class RemoteBusy(LockBusy):
@@ -58,6 +62,7 @@ class Report:
     replayed: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[dict[str, Any]] = field(default_factory=list)
     rounds: int = 0
+    landed: bool = False  # a push of this sync landed (not in as_dict: `pushed` says what)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -120,16 +125,20 @@ def sync_locked(
     fetched: bool = False,
     deadline: float | None = None,
     brief: bool = False,
+    lost: Callable[[], None] | None = None,
 ) -> Report:
     """One sync; ``fetched``: the tracking ref is fresh (just fetched), push before fetching.
     A push that lost to another node's is retried (fetch, replay, push) with a jittered pause
     until ``deadline`` (``time.monotonic()``; default ``sync.deadline`` from now): no fixed
-    number of rounds, so no node gives up while the others keep winning."""
+    number of rounds, so no node gives up while the others keep winning. ``lost``: called
+    after the fetch that follows each lost push (``cluster.turns`` tells the other nodes)."""
     repo = ws.repo
     if deadline is None:
         deadline = time.monotonic() + float(ws.config.get("sync.deadline"))
-    if not gr.has_remote(repo, remote):
-        raise GitError(f"no git remote named {remote!r}", hint=f"`git remote add {remote} URL`")
+    if (str(repo.common_dir), remote) not in _REMOTES:  # (one `git config` per process)
+        if not gr.has_remote(repo, remote):
+            raise GitError(f"no git remote named {remote!r}", hint=f"`git remote add {remote} URL`")
+        _REMOTES.add((str(repo.common_dir), remote))
     branch = gr.branch_of(repo)
     report = Report(remote, branch)
     wait = timeout(ws)
@@ -139,7 +148,9 @@ def sync_locked(
         if fetched and attempt == 0:
             tip = repo.refs.resolve(gr.tracking_ref(remote, branch))
         else:
-            tip = gr.fetch(repo, remote, branch, wait, kinds=(lease_refs.KIND,))
+            tip = gr.fetch(repo, remote, branch, wait, kinds=KINDS)
+            if attempt and lost is not None:
+                lost()  # (fair turns: tell the other nodes, once their tables are fetched)
         head = repo.refs.head()
         if head.sha is None:
             raise GitError("the branch has no commit yet: clone the remote instead")
@@ -148,13 +159,16 @@ def sync_locked(
             return report
         seen = len(report.dropped)
         new = move_forward(ws, tip, report, withdraw)
-        journal.record_dropped(ws, report.dropped[seen:])  # the workers that made them are told
+        # the workers that made them are told (not of one the remote holds already: a push of
+        # this node that landed before its answer was lost, or the same change made twice)
+        journal.record_dropped(ws, [r for r in report.dropped[seen:] if r["reason"] != ON_REMOTE])
         withdraw = frozenset()
         if new == tip:
             report.head = tip
             return report
         if gr.push(repo, remote, new, f"refs/heads/{branch}", wait, expect=tip):
             gr.set_ref(repo, gr.tracking_ref(remote, branch), new)
+            report.landed = True
             pushed = gr.commits_between(repo, tip, new) if tip and not brief else []
             report.pushed = [_describe(ws, c.sha) for c in pushed]  # (brief: a claim's)
             report.head = new
@@ -181,7 +195,7 @@ def move_forward(ws: Workspace, tip: str | None, report: Report, withdraw: froze
                 hint=f"`git checkout {report.branch}`, then sync again",
             )  # never replay (and push) another branch's commits onto the shared one
         assert head.sha is not None
-        if tip is None or (not withdraw and gr.is_ancestor(repo, tip, head.sha)):
+        if tip is None or (not withdraw and _descends(repo, head.sha, tip)):
             return head.sha  # the remote has nothing new: push as it is
         base = gr.merge_base(repo, head.sha, tip)
         if base is None:
@@ -206,6 +220,22 @@ def move_forward(ws: Workspace, tip: str | None, report: Report, withdraw: froze
         report.dropped += dropped
         ws.refresh_once = False
         return new
+
+
+def _descends(repo: Any, head: str, tip: str) -> bool:
+    """Whether ``head`` builds on ``tip``: the few commits a node made since it pushed are
+    walked first (no git process), else git decides."""
+    sha: str | None = head
+    for _ in range(8):
+        if sha == tip:
+            return True
+        if sha is None:
+            return False
+        parents = gr.commit_info(repo, sha).parents
+        if len(parents) != 1:
+            break
+        sha = parents[0]
+    return gr.is_ancestor(repo, tip, head)
 
 
 def _refuse_local_files(ws: Workspace, tree: bytes, paths: list[str]) -> None:
@@ -316,7 +346,7 @@ def replay(
             changes[path] = None if data is None else (mode, objects.write(b"blob", data))
         new_tree = _rewrite(repo, tip_tree, changes) if changes else tip_tree
         if new_tree == tip_tree or new_tree is None:
-            dropped.append({**row, "reason": reason or "already on the remote"})
+            dropped.append({**row, "reason": reason or ON_REMOTE})
             continue
         assert tip is not None
         tip = gr.write_commit(repo, new_tree, tip, commit.author, commit.message)

@@ -57,6 +57,8 @@ class Subscribers:
     # last, outside every lock: the result as acknowledged (a shared remote's ``sync.push``:
     # on the remote, or told pending); may raise when the transition was not kept
     acknowledge: list[Callable[[Workspace, Any], Any]] = field(default_factory=list)
+    # after a sync journaled transitions of this node that it had to drop
+    dropped: list[Callable[[Workspace], None]] = field(default_factory=list)
 
 
 class Workspace:

@@ -162,6 +162,7 @@ class RedisStream:
             **_NO_SETINFO,
         )
         self._append = self.client.register_script(_APPEND)
+        self._scripts: dict[str, Any] = {}
 
     def close(self) -> None:
         self.client.close()
@@ -251,6 +252,18 @@ class RedisStream:
 
     def length(self) -> int:
         return int(self._call("counting", self.client.xlen, self.stream))
+
+    def hash_field(self, key: str, name: str) -> str | None:
+        raw = self._call("reading the cursor", self.client.hget, key, name)
+        return None if raw is None else _text(raw)
+
+    def run_script(self, source: str, *, keys: list[str], args: list[str]) -> tuple[bool, str]:
+        """Run a compare-and-swap Lua script answering {ok, value}."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        ok, value = self._call("appending", script, keys=keys, args=args)
+        return bool(ok), _text(value)
 
 
 def _text(value: Any) -> str:

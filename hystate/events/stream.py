@@ -171,8 +171,11 @@ def follow(
         raise LockBusy(
             f"another `hystate events publish --follow` runs for this repository ({exc.message})"
         ) from None
+    from hystate.events import drops
+
     publisher = Publisher(ws, settings)
     published_tip: str | None = None
+    journal_size = -1
     down_since: float | None = None
     wait = interval
     try:
@@ -195,6 +198,19 @@ def follow(
                     if result.published:
                         report(f"published {result.published} event(s) up to {tip}")
                     published_tip = tip if result.complete else None
+            size = drops.journal_size(ws)
+            if size != journal_size:  # a sync of this node dropped transitions: the drops stream
+                try:
+                    sent = drops.publish(ws, settings)
+                except BrokerUnavailable as exc:
+                    if down_since is None:
+                        down_since = time.monotonic()
+                        report(f"{exc}; retrying")
+                    wait = min(wait * 2, 5.0)
+                else:
+                    journal_size = size
+                    if sent:
+                        report(f"published {sent} dropped transition(s)")
             _sleep(wait, stop)
     finally:
         publisher.close()
@@ -214,13 +230,18 @@ def consume(
     follow: bool = True,
     block_ms: int = 5000,
     count: int = 100,
+    dropped: bool = False,
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """(entry id, fields) of every event after ``last_id``, oldest first. A consumer that keeps
     the last id it handled and passes it again after a restart misses nothing and sees nothing
     twice. With ``follow`` it waits for new events (forever); without, it stops at the end.
-    Entries published before the one vocabulary (``episode``) are given as ``episode_id``."""
+    Entries published before the one vocabulary (``episode``) are given as ``episode_id``.
+    ``dropped``: the stream of transitions syncs had to drop (``hystate.events.drops``)."""
+    from hystate.events import drops
+
     settings = EventSettings.of(config)
-    stream = settings.open(timeout=settings.timeout + block_ms / 1000)
+    wait = settings.timeout + block_ms / 1000
+    stream = drops.open_stream(settings, wait) if dropped else settings.open(timeout=wait)
     try:
         cursor = last_id
         while True:

@@ -1,0 +1,246 @@
+"""Several claims per push: the workers of one node share its pushes (docs/SYNC.md).
+
+Each worker commits its claim locally, at once, without the node's sync lock; then it waits
+for whichever comes first:
+
+- a push by another process of the node carried it: the remote-tracking tip (moved only by a
+  push that landed, or a fetch) holds the claim's very history entry (its lease token): it is
+  acknowledged with no git process of its own;
+- the sync lock: the worker pushes everything the node has not pushed yet (its claim and those
+  of the workers that claimed meanwhile), fetching and replaying only when that push lost.
+
+So while one push is in flight, the claims of the node's other workers pile up and the next
+push carries them all: a node's pushes carry more claims as contention grows, and the nodes'
+throughput is no longer bounded by one push per claim. Each claim is acknowledged exactly when
+the push carrying it lands; a claim some replay dropped (another node took the episode first)
+is reported lost and its worker claims another. When the worker's own push fails (unreachable,
+refused, losing at the deadline), only its own claims are withdrawn; the other waiting workers'
+claims stay local and each of them pushes (or withdraws) its own in turn. A worker killed while
+waiting leaves a claim nobody was told about, like a claim killed before its push: the next push
+carries it and its lease recovers the episode.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import stat
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from hystate.cluster import journal, lease_refs, turns
+from hystate.cluster.sync import (
+    SYNC_LOCK,
+    ClaimsOffline,
+    Report,
+    move_forward,
+    sync_locked,
+    timeout,
+)
+from hystate.core.errors import GitError, HystateError, LockBusy
+from hystate.core.locks import StateLock
+from hystate.core.yamlio import YAMLError, load
+from hystate.git import audit, checkout
+from hystate.git import remote as gr
+
+if TYPE_CHECKING:
+    from hystate.engine.transition import TransitionResult
+    from hystate.engine.workspace import Workspace
+
+# Beyond the caller's deadline, how long a worker whose claim is committed waits for the sync
+# lock: the holder is bounded by its own deadline and git's timeouts, and a dead holder's lock
+# is broken at once, so this is never reached in practice.
+GRACE = 600.0
+WALK = 32  # commits walked back from a tip looking for a claim's own commit
+
+
+def check_lock(ws: Workspace) -> None:
+    """Before a claim is committed: the node's sync lock path, if present, must be a lock file
+    (a directory or a symlink there would make every claim wait in vain), else LockBusy now."""
+    path = ws.locks_dir / SYNC_LOCK
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        StateLock(path, timeout=0).acquire()  # raises, naming what is there
+        raise LockBusy(f"{path} is not a lock file hystate made")  # (not reached)
+
+
+def tracking_tip(ws: Workspace, remote: str) -> str | None:
+    """The remote's tip as this node last knew it (moved by a push that landed or a fetch)."""
+    return ws.repo.refs.resolve(gr.tracking_ref(remote, gr.branch_of(ws.repo)))
+
+
+def carried(
+    ws: Workspace,
+    remote: str,
+    results: list[TransitionResult],
+    until: float,
+    before: str | None,
+) -> tuple[list[TransitionResult], HystateError | None]:
+    """The claims of ``results`` (committed locally) that reached the remote, by this process's
+    push or by another's; the error that stopped this process's own push, if any (its claims
+    not acknowledged are then withdrawn). ``before``: the tracking tip before they were made
+    (a tip that has not moved since cannot hold them)."""
+    tracking = gr.tracking_ref(remote, gr.branch_of(ws.repo))
+    waiting = list(results)
+    acked: list[TransitionResult] = []
+    lock = StateLock(ws.locks_dir / SYNC_LOCK, timeout=0)
+    seen = before
+    delay = 0.002
+    while True:
+        tip = ws.repo.refs.resolve(tracking)
+        if tip != seen:  # a push (or fetch) of another process of the node moved it
+            landed = [r for r in waiting if _landed(ws, tip, seen, r)]
+            seen = tip
+            acked += landed
+            waiting = [r for r in waiting if r not in landed]
+            if not waiting:
+                return acked, None
+        try:
+            lock.acquire()
+            break
+        except LockBusy as exc:
+            if time.monotonic() >= until + GRACE or "not a lock file" in exc.message:
+                return acked, LockBusy(
+                    f"{exc.message}; {len(waiting)} claim(s) stay committed on this node, "
+                    "not acknowledged",
+                    hint="the next sync pushes them and their leases expire",
+                )
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 1.5, 0.04)
+    syncing = ws.syncing
+    ws.syncing = True
+    try:
+        got, error = _push(ws, remote, waiting, until, tracking, seen)
+        return acked + got, error
+    finally:
+        ws.syncing = syncing
+        lock.release()
+
+
+def _push(
+    ws: Workspace,
+    remote: str,
+    waiting: list[TransitionResult],
+    until: float,
+    tracking: str,
+    seen: str | None,
+) -> tuple[list[TransitionResult], HystateError | None]:
+    """Under the sync lock: push what the node has not pushed (this worker's claims among it)."""
+    tip = ws.repo.refs.resolve(tracking)
+    acked = [r for r in waiting if tip != seen and _landed(ws, tip, seen, r)]
+    head = ws.repo.refs.head().sha
+    # not on the remote and no longer on the branch: a replay dropped it (another node first)
+    mine = [r for r in waiting if r not in acked and _landed(ws, head, tip, r)]
+    if not mine:
+        return acked, None
+    withdraw = frozenset(x for r in mine for x in (r.commit, r.lease) if x)
+    turns.before_push(ws, remote, gr.branch_of(ws.repo))  # (meanwhile, the batch grows)
+    began = time.monotonic()
+    try:  # pushed first, fetched only when the push lost (compare-and-swap)
+        report = online(
+            ws,
+            remote,
+            lambda: sync_locked(
+                ws,
+                remote,
+                fetched=True,
+                deadline=until,
+                brief=True,
+                lost=lambda: turns.lost(ws, remote, timeout(ws)),
+            ),
+            withdraw,
+        )
+    except HystateError as exc:
+        return acked, exc
+    if report.landed:
+        turns.after_push(ws, report.rounds, time.monotonic() - began)
+        lease_refs.publish(ws, remote, timeout(ws), only_if_changed=True, quiet=True)
+    if not report.replayed and not report.dropped:
+        return acked + mine, None  # pushed as it was: the tip the remote took holds them
+    return acked + [r for r in mine if _landed(ws, report.head, tip, r)], None
+
+
+def _landed(ws: Workspace, commit: str | None, stop: str | None, result: TransitionResult) -> bool:
+    """Whether ``commit`` holds the claim: its very commit among the few from ``commit`` back to
+    ``stop`` (all written on this node: no git process), else its history entry in the file."""
+    sha = commit
+    for _ in range(WALK):
+        if sha is None or sha == stop:
+            break
+        if sha == result.commit:
+            return True
+        try:
+            parents = gr.commit_info(ws.repo, sha).parents
+        except GitError:
+            break  # (a commit this clone lacks: the file decides)
+        sha = parents[0] if parents else None
+    return _holds(ws, commit, result)
+
+
+def _holds(ws: Workspace, commit: str | None, result: TransitionResult) -> bool:
+    """Whether the episode file at ``commit`` has this claim's very history entry (its lease
+    token is random: not an equal entry another node's worker of the same name wrote)."""
+    episode = result.episode
+    lease = result.lease
+    if not commit or not lease or not episode.path or not episode.history:
+        return False
+    objects = ws.repo.objects
+    found = objects.lookup(objects.commit_tree(bytes.fromhex(commit)), str(episode.path))
+    if found is None or found[0] not in checkout.REGULAR_MODES:
+        return False
+    data = objects.read(found[1])[1]
+    if lease.encode() not in data:
+        return False  # (no parse for the usual answer)
+    try:
+        doc = load(data)
+    except (YAMLError, UnicodeDecodeError):
+        return False
+    history = doc.get("history") if isinstance(doc, dict) else None
+    return isinstance(history, list) and episode.history[-1] in history
+
+
+def online(
+    ws: Workspace, remote: str, step: Callable[[], Report], withdraw: frozenset[str] = frozenset()
+) -> Report:
+    """Run a sync step; if it fails, withdraw the claims not acknowledged (``withdraw``), so
+    that no episode stays held for a worker that was told no."""
+    try:
+        return step()
+    except HystateError as exc:
+        if withdraw:
+            try:
+                _withdraw(ws, remote, withdraw)
+            except HystateError as undo:
+                ws.notice(f"could not withdraw the unacknowledged claim: {undo}")
+        if not isinstance(exc, gr.Unreachable):
+            raise
+        raise ClaimsOffline(
+            f"{exc}: new claims need the remote (held episodes can still move; `hystate sync`"
+            " catches up)"
+        ) from None
+
+
+def _withdraw(ws: Workspace, remote: str, withdraw: frozenset[str]) -> None:
+    """Take the unacknowledged claims out of the node's branch: replayed without them on the
+    remote's tip as last fetched, or, when that tip cannot be checked out (a hostile branch),
+    on the commit the first of them was made on."""
+    branch = gr.branch_of(ws.repo)
+    report = Report(remote, branch)
+    try:
+        tip = ws.repo.refs.resolve(gr.tracking_ref(remote, branch))
+        move_forward(ws, tip, report, withdraw)
+    except HystateError:
+        rows = ws.repo.log("HEAD", ["%H", "%P"], trailer_keys=(audit.LEASE,), limit=500)
+        base = None
+        for sha, parents, trailers in rows:  # newest first: the last match is the first claim
+            if sha in withdraw or trailers[audit.LEASE] in withdraw:
+                base = parents.split()[0] if parents else None
+        if base is None:
+            raise GitError("the unacknowledged claim is not on this branch any more") from None
+        move_forward(ws, base, report, withdraw)
+    # another pending transition of the node that no longer applies on the tip: told too
+    journal.record_dropped(ws, [r for r in report.dropped if "withdrawn" not in r["reason"]])
