@@ -73,9 +73,8 @@ COMMANDS = {
 
 
 class HystateGroup(click.Group):
-    """Maps errors to exit codes: HystateError -> its code, Ctrl-C -> 130, anything
-    unexpected -> 1 with a one-line message (the traceback only with -v). Commands are
-    loaded on first use (``COMMANDS``)."""
+    """Maps errors to exit codes: HystateError -> its code, Ctrl-C -> 130, anything unexpected
+    -> 1, in one line (the traceback only with -v). Commands load on first use (COMMANDS)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*COMMANDS, *self.commands})
@@ -85,6 +84,13 @@ class HystateGroup(click.Group):
             # the import statement (not importlib), so audit hooks see it as any other import
             __import__(f"hystate.cli.{COMMANDS[cmd_name]}")
         return self.commands.get(cmd_name)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:  # `hystate --json show x`: an error in hystate's own options, said as JSON too
+            return super().parse_args(ctx, args)
+        except click.ClickException as exc:
+            _usage_json(ctx, exc)
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         # From here on Ctrl-C unwinds (locks released, files put back) and ends below.
@@ -105,12 +111,7 @@ class HystateGroup(click.Group):
             # message, exit 0 (click's own handling would make it exit 1, unlike `--csv`).
             _reader_gone()
         except click.ClickException as exc:
-            # a usage error click found: under --json also as JSON on stdout (an unknown option
-            # is found before any option is read, so the arguments themselves are asked)
-            opts = ctx.find_object(Options)
-            if (opts is not None and opts.as_json) or "--json" in sys.argv[1:]:
-                shown = {"error": clean(exc.format_message()), "exit_code": exc.exit_code}
-                click.echo(_json_line({**shown, "kind": "usage_error"}))
+            _usage_json(ctx, exc)
             raise
         except click.exceptions.Exit:
             raise
@@ -126,6 +127,14 @@ class HystateGroup(click.Group):
             _fail(ctx, "error: a path or name contains a NUL byte", 5)
         except Exception as exc:
             _fail(ctx, f"internal error: {type(exc).__name__}: {exc}", 1)
+
+
+def _usage_json(ctx: click.Context, exc: click.ClickException) -> None:
+    """A usage error click found, under --json also as JSON on stdout."""
+    opts = ctx.find_object(Options)  # an unknown option comes before any is read: argv asked
+    if (opts is not None and opts.as_json) or "--json" in sys.argv[1:]:
+        shown = {"error": clean(exc.format_message()), "exit_code": exc.exit_code}
+        click.echo(_json_line({**shown, "kind": "usage_error"}))
 
 
 def _os_code(exc: OSError) -> int:
