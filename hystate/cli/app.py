@@ -73,9 +73,8 @@ COMMANDS = {
 
 
 class HystateGroup(click.Group):
-    """Maps errors to exit codes: HystateError -> its code, Ctrl-C -> 130, anything
-    unexpected -> 1 with a one-line message (the traceback only with -v). Commands are
-    loaded on first use (``COMMANDS``)."""
+    """Maps errors to exit codes: HystateError -> its code, Ctrl-C -> 130, anything unexpected
+    -> 1, in one line (the traceback only with -v). Commands load on first use (COMMANDS)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*COMMANDS, *self.commands})
@@ -86,11 +85,20 @@ class HystateGroup(click.Group):
             __import__(f"hystate.cli.{COMMANDS[cmd_name]}")
         return self.commands.get(cmd_name)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:  # `hystate --json show x`: an error in hystate's own options, said as JSON too
+            return super().parse_args(ctx, args)
+        except click.ClickException as exc:
+            _usage_json(ctx, exc)
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
         # From here on Ctrl-C unwinds (locks released, files put back) and ends below.
         if signal.getsignal(signal.SIGINT) is _early_exit:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, signal.default_int_handler)
+        if signal.getsignal(signal.SIGHUP) is _early_exit:
+            signal.signal(signal.SIGHUP, signal.default_int_handler)
         try:
             return super().invoke(ctx)
         except HystateError as exc:
@@ -103,19 +111,14 @@ class HystateGroup(click.Group):
             # message, exit 0 (click's own handling would make it exit 1, unlike `--csv`).
             _reader_gone()
         except click.ClickException as exc:
-            # a usage error click found: under --json also as JSON on stdout (an unknown option
-            # is found before any option is read, so the arguments themselves are asked)
-            opts = ctx.find_object(Options)
-            if (opts is not None and opts.as_json) or "--json" in sys.argv[1:]:
-                shown = {"error": clean(exc.format_message()), "exit_code": exc.exit_code}
-                click.echo(_json_line({**shown, "kind": "usage_error"}))
+            _usage_json(ctx, exc)
             raise
         except click.exceptions.Exit:
             raise
         except OSError as exc:
             if is_cannot_write(exc):  # a full or read-only disk: one code, the way out
                 error = cannot_write(exc, exc.filename or "a file of the repository")
-                _fail(ctx, f"error: {error}", error.exit_code)
+                _fail(ctx, f"error: {error}", error.exit_code, error)
             where = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
             _fail(ctx, f"error: {where}", _os_code(exc))
         except ValueError as exc:
@@ -124,6 +127,14 @@ class HystateGroup(click.Group):
             _fail(ctx, "error: a path or name contains a NUL byte", 5)
         except Exception as exc:
             _fail(ctx, f"internal error: {type(exc).__name__}: {exc}", 1)
+
+
+def _usage_json(ctx: click.Context, exc: click.ClickException) -> None:
+    """A usage error click found, under --json also as JSON on stdout."""
+    opts = ctx.find_object(Options)  # an unknown option comes before any is read: argv asked
+    if (opts is not None and opts.as_json) or "--json" in sys.argv[1:]:
+        shown = {"error": clean(exc.format_message()), "exit_code": exc.exit_code}
+        click.echo(_json_line({**shown, "kind": "usage_error"}))
 
 
 def _os_code(exc: OSError) -> int:
@@ -189,12 +200,27 @@ def _fail(ctx: click.Context, message: str, code: int, exc: HystateError | None 
         traceback.print_exc()
     if opts is not None and opts.as_json:
         text = message.split(": ", 1)[1] if message.startswith("error: ") else message
-        kind = _kind(type(exc).__name__) if exc is not None else message.split(":", 1)[0]
-        click.echo(_json_line({"error": clean(text), "exit_code": code, "kind": kind}))
-    click.echo(clean_line(f"hystate: {message}"), err=True)
+        kind = _kind(type(exc).__name__) if exc is not None else _kind_of(message)
+        _say(_json_line({"error": clean(text), "exit_code": code, "kind": kind}), err=False)
+    _say(clean_line(f"hystate: {message}"), err=True)
     if (opts is None or not opts.verbose) and code == 1 and message.startswith("internal"):
-        click.echo("hystate: run again with -v for the traceback", err=True)
+        _say("hystate: run again with -v for the traceback", err=True)
     ctx.exit(code)
+
+
+def _say(text: str, *, err: bool) -> None:
+    """A line of an error; a reader or terminal gone away (a closed pipe, a hung-up pty) does
+    not change the exit code: what is left to write goes to /dev/null."""
+    try:
+        click.echo(text, err=err)
+    except OSError:
+        _to_devnull((sys.stderr if err else sys.stdout).fileno())
+
+
+def _kind_of(message: str) -> str:
+    """The kind of an error that is no HystateError: ``internal_error``, ``interrupted``,
+    ``error`` (an operating system's), snake case as every other kind."""
+    return message.split(":", 1)[0].replace(" ", "_")
 
 
 def _kind(name: str) -> str:
@@ -344,6 +370,9 @@ def main() -> None:
     # KeyboardInterrupt, so locks are released and files put back on the way out.
     signal.signal(signal.SIGINT, _early_exit)
     signal.signal(signal.SIGTERM, _early_exit)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup's choice is kept
+        # the terminal closed (a dropped ssh session): unwind as for SIGTERM, not die mid-commit
+        signal.signal(signal.SIGHUP, _early_exit)
     try:
         cli.main(prog_name="hystate")
     except BrokenPipeError:
@@ -353,9 +382,14 @@ def main() -> None:
 def _reader_gone() -> NoReturn:
     """The reader of stdout went away (`hystate log | head`): exit 0 quietly (what is still
     buffered goes to /dev/null, so the flush at exit does not fail again)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    _to_devnull(sys.stdout.fileno())
     sys.exit(0)
+
+
+def _to_devnull(fd: int) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _early_exit(*_: object) -> None:

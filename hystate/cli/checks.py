@@ -82,12 +82,13 @@ def validate(opts: Options, base: str | None, staged: bool, github: bool, as_jso
         emit_json({"summary": summary, "problems": rows})
     else:
         for row in rows:
-            if github:
+            if github:  # escaped as GitHub reads them: a file name cannot add a command line
                 line = f",line={row['line']}" if row.get("line") else ""
-                message = str(row["message"]).replace("%", "%25").replace("\n", "%0A")
-                echo(f"::{row['level']} file={row['file']}{line}::{message}")
+                where = _gh_escape(str(row["file"])).replace(":", "%3A").replace(",", "%2C")
+                echo(f"::{row['level']} file={where}{line}::{_gh_escape(str(row['message']))}")
             else:
-                where = f"{row['file']}:{row['line']}" if row.get("line") else row["file"]
+                where = _one_line(str(row["file"]))
+                where = f"{where}:{row['line']}" if row.get("line") else where
                 echo(f"{where}: {row['level']}: {row['message']}")
     if summary:
         echo(summary, err=True)  # for people, with --json too
@@ -190,7 +191,7 @@ def fsck(opts: Options, repair: bool, remove_orphans: bool, as_json: bool) -> No
     else:
         for f in findings:
             done = f" -> {f.action}" if f.repaired else ""
-            echo(f"{f.kind:<14} {f.path}: {f.message}{done}")
+            echo(f"{f.kind:<14} {_one_line(f.path)}: {f.message}{done}")
         verdict = (
             "clean"
             if not findings
@@ -294,3 +295,13 @@ def unlock(
         emit_json(report)
         return
     echo(f"{removed} lock(s) removed", err=True)
+
+
+def _gh_escape(text: str) -> str:
+    """A GitHub workflow command's data: a newline in it would start a command of its own."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _one_line(name: str) -> str:
+    """A file name on one line of a listing (a name with a newline would forge a line)."""
+    return name.replace("\r", "\\r").replace("\n", "\\n")

@@ -141,6 +141,10 @@ def write_atomic(
         if is_cannot_write(exc):
             raise cannot_write(exc, path) from exc
         raise
+    except BaseException:  # Ctrl-C is raised right after the call that made the file: ours
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     try:
         try:
             if keep_mode:

@@ -91,7 +91,7 @@ def imap(
             try:
                 _send(proc.stdin, (fn, chunks[i]))
                 answer = _receive(proc.stdout)
-            except (OSError, EOFError):
+            except (OSError, EOFError, ValueError):  # ValueError: the caller closed the pipes
                 answer = (False, WorkerDied("a worker process ended without answering"))
             with ready:
                 results[i] = answer
@@ -126,6 +126,10 @@ def imap(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for thread in threads:  # each ends at its closed pipe: none is left reading or writing
+            if thread.ident is not None:
+                thread.join()
+        for proc in procs:
             if proc.stdout is not None:
                 proc.stdout.close()
 

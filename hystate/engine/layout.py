@@ -5,6 +5,7 @@ files ``hystate init`` commits in it (``.gitignore`` and ``.gitattributes``)."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -83,6 +84,17 @@ def check_output(ws: Workspace, path: Path) -> None:
         raise UsageError(
             f"{path} is among hystate's own files (the git directory, the state directory "
             "outside reports/, hystate.yaml); write the file somewhere else"
+        )
+    try:
+        mode: int | None = os.stat(given).st_mode  # through a link: /dev/stdout is a pipe
+    except OSError:
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        # the atomic write renames a new file over it: as root, `-o /dev/null` replaced the
+        # system's /dev/null with a regular file
+        raise UsageError(
+            f"{path} is a device, a pipe or a socket, not a file (writing it would replace it); "
+            "name a regular file"
         )
 
 

@@ -242,12 +242,12 @@ class RepoBase:
         return found
 
     def dirty_paths(self, rel_dir: str, *, ignored: bool = False) -> list[str]:
-        """Files under ``rel_dir`` whose work-tree state differs from HEAD (modified, added,
-        deleted or untracked), as git status sees them; without taking git's locks.
-        ``ignored``: untracked files a person's excludes ignore count too (a global excludes
-        file ignoring ``*.yaml`` must not hide a leftover episode file)."""
+        """Files under ``rel_dir`` that differ from HEAD (modified, added, deleted, untracked)
+        as git status sees them, without git's locks. ``ignored``: files a person's excludes
+        ignore count too (a global excludes of ``*.yaml`` must not hide a leftover file)."""
         which = "--ignored=traditional" if ignored else "--ignored=no"
-        return _status_paths(self.git(*_STATUS, which, "--", rel_dir), "")
+        out = self.git_bytes(*_STATUS, which, "--", rel_dir).decode("utf-8", "surrogateescape")
+        return _status_paths(out, "")  # the names as the operating system gives them
 
     def log(
         self,

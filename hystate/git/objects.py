@@ -239,7 +239,7 @@ class ObjectStore:
         """(mode, sha) of ``path`` in tree ``root``, or None."""
         if root is None:
             return None
-        *dirs, name = path.encode().split(b"/")
+        *dirs, name = os.fsencode(path).split(b"/")
         sha = root
         for part in dirs:
             entry = self.tree(sha).get(part)

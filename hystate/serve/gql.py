@@ -206,11 +206,17 @@ class ReadOnlyGraphQL(GraphQL[dict[str, Any], None]):
         self.model = model
 
     def decode_json(self, data: str | bytes) -> object:
-        """JSON too deeply nested for the parser is bad JSON (400), not a 500."""
+        """JSON too deeply nested for the parser, bytes that are no text, or a value that is
+        neither an object nor a (refused) batch are bad JSON (400), not a 500."""
         try:
-            return json.loads(data)
+            value = json.loads(data)
         except RecursionError:
             raise json.JSONDecodeError("nested too deeply", "", 0) from None
+        except UnicodeDecodeError:
+            raise json.JSONDecodeError("not UTF-8", "", 0) from None
+        if not isinstance(value, (dict, list)):
+            raise json.JSONDecodeError("a GraphQL request is a JSON object", "", 0)
+        return value
 
     async def get_context(self, request: Any, response: Any) -> dict[str, Any]:
         return {"model": self.model, "request": request, "response": response}

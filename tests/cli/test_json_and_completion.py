@@ -60,6 +60,8 @@ def test_errors_are_json_under_json(repo: Path) -> None:
         ["next", "downloading", "--limit", "0", "--json"],  # click's own range check
         ["status", "--json", "--bogus"],  # an unknown option
         ["skip", "hy0_x", "--json"],  # a missing required option
+        ["--json", "show", "hy0_x"],  # before the command: hystate's own options (was text)
+        ["--bogus", "status", "--json"],
     ],
 )
 def test_usage_errors_are_json_under_json_wherever_it_stands(repo: Path, args: list[str]) -> None:

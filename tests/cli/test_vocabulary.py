@@ -325,3 +325,36 @@ def test_json_error_for_every_command(tmp_path: Path) -> None:
         assert set(error) == {"error", "exit_code", "kind"}, (name, error)
         assert error["exit_code"] == done.returncode and error["error"], name
         assert done.stderr.count("hystate: ") == 1 or error["kind"] == "usage_error", name
+
+
+def test_errors_that_are_no_hystate_error_have_a_snake_case_kind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read-only disk met outside hystate's own writers (backup -o on a read-only mount) was
+    kind "error" where the same cause elsewhere is "cannot_write"; an internal error's kind was
+    "internal error", with a space."""
+    import errno
+
+    import click
+    from click.testing import CliRunner
+
+    from hystate.cli.app import json_option
+
+    raised: dict[str, BaseException] = {
+        "ro": OSError(errno.EROFS, "Read-only file system", "/mnt/ro/b.bundle"),
+        "bug": RuntimeError("a bug"),
+    }
+
+    @click.command("raise-it")
+    @click.argument("which")
+    @json_option
+    def raise_it(which: str, as_json: bool) -> None:
+        raise raised[which]
+
+    monkeypatch.setitem(cli.commands, "raise-it", raise_it)
+    kinds = {}
+    for which, code in (("ro", 7), ("bug", 1)):
+        result = CliRunner().invoke(cli, ["raise-it", which, "--json"])
+        assert result.exit_code == code, result.output
+        kinds[which] = json.loads(result.stdout.splitlines()[0])["kind"]
+    assert kinds == {"ro": "cannot_write", "bug": "internal_error"}

@@ -81,3 +81,31 @@ def test_chunked_map_uses_the_workers_from_its_threshold() -> None:
 
 def map_len(chunk: Sequence[int]) -> int:
     return len(chunk)
+
+
+def until_the_caller_closes(chunk: Sequence[int]) -> int:
+    """Chunk [1] answers only once the caller closed the worker's pipe (nothing else is sent
+    before this answer is read, so the pipe becomes readable only at its end)."""
+    if list(chunk) == [1]:
+        import select
+
+        select.select([sys.stdin.fileno()], [], [])
+    return len(chunk)
+
+
+def test_a_caller_that_stops_early_leaves_no_thread_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C in discover's checking phase printed "Exception in thread ... ValueError: write
+    to closed file" twice: a feeding thread sent the next chunk down a pipe the caller had
+    closed."""
+    import threading
+
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+    before = set(threading.enumerate())
+    results = pool.imap(until_the_caller_closes, [[0], [1], [2], [3]], 1)
+    assert next(results) == 1
+    results.close()  # what KeyboardInterrupt does to the generator in discover
+    assert raised == []
+    assert set(threading.enumerate()) <= before  # no feeding thread left behind

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -217,3 +218,25 @@ def test_write_atomic_syncs_the_file_then_its_folder(
     write_atomic(tmp_path / "g", [b"a", memoryview(b"bc")], sync=False)  # a batch or a cache
     assert synced == [] and (tmp_path / "g").read_bytes() == b"abc"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "g"]  # no temp file left
+
+
+def test_an_interrupt_as_the_temp_file_is_made_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during discover's writing left a ``.<id>.<pid>.tmp`` (fsck removed it later):
+    Python handles a signal that came during a call right after the call returns, so the
+    KeyboardInterrupt comes out of ``os.open`` with the temp file made."""
+    real = os.open
+
+    def interrupted(path: Any, flags: int, mode: int = 0o777) -> int:
+        fd = real(path, flags, mode)
+        if str(path).endswith(".tmp"):
+            os.close(fd)
+            raise KeyboardInterrupt
+        return fd
+
+    monkeypatch.setattr(os, "open", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "f", b"x")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []

@@ -103,6 +103,22 @@ def test_validate_lists_a_name_that_is_not_utf8(repo: Path) -> None:
     assert "\\udcff" in result.stdout
 
 
+def test_fsck_names_an_uncommitted_file_that_is_not_utf8_and_repairs_it(repo: Path) -> None:
+    """fsck read git status with the bytes replaced (U+FFFD), so such a file was "deleted but
+    not committed", a name that is not on disk, and --repair could never mend it."""
+    bad = os.path.join(os.fsencode(repo / "processed" / "2004"), b"hy0_\xff\xfe.yaml")
+    with open(bad, "wb") as fh:
+        fh.write(episode_files(repo)[0].read_bytes())
+    found = run(repo, "fsck", "--json")
+    assert found.code == 1 and "Traceback" not in found.stderr
+    kinds = {(f["kind"], f["path"]) for f in json.loads(found.stdout)["findings"]}
+    assert ("uncommitted", "processed/2004/hy0_\udcff\udcfe.yaml") in kinds
+    assert "deleted" not in found.stdout and "\ufffd" not in found.stdout
+    assert run(repo, "fsck", "--repair").code == 0
+    assert not os.path.lexists(bad)
+    assert run(repo, "fsck").code == 0
+
+
 # -- locks ----------------------------------------------------------------------------------
 
 
@@ -297,3 +313,29 @@ def test_a_lock_breaker_that_is_a_folder_is_lock_busy(repo: Path) -> None:
     result = run(repo, "advance", eid, "downloading")
     assert result.code == 6 and "not a lock file hystate made" in result.stderr, result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+# -- readers gone away ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr", "both"])
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "text"])
+def test_an_error_keeps_its_exit_code_when_the_reader_is_gone(
+    repo: Path, closed: str, as_json: bool
+) -> None:
+    """`hystate show nope --json | true` exited 1 (click's broken-pipe exit), not 4: writing
+    the error failed; so did a closed stderr (a terminal that hung up)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader went away before anything was written
+    with open(repo.parent / "kept.txt", "wb") as kept:
+        proc = subprocess.run(
+            [*HYSTATE, "show", "hy0_nope", *(["--json"] if as_json else [])],
+            cwd=repo,
+            stdout=write_end if closed in ("stdout", "both") else kept,
+            stderr=write_end if closed in ("stderr", "both") else kept,
+            timeout=60,
+            check=False,
+        )
+    os.close(write_end)
+    assert proc.returncode == 4
+    assert b"Traceback" not in (repo.parent / "kept.txt").read_bytes()

@@ -177,3 +177,28 @@ def test_reports_may_go_to_the_reports_folder_and_beside_the_state(repo: Path) -
     for target in ("processed/reports/x.html", "docs/status.html"):
         accepted(repo, ["report", "--format", "html", "-o", target])
         assert (repo / target).is_file()
+
+
+def test_a_file_name_with_a_newline_cannot_forge_a_line_or_a_github_command(repo: Path) -> None:
+    """validate --github printed the file name raw in ``::error file=NAME::``: a branch could
+    name a file ``x\\n::add-mask::...`` and have the CI run a workflow command of its own;
+    validate's and fsck's listings likewise gave such a name a line of its own."""
+    forged = "x\n::error file=forged.yaml::FORGED\n::add-mask::y, z"
+    (repo / "processed" / "2004" / f"{forged}.yaml").write_bytes(
+        episode_files(repo)[0].read_bytes()
+    )
+    github = run(repo, "validate", "--github")
+    assert github.code == 1
+    lines = github.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("::error file=processed/2004/x%0A%3A%3Aerror")
+    assert "%2C" in lines[0] and "FORGED" in lines[0]
+    for command in (["validate"], ["fsck"]):
+        shown = run(repo, *command)
+        assert shown.code == 1
+        assert all(
+            line.startswith("processed/")
+            or line.startswith("uncommitted")
+            or line.startswith("invalid")
+            for line in shown.stdout.splitlines()
+        ), shown.stdout
+        assert "::add-mask::" in shown.stdout and "\n::" not in shown.stdout

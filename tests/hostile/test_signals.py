@@ -109,9 +109,10 @@ def temp_files(repo: Path) -> list[Path]:
     return [p for p in repo.rglob("*.tmp") if ".git" not in p.parts]
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_interrupted_while_writing_the_episode_file_leaves_nothing(repo: Path, sig: str) -> None:
-    """Before: a .ID.PID.tmp stayed behind and fsck exited 1."""
+    """Before: a .ID.PID.tmp stayed behind and fsck exited 1. SIGHUP (the terminal closed)
+    killed the process where it stood."""
     path = episode_files(repo)[0]
     before = snapshot(repo)
     check(interrupt(repo, "open", f".{path.stem}.", "advance", path.stem, "downloading", sig=sig))
@@ -139,13 +140,31 @@ def test_interrupted_before_head_moves_puts_the_file_back(repo: Path, trigger: s
     assert run(repo, "advance", path.stem, "downloading").code == 0  # and no lock is left
 
 
-def test_interrupted_discover_leaves_no_new_file(repo: Path) -> None:
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGHUP"])
+def test_interrupted_discover_leaves_no_new_file(repo: Path, sig: str) -> None:
+    """SIGHUP: a terminal closed mid-discover (its progress bar drawn) killed hystate at once,
+    leaving the repository lock and every file written so far for fsck --repair."""
     catalog = repo.parent / "more.json"
     catalog.write_text('[{"identifier": "new-one", "title": "New", "date": "2010-05-05"}]')
     before = snapshot(repo)
-    check(interrupt(repo, "open", ".new-one.", "discover", "--from", str(catalog)))
+    check(interrupt(repo, "open", ".new-one.", "discover", "--from", str(catalog), sig=sig))
     assert temp_files(repo) == []
     assert compare(before, snapshot(repo)) == []
+    assert not (repo / "processed" / ".locks" / "_repo.lock").exists()
+
+
+def test_nohup_keeps_hangups_ignored(repo: Path) -> None:
+    """Under nohup (SIGHUP ignored) a hangup changes nothing: the command goes on."""
+    code = "import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN)\n" + WRAPPER
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "import", "hystate.core.model", "SIGHUP", "list"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 20, proc.stderr
 
 
 def test_interrupted_report_leaves_no_temp_file(repo: Path) -> None:

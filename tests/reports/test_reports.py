@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 from hystate.manager import StateManager
@@ -115,3 +117,25 @@ def test_an_output_path_that_cannot_hold_a_file_is_a_usage_error(
         assert f"cannot write {target}" in result.output
         assert "Traceback" not in result.output
     assert blocker.read_text() == "not a folder"
+
+
+def test_an_output_path_that_is_a_device_or_a_pipe_is_refused_not_replaced(
+    tmp_path: Path, run: Cli, repo: Path
+) -> None:
+    """`report -o /dev/null` as root renamed a regular file over the system's /dev/null (the
+    atomic write replaces what is there); a pipe or a link to one likewise."""
+    fifo = tmp_path / "a-pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "stdout-like"
+    link.symlink_to(fifo)
+    for target in (fifo, link):
+        for args in (
+            ("report", "--format", "csv", "-o", str(target)),
+            ("metrics", "--textfile", str(target)),
+            ("backup", "-o", str(target)),
+        ):
+            result = run(*args)
+            assert result.exit_code == 2, (args, result.output)
+            assert "not a file" in result.output and "Traceback" not in result.output
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -403,3 +403,17 @@ def test_idle_streams_cannot_lock_the_feed_out(repo: Path) -> None:
         await stream.aclose()
 
     asyncio.run(main())
+
+
+def test_a_graphql_body_that_is_not_utf8_or_not_an_object_is_400(repo: Path) -> None:
+    """A body that is not UTF-8 (\\xff\\xfe: json.loads guessed UTF-16 and failed) or a JSON
+    value that is no object (null, 5, "x") was a 500 with a traceback in the log."""
+    with serving(repo, "--reports-every", "0") as srv, srv.client() as http:
+        for body in (b"\xff\xfe{", b"\x80{}", b"null", b"5", b'"x"', b"true"):
+            answer = http.post(
+                "/graphql", content=body, headers={"content-type": "application/json"}
+            )
+            assert answer.status_code == 400, (body, answer.status_code, answer.text[:200])
+        assert http.post("/graphql", json={"query": "{ status { total } }"}).status_code == 200
+        time.sleep(0.5)
+        assert "Traceback" not in srv.output(), srv.output()
