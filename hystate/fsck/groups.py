@@ -25,7 +25,10 @@ def queue_leftovers(ws: Workspace, repair: bool) -> list[Finding]:
     owner, stale = lock_status(lock_path) if lock_path.exists() else (None, True)
     leaderless = stale or owner is None  # no live leader: what is claimed is an orphan
     found = []
-    where = str(queue.dir.relative_to(ws.repo.root))
+    # the queue lives in the git directory, which may be outside the work tree (GIT_DIR,
+    # core.worktree): shown from the work tree when it is inside it
+    inside = queue.dir.is_relative_to(ws.repo.root)
+    where = str(queue.dir.relative_to(ws.repo.root) if inside else queue.dir)
     for rid in listing[".claimed"] if leaderless else []:
         found.append(Finding("group-commit", f"{where}/{rid}", "claimed by a leader that is gone"))
     for rid in listing[".req"]:

@@ -48,17 +48,9 @@ def remount(where: Path, option: str) -> None:
 def fill(where: Path) -> Path:
     """Fill the file system of ``where`` up (bytes): one filler file grown until ENOSPC."""
     filler = where / ".filler"
-    chunk = b"\0" * 65536
-    with open(filler, "ab") as fh:
-        while True:
-            try:
-                fh.write(chunk)
-                fh.flush()
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                break
-    for size in (4096, 512, 1):  # the last partial pages too
+    # unbuffered: a write that only partly fits writes what fits, and nothing is left in a
+    # buffer for close() to fail on
+    for size in (65536, 4096, 512, 1):  # the last partial pages too
         with open(filler, "ab", buffering=0) as fh:
             try:
                 while True:
