@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from hystate.cluster import journal
 from hystate.cluster.lease_refs import node_name
 from hystate.events.publisher import EventSettings
-from hystate.events.redis_streams import RedisStream
+from hystate.events.redis_streams import XADD_ENTRIES, RedisStream
 
 if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
@@ -25,26 +25,20 @@ if TYPE_CHECKING:
 SUFFIX = ":dropped"
 BATCH = 200  # drops per compare-and-swap append
 
-# KEYS: the drops stream, the cursor hash. ARGV: node, expected offset, new offset, width (fields
-# per drop), maxlen (0: none), then the drops' fields, name and value, width pairs each.
-_APPEND = """
+# KEYS: the drops stream, the cursor hash. ARGV: node, maxlen ('0': none), the new offset, the
+# fields per drop, the expected offset, then the drops' fields (name, value pairs).
+_APPEND = (
+    """
 local at = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
-if at ~= ARGV[2] then return {0, at} end
-local width = tonumber(ARGV[4]) * 2
-local i = 6
-while width > 0 and i + width - 1 <= #ARGV do
-  local args = {KEYS[1]}
-  if ARGV[5] ~= '0' then
-    args[#args + 1] = 'MAXLEN'; args[#args + 1] = '~'; args[#args + 1] = ARGV[5]
-  end
-  args[#args + 1] = '*'
-  for j = i, i + width - 1 do args[#args + 1] = ARGV[j] end
-  redis.call('XADD', unpack(args))
-  i = i + width
-end
+if at ~= ARGV[5] then return {0, at} end
+local last_id = ''
+"""
+    + XADD_ENTRIES
+    + """
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return {1, ARGV[3]}
 """
+)
 
 FIELDS = ("episode_id", "from", "to", "worker", "reason", "commit", "at", "node")
 
@@ -87,7 +81,7 @@ def publish(ws: Workspace, settings: EventSettings | None = None) -> int:
             ok, _now = stream.run_script(
                 _APPEND,
                 keys=[stream.stream, stream.cursor_key],
-                args=[node, at or "0", str(end), str(len(FIELDS)), str(settings.maxlen or 0)]
+                args=[node, str(settings.maxlen or 0), str(end), str(len(FIELDS)), at or "0"]
                 + [value for event in events for pair in event.items() for value in pair],
             )
             if ok:

@@ -23,11 +23,9 @@ from urllib.parse import urlsplit
 
 from hystate.core.errors import BrokerUnavailable, UsageError
 
-_APPEND = """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local last_id = ''
-if #last > 0 then last_id = last[1][1] end
-if last_id ~= ARGV[1] then return {0, last_id} end
+# XADD to KEYS[1] the entries in ARGV[6...], ARGV[4] fields each (name, value pairs), trimmed to
+# about ARGV[2] entries ('0': not trimmed); ``last_id`` is the last id added. A script's body.
+XADD_ENTRIES = """
 local width = tonumber(ARGV[4]) * 2
 local i = 6
 while width > 0 and i + width - 1 <= #ARGV do
@@ -40,6 +38,17 @@ while width > 0 and i + width - 1 <= #ARGV do
   last_id = redis.call('XADD', unpack(args))
   i = i + width
 end
+"""
+
+_APPEND = (
+    """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local last_id = ''
+if #last > 0 then last_id = last[1][1] end
+if last_id ~= ARGV[1] then return {0, last_id} end
+"""
+    + XADD_ENTRIES
+    + """
 if ARGV[3] ~= '' then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[2], 'last_id', last_id, 'tip', ARGV[3])
@@ -49,6 +58,7 @@ elseif ARGV[5] ~= '' then
 end
 return {1, last_id}
 """
+)
 
 Entry = tuple[str, dict[str, str]]
 

@@ -80,30 +80,7 @@ class BulkCommit:
 def read_back(repo: RepoBase, rel: str, sha: bytes) -> os.stat_result:
     """The stat data of work-tree file ``rel``, whose content must still have blob id ``sha``
     (read and hashed now); GitError when it does not: nothing is committed."""
-    try:
-        fd = os.open(repo.root / rel, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise GitError(f"{rel} cannot be read back for the commit: {exc.strerror}") from None
-    try:
-        before = os.fstat(fd)
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        after = os.fstat(fd)
-    finally:
-        os.close(fd)
-    same = (before.st_mtime_ns, before.st_ctime_ns, before.st_size) == (
-        after.st_mtime_ns,
-        after.st_ctime_ns,
-        after.st_size,
-    )
-    if not same or object_id(b"blob", b"".join(chunks)) != sha:
-        raise GitError(
-            f"{rel} was changed by someone else after hystate wrote it (git stash, restore or "
-            "checkout, or an editor): nothing committed, the file is left as it is",
-            hint="run the command again",
-        )
-    return before
+    return commit_mod.read_back(repo, rel, b"", lambda content: object_id(b"blob", content) == sha)
 
 
 def _store_with_git(repo: RepoBase, shas: dict[str, bytes]) -> None:

@@ -5,7 +5,7 @@ git must sign it or parse dates), HEAD moved compare-and-swap, all under ``index
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import GitError
@@ -56,12 +56,14 @@ def make_commit(
     return sha
 
 
-def read_back(repo: RepoBase, rel: str, data: bytes) -> os.stat_result:
-    """The stat data of the work-tree file ``rel``, which must hold exactly ``data`` (read and
-    compared now); GitError when it does not: nothing is committed."""
-    path = repo.root / rel
+def read_back(
+    repo: RepoBase, rel: str, data: bytes, same_as: Callable[[bytes], bool] | None = None
+) -> os.stat_result:
+    """The stat data of the work-tree file ``rel``, which must hold exactly ``data`` (or what
+    ``same_as`` accepts), read and compared now, unchanged while read; GitError when it does
+    not: nothing is committed."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(repo.root / rel, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
         raise GitError(f"{rel} cannot be read back for the commit: {exc.strerror}") from None
     try:
@@ -72,12 +74,13 @@ def read_back(repo: RepoBase, rel: str, data: bytes) -> os.stat_result:
         after = os.fstat(fd)
     finally:
         os.close(fd)
-    same = (before.st_mtime_ns, before.st_ctime_ns, before.st_size) == (
+    stable = (before.st_mtime_ns, before.st_ctime_ns, before.st_size) == (
         after.st_mtime_ns,
         after.st_ctime_ns,
         after.st_size,
     )
-    if not same or b"".join(chunks) != data:
+    content = b"".join(chunks)
+    if not stable or not (same_as(content) if same_as else content == data):
         raise GitError(
             f"{rel} was changed by someone else after hystate wrote it (git stash, restore or "
             "checkout, or an editor): nothing committed, the file is left as it is",

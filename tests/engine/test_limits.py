@@ -13,6 +13,7 @@ from hystate.core.errors import InvalidData, UsageError
 from hystate.engine.limits import LimitReached, room
 from hystate.manager import StateManager
 from tests.conftest import commits, git, run_hystate
+from tests.harness.orchestrators import replay_uploading
 
 LIMITS = "state_management:\n  limits:\n    uploading: {concurrency: 2, per_day: 3}\n"
 
@@ -143,21 +144,6 @@ def _uploader(root: str, number: int) -> None:
         idle = 0
         eid = got[0].episode.episode_id
         manager.update_state(eid, "uploaded", fields={"youtube.video_id": f"vid{eid[-6:]}"[:11]})
-
-
-def replay_uploading(repo: Path) -> tuple[int, int]:
-    """The most episodes ever in uploading at once, and the entries into it, from git log."""
-    log = git(repo, "log", "--reverse", "--format=%(trailers:key=Hystate-From,key=Hystate-To)")
-    running = most = entries = 0
-    for block in log.split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if fields.get("Hystate-To") == "uploading":
-            running += 1
-            entries += 1
-        if fields.get("Hystate-From") == "uploading":
-            running -= 1
-        most = max(most, running)
-    return most, entries
 
 
 @pytest.mark.slow

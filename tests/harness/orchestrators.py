@@ -1,5 +1,5 @@
 """What the Prefect and Airflow tests share: a repository configured for a test, the episodes
-it keeps, and the upload limit replayed from the commits' trailers."""
+it keeps, and the upload limit replayed from the commits' trailers (the limits tests too)."""
 
 from __future__ import annotations
 
