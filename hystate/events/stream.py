@@ -186,10 +186,7 @@ def follow(
                     publisher.pending.unlink(missing_ok=True)
                     result = publisher.publish(lock_wait=ws.config.lock_timeout)
                 except BrokerUnavailable as exc:
-                    if down_since is None:
-                        down_since = time.monotonic()
-                        report(f"{exc}; retrying")
-                    wait = min(wait * 2, 5.0)
+                    down_since, wait = _broker_down(exc, down_since, wait, report)
                 else:
                     if down_since is not None:
                         report("event broker reachable again")
@@ -203,10 +200,7 @@ def follow(
                 try:
                     sent = drops.publish(ws, settings)
                 except BrokerUnavailable as exc:
-                    if down_since is None:
-                        down_since = time.monotonic()
-                        report(f"{exc}; retrying")
-                    wait = min(wait * 2, 5.0)
+                    down_since, wait = _broker_down(exc, down_since, wait, report)
                 else:
                     journal_size = size
                     if sent:
@@ -215,6 +209,16 @@ def follow(
     finally:
         publisher.close()
         daemon.release()
+
+
+def _broker_down(
+    exc: BrokerUnavailable, since: float | None, wait: float, report: Callable[[str], None]
+) -> tuple[float, float]:
+    """(down since, the next wait): said once an outage, the wait doubling up to 5 s."""
+    if since is None:
+        report(f"{exc}; retrying")
+        since = time.monotonic()
+    return since, min(wait * 2, 5.0)
 
 
 def _sleep(seconds: float, stop: Callable[[], bool]) -> None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from hystate.core.errors import GitError
 from hystate.git import commit as commit_mod
 from hystate.git import hooks
 from hystate.git import index as index_mod
-from hystate.git.objects import EXEC_MODE, FILE_MODE, object_id
+from hystate.git.objects import object_id
 
 if TYPE_CHECKING:
     from hystate.git.base import RepoBase
@@ -59,8 +58,8 @@ class BulkCommit:
         with repo.index_lock() as lock:
             stats = {rel: read_back(repo, rel, sha) for rel, sha in self.shas.items()}
             if not (self.stored and repo.plain_attributes(self.shas)):
-                _store_with_git(repo, self.shas)
-            entries = _entries(repo, self.shas)
+                commit_mod.store_with_git(repo, self.shas)
+            entries = commit_mod.with_modes(repo, self.shas)
             updates = [
                 index_mod.Update(rel.encode(), sha, int(mode, 8), stats.pop(rel))
                 for rel, (mode, sha) in entries.items()
@@ -81,31 +80,3 @@ def read_back(repo: RepoBase, rel: str, sha: bytes) -> os.stat_result:
     """The stat data of work-tree file ``rel``, whose content must still have blob id ``sha``
     (read and hashed now); GitError when it does not: nothing is committed."""
     return commit_mod.read_back(repo, rel, b"", lambda content: object_id(b"blob", content) == sha)
-
-
-def _store_with_git(repo: RepoBase, shas: dict[str, bytes]) -> None:
-    """``git hash-object -w`` of every file (git's attributes applied): refused when git would
-    store any of them other than as written."""
-    stored = commit_mod._hash_with_git(repo, list(shas), write=True)
-    for rel, sha in shas.items():
-        if stored[rel] != sha:
-            raise GitError(
-                f"git's attributes would store {rel} other than as written (a filter, "
-                "ident or working-tree-encoding applies to it): refused, so HEAD never "
-                "holds a state hystate cannot read back",
-                hint="remove that attribute for the state files (`hystate init` pins them)",
-            )
-
-
-def _entries(repo: RepoBase, shas: dict[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
-    """(mode, blob sha) of each file as ``git add`` would store it."""
-    head = repo.head_tree() if not repo.settings.trust_file_mode() else None
-    entries = {}
-    for rel, sha in shas.items():
-        if head is None:
-            executable = os.stat(repo.root / rel).st_mode & 0o100
-        else:
-            old = repo.objects.lookup(head, rel)
-            executable = old is not None and old[0] == EXEC_MODE
-        entries[rel] = (EXEC_MODE if executable else FILE_MODE, sha)
-    return entries

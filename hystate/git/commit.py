@@ -102,15 +102,28 @@ def _entries(repo: RepoBase, files: Mapping[str, bytes]) -> dict[str, tuple[byte
     if repo.plain_attributes(files):
         shas = {rel: repo.objects.write(b"blob", data) for rel, data in files.items()}
     else:
-        shas = _hash_with_git(repo, list(files), write=True)
-        for rel, data in files.items():
-            if shas[rel] != object_id(b"blob", data):
-                raise GitError(
-                    f"git's attributes would store {rel} other than as written (a filter, "
-                    "ident or working-tree-encoding applies to it): refused, so HEAD never "
-                    "holds a state hystate cannot read back",
-                    hint="remove that attribute for the state files (`hystate init` pins them)",
-                )
+        shas = {rel: object_id(b"blob", data) for rel, data in files.items()}
+        store_with_git(repo, shas)
+    return with_modes(repo, shas)
+
+
+def store_with_git(repo: RepoBase, shas: Mapping[str, bytes]) -> None:
+    """``git hash-object -w`` of every file (git's attributes applied): refused when git would
+    store any of them other than as written (blob ids ``shas``)."""
+    stored = _hash_with_git(repo, list(shas), write=True)
+    for rel, sha in shas.items():
+        if stored[rel] != sha:
+            raise GitError(
+                f"git's attributes would store {rel} other than as written (a filter, "
+                "ident or working-tree-encoding applies to it): refused, so HEAD never "
+                "holds a state hystate cannot read back",
+                hint="remove that attribute for the state files (`hystate init` pins them)",
+            )
+
+
+def with_modes(repo: RepoBase, shas: Mapping[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
+    """(mode, blob sha) of each file: its executable bit as ``git add`` keeps it (from the
+    file, or from HEAD's tree where core.fileMode is false)."""
     head = repo.head_tree() if not repo.settings.trust_file_mode() else None
     entries = {}
     for rel, sha in shas.items():
