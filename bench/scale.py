@@ -161,8 +161,9 @@ def one_size(n: int, runs: int, tmp: Path) -> dict[str, Any]:
     claimed = json.loads(stdout_of([exe, "list", "--stage", "downloading", "--json"], root))
     say("one transition, then status")
     for episode in claimed[:runs]:
+        lease = episode["history"][-1]["lease"]  # the claim's token: only its holder finishes
         advance = [exe, "advance", episode["episode_id"], "downloaded", "--worker", "bench",
-                   "--set", "files.audio_file=audio/x.mp3"]  # fmt: skip
+                   "--lease", lease, "--set", "files.audio_file=audio/x.mp3"]  # fmt: skip
         moved: dict[str, Any] = {}
         best(moved, "advance", advance, root)
         best(moved, "status_after_transition", [exe, "status"], root)
