@@ -30,6 +30,7 @@ from typing import Any
 import docfile
 from common import emit, isolate_git, machine
 
+from hystate.engine import grouping
 from hystate.engine.catalog import read_records
 from hystate.events import stream as events
 from hystate.git import GitRepo
@@ -102,15 +103,22 @@ class Walker:
     def __init__(self, manager: StateManager, ids: list[str]) -> None:
         self.manager, self.ids, self.n = manager, ids, 0
         self.committed: dict[str, float] = {}
-        original = GitRepo.commit
+        original, grouped = GitRepo.commit, grouping.commit
 
         def timed(repo: GitRepo, files: Any, message: str) -> str | None:
-            sha = original(repo, files, message)
-            if sha:
-                self.committed[sha] = time.time()
-            return sha
+            return self._moved(original(repo, files, message))
+
+        def timed_group(*args: Any) -> str | None:  # a lone worker leads its own group
+            return self._moved(grouped(*args))
 
         GitRepo.commit = timed  # type: ignore[method-assign]
+        grouping.commit = timed_group
+
+    def _moved(self, sha: str | None) -> str | None:
+        """When HEAD moved to ``sha``: the start of a publish's latency."""
+        if sha:
+            self.committed[sha] = time.time()
+        return sha
 
     def _next(self) -> tuple[str, str, dict[str, Any]]:
         eid = self.ids[self.n % len(self.ids)]

@@ -21,7 +21,7 @@ from common import emit, isolate_git, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fault_harness import check_sound, run_faults
+from tests.harness.faults import check_sound, run_faults
 
 from hystate.manager import StateManager
 

@@ -23,7 +23,7 @@ from common import emit, isolate_git, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.person_harness import HYSTATE, build, check_person, run_person
+from tests.harness.person import HYSTATE, build, check_person, run_person
 
 
 def hook_ms(repo: Path, runs: int = 7) -> float:

@@ -1,4 +1,4 @@
-"""Back-test of hystate's predictions (hystate/predict.py): train on the first part of a
+"""Back-test of hystate's predictions (hystate/reports/forecast.py): train on the first part of a
 migration's history, predict the rest, measure the error.
 
 The history is the demo's pipeline (hystate.demo: its catalog set-up, its errors, its 10%
