@@ -87,7 +87,7 @@ def main() -> None:
     run(
         "events.py", *(["--episodes", "200", "--transitions", "500"] if args.quick else []), "--doc"
     )
-    run("sync.py", *(["--claims", "20", "--parallel-seconds", "8"] if args.quick else []), "--doc")
+    run("sync.py", *(["--claims", "20", "--seconds", "8"] if args.quick else []), "--doc")
     print(f"wrote {docfile.DOC}", file=sys.stderr)
 
 
