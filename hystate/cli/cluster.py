@@ -50,7 +50,8 @@ def sync(opts: Options, remote: str | None, as_json: bool) -> None:
         echo(f"dropped  {what}: {row['reason']}")
     echo(
         f"{report.remote}/{report.branch} at {str(report.head)[:12]}: {len(report.pushed)} pushed, "
-        f"{len(report.replayed)} replayed, {len(report.dropped)} dropped",
+        f"{len(report.replayed)} replayed, {len(report.dropped)} dropped"
+        + (f", {len(report.mended)} mended" if report.mended else ""),
         err=True,
     )
 

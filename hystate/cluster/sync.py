@@ -24,12 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hystate.cluster import journal, lease_refs
+from hystate.cluster import in_the_way, journal, lease_refs
 from hystate.cluster.replay import Dropped, Move, capped, resolve
 from hystate.core.errors import GitError, LockBusy, UsageError
 from hystate.core.locks import StateLock
-from hystate.core.model import ID_PATTERN
-from hystate.core.store import is_episode_path
 from hystate.engine import limits
 from hystate.git import audit, checkout
 from hystate.git import remote as gr
@@ -61,6 +59,7 @@ class Report:
     pushed: list[dict[str, Any]] = field(default_factory=list)
     replayed: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[dict[str, Any]] = field(default_factory=list)
+    mended: list[dict[str, Any]] = field(default_factory=list)  # dead processes' writes
     rounds: int = 0
     landed: bool = False  # a push of this sync landed (not in as_dict: `pushed` says what)
 
@@ -73,6 +72,7 @@ class Report:
             "pushed": self.pushed,
             "replayed": self.replayed,
             "dropped": self.dropped,
+            "mended": self.mended,
         }
 
 
@@ -210,12 +210,20 @@ def move_forward(ws: Workspace, tip: str | None, report: Report, withdraw: froze
             raise GitError("nothing to build on: the remote branch is empty and no commit is local")
         new_tree = repo.objects.commit_tree(bytes.fromhex(new))
         changed = repo.objects.diff(repo.head_tree(head), new_tree)
-        _refuse_local_files(ws, new_tree, changed)
+        in_the_way.refuse_local_files(ws, new_tree, changed)
         try:
-            with _episode_locks(ws, changed), ws.repo_lock():
-                checkout.fast_forward(repo, head, new, f"replayed {len(replayed)} on {tip[:12]}")
+            with in_the_way.episode_locks(ws, changed) as stale:
+                # a dead process's uncommitted write would stop git's checkout: mended first
+                mended = in_the_way.mend(ws, stale)
+                if not mended:
+                    with ws.repo_lock():
+                        reason = f"replayed {len(replayed)} on {tip[:12]}"
+                        checkout.fast_forward(repo, head, new, reason)
         except StaleHead:
             continue  # a transition of this node committed meanwhile: replay it too
+        if mended:
+            report.mended += mended
+            continue  # replayed again, with what was committed for the dead process
         report.replayed += replayed
         report.dropped += dropped
         ws.refresh_once = False
@@ -236,48 +244,6 @@ def _descends(repo: Any, head: str, tip: str) -> bool:
             break
         sha = parents[0]
     return gr.is_ancestor(repo, tip, head)
-
-
-def _refuse_local_files(ws: Workspace, tree: bytes, paths: list[str]) -> None:
-    """A branch that tracks what hystate keeps local in the state folder (its locks, its
-    temporary files) is not checked out: a node would honour such a lock (every transition of
-    the episode, or every sync, busy for good) or delete such a file."""
-    prefix = ws.rel_state_dir.rstrip("/") + "/"
-    for path in paths:
-        inner = path[len(prefix) :] if path.startswith(prefix) else None
-        name = path.rpartition("/")[2]
-        if inner is None or ws.repo.objects.lookup(tree, path) is None:
-            continue
-        if inner.startswith(".locks/") or (name.startswith(".") and name.endswith(".tmp")):
-            raise GitError(
-                f"the remote's branch tracks {capped(path, 120)}: hystate's locks and "
-                "temporary files are never committed",
-                hint="`git rm --cached` it on the branch, then sync again",
-            )
-
-
-@contextmanager
-def _episode_locks(ws: Workspace, paths: list[str]) -> Iterator[None]:
-    prefix = ws.rel_state_dir.rstrip("/") + "/"
-    ids = sorted(
-        {
-            p.rpartition("/")[2][:-5]
-            for p in paths
-            if p.startswith(prefix)
-            and is_episode_path(p[len(prefix) :])
-            and ID_PATTERN.fullmatch(p.rpartition("/")[2][:-5])
-        }
-    )  # only names that can be episodes: a remote's `_sync.yaml` must not take the sync lock
-    held: list[StateLock] = []
-    try:
-        for eid in ids:
-            lock = ws.episode_lock(eid)
-            lock.acquire()
-            held.append(lock)
-        yield
-    finally:
-        for lock in reversed(held):
-            lock.release()
 
 
 def replay(

@@ -136,6 +136,7 @@ class StateLock:
         self.path = Path(path)
         self.timeout = timeout
         self.held = False
+        self.broke_stale = False  # this acquire removed the lock of a process that is gone
 
     @contextmanager
     def episode_lock(self, episode_id: str) -> Iterator[StateLock]:
@@ -239,6 +240,7 @@ class StateLock:
         try:
             if _is_stale(self.path):
                 self.path.unlink(missing_ok=True)
+                self.broke_stale = True
             return True
         finally:
             breaker.unlink(missing_ok=True)

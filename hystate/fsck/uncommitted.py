@@ -46,6 +46,13 @@ def uncommitted(ws: Workspace, repair: bool, earlier: list[Finding]) -> list[Fin
     return found
 
 
+def mend(ws: Workspace, rel: str) -> Finding:
+    """Repair the uncommitted episode file ``rel`` as ``fsck --repair`` does (committed as the
+    transition it is, or the committed version put back); the caller holds its episode lock
+    and not the repository lock."""
+    return _judge(ws, ws.repo.root / rel, rel, True)
+
+
 def _judge(ws: Workspace, path: Path, rel: str, repair: bool) -> Finding:
     repo, store = ws.repo, ws.store
     committed_sha = repo.head_blob(rel)

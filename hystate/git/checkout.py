@@ -56,7 +56,8 @@ def fast_forward(repo: GitRepo, old: Head, new: str, reason: str) -> None:
             raise GitError(
                 f"cannot move the checkout to the remote's state: {exc.message}",
                 hint=(
-                    "commit or stash your changes to those files, then sync again"
+                    "commit or stash your changes to those files, then sync again; "
+                    "`hystate fsck --repair` mends what a dead hystate process left there"
                     if local
                     else "git will not check that commit out here: mend the remote's branch"
                 ),
