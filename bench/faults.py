@@ -21,9 +21,8 @@ from common import emit, isolate_git, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness.faults import check_sound, run_faults
-
 from hystate.manager import StateManager
+from tests.harness.faults import check_sound, run_faults
 
 
 def main() -> None:

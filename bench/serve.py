@@ -33,10 +33,10 @@ from common import _tree_rss_kb, build_repo, emit, episode_ids, isolate_git, mac
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
-from tests.harness.serve import free_port
-from tests.serve.test_serve_browser import CHROMIUM, FLAGS
 
 from hystate.manager import StateManager
+from tests.harness.serve import free_port
+from tests.serve.test_serve_browser import CHROMIUM, FLAGS
 
 
 def discovered(n: int) -> list[str]:

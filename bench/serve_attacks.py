@@ -28,6 +28,7 @@ from common import build_repo, emit, episode_ids, git, isolate_git, machine
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+
 from tests.harness.serve import HYSTATE, free_port
 
 
