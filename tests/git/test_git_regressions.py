@@ -641,3 +641,34 @@ def test_fsck_repair_keeps_gits_own_in_flight_object_files(one: tuple[Path, str,
 
     assert done.returncode in (0, 1), done.stderr
     assert tmp.exists(), "fsck --repair deleted a git process's in-flight object file"
+
+
+def test_the_tree_of_a_large_commit_is_read_from_its_start(tmp_path: Path) -> None:
+    """A discovery's commit lists every new episode (megabytes at 100,000): only its first line
+    is inflated to find the tree; a packed commit and a corrupt loose one are read as before."""
+    from hystate.core.errors import GitError
+    from hystate.git import GitRepo
+
+    repo_dir = tmp_path / "r"
+    git(tmp_path, "init", "-q", "-b", "main", str(repo_dir))
+    git(repo_dir, "config", "user.name", "t")
+    git(repo_dir, "config", "user.email", "t@example.com")
+    (repo_dir / "f").write_text("x\n")
+    git(repo_dir, "add", "f")
+    body = "".join(f"hy0_hooting_yard_{i:06d}\n" for i in range(60_000))  # ~1.4 MB
+    message = tmp_path / "message"
+    message.write_text("discover: 60000 new episodes\n\n" + body)
+    git(repo_dir, "commit", "-q", "-F", str(message))
+    head, tree = git(repo_dir, "rev-parse", "HEAD", "HEAD^{tree}").split()
+    assert GitRepo.discover(repo_dir).objects.commit_tree(bytes.fromhex(head)).hex() == tree
+    loose = repo_dir / ".git" / "objects" / head[:2] / head[2:]
+    git(repo_dir, "gc", "-q")
+    assert not loose.exists()
+    assert GitRepo.discover(repo_dir).objects.commit_tree(bytes.fromhex(head)).hex() == tree
+    git(repo_dir, "commit", "-q", "--allow-empty", "-m", "another")
+    second = git(repo_dir, "rev-parse", "HEAD").strip()
+    path = repo_dir / ".git" / "objects" / second[:2] / second[2:]
+    path.chmod(0o644)
+    path.write_bytes(b"not zlib at all")
+    with pytest.raises(GitError, match="corrupt loose object"):
+        GitRepo.discover(repo_dir).objects.commit_tree(bytes.fromhex(second))
