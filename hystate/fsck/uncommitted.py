@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hystate.core import yamlio
-from hystate.core.errors import LockBusy
+from hystate.core.errors import CannotWrite, LockBusy
 from hystate.core.model import EpisodeState, ProcessingStage
 from hystate.core.paths import NotRegularFile, read_bytes, write_atomic
 from hystate.core.rules import legal_move
@@ -43,6 +43,10 @@ def uncommitted(ws: Workspace, repair: bool, earlier: list[Finding]) -> list[Fin
                 found.append(_judge(ws, path, rel, repair))
         except LockBusy:
             found.append(Finding("uncommitted", rel, "being changed by a live process; left alone"))
+        except CannotWrite:  # a read-only (or full) disk takes no lock: nothing writes there
+            if repair:
+                raise
+            found.append(_judge(ws, path, rel, False))
     return found
 
 

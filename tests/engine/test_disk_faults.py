@@ -113,6 +113,16 @@ def test_reads_work_on_a_read_only_repository(tmp_path: Path, repo: Path) -> Non
         line = refused.stderr.strip()
         assert "\n" not in line and "read-only" in line.lower() and str(clone) in line, line
         remount(mount, "rw")
+        # an uncommitted file (a process died before its commit) is found, not an error
+        path = next((clone / "processed").rglob(f"{eid}.yaml"))
+        path.write_bytes(path.read_bytes().replace(b"title: ", b"title: (edited) ", 1))
+        remount(mount, "ro")
+        found = hystate(clone, "fsck")
+        assert found.returncode == 1, found.stderr
+        assert f"uncommitted    processed/{path.parent.name}/{path.name}: " in found.stdout
+        repair = hystate(clone, "fsck", "--repair")
+        assert repair.returncode == 7 and "read-only" in repair.stderr.lower(), repair.stderr
+        remount(mount, "rw")
 
 
 def test_a_full_disk_names_the_file_the_cause_and_the_way_out(tmp_path: Path, repo: Path) -> None:
