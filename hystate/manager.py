@@ -51,6 +51,7 @@ class StateManager(Workspace):
         wired.acknowledge.append(_acknowledge)  # sync.push: each: on the remote, or pending
         wired.lease_sources.append(_lease_source)
         wired.dropped.append(_dropped)  # a sync dropped pending transitions: on the event stream
+        wired.orphaned.append(_orphaned)  # a dead process's uncommitted write, as fsck --repair
 
     # -- handing out work ------------------------------------------------------------------
 
@@ -304,6 +305,12 @@ def _dropped(ws: Workspace) -> None:
         from hystate.events import drops
 
         drops.after_drops(ws)
+
+
+def _orphaned(ws: Workspace, episode_id: str) -> dict[str, Any] | None:
+    from hystate.fsck import uncommitted
+
+    return uncommitted.mend_orphan(ws, episode_id)
 
 
 def _acknowledge(ws: Workspace, result: TransitionResult) -> TransitionResult:

@@ -4,15 +4,12 @@
 - The episodes the move changes are locked while it runs, so no transition of this node is
   half way through one.
 - A dead process's uncommitted write. A worker killed between writing an episode file and its
-  commit leaves the file changed and its episode lock behind (a lock whose owner is gone). When
-  the remote changed that episode too, git's checkout refuses to overwrite the file ("not
-  uptodate"), and every later sync of the node (its claims included) would stop there until a
-  person ran ``hystate fsck --repair``. So when the move broke such a lock to take the episode,
-  it first mends the file exactly as ``fsck --repair`` would (``fsck.uncommitted.mend``): a
-  valid, legal transition is committed as the transition it is (the replay then keeps it, or
-  drops it and tells its worker, like any pending transition); anything else is put back to the
-  committed version and kept under ``.git/hystate-lost/``. A changed file with no stale lock on
-  it (a person's edit, a lock removed by hand) is never touched: the sync stops and says so.
+  commit leaves the file changed and its episode lock behind. Whoever takes that lock next (a
+  claim, a transition, this move) mends the file first, as ``fsck --repair`` would
+  (``engine.workspace.EpisodeLock``, ``fsck.uncommitted.mend_orphan``); the move then starts
+  again with what was committed (the replay keeps it, or drops it and tells its worker, like
+  any pending transition). A changed file with no dead process's lock on it (a person's edit)
+  is never touched: git's checkout refuses it and the sync stops, the file named.
 """
 
 from __future__ import annotations
@@ -25,10 +22,7 @@ from hystate.cluster.replay import capped
 from hystate.core.errors import GitError
 from hystate.core.locks import StateLock
 from hystate.core.model import ID_PATTERN
-from hystate.core.paths import NotRegularFile, read_bytes
 from hystate.core.store import is_episode_path
-from hystate.fsck.uncommitted import mend as mend_file
-from hystate.git.objects import object_id
 
 if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
@@ -53,9 +47,9 @@ def refuse_local_files(ws: Workspace, tree: bytes, paths: list[str]) -> None:
 
 
 @contextmanager
-def episode_locks(ws: Workspace, paths: list[str]) -> Iterator[list[str]]:
-    """Hold the episode locks of ``paths``; yields those of ``paths`` whose lock was left by a
-    process that is gone (broken to take it)."""
+def episode_locks(ws: Workspace, paths: list[str]) -> Iterator[list[dict[str, Any]]]:
+    """Hold the episode locks of ``paths``; yields what taking them mended (a lock left by a
+    process that is gone: what that process left, ``engine.workspace.EpisodeLock``)."""
     prefix = ws.rel_state_dir.rstrip("/") + "/"
     ids = sorted(
         {
@@ -72,35 +66,7 @@ def episode_locks(ws: Workspace, paths: list[str]) -> Iterator[list[str]]:
             lock = ws.episode_lock(eid)
             lock.acquire()
             held.append(lock)
-        stale = {lock.path.name[: -len(".lock")] for lock in held if lock.broke_stale}
-        yield [p for p in paths if p.startswith(prefix) and p.rpartition("/")[2][:-5] in stale]
+        yield [row for lock in held for row in getattr(lock, "mended", ())]
     finally:
         for lock in reversed(held):
             lock.release()
-
-
-def mend(ws: Workspace, rels: list[str]) -> list[dict[str, Any]]:
-    """Mend the files of ``rels`` (episode files whose stale lock the caller broke and holds)
-    that differ from HEAD; a row for each file mended, each also told on stderr."""
-    rows = []
-    for rel in rels:
-        if not _differs(ws, rel):
-            continue
-        finding = mend_file(ws, rel)
-        rows.append({"path": rel, "found": finding.message, "action": finding.action})
-        ws.notice(
-            f"{rel}: written by a process that died before its commit "
-            f"({finding.message}): {finding.action}"
-        )
-    return rows
-
-
-def _differs(ws: Workspace, rel: str) -> bool:
-    committed = ws.repo.head_blob(rel)
-    try:
-        raw = read_bytes(ws.repo.root / rel)
-    except FileNotFoundError:
-        return committed is not None
-    except NotRegularFile:
-        return True
-    return object_id(b"blob", raw) != committed

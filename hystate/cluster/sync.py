@@ -212,10 +212,8 @@ def move_forward(ws: Workspace, tip: str | None, report: Report, withdraw: froze
         changed = repo.objects.diff(repo.head_tree(head), new_tree)
         in_the_way.refuse_local_files(ws, new_tree, changed)
         try:
-            with in_the_way.episode_locks(ws, changed) as stale:
-                # a dead process's uncommitted write would stop git's checkout: mended first
-                mended = in_the_way.mend(ws, stale)
-                if not mended:
+            with in_the_way.episode_locks(ws, changed) as mended:
+                if not mended:  # (a dead process's write mended: HEAD moved, replay again)
                     with ws.repo_lock():
                         reason = f"replayed {len(replayed)} on {tip[:12]}"
                         checkout.fast_forward(repo, head, new, reason)

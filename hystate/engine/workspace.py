@@ -62,6 +62,29 @@ class Subscribers:
     acknowledge: list[Callable[[Workspace, Any], Any]] = field(default_factory=list)
     # after a sync journaled transitions of this node that it had to drop
     dropped: list[Callable[[Workspace], None]] = field(default_factory=list)
+    # an episode's lock was just taken from a process that is gone, before anything reads the
+    # file: what that process left (a write it never committed) is mended; a row saying how
+    orphaned: list[Callable[[Workspace, str], dict[str, Any] | None]] = field(default_factory=list)
+
+
+class EpisodeLock(StateLock):
+    """An episode's lock. Taken from a process that died holding it, what that process left is
+    mended first (``Subscribers.orphaned``), so no reader builds on, and no sync trips over, a
+    write nobody committed; ``mended`` says what was done."""
+
+    def __init__(self, path: Path, timeout: float, on_stale: Callable[[], list[Any]]) -> None:
+        super().__init__(path, timeout=timeout)
+        self._on_stale = on_stale
+        self.mended: list[dict[str, Any]] = []
+
+    def acquire(self) -> None:
+        super().acquire()
+        if self.broke_stale:
+            try:
+                self.mended = [row for row in self._on_stale() if row is not None]
+            except BaseException:
+                self.release()
+                raise
 
 
 class Workspace:
@@ -164,9 +187,18 @@ class Workspace:
 
     # -- locks -----------------------------------------------------------------------------
 
-    def episode_lock(self, episode_id: str, timeout: float | None = None) -> StateLock:
+    def episode_lock(
+        self, episode_id: str, timeout: float | None = None, *, mend: bool = True
+    ) -> StateLock:
+        """``mend``: taken from a dead process, what it left is mended (``EpisodeLock``); fsck
+        passes False, it judges such files itself."""
         wait = self.config.lock_timeout if timeout is None else timeout
-        return StateLock(self.locks_dir / f"{episode_id}.lock", timeout=wait)
+        path = self.locks_dir / f"{episode_id}.lock"
+        if not mend or not self.subscribers.orphaned:
+            return StateLock(path, timeout=wait)
+        return EpisodeLock(
+            path, wait, lambda: [m(self, episode_id) for m in self.subscribers.orphaned]
+        )
 
     def repo_lock(self) -> StateLock:
         return StateLock(self.locks_dir / REPO_LOCK, timeout=self.config.lock_timeout)

@@ -163,7 +163,7 @@ def reapply(ws: Workspace, revert: Revert) -> tuple[bool, str]:
     must hold the version before the revert (as the workers left it) or the reverted one."""
     repo = ws.repo
     episode_id = PurePosixPath(revert.path).stem
-    with ws.episode_lock(episode_id, timeout=2):
+    with ws.episode_lock(episode_id, timeout=2, mend=False):
         head = repo.head_blob(revert.path)
         if head is None or head.hex() != revert.after:
             return False, "changed meanwhile; left alone"

@@ -104,7 +104,7 @@ def reapply(ws: Workspace) -> list[Finding]:
             continue
         path = repo.root / rel
         try:
-            with ws.episode_lock(path.stem, timeout=2):
+            with ws.episode_lock(path.stem, timeout=2, mend=False):
                 committed_sha = repo.head_blob(rel)
                 committed = repo.objects.read(committed_sha)[1] if committed_sha else None
                 raw = read_bytes(path)

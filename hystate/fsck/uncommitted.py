@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hystate.core import yamlio
 from hystate.core.errors import CannotWrite, LockBusy
@@ -39,7 +39,7 @@ def uncommitted(ws: Workspace, repair: bool, earlier: list[Finding]) -> list[Fin
             continue
         path = ws.repo.root / rel
         try:
-            with ws.episode_lock(path.stem, timeout=0 if not repair else 2):
+            with ws.episode_lock(path.stem, timeout=0 if not repair else 2, mend=False):
                 found.append(_judge(ws, path, rel, repair))
         except LockBusy:
             found.append(Finding("uncommitted", rel, "being changed by a live process; left alone"))
@@ -50,11 +50,35 @@ def uncommitted(ws: Workspace, repair: bool, earlier: list[Finding]) -> list[Fin
     return found
 
 
-def mend(ws: Workspace, rel: str) -> Finding:
-    """Repair the uncommitted episode file ``rel`` as ``fsck --repair`` does (committed as the
-    transition it is, or the committed version put back); the caller holds its episode lock
-    and not the repository lock."""
-    return _judge(ws, ws.repo.root / rel, rel, True)
+def mend_orphan(ws: Workspace, episode_id: str) -> dict[str, Any] | None:
+    """The episode's lock was just taken from a process that died holding it: a write of that
+    process that never reached HEAD is repaired as ``fsck --repair`` repairs it (committed as
+    the transition it is, or the committed version put back and the file kept under
+    ``.git/hystate-lost/``), and told. The caller holds the episode lock, not the repository
+    lock. None when the file is as HEAD has it."""
+    path = ws.store.find(episode_id)
+    if path is None:
+        return None
+    rel = ws.repo.relpath(path)
+    if not _differs(ws, path, rel):
+        return None
+    finding = _judge(ws, path, rel, True)
+    ws.notice(
+        f"{rel}: written by a process that died before its commit ({finding.message}): "
+        f"{finding.action}"
+    )
+    return {"path": rel, "found": finding.message, "action": finding.action}
+
+
+def _differs(ws: Workspace, path: Path, rel: str) -> bool:
+    committed = ws.repo.head_blob(rel)
+    try:
+        raw = read_bytes(path)
+    except FileNotFoundError:
+        return committed is not None
+    except NotRegularFile:
+        return True
+    return object_id(b"blob", raw) != committed
 
 
 def _judge(ws: Workspace, path: Path, rel: str, repair: bool) -> Finding:

@@ -134,3 +134,25 @@ def test_a_persons_edit_is_never_mended(server: GitServer, nodes: list[Path]) ->
     assert "not uptodate" in proc.stderr and "fsck --repair" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert path.read_bytes() == edited
+
+
+def test_whoever_takes_the_dead_processs_lock_next_mends_its_write(
+    server: GitServer, nodes: list[Path], tmp_path: Path
+) -> None:
+    a, b = nodes
+    eid = sorted(p.stem for p in StateManager(cwd=a).store.iter_paths())[0]
+    killed_mid_commit(a, tmp_path, "advance", eid, "skipped", "--worker", "wa")
+    # another worker of the node takes the episode's lock first: it mends, then judges its own
+    # move on the committed state (skipped: its move no longer applies)
+    late = run_hystate(a, "advance", eid, "downloading", "--worker", "wc")
+    assert late.returncode == 3, late.stderr
+    assert "died before its commit" in late.stderr and "committed as" in late.stderr
+    assert git(a, "status", "--porcelain", "--untracked-files=no") == ""
+    assert StateManager(cwd=a).episode(eid).stage.value == "skipped"
+    # the remote meanwhile moved it: the node's sync drops the dead worker's step and goes on
+    assert run_hystate(b, "advance", eid, "downloading", "--worker", "wb").returncode == 0
+    assert run_hystate(b, "sync").returncode == 0
+    proc = run_hystate(a, "sync", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [d["worker"] for d in json.loads(proc.stdout)["dropped"]] == ["wa"]
+    fsck_clean(a)
