@@ -129,7 +129,12 @@ def test_year_folders_listed_again_when_the_state_folder_changes(
     store = EpisodeStore(state, tmp_path)
     assert store.year_dirs() == [state / "2004"]
     assert store.find("a") == state / "2004" / "a.yaml"
-    later_change(state, lambda: (state / "2005").mkdir(exist_ok=True))
+
+    def add_year() -> None:
+        (state / "2005").mkdir(exist_ok=True)
+        os.utime(state)  # the ctime moves on, if the mkdir fell in the same tick
+
+    later_change(state, add_year)
     (state / "2005" / "b.yaml").write_bytes(b"x")
     assert store.year_dirs() == [state / "2004", state / "2005"]
     assert store.find("b") == state / "2005" / "b.yaml"

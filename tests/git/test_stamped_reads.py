@@ -63,7 +63,7 @@ def test_attributes_changed_between_two_transitions(repo: Path, settled_now: Non
     rewrite_elsewhere(attributes, b"  text ", b" -text ")
     assert manager.repo.plain_attributes([rel])
     # a .gitattributes deeper down, and info/attributes, are looked at each time too
-    deeper = Path(manager.path_of(ids[1])).parent / ".gitattributes"
+    deeper = repo / rel.rpartition("/")[0] / ".gitattributes"
     deeper.write_text("*.yaml filter=lfs\n")
     assert not manager.repo.plain_attributes([rel])
     deeper.unlink()
