@@ -151,7 +151,6 @@ class StateLock:
             lock.release()
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.timeout
         delay = 0.002
         while True:
@@ -193,12 +192,16 @@ class StateLock:
             hint="remove it by hand once you know what it is",
         )
 
-    def _try_create(self) -> bool:
+    def _try_create(self, made: bool = False) -> bool:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        except OSError as exc:  # a read-only or full file system, no permission: the repository's
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and not made:
+                self.path.parent.mkdir(parents=True, exist_ok=True)  # made on first use
+                return self._try_create(made=True)
+            # a read-only or full file system, no permission: the repository's
             if is_cannot_write(exc):
                 raise cannot_write(exc, shown(str(self.path)), "make the lock") from exc
             raise GitError(

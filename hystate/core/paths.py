@@ -71,10 +71,9 @@ def read_bytes(path: Path, limit: int | None = None) -> bytes:
 def ensure_dir(base: Path, path: Path, *, error: type[HystateError] = InvalidData) -> Path:
     """Make folder ``path`` (under the trusted folder ``base``) one level at a time; refuse when
     any level is a symlink or not a folder, so nothing is ever written through a link."""
-    rel = path.relative_to(base)
-    here = base
-    for part in rel.parts:
-        here = here / part
+    here, parts = _levels(base, path)
+    for part in parts:
+        here = f"{here}/{part}"
         try:
             info = os.lstat(here)
         except FileNotFoundError:
@@ -85,8 +84,8 @@ def ensure_dir(base: Path, path: Path, *, error: type[HystateError] = InvalidDat
             info = os.lstat(here)
         if not stat.S_ISDIR(info.st_mode):
             raise error(
-                f"{_shown(here, base)} is {kind_of(info.st_mode)}, not a folder: hystate never"
-                " writes through symlinks or over files",
+                f"{_shown(Path(here), base)} is {kind_of(info.st_mode)}, not a folder: hystate"
+                " never writes through symlinks or over files",
                 hint="remove it (or restore the folder), then run the command again",
             )
     return path
@@ -95,16 +94,26 @@ def ensure_dir(base: Path, path: Path, *, error: type[HystateError] = InvalidDat
 def check_real_dir(base: Path, path: Path) -> str | None:
     """Why ``path`` (under ``base``) cannot be used as a folder, or None: a level is a symlink
     or not a folder. Missing levels are fine (they can be made)."""
-    here = base
-    for part in path.relative_to(base).parts:
-        here = here / part
+    here, parts = _levels(base, path)
+    for part in parts:
+        here = f"{here}/{part}"
         try:
             info = os.lstat(here)
         except FileNotFoundError:
             return None
         if not stat.S_ISDIR(info.st_mode):
-            return f"{_shown(here, base)} is {kind_of(info.st_mode)}, not a folder"
+            return f"{_shown(Path(here), base)} is {kind_of(info.st_mode)}, not a folder"
     return None
+
+
+def _levels(base: Path, path: Path) -> tuple[str, list[str]]:
+    """(``base`` as a string, the names from it down to ``path``): ``path.relative_to(base)``
+    without a Path per level in the usual case (both absolute and normalised, as Paths are);
+    ValueError when ``path`` is not below ``base``."""
+    top, text = str(base).rstrip("/"), str(path)
+    if text.startswith(top + "/"):
+        return top, text[len(top) + 1 :].split("/")
+    return str(base), list(path.relative_to(base).parts)
 
 
 def write_atomic(

@@ -12,6 +12,7 @@ from typing import Any
 
 from hystate.core import yamlio
 from hystate.core.errors import InvalidData, Problem
+from hystate.core.filestamp import Stamp, lstat_now, settled, stamp
 from hystate.core.model import EpisodeState, check_id
 from hystate.core.paths import NotRegularFile, ensure_dir, read_bytes, write_atomic
 from hystate.core.schema import episode_problems
@@ -48,9 +49,14 @@ class EpisodeStore:
     def __init__(self, state_dir: Path, root: Path | None = None) -> None:
         self.state_dir = state_dir
         self.root = root  # file names in messages are shown relative to it
+        # the year folders as last listed, with the state folder's stamp then (filestamp)
+        self._years: tuple[Stamp, list[str]] | None = None
 
     def name(self, path: Path) -> str:
         if self.root is not None:
+            text, top = str(path), _below(self.root)
+            if text.startswith(top) and os.sep == "/":
+                return text[len(top) :]  # path.relative_to(root), without the Paths
             try:
                 return path.relative_to(self.root).as_posix()
             except ValueError:
@@ -69,7 +75,7 @@ class EpisodeStore:
         other non-file of that name counts (reading it then fails); symlinked year folders are
         never looked into."""
         name = f"/{check_id(episode_id)}.yaml"
-        hits = [d + name for d in map(str, self.year_dirs()) if os.path.lexists(d + name)]
+        hits = [d + name for d in self._year_paths() if os.path.lexists(d + name)]
         if len(hits) > 1:
             shown = ", ".join(self.name(Path(h)) for h in hits)
             raise InvalidData(
@@ -80,7 +86,20 @@ class EpisodeStore:
 
     def year_dirs(self) -> list[Path]:
         """The year folders: real folders (never symlinks) named with four ASCII digits."""
-        return sorted(Path(e.path) for e in self._entries() if _is_year(e))
+        return [Path(p) for p in self._year_paths()]
+
+    def _year_paths(self) -> list[str]:
+        """``year_dirs`` as strings, listed again whenever the state folder changed (an entry
+        added, removed, renamed or replaced changes its mtime and ctime; see filestamp)."""
+        st, now = lstat_now(str(self.state_dir))
+        key = None if st is None else stamp(st)
+        if self._years is not None and self._years[0] == key:
+            return self._years[1]
+        years = sorted(e.path for e in self._entries() if _is_year(e))
+        self._years = None
+        if st is not None and settled(st, now):
+            self._years = (stamp(st), years)
+        return years
 
     def _entries(self) -> list[os.DirEntry[str]]:
         try:
@@ -139,14 +158,22 @@ class EpisodeStore:
         its permission bits (git records the executable bit). ``sync=False`` leaves the fsync
         to the caller (a batch syncs once). Never through a symlinked folder, never through a
         planted temp file (see hystate.core.paths); an interrupted write leaves no temp file."""
+        text = str(path)
         trusted = [b for b in (self.root, self.state_dir.parent) if b is not None]
-        base = next((b for b in trusted if b in path.parents), path.parent)
+        base = next((b for b in trusted if text.startswith(_below(b))), path.parent)
         ensure_dir(base, path.parent)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
         write_atomic(path, data, sync=sync, keep_mode=True, tmp=tmp)
 
     def temp_files(self) -> list[Path]:
         return [p for d in self.year_dirs() for p in d.glob(".*.tmp")]
+
+
+def _below(folder: Path) -> str:
+    """The prefix of every path strictly inside ``folder`` (both absolute and normalised, as
+    a ``Path`` is: ``folder in path.parents`` without making each parent a ``Path``)."""
+    text = str(folder)
+    return text if text.endswith("/") else text + "/"
 
 
 LINK_REFUSED = "is a symlink: hystate never follows symlinks (replace it with the real file)"

@@ -12,41 +12,50 @@ deeper down) can override it.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterable
-from pathlib import Path
+
+from hystate.core.filestamp import FileMemo
 
 
-def no_conversion(root: Path, common_dir: Path, rels: Iterable[str]) -> bool:
+def no_conversion(
+    root: str | os.PathLike[str], common_dir: str | os.PathLike[str], rels: Iterable[str]
+) -> bool:
     """True when no attribute can convert any of ``rels`` (repo-relative ``.yaml`` paths)."""
-    if _rules(common_dir / "info" / "attributes"):
+    if _rules(f"{os.fspath(common_dir)}/info/attributes"):
         return False
     rels = list(rels)
     if not all(rel.endswith(".yaml") for rel in rels):
         return False
-    return all(_pinned(root, folder) for folder in {rel.rpartition("/")[0] for rel in rels})
+    top = os.fspath(root)
+    return all(_pinned(top, folder) for folder in {rel.rpartition("/")[0] for rel in rels})
 
 
-def _pinned(root: Path, folder: str) -> bool:
+def _pinned(root: str, folder: str) -> bool:
     """The deepest ``.gitattributes`` above ``folder`` (itself included) pins conversion off."""
     parts = folder.split("/") if folder else []
     for depth in range(len(parts), -1, -1):
-        rules = _rules(root.joinpath(*parts[:depth], ".gitattributes"))
+        rules = _rules("/".join([root, *parts[:depth], ".gitattributes"]))
         if rules:
             return _unsets_conversion(rules)
     return False
 
 
-def _rules(path: Path) -> list[list[str]]:
+def _parse(content: bytes | None) -> list[list[str]]:
+    if content is None:
+        return []
+    text = content.decode(errors="replace")
+    return [line.split() for line in text.splitlines() if line.strip() and line[0] != "#"]
+
+
+# Read again only when the file changed (``hystate.core.filestamp``): a transition asks three
+# times, and every transition of a process asks again.
+_MEMO = FileMemo(_parse)
+
+
+def _rules(path: str) -> list[list[str]]:
     """The rules of a gitattributes file (pattern and attributes per line); none for a file
     that is missing or not a regular file (git does not follow a symlinked .gitattributes)."""
-    try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return []
-        text = path.read_text(errors="replace")
-    except OSError:
-        return []
-    return [line.split() for line in text.splitlines() if line.strip() and line[0] != "#"]
+    return _MEMO.get(path)
 
 
 _CONVERTING = ("text", "eol", "crlf", "filter", "ident", "working-tree-encoding", "binary")

@@ -185,8 +185,12 @@ class RepoBase:
         """Refuse to commit while git is in the middle of something, or on a detached HEAD
         (a commit there is left behind by the next checkout of a branch) unless the person
         opted in with ``git config hystate.allowDetachedHead true``."""
+        try:  # one listing, not a stat per name (twice per transition)
+            present = _IN_PROGRESS.keys() & set(os.listdir(self.git_dir))
+        except OSError:
+            present = set()
         for name, what in _IN_PROGRESS.items():
-            if (self.git_dir / name).exists():
+            if name in present and (self.git_dir / name).exists():
                 raise GitError(
                     f"{self.root} is in the middle of {what}",
                     hint="finish or abort it first, then run the command again",
@@ -246,8 +250,8 @@ class RepoBase:
         as git status sees them, without git's locks. ``ignored``: files a person's excludes
         ignore count too (a global excludes of ``*.yaml`` must not hide a leftover file)."""
         which = "--ignored=traditional" if ignored else "--ignored=no"
-        out = self.git_bytes(*_STATUS, which, "--", rel_dir).decode("utf-8", "surrogateescape")
-        return _status_paths(out, "")  # the names as the operating system gives them
+        out = self.git_bytes(*gitcmd.STATUS, which, "--", rel_dir)  # names as the OS has them
+        return gitcmd.status_paths(out.decode("utf-8", "surrogateescape"))
 
     def log(
         self,
@@ -341,7 +345,8 @@ class RepoBase:
 
     def relpath(self, path: Path) -> str:
         """``path`` (absolute, under the resolved work tree) relative to the repo root."""
-        return path.relative_to(self.root).as_posix()
+        text, top = str(path), str(self.root).rstrip("/") + "/"
+        return text[len(top) :] if text.startswith(top) else path.relative_to(self.root).as_posix()
 
     def run_input(
         self, args: list[str], stdin: bytes, env: Mapping[str, str] | None = None
@@ -387,14 +392,3 @@ class RepoBase:
 
     def break_stale_index_lock(self) -> bool:
         return self.break_stale_lock(self.index_path.with_name(self.index_path.name + ".lock"))
-
-
-_STATUS = (
-    "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all",
-    "--no-renames",
-)  # fmt: skip
-
-
-def _status_paths(out: str, prefix: str) -> list[str]:
-    paths = {entry[3:] for entry in out.split("\0") if len(entry) > 3}
-    return sorted(p for p in paths if p.startswith(prefix))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from hystate.core.errors import GitError
 from hystate.git import hooks
 from hystate.git import index as index_mod
-from hystate.git.objects import EXEC_MODE, FILE_MODE, object_id
+from hystate.git.objects import EXEC_MODE, FILE_MODE, FLUSH_EACH, FLUSH_SYNC, object_id
 from hystate.git.refs import Head, StaleHead
 from hystate.git.settings import Identity
 
@@ -34,25 +34,30 @@ def make_commit(
     sync = durability(repo)
     bulk = len(files) > BULK and "loose-object" in sync
     repo.objects.fsync = None if bulk else sync.get("loose-object")
-    with repo.index_lock() as lock:
-        # Only what is stat-ed and read back here, under index.lock, is vouched for in the
-        # index: a person's stash, restore or checkout since the write is never hidden.
-        stats = {rel: read_back(repo, rel, data) for rel, data in files.items()}
-        entries = _entries(repo, files)
-        if bulk:  # one flush for a batch's blobs (a discovery), as core.fsyncMethod=batch
-            os.sync()
-            repo.objects.fsync = sync["loose-object"]
-        updates = [
-            index_mod.Update(rel.encode(), sha, int(mode, 8), stats[rel])
-            for rel, (mode, sha) in entries.items()
-        ]
-        lock.stage(updates, repo.root)
-        sha = _commit_head(repo, entries, message, expect or {}, sync.get("reference"))
-        try:
-            lock.commit(sync.get("index"))
-            hooks.run_hook(repo, "post-index-change", ["0", "0"])  # as git after the index
-        except OSError as exc:  # HEAD has moved: the transition is done; say what is not
-            repo.warnings.append(f"the commit is made, but git's index was not updated: {exc}")
+    if not bulk:  # the commit's few objects synced together, in place before HEAD moves
+        repo.objects.defer(object_flush(repo))
+    try:
+        with repo.index_lock() as lock:
+            # Only what is stat-ed and read back here, under index.lock, is vouched for in
+            # the index: a person's stash, restore or checkout since the write is never hidden.
+            stats = {rel: read_back(repo, rel, data) for rel, data in files.items()}
+            entries = _entries(repo, files, stats)
+            if bulk:  # one flush for a batch's blobs (a discovery), as core.fsyncMethod=batch
+                os.sync()
+                repo.objects.fsync = sync["loose-object"]
+            updates = [
+                index_mod.Update(rel.encode(), sha, int(mode, 8), stats[rel])
+                for rel, (mode, sha) in entries.items()
+            ]
+            lock.stage(updates, repo.root)
+            sha = _commit_head(repo, entries, message, expect or {}, sync.get("reference"))
+            try:
+                lock.commit(sync.get("index"))
+                hooks.run_hook(repo, "post-index-change", ["0", "0"])  # as git after the index
+            except OSError as exc:  # HEAD has moved: the transition is done; say what is not
+                repo.warnings.append(f"the commit is made, but git's index was not updated: {exc}")
+    finally:
+        repo.objects.abandon()  # objects of a commit that was not made: never put in place
     return sha
 
 
@@ -97,14 +102,26 @@ def durability(repo: RepoBase) -> dict[str, str]:
     return dict.fromkeys(repo.settings.fsync(), call)
 
 
-def _entries(repo: RepoBase, files: Mapping[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
-    """(mode, blob sha) of each file as ``git add`` would store it."""
+def object_flush(repo: RepoBase) -> str:
+    """How a commit's objects are flushed before HEAD moves: each fsynced in turn, or one
+    ``os.sync()`` for all where ``core.fsyncMethod=batch`` asks git's batch mode (one flush
+    per batch of objects; docs/INDEX_FLOOR.md, section 7, has the trade-off)."""
+    return FLUSH_SYNC if repo.settings.fsync_method() == "batch" else FLUSH_EACH
+
+
+def _entries(
+    repo: RepoBase,
+    files: Mapping[str, bytes],
+    stats: Mapping[str, os.stat_result] | None = None,
+) -> dict[str, tuple[bytes, bytes]]:
+    """(mode, blob sha) of each file as ``git add`` would store it (``stats``: the files'
+    stat data as just read back, else they are stat-ed)."""
     if repo.plain_attributes(files):
         shas = {rel: repo.objects.write(b"blob", data) for rel, data in files.items()}
     else:
         shas = {rel: object_id(b"blob", data) for rel, data in files.items()}
         store_with_git(repo, shas)
-    return with_modes(repo, shas)
+    return with_modes(repo, shas, stats)
 
 
 def store_with_git(repo: RepoBase, shas: Mapping[str, bytes]) -> None:
@@ -121,14 +138,20 @@ def store_with_git(repo: RepoBase, shas: Mapping[str, bytes]) -> None:
             )
 
 
-def with_modes(repo: RepoBase, shas: Mapping[str, bytes]) -> dict[str, tuple[bytes, bytes]]:
+def with_modes(
+    repo: RepoBase,
+    shas: Mapping[str, bytes],
+    stats: Mapping[str, os.stat_result] | None = None,
+) -> dict[str, tuple[bytes, bytes]]:
     """(mode, blob sha) of each file: its executable bit as ``git add`` keeps it (from the
-    file, or from HEAD's tree where core.fileMode is false)."""
+    file, its ``stats`` when given, or from HEAD's tree where core.fileMode is false)."""
     head = repo.head_tree() if not repo.settings.trust_file_mode() else None
     entries = {}
     for rel, sha in shas.items():
         if head is None:
-            executable = os.stat(repo.root / rel).st_mode & 0o100
+            known = stats.get(rel) if stats else None
+            mode = known.st_mode if known is not None else os.stat(repo.root / rel).st_mode
+            executable = mode & 0o100
         else:
             old = repo.objects.lookup(head, rel)
             executable = old is not None and old[0] == EXEC_MODE
@@ -174,6 +197,7 @@ def _commit_head(
         commit = commit_object(repo, tree, head.sha, message, author, committer)
         repo.objects.remember_commit(commit, tree)
         sha = commit.hex()
+        repo.objects.publish()  # every object on disk and in place before HEAD names them
         try:
             warnings = repo.refs.update(
                 head, sha, committer.line(), f"commit: {subject}", settings.reflog, sync
@@ -211,6 +235,7 @@ def commit_object(
 ) -> bytes:
     """The commit object of ``tree`` on ``parent``, stored; its binary sha."""
     if repo.settings.sign() or repo.settings.dates_from_env():
+        repo.objects.publish()  # git reads the tree
         return _commit_with_git(repo, tree, parent, message, author, committer)
     body = b"tree %s\n" % tree.hex().encode()
     if parent:

@@ -51,3 +51,14 @@ def child_env(
     if index is not None:
         env["GIT_INDEX_FILE"] = index
     return env
+
+
+# ``git status`` as ``RepoBase.dirty_paths`` runs it, and the paths it names
+STATUS = (
+    "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all",
+    "--no-renames",
+)  # fmt: skip
+
+
+def status_paths(out: str) -> list[str]:
+    return sorted({entry[3:] for entry in out.split("\0") if len(entry) > 3})

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from hystate.core.errors import GitError, HystateError
 from hystate.git import hooks
 from hystate.git import index as index_mod
-from hystate.git.commit import _entries, commit_object, durability, read_back
+from hystate.git.commit import _entries, commit_object, durability, object_flush, read_back
 from hystate.git.objects import object_id
 from hystate.git.queue import OWN, Outcome, Queue, Request
 from hystate.git.refs import StaleHead
@@ -116,6 +116,8 @@ def _commit_group(
     repo.objects.fsync = None if batch else sync.get("loose-object")
     if batch:
         sync = {**sync, "batch": "yes"}
+    else:  # a lone request's few objects synced together, in place before HEAD moves
+        repo.objects.defer(object_flush(repo))
     try:
         for _ in range(50):
             with repo.index_lock() as lock:
@@ -126,6 +128,7 @@ def _commit_group(
                     return
             requests = [s.request for s in steps]
     finally:
+        repo.objects.abandon()  # what a group that did not land wrote: never put in place
         repo.objects.fsync = sync.get("loose-object")
     raise GitError("HEAD kept moving while hystate tried to commit; try again")
 
@@ -155,7 +158,7 @@ def _read_back(
             continue
         try:
             stat = read_back(repo, request.rel, request.data)
-            entry = _entries(repo, {request.rel: request.data})[request.rel]
+            entry = _entries(repo, {request.rel: request.data}, {request.rel: stat})[request.rel]
         except GitError as exc:
             if landed:  # committed; the file changed since: the index is fsck's to mend
                 queue.settle(request.id, _last_commit(repo, request.rel))
@@ -226,6 +229,7 @@ def _chain(
             repo.root,
         )
     ref_sync = sync.get("reference")
+    repo.objects.publish()  # a lone request's deferred objects: on disk and in place first
     if log and "batch" in sync:
         # every object of the group (and the requesters' blobs) on disk before the branch
         # names them: one flush, which also makes the new branch file durable when references

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import subprocess
+import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,9 @@ FILE_MODE = b"100644"
 EXEC_MODE = b"100755"
 KINDS = {b"120000": "a symlink", b"160000": "a submodule", b"40000": "a folder"}
 REPAIR = "`hystate fsck --repair` mends what a power cut leaves"
+FLUSH_EACH = "each"  # ObjectStore.defer: each deferred object fsynced, one after another
+FLUSH_SYNC = "sync"  # one os.sync() for all of them (docs/INDEX_FLOOR.md, section 7)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 EMPTY_TREE = bytes.fromhex("4b825dc642cb6eb9a060e54bf8d69288fbee4904")
 
 
@@ -64,6 +68,11 @@ class ObjectStore:
         # "fsync" or "fdatasync": each object written is synced, then its folder; None: not
         # (``GitSettings.fsync`` decides, per commit)
         self.fsync: str | None = None
+        # Between ``defer`` and ``publish``: the objects written by the thread that deferred,
+        # object file -> (open temp file, its name, the sync call it needs, made its folder)
+        self._deferred: dict[str, tuple[int, str, str | None, bool]] | None = None
+        self._deferring = 0  # that thread
+        self._flush = FLUSH_EACH
 
     def _path(self, sha: bytes) -> str:
         hexsha = sha.hex()
@@ -140,6 +149,9 @@ class ObjectStore:
         """Store an object (if absent) and return its binary sha."""
         sha = object_id(kind, data)
         path = self._path(sha)
+        deferred = self._deferred if self._deferring == threading.get_ident() else None
+        if deferred is not None and path in deferred:
+            return sha
         try:
             with open(path, "rb") as fh:
                 existing = fh.read()
@@ -157,10 +169,12 @@ class ObjectStore:
                     os.utime(path)
                 return sha
         folder = path[:-38]  # ".../objects/ab/"
-        tmp = f"{folder}tmp_obj_{os.getpid()}_{path[-38:-30]}"
+        tmp = f"{folder}tmp_obj_{os.getpid()}_{path[-38:-30]}"  # fsck/tempfiles reads the pid
+        if deferred and any(entry[1] == tmp for entry in deferred.values()):
+            self.publish()  # two deferred objects would share a temp file: the first goes first
         body = zlib.compress(b"%s %d\x00" % (kind, len(data)) + data, 1)
         try:
-            self._store(tmp, path, body)
+            self._store(tmp, path, body, deferred)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -169,9 +183,15 @@ class ObjectStore:
             raise
         return sha
 
-    def _store(self, tmp: str, path: str, body: bytes) -> None:
+    def _store(
+        self,
+        tmp: str,
+        path: str,
+        body: bytes,
+        deferred: dict[str, tuple[int, str, str | None, bool]] | None = None,
+    ) -> None:
         folder = path[:-38]
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC
         made = False
         try:
             fd = os.open(tmp, flags, 0o444)
@@ -179,18 +199,75 @@ class ObjectStore:
             shared_mod.makedirs(folder, self.shared())
             made = True
             fd = os.open(tmp, flags, 0o444)
-        shared_mod.adjust(tmp, self.shared())
+        kept = False
         try:
+            shared_mod.adjust(tmp, self.shared())
             view = memoryview(body)
             while view:
                 view = view[os.write(fd, view) :]
+            if deferred is not None:  # synced and renamed by ``publish``, with the others
+                deferred[path] = (fd, tmp, self.fsync, made)
+                kept = True
+                return
             if self.fsync:
                 getattr(os, self.fsync)(fd)
         finally:
-            os.close(fd)
+            if not kept:
+                os.close(fd)
         os.replace(tmp, path)
         if self.fsync and made:
             fsync_dir(self.dir)  # a new fan-out folder: its entry, once
+
+    def defer(self, flush: str = FLUSH_EACH) -> None:
+        """Until ``publish`` (or ``abandon``), objects this thread writes are written to their
+        temp files and kept open, not synced nor put in place one by one: ``publish`` syncs
+        them together (``flush``: each fsynced in turn, or one ``os.sync()``) and then renames
+        each into place, so an object is still never in place before it is on disk. For the
+        few objects of one commit (each an open file meanwhile)."""
+        if self._deferred is None:
+            self._deferred, self._deferring = {}, threading.get_ident()
+            self._flush = flush
+
+    def publish(self) -> None:
+        """Make every deferred object durable, then put each in place (call it before a ref
+        names them); deferring goes on for the objects written next."""
+        pending = self._deferred
+        if not pending or self._deferring != threading.get_ident():
+            return
+        calls = {call for _, _, call, _ in pending.values() if call}
+        made = any(entry[3] for entry in pending.values())
+        try:
+            if calls and self._flush == FLUSH_SYNC:
+                os.sync()  # one flush of the machine's dirty data: every temp file with it
+            elif calls:
+                for fd, _, call, _ in pending.values():
+                    if call:
+                        getattr(os, call)(fd)
+            for path, (fd, tmp, _, _) in list(pending.items()):
+                pending[path] = (-1, tmp, None, False)  # closed: never closed twice
+                os.close(fd)
+                os.replace(tmp, path)
+                del pending[path]
+        except OSError as exc:
+            self.abandon()
+            if is_cannot_write(exc):
+                raise cannot_write(exc, f"the git objects in {self.dir}") from exc
+            raise
+        if calls and made:
+            fsync_dir(self.dir)  # a new fan-out folder: its entry
+
+    def abandon(self) -> None:
+        """Stop deferring; the objects not published are dropped (their temp files removed):
+        nothing names them."""
+        if self._deferring != threading.get_ident():
+            return  # another thread's batch (or none)
+        pending, self._deferred, self._deferring = self._deferred, None, 0
+        for fd, tmp, _, _ in (pending or {}).values():
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def tree(self, sha: bytes) -> Tree:
         cached = self._trees.get(sha)

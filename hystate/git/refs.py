@@ -8,6 +8,7 @@ GitPython's ``set_commit`` does not check the old value, so concurrent writers l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from hystate.git import shared
 from hystate.git.lockfile import LockFile, owners_dir
 
 ZERO = "0" * 40
+_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
 class StaleHead(Exception):
@@ -40,9 +42,13 @@ class Refs:
     def _ref_path(self, ref: str) -> Path:
         return self.git_dir / ref if ref == "HEAD" else self.common_dir / ref
 
+    def _ref_file(self, ref: str) -> str:
+        """``_ref_path`` as a string (read several times per commit: no Path made)."""
+        return f"{self.git_dir if ref == 'HEAD' else self.common_dir}/{ref}"
+
     def head(self) -> Head:
         try:
-            text = (self.git_dir / "HEAD").read_text().strip()
+            text = _read(f"{self.git_dir}/HEAD").strip()
         except FileNotFoundError as exc:
             raise GitError(f"{self.git_dir} has no HEAD", hint="is it a git repository?") from exc
         if text.startswith("ref: "):
@@ -53,7 +59,7 @@ class Refs:
     def resolve(self, ref: str) -> str | None:
         """The sha a ref points to: its loose file, else packed-refs, else None."""
         try:
-            text = self._ref_path(ref).read_text().strip()
+            text = _read(self._ref_file(ref)).strip()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return self._packed(ref)
         if text.startswith("ref: "):
@@ -66,7 +72,7 @@ class Refs:
         chain = [ref]
         while len(chain) < 6:
             try:
-                text = self._ref_path(chain[-1]).read_text().strip()
+                text = _read(self._ref_file(chain[-1])).strip()
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 break
             if not text.startswith("ref: "):
@@ -154,6 +160,18 @@ class Refs:
         if self.transaction_hook:
             self.transaction_hook("committed", lines)
         return warnings
+
+
+def _read(path: str) -> str:
+    """The text of a ref file (``Path.read_text`` without its Path and text wrapper)."""
+    fd = os.open(path, _READ)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def _check_sha(text: str, ref: str) -> str:

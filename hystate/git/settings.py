@@ -16,12 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hystate.core import filestamp
 from hystate.core.errors import GitError
 from hystate.git import shared
 
 FALLBACK_NAME = "hystate"
 FALLBACK_EMAIL = "hystate@localhost"
 _DATE_VARS = ("GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE")
+# what names git's config files besides HOME and XDG_CONFIG_HOME (the first two: files)
+_CONFIG_VARS = ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM")
 DEFAULT_FSYNC = frozenset({"loose-object", "reference"})
 _OBJECTS = {"loose-object", "pack"}
 _COMMITTED = _OBJECTS | {"pack-metadata", "commit-graph", "reference"}
@@ -57,34 +60,38 @@ class GitSettings:
         self.root = root
         self.common_dir = common_dir
         self._env = env  # the environment naming the repository (GitRepo.env)
-        self._key: tuple[int, ...] | None = None
+        self._key: tuple[object, ...] | None = None  # the sources' stamps when read, if settled
+        self._read = False
         self._values: dict[str, str] = {}
 
-    def _sources(self) -> tuple[int, ...]:
-        home = Path(os.environ.get("HOME", "/"))
-        xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
-        files = [
-            self.common_dir / "config",
-            home / ".gitconfig",
-            xdg / "git" / "config",
-            Path("/etc/gitconfig"),
-        ]
-        for var in ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM"):
-            if os.environ.get(var):
-                files.append(Path(os.environ[var]))
-        stamps = []
+    def _sources(self) -> tuple[tuple[object, ...], bool]:
+        """The stamps of git's config files (``hystate.core.filestamp``; None: missing) and
+        the variables that name them; whether every stamp is settled."""
+        env = os.environ
+        home = env.get("HOME", "/")
+        xdg = env.get("XDG_CONFIG_HOME") or f"{home}/.config"
+        named = [env.get(var) for var in _CONFIG_VARS]
+        files = [f"{self.common_dir}/config", f"{home}/.gitconfig", f"{xdg}/git/config"]
+        files += ["/etc/gitconfig", *(path for path in named[:2] if path)]
+        now = time.time_ns()
+        stamps: list[object] = [home, xdg, *named]
+        firm = True
         for path in files:
             try:
-                stamps.append(path.stat().st_mtime_ns)
+                st = os.stat(path)
             except OSError:
-                stamps.append(0)
-        return tuple(stamps)
+                stamps.append(None)
+                continue
+            stamps.append(filestamp.stamp(st))
+            firm = firm and filestamp.settled(st, now)
+        return tuple(stamps), firm
 
     def refresh(self) -> None:
         """Read the configuration again if one of git's config files changed (a commit calls
-        this once; every ``get`` until the next refresh uses what was read)."""
-        key = self._sources()
-        if key != self._key:
+        this once; every ``get`` until the next refresh uses what was read). A file changed
+        in the last moments is read again at every refresh until its stamp is settled."""
+        key, firm = self._sources()
+        if not self._read or key != self._key:
             proc = subprocess.run(
                 ["git", "config", "-z", "--list"],
                 cwd=self.root,
@@ -100,10 +107,11 @@ class GitSettings:
                 name, _, value = item.partition("\n")
                 if name:
                     values[name.lower()] = value  # the last one wins, as for git
-            self._values, self._key = values, key
+            self._values, self._read = values, True
+        self._key = key if firm else None
 
     def get(self, name: str) -> str | None:
-        if self._key is None:
+        if not self._read:
             self.refresh()
         return self._values.get(name.lower())
 
@@ -186,8 +194,8 @@ class GitSettings:
 
     def fsync_method(self) -> str:
         """``core.fsyncMethod``: ``fsync`` (the default), ``writeout-only`` (hystate asks for
-        ``fdatasync``, the nearest a Python process has), ``batch`` (as ``fsync``: a transition
-        writes five objects)."""
+        ``fdatasync``, the nearest a Python process has), ``batch`` (a commit's objects are
+        flushed by one ``os.sync()``, as git flushes a batch once; the rest as ``fsync``)."""
         return (self.get("core.fsyncmethod") or "fsync").strip().lower()
 
     def trust_file_mode(self) -> bool:

@@ -1,0 +1,109 @@
+"""What a transition no longer reads every time (git's attributes files, git's config) is read
+again whenever another process changed it between two transitions: same size and mtime put
+back included (``hystate.core.filestamp``; its own tests cover the stamp and the racy rule)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hystate.core import filestamp
+from hystate.git.settings import GitSettings
+from hystate.manager import StateManager
+from tests.conftest import git
+
+
+@pytest.fixture
+def settled_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every stamp counts as settled: only the stamp itself can catch the change."""
+    monkeypatch.setattr(filestamp, "RACY_NS", -(10**12))
+
+
+def rewrite_elsewhere(path: Path, old: bytes, new: bytes) -> None:
+    """Another process replaces ``old`` by ``new`` (same length) in ``path`` in place and puts
+    its mtime back to the nanosecond; repeated until the change has a ctime of its own (what
+    the racy rule guarantees in real use)."""
+    assert len(old) == len(new)
+    script = (
+        "import os, sys\n"
+        "path, old, new = sys.argv[1], sys.argv[2].encode(), sys.argv[3].encode()\n"
+        "st = os.stat(path)\n"
+        "data = open(path, 'rb').read()\n"
+        "with open(path, 'r+b') as fh:\n"
+        "    fh.write(data.replace(old, new))\n"
+        "os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))\n"
+    )
+    before = os.stat(path)
+    subprocess.run([sys.executable, "-c", script, str(path), old, new], check=True)
+    while os.stat(path).st_ctime_ns == before.st_ctime_ns:
+        time.sleep(0.005)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+
+
+def test_attributes_changed_between_two_transitions(repo: Path, settled_now: None) -> None:
+    manager = StateManager(cwd=repo, worker="w")
+    ids = sorted(p.stem for p in manager.store.iter_paths())
+    rel = manager.repo.relpath(manager.path_of(ids[0]))
+    assert manager.update_state(ids[0], "downloading").commit
+    assert manager.repo.plain_attributes([rel])
+    attributes = repo / "processed" / ".gitattributes"
+    rewrite_elsewhere(attributes, b" -text ", b"  text ")  # now sets text: may convert
+    assert not manager.repo.plain_attributes([rel])
+    rewrite_elsewhere(attributes, b"  text ", b" -text ")
+    assert manager.repo.plain_attributes([rel])
+    # a .gitattributes deeper down, and info/attributes, are looked at each time too
+    deeper = repo / rel.rpartition("/")[0] / ".gitattributes"
+    deeper.write_text("*.yaml filter=lfs\n")
+    assert not manager.repo.plain_attributes([rel])
+    deeper.unlink()
+    assert manager.repo.plain_attributes([rel])
+    info = repo / ".git" / "info" / "attributes"
+    info.parent.mkdir(exist_ok=True)
+    info.write_text("* text\n")
+    assert not manager.repo.plain_attributes([rel])
+    info.unlink()
+    assert manager.update_state(ids[1], "downloading").commit
+
+
+def test_git_config_changed_in_place_is_read_again(tmp_path: Path, settled_now: None) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "hystate.groupCommit", "true")
+    settings = GitSettings(root, root / ".git")
+    settings.refresh()
+    assert settings.flag("hystate.groupcommit", default=False)
+    settings.refresh()
+    assert settings.flag("hystate.groupcommit", default=False)
+    rewrite_elsewhere(root / ".git" / "config", b"= true", b"= off ")
+    settings.refresh()
+    assert not settings.flag("hystate.groupcommit", default=True)
+
+
+def test_a_config_just_changed_is_read_at_every_refresh(tmp_path: Path) -> None:
+    """Real clock: the config was written a moment ago, so it is not trusted by its stamp
+    (a change in the same clock tick would leave the same one)."""
+    root = tmp_path / "r"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.name", "aaaa")
+    settings = GitSettings(root, root / ".git")
+    settings.refresh()
+    assert settings.get("user.name") == "aaaa"
+    config = root / ".git" / "config"
+    st = os.stat(config)
+    config.write_bytes(config.read_bytes().replace(b"aaaa", b"bbbb"))
+    os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns))
+    settings.refresh()
+    assert settings.get("user.name") == "bbbb"
