@@ -27,8 +27,9 @@ from hystate.core import warmwire as wire
 
 HANDSHAKE_SECONDS = 10.0
 EXIT_FLUSH_FAILED = 120  # what Python exits with when it cannot flush stdout at the end
-# fingerprint entries that name another installation: the server stops as well as refusing
-FATAL = ("executable", "prefix", "version", "package")
+# fingerprint entries that name another installation (or a renamed host: hystate.core.locks.HOST
+# is read once): the server stops as well as refusing
+FATAL = ("executable", "prefix", "version", "package", "node")
 # what Python reads from the environment as it starts: a client whose differ runs in-process
 STARTUP_ENV = (b"LANG", b"LC_ALL", b"LC_CTYPE")
 STARTED = b"R"  # on the server's wakeup pipe (whose signal bytes are 1-64), then a pid

@@ -164,7 +164,6 @@ def _accept(server: Server) -> None:
     if len(server.children) >= MAX_CHILDREN:
         conn.close()  # the client runs the command itself
         return
-    server.served += 1
     try:
         pid = os.fork()
     except OSError:

@@ -53,7 +53,13 @@ def warm() -> None:
 @socket_option
 def start(socket_path: str | None) -> None:
     """Start the server (in its own session) and print the shell line that points commands at
-    it: `HYSTATE_WARM=PATH; export HYSTATE_WARM;`. A server already there is kept."""
+    it: `HYSTATE_WARM=PATH; export HYSTATE_WARM;`. A server already there is kept.
+
+    \b
+    Examples:
+      eval "$(hystate warm start)"
+      eval "$(hystate warm start --socket ~/.cache/hystate/warm.sock)"
+    """
     path = _checked(socket_path or wire.default_socket(), private=socket_path is None)
     line = f"HYSTATE_WARM={shlex.quote(path)}; export HYSTATE_WARM;"
     answer = ask(path)
@@ -79,7 +85,12 @@ def start(socket_path: str | None) -> None:
 @warm.command()
 @socket_option
 def stop(socket_path: str | None) -> None:
-    """Stop the server (the commands running finish first) and print `unset HYSTATE_WARM;`."""
+    """Stop the server (the commands running finish first) and print `unset HYSTATE_WARM;`.
+
+    \b
+    Examples:
+      eval "$(hystate warm stop)"
+    """
     path = socket_path or os.environ.get(wire.ENV) or wire.default_socket()
     try:
         sock = wire.connect(path, 5.0)
