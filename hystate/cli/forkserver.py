@@ -31,10 +31,12 @@ from hystate.core import warmwire as wire
 PRELOAD = (
     "hystate.cli.writing", "hystate.cli.reading", "hystate.cli.reports", "hystate.cli.leases",
     "hystate.cli.terminal", "hystate.manager", "hystate.engine.transition",
-    "hystate.engine.steps", "hystate.engine.leases", "hystate.cache.state_cache",
-    "hystate.cache.queries", "hystate.cache.tree", "hystate.cache.memo", "hystate.git.commit",
-    "hystate.git.index", "hystate.reports.summary", "yaml", "jsonschema_rs", "sqlite3",
-    "threading", "io", "resource", "traceback", "atexit",
+    "hystate.engine.steps", "hystate.engine.leases", "hystate.engine.claims",
+    "hystate.engine.retries", "hystate.cache.state_cache", "hystate.cache.queries",
+    "hystate.cache.tree", "hystate.cache.memo", "hystate.git.commit", "hystate.git.index",
+    "hystate.git.remote", "hystate.cluster.standing", "hystate.reports.summary",
+    "hystate.reports.alerts", "yaml", "jsonschema_rs", "sqlite3", "threading", "io",
+    "resource", "traceback", "atexit",
 )  # fmt: skip
 SCHEMAS = ("episode", "config")
 LOOK_EVERY = 60.0  # seconds between the server's own looks at the code on disk
