@@ -475,3 +475,25 @@ def test_ctrl_c_before_the_command_is_one_line_and_130(
     assert (proc.returncode, proc.stdout, proc.stderr) == (130, b"", b"hystate: interrupted\n")
     assert served(warm) == 0
     assert b"\nstage: discovered\n" in hystate(repo, "show", episode_id).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (["advance", "x", "downloading"], "advance"),
+        (["-v", "--state-dir", "elsewhere", "show", "x"], "show"),
+        (["--state-dir=elsewhere", "--verbose", "status"], "status"),
+        (["--help"], None),
+        (["--version"], None),
+        (["--state-dir"], None),
+        ([], None),
+    ],
+)
+def test_the_command_is_found_after_the_groups_options(
+    args: list[str], command: str | None
+) -> None:
+    from hystate.launcher import HOT, command_of
+
+    assert command_of(args) == command
+    assert {"advance", "status", "list", "show", "next", "heartbeat"} <= HOT
+    assert not HOT & {"init", "discover", "serve", "sync", "fsck", "warm", "events", "import"}
