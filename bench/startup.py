@@ -4,6 +4,13 @@ interleaved run by run so the shared machine's drift hits both alike.
 
     python bench/startup.py --sizes 1000                      # this checkout
     python bench/startup.py --sizes 1000 100000 --base /tmp/main-checkout --keep /tmp/repos
+    python bench/startup.py --sizes 1000 --warm               # in-process vs the warm server
+
+With --warm each command runs both ways, interleaved, through the console script's code
+(hystate/launcher.py, this checkout installed in the running venv): in its own process, and
+served by a warm server (`hystate warm start`) the benchmark starts and stops. A served
+command's CPU is the client's plus its child's (the server's account of the child it reaped,
+with the git processes the child waited for); its wall time is the client's.
 
 Each figure: the median over --runs of the process's wall time and its CPU (user + system of
 the process and the git processes it waited for), and the modules it imported. `advance` moves
@@ -18,13 +25,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import IDENT, build_repo, episode_ids, isolate_git, machine
+
+from hystate.cli.warm import ask
 
 HERE = Path(__file__).resolve().parent.parent
 RUN = "import sys; sys.path.insert(0, sys.argv.pop(1)); from hystate.cli import main; sys.argv[0] = 'hystate'; main()"
@@ -33,14 +45,52 @@ COUNT = (
     "atexit.register(lambda: sys.stderr.write(f'\\nMODULES {len(sys.modules)}\\n')); "
     "from hystate.cli import main; sys.argv[0] = 'hystate'; main()"
 )
+# the console script (hystate/launcher.py) of the installed hystate: argv[1] (a tree) unused
+LAUNCH = "import sys; sys.argv.pop(1); sys.argv[0] = 'hystate'; from hystate.launcher import main; main()"
 
 
-def one(tree: Path, args: list[str], cwd: Path) -> tuple[float, float]:
-    """(wall, CPU) seconds of one process running hystate from ``tree``."""
+@dataclass
+class Runner:
+    """One way of running hystate: a checkout's code in-process, or the launcher (served by
+    the warm server at ``socket`` when given)."""
+
+    tree: Path
+    program: str = RUN
+    socket: str | None = None
+
+
+def start_warm(folder: Path) -> str:
+    path = folder / "warm.sock"
+    proc = subprocess.run(
+        [sys.executable, "-c", LAUNCH, "-", "warm", "start", "--socket", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    print(proc.stderr.strip(), file=sys.stderr)
+    return str(path)
+
+
+def stop_warm(path: str) -> None:
+    env = {**os.environ, "HYSTATE_WARM": path}
+    subprocess.run(
+        [sys.executable, "-c", LAUNCH, "-", "warm", "stop"], env=env, capture_output=True
+    )
+
+
+def one(runner: Runner, args: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of one hystate command (its process, or client and served child)."""
+    env = {k: v for k, v in os.environ.items() if k != "HYSTATE_WARM"}
+    before = None
+    if runner.socket is not None:
+        env["HYSTATE_WARM"] = runner.socket
+        before = ask(runner.socket)
+        assert before is not None, "the warm server is gone"
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-c", RUN, str(tree), *args],
+        [sys.executable, "-c", runner.program, str(runner.tree), *args],
         cwd=cwd,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -48,12 +98,37 @@ def one(tree: Path, args: list[str], cwd: Path) -> tuple[float, float]:
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{args} failed: {proc.stderr.read().decode() if proc.stderr else ''}")
-    return wall, usage.ru_utime + usage.ru_stime
+    cpu = usage.ru_utime + usage.ru_stime
+    if runner.socket is not None and before is not None:
+        cpu += served_cpu(runner.socket, before)
+    return wall, cpu
 
 
-def modules(tree: Path, args: list[str], cwd: Path) -> int:
+def served_cpu(socket: str, before: dict[str, object]) -> float:
+    """CPU seconds of the one command served since ``before`` (once the server reaped it)."""
+    deadline = time.monotonic() + 30
+    while True:
+        now = ask(socket)
+        assert now is not None, "the warm server is gone"
+        if now["served"] != before["served"] + 1:  # type: ignore[operator]
+            raise RuntimeError("the command was not served (it ran in its own process)")
+        if now["done"] == before["done"] + 1:  # type: ignore[operator]
+            return float(now["cpu_seconds"]) - float(before["cpu_seconds"])  # type: ignore[arg-type]
+        if time.monotonic() > deadline:
+            raise RuntimeError("the served command did not end")
+        time.sleep(0.001)
+
+
+def modules(runner: Runner, args: list[str], cwd: Path) -> int:
+    if runner.socket is not None:  # what the child has: the server's
+        answer = ask(runner.socket)
+        assert answer is not None
+        return int(answer["modules"])
     proc = subprocess.run(
-        [sys.executable, "-c", COUNT, str(tree), *args], cwd=cwd, capture_output=True, text=True
+        [sys.executable, "-c", COUNT, str(runner.tree), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
     )
     return int(proc.stderr.rpartition("MODULES ")[2].split()[0])
 
@@ -78,7 +153,7 @@ def discovered(root: Path, n: int) -> list[str]:
     return found[::-1]
 
 
-def run_size(root: Path, n: int, trees: dict[str, Path], runs: int) -> dict[str, object]:
+def run_size(root: Path, n: int, trees: dict[str, Runner], runs: int) -> dict[str, object]:
     if not root.exists():
         print(f"building {n:,} episodes in {root}...", file=sys.stderr, flush=True)
         build_repo(root, n, mixed=True)
@@ -131,21 +206,35 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--base", type=Path, help="another checkout of hystate to compare with")
     parser.add_argument("--keep", type=Path, help="folder to keep (and reuse) the repositories")
+    parser.add_argument(
+        "--warm", action="store_true", help="in-process against the warm server (hystate warm)"
+    )
     args = parser.parse_args()
+    if args.warm and args.base is not None:
+        parser.error("--warm compares with the warm server, --base with another checkout: one")
     isolate_git()
     os.environ.update(IDENT)
     # as an installed package runs: with its bytecode (PYTHONDONTWRITEBYTECODE costs ~40 ms)
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    trees = {"this": HERE}
+    trees = {"this": Runner(HERE)}
     if args.base is not None:
-        trees = {"this": HERE, "base": args.base.resolve()}
+        trees = {"this": Runner(HERE), "base": Runner(args.base.resolve())}
     import compileall
 
-    for tree in trees.values():
-        compileall.compile_dir(tree / "hystate", quiet=1)
+    for runner in trees.values():
+        compileall.compile_dir(runner.tree / "hystate", quiet=1)
     keep = args.keep or Path(os.environ.get("TMPDIR", "/tmp")) / "hystate-startup"
     print(machine(), f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
-    results = [run_size(keep / f"repo-{n}", n, trees, args.runs) for n in args.sizes]
+    folder = Path(tempfile.mkdtemp(prefix="hw-"))  # a short path: a socket's is <= 107 bytes
+    try:
+        if args.warm:
+            socket = start_warm(folder)
+            trees = {"in-process": Runner(HERE, LAUNCH), "warm": Runner(HERE, LAUNCH, socket)}
+        results = [run_size(keep / f"repo-{n}", n, trees, args.runs) for n in args.sizes]
+    finally:
+        if args.warm:
+            stop_warm(str(folder / "warm.sock"))
+        shutil.rmtree(folder, ignore_errors=True)
     print({"load_after": round(os.getloadavg()[0], 1), "sizes": results})
 
 

@@ -39,6 +39,7 @@ GIT_ENV_DROP = [
     "GIT_WORK_TREE",
     "GIT_INDEX_FILE",
     "HYSTATE_STATE_DIR",
+    "HYSTATE_WARM",  # a warm server of the developer's shell serves no test's command
 ]
 
 

@@ -22,7 +22,7 @@ LAYERS = [
     {"manager"},
     {"integrations", "serve"},
     {"cli"},
-    {"demo", "demo_cluster", "demo_orchestrators", "__init__", "__main__"},
+    {"demo", "demo_cluster", "demo_orchestrators", "launcher", "__init__", "__main__"},
 ]
 
 

@@ -68,7 +68,7 @@ COMMANDS = {
     "fsck": "checks", "locks": "checks", "merge-driver": "checks", "unlock": "checks",
     "validate": "checks",
     "backup": "migration", "import": "migration", "restore": "migration",
-    "events": "events", "serve": "serving", "sync": "cluster",
+    "events": "events", "serve": "serving", "sync": "cluster", "warm": "warm",
 }  # fmt: skip
 
 
