@@ -26,7 +26,7 @@ import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from hystate.core.errors import GitError
 from hystate.git import ewah
@@ -39,8 +39,21 @@ from hystate.git.extensions import (
 from hystate.git.shared_index import SharedIndex, entry_name, open_shared
 
 if TYPE_CHECKING:
-    from hystate.git.index import Update
     from hystate.git.settings import GitSettings
+
+
+class Update(Protocol):
+    """What ``index.Update`` gives: the new entry of one path."""
+
+    @property
+    def path(self) -> bytes: ...
+    @property
+    def sha(self) -> bytes: ...
+    @property
+    def mode(self) -> int: ...
+    @property
+    def stat(self) -> os.stat_result: ...
+
 
 _STAT = struct.Struct(">10I20sH")
 _U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
