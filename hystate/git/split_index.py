@@ -66,10 +66,14 @@ _DEFAULT_MAX_PERCENT = 20
 
 def has_link(data: bytes | bytearray) -> bool:
     """Whether ``data`` (an index) is split: it has a ``link`` extension."""
-    ends = entries_end(data)  # at 100,000 entries no walk, with the EOIE hystate asks for
-    if ends is None:
-        ends = _entries_end(data)
+    ends = _ends(data)
     return ends is not None and any(s == b"link" for s, _, _ in extension_list(data, ends))
+
+
+def _ends(data: bytes | bytearray) -> int | None:
+    """Where the entries end: no walk at 100,000 entries with the EOIE hystate asks git for."""
+    ends = entries_end(data)
+    return _entries_end(data) if ends is None else ends
 
 
 def _entries_end(data: bytes | bytearray) -> int | None:
@@ -123,7 +127,7 @@ def stage(
     """(the new ``.git/index``, the shared index to freshen), or None where git must write it."""
     if settings is None or not settings.flag("core.splitindex"):
         return None  # git would merge the index back (false) or hystate was not asked to keep it
-    ends = _entries_end(data)
+    ends = _ends(data)
     if ends is None:
         return None
     exts = extension_list(data, ends)
@@ -144,7 +148,7 @@ def stage(
     shared = open_shared(git_dir, base.hex(), index_sec)
     if shared is None:
         return None
-    made = _Split.read(data, replaced, shared)
+    made = _Split.read(data, ends, replaced, shared)
     if made is None or not made.apply(updates, index_sec):
         return None
     total = shared.count + len(made.added)
@@ -166,7 +170,7 @@ class _Split:
 
     @classmethod
     def read(
-        cls, data: bytes | bytearray, replaced: list[int], shared: SharedIndex
+        cls, data: bytes | bytearray, ends: int, replaced: list[int], shared: SharedIndex
     ) -> _Split | None:
         made = cls(shared, _U32.unpack_from(data, 4)[0])
         count = _U32.unpack_from(data, 8)[0]
@@ -188,7 +192,7 @@ class _Split:
                     return None
                 made.added[(name, (flags & _STAGE) >> 12)] = raw
             pos = after
-        return made
+        return made if pos == ends else None
 
     def apply(self, updates: Sequence[Update], index_sec: int) -> bool:
         """Smudge the racy entries, then put ``updates`` in; False where git must do it."""
