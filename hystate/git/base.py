@@ -178,7 +178,7 @@ class RepoBase:
             self.index_memo,
             index=self.index_path,
             env=self.env,
-            shared=self.settings.shared_repository(),
+            settings=self.settings,
         )
 
     def check_writable(self) -> None:

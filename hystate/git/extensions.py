@@ -28,7 +28,7 @@ def skip_worktree(path: bytes) -> GitError:
     )
 
 
-def _extensions(data: bytes | bytearray, start: int) -> list[tuple[bytes, int, int]]:
+def extension_list(data: bytes | bytearray, start: int) -> list[tuple[bytes, int, int]]:
     """(signature, body start, body end) of each extension."""
     end = len(data) - 20
     found = []
@@ -43,28 +43,54 @@ def _extensions(data: bytes | bytearray, start: int) -> list[tuple[bytes, int, i
 
 def mandatory_extensions(data: bytes | bytearray, start: int) -> list[bytes]:
     """Signatures of extensions git requires a reader to understand (split index, sparse)."""
-    return [sig for sig, _, _ in _extensions(data, start) if not sig[:1].isupper()]
+    return [sig for sig, _, _ in extension_list(data, start) if not sig[:1].isupper()]
+
+
+def entries_end(data: bytes | bytearray) -> int | None:
+    """Where the extensions start, as the index's EOIE says (checked: the extensions from
+    there lead exactly to it), or None without one."""
+    eoie = len(data) - 20 - 32
+    if eoie < 12 or data[eoie : eoie + 4] != b"EOIE" or _U32.unpack_from(data, eoie + 4)[0] != 24:
+        return None
+    start = _U32.unpack_from(data, eoie + 8)[0]
+    pos = start
+    while 12 <= pos < eoie:
+        pos += 8 + _U32.unpack_from(data, pos + 4)[0]
+    return start if pos == eoie else None
 
 
 def has_extension(data: bytes | bytearray, start: int, sig: bytes) -> bool:
-    return any(s == sig for s, _, _ in _extensions(data, start))
+    return any(s == sig for s, _, _ in extension_list(data, start))
 
 
-def rewrite_extensions(data: bytes | bytearray, start: int, dirs: set[bytes]) -> bytes:
+def rewrite_extensions(
+    data: bytes | bytearray,
+    start: int,
+    dirs: set[bytes],
+    *,
+    replace: dict[bytes, bytes] | None = None,
+    drop: set[bytes] | frozenset[bytes] = frozenset(),
+    offset: int | None = None,
+) -> bytes:
     """The extensions with the cache-tree of ``dirs`` (and their parents) invalidated, and a
-    fresh EOIE (git's end-of-index-entries marker)."""
+    fresh EOIE (git's end-of-index-entries marker, naming ``offset``: where the extensions
+    start in the new index, ``start`` by default); the bodies of ``replace`` put in, the
+    extensions of ``drop`` left out."""
     out: list[bytes] = []
-    for sig, body_start, body_end in _extensions(data, start):
-        if sig == b"EOIE":
+    for sig, body_start, body_end in extension_list(data, start):
+        if sig == b"EOIE" or sig in drop:
             continue
         body = bytes(data[body_start:body_end])
+        if replace and sig in replace:
+            body = replace[sig]
         if sig == b"TREE":
             body = _invalidate_cache_tree(body, dirs)
         out.append(sig + _U32.pack(len(body)) + body)
     digest = hashlib.sha1()
     for ext in out:
         digest.update(ext[:8])
-    out.append(b"EOIE" + _U32.pack(24) + _U32.pack(start) + digest.digest())
+    where = start if offset is None else offset
+    out.append(b"EOIE" + _U32.pack(24) + _U32.pack(where) + digest.digest())
     return b"".join(out)
 
 

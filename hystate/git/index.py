@@ -11,10 +11,11 @@ no extension git requires a reader to understand): the entries are found by walk
 (exact names, never a byte search), patched with the file's stat data, sha and mode, every
 *racy* entry is smudged as git does when it writes an index (an entry whose mtime is not older
 than the index that was read gets size 0, so git re-reads the file instead of trusting stat),
-the cache-tree of the touched folders is invalidated, and a fresh checksum is written. Anything
-else (index v4, split or sparse index, fsmonitor, new paths, skip-worktree or intent-to-add
-entries) is staged by ``git update-index`` itself, run on a private copy of the index with the
-same timestamp, whose result is then written into the held lock.
+the cache-tree of the touched folders is invalidated, and a fresh checksum is written. A split
+index (``core.splitIndex``) is written by ``split_index.py``. Anything else (index v4, sparse
+index, fsmonitor, new paths, skip-worktree or intent-to-add entries, a split index git must
+re-split) is staged by ``git update-index`` on a private copy of the index with the same
+timestamp, whose result is then written into the held lock.
 
 The lock is taken through ``lockfile.py`` (a lock a killed hystate process left is told, for
 certain, from a live one's); ``entry_table.py`` keeps where the entries start for the next process.
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from hystate.core.errors import GitError
-from hystate.git import entry_table
+from hystate.git import entry_table, split_index
 from hystate.git import shared as shared_mod
 from hystate.git.extensions import (
     has_extension,
@@ -41,6 +42,7 @@ from hystate.git.extensions import (
     skip_worktree,
 )
 from hystate.git.lockfile import LockFile
+from hystate.git.settings import GitSettings
 
 # ctime s/ns, mtime s/ns, dev, ino, mode, uid, gid, size, sha, flags
 _STAT = struct.Struct(">10I20sH")
@@ -93,8 +95,11 @@ class IndexLock:
         index: Path | None = None,
         env: Callable[[], dict[str, str]] | None = None,
         shared: int = 0,
+        settings: GitSettings | None = None,
     ) -> None:
         self.git_dir = git_dir
+        self._settings = settings  # core.splitIndex, splitIndex.maxPercentChange
+        shared = settings.shared_repository() if settings is not None else shared
         self.path = index or git_dir / "index"  # GIT_INDEX_FILE, as git resolved it
         self._env = env or (lambda: dict(os.environ))
         self._memo = memo
@@ -102,6 +107,7 @@ class IndexLock:
         shared_mod.adjust(self._lock.path, shared)  # core.sharedRepository, as git
         self._staged = False
         self._new: bytearray | None = None  # the index made in-process, once staged
+        self._freshen: Path | None = None  # the shared index of a split index written
         try:
             self._read()
         except BaseException:
@@ -137,6 +143,8 @@ class IndexLock:
     def stage(self, updates: Sequence[Update], worktree: Path) -> None:
         """Write the index with ``updates`` applied into the lock file (not yet in effect)."""
         buf: bytes | bytearray | None = self._patch(updates)
+        if buf is None and self._split(updates):
+            return
         if buf is None:
             buf = self._with_git(updates, worktree)
             self._memo.key = self._memo.buf = None
@@ -144,6 +152,18 @@ class IndexLock:
             entry_table.save(self.git_dir, buf, self._memo)
         self._lock.write(buf)
         self._staged = True
+
+    def _split(self, updates: Sequence[Update]) -> bool:
+        """Stage a split index in-process (``split_index``), if it is one hystate can write."""
+        if self.stat is None or not split_index.has_link(self.data):
+            return False
+        sec = int(self.stat.st_mtime)
+        made = split_index.stage(self.data, sec, self.git_dir, updates, self._settings)
+        if made is not None:
+            self._memo.key = self._memo.buf = self._new = None
+            self._lock.write(made[0])
+            self._freshen, self._staged = made[1], True
+        return made is not None
 
     def _patch(self, updates: Sequence[Update]) -> bytearray | None:
         """The new index made in-process, or None where git must make it."""
@@ -336,6 +356,7 @@ class IndexLock:
             self.rollback()
             return
         self._lock.commit(self.path, sync)
+        split_index.freshen(self._freshen)  # as git does after writing a split index
         new = self._new
         if new is not None:
             self._memo.key = _key(os.stat(self.path))
