@@ -158,6 +158,7 @@ def cluster(tmp: Path, nodes: int, seconds: float, workers: int = 1) -> dict[str
         os.killpg(daemon.pid, signal.SIGKILL)
         daemon.wait()
     per_node = [sum(counts[f"w{i}-{j}"] for j in range(workers)) for i in range(nodes)]
+    turns = [_turns(p) for p in paths]
     total = sum(per_node)
     mean = total / nodes
     return {
@@ -167,7 +168,19 @@ def cluster(tmp: Path, nodes: int, seconds: float, workers: int = 1) -> dict[str
         "claims_per_second": round(total / wall, 1),
         "per_node": per_node,
         "lowest_share_of_mean": round(min(per_node) / mean, 2) if mean else 0.0,
+        "turns": turns,
     }
+
+
+def _turns(node: Path) -> dict[str, float]:
+    """The node's fair-turn counters (``cluster/turns.py``): pushes won, rounds lost, pauses
+    and seconds paused, looks, and its measured push round and catch-up (lost round) times."""
+    try:
+        state = json.loads((node / ".git" / "hystate" / "turns.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    keep = ("wins", "lost_rounds", "pauses", "paused", "polls", "round", "cycle")
+    return {k: round(float(state[k]), 3) for k in keep if k in state}
 
 
 def main() -> None:

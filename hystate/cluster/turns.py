@@ -88,7 +88,9 @@ def before_push(ws: Workspace, remote: str, branch: str) -> None:
         _save(ws, state)
     if now - state.get("contended", 0.0) < CONTENDED:  # about one turn for each other node
         turns = min(max(state.get("others", 1.0), 1.0), 8.0)  # (any node can publish a table)
-        time.sleep(min(random.uniform(0.5, 1.5) * turns * state.get("round", 0.0), MAX_PAUSE))
+        pause = min(random.uniform(0.5, 1.5) * turns * state.get("round", 0.0), MAX_PAUSE)
+        time.sleep(pause)
+        _count(ws, pauses=1, paused=pause)
 
 
 def after_push(ws: Workspace, rounds: int, seconds: float) -> None:
@@ -98,6 +100,17 @@ def after_push(ws: Workspace, rounds: int, seconds: float) -> None:
     state["round"] = min(seconds / max(rounds, 1), 2.0)
     if rounds > 1:
         state["contended"] = state["won"]
+    state["wins"] = state.get("wins", 0.0) + 1
+    state["lost_rounds"] = state.get("lost_rounds", 0.0) + rounds - 1
+    _save(ws, state)
+
+
+def _count(ws: Workspace, **add: float) -> None:
+    """Add to the node's counters (wins, lost rounds, pauses, seconds paused: what
+    ``bench/sync.py`` reports per node)."""
+    state = _state(ws)
+    for key, value in add.items():
+        state[key] = state.get(key, 0.0) + value
     _save(ws, state)
 
 
