@@ -2,7 +2,8 @@
 against a real ``git daemon`` on 127.0.0.1, beside a plain ``git push`` of one small commit
 measured in the same run.
 
-    python bench/sync.py [--claims 40] [--seconds 15] [--workers 3] [--json OUT] [--doc]
+    python bench/sync.py [--claims 40] [--seconds 15] [--workers 3] [--nodes 1,2,4] [--json OUT]
+        [--doc]
 
 Prints, in one run: the claim round trip beside a plain push, and the aggregate claims per
 second with 1, 2 and 4 nodes claiming at once (a fresh server each time), with each node's count
@@ -179,7 +180,7 @@ def _turns(node: Path) -> dict[str, float]:
         state = json.loads((node / ".git" / "hystate" / "turns.json").read_text())
     except (OSError, ValueError):
         return {}
-    keep = ("wins", "lost_rounds", "pauses", "paused", "polls", "round", "cycle")
+    keep = ("wins", "lost_rounds", "pauses", "paused", "polls", "round", "fetch", "lost_cycle")
     return {k: round(float(state[k]), 3) for k in keep if k in state}
 
 
@@ -188,6 +189,7 @@ def main() -> None:
     parser.add_argument("--claims", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=15.0, help="claiming time per node count")
     parser.add_argument("--workers", type=int, default=3, help="claiming processes per node")
+    parser.add_argument("--nodes", default="1,2,4", help="node counts, first is the base")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--doc", action="store_true")
     args = parser.parse_args()
@@ -209,8 +211,9 @@ def main() -> None:
         finally:
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
-        scaling = [cluster(tmp, n, args.seconds) for n in (1, 2, 4)]
-        batched = [cluster(tmp, n, args.seconds, args.workers) for n in (1, 2, 4)]
+        counts = [int(n) for n in args.nodes.split(",")]
+        scaling = [cluster(tmp, n, args.seconds) for n in counts]
+        batched = [cluster(tmp, n, args.seconds, args.workers) for n in counts]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     base = scaling[0]["claims_per_second"]
