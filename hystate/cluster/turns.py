@@ -7,13 +7,13 @@ push round trip is still shorter than the loser's catch-up (measured: shares 0.3
 
 So a node that won its last push less than ``BACK_TO_BACK`` ago, while it knows other nodes
 contend, yields its turn: before its next push it waits until the other nodes have landed about
-as many commits as its own last push carried, each (``need``), looking (one fetch) when they
-should have: after one catch-up of theirs per other node, then every half catch-up, at most
-``POLLS`` looks and ``MAX_PAUSE`` seconds. A catch-up (fetch, replay, push) is measured per
-node, not a constant, and each node publishes its own. When the look shows their commits, the
-node's push follows on that fresh tip (replayed first) instead of losing: the waiting replaces a
-lost round, it does not add one. When nobody landed in two whole waits in a row, nobody
-contends any more (until a new sign).
+as many commits as its own last push carried, each (``need``). It looks (one fetch) when they
+had landed the last times (``gap``, learnt; at first one catch-up of theirs per other node),
+then every third of a catch-up, at most ``POLLS`` looks and ``MAX_PAUSE`` seconds. A catch-up
+(fetch, replay, push) is measured per node, not a constant, and each node publishes its own.
+When a look shows their commits, the node's push follows on that fresh tip (replayed first)
+instead of losing to them: the waiting replaces a lost round rather than adding one. When
+nobody landed in two whole waits in a row, nobody contends any more (until a new sign).
 
 A node knows others contend when it lost a push itself lately, when a look showed other nodes'
 commits, or when another node's ``refs/hystate/turns/<node>`` (fetched with the lease tables)
@@ -53,7 +53,7 @@ CONTENDED = 10.0  # seconds a sign of another contending node counts
 PUBLISH = 3.0  # seconds between two publications of the node's own turns ref
 MAX_PAUSE = 2.0  # seconds a node yields at most before one push
 MAX_CYCLE = 1.0  # seconds: a catch-up longer than this (own or published) counts as this
-POLLS = 4  # looks at most during one pause
+POLLS = 6  # looks at most during one pause
 WALK = 64  # commits walked back from the remote's tip to the node's own last one
 FILE = "turns.json"
 
@@ -129,18 +129,23 @@ def before_push(ws: Workspace, remote: str, branch: str) -> None:
     if landed >= need:
         _save(ws, state)
         return  # they had their turns already: push on the fresh tip
-    end = won + min((others + 1) * catch_up * 1.5, MAX_PAUSE)
-    at = won + others * catch_up * random.uniform(0.9, 1.1)  # when they should have landed
+    gap = _num(state, "gap")  # how long after its push the others had landed, lately
+    end = won + min(max((others + 1) * catch_up * 1.5, gap * 2), MAX_PAUSE)
+    at = won + (gap * 0.85 if gap else others * catch_up) * random.uniform(0.9, 1.1)
     _publish(ws, remote, state, node)  # (while it waits: it says it contends too)
     began = time.time()
     for _ in range(POLLS):
         wait = min(at, end) - time.time()
         if wait > 0:
             time.sleep(wait)
+        looked = time.time()
         landed = _look(ws, remote, branch, state, node)
-        if landed >= need or time.time() >= end:
+        if landed >= need:
+            _ewma(state, "gap", min(looked - won, MAX_PAUSE))
             break
-        at = time.time() + catch_up / 2
+        if time.time() >= end:
+            break
+        at = time.time() + max(catch_up / 3, _num(state, "fetch"))
     _add(state, "pauses", 1)
     _add(state, "paused", time.time() - began)
     if landed > 0:
@@ -198,6 +203,7 @@ def after_push(
     state["won"] = time.time()
     if rounds == 1:
         _ewma(state, "round", min(seconds, MAX_CYCLE))
+        state["lost_cycle"] = _num(state, "lost_cycle") * 0.8  # (the early chaos fades)
     else:
         state["contended"] = state["won"]
         lost = (seconds - _num(state, "round")) / (rounds - 1)
