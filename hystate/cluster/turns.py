@@ -19,9 +19,10 @@ A node knows others contend when it lost a push itself lately, when a look showe
 commits, or when another node's ``refs/hystate/turns/<node>`` (fetched with the lease tables)
 says it lost a push or waited for a turn in the last ``CONTENDED`` seconds: a node that loses or
 yields force-pushes the time and its catch-up there, at most every ``PUBLISH`` seconds. A node
-winning back to back with no such sign looks at most every ``LOOK`` seconds. Alone, a node never
-pauses (nobody else lands, nobody publishes); while it pauses, its other workers' claims join
-the batch the pause delays. No node ever gives up: losers retry until their deadline.
+winning back to back with no such sign looks at its second push, then at intervals doubling
+from ``FIRST_LOOK`` up to ``LOOK`` seconds. Alone, a node never pauses (nobody else lands,
+nobody publishes); while it pauses, its other workers' claims join the batch the pause delays.
+No node ever gives up: losers retry until their deadline.
 
 The node's state is one small file (``.git/hystate/turns.json``) written by the holder of the
 node's sync lock only; it also counts wins, lost rounds, pauses and looks (``bench/sync.py``).
@@ -48,7 +49,8 @@ if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
 
 BACK_TO_BACK = 2.0  # seconds: a push this soon after the node's last won push may yield
-LOOK = 1.0  # seconds between looks (a fetch) of a node that keeps winning with no sign of others
+FIRST_LOOK = 0.25  # seconds: the first look of a run of won pushes with no sign of others
+LOOK = 2.0  # seconds between looks at most (each look that finds no sign doubles the interval)
 CONTENDED = 10.0  # seconds a sign of another contending node counts
 PUBLISH = 3.0  # seconds between two publications of the node's own turns ref
 MAX_PAUSE = 2.0  # seconds a node yields at most before one push
@@ -112,15 +114,20 @@ def before_push(ws: Workspace, remote: str, branch: str) -> None:
     now = time.time()
     won = _num(state, "won")
     if now - won >= BACK_TO_BACK:
+        if _num(state, "look_every") != FIRST_LOOK:
+            state["look_every"] = FIRST_LOOK  # (a new run of pushes: others may start too)
+            _save(ws, state)
         return
     node = lease_refs.node_name(ws)
     landed = -1  # not looked yet
     if now - _num(state, "contended") >= CONTENDED:
-        if now - _num(state, "looked") < LOOK:
+        every = min(max(_num(state, "look_every"), FIRST_LOOK), LOOK)
+        if now - _num(state, "looked") < every:
             return
         state["looked"] = now
         landed = _look(ws, remote, branch, state, node)
         if time.time() - _num(state, "contended") >= CONTENDED:
+            state["look_every"] = every * 2
             _save(ws, state)
             return  # no sign of another node: no pause
     others = int(min(max(_num(state, "others"), 1.0), 8.0))  # (any node can publish a ref)
