@@ -7,9 +7,11 @@ push round trip is still shorter than the loser's catch-up (measured: shares 0.3
 
 So a node that won its last push less than ``BACK_TO_BACK`` ago, while it knows other nodes
 contend, yields its turn: before its next push it waits until the other nodes have landed about
-as many commits as its own last push carried, each (``need``). It looks (one fetch) when they
-had landed the last times (``gap``, learnt; at first one catch-up of theirs per other node),
-then every third of a catch-up, at most ``POLLS`` looks and ``MAX_PAUSE`` seconds. A catch-up
+as many commits as its own last push carried, each (``need``). It looks (one fetch) a little
+before they had landed the last times (``gap``, learnt; at first one catch-up of theirs per
+other node), then every third of a catch-up until some landed, then every catch-up; it stops
+waiting when they landed enough, when what they landed stopped growing for two catch-ups (they
+wait for its turn in their turn), or after ``POLLS`` looks or ``MAX_PAUSE`` seconds. A catch-up
 (fetch, replay, push) is measured per node, not a constant, and each node publishes its own.
 When a look shows their commits, the node's push follows on that fresh tip (replayed first)
 instead of losing to them: the waiting replaces a lost round rather than adding one. When
@@ -55,7 +57,7 @@ CONTENDED = 10.0  # seconds a sign of another contending node counts
 PUBLISH = 3.0  # seconds between two publications of the node's own turns ref
 MAX_PAUSE = 2.0  # seconds a node yields at most before one push
 MAX_CYCLE = 1.0  # seconds: a catch-up longer than this (own or published) counts as this
-POLLS = 6  # looks at most during one pause
+POLLS = 8  # looks at most during one pause
 WALK = 64  # commits walked back from the remote's tip to the node's own last one
 FILE = "turns.json"
 
@@ -138,9 +140,10 @@ def before_push(ws: Workspace, remote: str, branch: str) -> None:
         return  # they had their turns already: push on the fresh tip
     gap = _num(state, "gap")  # how long after its push the others had landed, lately
     end = won + min(max((others + 1) * catch_up * 1.5, gap * 2), MAX_PAUSE)
-    at = won + (gap * 0.85 if gap else others * catch_up) * random.uniform(0.9, 1.1)
+    at = won + (gap * 0.75 if gap else others * catch_up) * random.uniform(0.9, 1.1)
     _publish(ws, remote, state, node)  # (while it waits: it says it contends too)
     began = time.time()
+    seen, moved = 0, began
     for _ in range(POLLS):
         wait = min(at, end) - time.time()
         if wait > 0:
@@ -150,9 +153,12 @@ def before_push(ws: Workspace, remote: str, branch: str) -> None:
         if landed >= need:
             _ewma(state, "gap", min(looked - won, MAX_PAUSE))
             break
-        if time.time() >= end:
-            break
-        at = time.time() + max(catch_up / 3, _num(state, "fetch"))
+        now = time.time()
+        if landed > seen:
+            seen, moved = landed, now
+        if now >= end or (seen and now - moved >= 2 * catch_up):
+            break  # (they landed, then stopped: they wait for this node's turn too)
+        at = now + (catch_up * 0.8 if seen else max(catch_up / 3, _num(state, "fetch")))
     _add(state, "pauses", 1)
     _add(state, "paused", time.time() - began)
     if landed > 0:
