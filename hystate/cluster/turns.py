@@ -7,15 +7,17 @@ push round trip is still shorter than the loser's catch-up (measured: shares 0.3
 
 So a node that won its last push less than ``BACK_TO_BACK`` ago, while it knows other nodes
 contend, yields its turn: before its next push it waits until the other nodes have landed about
-as many commits as its own last push carried, each (``need``). It looks (one fetch) a little
-before they had landed the last times (``gap``, learnt; at first one catch-up of theirs per
-other node), then every third of a catch-up until some landed, then every catch-up; it stops
-waiting when they landed enough, when what they landed stopped growing for two catch-ups (they
-wait for its turn in their turn), or after ``POLLS`` looks or ``MAX_PAUSE`` seconds. A catch-up
-(fetch, replay, push) is measured per node, not a constant, and each node publishes its own.
-When a look shows their commits, the node's push follows on that fresh tip (replayed first)
-instead of losing to them: the waiting replaces a lost round rather than adding one. When
-nobody landed in two whole waits in a row, nobody contends any more (until a new sign).
+as many commits as its own last push carried, each, the last of them any push (``need``: a node
+that landed waits in turn, so with two nodes one push of the other, whatever it carried, is its
+whole turn). It looks (one fetch) a little before they had landed the last times (``gap``,
+learnt; at first one catch-up of theirs per other node), then every third of a catch-up until
+some landed, then every catch-up; it stops waiting when they landed enough, when what they
+landed stopped growing for two catch-ups (they wait for its turn in their turn), or after
+``POLLS`` looks or ``MAX_PAUSE`` seconds. A catch-up (fetch, replay, push) is measured per node,
+not a constant, and each node publishes its own. When a look shows their commits, the node's
+push follows on that fresh tip (replayed first) instead of losing to them: the waiting replaces
+a lost round rather than adding one. When nobody landed in two whole waits in a row, nobody
+contends any more (until a new sign).
 
 A node knows others contend when it lost a push itself lately, when a look showed other nodes'
 commits, or when another node's ``refs/hystate/turns/<node>`` (fetched with the lease tables)
@@ -134,7 +136,7 @@ def before_push(ws: Workspace, remote: str, branch: str) -> None:
             return  # no sign of another node: no pause
     others = int(min(max(_num(state, "others"), 1.0), 8.0))  # (any node can publish a ref)
     catch_up = max(cycle(state), min(_num(state, "their_cycle"), MAX_CYCLE))
-    need = others * max(int(_num(state, "carried")), 1)
+    need = (others - 1) * max(int(_num(state, "carried")), 1) + 1  # (the last one: any push)
     if landed >= need:
         _save(ws, state)
         return  # they had their turns already: push on the fresh tip
