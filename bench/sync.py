@@ -9,6 +9,8 @@ Prints, in one run: the claim round trip beside a plain push, and the aggregate 
 second with 1, 2 and 4 nodes claiming at once (a fresh server each time), with each node's count
 and the lowest node's share of the mean: once with one claiming process per node, once with
 ``--workers`` processes per node (a node's workers share its pushes: ``hystate.cluster.batch``).
+Each node's fair-turn counters (``hystate.cluster.turns``: pushes won, rounds lost, pauses,
+seconds paused, looks, its measured push, fetch and lost-round times) are in the JSON too.
 
 --doc rewrites the "Several machines" section of docs/BENCHMARKS.md with the figures.
 """
