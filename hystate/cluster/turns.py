@@ -224,7 +224,7 @@ def after_push(
         lost = (seconds - _num(state, "round")) / (rounds - 1)
         _ewma(state, "lost_cycle", min(max(lost, 0.0), MAX_CYCLE))
     if tip is not None:
-        state["carried"] = float(_between(ws, tip, base))
+        state["carried"] = float(min(_between(ws, tip, base), 16))
     _add(state, "wins", 1)
     _add(state, "lost_rounds", rounds - 1)
     _save(ws, state)
