@@ -146,12 +146,12 @@ def before_push(ws: Workspace, remote: str, branch: str) -> None:
     _publish(ws, remote, state, node)  # (while it waits: it says it contends too)
     began = time.time()
     seen, moved = 0, began
-    for _ in range(POLLS):
+    for poll in range(POLLS):
         wait = min(at, end) - time.time()
         if wait > 0:
             time.sleep(wait)
         looked = time.time()
-        landed = _look(ws, remote, branch, state, node)
+        landed = _look(ws, remote, branch, state, node, full=poll == 0 and landed < 0)
         if landed >= need:
             _ewma(state, "gap", min(looked - won, MAX_PAUSE))
             break
@@ -172,23 +172,26 @@ def before_push(ws: Workspace, remote: str, branch: str) -> None:
     _save(ws, state)
 
 
-def _look(ws: Workspace, remote: str, branch: str, state: dict[str, Any], node: str) -> int:
+def _look(
+    ws: Workspace, remote: str, branch: str, state: dict[str, Any], node: str, full: bool = True
+) -> int:
     """One fetch: how many commits other nodes landed since this node's last push (the
-    contention signs updated in ``state``)."""
+    contention signs updated in ``state``; ``full``: the nodes' refs too, else the branch)."""
     began = time.time()
     try:
-        tip = gr.fetch(ws.repo, remote, branch, timeout(ws), kinds=KINDS)
+        tip = gr.fetch(ws.repo, remote, branch, timeout(ws), kinds=KINDS if full else ())
     except HystateError:
         return 0  # the push that follows tells what is wrong
     _ewma(state, "fetch", time.time() - began)
     _add(state, "polls", 1)
     mine = landed_tip.last(ws)
     landed = _between(ws, tip, mine) if mine else 0
-    others, their = _contending(ws, node, _num(state, "quiet"))
+    others = 0
+    if full:
+        others, state["their_cycle"] = _contending(ws, node, _num(state, "quiet"))
     if landed or others:
         state["contended"] = time.time()
-        state["others"] = float(max(others, 1))
-    state["their_cycle"] = their
+        state["others"] = float(max(others, 1)) if full else max(_num(state, "others"), 1.0)
     return landed
 
 
