@@ -2,12 +2,15 @@
 against a real ``git daemon`` on 127.0.0.1, beside a plain ``git push`` of one small commit
 measured in the same run.
 
-    python bench/sync.py [--claims 40] [--seconds 15] [--workers 3] [--json OUT] [--doc]
+    python bench/sync.py [--claims 40] [--seconds 15] [--workers 3] [--nodes 1,2,4] [--json OUT]
+        [--doc]
 
 Prints, in one run: the claim round trip beside a plain push, and the aggregate claims per
 second with 1, 2 and 4 nodes claiming at once (a fresh server each time), with each node's count
 and the lowest node's share of the mean: once with one claiming process per node, once with
 ``--workers`` processes per node (a node's workers share its pushes: ``hystate.cluster.batch``).
+Each node's fair-turn counters (``hystate.cluster.turns``: pushes won, rounds lost, pauses,
+seconds paused, looks, its measured push, fetch and lost-round times) are in the JSON too.
 
 --doc rewrites the "Several machines" section of docs/BENCHMARKS.md with the figures.
 """
@@ -158,6 +161,7 @@ def cluster(tmp: Path, nodes: int, seconds: float, workers: int = 1) -> dict[str
         os.killpg(daemon.pid, signal.SIGKILL)
         daemon.wait()
     per_node = [sum(counts[f"w{i}-{j}"] for j in range(workers)) for i in range(nodes)]
+    turns = [_turns(p) for p in paths]
     total = sum(per_node)
     mean = total / nodes
     return {
@@ -167,7 +171,19 @@ def cluster(tmp: Path, nodes: int, seconds: float, workers: int = 1) -> dict[str
         "claims_per_second": round(total / wall, 1),
         "per_node": per_node,
         "lowest_share_of_mean": round(min(per_node) / mean, 2) if mean else 0.0,
+        "turns": turns,
     }
+
+
+def _turns(node: Path) -> dict[str, float]:
+    """The node's fair-turn counters (``cluster/turns.py``): pushes won, rounds lost, pauses
+    and seconds paused, looks, and its measured push round and catch-up (lost round) times."""
+    try:
+        state = json.loads((node / ".git" / "hystate" / "turns.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    keep = ("wins", "lost_rounds", "pauses", "paused", "polls", "round", "fetch", "lost_cycle")
+    return {k: round(float(state[k]), 3) for k in keep if k in state}
 
 
 def main() -> None:
@@ -175,6 +191,7 @@ def main() -> None:
     parser.add_argument("--claims", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=15.0, help="claiming time per node count")
     parser.add_argument("--workers", type=int, default=3, help="claiming processes per node")
+    parser.add_argument("--nodes", default="1,2,4", help="node counts, first is the base")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--doc", action="store_true")
     args = parser.parse_args()
@@ -196,8 +213,9 @@ def main() -> None:
         finally:
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
-        scaling = [cluster(tmp, n, args.seconds) for n in (1, 2, 4)]
-        batched = [cluster(tmp, n, args.seconds, args.workers) for n in (1, 2, 4)]
+        counts = [int(n) for n in args.nodes.split(",")]
+        scaling = [cluster(tmp, n, args.seconds) for n in counts]
+        batched = [cluster(tmp, n, args.seconds, args.workers) for n in counts]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     base = scaling[0]["claims_per_second"]

@@ -157,7 +157,8 @@ def _push(
     except HystateError as exc:
         return acked, exc
     if report.landed:
-        turns.after_push(ws, report.rounds, time.monotonic() - began)
+        elapsed = time.monotonic() - began
+        turns.after_push(ws, report.rounds, elapsed, report.head, report.base)
         lease_refs.publish(ws, remote, timeout(ws), only_if_changed=True, quiet=True)
     if not report.replayed and not report.dropped:
         return acked + mine, None  # pushed as it was: the tip the remote took holds them

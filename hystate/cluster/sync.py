@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hystate.cluster import in_the_way, journal, lease_refs
+from hystate.cluster import in_the_way, journal, landed, lease_refs
 from hystate.cluster.replay import Dropped, Move, capped, resolve
 from hystate.core.errors import GitError, LockBusy, UsageError
 from hystate.core.locks import StateLock
@@ -56,6 +56,7 @@ class Report:
     remote: str
     branch: str
     head: str | None = None
+    base: str | None = None  # the remote's tip the landed push was built on
     pushed: list[dict[str, Any]] = field(default_factory=list)
     replayed: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[dict[str, Any]] = field(default_factory=list)
@@ -169,6 +170,8 @@ def sync_locked(
         if gr.push(repo, remote, new, f"refs/heads/{branch}", wait, expect=tip):
             gr.set_ref(repo, gr.tracking_ref(remote, branch), new)
             report.landed = True
+            report.base = tip
+            landed.note(ws, new)  # (what came after it is other nodes': cluster.turns)
             pushed = gr.commits_between(repo, tip, new) if tip and not brief else []
             report.pushed = [_describe(ws, c.sha) for c in pushed]  # (brief: a claim's)
             report.head = new
