@@ -8,6 +8,8 @@ round by round so that all see the same disk:
   - deferred: all five opened and written, then each fsynced, closed, renamed
   - sync:     all five opened and written, one os.sync(), then closed and renamed
   - syncfs:   as sync, with syncfs(2) of the objects' file system only (Linux, through ctypes)
+  - locked-first: as deferred, with the branch's lock file made and written first (every
+              file created before the first flush)
 
     python bench/fsync_batch.py --rounds 100
 """
@@ -77,20 +79,31 @@ def syncfs(root: str, objs: list[tuple[str, str, bytes]]) -> None:
         os.replace(tmp, path)
 
 
-def branch(root: str) -> None:
+def branch(root: str, fd: int | None = None) -> None:
     lock = f"{root}/main.lock"
-    fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    os.write(fd, os.urandom(20).hex().encode() + b"\n")
+    if fd is None:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, os.urandom(20).hex().encode() + b"\n")
     os.fsync(fd)
     os.close(fd)
     os.replace(lock, f"{root}/main")
 
 
-VARIANTS: dict[str, Callable[[str, list[tuple[str, str, bytes]]], None]] = {
+def locked_first(root: str, objs: list[tuple[str, str, bytes]]) -> int:
+    """As deferred, with the branch's lock made and written before any object is synced
+    (every file created first, then every flush)."""
+    lock = os.open(f"{root}/main.lock", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(lock, os.urandom(20).hex().encode() + b"\n")
+    deferred(root, objs)
+    return lock
+
+
+VARIANTS: dict[str, Callable[[str, list[tuple[str, str, bytes]]], int | None]] = {
     "each": each,
     "deferred": deferred,
     "sync": sync,
     "syncfs": syncfs,
+    "locked-first": locked_first,
 }
 
 
@@ -108,8 +121,8 @@ def main() -> None:
                 root = f"{tmp}/{name}"
                 objs = _objects(root, r)
                 started = time.perf_counter()
-                fn(root, objs)
-                branch(root)
+                lock = fn(root, objs)
+                branch(root, lock if isinstance(lock, int) else None)
                 times[name].append(time.perf_counter() - started)
     load = os.getloadavg()[0]
     print(f"{args.rounds} rounds, load {load:.2f}: five objects + the branch, ms per round")

@@ -3,7 +3,8 @@
 Builds one state repository (``common.build_repo``), then makes ``--count`` transitions
 (discovered -> downloading of distinct episodes) with ``StateManager.update_state``; prints the
 median wall time, the CPU per transition (``time.process_time``: this process only, no git
-child runs on this path) and, with ``--profile``, cProfile's top functions by own time.
+child runs on this path; user and system apart: system time grows with the disk's contention)
+and, with ``--profile``, cProfile's top functions by own time.
 
     python bench/transition_cpu.py                       # 1,000 episodes, core.fsync as is
     python bench/transition_cpu.py --fsync-none --profile 25
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import resource
 import statistics
 import sys
 import tempfile
@@ -47,6 +49,7 @@ def main() -> None:
         profiler = cProfile.Profile() if args.profile else None
         walls = []
         cpu_start = time.process_time()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         for eid in measured:
             started = time.perf_counter()
             if profiler is not None:
@@ -56,10 +59,14 @@ def main() -> None:
                 profiler.disable()
             walls.append(time.perf_counter() - started)
         cpu = (time.process_time() - cpu_start) / len(measured)
+        spent = resource.getrusage(resource.RUSAGE_SELF)
+        user = (spent.ru_utime - usage.ru_utime) / len(measured)
+        system = (spent.ru_stime - usage.ru_stime) / len(measured)
         print(
             f"{args.episodes:,} episodes, {len(measured)} transitions"
             f"{' (core.fsync none)' if args.fsync_none else ''}: wall median "
             f"{statistics.median(walls) * 1000:.2f} ms, CPU {cpu * 1000:.2f} ms per transition"
+            f" (user {user * 1000:.2f}, system {system * 1000:.2f})"
             + (" (profiled)" if profiler else ""),
             file=sys.stderr,
         )
