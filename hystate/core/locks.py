@@ -137,6 +137,7 @@ class StateLock:
         self.timeout = timeout
         self.held = False
         self.broke_stale = False  # this acquire removed the lock of a process that is gone
+        self._stale_record: bytes | None = None  # that lock's content (``hand_back``)
 
     @contextmanager
     def episode_lock(self, episode_id: str) -> Iterator[StateLock]:
@@ -242,12 +243,36 @@ class StateLock:
             return False
         try:
             if _is_stale(self.path):
+                try:
+                    self._stale_record = self.path.read_bytes()
+                except OSError:
+                    self._stale_record = None
                 self.path.unlink(missing_ok=True)
                 self.broke_stale = True
             return True
         finally:
             breaker.unlink(missing_ok=True)
             os.close(fd)
+
+    def hand_back(self) -> None:
+        """Let go of a lock this acquire broke from a dead owner by writing that owner's record
+        back over it, so the next taker finds it stale as this one did (and does what this one
+        could not); a plain release when that cannot be done."""
+        record = self._stale_record if self.broke_stale else None
+        if self.held and record is not None:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW)
+                try:
+                    os.pwrite(fd, record, 0)
+                    os.ftruncate(fd, len(record))
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass
+            else:
+                self.held = False
+                return
+        self.release()
 
     def release(self) -> None:
         if self.held:
@@ -315,57 +340,6 @@ def dated_in_future(path: Path) -> bool:
 def lock_status(path: Path) -> tuple[LockOwner | None, bool]:
     """(owner, stale) of an existing lock file, for ``hystate locks`` and fsck."""
     return LockOwner.read(path), _is_stale(path)
-
-
-def foreign_lock_files(locks_dir: Path) -> list[tuple[Path, str]]:
-    """Lock paths (``*.lock``, ``*.lock.break``) that are not regular files: hystate never made
-    them, and each one refuses work on its episode (exit 6) until it is gone. (path, what)."""
-    found = []
-    try:
-        with os.scandir(locks_dir) as entries:
-            listed = sorted(entries, key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    for entry in listed:
-        if not entry.name.endswith((".lock", ".lock.break")):
-            continue
-        mode = entry.stat(follow_symlinks=False).st_mode
-        if stat.S_ISREG(mode):
-            continue
-        what = (
-            "a folder"
-            if stat.S_ISDIR(mode)
-            else "a symlink"
-            if stat.S_ISLNK(mode)
-            else "a FIFO"
-            if stat.S_ISFIFO(mode)
-            else "a special file"
-        )
-        found.append((Path(entry.path), what))
-    return found
-
-
-def remove_foreign_lock(path: Path) -> str | None:
-    """Remove a lock path that is not a file when that is safe: an empty folder or a FIFO that
-    no live process has open (or, for a folder, works in). Never a symlink (or what it points
-    to), never a folder with something in it. None when removed, else why it was kept."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    if not (stat.S_ISDIR(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
-        return "not an empty folder or a FIFO: remove it by hand once you know what it is"
-    user = in_use((info.st_dev, info.st_ino))
-    if user is not None:
-        return f"in use by process {user}"
-    try:
-        if stat.S_ISDIR(info.st_mode):
-            os.rmdir(path)  # fails unless empty: nothing in it is ever removed
-        else:
-            os.unlink(path)
-    except OSError as exc:
-        return f"not removed ({exc.strerror or exc})"
-    return None
 
 
 def in_use(identity: tuple[int, int]) -> int | None:

@@ -83,7 +83,7 @@ class EpisodeLock(StateLock):
             try:
                 self.mended = [row for row in self._on_stale() if row is not None]
             except BaseException:
-                self.release()
+                self.hand_back()  # not mended (a full disk): the next taker tries again
                 raise
 
 

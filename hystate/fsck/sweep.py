@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hystate.core.locks import foreign_lock_files, remove_foreign_lock
+from hystate.core.foreign_locks import foreign_lock_files, remove_foreign_lock
 from hystate.core.model import EpisodeState, ProcessingStage
 from hystate.engine import leases
 from hystate.fsck.findings import Finding

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hystate.core import yamlio
-from hystate.core.errors import CannotWrite, LockBusy
+from hystate.core.errors import LockBusy
+from hystate.core.locks import lock_status
 from hystate.core.model import EpisodeState, ProcessingStage
 from hystate.core.paths import NotRegularFile, read_bytes, write_atomic
 from hystate.core.rules import legal_move
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
 
 S = ProcessingStage
+BUSY = "being changed by a live process; left alone"
 
 
 def uncommitted(ws: Workspace, repair: bool, earlier: list[Finding]) -> list[Finding]:
@@ -38,15 +40,18 @@ def uncommitted(ws: Workspace, repair: bool, earlier: list[Finding]) -> list[Fin
         if rel in kept or not is_episode_path(rel.removeprefix(prefix)):
             continue
         path = ws.repo.root / rel
+        if not repair:  # looked at, never locked: a dead process's lock stays for its mender
+            lock = ws.locks_dir / f"{path.stem}.lock"
+            live = os.path.lexists(lock) and not lock_status(lock)[1]
+            found.append(
+                Finding("uncommitted", rel, BUSY) if live else _judge(ws, path, rel, False)
+            )
+            continue
         try:
-            with ws.episode_lock(path.stem, timeout=0 if not repair else 2, mend=False):
+            with ws.episode_lock(path.stem, timeout=2, mend=False):
                 found.append(_judge(ws, path, rel, repair))
         except LockBusy:
-            found.append(Finding("uncommitted", rel, "being changed by a live process; left alone"))
-        except CannotWrite:  # a read-only (or full) disk takes no lock: nothing writes there
-            if repair:
-                raise
-            found.append(_judge(ws, path, rel, False))
+            found.append(Finding("uncommitted", rel, BUSY))
     return found
 
 
@@ -162,4 +167,7 @@ def _keep_lost(ws: Workspace, rel: str, raw: bytes) -> None:
     lost = ws.repo.git_dir / "hystate-lost"
     lost.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    write_atomic(lost / f"{stamp}-{rel.replace('/', '_')}", raw)
+    # named by the content too: two versions kept in one second never overwrite each other
+    write_atomic(
+        lost / f"{stamp}-{object_id(b'blob', raw).hex()[:10]}-{rel.replace('/', '_')}", raw
+    )

@@ -5,31 +5,17 @@ Real processes, a real kill -9, a real `git daemon`."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hystate.manager import StateManager
-from tests.conftest import HYSTATE, git, run_hystate
+from tests.conftest import git, run_hystate
+from tests.harness.dead_write import killed_mid_commit
 from tests.harness.sync import GitServer, clone_nodes, fsck_clean, served
 
 CONFIG = {"sync": {"remote": "origin", "push": "batch"}, "recovery": {"retry_delay": 0}}
-
-# git runs this hook before HEAD moves ("prepared"): while HOLD exists it says so and waits,
-# so the transition is written and not committed when the test kills it
-HOOK = """#!/bin/sh
-cat >/dev/null
-if [ "$1" = prepared ] && [ -f "$HOLD" ]; then
-  : > "$HOLD.reached"
-  sleep 120
-fi
-exit 0
-"""
 
 
 @pytest.fixture
@@ -41,37 +27,6 @@ def server(tmp_path: Path) -> Iterator[GitServer]:
 @pytest.fixture
 def nodes(server: GitServer, tmp_path: Path) -> list[Path]:
     return clone_nodes(server, tmp_path)
-
-
-def killed_mid_commit(node: Path, tmp_path: Path, *args: str) -> None:
-    """Run ``hystate *args`` on ``node`` and kill -9 it (and its hook) after its write, before
-    HEAD moved."""
-    hook = node / ".git" / "hooks" / "reference-transaction"
-    hook.write_text(HOOK)
-    hook.chmod(0o755)
-    hold = tmp_path / "hold"
-    hold.write_text("")
-    head = git(node, "rev-parse", "HEAD").strip()
-    proc = subprocess.Popen(
-        [*HYSTATE, *args],
-        cwd=node,
-        env={**os.environ, "HOLD": str(hold)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        for _ in range(6000):
-            if (tmp_path / "hold.reached").exists() or proc.poll() is not None:
-                break
-            time.sleep(0.01)
-        assert (tmp_path / "hold.reached").exists(), "the transition never reached its commit"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    hold.unlink()
-    hook.unlink()
-    assert git(node, "rev-parse", "HEAD").strip() == head  # killed before HEAD moved
 
 
 def test_a_dead_workers_write_no_longer_stops_the_sync(
