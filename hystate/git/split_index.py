@@ -21,6 +21,7 @@ hystate never splits an index itself: libgit2 and other readers cannot read one.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import struct
@@ -167,6 +168,8 @@ class _Split:
         self.version = version
         self.replaced: dict[int, bytes] = {}
         self.added: dict[tuple[bytes, int], bytes] = {}
+        self.names: list[bytes] = []  # of the added entries, sorted
+        self.conflicted: set[bytes] = set()  # added entries with a stage
 
     @classmethod
     def read(
@@ -192,6 +195,8 @@ class _Split:
                     return None
                 made.added[(name, (flags & _STAGE) >> 12)] = raw
             pos = after
+        made.names = sorted({name for name, _ in made.added})
+        made.conflicted = {name for name, stage in made.added if stage}
         return made if pos == ends else None
 
     def apply(self, updates: Sequence[Update], index_sec: int) -> bool:
@@ -230,7 +235,7 @@ class _Split:
             st.st_gid & _MASK,
             st.st_size & _MASK,
         )
-        if any(name == path and stage for name, stage in self.added):
+        if path in self.conflicted:
             raise _conflict(path)
         old = self.added.get((path, 0))
         if old is not None:
@@ -253,19 +258,22 @@ class _Split:
         if not self._new_path_fits(path, found):
             return False
         self.added[(path, 0)] = _entry(fields, update.sha, min(len(path), 0xFFF), 0, path)
+        bisect.insort(self.names, path)
         return True
 
     def _new_path_fits(self, path: bytes, found: tuple[int, int, bytes] | None) -> bool:
         """No folder of ``path`` is a file in the index, and ``path`` is no folder there."""
-        names = {name for name, _ in self.added}
+        names = self.names
         parts = path.split(b"/")
         for i in range(1, len(parts)):
             folder = b"/".join(parts[:i])
             hit = self.shared.seek(folder)
-            if folder in names or (hit is not None and hit[2] == folder):
+            at = bisect.bisect_left(names, folder)
+            if (at < len(names) and names[at] == folder) or (hit is not None and hit[2] == folder):
                 return False
         below = path + b"/"
-        if any(name.startswith(below) for name in names):
+        at = bisect.bisect_left(names, below)
+        if at < len(names) and names[at].startswith(below):
             return False
         hit = self.shared.seek(below)
         return hit is None or not hit[2].startswith(below)

@@ -225,3 +225,27 @@ def test_ewah_bytes_are_the_ones_git_writes(tmp_path: Path) -> None:
 def test_ewah_round_trip(bits: list[int]) -> None:
     data = ewah.encode(bits)
     assert ewah.decode(data, 0, len(data)) == (bits, len(data))
+
+
+def test_a_staged_change_and_a_torn_shared_table_survive(tmp_path: Path) -> None:
+    """The person's staged file (an added entry) stays staged; the table hystate keeps of the
+    shared index is written, and a torn one is not believed (the next process walks again)."""
+    root = _split_repo(tmp_path)
+    (root / "user-notes.txt").write_text("mine\n")
+    git(root, "add", "user-notes.txt")
+    eids = [Path(p).stem for p in state_files(root)[:3]]
+    done = hy(root, "advance", eids[0], "downloading")
+    assert done.returncode == 0, done.stderr
+    shared = _shared(root)
+    table = root / ".git" / "hystate" / f"shared.{shared}.table"
+    assert table.is_file()
+    table.write_bytes(table.read_bytes()[:-9] + b"\x07" * 9)
+    for eid in eids[1:]:
+        done = hy(root, "advance", eid, "downloading")
+        assert done.returncode == 0, done.stderr
+        assert _shared(root) == shared
+    assert git(root, "status", "--porcelain") == "A  user-notes.txt\n"
+    assert git(root, "diff", "--cached", "--name-only") == "user-notes.txt\n"
+    git(root, *USER, "commit", "-qm", "user")
+    _git_agrees(root)
+    _same_as_plain_twin(root, tmp_path)
