@@ -78,16 +78,22 @@ class ObjectStore:
         hexsha = sha.hex()
         return f"{self._prefix}/{hexsha[:2]}/{hexsha[2:]}"
 
-    def read(self, sha: bytes) -> tuple[bytes, bytes]:
-        """(kind, content) of object ``sha``."""
+    def read(self, sha: bytes, start: int | None = None) -> tuple[bytes, bytes]:
+        """(kind, content) of object ``sha``; ``start``: only about that many bytes of a loose
+        one are inflated (a discovery's commit is megabytes at 100,000; its tree is line 1)."""
         try:
             with open(self._path(sha), "rb") as fh:
-                raw = zlib.decompress(fh.read())
+                if start is None:
+                    raw = zlib.decompress(fh.read())
+                else:
+                    raw = zlib.decompressobj().decompress(fh.read(start + 960), start + 64)
         except FileNotFoundError:
             return self._read_packed(sha)
         except zlib.error as exc:
             raise GitError(f"corrupt loose object {sha.hex()}", hint=REPAIR) from exc
-        nul = raw.index(b"\x00")
+        nul = raw.find(b"\x00")
+        if nul < 0:
+            raise GitError(f"corrupt loose object {sha.hex()}", hint=REPAIR)
         kind, _, _size = raw[:nul].partition(b" ")
         return kind, raw[nul + 1 :]
 
@@ -300,28 +306,11 @@ class ObjectStore:
         """The root tree sha of ``commit``."""
         tree = self._commit_trees.get(commit)
         if tree is None:
-            kind, data = self._start(commit)
+            kind, data = self.read(commit, start=64)
             if kind != b"commit" or not data.startswith(b"tree "):
                 raise GitError(f"object {commit.hex()} is not a commit")
             tree = self.remember_commit(commit, bytes.fromhex(data[5:45].decode()))
         return tree
-
-    def _start(self, sha: bytes) -> tuple[bytes, bytes]:
-        """(kind, the first bytes of the content) of object ``sha``: a loose one is inflated
-        only as far as its header and first line (a discovery's commit lists every new
-        episode: megabytes at 100,000, where only its tree is wanted)."""
-        try:
-            with open(self._path(sha), "rb") as fh:
-                raw = zlib.decompressobj().decompress(fh.read(1024), 128)
-        except FileNotFoundError:
-            return self._read_packed(sha)
-        except zlib.error as exc:
-            raise GitError(f"corrupt loose object {sha.hex()}", hint=REPAIR) from exc
-        nul = raw.find(b"\x00")
-        if nul < 0:
-            raise GitError(f"corrupt loose object {sha.hex()}", hint=REPAIR)
-        kind, _, _size = raw[:nul].partition(b" ")
-        return kind, raw[nul + 1 :]
 
     def remember_commit(self, commit: bytes, tree: bytes) -> bytes:
         if len(self._commit_trees) > 256:
