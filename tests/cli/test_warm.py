@@ -7,6 +7,7 @@ Real processes throughout; no timing is asserted."""
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from hystate.core import warmwire as wire
 from tests.conftest import REPO_ROOT, commits, git
 
 # hystate as the console script runs it (hystate/launcher.py)
@@ -497,3 +500,53 @@ def test_the_command_is_found_after_the_groups_options(
     assert command_of(args) == command
     assert {"advance", "status", "list", "show", "next", "heartbeat"} <= HOT
     assert not HOT & {"init", "discover", "serve", "sync", "fsck", "warm", "events", "import"}
+
+
+def fake_server(path: Path, after_go: bytes) -> threading.Thread:
+    """A same-user socket that takes one command ("ready"), then sends ``after_go``."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            for fd in socket.recv_fds(conn, 1, 8)[1]:
+                os.close(fd)  # the client's stdout and stderr: its reader waits for their end
+            message(conn)
+            conn.sendall(wire.encode(("ready",)))
+            assert message(conn) == ("go",)
+            conn.sendall(after_go)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def message(conn: socket.socket) -> object:
+    size = int.from_bytes(conn.recv(4, socket.MSG_WAITALL), "big")
+    return marshal.loads(conn.recv(size, socket.MSG_WAITALL))
+
+
+@pytest.mark.parametrize(
+    "after_go",
+    [
+        wire.encode(("exit", "boom")),
+        wire.encode(("wait", -99)),
+        wire.encode(("exit", 1 << 40)),
+        wire.encode(["exit", 0]),
+        b"\xff" * 8,
+        b"",
+    ],
+)
+def test_a_bad_answer_after_go_is_one_line_and_7(folder: Path, after_go: bytes) -> None:
+    path = folder / "fake.sock"
+    thread = fake_server(path, after_go)
+    proc = hystate(folder, "status", warm=path)
+    thread.join(30)
+    assert proc.returncode == 7
+    assert proc.stdout == b""
+    assert proc.stderr == (
+        b"hystate: error: the warm server sent no valid exit status (the command's outcome "
+        b"is unknown; check with hystate show/status)\n"
+    )
