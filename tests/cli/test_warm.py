@@ -550,3 +550,34 @@ def test_a_bad_answer_after_go_is_one_line_and_7(folder: Path, after_go: bytes) 
         b"hystate: error: the warm server sent no valid exit status (the command's outcome "
         b"is unknown; check with hystate show/status)\n"
     )
+
+
+# a client that is told "ready" and hangs up without "go"
+NO_GO = """
+import os, sys
+from hystate import launcher
+from hystate.core import warmwire as wire
+sock = wire.connect(sys.argv[1], 30)
+wire.send_fds(sock, [os.open(".", os.O_RDONLY)])
+wire.send(sock, launcher._request([None, None, None], 0o022, {}))
+print(wire.recv(sock))
+sock.close()
+"""
+
+
+def test_only_commands_run_are_counted(repo: Path, warm: Warm) -> None:
+    """Pings, refusals and a client that hangs up after "ready" are not commands served."""
+    refused = hystate(repo, "status", warm=warm, env={"PYTHONWARNINGS": "ignore"})
+    assert refused.returncode == 0, refused.stderr
+    asked = subprocess.run(
+        [sys.executable, "-c", NO_GO, str(warm.socket)],
+        cwd=repo,
+        env=_env(None),
+        capture_output=True,
+        timeout=120,
+    )
+    assert asked.stdout == b"('ready',)\n", asked.stderr
+    assert served(warm) == 0
+    assert hystate(repo, "status", warm=warm).returncode == 0
+    assert served(warm) == 1
+    assert served(warm) == 1
