@@ -63,22 +63,24 @@ def start(socket_path: str | None) -> None:
     path = _checked(socket_path or wire.default_socket(), private=socket_path is None)
     line = f"HYSTATE_WARM={shlex.quote(path)}; export HYSTATE_WARM;"
     answer = ask(path)
-    if answer is not None:
-        echo(f"hystate: a warm server already runs at {path} (pid {answer['pid']})", err=True)
-        click.echo(line)
-        return
-    proc = subprocess.Popen(
-        [sys.executable, "-P", "-c", "from hystate.cli.forkserver import main; main()", path],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd="/",  # holds no folder (or mount) of anyone's busy
-        start_new_session=True,
-    )
-    ready = _ready(proc)
-    if not ready.startswith("ready "):
-        raise UsageError(f"the warm server did not start: {ready or 'no answer'}")
-    echo(f"hystate: warm server started at {path} (pid {ready.split()[1]})", err=True)
+    if answer is None:
+        proc = subprocess.Popen(
+            [sys.executable, "-P", "-c", "from hystate.cli.forkserver import main; main()", path],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd="/",  # holds no folder (or mount) of anyone's busy
+            start_new_session=True,
+        )
+        ready = _ready(proc)
+        if ready.startswith("ready "):
+            echo(f"hystate: warm server started at {path} (pid {ready.split()[1]})", err=True)
+            click.echo(line)
+            return
+        answer = ask(path)  # another start (another shell) won the race: its server will do
+        if answer is None:
+            raise UsageError(f"the warm server did not start: {ready or 'no answer'}")
+    echo(f"hystate: a warm server already runs at {path} (pid {answer['pid']})", err=True)
     click.echo(line)
 
 

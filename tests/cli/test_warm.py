@@ -581,3 +581,28 @@ def test_only_commands_run_are_counted(repo: Path, warm: Warm) -> None:
     assert hystate(repo, "status", warm=warm).returncode == 0
     assert served(warm) == 1
     assert served(warm) == 1
+
+
+def test_starts_at_once_all_print_the_line(folder: Path) -> None:
+    path = folder / "warm.sock"
+    starts = [
+        subprocess.Popen(
+            [*CLIENT, "warm", "start", "--socket", str(path)],
+            cwd=folder,
+            env=_env(None),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    results = [(p.communicate(timeout=120), p.returncode) for p in starts]
+    pids = {int(m) for (_, err), _ in results for m in re.findall(rb"\(pid (\d+)\)", err)}
+    try:
+        for (out, err), code in results:
+            assert code == 0, err
+            assert out.decode() == f"HYSTATE_WARM={path}; export HYSTATE_WARM;\n"
+        assert sum(b"warm server started" in err for (_, err), _ in results) == 1
+        assert len(pids) == 1
+    finally:
+        for pid in pids:
+            kill(pid)
