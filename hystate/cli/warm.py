@@ -88,6 +88,7 @@ def start(socket_path: str | None) -> None:
 @socket_option
 def stop(socket_path: str | None) -> None:
     """Stop the server (the commands running finish first) and print `unset HYSTATE_WARM;`.
+    Exit 1 if it is still running 10 s later (waiting for its commands to end).
 
     \b
     Examples:
@@ -105,6 +106,14 @@ def stop(socket_path: str | None) -> None:
         deadline = time.monotonic() + STOP_SECONDS
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
+        if pid_alive(pid):  # its socket is gone: new commands run in-process already
+            echo(
+                f"hystate: the warm server (pid {pid}) takes no more commands but is still "
+                f"running after {STOP_SECONDS:g} s: it ends when the commands it runs end",
+                err=True,
+            )
+            click.echo("unset HYSTATE_WARM;")
+            click.get_current_context().exit(1)
         echo(f"hystate: warm server stopped (pid {pid})", err=True)
     click.echo("unset HYSTATE_WARM;")
 

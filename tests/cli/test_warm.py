@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from hystate.core import warmwire as wire
+from hystate.core.locks import pid_alive
 from tests.conftest import REPO_ROOT, commits, git
 
 # hystate as the console script runs it (hystate/launcher.py)
@@ -557,6 +558,7 @@ NO_GO = """
 import os, sys
 from hystate import launcher
 from hystate.core import warmwire as wire
+from hystate.core.locks import pid_alive
 sock = wire.connect(sys.argv[1], 30)
 wire.send_fds(sock, [os.open(".", os.O_RDONLY)])
 wire.send(sock, launcher._request([None, None, None], 0o022, {}))
@@ -606,3 +608,23 @@ def test_starts_at_once_all_print_the_line(folder: Path) -> None:
     finally:
         for pid in pids:
             kill(pid)
+
+
+def test_stop_during_a_command_says_the_server_still_runs(
+    repo: Path, episode_id: str, warm: Warm
+) -> None:
+    holder = held_lock(repo, episode_id)
+    try:
+        client = waiting(repo, warm, "advance", episode_id, "downloading")
+        stopped = hystate(repo, "warm", "stop", warm=warm)
+        assert stopped.returncode == 1, stopped.stderr
+        assert stopped.stdout == b"unset HYSTATE_WARM;\n"
+        assert b"is still running" in stopped.stderr
+        assert pid_alive(warm.pid)
+        assert not warm.socket.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    _out, err = client.communicate(timeout=120)
+    assert client.returncode == 0, err
+    assert gone(warm.pid)
