@@ -628,3 +628,15 @@ def test_stop_during_a_command_says_the_server_still_runs(
     _out, err = client.communicate(timeout=120)
     assert client.returncode == 0, err
     assert gone(warm.pid)
+
+
+def test_a_served_command_leaves_the_cache_as_in_process(repo: Path, warm: Warm) -> None:
+    """The child closes its SQLite connections as the interpreter's end would: no state.db-wal
+    nor -shm left behind."""
+    caches = repo / ".git" / "hystate"
+    for how in (None, warm):
+        shutil.rmtree(caches, ignore_errors=True)
+        proc = hystate(repo, "status", warm=how)
+        assert proc.returncode == 0, proc.stderr
+        assert [p.name for p in caches.rglob("state.db*")] == ["state.db"]
+    assert served(warm) == 1
