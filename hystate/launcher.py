@@ -34,6 +34,7 @@ HOT = frozenset(
 FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 READY_SECONDS = 5.0  # the server has this long to take a command; then it runs here
 EXIT_INTERRUPTED = 130
+EXIT_WARM_FAILED = 7  # the server failed after "go": the command's outcome is unknown (cli.md)
 
 
 def main() -> None:
@@ -105,13 +106,13 @@ def _served(path: str, dispositions: dict[int, str]) -> None:
         umask = os.umask(0o022)
         os.umask(umask)
         wire.send(sock, _request(std, umask, dispositions))
-        reply = wire.recv(sock)
-    except (OSError, EOFError, ValueError):
+        reply = _received(sock)
+    except OSError:
         reply = None
     finally:
         for fd in opened:
             os.close(fd)
-    if isinstance(reply, tuple) and reply[:1] == ("ready",):
+    if type(reply) is tuple and reply == ("ready",):
         _run(sock)  # returns only if "go" could not be said: nothing ran
     sock.close()
 
@@ -169,25 +170,44 @@ def _run(sock: _socket.socket) -> None:
         _signal.pthread_sigmask(_signal.SIG_UNBLOCK, held)
         return
     _signal.pthread_sigmask(_signal.SIG_UNBLOCK, held)
-    while True:
-        try:
-            message = wire.recv(sock)
-        except (OSError, EOFError, ValueError):
-            _exit_with_line("the warm server's process ended without an exit status", 1)
-        kind, value = message if isinstance(message, tuple) and len(message) == 2 else ("", 0)
-        if kind == "exit":
+    message = _received(sock)
+    if type(message) is tuple and len(message) == 2 and type(message[1]) is int:
+        kind, value = message
+        if kind == "exit" and -(1 << 31) <= value < 1 << 31:  # sys.exit's int, as C takes it
             os._exit(value)
-        if kind == "wait":  # os.waitstatus_to_exitcode: negative for a signal
+        if kind == "wait" and -_signal.NSIG < value <= 255:  # negative: killed by a signal
             _end_like(value)
+    _exit_with_line(
+        "error: the warm server sent no valid exit status (the command's outcome is unknown; "
+        "check with hystate show/status)",
+        EXIT_WARM_FAILED,
+    )
+
+
+def _received(sock: _socket.socket) -> object:
+    """The server's next message, or None: the connection ended or the bytes are not a
+    message (any error: what the server sends is checked, never trusted)."""
+    from hystate.core import warmwire as wire
+
+    try:
+        return wire.recv(sock)
+    except Exception:
+        return None
 
 
 def _end_like(code: int) -> None:
     if code >= 0:
         os._exit(code)
     signum = -code  # killed: this process dies of the same signal, as the shell would see it
-    _signal.signal(signum, _signal.SIG_DFL)
-    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {signum})
-    os.kill(os.getpid(), signum)
+    try:
+        _signal.signal(signum, _signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass  # SIGKILL, SIGSTOP: not ours to set, and deadly (or stopping) as they are
+    try:
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {signum})
+        os.kill(os.getpid(), signum)
+    except (OSError, ValueError):
+        pass
     os._exit(128 + signum)
 
 

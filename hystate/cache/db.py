@@ -7,12 +7,31 @@ import json
 import random
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hystate.cache import jsonindex, tables
+
+
+class _Connection(sqlite3.Connection):
+    """A connection ``close_all`` can find (sqlite3.Connection itself takes no weak reference)."""
+
+
+_OPEN: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """Close this process's connections still open, as the interpreter's end does: the last
+    one to close folds the WAL back in and removes ``state.db-wal`` and ``-shm``. For a process
+    that ends with os._exit (a warm server's child, hystate/cli/forkchild.py)."""
+    for db in list(_OPEN):
+        try:
+            db.close()
+        except sqlite3.Error:
+            pass
 
 
 class CacheDB:
@@ -27,8 +46,14 @@ class CacheDB:
         of this process's connections to it is open)."""
         target = f"file:{path}?mode=memory&cache=shared" if memory else path
         db = sqlite3.connect(
-            target, timeout=60, isolation_level=None, check_same_thread=False, uri=memory
+            target,
+            timeout=60,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=memory,
+            factory=_Connection,
         )
+        _OPEN.add(db)
         db.execute("PRAGMA busy_timeout=60000")
         # Switching to WAL (and opening a WAL file while another process runs its recovery or
         # closes the last connection) can be refused at once, without the busy handler: wait.

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from hystate.cache.db import close_all
 from hystate.cli.takeover import Refused, become
 from hystate.core import warmwire as wire
 
@@ -220,7 +221,8 @@ def _exit_code(value: object) -> int:
 
 def _shut_down(code: int) -> int:
     """Python's end: wait for the other threads, atexit, flush the streams (stdout failing to
-    flush makes it 120), then the descriptors close, so a reader sees the end now."""
+    flush makes it 120), close the SQLite connections, then the descriptors close, so a
+    reader sees the end now."""
     import atexit
 
     shutdown = getattr(threading, "_shutdown", None)
@@ -236,6 +238,7 @@ def _shut_down(code: int) -> int:
             if stream is sys.stdout:
                 _unraisable(exc, stream)
                 code = EXIT_FLUSH_FAILED
+    close_all()  # what the interpreter's end closes (its state.db-wal and -shm go with it)
     for fd in (0, 1, 2):
         try:
             os.close(fd)

@@ -63,22 +63,24 @@ def start(socket_path: str | None) -> None:
     path = _checked(socket_path or wire.default_socket(), private=socket_path is None)
     line = f"HYSTATE_WARM={shlex.quote(path)}; export HYSTATE_WARM;"
     answer = ask(path)
-    if answer is not None:
-        echo(f"hystate: a warm server already runs at {path} (pid {answer['pid']})", err=True)
-        click.echo(line)
-        return
-    proc = subprocess.Popen(
-        [sys.executable, "-P", "-c", "from hystate.cli.forkserver import main; main()", path],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd="/",  # holds no folder (or mount) of anyone's busy
-        start_new_session=True,
-    )
-    ready = _ready(proc)
-    if not ready.startswith("ready "):
-        raise UsageError(f"the warm server did not start: {ready or 'no answer'}")
-    echo(f"hystate: warm server started at {path} (pid {ready.split()[1]})", err=True)
+    if answer is None:
+        proc = subprocess.Popen(
+            [sys.executable, "-P", "-c", "from hystate.cli.forkserver import main; main()", path],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd="/",  # holds no folder (or mount) of anyone's busy
+            start_new_session=True,
+        )
+        ready = _ready(proc)
+        if ready.startswith("ready "):
+            echo(f"hystate: warm server started at {path} (pid {ready.split()[1]})", err=True)
+            click.echo(line)
+            return
+        answer = ask(path)  # another start (another shell) won the race: its server will do
+        if answer is None:
+            raise UsageError(f"the warm server did not start: {ready or 'no answer'}")
+    echo(f"hystate: a warm server already runs at {path} (pid {answer['pid']})", err=True)
     click.echo(line)
 
 
@@ -86,6 +88,7 @@ def start(socket_path: str | None) -> None:
 @socket_option
 def stop(socket_path: str | None) -> None:
     """Stop the server (the commands running finish first) and print `unset HYSTATE_WARM;`.
+    Exit 1 if it is still running 10 s later (waiting for its commands to end).
 
     \b
     Examples:
@@ -103,6 +106,14 @@ def stop(socket_path: str | None) -> None:
         deadline = time.monotonic() + STOP_SECONDS
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
+        if pid_alive(pid):  # its socket is gone: new commands run in-process already
+            echo(
+                f"hystate: the warm server (pid {pid}) takes no more commands but is still "
+                f"running after {STOP_SECONDS:g} s: it ends when the commands it runs end",
+                err=True,
+            )
+            click.echo("unset HYSTATE_WARM;")
+            click.get_current_context().exit(1)
         echo(f"hystate: warm server stopped (pid {pid})", err=True)
     click.echo("unset HYSTATE_WARM;")
 

@@ -7,6 +7,7 @@ Real processes throughout; no timing is asserted."""
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from hystate.core import warmwire as wire
+from hystate.core.locks import pid_alive
 from tests.conftest import REPO_ROOT, commits, git
 
 # hystate as the console script runs it (hystate/launcher.py)
@@ -497,3 +501,142 @@ def test_the_command_is_found_after_the_groups_options(
     assert command_of(args) == command
     assert {"advance", "status", "list", "show", "next", "heartbeat"} <= HOT
     assert not HOT & {"init", "discover", "serve", "sync", "fsck", "warm", "events", "import"}
+
+
+def fake_server(path: Path, after_go: bytes) -> threading.Thread:
+    """A same-user socket that takes one command ("ready"), then sends ``after_go``."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            for fd in socket.recv_fds(conn, 1, 8)[1]:
+                os.close(fd)  # the client's stdout and stderr: its reader waits for their end
+            message(conn)
+            conn.sendall(wire.encode(("ready",)))
+            assert message(conn) == ("go",)
+            conn.sendall(after_go)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def message(conn: socket.socket) -> object:
+    size = int.from_bytes(conn.recv(4, socket.MSG_WAITALL), "big")
+    return marshal.loads(conn.recv(size, socket.MSG_WAITALL))
+
+
+@pytest.mark.parametrize(
+    "after_go",
+    [
+        wire.encode(("exit", "boom")),
+        wire.encode(("wait", -99)),
+        wire.encode(("exit", 1 << 40)),
+        wire.encode(["exit", 0]),
+        b"\xff" * 8,
+        b"",
+    ],
+)
+def test_a_bad_answer_after_go_is_one_line_and_7(folder: Path, after_go: bytes) -> None:
+    path = folder / "fake.sock"
+    thread = fake_server(path, after_go)
+    proc = hystate(folder, "status", warm=path)
+    thread.join(30)
+    assert proc.returncode == 7
+    assert proc.stdout == b""
+    assert proc.stderr == (
+        b"hystate: error: the warm server sent no valid exit status (the command's outcome "
+        b"is unknown; check with hystate show/status)\n"
+    )
+
+
+# a client that is told "ready" and hangs up without "go"
+NO_GO = """
+import os, sys
+from hystate import launcher
+from hystate.core import warmwire as wire
+from hystate.core.locks import pid_alive
+sock = wire.connect(sys.argv[1], 30)
+wire.send_fds(sock, [os.open(".", os.O_RDONLY)])
+wire.send(sock, launcher._request([None, None, None], 0o022, {}))
+print(wire.recv(sock))
+sock.close()
+"""
+
+
+def test_only_commands_run_are_counted(repo: Path, warm: Warm) -> None:
+    """Pings, refusals and a client that hangs up after "ready" are not commands served."""
+    refused = hystate(repo, "status", warm=warm, env={"PYTHONWARNINGS": "ignore"})
+    assert refused.returncode == 0, refused.stderr
+    asked = subprocess.run(
+        [sys.executable, "-c", NO_GO, str(warm.socket)],
+        cwd=repo,
+        env=_env(None),
+        capture_output=True,
+        timeout=120,
+    )
+    assert asked.stdout == b"('ready',)\n", asked.stderr
+    assert served(warm) == 0
+    assert hystate(repo, "status", warm=warm).returncode == 0
+    assert served(warm) == 1
+    assert served(warm) == 1
+
+
+def test_starts_at_once_all_print_the_line(folder: Path) -> None:
+    path = folder / "warm.sock"
+    starts = [
+        subprocess.Popen(
+            [*CLIENT, "warm", "start", "--socket", str(path)],
+            cwd=folder,
+            env=_env(None),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    results = [(p.communicate(timeout=120), p.returncode) for p in starts]
+    pids = {int(m) for (_, err), _ in results for m in re.findall(rb"\(pid (\d+)\)", err)}
+    try:
+        for (out, err), code in results:
+            assert code == 0, err
+            assert out.decode() == f"HYSTATE_WARM={path}; export HYSTATE_WARM;\n"
+        assert sum(b"warm server started" in err for (_, err), _ in results) == 1
+        assert len(pids) == 1
+    finally:
+        for pid in pids:
+            kill(pid)
+
+
+def test_stop_during_a_command_says_the_server_still_runs(
+    repo: Path, episode_id: str, warm: Warm
+) -> None:
+    holder = held_lock(repo, episode_id)
+    try:
+        client = waiting(repo, warm, "advance", episode_id, "downloading")
+        stopped = hystate(repo, "warm", "stop", warm=warm)
+        assert stopped.returncode == 1, stopped.stderr
+        assert stopped.stdout == b"unset HYSTATE_WARM;\n"
+        assert b"is still running" in stopped.stderr
+        assert pid_alive(warm.pid)
+        assert not warm.socket.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    _out, err = client.communicate(timeout=120)
+    assert client.returncode == 0, err
+    assert gone(warm.pid)
+
+
+def test_a_served_command_leaves_the_cache_as_in_process(repo: Path, warm: Warm) -> None:
+    """The child closes its SQLite connections as the interpreter's end would: no state.db-wal
+    nor -shm left behind."""
+    caches = repo / ".git" / "hystate"
+    for how in (None, warm):
+        shutil.rmtree(caches, ignore_errors=True)
+        proc = hystate(repo, "status", warm=how)
+        assert proc.returncode == 0, proc.stderr
+        assert [p.name for p in caches.rglob("state.db*")] == ["state.db"]
+    assert served(warm) == 1
