@@ -4,7 +4,7 @@ The node whose push won holds the remote's tip and pushes its next batch without
 node that lost must fetch, replay and push again, which takes it several push round trips. So
 without a pause one node takes nearly every turn (measured: 42 claims to 1), and a pause of one
 push round trip is still shorter than the loser's catch-up (measured: a pause of 100-160 ms
-against 250-520 ms per lost round; the lowest node at 0.47 of the mean).
+against 250-520 ms per lost round; the lowest node at 0.29 of the mean).
 
 So a node that won its last push less than ``BACK_TO_BACK`` ago, while it knows other nodes
 contend, yields its turn: before its next push it waits until the other nodes have landed about
