@@ -15,7 +15,8 @@ import pytest
 from hystate.cli import cli
 from tests.conftest import HYSTATE, Cli, run_hystate
 
-NO_JSON = {"merge-driver", "serve"}  # git's merge driver protocol; a server, not a report
+# git's merge driver protocol; a server, not a report; shell lines for `eval` (warm start/stop)
+NO_JSON = {"merge-driver", "serve", "warm start", "warm stop"}
 
 
 def commands(group: click.Group, prefix: str = "") -> dict[str, click.Command]:
