@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from hystate.core.paths import read_open
+
 T = TypeVar("T")
 RACY_NS = 2_000_000_000  # FAT's mtime has a 2 s granularity; ext4 and most others, ns
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
@@ -89,16 +91,11 @@ def _read_regular(path: str, st: os.stat_result) -> tuple[bytes | None, bool]:
     except OSError:
         return None, False
     try:
-        before = os.fstat(fd)
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        after = os.fstat(fd)
+        before, content, after = read_open(fd)
     except OSError:
         return None, False
     finally:
         os.close(fd)
     if not stat.S_ISREG(before.st_mode):
         return None, False
-    same = stamp(before) == stamp(st) == stamp(after)
-    return b"".join(chunks), same
+    return content, stamp(before) == stamp(st) == stamp(after)

@@ -68,6 +68,16 @@ def read_bytes(path: Path, limit: int | None = None) -> bytes:
         os.close(fd)
 
 
+def read_open(fd: int) -> tuple[os.stat_result, bytes, os.stat_result]:
+    """(stat before, whole content, stat after) of the open file ``fd``: a caller compares the
+    two stats to know the content was not changed while it was read."""
+    before = os.fstat(fd)
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return before, b"".join(chunks), os.fstat(fd)
+
+
 def ensure_dir(base: Path, path: Path, *, error: type[HystateError] = InvalidData) -> Path:
     """Make folder ``path`` (under the trusted folder ``base``) one level at a time; refuse when
     any level is a symlink or not a folder, so nothing is ever written through a link."""

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from hystate.core.errors import GitError
+from hystate.core.paths import read_open
 from hystate.git import hooks
 from hystate.git import index as index_mod
 from hystate.git.objects import EXEC_MODE, FILE_MODE, FLUSH_EACH, FLUSH_SYNC, object_id
@@ -72,11 +73,7 @@ def read_back(
     except OSError as exc:
         raise GitError(f"{rel} cannot be read back for the commit: {exc.strerror}") from None
     try:
-        before = os.fstat(fd)
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        after = os.fstat(fd)
+        before, content, after = read_open(fd)
     finally:
         os.close(fd)
     stable = (before.st_mtime_ns, before.st_ctime_ns, before.st_size) == (
@@ -84,7 +81,6 @@ def read_back(
         after.st_ctime_ns,
         after.st_size,
     )
-    content = b"".join(chunks)
     if not stable or not (same_as(content) if same_as else content == data):
         raise GitError(
             f"{rel} was changed by someone else after hystate wrote it (git stash, restore or "

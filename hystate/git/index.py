@@ -51,7 +51,6 @@ _EXTENDED = 0x4000
 _STAGE = 0x3000
 _SKIP_FLAGS = 0x6000  # skip-worktree, intent-to-add (extended flags)
 _SKIP_WORKTREE = 0x4000
-_MASK = 0xFFFFFFFF
 _CHUNK = 1 << 20  # a SHA-1 state is kept at every MiB of the index written
 
 
@@ -207,21 +206,8 @@ class IndexLock:
                 buf[offset + 36 : offset + 40] = b"\0\0\0\0"
                 changed.append(offset)
         for update, (offset, flags) in zip(updates, found, strict=True):
-            st = update.stat
-            buf[offset : offset + _STAT.size] = _STAT.pack(
-                int(st.st_ctime) & _MASK,
-                st.st_ctime_ns % 1_000_000_000,
-                int(st.st_mtime) & _MASK,
-                st.st_mtime_ns % 1_000_000_000,
-                st.st_dev & _MASK,
-                st.st_ino & _MASK,
-                update.mode,
-                st.st_uid & _MASK,
-                st.st_gid & _MASK,
-                st.st_size & _MASK,
-                update.sha,
-                flags,
-            )
+            fields = split_index.stat_fields(update)
+            buf[offset : offset + _STAT.size] = _STAT.pack(*fields, update.sha, flags)
         ext_start = memo.ext_start
         dirs = {u.path.rpartition(b"/")[0] for u in updates}
         buf[ext_start:] = rewrite_extensions(buf, ext_start, dirs)

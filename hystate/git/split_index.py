@@ -222,19 +222,7 @@ class _Split:
 
     def _put(self, update: Update) -> bool:
         path = update.path
-        st = update.stat
-        fields = (
-            int(st.st_ctime) & _MASK,
-            st.st_ctime_ns % 1_000_000_000,
-            int(st.st_mtime) & _MASK,
-            st.st_mtime_ns % 1_000_000_000,
-            st.st_dev & _MASK,
-            st.st_ino & _MASK,
-            update.mode,
-            st.st_uid & _MASK,
-            st.st_gid & _MASK,
-            st.st_size & _MASK,
-        )
+        fields = stat_fields(update)
         if path in self.conflicted:
             raise _conflict(path)
         old = self.added.get((path, 0))
@@ -298,4 +286,21 @@ def _conflict(path: bytes) -> GitError:
     return GitError(
         f"{path.decode(errors='replace')} has an unresolved conflict",
         hint="resolve it (git add) or abort the merge first",
+    )
+
+
+def stat_fields(update: Update) -> tuple[int, ...]:
+    """An index entry's ten 32-bit stat fields for ``update``, as git records them."""
+    st = update.stat
+    return (
+        int(st.st_ctime) & _MASK,
+        st.st_ctime_ns % 1_000_000_000,
+        int(st.st_mtime) & _MASK,
+        st.st_mtime_ns % 1_000_000_000,
+        st.st_dev & _MASK,
+        st.st_ino & _MASK,
+        update.mode,
+        st.st_uid & _MASK,
+        st.st_gid & _MASK,
+        st.st_size & _MASK,
     )
