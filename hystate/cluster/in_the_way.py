@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from hystate.cluster.replay import capped
 from hystate.core.errors import GitError
-from hystate.core.locks import StateLock
 from hystate.core.model import ID_PATTERN
 from hystate.core.store import is_episode_path
 
 if TYPE_CHECKING:
-    from hystate.engine.workspace import Workspace
+    from hystate.engine.workspace import EpisodeLock, Workspace
 
 
 def refuse_local_files(ws: Workspace, tree: bytes, paths: list[str]) -> None:
@@ -60,13 +59,13 @@ def episode_locks(ws: Workspace, paths: list[str]) -> Iterator[list[dict[str, An
             and ID_PATTERN.fullmatch(p.rpartition("/")[2][:-5])
         }
     )  # only names that can be episodes: a remote's `_sync.yaml` must not take the sync lock
-    held: list[StateLock] = []
+    held: list[EpisodeLock] = []
     try:
         for eid in ids:
             lock = ws.episode_lock(eid)
             lock.acquire()
             held.append(lock)
-        yield [row for lock in held for row in getattr(lock, "mended", ())]
+        yield [row for lock in held for row in lock.mended]
     finally:
         for lock in reversed(held):
             lock.release()

@@ -189,15 +189,15 @@ class Workspace:
 
     def episode_lock(
         self, episode_id: str, timeout: float | None = None, *, mend: bool = True
-    ) -> StateLock:
+    ) -> EpisodeLock:
         """``mend``: taken from a dead process, what it left is mended (``EpisodeLock``); fsck
         passes False, it judges such files itself."""
         wait = self.config.lock_timeout if timeout is None else timeout
-        path = self.locks_dir / f"{episode_id}.lock"
-        if not mend or not self.subscribers.orphaned:
-            return StateLock(path, timeout=wait)
+        menders = self.subscribers.orphaned if mend else []
         return EpisodeLock(
-            path, wait, lambda: [m(self, episode_id) for m in self.subscribers.orphaned]
+            self.locks_dir / f"{episode_id}.lock",
+            wait,
+            lambda: [m(self, episode_id) for m in menders],
         )
 
     def repo_lock(self) -> StateLock:
