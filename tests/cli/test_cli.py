@@ -260,12 +260,14 @@ def test_a_reader_that_goes_away_early_ends_every_listing_quietly_with_0(
     repo: Path, tmp_path: Path
 ) -> None:
     """`hystate list --json | head -1`: the reader closes the pipe after one line; every
-    listing ends the same way (exit 0, nothing on stderr), the cache left readable."""
+    listing ends the same way (exit 0, nothing on stderr), the cache left readable. Each
+    listing is several times a pipe's 64 KiB, so it cannot finish into the pipe before the
+    reader closes it (620 plain lines were 72 KB, and one CI run did just that)."""
     import subprocess
 
     from tests.conftest import HYSTATE, catalog_rows, write_search_json
 
-    catalog = write_search_json(tmp_path / "more.json", catalog_rows(600, start_year=1980))
+    catalog = write_search_json(tmp_path / "more.json", catalog_rows(2400, start_year=1980))
     assert run_hystate(repo, "discover", "--from", str(catalog)).returncode == 0
     for args in (["list", "--json"], ["list", "--csv"], ["list"], ["log"]):
         proc = subprocess.Popen(
@@ -277,4 +279,4 @@ def test_a_reader_that_goes_away_early_ends_every_listing_quietly_with_0(
         err = proc.stderr.read().decode()
         assert (proc.wait(timeout=60), err) == (0, ""), args
     listed = run_hystate(repo, "list", "--json")
-    assert len(json.loads(listed.stdout)) == 620
+    assert len(json.loads(listed.stdout)) == 2420
