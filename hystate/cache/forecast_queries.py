@@ -25,20 +25,27 @@ SNAPSHOT_COLUMNS = (
 )
 
 
+_MARKS = ",".join("?" * len(ACTIVE))
+# the episodes of the most recent entries into an active stage (arguments: ACTIVE twice, then
+# how many less one, and how many)
+CANDIDATES = (
+    f"SELECT episode_id FROM processing_log WHERE to_stage IN ({_MARKS})"
+    " AND timestamp >= coalesce((SELECT strftime('%Y-%m-%dT%H:%M:%S', substr(timestamp, 1,"
+    f" 19), '-2 days') FROM processing_log WHERE to_stage IN ({_MARKS})"
+    " ORDER BY timestamp DESC LIMIT 1 OFFSET ?), '')"
+    " ORDER BY julianday(timestamp) DESC LIMIT ?"
+)
+
+
 def training_log(cache: StateCache, episodes: int) -> list[tuple[Any, ...]]:
     """(episode_id, time, from, to, audio_size, audio_duration) of every history entry of the
     episodes among the ``episodes`` most recent entries into an active stage, each episode's
     entries in time order. "Most recent" by time: the ``episodes``-th newest by string, less
     two days, bounds the candidates (see the module's note)."""
-    marks = ",".join("?" * len(ACTIVE))
     rows = cache.query(
         "SELECT l.episode_id, l.timestamp, l.from_stage, l.to_stage, e.audio_size,"
         " e.audio_duration FROM processing_log l JOIN episode_states e USING (episode_id)"
-        f" WHERE l.episode_id IN (SELECT episode_id FROM processing_log WHERE to_stage IN ({marks})"
-        " AND timestamp >= coalesce((SELECT strftime('%Y-%m-%dT%H:%M:%S', substr(timestamp, 1,"
-        f" 19), '-2 days') FROM processing_log WHERE to_stage IN ({marks})"
-        " ORDER BY timestamp DESC LIMIT 1 OFFSET ?), '')"
-        " ORDER BY julianday(timestamp) DESC LIMIT ?)"
+        f" WHERE l.episode_id IN ({CANDIDATES})"
         " ORDER BY l.episode_id, julianday(l.timestamp), l.id",
         (*ACTIVE, *ACTIVE, max(episodes - 1, 0), episodes),
     )

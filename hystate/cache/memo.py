@@ -39,6 +39,7 @@ WAIT_MS = 20  # at most this long for the write lock; then the answer is simply 
 # the code that computes what is kept: another version of it (an upgrade, a branch of hystate
 # run on the same repository) computes again instead of believing this one's answers
 CODE: tuple[str, ...] = ("cache/memo.py", "cache/queries.py", "cache/forecast_queries.py")
+CODE += ("cache/follow.py",)
 CODE += ("cache/tables.py", "reports/fit.py", "reports/trained.py", "core/model.py")
 _code: list[str] = []
 
@@ -58,7 +59,8 @@ def code_stamp() -> str:
     return _code[0]
 
 
-def _stamp(db: CacheDB) -> str | None:
+def stamp(db: CacheDB) -> str | None:
+    """What an answer kept for the cache's tables as they are now is stamped with."""
     meta = db.meta()
     tree = meta.get("tree")
     if meta.get("format") != FORMAT_VERSION or tree is None or not code_stamp():
@@ -76,14 +78,14 @@ def remembered(
     plain JSON data (lists, dicts, strings, numbers, None); kept under ``name`` (which names
     the computation and its parameters) for the tree the tables reflect."""
     with cache.snapshot() as db:
-        stamp = _stamp(db)
-        if stamp is not None:
+        now = stamp(db)
+        if now is not None:
             try:
                 row = db.db.execute("SELECT stamp, value FROM memo WHERE name = ?", (name,))
                 found = row.fetchone()
             except sqlite3.DatabaseError:  # no memo table (yet), or a damaged one
                 found = None
-            if found is not None and found[0] == stamp and isinstance(found[1], str):
+            if found is not None and found[0] == now and isinstance(found[1], str):
                 try:
                     return decode(json.loads(found[1]))
                 except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError):
@@ -93,8 +95,8 @@ def remembered(
         text = json.dumps(value, allow_nan=False)
     except ValueError:  # not plain JSON (an infinity): used once, not kept
         return decode(value)
-    if stamp is not None:
-        _keep(cache, name, stamp, text)
+    if now is not None:
+        _keep(cache, name, now, text)
     return decode(json.loads(text))
 
 
@@ -121,19 +123,19 @@ def rows(value: Any, kinds: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     return found
 
 
-def _keep(cache: StateCache, name: str, stamp: str, text: str) -> None:
+def _keep(cache: StateCache, name: str, kept: str, text: str) -> None:
     """Store an answer if the cache still reflects the tree it was computed from."""
     try:
         conn = cache._connection()
         conn.execute(f"PRAGMA busy_timeout={WAIT_MS}")
         try:
             with cache.connect(write=True) as db:
-                if _stamp(db) != stamp:
+                if stamp(db) != kept:
                     return  # refreshed meanwhile: the answer is of another tree
                 db.db.execute(SCHEMA)
                 # answers of other trees (or other code) are of no use any more
-                db.db.execute("DELETE FROM memo WHERE stamp != ?", (stamp,))
-                db.db.execute("INSERT OR REPLACE INTO memo VALUES (?, ?, ?)", (name, stamp, text))
+                db.db.execute("DELETE FROM memo WHERE stamp != ?", (kept,))
+                db.db.execute("INSERT OR REPLACE INTO memo VALUES (?, ?, ?)", (name, kept, text))
         finally:
             conn.execute("PRAGMA busy_timeout=60000")
     except (sqlite3.Error, OSError):

@@ -125,6 +125,8 @@ class StateTree:
     def copies(self, stems: set[str]) -> dict[str, list[str]]:
         """stem -> every episode path of that stem, in any year folder."""
         found: dict[str, list[str]] = {}
+        if not stems:
+            return found  # (reading every year tree for none: 0.2 s at 100,000 episodes)
         for year, sha in sorted(self._years().items()):
             tree = self.objects.tree(sha)
             for stem in stems:

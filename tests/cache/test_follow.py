@@ -1,0 +1,126 @@
+"""Kept answers carried from tree to tree (``hystate.cache.follow``): after any change (a
+transition here, one by another process, a person's commits with plain git, a rebuild), what
+the cache carried for the new tree equals what a cache rebuilt from that tree computes."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hystate.cache import forecast_queries
+from hystate.cache.state_cache import StateCache
+from hystate.manager import StateManager
+from hystate.reports import fit, summary
+from tests.conftest import git, run_hystate
+
+PERSON = ("-c", "user.name=P", "-c", "user.email=p@x", "-c", "core.hooksPath=/dev/null")
+NEXT = {
+    "discovered": "downloading",
+    "downloading": "downloaded",
+    "downloaded": "converting",
+    "converting": "converted",
+    "converted": "uploading",
+    "uploading": "uploaded",
+    "uploaded": "scheduled",
+    "scheduled": "published",
+    "failed": "downloading",
+}
+
+
+def memo_rows(cache: StateCache) -> dict[str, Any]:
+    """The kept answers for the tree the cache reflects now."""
+    with cache.connect() as db:
+        tree = db.meta()["tree"]
+        try:
+            found = db.db.execute("SELECT name, stamp, value FROM memo").fetchall()
+        except Exception:  # no memo table
+            return {}
+    return {name: json.loads(value) for name, stamp, value in found if stamp.endswith(tree)}
+
+
+def rebuilt(manager: StateManager, other: StateCache, now: datetime) -> dict[str, Any]:
+    """Every answer ``status`` keeps, computed by a cache rebuilt from HEAD's tree."""
+    other.refresh(force=True)
+    mine = manager._cache
+    manager._cache = other
+    try:
+        summary.generate_summary(manager, now)
+    finally:
+        manager._cache = mine
+    return memo_rows(other)
+
+
+def move(manager: StateManager, repo: Path, rng: random.Random, step: int) -> str:
+    """One random change of the state; its kind."""
+    episodes = sorted(manager.list_episodes(), key=lambda e: e.episode_id)
+    episode = rng.choice(episodes)
+    eid, stage = episode.episode_id, episode.stage.value
+    kind = rng.choice(["advance"] * 6 + ["fail", "skip", "process", "person", "revert", "rebuild"])
+    if kind == "fail" and stage in forecast_queries.ACTIVE:
+        manager.fail(eid, f"failed at step {step}", take_over=True)
+    elif kind == "skip" and stage not in ("published", "skipped", *forecast_queries.ACTIVE):
+        manager.skip(eid, f"skipped at step {step}")
+    elif kind == "process" and stage in NEXT:
+        proc = run_hystate(repo, "advance", eid, NEXT[stage], "--force")
+        assert proc.returncode == 0, proc.stderr
+    elif kind == "person":
+        path = next((repo / "processed").rglob(f"{eid}.yaml"))
+        lines = path.read_text().splitlines(keepends=True)
+        for i, line in enumerate(lines):
+            if line.startswith("title: "):
+                lines[i] = f"title: 'renamed at step {step}'\n"
+            if line.startswith("  audio_duration: "):
+                lines[i] = f"  audio_duration: {rng.choice([1834.5, 0.1, 7200])}\n"
+        path.write_text("".join(lines))
+        git(repo, "add", str(path))
+        git(repo, *PERSON, "commit", "-q", "-m", "a person renames an episode")
+    elif kind == "revert":
+        git(repo, *PERSON, "revert", "--no-edit", "HEAD")
+    elif kind == "rebuild":
+        manager.cache.refresh(force=True)
+    elif stage in NEXT:
+        fields = {}
+        if NEXT[stage] == "downloaded":
+            fields = {"metrics.audio_size": rng.choice([20_000_000, 30_000_000 + step])}
+            fields["files.audio_file"] = f"a/{eid}.mp3"
+        if NEXT[stage] == "converted":
+            fields = {"files.video_file": f"v/{eid}.mp4"}
+        manager.update_state(eid, NEXT[stage], fields=fields, force=True, take_over=True)
+    else:
+        return "none"
+    return kind
+
+
+def test_carried_answers_equal_rebuilt_ones(
+    manager: StateManager, repo: Path, tmp_path: Path
+) -> None:
+    rng = random.Random(29)
+    now = datetime.now(UTC)
+    other = StateCache(manager.store, manager.repo, "rebuilt.db")
+    summary.generate_summary(manager, now)  # keeps every answer
+    carried_kinds: set[str] = set()
+    kinds = []
+    for step in range(40):
+        kinds.append(move(manager, repo, rng, step))
+        manager.cache.refresh()
+        carried = memo_rows(manager.cache)
+        carried_kinds |= {name.split("/")[0] for name in carried}
+        expected = rebuilt(manager, other, now)
+        for name, value in carried.items():
+            assert value == expected.get(name), (step, kinds[-1], name)
+        summary.generate_summary(manager, now)  # computes again what was not carried
+        assert memo_rows(manager.cache) == expected, (step, kinds[-1])
+    assert {"advance", "process", "person", "rebuild"} <= set(kinds)
+    assert {"count_by_stage", "entered_span", "first_entry_time", "waiting_groups"} <= (
+        carried_kinds
+    )
+    assert {"forecast.model", "group_members"} <= carried_kinds
+
+
+def test_the_runs_are_those_of_the_forecast() -> None:
+    """``follow`` tells runs as ``reports.trained.runs_from_log`` does: entered an active stage
+    of ``fit.ORDER`` and left it."""
+    assert forecast_queries.ACTIVE == fit.ORDER
