@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from hystate.cache.db import CacheDB
-from hystate.cache.forecast_queries import ACTIVE, CANDIDATES
+from hystate.cache.forecast_queries import ACTIVE, CANDIDATES, TRAINING_ROWS, runs_by_episode
 from hystate.core.model import parse_time
 
 # episode_id, stage, failed_stage, the three attempt counts, audio_size, audio_duration
@@ -37,7 +37,8 @@ LOG = (
     " FROM processing_log WHERE episode_id IN (SELECT value FROM json_each(?))"
     " ORDER BY episode_id, julianday(timestamp), id"
 )
-MODEL = "forecast.model/"
+TRAINING = "training_runs/"
+REDO_AT_MOST = 500  # episodes whose runs are read again; more: computed again
 STATE_FEATURES = {"audio_size": 5, "audio_duration": 6}  # their places in a STATE row, less one
 
 
@@ -47,8 +48,6 @@ class Rows:
 
     states: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     logs: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
-    model: str | None = None  # the name of a kept forecast model
-    candidates: set[str] | None = None  # the episodes it learns from
 
 
 def capture(db: CacheDB, ids: list[str], old_stamp: str | None) -> Rows | None:
@@ -61,33 +60,18 @@ def capture(db: CacheDB, ids: list[str], old_stamp: str | None) -> Rows | None:
         return None
     if not names:
         return None
-    return _rows(db, ids, next((n for n in names if n.startswith(MODEL)), None))
+    return rows(db, ids)
 
 
-def capture_after(db: CacheDB, ids: list[str], before: Rows) -> Rows:
-    """``capture`` once the refresh replaced the rows."""
-    return _rows(db, ids, before.model)
-
-
-def _rows(db: CacheDB, ids: list[str], model: str | None) -> Rows:
-    found = Rows(model=model, candidates=candidates(db, model) if model else None)
+def rows(db: CacheDB, ids: list[str]) -> Rows:
+    """The rows of episodes ``ids`` now (``capture``; after the refresh, to ``carry``)."""
+    found = Rows()
     text = json.dumps(ids)
     for row in db.db.execute(STATE, (text,)):
         found.states[row[0]] = tuple(row[1:])
     for row in db.db.execute(LOG, (text,)):
         found.logs.setdefault(row[0], []).append(tuple(row[1:]))
     return found
-
-
-def candidates(db: CacheDB, name: str) -> set[str] | None:
-    """The episodes the forecast model named ``name`` (``forecast.model/1/<runs>/...``) learns
-    from, as ``forecast_queries.training_log`` finds them."""
-    try:
-        episodes = int(name.split("/")[2])
-    except (IndexError, ValueError):
-        return None
-    args = (*ACTIVE, *ACTIVE, max(episodes - 1, 0), episodes)
-    return {r[0] for r in db.db.execute(CANDIDATES, args)}
 
 
 def carry(db: CacheDB, old_stamp: str, new_stamp: str, before: Rows, after: Rows) -> None:
@@ -97,6 +81,7 @@ def carry(db: CacheDB, old_stamp: str, new_stamp: str, before: Rows, after: Rows
     kept = db.db.execute("SELECT name, value FROM memo WHERE stamp = ?", (old_stamp,)).fetchall()
     db.db.execute("DELETE FROM memo WHERE stamp != ?", (new_stamp,))
     change = Change(db, before, after)
+    kept.sort(key=lambda row: not row[0].startswith(TRAINING))  # what the model learns from first
     for name, text in kept:
         try:
             value = change.follow(name, json.loads(text))
@@ -117,6 +102,8 @@ class Change:
         self.added = [r for rows in after.logs.values() for r in rows]
         self.states = [(s, -1) for s in before.states.values()]
         self.states += [(s, 1) for s in after.states.values()]
+        self.ids = set(before.states) | set(after.states) | set(before.logs) | set(after.logs)
+        self.same_training = False  # the model learns from the same runs (``training``)
 
     def follow(self, name: str, value: Any) -> tuple[Any] | None:
         """(the new value,) of the answer ``name``, or None: compute it again."""
@@ -132,8 +119,10 @@ class Change:
             return self.groups(stages.split(","), features.split(","), value)
         if kind == "group_members":
             return self.members(json.loads(name.split("/", 2)[2]), value)
+        if kind == "training_runs":
+            return self.training(int(name.split("/")[2]), value)
         if kind == "forecast.model":
-            return self.model(value)
+            return (value,) if self.same_training else None
         return None
 
     def counts(self, value: list[list[Any]]) -> list[list[Any]]:
@@ -214,37 +203,18 @@ class Change:
             return None
         return (value,)
 
-    def model(self, value: Any) -> tuple[Any] | None:
-        old, new = self.before.candidates, self.after.candidates
-        if old is None or new is None:
+    def training(self, episodes: int, value: dict[str, Any]) -> tuple[Any] | None:
+        """``forecast_queries.training_runs``: the candidates found again (one indexed
+        query), and the runs of those that joined, left or changed read again."""
+        args = (*ACTIVE, *ACTIVE, max(episodes - 1, 0), episodes)
+        chosen = sorted({r[0] for r in self.db.db.execute(CANDIDATES, args)})
+        old = set(value["candidates"])
+        redo = (old ^ set(chosen)) | (self.ids & (old | set(chosen)))
+        if len(redo) > REDO_AT_MOST:
             return None
-        changed = set(self.before.states) | set(self.after.states)
-        changed |= set(self.before.logs) | set(self.after.logs)
-        others = sorted((old ^ new) - changed)
-        if len(others) > 100:
-            return None
-        rows = _rows(self.db, others, None)
-        for episode in changed:
-            was = _runs(self.before, episode, old)
-            if was != _runs(self.after, episode, new):
-                return None
-        for episode in others:
-            if _runs(rows, episode, old) != _runs(rows, episode, new):
-                return None
-        return (value,)
-
-
-def _runs(rows: Rows, episode: str, chosen: set[str]) -> list[tuple[Any, ...]]:
-    """What ``hystate.reports.trained.runs_from_log`` makes of an episode's training rows:
-    its runs, as the strings and numbers they are made of (none unless the model learns from
-    it)."""
-    state = rows.states.get(episode)
-    if episode not in chosen or state is None:
-        return []
-    runs = []
-    entered: tuple[str, str] | None = None
-    for _, stamp, old, new, _ in rows.logs.get(episode, []):
-        if entered and old == entered[0] and old in ACTIVE:
-            runs.append((old, entered[1], stamp, new, state[5], state[6]))
-        entered = (new, stamp)
-    return runs
+        runs = {e: r for e, r in value["runs"].items() if e not in redo}
+        wanted = json.dumps(sorted(redo & set(chosen)))
+        runs.update(runs_by_episode(self.db.db.execute(TRAINING_ROWS, (wanted,)).fetchall()))
+        new = {"candidates": chosen, "runs": dict(sorted(runs.items()))}
+        self.same_training = new == value
+        return (new,)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,6 +43,7 @@ CODE: tuple[str, ...] = ("cache/memo.py", "cache/queries.py", "cache/forecast_qu
 CODE += ("cache/follow.py",)
 CODE += ("cache/tables.py", "reports/fit.py", "reports/trained.py", "core/model.py")
 _code: list[str] = []
+_local = threading.local()  # answers computed within another's computation (``remembered``)
 
 
 def code_stamp() -> str:
@@ -76,7 +78,30 @@ def remembered(
 ) -> T:
     """``decode(compute())``, where ``compute`` reads only the cache's tables and returns
     plain JSON data (lists, dicts, strings, numbers, None); kept under ``name`` (which names
-    the computation and its parameters) for the tree the tables reflect."""
+    the computation and its parameters) for the tree the tables reflect. ``compute`` may ask
+    for other answers: they are kept with it, once its read transaction is over."""
+    pending: list[tuple[str, str, str]] = _local.__dict__.setdefault("pending", [])
+    outer = not getattr(_local, "busy", False)
+    _local.busy = True
+    try:
+        found = _remembered(cache, name, compute, decode, pending)
+    finally:
+        if outer:
+            _local.busy = False
+            kept, pending[:] = list(pending), []
+    if outer:
+        for args in kept:
+            _keep(cache, *args)
+    return found
+
+
+def _remembered(
+    cache: StateCache,
+    name: str,
+    compute: Callable[[], Any],
+    decode: Callable[[Any], T],
+    pending: list[tuple[str, str, str]],
+) -> T:
     with cache.snapshot() as db:
         now = stamp(db)
         if now is not None:
@@ -96,7 +121,7 @@ def remembered(
     except ValueError:  # not plain JSON (an infinity): used once, not kept
         return decode(value)
     if now is not None:
-        _keep(cache, name, now, text)
+        pending.append((name, now, text))
     return decode(json.loads(text))
 
 

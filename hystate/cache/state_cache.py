@@ -286,9 +286,7 @@ class StateCache:
             )
             new_stamp = memo.stamp(db)
             if rows is not None and old_stamp is not None and new_stamp is not None:
-                follow.carry(
-                    db, old_stamp, new_stamp, rows, follow.capture_after(db, changed_ids, rows)
-                )
+                follow.carry(db, old_stamp, new_stamp, rows, follow.rows(db, changed_ids))
         if rebuild and reason not in ("forced", "missing"):
             self.notice(f"{self.db_path.name}: {reason}; rebuilt it from the tree")
         return RefreshResult(len(entries), rebuild, reason)

@@ -50,8 +50,19 @@ def runs_from_log(rows: list[Any]) -> list[Run]:
     return runs
 
 
+def training_runs(cache: StateCache) -> list[Run]:
+    """``runs_from_log`` of the training log, from the runs the cache keeps and carries
+    through transitions (``forecast_queries.training_runs``): no history to read again."""
+    kept = forecast_queries.training_runs(cache, MAX_TRAINING_RUNS)["runs"]
+    return [
+        Run(stage, start, end, new == DONE_AFTER[stage], size, duration)
+        for episode in sorted(kept)
+        for stage, start, end, new, size, duration in kept[episode]
+    ]
+
+
 def _learn(cache: StateCache) -> dict[str, Any]:
-    runs = runs_from_log(forecast_queries.training_log(cache, MAX_TRAINING_RUNS))
+    runs = training_runs(cache)
     stages = {s: m for s in ORDER if (m := fit_stage(s, runs, FEATURES)) is not None}
     spans = array("d", [t for r in runs for t in (r.start, r.end)])
     # the clock at which every run is within the window: any later clock drops some
