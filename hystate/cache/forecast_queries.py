@@ -90,27 +90,28 @@ def runs_by_episode(rows: Sequence[Sequence[Any]]) -> dict[str, list[list[Any]]]
 
 
 def _training(value: Any) -> dict[str, Any]:
-    """What ``training_runs`` kept; TypeError for anything else (checked row by row, without
-    ``memo.rows``' generality: 9,000 runs at 100,000 episodes, 110 -> ~10 ms)."""
+    """What ``training_runs`` kept; TypeError for anything else (checked a column at a time:
+    9,000 runs at 100,000 episodes, ~2 ms)."""
     chosen, runs = value["candidates"], value["runs"]
-    if not isinstance(runs, dict) or not all(isinstance(e, str) for e in [*chosen, *runs]):
+    if not isinstance(runs, dict) or not _all(chosen, str) or not _all(runs, str):
         raise TypeError("not a training set")
-    for rows in runs.values():
-        if not isinstance(rows, list) or not all(map(_is_run, rows)):
+    if not _all(runs.values(), list):
+        raise TypeError("not runs")
+    rows = [row for rows in runs.values() for row in rows]
+    if not _all(rows, list) or set(map(len, rows)) - {6}:
+        raise TypeError("not runs")
+    kinds: tuple[Any, ...] = (str, (int, float), (int, float), str, (int, float, None))
+    kinds += ((int, float, None),)
+    for column, kind in zip(zip(*rows, strict=True), kinds, strict=False):  # none: no columns
+        if not _all(column, kind):
             raise TypeError("not runs")
     return {"candidates": chosen, "runs": runs}
 
 
-def _is_run(row: Any) -> bool:
-    """[stage, start, end, next stage, audio_size, audio_duration] (no bool for a number)."""
-    return (
-        type(row) is list
-        and len(row) == 6
-        and type(row[0]) is str
-        and type(row[3]) is str
-        and all(type(x) in (int, float) for x in row[1:3])
-        and all(type(x) in (int, float, type(None)) for x in row[4:])
-    )
+def _all(values: Any, kind: type | tuple[Any, ...]) -> bool:
+    """Every value of exactly the type ``kind`` (or one of them; None: None)."""
+    kinds = {type(None) if k is None else k for k in (kind if isinstance(kind, tuple) else (kind,))}
+    return set(map(type, values)) <= kinds
 
 
 def episode_runs(rows: Sequence[Sequence[Any]], size: Any, duration: Any) -> list[list[Any]]:
