@@ -14,16 +14,63 @@ sums depend on their order), nor an end (min, first) that a removed row held.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from hystate.cache.db import CacheDB
-from hystate.cache.forecast_queries import ACTIVE, CANDIDATES, TRAINING_ROWS, runs_by_episode
 from hystate.core.model import parse_time
+
+ACTIVE = ("downloading", "converting", "uploading")
+_MARKS = ",".join("?" * len(ACTIVE))
+# the episodes of the most recent entries into an active stage (arguments: ACTIVE twice, then
+# how many less one, and how many)
+CANDIDATES = (
+    f"SELECT episode_id FROM processing_log WHERE to_stage IN ({_MARKS})"
+    " AND timestamp >= coalesce((SELECT strftime('%Y-%m-%dT%H:%M:%S', substr(timestamp, 1,"
+    f" 19), '-2 days') FROM processing_log WHERE to_stage IN ({_MARKS})"
+    " ORDER BY timestamp DESC LIMIT 1 OFFSET ?), '')"
+    " ORDER BY julianday(timestamp) DESC LIMIT ?"
+)
+
+
+# (episode_id, time, from, to, audio_size, audio_duration) of the episodes in a JSON list
+TRAINING_ROWS = (
+    "SELECT l.episode_id, l.timestamp, l.from_stage, l.to_stage, e.audio_size,"
+    " e.audio_duration FROM processing_log l JOIN episode_states e USING (episode_id)"
+    " WHERE l.episode_id IN (SELECT value FROM json_each(?))"
+    " ORDER BY l.episode_id, julianday(l.timestamp), l.id"
+)
+
+
+def runs_by_episode(rows: Sequence[Sequence[Any]]) -> dict[str, list[list[Any]]]:
+    """``TRAINING_ROWS`` as the runs of each episode that has any."""
+    found = {}
+    for episode, group in itertools.groupby(rows, key=lambda r: r[0]):
+        mine = list(group)  # the episode's sizes are on each of its rows
+        made = episode_runs([r[1:4] for r in mine], mine[0][4], mine[0][5])
+        if made:
+            found[episode] = made
+    return found
+
+
+def episode_runs(rows: Sequence[Sequence[Any]], size: Any, duration: Any) -> list[list[Any]]:
+    """The runs in one episode's (timestamp, from, to) rows, in time order: each stay in an
+    active stage that was entered, then left."""
+    runs = []
+    entered: tuple[str, float] | None = None
+    for stamp, old, new in rows:
+        when = parse_time(stamp).timestamp()
+        if entered and old == entered[0] and old in ACTIVE:
+            runs.append([old, entered[1], when, new, size, duration])
+        entered = (new, when)
+    return runs
+
 
 # episode_id, stage, failed_stage, the three attempt counts, audio_size, audio_duration
 STATE = (

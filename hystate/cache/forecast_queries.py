@@ -5,11 +5,11 @@ the tables alone are kept per tree (``hystate.cache.memo``)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from typing import TYPE_CHECKING, Any
 
 from hystate.cache import memo
+from hystate.cache.follow import ACTIVE, CANDIDATES, TRAINING_ROWS, runs_by_episode
 from hystate.cache.queries import _rows
 from hystate.core.model import parse_time
 
@@ -19,22 +19,10 @@ if TYPE_CHECKING:
     from hystate.cache.state_cache import StateCache
 
 
-ACTIVE = ("downloading", "converting", "uploading")
+__all__ = ["ACTIVE", "CANDIDATES", "TRAINING_ROWS"]
 SNAPSHOT_COLUMNS = (
     "episode_id, stage, failed_stage, download_attempts, conversion_attempts, upload_attempts,"
     " last_updated, audio_size, audio_duration"
-)
-
-
-_MARKS = ",".join("?" * len(ACTIVE))
-# the episodes of the most recent entries into an active stage (arguments: ACTIVE twice, then
-# how many less one, and how many)
-CANDIDATES = (
-    f"SELECT episode_id FROM processing_log WHERE to_stage IN ({_MARKS})"
-    " AND timestamp >= coalesce((SELECT strftime('%Y-%m-%dT%H:%M:%S', substr(timestamp, 1,"
-    f" 19), '-2 days') FROM processing_log WHERE to_stage IN ({_MARKS})"
-    " ORDER BY timestamp DESC LIMIT 1 OFFSET ?), '')"
-    " ORDER BY julianday(timestamp) DESC LIMIT ?"
 )
 
 
@@ -69,26 +57,6 @@ def training_runs(cache: StateCache, episodes: int) -> dict[str, Any]:
     return memo.remembered(cache, name, compute, _training)
 
 
-# (episode_id, time, from, to, audio_size, audio_duration) of the episodes in a JSON list
-TRAINING_ROWS = (
-    "SELECT l.episode_id, l.timestamp, l.from_stage, l.to_stage, e.audio_size,"
-    " e.audio_duration FROM processing_log l JOIN episode_states e USING (episode_id)"
-    " WHERE l.episode_id IN (SELECT value FROM json_each(?))"
-    " ORDER BY l.episode_id, julianday(l.timestamp), l.id"
-)
-
-
-def runs_by_episode(rows: Sequence[Sequence[Any]]) -> dict[str, list[list[Any]]]:
-    """``TRAINING_ROWS`` as the runs of each episode that has any."""
-    found = {}
-    for episode, group in itertools.groupby(rows, key=lambda r: r[0]):
-        mine = list(group)  # the episode's sizes are on each of its rows
-        made = episode_runs([r[1:4] for r in mine], mine[0][4], mine[0][5])
-        if made:
-            found[episode] = made
-    return found
-
-
 def _training(value: Any) -> dict[str, Any]:
     """What ``training_runs`` kept; TypeError for anything else (checked a column at a time:
     9,000 runs at 100,000 episodes, ~2 ms)."""
@@ -112,19 +80,6 @@ def _all(values: Any, kind: type | tuple[Any, ...]) -> bool:
     """Every value of exactly the type ``kind`` (or one of them; None: None)."""
     kinds = {type(None) if k is None else k for k in (kind if isinstance(kind, tuple) else (kind,))}
     return set(map(type, values)) <= kinds
-
-
-def episode_runs(rows: Sequence[Sequence[Any]], size: Any, duration: Any) -> list[list[Any]]:
-    """The runs in one episode's (timestamp, from, to) rows, in time order: each stay in an
-    active stage that was entered, then left."""
-    runs = []
-    entered: tuple[str, float] | None = None
-    for stamp, old, new in rows:
-        when = parse_time(stamp).timestamp()
-        if entered and old == entered[0] and old in ACTIVE:
-            runs.append([old, entered[1], when, new, size, duration])
-        entered = (new, when)
-    return runs
 
 
 def waiting_groups(

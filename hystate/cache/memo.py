@@ -15,59 +15,25 @@ without waiting for a writer, and an unreadable row is computed again."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hystate.cache.tables import FORMAT_VERSION
+from hystate.cache.stamps import CODE, FORMAT_VERSION, code_stamp, stamp
 
 if TYPE_CHECKING:
-    from hystate.cache.db import CacheDB
     from hystate.cache.state_cache import StateCache
 
 T = TypeVar("T")
+__all__ = ["CODE", "FORMAT_VERSION", "code_stamp", "remembered", "rows", "stamp"]
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS memo (name TEXT PRIMARY KEY, stamp TEXT NOT NULL,"
     " value TEXT NOT NULL)"
 )
-WAIT_MS = 20  # at most this long for the write lock; then the answer is simply not kept
-
-
-# the code that computes what is kept: another version of it (an upgrade, a branch of hystate
-# run on the same repository) computes again instead of believing this one's answers
-CODE: tuple[str, ...] = ("cache/memo.py", "cache/queries.py", "cache/forecast_queries.py")
-CODE += ("cache/follow.py",)
-CODE += ("cache/tables.py", "reports/fit.py", "reports/trained.py", "core/model.py")
-_code: list[str] = []
 _local = threading.local()  # answers computed within another's computation (``remembered``)
-
-
-def code_stamp() -> str:
-    """A hash of ``CODE``'s sources (read once per process); "" without them (nothing is
-    kept then: what computed an answer could not be told apart)."""
-    if not _code:
-        digest = hashlib.sha256()
-        root = Path(__file__).resolve().parent.parent
-        try:
-            for name in CODE:
-                digest.update((root / name).read_bytes())
-            _code.append(digest.hexdigest()[:16])
-        except OSError:
-            _code.append("")
-    return _code[0]
-
-
-def stamp(db: CacheDB) -> str | None:
-    """What an answer kept for the cache's tables as they are now is stamped with."""
-    meta = db.meta()
-    tree = meta.get("tree")
-    if meta.get("format") != FORMAT_VERSION or tree is None or not code_stamp():
-        return None
-    return f"{FORMAT_VERSION}:{code_stamp()}:{tree}"
+WAIT_MS = 20  # at most this long for the write lock; then the answer is simply not kept
 
 
 def remembered(

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from hystate.cache import fallback, follow, jsonindex, memo
+from hystate.cache import fallback, follow, jsonindex, stamps
 from hystate.cache.db import CacheDB
 from hystate.cache.tables import FORMAT_VERSION
 from hystate.cache.tree import Entry, Loader, StateTree, key, stem
@@ -265,7 +265,7 @@ class StateCache:
             ids = [key(stem(e[0])) for e in entries if "/" in e[0]] if splice else []
             before = db.index_entries(ids) if splice else None
             changed_ids = [] if rebuild else [key(stem(e[0])) for e in entries if "/" in e[0]]
-            old_stamp = None if rebuild else memo.stamp(db)
+            old_stamp = None if rebuild else stamps.stamp(db)
             rows = follow.capture(db, changed_ids, old_stamp)
             remake = db.drop_indexes() if rebuild else []
             self._reread(db, entries, progress, fresh=rebuild)
@@ -284,7 +284,7 @@ class StateCache:
                 head=head.sha or "",
                 index=self._index_stamp(),
             )
-            new_stamp = memo.stamp(db)
+            new_stamp = stamps.stamp(db)
             if rows is not None and old_stamp is not None and new_stamp is not None:
                 follow.carry(db, old_stamp, new_stamp, rows, follow.rows(db, changed_ids))
         if rebuild and reason not in ("forced", "missing"):
