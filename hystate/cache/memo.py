@@ -6,9 +6,10 @@ Each answer is stamped with the cache's format and the tree its tables reflected
 computed, read in one snapshot with the tables themselves. It is used only while the cache's
 stamp (``meta``) is that same tree and format, which ``StateCache.refresh`` has just compared
 with HEAD: a new commit, a checkout, a pull, a cache copied from another repository or left by
-another HEAD all change or fail that stamp, and the answer is computed again. The tables are a
-function of the tree alone (``hystate.cache.tree``), so an answer that reads only them (no
-clock, no configuration) is too. A rebuild drops the table with the others.
+another HEAD all change or fail that stamp, and the answer is computed again, unless the
+refresh that re-read a few changed episodes carried it to the new tree (``hystate.cache.follow``).
+The tables are a function of the tree alone (``hystate.cache.tree``), so an answer that reads
+only them (no clock, no configuration) is too. A rebuild drops the table with the others.
 
 Keeping an answer is best effort: a read-only or busy ``state.db`` answers from the tables,
 without waiting for a writer, and an unreadable row is computed again."""
