@@ -15,8 +15,9 @@ with the git processes the child waited for); its wall time is the client's.
 Each figure: the median over --runs of the process's wall time and its CPU (user + system of
 the process and the git processes it waited for), and the modules it imported. `advance` moves
 a different discovered episode to downloading each run; the reads run on a fresh cache, and
-`status after a transition` right after another episode's `advance` (nothing kept for that
-tree yet: the cache's answers are computed again, see hystate/cache/memo.py). The
+`status after a transition` right after another episode's `advance` (the refresh carries the
+cache's kept answers to the new tree, and the forecast's model is learnt again from the carried
+training runs: see hystate/cache/follow.py). The
 repositories (stages mixed as bench/common.build_repo makes them) are kept with --keep and
 reused when present: a 100,000 build takes minutes.
 """
