@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hystate.cache.db import close_all
+from hystate.cli import warmtrees
 from hystate.cli.takeover import Refused, become
 from hystate.core import warmwire as wire
+from hystate.git.trees import WARM
 
 HANDSHAKE_SECONDS = 10.0
 EXIT_FLUSH_FAILED = 120  # what Python exits with when it cannot flush stdout at the end
@@ -45,6 +47,7 @@ class Server:
     path: str
     listener: socket.socket
     wakeup: tuple[int, int]
+    wakeup_id: tuple[int, int] = (0, 0)  # (device, inode) of that pipe
     identity: tuple[int, int] | None = None  # (device, inode) of the socket file bound
     pid: int = field(default_factory=os.getpid)
     started: float = field(default_factory=time.time)
@@ -103,7 +106,6 @@ def serve_one(conn: socket.socket, server: Server) -> int:
             return 0
         # the server counts it (and its CPU, when it ends): "R" and the pid, one write
         os.write(server.wakeup[1], STARTED + os.getpid().to_bytes(4, "little"))
-        os.close(server.wakeup[1])
     except Refused as no:
         try:
             wire.send(conn, ("no", no.reason))
@@ -115,7 +117,9 @@ def serve_one(conn: socket.socket, server: Server) -> int:
     except (OSError, EOFError, ValueError, TypeError, KeyError):
         return 0  # a client gone or garbled: nothing ran
     conn.settimeout(None)
-    return _run(conn)
+    code = _run(conn)
+    warmtrees.report(server.wakeup[1], server.wakeup_id)  # for the next commands' trees
+    return code
 
 
 def status(server: Server, request: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +133,7 @@ def status(server: Server, request: dict[str, Any]) -> dict[str, Any]:
         "done": server.done,
         "cpu_seconds": round(server.cpu, 6),
         "modules": len(sys.modules),
+        "trees": len(WARM),
         "stale": changed(server.files),
         "serves_you": refused is None,
         "why_not": None if refused is None else refused.reason,

@@ -4,8 +4,11 @@ zygote, nailgun). The child becomes the ``hystate`` process that asked (hystate/
 what it takes over is in hystate/cli/forkchild.py) and runs ``hystate.cli.main``: the command
 starts with its imports done, the schema compiled.
 
-The server does nothing but wait, fork and reap: it reads no repository, no config, no
-environment of anyone's, so a child starts as clean as a new process, less the import time.
+The server does little but wait, fork and reap: it reads no config, no environment of
+anyone's, so a child starts as clean as a new process, less the import time. Between
+requests it parses ahead the trees of HEAD of the repositories its children used
+(hystate/cli/warmtrees.py): a tree is its sha's content, never stale; a child reads all else
+(HEAD, index, files) itself.
 It stops on SIGTERM (``hystate warm stop``), when its socket is gone or replaced, and when
 the code it loaded changed on disk (a child finds it so, or it looks every minute): a
 server never runs code older than what a new process would load.
@@ -23,6 +26,7 @@ import time
 from importlib import import_module
 from typing import Any
 
+from hystate.cli import warmtrees
 from hystate.cli.forkchild import STARTED, Server, Stamp, changed, serve_one, stamp, startup_env
 from hystate.core import warmwire as wire
 
@@ -108,7 +112,8 @@ def _listen(path: str) -> Server:
             os.umask(old)
         listener.listen(64)
     read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    return Server(path, listener, (read, write), identity=_identity(path))
+    st = os.fstat(write)
+    return Server(path, listener, (read, write), (st.st_dev, st.st_ino), identity=_identity(path))
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -142,14 +147,18 @@ def _told(server: Server, signum: int) -> None:
 
 def _loop(server: Server) -> None:
     looked = time.monotonic()
+    warmer = warmtrees.Warmer()
     while server.stop is None:
         watched: list[Any] = [server.listener, server.wakeup[0]]
-        ready, _, _ = select.select(watched, [], [], LOOK_EVERY)
+        # with trees to parse, only a look: a command waits for one tree's parse at most
+        ready, _, _ = select.select(watched, [], [], 0 if warmer.busy() else LOOK_EVERY)
         if server.wakeup[0] in ready:
-            _drain(server)
+            _drain(server, warmer)
         _reap(server)
         if server.listener in ready and server.stop is None:
             _accept(server)
+        elif not ready:
+            warmer.step()
         if time.monotonic() - looked >= LOOK_EVERY:
             looked = time.monotonic()
             if _identity(server.path) != server.identity:
@@ -180,15 +189,22 @@ def _accept(server: Server) -> None:
     server.children[pid] = conn
 
 
-def _drain(server: Server) -> None:
-    """Read the wakeup pipe: signal numbers (one byte each; the handlers did their part) and
-    the children's "started" tokens."""
+def _drain(server: Server, warmer: warmtrees.Warmer) -> None:
+    """Read the wakeup pipe: signal numbers (one byte each; the handlers did their part), the
+    children's "started" tokens and their reports of the repositories they used."""
     data = server.pending
     with contextlib.suppress(BlockingIOError):
         while chunk := os.read(server.wakeup[0], 4096):
             data += chunk
     i = 0
     while i < len(data):
+        if data[i : i + 1] == warmtrees.REPORT:
+            repo, end = warmtrees.parse(data, i)
+            if repo is None:
+                break
+            warmer.want(repo)
+            i = end
+            continue
         if data[i : i + 1] != STARTED:
             i += 1
             continue

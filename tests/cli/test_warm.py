@@ -26,6 +26,7 @@ import pytest
 
 from hystate.core import warmwire as wire
 from hystate.core.locks import pid_alive
+from hystate.manager import StateManager
 from tests.conftest import REPO_ROOT, commits, git
 
 # hystate as the console script runs it (hystate/launcher.py)
@@ -640,3 +641,76 @@ def test_a_served_command_leaves_the_cache_as_in_process(repo: Path, warm: Warm)
         assert proc.returncode == 0, proc.stderr
         assert [p.name for p in caches.rglob("state.db*")] == ["state.db"]
     assert served(warm) == 1
+
+
+def warmed(warm: Warm) -> int:
+    """The trees the server holds parsed, once it has none left to parse (it parses between
+    requests; a status request is one, so it is asked until two answers agree)."""
+    last = -1
+    for _ in range(200):
+        count = int(status(warm)["trees"])  # type: ignore[call-overload]
+        if count == last and count > 0:
+            return count
+        last = count
+        time.sleep(0.05)
+    return last
+
+
+def test_the_trees_parsed_ahead_are_the_heads_and_never_stale(
+    repo: Path, manager: StateManager, warm: Warm
+) -> None:
+    """After a served command the server parses the trees of that repository's HEAD; commits
+    made meanwhile (by git, in-process) change nothing of what a served command finds, as a
+    tree parsed ahead is the content of its sha."""
+    first, second, third, fourth = sorted(p.stem for p in manager.store.iter_paths())[:4]
+    done = hystate(repo, "advance", first, "downloading", warm=warm)
+    assert done.returncode == 0, done.stderr
+    assert warmed(warm) == len(git(repo, "ls-tree", "-r", "-d", "HEAD").splitlines()) + 1
+    # HEAD moves under the server: in-process, and by git itself (a file of the same folder)
+    assert hystate(repo, "advance", second, "downloading").returncode == 0
+    path = next(repo.rglob(f"{third}.yaml")).relative_to(repo)
+    text = (repo / path).read_text()
+    (repo / path).write_text(re.sub(r"(?m)^title: .*$", "title: Renamed by hand", text, count=1))
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "by hand")
+    there = hystate(repo, "advance", third, "downloading", warm=warm)
+    assert there.returncode == 0, there.stderr
+    assert served(warm) == 2
+    head = git(repo, "show", f"HEAD:{path}")
+    assert "title: Renamed by hand" in head and "stage: downloading" in head
+    warmed(warm)  # this HEAD's, now: the next command takes its trees from the server
+    assert hystate(repo, "advance", fourth, "downloading", warm=warm).returncode == 0
+    assert served(warm) == 3
+    for eid in (first, second, fourth):
+        shown = json.loads(hystate(repo, "show", eid, "--json").stdout)
+        assert shown["stage"] == "downloading"
+    assert git(repo, "status", "--porcelain") == ""
+    assert "error" not in git(repo, "fsck", "--no-dangling", "--no-progress").lower()
+
+
+def test_a_report_goes_only_to_the_servers_pipe(tmp_path: Path) -> None:
+    """A child tells the server its repositories through the server's pipe, and only if the
+    descriptor is still that pipe (the command may have put another file there)."""
+    from hystate.cli import warmtrees
+    from hystate.git.locate import FOUND, locate
+
+    root = tmp_path / "r"
+    root.mkdir()
+    git(root, "init", "-q")
+    FOUND.clear()
+    where = locate(root)
+    read, write = os.pipe()
+    st = os.fstat(write)
+    other = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        warmtrees.report(other, (st.st_dev, st.st_ino))
+        warmtrees.report(write, (st.st_dev, st.st_ino))
+        data = os.read(read, 4096)
+    finally:
+        for fd in (read, write, other):
+            os.close(fd)
+        FOUND.clear()
+    assert (tmp_path / "f").read_bytes() == b""
+    repo, end = warmtrees.parse(data, 0)
+    assert end == len(data)
+    assert repo == (str(where.git_dir), str(where.common_dir), str(where.objects))
+    assert warmtrees.parse(data[:-1], 0) == (None, 0)  # cut: waits for the rest

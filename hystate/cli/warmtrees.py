@@ -1,0 +1,147 @@
+"""The trees of HEAD parsed ahead by the warm fork server (issue 29), for the commands it forks.
+
+A command served by a child of the server reports, once it has ended (its client has its exit
+code already), the repositories it found (``hystate.git.locate.FOUND``). Between requests the
+server reads each one's HEAD and parses the trees it names (root, state folder, year folders:
+at 100,000 episodes a year folder holds 5,000 entries, ~2 ms to parse) into
+``hystate.git.trees.WARM``; the next child has them by fork. Only trees are kept: a tree is the
+content of its sha, so a child can never find one stale or wrong. The child still reads HEAD,
+the index, every file and every ref itself; the server keeps no answer that could change.
+
+The server parses one tree per turn of its loop, so a command arriving waits for one parse at
+most; a tree no longer named by the HEAD of its repository is dropped when the walk ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+from hystate.core.errors import HystateError
+from hystate.git.locate import FOUND
+from hystate.git.objects import ObjectStore
+from hystate.git.refs import Refs
+from hystate.git.trees import TREE_MODE, WARM
+
+REPORT = b"W"  # on the server's wakeup pipe (signal bytes are 1-64): 2 bytes of length, paths
+MAX_REPOSITORIES = 4  # kept warm at once: the ones reported last
+MAX_TREES = 256  # kept per repository (a hystate layout at 100,000 episodes has ~22)
+MAX_ENTRIES = 500_000  # their entries, per repository (~25 MB at 100,000 episodes' 100,000)
+PIPE_BUF = 4096  # a write this small to a pipe is never cut by another's
+
+Repo = tuple[str, str, str]  # git dir, common dir, objects folder (as git resolved them)
+
+
+def report(fd: int, pipe: tuple[int, int]) -> None:
+    """In a child, once its command has ended: tell the server (``fd``, its wakeup pipe, whose
+    (device, inode) is ``pipe``) the repositories the command found."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return
+    if (st.st_dev, st.st_ino) != pipe:
+        return  # the command put something else at that descriptor: not ours to write
+    seen = set()
+    for where in FOUND:
+        repo = (str(where.git_dir), str(where.common_dir), str(where.objects))
+        if repo in seen:
+            continue
+        seen.add(repo)
+        payload = b"\0".join(os.fsencode(part) for part in repo)
+        if len(payload) + 3 <= PIPE_BUF:
+            with contextlib.suppress(OSError):
+                os.write(fd, REPORT + len(payload).to_bytes(2, "little") + payload)
+
+
+def parse(data: bytes, i: int) -> tuple[Repo | None, int]:
+    """The report at ``data[i]`` (which is ``REPORT``): (repository or None if cut, next i)."""
+    if len(data) - i < 3:
+        return None, i
+    size = int.from_bytes(data[i + 1 : i + 3], "little")
+    if len(data) - i - 3 < size:
+        return None, i
+    parts = [os.fsdecode(part) for part in data[i + 3 : i + 3 + size].split(b"\0")]
+    end = i + 3 + size
+    if len(parts) != 3:
+        return ("", "", ""), end  # garbled: skipped
+    return (parts[0], parts[1], parts[2]), end
+
+
+class Warmer:
+    """The server's side: repositories to walk, one tree parsed per ``step``."""
+
+    def __init__(self) -> None:
+        self.repos: OrderedDict[Repo, None] = OrderedDict()  # the last reported last
+        self.todo: list[Repo] = []
+        self.walk: Iterator[None] | None = None
+        self.subtrees: dict[tuple[str, bytes], list[bytes]] = {}
+
+    def want(self, repo: Repo) -> None:
+        if not all(repo):
+            return
+        self.repos.pop(repo, None)
+        self.repos[repo] = None
+        while len(self.repos) > MAX_REPOSITORIES:
+            old, _ = self.repos.popitem(last=False)
+            self._drop(old[2], set())
+        if repo not in self.todo:
+            self.todo.append(repo)
+
+    def busy(self) -> bool:
+        return self.walk is not None or bool(self.todo)
+
+    def step(self) -> None:
+        """Parse at most one tree."""
+        while True:
+            if self.walk is None:
+                if not self.todo:
+                    return
+                self.walk = self._walk(self.todo.pop(0))
+            if next(self.walk, StopIteration) is None:
+                return
+            self.walk = None
+
+    def _walk(self, repo: Repo) -> Iterator[None]:
+        git_dir, common, objects = repo
+        keep: set[bytes] = set()
+        entries = 0
+        try:
+            head = Refs(Path(git_dir), Path(common)).head()
+            store = ObjectStore(Path(objects), Path(git_dir))
+            store.env = lambda: _git_env(common)
+            if head.sha is not None:
+                todo = [store.commit_tree(bytes.fromhex(head.sha))]
+                while todo and len(keep) < MAX_TREES and entries < MAX_ENTRIES:
+                    sha = todo.pop()
+                    if sha in keep:
+                        continue
+                    keep.add(sha)
+                    key = (objects, sha)
+                    if key not in WARM:
+                        tree = store.tree(sha)
+                        WARM[key] = tree
+                        found = tree.entries().values()
+                        self.subtrees[key] = [e[-20:] for e in found if e[:-20] == TREE_MODE]
+                        yield None
+                    entries += len(WARM[key])
+                    todo.extend(self.subtrees.get(key, ()))
+        except (HystateError, OSError, ValueError):
+            keep = set()  # gone, or not what it was: nothing kept of it
+            self.repos.pop(repo, None)
+        self._drop(objects, keep)
+
+    def _drop(self, objects: str, keep: set[bytes]) -> None:
+        for key in [key for key in WARM if key[0] == objects and key[1] not in keep]:
+            del WARM[key]
+            self.subtrees.pop(key, None)
+
+
+def _git_env(common: str) -> dict[str, str]:
+    """The environment of a ``git cat-file`` the server runs (packed trees): its own, the
+    repository named, nothing of anyone's GIT_* (the server's were the starter's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env["GIT_DIR"] = common
+    return env
