@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hystate.cache.db import close_all
-from hystate.cli import warmtrees
+from hystate.cli import warmahead
 from hystate.cli.takeover import Refused, become
 from hystate.core import warmwire as wire
+from hystate.git import settings
 from hystate.git.trees import WARM
 
 HANDSHAKE_SECONDS = 10.0
@@ -118,7 +119,7 @@ def serve_one(conn: socket.socket, server: Server) -> int:
         return 0  # a client gone or garbled: nothing ran
     conn.settimeout(None)
     code = _run(conn)
-    warmtrees.report(server.wakeup[1], server.wakeup_id)  # for the next commands' trees
+    warmahead.report(server.wakeup[1], server.wakeup_id)  # for the next commands' trees
     return code
 
 
@@ -134,6 +135,7 @@ def status(server: Server, request: dict[str, Any]) -> dict[str, Any]:
         "cpu_seconds": round(server.cpu, 6),
         "modules": len(sys.modules),
         "trees": len(WARM),
+        "configs": len(settings.WARM),
         "stale": changed(server.files),
         "serves_you": refused is None,
         "why_not": None if refused is None else refused.reason,

@@ -7,7 +7,7 @@ starts with its imports done, the schema compiled.
 The server does little but wait, fork and reap: it reads no config, no environment of
 anyone's, so a child starts as clean as a new process, less the import time. Between
 requests it parses ahead the trees of HEAD of the repositories its children used
-(hystate/cli/warmtrees.py): a tree is its sha's content, never stale; a child reads all else
+(hystate/cli/warmahead.py): a tree is its sha's content, never stale; a child reads all else
 (HEAD, index, files) itself.
 It stops on SIGTERM (``hystate warm stop``), when its socket is gone or replaced, and when
 the code it loaded changed on disk (a child finds it so, or it looks every minute): a
@@ -26,7 +26,7 @@ import time
 from importlib import import_module
 from typing import Any
 
-from hystate.cli import warmtrees
+from hystate.cli import warmahead
 from hystate.cli.forkchild import STARTED, Server, Stamp, changed, serve_one, stamp, startup_env
 from hystate.core import warmwire as wire
 
@@ -147,7 +147,7 @@ def _told(server: Server, signum: int) -> None:
 
 def _loop(server: Server) -> None:
     looked = time.monotonic()
-    warmer = warmtrees.Warmer()
+    warmer = warmahead.Warmer()
     while server.stop is None:
         watched: list[Any] = [server.listener, server.wakeup[0]]
         # with trees to parse, only a look: a command waits for one tree's parse at most
@@ -189,7 +189,7 @@ def _accept(server: Server) -> None:
     server.children[pid] = conn
 
 
-def _drain(server: Server, warmer: warmtrees.Warmer) -> None:
+def _drain(server: Server, warmer: warmahead.Warmer) -> None:
     """Read the wakeup pipe: signal numbers (one byte each; the handlers did their part), the
     children's "started" tokens and their reports of the repositories they used."""
     data = server.pending
@@ -198,11 +198,16 @@ def _drain(server: Server, warmer: warmtrees.Warmer) -> None:
             data += chunk
     i = 0
     while i < len(data):
-        if data[i : i + 1] == warmtrees.REPORT:
-            repo, end = warmtrees.parse(data, i)
-            if repo is None:
+        kind = data[i : i + 1]
+        if kind in (warmahead.REPORT, warmahead.CONFIG):
+            payload, end = warmahead.parse(data, i)
+            if payload is None:
                 break
-            warmer.want(repo)
+            repo = warmahead.repository(payload) if kind == warmahead.REPORT else None
+            if repo is not None:
+                warmer.want(repo)
+            elif kind == warmahead.CONFIG:
+                warmahead.keep_config(payload)
             i = end
             continue
         if data[i : i + 1] != STARTED:

@@ -19,7 +19,7 @@ _ASK = (
 )  # fmt: skip
 
 
-# every repository found by this process (a warm server's child reports them: cli/warmtrees.py)
+# every repository found by this process (a warm server's child reports them: cli/warmahead.py)
 FOUND: list[Location] = []
 
 

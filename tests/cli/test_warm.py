@@ -690,7 +690,7 @@ def test_the_trees_parsed_ahead_are_the_heads_and_never_stale(
 def test_a_report_goes_only_to_the_servers_pipe(tmp_path: Path) -> None:
     """A child tells the server its repositories through the server's pipe, and only if the
     descriptor is still that pipe (the command may have put another file there)."""
-    from hystate.cli import warmtrees
+    from hystate.cli import warmahead
     from hystate.git.locate import FOUND, locate
 
     root = tmp_path / "r"
@@ -702,15 +702,50 @@ def test_a_report_goes_only_to_the_servers_pipe(tmp_path: Path) -> None:
     st = os.fstat(write)
     other = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
     try:
-        warmtrees.report(other, (st.st_dev, st.st_ino))
-        warmtrees.report(write, (st.st_dev, st.st_ino))
+        warmahead.report(other, (st.st_dev, st.st_ino))
+        warmahead.report(write, (st.st_dev, st.st_ino))
         data = os.read(read, 4096)
     finally:
         for fd in (read, write, other):
             os.close(fd)
         FOUND.clear()
     assert (tmp_path / "f").read_bytes() == b""
-    repo, end = warmtrees.parse(data, 0)
-    assert end == len(data)
-    assert repo == (str(where.git_dir), str(where.common_dir), str(where.objects))
-    assert warmtrees.parse(data[:-1], 0) == (None, 0)  # cut: waits for the rest
+    payload, end = warmahead.parse(data, 0)
+    assert end == len(data) and payload is not None
+    assert warmahead.repository(payload) == (
+        str(where.git_dir),
+        str(where.common_dir),
+        str(where.objects),
+    )
+    assert warmahead.parse(data[:-1], 0) == (None, 0)  # cut: waits for the rest
+
+
+def test_the_git_config_handed_on_is_never_stale(
+    repo: Path, manager: StateManager, warm: Warm
+) -> None:
+    """A served command's ``git config --list`` is handed to the next ones by the server; a
+    config changed since is read again, and one with includes (files whose changes the stamps
+    do not see) is never handed on, as a new process reads it every time."""
+    first, second, third, fourth = sorted(p.stem for p in manager.store.iter_paths())[:4]
+    included = repo.parent / "more.cfg"
+
+    def advance(eid: str) -> str:
+        time.sleep(2.1)  # the config files' stamps settle (filestamp.RACY_NS): sharing is on
+        done = hystate(repo, "advance", eid, "downloading", warm=warm)
+        assert done.returncode == 0, done.stderr
+        for _ in range(200):  # the server takes the child's report once the command ended
+            if status(warm)["configs"]:
+                break
+            time.sleep(0.05)
+        return git(repo, "log", "-1", "--format=%an").strip()
+
+    advance(first)
+    assert status(warm)["configs"] == 1
+    git(repo, "config", "user.name", "Renamed Person")
+    assert advance(second) == "Renamed Person"
+    included.write_text("[user]\n\tname = Included Person\n")
+    git(repo, "config", "include.path", str(included))
+    assert advance(third) == "Included Person"
+    included.write_text("[user]\n\tname = Other Person\n")
+    assert advance(fourth) == "Other Person"
+    assert served(warm) == 4

@@ -1,4 +1,5 @@
-"""The trees of HEAD parsed ahead by the warm fork server (issue 29), for the commands it forks.
+"""What the warm fork server (issue 29) prepares ahead for the commands it forks, per
+repository: the trees of HEAD, parsed, and the answer of ``git config --list``.
 
 A command served by a child of the server reports, once it has ended (its client has its exit
 code already), the repositories it found (``hystate.git.locate.FOUND``). Between requests the
@@ -10,23 +11,33 @@ the index, every file and every ref itself; the server keeps no answer that coul
 
 The server parses one tree per turn of its loop, so a command arriving waits for one parse at
 most; a tree no longer named by the HEAD of its repository is dropped when the walk ends.
+
+A child also reports the ``git config --list`` its command ran (``hystate.git.settings.READ``),
+keyed by repository, GIT_* and PATH variables and the settled stamps of every config file git
+read (none with includes: their files are not stamped); the server hands it on
+(``settings.WARM``), and a command uses it only if its own key, taken then, is the same.
 """
 
 from __future__ import annotations
 
 import contextlib
+import marshal
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 from hystate.core.errors import HystateError
+from hystate.git import settings
 from hystate.git.locate import FOUND
 from hystate.git.objects import ObjectStore
 from hystate.git.refs import Refs
 from hystate.git.trees import TREE_MODE, WARM
 
 REPORT = b"W"  # on the server's wakeup pipe (signal bytes are 1-64): 2 bytes of length, paths
+CONFIG = b"C"  # then 2 bytes of length, marshal of (key, values)
+MAX_CONFIGS = 16  # git config answers kept
 MAX_REPOSITORIES = 4  # kept warm at once: the ones reported last
 MAX_TREES = 256  # kept per repository (a hystate layout at 100,000 episodes has ~22)
 MAX_ENTRIES = 500_000  # their entries, per repository (~25 MB at 100,000 episodes' 100,000)
@@ -37,37 +48,56 @@ Repo = tuple[str, str, str]  # git dir, common dir, objects folder (as git resol
 
 def report(fd: int, pipe: tuple[int, int]) -> None:
     """In a child, once its command has ended: tell the server (``fd``, its wakeup pipe, whose
-    (device, inode) is ``pipe``) the repositories the command found."""
+    (device, inode) is ``pipe``) the repositories the command found and the git config it
+    read."""
     try:
         st = os.fstat(fd)
     except OSError:
         return
     if (st.st_dev, st.st_ino) != pipe:
         return  # the command put something else at that descriptor: not ours to write
-    seen = set()
-    for where in FOUND:
-        repo = (str(where.git_dir), str(where.common_dir), str(where.objects))
-        if repo in seen:
-            continue
-        seen.add(repo)
-        payload = b"\0".join(os.fsencode(part) for part in repo)
+    messages = {
+        REPORT + b"\0".join(os.fsencode(str(p)) for p in (w.git_dir, w.common_dir, w.objects))
+        for w in FOUND
+    }
+    messages.update(CONFIG + marshal.dumps(cast(Any, item)) for item in settings.READ.items())
+    for message in messages:
+        payload = message[1:]
         if len(payload) + 3 <= PIPE_BUF:
             with contextlib.suppress(OSError):
-                os.write(fd, REPORT + len(payload).to_bytes(2, "little") + payload)
+                os.write(fd, message[:1] + len(payload).to_bytes(2, "little") + payload)
 
 
-def parse(data: bytes, i: int) -> tuple[Repo | None, int]:
-    """The report at ``data[i]`` (which is ``REPORT``): (repository or None if cut, next i)."""
+def parse(data: bytes, i: int) -> tuple[bytes | None, int]:
+    """The payload of the message at ``data[i]`` (``REPORT`` or ``CONFIG``) and where the next
+    one starts; (None, i) if it is cut (the rest comes with the next read)."""
     if len(data) - i < 3:
         return None, i
     size = int.from_bytes(data[i + 1 : i + 3], "little")
     if len(data) - i - 3 < size:
         return None, i
-    parts = [os.fsdecode(part) for part in data[i + 3 : i + 3 + size].split(b"\0")]
-    end = i + 3 + size
-    if len(parts) != 3:
-        return ("", "", ""), end  # garbled: skipped
-    return (parts[0], parts[1], parts[2]), end
+    return data[i + 3 : i + 3 + size], i + 3 + size
+
+
+def repository(payload: bytes) -> Repo | None:
+    parts = [os.fsdecode(part) for part in payload.split(b"\0")]
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
+
+
+def keep_config(payload: bytes) -> None:
+    """Hand on a child's ``git config --list`` (``settings.WARM``), the last ones kept."""
+    try:
+        key, values = marshal.loads(payload)
+    except (EOFError, ValueError, TypeError):
+        return
+    if not isinstance(key, tuple) or not isinstance(values, dict):
+        return
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in values.items()):
+        return
+    settings.WARM.pop(key, None)
+    settings.WARM[key] = values
+    while len(settings.WARM) > MAX_CONFIGS:
+        del settings.WARM[next(iter(settings.WARM))]
 
 
 class Warmer:
@@ -80,8 +110,6 @@ class Warmer:
         self.subtrees: dict[tuple[str, bytes], list[bytes]] = {}
 
     def want(self, repo: Repo) -> None:
-        if not all(repo):
-            return
         self.repos.pop(repo, None)
         self.repos[repo] = None
         while len(self.repos) > MAX_REPOSITORIES:
