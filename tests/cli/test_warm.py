@@ -692,11 +692,13 @@ def test_a_report_goes_only_to_the_servers_pipe(tmp_path: Path) -> None:
     descriptor is still that pipe (the command may have put another file there)."""
     from hystate.cli import warmahead
     from hystate.git.locate import FOUND, locate
+    from hystate.git.settings import READ
 
     root = tmp_path / "r"
     root.mkdir()
     git(root, "init", "-q")
     FOUND.clear()
+    READ.clear()  # what in-process commands of other tests read: not this report's
     where = locate(root)
     read, write = os.pipe()
     st = os.fstat(write)
