@@ -26,6 +26,7 @@ from hystate.cache.db import close_all
 from hystate.cli import warmahead
 from hystate.cli.takeover import Refused, become
 from hystate.core import warmwire as wire
+from hystate.git import index as index_mod
 from hystate.git import settings
 from hystate.git.trees import WARM
 
@@ -136,6 +137,7 @@ def status(server: Server, request: dict[str, Any]) -> dict[str, Any]:
         "modules": len(sys.modules),
         "trees": len(WARM),
         "configs": len(settings.WARM),
+        "indexes": len(index_mod.WARM),
         "stale": changed(server.files),
         "serves_you": refused is None,
         "why_not": None if refused is None else refused.reason,

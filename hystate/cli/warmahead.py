@@ -9,6 +9,11 @@ at 100,000 episodes a year folder holds 5,000 entries, ~2 ms to parse) into
 content of its sha, so a child can never find one stale or wrong. The child still reads HEAD,
 the index, every file and every ref itself; the server keeps no answer that could change.
 
+It also reads the index ahead (a memo as ``hystate.git.index.IndexLock`` makes one: its bytes,
+where its entries start, SHA-1 states at every MiB; ``index.WARM``), which a command's
+``IndexLock`` uses only while the index's stamp (inode, size, mtime, ctime) is the one read,
+as it does with the memo of an index it wrote itself; any other index it reads anew.
+
 The server parses one tree per turn of its loop, so a command arriving waits for one parse at
 most; a tree no longer named by the HEAD of its repository is dropped when the walk ends.
 
@@ -21,15 +26,17 @@ read (none with includes: their files are not stamped); the server hands it on
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import marshal
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 from hystate.core.errors import HystateError
-from hystate.git import settings
+from hystate.git import entry_table, settings
+from hystate.git import index as index_mod
 from hystate.git.locate import FOUND
 from hystate.git.objects import ObjectStore
 from hystate.git.refs import Refs
@@ -41,9 +48,11 @@ MAX_CONFIGS = 16  # git config answers kept
 MAX_REPOSITORIES = 4  # kept warm at once: the ones reported last
 MAX_TREES = 256  # kept per repository (a hystate layout at 100,000 episodes has ~22)
 MAX_ENTRIES = 500_000  # their entries, per repository (~25 MB at 100,000 episodes' 100,000)
+CHUNK = index_mod._CHUNK  # IndexLock keeps a SHA-1 state at every MiB
 PIPE_BUF = 4096  # a write this small to a pipe is never cut by another's
 
-Repo = tuple[str, str, str]  # git dir, common dir, objects folder (as git resolved them)
+Repo = tuple[str, str, str, str]  # git dir, common dir, objects folder, index (as git found them)
+MAX_INDEX = 64 << 20  # bytes of an index read ahead (100,000 episodes: 12 MB)
 
 
 def report(fd: int, pipe: tuple[int, int]) -> None:
@@ -57,7 +66,8 @@ def report(fd: int, pipe: tuple[int, int]) -> None:
     if (st.st_dev, st.st_ino) != pipe:
         return  # the command put something else at that descriptor: not ours to write
     messages = {
-        REPORT + b"\0".join(os.fsencode(str(p)) for p in (w.git_dir, w.common_dir, w.objects))
+        REPORT
+        + b"\0".join(os.fsencode(str(p)) for p in (w.git_dir, w.common_dir, w.objects, w.index))
         for w in FOUND
     }
     messages.update(CONFIG + marshal.dumps(cast(Any, item)) for item in settings.READ.items())
@@ -81,7 +91,7 @@ def parse(data: bytes, i: int) -> tuple[bytes | None, int]:
 
 def repository(payload: bytes) -> Repo | None:
     parts = [os.fsdecode(part) for part in payload.split(b"\0")]
-    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
+    return (parts[0], parts[1], parts[2], parts[3]) if len(parts) == 4 and all(parts) else None
 
 
 def keep_config(payload: bytes) -> None:
@@ -115,6 +125,7 @@ class Warmer:
         while len(self.repos) > MAX_REPOSITORIES:
             old, _ = self.repos.popitem(last=False)
             self._drop(old[2], set())
+            index_mod.WARM.pop(old[3], None)
         if repo not in self.todo:
             self.todo.append(repo)
 
@@ -122,7 +133,7 @@ class Warmer:
         return self.walk is not None or bool(self.todo)
 
     def step(self) -> None:
-        """Parse at most one tree."""
+        """Parse at most one tree, or read or hash one MiB of an index."""
         while True:
             if self.walk is None:
                 if not self.todo:
@@ -133,7 +144,15 @@ class Warmer:
             self.walk = None
 
     def _walk(self, repo: Repo) -> Iterator[None]:
-        git_dir, common, objects = repo
+        yield from self._trees(repo)
+        if repo in self.repos:
+            try:
+                yield from _index(Path(repo[0]), repo[3])
+            except (HystateError, OSError, ValueError):
+                index_mod.WARM.pop(repo[3], None)
+
+    def _trees(self, repo: Repo) -> Iterator[None]:
+        git_dir, common, objects, _ = repo
         keep: set[bytes] = set()
         entries = 0
         try:
@@ -165,6 +184,44 @@ class Warmer:
         for key in [key for key in WARM if key[0] == objects and key[1] not in keep]:
             del WARM[key]
             self.subtrees.pop(key, None)
+
+
+def _index(git_dir: Path, path: str) -> Iterator[None]:
+    """Read the index at ``path`` into a memo as ``IndexLock`` makes one (its bytes, where
+    its entries start, which may be racy) with SHA-1 states at every MiB, so that a command's
+    update hashes only from its first change. Kept only if the index did not change meanwhile;
+    a command uses it only if its stamp is still the memo's key (``IndexLock._read``)."""
+    st = os.stat(path)
+    old = index_mod.WARM.get(path)
+    if old is not None and old.key == index_mod._key(st):
+        return
+    index_mod.WARM.pop(path, None)
+    if st.st_size > MAX_INDEX:
+        return
+    with open(path, "rb") as fh:
+        data = bytearray(fh.read())
+    yield None
+    if len(data) != st.st_size or not index_mod._patchable(data):
+        return
+    walked: tuple[int, Mapping[bytes, int], list[int]] | None
+    walked = entry_table.load(git_dir.resolve(), data)
+    if walked is None:
+        walked = index_mod._walk(bytes(data), int(st.st_mtime))
+        yield None
+    if walked is None:
+        return
+    memo = index_mod.IndexMemo(buf=data)
+    memo.ext_start, memo.offsets, memo.racy = walked
+    state, pos, view = hashlib.sha1(), 0, memoryview(data)
+    while pos + CHUNK <= memo.ext_start:
+        state.update(view[pos : pos + CHUNK])
+        pos += CHUNK
+        memo.checkpoints.append((pos, state.copy()))
+        yield None
+    view.release()
+    if index_mod._key(os.stat(path)) == index_mod._key(st):
+        memo.key = index_mod._key(st)
+        index_mod.WARM[path] = memo
 
 
 def _git_env(common: str) -> dict[str, str]:

@@ -718,6 +718,7 @@ def test_a_report_goes_only_to_the_servers_pipe(tmp_path: Path) -> None:
         str(where.git_dir),
         str(where.common_dir),
         str(where.objects),
+        str(where.index),
     )
     assert warmahead.parse(data[:-1], 0) == (None, 0)  # cut: waits for the rest
 
@@ -751,3 +752,29 @@ def test_the_git_config_handed_on_is_never_stale(
     included.write_text("[user]\n\tname = Other Person\n")
     assert advance(fourth) == "Other Person"
     assert served(warm) == 4
+
+
+def test_an_index_read_ahead_is_used_only_while_it_is_the_index(
+    repo: Path, manager: StateManager, warm: Warm
+) -> None:
+    """The server reads the index ahead (bytes, entries, SHA-1 states); a served command uses
+    it only while the index's stamp is the same: a file the person staged meanwhile stays
+    staged, and every index written is one git reads as its own."""
+    first, second, third = sorted(p.stem for p in manager.store.iter_paths())[:3]
+    assert hystate(repo, "advance", first, "downloading", warm=warm).returncode == 0
+    for _ in range(200):  # the server reads it once the command has ended
+        if status(warm)["indexes"]:
+            break
+        time.sleep(0.05)
+    assert status(warm)["indexes"] == 1
+    assert hystate(repo, "advance", second, "downloading", warm=warm).returncode == 0
+    assert git(repo, "status", "--porcelain") == ""
+    (repo / "notes.txt").write_text("staged by hand\n")
+    git(repo, "add", "notes.txt")  # the index changes under the server's copy
+    assert hystate(repo, "advance", third, "downloading", warm=warm).returncode == 0
+    assert git(repo, "status", "--porcelain") == "A  notes.txt\n"
+    assert "stage: downloading" in git(
+        repo, "show", f"HEAD:{next(repo.rglob(third + '.yaml')).relative_to(repo)}"
+    )
+    git(repo, "update-index", "--really-refresh")  # git reads (and checks) the index
+    assert served(warm) == 3
