@@ -1,26 +1,27 @@
 """What the warm fork server (issue 29) prepares ahead for the commands it forks, per
-repository: the trees of HEAD, parsed, and the answer of ``git config --list``.
+repository: the trees of HEAD parsed, the index read, the answer of ``git config --list``.
 
 A command served by a child of the server reports, once it has ended (its client has its exit
-code already), the repositories it found (``hystate.git.locate.FOUND``). Between requests the
-server reads each one's HEAD and parses the trees it names (root, state folder, year folders:
-at 100,000 episodes a year folder holds 5,000 entries, ~2 ms to parse) into
-``hystate.git.trees.WARM``; the next child has them by fork. Only trees are kept: a tree is the
-content of its sha, so a child can never find one stale or wrong. The child still reads HEAD,
-the index, every file and every ref itself; the server keeps no answer that could change.
+code already), the repositories it found (``hystate.git.locate.FOUND``) and the git config it
+read. Between requests the server, a step at a time (one tree parsed, one MiB of an index read
+or hashed: a command arriving waits for one step at most), prepares for the next child, which
+has it all by fork:
 
-It also reads the index ahead (a memo as ``hystate.git.index.IndexLock`` makes one: its bytes,
-where its entries start, SHA-1 states at every MiB; ``index.WARM``), which a command's
-``IndexLock`` uses only while the index's stamp (inode, size, mtime, ctime) is the one read,
-as it does with the memo of an index it wrote itself; any other index it reads anew.
+- the trees HEAD names (root, state folder, year folders: at 100,000 episodes a year folder
+  holds 5,000 entries, ~2 ms to parse), in ``hystate.git.trees.WARM``. A tree is the content
+  of its sha: a child can never find one stale or wrong. Those HEAD no longer names are
+  dropped when the walk ends.
+- the index, as ``hystate.git.index.IndexLock`` keeps the memo of an index it wrote (its
+  bytes, where its entries start, which may be racy) with SHA-1 states at every MiB, in
+  ``index.WARM``; a command's ``IndexLock`` uses it only while the index's stamp (inode, size,
+  mtime, ctime) is the one read, as it does with its own memo. Else it reads the index anew.
+- the ``git config --list`` a child's command ran (``hystate.git.settings.READ``), keyed by
+  repository, GIT_* and PATH variables and the settled stamps of every config file git read
+  (never one with includes: their files are not stamped), in ``settings.WARM``; a command uses
+  it only if its own key, taken then, is the same.
 
-The server parses one tree per turn of its loop, so a command arriving waits for one parse at
-most; a tree no longer named by the HEAD of its repository is dropped when the walk ends.
-
-A child also reports the ``git config --list`` its command ran (``hystate.git.settings.READ``),
-keyed by repository, GIT_* and PATH variables and the settled stamps of every config file git
-read (none with includes: their files are not stamped); the server hands it on
-(``settings.WARM``), and a command uses it only if its own key, taken then, is the same.
+A child still reads HEAD, its refs and every file itself: nothing kept could answer otherwise
+than a new process would.
 """
 
 from __future__ import annotations
