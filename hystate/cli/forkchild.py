@@ -49,8 +49,8 @@ class Server:
     path: str
     listener: socket.socket
     wakeup: tuple[int, int]
-    wakeup_id: tuple[int, int] = (0, 0)  # (device, inode) of that pipe
     identity: tuple[int, int] | None = None  # (device, inode) of the socket file bound
+    ahead: str | None = None  # the folder of the children's reports (cli/warmahead.py)
     pid: int = field(default_factory=os.getpid)
     started: float = field(default_factory=time.time)
     files: dict[str, Stamp | None] = field(default_factory=dict)  # what the code came from
@@ -108,6 +108,7 @@ def serve_one(conn: socket.socket, server: Server) -> int:
             return 0
         # the server counts it (and its CPU, when it ends): "R" and the pid, one write
         os.write(server.wakeup[1], STARTED + os.getpid().to_bytes(4, "little"))
+        os.close(server.wakeup[1])
     except Refused as no:
         try:
             wire.send(conn, ("no", no.reason))
@@ -120,7 +121,8 @@ def serve_one(conn: socket.socket, server: Server) -> int:
         return 0  # a client gone or garbled: nothing ran
     conn.settimeout(None)
     code = _run(conn)
-    warmahead.report(server.wakeup[1], server.wakeup_id)  # for the next commands' trees
+    if server.ahead is not None:  # for the next commands (the client has its exit code)
+        warmahead.report(server.ahead)
     return code
 
 

@@ -78,6 +78,7 @@ def run(path: str) -> None:
     to stop. Started by ``hystate warm start`` (python -P, a session of its own)."""
     preload()
     server = _listen(path)
+    server.ahead = warmahead.prepare(f"{path}.ahead")
     server.files = snapshot()
     here = os.path.dirname(os.path.dirname(os.path.abspath(wire.__file__)))
     server.fingerprint = wire.fingerprint(here)
@@ -112,8 +113,7 @@ def _listen(path: str) -> Server:
             os.umask(old)
         listener.listen(64)
     read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    st = os.fstat(write)
-    return Server(path, listener, (read, write), (st.st_dev, st.st_ino), identity=_identity(path))
+    return Server(path, listener, (read, write), identity=_identity(path))
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -153,8 +153,8 @@ def _loop(server: Server) -> None:
         # with trees to parse, only a look: a command waits for one tree's parse at most
         ready, _, _ = select.select(watched, [], [], 0 if warmer.busy() else LOOK_EVERY)
         if server.wakeup[0] in ready:
-            _drain(server, warmer)
-        _reap(server)
+            _drain(server)
+        _reap(server, warmer)
         if server.listener in ready and server.stop is None:
             _accept(server)
         elif not ready:
@@ -189,27 +189,15 @@ def _accept(server: Server) -> None:
     server.children[pid] = conn
 
 
-def _drain(server: Server, warmer: warmahead.Warmer) -> None:
-    """Read the wakeup pipe: signal numbers (one byte each; the handlers did their part), the
-    children's "started" tokens and their reports of the repositories they used."""
+def _drain(server: Server) -> None:
+    """Read the wakeup pipe: signal numbers (one byte each; the handlers did their part) and
+    the children's "started" tokens."""
     data = server.pending
     with contextlib.suppress(BlockingIOError):
         while chunk := os.read(server.wakeup[0], 4096):
             data += chunk
     i = 0
     while i < len(data):
-        kind = data[i : i + 1]
-        if kind in (warmahead.REPORT, warmahead.CONFIG):
-            payload, end = warmahead.parse(data, i)
-            if payload is None:
-                break
-            repo = warmahead.repository(payload) if kind == warmahead.REPORT else None
-            if repo is not None:
-                warmer.want(repo)
-            elif kind == warmahead.CONFIG:
-                warmahead.keep_config(payload)
-            i = end
-            continue
         if data[i : i + 1] != STARTED:
             i += 1
             continue
@@ -221,9 +209,9 @@ def _drain(server: Server, warmer: warmahead.Warmer) -> None:
     server.pending = data[i:]
 
 
-def _reap(server: Server) -> None:
+def _reap(server: Server, warmer: warmahead.Warmer) -> None:
     """Collect the children that ended; tell each one's client how (the child said its exit
-    code itself, unless it ended before it could: os._exit, a signal)."""
+    code itself, unless it ended before it could: os._exit, a signal); take their reports."""
     while server.children:
         try:
             pid, status, usage = os.wait4(-1, os.WNOHANG)
@@ -232,6 +220,8 @@ def _reap(server: Server) -> None:
         if pid == 0:
             return
         _ended(server, pid, status, usage.ru_utime + usage.ru_stime)
+        if server.ahead is not None:
+            warmer.take(server.ahead, pid)
 
 
 def _ended(server: Server, pid: int, status: int, cpu: float) -> None:
@@ -263,6 +253,11 @@ def _shut(server: Server) -> None:
         except ChildProcessError:
             break
         _ended(server, pid, status, usage.ru_utime + usage.ru_stime)
+    if server.ahead is not None:  # the reports not taken, and their folder
+        with contextlib.suppress(OSError):
+            for name in os.listdir(server.ahead):
+                os.unlink(os.path.join(server.ahead, name))
+            os.rmdir(server.ahead)
 
 
 def main() -> None:

@@ -3,9 +3,10 @@ repository: the trees of HEAD parsed, the index read, the answer of ``git config
 
 A command served by a child of the server reports, once it has ended (its client has its exit
 code already), the repositories it found (``hystate.git.locate.FOUND``) and the git config it
-read. Between requests the server, a step at a time (one tree parsed, one MiB of an index read
-or hashed: a command arriving waits for one step at most), prepares for the next child, which
-has it all by fork:
+read, in a file ``<socket>.ahead/<pid>`` the server takes when it reaps the child (so the
+command holds no descriptor of the server's). Between requests the server, a step at a time
+(one tree parsed, one MiB of an index read or hashed: a command arriving waits for one step at
+most), prepares for the next child, which has it all by fork:
 
 - the trees HEAD names (root, state folder, year folders: at 100,000 episodes a year folder
   holds 5,000 entries, ~2 ms to parse), in ``hystate.git.trees.WARM``. A tree is the content
@@ -30,6 +31,7 @@ import contextlib
 import hashlib
 import marshal
 import os
+import stat
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -43,51 +45,74 @@ from hystate.git.objects import ObjectStore
 from hystate.git.refs import Refs
 from hystate.git.trees import TREE_MODE, WARM
 
-REPORT = b"W"  # on the server's wakeup pipe (signal bytes are 1-64): 2 bytes of length, paths
-CONFIG = b"C"  # then 2 bytes of length, marshal of (key, values)
+REPORT = b"W"  # a report's message kinds (then 4 bytes of length): the paths of a repository
+CONFIG = b"C"  # marshal of (key, values): a git config --list answer
+MAX_REPORT = 1 << 20  # bytes of a child's report read
 MAX_CONFIGS = 16  # git config answers kept
 MAX_REPOSITORIES = 4  # kept warm at once: the ones reported last
 MAX_TREES = 256  # kept per repository (a hystate layout at 100,000 episodes has ~22)
 MAX_ENTRIES = 500_000  # their entries, per repository (~25 MB at 100,000 episodes' 100,000)
+MAX_INDEX = 64 << 20  # bytes of an index read ahead (100,000 episodes: 12 MB)
 CHUNK = index_mod._CHUNK  # IndexLock keeps a SHA-1 state at every MiB
-PIPE_BUF = 4096  # a write this small to a pipe is never cut by another's
 
 Repo = tuple[str, str, str, str]  # git dir, common dir, objects folder, index (as git found them)
-MAX_INDEX = 64 << 20  # bytes of an index read ahead (100,000 episodes: 12 MB)
 
 
-def report(fd: int, pipe: tuple[int, int]) -> None:
-    """In a child, once its command has ended: tell the server (``fd``, its wakeup pipe, whose
-    (device, inode) is ``pipe``) the repositories the command found and the git config it
-    read."""
+def prepare(folder: str) -> str | None:
+    """The server's folder of reports (beside its socket, 0700, emptied), or None if it
+    cannot have one (then nothing is prepared ahead)."""
     try:
-        st = os.fstat(fd)
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
     except OSError:
-        return
-    if (st.st_dev, st.st_ino) != pipe:
-        return  # the command put something else at that descriptor: not ours to write
-    messages = {
+        return None
+    try:
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            return None
+        for name in os.listdir(folder):  # a killed server's
+            os.unlink(os.path.join(folder, name))
+    except OSError:
+        return None
+    return folder
+
+
+def report(folder: str) -> None:
+    """In a child, once its command has ended (its client has its exit code): write the
+    repositories the command found and the git config it read to ``folder``/<pid>, which the
+    server reads when it reaps this process."""
+    messages = [
         REPORT
         + b"\0".join(os.fsencode(str(p)) for p in (w.git_dir, w.common_dir, w.objects, w.index))
-        for w in FOUND
-    }
-    messages.update(CONFIG + marshal.dumps(cast(Any, item)) for item in settings.READ.items())
-    for message in messages:
-        payload = message[1:]
-        if len(payload) + 3 <= PIPE_BUF:
-            with contextlib.suppress(OSError):
-                os.write(fd, message[:1] + len(payload).to_bytes(2, "little") + payload)
+        for w in dict.fromkeys(FOUND)
+    ]
+    messages += [CONFIG + marshal.dumps(cast(Any, item)) for item in settings.READ.items()]
+    data = b"".join(m[:1] + (len(m) - 1).to_bytes(4, "little") + m[1:] for m in messages)
+    if not data or len(data) > MAX_REPORT:
+        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(f"{folder}/{os.getpid()}", flags, 0o600)
+    except OSError:
+        return
+    try:
+        os.write(fd, data)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
-def parse(data: bytes, i: int) -> tuple[bytes | None, int]:
-    """The payload of the message at ``data[i]`` (``REPORT`` or ``CONFIG``) and where the next
-    one starts; (None, i) if it is cut (the rest comes with the next read)."""
-    if len(data) - i < 3:
-        return None, i
-    size = int.from_bytes(data[i + 1 : i + 3], "little")
-    if len(data) - i - 3 < size:
-        return None, i
-    return data[i + 3 : i + 3 + size], i + 3 + size
+def messages(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(kind, payload) of each whole message of a report."""
+    i = 0
+    while len(data) - i >= 5:
+        size = int.from_bytes(data[i + 1 : i + 5], "little")
+        if len(data) - i - 5 < size:
+            return
+        yield data[i : i + 1], data[i + 5 : i + 5 + size]
+        i += 5 + size
 
 
 def repository(payload: bytes) -> Repo | None:
@@ -119,6 +144,23 @@ class Warmer:
         self.todo: list[Repo] = []
         self.walk: Iterator[None] | None = None
         self.subtrees: dict[tuple[str, bytes], list[bytes]] = {}
+
+    def take(self, folder: str, pid: int) -> None:
+        """Read (and remove) the report of child ``pid``, once it has ended."""
+        path = f"{folder}/{pid}"
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_REPORT)
+        except OSError:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        for kind, payload in messages(data):
+            repo = repository(payload) if kind == REPORT else None
+            if repo is not None:
+                self.want(repo)
+            elif kind == CONFIG:
+                keep_config(payload)
 
     def want(self, repo: Repo) -> None:
         self.repos.pop(repo, None)

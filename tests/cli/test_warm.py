@@ -666,6 +666,7 @@ def test_the_trees_parsed_ahead_are_the_heads_and_never_stale(
     done = hystate(repo, "advance", first, "downloading", warm=warm)
     assert done.returncode == 0, done.stderr
     assert warmed(warm) == len(git(repo, "ls-tree", "-r", "-d", "HEAD").splitlines()) + 1
+    assert list(Path(f"{warm.socket}.ahead").iterdir()) == []  # the report was taken
     # HEAD moves under the server: in-process, and by git itself (a file of the same folder)
     assert hystate(repo, "advance", second, "downloading").returncode == 0
     path = next(repo.rglob(f"{third}.yaml")).relative_to(repo)
@@ -687,9 +688,10 @@ def test_the_trees_parsed_ahead_are_the_heads_and_never_stale(
     assert "error" not in git(repo, "fsck", "--no-dangling", "--no-progress").lower()
 
 
-def test_a_report_goes_only_to_the_servers_pipe(tmp_path: Path) -> None:
-    """A child tells the server its repositories through the server's pipe, and only if the
-    descriptor is still that pipe (the command may have put another file there)."""
+def test_a_childs_report_is_a_file_the_server_takes(tmp_path: Path) -> None:
+    """A child writes what its command found to <socket>.ahead/<pid> once the command ended
+    (no descriptor of the server's is open during the command); the server reads and removes
+    it when it reaps the child, and empties the folder when it starts."""
     from hystate.cli import warmahead
     from hystate.git.locate import FOUND, locate
     from hystate.git.settings import READ
@@ -697,30 +699,28 @@ def test_a_report_goes_only_to_the_servers_pipe(tmp_path: Path) -> None:
     root = tmp_path / "r"
     root.mkdir()
     git(root, "init", "-q")
+    folder = tmp_path / "warm.sock.ahead"
+    folder.mkdir(mode=0o700)
+    (folder / "123").write_bytes(b"a killed server's")
+    assert warmahead.prepare(str(folder)) == str(folder)
+    assert list(folder.iterdir()) == []
     FOUND.clear()
     READ.clear()  # what in-process commands of other tests read: not this report's
-    where = locate(root)
-    read, write = os.pipe()
-    st = os.fstat(write)
-    other = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
     try:
-        warmahead.report(other, (st.st_dev, st.st_ino))
-        warmahead.report(write, (st.st_dev, st.st_ino))
-        data = os.read(read, 4096)
+        where = locate(root)
+        warmahead.report(str(folder))
     finally:
-        for fd in (read, write, other):
-            os.close(fd)
         FOUND.clear()
-    assert (tmp_path / "f").read_bytes() == b""
-    payload, end = warmahead.parse(data, 0)
-    assert end == len(data) and payload is not None
-    assert warmahead.repository(payload) == (
-        str(where.git_dir),
-        str(where.common_dir),
-        str(where.objects),
-        str(where.index),
-    )
-    assert warmahead.parse(data[:-1], 0) == (None, 0)  # cut: waits for the rest
+    data = (folder / str(os.getpid())).read_bytes()
+    assert [kind for kind, _ in warmahead.messages(data)] == [warmahead.REPORT]
+    assert list(warmahead.messages(data[:-1])) == []  # a cut message is not taken
+    warmer = warmahead.Warmer()
+    warmer.take(str(folder), os.getpid())
+    repo = (str(where.git_dir), str(where.common_dir), str(where.objects), str(where.index))
+    assert list(warmer.repos) == [repo]
+    assert list(folder.iterdir()) == []
+    os.chmod(folder, 0o755)  # others could read it: no reports
+    assert warmahead.prepare(str(folder)) is None
 
 
 def test_the_git_config_handed_on_is_never_stale(
