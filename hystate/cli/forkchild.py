@@ -23,8 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hystate.cache.db import close_all
+from hystate.cli import warmahead
 from hystate.cli.takeover import Refused, become
 from hystate.core import warmwire as wire
+from hystate.git import index as index_mod
+from hystate.git import settings
+from hystate.git.trees import WARM
 
 HANDSHAKE_SECONDS = 10.0
 EXIT_FLUSH_FAILED = 120  # what Python exits with when it cannot flush stdout at the end
@@ -46,6 +50,7 @@ class Server:
     listener: socket.socket
     wakeup: tuple[int, int]
     identity: tuple[int, int] | None = None  # (device, inode) of the socket file bound
+    ahead: str | None = None  # the folder of the children's reports (cli/warmahead.py)
     pid: int = field(default_factory=os.getpid)
     started: float = field(default_factory=time.time)
     files: dict[str, Stamp | None] = field(default_factory=dict)  # what the code came from
@@ -115,7 +120,10 @@ def serve_one(conn: socket.socket, server: Server) -> int:
     except (OSError, EOFError, ValueError, TypeError, KeyError):
         return 0  # a client gone or garbled: nothing ran
     conn.settimeout(None)
-    return _run(conn)
+    code = _run(conn)
+    if server.ahead is not None:  # for the next commands (the client has its exit code)
+        warmahead.report(server.ahead)
+    return code
 
 
 def status(server: Server, request: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +137,9 @@ def status(server: Server, request: dict[str, Any]) -> dict[str, Any]:
         "done": server.done,
         "cpu_seconds": round(server.cpu, 6),
         "modules": len(sys.modules),
+        "trees": len(WARM),
+        "configs": len(settings.WARM),
+        "indexes": len(index_mod.WARM),
         "stale": changed(server.files),
         "serves_you": refused is None,
         "why_not": None if refused is None else refused.reason,

@@ -4,8 +4,11 @@ zygote, nailgun). The child becomes the ``hystate`` process that asked (hystate/
 what it takes over is in hystate/cli/forkchild.py) and runs ``hystate.cli.main``: the command
 starts with its imports done, the schema compiled.
 
-The server does nothing but wait, fork and reap: it reads no repository, no config, no
-environment of anyone's, so a child starts as clean as a new process, less the import time.
+The server does little but wait, fork and reap: it reads no config, no environment of
+anyone's, so a child starts as clean as a new process, less the import time. Between
+requests it parses ahead the trees of HEAD of the repositories its children used
+(hystate/cli/warmahead.py): a tree is its sha's content, never stale; a child reads all else
+(HEAD, index, files) itself.
 It stops on SIGTERM (``hystate warm stop``), when its socket is gone or replaced, and when
 the code it loaded changed on disk (a child finds it so, or it looks every minute): a
 server never runs code older than what a new process would load.
@@ -23,6 +26,7 @@ import time
 from importlib import import_module
 from typing import Any
 
+from hystate.cli import warmahead
 from hystate.cli.forkchild import STARTED, Server, Stamp, changed, serve_one, stamp, startup_env
 from hystate.core import warmwire as wire
 
@@ -74,6 +78,7 @@ def run(path: str) -> None:
     to stop. Started by ``hystate warm start`` (python -P, a session of its own)."""
     preload()
     server = _listen(path)
+    server.ahead = warmahead.prepare(f"{path}.ahead")
     server.files = snapshot()
     here = os.path.dirname(os.path.dirname(os.path.abspath(wire.__file__)))
     server.fingerprint = wire.fingerprint(here)
@@ -142,14 +147,18 @@ def _told(server: Server, signum: int) -> None:
 
 def _loop(server: Server) -> None:
     looked = time.monotonic()
+    warmer = warmahead.Warmer()
     while server.stop is None:
         watched: list[Any] = [server.listener, server.wakeup[0]]
-        ready, _, _ = select.select(watched, [], [], LOOK_EVERY)
+        # with trees to parse, only a look: a command waits for one tree's parse at most
+        ready, _, _ = select.select(watched, [], [], 0 if warmer.busy() else LOOK_EVERY)
         if server.wakeup[0] in ready:
             _drain(server)
-        _reap(server)
+        _reap(server, warmer)
         if server.listener in ready and server.stop is None:
             _accept(server)
+        elif not ready:
+            warmer.step()
         if time.monotonic() - looked >= LOOK_EVERY:
             looked = time.monotonic()
             if _identity(server.path) != server.identity:
@@ -200,9 +209,9 @@ def _drain(server: Server) -> None:
     server.pending = data[i:]
 
 
-def _reap(server: Server) -> None:
+def _reap(server: Server, warmer: warmahead.Warmer) -> None:
     """Collect the children that ended; tell each one's client how (the child said its exit
-    code itself, unless it ended before it could: os._exit, a signal)."""
+    code itself, unless it ended before it could: os._exit, a signal); take their reports."""
     while server.children:
         try:
             pid, status, usage = os.wait4(-1, os.WNOHANG)
@@ -211,6 +220,8 @@ def _reap(server: Server) -> None:
         if pid == 0:
             return
         _ended(server, pid, status, usage.ru_utime + usage.ru_stime)
+        if server.ahead is not None:
+            warmer.take(server.ahead, pid)
 
 
 def _ended(server: Server, pid: int, status: int, cpu: float) -> None:
@@ -242,6 +253,11 @@ def _shut(server: Server) -> None:
         except ChildProcessError:
             break
         _ended(server, pid, status, usage.ru_utime + usage.ru_stime)
+    if server.ahead is not None:  # the reports not taken, and their folder
+        with contextlib.suppress(OSError):
+            for name in os.listdir(server.ahead):
+                os.unlink(os.path.join(server.ahead, name))
+            os.rmdir(server.ahead)
 
 
 def main() -> None:

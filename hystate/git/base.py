@@ -170,7 +170,7 @@ class RepoBase:
         from hystate.git import index as index_mod  # not imported by a reading command
 
         if self.index_memo is None:
-            self.index_memo = index_mod.IndexMemo()
+            self.index_memo = index_mod.memo_for(self.index_path)
         return index_mod.IndexLock(
             self.git_dir,
             lockfile.owners_dir(self.common_dir),

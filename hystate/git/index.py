@@ -77,6 +77,15 @@ class IndexMemo:
     checkpoints: list[tuple[int, Any]] = field(default_factory=list)
 
 
+# indexes read ahead by a warm fork server (hystate/cli/warmahead.py), by path: a command takes
+# its index's (``IndexLock._read`` uses a memo only while the index's stamp is its key)
+WARM: dict[str, IndexMemo] = {}
+
+
+def memo_for(path: Path) -> IndexMemo:
+    return WARM.pop(str(path), None) or IndexMemo()
+
+
 def _key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 

@@ -19,6 +19,10 @@ _ASK = (
 )  # fmt: skip
 
 
+# every repository found by this process (a warm server's child reports them: cli/warmahead.py)
+FOUND: list[Location] = []
+
+
 class NotARepository(GitError):
     """No repository where git looked (``hystate init`` may make one when ``can_init``)."""
 
@@ -58,7 +62,9 @@ def locate(start: Path) -> Location:
     if proc.returncode != 0 or len(lines) != 7:
         raise _refusal(here, proc.stderr.decode(errors="replace"))
     _, _, git_dir, common, index, objects, top = lines
-    return Location(Path(top), Path(git_dir), Path(common), Path(index), Path(objects))
+    found = Location(Path(top), Path(git_dir), Path(common), Path(index), Path(objects))
+    FOUND.append(found)
+    return found
 
 
 def _refusal(here: Path, stderr: str) -> GitError:

@@ -19,7 +19,7 @@ from pathlib import Path
 from hystate.core.errors import GitError, cannot_write, is_cannot_write
 from hystate.core.paths import fsync_dir
 from hystate.git import shared as shared_mod
-from hystate.git.trees import TREE_MODE, Tree
+from hystate.git.trees import TREE_MODE, WARM, Tree
 
 FILE_MODE = b"100644"
 EXEC_MODE = b"100755"
@@ -276,7 +276,7 @@ class ObjectStore:
                 os.unlink(tmp)
 
     def tree(self, sha: bytes) -> Tree:
-        cached = self._trees.get(sha)
+        cached = self._trees.get(sha) or WARM.get((self._prefix, sha))
         if cached is not None:
             return cached
         if sha == EMPTY_TREE:

@@ -25,6 +25,11 @@ FALLBACK_EMAIL = "hystate@localhost"
 _DATE_VARS = ("GIT_AUTHOR_DATE", "GIT_COMMITTER_DATE")
 # what names git's config files besides HOME and XDG_CONFIG_HOME (the first two: files)
 _CONFIG_VARS = ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM")
+# ``git config --list`` answers a warm fork server's child read (READ: its command's own) or was
+# handed by the server (WARM: other commands', read-only), by repository, GIT_* and PATH
+# variables and the config files' settled stamps; never one with includes (files unstamped)
+WARM: dict[tuple[object, ...], dict[str, str]] = {}
+READ: dict[tuple[object, ...], dict[str, str]] = {}
 DEFAULT_FSYNC = frozenset({"loose-object", "reference"})
 _OBJECTS = {"loose-object", "pack"}
 _COMMITTED = _OBJECTS | {"pack-metadata", "commit-graph", "reference"}
@@ -92,23 +97,36 @@ class GitSettings:
         in the last moments is read again at every refresh until its stamp is settled."""
         key, firm = self._sources()
         if not self._read or key != self._key:
-            proc = subprocess.run(
-                ["git", "config", "-z", "--list"],
-                cwd=self.root,
-                env=self._env() if self._env else None,
-                capture_output=True,
-                check=False,
-            )
-            if proc.returncode not in (0, 1):
-                message = proc.stderr.decode(errors="replace").strip().splitlines()
-                raise GitError(f"git config failed: {message[-1] if message else proc.returncode}")
-            values: dict[str, str] = {}
-            for item in proc.stdout.decode(errors="replace").split("\0"):
-                name, _, value = item.partition("\n")
-                if name:
-                    values[name.lower()] = value  # the last one wins, as for git
+            shared_key = self._shared_key(key) if firm else None
+            values = WARM.get(shared_key) if shared_key else None
+            if values is None:
+                values = self._list()
+                if shared_key and not any(map(_unstamped, values)):
+                    READ[shared_key] = values
             self._values, self._read = values, True
         self._key = key if firm else None
+
+    def _shared_key(self, key: tuple[object, ...]) -> tuple[object, ...]:
+        env = sorted((k, v) for k, v in os.environ.items() if k.startswith("GIT_"))
+        return (str(self.root), str(self.common_dir), os.environ.get("PATH"), *env, *key)
+
+    def _list(self) -> dict[str, str]:
+        proc = subprocess.run(
+            ["git", "config", "-z", "--list"],
+            cwd=self.root,
+            env=self._env() if self._env else None,
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode not in (0, 1):
+            message = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise GitError(f"git config failed: {message[-1] if message else proc.returncode}")
+        values: dict[str, str] = {}
+        for item in proc.stdout.decode(errors="replace").split("\0"):
+            name, _, value = item.partition("\n")
+            if name:
+                values[name.lower()] = value  # the last one wins, as for git
+        return values
 
     def get(self, name: str) -> str | None:
         if not self._read:
@@ -218,3 +236,8 @@ def _clean(value: str | None) -> str | None:
         return None
     cleaned = "".join(c for c in value if c not in "<>\n\r\0").strip()
     return cleaned or None
+
+
+def _unstamped(name: str) -> bool:
+    """A setting naming config files ``GitSettings`` does not stamp (includes, config.worktree)."""
+    return name.startswith(("include.", "includeif.")) or name == "extensions.worktreeconfig"

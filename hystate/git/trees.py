@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from hystate.core.errors import GitError
 
 TREE_MODE = b"40000"
+# Trees parsed ahead by the warm fork server (hystate/cli/warmahead.py) for the commands it
+# forks, read-only there: (objects folder, sha) -> tree. A tree is its sha's content: never stale.
+WARM: dict[tuple[str, bytes], Tree] = {}
 
 
 class Tree:

@@ -26,6 +26,7 @@ import pytest
 
 from hystate.core import warmwire as wire
 from hystate.core.locks import pid_alive
+from hystate.manager import StateManager
 from tests.conftest import REPO_ROOT, commits, git
 
 # hystate as the console script runs it (hystate/launcher.py)
@@ -640,3 +641,140 @@ def test_a_served_command_leaves_the_cache_as_in_process(repo: Path, warm: Warm)
         assert proc.returncode == 0, proc.stderr
         assert [p.name for p in caches.rglob("state.db*")] == ["state.db"]
     assert served(warm) == 1
+
+
+def warmed(warm: Warm) -> int:
+    """The trees the server holds parsed, once it has none left to parse (it parses between
+    requests; a status request is one, so it is asked until two answers agree)."""
+    last = -1
+    for _ in range(200):
+        count = int(status(warm)["trees"])  # type: ignore[call-overload]
+        if count == last and count > 0:
+            return count
+        last = count
+        time.sleep(0.05)
+    return last
+
+
+def test_the_trees_parsed_ahead_are_the_heads_and_never_stale(
+    repo: Path, manager: StateManager, warm: Warm
+) -> None:
+    """After a served command the server parses the trees of that repository's HEAD; commits
+    made meanwhile (by git, in-process) change nothing of what a served command finds, as a
+    tree parsed ahead is the content of its sha."""
+    first, second, third, fourth = sorted(p.stem for p in manager.store.iter_paths())[:4]
+    done = hystate(repo, "advance", first, "downloading", warm=warm)
+    assert done.returncode == 0, done.stderr
+    assert warmed(warm) == len(git(repo, "ls-tree", "-r", "-d", "HEAD").splitlines()) + 1
+    assert list(Path(f"{warm.socket}.ahead").iterdir()) == []  # the report was taken
+    # HEAD moves under the server: in-process, and by git itself (a file of the same folder)
+    assert hystate(repo, "advance", second, "downloading").returncode == 0
+    path = next(repo.rglob(f"{third}.yaml")).relative_to(repo)
+    text = (repo / path).read_text()
+    (repo / path).write_text(re.sub(r"(?m)^title: .*$", "title: Renamed by hand", text, count=1))
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "by hand")
+    there = hystate(repo, "advance", third, "downloading", warm=warm)
+    assert there.returncode == 0, there.stderr
+    assert served(warm) == 2
+    head = git(repo, "show", f"HEAD:{path}")
+    assert "title: Renamed by hand" in head and "stage: downloading" in head
+    warmed(warm)  # this HEAD's, now: the next command takes its trees from the server
+    assert hystate(repo, "advance", fourth, "downloading", warm=warm).returncode == 0
+    assert served(warm) == 3
+    for eid in (first, second, fourth):
+        shown = json.loads(hystate(repo, "show", eid, "--json").stdout)
+        assert shown["stage"] == "downloading"
+    assert git(repo, "status", "--porcelain") == ""
+    assert "error" not in git(repo, "fsck", "--no-dangling", "--no-progress").lower()
+
+
+def test_a_childs_report_is_a_file_the_server_takes(tmp_path: Path) -> None:
+    """A child writes what its command found to <socket>.ahead/<pid> once the command ended
+    (no descriptor of the server's is open during the command); the server reads and removes
+    it when it reaps the child, and empties the folder when it starts."""
+    from hystate.cli import warmahead
+    from hystate.git.locate import FOUND, locate
+    from hystate.git.settings import READ
+
+    root = tmp_path / "r"
+    root.mkdir()
+    git(root, "init", "-q")
+    folder = tmp_path / "warm.sock.ahead"
+    folder.mkdir(mode=0o700)
+    (folder / "123").write_bytes(b"a killed server's")
+    assert warmahead.prepare(str(folder)) == str(folder)
+    assert list(folder.iterdir()) == []
+    FOUND.clear()
+    READ.clear()  # what in-process commands of other tests read: not this report's
+    try:
+        where = locate(root)
+        warmahead.report(str(folder))
+    finally:
+        FOUND.clear()
+    data = (folder / str(os.getpid())).read_bytes()
+    assert [kind for kind, _ in warmahead.messages(data)] == [warmahead.REPORT]
+    assert list(warmahead.messages(data[:-1])) == []  # a cut message is not taken
+    warmer = warmahead.Warmer()
+    warmer.take(str(folder), os.getpid())
+    repo = (str(where.git_dir), str(where.common_dir), str(where.objects), str(where.index))
+    assert list(warmer.repos) == [repo]
+    assert list(folder.iterdir()) == []
+    os.chmod(folder, 0o755)  # others could read it: no reports
+    assert warmahead.prepare(str(folder)) is None
+
+
+def test_the_git_config_handed_on_is_never_stale(
+    repo: Path, manager: StateManager, warm: Warm
+) -> None:
+    """A served command's ``git config --list`` is handed to the next ones by the server; a
+    config changed since is read again, and one with includes (files whose changes the stamps
+    do not see) is never handed on, as a new process reads it every time."""
+    first, second, third, fourth = sorted(p.stem for p in manager.store.iter_paths())[:4]
+    included = repo.parent / "more.cfg"
+
+    def advance(eid: str) -> str:
+        time.sleep(2.1)  # the config files' stamps settle (filestamp.RACY_NS): sharing is on
+        done = hystate(repo, "advance", eid, "downloading", warm=warm)
+        assert done.returncode == 0, done.stderr
+        for _ in range(200):  # the server takes the child's report once the command ended
+            if status(warm)["configs"]:
+                break
+            time.sleep(0.05)
+        return git(repo, "log", "-1", "--format=%an").strip()
+
+    advance(first)
+    assert status(warm)["configs"] == 1
+    git(repo, "config", "user.name", "Renamed Person")
+    assert advance(second) == "Renamed Person"
+    included.write_text("[user]\n\tname = Included Person\n")
+    git(repo, "config", "include.path", str(included))
+    assert advance(third) == "Included Person"
+    included.write_text("[user]\n\tname = Other Person\n")
+    assert advance(fourth) == "Other Person"
+    assert served(warm) == 4
+
+
+def test_an_index_read_ahead_is_used_only_while_it_is_the_index(
+    repo: Path, manager: StateManager, warm: Warm
+) -> None:
+    """The server reads the index ahead (bytes, entries, SHA-1 states); a served command uses
+    it only while the index's stamp is the same: a file the person staged meanwhile stays
+    staged, and every index written is one git reads as its own."""
+    first, second, third = sorted(p.stem for p in manager.store.iter_paths())[:3]
+    assert hystate(repo, "advance", first, "downloading", warm=warm).returncode == 0
+    for _ in range(200):  # the server reads it once the command has ended
+        if status(warm)["indexes"]:
+            break
+        time.sleep(0.05)
+    assert status(warm)["indexes"] == 1
+    assert hystate(repo, "advance", second, "downloading", warm=warm).returncode == 0
+    assert git(repo, "status", "--porcelain") == ""
+    (repo / "notes.txt").write_text("staged by hand\n")
+    git(repo, "add", "notes.txt")  # the index changes under the server's copy
+    assert hystate(repo, "advance", third, "downloading", warm=warm).returncode == 0
+    assert git(repo, "status", "--porcelain") == "A  notes.txt\n"
+    assert "stage: downloading" in git(
+        repo, "show", f"HEAD:{next(repo.rglob(third + '.yaml')).relative_to(repo)}"
+    )
+    git(repo, "update-index", "--really-refresh")  # git reads (and checks) the index
+    assert served(warm) == 3
