@@ -12,6 +12,7 @@ then committed or not, never half), and leads itself when that leader is gone.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ if TYPE_CHECKING:
     from hystate.core.rules import Change
     from hystate.engine.workspace import Workspace
 
-_MAX_DELAY = 0.01  # seconds between two looks for the outcome or the lock
+_MIN_DELAY = 0.0003  # seconds between two looks for the outcome or the lock, at first
+_MAX_DELAY = 0.003  # ... and at most (a look is a stat or two: cheap)
+_HOLDER_LOOK = 0.05  # seconds between two full tries of a held lock (its holder checked)
 _MORE_GROUPS = 4  # groups a leader commits after its own while requests keep arriving
 
 
@@ -112,34 +115,46 @@ def _await(
     ws: Workspace, queue: Queue, rid: str, path: Path, timeout: float | None
 ) -> Outcome | None:
     """The request's outcome, leading when the repository lock is free; None once withdrawn
-    after ``timeout`` seconds, or when the request is gone (never while it may land)."""
+    after ``timeout`` seconds, or when the request is gone (never while it may land).
+
+    A look is cheap (whether the outcome and the lock file exist): the lock is tried in full
+    (its holder read, and broken when gone) once it is free, or every ``_HOLDER_LOOK``
+    seconds while it is held."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    delay = 0.0005
+    delay = _MIN_DELAY
     lock = StateLock(path, timeout=0)
+    lock_path = os.fspath(path)
+    tried = 0.0  # when the lock was last tried in full
     while True:
         known = queue.outcome(rid)
         if known is not None:
             return known
-        try:
-            lock.acquire()
-        except LockBusy:
-            if deadline is not None and time.monotonic() >= deadline:
-                if queue.cancel(rid):
-                    return None
-                deadline = None  # claimed meanwhile: wait for its outcome
-            time.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 1.5, _MAX_DELAY)
-            continue
-        try:
-            group.lead(ws.repo, queue, mine=rid)
-            _keep_leading(ws, queue)
-        finally:
-            lock.release()
-        known = queue.outcome(rid)
-        if known is not None:
-            return known
-        if not queue.exists(rid):
-            return None  # withdrawn or dropped: never committed
+        now = time.monotonic()
+        if now - tried >= _HOLDER_LOOK or not os.path.lexists(lock_path):
+            tried = now
+            try:
+                lock.acquire()
+            except LockBusy:
+                pass
+            else:
+                try:
+                    group.lead(ws.repo, queue, mine=rid)
+                    _keep_leading(ws, queue)
+                finally:
+                    lock.release()
+                known = queue.outcome(rid)
+                if known is not None:
+                    return known
+                if not queue.exists(rid):
+                    return None  # withdrawn or dropped: never committed
+                delay = _MIN_DELAY
+                continue
+        if deadline is not None and now >= deadline:
+            if queue.cancel(rid):
+                return None
+            deadline = None  # claimed meanwhile: wait for its outcome
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 1.5, _MAX_DELAY)
 
 
 def _keep_leading(ws: Workspace, queue: Queue) -> None:

@@ -12,6 +12,7 @@ same atomic way and removes ``<id>.claimed``; the requester reads and removes it
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -91,6 +92,7 @@ class Queue:
     def __init__(self, git_dir: Path, key: str) -> None:
         name = hashlib.sha1(key.encode()).hexdigest()[:12]
         self.dir = git_dir / "hystate" / "queue" / name
+        self.base = os.path.join(self.dir, "")  # the folder's path, with a separator
         self.kept: dict[str, Outcome] = {}  # the outcome of OWN
 
     def _path(self, rid: str, suffix: str) -> Path:
@@ -184,14 +186,16 @@ class Queue:
     def outcome(self, rid: str) -> Outcome | None:
         """The recorded outcome (removed once read); None while undecided."""
         for suffix in (".done", ".failed"):
-            path = self._path(rid, suffix)
+            path = f"{self.base}{rid}{suffix}"  # a plain string: looked at often, while waiting
             try:
-                record = json.loads(path.read_bytes())
+                with open(path, "rb") as fh:
+                    record = json.loads(fh.read())
             except FileNotFoundError:
                 continue
             except ValueError:
                 return None  # written by rename, so never torn but by a power cut: read again
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
             if suffix == ".failed":
                 kind = getattr(errors, str(record.get("kind")), GitError)
                 if not (isinstance(kind, type) and issubclass(kind, HystateError)):
