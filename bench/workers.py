@@ -28,7 +28,7 @@ from typing import Any
 from common import build_repo, emit, episode_ids, git, isolate_git, machine
 
 WORKER = """
-import json, sys, time
+import json, os, sys, time
 sys.path.insert(0, {root!r})
 from hystate.manager import StateManager
 with open(sys.argv[1]) as fh:  # a file: 100,000 ids do not fit in a command line
@@ -38,12 +38,13 @@ manager = StateManager(cwd={repo!r}, worker=sys.argv[4])
 manager.update_state(ids.pop(), "downloading")  # warm: imports, the first read of the index
 while time.time() < start:
     time.sleep(0.001)
-done, last = 0, start
+done, last, cpu = 0, start, os.times()
 while ids and time.time() < stop:
     manager.update_state(ids.pop(), "downloading")
     done += 1
     last = time.time()
-print(json.dumps({{"done": done, "warm": 1, "elapsed": last - start}}))
+used = [b - a for a, b in zip(cpu, os.times())]  # user, system: this process's CPU seconds
+print(json.dumps({{"done": done, "warm": 1, "elapsed": last - start, "cpu": used[0] + used[1]}}))
 """
 
 
@@ -79,6 +80,8 @@ def run(
         "workers": workers,
         "transitions": done,
         "per_s": round(done / min(seconds, window), 1),
+        # CPU (user + system) of the workers per transition: what 2 cores can afford
+        "cpu_ms": round(1000 * sum(o["cpu"] for o in outs) / max(done, 1), 2),
         "tree": str(tree or TREE),
         "one_commit_each": commits == done + sum(o["warm"] for o in outs),
         "index_in_step": in_step,
@@ -115,6 +118,7 @@ def ab(
     pool = episode_ids(n)[::-1]
     share = n // (rounds * len(trees) * len(counts) + 1)
     runs: dict[str, dict[str, list[float]]] = {str(t): {str(c): [] for c in counts} for t in trees}
+    cpu: dict[str, dict[str, list[float]]] = {str(t): {str(c): [] for c in counts} for t in trees}
     loads = []
     for _ in range(rounds):
         for workers in counts:
@@ -126,12 +130,16 @@ def ab(
                 if not (result["one_commit_each"] and result["index_in_step"]):
                     raise RuntimeError(f"a run broke the repository: {result}")
                 runs[str(tree)][str(workers)].append(result["per_s"])
+                cpu[str(tree)][str(workers)].append(result["cpu_ms"])
     medians = {t: {c: statistics.median(v) for c, v in by.items()} for t, by in runs.items()}
     one = str(counts[0])
     return {
         "episodes": n,
         "runs": runs,
         "median_per_s": medians,
+        "median_cpu_ms_per_transition": {
+            t: {c: statistics.median(v) for c, v in by.items()} for t, by in cpu.items()
+        },
         "speedup": {
             t: {c: round(m / (by[one] or 1), 2) for c, m in by.items()} for t, by in medians.items()
         },
