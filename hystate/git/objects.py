@@ -1,8 +1,8 @@
 """Git objects written and read in-process: loose objects, trees rewritten along one path.
 
-A transition changes one blob and the trees above it (root, state dir, year folder). Writing
-those few objects here costs well under a millisecond at 1,000 episodes; starting a git process
-costs ~1.2 ms on its own. Packed objects (after ``git gc``) are read through ``git cat-file``.
+A transition changes one blob and the trees above it (root, state dir, year folder), written
+here (well under a millisecond at 1,000 episodes; a git process costs ~1.2 ms on its own).
+Packed objects (``git gc``) are read through ``git cat-file``. Parsed trees are kept (LRU).
 """
 
 from __future__ import annotations
@@ -166,10 +166,9 @@ class ObjectStore:
         except PermissionError:
             return sha
         else:
-            # Never trusted unread: a power cut can leave an object file empty or torn, and a
-            # commit made on it would be lost with it. An intact one is freshened, as git
-            # does, so that a concurrent `git gc` keeps what we refer to; a broken one is
-            # written again.
+            # Never trusted unread: a power cut can leave an object file empty or torn (a commit
+            # on it would be lost). An intact one is freshened, as git does, so that a concurrent
+            # `git gc` keeps what we refer to; a broken one is written again.
             if intact(existing, sha):
                 with contextlib.suppress(OSError):
                     os.utime(path)
@@ -276,8 +275,8 @@ class ObjectStore:
                 os.unlink(tmp)
 
     def tree(self, sha: bytes) -> Tree:
-        cached = self._trees.get(sha)
-        if cached is not None:
+        if (cached := self._trees.pop(sha, None)) is not None:
+            self._trees[sha] = cached  # the most recently used last: dropped last
             return cached
         if sha == EMPTY_TREE:
             return Tree([])
@@ -293,12 +292,13 @@ class ObjectStore:
         self._trees.clear()
 
     def _remember(self, sha: bytes, tree: Tree) -> None:
-        if len(self._trees) > 64:
-            self._trees.clear()
+        if len(self._trees) > 64:  # the least recently used (a year folder's tree at 100,000
+            self._trees.pop(next(iter(self._trees)), None)  # is 5,000 entries: ~4 ms to parse)
         self._trees[sha] = tree
 
-    def write_tree(self, tree: Tree) -> bytes:
+    def write_tree(self, tree: Tree, replaces: bytes | None = None) -> bytes:
         sha = self.write(b"tree", tree.serialize())
+        self._trees.pop(replaces or b"", None)  # superseded (HEAD's next commit names ``sha``)
         self._remember(sha, tree)
         return sha
 
@@ -389,7 +389,7 @@ class ObjectStore:
                 _refuse(prefix + name, old[0])
             base = old[1] if old is not None else None
             direct[name] = (TREE_MODE, self._rewrite(base, sub, prefix + name + b"/"))
-        return self.write_tree(tree.with_changes(direct))
+        return self.write_tree(tree.with_changes(direct), replaces=sha)
 
 
 def _refuse(path: bytes, mode: bytes) -> None:
