@@ -19,7 +19,8 @@ from hystate.git import shared
 from hystate.git.lockfile import LockFile, owners_dir
 
 ZERO = "0" * 40
-_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_READ = os.O_RDONLY | _CLOEXEC
 
 
 class StaleHead(Exception):
@@ -166,8 +167,7 @@ class Refs:
                 if reflog(ref) == "existing" and not log.is_file():
                     continue
                 shared.makedirs(log.parent, perm)
-                with open(log, "ab") as fh:
-                    fh.write(entry)
+                _append(log, entry)
                 shared.adjust(log, perm)
             except OSError as exc:
                 warnings.append(
@@ -190,6 +190,18 @@ def _read(path: str) -> str:
     finally:
         os.close(fd)
     return b"".join(chunks).decode()
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` (made if missing) in O_APPEND writes, as git appends to a
+    reflog: no buffered file object (its fstat, seeks and tty probe) per line."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _text(raw: bytes | None) -> str | None:
