@@ -8,6 +8,7 @@ and, with ``--profile``, cProfile's top functions by own time.
 
     python bench/transition_cpu.py                       # 1,000 episodes, core.fsync as is
     python bench/transition_cpu.py --fsync-none --profile 25
+    python bench/transition_cpu.py --episodes 100000 --split-index
 """
 
 from __future__ import annotations
@@ -33,11 +34,16 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--fsync-none", action="store_true", help="git config core.fsync none")
     parser.add_argument("--profile", type=int, default=0, help="print the top N by own time")
+    parser.add_argument(
+        "--split-index", action="store_true", help="git config core.splitIndex true"
+    )
     args = parser.parse_args()
     isolate_git()
     with tempfile.TemporaryDirectory(prefix="hystate-cpu-") as tmp:
         root = Path(tmp) / "repo"
-        build_repo(root, args.episodes)
+        build_repo(
+            root, args.episodes, config=[("core.splitIndex", "true")] if args.split_index else []
+        )
         if args.fsync_none:
             git(root, "config", "core.fsync", "none")
         time.sleep(2.1)  # config and attributes older than any racy window, as in real use
@@ -64,7 +70,8 @@ def main() -> None:
         system = (spent.ru_stime - usage.ru_stime) / len(measured)
         print(
             f"{args.episodes:,} episodes, {len(measured)} transitions"
-            f"{' (core.fsync none)' if args.fsync_none else ''}: wall median "
+            f"{' (core.fsync none)' if args.fsync_none else ''}"
+            f"{' (split index)' if args.split_index else ''}: wall median "
             f"{statistics.median(walls) * 1000:.2f} ms, CPU {cpu * 1000:.2f} ms per transition"
             f" (user {user * 1000:.2f}, system {system * 1000:.2f})"
             + (" (profiled)" if profiler else ""),

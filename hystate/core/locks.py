@@ -44,8 +44,9 @@ def process_start(pid: int) -> str | None:
 _STARTS: dict[int, str | None] = {}
 
 
-def _my_start(pid: int) -> str | None:
-    # keyed by pid, so a forked child reads its own
+def my_start(pid: int) -> str | None:
+    """``process_start`` of this process (``pid``: ``os.getpid()``), read from /proc once;
+    keyed by pid, so a forked child reads its own."""
     if pid not in _STARTS:
         _STARTS[pid] = process_start(pid)
     return _STARTS[pid]
@@ -85,7 +86,7 @@ class LockOwner:
     def me(cls) -> LockOwner:
         pid = os.getpid()
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        return cls(HOST, pid, _my_start(pid), now)
+        return cls(HOST, pid, my_start(pid), now)
 
     @classmethod
     def read(cls, path: Path) -> LockOwner | None:

@@ -195,9 +195,10 @@ class RepoBase:
                     f"{self.root} is in the middle of {what}",
                     hint="finish or abort it first, then run the command again",
                 )
+        if not self.refs.detached():  # HEAD's text only: the branch's file is not needed
+            return
         head = self.refs.head()
-        if head.ref is None:
-            self.settings.refresh()
+        self.settings.refresh()
         if head.ref is None and not self.settings.flag(DETACHED_OPT_IN):
             raise GitError(
                 f"HEAD is detached at {(head.sha or '')[:8]}: a state commit there would be "

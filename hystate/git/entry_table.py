@@ -38,6 +38,7 @@ STEP = 32
 _HEAD = struct.Struct(">4sI20s5I")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_WRITE = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _EXTENDED = 0x4000
 _ZERO = bytes(20)
 
@@ -154,14 +155,20 @@ def save(git_dir: Path, new: bytes | bytearray, memo: Memo) -> None:
         return
     body = head + _packed(samples) + _packed(racy)
     body += _U32.pack(zlib.crc32(body))
-    path = table_path(git_dir)
-    tmp = path.with_name("index.table.tmp")  # one writer at a time: index.lock is held
+    # Rewritten in place (one writer at a time: index.lock is held), no temporary file and
+    # rename per commit: a reader that meets it half written, or a power cut that tears it,
+    # finds a CRC or checksum that does not match, and walks the index.
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(body)
-        os.replace(tmp, path)
+        fd = os.open(table_path(git_dir), _WRITE, 0o644)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        return
+    try:
+        os.pwrite(fd, body, 0)
+        os.ftruncate(fd, len(body))
+    except OSError:
+        pass  # a torn table names its index and carries its CRC: it never passes for one
+    finally:
+        os.close(fd)
 
 
 def load(git_dir: Path, data: bytes | bytearray) -> tuple[int, SampledOffsets, list[int]] | None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from hystate.core.errors import GitError, cannot_write, is_cannot_write
-from hystate.core.locks import pid_alive, process_start
+from hystate.core.locks import my_start, pid_alive, process_start
 
 _COUNTER = itertools.count()
 
@@ -118,7 +118,7 @@ class LockFile:
 
 def _new_owner(owners: Path) -> Path | None:
     pid = os.getpid()
-    name = f"{pid}.{process_start(pid) or 0}.{next(_COUNTER)}"
+    name = f"{pid}.{my_start(pid) or 0}.{next(_COUNTER)}"
     path = owners / name
     for _ in range(2):
         try:

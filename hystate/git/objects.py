@@ -1,8 +1,8 @@
 """Git objects written and read in-process: loose objects, trees rewritten along one path.
 
-A transition changes one blob and the trees above it (root, state dir, year folder). Writing
-those few objects here costs well under a millisecond at 1,000 episodes; starting a git process
-costs ~1.2 ms on its own. Packed objects (after ``git gc``) are read through ``git cat-file``.
+A transition changes one blob and the trees above it (root, state dir, year folder), written
+here (well under a millisecond at 1,000 episodes; a git process costs ~1.2 ms on its own).
+Packed objects (``git gc``) are read through ``git cat-file``. Parsed trees are kept (LRU).
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ def object_id(kind: bytes, data: bytes) -> bytes:
 
 
 def intact(raw: bytes, sha: bytes) -> bool:
-    """Whether ``raw`` (a loose object file's bytes) is object ``sha``: it inflates, its header
-    is well formed and the whole hashes to ``sha``."""
+    """Whether ``raw`` (a loose object file's bytes) inflates to a well-formed object ``sha``."""
     try:
         body = zlib.decompress(raw)
     except zlib.error:
@@ -166,10 +165,9 @@ class ObjectStore:
         except PermissionError:
             return sha
         else:
-            # Never trusted unread: a power cut can leave an object file empty or torn, and a
-            # commit made on it would be lost with it. An intact one is freshened, as git
-            # does, so that a concurrent `git gc` keeps what we refer to; a broken one is
-            # written again.
+            # Never trusted unread: a power cut can leave an object file empty or torn (a commit
+            # on it would be lost). An intact one is freshened, as git does, so that a concurrent
+            # `git gc` keeps what we refer to; a broken one is written again.
             if intact(existing, sha):
                 with contextlib.suppress(OSError):
                     os.utime(path)
@@ -263,8 +261,7 @@ class ObjectStore:
             fsync_dir(self.dir)  # a new fan-out folder: its entry
 
     def abandon(self) -> None:
-        """Stop deferring; the objects not published are dropped (their temp files removed):
-        nothing names them."""
+        """Stop deferring; objects not published are dropped (temp files removed): unnamed."""
         if self._deferring != threading.get_ident():
             return  # another thread's batch (or none)
         pending, self._deferred, self._deferring = self._deferred, None, 0
@@ -276,8 +273,10 @@ class ObjectStore:
                 os.unlink(tmp)
 
     def tree(self, sha: bytes) -> Tree:
-        cached = self._trees.get(sha) or WARM.get((self._prefix, sha))
-        if cached is not None:
+        if (cached := self._trees.pop(sha, None)) is not None:
+            self._trees[sha] = cached  # the most recently used last: dropped last
+            return cached
+        if (cached := WARM.get((self._prefix, sha))) is not None:  # the warm server's
             return cached
         if sha == EMPTY_TREE:
             return Tree([])
@@ -293,12 +292,13 @@ class ObjectStore:
         self._trees.clear()
 
     def _remember(self, sha: bytes, tree: Tree) -> None:
-        if len(self._trees) > 64:
-            self._trees.clear()
+        if len(self._trees) > 64:  # the least recently used (a year folder's tree at 100,000
+            self._trees.pop(next(iter(self._trees)), None)  # is 5,000 entries: ~4 ms to parse)
         self._trees[sha] = tree
 
-    def write_tree(self, tree: Tree) -> bytes:
+    def write_tree(self, tree: Tree, replaces: bytes | None = None) -> bytes:
         sha = self.write(b"tree", tree.serialize())
+        self._trees.pop(replaces or b"", None)  # superseded (HEAD's next commit names ``sha``)
         self._remember(sha, tree)
         return sha
 
@@ -389,7 +389,7 @@ class ObjectStore:
                 _refuse(prefix + name, old[0])
             base = old[1] if old is not None else None
             direct[name] = (TREE_MODE, self._rewrite(base, sub, prefix + name + b"/"))
-        return self.write_tree(tree.with_changes(direct))
+        return self.write_tree(tree.with_changes(direct), replaces=sha)
 
 
 def _refuse(path: bytes, mode: bytes) -> None:

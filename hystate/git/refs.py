@@ -13,12 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hystate.core import filestamp
 from hystate.core.errors import GitError
 from hystate.git import shared
 from hystate.git.lockfile import LockFile, owners_dir
 
 ZERO = "0" * 40
-_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_READ = os.O_RDONLY | _CLOEXEC
 
 
 class StaleHead(Exception):
@@ -38,6 +40,11 @@ class Refs:
         self.shared: Callable[[], int] = lambda: 0  # core.sharedRepository (shared.parse)
         # git's reference-transaction hook: (state, "<old> <new> <ref>" lines) -> exit code
         self.transaction_hook: Callable[[str, bytes], int] | None = None
+        # HEAD's text, read again whenever its stamp changes (a checkout renames a new HEAD
+        # over it) or was not settled (hystate.core.filestamp): a commit asks for HEAD several
+        # times; one lstat then, not an open and two reads. A branch's file changes with every
+        # commit and is read every time.
+        self._head_text = filestamp.FileMemo(_text, limit=4)
 
     def _ref_path(self, ref: str) -> Path:
         return self.git_dir / ref if ref == "HEAD" else self.common_dir / ref
@@ -47,14 +54,25 @@ class Refs:
         return f"{self.git_dir if ref == 'HEAD' else self.common_dir}/{ref}"
 
     def head(self) -> Head:
-        try:
-            text = _read(f"{self.git_dir}/HEAD").strip()
-        except FileNotFoundError as exc:
-            raise GitError(f"{self.git_dir} has no HEAD", hint="is it a git repository?") from exc
+        text = self._head()
         if text.startswith("ref: "):
             ref = text[5:].strip()
             return Head(ref, self.resolve(ref))
         return Head(None, _check_sha(text, "HEAD"))
+
+    def detached(self) -> bool:
+        """Whether HEAD names a commit, not a branch (its branch's file is not read)."""
+        return not self._head().startswith("ref: ")
+
+    def _head(self) -> str:
+        path = f"{self.git_dir}/HEAD"
+        try:
+            text = self._head_text.get(path)
+            if text is None:  # missing, or a symlink (as very old git made it): followed
+                text = _read(path)
+        except FileNotFoundError as exc:
+            raise GitError(f"{self.git_dir} has no HEAD", hint="is it a git repository?") from exc
+        return text.strip()
 
     def resolve(self, ref: str) -> str | None:
         """The sha a ref points to: its loose file, else packed-refs, else None."""
@@ -149,8 +167,7 @@ class Refs:
                 if reflog(ref) == "existing" and not log.is_file():
                     continue
                 shared.makedirs(log.parent, perm)
-                with open(log, "ab") as fh:
-                    fh.write(entry)
+                _append(log, entry)
                 shared.adjust(log, perm)
             except OSError as exc:
                 warnings.append(
@@ -166,12 +183,29 @@ def _read(path: str) -> str:
     """The text of a ref file (``Path.read_text`` without its Path and text wrapper)."""
     fd = os.open(path, _READ)
     try:
-        chunks = []
-        while chunk := os.read(fd, 4096):
+        chunks = [os.read(fd, 4096)]
+        # a regular file's read is short only at its end: a ref (41 bytes) is one read
+        while len(chunks[-1]) == 4096 and (chunk := os.read(fd, 4096)):
             chunks.append(chunk)
     finally:
         os.close(fd)
     return b"".join(chunks).decode()
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` (made if missing) in O_APPEND writes, as git appends to a
+    reflog: no buffered file object (its fstat, seeks and tty probe) per line."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode()
 
 
 def _check_sha(text: str, ref: str) -> str:
