@@ -86,13 +86,17 @@ def test_a_failure_is_recorded_and_retried_by_hystate_once_with_run_ids(repo: Pa
     assert "in download" in failed[0]["traceback"]
     # Prefect never retried: each failure is one Failed task run, run once
     last_task_run = manager.episode(ids[0]).history[-1]["run"]["task_run"]
+    named = "published-" + ids[0]  # a task run is recorded first under its default name
     runs = task_runs(
         state.state_details.flow_run_id,
-        lambda runs: last_task_run in runs and sum(r[1] == "FAILED" for r in runs.values()) >= 2,
+        lambda runs: (
+            runs.get(last_task_run, ("",))[0] == named
+            and sum(r[1] == "FAILED" for r in runs.values()) >= 2
+        ),
     )
     failures = [r for r in runs.values() if r[1] == "FAILED"]
     assert len(failures) == 2 and all(count == 1 for _, _, count in failures)
-    assert runs[last_task_run][0] == "published-" + ids[0]
+    assert runs[last_task_run][0] == named
     # every transition the flow made carries its flow run and its task run
     log = git(repo, "log", "--format=%(trailers:key=Hystate-Flow-Run,key=Hystate-Task-Run)%x00")
     made = [block.strip() for block in log.split("\0") if block.strip()]
