@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hystate.core import filestamp
+from hystate.git import settings
 from hystate.git.settings import GitSettings
 from hystate.manager import StateManager
 from tests.conftest import git
@@ -107,3 +108,29 @@ def test_a_config_just_changed_is_read_at_every_refresh(tmp_path: Path) -> None:
     os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns))
     settings.refresh()
     assert settings.get("user.name") == "bbbb"
+
+
+def test_a_config_file_made_while_git_reads_is_not_handed_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``git config --list`` that read a file made after the files were stamped (missing
+    then) is not handed to a warm server's next commands: once that file is gone again, the
+    stamps would be the same and its settings believed."""
+    root = tmp_path / "r"
+    root.mkdir()
+    git(root, "init", "-q")
+    monkeypatch.delenv("GIT_CONFIG_GLOBAL")
+    monkeypatch.setattr(settings, "READ", {})
+    made = Path(os.environ["HOME"]) / ".gitconfig"
+    time.sleep(filestamp.RACY_NS / 1e9 + 0.1)  # every file settled: what is read is handed on
+
+    class Racing(GitSettings):
+        def _list(self) -> dict[str, str]:
+            made.write_text("[user]\n\tname = Briefly\n")  # made as git is started
+            return super()._list()
+
+    assert Racing(root, root / ".git").get("user.name") == "Briefly"
+    assert settings.READ == {}
+    made.unlink()
+    assert GitSettings(root, root / ".git").get("user.name") is None
+    assert [values.get("user.name") for values in settings.READ.values()] == [None]
