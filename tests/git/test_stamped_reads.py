@@ -134,3 +134,24 @@ def test_a_config_file_made_while_git_reads_is_not_handed_on(
     made.unlink()
     assert GitSettings(root, root / ".git").get("user.name") is None
     assert [values.get("user.name") for values in settings.READ.values()] == [None]
+
+
+def test_a_fifo_for_head_is_a_broken_head_not_a_hang(tmp_path: Path) -> None:
+    """HEAD replaced by a FIFO (nobody writing it): read as an empty HEAD, an error, where
+    an open would wait for a writer for ever (a warm server reads HEADs between requests)."""
+    root = tmp_path / "r"
+    root.mkdir()
+    git(root, "init", "-q")
+    (root / ".git" / "HEAD").unlink()
+    os.mkfifo(root / ".git" / "HEAD")
+    code = (
+        "import sys; from pathlib import Path; from hystate.core.errors import GitError;"
+        " from hystate.git.refs import Refs\n"
+        "try:\n    Refs(Path(sys.argv[1]), Path(sys.argv[1])).head()\n"
+        "except GitError as exc:\n    print('refused:', exc)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(root / ".git")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused:"), done.stdout
