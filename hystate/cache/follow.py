@@ -35,13 +35,14 @@ from hystate.core.model import parse_time
 ACTIVE = ("downloading", "converting", "uploading")
 _MARKS = ",".join("?" * len(ACTIVE))
 # the episodes of the most recent entries into an active stage (arguments: ACTIVE twice, then
-# how many less one, and how many)
+# how many less one, and how many); entries of the same moment taken by episode id, so that the
+# set is a function of the tree, not of the order its rows were written (a rebuild's)
 CANDIDATES = (
     f"SELECT episode_id FROM processing_log WHERE to_stage IN ({_MARKS})"
     " AND timestamp >= coalesce((SELECT strftime('%Y-%m-%dT%H:%M:%S', substr(timestamp, 1,"
     f" 19), '-2 days') FROM processing_log WHERE to_stage IN ({_MARKS})"
     " ORDER BY timestamp DESC LIMIT 1 OFFSET ?), '')"
-    " ORDER BY julianday(timestamp) DESC LIMIT ?"
+    " ORDER BY julianday(timestamp) DESC, episode_id LIMIT ?"
 )
 
 

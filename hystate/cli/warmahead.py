@@ -10,8 +10,9 @@ most), prepares for the next child, which has it all by fork:
 
 - the trees HEAD names (root, state folder, year folders: at 100,000 episodes a year folder
   holds 5,000 entries, ~2 ms to parse), in ``hystate.git.trees.WARM``. A tree is the content
-  of its sha: a child can never find one stale or wrong. Those HEAD no longer names are
-  dropped when the walk ends.
+  of its sha: a child can never find one stale or wrong; one read from a loose object is used
+  only while that file is there (``trees.LOOSE``: deleted, it is missing as it would be in a
+  new process). Those HEAD no longer names are dropped when the walk ends.
 - the index, as ``hystate.git.index.IndexLock`` keeps the memo of an index it wrote (its
   bytes, where its entries start, which may be racy) with SHA-1 states at every MiB, in
   ``index.WARM``; a command's ``IndexLock`` uses it only while the index's stamp (inode, size,
@@ -43,7 +44,7 @@ from hystate.git import index as index_mod
 from hystate.git.locate import FOUND
 from hystate.git.objects import ObjectStore
 from hystate.git.refs import Refs
-from hystate.git.trees import TREE_MODE, WARM
+from hystate.git.trees import LOOSE, TREE_MODE, WARM
 
 REPORT = b"W"  # a report's message kinds (then 4 bytes of length): the paths of a repository
 CONFIG = b"C"  # marshal of (key, values): a git config --list answer
@@ -213,6 +214,8 @@ class Warmer:
                     if key not in WARM:
                         tree = store.tree(sha)
                         WARM[key] = tree
+                        if os.path.exists(store._path(sha)):  # else packed: packs are kept whole
+                            LOOSE.add(key)
                         found = tree.entries().values()
                         self.subtrees[key] = [e[-20:] for e in found if e[:-20] == TREE_MODE]
                         yield None
@@ -226,6 +229,7 @@ class Warmer:
     def _drop(self, objects: str, keep: set[bytes]) -> None:
         for key in [key for key in WARM if key[0] == objects and key[1] not in keep]:
             del WARM[key]
+            LOOSE.discard(key)
             self.subtrees.pop(key, None)
 
 

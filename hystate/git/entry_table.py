@@ -23,6 +23,7 @@ from its own header (exact names, never a byte search).
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import sys
 import zlib
@@ -38,7 +39,10 @@ STEP = 32
 _HEAD = struct.Struct(">4sI20s5I")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
-_WRITE = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# never through a symlink, never blocked by a FIFO made there: only a regular file is used
+_ANY = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+_WRITE = os.O_WRONLY | os.O_CREAT | _ANY
+_READ = os.O_RDONLY | _ANY
 _EXTENDED = 0x4000
 _ZERO = bytes(20)
 
@@ -163,8 +167,9 @@ def save(git_dir: Path, new: bytes | bytearray, memo: Memo) -> None:
     except OSError:
         return
     try:
-        os.pwrite(fd, body, 0)
-        os.ftruncate(fd, len(body))
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.pwrite(fd, body, 0)
+            os.ftruncate(fd, len(body))
     except OSError:
         pass  # a torn table names its index and carries its CRC: it never passes for one
     finally:
@@ -178,7 +183,9 @@ def load(git_dir: Path, data: bytes | bytearray) -> tuple[int, SampledOffsets, l
     if checksum == _ZERO or len(data) < 32:
         return None
     try:
-        with open(table_path(git_dir), "rb") as fh:
+        with open(os.open(table_path(git_dir), _READ), "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return None
             raw = fh.read()
     except OSError:
         return None

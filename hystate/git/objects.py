@@ -19,7 +19,7 @@ from pathlib import Path
 from hystate.core.errors import GitError, cannot_write, is_cannot_write
 from hystate.core.paths import fsync_dir
 from hystate.git import shared as shared_mod
-from hystate.git.trees import TREE_MODE, WARM, Tree
+from hystate.git.trees import TREE_MODE, Tree, warm
 
 FILE_MODE = b"100644"
 EXEC_MODE = b"100755"
@@ -276,7 +276,7 @@ class ObjectStore:
         if (cached := self._trees.pop(sha, None)) is not None:
             self._trees[sha] = cached  # the most recently used last: dropped last
             return cached
-        if (cached := WARM.get((self._prefix, sha))) is not None:  # the warm server's
+        if (cached := warm(self._prefix, sha, self._path(sha))) is not None:  # warm server's
             return cached
         if sha == EMPTY_TREE:
             return Tree([])

@@ -20,7 +20,9 @@ from hystate.git.lockfile import LockFile, owners_dir
 
 ZERO = "0" * 40
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_READ = os.O_RDONLY | _CLOEXEC
+# a FIFO put where a ref goes reads as empty (a broken ref), never blocks (a warm server walks
+# the HEADs of the repositories its commands used: it would stop serving every one)
+_READ = os.O_RDONLY | _CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 
 
 class StaleHead(Exception):

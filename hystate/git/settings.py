@@ -101,7 +101,9 @@ class GitSettings:
             values = WARM.get(shared_key) if shared_key else None
             if values is None:
                 values = self._list()
-                if shared_key and not any(map(_unstamped, values)):
+                # handed on only if no file came (or went) while git read them: a file missing
+                # when stamped but read by git would be believed again once it is gone
+                if shared_key and not any(map(_unstamped, values)) and self._sources()[0] == key:
                     READ[shared_key] = values
             self._values, self._read = values, True
         self._key = key if firm else None

@@ -3,14 +3,27 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from hystate.core.errors import GitError
 
 TREE_MODE = b"40000"
 # Trees parsed ahead by the warm fork server (hystate/cli/warmahead.py) for the commands it
-# forks, read-only there: (objects folder, sha) -> tree. A tree is its sha's content: never stale.
+# forks, read-only there: (objects folder, sha) -> tree. A tree is its sha's content: never stale,
+# but the object may have gone since (deleted, a repository replaced by another at the same path):
+# one read from a loose file (LOOSE) is used only while that file is there, as a new process
+# would have found it (else it is read, and a missing object is reported as it would be).
 WARM: dict[tuple[str, bytes], Tree] = {}
+LOOSE: set[tuple[str, bytes]] = set()
+
+
+def warm(objects: str, sha: bytes, loose: str) -> Tree | None:
+    """The warm server's parse of tree ``sha`` in ``objects`` (its loose file: ``loose``)."""
+    found = WARM.get((objects, sha))
+    if found is not None and (objects, sha) in LOOSE and not os.path.exists(loose):
+        return None
+    return found
 
 
 class Tree:

@@ -146,3 +146,24 @@ def test_the_runs_are_those_of_the_forecast() -> None:
     """``follow`` tells runs as ``reports.trained.runs_from_log`` does: entered an active stage
     of ``fit.ORDER`` and left it."""
     assert forecast_queries.ACTIVE == fit.ORDER
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_tied_entries_choose_the_same_training_set_as_a_rebuild(
+    manager: StateManager, repo: Path, monkeypatch: pytest.MonkeyPatch, first: int
+) -> None:
+    """Two episodes enter an active stage in the same second and the model learns from one:
+    which one is a function of the tree (the cache refreshed after each transition and a
+    cache rebuilt from the tree choose the same), not of the order the rows were written."""
+    import hystate.engine.steps as steps_module
+
+    same = (datetime.now(UTC) - timedelta(hours=1)).isoformat(timespec="seconds")
+    monkeypatch.setattr(steps_module, "now_utc", lambda: same)
+    two = sorted(e.episode_id for e in manager.list_episodes())[:2]
+    for eid in (two[first], two[1 - first]):
+        manager.update_state(eid, "downloading", force=True, take_over=True)
+        manager.cache.refresh()
+    chosen = forecast_queries.training_runs(manager.cache, 1)["candidates"]
+    other = StateCache(manager.store, manager.repo, "rebuilt.db")
+    other.refresh(force=True)
+    assert forecast_queries.training_runs(other, 1)["candidates"] == chosen

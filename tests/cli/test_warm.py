@@ -778,3 +778,24 @@ def test_an_index_read_ahead_is_used_only_while_it_is_the_index(
     )
     git(repo, "update-index", "--really-refresh")  # git reads (and checks) the index
     assert served(warm) == 3
+
+
+def test_a_tree_gone_from_git_is_missing_served_too(
+    repo: Path, manager: StateManager, warm: Warm
+) -> None:
+    """A tree the server parsed ahead whose loose object was deleted since: a served command
+    finds it missing as an in-process one does (exit 7), and makes no commit on it."""
+    first, second = sorted(p.stem for p in manager.store.iter_paths())[:2]
+    done = hystate(repo, "advance", first, "downloading", warm=warm)
+    assert done.returncode == 0, done.stderr
+    warmed(warm)
+    year = next(p for p in repo.rglob(f"{second}.yaml")).parent.name
+    sha = git(repo, "rev-parse", f"HEAD:processed/{year}").strip()
+    (repo / ".git" / "objects" / sha[:2] / sha[2:]).unlink()
+    shutil.rmtree(repo / ".git" / "hystate" / "cache", ignore_errors=True)
+    head = git(repo, "rev-parse", "HEAD")
+    here = hystate(repo, "advance", second, "downloading")
+    there = hystate(repo, "advance", second, "downloading", warm=warm)
+    assert (there.returncode, there.stderr) == (here.returncode, here.stderr) == (7, here.stderr)
+    assert sha.encode() in here.stderr
+    assert git(repo, "rev-parse", "HEAD") == head

@@ -4,6 +4,7 @@ finds its entry without walking the index, and any index the table does not desc
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from hystate.git import entry_table
 from hystate.git import index as index_mod
 from hystate.manager import StateManager
-from tests.conftest import git
+from tests.conftest import git, run_hystate
 
 
 def walk_forbidden(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -82,6 +83,26 @@ def test_a_torn_table_is_ignored(repo: Path, monkeypatch: pytest.MonkeyPatch) ->
     path.write_bytes(bytes(raw[: len(raw) // 2]))
     assert entry_table.load(repo / ".git", data) is None
     StateManager(cwd=repo, worker="b").update_state(episodes[1], "downloading")
+    in_step(repo)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_table_that_is_no_file_is_neither_read_nor_written(repo: Path, kind: str) -> None:
+    """A FIFO (which would block its reader and its writer for ever) or a symlink (to
+    /dev/zero: read for ever) where the table goes: ignored, transitions go on."""
+    episodes = ids(StateManager(cwd=repo, worker="a"))
+    path = entry_table.table_path(repo / ".git")
+    path.parent.mkdir(exist_ok=True)
+    path.unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    for eid in episodes[:2]:
+        done = run_hystate(repo, "advance", eid, "downloading")
+        assert done.returncode == 0, done.stderr
+    assert entry_table.load(repo / ".git", (repo / ".git" / "index").read_bytes()) is None
+    assert path.is_symlink() or path.is_fifo()
     in_step(repo)
 
 

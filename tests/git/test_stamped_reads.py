@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hystate.core import filestamp
+from hystate.git import settings
 from hystate.git.settings import GitSettings
 from hystate.manager import StateManager
 from tests.conftest import git
@@ -107,3 +108,50 @@ def test_a_config_just_changed_is_read_at_every_refresh(tmp_path: Path) -> None:
     os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns))
     settings.refresh()
     assert settings.get("user.name") == "bbbb"
+
+
+def test_a_config_file_made_while_git_reads_is_not_handed_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``git config --list`` that read a file made after the files were stamped (missing
+    then) is not handed to a warm server's next commands: once that file is gone again, the
+    stamps would be the same and its settings believed."""
+    root = tmp_path / "r"
+    root.mkdir()
+    git(root, "init", "-q")
+    monkeypatch.delenv("GIT_CONFIG_GLOBAL")
+    monkeypatch.setattr(settings, "READ", {})
+    made = Path(os.environ["HOME"]) / ".gitconfig"
+    time.sleep(filestamp.RACY_NS / 1e9 + 0.1)  # every file settled: what is read is handed on
+
+    class Racing(GitSettings):
+        def _list(self) -> dict[str, str]:
+            made.write_text("[user]\n\tname = Briefly\n")  # made as git is started
+            return super()._list()
+
+    assert Racing(root, root / ".git").get("user.name") == "Briefly"
+    assert settings.READ == {}
+    made.unlink()
+    assert GitSettings(root, root / ".git").get("user.name") is None
+    assert [values.get("user.name") for values in settings.READ.values()] == [None]
+
+
+def test_a_fifo_for_head_is_a_broken_head_not_a_hang(tmp_path: Path) -> None:
+    """HEAD replaced by a FIFO (nobody writing it): read as an empty HEAD, an error, where
+    an open would wait for a writer for ever (a warm server reads HEADs between requests)."""
+    root = tmp_path / "r"
+    root.mkdir()
+    git(root, "init", "-q")
+    (root / ".git" / "HEAD").unlink()
+    os.mkfifo(root / ".git" / "HEAD")
+    code = (
+        "import sys; from pathlib import Path; from hystate.core.errors import GitError;"
+        " from hystate.git.refs import Refs\n"
+        "try:\n    Refs(Path(sys.argv[1]), Path(sys.argv[1])).head()\n"
+        "except GitError as exc:\n    print('refused:', exc)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(root / ".git")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused:"), done.stdout
