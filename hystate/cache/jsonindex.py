@@ -24,6 +24,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from hystate.core.paths import write_all
+
 INDEX_FILE = "index.json"
 SPLICE_AT_MOST = 1000  # changed entries; beyond that generating the file whole is as quick
 
@@ -149,7 +151,7 @@ def _replace(
     try:
         for piece in pieces:
             if isinstance(piece, bytes):
-                _write_all(out, piece)
+                write_all(out, piece)
             elif source is not None:
                 _copy(source, out, *piece)
     finally:
@@ -172,17 +174,11 @@ def _copy(source: tuple[int, mmap.mmap], out: int, offset: int, length: int) -> 
         try:
             n = os.copy_file_range(fd, out, end - offset, offset)
         except OSError:  # not supported between these files: through memory
-            _write_all(out, mm[offset:end])
+            write_all(out, mm[offset:end])
             return
         if n == 0:
             raise OSError(f"{fd}: file shrank while being copied")
         offset += n
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def remove_leftovers(path: Path) -> None:

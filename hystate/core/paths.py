@@ -31,6 +31,13 @@ class NotRegularFile(OSError):
         self.kind = kind
 
 
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write all of ``data`` to descriptor ``fd`` (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def kind_of(mode: int) -> str:
     """What a file of mode ``mode`` is, in words, for messages."""
     if stat.S_ISLNK(mode):
@@ -169,9 +176,7 @@ def write_atomic(
             if keep_mode:
                 os.fchmod(fd, mode)  # exactly the old bits, whatever the umask
             for piece in [data] if isinstance(data, bytes) else data:
-                view = memoryview(piece)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, piece)
             if sync:
                 os.fsync(fd)
         finally:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from hystate.core.errors import GitError, cannot_write, is_cannot_write
-from hystate.core.paths import fsync_dir
+from hystate.core.paths import fsync_dir, write_all
 from hystate.git import shared as shared_mod
 from hystate.git.trees import TREE_MODE, Tree, warm
 
@@ -206,9 +206,7 @@ class ObjectStore:
         kept = False
         try:
             shared_mod.adjust(tmp, self.shared())
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, body)
             if deferred is not None:  # synced and renamed by ``publish``, with the others
                 deferred[path] = (fd, tmp, self.fsync, made)
                 kept = True

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hystate.core import filestamp
 from hystate.core.errors import GitError
+from hystate.core.paths import write_all
 from hystate.git import shared
 from hystate.git.lockfile import LockFile, owners_dir
 
@@ -199,9 +200,7 @@ def _append(path: Path, data: bytes) -> None:
     reflog: no buffered file object (its fstat, seeks and tty probe) per line."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o666)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
     finally:
         os.close(fd)
 
