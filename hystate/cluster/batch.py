@@ -26,7 +26,8 @@ import os
 import random
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from hystate.cluster import journal, lease_refs, turns
@@ -53,6 +54,18 @@ if TYPE_CHECKING:
 # is broken at once, so this is never reached in practice.
 GRACE = 600.0
 WALK = 32  # commits walked back from a tip looking for a claim's own commit
+
+
+@contextmanager
+def local(ws: Workspace) -> Iterator[None]:
+    """A local claim pushes nothing itself (no ``sync.push: each`` around it): its push is the
+    batch's."""
+    before = ws.syncing
+    ws.syncing = True
+    try:
+        yield
+    finally:
+        ws.syncing = before
 
 
 def check_lock(ws: Workspace) -> None:

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from hystate.cluster import batch, lease_refs
+from hystate.cluster import batch, lease_refs, ticket_claims, tickets
 from hystate.cluster.sync import RemoteBusy, remote_of, sync_lock, sync_locked
 from hystate.core.errors import HystateError
 from hystate.core.model import EpisodeState, ProcessingStage
@@ -53,6 +51,8 @@ def claim(
     batch.check_lock(ws)
     seconds = float(ws.config.get("sync.deadline")) if deadline is None else deadline
     until = time.monotonic() + seconds
+    if tickets.on(ws):  # claims on their own refs: nodes do not wait for one another
+        return ticket_claims.claim(ws, name, stage, limit, worker, until)
     node = lease_refs.node_name(ws)
     who = worker or ws.worker
 
@@ -63,7 +63,7 @@ def claim(
     fresh = False
     while True:
         before = batch.tracking_tip(ws, name)
-        with _local(ws):  # committed here, acknowledged only once a push carried it
+        with batch.local(ws):  # committed here, acknowledged only once a push carried it
             results = claims.claim(
                 ws, stage, limit - len(acked), worker, order=order, window=WINDOW
             )
@@ -93,18 +93,6 @@ def claim(
                 hint="claim again, or give a longer --deadline",
             )
     return acked
-
-
-@contextmanager
-def _local(ws: Workspace) -> Iterator[None]:
-    """The local claim pushes nothing itself (no ``sync.push: each`` around it): its push is
-    the batch's."""
-    before = ws.syncing
-    ws.syncing = True
-    try:
-        yield
-    finally:
-        ws.syncing = before
 
 
 def before_transition(ws: Workspace) -> None:

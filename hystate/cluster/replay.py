@@ -4,7 +4,8 @@ Each local commit is replayed file by file against three versions: ``base`` (the
 the commit), ``local`` (after it) and ``remote`` (the file at the tip being built on).
 
 - The remote did not touch the file (``remote == base``): the local version is taken.
-- Both made the same file: taken once.
+- Both made the same file, or the remote's history holds every entry the local transition
+  added (another node replayed it from its ticket, ``hystate.cluster.tickets``): taken once.
 - An episode file the remote changed, under a transition commit of that episode:
   * the remote moved no stage (its history is the base's): the field-wise merge of
     ``hystate.review.merge_driver`` decides (a field both changed differently drops the transition);
@@ -76,11 +77,23 @@ def resolve(
         return remote  # created on both sides: the remote's stays (discovery is idempotent)
     docs = [_parse(raw, name) for raw in (base, local, remote)]
     b, loc, rem = docs
+    if _already(b, loc, rem):
+        return remote
     merged = reapply(b, loc, rem, move, recovery)
     problems = episode_problems(merged, name, expect_id=loc.get("episode_id"))
     if problems:
         raise Dropped(f"the result would be invalid: {problems[0].path}: {problems[0].message}")
     return dump(merged)
+
+
+def _already(base: dict[str, Any], local: dict[str, Any], remote: dict[str, Any]) -> bool:
+    """Whether the remote holds the local transition already: each history entry it added is
+    in the remote's history (another node replayed it from its ticket, then maybe moved on)."""
+    before, after, theirs = (d.get("history") for d in (base, local, remote))
+    if not (isinstance(before, list) and isinstance(after, list) and isinstance(theirs, list)):
+        return False
+    added = after[len(before) :]
+    return bool(added) and after[: len(before)] == before and all(e in theirs for e in added)
 
 
 def _parse(raw: bytes, name: str) -> dict[str, Any]:

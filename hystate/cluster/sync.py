@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hystate.cluster import in_the_way, journal, landed, lease_refs
+from hystate.cluster import in_the_way, journal, landed, lease_refs, tickets
 from hystate.cluster.replay import Dropped, Move, capped, resolve
 from hystate.core.errors import GitError, LockBusy, UsageError
 from hystate.core.locks import StateLock
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 SYNC_LOCK = "_sync.lock"
 ON_REMOTE = "already on the remote"
+WITHDRAWN = "claim not acknowledged (remote unreachable or busy): withdrawn"
 TURNS = "turns"  # refs/hystate/turns/<node>: when the node last lost a push (cluster.turns)
 KINDS = (lease_refs.KIND, TURNS)  # the nodes' own refs every fetch brings
 _REMOTES: set[tuple[str, str]] = set()  # (clone, remote) found configured in this process
@@ -143,23 +144,27 @@ def sync_locked(
     branch = gr.branch_of(repo)
     report = Report(remote, branch)
     wait = timeout(ws)
+    ticketed = tickets.on(ws)
+    kinds = (*KINDS, tickets.KIND) if ticketed else KINDS
+    why = WITHDRAWN
     attempt = 0
     while True:
         report.rounds = attempt + 1
         if fetched and attempt == 0:
             tip = repo.refs.resolve(gr.tracking_ref(remote, branch))
         else:
-            tip = gr.fetch(repo, remote, branch, wait, kinds=KINDS)
+            tip = gr.fetch(repo, remote, branch, wait, kinds=kinds)
             if attempt and lost is not None:
                 lost()  # (fair turns: tell the other nodes, once their tables are fetched)
         head = repo.refs.head()
         if head.sha is None:
             raise GitError("the branch has no commit yet: clone the remote instead")
-        if tip == head.sha and not withdraw:
+        orphans = tickets.orphans(ws, tip) if ticketed else []
+        if tip == head.sha and not withdraw and not orphans:
             report.head = tip
             return report
         seen = len(report.dropped)
-        new = move_forward(ws, tip, report, withdraw)
+        new = move_forward(ws, tip, report, withdraw, orphans, why)
         # the workers that made them are told (not of one the remote holds already: a push of
         # this node that landed before its answer was lost, or the same change made twice)
         journal.record_dropped(ws, [r for r in report.dropped[seen:] if r["reason"] != ON_REMOTE])
@@ -167,7 +172,14 @@ def sync_locked(
         if new == tip:
             report.head = tip
             return report
-        if gr.push(repo, remote, new, f"refs/heads/{branch}", wait, expect=tip):
+        moves: list[tuple[str, str, str | None]] = []
+        if ticketed:  # the moves not ticketed yet take their tickets with the branch, or none
+            gone, moves = tickets.plan(ws, gr.commits_between(repo, tip, new))
+            if gone:
+                withdraw, why = frozenset(gone), tickets.LOST
+                fetched, attempt = True, attempt + 1  # (replayed again at once, no fetch)
+                continue
+        if _push(ws, remote, new, branch, tip, moves):
             gr.set_ref(repo, gr.tracking_ref(remote, branch), new)
             report.landed = True
             report.base = tip
@@ -186,9 +198,33 @@ def sync_locked(
         attempt += 1
 
 
-def move_forward(ws: Workspace, tip: str | None, report: Report, withdraw: frozenset[str]) -> str:
+def _push(
+    ws: Workspace,
+    remote: str,
+    new: str,
+    branch: str,
+    tip: str | None,
+    moves: list[tuple[str, str, str | None]],
+) -> bool:
+    """Push ``new`` onto the branch (compare-and-swap on ``tip``), with the tickets of
+    ``moves`` in the same atomic push: all land, or none."""
+    if not moves:
+        return gr.push(ws.repo, remote, new, f"refs/heads/{branch}", timeout(ws), expect=tip)
+    return tickets.take(ws, remote, moves, branch=(new, f"refs/heads/{branch}", tip))
+
+
+def move_forward(
+    ws: Workspace,
+    tip: str | None,
+    report: Report,
+    withdraw: frozenset[str],
+    extra: list[gr.CommitInfo] | None = None,
+    why: str | None = None,
+) -> str:
     """Replay the local commits the remote lacks on ``tip`` and move the checkout there; the
-    commit to push (HEAD itself when it already builds on ``tip``)."""
+    commit to push (HEAD itself when it already builds on ``tip``). ``extra``: other nodes'
+    commits to replay first (``tickets.orphans``); ``why``: the reason a withdrawn commit is
+    dropped."""
     repo = ws.repo
     while True:
         head = repo.refs.head()
@@ -198,7 +234,7 @@ def move_forward(ws: Workspace, tip: str | None, report: Report, withdraw: froze
                 hint=f"`git checkout {report.branch}`, then sync again",
             )  # never replay (and push) another branch's commits onto the shared one
         assert head.sha is not None
-        if tip is None or (not withdraw and _descends(repo, head.sha, tip)):
+        if tip is None or (not withdraw and not extra and _descends(repo, head.sha, tip)):
             return head.sha  # the remote has nothing new: push as it is
         base = gr.merge_base(repo, head.sha, tip)
         if base is None:
@@ -208,7 +244,7 @@ def move_forward(ws: Workspace, tip: str | None, report: Report, withdraw: froze
                 hint="check the remote's URL (`git remote -v`); a node is a clone of the remote",
             )
         local = gr.commits_between(repo, base, head.sha)
-        new, replayed, dropped = replay(ws, tip, local, withdraw)
+        new, replayed, dropped = replay(ws, tip, local, withdraw, why, extra or [])
         if new is None:
             raise GitError("nothing to build on: the remote branch is empty and no commit is local")
         new_tree = repo.objects.commit_tree(bytes.fromhex(new))
@@ -252,11 +288,19 @@ def replay(
     tip: str | None,
     commits: list[gr.CommitInfo],
     withdraw: frozenset[str] = frozenset(),
+    why: str | None = None,
+    extra: list[gr.CommitInfo] | None = None,
 ) -> tuple[str | None, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Write the replayed commits on ``tip``; (new tip, replayed, dropped)."""
+    """Write the replayed commits on ``tip`` (``extra``, other nodes' commits, first);
+    (new tip, replayed, dropped)."""
     repo = ws.repo
     objects = repo.objects
     moves = _moves(ws, commits)
+    for info in extra or []:
+        move = tickets.move_of(info)
+        if move is not None:
+            moves[info.sha] = move
+    commits = [*(extra or []), *commits]
     replayed: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
     prefix = ws.rel_state_dir.rstrip("/") + "/"
@@ -269,9 +313,7 @@ def replay(
         move = moves.get(commit.sha)
         row = _row(commit.sha, move)
         if commit.sha in withdraw or (move is not None and move.lease in withdraw):
-            dropped.append(
-                {**row, "reason": "claim not acknowledged (remote unreachable or busy): withdrawn"}
-            )
+            dropped.append({**row, "reason": why or WITHDRAWN})
             continue
         parent_tree = (
             objects.commit_tree(bytes.fromhex(commit.parents[0])) if commit.parents else None

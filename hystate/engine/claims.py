@@ -69,11 +69,13 @@ def claim(
     *,
     order: Callable[[EpisodeState], bytes] | None = None,
     window: int = 0,
+    skip: Callable[[EpisodeState], bool] | None = None,
 ) -> list[TransitionResult]:
     """Move up to ``limit`` ready episodes into ``stage`` for ``worker``, one commit each. Each
     move is made under the episode's lock against its current file; a lost race moves on.
     ``order``: a sort key over the ``window`` oldest ready ones beyond the few needed (nodes
-    sharing a remote each take theirs in their own order, so they seldom race for one). A
+    sharing a remote each take theirs in their own order, so they seldom race for one); ``skip``:
+    ready ones to leave alone (another node's claim of it is known, not yet seen here). A
     limited stage (``hystate.engine.limits``) hands out only what fits."""
     target = S.parse(stage)
     if ws.config.get("recovery.auto_resume"):
@@ -95,6 +97,8 @@ def claim(
             batch.sort(key=order)
         for episode in batch:
             tried.add(episode.episode_id)
+            if skip is not None and skip(episode):
+                continue
             try:
                 result = steps.advance(
                     ws, episode.episode_id, target, worker=worker, force=True, lock_timeout=0

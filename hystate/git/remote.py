@@ -261,6 +261,73 @@ def push(
     raise GitError(f"git push {remote} failed: {_last_line(proc)}")
 
 
+def push_refs(
+    repo: GitRepo,
+    remote: str,
+    updates: list[tuple[str, str, str | None]],
+    timeout: float,
+    *,
+    atomic: bool = False,
+) -> dict[str, bool]:
+    """Push several refs in one connection, each compare-and-swap: ``(sha, ref, expect)``
+    sets ``ref`` to commit ``sha`` only if the remote's ``ref`` is ``expect`` (None: only if
+    it does not exist). Each ref is taken or rejected on its own, or, ``atomic``, all or none
+    (``git push --atomic``). The answer per ref: True taken, False rejected (not as expected,
+    or another push held it); Unreachable; a refusal no retry changes is a GitError."""
+    leases = [f"--force-with-lease={ref}:{expect or ''}" for _, ref, expect in updates]
+    specs = [f"{sha}:{ref}" for sha, ref, _ in updates]  # (a "+" would override the lease)
+    flags = ["--atomic"] if atomic else []
+    proc = _run(repo, ["push", "--porcelain", *flags, *leases, remote, *specs], timeout)
+    out = proc.stdout.decode(errors="replace")
+    answers: dict[str, bool] = {}
+    refused = []
+    for line in out.splitlines():
+        flag, _, rest = line.partition("\t")
+        spec, _, reason = rest.partition("\t")
+        ref = spec.rpartition(":")[2]
+        if ref not in {r for _, r, _ in updates}:
+            continue
+        answers[ref] = flag in ("*", "+", " ", "-", "=")
+        held = "atomic" in reason or any(m in reason for m in _RACED)
+        if flag == "!" and "[remote rejected]" in reason and not held:
+            refused.append(reason)
+    if refused:
+        raise GitError(
+            f"remote {remote} refused the push: {redact(refused[0])}",
+            hint="no retry changes that: see the server's hooks or branch protection",
+        )
+    if len(answers) < len(updates):
+        if _unreachable(proc) or proc.returncode not in (0, 1):
+            raise Unreachable(f"remote {remote} unreachable: {_last_line(proc)}")
+        raise GitError(f"git push {remote} failed: {_last_line(proc)}")
+    return answers
+
+
+def fetch_kind(repo: GitRepo, remote: str, kind: str, timeout: float) -> None:
+    """Fetch the remote's ``refs/hystate/<kind>/*`` alone into ``refs/hystate/remote-<kind>/*``
+    (refs gone from the remote are pruned)."""
+    spec = f"+refs/hystate/{kind}/*:refs/hystate/remote-{kind}/*"
+    args = ["fetch", "--no-progress", "--no-tags", "--no-write-fetch-head", "--prune", remote]
+    proc = _run(repo, [*args, spec], timeout)
+    if proc.returncode != 0:
+        if _unreachable(proc):
+            raise Unreachable(f"remote {remote} unreachable: {_last_line(proc)}")
+        raise GitError(f"git fetch {remote} failed: {_last_line(proc)}")
+
+
+def set_refs(repo: GitRepo, refs: list[tuple[str, str]]) -> None:
+    """Point several refs hystate owns at their shas, in one ``git update-ref --stdin``."""
+    if refs:
+        lines = "".join(f"update {ref} {sha}\n" for ref, sha in refs)
+        repo.run_input(["update-ref", "--stdin"], lines.encode())
+
+
+def refs_under(repo: GitRepo, prefix: str) -> list[tuple[str, str]]:
+    """``(ref, sha)`` of every local ref under ``prefix``."""
+    out = repo.git("for-each-ref", "--format=%(refname) %(objectname)", prefix, check=False)
+    return [tuple(line.split(" ", 1)) for line in out.splitlines() if " " in line]  # type: ignore[misc]
+
+
 def set_ref(repo: GitRepo, ref: str, sha: str) -> None:
     """Point a ref hystate owns (a remote-tracking one after a push) at ``sha``."""
     repo.git("update-ref", ref, sha)

@@ -1,0 +1,200 @@
+"""Claims acknowledged by their tickets (``sync.claims: refs``; ``hystate.cluster.tickets``).
+
+A claim is committed locally at once (as on one machine, in the worker's own order over a wide
+window of the oldest ready episodes, leaving alone those whose ticket another node holds), then
+waits for whichever comes first: a ticket push by another process of the node set its ticket
+(no git process of its own), or the node's sync lock, and this worker pushes the ticket of every
+move the node has not ticketed yet, each compare-and-swap on its own, in one push. A claim is
+acknowledged once its ticket is set: the remote holds its commit. A claim whose ticket another
+node took first is withdrawn and another episode is claimed. The branch follows: the worker
+holding the lock also pushes it (one round, atomically with any move not ticketed yet) once the
+node's ticketed moves off the branch are ``FLUSH_AFTER`` old or ``FLUSH_COUNT`` many; a push
+that lost leaves them for the next one (``hystate sync`` retries until its deadline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from typing import TYPE_CHECKING
+
+from hystate.cluster import batch, journal, lease_refs, tickets
+from hystate.cluster.sync import (
+    SYNC_LOCK,
+    WITHDRAWN,
+    ClaimsOffline,
+    RemoteBusy,
+    Report,
+    move_forward,
+    sync_lock,
+    sync_locked,
+)
+from hystate.core.errors import HystateError, LockBusy
+from hystate.core.locks import StateLock
+from hystate.core.model import EpisodeState, ProcessingStage
+from hystate.engine import claims
+from hystate.git import remote as gr
+
+if TYPE_CHECKING:
+    from hystate.engine.transition import TransitionResult
+    from hystate.engine.workspace import Workspace
+
+WINDOW = 96  # ready episodes beyond the few asked for: nodes claiming at once rarely meet
+
+
+def claim(
+    ws: Workspace,
+    remote: str,
+    stage: str | ProcessingStage,
+    limit: int,
+    worker: str | None,
+    until: float,
+) -> list[TransitionResult]:
+    """Up to ``limit`` claims, each acknowledged by its ticket (see the module docstring)."""
+    node = lease_refs.node_name(ws)
+    who = worker or ws.worker
+
+    def order(episode: EpisodeState) -> bytes:  # this worker's own order over the window
+        return hashlib.sha1(f"{node}\0{who}\0{episode.episode_id}".encode()).digest()
+
+    def skip(episode: EpisodeState) -> bool:
+        return tickets.ahead(ws, episode)
+
+    acked: list[TransitionResult] = []
+    fresh = False
+    while True:
+        with batch.local(ws):
+            results = claims.claim(
+                ws, stage, limit - len(acked), worker, order=order, window=WINDOW, skip=skip
+            )
+        if not results:
+            if fresh:
+                break
+            # nothing ready as this node last saw it: the remote's latest, once
+            with sync_lock(ws, wait=max(until - time.monotonic(), 0.0)):
+                batch.online(ws, remote, lambda: sync_locked(ws, remote, deadline=until))
+            fresh = True
+            continue
+        got, error = _carried(ws, remote, results, until)
+        acked += got
+        fresh = True
+        if error is not None:
+            if not acked:
+                raise error
+            ws.notice(f"{error}; {len(acked)} claim(s) acknowledged before it")
+            break
+        if len(acked) >= limit:
+            break
+        if time.monotonic() >= until:
+            if acked:
+                break
+            raise RemoteBusy(
+                f"{remote}: every claim lost its ticket to other nodes until the deadline",
+                hint="claim again, or give a longer --deadline",
+            )
+    return acked
+
+
+def _mine(ws: Workspace, result: TransitionResult) -> bool:
+    return tickets.is_mine(ws, result.episode.episode_id, result.episode.history[-1])
+
+
+def _carried(
+    ws: Workspace, remote: str, results: list[TransitionResult], until: float
+) -> tuple[list[TransitionResult], HystateError | None]:
+    """The claims of ``results`` whose tickets are set, by this process's push or another's;
+    the error that stopped this process's push (its claims not acknowledged are withdrawn)."""
+    lock = StateLock(ws.locks_dir / SYNC_LOCK, timeout=0)
+    delay = 0.002
+    while True:
+        if all(_mine(ws, r) for r in results):
+            return results, None  # another process of the node pushed them
+        try:
+            lock.acquire()
+            break
+        except LockBusy as exc:
+            if time.monotonic() >= until + batch.GRACE or "not a lock file" in exc.message:
+                return [r for r in results if _mine(ws, r)], LockBusy(
+                    f"{exc.message}; claims stay committed on this node, not acknowledged",
+                    hint="the next sync pushes them and their leases expire",
+                )
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 1.5, 0.04)
+    syncing = ws.syncing
+    ws.syncing = True
+    try:
+        return _push(ws, remote, results)
+    finally:
+        ws.syncing = syncing
+        lock.release()
+
+
+def _push(
+    ws: Workspace, remote: str, results: list[TransitionResult]
+) -> tuple[list[TransitionResult], HystateError | None]:
+    """Under the sync lock: the tickets of every move of the node not ticketed yet, this
+    worker's claims among them; the lost ones withdrawn; then the branch, when due."""
+    repo = ws.repo
+    tip = repo.refs.resolve(gr.tracking_ref(remote, gr.branch_of(repo)))
+    head = repo.refs.head().sha
+    assert head is not None
+    commits = gr.commits_between(repo, tip, head)
+    try:
+        gone, moves = tickets.plan(ws, commits)
+        if moves and not tickets.take(ws, remote, moves):
+            gone = tickets.plan(ws, commits)[0]  # (tickets fetched again: who lost theirs)
+    except HystateError as exc:
+        mine = [r for r in results if not _mine(ws, r)]
+        _withdraw(ws, remote, mine, [r.commit for r in mine if r.commit], WITHDRAWN)
+        return [r for r in results if _mine(ws, r)], _offline(exc)
+    acked = [r for r in results if _mine(ws, r)]
+    lost = [r for r in results if r not in acked]
+    if gone:
+        _withdraw(ws, remote, lost, gone, tickets.LOST)
+    _flush(ws, remote, commits)
+    return acked, None
+
+
+def _offline(exc: HystateError) -> HystateError:
+    if isinstance(exc, gr.Unreachable):
+        return ClaimsOffline(
+            f"{exc}: new claims need the remote (held episodes can still move; `hystate sync`"
+            " catches up)"
+        )
+    return exc
+
+
+def _withdraw(
+    ws: Workspace, remote: str, own: list[TransitionResult], commits: list[str], why: str
+) -> None:
+    """Take ``commits`` out of the node's branch (replayed without them on the remote's tip as
+    last fetched); the workers of those not among ``own`` (this process's) are told."""
+    if not commits:
+        return
+    report = Report(remote, gr.branch_of(ws.repo))
+    tip = ws.repo.refs.resolve(gr.tracking_ref(remote, report.branch))
+    try:
+        move_forward(ws, tip, report, frozenset(commits), why=why)
+    except HystateError as exc:
+        ws.notice(f"could not withdraw a claim that lost its ticket: {exc}")
+        return
+    told = {r.episode.episode_id for r in own}
+    journal.record_dropped(ws, [r for r in report.dropped if r["id"] not in told])
+
+
+def _flush(ws: Workspace, remote: str, commits: list[gr.CommitInfo]) -> None:
+    """Push the branch once (no retry) when the node's ticketed moves off it are old or many
+    enough; a push that lost leaves them for the next claim or sync."""
+    if not _due(commits, time.time()):
+        return
+    try:
+        sync_locked(ws, remote, deadline=time.monotonic())
+    except HystateError:
+        return  # (lost, or offline: the tickets hold the claims; the branch follows later)
+
+
+def _due(commits: list[gr.CommitInfo], now: float) -> bool:
+    if len(commits) >= tickets.FLUSH_COUNT:
+        return True
+    return bool(commits) and now - tickets.when(commits[0]) >= tickets.FLUSH_AFTER

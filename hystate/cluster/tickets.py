@@ -1,0 +1,289 @@
+"""Claims on per-episode refs (``sync.claims: refs``, docs/SYNC.md "Claims on their own refs").
+
+Every move that leaves a stage that is not an active one (a claim, a person's ``skip`` of a
+waiting episode, a retry out of ``failed``) takes the episode's *ticket* first: the remote's
+``refs/hystate/claims/<id>``, set compare-and-swap to the very commit that made the move. Pushes
+to different refs never race, so nodes claiming different episodes do not wait for one another;
+the branch follows later, carrying many moves per push (``hystate.cluster.sync`` pushes it
+atomically with the tickets of any move not ticketed yet).
+
+Why the branch cannot drop such a move: a node takes a ticket only when the ticket it knows is
+already in its own view of the episode (``integrated``), and sets it only if the remote's
+ticket is still that one. So nothing left the stage on the remote since the node's view: the
+node's move is legal on whatever the branch holds, and a replay re-applies it. Moves leaving an
+active stage (done, failed, a take-over) need no ticket: the replay's fencing orders them, and
+the next move out of the stage they lead to takes the ticket after them.
+
+A ticket whose move never reached the branch (its node died right after) is replayed onto the
+branch by any node's sync once it is ``ORPHAN_AFTER`` seconds old (``orphans``): nobody could
+claim the episode meanwhile, and an acknowledged claim is never dropped. All of a node's ticket
+pushes are made under its sync lock (``hystate.cluster.batch``), so a rejected ticket is
+another node's, never a push of this node still in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from hystate.cluster.replay import Move
+from hystate.core.errors import GitError
+from hystate.core.yamlio import YAMLError, load
+from hystate.git import audit, checkout
+from hystate.git import remote as gr
+
+if TYPE_CHECKING:
+    from hystate.core.model import EpisodeState
+    from hystate.engine.transition import TransitionResult
+    from hystate.engine.workspace import Workspace
+
+KIND = "claims"
+PUSHED = "refs/hystate/claims/"
+TRACKED = "refs/hystate/remote-claims/"
+ORPHAN_AFTER = 30.0  # seconds before a ticket whose move is not on the branch is replayed there
+FLUSH_AFTER = 1.0  # seconds a ticketed move may wait for the branch before a claim pushes it
+FLUSH_COUNT = 32  # ticketed moves off the branch that make a claim push it at once
+LOST = "another node took the episode's ticket first (refs/hystate/claims): withdrawn"
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+_HISTORIES: dict[tuple[str, str], list[Any] | None] = {}  # (commit, id): the file's history
+_KNOWN: dict[str, set[str]] = {}  # clone: ticket shas known to be on the branch
+
+
+def on(ws: Workspace) -> bool:
+    """Whether moves through the shared remote take tickets (``sync.claims: refs``)."""
+    return bool(ws.config.get("sync.claims") == "refs")
+
+
+def name(episode_id: str) -> str:
+    """The ticket's last ref component: the id itself when git takes it as one."""
+    if _SAFE.match(episode_id) and not episode_id.endswith(".lock") and len(episode_id) < 200:
+        return episode_id
+    return "sha1-" + hashlib.sha1(episode_id.encode()).hexdigest()
+
+
+def known(ws: Workspace, episode_id: str) -> str | None:
+    """The remote's ticket of the episode as this node last saw it (a fetch, or its own push)."""
+    return ws.repo.refs.resolve(TRACKED + name(episode_id))
+
+
+def history(ws: Workspace, sha: str, episode_id: str) -> list[Any] | None:
+    """The episode's history in commit ``sha`` (a move of it: the file the commit changed),
+    None if the commit has no readable episode file of that id."""
+    key = (sha, episode_id)
+    if key not in _HISTORIES:
+        _HISTORIES[key] = _read_history(ws, sha, episode_id)
+    return _HISTORIES[key]
+
+
+def entry(ws: Workspace, sha: str, episode_id: str) -> dict[str, Any] | None:
+    """The history entry the move of commit ``sha`` made (its episode file's last)."""
+    found = history(ws, sha, episode_id)
+    last = found[-1] if found else None
+    return last if isinstance(last, dict) else None
+
+
+def _read_history(ws: Workspace, sha: str, episode_id: str) -> list[Any] | None:
+    objects = ws.repo.objects
+    try:
+        info = gr.commit_info(ws.repo, sha)
+        parent = objects.commit_tree(bytes.fromhex(info.parents[0])) if info.parents else None
+        path = _path(ws, parent, info.tree, episode_id)
+        return _history_at(ws, info.tree, path)
+    except (GitError, ValueError):
+        return None
+
+
+def _history_at(ws: Workspace, tree: bytes, path: str | None) -> list[Any] | None:
+    objects = ws.repo.objects
+    found = objects.lookup(tree, path) if path else None
+    if found is None or found[0] not in checkout.REGULAR_MODES:
+        return None
+    try:
+        doc = load(objects.read(found[1])[1])
+    except (YAMLError, UnicodeDecodeError):
+        return None
+    history = doc.get("history") if isinstance(doc, dict) else None
+    return history if isinstance(history, list) else None
+
+
+def _path(ws: Workspace, parent: bytes | None, tree: bytes, episode_id: str) -> str | None:
+    end = f"/{episode_id}.yaml"
+    prefix = ws.rel_state_dir.rstrip("/") + "/"
+    for path in ws.repo.objects.diff(parent, tree):
+        if path.endswith(end) and path.startswith(prefix):
+            return path
+    return None
+
+
+def integrated(ws: Workspace, episode_id: str, history: list[Any]) -> tuple[bool, str | None]:
+    """Whether the ticket this node knows is in ``history`` (the episode as the move starts
+    from it), so the move may take the ticket from it; and that ticket (None: none yet)."""
+    sha = known(ws, episode_id)
+    if sha is None:
+        return True, None
+    made = entry(ws, sha, episode_id)
+    return made is not None and made in history, sha
+
+
+def ahead(ws: Workspace, episode: EpisodeState) -> bool:
+    """Whether another move of the episode holds its ticket and is not in this view yet."""
+    return not integrated(ws, episode.episode_id, episode.history)[0]
+
+
+def leaves_waiting(result: TransitionResult) -> bool:
+    """Whether the move left a stage that is not an active one (and so takes the ticket)."""
+    return (
+        result.changed
+        and result.from_stage is not None
+        and not result.from_stage.is_active
+        and result.from_stage is not result.episode.stage
+    )
+
+
+def is_mine(ws: Workspace, episode_id: str, made: dict[str, Any]) -> bool:
+    """Whether the ticket as last seen is the move that made history entry ``made``."""
+    sha = known(ws, episode_id)
+    return sha is not None and entry(ws, sha, episode_id) == made
+
+
+def take(
+    ws: Workspace,
+    remote: str,
+    moves: list[tuple[str, str, str | None]],
+    branch: tuple[str, str, str | None] | None = None,
+) -> bool:
+    """Push the tickets ``(episode id, commit, expected ticket)``, each compare-and-swap: each
+    on its own, or, with ``branch`` (``(commit, ref, expected tip)``), all of them and the
+    branch in one atomic push. True: all landed. Otherwise the tickets are fetched again, so
+    the next ``plan`` knows which moves lost theirs to another node."""
+    updates = [(sha, PUSHED + name(eid), expect) for eid, sha, expect in moves]
+    if branch is not None:
+        updates.append(branch)
+    answers = gr.push_refs(ws.repo, remote, updates, _timeout(ws), atomic=branch is not None)
+    taken = [(eid, sha) for eid, sha, _ in moves if answers[PUSHED + name(eid)]]
+    gr.set_refs(ws.repo, [(TRACKED + name(eid), sha) for eid, sha in taken])
+    if len(taken) < len(moves):
+        fetch(ws, remote)
+    return all(answers.values())
+
+
+def fetch(ws: Workspace, remote: str) -> None:
+    """Bring every ticket the remote holds (and their commits)."""
+    gr.fetch_kind(ws.repo, remote, KIND, _timeout(ws))
+
+
+def _timeout(ws: Workspace) -> float:
+    return float(ws.config.get("sync.timeout"))
+
+
+def plan(
+    ws: Workspace, commits: list[gr.CommitInfo]
+) -> tuple[list[str], list[tuple[str, str, str | None]]]:
+    """Of ``commits`` (this node's, not on the branch yet), the moves that left a stage that is
+    not an active one and whose ticket this node has not set: those that may take it now
+    (``(episode id, commit, expected ticket)``), and the commits of those that no longer may
+    (another move holds the ticket, not in this one's view: to withdraw)."""
+    lost: list[str] = []
+    moves: list[tuple[str, str, str | None]] = []
+    for commit in commits:
+        move = _move(commit.message)
+        if move is None or move[1] is None or _active(move[1]):
+            continue
+        eid = move[0]
+        after = history(ws, commit.sha, eid)
+        if not after:
+            continue
+        if is_mine(ws, eid, after[-1]):
+            continue
+        ok, expect = integrated(ws, eid, after[:-1])
+        if ok:
+            moves.append((eid, commit.sha, expect))
+        else:
+            lost.append(commit.sha)
+    return lost, moves
+
+
+def move_of(info: gr.CommitInfo) -> Move | None:
+    """What a transition commit of another node says it did (its trailers)."""
+    values = _trailers(info.message)
+    if not (values.get(audit.EPISODE) and values.get(audit.FROM) and values.get(audit.TO)):
+        return None
+    return Move(
+        values[audit.EPISODE],
+        values[audit.FROM],
+        values[audit.TO],
+        values.get(audit.WORKER),
+        values.get(audit.LEASE),
+    )
+
+
+def _trailers(message: bytes) -> dict[str, str]:
+    """The ``Hystate-*`` trailers of a commit message (its last paragraph)."""
+    block = message.decode(errors="replace").rstrip("\n").rpartition("\n\n")[2]
+    values: dict[str, str] = {}
+    for line in block.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key.startswith("Hystate-"):
+            values[key] = value.strip()
+    return values
+
+
+def _move(message: bytes) -> tuple[str, str | None] | None:
+    """(episode id, stage it left) from a transition commit's trailers."""
+    values = _trailers(message)
+    if audit.EPISODE not in values or audit.TO not in values:
+        return None
+    before = values.get(audit.FROM)
+    return values[audit.EPISODE], (None if before in (None, "", "none", "null") else before)
+
+
+def _active(stage: str) -> bool:
+    from hystate.core.model import ProcessingStage
+
+    try:
+        return ProcessingStage(stage).is_active
+    except ValueError:
+        return True  # (not a stage hystate knows: nothing to ticket)
+
+
+def orphans(ws: Workspace, tip: str | None) -> list[gr.CommitInfo]:
+    """Tickets whose move is not on the branch at ``tip`` and is older than ``ORPHAN_AFTER``
+    (the node that made it went away before it pushed the branch): to replay onto the branch,
+    oldest first."""
+    if tip is None:
+        return []
+    seen = _KNOWN.setdefault(str(ws.repo.common_dir), set())
+    objects = ws.repo.objects
+    tree = objects.commit_tree(bytes.fromhex(tip))
+    now = time.time()
+    found = []
+    for _, sha in gr.refs_under(ws.repo, TRACKED):
+        if sha in seen:
+            continue
+        try:
+            info = gr.commit_info(ws.repo, sha)
+        except GitError:
+            continue
+        move = _move(info.message)
+        if move is None:
+            seen.add(sha)  # (not a move: nothing to replay, ever)
+            continue
+        made = entry(ws, sha, move[0])
+        parent = objects.commit_tree(bytes.fromhex(info.parents[0])) if info.parents else None
+        here = _history_at(ws, tree, _path(ws, parent, info.tree, move[0]))
+        if made is None or (here is not None and made in here):
+            seen.add(sha)
+            continue
+        if now - when(info) >= ORPHAN_AFTER:
+            found.append(info)
+    return sorted(found, key=when)
+
+
+def when(info: gr.CommitInfo) -> float:
+    """The ticket's commit time (its author date: kept by every replay)."""
+    try:
+        return float(info.author.rsplit(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return 0.0

@@ -1,0 +1,142 @@
+"""Claims on per-episode refs (``sync.claims: refs``, ``hystate.cluster.tickets``): a claim is
+acknowledged once its ticket ``refs/hystate/claims/<id>`` is set on the remote, compare-and-swap;
+the branch follows. Real nodes (clones), a real ``git daemon`` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hystate.cluster import tickets
+from hystate.manager import StateManager
+from tests.conftest import git, run_hystate
+from tests.harness.sync import GitServer, clone_nodes, fsck_clean, served
+
+CONFIG = {
+    "sync": {"remote": "origin", "claims": "refs"},
+    "recovery": {"auto_resume": False},
+}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[GitServer, list[Path]]]:
+    with served(tmp_path, CONFIG, 12) as server:
+        yield server, clone_nodes(server, tmp_path, 3)
+
+
+def remote_tickets(server: GitServer) -> dict[str, str]:
+    out = git(
+        server.bare,
+        "for-each-ref",
+        "--format=%(refname:lstrip=3) %(objectname)",
+        "refs/hystate/claims/",
+    )
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+def branch_docs(server: GitServer, tmp: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+    out = tmp / f"remote-{time.monotonic_ns()}"
+    out.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", "main", "processed"], cwd=server.bare, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return {p.stem: yaml.safe_load(p.read_text()) for p in out.rglob("*.yaml")}
+
+
+def claim(node: Path, worker: str) -> subprocess.CompletedProcess[str]:
+    return run_hystate(node, "next", "downloading", "--claim", "--worker", worker, "--json")
+
+
+def test_a_claim_is_acknowledged_by_its_ticket_and_the_branch_follows(
+    cluster: tuple[GitServer, list[Path]], tmp_path: Path
+) -> None:
+    server, (a, b, _) = cluster
+    proc = claim(a, "wa")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(proc.stdout)
+    eid = row["episode_id"]
+    held = remote_tickets(server)
+    assert list(held) == [eid]
+    message = git(server.bare, "log", "-1", "--format=%B", held[eid])
+    assert f"Hystate-Lease: {row['lease']}" in message  # the ticket is the claim's own commit
+    # b, which has not fetched anything, claims another episode (its ticket refused otherwise)
+    proc = claim(b, "wb")
+    assert proc.returncode == 0, proc.stderr
+    (other,) = json.loads(proc.stdout)
+    assert other["episode_id"] != eid
+    for node in (a, b):
+        done = run_hystate(node, "sync")
+        assert done.returncode == 0, done.stderr
+    docs = branch_docs(server, tmp_path)
+    assert docs[eid]["stage"] == "downloading"
+    assert docs[eid]["history"][-1]["lease"] == row["lease"]
+    assert docs[other["episode_id"]]["history"][-1]["lease"] == other["lease"]
+    fsck_clean(server.bare)
+
+
+def test_a_stale_node_cannot_take_a_ticket_it_has_not_seen(
+    cluster: tuple[GitServer, list[Path]], tmp_path: Path
+) -> None:
+    server, (a, b, _) = cluster
+    first = StateManager(cwd=a, worker="wa")
+    got = first.claim_next("downloading", 1)
+    eid = got[0].episode.episode_id
+    # b (its view as cloned) moves the very episode out of discovered, by hand: refused
+    proc = run_hystate(b, "advance", eid, "skipped", "--worker", "person")
+    assert proc.returncode == 3, proc.stderr
+    assert "ticket" in proc.stderr
+    assert git(b, "status", "--porcelain").strip() == ""
+    docs = branch_docs(server, tmp_path)
+    assert docs[eid]["stage"] in ("discovered", "downloading")
+    done = run_hystate(a, "sync")
+    assert done.returncode == 0, done.stderr
+    docs = branch_docs(server, tmp_path)
+    assert docs[eid]["stage"] == "downloading"
+    assert docs[eid]["history"][-1]["by"] == "wa"
+
+
+def test_nodes_claiming_side_by_side_never_share_an_episode(
+    cluster: tuple[GitServer, list[Path]], tmp_path: Path
+) -> None:
+    server, nodes = cluster
+    procs = [
+        subprocess.Popen(
+            [*HYSTATE_CLAIM, "--worker", f"w{i}-{j}"],
+            cwd=node,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, node in enumerate(nodes)
+        for j in range(3)
+    ]
+    acked: dict[str, str] = {}
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        for row in json.loads(out):
+            assert row["episode_id"] not in acked  # never acknowledged twice
+            acked[row["episode_id"]] = row["lease"]
+    assert len(acked) == 9
+    held = remote_tickets(server)
+    assert set(held) == set(acked)
+    for node in nodes:
+        assert run_hystate(node, "sync").returncode == 0
+    docs = branch_docs(server, tmp_path)
+    on_branch = {
+        e: d["history"][-1]["lease"] for e, d in docs.items() if d["stage"] == "downloading"
+    }
+    assert on_branch == acked
+    assert tickets.ORPHAN_AFTER > 0
+
+
+from tests.conftest import HYSTATE  # noqa: E402
+
+HYSTATE_CLAIM = [*HYSTATE, "next", "downloading", "--claim", "--json"]
