@@ -58,12 +58,15 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout
 
 
-def seed(tmp: Path, url: str) -> None:
+def seed(tmp: Path, url: str, mode: str) -> None:
     work = tmp / "seed"
     work.mkdir()
     git(work, "init", "-q", "-b", "main")
     config = {
-        "state_management": {"sync": {"remote": "origin"}, "recovery": {"auto_resume": False}}
+        "state_management": {
+            "sync": {"remote": "origin", "claims": mode},
+            "recovery": {"auto_resume": False},
+        }
     }
     (work / "hystate.yaml").write_text(json.dumps(config))
     catalog = CATALOG
@@ -131,16 +134,18 @@ def ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1000, 1)
 
 
-def cluster(tmp: Path, nodes: int, seconds: float, workers: int = 1) -> dict[str, object]:
+def cluster(
+    tmp: Path, nodes: int, seconds: float, mode: str, workers: int = 1
+) -> dict[str, object]:
     """``nodes`` clones of a fresh server, ``workers`` claiming processes each, all at once."""
-    base = tmp / f"nodes{nodes}x{workers}"
+    base = tmp / f"{mode}-nodes{nodes}x{workers}"
     base.mkdir()
     daemon, url = start_daemon(base)
     try:
         subprocess.run(
             ["git", "init", "-q", "--bare", "-b", "main", str(base / "state.git")], check=True
         )
-        seed(base, url)
+        seed(base, url, mode)
         paths = [clone(url, base / f"n{i}", f"bench-{i}") for i in range(nodes)]
         queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         until = time.time() + 2 + seconds  # all start together, after their imports
@@ -192,19 +197,41 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="claiming time per node count")
     parser.add_argument("--workers", type=int, default=3, help="claiming processes per node")
     parser.add_argument("--nodes", default="1,2,4", help="node counts, first is the base")
+    parser.add_argument(
+        "--modes", default="branch,refs", help="sync.claims modes to measure, each in turn"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--doc", action="store_true")
     args = parser.parse_args()
     os.environ.update(ENV)
     load_start = round(os.getloadavg()[0], 1)
-    tmp = Path(tempfile.mkdtemp(prefix="hystate-bench-sync-"))
+    result: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "load_average_start": load_start,
+        "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
+        "episodes": 525,
+        "workers_per_node": args.workers,
+        "modes": {m: measure(args, m) for m in args.modes.split(",")},
+        "load_average": round(os.getloadavg()[0], 1),  # the machine is shared: say how busy
+        "command": docfile.command_line("sync.py", sys.argv[1:]),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.doc:
+        write_doc(result)
+
+
+def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    """One ``sync.claims`` mode: the claim round trip beside a plain push, then the nodes."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"hystate-bench-sync-{mode}-"))
     try:
         daemon, url = start_daemon(tmp)
         try:
             subprocess.run(
                 ["git", "init", "-q", "--bare", "-b", "main", str(tmp / "state.git")], check=True
             )
-            seed(tmp, url)
+            seed(tmp, url, mode)
             node = clone(url, tmp / "node", "bench-a")
             other = clone(url, tmp / "pusher", "bench-p")
             pushes = plain_pushes(other, args.claims // 2)
@@ -214,43 +241,29 @@ def main() -> None:
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
         counts = [int(n) for n in args.nodes.split(",")]
-        scaling = [cluster(tmp, n, args.seconds) for n in counts]
-        batched = [cluster(tmp, n, args.seconds, args.workers) for n in counts]
+        scaling = [cluster(tmp, n, args.seconds, mode) for n in counts]
+        batched = [cluster(tmp, n, args.seconds, mode, args.workers) for n in counts]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    base = scaling[0]["claims_per_second"]
-    many = batched[0]["claims_per_second"]
-    result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "load_average_start": load_start,
-        "load_average": round(os.getloadavg()[0], 1),  # the machine is shared: say how busy
-        "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
-        "episodes": 525,
+
+    def ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+        return (
+            round(a["claims_per_second"] / b["claims_per_second"], 2)
+            if b["claims_per_second"]
+            else 0.0
+        )
+
+    return {
         "claims": len(one),
         "claim_median_ms": ms(one),
         "plain_push_median_ms": ms(pushes),
         "claim_over_push": round(ms(one) / ms(pushes), 2),
         "scaling": scaling,
-        "four_over_one": round(float(scaling[-1]["claims_per_second"]) / float(base), 2)  # type: ignore[arg-type]
-        if base
-        else 0.0,
-        "workers_per_node": args.workers,
+        "four_over_one": ratio(scaling[-1], scaling[0]),
         "scaling_workers": batched,
-        "four_over_one_workers": round(float(batched[-1]["claims_per_second"]) / float(many), 2)  # type: ignore[arg-type]
-        if many
-        else 0.0,
-        "four_nodes_over_one_worker": round(
-            float(batched[-1]["claims_per_second"]) / float(base), 2
-        )  # type: ignore[arg-type]
-        if base
-        else 0.0,
-        "command": docfile.command_line("sync.py", sys.argv[1:]),
+        "four_over_one_workers": ratio(batched[-1], batched[0]),
+        "four_nodes_over_one_worker": ratio(batched[-1], scaling[0]),
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if args.doc:
-        write_doc(result)
 
 
 def _rows(scaling: list[dict[str, Any]]) -> str:
@@ -261,15 +274,23 @@ def _rows(scaling: list[dict[str, Any]]) -> str:
     )
 
 
-def write_doc(r: dict[str, Any]) -> None:
-    section = f"""{HEADING}
+MODES = {
+    "branch": "`sync.claims: branch` (the default): a claim is committed locally, then waits "
+    "until a push of the node carries it to the branch (the worker that gets the node's sync "
+    "lock pushes every claim the node's workers made meanwhile, compare-and-swap); only a push "
+    "that lost is fetched, replayed and pushed again.",
+    "refs": "`sync.claims: refs`: a claim is committed locally, then its ticket "
+    "`refs/hystate/claims/<id>` is set to that commit, compare-and-swap (the worker that gets "
+    "the node's sync lock pushes the tickets of every claim the node made meanwhile, each on "
+    "its own); the branch follows about once a second, atomically with any move not ticketed "
+    "yet.",
+}
 
-`{r["command"]}` on {r["machine"]}, {r["git"]}; a bare repository served by `git daemon` on
-127.0.0.1, the {r["episodes"]} real episodes. A claim on a node with a remote: claim locally
-(one commit, in the worker's own order over the oldest ready episodes), then wait until a push
-of the node carries it (the worker that gets the node's sync lock pushes every claim the node's
-workers made meanwhile: a fast-forward push, compare-and-swap); only a push that lost is
-fetched, replayed and pushed again. It returns only once the remote has it.
+
+def _mode(name: str, r: dict[str, Any], workers: int) -> str:
+    return f"""### `sync.claims: {name}`
+
+{MODES.get(name, "")} Either way a claim returns only once the remote has it.
 
 | what | figure |
 |---|---|
@@ -284,20 +305,29 @@ each):
 |---|---|---|---|---|
 {_rows(r["scaling"])}
 
-The same with {r["workers_per_node"]} claiming processes per node (their claims share the
-node's pushes):
+The same with {workers} claiming processes per node:
 
 | nodes | claims | claims/s | per node | lowest node / mean |
 |---|---|---|---|---|
 {_rows(r["scaling_workers"])}
 
-4 nodes / 1 node: {r["four_over_one"]}x with one worker each, {r["four_over_one_workers"]}x
-with {r["workers_per_node"]} each; 4 nodes of {r["workers_per_node"]} workers / 1 node of one:
-{r["four_nodes_over_one_worker"]}x. Every node, the server and the claiming processes share the
-same {r["machine"].split(", ")[1]} (load average {r.get("load_average_start", "?")} at the start,
-{r.get("load_average", "?")} at the end of the run): the nodes cannot add CPU here. See
-docs/SYNC.md ("Claims: what bounds them").
+4 nodes / 1 node: **{r["four_over_one"]}x** with one worker each, {r["four_over_one_workers"]}x
+with {workers} each; 4 nodes of {workers} workers / 1 node of one:
+{r["four_nodes_over_one_worker"]}x.
 """
+
+
+def write_doc(r: dict[str, Any]) -> None:
+    modes = "\n".join(_mode(n, m, r["workers_per_node"]) for n, m in r["modes"].items())
+    section = f"""{HEADING}
+
+`{r["command"]}` on {r["machine"]}, {r["git"]}; a bare repository served by `git daemon` on
+127.0.0.1, the {r["episodes"]} real episodes, each mode measured in turn in one run. Every
+node, the server and the claiming processes share the same {r["machine"].split(", ")[1]} (load
+average {r.get("load_average_start", "?")} at the start, {r.get("load_average", "?")} at the
+end of the run). See docs/SYNC.md ("Claims: what bounds them", "Claims on their own refs").
+
+{modes}"""
     docfile.write_section(HEADING, section)
 
 

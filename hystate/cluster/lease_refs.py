@@ -22,6 +22,7 @@ import re
 import socket
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hystate.core.errors import HystateError
@@ -84,31 +85,46 @@ def publish(
     quiet: bool = False,
 ) -> bool:
     """Force-push this node's lease table to its own ref; best effort (False: not pushed)."""
-    repo = ws.repo
-    node = node_name(ws)
-    clone = clone_id(ws)
     if not quiet:  # (a claim publishes quietly and spares the git process; sync tells)
-        _tell_if_shared(ws, node, clone)
-    table_doc = {"node": node, "clone": clone, "leases": table(ws)}
-    data = json.dumps(table_doc, sort_keys=True, indent=1).encode()
-    stamp = repo.git_dir / "hystate" / "leases-published"
-    digest = hashlib.sha1(remote.encode() + b"\0" + data).hexdigest()
+        _tell_if_shared(ws, node_name(ws), clone_id(ws))
     try:
-        if only_if_changed and stamp.read_text() == digest:
+        update = prepare(ws, remote, only_if_changed)
+        if update is None:
             return True  # (before any git process: a claim publishes each time)
-    except OSError:
-        pass
-    try:
-        sha = gr.publish_blob_ref(repo, data, FILE)
-        if not gr.push(repo, remote, sha, f"refs/hystate/{KIND}/{node}", timeout, force=True):
+        sha, ref, digest = update
+        if not gr.push(ws.repo, remote, sha, ref, timeout, force=True):
             return False
     except HystateError as exc:
         if not quiet:
             ws.notice(f"leases not published ({exc})")
         return False
+    published(ws, digest)
+    return True
+
+
+def prepare(ws: Workspace, remote: str, only_if_changed: bool) -> tuple[str, str, str] | None:
+    """This node's lease table as a commit to force-push: ``(sha, ref, digest)``; None when
+    ``only_if_changed`` and it is the table last published (``published(ws, digest)``)."""
+    table_doc = {"node": node_name(ws), "clone": clone_id(ws), "leases": table(ws)}
+    data = json.dumps(table_doc, sort_keys=True, indent=1).encode()
+    digest = hashlib.sha1(remote.encode() + b"\0" + data).hexdigest()
+    try:
+        if only_if_changed and _stamp(ws).read_text() == digest:
+            return None
+    except OSError:
+        pass
+    sha = gr.publish_blob_ref(ws.repo, data, FILE)
+    return sha, f"refs/hystate/{KIND}/{node_name(ws)}", digest
+
+
+def published(ws: Workspace, digest: str) -> None:
+    stamp = _stamp(ws)
     stamp.parent.mkdir(exist_ok=True)
     stamp.write_text(digest)
-    return True
+
+
+def _stamp(ws: Workspace) -> Path:
+    return ws.repo.git_dir / "hystate" / "leases-published"
 
 
 def _tell_if_shared(ws: Workspace, node: str, clone: str) -> None:

@@ -153,13 +153,13 @@ def sync_locked(
         if fetched and attempt == 0:
             tip = repo.refs.resolve(gr.tracking_ref(remote, branch))
         else:
-            tip = gr.fetch(repo, remote, branch, wait, kinds=kinds)
+            tip = gr.fetch(repo, remote, branch, wait, kinds=kinds, loose=ticketed)
             if attempt and lost is not None:
                 lost()  # (fair turns: tell the other nodes, once their tables are fetched)
         head = repo.refs.head()
         if head.sha is None:
             raise GitError("the branch has no commit yet: clone the remote instead")
-        orphans = tickets.orphans(ws, tip) if ticketed else []
+        orphans = tickets.ahead_of(ws, tip) if ticketed else []
         if tip == head.sha and not withdraw and not orphans:
             report.head = tip
             return report

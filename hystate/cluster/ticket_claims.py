@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from hystate.engine.transition import TransitionResult
     from hystate.engine.workspace import Workspace
 
-WINDOW = 96  # ready episodes beyond the few asked for: nodes claiming at once rarely meet
+WINDOW = 256  # ready episodes beyond the few asked for: nodes claiming at once rarely meet
+_NEXT: dict[str, float] = {}  # clone: when this process may push the branch again
 
 
 def claim(
@@ -142,8 +143,12 @@ def _push(
     commits = gr.commits_between(repo, tip, head)
     try:
         gone, moves = tickets.plan(ws, commits)
-        if moves and not tickets.take(ws, remote, moves):
+        table = lease_refs.prepare(ws, remote, only_if_changed=True) if moves else None
+        leases = table[:2] if table else None
+        if moves and not tickets.take(ws, remote, moves, leases=leases):
             gone = tickets.plan(ws, commits)[0]  # (tickets fetched again: who lost theirs)
+        elif table:
+            lease_refs.published(ws, table[2])
     except HystateError as exc:
         mine = [r for r in results if not _mine(ws, r)]
         _withdraw(ws, remote, mine, [r.commit for r in mine if r.commit], WITHDRAWN)
@@ -185,13 +190,18 @@ def _withdraw(
 
 def _flush(ws: Workspace, remote: str, commits: list[gr.CommitInfo]) -> None:
     """Push the branch once (no retry) when the node's ticketed moves off it are old or many
-    enough; a push that lost leaves them for the next claim or sync."""
-    if not _due(commits, time.time()):
+    enough; after a push that lost to another node's (which carried every ticket it knew, this
+    node's among them), this process waits one to three ``FLUSH_AFTER`` before it tries again."""
+    now = time.time()
+    key = str(ws.repo.common_dir)
+    if not _due(commits, now) or now < _NEXT.get(key, 0.0):
         return
     try:
         sync_locked(ws, remote, deadline=time.monotonic())
+    except RemoteBusy:
+        _NEXT[key] = now + tickets.FLUSH_AFTER * random.uniform(1, 3)
     except HystateError:
-        return  # (lost, or offline: the tickets hold the claims; the branch follows later)
+        return  # (offline: the tickets hold the claims; the branch follows later)
 
 
 def _due(commits: list[gr.CommitInfo], now: float) -> bool:

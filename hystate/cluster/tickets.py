@@ -14,9 +14,10 @@ node's move is legal on whatever the branch holds, and a replay re-applies it. M
 active stage (done, failed, a take-over) need no ticket: the replay's fencing orders them, and
 the next move out of the stage they lead to takes the ticket after them.
 
-A ticket whose move never reached the branch (its node died right after) is replayed onto the
-branch by any node's sync once it is ``ORPHAN_AFTER`` seconds old (``orphans``): nobody could
-claim the episode meanwhile, and an acknowledged claim is never dropped. All of a node's ticket
+Any node's sync replays onto the branch every ticket whose move is not there yet (``ahead_of``),
+its own and other nodes': one push carries the claims of all nodes, and a ticket whose node went
+away before it pushed the branch still reaches it (nobody could claim the episode meanwhile),
+so an acknowledged claim is never dropped. All of a node's ticket
 pushes are made under its sync lock (``hystate.cluster.batch``), so a rejected ticket is
 another node's, never a push of this node still in flight.
 """
@@ -24,12 +25,13 @@ another node's, never a push of this node still in flight.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-import time
 from typing import TYPE_CHECKING, Any
 
 from hystate.cluster.replay import Move
 from hystate.core.errors import GitError
+from hystate.core.paths import write_atomic
 from hystate.core.yamlio import YAMLError, load
 from hystate.git import audit, checkout
 from hystate.git import remote as gr
@@ -42,13 +44,12 @@ if TYPE_CHECKING:
 KIND = "claims"
 PUSHED = "refs/hystate/claims/"
 TRACKED = "refs/hystate/remote-claims/"
-ORPHAN_AFTER = 30.0  # seconds before a ticket whose move is not on the branch is replayed there
-FLUSH_AFTER = 1.0  # seconds a ticketed move may wait for the branch before a claim pushes it
+FLUSH_AFTER = 4.0  # seconds a ticketed move may wait for the branch before a claim pushes it
 FLUSH_COUNT = 32  # ticketed moves off the branch that make a claim push it at once
 LOST = "another node took the episode's ticket first (refs/hystate/claims): withdrawn"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 _HISTORIES: dict[tuple[str, str], list[Any] | None] = {}  # (commit, id): the file's history
-_KNOWN: dict[str, set[str]] = {}  # clone: ticket shas known to be on the branch
+SEEN = "tickets-seen.json"  # the tickets whose move this node saw on the branch
 
 
 def on(ws: Workspace) -> bool:
@@ -153,20 +154,24 @@ def take(
     remote: str,
     moves: list[tuple[str, str, str | None]],
     branch: tuple[str, str, str | None] | None = None,
+    leases: tuple[str, str] | None = None,
 ) -> bool:
     """Push the tickets ``(episode id, commit, expected ticket)``, each compare-and-swap: each
     on its own, or, with ``branch`` (``(commit, ref, expected tip)``), all of them and the
     branch in one atomic push. True: all landed. Otherwise the tickets are fetched again, so
-    the next ``plan`` knows which moves lost theirs to another node."""
+    the next ``plan`` knows which moves lost theirs to another node. ``leases``: the node's
+    lease table (``(sha, ref)``), force-pushed along."""
     updates = [(sha, PUSHED + name(eid), expect) for eid, sha, expect in moves]
     if branch is not None:
         updates.append(branch)
-    answers = gr.push_refs(ws.repo, remote, updates, _timeout(ws), atomic=branch is not None)
+    answers = gr.push_refs(
+        ws.repo, remote, updates, _timeout(ws), atomic=branch is not None, forced=leases
+    )
     taken = [(eid, sha) for eid, sha, _ in moves if answers[PUSHED + name(eid)]]
     gr.set_refs(ws.repo, [(TRACKED + name(eid), sha) for eid, sha in taken])
     if len(taken) < len(moves):
         fetch(ws, remote)
-    return all(answers.values())
+    return all(answers[ref] for _, ref, _ in updates)
 
 
 def fetch(ws: Workspace, remote: str) -> None:
@@ -248,37 +253,50 @@ def _active(stage: str) -> bool:
         return True  # (not a stage hystate knows: nothing to ticket)
 
 
-def orphans(ws: Workspace, tip: str | None) -> list[gr.CommitInfo]:
-    """Tickets whose move is not on the branch at ``tip`` and is older than ``ORPHAN_AFTER``
-    (the node that made it went away before it pushed the branch): to replay onto the branch,
-    oldest first."""
+def ahead_of(ws: Workspace, tip: str | None) -> list[gr.CommitInfo]:
+    """The tickets, as last fetched, whose move is not on the branch at ``tip`` yet (any
+    node's: a sync carries them all, so a node that went away after taking a ticket leaves
+    nothing behind): to replay onto the branch, oldest first. A ticket whose move is on the
+    branch is not looked at again (``.git/hystate/tickets-seen.json``)."""
     if tip is None:
         return []
-    seen = _KNOWN.setdefault(str(ws.repo.common_dir), set())
-    objects = ws.repo.objects
-    tree = objects.commit_tree(bytes.fromhex(tip))
-    now = time.time()
+    path = ws.repo.git_dir / "hystate" / SEEN
+    try:
+        seen = json.loads(path.read_bytes())
+        if not isinstance(seen, list):
+            seen = []
+    except (OSError, ValueError):
+        seen = []
+    done = set(seen)
+    tree = ws.repo.objects.commit_tree(bytes.fromhex(tip))
+    kept = []
     found = []
     for _, sha in gr.refs_under(ws.repo, TRACKED):
-        if sha in seen:
-            continue
-        try:
-            info = gr.commit_info(ws.repo, sha)
-        except GitError:
-            continue
-        move = _move(info.message)
-        if move is None:
-            seen.add(sha)  # (not a move: nothing to replay, ever)
-            continue
-        made = entry(ws, sha, move[0])
-        parent = objects.commit_tree(bytes.fromhex(info.parents[0])) if info.parents else None
-        here = _history_at(ws, tree, _path(ws, parent, info.tree, move[0]))
-        if made is None or (here is not None and made in here):
-            seen.add(sha)
-            continue
-        if now - when(info) >= ORPHAN_AFTER:
-            found.append(info)
+        if sha not in done:
+            info = _orphan(ws, tree, sha)
+            if info is not None:
+                found.append(info)
+                continue
+        kept.append(sha)  # on the branch (or no move): never looked at again
+    if set(kept) != done:
+        write_atomic(path, json.dumps(kept).encode(), sync=False)
     return sorted(found, key=when)
+
+
+def _orphan(ws: Workspace, tree: bytes, sha: str) -> gr.CommitInfo | None:
+    """The ticket's commit if its move is not in ``tree``, else None."""
+    try:
+        info = gr.commit_info(ws.repo, sha)
+    except GitError:
+        return None
+    move = _move(info.message)
+    made = entry(ws, sha, move[0]) if move else None
+    if move is None or made is None:
+        return None
+    objects = ws.repo.objects
+    parent = objects.commit_tree(bytes.fromhex(info.parents[0])) if info.parents else None
+    here = _history_at(ws, tree, _path(ws, parent, info.tree, move[0]))
+    return None if here is not None and made in here else info
 
 
 def when(info: gr.CommitInfo) -> float:

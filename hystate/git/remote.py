@@ -50,6 +50,7 @@ _UNREACHABLE = (
 _LOCAL_REF_RACE = ("cannot lock ref", "unable to update local ref")
 LOCAL_REF_RACES = 8
 STAMP = "last-fetch"
+LOOSE = 5000  # objects a fetch of other nodes' claims stores loose (git's default: 100)
 # a [remote rejected] another push caused (the server held or moved the ref meanwhile)
 _RACED = ("lock", "failed to update ref", "stale info", "incorrect old value")
 
@@ -107,12 +108,17 @@ def _run(repo: GitRepo, args: list[str], timeout: float) -> subprocess.Completed
         except subprocess.TimeoutExpired:
             _end_group(proc)
             raise Unreachable(
-                f"git {args[0]}: no answer from the remote in {timeout:g} s"
+                f"git {_verb(args)}: no answer from the remote in {timeout:g} s"
             ) from None
         except BaseException:
             _end_group(proc)
             raise
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _verb(args: list[str]) -> str:
+    """The git command among ``args`` (after any ``-c key=value``)."""
+    return next((a for a in args if not a.startswith("-") and "=" not in a), "?")
 
 
 def _end_group(proc: subprocess.Popen[bytes]) -> None:
@@ -170,16 +176,25 @@ def _unreachable(proc: subprocess.CompletedProcess[bytes]) -> bool:
 
 
 def fetch(
-    repo: GitRepo, remote: str, branch: str, timeout: float, kinds: tuple[str, ...] = ()
+    repo: GitRepo,
+    remote: str,
+    branch: str,
+    timeout: float,
+    kinds: tuple[str, ...] = (),
+    *,
+    loose: bool = False,
 ) -> str | None:
     """Fetch ``branch`` (and the nodes' ``refs/hystate/<kind>/*``); the remote's tip, or None
-    when the remote has no such branch yet."""
+    when the remote has no such branch yet. ``loose``: what arrives is stored as loose objects
+    (``LOOSE``), which hystate reads without a git process."""
     # no "+": a branch rewritten on the remote (a forced push) is not taken silently
     specs = [f"refs/heads/{branch}:{tracking_ref(remote, branch)}"]
     specs += [f"+refs/hystate/{k}/*:refs/hystate/remote-{k}/*" for k in kinds]
     # --prune: a ref a node no longer publishes (or a bad one removed) goes here too
     prune = ["--prune"] if kinds else []
     args = ["fetch", "--no-progress", "--no-tags", "--no-write-fetch-head", *prune, remote]
+    if loose:
+        args = ["-c", f"fetch.unpackLimit={LOOSE}", *args]
     for attempt in range(LOCAL_REF_RACES):
         proc = _run(repo, [*args, *specs], timeout)
         text = proc.stderr.decode(errors="replace")
@@ -268,24 +283,29 @@ def push_refs(
     timeout: float,
     *,
     atomic: bool = False,
+    forced: tuple[str, str] | None = None,
 ) -> dict[str, bool]:
     """Push several refs in one connection, each compare-and-swap: ``(sha, ref, expect)``
     sets ``ref`` to commit ``sha`` only if the remote's ``ref`` is ``expect`` (None: only if
     it does not exist). Each ref is taken or rejected on its own, or, ``atomic``, all or none
-    (``git push --atomic``). The answer per ref: True taken, False rejected (not as expected,
-    or another push held it); Unreachable; a refusal no retry changes is a GitError."""
+    (``git push --atomic``); ``forced`` (``(sha, ref)``, a node's own ref) is replaced
+    whatever it was. The answer per ref: True taken, False rejected (not as expected, or
+    another push held it); Unreachable; a refusal no retry changes is a GitError."""
     leases = [f"--force-with-lease={ref}:{expect or ''}" for _, ref, expect in updates]
     specs = [f"{sha}:{ref}" for sha, ref, _ in updates]  # (a "+" would override the lease)
+    if forced is not None:
+        specs.append(f"+{forced[0]}:{forced[1]}")
     flags = ["--atomic"] if atomic else []
     proc = _run(repo, ["push", "--porcelain", *flags, *leases, remote, *specs], timeout)
     out = proc.stdout.decode(errors="replace")
     answers: dict[str, bool] = {}
     refused = []
+    wanted = {r for _, r, _ in updates} | ({forced[1]} if forced else set())
     for line in out.splitlines():
         flag, _, rest = line.partition("\t")
         spec, _, reason = rest.partition("\t")
         ref = spec.rpartition(":")[2]
-        if ref not in {r for _, r, _ in updates}:
+        if ref not in wanted:
             continue
         answers[ref] = flag in ("*", "+", " ", "-", "=")
         held = "atomic" in reason or any(m in reason for m in _RACED)
@@ -296,7 +316,7 @@ def push_refs(
             f"remote {remote} refused the push: {redact(refused[0])}",
             hint="no retry changes that: see the server's hooks or branch protection",
         )
-    if len(answers) < len(updates):
+    if len(answers) < len(wanted):
         if _unreachable(proc) or proc.returncode not in (0, 1):
             raise Unreachable(f"remote {remote} unreachable: {_last_line(proc)}")
         raise GitError(f"git push {remote} failed: {_last_line(proc)}")
@@ -308,7 +328,7 @@ def fetch_kind(repo: GitRepo, remote: str, kind: str, timeout: float) -> None:
     (refs gone from the remote are pruned)."""
     spec = f"+refs/hystate/{kind}/*:refs/hystate/remote-{kind}/*"
     args = ["fetch", "--no-progress", "--no-tags", "--no-write-fetch-head", "--prune", remote]
-    proc = _run(repo, [*args, spec], timeout)
+    proc = _run(repo, ["-c", f"fetch.unpackLimit={LOOSE}", *args, spec], timeout)
     if proc.returncode != 0:
         if _unreachable(proc):
             raise Unreachable(f"remote {remote} unreachable: {_last_line(proc)}")
