@@ -99,8 +99,10 @@ def test_a_move_made_offline_on_a_stale_view_loses_to_the_ticket(
     docs = branch_docs(server, tmp_path)
     assert docs[eid]["stage"] == "downloading"  # the acknowledged claim, carried by b's sync
     assert docs[eid]["history"][-1]["lease"] == got[0].lease
-    told = run_hystate(b, "status", "--worker", "person")
-    assert "dropped" in told.stderr
+    other = next(e for e, d in docs.items() if d["stage"] == "discovered")
+    told = run_hystate(b, "skip", other, "--reason", "x", "--worker", "person")
+    assert told.returncode == 0, told.stderr
+    assert f"{eid}: discovered -> skipped by person was dropped" in told.stderr
 
 
 def test_a_claim_whose_node_went_away_reaches_the_branch_by_another_node(
