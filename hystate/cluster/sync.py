@@ -179,7 +179,7 @@ def sync_locked(
                 withdraw, why = frozenset(gone), tickets.LOST
                 fetched, attempt = True, attempt + 1  # (replayed again at once, no fetch)
                 continue
-        if _push(ws, remote, new, branch, tip, moves):
+        if tickets.push_branch(ws, remote, new, f"refs/heads/{branch}", tip, moves):
             gr.set_ref(repo, gr.tracking_ref(remote, branch), new)
             report.landed = True
             report.base = tip
@@ -196,21 +196,6 @@ def sync_locked(
             )
         gr.wait_backoff(min(attempt, 1))  # short: a longer pause only lets the others win
         attempt += 1
-
-
-def _push(
-    ws: Workspace,
-    remote: str,
-    new: str,
-    branch: str,
-    tip: str | None,
-    moves: list[tuple[str, str, str | None]],
-) -> bool:
-    """Push ``new`` onto the branch (compare-and-swap on ``tip``), with the tickets of
-    ``moves`` in the same atomic push: all land, or none."""
-    if not moves:
-        return gr.push(ws.repo, remote, new, f"refs/heads/{branch}", timeout(ws), expect=tip)
-    return tickets.take(ws, remote, moves, branch=(new, f"refs/heads/{branch}", tip))
 
 
 def move_forward(

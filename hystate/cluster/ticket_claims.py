@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hystate.cluster import batch, journal, lease_refs, tickets
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from hystate.engine.workspace import Workspace
 
 WINDOW = 256  # ready episodes beyond the few asked for: nodes claiming at once rarely meet
+LEASES = f"refs/hystate/remote-{lease_refs.KIND}/"  # the nodes that published a lease table
+WALK = 64  # commits walked in-process from HEAD back to the branch's tip
 _NEXT: dict[str, float] = {}  # clone: when this process may push the branch again
 
 
@@ -55,9 +58,12 @@ def claim(
     """Up to ``limit`` claims, each acknowledged by its ticket (see the module docstring)."""
     node = lease_refs.node_name(ws)
     who = worker or ws.worker
+    stripe = _stripe(ws, node)
 
     def order(episode: EpisodeState) -> bytes:  # this worker's own order over the window
-        return hashlib.sha1(f"{node}\0{who}\0{episode.episode_id}".encode()).digest()
+        eid = episode.episode_id
+        mine = b"0" if stripe is None or stripe(eid) else b"1"
+        return mine + hashlib.sha1(f"{node}\0{who}\0{eid}".encode()).digest()
 
     def skip(episode: EpisodeState) -> bool:
         return tickets.ahead(ws, episode)
@@ -95,6 +101,22 @@ def claim(
                 hint="claim again, or give a longer --deadline",
             )
     return acked
+
+
+def _stripe(ws: Workspace, node: str) -> Callable[[str], bool] | None:
+    """Whether an episode is in this node's stripe of the catalog: the nodes that published a
+    lease table (and this one), sorted, each first takes the episodes whose id hashes to its
+    place, so nodes claiming at once seldom want the same one; None with no other node known."""
+    nodes = {ref.rpartition("/")[2] for ref, _ in gr.refs_under(ws.repo, LEASES)} | {node}
+    if len(nodes) < 2:
+        return None
+    count, place = len(nodes), sorted(nodes).index(node)
+
+    def inside(episode_id: str) -> bool:
+        digest = hashlib.sha1(episode_id.encode()).digest()
+        return int.from_bytes(digest[:4], "big") % count == place
+
+    return inside
 
 
 def _mine(ws: Workspace, result: TransitionResult) -> bool:
@@ -140,7 +162,7 @@ def _push(
     tip = repo.refs.resolve(gr.tracking_ref(remote, gr.branch_of(repo)))
     head = repo.refs.head().sha
     assert head is not None
-    commits = gr.commits_between(repo, tip, head)
+    commits = _unpushed(ws, tip, head)
     try:
         gone, moves = tickets.plan(ws, commits)
         table = lease_refs.prepare(ws, remote, only_if_changed=True) if moves else None
@@ -159,6 +181,23 @@ def _push(
         _withdraw(ws, remote, lost, gone, tickets.LOST)
     _flush(ws, remote, commits)
     return acked, None
+
+
+def _unpushed(ws: Workspace, tip: str | None, head: str) -> list[gr.CommitInfo]:
+    """The node's commits from ``tip`` to ``head``, oldest first: the few since the branch last
+    followed, walked in-process (git decides when they are many, or not a straight line)."""
+    found: list[gr.CommitInfo] = []
+    sha: str | None = head
+    while sha != tip and sha is not None and len(found) < WALK:
+        info = gr.commit_info(ws.repo, sha)
+        if len(info.parents) > 1:
+            break
+        found.append(info)
+        sha = info.parents[0] if info.parents else None
+    else:
+        if sha == tip:
+            return found[::-1]
+    return gr.commits_between(ws.repo, tip, head)
 
 
 def _offline(exc: HystateError) -> HystateError:

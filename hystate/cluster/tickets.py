@@ -174,6 +174,21 @@ def take(
     return all(answers[ref] for _, ref, _ in updates)
 
 
+def push_branch(
+    ws: Workspace,
+    remote: str,
+    new: str,
+    ref: str,
+    tip: str | None,
+    moves: list[tuple[str, str, str | None]],
+) -> bool:
+    """Push ``new`` onto the branch ``ref`` (compare-and-swap on ``tip``), with the tickets of
+    ``moves`` in the same atomic push: all land, or none."""
+    if not moves:
+        return gr.push(ws.repo, remote, new, ref, _timeout(ws), expect=tip)
+    return take(ws, remote, moves, branch=(new, ref, tip))
+
+
 def fetch(ws: Workspace, remote: str) -> None:
     """Bring every ticket the remote holds (and their commits)."""
     gr.fetch_kind(ws.repo, remote, KIND, _timeout(ws))

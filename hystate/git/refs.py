@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hystate.core import filestamp
 from hystate.core.errors import GitError
-from hystate.core.paths import write_all
+from hystate.core.paths import write_all, write_atomic
 from hystate.git import shared
 from hystate.git.lockfile import LockFile, owners_dir
 
@@ -55,6 +55,16 @@ class Refs:
     def _ref_file(self, ref: str) -> str:
         """``_ref_path`` as a string (read several times per commit: no Path made)."""
         return f"{self.git_dir if ref == 'HEAD' else self.common_dir}/{ref}"
+
+    def set_own(self, ref: str, sha: str) -> None:
+        """Point a ref only hystate writes (``refs/hystate/remote-*``, under the node's sync
+        lock) at ``sha``: its loose file replaced by rename, no reflog (a loose ref wins over
+        packed-refs, as git reads them)."""
+        if not ref.startswith("refs/hystate/"):
+            raise GitError(f"{ref} is not one of hystate's own refs")
+        path = self._ref_path(ref)
+        shared.makedirs(path.parent, self.shared())
+        write_atomic(path, _check_sha(sha, ref).encode() + b"\n", sync=False)
 
     def head(self) -> Head:
         text = self._head()

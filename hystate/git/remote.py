@@ -12,10 +12,8 @@ forward to the result is ``gitrepo.checkout``.
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -25,27 +23,17 @@ from typing import TYPE_CHECKING
 from hystate.core.errors import GitError
 from hystate.git import gitcmd
 from hystate.git.objects import FILE_MODE
+from hystate.git.transport import Unreachable as Unreachable
+from hystate.git.transport import last_line as _last_line
+from hystate.git.transport import redact as redact
+from hystate.git.transport import run as _run
+from hystate.git.transport import unreachable as _unreachable
 from hystate.git.trees import Tree
 
 if TYPE_CHECKING:
     from hystate.git.repo import GitRepo
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_UNREACHABLE = (
-    "could not read from remote",
-    "connection refused",
-    "unable to connect",
-    "unable to access",
-    "could not resolve host",
-    "timed out",
-    "connection reset",
-    "broken pipe",
-    "the remote end hung up",
-    "does not appear to be a git repository",
-    "early eof",
-    "unexpected disconnect",
-    "protocol error",
-)
 # a concurrent fetch (a person's `git pull`) updating the same tracking ref: not a failure
 _LOCAL_REF_RACE = ("cannot lock ref", "unable to update local ref")
 LOCAL_REF_RACES = 8
@@ -53,10 +41,6 @@ STAMP = "last-fetch"
 LOOSE = 5000  # objects a fetch of other nodes' claims stores loose (git's default: 100)
 # a [remote rejected] another push caused (the server held or moved the ref meanwhile)
 _RACED = ("lock", "failed to update ref", "stale info", "incorrect old value")
-
-
-class Unreachable(GitError):
-    """The remote could not be reached (or answered garbage): work offline, sync later."""
 
 
 @dataclass(frozen=True)
@@ -87,92 +71,6 @@ def branch_of(repo: GitRepo) -> str:
 
 def has_remote(repo: GitRepo, remote: str) -> bool:
     return bool(repo.git("config", "--get", f"remote.{remote}.url", check=False).strip())
-
-
-def _run(repo: GitRepo, args: list[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
-    """git talking to the remote, in a process group of its own: on a timeout (or when this
-    process is interrupted) the whole group ends, transport helpers (``git remote-https``,
-    ``ssh``) included, instead of hanging on a dead server after hystate has moved on."""
-    env = {**repo.env(), "GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": _ssh_command()}
-    with subprocess.Popen(
-        gitcmd.argv(*args),
-        cwd=repo.root,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    ) as proc:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _end_group(proc)
-            raise Unreachable(
-                f"git {_verb(args)}: no answer from the remote in {timeout:g} s"
-            ) from None
-        except BaseException:
-            _end_group(proc)
-            raise
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def _verb(args: list[str]) -> str:
-    """The git command among ``args`` (after any ``-c key=value``)."""
-    return next((a for a in args if not a.startswith("-") and "=" not in a), "?")
-
-
-def _end_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM first, so git removes its lock files (a ref's ``.lock`` left by a SIGKILL would
-    stop every later fetch); SIGKILL what is left after a grace period."""
-    for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except OSError:
-            pass  # already gone
-        try:
-            proc.wait(timeout=grace)
-            if sig == signal.SIGTERM:
-                os.killpg(proc.pid, signal.SIGKILL)  # helpers that outlived git itself
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        except OSError:
-            return
-
-
-def _ssh_command() -> str:
-    # never ask for a password on a terminal: a worker has nobody to answer
-    return os.environ.get("GIT_SSH_COMMAND") or "ssh -o BatchMode=yes"
-
-
-def _last_line(proc: subprocess.CompletedProcess[bytes]) -> str:
-    """git's reason in one line: its first ``fatal:``/``error:`` line (with the next one when
-    it ends in a colon), else its last line; credentials in URLs redacted."""
-    lines = [ln.strip() for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
-    if not lines:
-        return f"exit status {proc.returncode}"
-    first = next((i for i, ln in enumerate(lines) if ln.startswith(("fatal:", "error:"))), None)
-    if first is None:
-        text = lines[-1]
-    else:
-        text = lines[first]
-        if text.endswith(":") and first + 1 < len(lines):
-            text += " " + lines[first + 1]
-    return redact(text)[:300]
-
-
-_URL_USERINFO = re.compile(r"(://)[^\s/@'\"]+@")
-_USER_PASSWORD = re.compile(r"(?<![\w.:-])[^\s/@'\":]+:[^\s/@'\"]+@")
-
-
-def redact(text: str) -> str:
-    """``scheme://user:token@host`` and ``user:password@host`` without the secret."""
-    return _USER_PASSWORD.sub("***@", _URL_USERINFO.sub(r"\1***@", text))
-
-
-def _unreachable(proc: subprocess.CompletedProcess[bytes]) -> bool:
-    text = proc.stderr.decode(errors="replace").lower()
-    return any(marker in text for marker in _UNREACHABLE)
 
 
 def fetch(
@@ -336,10 +234,9 @@ def fetch_kind(repo: GitRepo, remote: str, kind: str, timeout: float) -> None:
 
 
 def set_refs(repo: GitRepo, refs: list[tuple[str, str]]) -> None:
-    """Point several refs hystate owns at their shas, in one ``git update-ref --stdin``."""
-    if refs:
-        lines = "".join(f"update {ref} {sha}\n" for ref, sha in refs)
-        repo.run_input(["update-ref", "--stdin"], lines.encode())
+    """Point several refs only hystate writes at their shas (no git process)."""
+    for ref, sha in refs:
+        repo.refs.set_own(ref, sha)
 
 
 def refs_under(repo: GitRepo, prefix: str) -> list[tuple[str, str]]:
