@@ -177,7 +177,7 @@ def sync_locked(
             gone, moves = tickets.plan(ws, gr.commits_between(repo, tip, new))
             if gone:
                 withdraw, why = frozenset(gone), tickets.LOST
-                fetched, attempt = True, attempt + 1  # (replayed again at once, no fetch)
+                attempt += 1  # (fetched again, replayed without them)
                 continue
         if tickets.push_branch(ws, remote, new, f"refs/heads/{branch}", tip, moves):
             gr.set_ref(repo, gr.tracking_ref(remote, branch), new)
@@ -229,7 +229,9 @@ def move_forward(
                 hint="check the remote's URL (`git remote -v`); a node is a clone of the remote",
             )
         local = gr.commits_between(repo, base, head.sha)
-        new, replayed, dropped = replay(ws, tip, local, withdraw, why, extra or [])
+        mine = {(c.author, c.message) for c in local}  # (a replay keeps both)
+        others = [c for c in extra or [] if (c.author, c.message) not in mine]
+        new, replayed, dropped = replay(ws, tip, local, withdraw, why, others)
         if new is None:
             raise GitError("nothing to build on: the remote branch is empty and no commit is local")
         new_tree = repo.objects.commit_tree(bytes.fromhex(new))

@@ -177,8 +177,11 @@ def _push(
         return [r for r in results if _mine(ws, r)], _offline(exc)
     acked = [r for r in results if _mine(ws, r)]
     lost = [r for r in results if r not in acked]
-    if gone:
-        _withdraw(ws, remote, lost, gone, tickets.LOST)
+    # (one of this worker's not set and not lost to another node either, a push that broke
+    # off: withdrawn too, never left committed for a worker that was told no)
+    drop = [*gone, *(x for r in lost for x in (r.commit, r.lease) if x)]
+    if drop:
+        _withdraw(ws, remote, lost, drop, tickets.LOST)
     _flush(ws, remote, commits)
     return acked, None
 

@@ -286,9 +286,9 @@ def ahead_of(ws: Workspace, tip: str | None) -> list[gr.CommitInfo]:
     tree = ws.repo.objects.commit_tree(bytes.fromhex(tip))
     kept = []
     found = []
-    for _, sha in gr.refs_under(ws.repo, TRACKED):
+    for ref, sha in gr.refs_under(ws.repo, TRACKED):
         if sha not in done:
-            info = _orphan(ws, tree, sha)
+            info = _orphan(ws, tree, sha, ref[len(TRACKED) :])
             if info is not None:
                 found.append(info)
                 continue
@@ -298,15 +298,18 @@ def ahead_of(ws: Workspace, tip: str | None) -> list[gr.CommitInfo]:
     return sorted(found, key=when)
 
 
-def _orphan(ws: Workspace, tree: bytes, sha: str) -> gr.CommitInfo | None:
-    """The ticket's commit if its move is not in ``tree``, else None."""
+def _orphan(ws: Workspace, tree: bytes, sha: str, ticket: str) -> gr.CommitInfo | None:
+    """The ticket's commit if its move is not in ``tree``, else None (also when it is no move
+    of the episode the ticket is named after)."""
     try:
         info = gr.commit_info(ws.repo, sha)
     except GitError:
         return None
     move = _move(info.message)
-    made = entry(ws, sha, move[0]) if move else None
-    if move is None or made is None:
+    if move is None or name(move[0]) != ticket:
+        return None
+    made = entry(ws, sha, move[0])
+    if made is None:
         return None
     objects = ws.repo.objects
     parent = objects.commit_tree(bytes.fromhex(info.parents[0])) if info.parents else None
