@@ -38,7 +38,6 @@ from hystate.git import remote as gr
 
 if TYPE_CHECKING:
     from hystate.core.model import EpisodeState
-    from hystate.engine.transition import TransitionResult
     from hystate.engine.workspace import Workspace
 
 KIND = "claims"
@@ -131,16 +130,6 @@ def integrated(ws: Workspace, episode_id: str, history: list[Any]) -> tuple[bool
 def ahead(ws: Workspace, episode: EpisodeState) -> bool:
     """Whether another move of the episode holds its ticket and is not in this view yet."""
     return not integrated(ws, episode.episode_id, episode.history)[0]
-
-
-def leaves_waiting(result: TransitionResult) -> bool:
-    """Whether the move left a stage that is not an active one (and so takes the ticket)."""
-    return (
-        result.changed
-        and result.from_stage is not None
-        and not result.from_stage.is_active
-        and result.from_stage is not result.episode.stage
-    )
 
 
 def is_mine(ws: Workspace, episode_id: str, made: dict[str, Any]) -> bool:
