@@ -50,6 +50,7 @@ LOST = "another node took the episode's ticket first (refs/hystate/claims): with
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 _HISTORIES: dict[tuple[str, str], list[Any] | None] = {}  # (commit, id): the file's history
 SEEN = "tickets-seen.json"  # the tickets whose move this node saw on the branch
+WALK = 10_000  # commits walked back from a ticket for the moves of its episode it builds on
 
 
 def on(ws: Workspace) -> bool:
@@ -144,9 +145,12 @@ def leaves_waiting(result: TransitionResult) -> bool:
 
 
 def is_mine(ws: Workspace, episode_id: str, made: dict[str, Any]) -> bool:
-    """Whether the ticket as last seen is the move that made history entry ``made``."""
+    """Whether the ticket as last seen holds the move that made history entry ``made``: it is
+    that move, or a later move of the episode whose history has it (a replay of the ticket
+    carries the moves before it, ``ahead_of``)."""
     sha = known(ws, episode_id)
-    return sha is not None and entry(ws, sha, episode_id) == made
+    found = history(ws, sha, episode_id) if sha is not None else None
+    return found is not None and made in found
 
 
 def take(
@@ -256,8 +260,10 @@ def _active(stage: str) -> bool:
 def ahead_of(ws: Workspace, tip: str | None) -> list[gr.CommitInfo]:
     """The tickets, as last fetched, whose move is not on the branch at ``tip`` yet (any
     node's: a sync carries them all, so a node that went away after taking a ticket leaves
-    nothing behind): to replay onto the branch, oldest first. A ticket whose move is on the
-    branch is not looked at again (``.git/hystate/tickets-seen.json``)."""
+    nothing behind), each after the moves of its episode it builds on that the branch lacks
+    (its node's, made before it without a ticket of their own): to replay onto the branch,
+    tickets oldest first. A ticket whose move is on the branch is not looked at again
+    (``.git/hystate/tickets-seen.json``)."""
     if tip is None:
         return []
     path = ws.repo.git_dir / "hystate" / SEEN
@@ -273,30 +279,60 @@ def ahead_of(ws: Workspace, tip: str | None) -> list[gr.CommitInfo]:
     found = []
     for _, sha in gr.refs_under(ws.repo, TRACKED):
         if sha not in done:
-            info = _orphan(ws, tree, sha)
-            if info is not None:
-                found.append(info)
+            chain = _orphan(ws, tree, sha)
+            if chain:
+                found.append(chain)
                 continue
         kept.append(sha)  # on the branch (or no move): never looked at again
     if set(kept) != done:
         write_atomic(path, json.dumps(kept).encode(), sync=False)
-    return sorted(found, key=when)
+    ordered: dict[str, gr.CommitInfo] = {}
+    for chain in sorted(found, key=lambda c: when(c[-1])):
+        ordered.update((info.sha, info) for info in chain if info.sha not in ordered)
+    return list(ordered.values())
 
 
-def _orphan(ws: Workspace, tree: bytes, sha: str) -> gr.CommitInfo | None:
-    """The ticket's commit if its move is not in ``tree``, else None."""
+def _orphan(ws: Workspace, tree: bytes, sha: str) -> list[gr.CommitInfo]:
+    """The ticket's commit, after the moves of its episode before it that are not in ``tree``
+    either (oldest first); none if the ticket's move is in ``tree``."""
     try:
         info = gr.commit_info(ws.repo, sha)
     except GitError:
-        return None
+        return []
     move = _move(info.message)
     made = entry(ws, sha, move[0]) if move else None
     if move is None or made is None:
-        return None
+        return []
     objects = ws.repo.objects
     parent = objects.commit_tree(bytes.fromhex(info.parents[0])) if info.parents else None
-    here = _history_at(ws, tree, _path(ws, parent, info.tree, move[0]))
-    return None if here is not None and made in here else info
+    here = _history_at(ws, tree, _path(ws, parent, info.tree, move[0])) or []
+    if made in here:
+        return []
+    return _chain(ws, info, move[0], here)[::-1]
+
+
+def _chain(ws: Workspace, info: gr.CommitInfo, eid: str, here: list[Any]) -> list[gr.CommitInfo]:
+    """``info`` and the moves of ``eid`` among its ancestors, newest first, back to where
+    the episode's history is all in ``here`` (the branch's)."""
+    chain = [info]
+    before = (history(ws, info.sha, eid) or [])[:-1]
+    for _ in range(WALK):
+        if all(e in here for e in before) or not info.parents:
+            break
+        try:
+            info = gr.commit_info(ws.repo, info.parents[0])
+        except GitError:
+            break
+        move = _move(info.message)
+        if move is None or move[0] != eid:
+            continue
+        found = history(ws, info.sha, eid)
+        if not found:
+            break
+        if found[-1] not in here:
+            chain.append(info)
+        before = found[:-1]
+    return chain
 
 
 def when(info: gr.CommitInfo) -> float:

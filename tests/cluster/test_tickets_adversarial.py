@@ -1,0 +1,99 @@
+"""Adversarial tests of claims on per-episode refs (``sync.claims: refs``,
+``hystate.cluster.tickets``): nodes dying between a ticket and the branch, chains of moves of
+one episode behind one ticket, hostile tickets. Real nodes (clones), a real ``git daemon``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hystate.cluster import tickets
+from hystate.cluster.sync import ON_REMOTE
+from hystate.manager import StateManager
+from tests.conftest import run_hystate
+from tests.harness.sync import GitServer, clone_nodes, fsck_clean, served
+
+CONFIG = {
+    "sync": {"remote": "origin", "claims": "refs"},
+    "recovery": {"auto_resume": False},
+}
+
+
+BATCH = {**CONFIG, "sync": {**CONFIG["sync"], "push": "batch"}}  # only syncs and claims push
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[GitServer, list[Path]]]:
+    with served(tmp_path, CONFIG, 6) as server:
+        yield server, clone_nodes(server, tmp_path, 3)
+
+
+@pytest.fixture
+def batched(tmp_path: Path) -> Iterator[tuple[GitServer, list[Path]]]:
+    with served(tmp_path, BATCH, 6) as server:
+        yield server, clone_nodes(server, tmp_path, 3)
+
+
+@pytest.fixture
+def no_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process claims never push the branch themselves: only their tickets hold them."""
+    monkeypatch.setattr(tickets, "FLUSH_AFTER", 10_000.0)
+    monkeypatch.setattr(tickets, "FLUSH_COUNT", 10_000)
+
+
+def branch_docs(server: GitServer, tmp: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+    out = tmp / f"remote-{time.monotonic_ns()}"
+    out.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", "main", "processed"], cwd=server.bare, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return {p.stem: yaml.safe_load(p.read_text()) for p in out.rglob("*.yaml")}
+
+
+def leases_in(doc: dict) -> list[str]:  # type: ignore[type-arg]
+    found = [h.get("lease") for h in doc["history"] if h.get("lease")]
+    return list(dict.fromkeys(found))
+
+
+def synced(node: Path) -> dict:  # type: ignore[type-arg]
+    """``hystate sync --json``; its ``dropped`` without the moves the remote held already."""
+    proc = run_hystate(node, "sync", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    report["dropped"] = [r for r in report["dropped"] if r["reason"] != ON_REMOTE]
+    return report  # type: ignore[no-any-return]
+
+
+def test_a_chain_of_moves_behind_one_ticket_reaches_the_branch_when_its_node_dies(
+    batched: tuple[GitServer, list[Path]], tmp_path: Path, no_flush: None
+) -> None:
+    """Claim (ticket), finish the stage (no ticket), claim the next stage (ticket again): the
+    node dies before it pushed the branch. The ticket's commit alone does not apply on the
+    branch (it starts from ``downloaded``): both acknowledged claims must still land."""
+    server, (a, b, _) = batched
+    sm = StateManager(cwd=a, worker="wa")
+    (first,) = sm.claim_next("downloading", 1)
+    eid = first.episode.episode_id
+    sm.update_state(eid, "downloaded", lease=first.lease, fields={"files.audio_file": "a.mp3"})
+    (second,) = sm.claim_next("converting", 1)
+    assert second.episode.episode_id == eid
+    assert branch_docs(server, tmp_path)[eid]["stage"] == "discovered"  # tickets only
+    shutil.rmtree(a)
+    report = synced(b)
+    assert report["dropped"] == [], [(r["from"], r["to"], r["reason"]) for r in report["dropped"]]
+    doc = branch_docs(server, tmp_path)[eid]
+    assert doc["stage"] == "converting"
+    assert leases_in(doc) == [first.lease, second.lease]
+    before = server.tip()
+    assert synced(b)["dropped"] == []  # nothing left to carry, nothing dropped again
+    assert server.tip() == before
+    fsck_clean(server.bare)
+    fsck_clean(b)
