@@ -192,25 +192,27 @@ def plan(
 ) -> tuple[list[str], list[tuple[str, str, str | None]]]:
     """Of ``commits`` (this node's, not on the branch yet), the moves that left a stage that is
     not an active one and whose ticket this node has not set: those that may take it now
-    (``(episode id, commit, expected ticket)``), and the commits of those that no longer may
-    (another move holds the ticket, not in this one's view: to withdraw)."""
+    (``(episode id, commit, expected ticket)``: one per episode, its latest move, whose
+    history holds the others), and the commits of those that no longer may (another move
+    holds the ticket, not in this one's view: to withdraw)."""
     lost: list[str] = []
-    moves: list[tuple[str, str, str | None]] = []
+    latest: dict[str, str] = {}
+    ok: dict[str, bool] = {}  # (the episode's first move not ticketed decides for all)
     for commit in commits:
         move = _move(commit.message)
         if move is None or move[1] is None or _active(move[1]):
             continue
         eid = move[0]
         after = history(ws, commit.sha, eid)
-        if not after:
+        if not after or is_mine(ws, eid, after[-1]):
             continue
-        if is_mine(ws, eid, after[-1]):
-            continue
-        ok, expect = integrated(ws, eid, after[:-1])
-        if ok:
-            moves.append((eid, commit.sha, expect))
+        if eid not in ok:
+            ok[eid] = integrated(ws, eid, after[:-1])[0]
+        if ok[eid]:
+            latest[eid] = commit.sha
         else:
             lost.append(commit.sha)
+    moves = [(eid, sha, known(ws, eid)) for eid, sha in latest.items()]
     return lost, moves
 
 

@@ -17,7 +17,7 @@ import yaml
 from hystate.cluster import tickets
 from hystate.cluster.sync import ON_REMOTE
 from hystate.manager import StateManager
-from tests.conftest import run_hystate
+from tests.conftest import git, run_hystate
 from tests.harness.sync import GitServer, clone_nodes, fsck_clean, served
 
 CONFIG = {
@@ -97,3 +97,27 @@ def test_a_chain_of_moves_behind_one_ticket_reaches_the_branch_when_its_node_die
     assert server.tip() == before
     fsck_clean(server.bare)
     fsck_clean(b)
+
+
+def test_two_moves_of_one_episode_waiting_for_their_ticket_go_in_one_push(
+    batched: tuple[GitServer, list[Path]], tmp_path: Path
+) -> None:
+    """Two moves leaving a waiting stage of the same episode, made before any push (a retry,
+    another failure, a retry again): one sync carries both."""
+    server, (a, _, _) = batched
+    wa = StateManager(cwd=a, worker="wa")
+    (first,) = wa.claim_next("downloading", 1)
+    eid = first.episode.episode_id
+    wa.fail(eid, "boom", lease=first.lease)
+    wa.retry([eid], now=True, worker="wa")
+    wa.fail(eid, "boom again")
+    wa.retry([eid], now=True, worker="wa")
+    report = synced(a)
+    assert report["dropped"] == []
+    doc = branch_docs(server, tmp_path)[eid]
+    tail = [(h["from"], h["to"]) for h in doc["history"]][-4:]
+    assert tail == [("downloading", "failed"), ("failed", "downloading")] * 2
+    assert doc["stage"] == "downloading"
+    assert doc["attempts"]["download"] == 3
+    assert git(server.bare, "rev-parse", f"refs/hystate/claims/{eid}").strip()
+    fsck_clean(server.bare)
