@@ -1,18 +1,21 @@
 """Claims on per-episode refs (``sync.claims: refs``, docs/SYNC.md "Claims on their own refs").
 
-Every move that leaves a stage that is not an active one (a claim, a person's ``skip`` of a
-waiting episode, a retry out of ``failed``) takes the episode's *ticket* first: the remote's
-``refs/hystate/claims/<id>``, set compare-and-swap to the very commit that made the move. Pushes
-to different refs never race, so nodes claiming different episodes do not wait for one another;
-the branch follows later, carrying many moves per push (``hystate.cluster.sync`` pushes it
-atomically with the tickets of any move not ticketed yet).
+Every move of an episode (a claim, a person's ``skip`` of a waiting episode, a retry out of
+``failed``, and leaving an active stage too: done, failed, a take-over) takes the episode's
+*ticket*: the remote's ``refs/hystate/claims/<id>``, set compare-and-swap to the very commit that
+made the move. Pushes to different refs never race, so nodes claiming different episodes do not
+wait for one another; the branch follows later, carrying many moves per push
+(``hystate.cluster.sync`` pushes it atomically with the tickets of any move not ticketed yet).
 
 Why the branch cannot drop such a move: a node takes a ticket only when the ticket it knows is
 already in its own view of the episode (``integrated``), and sets it only if the remote's
-ticket is still that one. So nothing left the stage on the remote since the node's view: the
-node's move is legal on whatever the branch holds, and a replay re-applies it. Moves leaving an
-active stage (done, failed, a take-over) need no ticket: the replay's fencing orders them, and
-the next move out of the stage they lead to takes the ticket after them.
+ticket is still that one. So nothing moved the episode on the remote since the node's view:
+the node's move is legal on whatever the branch holds, and a replay re-applies it. Leaving an
+active stage takes the ticket as well: a take-over (``fsck --repair``, ``--force``) and the old
+holder finishing are two moves out of the same stage, and only one of them may hold the ticket
+(else the holder's next claim, ticketed on top of its finish, could never be replayed on the
+take-over's branch). A node's moves of an episode waiting for the ticket take it at once, by
+the latest (``plan``); a ticket holds the moves before it (its replay carries them).
 
 Any node's sync replays onto the branch every ticket whose move is not there yet (``ahead_of``),
 its own and other nodes': one push carries the claims of all nodes, and a ticket whose node went
@@ -190,17 +193,16 @@ def _timeout(ws: Workspace) -> float:
 def plan(
     ws: Workspace, commits: list[gr.CommitInfo]
 ) -> tuple[list[str], list[tuple[str, str, str | None]]]:
-    """Of ``commits`` (this node's, not on the branch yet), the moves that left a stage that is
-    not an active one and whose ticket this node has not set: those that may take it now
-    (``(episode id, commit, expected ticket)``: one per episode, its latest move, whose
-    history holds the others), and the commits of those that no longer may (another move
-    holds the ticket, not in this one's view: to withdraw)."""
+    """Of ``commits`` (this node's, not on the branch yet), the moves whose ticket this node
+    has not set: those that may take it now (``(episode id, commit, expected ticket)``: one
+    per episode, its latest move, whose history holds the others), and the commits of those
+    that no longer may (another move holds the ticket, not in this one's view: to withdraw)."""
     lost: list[str] = []
     latest: dict[str, str] = {}
     ok: dict[str, bool] = {}  # (the episode's first move not ticketed decides for all)
     for commit in commits:
         move = _move(commit.message)
-        if move is None or move[1] is None or _active(move[1]):
+        if move is None or move[1] is None or not _known(move[1]):
             continue
         eid = move[0]
         after = history(ws, commit.sha, eid)
@@ -250,13 +252,14 @@ def _move(message: bytes) -> tuple[str, str | None] | None:
     return values[audit.EPISODE], (None if before in (None, "", "none", "null") else before)
 
 
-def _active(stage: str) -> bool:
+def _known(stage: str) -> bool:
     from hystate.core.model import ProcessingStage
 
     try:
-        return ProcessingStage(stage).is_active
+        ProcessingStage(stage)
     except ValueError:
-        return True  # (not a stage hystate knows: nothing to ticket)
+        return False  # (not a stage hystate knows: nothing to ticket)
+    return True
 
 
 def ahead_of(ws: Workspace, tip: str | None) -> list[gr.CommitInfo]:

@@ -121,3 +121,34 @@ def test_two_moves_of_one_episode_waiting_for_their_ticket_go_in_one_push(
     assert doc["attempts"]["download"] == 3
     assert git(server.bare, "rev-parse", f"refs/hystate/claims/{eid}").strip()
     fsck_clean(server.bare)
+
+
+def test_a_take_over_and_the_old_holder_finishing_never_drop_an_acknowledged_claim(
+    batched: tuple[GitServer, list[Path]], tmp_path: Path, no_flush: None
+) -> None:
+    """a's worker holds E; c takes the stage over (``fail --force``) and pushes; a's worker,
+    not knowing, finishes E and claims its next stage. Whatever a is told, a claim it
+    acknowledges is on the branch after every node synced, and E leaves ``downloading`` once."""
+    server, (a, _, c) = batched
+    wa = StateManager(cwd=a, worker="wa")
+    (first,) = wa.claim_next("downloading", 1)
+    eid = first.episode.episode_id
+    synced(c)  # c carries a's ticket onto the branch
+    proc = run_hystate(c, "fail", eid, "--error", "stuck", "--force", "--worker", "ops")
+    assert proc.returncode == 0, proc.stderr
+    synced(c)
+    assert branch_docs(server, tmp_path)[eid]["stage"] == "failed"
+    try:
+        wa.update_state(eid, "downloaded", lease=first.lease, fields={"files.audio_file": "x"})
+    except Exception:
+        pass
+    acked = wa.claim_next("converting", 1)
+    for node in (a, c):
+        synced(node)
+    doc = branch_docs(server, tmp_path)[eid]
+    moves = [(h.get("from"), h.get("to")) for h in doc["history"]]
+    assert moves.count(("downloading", "failed")) + moves.count(("downloading", "downloaded")) == 1
+    for result in acked:
+        lease = result.lease
+        assert lease in leases_in(branch_docs(server, tmp_path)[result.episode.episode_id])
+    fsck_clean(server.bare)
