@@ -218,6 +218,21 @@ def plan(
     return lost, moves
 
 
+def with_branch(ws: Workspace, sha: str) -> bool:
+    """Whether the move of commit ``sha`` enters a stage with ``limits``: its ticket is taken
+    only together with the branch (``hystate.cluster.sync``), where the limit is judged
+    against every node's moves; a ticket alone would acknowledge a move the branch may
+    refuse (the stage filled by another node's claims meanwhile)."""
+    from hystate.core.model import ProcessingStage
+    from hystate.engine import limits
+
+    try:
+        stage = ProcessingStage(_trailers(gr.commit_info(ws.repo, sha).message).get(audit.TO, ""))
+    except (GitError, ValueError):
+        return False
+    return limits.limited(ws, stage)
+
+
 def move_of(info: gr.CommitInfo) -> Move | None:
     """What a transition commit of another node says it did (its trailers)."""
     values = _trailers(info.message)

@@ -152,3 +152,23 @@ def test_a_take_over_and_the_old_holder_finishing_never_drop_an_acknowledged_cla
         lease = result.lease
         assert lease in leases_in(branch_docs(server, tmp_path)[result.episode.episode_id])
     fsck_clean(server.bare)
+
+
+def test_claims_into_a_limited_stage_on_two_nodes_keep_the_limit_and_every_ack(
+    tmp_path: Path, no_flush: None
+) -> None:
+    """``limits.downloading.concurrency: 1``: two nodes claim side by side, each seeing the
+    stage empty. At most one is acknowledged; the stage never holds more than one; every
+    acknowledged claim is on the branch after every node synced."""
+    config = {**CONFIG, "limits": {"downloading": {"concurrency": 1}}}
+    with served(tmp_path, config, 6) as server:
+        a, b = clone_nodes(server, tmp_path, 2)
+        acked = StateManager(cwd=a, worker="wa").claim_next("downloading", 1)
+        acked += StateManager(cwd=b, worker="wb").claim_next("downloading", 1)
+        for node in (a, b, a):
+            synced(node)
+        docs = branch_docs(server, tmp_path)
+        running = sorted(e for e, d in docs.items() if d["stage"] == "downloading")
+        assert running == sorted(r.episode.episode_id for r in acked)
+        assert len(running) == 1
+        fsck_clean(server.bare)
