@@ -345,6 +345,9 @@ def _chain(ws: Workspace, info: gr.CommitInfo, eid: str, here: list[Any]) -> lis
             break
         move = _move(info.message)
         if move is None or move[0] != eid:
+            if not here and _creates(ws, info, eid):
+                chain.append(info)  # (a discovery of several episodes, the branch lacks it)
+                break
             continue
         found = history(ws, info.sha, eid)
         if not found:
@@ -353,6 +356,17 @@ def _chain(ws: Workspace, info: gr.CommitInfo, eid: str, here: list[Any]) -> lis
             chain.append(info)
         before = found[:-1]
     return chain
+
+
+def _creates(ws: Workspace, info: gr.CommitInfo, eid: str) -> bool:
+    """Whether commit ``info`` made the episode's file."""
+    objects = ws.repo.objects
+    try:
+        parent = objects.commit_tree(bytes.fromhex(info.parents[0])) if info.parents else None
+        path = _path(ws, parent, info.tree, eid)
+        return path is not None and (parent is None or objects.lookup(parent, path) is None)
+    except (GitError, ValueError):
+        return False
 
 
 def when(info: gr.CommitInfo) -> float:

@@ -17,7 +17,7 @@ import yaml
 from hystate.cluster import tickets
 from hystate.cluster.sync import ON_REMOTE
 from hystate.manager import StateManager
-from tests.conftest import git, run_hystate
+from tests.conftest import catalog_rows, git, run_hystate, write_search_json
 from tests.harness.sync import GitServer, clone_nodes, fsck_clean, served
 
 CONFIG = {
@@ -172,3 +172,26 @@ def test_claims_into_a_limited_stage_on_two_nodes_keep_the_limit_and_every_ack(
         assert running == sorted(r.episode.episode_id for r in acked)
         assert len(running) == 1
         fsck_clean(server.bare)
+
+
+def test_a_claim_of_an_episode_discovered_on_its_node_survives_the_node(
+    batched: tuple[GitServer, list[Path]], tmp_path: Path, no_flush: None
+) -> None:
+    """a discovers episodes (a local commit: ``sync.push: batch``), claims one (ticket) and
+    dies before its branch went out: the ticket's replay carries the discovery too."""
+    server, (a, b, _) = batched
+    StateManager(cwd=b, worker="wb").claim_next("downloading", 6)
+    synced(b)
+    synced(a)
+    rows = catalog_rows(2, start_year=1990)  # (one commit of two new episodes)
+    proc = run_hystate(a, "discover", "--from", str(write_search_json(tmp_path / "new.json", rows)))
+    assert proc.returncode == 0, proc.stderr
+    (got,) = StateManager(cwd=a, worker="wa").claim_next("downloading", 1)
+    assert got.episode.episode_id in {r["identifier"] for r in rows}
+    assert got.episode.episode_id not in branch_docs(server, tmp_path)  # a's alone
+    shutil.rmtree(a)
+    assert synced(b)["dropped"] == []
+    doc = branch_docs(server, tmp_path)[got.episode.episode_id]
+    assert (doc["stage"], leases_in(doc)) == ("downloading", [got.lease])
+    assert synced(b)["dropped"] == []
+    fsck_clean(server.bare)
