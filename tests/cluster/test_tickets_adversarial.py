@@ -195,3 +195,49 @@ def test_a_claim_of_an_episode_discovered_on_its_node_survives_the_node(
     assert (doc["stage"], leases_in(doc)) == ("downloading", [got.lease])
     assert synced(b)["dropped"] == []
     fsck_clean(server.bare)
+
+
+def test_hostile_tickets_on_the_remote_block_nothing_else(
+    cluster: tuple[GitServer, list[Path]], tmp_path: Path
+) -> None:
+    """Tickets pointing at a blob, a tree, a commit of no move, a commit of another episode,
+    and refs under no episode: claims and syncs go on (those episodes aside), fsck clean."""
+    server, (a, b, _) = cluster
+    ids = sorted(branch_docs(server, tmp_path))
+    bare = server.bare
+    blob = (
+        subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"], cwd=bare, input=b"junk", capture_output=True
+        )
+        .stdout.decode()
+        .strip()
+    )
+    tree = git(bare, "rev-parse", "main^{tree}").strip()
+    tip = server.tip()
+    (other,) = StateManager(cwd=b, worker="wb").claim_next("downloading", 1)
+    theirs = git(bare, "rev-parse", f"refs/hystate/claims/{other.episode.episode_id}").strip()
+    hostile = [e for e in ids if e != other.episode.episode_id][:3]
+    for ref, sha in (
+        (hostile[0], blob),
+        (hostile[1], tree),
+        (hostile[2], theirs),  # a commit of another episode's move
+        ("nested/deeper", tip),
+        ("sha1-" + "0" * 40, tip),
+    ):
+        git(bare, "update-ref", f"refs/hystate/claims/{ref}", sha)
+    got = []
+    for node, worker in ((a, "wa"), (b, "wb"), (a, "wa2")):
+        proc = run_hystate(node, "next", "downloading", "--claim", "--worker", worker, "--json")
+        assert proc.returncode == 0, proc.stderr
+        got += [row["episode_id"] for row in json.loads(proc.stdout)]
+    assert len(got) == len(set(got)) == 2 and not set(got) & set(hostile)
+    for node in (a, b):
+        synced(node)
+    docs = branch_docs(server, tmp_path)
+    assert {e for e, d in docs.items() if d["stage"] == "downloading"} == {
+        *got,
+        other.episode.episode_id,
+    }
+    fsck_clean(bare)
+    for node in (a, b):
+        fsck_clean(node)
