@@ -52,6 +52,7 @@ FLUSH_COUNT = 32  # ticketed moves off the branch that make a claim push it at o
 LOST = "another node took the episode's ticket first (refs/hystate/claims): withdrawn"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 _HISTORIES: dict[tuple[str, str], list[Any] | None] = {}  # (commit, id): the file's history
+HISTORIES = 4096  # histories kept at most (a long-lived process, ``hystate serve``, claims on)
 SEEN = "tickets-seen.json"  # the tickets whose move this node saw on the branch
 WALK = 10_000  # commits walked back from a ticket for the moves of its episode it builds on
 
@@ -78,6 +79,8 @@ def history(ws: Workspace, sha: str, episode_id: str) -> list[Any] | None:
     None if the commit has no readable episode file of that id."""
     key = (sha, episode_id)
     if key not in _HISTORIES:
+        if len(_HISTORIES) >= HISTORIES:
+            _HISTORIES.clear()
         _HISTORIES[key] = _read_history(ws, sha, episode_id)
     return _HISTORIES[key]
 

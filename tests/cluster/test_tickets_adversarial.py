@@ -241,3 +241,18 @@ def test_hostile_tickets_on_the_remote_block_nothing_else(
     fsck_clean(bare)
     for node in (a, b):
         fsck_clean(node)
+
+
+def test_a_long_lived_process_keeps_a_bounded_number_of_histories(
+    cluster: tuple[GitServer, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One process (``hystate serve``, a worker's own loop) claiming and finishing on and on:
+    the histories read from the tickets' commits do not pile up for ever."""
+    _, (a, _, _) = cluster
+    monkeypatch.setattr(tickets, "HISTORIES", 4, raising=False)
+    tickets._HISTORIES.clear()
+    wa = StateManager(cwd=a, worker="wa")
+    for _ in range(6):
+        (got,) = wa.claim_next("downloading", 1)
+        wa.fail(got.episode.episode_id, "x", lease=got.lease)
+        assert len(tickets._HISTORIES) <= 4
