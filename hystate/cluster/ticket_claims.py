@@ -34,7 +34,7 @@ from hystate.cluster.sync import (
 from hystate.core.errors import HystateError, LockBusy
 from hystate.core.locks import StateLock
 from hystate.core.model import EpisodeState, ProcessingStage
-from hystate.engine import claims
+from hystate.engine import claims, limits
 from hystate.git import remote as gr
 
 if TYPE_CHECKING:
@@ -147,17 +147,19 @@ def _carried(
     syncing = ws.syncing
     ws.syncing = True
     try:
-        return _push(ws, remote, results)
+        return _push(ws, remote, results, until)
     finally:
         ws.syncing = syncing
         lock.release()
 
 
 def _push(
-    ws: Workspace, remote: str, results: list[TransitionResult]
+    ws: Workspace, remote: str, results: list[TransitionResult], until: float
 ) -> tuple[list[TransitionResult], HystateError | None]:
     """Under the sync lock: the tickets of every move of the node not ticketed yet, this
-    worker's claims among them; the lost ones withdrawn; then the branch, when due."""
+    worker's claims among them; the lost ones withdrawn; then the branch, when due. Moves
+    into a stage with limits take their tickets with the branch only (``tickets.with_branch``):
+    this worker's are pushed so now."""
     repo = ws.repo
     tip = repo.refs.resolve(gr.tracking_ref(remote, gr.branch_of(repo)))
     head = repo.refs.head().sha
@@ -165,6 +167,7 @@ def _push(
     commits = _unpushed(ws, tip, head)
     try:
         gone, moves = tickets.plan(ws, commits)
+        moves = [m for m in moves if not tickets.with_branch(ws, m[1])]
         table = lease_refs.prepare(ws, remote, only_if_changed=True) if moves else None
         leases = table[:2] if table else None
         if moves and not tickets.take(ws, remote, moves, leases=leases):
@@ -177,13 +180,25 @@ def _push(
         return [r for r in results if _mine(ws, r)], _offline(exc)
     acked = [r for r in results if _mine(ws, r)]
     lost = [r for r in results if r not in acked]
-    # (one of this worker's not set and not lost to another node either, a push that broke
-    # off: withdrawn too, never left committed for a worker that was told no)
-    drop = [*gone, *(x for r in lost for x in (r.commit, r.lease) if x)]
+    # the ones held back for the branch's limits (below) aside, one of this worker's not set
+    # and not lost to another node either (a push that broke off) is withdrawn too, never left
+    # committed for a worker that was told no
+    held = [r for r in lost if r.commit not in gone and limits.limited(ws, r.episode.stage)]
+    broke = [r for r in lost if r not in held]
+    drop = [*gone, *(x for r in broke for x in (r.commit, r.lease) if x)]
     if drop:
-        _withdraw(ws, remote, lost, drop, tickets.LOST)
-    _flush(ws, remote, commits)
-    return acked, None
+        _withdraw(ws, remote, broke, drop, tickets.LOST)
+    if not held:
+        _flush(ws, remote, commits)
+        return acked, None
+    try:  # (the branch judges the stage's limits: a claim it refuses is not acknowledged)
+        sync_locked(ws, remote, deadline=until)
+    except HystateError as exc:
+        waiting = [r for r in held if not _mine(ws, r)]
+        drop = [x for r in waiting for x in (r.commit, r.lease) if x]
+        _withdraw(ws, remote, waiting, drop, WITHDRAWN)
+        return acked + [r for r in held if _mine(ws, r)], _offline(exc)
+    return acked + [r for r in held if _mine(ws, r)], None
 
 
 def _unpushed(ws: Workspace, tip: str | None, head: str) -> list[gr.CommitInfo]:

@@ -1,18 +1,21 @@
 """Claims on per-episode refs (``sync.claims: refs``, docs/SYNC.md "Claims on their own refs").
 
-Every move that leaves a stage that is not an active one (a claim, a person's ``skip`` of a
-waiting episode, a retry out of ``failed``) takes the episode's *ticket* first: the remote's
-``refs/hystate/claims/<id>``, set compare-and-swap to the very commit that made the move. Pushes
-to different refs never race, so nodes claiming different episodes do not wait for one another;
-the branch follows later, carrying many moves per push (``hystate.cluster.sync`` pushes it
-atomically with the tickets of any move not ticketed yet).
+Every move of an episode (a claim, a person's ``skip`` of a waiting episode, a retry out of
+``failed``, and leaving an active stage too: done, failed, a take-over) takes the episode's
+*ticket*: the remote's ``refs/hystate/claims/<id>``, set compare-and-swap to the very commit that
+made the move. Pushes to different refs never race, so nodes claiming different episodes do not
+wait for one another; the branch follows later, carrying many moves per push
+(``hystate.cluster.sync`` pushes it atomically with the tickets of any move not ticketed yet).
 
 Why the branch cannot drop such a move: a node takes a ticket only when the ticket it knows is
 already in its own view of the episode (``integrated``), and sets it only if the remote's
-ticket is still that one. So nothing left the stage on the remote since the node's view: the
-node's move is legal on whatever the branch holds, and a replay re-applies it. Moves leaving an
-active stage (done, failed, a take-over) need no ticket: the replay's fencing orders them, and
-the next move out of the stage they lead to takes the ticket after them.
+ticket is still that one. So nothing moved the episode on the remote since the node's view:
+the node's move is legal on whatever the branch holds, and a replay re-applies it. Leaving an
+active stage takes the ticket as well: a take-over (``fsck --repair``, ``--force``) and the old
+holder finishing are two moves out of the same stage, and only one of them may hold the ticket
+(else the holder's next claim, ticketed on top of its finish, could never be replayed on the
+take-over's branch). A node's moves of an episode waiting for the ticket take it at once, by
+the latest (``plan``); a ticket holds the moves before it (its replay carries them).
 
 Any node's sync replays onto the branch every ticket whose move is not there yet (``ahead_of``),
 its own and other nodes': one push carries the claims of all nodes, and a ticket whose node went
@@ -48,7 +51,9 @@ FLUSH_COUNT = 32  # ticketed moves off the branch that make a claim push it at o
 LOST = "another node took the episode's ticket first (refs/hystate/claims): withdrawn"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 _HISTORIES: dict[tuple[str, str], list[Any] | None] = {}  # (commit, id): the file's history
+HISTORIES = 4096  # histories kept at most (a long-lived process, ``hystate serve``, claims on)
 SEEN = "tickets-seen.json"  # the tickets whose move this node saw on the branch
+WALK = 10_000  # commits walked back from a ticket for the moves of its episode it builds on
 
 
 def on(ws: Workspace) -> bool:
@@ -73,6 +78,8 @@ def history(ws: Workspace, sha: str, episode_id: str) -> list[Any] | None:
     None if the commit has no readable episode file of that id."""
     key = (sha, episode_id)
     if key not in _HISTORIES:
+        if len(_HISTORIES) >= HISTORIES:
+            _HISTORIES.clear()
         _HISTORIES[key] = _read_history(ws, sha, episode_id)
     return _HISTORIES[key]
 
@@ -133,9 +140,12 @@ def ahead(ws: Workspace, episode: EpisodeState) -> bool:
 
 
 def is_mine(ws: Workspace, episode_id: str, made: dict[str, Any]) -> bool:
-    """Whether the ticket as last seen is the move that made history entry ``made``."""
+    """Whether the ticket as last seen holds the move that made history entry ``made``: it is
+    that move, or a later move of the episode whose history has it (a replay of the ticket
+    carries the moves before it, ``ahead_of``)."""
     sha = known(ws, episode_id)
-    return sha is not None and entry(ws, sha, episode_id) == made
+    found = history(ws, sha, episode_id) if sha is not None else None
+    return found is not None and made in found
 
 
 def take(
@@ -190,28 +200,44 @@ def _timeout(ws: Workspace) -> float:
 def plan(
     ws: Workspace, commits: list[gr.CommitInfo]
 ) -> tuple[list[str], list[tuple[str, str, str | None]]]:
-    """Of ``commits`` (this node's, not on the branch yet), the moves that left a stage that is
-    not an active one and whose ticket this node has not set: those that may take it now
-    (``(episode id, commit, expected ticket)``), and the commits of those that no longer may
-    (another move holds the ticket, not in this one's view: to withdraw)."""
+    """Of ``commits`` (this node's, not on the branch yet), the moves whose ticket this node
+    has not set: those that may take it now (``(episode id, commit, expected ticket)``: one
+    per episode, its latest move, whose history holds the others), and the commits of those
+    that no longer may (another move holds the ticket, not in this one's view: to withdraw)."""
     lost: list[str] = []
-    moves: list[tuple[str, str, str | None]] = []
+    latest: dict[str, str] = {}
+    ok: dict[str, bool] = {}  # (the episode's first move not ticketed decides for all)
     for commit in commits:
         move = _move(commit.message)
-        if move is None or move[1] is None or _active(move[1]):
+        if move is None or move[1] is None or not _known(move[1]):
             continue
         eid = move[0]
         after = history(ws, commit.sha, eid)
-        if not after:
+        if not after or is_mine(ws, eid, after[-1]):
             continue
-        if is_mine(ws, eid, after[-1]):
-            continue
-        ok, expect = integrated(ws, eid, after[:-1])
-        if ok:
-            moves.append((eid, commit.sha, expect))
+        if eid not in ok:
+            ok[eid] = integrated(ws, eid, after[:-1])[0]
+        if ok[eid]:
+            latest[eid] = commit.sha
         else:
             lost.append(commit.sha)
+    moves = [(eid, sha, known(ws, eid)) for eid, sha in latest.items()]
     return lost, moves
+
+
+def with_branch(ws: Workspace, sha: str) -> bool:
+    """Whether the move of commit ``sha`` enters a stage with ``limits``: its ticket is taken
+    only together with the branch (``hystate.cluster.sync``), where the limit is judged
+    against every node's moves; a ticket alone would acknowledge a move the branch may
+    refuse (the stage filled by another node's claims meanwhile)."""
+    from hystate.core.model import ProcessingStage
+    from hystate.engine import limits
+
+    try:
+        stage = ProcessingStage(_trailers(gr.commit_info(ws.repo, sha).message).get(audit.TO, ""))
+    except (GitError, ValueError):
+        return False
+    return limits.limited(ws, stage)
 
 
 def move_of(info: gr.CommitInfo) -> Move | None:
@@ -248,20 +274,23 @@ def _move(message: bytes) -> tuple[str, str | None] | None:
     return values[audit.EPISODE], (None if before in (None, "", "none", "null") else before)
 
 
-def _active(stage: str) -> bool:
+def _known(stage: str) -> bool:
     from hystate.core.model import ProcessingStage
 
     try:
-        return ProcessingStage(stage).is_active
+        ProcessingStage(stage)
     except ValueError:
-        return True  # (not a stage hystate knows: nothing to ticket)
+        return False  # (not a stage hystate knows: nothing to ticket)
+    return True
 
 
 def ahead_of(ws: Workspace, tip: str | None) -> list[gr.CommitInfo]:
     """The tickets, as last fetched, whose move is not on the branch at ``tip`` yet (any
     node's: a sync carries them all, so a node that went away after taking a ticket leaves
-    nothing behind): to replay onto the branch, oldest first. A ticket whose move is on the
-    branch is not looked at again (``.git/hystate/tickets-seen.json``)."""
+    nothing behind), each after the moves of its episode it builds on that the branch lacks
+    (its node's, made before it without a ticket of their own): to replay onto the branch,
+    tickets oldest first. A ticket whose move is on the branch is not looked at again
+    (``.git/hystate/tickets-seen.json``)."""
     if tip is None:
         return []
     path = ws.repo.git_dir / "hystate" / SEEN
@@ -277,33 +306,77 @@ def ahead_of(ws: Workspace, tip: str | None) -> list[gr.CommitInfo]:
     found = []
     for ref, sha in gr.refs_under(ws.repo, TRACKED):
         if sha not in done:
-            info = _orphan(ws, tree, sha, ref[len(TRACKED) :])
-            if info is not None:
-                found.append(info)
+            chain = _orphan(ws, tree, sha, ref[len(TRACKED) :])
+            if chain:
+                found.append(chain)
                 continue
         kept.append(sha)  # on the branch (or no move): never looked at again
     if set(kept) != done:
         write_atomic(path, json.dumps(kept).encode(), sync=False)
-    return sorted(found, key=when)
+    ordered: dict[str, gr.CommitInfo] = {}
+    for chain in sorted(found, key=lambda c: when(c[-1])):
+        ordered.update((info.sha, info) for info in chain if info.sha not in ordered)
+    return list(ordered.values())
 
 
-def _orphan(ws: Workspace, tree: bytes, sha: str, ticket: str) -> gr.CommitInfo | None:
-    """The ticket's commit if its move is not in ``tree``, else None (also when it is no move
-    of the episode the ticket is named after)."""
+def _orphan(ws: Workspace, tree: bytes, sha: str, ticket: str) -> list[gr.CommitInfo]:
+    """The ticket's commit, after the moves of its episode before it that are not in ``tree``
+    either (oldest first); none if the ticket's move is in ``tree``, or is no move of the
+    episode the ticket is named after."""
     try:
         info = gr.commit_info(ws.repo, sha)
     except GitError:
-        return None
+        return []
     move = _move(info.message)
     if move is None or name(move[0]) != ticket:
-        return None
+        return []
     made = entry(ws, sha, move[0])
     if made is None:
-        return None
+        return []
     objects = ws.repo.objects
     parent = objects.commit_tree(bytes.fromhex(info.parents[0])) if info.parents else None
-    here = _history_at(ws, tree, _path(ws, parent, info.tree, move[0]))
-    return None if here is not None and made in here else info
+    here = _history_at(ws, tree, _path(ws, parent, info.tree, move[0])) or []
+    if made in here:
+        return []
+    return _chain(ws, info, move[0], here)[::-1]
+
+
+def _chain(ws: Workspace, info: gr.CommitInfo, eid: str, here: list[Any]) -> list[gr.CommitInfo]:
+    """``info`` and the moves of ``eid`` among its ancestors, newest first, back to where
+    the episode's history is all in ``here`` (the branch's)."""
+    chain = [info]
+    before = (history(ws, info.sha, eid) or [])[:-1]
+    for _ in range(WALK):
+        if all(e in here for e in before) or not info.parents:
+            break
+        try:
+            info = gr.commit_info(ws.repo, info.parents[0])
+        except GitError:
+            break
+        move = _move(info.message)
+        if move is None or move[0] != eid:
+            if not here and _creates(ws, info, eid):
+                chain.append(info)  # (a discovery of several episodes, the branch lacks it)
+                break
+            continue
+        found = history(ws, info.sha, eid)
+        if not found:
+            break
+        if found[-1] not in here:
+            chain.append(info)
+        before = found[:-1]
+    return chain
+
+
+def _creates(ws: Workspace, info: gr.CommitInfo, eid: str) -> bool:
+    """Whether commit ``info`` made the episode's file."""
+    objects = ws.repo.objects
+    try:
+        parent = objects.commit_tree(bytes.fromhex(info.parents[0])) if info.parents else None
+        path = _path(ws, parent, info.tree, eid)
+        return path is not None and (parent is None or objects.lookup(parent, path) is None)
+    except (GitError, ValueError):
+        return False
 
 
 def when(info: gr.CommitInfo) -> float:
