@@ -18,6 +18,7 @@ acknowledged, and every later ticket of the episode builds on it), on the branch
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from itertools import pairwise
@@ -32,8 +33,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from hystate.core.errors import HystateError, IllegalTransition
 from hystate.engine.transition import TransitionResult
 from hystate.manager import StateManager
-from tests.conftest import catalog_rows, git, write_search_json
-from tests.harness.sync import GitServer, clone_node, seed_remote
+from tests.conftest import catalog_rows, git, run_hystate, write_search_json
+from tests.harness.sync import GitServer, clone_node, clone_nodes, seed_remote, served
 
 CONFIG = {
     "sync": {"remote": "origin", "push": "each", "deadline": 120},
@@ -286,3 +287,55 @@ TestExactlyOnceRefs.settings = settings(
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
+
+
+# The smallest cases of what the refs cluster run (test_sync_cluster) found; they fail on this
+# branch (hystate bugs, not the tests'): see each docstring.
+BATCH_REFS = {
+    "sync": {"remote": "origin", "push": "batch", "claims": "refs"},
+    "recovery": {"retry_delay": 0, "auto_resume": False},
+}
+
+
+def test_refs_claims_of_one_episode_through_two_stages_reach_the_branch(tmp_path: Path) -> None:
+    """One node claims an episode, finishes the stage (pending) and claims its next stage
+    before the branch push is due: the second claim's ticket replaces the first's on the
+    server, and the next sync takes the first claim for one whose ticket another node took
+    (``tickets.plan`` knows only the newest ticket): both acknowledged claims are withdrawn,
+    the branch keeps the episode ``discovered`` (FAILS on this branch)."""
+    with served(tmp_path, BATCH_REFS, 3) as server:
+        (node,) = clone_nodes(server, tmp_path, 1)
+        manager = StateManager(cwd=node, worker="w")
+        (first,) = manager.claim_next("downloading", 1)
+        eid = first.episode.episode_id
+        manager.update_state(eid, "downloaded", fields=AUDIO, lease=first.lease)
+        (second,) = manager.claim_next("converting", 1)
+        assert second.episode.episode_id == eid and second.pending is None
+        assert _remote_tickets(server)[eid] == second.commit  # acknowledged
+        proc = run_hystate(node, "sync", "--json")
+        assert proc.returncode == 0, proc.stderr
+        history = _remote_docs(server)[eid]["history"]
+        assert first.episode.history[-1] in history, history
+        assert second.episode.history[-1] in history, history
+        assert json.loads(proc.stdout)["dropped"] == []
+
+
+def test_refs_two_retries_of_one_episode_in_one_sync(tmp_path: Path) -> None:
+    """``sync.push: batch``: an episode failed and retried twice on one node before a sync;
+    both retries leave a waiting stage and take the ticket in the one branch push, so the push
+    names ``refs/hystate/claims/<id>`` twice and git refuses it whole ("dst ref ... receives
+    from more than one src"): the node can push nothing again, ever (FAILS on this branch)."""
+    with served(tmp_path, BATCH_REFS, 3) as server:
+        (node,) = clone_nodes(server, tmp_path, 1)
+        manager = StateManager(cwd=node, worker="w")
+        (got,) = manager.claim_next("downloading", 1)
+        eid, lease = got.episode.episode_id, got.lease
+        for _ in range(2):
+            manager.fail(eid, "simulated", lease=lease)
+            (outcome,) = manager.retry([eid], now=True)
+            assert outcome.action == "retried", outcome
+            lease = outcome.lease
+        proc = run_hystate(node, "sync")
+        assert proc.returncode == 0, proc.stderr
+        history = _remote_docs(server)[eid]["history"]
+        assert [h["to"] for h in history].count("downloading") == 3, history
