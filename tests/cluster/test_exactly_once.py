@@ -8,10 +8,17 @@ after every step the invariants hold:
 - no episode is completed twice within one attempt, and every step that left an active
   stage was made under that attempt's lease token or recorded as a take-over;
 - a worker whose episode was taken over is refused (never "succeeds" at its old step).
+
+The same machine runs again with ``sync.claims: refs`` (``ExactlyOnceRefs``): a claim is then
+acknowledged by its ticket ``refs/hystate/claims/<id>`` on the server, the branch following, so
+an acknowledged claim must be in its ticket's history (the ticket is the claim's own commit when
+acknowledged, and every later ticket of the episode builds on it), on the branch after any sync
+(every ticket on the server is), and no attempt of an episode acknowledged to two workers.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from itertools import pairwise
@@ -24,9 +31,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from hystate.core.errors import HystateError, IllegalTransition
+from hystate.engine.transition import TransitionResult
 from hystate.manager import StateManager
-from tests.conftest import catalog_rows, git, write_search_json
-from tests.harness.sync import GitServer, clone_node, seed_remote
+from tests.conftest import catalog_rows, git, run_hystate, write_search_json
+from tests.harness.sync import GitServer, clone_node, clone_nodes, seed_remote, served
 
 CONFIG = {
     "sync": {"remote": "origin", "push": "each", "deadline": 120},
@@ -39,13 +47,15 @@ pytestmark = pytest.mark.slow
 
 
 class ExactlyOnce(RuleBasedStateMachine):
+    config: dict[str, object] = CONFIG
+
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="hystate-exactly-once-"))
         self.server = GitServer(self.tmp / "srv")
         self.server.start()
         catalog = write_search_json(self.tmp / "catalog.json", catalog_rows(6))
-        seed_remote(self.server, self.tmp / "seed", catalog, CONFIG)
+        seed_remote(self.server, self.tmp / "seed", catalog, self.config)
         self.paths = [clone_node(self.server, self.tmp / f"node{i}", f"n{i}") for i in range(3)]
         self.generation = [0] * NODES
         self.managers = [self._worker(i) for i in range(NODES)]
@@ -77,6 +87,14 @@ class ExactlyOnce(RuleBasedStateMachine):
             eid = result.episode.episode_id
             self.held.append((node, eid, result.lease))
             self._ack(eid, result.episode.history[-1], None)
+            self._claimed(result)
+
+    def _claimed(self, result: TransitionResult) -> None:
+        """A claim acknowledged to its worker (checked further by the refs variant)."""
+
+    def _kept(self, eid: str, entry: dict[str, object], docs: dict[str, dict]) -> bool:  # type: ignore[type-arg]
+        """Whether the remote holds the acknowledged ``entry``: here, its branch."""
+        return entry in docs[eid]["history"]
 
     @precondition(lambda self: self.held)
     @rule(pick=st.integers(0, 100), fail=st.booleans())
@@ -147,7 +165,7 @@ class ExactlyOnce(RuleBasedStateMachine):
     def acknowledged_are_kept_and_leases_hold(self) -> None:
         docs = _remote_docs(self.server)
         for eid, entry in self.acked:
-            assert entry in docs[eid]["history"], (eid, entry)
+            assert self._kept(eid, entry, docs), (eid, entry)
         for eid, doc in docs.items():
             history = doc["history"]
             for before, after in pairwise(history):
@@ -168,6 +186,92 @@ def _remote_docs(server: GitServer) -> dict[str, dict]:  # type: ignore[type-arg
     }
 
 
+REFS = {**CONFIG, "sync": {**CONFIG["sync"], "claims": "refs"}}  # type: ignore[dict-item]
+
+
+class ExactlyOnceRefs(ExactlyOnce):
+    """The machine with ``sync.claims: refs``: claims acknowledged by their tickets."""
+
+    config = REFS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims: dict[str, list[dict[str, object]]] = {}  # episode: its acknowledged claims
+
+    def _claimed(self, result: TransitionResult) -> None:
+        eid, made = result.episode.episode_id, result.episode.history[-1]
+        ticket = _remote_tickets(self.server).get(eid)
+        assert ticket is not None and ticket == result.commit, (eid, ticket, result.commit)
+        # no attempt acknowledged twice: the claim's own view holds every earlier acknowledged
+        # claim of the episode, each attempt left (downloading ->) before this one began
+        before = result.episode.history[:-1]
+        for earlier in self.claims.get(eid, []):
+            assert earlier in before, (eid, earlier, made)
+            assert any(h["from"] == "downloading" for h in before[before.index(earlier) + 1 :]), (
+                eid,
+                earlier,
+                made,
+            )
+        self.claims.setdefault(eid, []).append(made)
+
+    def _kept(self, eid: str, entry: dict[str, object], docs: dict[str, dict]) -> bool:  # type: ignore[type-arg]
+        """On the branch, or (a claim whose branch push is still to come) in its ticket."""
+        if entry in docs[eid]["history"]:
+            return True
+        ticket = _remote_tickets(self.server).get(eid)
+        return ticket is not None and entry in _history_at(self.server, ticket, eid)
+
+    @rule(node=st.integers(0, NODES - 1))
+    def sync(self, node: int) -> None:
+        """After any node's sync every ticket on the server is on the branch (its own and
+        other nodes'), so every acknowledged claim is."""
+        super().sync(node)
+        docs = _remote_docs(self.server)
+        for eid, ticket in _remote_tickets(self.server).items():
+            made = _history_at(self.server, ticket, eid)[-1]
+            assert made in docs[eid]["history"], (eid, ticket, made)
+        for eid, entry in self.acked:
+            assert entry in docs[eid]["history"], (eid, entry)
+
+    @invariant()
+    def acknowledged_claims_hold_their_tickets(self) -> None:
+        tickets = _remote_tickets(self.server)
+        docs = _remote_docs(self.server)
+        for eid, made in self.claims.items():
+            assert eid in tickets, (eid, tickets)
+            history = _history_at(self.server, tickets[eid], eid)
+            for entry in made:  # a later ticket of the episode builds on the claims before it
+                assert entry in history, (eid, entry, tickets[eid])
+            # on the branch, claims of one episode are distinct attempts (one lease each)
+            kept = [docs[eid]["history"].index(e) for e in made if e in docs[eid]["history"]]
+            for a, b in pairwise(sorted(kept)):
+                between = docs[eid]["history"][a + 1 : b]
+                assert any(h["from"] == "downloading" for h in between), (eid, a, b)
+        leases = [e["lease"] for made in self.claims.values() for e in made]
+        assert len(leases) == len(set(leases)), leases
+
+
+def _remote_tickets(server: GitServer) -> dict[str, str]:
+    """The server's tickets: episode id -> commit (``refs/hystate/claims/<id>``)."""
+    out = git(
+        server.bare,
+        "for-each-ref",
+        "--format=%(refname:lstrip=3) %(objectname)",
+        "refs/hystate/claims/",
+    )
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+def _history_at(server: GitServer, commit: str, eid: str) -> list[dict[str, object]]:
+    """The episode's history in ``commit`` (its file found by name: the ids here are plain)."""
+    names = git(server.bare, "ls-tree", "-r", "--name-only", commit, "--", "processed").split()
+    (path,) = [n for n in names if Path(n).name == f"{eid}.yaml"]
+    history: list[dict[str, object]] = yaml.safe_load(git(server.bare, "show", f"{commit}:{path}"))[
+        "history"
+    ]
+    return history
+
+
 TestExactlyOnce = ExactlyOnce.TestCase
 TestExactlyOnce.settings = settings(
     max_examples=4,
@@ -175,3 +279,63 @@ TestExactlyOnce.settings = settings(
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
+
+TestExactlyOnceRefs = ExactlyOnceRefs.TestCase
+TestExactlyOnceRefs.settings = settings(
+    max_examples=6,  # ~45 s on 2 cores: longer runs, a few more of them than branch mode
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+# The smallest cases of what the refs cluster run (test_sync_cluster) found; they fail on this
+# branch (hystate bugs, not the tests'): see each docstring.
+BATCH_REFS = {
+    "sync": {"remote": "origin", "push": "batch", "claims": "refs"},
+    "recovery": {"retry_delay": 0, "auto_resume": False},
+}
+
+
+def test_refs_claims_of_one_episode_through_two_stages_reach_the_branch(tmp_path: Path) -> None:
+    """One node claims an episode, finishes the stage (pending) and claims its next stage
+    before the branch push is due: the second claim's ticket replaces the first's on the
+    server, and the next sync takes the first claim for one whose ticket another node took
+    (``tickets.plan`` knows only the newest ticket): both acknowledged claims are withdrawn,
+    the branch keeps the episode ``discovered`` (FAILS on this branch)."""
+    with served(tmp_path, BATCH_REFS, 3) as server:
+        (node,) = clone_nodes(server, tmp_path, 1)
+        manager = StateManager(cwd=node, worker="w")
+        (first,) = manager.claim_next("downloading", 1)
+        eid = first.episode.episode_id
+        manager.update_state(eid, "downloaded", fields=AUDIO, lease=first.lease)
+        (second,) = manager.claim_next("converting", 1)
+        assert second.episode.episode_id == eid and second.pending is None
+        assert _remote_tickets(server)[eid] == second.commit  # acknowledged
+        proc = run_hystate(node, "sync", "--json")
+        assert proc.returncode == 0, proc.stderr
+        history = _remote_docs(server)[eid]["history"]
+        assert first.episode.history[-1] in history, history
+        assert second.episode.history[-1] in history, history
+        assert json.loads(proc.stdout)["dropped"] == []
+
+
+def test_refs_two_retries_of_one_episode_in_one_sync(tmp_path: Path) -> None:
+    """``sync.push: batch``: an episode failed and retried twice on one node before a sync;
+    both retries leave a waiting stage and take the ticket in the one branch push, so the push
+    names ``refs/hystate/claims/<id>`` twice and git refuses it whole ("dst ref ... receives
+    from more than one src"): the node can push nothing again, ever (FAILS on this branch)."""
+    with served(tmp_path, BATCH_REFS, 3) as server:
+        (node,) = clone_nodes(server, tmp_path, 1)
+        manager = StateManager(cwd=node, worker="w")
+        (got,) = manager.claim_next("downloading", 1)
+        eid, lease = got.episode.episode_id, got.lease
+        for _ in range(2):
+            manager.fail(eid, "simulated", lease=lease)
+            (outcome,) = manager.retry([eid], now=True)
+            assert outcome.action == "retried", outcome
+            lease = outcome.lease
+        proc = run_hystate(node, "sync")
+        assert proc.returncode == 0, proc.stderr
+        history = _remote_docs(server)[eid]["history"]
+        assert [h["to"] for h in history].count("downloading") == 3, history

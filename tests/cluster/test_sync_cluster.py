@@ -7,6 +7,12 @@ Beside CPU burners and with short leases, so leases of live workers really expir
 over. Invariants afterwards: only the holder of a lease finishes it, no episode completed twice
 within one attempt, no acknowledged transition lost (a pending one dropped is told to its
 worker), every file's history legal, every clone equal to the remote, ``git fsck`` clean everywhere.
+
+It runs in both claim modes: ``sync.claims: branch`` (the default) and ``refs`` (a claim
+acknowledged by its ticket ``refs/hystate/claims/<id>``, the branch following), the latter on
+fewer episodes (2004-2006) and a shorter deadline, its worker killed while it pushes tickets or
+the branch; there, in addition, every acknowledged claim is in its episode's ticket on the server
+and every ticket's move on the branch after the last syncs.
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ CONFIG = {
         "stage_timeouts": {"downloading": LEASE, "converting": LEASE, "uploading": LEASE},
     },
 }
+REFS_YEARS = range(2004, 2007)  # 89 episodes: claims need no turns on the branch, ~2 minutes
+REFS_CLAIMS = "refs/hystate/claims/"
+REFS = {**CONFIG, "sync": {**CONFIG["sync"], "claims": "refs"}}  # type: ignore[dict-item]
+MODES = {"branch": (CONFIG, YEARS, 600), "refs": (REFS, REFS_YEARS, 300)}  # config, years, deadline
 NODES, WORKERS = 3, 2
 SUBSET = 5  # every episode through the first claim, one in SUBSET through every stage
 S = ProcessingStage
@@ -50,20 +60,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heavy")]
 
 
 class Cluster:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, mode: str = "branch") -> None:
+        config, years, seconds = MODES[mode]
         self.tmp = tmp
+        self.refs = mode == "refs"
         self.server = GitServer(tmp / "srv")
         self.server.start()
         catalog = tmp / "catalog"  # a copy of the project's state folder, read as a catalog
-        for year in YEARS:
+        for year in years:
             shutil.copytree(REPO_ROOT / "processed" / str(year), catalog / str(year))
         self.episodes = sum(1 for _ in catalog.glob("*/*.yaml"))
-        seed_remote(self.server, tmp / "seed", catalog, CONFIG)
+        seed_remote(self.server, tmp / "seed", catalog, config)
         self.nodes = [clone_node(self.server, tmp / f"node{i}", f"n{i}") for i in range(NODES)]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.deaths: dict[str, float] = {}  # worker -> time it was killed
         self.burners: list[subprocess.Popen[bytes]] = []
-        self.deadline = time.time() + 600
+        self.deadline = time.time() + seconds
 
     def log(self, worker: str) -> Path:
         return self.tmp / f"{worker}.jsonl"
@@ -99,7 +111,7 @@ class Cluster:
             ]
             if not live:
                 raise AssertionError(f"the workers of node {node} ended before any kill")
-            pushing = [(n, p) for n, p in live if _pushing(p.pid)]
+            pushing = [(n, p) for n, p in live if _pushing(p.pid, self.refs)]
             if pushing or time.time() >= until:
                 name, proc = (pushing or live)[0]
                 proc.send_signal(signal.SIGKILL)
@@ -110,8 +122,19 @@ class Cluster:
 
     def wait(self) -> None:
         for name, proc in self.procs.items():
-            if name not in self.deaths:
-                assert proc.wait(timeout=max(self.deadline - time.time(), 1) + 30) == 0, name
+            if name in self.deaths:
+                continue
+            try:
+                code = proc.wait(timeout=max(self.deadline - time.time(), 1) + 30)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGUSR1)  # (sync_worker: its threads' stacks, stderr)
+                time.sleep(2)
+                stacks = (self.tmp / f"{name}.err").read_text()[-4000:]
+                last = self.log(name).read_text().splitlines()[-3:]
+                raise AssertionError(
+                    f"{name} runs 30 s past its deadline: {last}\n{stacks}"
+                ) from None
+            assert code == 0, name
 
     def events(self) -> list[dict[str, object]]:
         found = []
@@ -121,7 +144,9 @@ class Cluster:
         return sorted(found, key=lambda e: float(e["t"]))  # type: ignore[arg-type]
 
 
-def _pushing(pid: int) -> bool:
+def _pushing(pid: int, tickets: bool = False) -> bool:
+    """Whether a child of ``pid`` pushes the branch (``tickets``: or claim tickets), not a
+    lease table alone."""
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
@@ -131,7 +156,11 @@ def _pushing(pid: int) -> bool:
             cmd = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"push" in cmd[:3] and not any(b"refs/hystate" in part for part in cmd):
+        if b"push" not in cmd[:3]:
+            continue
+        if not any(b"refs/hystate" in part for part in cmd):
+            return True
+        if tickets and any(b"refs/hystate/claims/" in part for part in cmd):
             return True
     return False
 
@@ -142,8 +171,9 @@ def _after(seconds: float, action: object) -> threading.Timer:
     return timer
 
 
-def test_cluster_of_three_nodes_with_faults(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path)
+@pytest.mark.parametrize("claims", ["branch", "refs"])
+def test_cluster_of_three_nodes_with_faults(tmp_path: Path, claims: str) -> None:
+    cluster = Cluster(tmp_path, claims)
     try:
         _run_and_check(cluster)
     finally:
@@ -193,7 +223,7 @@ def _run_and_check(cluster: Cluster) -> None:
     offline = [e for e in events if e["ev"] == "offline"]
     print(
         f"\n{len(docs)} episodes, {len(claims)} acknowledged claims, {len(offline)} refused"
-        f" while offline, {elapsed:.0f} s, killed {killed}",
+        f" while offline, {elapsed:.0f} s, killed {killed} (claims: {'refs' if cluster.refs else 'branch'})",
         file=sys.stderr,
     )
 
@@ -256,6 +286,9 @@ def _run_and_check(cluster: Cluster) -> None:
             if h.get("lease") and h["from"] in ("downloading", "converting", "uploading"):
                 assert holders[(eid, h["lease"])] == h["by"], (eid, h)
 
+    if cluster.refs:
+        _check_tickets(server, docs, claims)
+
     # all the way through, when the workers ran out of work before their deadline; beside the
     # CPU burners on a busy shared machine they may not: then the work must have gone on
     total = cluster.episodes
@@ -273,21 +306,58 @@ def _run_and_check(cluster: Cluster) -> None:
         assert done > total / 4 and len(claims) > total / 2, (done, len(claims))
 
 
-def _remote_docs(server: GitServer) -> dict[str, dict[str, object]]:
-    out = git(server.bare, "ls-tree", "-r", "--name-only", "main", "--", "processed")
-    names = [n for n in out.split() if n.endswith(".yaml")]
+def _check_tickets(
+    server: GitServer, docs: dict[str, dict[str, object]], claims: list[dict[str, object]]
+) -> None:
+    """``sync.claims: refs``: every acknowledged claim is in its episode's ticket on the server
+    (the ticket, set compare-and-swap, builds on every earlier move that took it), every
+    ticket's move is on the branch, and no history entry was acknowledged as a claim twice."""
+    out = git(
+        server.bare, "for-each-ref", "--format=%(refname:lstrip=3) %(objectname)", REFS_CLAIMS
+    )
+    held = dict(line.split(" ", 1) for line in out.splitlines())
+    claimed = {str(e["id"]) for e in claims}
+    assert claimed <= set(held), sorted(claimed - set(held))[:5]
+    paths = _paths(server)
+    at_ticket = _docs_at(server, [(held[eid], paths[eid]) for eid in sorted(held)])
+    tickets = dict(zip(sorted(held), at_ticket, strict=True))
+    for eid, doc in tickets.items():
+        made = doc["history"][-1]  # type: ignore[index]
+        assert made in docs[eid]["history"], (eid, held[eid], made)  # type: ignore[operator]
+    seen = set()
+    for e in claims:
+        key = (str(e["id"]), e["at"], e["to"], e["w"])
+        assert key not in seen, e  # one claim, one acknowledgement
+        seen.add(key)
+        history = tickets[str(e["id"])]["history"]
+        assert any((h["at"], h["to"], h["by"]) == key[1:] for h in history), e  # type: ignore[attr-defined]
+
+
+def _docs_at(server: GitServer, files: list[tuple[str, str]]) -> list[dict[str, object]]:
+    """The episode files ``(commit, path)`` as YAML, read in one ``git cat-file --batch``."""
     batch = subprocess.run(
         ["git", "cat-file", "--batch"],
-        input="".join(f"main:{n}\n" for n in names).encode(),
+        input="".join(f"{sha}:{path}\n" for sha, path in files).encode(),
         cwd=server.bare,
         capture_output=True,
         check=True,
     ).stdout
-    docs, pos = {}, 0
-    for name in names:
+    docs, pos = [], 0
+    for _ in files:
         header_end = batch.index(b"\n", pos)
         size = int(batch[pos:header_end].split()[2])
-        body = batch[header_end + 1 : header_end + 1 + size]
+        docs.append(yaml.safe_load(batch[header_end + 1 : header_end + 1 + size]))
         pos = header_end + 1 + size + 1
-        docs[Path(name).stem] = yaml.safe_load(body)
     return docs
+
+
+def _paths(server: GitServer) -> dict[str, str]:
+    """Episode id -> its file's path on the server's branch."""
+    out = git(server.bare, "ls-tree", "-r", "--name-only", "main", "--", "processed")
+    return {Path(n).stem: n for n in out.split() if n.endswith(".yaml")}
+
+
+def _remote_docs(server: GitServer) -> dict[str, dict[str, object]]:
+    paths = _paths(server)
+    found = _docs_at(server, [("main", path) for path in paths.values()])
+    return dict(zip(paths, found, strict=True))

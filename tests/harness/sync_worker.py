@@ -6,9 +6,11 @@ work, fails ~10% of the time, logs every acknowledged claim and step (JSON lines
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import random
+import signal
 import sys
 import time
 
@@ -35,6 +37,7 @@ def main(
     from hystate.cluster.acks import TransitionDropped
     from hystate.core.errors import GitError, HystateError, LockBusy
 
+    faulthandler.register(signal.SIGUSR1)  # the stacks, on stderr, of a worker that hangs
     rng = random.Random(seed)
     manager = StateManager(cwd=root, worker=name)
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
