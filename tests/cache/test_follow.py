@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hystate.cache import forecast_queries
+from hystate.cache import follow, forecast_queries
 from hystate.cache.state_cache import StateCache
 from hystate.manager import StateManager
 from hystate.reports import fit, summary, trained
@@ -119,6 +119,7 @@ def test_carried_answers_equal_rebuilt_ones(
     if training is not None:
         monkeypatch.setattr(trained, "MAX_TRAINING_RUNS", training)
         monkeypatch.setattr(trained, "NAME", trained.NAME.replace("/3000/", f"/{training}/"))
+    asked = ranked_by(monkeypatch)
     rng = random.Random(29 + (training or 0))
     now = datetime.now(UTC)
     other = StateCache(manager.store, manager.repo, "rebuilt.db")
@@ -140,6 +141,21 @@ def test_carried_answers_equal_rebuilt_ones(
         carried_kinds
     )
     assert {"forecast.model", "group_members", "training_runs"} <= carried_kinds
+    # the candidates were found again by episode, and by sorting every entry where they must
+    assert {follow.RANKED, follow.RANKED_AMONG} <= asked if training else follow.RANKED in asked
+
+
+def ranked_by(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The statements a transition's carry found the training set's candidates with."""
+    asked: set[str] = set()
+    execute = follow.Change._execute
+
+    def recorded(change: follow.Change, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        asked.add(sql)
+        return execute(change, sql, args)
+
+    monkeypatch.setattr(follow.Change, "_execute", recorded)
+    return asked
 
 
 def test_the_runs_are_those_of_the_forecast() -> None:
@@ -167,3 +183,54 @@ def test_tied_entries_choose_the_same_training_set_as_a_rebuild(
     other = StateCache(manager.store, manager.repo, "rebuilt.db")
     other.refresh(force=True)
     assert forecast_queries.training_runs(other, 1)["candidates"] == chosen
+
+
+@pytest.mark.parametrize("training", [1, 3])
+def test_candidates_found_again_with_offsets_ties_and_reverts(
+    manager: StateManager, repo: Path, monkeypatch: pytest.MonkeyPatch, training: int
+) -> None:
+    """The training set's candidates carried through transitions equal a rebuilt cache's when
+    the history's times are written with other offsets than UTC (their order as text is not
+    their order in time), several entries share a second, and commits are reverted (entries
+    the old ranking held go away): ``follow.Change.ranking`` finds them by episode only where
+    that is exact, else by sorting every entry."""
+    import hystate.engine.steps as steps_module
+
+    rng = random.Random(2029 + training)
+    start = datetime.now(UTC) - timedelta(hours=3)
+    zones = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+    clock = [start]
+
+    def tick() -> str:
+        clock[0] += timedelta(seconds=rng.choice([0, 0, 1, 45, 3600]))
+        return clock[0].astimezone(rng.choice(zones)).isoformat(timespec="seconds")
+
+    monkeypatch.setattr(steps_module, "now_utc", tick)
+    monkeypatch.setattr(trained, "MAX_TRAINING_RUNS", training)
+    monkeypatch.setattr(trained, "NAME", trained.NAME.replace("/3000/", f"/{training}/"))
+    asked = ranked_by(monkeypatch)
+    other = StateCache(manager.store, manager.repo, "rebuilt.db")
+    now = datetime.now(UTC)
+    summary.generate_summary(manager, now)
+    name = f"training_runs/2/{training}"
+    for step in range(30):
+        kind = "revert" if step % 7 == 6 else "advance"  # a revert undoes a transition
+        if kind == "revert":
+            git(repo, *PERSON, "revert", "--no-edit", "HEAD")
+        else:
+            movable = [e for e in manager.list_episodes() if e.stage.value in NEXT]
+            episode = rng.choice(sorted(movable, key=lambda e: e.episode_id))
+            target = NEXT[episode.stage.value]
+            fields = {"files.audio_file": "a/x.mp3"} if target == "downloaded" else {}
+            fields |= {"files.video_file": "v/x.mp4"} if target == "converted" else {}
+            manager.update_state(
+                episode.episode_id, target, fields=fields, force=True, take_over=True
+            )
+        manager.cache.refresh()
+        carried = memo_rows(manager.cache).get(name)
+        expected = rebuilt(manager, other, now)
+        if carried is not None:
+            assert carried == expected[name], (step, kind)
+        summary.generate_summary(manager, now)
+        assert memo_rows(manager.cache) == expected, (step, kind)
+    assert {follow.RANKED, follow.RANKED_AMONG} <= asked
