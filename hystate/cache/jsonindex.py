@@ -73,7 +73,7 @@ def write(
         "SELECT '{' || coalesce(group_concat(entry, ','), '') || '}' FROM ("
         f" SELECT {_ENTRY} AS entry FROM episode_states ORDER BY episode_id)"
     ).fetchone()
-    _replace(path, [text.encode("utf-8") + b"\n"])
+    _free(_replace(path, [text.encode("utf-8") + b"\n"]))
 
 
 def _splice(path: Path, before: dict[str, str], after: dict[str, str]) -> bool:
@@ -93,6 +93,7 @@ def _splice(path: Path, before: dict[str, str], after: dict[str, str]) -> bool:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False
+    old = None
     try:
         size = os.fstat(fd).st_size
         if size == 0:
@@ -111,9 +112,10 @@ def _splice(path: Path, before: dict[str, str], after: dict[str, str]) -> bool:
                 pieces += [(pos, at - pos), after[eid].encode("utf-8")]
                 pos = at + len(old)
             pieces.append((pos, size - pos))
-            _replace(path, pieces, source=(fd, mm))
+            old = _replace(path, pieces, source=(fd, mm))
     finally:
         os.close(fd)
+    _free(old)  # once unmapped and closed here: the last one to let go of a file frees it
     return True
 
 
@@ -142,10 +144,10 @@ def _replace(
     path: Path,
     pieces: list[tuple[int, int] | bytes],
     source: tuple[int, mmap.mmap] | None = None,
-) -> None:
+) -> Path | None:
     """Write the pieces (bytes, or ranges of ``source``: its fd and its map) to a temp file,
-    rename it over ``path``. The file replaced is freed by a thread of its own: unlinking
-    13-22 MB costs ~15 ms at 100,000 episodes (the process waits for it at exit)."""
+    rename it over ``path``. The file replaced stays linked under the name returned, for
+    ``_free``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     try:
@@ -163,7 +165,15 @@ def _replace(
     except OSError:
         linked = False  # none yet (or a link cannot be made here): the rename frees it
     os.replace(tmp, path)
-    if linked:
+    return old if linked else None
+
+
+def _free(old: Path | None) -> None:
+    """Unlink a replaced file in a thread of its own: freeing 13-22 MB costs ~15 ms at 100,000
+    episodes (the process waits for it at exit). Only once nothing here has it open or mapped
+    any more: else the thread's unlink leaves the freeing to the close, on the refresh's path
+    (it was: ~13 ms of every refresh after a transition, issue 29)."""
+    if old is not None:
         threading.Thread(target=old.unlink, kwargs={"missing_ok": True}).start()
 
 
