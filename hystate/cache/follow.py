@@ -24,65 +24,28 @@ import itertools
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from hystate.cache.db import CacheDB
+from hystate.cache.tables import ACTIVE, ACTIVE_SQL
 from hystate.core.model import parse_time
 
-ACTIVE = ("downloading", "converting", "uploading")
-_MARKS = ",".join("?" * len(ACTIVE))
-# the time the most recent entries into an active stage are looked for from (arguments: ACTIVE,
-# how many less one): the time of the how-many-th newest entry (by string) less two days, or ""
-SINCE = (
-    "SELECT coalesce((SELECT strftime('%Y-%m-%dT%H:%M:%S', substr(timestamp, 1, 19), '-2 days')"
-    f" FROM processing_log WHERE to_stage IN ({_MARKS}) ORDER BY timestamp DESC LIMIT 1"
-    " OFFSET ?), '')"
-)
-# (episode_id, julianday) of the most recent entries into an active stage since then (arguments:
-# ACTIVE, SINCE's answer, how many); entries of the same moment taken by episode id, so that the
-# set is a function of the tree, not of the order its rows were written (a rebuild's)
-RANKED = (
-    f"SELECT episode_id, julianday(timestamp) FROM processing_log WHERE to_stage IN ({_MARKS})"
-    " AND timestamp >= ? ORDER BY julianday(timestamp) DESC, episode_id LIMIT ?"
-)
-# the same among the entries of some episodes (a JSON list) ranked no later than a bound
-# (julianday twice, episode_id): found by episode, not by sorting every entry since then
-RANKED_AMONG = (
-    "SELECT episode_id, julianday(timestamp) FROM processing_log INDEXED BY"
-    " processing_log_episode WHERE episode_id IN (SELECT value FROM json_each(?))"
-    f" AND to_stage IN ({_MARKS}) AND timestamp >= ? AND (julianday(timestamp) > ?"
-    " OR (julianday(timestamp) = ? AND episode_id <= ?))"
-    " ORDER BY julianday(timestamp) DESC, episode_id LIMIT ?"
-)
-# RANKED's episodes with SINCE inside (arguments: ACTIVE twice, how many less one, how many)
+# the episodes of the most recent entries into an active stage (arguments: how many less one,
+# and how many): the newest entries since the how-many-th newest's time less two days, read in
+# order through the partial indexes of such entries (``tables``: none is sorted); entries of
+# the same moment taken by episode id, so that the set is a function of the tree, not of the
+# order its rows were written (a rebuild's)
 CANDIDATES = (
-    f"SELECT episode_id FROM processing_log WHERE to_stage IN ({_MARKS})"
-    " AND timestamp >= coalesce((SELECT strftime('%Y-%m-%dT%H:%M:%S', substr(timestamp, 1,"
-    f" 19), '-2 days') FROM processing_log WHERE to_stage IN ({_MARKS})"
+    "SELECT episode_id FROM processing_log INDEXED BY processing_log_active_rank"
+    f" WHERE to_stage IN {ACTIVE_SQL} AND timestamp >= coalesce((SELECT"
+    " strftime('%Y-%m-%dT%H:%M:%S', substr(timestamp, 1, 19), '-2 days') FROM processing_log"
+    f" INDEXED BY processing_log_active_time WHERE to_stage IN {ACTIVE_SQL}"
     " ORDER BY timestamp DESC LIMIT 1 OFFSET ?), '')"
     " ORDER BY julianday(timestamp) DESC, episode_id LIMIT ?"
 )
-
-
-def ranking(
-    execute: Callable[[str, tuple[Any, ...]], Sequence[Any]], episodes: int
-) -> dict[str, Any]:
-    """The training set's episodes (``candidates``, sorted): those of the ``episodes`` most
-    recent entries into an active stage (RANKED), with what lets a transition find them again
-    without sorting every entry (``Change.ranking``): the time they were looked for from
-    (``since``) and the rank of the last one (``bound``: [julianday, episode_id]; None when
-    fewer were found)."""
-    ((since,),) = execute(SINCE, (*ACTIVE, max(episodes - 1, 0)))
-    return ranked(execute(RANKED, (*ACTIVE, since, episodes)), since, episodes)
-
-
-def ranked(rows: Sequence[Sequence[Any]], since: str, episodes: int) -> dict[str, Any]:
-    last = rows[-1] if rows and len(rows) == episodes else None
-    bound = [last[1], last[0]] if last is not None and last[1] is not None else None
-    return {"candidates": sorted({r[0] for r in rows}), "since": since, "bound": bound}
 
 
 # (episode_id, time, from, to, audio_size, audio_duration) of the episodes in a JSON list
@@ -300,10 +263,10 @@ class Change:
         return (value,)
 
     def training(self, episodes: int, value: dict[str, Any]) -> tuple[Any] | None:
-        """``forecast_queries.training_runs``: the candidates found again (``ranking``), and
-        the runs of those that joined, left or changed read again."""
-        found = self.ranking(episodes, value)
-        chosen = found["candidates"]
+        """``forecast_queries.training_runs``: the candidates found again (one indexed
+        query), and the runs of those that joined, left or changed read again."""
+        args = (max(episodes - 1, 0), episodes)
+        chosen = sorted({r[0] for r in self.db.db.execute(CANDIDATES, args)})
         old = set(value["candidates"])
         redo = (old ^ set(chosen)) | (self.ids & (old | set(chosen)))
         if len(redo) > REDO_AT_MOST:
@@ -311,31 +274,6 @@ class Change:
         runs = {e: r for e, r in value["runs"].items() if e not in redo}
         wanted = json.dumps(sorted(redo & set(chosen)))
         runs.update(runs_by_episode(self.db.db.execute(TRAINING_ROWS, (wanted,)).fetchall()))
-        new = {**found, "runs": dict(sorted(runs.items()))}
+        new = {"candidates": chosen, "runs": dict(sorted(runs.items()))}
         self.same_training = new["runs"] == value["runs"]  # the model reads nothing else
         return (new,)
-
-    def ranking(self, episodes: int, value: dict[str, Any]) -> dict[str, Any]:
-        """``ranking`` on the new tables. The entries ranked no later than the old ``bound``
-        since the new ``since`` (a later time, or the same) are a first part of the new
-        ranking; each was an old candidate's, or a changed episode's. When there are
-        ``episodes`` of them, they are the answer, found by episode (~5 ms at 100,000
-        episodes, against ~40 ms sorting every entry since ``since``: in a pipeline's burst,
-        most of them)."""
-        execute = self._execute
-        ((since,),) = execute(SINCE, (*ACTIVE, max(episodes - 1, 0)))
-        bound, before = value["bound"], value["since"]
-        if not isinstance(before, str):
-            raise TypeError("not a time")
-        if bound is not None and since >= before:
-            day, episode = bound
-            if type(day) is not float or type(episode) is not str:
-                raise TypeError("not a rank")
-            among = json.dumps(sorted(set(value["candidates"]) | self.ids))
-            rows = execute(RANKED_AMONG, (among, *ACTIVE, since, day, day, episode, episodes))
-            if len(rows) == episodes:
-                return ranked(rows, since, episodes)
-        return ranked(execute(RANKED, (*ACTIVE, since, episodes)), since, episodes)
-
-    def _execute(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
-        return self.db.db.execute(sql, args).fetchall()

@@ -9,7 +9,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from hystate.cache import memo
-from hystate.cache.follow import ACTIVE, CANDIDATES, TRAINING_ROWS, ranking, runs_by_episode
+from hystate.cache.follow import ACTIVE, CANDIDATES, TRAINING_ROWS, runs_by_episode
 from hystate.cache.queries import _rows
 from hystate.core.model import parse_time
 
@@ -36,35 +36,33 @@ def training_log(cache: StateCache, episodes: int) -> list[tuple[Any, ...]]:
         " e.audio_duration FROM processing_log l JOIN episode_states e USING (episode_id)"
         f" WHERE l.episode_id IN ({CANDIDATES})"
         " ORDER BY l.episode_id, julianday(l.timestamp), l.id",
-        (*ACTIVE, *ACTIVE, max(episodes - 1, 0), episodes),
+        (max(episodes - 1, 0), episodes),
     )
     return [tuple(r) for r in rows]
 
 
 def training_runs(cache: StateCache, episodes: int) -> dict[str, Any]:
-    """``training_log``'s episodes (``candidates``, sorted; with ``since`` and ``bound``, what
-    finds them again after a transition: see ``follow.ranking``) and, by episode, the runs its
-    rows make (``runs``: those with any): [stage, start, end, next stage, audio_size,
+    """``training_log``'s episodes (``candidates``, sorted) and, by episode, the runs its rows
+    make (``runs``: those with any): [stage, start, end, next stage, audio_size,
     audio_duration], times in seconds, as ``hystate.reports.trained`` reads them. Kept per
     tree and carried through a transition (``hystate.cache.follow``)."""
 
     def compute() -> dict[str, Any]:
-        found = ranking(cache.query, episodes)
-        rows = cache.query(TRAINING_ROWS, (json.dumps(found["candidates"]),))
-        return {**found, "runs": runs_by_episode(rows)}
+        chosen = cache.query(CANDIDATES, (max(episodes - 1, 0), episodes))
+        ids = sorted({r[0] for r in chosen})
+        rows = cache.query(TRAINING_ROWS, (json.dumps(ids),))
+        return {"candidates": ids, "runs": runs_by_episode(rows)}
 
-    name = f"training_runs/2/{episodes}"
+    name = f"training_runs/1/{episodes}"
     return memo.remembered(cache, name, compute, _training)
 
 
 def _training(value: Any) -> dict[str, Any]:
     """What ``training_runs`` kept; TypeError for anything else (checked a column at a time:
     9,000 runs at 100,000 episodes, ~2 ms)."""
-    chosen, runs, since, bound = value["candidates"], value["runs"], value["since"], value["bound"]
+    chosen, runs = value["candidates"], value["runs"]
     if not isinstance(runs, dict) or not _all(chosen, str) or not _all(runs, str):
         raise TypeError("not a training set")
-    if type(since) is not str or (bound is not None and list(map(type, bound)) != [float, str]):
-        raise TypeError("not a rank")
     if not _all(runs.values(), list):
         raise TypeError("not runs")
     rows = [row for rows in runs.values() for row in rows]
@@ -75,7 +73,7 @@ def _training(value: Any) -> dict[str, Any]:
     for column, kind in zip(zip(*rows, strict=True), kinds, strict=False):  # none: no columns
         if not _all(column, kind):
             raise TypeError("not runs")
-    return {"candidates": chosen, "runs": runs, "since": since, "bound": bound}
+    return {"candidates": chosen, "runs": runs}
 
 
 def _all(values: Any, kind: type | tuple[Any, ...]) -> bool:
