@@ -33,13 +33,16 @@ NEXT = {
 
 
 def memo_rows(cache: StateCache) -> dict[str, Any]:
-    """The kept answers for the tree the cache reflects now."""
+    """The kept answers for the tree the cache reflects now (each kept as ``json.dumps``
+    writes it: the training set carried in its text too)."""
     with cache.connect() as db:
         tree = db.meta()["tree"]
         try:
             found = db.db.execute("SELECT name, stamp, value FROM memo").fetchall()
         except Exception:  # no memo table
             return {}
+    for name, _, value in found:
+        assert value == json.dumps(json.loads(value)), name
     return {name: json.loads(value) for name, stamp, value in found if stamp.endswith(tree)}
 
 
@@ -229,3 +232,28 @@ def test_the_candidates_are_read_in_order_never_sorted(manager: StateManager) ->
     assert "USING INDEX processing_log_active_rank" in steps
     assert "USING INDEX processing_log_active_time" in steps
     assert "TEMP B-TREE" not in steps
+
+
+def test_a_training_set_is_cut_into_its_episodes_entries_as_written() -> None:
+    """``follow._training_parts`` finds each episode's entry in the text ``json.dumps`` wrote
+    (put back together: the same text), and declines any other shape, which is then decoded."""
+    runs = {
+        "hy_a": [["downloading", 1.5, 2.0, "downloaded", 28000000, None]],
+        "hy_b.2": [["downloading", 1, 2, "failed", None, 1834.5], ["uploading", 3, 4, "x", 1, 2]],
+    }
+    text = json.dumps({"candidates": ["hy_a", "hy_b.2", "hy_c"], "runs": runs})
+    parts = follow._training_parts(text)
+    assert parts is not None
+    candidates, entries = parts
+    assert candidates == ["hy_a", "hy_b.2", "hy_c"] and list(entries) == ["hy_a", "hy_b.2"]
+    assert entries["hy_b.2"] == follow._entry("hy_b.2", runs["hy_b.2"])
+    glued = f"{follow._HEAD}{json.dumps(candidates)}{follow._RUNS}{', '.join(entries.values())}}}}}"
+    assert glued == text
+    assert follow._training_parts(json.dumps({"candidates": [], "runs": {}})) == ([], {})
+    for other in (
+        json.dumps({"runs": runs, "candidates": []}),  # another order
+        json.dumps({"candidates": [], "runs": {"é": [[1]]}}),  # an id JSON escapes
+        json.dumps({"candidates": [], "runs": {"hy_a": [1, 2]}}),  # not runs
+        json.dumps({"candidates": [], "runs": runs}, separators=(",", ":")),
+    ):
+        assert follow._training_parts(other) is None
