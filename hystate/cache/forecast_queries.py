@@ -9,8 +9,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from hystate.cache import memo
-from hystate.cache.follow import ACTIVE, CANDIDATES, TRAINING_ROWS, runs_by_episode
+from hystate.cache.follow import CANDIDATES, TRAINING_ROWS, runs_by_episode
 from hystate.cache.queries import _rows
+from hystate.cache.tables import ACTIVE
 from hystate.core.model import parse_time
 
 if TYPE_CHECKING:

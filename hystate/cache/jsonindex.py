@@ -93,7 +93,7 @@ def _splice(path: Path, before: dict[str, str], after: dict[str, str]) -> bool:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False
-    old = None
+    replaced = None
     try:
         size = os.fstat(fd).st_size
         if size == 0:
@@ -112,10 +112,10 @@ def _splice(path: Path, before: dict[str, str], after: dict[str, str]) -> bool:
                 pieces += [(pos, at - pos), after[eid].encode("utf-8")]
                 pos = at + len(old)
             pieces.append((pos, size - pos))
-            old = _replace(path, pieces, source=(fd, mm))
+            replaced = _replace(path, pieces, source=(fd, mm))
     finally:
         os.close(fd)
-    _free(old)  # once unmapped and closed here: the last one to let go of a file frees it
+    _free(replaced)  # once unmapped and closed here: the last one to let go of a file frees it
     return True
 
 
