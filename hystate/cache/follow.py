@@ -312,8 +312,7 @@ class Change:
                 after = entries[episode] = _entry(episode, fresh[episode])
             same = same and before == after
         self.same_training = same  # the model reads nothing else
-        runs = ", ".join(entries[e] for e in sorted(entries))
-        return f"{_HEAD}{json.dumps(chosen)}{_RUNS}{runs}}}}}"
+        return _training_text(chosen, entries)
 
     def candidates(self, episodes: int) -> list[str]:
         args = (max(episodes - 1, 0), episodes)
@@ -332,12 +331,18 @@ class Change:
 # the training set as json.dumps writes it: {"candidates": [...], "runs": {"<id>": [[...]], ...}}
 _HEAD, _RUNS, _END = '{"candidates": ', ', "runs": {', "}}"
 _SEP = ']], "'  # between two episodes' runs: a run is a list of numbers, null and stage names
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # an episode id as the schema has it: no escapes
+_IDS = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]*\n)*")  # ids as the schema has them: no escapes
 
 
 def _entry(episode: str, runs: list[list[Any]]) -> str:
-    """``"<episode>": [[...], ...]``, as within ``json.dumps`` of the training set."""
-    return json.dumps({episode: runs}, allow_nan=False)[1:-1]
+    """An episode's entry as ``_training_parts`` keeps it: ``<id>": [[...]`` (what lies
+    between the quote before the id and the ``]]`` after the runs in ``json.dumps``)."""
+    return json.dumps({episode: runs}, allow_nan=False)[2:-3]
+
+
+def _training_text(candidates: list[str], entries: dict[str, str]) -> str:
+    runs = f'"{_SEP.join(entries[e] for e in sorted(entries))}]]' if entries else ""
+    return f"{_HEAD}{json.dumps(candidates)}{_RUNS}{runs}{_END}"
 
 
 def _training_parts(text: str) -> tuple[list[str], dict[str, str]] | None:
@@ -347,18 +352,16 @@ def _training_parts(text: str) -> tuple[list[str], dict[str, str]] | None:
     if not text.startswith(_HEAD) or not text.endswith(_END) or cut < 0:
         return None
     candidates = json.loads(text[len(_HEAD) : cut])
-    if not isinstance(candidates, list):
-        return None
     body = text[cut + len(_RUNS) : -len(_END)]
-    pieces = body.split(_SEP) if body else []
-    entries: dict[str, str] = {}
-    for i, piece in enumerate(pieces):
-        entry = ('"' if i else "") + piece + ("]]" if i < len(pieces) - 1 else "")
-        key, found, _ = entry.partition('": [[')
-        episode = key[1:]
-        if not found or not key.startswith('"') or not entry.endswith("]]"):
-            return None
-        if not _ID.fullmatch(episode) or episode in entries:
-            return None
-        entries[episode] = entry
-    return candidates, entries
+    if not isinstance(candidates, list) or not body:
+        return (candidates, {}) if isinstance(candidates, list) else None
+    if body[0] != '"' or not body.endswith("]]"):
+        return None
+    pieces = body[1:-2].split(_SEP)
+    split = [piece.partition('": [[') for piece in pieces]
+    if not all(found for _, found, _ in split):
+        return None
+    if not _IDS.fullmatch("".join(f"{key}\n" for key, _, _ in split)):
+        return None
+    entries = {key: piece for (key, _, _), piece in zip(split, pieces, strict=True)}
+    return (candidates, entries) if len(entries) == len(pieces) else None

@@ -247,13 +247,14 @@ def test_a_training_set_is_cut_into_its_episodes_entries_as_written() -> None:
     candidates, entries = parts
     assert candidates == ["hy_a", "hy_b.2", "hy_c"] and list(entries) == ["hy_a", "hy_b.2"]
     assert entries["hy_b.2"] == follow._entry("hy_b.2", runs["hy_b.2"])
-    glued = f"{follow._HEAD}{json.dumps(candidates)}{follow._RUNS}{', '.join(entries.values())}}}}}"
-    assert glued == text
+    assert follow._training_text(candidates, entries) == text
     assert follow._training_parts(json.dumps({"candidates": [], "runs": {}})) == ([], {})
     for other in (
         json.dumps({"runs": runs, "candidates": []}),  # another order
         json.dumps({"candidates": [], "runs": {"é": [[1]]}}),  # an id JSON escapes
         json.dumps({"candidates": [], "runs": {"hy_a": [1, 2]}}),  # not runs
+        json.dumps({"candidates": [], "runs": {"hy_a": [[1]], "hy_b": []}}),
+        json.dumps({"candidates": {}, "runs": {}}),
         json.dumps({"candidates": [], "runs": runs}, separators=(",", ":")),
     ):
         assert follow._training_parts(other) is None
