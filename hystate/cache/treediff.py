@@ -13,11 +13,14 @@ belongs beside it, in the git layer, when that is next reworked.)"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from hystate.core.errors import GitError
 
 SHA = 20
+# whole entries, cut as ``Tree.parse`` cuts them: up to a NUL, then the sha's 20 bytes
+_ENTRIES = re.compile(rb"(?:[^\0]*\0.{20})*", re.DOTALL)
 
 
 def changed(a: bytes, b: bytes) -> dict[bytes, tuple[bytes | None, bytes | None]]:
@@ -28,12 +31,9 @@ def changed(a: bytes, b: bytes) -> dict[bytes, tuple[bytes | None, bytes | None]
     shorter = min(len(a), len(b))
     head = _common(lambda n: a[:n] == b[:n], shorter)
     tail = _common(lambda n: a[len(a) - n :] == b[len(b) - n :], shorter - head)
-    start = 0
-    while start < len(a):  # the entry the first difference is in (the same in b before it)
-        end = _end(a, start)
-        if end > head:
-            break
-        start = end
+    # where the entry the first difference is in starts (the same in b: all before is equal)
+    whole = _ENTRIES.match(a, 0, head)  # (always matches: maybe none)
+    start = whole.end() if whole is not None else 0
     old: dict[bytes, bytes] = {}
     new: dict[bytes, bytes] = {}
     i = j = start
@@ -63,6 +63,7 @@ def _common(equal: Callable[[int], bool], most: int) -> int:
 
 
 def _end(data: bytes, start: int) -> int:
+    """Where the entry starting at ``start`` ends."""
     nul = data.find(b"\0", start)
     if nul < 0 or nul + 1 + SHA > len(data):
         raise GitError("corrupt tree object", hint="run `git fsck`")
