@@ -22,6 +22,7 @@ import mmap
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from hystate.core.paths import write_all
@@ -74,6 +75,41 @@ def write(
         f" SELECT {_ENTRY} AS entry FROM episode_states ORDER BY episode_id)"
     ).fetchone()
     _free(_replace(path, [text.encode("utf-8") + b"\n"]))
+
+
+def write_beside(
+    db: sqlite3.Connection,
+    path: Path,
+    *,
+    before: dict[str, str] | None = None,
+    after: dict[str, str] | None = None,
+) -> Callable[[], None]:
+    """``write``, with the splice done by a thread of its own while the caller goes on (the
+    kernel's copy of 13-22 MB needs no lock of Python's); what it returns waits for it, raises
+    what it raised, and writes the file whole (with ``db``: in the caller's thread) if it
+    could not splice. Call it, once, before the file's stamp is taken."""
+    if before is None or after is None:
+        write(db, path)
+        return lambda: None
+    outcome: list[BaseException | bool] = []
+
+    def splice() -> None:
+        try:
+            outcome.append(_splice(path, before, after))
+        except BaseException as exc:  # raised in the caller's thread, by ``wait``
+            outcome.append(exc)
+
+    thread = threading.Thread(target=splice, name="index.json")
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        if not outcome[0]:
+            write(db, path)
+
+    return wait
 
 
 def _splice(path: Path, before: dict[str, str], after: dict[str, str]) -> bool:
