@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import IDENT, build_repo, episode_ids, isolate_git, machine
@@ -58,6 +58,7 @@ class Runner:
     tree: Path
     program: str = RUN
     socket: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # added to the command's environment
 
 
 def start_warm(folder: Path) -> str:
@@ -81,7 +82,7 @@ def stop_warm(path: str) -> None:
 
 def one(runner: Runner, args: list[str], cwd: Path) -> tuple[float, float]:
     """(wall, CPU) seconds of one hystate command (its process, or client and served child)."""
-    env = {k: v for k, v in os.environ.items() if k != "HYSTATE_WARM"}
+    env = {k: v for k, v in os.environ.items() if k != "HYSTATE_WARM"} | runner.env
     before = None
     if runner.socket is not None:
         env["HYSTATE_WARM"] = runner.socket

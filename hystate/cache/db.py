@@ -8,7 +8,7 @@ import random
 import sqlite3
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -242,3 +242,9 @@ class CacheDB:
         after: dict[str, str] | None = None,
     ) -> None:
         jsonindex.write(self.db, path, before=before, after=after)
+
+    def write_index_beside(
+        self, path: Path, before: dict[str, str] | None, after: dict[str, str] | None
+    ) -> Callable[[], None]:
+        """``write_index``, its splice done by a thread: see ``jsonindex.write_beside``."""
+        return jsonindex.write_beside(self.db, path, before=before, after=after)

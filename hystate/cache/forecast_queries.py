@@ -9,8 +9,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from hystate.cache import memo
-from hystate.cache.follow import ACTIVE, CANDIDATES, TRAINING_ROWS, runs_by_episode
+from hystate.cache.follow import CANDIDATES, TRAINING_ROWS, runs_by_episode
 from hystate.cache.queries import _rows
+from hystate.cache.tables import ACTIVE
 from hystate.core.model import parse_time
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def training_log(cache: StateCache, episodes: int) -> list[tuple[Any, ...]]:
         " e.audio_duration FROM processing_log l JOIN episode_states e USING (episode_id)"
         f" WHERE l.episode_id IN ({CANDIDATES})"
         " ORDER BY l.episode_id, julianday(l.timestamp), l.id",
-        (*ACTIVE, *ACTIVE, max(episodes - 1, 0), episodes),
+        (max(episodes - 1, 0), episodes),
     )
     return [tuple(r) for r in rows]
 
@@ -48,7 +49,7 @@ def training_runs(cache: StateCache, episodes: int) -> dict[str, Any]:
     tree and carried through a transition (``hystate.cache.follow``)."""
 
     def compute() -> dict[str, Any]:
-        chosen = cache.query(CANDIDATES, (*ACTIVE, *ACTIVE, max(episodes - 1, 0), episodes))
+        chosen = cache.query(CANDIDATES, (max(episodes - 1, 0), episodes))
         ids = sorted({r[0] for r in chosen})
         rows = cache.query(TRAINING_ROWS, (json.dumps(ids),))
         return {"candidates": ids, "runs": runs_by_episode(rows)}

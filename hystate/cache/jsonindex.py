@@ -22,6 +22,7 @@ import mmap
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from hystate.core.paths import write_all
@@ -73,7 +74,42 @@ def write(
         "SELECT '{' || coalesce(group_concat(entry, ','), '') || '}' FROM ("
         f" SELECT {_ENTRY} AS entry FROM episode_states ORDER BY episode_id)"
     ).fetchone()
-    _replace(path, [text.encode("utf-8") + b"\n"])
+    _free(_replace(path, [text.encode("utf-8") + b"\n"]))
+
+
+def write_beside(
+    db: sqlite3.Connection,
+    path: Path,
+    *,
+    before: dict[str, str] | None = None,
+    after: dict[str, str] | None = None,
+) -> Callable[[], None]:
+    """``write``, with the splice done by a thread of its own while the caller goes on (the
+    kernel's copy of 13-22 MB needs no lock of Python's); what it returns waits for it, raises
+    what it raised, and writes the file whole (with ``db``: in the caller's thread) if it
+    could not splice. Call it, once, before the file's stamp is taken."""
+    if before is None or after is None:
+        write(db, path)
+        return lambda: None
+    outcome: list[BaseException | bool] = []
+
+    def splice() -> None:
+        try:
+            outcome.append(_splice(path, before, after))
+        except BaseException as exc:  # raised in the caller's thread, by ``wait``
+            outcome.append(exc)
+
+    thread = threading.Thread(target=splice, name="index.json")
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        if not outcome[0]:
+            write(db, path)
+
+    return wait
 
 
 def _splice(path: Path, before: dict[str, str], after: dict[str, str]) -> bool:
@@ -93,6 +129,7 @@ def _splice(path: Path, before: dict[str, str], after: dict[str, str]) -> bool:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False
+    replaced = None
     try:
         size = os.fstat(fd).st_size
         if size == 0:
@@ -111,9 +148,10 @@ def _splice(path: Path, before: dict[str, str], after: dict[str, str]) -> bool:
                 pieces += [(pos, at - pos), after[eid].encode("utf-8")]
                 pos = at + len(old)
             pieces.append((pos, size - pos))
-            _replace(path, pieces, source=(fd, mm))
+            replaced = _replace(path, pieces, source=(fd, mm))
     finally:
         os.close(fd)
+    _free(replaced)  # once unmapped and closed here: the last one to let go of a file frees it
     return True
 
 
@@ -142,10 +180,10 @@ def _replace(
     path: Path,
     pieces: list[tuple[int, int] | bytes],
     source: tuple[int, mmap.mmap] | None = None,
-) -> None:
+) -> Path | None:
     """Write the pieces (bytes, or ranges of ``source``: its fd and its map) to a temp file,
-    rename it over ``path``. The file replaced is freed by a thread of its own: unlinking
-    13-22 MB costs ~15 ms at 100,000 episodes (the process waits for it at exit)."""
+    rename it over ``path``. The file replaced stays linked under the name returned, for
+    ``_free``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     try:
@@ -163,7 +201,15 @@ def _replace(
     except OSError:
         linked = False  # none yet (or a link cannot be made here): the rename frees it
     os.replace(tmp, path)
-    if linked:
+    return old if linked else None
+
+
+def _free(old: Path | None) -> None:
+    """Unlink a replaced file in a thread of its own: freeing 13-22 MB costs ~15 ms at 100,000
+    episodes (the process waits for it at exit). Only once nothing here has it open or mapped
+    any more: else the thread's unlink leaves the freeing to the close, on the refresh's path
+    (it was: ~13 ms of every refresh after a transition, issue 29)."""
+    if old is not None:
         threading.Thread(target=old.unlink, kwargs={"missing_ok": True}).start()
 
 

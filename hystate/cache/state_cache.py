@@ -271,22 +271,27 @@ class StateCache:
             self._reread(db, entries, progress, fresh=rebuild)
             db.make_indexes(remake)
             self._mark_duplicates(db, duplicates)
-            since = None if rebuild else meta.get("head") or None
-            if head.sha is not None and head.sha != since:
-                commits = audit.transitions(self.repo, since, head.sha)
-                db.attribute([(t.sha, t.episode_id, t.from_stage, t.to_stage) for t in commits])
             after = db.index_entries(ids) if splice else None
-            if not self.memory:  # index.json is a file for others to read: none in memory
-                db.write_index(self.index_path, before, after)
-            db.set_meta(
-                format=FORMAT_VERSION,
-                tree=tree.hex() if tree else "",
-                head=head.sha or "",
-                index=self._index_stamp(),
+            # index.json is a file for others to read (none in memory); spliced by a thread
+            # while the commits are attributed and the kept answers carried (~10 ms of copying
+            # at 100,000 episodes), waited for before its stamp is set
+            written = (
+                db.write_index_beside(self.index_path, before, after) if not self.memory else _done
             )
-            new_stamp = stamps.stamp(db)
-            if rows is not None and old_stamp is not None and new_stamp is not None:
-                follow.carry(db, old_stamp, new_stamp, rows, follow.rows(db, changed_ids))
+            try:
+                since = None if rebuild else meta.get("head") or None
+                if head.sha is not None and head.sha != since:
+                    commits = audit.transitions(self.repo, since, head.sha)
+                    db.attribute([(t.sha, t.episode_id, t.from_stage, t.to_stage) for t in commits])
+                db.set_meta(
+                    format=FORMAT_VERSION, tree=tree.hex() if tree else "", head=head.sha or ""
+                )
+                new_stamp = stamps.stamp(db)
+                if rows is not None and old_stamp is not None and new_stamp is not None:
+                    follow.carry(db, old_stamp, new_stamp, rows, follow.rows(db, changed_ids))
+            finally:
+                written()
+            db.set_meta(index=self._index_stamp())
         if rebuild and reason not in ("forced", "missing"):
             self.notice(f"{self.db_path.name}: {reason}; rebuilt it from the tree")
         return RefreshResult(len(entries), rebuild, reason)
@@ -365,6 +370,10 @@ class StateCache:
                 yield from db.iter_rows(sql, params)
         finally:
             conn.close()
+
+
+def _done() -> None:
+    """Nothing to wait for."""
 
 
 def cache_dir(git_dir: Path, rel_state_dir: str) -> Path:

@@ -12,7 +12,13 @@ from typing import Any
 #    the forecast's GROUP BY in index order (100k: 71 -> 30 ms)
 # 6: episode_states_date: a page of every episode in air-date order without sorting them all
 #    (`hystate serve`'s list at 100k: 78 -> a few ms)
-FORMAT_VERSION = "6"
+# 7: partial indexes of the entries into an active stage (``ACTIVE``), by time and by instant,
+#    covering: the forecast's training candidates are their first few thousand, read in order
+#    from the index alone instead of every entry sorted (status after a transition at 100k:
+#    ~43 -> ~1.5 ms)
+FORMAT_VERSION = "7"
+ACTIVE = ("downloading", "converting", "uploading")  # the stages a run is a stay in
+ACTIVE_SQL = "(" + ", ".join(f"'{stage}'" for stage in ACTIVE) + ")"
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE episode_states (
@@ -62,8 +68,12 @@ CREATE TABLE processing_log (
 CREATE INDEX processing_log_episode ON processing_log (episode_id);
 CREATE INDEX processing_log_time ON processing_log (timestamp);
 CREATE INDEX processing_log_to ON processing_log (to_stage, timestamp);
+CREATE INDEX processing_log_active_time ON processing_log (timestamp, to_stage)
+    WHERE to_stage IN ACTIVE;
+CREATE INDEX processing_log_active_rank ON processing_log (julianday(timestamp) DESC, episode_id,
+    timestamp, to_stage) WHERE to_stage IN ACTIVE;
 CREATE TABLE problems (path TEXT PRIMARY KEY, detail TEXT NOT NULL);
-"""
+""".replace("IN ACTIVE", f"IN {ACTIVE_SQL}")
 
 COLUMNS = (
     "episode_id, path, year, date, title, stage, status_message, last_updated, failed_stage, "

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hystate.cache import treediff
 from hystate.cache.tables import episode_row, log_rows
-from hystate.core.errors import Problem
+from hystate.core.errors import GitError, Problem
 from hystate.core.store import LINK_REFUSED, check_content
-from hystate.git.objects import KINDS, ObjectStore
-from hystate.git.trees import TREE_MODE, Tree
+from hystate.git.objects import EMPTY_TREE, KINDS, ObjectStore
+from hystate.git.trees import TREE_MODE
 
 if TYPE_CHECKING:
     from hystate.core.store import EpisodeStore
@@ -55,6 +56,7 @@ class StateTree:
     def __init__(self, objects: ObjectStore, sha: bytes | None) -> None:
         self.objects = objects
         self.sha = sha
+        self._found: dict[str, bytes | None] = {}  # path -> its entry, as changed_since saw it
 
     def _top(self) -> dict[bytes, bytes]:
         return self.objects.tree(self.sha).entries() if self.sha is not None else {}
@@ -86,6 +88,11 @@ class StateTree:
         year, _, file = path.partition("/")
         if self.sha is None:
             return (path, b"", b"")
+        if path in self._found:  # (its year folder's tree is not parsed for it)
+            found_entry = self._found[path]
+            if found_entry is None:
+                return (path, b"", b"")
+            return (path, found_entry[: found_entry.index(b" ")], found_entry[-20:])
         found = self.objects.tree(self.sha).get(year.encode("utf-8", "surrogateescape"))
         if found is not None and file:
             if found[0] != TREE_MODE:
@@ -96,7 +103,7 @@ class StateTree:
     def changed_since(self, old: StateTree) -> tuple[list[str], set[str]]:
         """The paths whose entries differ from ``old``'s, and those of them that were added or
         removed (only these can make or end a duplicate id): only the year trees whose shas
-        changed are read."""
+        changed are read, and only where they differ (``treediff``)."""
         if old.sha == self.sha:
             return [], set()
         a, b = old._top(), self._top()
@@ -109,18 +116,23 @@ class StateTree:
                 continue
             if any(e is not None and e[:-20] != TREE_MODE for e in (x, y)):
                 changed.append(year)  # not a folder (a problem), or no longer one
-            before, after = self._tree_of(x), self._tree_of(y)
-            for n in before.changed(after):
+            differ = treediff.changed(self._raw_tree(x), self._raw_tree(y))
+            for n, (before, after) in differ.items():
                 if _is_episode_name(_text(n)):
                     changed.append(f"{year}/{_text(n)}")
-                    if before.get(n) is None or after.get(n) is None:
+                    self._found[changed[-1]] = after
+                    if before is None or after is None:
                         moved.add(changed[-1])
         return sorted(changed), moved
 
-    def _tree_of(self, entry: bytes | None) -> Tree:
-        if entry is None or entry[:-20] != TREE_MODE:
-            return Tree([])
-        return self.objects.tree(entry[-20:])
+    def _raw_tree(self, entry: bytes | None) -> bytes:
+        """The tree object a year entry names, unparsed (b"": none, or not a folder)."""
+        if entry is None or entry[:-20] != TREE_MODE or entry[-20:] == EMPTY_TREE:
+            return b""
+        kind, data = self.objects.read(entry[-20:])
+        if kind != b"tree":
+            raise GitError(f"object {entry[-20:].hex()} is a {kind.decode()}, not a tree")
+        return data
 
     def copies(self, stems: set[str]) -> dict[str, list[str]]:
         """stem -> every episode path of that stem, in any year folder."""

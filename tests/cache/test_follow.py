@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hystate.cache import forecast_queries
+from hystate.cache import follow, forecast_queries
 from hystate.cache.state_cache import StateCache
 from hystate.manager import StateManager
 from hystate.reports import fit, summary, trained
@@ -33,13 +33,16 @@ NEXT = {
 
 
 def memo_rows(cache: StateCache) -> dict[str, Any]:
-    """The kept answers for the tree the cache reflects now."""
+    """The kept answers for the tree the cache reflects now (each kept as ``json.dumps``
+    writes it: the training set carried in its text too)."""
     with cache.connect() as db:
         tree = db.meta()["tree"]
         try:
             found = db.db.execute("SELECT name, stamp, value FROM memo").fetchall()
         except Exception:  # no memo table
             return {}
+    for name, _, value in found:
+        assert value == json.dumps(json.loads(value)), name
     return {name: json.loads(value) for name, stamp, value in found if stamp.endswith(tree)}
 
 
@@ -167,3 +170,91 @@ def test_tied_entries_choose_the_same_training_set_as_a_rebuild(
     other = StateCache(manager.store, manager.repo, "rebuilt.db")
     other.refresh(force=True)
     assert forecast_queries.training_runs(other, 1)["candidates"] == chosen
+
+
+@pytest.mark.parametrize("training", [1, 3])
+def test_candidates_found_again_with_offsets_ties_and_reverts(
+    manager: StateManager, repo: Path, monkeypatch: pytest.MonkeyPatch, training: int
+) -> None:
+    """The training set's candidates carried through transitions equal a rebuilt cache's when
+    the history's times are written with other offsets than UTC (their order as text is not
+    their order in time), several entries share a second, and commits are reverted (entries
+    of the newest go away): the partial indexes the candidates are read through
+    (``follow.CANDIDATES``) order them as the entries' times and ids do."""
+    import hystate.engine.steps as steps_module
+
+    rng = random.Random(2029 + training)
+    start = datetime.now(UTC) - timedelta(hours=3)
+    zones = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+    clock = [start]
+
+    def tick() -> str:
+        clock[0] += timedelta(seconds=rng.choice([0, 0, 1, 45, 3600]))
+        return clock[0].astimezone(rng.choice(zones)).isoformat(timespec="seconds")
+
+    monkeypatch.setattr(steps_module, "now_utc", tick)
+    monkeypatch.setattr(trained, "MAX_TRAINING_RUNS", training)
+    monkeypatch.setattr(trained, "NAME", trained.NAME.replace("/3000/", f"/{training}/"))
+    other = StateCache(manager.store, manager.repo, "rebuilt.db")
+    now = datetime.now(UTC)
+    summary.generate_summary(manager, now)
+    name = f"training_runs/1/{training}"
+    for step in range(30):
+        kind = "revert" if step % 7 == 6 else "advance"  # a revert undoes a transition
+        if kind == "revert":
+            git(repo, *PERSON, "revert", "--no-edit", "HEAD")
+        else:
+            movable = [e for e in manager.list_episodes() if e.stage.value in NEXT]
+            episode = rng.choice(sorted(movable, key=lambda e: e.episode_id))
+            target = NEXT[episode.stage.value]
+            fields = {"files.audio_file": "a/x.mp3"} if target == "downloaded" else {}
+            fields |= {"files.video_file": "v/x.mp4"} if target == "converted" else {}
+            manager.update_state(
+                episode.episode_id, target, fields=fields, force=True, take_over=True
+            )
+        manager.cache.refresh()
+        carried = memo_rows(manager.cache).get(name)
+        expected = rebuilt(manager, other, now)
+        if carried is not None:
+            assert carried == expected[name], (step, kind)
+        summary.generate_summary(manager, now)
+        assert memo_rows(manager.cache) == expected, (step, kind)
+
+
+def test_the_candidates_are_read_in_order_never_sorted(manager: StateManager) -> None:
+    """``follow.CANDIDATES`` walks the partial indexes of the entries into an active stage
+    (the indexes alone: no row is looked up) and stops after the newest: at 100,000 episodes
+    sorting every such entry took ~43 ms of each status after a transition (issue 29)."""
+    manager.cache.refresh()
+    with manager.cache.connect() as db:
+        plan = db.db.execute("EXPLAIN QUERY PLAN " + follow.CANDIDATES, (2999, 3000)).fetchall()
+    steps = " | ".join(row[3] for row in plan)
+    assert "USING COVERING INDEX processing_log_active_rank" in steps
+    assert "USING COVERING INDEX processing_log_active_time" in steps
+    assert "TEMP B-TREE" not in steps
+
+
+def test_a_training_set_is_cut_into_its_episodes_entries_as_written() -> None:
+    """``follow._training_parts`` finds each episode's entry in the text ``json.dumps`` wrote
+    (put back together: the same text), and declines any other shape, which is then decoded."""
+    runs = {
+        "hy_a": [["downloading", 1.5, 2.0, "downloaded", 28000000, None]],
+        "hy_b.2": [["downloading", 1, 2, "failed", None, 1834.5], ["uploading", 3, 4, "x", 1, 2]],
+    }
+    text = json.dumps({"candidates": ["hy_a", "hy_b.2", "hy_c"], "runs": runs})
+    parts = follow._training_parts(text)
+    assert parts is not None
+    candidates, entries = parts
+    assert candidates == ["hy_a", "hy_b.2", "hy_c"] and list(entries) == ["hy_a", "hy_b.2"]
+    assert entries["hy_b.2"] == follow._entry("hy_b.2", runs["hy_b.2"])
+    assert follow._training_text(candidates, entries) == text
+    assert follow._training_parts(json.dumps({"candidates": [], "runs": {}})) == ([], {})
+    for other in (
+        json.dumps({"runs": runs, "candidates": []}),  # another order
+        json.dumps({"candidates": [], "runs": {"é": [[1]]}}),  # an id JSON escapes
+        json.dumps({"candidates": [], "runs": {"hy_a": [1, 2]}}),  # not runs
+        json.dumps({"candidates": [], "runs": {"hy_a": [[1]], "hy_b": []}}),
+        json.dumps({"candidates": {}, "runs": {}}),
+        json.dumps({"candidates": [], "runs": runs}, separators=(",", ":")),
+    ):
+        assert follow._training_parts(other) is None

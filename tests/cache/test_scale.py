@@ -232,3 +232,71 @@ def test_index_json_splice_finds_entries_by_bisection_in_a_large_file(tmp_path: 
     )
     assert index.read_text() == "{" + ",".join(new[e] for e in ids) + "}\n"
     assert json.loads(index.read_text())[ids[1500]]["stage"] == "downloading"
+
+
+def test_index_json_splice_lets_go_of_the_replaced_file_before_freeing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replaced index.json is unlinked by a thread, off the refresh's path, only once the
+    splice has unmapped and closed it: whoever lets go of an unlinked file last frees its
+    blocks, and that was the refresh's close (~13 ms at 100,000 episodes, issue 29)."""
+    from hystate.cache import jsonindex
+
+    index = tmp_path / "index.json"
+    old = {f"hy_{i:06d}": json.dumps(f"hy_{i:06d}") + ':{"stage":"discovered"}' for i in range(9)}
+    index.write_text("{" + ",".join(old.values()) + "}\n")
+    inode = index.stat().st_ino
+    held: list[bool] = []
+    free = jsonindex._free
+
+    def checked(path: Path | None) -> None:
+        assert path is not None and path.stat().st_ino == inode
+        fds = [Path("/proc/self/fd") / fd for fd in os.listdir("/proc/self/fd")]
+        opened = {os.stat(fd).st_ino for fd in fds if fd.exists()}
+        mapped = Path("/proc/self/maps").read_text()
+        held.append(inode in opened or f" {inode} " in mapped)
+        free(path)
+
+    monkeypatch.setattr(jsonindex, "_free", checked)
+    eid = "hy_000004"
+    after = {eid: old[eid].replace("discovered", "downloading")}
+    jsonindex.write(None, index, before={eid: old[eid]}, after=after)  # type: ignore[arg-type]
+    assert held == [False]
+    assert json.loads(index.read_text())[eid]["stage"] == "downloading"
+
+
+def test_index_json_spliced_beside_the_refresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``jsonindex.write_beside`` splices in a thread while the refresh goes on; waiting for it
+    gives the spliced file, raises what the thread raised, or writes the file whole (with the
+    database, in the waiting thread) where the splice could not be done."""
+    import threading
+
+    from hystate.cache import jsonindex
+
+    index = tmp_path / "index.json"
+    old = {f"hy_{i}": json.dumps(f"hy_{i}") + ':{"stage":"discovered"}' for i in range(5)}
+    index.write_text("{" + ",".join(old.values()) + "}\n")
+    after = {"hy_2": old["hy_2"].replace("discovered", "downloading")}
+    wait = jsonindex.write_beside(None, index, before={"hy_2": old["hy_2"]}, after=after)  # type: ignore[arg-type]
+    wait()
+    assert json.loads(index.read_text())["hy_2"]["stage"] == "downloading"
+
+    whole: list[tuple[object, Path, str]] = []
+    monkeypatch.setattr(jsonindex, "_splice", lambda *args: False)
+    monkeypatch.setattr(
+        jsonindex,
+        "write",
+        lambda db, path: whole.append((db, path, threading.current_thread().name)),
+    )
+    jsonindex.write_beside("db", index, before={}, after={})()  # type: ignore[arg-type]
+    assert whole == [("db", index, threading.main_thread().name)]
+
+    def broken(*args: object) -> bool:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jsonindex, "_splice", broken)
+    wait = jsonindex.write_beside("db", index, before={}, after={})  # type: ignore[arg-type]
+    with pytest.raises(OSError, match="No space left"):
+        wait()
