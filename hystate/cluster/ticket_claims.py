@@ -160,7 +160,12 @@ def _push(
     lost = [r for r in results if r not in acked]
     if gone:
         _withdraw(ws, remote, lost, gone, tickets.LOST)
-    held = [r for r in lost if r.commit not in gone and limits.limited(ws, r.episode.stage)]
+    rest = [r for r in lost if r.commit not in gone]
+    held = [r for r in rest if limits.limited(ws, r.episode.stage)]
+    turned = [r for r in rest if r not in held]  # (the remote could not lock its ticket's ref)
+    if turned:
+        drop = [x for r in turned for x in (r.commit, r.lease) if x]
+        _withdraw(ws, remote, turned, drop, WITHDRAWN)
     if not held:
         _flush(ws, remote, commits)
         return acked, None

@@ -256,3 +256,30 @@ def test_a_long_lived_process_keeps_a_bounded_number_of_histories(
         (got,) = wa.claim_next("downloading", 1)
         wa.fail(got.episode.episode_id, "x", lease=got.lease)
         assert len(tickets._HISTORIES) <= 4
+
+
+def test_a_claim_whose_ticket_push_was_turned_away_by_a_lock_is_withdrawn(
+    batched: tuple[GitServer, list[Path]], tmp_path: Path, no_flush: None
+) -> None:
+    """The server could not lock the ticket's ref (a ``.lock`` left by a receive killed
+    mid-push): the claim is not acknowledged, so it must not stay committed either (else the
+    node's next push makes it hold the episode for a worker that was never told)."""
+    server, (a, b, _) = batched
+    everything = sorted(branch_docs(server, tmp_path))
+    StateManager(cwd=b, worker="wb").claim_next("downloading", len(everything) - 1)
+    synced(b)
+    synced(a)
+    (last,) = [e for e, d in branch_docs(server, tmp_path).items() if d["stage"] == "discovered"]
+    lock = server.bare / "refs" / "hystate" / "claims" / f"{last}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")
+    claim = ("next", "downloading", "--claim", "--worker", "wa", "--json", "--deadline", "3")
+    proc = run_hystate(a, *claim)
+    assert proc.returncode in (0, 6), proc.stderr
+    acked = json.loads(proc.stdout) if proc.returncode == 0 else []
+    lock.unlink()
+    for node in (a, b):
+        synced(node)
+    doc = branch_docs(server, tmp_path)[last]
+    assert [r["lease"] for r in acked] == leases_in(doc)  # held only if acknowledged
+    fsck_clean(server.bare)
