@@ -59,8 +59,10 @@ def claim(
     def order(episode: EpisodeState) -> bytes:  # this worker's own order over the window
         return hashlib.sha1(f"{node}\0{who}\0{episode.episode_id}".encode()).digest()
 
+    tried: set[str] = set()  # (claimed in this call, not acknowledged: not claimed again)
+
     def skip(episode: EpisodeState) -> bool:
-        return tickets.ahead(ws, episode)
+        return episode.episode_id in tried or tickets.ahead(ws, episode)
 
     acked: list[TransitionResult] = []
     fresh = False
@@ -79,6 +81,7 @@ def claim(
             continue
         got, error = _carried(ws, remote, results, until)
         acked += got
+        tried.update(r.episode.episode_id for r in results if r not in got)
         fresh = True
         if error is not None:
             if not acked:

@@ -4,6 +4,7 @@ one episode behind one ticket, hostile tickets. Real nodes (clones), a real ``gi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -283,3 +284,32 @@ def test_a_claim_whose_ticket_push_was_turned_away_by_a_lock_is_withdrawn(
     doc = branch_docs(server, tmp_path)[last]
     assert [r["lease"] for r in acked] == leases_in(doc)  # held only if acknowledged
     fsck_clean(server.bare)
+
+
+def test_a_worker_whose_first_choice_cannot_be_ticketed_claims_another(
+    batched: tuple[GitServer, list[Path]], tmp_path: Path, no_flush: None
+) -> None:
+    """Two episodes ready; the ticket ref of the one this worker takes first cannot be
+    locked on the server. The claim gets the other one, instead of claiming the same
+    episode again and again until its deadline."""
+    server, (a, b, _) = batched
+    everything = sorted(branch_docs(server, tmp_path))
+    StateManager(cwd=b, worker="wb").claim_next("downloading", len(everything) - 2)
+    synced(b)
+    synced(a)
+    ready = sorted(
+        e for e, d in branch_docs(server, tmp_path).items() if d["stage"] == "discovered"
+    )
+    worker = next(  # (a worker whose own order takes ready[0] first: ticket_claims.claim)
+        w
+        for w in (f"w{i}" for i in range(100))
+        if min(ready, key=lambda e: hashlib.sha1(f"n0\0{w}\0{e}".encode()).digest()) == ready[0]
+    )
+    lock = server.bare / "refs" / "hystate" / "claims" / f"{ready[0]}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")
+    claim = ("next", "downloading", "--claim", "--worker", worker, "--json", "--deadline", "20")
+    proc = run_hystate(a, *claim)
+    lock.unlink()
+    assert proc.returncode == 0, proc.stderr
+    assert [row["episode_id"] for row in json.loads(proc.stdout)] == [ready[1]]
