@@ -313,3 +313,28 @@ def test_a_worker_whose_first_choice_cannot_be_ticketed_claims_another(
     lock.unlink()
     assert proc.returncode == 0, proc.stderr
     assert [row["episode_id"] for row in json.loads(proc.stdout)] == [ready[1]]
+
+
+def test_a_ticket_holding_another_episodes_move_is_not_replayed(
+    batched: tuple[GitServer, list[Path]], tmp_path: Path, no_flush: None
+) -> None:
+    """A hostile (or broken) remote: E's ticket points at a move of F that another node made
+    offline, older than F's own ticket. A sync neither carries it nor goes round for ever."""
+    server, (a, b, c) = batched
+    e, f = sorted(branch_docs(server, tmp_path))[:2]
+    offline = StateManager(cwd=c, worker="wc")
+    offline.sync_remote = None  # (c's move, never ticketed)
+    offline.skip(f, "offline", worker="wc")
+    (got,) = [
+        r
+        for r in StateManager(cwd=b, worker="wb").claim_next("downloading", 6)
+        if r.episode.episode_id == f
+    ] or [None]
+    assert got is not None
+    git(c, "push", "-q", "origin", f"HEAD:refs/hystate/claims/{e}", "--force")
+    proc = run_hystate(a, "sync", "--json", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    synced(b)
+    doc = branch_docs(server, tmp_path)[f]
+    assert (doc["stage"], leases_in(doc)) == ("downloading", [got.lease])
+    fsck_clean(server.bare)
