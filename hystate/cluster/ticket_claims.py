@@ -65,8 +65,10 @@ def claim(
         mine = b"0" if stripe is None or stripe(eid) else b"1"
         return mine + hashlib.sha1(f"{node}\0{who}\0{eid}".encode()).digest()
 
+    tried: set[str] = set()  # (claimed in this call, not acknowledged: not claimed again)
+
     def skip(episode: EpisodeState) -> bool:
-        return tickets.ahead(ws, episode)
+        return episode.episode_id in tried or tickets.ahead(ws, episode)
 
     acked: list[TransitionResult] = []
     fresh = False
@@ -85,6 +87,7 @@ def claim(
             continue
         got, error = _carried(ws, remote, results, until)
         acked += got
+        tried.update(r.episode.episode_id for r in results if r not in got)
         fresh = True
         if error is not None:
             if not acked:
@@ -180,14 +183,14 @@ def _push(
         return [r for r in results if _mine(ws, r)], _offline(exc)
     acked = [r for r in results if _mine(ws, r)]
     lost = [r for r in results if r not in acked]
-    # the ones held back for the branch's limits (below) aside, one of this worker's not set
-    # and not lost to another node either (a push that broke off) is withdrawn too, never left
-    # committed for a worker that was told no
-    held = [r for r in lost if r.commit not in gone and limits.limited(ws, r.episode.stage)]
-    broke = [r for r in lost if r not in held]
-    drop = [*gone, *(x for r in broke for x in (r.commit, r.lease) if x)]
-    if drop:
-        _withdraw(ws, remote, broke, drop, tickets.LOST)
+    if gone:
+        _withdraw(ws, remote, lost, gone, tickets.LOST)
+    rest = [r for r in lost if r.commit not in gone]
+    held = [r for r in rest if limits.limited(ws, r.episode.stage)]
+    turned = [r for r in rest if r not in held]  # (the remote could not lock its ticket's ref)
+    if turned:
+        drop = [x for r in turned for x in (r.commit, r.lease) if x]
+        _withdraw(ws, remote, turned, drop, WITHDRAWN)
     if not held:
         _flush(ws, remote, commits)
         return acked, None

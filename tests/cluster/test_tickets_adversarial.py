@@ -4,6 +4,7 @@ one episode behind one ticket, hostile tickets. Real nodes (clones), a real ``gi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -256,3 +257,84 @@ def test_a_long_lived_process_keeps_a_bounded_number_of_histories(
         (got,) = wa.claim_next("downloading", 1)
         wa.fail(got.episode.episode_id, "x", lease=got.lease)
         assert len(tickets._HISTORIES) <= 4
+
+
+def test_a_claim_whose_ticket_push_was_turned_away_by_a_lock_is_withdrawn(
+    batched: tuple[GitServer, list[Path]], tmp_path: Path, no_flush: None
+) -> None:
+    """The server could not lock the ticket's ref (a ``.lock`` left by a receive killed
+    mid-push): the claim is not acknowledged, so it must not stay committed either (else the
+    node's next push makes it hold the episode for a worker that was never told)."""
+    server, (a, b, _) = batched
+    everything = sorted(branch_docs(server, tmp_path))
+    StateManager(cwd=b, worker="wb").claim_next("downloading", len(everything) - 1)
+    synced(b)
+    synced(a)
+    (last,) = [e for e, d in branch_docs(server, tmp_path).items() if d["stage"] == "discovered"]
+    lock = server.bare / "refs" / "hystate" / "claims" / f"{last}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")
+    claim = ("next", "downloading", "--claim", "--worker", "wa", "--json", "--deadline", "3")
+    proc = run_hystate(a, *claim)
+    assert proc.returncode in (0, 6), proc.stderr
+    acked = json.loads(proc.stdout) if proc.returncode == 0 else []
+    lock.unlink()
+    for node in (a, b):
+        synced(node)
+    doc = branch_docs(server, tmp_path)[last]
+    assert [r["lease"] for r in acked] == leases_in(doc)  # held only if acknowledged
+    fsck_clean(server.bare)
+
+
+def test_a_worker_whose_first_choice_cannot_be_ticketed_claims_another(
+    batched: tuple[GitServer, list[Path]], tmp_path: Path, no_flush: None
+) -> None:
+    """Two episodes ready; the ticket ref of the one this worker takes first cannot be
+    locked on the server. The claim gets the other one, instead of claiming the same
+    episode again and again until its deadline."""
+    server, (a, b, _) = batched
+    everything = sorted(branch_docs(server, tmp_path))
+    StateManager(cwd=b, worker="wb").claim_next("downloading", len(everything) - 2)
+    synced(b)
+    synced(a)
+    ready = sorted(
+        e for e, d in branch_docs(server, tmp_path).items() if d["stage"] == "discovered"
+    )
+    worker = next(  # (a worker whose own order takes ready[0] first: ticket_claims.claim)
+        w
+        for w in (f"w{i}" for i in range(100))
+        if min(ready, key=lambda e: hashlib.sha1(f"n0\0{w}\0{e}".encode()).digest()) == ready[0]
+    )
+    lock = server.bare / "refs" / "hystate" / "claims" / f"{ready[0]}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")
+    claim = ("next", "downloading", "--claim", "--worker", worker, "--json", "--deadline", "20")
+    proc = run_hystate(a, *claim)
+    lock.unlink()
+    assert proc.returncode == 0, proc.stderr
+    assert [row["episode_id"] for row in json.loads(proc.stdout)] == [ready[1]]
+
+
+def test_a_ticket_holding_another_episodes_move_is_not_replayed(
+    batched: tuple[GitServer, list[Path]], tmp_path: Path, no_flush: None
+) -> None:
+    """A hostile (or broken) remote: E's ticket points at a move of F that another node made
+    offline, older than F's own ticket. A sync neither carries it nor goes round for ever."""
+    server, (a, b, c) = batched
+    e, f = sorted(branch_docs(server, tmp_path))[:2]
+    offline = StateManager(cwd=c, worker="wc")
+    offline.sync_remote = None  # (c's move, never ticketed)
+    offline.skip(f, "offline", worker="wc")
+    (got,) = [
+        r
+        for r in StateManager(cwd=b, worker="wb").claim_next("downloading", 6)
+        if r.episode.episode_id == f
+    ] or [None]
+    assert got is not None
+    git(c, "push", "-q", "origin", f"HEAD:refs/hystate/claims/{e}", "--force")
+    proc = run_hystate(a, "sync", "--json", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    synced(b)
+    doc = branch_docs(server, tmp_path)[f]
+    assert (doc["stage"], leases_in(doc)) == ("downloading", [got.lease])
+    fsck_clean(server.bare)
