@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 from itertools import pairwise
 from pathlib import Path
@@ -197,11 +198,17 @@ class ExactlyOnceRefs(ExactlyOnce):
     def __init__(self) -> None:
         super().__init__()
         self.claims: dict[str, list[dict[str, object]]] = {}  # episode: its acknowledged claims
+        out = git(self.server.bare, "ls-tree", "-r", "--name-only", "main", "--", "processed")
+        self.files = {Path(n).stem: n for n in out.split() if n.endswith(".yaml")}
+
+    def _tickets(self) -> dict[str, tuple[str, list[dict[str, object]]]]:
+        """The server's tickets: episode id -> (commit, the episode's history there)."""
+        return _ticket_histories(self.server, self.files)
 
     def _claimed(self, result: TransitionResult) -> None:
         eid, made = result.episode.episode_id, result.episode.history[-1]
-        ticket = _remote_tickets(self.server).get(eid)
-        assert ticket is not None and ticket == result.commit, (eid, ticket, result.commit)
+        ticket = self._tickets().get(eid)
+        assert ticket is not None and ticket[0] == result.commit, (eid, ticket, result.commit)
         # no attempt acknowledged twice: the claim's own view holds every earlier acknowledged
         # claim of the episode, each attempt left (downloading ->) before this one began
         before = result.episode.history[:-1]
@@ -218,8 +225,8 @@ class ExactlyOnceRefs(ExactlyOnce):
         """On the branch, or (a claim whose branch push is still to come) in its ticket."""
         if entry in docs[eid]["history"]:
             return True
-        ticket = _remote_tickets(self.server).get(eid)
-        return ticket is not None and entry in _history_at(self.server, ticket, eid)
+        ticket = self._tickets().get(eid)
+        return ticket is not None and entry in ticket[1]
 
     @rule(node=st.integers(0, NODES - 1))
     def sync(self, node: int) -> None:
@@ -227,21 +234,20 @@ class ExactlyOnceRefs(ExactlyOnce):
         other nodes'), so every acknowledged claim is."""
         super().sync(node)
         docs = _remote_docs(self.server)
-        for eid, ticket in _remote_tickets(self.server).items():
-            made = _history_at(self.server, ticket, eid)[-1]
-            assert made in docs[eid]["history"], (eid, ticket, made)
+        for eid, (ticket, history) in self._tickets().items():
+            assert history[-1] in docs[eid]["history"], (eid, ticket, history[-1])
         for eid, entry in self.acked:
             assert entry in docs[eid]["history"], (eid, entry)
 
     @invariant()
     def acknowledged_claims_hold_their_tickets(self) -> None:
-        tickets = _remote_tickets(self.server)
+        tickets = self._tickets()
         docs = _remote_docs(self.server)
         for eid, made in self.claims.items():
             assert eid in tickets, (eid, tickets)
-            history = _history_at(self.server, tickets[eid], eid)
+            ticket, history = tickets[eid]
             for entry in made:  # a later ticket of the episode builds on the claims before it
-                assert entry in history, (eid, entry, tickets[eid])
+                assert entry in history, (eid, entry, ticket)
             # on the branch, claims of one episode are distinct attempts (one lease each)
             kept = [docs[eid]["history"].index(e) for e in made if e in docs[eid]["history"]]
             for a, b in pairwise(sorted(kept)):
@@ -262,14 +268,28 @@ def _remote_tickets(server: GitServer) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines())
 
 
-def _history_at(server: GitServer, commit: str, eid: str) -> list[dict[str, object]]:
-    """The episode's history in ``commit`` (its file found by name: the ids here are plain)."""
-    names = git(server.bare, "ls-tree", "-r", "--name-only", commit, "--", "processed").split()
-    (path,) = [n for n in names if Path(n).name == f"{eid}.yaml"]
-    history: list[dict[str, object]] = yaml.safe_load(git(server.bare, "show", f"{commit}:{path}"))[
-        "history"
-    ]
-    return history
+def _ticket_histories(
+    server: GitServer, paths: dict[str, str]
+) -> dict[str, tuple[str, list[dict[str, object]]]]:
+    """Each ticket's commit and the episode's history there (its file at ``paths[id]``), read
+    in one ``git cat-file --batch``."""
+    tickets = _remote_tickets(server)
+    if not tickets:
+        return {}
+    out = subprocess.run(
+        ["git", "cat-file", "--batch"],
+        input="".join(f"{sha}:{paths[eid]}\n" for eid, sha in tickets.items()).encode(),
+        cwd=server.bare,
+        capture_output=True,
+        check=True,
+    ).stdout
+    found, pos = {}, 0
+    for eid, sha in tickets.items():
+        end = out.index(b"\n", pos)
+        size = int(out[pos:end].split()[2])
+        found[eid] = (sha, yaml.safe_load(out[end + 1 : end + 1 + size])["history"])
+        pos = end + 1 + size + 1
+    return found
 
 
 TestExactlyOnce = ExactlyOnce.TestCase
