@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -359,3 +359,23 @@ def test_refs_two_retries_of_one_episode_in_one_sync(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         history = _remote_docs(server)[eid]["history"]
         assert [h["to"] for h in history].count("downloading") == 3, history
+
+
+class ExactlyOnceRefsBatch(ExactlyOnceRefs):
+    """Refs with ``sync.push: batch``: only claims are acknowledged at once (by their tickets);
+    completions, take-overs and retries wait for a push (a claim's, or a sync), so one node's
+    several moves of an episode meet in one push. FAILS on this branch (hystate bug): e.g.
+    claim, take over, retry, take over, retry on one node, then a sync: its push names the
+    episode's ticket twice, git refuses it ("dst ref ... receives from more than one src")."""
+
+    config = {**REFS, "sync": {**REFS["sync"], "push": "batch"}}  # type: ignore[dict-item]
+
+
+TestExactlyOnceRefsBatch = ExactlyOnceRefsBatch.TestCase
+TestExactlyOnceRefsBatch.settings = settings(
+    max_examples=6,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    phases=(Phase.explicit, Phase.reuse, Phase.generate),  # (a failure's shrinking takes minutes)
+)
