@@ -34,18 +34,22 @@ from hystate.cluster import journal, lease_refs, turns
 from hystate.cluster.sync import (
     SYNC_LOCK,
     ClaimsOffline,
+    RemoteBusy,
     Report,
     move_forward,
+    sync_lock,
     sync_locked,
     timeout,
 )
 from hystate.core.errors import GitError, HystateError, LockBusy
 from hystate.core.locks import StateLock
 from hystate.core.yamlio import YAMLError, load
+from hystate.engine import claims
 from hystate.git import audit, checkout
 from hystate.git import remote as gr
 
 if TYPE_CHECKING:
+    from hystate.core.model import EpisodeState, ProcessingStage
     from hystate.engine.transition import TransitionResult
     from hystate.engine.workspace import Workspace
 
@@ -66,6 +70,67 @@ def local(ws: Workspace) -> Iterator[None]:
         yield
     finally:
         ws.syncing = before
+
+
+Carry = Callable[[list["TransitionResult"]], tuple[list["TransitionResult"], "HystateError | None"]]
+
+
+def claim_loop(
+    ws: Workspace,
+    remote: str,
+    stage: str | ProcessingStage,
+    limit: int,
+    worker: str | None,
+    until: float,
+    *,
+    order: Callable[[EpisodeState], bytes],
+    window: int,
+    skip: Callable[[EpisodeState], bool] | None,
+    carrier: Callable[[], Carry],
+) -> list[TransitionResult]:
+    """Claim locally and have ``carrier()``'s answer carry the claims to the remote, until
+    ``limit`` are acknowledged or the deadline (``until``). An episode claimed and not
+    acknowledged in this call is not claimed again by it; when nothing is ready as the node
+    last saw it, one sync looks at the remote's latest first."""
+    acked: list[TransitionResult] = []
+    tried: set[str] = set()
+
+    def passed(episode: EpisodeState) -> bool:
+        return episode.episode_id in tried or (skip is not None and skip(episode))
+
+    fresh = False
+    while True:
+        carry = carrier()  # (before the claims are made)
+        with local(ws):  # committed here, acknowledged only once the remote holds them
+            results = claims.claim(
+                ws, stage, limit - len(acked), worker, order=order, window=window, skip=passed
+            )
+        if not results:
+            if fresh:
+                break
+            with sync_lock(ws, wait=max(until - time.monotonic(), 0.0)):
+                online(ws, remote, lambda: sync_locked(ws, remote, deadline=until))
+            fresh = True
+            continue
+        got, error = carry(results)
+        acked += got
+        tried.update(r.episode.episode_id for r in results if r not in got)
+        fresh = True
+        if error is not None:
+            if not acked:
+                raise error
+            ws.notice(f"{error}; {len(acked)} claim(s) acknowledged before it")
+            break  # those are held: returned, never lost
+        if len(acked) >= limit:
+            break
+        if time.monotonic() >= until:
+            if acked:
+                break
+            raise RemoteBusy(
+                f"{remote}: every claim lost to other nodes until the deadline",
+                hint="claim again, or give a longer --deadline",
+            )
+    return acked
 
 
 def check_lock(ws: Workspace) -> None:

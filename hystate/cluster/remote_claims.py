@@ -18,10 +18,9 @@ import time
 from typing import TYPE_CHECKING
 
 from hystate.cluster import batch, lease_refs, ticket_claims, tickets
-from hystate.cluster.sync import RemoteBusy, remote_of, sync_lock, sync_locked
+from hystate.cluster.sync import remote_of, sync_lock, sync_locked
 from hystate.core.errors import HystateError
 from hystate.core.model import EpisodeState, ProcessingStage
-from hystate.engine import claims
 from hystate.git import remote as gr
 
 if TYPE_CHECKING:
@@ -59,40 +58,14 @@ def claim(
     def order(episode: EpisodeState) -> bytes:  # this worker's own order over the ready window
         return hashlib.sha1(f"{node}\0{who}\0{episode.episode_id}".encode()).digest()
 
-    acked: list[TransitionResult] = []
-    fresh = False
-    while True:
-        before = batch.tracking_tip(ws, name)
-        with batch.local(ws):  # committed here, acknowledged only once a push carried it
-            results = claims.claim(
-                ws, stage, limit - len(acked), worker, order=order, window=WINDOW
-            )
-        if not results:
-            if fresh:
-                break
-            # nothing ready as this node last saw it: look at the remote's latest once
-            with sync_lock(ws, wait=max(until - time.monotonic(), 0.0)):
-                batch.online(ws, name, lambda: sync_locked(ws, name, deadline=until))
-            fresh = True
-            continue
-        got, error = batch.carried(ws, name, results, until, before)
-        acked += got
-        fresh = True
-        if error is not None:
-            if not acked:
-                raise error
-            ws.notice(f"{error}; {len(acked)} claim(s) acknowledged before it")
-            break  # those are held: returned, never lost
-        if len(acked) >= limit:
-            break
-        if time.monotonic() >= until:
-            if acked:
-                break
-            raise RemoteBusy(
-                f"{name}: every claim lost to other nodes' until the deadline ({seconds:g} s)",
-                hint="claim again, or give a longer --deadline",
-            )
-    return acked
+    def carrier() -> batch.Carry:
+        before = batch.tracking_tip(ws, name)  # (a tip that has not moved cannot hold them)
+        return lambda results: batch.carried(ws, name, results, until, before)
+
+    return batch.claim_loop(
+        ws, name, stage, limit, worker, until, order=order, window=WINDOW, skip=None,
+        carrier=carrier,
+    )  # fmt: skip
 
 
 def before_transition(ws: Workspace) -> None:

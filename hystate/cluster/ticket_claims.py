@@ -28,13 +28,12 @@ from hystate.cluster.sync import (
     RemoteBusy,
     Report,
     move_forward,
-    sync_lock,
     sync_locked,
 )
 from hystate.core.errors import HystateError, LockBusy
 from hystate.core.locks import StateLock
 from hystate.core.model import EpisodeState, ProcessingStage
-from hystate.engine import claims, limits
+from hystate.engine import limits
 from hystate.git import remote as gr
 
 if TYPE_CHECKING:
@@ -65,45 +64,16 @@ def claim(
         mine = b"0" if stripe is None or stripe(eid) else b"1"
         return mine + hashlib.sha1(f"{node}\0{who}\0{eid}".encode()).digest()
 
-    tried: set[str] = set()  # (claimed in this call, not acknowledged: not claimed again)
-
     def skip(episode: EpisodeState) -> bool:
-        return episode.episode_id in tried or tickets.ahead(ws, episode)
+        return tickets.ahead(ws, episode)
 
-    acked: list[TransitionResult] = []
-    fresh = False
-    while True:
-        with batch.local(ws):
-            results = claims.claim(
-                ws, stage, limit - len(acked), worker, order=order, window=WINDOW, skip=skip
-            )
-        if not results:
-            if fresh:
-                break
-            # nothing ready as this node last saw it: the remote's latest, once
-            with sync_lock(ws, wait=max(until - time.monotonic(), 0.0)):
-                batch.online(ws, remote, lambda: sync_locked(ws, remote, deadline=until))
-            fresh = True
-            continue
-        got, error = _carried(ws, remote, results, until)
-        acked += got
-        tried.update(r.episode.episode_id for r in results if r not in got)
-        fresh = True
-        if error is not None:
-            if not acked:
-                raise error
-            ws.notice(f"{error}; {len(acked)} claim(s) acknowledged before it")
-            break
-        if len(acked) >= limit:
-            break
-        if time.monotonic() >= until:
-            if acked:
-                break
-            raise RemoteBusy(
-                f"{remote}: every claim lost its ticket to other nodes until the deadline",
-                hint="claim again, or give a longer --deadline",
-            )
-    return acked
+    def carrier() -> batch.Carry:
+        return lambda results: _carried(ws, remote, results, until)
+
+    return batch.claim_loop(
+        ws, remote, stage, limit, worker, until, order=order, window=WINDOW, skip=skip,
+        carrier=carrier,
+    )  # fmt: skip
 
 
 def _stripe(ws: Workspace, node: str) -> Callable[[str], bool] | None:
