@@ -9,8 +9,8 @@ within one attempt, no acknowledged transition lost (a pending one dropped is to
 worker), every file's history legal, every clone equal to the remote, ``git fsck`` clean everywhere.
 
 It runs in both claim modes: ``sync.claims: branch`` (the default) and ``refs`` (a claim
-acknowledged by its ticket ``refs/hystate/claims/<id>``, the branch following), the latter on
-fewer episodes (2004-2006) and a shorter deadline, its worker killed while it pushes tickets or
+acknowledged by its ticket ``refs/hystate/claims/<id>``, the branch following), on the same
+episodes and deadline, its worker killed while it pushes tickets or
 the branch; there, in addition, every acknowledged claim is in its episode's ticket on the server
 and every ticket's move on the branch after the last syncs.
 """
@@ -48,10 +48,9 @@ CONFIG = {
         "stage_timeouts": {"downloading": LEASE, "converting": LEASE, "uploading": LEASE},
     },
 }
-REFS_YEARS = range(2004, 2007)  # 89 episodes: claims need no turns on the branch, ~2 minutes
 REFS_CLAIMS = "refs/hystate/claims/"
 REFS = {**CONFIG, "sync": {**CONFIG["sync"], "claims": "refs"}}  # type: ignore[dict-item]
-MODES = {"branch": (CONFIG, YEARS, 600), "refs": (REFS, REFS_YEARS, 300)}  # config, years, deadline
+MODES = {"branch": (CONFIG, YEARS, 600), "refs": (REFS, YEARS, 600)}  # config, years, deadline
 NODES, WORKERS = 3, 2
 SUBSET = 5  # every episode through the first claim, one in SUBSET through every stage
 S = ProcessingStage
@@ -156,7 +155,7 @@ def _pushing(pid: int, tickets: bool = False) -> bool:
             cmd = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"push" not in cmd[:3]:
+        if b"push" not in cmd:  # (after git's pinned `-c` settings)
             continue
         if not any(b"refs/hystate" in part for part in cmd):
             return True
