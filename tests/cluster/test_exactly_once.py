@@ -35,7 +35,14 @@ from hystate.core.errors import HystateError, IllegalTransition
 from hystate.engine.transition import TransitionResult
 from hystate.manager import StateManager
 from tests.conftest import catalog_rows, git, run_hystate, write_search_json
-from tests.harness.sync import GitServer, clone_node, clone_nodes, seed_remote, served
+from tests.harness.sync import (
+    GitServer,
+    clone_node,
+    clone_nodes,
+    seed_remote,
+    served,
+    server_tickets,
+)
 
 CONFIG = {
     "sync": {"remote": "origin", "push": "each", "deadline": 120},
@@ -257,23 +264,12 @@ class ExactlyOnceRefs(ExactlyOnce):
         assert len(leases) == len(set(leases)), leases
 
 
-def _remote_tickets(server: GitServer) -> dict[str, str]:
-    """The server's tickets: episode id -> commit (``refs/hystate/claims/<id>``)."""
-    out = git(
-        server.bare,
-        "for-each-ref",
-        "--format=%(refname:lstrip=3) %(objectname)",
-        "refs/hystate/claims/",
-    )
-    return dict(line.split(" ", 1) for line in out.splitlines())
-
-
 def _ticket_histories(
     server: GitServer, paths: dict[str, str]
 ) -> dict[str, tuple[str, list[dict[str, object]]]]:
     """Each ticket's commit and the episode's history there (its file at ``paths[id]``), read
     in one ``git cat-file --batch``."""
-    tickets = _remote_tickets(server)
+    tickets = server_tickets(server)
     if not tickets:
         return {}
     out = subprocess.run(
@@ -331,7 +327,7 @@ def test_refs_claims_of_one_episode_through_two_stages_reach_the_branch(tmp_path
         manager.update_state(eid, "downloaded", fields=AUDIO, lease=first.lease)
         (second,) = manager.claim_next("converting", 1)
         assert second.episode.episode_id == eid and second.pending is None
-        assert _remote_tickets(server)[eid] == second.commit  # acknowledged
+        assert server_tickets(server)[eid] == second.commit  # acknowledged
         proc = run_hystate(node, "sync", "--json")
         assert proc.returncode == 0, proc.stderr
         history = _remote_docs(server)[eid]["history"]

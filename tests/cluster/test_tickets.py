@@ -7,16 +7,21 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from hystate.manager import StateManager
 from tests.conftest import git, run_hystate
-from tests.harness.sync import GitServer, clone_nodes, fsck_clean, served
+from tests.harness.sync import (
+    GitServer,
+    branch_docs,
+    clone_nodes,
+    fsck_clean,
+    served,
+    server_tickets,
+)
 
 CONFIG = {
     "sync": {"remote": "origin", "claims": "refs"},
@@ -28,26 +33,6 @@ CONFIG = {
 def cluster(tmp_path: Path) -> Iterator[tuple[GitServer, list[Path]]]:
     with served(tmp_path, CONFIG, 12) as server:
         yield server, clone_nodes(server, tmp_path, 3)
-
-
-def remote_tickets(server: GitServer) -> dict[str, str]:
-    out = git(
-        server.bare,
-        "for-each-ref",
-        "--format=%(refname:lstrip=3) %(objectname)",
-        "refs/hystate/claims/",
-    )
-    return dict(line.split(" ", 1) for line in out.splitlines())
-
-
-def branch_docs(server: GitServer, tmp: Path) -> dict[str, dict]:  # type: ignore[type-arg]
-    out = tmp / f"remote-{time.monotonic_ns()}"
-    out.mkdir()
-    archive = subprocess.run(
-        ["git", "archive", "main", "processed"], cwd=server.bare, capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
-    return {p.stem: yaml.safe_load(p.read_text()) for p in out.rglob("*.yaml")}
 
 
 def claim(node: Path, worker: str) -> subprocess.CompletedProcess[str]:
@@ -62,7 +47,7 @@ def test_a_claim_is_acknowledged_by_its_ticket_and_the_branch_follows(
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(proc.stdout)
     eid = row["episode_id"]
-    held = remote_tickets(server)
+    held = server_tickets(server)
     assert list(held) == [eid]
     message = git(server.bare, "log", "-1", "--format=%B", held[eid])
     assert f"Hystate-Lease: {row['lease']}" in message  # the ticket is the claim's own commit
@@ -148,7 +133,7 @@ def test_nodes_claiming_side_by_side_never_share_an_episode(
             assert row["episode_id"] not in acked  # never acknowledged twice
             acked[row["episode_id"]] = row["lease"]
     assert len(acked) == 9
-    held = remote_tickets(server)
+    held = server_tickets(server)
     assert set(held) == set(acked)
     for node in nodes:
         assert run_hystate(node, "sync").returncode == 0

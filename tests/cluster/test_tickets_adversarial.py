@@ -8,18 +8,16 @@ import hashlib
 import json
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from hystate.cluster import tickets
 from hystate.cluster.sync import ON_REMOTE
 from hystate.manager import StateManager
 from tests.conftest import catalog_rows, git, run_hystate, write_search_json
-from tests.harness.sync import GitServer, clone_nodes, fsck_clean, served
+from tests.harness.sync import GitServer, branch_docs, clone_nodes, fsck_clean, served
 
 CONFIG = {
     "sync": {"remote": "origin", "claims": "refs"},
@@ -47,16 +45,6 @@ def no_flush(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process claims never push the branch themselves: only their tickets hold them."""
     monkeypatch.setattr(tickets, "FLUSH_AFTER", 10_000.0)
     monkeypatch.setattr(tickets, "FLUSH_COUNT", 10_000)
-
-
-def branch_docs(server: GitServer, tmp: Path) -> dict[str, dict]:  # type: ignore[type-arg]
-    out = tmp / f"remote-{time.monotonic_ns()}"
-    out.mkdir()
-    archive = subprocess.run(
-        ["git", "archive", "main", "processed"], cwd=server.bare, capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
-    return {p.stem: yaml.safe_load(p.read_text()) for p in out.rglob("*.yaml")}
 
 
 def leases_in(doc: dict) -> list[str]:  # type: ignore[type-arg]

@@ -137,3 +137,27 @@ def served(tmp_path: Path, config: dict[str, object], episodes: int) -> Iterator
 
 def clone_nodes(server: GitServer, tmp_path: Path, count: int = 2) -> list[Path]:
     return [clone_node(server, tmp_path / f"node{i}", f"n{i}") for i in range(count)]
+
+
+def server_tickets(server: GitServer) -> dict[str, str]:
+    """The server's tickets (``sync.claims: refs``): episode id -> commit."""
+    out = git(
+        server.bare,
+        "for-each-ref",
+        "--format=%(refname:lstrip=3) %(objectname)",
+        "refs/hystate/claims/",
+    )
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+def branch_docs(server: GitServer, tmp: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+    """Every episode file on the server's branch, parsed: episode id -> document."""
+    import yaml
+
+    out = tmp / f"remote-{time.monotonic_ns()}"
+    out.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", "main", "processed"], cwd=server.bare, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return {p.stem: yaml.safe_load(p.read_text()) for p in out.rglob("*.yaml")}
