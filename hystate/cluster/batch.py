@@ -28,7 +28,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from hystate.cluster import journal, lease_refs, turns
 from hystate.cluster.sync import (
@@ -165,35 +165,62 @@ def carried(
     tracking = gr.tracking_ref(remote, gr.branch_of(ws.repo))
     waiting = list(results)
     acked: list[TransitionResult] = []
-    lock = StateLock(ws.locks_dir / SYNC_LOCK, timeout=0)
     seen = before
-    delay = 0.002
-    while True:
+
+    def carried() -> bool:  # a push (or fetch) of another process of the node moved the tip
+        nonlocal seen, waiting
         tip = ws.repo.refs.resolve(tracking)
-        if tip != seen:  # a push (or fetch) of another process of the node moved it
+        if tip != seen:
             landed = [r for r in waiting if _landed(ws, tip, seen, r)]
             seen = tip
-            acked += landed
+            acked.extend(landed)
             waiting = [r for r in waiting if r not in landed]
-            if not waiting:
-                return acked, None
+        return not waiting
+
+    turn = wait_turn(ws, until, carried)
+    if turn is None:
+        return acked, None
+    if isinstance(turn, LockBusy):
+        return acked, LockBusy(
+            f"{turn.message}; {len(waiting)} claim(s) stay committed on this node, "
+            "not acknowledged",
+            hint="the next sync pushes them and their leases expire",
+        )
+    got, error = pushing(ws, turn, lambda: _push(ws, remote, waiting, until, tracking, seen))
+    return acked + got, error
+
+
+def wait_turn(
+    ws: Workspace, until: float, carried: Callable[[], bool]
+) -> StateLock | LockBusy | None:
+    """Wait for whichever comes first: ``carried()`` says another process of the node pushed
+    what this one waits for (None), or the node's sync lock (returned, held). Past the
+    deadline and ``GRACE``, or when the lock's path is no lock file: that LockBusy."""
+    lock = StateLock(ws.locks_dir / SYNC_LOCK, timeout=0)
+    delay = 0.002
+    while True:
+        if carried():
+            return None
         try:
             lock.acquire()
-            break
+            return lock
         except LockBusy as exc:
             if time.monotonic() >= until + GRACE or "not a lock file" in exc.message:
-                return acked, LockBusy(
-                    f"{exc.message}; {len(waiting)} claim(s) stay committed on this node, "
-                    "not acknowledged",
-                    hint="the next sync pushes them and their leases expire",
-                )
+                return exc
         time.sleep(delay * random.uniform(0.5, 1.5))
         delay = min(delay * 1.5, 0.04)
+
+
+R = TypeVar("R")
+
+
+def pushing(ws: Workspace, lock: StateLock, push: Callable[[], R]) -> R:
+    """``push()`` under the held sync ``lock`` (released after), as a sync: no
+    ``sync.push: each`` around what it commits."""
     syncing = ws.syncing
     ws.syncing = True
     try:
-        got, error = _push(ws, remote, waiting, until, tracking, seen)
-        return acked + got, error
+        return push()
     finally:
         ws.syncing = syncing
         lock.release()

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 from hystate.cluster import batch, journal, lease_refs, tickets
 from hystate.cluster.sync import (
-    SYNC_LOCK,
     WITHDRAWN,
     ClaimsOffline,
     RemoteBusy,
@@ -31,7 +30,6 @@ from hystate.cluster.sync import (
     sync_locked,
 )
 from hystate.core.errors import HystateError, LockBusy
-from hystate.core.locks import StateLock
 from hystate.core.model import EpisodeState, ProcessingStage
 from hystate.engine import limits
 from hystate.git import remote as gr
@@ -101,29 +99,15 @@ def _carried(
 ) -> tuple[list[TransitionResult], HystateError | None]:
     """The claims of ``results`` whose tickets are set, by this process's push or another's;
     the error that stopped this process's push (its claims not acknowledged are withdrawn)."""
-    lock = StateLock(ws.locks_dir / SYNC_LOCK, timeout=0)
-    delay = 0.002
-    while True:
-        if all(_mine(ws, r) for r in results):
-            return results, None  # another process of the node pushed them
-        try:
-            lock.acquire()
-            break
-        except LockBusy as exc:
-            if time.monotonic() >= until + batch.GRACE or "not a lock file" in exc.message:
-                return [r for r in results if _mine(ws, r)], LockBusy(
-                    f"{exc.message}; claims stay committed on this node, not acknowledged",
-                    hint="the next sync pushes them and their leases expire",
-                )
-        time.sleep(delay * random.uniform(0.5, 1.5))
-        delay = min(delay * 1.5, 0.04)
-    syncing = ws.syncing
-    ws.syncing = True
-    try:
-        return _push(ws, remote, results, until)
-    finally:
-        ws.syncing = syncing
-        lock.release()
+    turn = batch.wait_turn(ws, until, lambda: all(_mine(ws, r) for r in results))
+    if turn is None:
+        return results, None  # another process of the node pushed them
+    if isinstance(turn, LockBusy):
+        return [r for r in results if _mine(ws, r)], LockBusy(
+            f"{turn.message}; claims stay committed on this node, not acknowledged",
+            hint="the next sync pushes them and their leases expire",
+        )
+    return batch.pushing(ws, turn, lambda: _push(ws, remote, results, until))
 
 
 def _push(

@@ -16,13 +16,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
 
 from hystate.cluster.sync import SYNC_LOCK
 from hystate.core.locks import StateLock
 from hystate.manager import StateManager
 from tests.conftest import HYSTATE, git, run_hystate
-from tests.harness.sync import GitServer, clone_nodes, served
+from tests.harness.sync import GitServer, branch_docs, clone_nodes, served
 
 CONFIG = {
     "sync": {"remote": "origin"},
@@ -67,19 +66,11 @@ def pushes(server: GitServer) -> int:
 
 def remote_held(server: GitServer, tmp: Path) -> dict[str, tuple[str, str]]:
     """Episode -> (worker, lease) of every episode in downloading on the server's branch."""
-    out = tmp / f"remote-{time.monotonic_ns()}"
-    out.mkdir()
-    archive = subprocess.run(
-        ["git", "archive", "main", "processed"], cwd=server.bare, capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
-    held = {}
-    for path in out.rglob("*.yaml"):
-        doc = yaml.safe_load(path.read_text())
-        if isinstance(doc, dict) and doc.get("stage") == "downloading":
-            entry = doc["history"][-1]
-            held[path.stem] = (entry["by"], entry["lease"])
-    return held
+    return {
+        eid: (doc["history"][-1]["by"], doc["history"][-1]["lease"])
+        for eid, doc in branch_docs(server, tmp).items()
+        if isinstance(doc, dict) and doc.get("stage") == "downloading"
+    }
 
 
 def sync_lock(node: Path) -> StateLock:
