@@ -245,20 +245,19 @@ def _push(
     withdraw = frozenset(x for r in mine for x in (r.commit, r.lease) if x)
     turns.before_push(ws, remote, gr.branch_of(ws.repo))  # (meanwhile, the batch grows)
     began = time.monotonic()
-    try:  # pushed first, fetched only when the push lost (compare-and-swap)
-        report = online(
+
+    def step(fetched: bool) -> Report:  # pushed first, fetched only when the push lost (CAS)
+        return sync_locked(
             ws,
             remote,
-            lambda: sync_locked(
-                ws,
-                remote,
-                fetched=True,
-                deadline=until,
-                brief=True,
-                lost=lambda: turns.lost(ws, remote, timeout(ws)),
-            ),
-            withdraw,
+            fetched=fetched,
+            deadline=until,
+            brief=True,
+            lost=lambda: turns.lost(ws, remote, timeout(ws)),
         )
+
+    try:
+        report = online(ws, remote, lambda: step(True), withdraw, lambda: step(False))
     except HystateError as exc:
         return acked, exc
     if report.landed:
@@ -310,12 +309,24 @@ def _holds(ws: Workspace, commit: str | None, result: TransitionResult) -> bool:
 
 
 def online(
-    ws: Workspace, remote: str, step: Callable[[], Report], withdraw: frozenset[str] = frozenset()
+    ws: Workspace,
+    remote: str,
+    step: Callable[[], Report],
+    withdraw: frozenset[str] = frozenset(),
+    again: Callable[[], Report] | None = None,
 ) -> Report:
     """Run a sync step; if it fails, withdraw the claims not acknowledged (``withdraw``), so
-    that no episode stays held for a worker that was told no."""
+    that no episode stays held for a worker that was told no. ``again``: when the step's push
+    got no answer (a timeout, a dropped connection), the push may have landed all the same: the
+    step run again (it fetches first, so claims the remote holds are found there, not withdrawn
+    while the branch holds them); only when that fails too are they withdrawn."""
     try:
-        return step()
+        try:
+            return step()
+        except gr.Unreachable:
+            if not withdraw or again is None:
+                raise
+            return again()
     except HystateError as exc:
         if withdraw:
             try:

@@ -127,7 +127,7 @@ def _push(
         moves = [m for m in moves if not tickets.with_branch(ws, m[1])]
         table = lease_refs.prepare(ws, remote, only_if_changed=True) if moves else None
         leases = table[:2] if table else None
-        if moves and not tickets.take(ws, remote, moves, leases=leases):
+        if moves and not _take(ws, remote, moves, leases):
             gone = tickets.plan(ws, commits)[0]  # (tickets fetched again: who lost theirs)
         elif table:
             lease_refs.published(ws, table[2])
@@ -156,6 +156,23 @@ def _push(
         _withdraw(ws, remote, waiting, drop, WITHDRAWN)
         return acked + [r for r in held if _mine(ws, r)], _offline(exc)
     return acked + [r for r in held if _mine(ws, r)], None
+
+
+def _take(
+    ws: Workspace,
+    remote: str,
+    moves: list[tuple[str, str, str | None]],
+    leases: tuple[str, str] | None,
+) -> bool:
+    """``tickets.take``; when the push's answer never came (a timeout, a dropped connection)
+    the tickets may have landed all the same: the remote is asked (the tickets fetched again),
+    so a claim it holds is returned, not withdrawn while its ticket holds it. Still no answer:
+    Unreachable, and the claims are withdrawn."""
+    try:
+        return tickets.take(ws, remote, moves, leases=leases)
+    except gr.Unreachable:
+        tickets.fetch(ws, remote)
+        return False
 
 
 def _unpushed(ws: Workspace, tip: str | None, head: str) -> list[gr.CommitInfo]:
