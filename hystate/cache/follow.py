@@ -22,6 +22,7 @@ the same, else learnt again from the carried runs (~10-15 ms at 100,000 episodes
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import re
@@ -293,28 +294,32 @@ class Change:
 
     def training_text(self, episodes: int, text: str) -> str | None:
         """``training`` done on the kept text: the entries of the episodes that joined, left
-        or changed are cut out or put in, the others' copied as they are. The same text as
-        ``json.dumps`` of ``training``'s answer, without decoding and encoding ~9,000 runs
-        (~330 KB at 100,000 episodes: ~6 ms a transition). Text of another shape: decoded."""
-        parts = _training_parts(text)
+        or changed are cut out or put in where bisection finds them, the text between copied
+        as it is. The same text as ``json.dumps`` of ``training``'s answer, without decoding
+        and encoding ~9,000 runs, nor cutting the text into its ~1,700 entries (~330 KB at
+        100,000 episodes: ~6 ms a transition in a served child, most of it memory the fork's
+        copy-on-write had to fault in). Text of another shape: decoded."""
+        parts = _training_body(text)
         if parts is None:
-            value = self.training(episodes, json.loads(text))
-            return None if value is None else json.dumps(value[0], allow_nan=False)
-        candidates, entries = parts
+            return self._decoded(episodes, text)
+        candidates, body = parts
         chosen = self.candidates(episodes)
         redo = self.redo(set(candidates), chosen)
         if len(redo) > REDO_AT_MOST:
             return None
+        if not _IDS.fullmatch("".join(f"{e}\n" for e in redo)):
+            return self._decoded(episodes, text)  # an id JSON would escape: not found by bisection
         fresh = self.runs_of(redo & set(chosen))
-        same = True
-        for episode in redo:
-            before = entries.pop(episode, None)
-            after = None
-            if episode in fresh:
-                after = entries[episode] = _entry(episode, fresh[episode])
-            same = same and before == after
-        self.same_training = same  # the model reads nothing else
-        return _training_text(chosen, entries)
+        try:
+            spliced = body.splice({e: _entry(e, fresh[e]) if e in fresh else None for e in redo})
+        except _Shape:
+            return self._decoded(episodes, text)
+        self.same_training = spliced[1]  # the model reads nothing else
+        return f"{_HEAD}{json.dumps(chosen)}{_RUNS}{spliced[0]}{_END}"
+
+    def _decoded(self, episodes: int, text: str) -> str | None:
+        value = self.training(episodes, json.loads(text))
+        return None if value is None else json.dumps(value[0], allow_nan=False)
 
     def candidates(self, episodes: int) -> list[str]:
         args = (max(episodes - 1, 0), episodes)
@@ -334,36 +339,80 @@ class Change:
 _HEAD, _RUNS, _END = '{"candidates": ', ', "runs": {', "}}"
 _SEP = ']], "'  # between two episodes' runs: a run is a list of numbers, null and stage names
 _IDS = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]*\n)*")  # ids as the schema has them: no escapes
+_SEPS = re.compile(re.escape(_SEP))
+_KEY = re.compile(r'([A-Za-z0-9][A-Za-z0-9._-]*)": \[\[')  # an entry's id, where it starts
 
 
 def _entry(episode: str, runs: list[list[Any]]) -> str:
-    """An episode's entry as ``_training_parts`` keeps it: ``<id>": [[...]`` (what lies
+    """An episode's entry as ``_Body.splice`` takes it: ``<id>": [[...]`` (what lies
     between the quote before the id and the ``]]`` after the runs in ``json.dumps``)."""
     return json.dumps({episode: runs}, allow_nan=False)[2:-3]
 
 
-def _training_text(candidates: list[str], entries: dict[str, str]) -> str:
-    runs = f'"{_SEP.join(entries[e] for e in sorted(entries))}]]' if entries else ""
-    return f"{_HEAD}{json.dumps(candidates)}{_RUNS}{runs}{_END}"
+class _Shape(ValueError):
+    """The kept text is not what ``json.dumps`` wrote for a training set."""
 
 
-def _training_parts(text: str) -> tuple[list[str], dict[str, str]] | None:
-    """The candidates and each episode's entry in a training set's text, or None when the text
-    is not what ``json.dumps`` writes for one (or holds an id that JSON would escape)."""
+class _Body:
+    """The runs of a training set as ``json.dumps`` wrote them: ``"<id>": [[...]], "<id>":
+    [[...]]``, in id order. Each entry's place is where a separator ends (found by the C
+    loop of ``finditer``); an entry's id is read only where a bisection looks, and checked
+    there to start an entry."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.starts = [1, *(m.end() for m in _SEPS.finditer(text))] if text else []
+
+    def key(self, i: int) -> str:
+        """The id of the ``i``th entry (``_Shape`` where none starts there)."""
+        found = _KEY.match(self.text, self.starts[i])
+        if found is None:
+            raise _Shape("not an entry's start")
+        return found.group(1)
+
+    def end(self, i: int) -> int:
+        """Where the ``i``th entry ends (after its ``]]``): where the next one starts, checked
+        (a stage name ending in ``]], `` holds a separator)."""
+        end = len(self.text)
+        if i + 1 < len(self.starts):
+            self.key(i + 1)
+            end = self.starts[i + 1] - 3
+        if self.text[end - 2 : end] != "]]":
+            raise _Shape("not an entry's end")
+        return end
+
+    def splice(self, entries: dict[str, str | None]) -> tuple[str, bool]:
+        """The text with the entry of each episode in ``entries`` (as ``_entry`` makes it)
+        put in, replaced, or (None) cut out; and whether it is the same as before."""
+        segments: list[str] = []
+        pos, same = 0, True
+        for episode in sorted(entries):
+            i = bisect.bisect_left(range(len(self.starts)), episode, key=self.key)
+            at = self.starts[i] - 1 if i < len(self.starts) else len(self.text)
+            segments.append(self.text[pos:at])
+            before = None
+            if i < len(self.starts) and self.key(i) == episode:
+                pos = self.end(i)
+                before = self.text[at:pos]
+            else:
+                pos = at
+            after = entries[episode]
+            if after is not None:
+                segments.append(f'"{after}]]')
+            same = same and before == (None if after is None else f'"{after}]]')
+        segments.append(self.text[pos:])
+        kept = (s.removeprefix(", ").removesuffix(", ") for s in segments)
+        return ", ".join(s for s in kept if s), same
+
+
+def _training_body(text: str) -> tuple[list[str], _Body] | None:
+    """The candidates and the runs of a training set's text, or None when the text is not of
+    the shape ``json.dumps`` writes for one."""
     cut = text.find(_RUNS)
     if not text.startswith(_HEAD) or not text.endswith(_END) or cut < 0:
         return None
     candidates = json.loads(text[len(_HEAD) : cut])
     body = text[cut + len(_RUNS) : -len(_END)]
-    if not isinstance(candidates, list) or not body:
-        return (candidates, {}) if isinstance(candidates, list) else None
-    if body[0] != '"' or not body.endswith("]]"):
+    if not isinstance(candidates, list) or (body and (body[0] != '"' or body[-2:] != "]]")):
         return None
-    pieces = body[1:-2].split(_SEP)
-    split = [piece.partition('": [[') for piece in pieces]
-    if not all(found for _, found, _ in split):
-        return None
-    if not _IDS.fullmatch("".join(f"{key}\n" for key, _, _ in split)):
-        return None
-    entries = {key: piece for (key, _, _), piece in zip(split, pieces, strict=True)}
-    return (candidates, entries) if len(entries) == len(pieces) else None
+    return candidates, _Body(body)
