@@ -15,17 +15,16 @@ carried (floating point sums depend on their order), nor an end (min, first, las
 removed row held or tied. The forecast's training set (``forecast_queries.training_runs``) is
 carried by finding its episodes again (one query through partial indexes, ~2.5 ms at 100,000
 episodes) and reading the runs of those that joined, left or changed, spliced into its kept
-text (never decoded nor encoded whole); the model learnt from it is carried when its runs are
+text where a bisection finds them (``hystate.cache.training_text``: never decoded, encoded or
+cut whole); the model learnt from it is carried when its runs are
 the same, else learnt again from the carried runs (~10-15 ms at 100,000 episodes instead of
 ~0.3 s from the history).
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import json
-import re
 import sqlite3
 from collections import Counter
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from hystate.cache import training_text
 from hystate.cache.db import CacheDB
 from hystate.cache.tables import ACTIVE, ACTIVE_SQL
 from hystate.core.model import parse_time
@@ -299,7 +299,7 @@ class Change:
         and encoding ~9,000 runs, nor cutting the text into its ~1,700 entries (~330 KB at
         100,000 episodes: ~6 ms a transition in a served child, most of it memory the fork's
         copy-on-write had to fault in). Text of another shape: decoded."""
-        parts = _training_body(text)
+        parts = training_text.parse(text)
         if parts is None:
             return self._decoded(episodes, text)
         candidates, body = parts
@@ -307,15 +307,17 @@ class Change:
         redo = self.redo(set(candidates), chosen)
         if len(redo) > REDO_AT_MOST:
             return None
-        if not _IDS.fullmatch("".join(f"{e}\n" for e in redo)):
+        if not training_text.IDS.fullmatch("".join(f"{e}\n" for e in redo)):
             return self._decoded(episodes, text)  # an id JSON would escape: not found by bisection
         fresh = self.runs_of(redo & set(chosen))
         try:
-            spliced = body.splice({e: _entry(e, fresh[e]) if e in fresh else None for e in redo})
-        except _Shape:
+            spliced = body.splice(
+                {e: training_text.entry(e, fresh[e]) if e in fresh else None for e in redo}
+            )
+        except training_text.Shape:
             return self._decoded(episodes, text)
         self.same_training = spliced[1]  # the model reads nothing else
-        return f"{_HEAD}{json.dumps(chosen)}{_RUNS}{spliced[0]}{_END}"
+        return training_text.compose(chosen, spliced[0])
 
     def _decoded(self, episodes: int, text: str) -> str | None:
         value = self.training(episodes, json.loads(text))
@@ -333,86 +335,3 @@ class Change:
     def runs_of(self, episodes: set[str]) -> dict[str, list[list[Any]]]:
         wanted = json.dumps(sorted(episodes))
         return runs_by_episode(self.db.db.execute(TRAINING_ROWS, (wanted,)).fetchall())
-
-
-# the training set as json.dumps writes it: {"candidates": [...], "runs": {"<id>": [[...]], ...}}
-_HEAD, _RUNS, _END = '{"candidates": ', ', "runs": {', "}}"
-_SEP = ']], "'  # between two episodes' runs: a run is a list of numbers, null and stage names
-_IDS = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]*\n)*")  # ids as the schema has them: no escapes
-_SEPS = re.compile(re.escape(_SEP))
-_KEY = re.compile(r'([A-Za-z0-9][A-Za-z0-9._-]*)": \[\[')  # an entry's id, where it starts
-
-
-def _entry(episode: str, runs: list[list[Any]]) -> str:
-    """An episode's entry as ``_Body.splice`` takes it: ``<id>": [[...]`` (what lies
-    between the quote before the id and the ``]]`` after the runs in ``json.dumps``)."""
-    return json.dumps({episode: runs}, allow_nan=False)[2:-3]
-
-
-class _Shape(ValueError):
-    """The kept text is not what ``json.dumps`` wrote for a training set."""
-
-
-class _Body:
-    """The runs of a training set as ``json.dumps`` wrote them: ``"<id>": [[...]], "<id>":
-    [[...]]``, in id order. Each entry's place is where a separator ends (found by the C
-    loop of ``finditer``); an entry's id is read only where a bisection looks, and checked
-    there to start an entry."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.starts = [1, *(m.end() for m in _SEPS.finditer(text))] if text else []
-
-    def key(self, i: int) -> str:
-        """The id of the ``i``th entry (``_Shape`` where none starts there)."""
-        found = _KEY.match(self.text, self.starts[i])
-        if found is None:
-            raise _Shape("not an entry's start")
-        return found.group(1)
-
-    def end(self, i: int) -> int:
-        """Where the ``i``th entry ends (after its ``]]``): where the next one starts, checked
-        (a stage name ending in ``]], `` holds a separator)."""
-        end = len(self.text)
-        if i + 1 < len(self.starts):
-            self.key(i + 1)
-            end = self.starts[i + 1] - 3
-        if self.text[end - 2 : end] != "]]":
-            raise _Shape("not an entry's end")
-        return end
-
-    def splice(self, entries: dict[str, str | None]) -> tuple[str, bool]:
-        """The text with the entry of each episode in ``entries`` (as ``_entry`` makes it)
-        put in, replaced, or (None) cut out; and whether it is the same as before."""
-        segments: list[str] = []
-        pos, same = 0, True
-        for episode in sorted(entries):
-            i = bisect.bisect_left(range(len(self.starts)), episode, key=self.key)
-            at = self.starts[i] - 1 if i < len(self.starts) else len(self.text)
-            segments.append(self.text[pos:at])
-            before = None
-            if i < len(self.starts) and self.key(i) == episode:
-                pos = self.end(i)
-                before = self.text[at:pos]
-            else:
-                pos = at
-            after = entries[episode]
-            if after is not None:
-                segments.append(f'"{after}]]')
-            same = same and before == (None if after is None else f'"{after}]]')
-        segments.append(self.text[pos:])
-        kept = (s.removeprefix(", ").removesuffix(", ") for s in segments)
-        return ", ".join(s for s in kept if s), same
-
-
-def _training_body(text: str) -> tuple[list[str], _Body] | None:
-    """The candidates and the runs of a training set's text, or None when the text is not of
-    the shape ``json.dumps`` writes for one."""
-    cut = text.find(_RUNS)
-    if not text.startswith(_HEAD) or not text.endswith(_END) or cut < 0:
-        return None
-    candidates = json.loads(text[len(_HEAD) : cut])
-    body = text[cut + len(_RUNS) : -len(_END)]
-    if not isinstance(candidates, list) or (body and (body[0] != '"' or body[-2:] != "]]")):
-        return None
-    return candidates, _Body(body)

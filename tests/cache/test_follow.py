@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hystate.cache import follow, forecast_queries
+from hystate.cache import follow, forecast_queries, training_text
 from hystate.cache.state_cache import StateCache
 from hystate.manager import StateManager
 from hystate.reports import fit, summary, trained
@@ -235,7 +235,7 @@ def test_the_candidates_are_read_in_order_never_sorted(manager: StateManager) ->
 
 
 def test_a_training_set_is_spliced_in_its_text_as_json_dumps_would_write_it() -> None:
-    """``follow._Body.splice`` puts in, replaces and cuts out episodes' entries where a
+    """``training_text.Body.splice`` puts in, replaces and cuts out episodes' entries where a
     bisection finds them in the text ``json.dumps`` wrote: the text ``json.dumps`` writes for
     the result, at each step of random changes (first, last, only, absent, neighbours); and
     ``_training_body`` declines any other shape, which is then decoded."""
@@ -244,7 +244,7 @@ def test_a_training_set_is_spliced_in_its_text_as_json_dumps_would_write_it() ->
     ids = [f"hy_{n:03d}{rng.choice(['', '.2', '-x'])}" for n in range(40)]
     for _ in range(300):
         text = json.dumps({"candidates": sorted(runs), "runs": dict(sorted(runs.items()))})
-        parts = follow._training_body(text)
+        parts = training_text.parse(text)
         assert parts is not None
         candidates, body = parts
         assert candidates == sorted(runs)
@@ -260,13 +260,13 @@ def test_a_training_set_is_spliced_in_its_text_as_json_dumps_would_write_it() ->
                 ]
         changed = {e for e in set(runs) | set(new) if runs.get(e) != new.get(e)}
         changed |= set(rng.sample(ids, 2))  # read again, the same as before
-        entries = {e: follow._entry(e, new[e]) if e in new else None for e in changed}
+        entries = {e: training_text.entry(e, new[e]) if e in new else None for e in changed}
         spliced, same = body.splice(entries)
         want = json.dumps({"candidates": [], "runs": dict(sorted(new.items()))})
-        assert f"{follow._HEAD}[]{follow._RUNS}{spliced}{follow._END}" == want
+        assert training_text.compose([], spliced) == want
         assert same == (new == runs)
         runs = new
-    assert follow._training_body(json.dumps({"candidates": [], "runs": {}})) is not None
+    assert training_text.parse(json.dumps({"candidates": [], "runs": {}})) is not None
     good = {"hy_a": [["downloading", 1.5, 2.0, "downloaded", 28000000, None]]}
     for other in (
         json.dumps({"runs": good, "candidates": []}),  # another order
@@ -274,14 +274,14 @@ def test_a_training_set_is_spliced_in_its_text_as_json_dumps_would_write_it() ->
         json.dumps({"candidates": {}, "runs": {}}),
         json.dumps({"candidates": [], "runs": good}, separators=(",", ":")),
     ):
-        assert follow._training_body(other) is None
+        assert training_text.parse(other) is None
     # an entry that does not start where a separator ends: declined, not guessed
-    odd = follow._training_body(json.dumps({"candidates": [], "runs": {"hy_a": [[1]], "é": [[2]]}}))
+    odd = training_text.parse(json.dumps({"candidates": [], "runs": {"hy_a": [[1]], "é": [[2]]}}))
     assert odd is not None
-    with pytest.raises(follow._Shape):
+    with pytest.raises(training_text.Shape):
         odd[1].splice({"zz": None})
     fake = {"hy_a": [["a]], ", 1]], "hy_b": [[2]]}  # a separator inside a stage name
-    found = follow._training_body(json.dumps({"candidates": [], "runs": fake}))
+    found = training_text.parse(json.dumps({"candidates": [], "runs": fake}))
     assert found is not None
-    with pytest.raises(follow._Shape):
+    with pytest.raises(training_text.Shape):
         found[1].splice({"hy_a": None})
