@@ -70,7 +70,7 @@ def run_size(keep: Path, n: int, trees: dict[str, Path], runs: int, folder: Path
             root = roots[tree_label]
             one(fresh, ["advance", todo[tree_label].pop(), "downloading"], root)
             times[label].append(one(timed, ["status"], root))
-    row: dict[str, object] = {"episodes": n}
+    row: dict[str, object] = {"episodes": n, "load": round(os.getloadavg()[0], 1)}
     for label, values in times.items():
         counted = values[1:]
         row[label] = {

@@ -15,7 +15,8 @@ carried (floating point sums depend on their order), nor an end (min, first, las
 removed row held or tied. The forecast's training set (``forecast_queries.training_runs``) is
 carried by finding its episodes again (one query through partial indexes, ~2.5 ms at 100,000
 episodes) and reading the runs of those that joined, left or changed, spliced into its kept
-text (never decoded nor encoded whole); the model learnt from it is carried when its runs are
+text where a bisection finds them (``hystate.cache.training_text``: never decoded, encoded or
+cut whole); the model learnt from it is carried when its runs are
 the same, else learnt again from the carried runs (~10-15 ms at 100,000 episodes instead of
 ~0.3 s from the history).
 """
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import sqlite3
 from collections import Counter
 from collections.abc import Sequence
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from hystate.cache import training_text
 from hystate.cache.db import CacheDB
 from hystate.cache.tables import ACTIVE, ACTIVE_SQL
 from hystate.core.model import parse_time
@@ -293,28 +294,34 @@ class Change:
 
     def training_text(self, episodes: int, text: str) -> str | None:
         """``training`` done on the kept text: the entries of the episodes that joined, left
-        or changed are cut out or put in, the others' copied as they are. The same text as
-        ``json.dumps`` of ``training``'s answer, without decoding and encoding ~9,000 runs
-        (~330 KB at 100,000 episodes: ~6 ms a transition). Text of another shape: decoded."""
-        parts = _training_parts(text)
+        or changed are cut out or put in where bisection finds them, the text between copied
+        as it is. The same text as ``json.dumps`` of ``training``'s answer, without decoding
+        and encoding ~9,000 runs, nor cutting the text into its ~1,700 entries (~330 KB at
+        100,000 episodes: ~6 ms a transition in a served child, most of it memory the fork's
+        copy-on-write had to fault in). Text of another shape: decoded."""
+        parts = training_text.parse(text)
         if parts is None:
-            value = self.training(episodes, json.loads(text))
-            return None if value is None else json.dumps(value[0], allow_nan=False)
-        candidates, entries = parts
+            return self._decoded(episodes, text)
+        candidates, body = parts
         chosen = self.candidates(episodes)
         redo = self.redo(set(candidates), chosen)
         if len(redo) > REDO_AT_MOST:
             return None
+        if not training_text.IDS.fullmatch("".join(f"{e}\n" for e in redo)):
+            return self._decoded(episodes, text)  # an id JSON would escape: not found by bisection
         fresh = self.runs_of(redo & set(chosen))
-        same = True
-        for episode in redo:
-            before = entries.pop(episode, None)
-            after = None
-            if episode in fresh:
-                after = entries[episode] = _entry(episode, fresh[episode])
-            same = same and before == after
-        self.same_training = same  # the model reads nothing else
-        return _training_text(chosen, entries)
+        try:
+            spliced = body.splice(
+                {e: training_text.entry(e, fresh[e]) if e in fresh else None for e in redo}
+            )
+        except training_text.Shape:
+            return self._decoded(episodes, text)
+        self.same_training = spliced[1]  # the model reads nothing else
+        return training_text.compose(chosen, spliced[0])
+
+    def _decoded(self, episodes: int, text: str) -> str | None:
+        value = self.training(episodes, json.loads(text))
+        return None if value is None else json.dumps(value[0], allow_nan=False)
 
     def candidates(self, episodes: int) -> list[str]:
         args = (max(episodes - 1, 0), episodes)
@@ -328,42 +335,3 @@ class Change:
     def runs_of(self, episodes: set[str]) -> dict[str, list[list[Any]]]:
         wanted = json.dumps(sorted(episodes))
         return runs_by_episode(self.db.db.execute(TRAINING_ROWS, (wanted,)).fetchall())
-
-
-# the training set as json.dumps writes it: {"candidates": [...], "runs": {"<id>": [[...]], ...}}
-_HEAD, _RUNS, _END = '{"candidates": ', ', "runs": {', "}}"
-_SEP = ']], "'  # between two episodes' runs: a run is a list of numbers, null and stage names
-_IDS = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]*\n)*")  # ids as the schema has them: no escapes
-
-
-def _entry(episode: str, runs: list[list[Any]]) -> str:
-    """An episode's entry as ``_training_parts`` keeps it: ``<id>": [[...]`` (what lies
-    between the quote before the id and the ``]]`` after the runs in ``json.dumps``)."""
-    return json.dumps({episode: runs}, allow_nan=False)[2:-3]
-
-
-def _training_text(candidates: list[str], entries: dict[str, str]) -> str:
-    runs = f'"{_SEP.join(entries[e] for e in sorted(entries))}]]' if entries else ""
-    return f"{_HEAD}{json.dumps(candidates)}{_RUNS}{runs}{_END}"
-
-
-def _training_parts(text: str) -> tuple[list[str], dict[str, str]] | None:
-    """The candidates and each episode's entry in a training set's text, or None when the text
-    is not what ``json.dumps`` writes for one (or holds an id that JSON would escape)."""
-    cut = text.find(_RUNS)
-    if not text.startswith(_HEAD) or not text.endswith(_END) or cut < 0:
-        return None
-    candidates = json.loads(text[len(_HEAD) : cut])
-    body = text[cut + len(_RUNS) : -len(_END)]
-    if not isinstance(candidates, list) or not body:
-        return (candidates, {}) if isinstance(candidates, list) else None
-    if body[0] != '"' or not body.endswith("]]"):
-        return None
-    pieces = body[1:-2].split(_SEP)
-    split = [piece.partition('": [[') for piece in pieces]
-    if not all(found for _, found, _ in split):
-        return None
-    if not _IDS.fullmatch("".join(f"{key}\n" for key, _, _ in split)):
-        return None
-    entries = {key: piece for (key, _, _), piece in zip(split, pieces, strict=True)}
-    return (candidates, entries) if len(entries) == len(pieces) else None

@@ -17,7 +17,7 @@ __all__ = ["CODE", "FORMAT_VERSION", "code_stamp", "stamp"]
 # the code that computes what is kept: another version of it (an upgrade, a branch of hystate
 # run on the same repository) computes again instead of believing this one's answers
 CODE: tuple[str, ...] = ("cache/memo.py", "cache/queries.py", "cache/forecast_queries.py")
-CODE += ("cache/follow.py", "cache/stamps.py")
+CODE += ("cache/follow.py", "cache/training_text.py", "cache/stamps.py")
 CODE += ("cache/tables.py", "reports/fit.py", "reports/trained.py", "core/model.py")
 _code: list[str] = []
 

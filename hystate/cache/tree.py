@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hystate.cache import treediff
 from hystate.cache.tables import episode_row, log_rows
 from hystate.core.errors import GitError, Problem
 from hystate.core.store import LINK_REFUSED, check_content
+from hystate.git import treediff
 from hystate.git.objects import EMPTY_TREE, KINDS, ObjectStore
 from hystate.git.trees import TREE_MODE
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hystate.cache import follow, forecast_queries
+from hystate.cache import follow, forecast_queries, training_text
 from hystate.cache.state_cache import StateCache
 from hystate.manager import StateManager
 from hystate.reports import fit, summary, trained
@@ -234,27 +234,54 @@ def test_the_candidates_are_read_in_order_never_sorted(manager: StateManager) ->
     assert "TEMP B-TREE" not in steps
 
 
-def test_a_training_set_is_cut_into_its_episodes_entries_as_written() -> None:
-    """``follow._training_parts`` finds each episode's entry in the text ``json.dumps`` wrote
-    (put back together: the same text), and declines any other shape, which is then decoded."""
-    runs = {
-        "hy_a": [["downloading", 1.5, 2.0, "downloaded", 28000000, None]],
-        "hy_b.2": [["downloading", 1, 2, "failed", None, 1834.5], ["uploading", 3, 4, "x", 1, 2]],
-    }
-    text = json.dumps({"candidates": ["hy_a", "hy_b.2", "hy_c"], "runs": runs})
-    parts = follow._training_parts(text)
-    assert parts is not None
-    candidates, entries = parts
-    assert candidates == ["hy_a", "hy_b.2", "hy_c"] and list(entries) == ["hy_a", "hy_b.2"]
-    assert entries["hy_b.2"] == follow._entry("hy_b.2", runs["hy_b.2"])
-    assert follow._training_text(candidates, entries) == text
-    assert follow._training_parts(json.dumps({"candidates": [], "runs": {}})) == ([], {})
+def test_a_training_set_is_spliced_in_its_text_as_json_dumps_would_write_it() -> None:
+    """``training_text.Body.splice`` puts in, replaces and cuts out episodes' entries where a
+    bisection finds them in the text ``json.dumps`` wrote: the text ``json.dumps`` writes for
+    the result, at each step of random changes (first, last, only, absent, neighbours); and
+    ``_training_body`` declines any other shape, which is then decoded."""
+    rng = random.Random(29)
+    runs: dict[str, list[list[object]]] = {}
+    ids = [f"hy_{n:03d}{rng.choice(['', '.2', '-x'])}" for n in range(40)]
+    for _ in range(300):
+        text = json.dumps({"candidates": sorted(runs), "runs": dict(sorted(runs.items()))})
+        parts = training_text.parse(text)
+        assert parts is not None
+        candidates, body = parts
+        assert candidates == sorted(runs)
+        new = dict(runs)
+        for episode in rng.sample(ids, rng.randint(1, 4)):
+            if rng.random() < 0.4:
+                new.pop(episode, None)
+            else:
+                size = rng.choice([None, rng.randint(1, 10**9), 1.5])
+                new[episode] = [
+                    ["downloading", rng.random(), 2, rng.choice(["failed", 'x]], "y']), size, None]
+                    for _ in range(rng.randint(1, 3))
+                ]
+        changed = {e for e in set(runs) | set(new) if runs.get(e) != new.get(e)}
+        changed |= set(rng.sample(ids, 2))  # read again, the same as before
+        entries = {e: training_text.entry(e, new[e]) if e in new else None for e in changed}
+        spliced, same = body.splice(entries)
+        want = json.dumps({"candidates": [], "runs": dict(sorted(new.items()))})
+        assert training_text.compose([], spliced) == want
+        assert same == (new == runs)
+        runs = new
+    assert training_text.parse(json.dumps({"candidates": [], "runs": {}})) is not None
+    good = {"hy_a": [["downloading", 1.5, 2.0, "downloaded", 28000000, None]]}
     for other in (
-        json.dumps({"runs": runs, "candidates": []}),  # another order
-        json.dumps({"candidates": [], "runs": {"é": [[1]]}}),  # an id JSON escapes
+        json.dumps({"runs": good, "candidates": []}),  # another order
         json.dumps({"candidates": [], "runs": {"hy_a": [1, 2]}}),  # not runs
-        json.dumps({"candidates": [], "runs": {"hy_a": [[1]], "hy_b": []}}),
         json.dumps({"candidates": {}, "runs": {}}),
-        json.dumps({"candidates": [], "runs": runs}, separators=(",", ":")),
+        json.dumps({"candidates": [], "runs": good}, separators=(",", ":")),
     ):
-        assert follow._training_parts(other) is None
+        assert training_text.parse(other) is None
+    # an entry that does not start where a separator ends: declined, not guessed
+    odd = training_text.parse(json.dumps({"candidates": [], "runs": {"hy_a": [[1]], "é": [[2]]}}))
+    assert odd is not None
+    with pytest.raises(training_text.Shape):
+        odd[1].splice({"zz": None})
+    fake = {"hy_a": [["a]], ", 1]], "hy_b": [[2]]}  # a separator inside a stage name
+    found = training_text.parse(json.dumps({"candidates": [], "runs": fake}))
+    assert found is not None
+    with pytest.raises(training_text.Shape):
+        found[1].splice({"hy_a": None})

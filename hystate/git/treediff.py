@@ -8,8 +8,9 @@ A tree object is a run of entries ``<mode> <name>\\0<20-byte sha>``, sorted by n
 once. Bytes equal at the same distance from the start (or from the end) of both objects are
 the same entries once both are cut at an entry's start; so is whatever lies before the first
 differing byte's entry, and after the point where both have as many bytes left, at an entry's
-start, within their common end. (This reads git's format, as ``hystate.git.trees`` does; it
-belongs beside it, in the git layer, when that is next reworked.)"""
+start, within their common end. It reads git's tree format, as ``hystate.git.trees`` does,
+and lives beside it in the git layer (it was in ``hystate.cache`` until issue 29's status
+work)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``hystate.cache.treediff``: the entries that differ between two tree objects, found in their
+"""``hystate.git.treediff``: the entries that differ between two tree objects, found in their
 bytes, are those ``hystate.git.trees.Tree`` finds by parsing both (shas hold any byte: NUL,
 space, the bytes of a name)."""
 
@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from hystate.cache import treediff
 from hystate.core.errors import GitError
+from hystate.git import treediff
 from hystate.git.trees import Tree
 
 
