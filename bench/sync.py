@@ -9,8 +9,11 @@ Prints, in one run: the claim round trip beside a plain push, and the aggregate 
 second with 1, 2 and 4 nodes claiming at once (a fresh server each time), with each node's count
 and the lowest node's share of the mean: once with one claiming process per node, once with
 ``--workers`` processes per node (a node's workers share its pushes: ``hystate.cluster.batch``).
-Each node's fair-turn counters (``hystate.cluster.turns``: pushes won, rounds lost, pauses,
-seconds paused, looks, its measured push, fetch and lost-round times) are in the JSON too.
+Each node count's CPU per claim (ms, user + system: the claiming processes with their git
+children, and the server with what it ran) and, from it, the most the machine's cores allow
+4 nodes over 1 node (``cpu_bound_four_over_one``). Each node's fair-turn counters
+(``hystate.cluster.turns``: pushes won, rounds lost, pauses, seconds paused, looks, its measured
+push, fetch and lost-round times) are in the JSON too.
 
 --doc rewrites the "Several machines" section of docs/BENCHMARKS.md with the figures.
 """
@@ -22,6 +25,7 @@ import json
 import multiprocessing
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -38,6 +42,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from hystate.demo_cluster import start_daemon  # noqa: E402
+
+# (a ``git daemon`` started by ``start_daemon`` is killed before it reaps its children: their
+# CPU time is lost; ``served`` runs git-daemon itself and stops it gently, so it is counted)
 
 # the real catalog beside the project (../shared/data); 525 made-up episodes where it is absent
 CATALOG = HERE.parent.parent / "shared" / "data" / "archive-org-search-hooting-yard.json"
@@ -130,6 +137,46 @@ def plain_pushes(path: Path, count: int) -> list[float]:
     return times
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children that ended and were waited for,
+    and of theirs in turn."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def served(base: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``git-daemon`` serving ``base`` on a free port of 127.0.0.1: this process's own child
+    (stop it with ``stop``: its CPU and its children's are then counted)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = subprocess.run(["git", "--exec-path"], capture_output=True, text=True).stdout.strip()
+    proc = subprocess.Popen(
+        [f"{path}/git-daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
+         f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}", str(base)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"git://127.0.0.1:{port}/state.git"
+        except OSError:
+            time.sleep(0.05)
+    stop(proc)
+    raise RuntimeError("git daemon did not start")
+
+
+def stop(daemon: subprocess.Popen[bytes]) -> None:
+    daemon.terminate()
+    try:
+        daemon.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.wait()
+
+
 def ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1000, 1)
 
@@ -140,7 +187,7 @@ def cluster(
     """``nodes`` clones of a fresh server, ``workers`` claiming processes each, all at once."""
     base = tmp / f"{mode}-nodes{nodes}x{workers}"
     base.mkdir()
-    daemon, url = start_daemon(base)
+    daemon, url = served(base)
     try:
         subprocess.run(
             ["git", "init", "-q", "--bare", "-b", "main", str(base / "state.git")], check=True
@@ -154,6 +201,8 @@ def cluster(
             for i, p in enumerate(paths)
             for j in range(workers)
         ]
+        time.sleep(0.2)  # (the clones' own git processes ended)
+        before = children_cpu()
         for proc in procs:
             proc.start()
         time.sleep(max(until - seconds - time.time(), 0))
@@ -162,9 +211,10 @@ def cluster(
         wall = time.time() - started
         for proc in procs:
             proc.join()
+        clients = children_cpu()
     finally:
-        os.killpg(daemon.pid, signal.SIGKILL)
-        daemon.wait()
+        stop(daemon)
+    server = children_cpu()
     per_node = [sum(counts[f"w{i}-{j}"] for j in range(workers)) for i in range(nodes)]
     turns = [_turns(p) for p in paths]
     total = sum(per_node)
@@ -176,6 +226,12 @@ def cluster(
         "claims_per_second": round(total / wall, 1),
         "per_node": per_node,
         "lowest_share_of_mean": round(min(per_node) / mean, 2) if mean else 0.0,
+        # CPU per claim (ms): the claiming processes and their git children (imports
+        # included), and the server (git-daemon and what it ran: receive-pack, upload-pack)
+        "cpu_ms_per_claim": {
+            "nodes": round((clients - before) * 1000 / total, 1) if total else 0.0,
+            "server": round((server - clients) * 1000 / total, 1) if total else 0.0,
+        },
         "turns": turns,
     }
 
@@ -253,6 +309,9 @@ def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             else 0.0
         )
 
+    cores = os.cpu_count() or 1
+    one_node, four = scaling[0], scaling[-1]
+    four_cpu = sum(four["cpu_ms_per_claim"].values())
     return {
         "claims": len(one),
         "claim_median_ms": ms(one),
@@ -260,6 +319,11 @@ def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         "claim_over_push": round(ms(one) / ms(pushes), 2),
         "scaling": scaling,
         "four_over_one": ratio(scaling[-1], scaling[0]),
+        # what the cores hold at the CPU a claim costs with 4 nodes, over one node's rate:
+        # the ratio 4 nodes / 1 node cannot pass this on this machine
+        "cpu_bound_four_over_one": round(cores * 1000 / four_cpu / one_node["claims_per_second"], 2)
+        if four_cpu and one_node["claims_per_second"]
+        else 0.0,
         "scaling_workers": batched,
         "four_over_one_workers": ratio(batched[-1], batched[0]),
         "four_nodes_over_one_worker": ratio(batched[-1], scaling[0]),
