@@ -42,6 +42,9 @@ WINDOW = 256  # ready episodes beyond the few asked for: nodes claiming at once 
 LEASES = f"refs/hystate/remote-{lease_refs.KIND}/"  # the nodes that published a lease table
 WALK = 512  # commits walked in-process from HEAD back to the branch's tip
 _NEXT: dict[str, float] = {}  # clone: when this process may push the branch again
+# knowing no other node: how much of one more FLUSH_AFTER this process waits (the nodes of a
+# new cluster, each still alone as far as it knows, would all push the branch at once)
+_PHASE = random.random()
 
 
 def claim(
@@ -239,11 +242,14 @@ def _due(commits: list[gr.CommitInfo], now: float, duty: tuple[int, int]) -> boo
     among ``count`` nodes, sorted by name): one push per slot for the whole cluster instead of
     every node fetching, replaying everything and racing for the branch, all but one of them
     in vain. A node off duty pushes anyway once its oldest move off the branch has waited
-    every node's turn and one more (the node on duty went away, or claims nothing)."""
+    every node's turn and one more (the node on duty went away, or claims nothing). A node
+    that knows no other one (a new cluster: the nodes learn of one another from the lease
+    tables a push of the branch fetches) waits a random part of one more ``FLUSH_AFTER``."""
     if not commits:
         return False
     place, count = duty
     age = now - tickets.when(commits[0])
     if count > 1 and int(now // tickets.FLUSH_AFTER) % count != place:
         return age >= tickets.FLUSH_AFTER * (count + 1)
-    return len(commits) >= tickets.FLUSH_COUNT or age >= tickets.FLUSH_AFTER
+    wait = tickets.FLUSH_AFTER * (1 + (_PHASE if count < 2 else 0))
+    return len(commits) >= tickets.FLUSH_COUNT or age >= wait

@@ -160,3 +160,20 @@ def test_nodes_push_the_branch_in_turn(
         log = git(server.bare, "log", "--format=%B", "main")
         for got in (first, second):
             assert f"Hystate-Lease: {got[0].lease}" in log
+
+
+@pytest.mark.parametrize(("waited", "pushed"), [(1.2, False), (1.6, True)])
+def test_a_node_that_knows_no_other_waits_its_own_part_of_one_more_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waited: float, pushed: bool
+) -> None:
+    slot = 1000.0
+    monkeypatch.setattr(tickets, "FLUSH_AFTER", slot)
+    monkeypatch.setattr(ticket_claims, "_PHASE", 0.5)
+    with served(tmp_path, CONFIG, 12) as server:
+        (a,) = clone_nodes(server, tmp_path, 1)
+        manager = StateManager(cwd=a, worker="wa")
+        assert manager.claim_next("downloading", 1)
+        before = tip(server)
+        clock(monkeypatch, waited * slot)
+        assert manager.claim_next("downloading", 1)
+        assert (tip(server) != before) == pushed
