@@ -43,8 +43,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from hystate.demo_cluster import start_daemon  # noqa: E402
 
-# (a ``git daemon`` started by ``start_daemon`` is killed before it reaps its children: their
-# CPU time is lost; ``served`` runs git-daemon itself and stops it gently, so it is counted)
+# (``start_daemon`` runs ``git daemon``, which runs git-daemon as its child; ``served`` runs
+# git-daemon itself, so the bench reads the CPU it and its children used in ``/proc``)
 
 # the real catalog beside the project (../shared/data); 525 made-up episodes where it is absent
 CATALOG = HERE.parent.parent / "shared" / "data" / "archive-org-search-hooting-yard.json"
@@ -114,15 +114,34 @@ def claims(path: Path, count: int, worker: str) -> list[float]:
     return times
 
 
-def node_claims(path: str, until: float, worker: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    """One node's claiming process: claims one at a time until the shared wall-clock end."""
+def node_claims(path: str, worker: str, window: Any, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """One node's claiming process: its state cache built first (as a node in service has it),
+    then, once every process is ready, claims one at a time until the window's end; reports
+    its claims and the CPU it and its git children used in the window."""
     from hystate.manager import StateManager
 
     manager = StateManager(cwd=path, worker=worker)
+    manager.get_next_for_processing("downloading", 1)
+    out.put(("ready", worker))
+    window["go"].wait()
+    until = window["until"].value
+    before = process_cpu()
     done = 0
     while time.time() < until and manager.claim_next("downloading", 1, worker=worker):
         done += 1
-    out.put((worker, done))
+    out.put((worker, (done, process_cpu() - before)))
+
+
+def process_cpu() -> float:
+    """CPU seconds of this process and of its children that ended."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime + children_cpu()
+
+
+def daemon_cpu(pid: int) -> float:
+    """CPU seconds of a child process and of its children it waited for (``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def plain_pushes(path: Path, count: int) -> list[float]:
@@ -146,7 +165,7 @@ def children_cpu() -> float:
 
 def served(base: Path) -> tuple[subprocess.Popen[bytes], str]:
     """``git-daemon`` serving ``base`` on a free port of 127.0.0.1: this process's own child
-    (stop it with ``stop``: its CPU and its children's are then counted)."""
+    (``daemon_cpu`` reads its CPU; ``stop`` ends it)."""
     import socket
 
     with socket.socket() as sock:
@@ -195,26 +214,36 @@ def cluster(
         seed(base, url, mode)
         paths = [clone(url, base / f"n{i}", f"bench-{i}") for i in range(nodes)]
         queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-        until = time.time() + 2 + seconds  # all start together, after their imports
+        # all start together once every process imported and built its node's state cache;
+        # only the claims made in the window count
+        window: dict[str, Any] = {
+            "go": multiprocessing.Event(),
+            "until": multiprocessing.Value("d", 0.0),
+        }
         procs = [
-            multiprocessing.Process(target=node_claims, args=(str(p), until, f"w{i}-{j}", queue))
+            multiprocessing.Process(target=node_claims, args=(str(p), f"w{i}-{j}", window, queue))
             for i, p in enumerate(paths)
             for j in range(workers)
         ]
-        time.sleep(0.2)  # (the clones' own git processes ended)
-        before = children_cpu()
         for proc in procs:
             proc.start()
-        time.sleep(max(until - seconds - time.time(), 0))
+        for _ in procs:
+            queue.get()
+        time.sleep(0.3)  # (the last one's git processes reaped)
+        before = daemon_cpu(daemon.pid)
         started = time.time()
-        counts = dict(queue.get() for _ in procs)
+        window["until"].value = started + seconds
+        window["go"].set()
+        answers = dict(queue.get() for _ in procs)
         wall = time.time() - started
+        time.sleep(0.3)
+        server = daemon_cpu(daemon.pid) - before
         for proc in procs:
             proc.join()
-        clients = children_cpu()
     finally:
         stop(daemon)
-    server = children_cpu()
+    counts = {w: done for w, (done, _) in answers.items()}
+    clients = sum(cpu for _, cpu in answers.values())
     per_node = [sum(counts[f"w{i}-{j}"] for j in range(workers)) for i in range(nodes)]
     turns = [_turns(p) for p in paths]
     total = sum(per_node)
@@ -226,11 +255,11 @@ def cluster(
         "claims_per_second": round(total / wall, 1),
         "per_node": per_node,
         "lowest_share_of_mean": round(min(per_node) / mean, 2) if mean else 0.0,
-        # CPU per claim (ms): the claiming processes and their git children (imports
-        # included), and the server (git-daemon and what it ran: receive-pack, upload-pack)
+        # CPU per claim in the window (ms): the claiming processes and their git children,
+        # and the server (git-daemon and what it ran: receive-pack, upload-pack)
         "cpu_ms_per_claim": {
-            "nodes": round((clients - before) * 1000 / total, 1) if total else 0.0,
-            "server": round((server - clients) * 1000 / total, 1) if total else 0.0,
+            "nodes": round(clients * 1000 / total, 1) if total else 0.0,
+            "server": round(server * 1000 / total, 1) if total else 0.0,
         },
         "turns": turns,
     }
@@ -310,8 +339,8 @@ def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         )
 
     cores = os.cpu_count() or 1
-    one_node, four = scaling[0], scaling[-1]
-    four_cpu = sum(four["cpu_ms_per_claim"].values())
+    one_node: dict[str, Any] = scaling[0]
+    four_cpu = sum(dict(scaling[-1]["cpu_ms_per_claim"]).values())  # type: ignore[call-overload]
     return {
         "claims": len(one),
         "claim_median_ms": ms(one),
