@@ -42,6 +42,7 @@ WINDOW = 256  # ready episodes beyond the few asked for: nodes claiming at once 
 LEASES = f"refs/hystate/remote-{lease_refs.KIND}/"  # the nodes that published a lease table
 WALK = 512  # commits walked in-process from HEAD back to the branch's tip
 _NEXT: dict[str, float] = {}  # clone: when this process may push the branch again
+_INFOS: dict[str, gr.CommitInfo] = {}  # commits read by ``_unpushed`` (each claim walks them all)
 # knowing no other node: how much of one more FLUSH_AFTER this process waits (the nodes of a
 # new cluster, each still alone as far as it knows, would all push the branch at once)
 _PHASE = random.random()
@@ -180,8 +181,10 @@ def _unpushed(ws: Workspace, tip: str | None, head: str) -> list[gr.CommitInfo]:
     followed, walked in-process (git decides when they are many, or not a straight line)."""
     found: list[gr.CommitInfo] = []
     sha: str | None = head
+    if len(_INFOS) >= 8 * WALK:
+        _INFOS.clear()
     while sha != tip and sha is not None and len(found) < WALK:
-        info = gr.commit_info(ws.repo, sha)
+        info = _INFOS.get(sha) or _INFOS.setdefault(sha, gr.commit_info(ws.repo, sha))
         if len(info.parents) > 1:
             break
         found.append(info)
