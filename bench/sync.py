@@ -213,6 +213,13 @@ def cluster(
         )
         seed(base, url, mode)
         paths = [clone(url, base / f"n{i}", f"bench-{i}") for i in range(nodes)]
+        # nodes in service: each synced once after every node published its lease table, so
+        # they know one another (the stripes, the turns to push the branch) from the start
+        for path in paths + paths[:-1]:
+            subprocess.run(
+                [sys.executable, "-m", "hystate.cli", "sync"], cwd=path, check=True,
+                capture_output=True,
+            )  # fmt: skip
         queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         # all start together once every process imported and built its node's state cache;
         # only the claims made in the window count
