@@ -9,6 +9,8 @@ Prints, in one run: the claim round trip beside a plain push, and the aggregate 
 second with 1, 2 and 4 nodes claiming at once (a fresh server each time), with each node's count
 and the lowest node's share of the mean: once with one claiming process per node, once with
 ``--workers`` processes per node (a node's workers share its pushes: ``hystate.cluster.batch``).
+Before each timed window the nodes sync once (they know one another, as nodes in service do)
+and every claiming process builds its node's state cache; only the claims of the window count.
 Each node count's CPU per claim (ms, user + system: the claiming processes with their git
 children, and the server with what it ran) and, from it, the most the machine's cores allow
 4 nodes over 1 node (``cpu_bound_four_over_one``). Each node's fair-turn counters
