@@ -241,23 +241,18 @@ def _flush(ws: Workspace, remote: str, commits: list[gr.CommitInfo], duty: tuple
 
 def _due(commits: list[gr.CommitInfo], now: float, duty: tuple[int, int]) -> bool:
     """Whether this node pushes the branch now. A push carries every node's tickets, so the
-    nodes take the duty in turn (``duty``: this node's place among ``count`` nodes, sorted by
-    name), a ``FLUSH_AFTER / count`` slot each: every node's turn comes every ``FLUSH_AFTER``
-    (its moves reach the branch as soon as before, and each node pays for its pushes evenly),
-    and one node at a time pushes, instead of every node fetching, replaying everything and
-    racing for the branch, all but one of them in vain. In its slot a node pushes once its
-    oldest move off the branch waited the other nodes' slots; off duty, once that move waited
-    two rounds (the node on duty went away, or claims nothing). A node that knows no other
-    one (a new cluster: the nodes learn of one another from the lease tables a push of the
-    branch fetches) waits ``FLUSH_AFTER`` and a random part of one more."""
+    nodes take the duty in turn, one ``FLUSH_AFTER`` slot each (``duty``: this node's place
+    among ``count`` nodes, sorted by name): one push per slot for the whole cluster instead of
+    every node fetching, replaying everything and racing for the branch, all but one of them
+    in vain. A node off duty pushes anyway once its oldest move off the branch has waited
+    every node's turn and one more (the node on duty went away, or claims nothing). A node
+    that knows no other one (a new cluster: the nodes learn of one another from the lease
+    tables a push of the branch fetches) waits a random part of one more ``FLUSH_AFTER``."""
     if not commits:
         return False
     place, count = duty
     age = now - tickets.when(commits[0])
-    if count < 2:
-        wait = tickets.FLUSH_AFTER * (1 + _PHASE)
-        return len(commits) >= tickets.FLUSH_COUNT or age >= wait
-    slot = tickets.FLUSH_AFTER / count
-    if int(now // slot) % count != place:
-        return age >= tickets.FLUSH_AFTER * 2
-    return len(commits) >= tickets.FLUSH_COUNT or age >= tickets.FLUSH_AFTER - slot
+    if count > 1 and int(now // tickets.FLUSH_AFTER) % count != place:
+        return age >= tickets.FLUSH_AFTER * (count + 1)
+    wait = tickets.FLUSH_AFTER * (1 + (_PHASE if count < 2 else 0))
+    return len(commits) >= tickets.FLUSH_COUNT or age >= wait

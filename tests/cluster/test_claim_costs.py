@@ -128,7 +128,7 @@ def tip(server: GitServer) -> str:
 @pytest.mark.parametrize(("on_duty", "waited", "pushed"), [
     (True, 1, True),  # its slot, its move old enough: it pushes the branch
     (False, 1, False),  # another node's slot: that node pushes it
-    (False, 4, True),  # two rounds of turns went by: the node on duty went away
+    (False, 3, True),  # every node's turn and one more went by: the node on duty went away
 ])  # fmt: skip
 def test_nodes_push_the_branch_in_turn(
     two: tuple[GitServer, list[Path]],
@@ -139,7 +139,7 @@ def test_nodes_push_the_branch_in_turn(
 ) -> None:
     server, (a, _) = two
     slot = 1000.0
-    monkeypatch.setattr(tickets, "FLUSH_AFTER", 2 * slot)  # (a slot each: FLUSH_AFTER / 2)
+    monkeypatch.setattr(tickets, "FLUSH_AFTER", slot)
     nodes = sorted(["n0", "n1"])
     place = nodes.index("n0")
     manager = StateManager(cwd=a, worker="wa")
