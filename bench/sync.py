@@ -9,8 +9,13 @@ Prints, in one run: the claim round trip beside a plain push, and the aggregate 
 second with 1, 2 and 4 nodes claiming at once (a fresh server each time), with each node's count
 and the lowest node's share of the mean: once with one claiming process per node, once with
 ``--workers`` processes per node (a node's workers share its pushes: ``hystate.cluster.batch``).
-Each node's fair-turn counters (``hystate.cluster.turns``: pushes won, rounds lost, pauses,
-seconds paused, looks, its measured push, fetch and lost-round times) are in the JSON too.
+Before each timed window the nodes sync once (they know one another, as nodes in service do)
+and every claiming process builds its node's state cache; only the claims of the window count.
+Each node count's CPU per claim (ms, user + system: the claiming processes with their git
+children, and the server with what it ran) and, from it, the most the machine's cores allow
+4 nodes over 1 node (``cpu_bound_four_over_one``). Each node's fair-turn counters
+(``hystate.cluster.turns``: pushes won, rounds lost, pauses, seconds paused, looks, its measured
+push, fetch and lost-round times) are in the JSON too.
 
 --doc rewrites the "Several machines" section of docs/BENCHMARKS.md with the figures.
 """
@@ -22,6 +27,7 @@ import json
 import multiprocessing
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -38,6 +44,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from hystate.demo_cluster import start_daemon  # noqa: E402
+
+# (``start_daemon`` runs ``git daemon``, which runs git-daemon as its child; ``served`` runs
+# git-daemon itself, so the bench reads the CPU it and its children used in ``/proc``)
 
 # the real catalog beside the project (../shared/data); 525 made-up episodes where it is absent
 CATALOG = HERE.parent.parent / "shared" / "data" / "archive-org-search-hooting-yard.json"
@@ -107,15 +116,34 @@ def claims(path: Path, count: int, worker: str) -> list[float]:
     return times
 
 
-def node_claims(path: str, until: float, worker: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    """One node's claiming process: claims one at a time until the shared wall-clock end."""
+def node_claims(path: str, worker: str, window: Any, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """One node's claiming process: its state cache built first (as a node in service has it),
+    then, once every process is ready, claims one at a time until the window's end; reports
+    its claims and the CPU it and its git children used in the window."""
     from hystate.manager import StateManager
 
     manager = StateManager(cwd=path, worker=worker)
+    manager.get_next_for_processing("downloading", 1)
+    out.put(("ready", worker))
+    window["go"].wait()
+    until = window["until"].value
+    before = process_cpu()
     done = 0
     while time.time() < until and manager.claim_next("downloading", 1, worker=worker):
         done += 1
-    out.put((worker, done))
+    out.put((worker, (done, process_cpu() - before)))
+
+
+def process_cpu() -> float:
+    """CPU seconds of this process and of its children that ended."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime + children_cpu()
+
+
+def daemon_cpu(pid: int) -> float:
+    """CPU seconds of a child process and of its children it waited for (``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def plain_pushes(path: Path, count: int) -> list[float]:
@@ -130,6 +158,46 @@ def plain_pushes(path: Path, count: int) -> list[float]:
     return times
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children that ended and were waited for,
+    and of theirs in turn."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def served(base: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``git-daemon`` serving ``base`` on a free port of 127.0.0.1: this process's own child
+    (``daemon_cpu`` reads its CPU; ``stop`` ends it)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = subprocess.run(["git", "--exec-path"], capture_output=True, text=True).stdout.strip()
+    proc = subprocess.Popen(
+        [f"{path}/git-daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
+         f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}", str(base)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"git://127.0.0.1:{port}/state.git"
+        except OSError:
+            time.sleep(0.05)
+    stop(proc)
+    raise RuntimeError("git daemon did not start")
+
+
+def stop(daemon: subprocess.Popen[bytes]) -> None:
+    daemon.terminate()
+    try:
+        daemon.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.wait()
+
+
 def ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1000, 1)
 
@@ -140,31 +208,51 @@ def cluster(
     """``nodes`` clones of a fresh server, ``workers`` claiming processes each, all at once."""
     base = tmp / f"{mode}-nodes{nodes}x{workers}"
     base.mkdir()
-    daemon, url = start_daemon(base)
+    daemon, url = served(base)
     try:
         subprocess.run(
             ["git", "init", "-q", "--bare", "-b", "main", str(base / "state.git")], check=True
         )
         seed(base, url, mode)
         paths = [clone(url, base / f"n{i}", f"bench-{i}") for i in range(nodes)]
+        # nodes in service: each synced once after every node published its lease table, so
+        # they know one another (the stripes, the turns to push the branch) from the start
+        for path in paths + paths[:-1]:
+            subprocess.run(
+                [sys.executable, "-m", "hystate.cli", "sync"], cwd=path, check=True,
+                capture_output=True,
+            )  # fmt: skip
         queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-        until = time.time() + 2 + seconds  # all start together, after their imports
+        # all start together once every process imported and built its node's state cache;
+        # only the claims made in the window count
+        window: dict[str, Any] = {
+            "go": multiprocessing.Event(),
+            "until": multiprocessing.Value("d", 0.0),
+        }
         procs = [
-            multiprocessing.Process(target=node_claims, args=(str(p), until, f"w{i}-{j}", queue))
+            multiprocessing.Process(target=node_claims, args=(str(p), f"w{i}-{j}", window, queue))
             for i, p in enumerate(paths)
             for j in range(workers)
         ]
         for proc in procs:
             proc.start()
-        time.sleep(max(until - seconds - time.time(), 0))
+        for _ in procs:
+            queue.get()
+        time.sleep(0.3)  # (the last one's git processes reaped)
+        before = daemon_cpu(daemon.pid)
         started = time.time()
-        counts = dict(queue.get() for _ in procs)
+        window["until"].value = started + seconds
+        window["go"].set()
+        answers = dict(queue.get() for _ in procs)
         wall = time.time() - started
+        time.sleep(0.3)
+        server = daemon_cpu(daemon.pid) - before
         for proc in procs:
             proc.join()
     finally:
-        os.killpg(daemon.pid, signal.SIGKILL)
-        daemon.wait()
+        stop(daemon)
+    counts = {w: done for w, (done, _) in answers.items()}
+    clients = sum(cpu for _, cpu in answers.values())
     per_node = [sum(counts[f"w{i}-{j}"] for j in range(workers)) for i in range(nodes)]
     turns = [_turns(p) for p in paths]
     total = sum(per_node)
@@ -176,6 +264,12 @@ def cluster(
         "claims_per_second": round(total / wall, 1),
         "per_node": per_node,
         "lowest_share_of_mean": round(min(per_node) / mean, 2) if mean else 0.0,
+        # CPU per claim in the window (ms): the claiming processes and their git children,
+        # and the server (git-daemon and what it ran: receive-pack, upload-pack)
+        "cpu_ms_per_claim": {
+            "nodes": round(clients * 1000 / total, 1) if total else 0.0,
+            "server": round(server * 1000 / total, 1) if total else 0.0,
+        },
         "turns": turns,
     }
 
@@ -253,6 +347,9 @@ def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             else 0.0
         )
 
+    cores = os.cpu_count() or 1
+    one_node: dict[str, Any] = scaling[0]
+    four_cpu = sum(dict(scaling[-1]["cpu_ms_per_claim"]).values())  # type: ignore[call-overload]
     return {
         "claims": len(one),
         "claim_median_ms": ms(one),
@@ -260,6 +357,11 @@ def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         "claim_over_push": round(ms(one) / ms(pushes), 2),
         "scaling": scaling,
         "four_over_one": ratio(scaling[-1], scaling[0]),
+        # what the cores hold at the CPU a claim costs with 4 nodes, over one node's rate:
+        # the ratio 4 nodes / 1 node cannot pass this on this machine
+        "cpu_bound_four_over_one": round(cores * 1000 / four_cpu / one_node["claims_per_second"], 2)
+        if four_cpu and one_node["claims_per_second"]
+        else 0.0,
         "scaling_workers": batched,
         "four_over_one_workers": ratio(batched[-1], batched[0]),
         "four_nodes_over_one_worker": ratio(batched[-1], scaling[0]),

@@ -40,8 +40,12 @@ if TYPE_CHECKING:
 
 WINDOW = 256  # ready episodes beyond the few asked for: nodes claiming at once rarely meet
 LEASES = f"refs/hystate/remote-{lease_refs.KIND}/"  # the nodes that published a lease table
-WALK = 64  # commits walked in-process from HEAD back to the branch's tip
+WALK = 512  # commits walked in-process from HEAD back to the branch's tip
 _NEXT: dict[str, float] = {}  # clone: when this process may push the branch again
+_INFOS: dict[str, gr.CommitInfo] = {}  # commits read by ``_unpushed`` (each claim walks them all)
+# knowing no other node: how much of one more FLUSH_AFTER this process waits (the nodes of a
+# new cluster, each still alone as far as it knows, would all push the branch at once)
+_PHASE = random.random()
 
 
 def claim(
@@ -55,7 +59,8 @@ def claim(
     """Up to ``limit`` claims, each acknowledged by its ticket (see the module docstring)."""
     node = lease_refs.node_name(ws)
     who = worker or ws.worker
-    stripe = _stripe(ws, node)
+    nodes = _nodes(ws, node)
+    stripe = _stripe(nodes, node)
 
     def order(episode: EpisodeState) -> bytes:  # this worker's own order over the window
         eid = episode.episode_id
@@ -66,7 +71,7 @@ def claim(
         return tickets.ahead(ws, episode)
 
     def carrier() -> batch.Carry:
-        return lambda results: _carried(ws, remote, results, until)
+        return lambda results: _carried(ws, remote, results, until, nodes.index(node), len(nodes))
 
     return batch.claim_loop(
         ws, remote, stage, limit, worker, until, order=order, window=WINDOW, skip=skip,
@@ -74,14 +79,18 @@ def claim(
     )  # fmt: skip
 
 
-def _stripe(ws: Workspace, node: str) -> Callable[[str], bool] | None:
-    """Whether an episode is in this node's stripe of the catalog: the nodes that published a
-    lease table (and this one), sorted, each first takes the episodes whose id hashes to its
-    place, so nodes claiming at once seldom want the same one; None with no other node known."""
-    nodes = {ref.rpartition("/")[2] for ref, _ in gr.refs_under(ws.repo, LEASES)} | {node}
+def _nodes(ws: Workspace, node: str) -> list[str]:
+    """The nodes that published a lease table (and this one), sorted."""
+    return sorted({ref.rpartition("/")[2] for ref, _ in gr.refs_under(ws.repo, LEASES)} | {node})
+
+
+def _stripe(nodes: list[str], node: str) -> Callable[[str], bool] | None:
+    """Whether an episode is in this node's stripe of the catalog: of ``nodes``, each first
+    takes the episodes whose id hashes to its place, so nodes claiming at once seldom want the
+    same one; None with no other node known."""
     if len(nodes) < 2:
         return None
-    count, place = len(nodes), sorted(nodes).index(node)
+    count, place = len(nodes), nodes.index(node)
 
     def inside(episode_id: str) -> bool:
         digest = hashlib.sha1(episode_id.encode()).digest()
@@ -95,7 +104,12 @@ def _mine(ws: Workspace, result: TransitionResult) -> bool:
 
 
 def _carried(
-    ws: Workspace, remote: str, results: list[TransitionResult], until: float
+    ws: Workspace,
+    remote: str,
+    results: list[TransitionResult],
+    until: float,
+    place: int,
+    count: int,
 ) -> tuple[list[TransitionResult], HystateError | None]:
     """The claims of ``results`` whose tickets are set, by this process's push or another's;
     the error that stopped this process's push (its claims not acknowledged are withdrawn)."""
@@ -107,11 +121,15 @@ def _carried(
             f"{turn.message}; claims stay committed on this node, not acknowledged",
             hint="the next sync pushes them and their leases expire",
         )
-    return batch.pushing(ws, turn, lambda: _push(ws, remote, results, until))
+    return batch.pushing(ws, turn, lambda: _push(ws, remote, results, until, (place, count)))
 
 
 def _push(
-    ws: Workspace, remote: str, results: list[TransitionResult], until: float
+    ws: Workspace,
+    remote: str,
+    results: list[TransitionResult],
+    until: float,
+    duty: tuple[int, int] = (0, 1),
 ) -> tuple[list[TransitionResult], HystateError | None]:
     """Under the sync lock: the tickets of every move of the node not ticketed yet, this
     worker's claims among them; the lost ones withdrawn; then the branch, when due. Moves
@@ -146,7 +164,7 @@ def _push(
         drop = [x for r in turned for x in (r.commit, r.lease) if x]
         _withdraw(ws, remote, turned, drop, WITHDRAWN)
     if not held:
-        _flush(ws, remote, commits)
+        _flush(ws, remote, commits, duty)
         return acked, None
     try:  # (the branch judges the stage's limits: a claim it refuses is not acknowledged)
         sync_locked(ws, remote, deadline=until)
@@ -180,8 +198,10 @@ def _unpushed(ws: Workspace, tip: str | None, head: str) -> list[gr.CommitInfo]:
     followed, walked in-process (git decides when they are many, or not a straight line)."""
     found: list[gr.CommitInfo] = []
     sha: str | None = head
+    if len(_INFOS) >= 8 * WALK:
+        _INFOS.clear()
     while sha != tip and sha is not None and len(found) < WALK:
-        info = gr.commit_info(ws.repo, sha)
+        info = _INFOS.get(sha) or _INFOS.setdefault(sha, gr.commit_info(ws.repo, sha))
         if len(info.parents) > 1:
             break
         found.append(info)
@@ -219,13 +239,14 @@ def _withdraw(
     journal.record_dropped(ws, [r for r in report.dropped if r["id"] not in told])
 
 
-def _flush(ws: Workspace, remote: str, commits: list[gr.CommitInfo]) -> None:
+def _flush(ws: Workspace, remote: str, commits: list[gr.CommitInfo], duty: tuple[int, int]) -> None:
     """Push the branch once (no retry) when the node's ticketed moves off it are old or many
-    enough; after a push that lost to another node's (which carried every ticket it knew, this
-    node's among them), this process waits one to three ``FLUSH_AFTER`` before it tries again."""
+    enough and this node is on duty (``_due``); after a push that lost to another node's (which
+    carried every ticket it knew, this node's among them), this process waits one to three
+    ``FLUSH_AFTER`` before it tries again."""
     now = time.time()
     key = str(ws.repo.common_dir)
-    if not _due(commits, now) or now < _NEXT.get(key, 0.0):
+    if not _due(commits, now, duty) or now < _NEXT.get(key, 0.0):
         return
     try:
         sync_locked(ws, remote, deadline=time.monotonic())
@@ -235,7 +256,20 @@ def _flush(ws: Workspace, remote: str, commits: list[gr.CommitInfo]) -> None:
         return  # (offline: the tickets hold the claims; the branch follows later)
 
 
-def _due(commits: list[gr.CommitInfo], now: float) -> bool:
-    if len(commits) >= tickets.FLUSH_COUNT:
-        return True
-    return bool(commits) and now - tickets.when(commits[0]) >= tickets.FLUSH_AFTER
+def _due(commits: list[gr.CommitInfo], now: float, duty: tuple[int, int]) -> bool:
+    """Whether this node pushes the branch now. A push carries every node's tickets, so the
+    nodes take the duty in turn, one ``FLUSH_AFTER`` slot each (``duty``: this node's place
+    among ``count`` nodes, sorted by name): one push per slot for the whole cluster instead of
+    every node fetching, replaying everything and racing for the branch, all but one of them
+    in vain. A node off duty pushes anyway once its oldest move off the branch has waited
+    every node's turn and one more (the node on duty went away, or claims nothing). A node
+    that knows no other one (a new cluster: the nodes learn of one another from the lease
+    tables a push of the branch fetches) waits a random part of one more ``FLUSH_AFTER``."""
+    if not commits:
+        return False
+    place, count = duty
+    age = now - tickets.when(commits[0])
+    if count > 1 and int(now // tickets.FLUSH_AFTER) % count != place:
+        return age >= tickets.FLUSH_AFTER * (count + 1)
+    wait = tickets.FLUSH_AFTER * (1 + (_PHASE if count < 2 else 0))
+    return len(commits) >= tickets.FLUSH_COUNT or age >= wait

@@ -52,6 +52,10 @@ LOST = "another node took the episode's ticket first (refs/hystate/claims): with
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 _HISTORIES: dict[tuple[str, str], list[Any] | None] = {}  # (commit, id): the file's history
 HISTORIES = 4096  # histories kept at most (a long-lived process, ``hystate serve``, claims on)
+# (clone, commit): moves whose ticket this node saw hold them, and commits that are no move:
+# ``plan`` looks at them no more (a claiming process plans over every commit off the branch,
+# many when the node's turn to push it is far: ``ticket_claims._due``)
+_SETTLED: set[tuple[str, str]] = set()
 SEEN = "tickets-seen.json"  # the tickets whose move this node saw on the branch
 WALK = 10_000  # commits walked back from a ticket for the moves of its episode it builds on
 
@@ -207,13 +211,20 @@ def plan(
     lost: list[str] = []
     latest: dict[str, str] = {}
     ok: dict[str, bool] = {}  # (the episode's first move not ticketed decides for all)
+    clone = str(ws.repo.common_dir)
+    if len(_SETTLED) >= HISTORIES:
+        _SETTLED.clear()
     for commit in commits:
+        if (clone, commit.sha) in _SETTLED:
+            continue
         move = _move(commit.message)
         if move is None or move[1] is None or not _known(move[1]):
+            _SETTLED.add((clone, commit.sha))
             continue
         eid = move[0]
         after = history(ws, commit.sha, eid)
         if not after or is_mine(ws, eid, after[-1]):
+            _SETTLED.add((clone, commit.sha))  # (a ticket that holds a move holds it for good)
             continue
         if eid not in ok:
             ok[eid] = integrated(ws, eid, after[:-1])[0]

@@ -2,7 +2,8 @@
 
 A transition changes one blob and the trees above it (root, state dir, year folder), written
 here (well under a millisecond at 1,000 episodes; a git process costs ~1.2 ms on its own).
-Packed objects (``git gc``) are read through ``git cat-file``. Parsed trees are kept (LRU).
+Packed objects (``git gc``, a clone) are read through one long-lived ``git cat-file``
+(``catfile.py``). Parsed trees are kept (LRU).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from hystate.core.errors import GitError, cannot_write, is_cannot_write
 from hystate.core.paths import fsync_dir, write_all
 from hystate.git import shared as shared_mod
+from hystate.git.catfile import CatFile
 from hystate.git.trees import TREE_MODE, Tree, warm
 
 FILE_MODE = b"100644"
@@ -72,6 +74,7 @@ class ObjectStore:
         self._deferred: dict[str, tuple[int, str, str | None, bool]] | None = None
         self._deferring = 0  # that thread
         self._flush = FLUSH_EACH
+        self._catfile = CatFile(worktree)
 
     def _path(self, sha: bytes) -> str:
         hexsha = sha.hex()
@@ -97,19 +100,10 @@ class ObjectStore:
         return kind, raw[nul + 1 :]
 
     def _read_packed(self, sha: bytes) -> tuple[bytes, bytes]:
-        proc = subprocess.run(
-            ["git", "cat-file", "--batch"],
-            input=sha.hex().encode() + b"\n",
-            capture_output=True,
-            cwd=self.worktree,
-            env=self.env() if self.env else None,
-            check=False,
-        )
-        header, _, rest = proc.stdout.partition(b"\n")
-        parts = header.split()
-        if proc.returncode != 0 or len(parts) != 3:
+        found = self._catfile.read(sha, self.env)  # (one long-lived git process: catfile.py)
+        if found is None:
             raise GitError(f"git object {sha.hex()} is missing", hint=REPAIR)
-        return parts[1], rest[: int(parts[2])]
+        return found
 
     def read_blobs(self, shas: Sequence[bytes]) -> list[bytes | None]:
         """The content of each blob (None: missing, or not a blob): loose ones read here,

@@ -97,6 +97,48 @@ class Refs:
             return self.resolve(text[5:].strip())
         return _check_sha(text, ref)
 
+    def under(self, prefix: str) -> list[tuple[str, str]]:
+        """``(ref, sha)`` of every ref at or under ``prefix`` (a ref name or a folder of them,
+        as ``git for-each-ref`` takes it), sorted by name: the loose files, then packed-refs
+        for the names no file holds; a broken ref (empty, not a sha) is left out, as git
+        does. Refs of the common dir only (not ``HEAD``, not per-worktree refs)."""
+        base = prefix.rstrip("/")
+        found: dict[str, str | None] = {}
+        top = self.common_dir / base
+        if top.is_dir():
+            stack = [top]
+            while stack:
+                with os.scandir(stack.pop()) as entries:
+                    for entry in entries:
+                        name = entry.name
+                        if name.startswith(".") or name.endswith(".lock"):
+                            continue
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                        elif entry.is_file():
+                            found[Path(entry.path).relative_to(self.common_dir).as_posix()] = None
+        elif top.is_file():
+            found[base] = None
+        try:
+            lines = (self.common_dir / "packed-refs").read_text().splitlines()
+        except FileNotFoundError:
+            lines = []
+        for line in lines:
+            sha, _, ref = line.partition(" ")
+            if line.startswith(("#", "^")) or not (ref == base or ref.startswith(base + "/")):
+                continue
+            if ref not in found:
+                found[ref] = sha
+        out = []
+        for ref in sorted(found):
+            try:
+                value = found[ref] or self.resolve(ref)
+                if value is not None:
+                    out.append((ref, _check_sha(value, ref)))
+            except (GitError, OSError, UnicodeDecodeError):
+                continue
+        return out
+
     def symref_chain(self, ref: str) -> list[str]:
         """``ref`` and the refs it names in turn while it is a symbolic ref (``main`` ->
         ``trunk``): the last one is where its commits go."""

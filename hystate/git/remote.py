@@ -240,9 +240,9 @@ def set_refs(repo: GitRepo, refs: list[tuple[str, str]]) -> None:
 
 
 def refs_under(repo: GitRepo, prefix: str) -> list[tuple[str, str]]:
-    """``(ref, sha)`` of every local ref under ``prefix``."""
-    out = repo.git("for-each-ref", "--format=%(refname) %(objectname)", prefix, check=False)
-    return [tuple(line.split(" ", 1)) for line in out.splitlines() if " " in line]  # type: ignore[misc]
+    """``(ref, sha)`` of every local ref under ``prefix`` (read from the ref files: no git
+    process)."""
+    return repo.refs.under(prefix)
 
 
 def set_ref(repo: GitRepo, ref: str, sha: str) -> None:
@@ -354,10 +354,8 @@ def publish_blob_ref(repo: GitRepo, data: bytes, name: str) -> str:
 def ref_files(repo: GitRepo, prefix: str, name: str) -> dict[str, bytes]:
     """``name`` in the commit of every ref under ``prefix`` (e.g. the fetched lease tables),
     keyed by the ref's last part."""
-    out = repo.git("for-each-ref", "--format=%(refname) %(objectname)", prefix, check=False)
     found = {}
-    for line in out.splitlines():
-        ref, _, sha = line.partition(" ")
+    for ref, sha in repo.refs.under(prefix):
         try:
             tree = repo.objects.commit_tree(bytes.fromhex(sha))
             entry = repo.objects.lookup(tree, name)
