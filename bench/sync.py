@@ -48,7 +48,8 @@ from hystate.demo_cluster import start_daemon  # noqa: E402
 # (``start_daemon`` runs ``git daemon``, which runs git-daemon as its child; ``served`` runs
 # git-daemon itself, so the bench reads the CPU it and its children used in ``/proc``)
 
-# the real catalog beside the project (../shared/data); 525 made-up episodes where it is absent
+# the real catalog beside the project (../shared/data); made-up episodes where it is absent, or
+# with --episodes (a window long enough for a fair turn of 4 nodes claims more than 525)
 CATALOG = HERE.parent.parent / "shared" / "data" / "archive-org-search-hooting-yard.json"
 HEADING = "## Several machines (issue 13)"
 ENV = {
@@ -67,7 +68,7 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout
 
 
-def seed(tmp: Path, url: str, mode: str) -> None:
+def seed(tmp: Path, url: str, mode: str, episodes: int = 0) -> None:
     work = tmp / "seed"
     work.mkdir()
     git(work, "init", "-q", "-b", "main")
@@ -79,10 +80,10 @@ def seed(tmp: Path, url: str, mode: str) -> None:
     }
     (work / "hystate.yaml").write_text(json.dumps(config))
     catalog = CATALOG
-    if not catalog.is_file():
+    if episodes or not catalog.is_file():
         rows = [
             {"identifier": f"ep{i}", "title": f"Episode {i}", "date": f"{2004 + i % 16}-01-01"}
-            for i in range(525)
+            for i in range(episodes or 525)
         ]
         catalog = tmp / "catalog.json"
         catalog.write_text(json.dumps({"response": {"docs": rows}}))
@@ -203,9 +204,10 @@ def ms(values: list[float]) -> float:
 
 
 def cluster(
-    tmp: Path, nodes: int, seconds: float, mode: str, workers: int = 1
+    tmp: Path, nodes: int, seconds: float, mode: str, workers: int, episodes: int
 ) -> dict[str, object]:
-    """``nodes`` clones of a fresh server, ``workers`` claiming processes each, all at once."""
+    """``nodes`` clones of a fresh server, ``workers`` claiming processes each, all at once
+    (``episodes``: made-up ones, 0 for the real catalog)."""
     base = tmp / f"{mode}-nodes{nodes}x{workers}"
     base.mkdir()
     daemon, url = served(base)
@@ -213,7 +215,7 @@ def cluster(
         subprocess.run(
             ["git", "init", "-q", "--bare", "-b", "main", str(base / "state.git")], check=True
         )
-        seed(base, url, mode)
+        seed(base, url, mode, episodes)
         paths = [clone(url, base / f"n{i}", f"bench-{i}") for i in range(nodes)]
         # nodes in service: each synced once after every node published its lease table, so
         # they know one another (the stripes, the turns to push the branch) from the start
@@ -294,6 +296,9 @@ def main() -> None:
     parser.add_argument(
         "--modes", default="branch,refs", help="sync.claims modes to measure, each in turn"
     )
+    parser.add_argument(
+        "--episodes", type=int, default=0, help="made-up episodes instead of the real 525"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--doc", action="store_true")
     args = parser.parse_args()
@@ -303,7 +308,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "load_average_start": load_start,
         "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
-        "episodes": 525,
+        "episodes": args.episodes or 525,
+        "catalog": "made-up" if args.episodes or not CATALOG.is_file() else "real",
         "workers_per_node": args.workers,
         "modes": {m: measure(args, m) for m in args.modes.split(",")},
         "load_average": round(os.getloadavg()[0], 1),  # the machine is shared: say how busy
@@ -325,7 +331,7 @@ def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             subprocess.run(
                 ["git", "init", "-q", "--bare", "-b", "main", str(tmp / "state.git")], check=True
             )
-            seed(tmp, url, mode)
+            seed(tmp, url, mode, args.episodes)
             node = clone(url, tmp / "node", "bench-a")
             other = clone(url, tmp / "pusher", "bench-p")
             pushes = plain_pushes(other, args.claims // 2)
@@ -335,8 +341,8 @@ def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
         counts = [int(n) for n in args.nodes.split(",")]
-        scaling = [cluster(tmp, n, args.seconds, mode) for n in counts]
-        batched = [cluster(tmp, n, args.seconds, mode, args.workers) for n in counts]
+        scaling = [cluster(tmp, n, args.seconds, mode, 1, args.episodes) for n in counts]
+        batched = [cluster(tmp, n, args.seconds, mode, args.workers, args.episodes) for n in counts]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -424,7 +430,7 @@ def write_doc(r: dict[str, Any]) -> None:
     section = f"""{HEADING}
 
 `{r["command"]}` on {r["machine"]}, {r["git"]}; a bare repository served by `git daemon` on
-127.0.0.1, the {r["episodes"]} real episodes, each mode measured in turn in one run. Every
+127.0.0.1, the {r["episodes"]} {r["catalog"]} episodes, each mode measured in turn in one run. Every
 node, the server and the claiming processes share the same {r["machine"].split(", ")[1]} (load
 average {r.get("load_average_start", "?")} at the start, {r.get("load_average", "?")} at the
 end of the run). See docs/SYNC.md ("Claims: what bounds them", "Claims on their own refs").
