@@ -119,11 +119,7 @@ class Refs:
                             found[Path(entry.path).relative_to(self.common_dir).as_posix()] = None
         elif top.is_file():
             found[base] = None
-        try:
-            lines = (self.common_dir / "packed-refs").read_text().splitlines()
-        except FileNotFoundError:
-            lines = []
-        for line in lines:
+        for line in self._packed_lines():
             sha, _, ref = line.partition(" ")
             if line.startswith(("#", "^")) or not (ref == base or ref.startswith(base + "/")):
                 continue
@@ -153,13 +149,19 @@ class Refs:
             chain.append(text[5:].strip())
         return chain
 
-    def _packed(self, ref: str) -> str | None:
+    def _packed_lines(self) -> list[str]:
+        """packed-refs' lines; a ref name git took that is not UTF-8 (git allows any byte
+        but a few) decoded as the file names of loose refs are (surrogateescape): one such
+        name, fetched and packed by a ``git gc``, would otherwise make every ref unreadable."""
         try:
-            lines = (self.common_dir / "packed-refs").read_text().splitlines()
+            raw = (self.common_dir / "packed-refs").read_bytes()
         except FileNotFoundError:
-            return None
+            return []
+        return raw.decode("utf-8", "surrogateescape").splitlines()
+
+    def _packed(self, ref: str) -> str | None:
         suffix = " " + ref
-        for line in lines:
+        for line in self._packed_lines():
             if line.endswith(suffix) and not line.startswith(("#", "^")):
                 return _check_sha(line[:40], ref)
         return None
