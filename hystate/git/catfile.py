@@ -6,7 +6,8 @@ trees of the clone's pack, looked at by each branch flush), one process each bef
 process is started at the first packed read and kept for the next ones; git looks for packs made
 since (a fetch, a ``git gc``) when an object is not in those it knows, so it never answers
 "missing" for an object that arrived after it started. It is closed with its store (or at
-exit), started again in a forked child (the pipes are the parent's), and any failure of it
+exit), started again in a forked child (the parent's pipes let go of there at the fork: a
+child living on would keep the parent's reader from ending), and any failure of it
 falls back to one ``git cat-file`` for that object.
 """
 
@@ -24,6 +25,9 @@ from hystate.core.errors import GitError
 Env = Callable[[], dict[str, str]] | None
 
 
+_LIVE: weakref.WeakSet[CatFile] = weakref.WeakSet()  # (their pipes let go of in a forked child)
+
+
 class CatFile:
     """``read(sha)``: (kind, content) of a packed (or loose) object, None when git has none."""
 
@@ -33,6 +37,28 @@ class CatFile:
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid = 0  # the process that started ``_proc``
         self._finalizer: weakref.finalize[[subprocess.Popen[bytes]], CatFile] | None = None
+        _LIVE.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's pipes pointed at /dev/null (the file numbers stay
+        the stream objects', closed with them; anything buffered goes nowhere), so a child
+        that lives on does not keep the parent's reader from seeing its stdin end; the lock
+        new (a thread of the parent may have held it at the fork)."""
+        self._lock = threading.Lock()
+        proc, finalizer = self._proc, self._finalizer
+        self._proc, self._finalizer, self._pid = None, None, 0
+        if finalizer is not None:
+            finalizer.detach()
+        if proc is None:
+            return
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                try:
+                    null = os.open(os.devnull, os.O_RDWR)
+                    os.dup2(null, stream.fileno())
+                    os.close(null)
+                except (OSError, ValueError):
+                    pass
 
     def read(self, sha: bytes, env: Env) -> tuple[bytes, bytes] | None:
         """``env``: git's environment for the repository (asked when a process starts)."""
@@ -112,3 +138,11 @@ def _once(sha: bytes, cwd: Path, env: Env) -> tuple[bytes, bytes] | None:
     if proc.returncode != 0 or len(parts) != 3:
         return None
     return parts[1], rest[: int(parts[2])]
+
+
+def _after_fork() -> None:
+    for catfile in list(_LIVE):
+        catfile._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -177,3 +177,28 @@ def test_a_node_that_knows_no_other_waits_its_own_part_of_one_more_slot(
         clock(monkeypatch, waited * slot)
         assert manager.claim_next("downloading", 1)
         assert (tip(server) != before) == pushed
+
+
+def test_a_forked_child_that_lives_on_does_not_keep_the_parents_reader_open(packed: Path) -> None:
+    """The reader's pipes are inherited by a fork (the warm server's children): the parent
+    closing its store must see its reader end, not wait on it and kill it (5 s, under the
+    store's lock) because a child still holds the write end of the reader's stdin."""
+    sha = bytes.fromhex(commit_file(packed, "a.txt", "one\n"))
+    git(packed, "gc", "-q")
+    store = GitRepo.discover(packed).objects
+    assert store.read(sha)[1] == b"one\n"
+    reader = store._catfile._proc
+    assert reader is not None
+    hold, release = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a child that lives on (until the parent lets it go) and reads nothing
+        os.close(release)
+        os.read(hold, 1)
+        os._exit(0)
+    os.close(hold)
+    try:
+        store._catfile.close()
+        assert reader.returncode == 0  # it saw its stdin end: not killed after a wait
+    finally:
+        os.close(release)
+        os.waitpid(pid, 0)
