@@ -54,7 +54,7 @@ demo-cluster: install ## The same on 3 clones of a shared git daemon remote (../
 # tools/test.sh runs the Prefect and Airflow tests (their own venvs) beside the main suite.
 PYTEST_PAR ?= -n 2 --dist loadgroup
 
-test: install install-orchestrators ## Run the test suite on 2 cores, the orchestrators' tests beside it (<24 min)
+test: install install-orchestrators ## Run the test suite on 2 cores, the orchestrators' tests beside it (<26 min)
 	tools/deps.sh
 	BIN=$(BIN) VENV_PREFECT=$(VENV_PREFECT) VENV_AIRFLOW=$(VENV_AIRFLOW) PYTEST_PAR="$(PYTEST_PAR)" tools/test.sh
 
