@@ -45,9 +45,6 @@ sys.path.insert(0, str(HERE.parent))
 
 from hystate.demo_cluster import start_daemon  # noqa: E402
 
-# (``start_daemon`` runs ``git daemon``, which runs git-daemon as its child; ``served`` runs
-# git-daemon itself, so the bench reads the CPU it and its children used in ``/proc``)
-
 # the real catalog beside the project (../shared/data); made-up episodes where it is absent, or
 # with --episodes (a window long enough for a fair turn of 4 nodes claims more than 525)
 CATALOG = HERE.parent.parent / "shared" / "data" / "archive-org-search-hooting-yard.json"
@@ -166,30 +163,6 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def served(base: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``git-daemon`` serving ``base`` on a free port of 127.0.0.1: this process's own child
-    (``daemon_cpu`` reads its CPU; ``stop`` ends it)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    path = subprocess.run(["git", "--exec-path"], capture_output=True, text=True).stdout.strip()
-    proc = subprocess.Popen(
-        [f"{path}/git-daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
-         f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}", str(base)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    for _ in range(600):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"git://127.0.0.1:{port}/state.git"
-        except OSError:
-            time.sleep(0.05)
-    stop(proc)
-    raise RuntimeError("git daemon did not start")
-
-
 def stop(daemon: subprocess.Popen[bytes]) -> None:
     daemon.terminate()
     try:
@@ -210,7 +183,7 @@ def cluster(
     (``episodes``: made-up ones, 0 for the real catalog)."""
     base = tmp / f"{mode}-nodes{nodes}x{workers}"
     base.mkdir()
-    daemon, url = served(base)
+    daemon, url = start_daemon(base)
     try:
         subprocess.run(
             ["git", "init", "-q", "--bare", "-b", "main", str(base / "state.git")], check=True

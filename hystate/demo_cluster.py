@@ -43,16 +43,19 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 def start_daemon(base: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``git daemon`` serving ``base`` on a free port of 127.0.0.1, in its own process group
-    (kill the group); the process and the URL of ``base/state.git``."""
+    """``git-daemon`` serving ``base`` on a free port of 127.0.0.1, in its own process group
+    (kill the group); the process and the URL of ``base/state.git``. It is run itself, not
+    through ``git daemon`` (which would run it as its child), so the process returned is the
+    server (``bench/sync.py`` reads the CPU it and its children used)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    path = subprocess.run(["git", "--exec-path"], capture_output=True, text=True).stdout.strip()
     proc = subprocess.Popen(
-        ["git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
+        [f"{path}/git-daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
          f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}", str(base)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own group: the forked git-daemon goes with it
+        start_new_session=True,  # its own group: the connections it forks go with it
     )  # fmt: skip
     for _ in range(600):
         try:
