@@ -242,7 +242,7 @@ def _push(
     mine = [r for r in waiting if r not in acked and _landed(ws, head, tip, r)]
     if not mine:
         return acked, None
-    withdraw = frozenset(x for r in mine for x in (r.commit, r.lease) if x)
+    withdraw = frozenset(marks(mine))
     turns.before_push(ws, remote, gr.branch_of(ws.repo))  # (meanwhile, the batch grows)
     began = time.monotonic()
 
@@ -267,6 +267,12 @@ def _push(
     if not report.replayed and not report.dropped:
         return acked + mine, None  # pushed as it was: the tip the remote took holds them
     return acked + [r for r in mine if _landed(ws, report.head, tip, r)], None
+
+
+def marks(results: list[TransitionResult]) -> list[str]:
+    """What finds these claims on the node's branch to withdraw them: their commits and their
+    lease tokens (a replay may have rewritten the commit since)."""
+    return [x for r in results for x in (r.commit, r.lease) if x]
 
 
 def _landed(ws: Workspace, commit: str | None, stop: str | None, result: TransitionResult) -> bool:

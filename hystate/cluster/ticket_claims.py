@@ -142,7 +142,8 @@ def _push(
     commits = _unpushed(ws, tip, head)
     try:
         gone, moves = tickets.plan(ws, commits)
-        moves = [m for m in moves if not tickets.with_branch(ws, m[1])]
+        read = {c.sha: c for c in commits}  # (every move is one of them)
+        moves = [m for m in moves if not tickets.with_branch(ws, read[m[1]])]
         table = lease_refs.prepare(ws, remote, only_if_changed=True) if moves else None
         leases = table[:2] if table else None
         if moves and not _take(ws, remote, moves, leases):
@@ -161,8 +162,7 @@ def _push(
     held = [r for r in rest if limits.limited(ws, r.episode.stage)]
     turned = [r for r in rest if r not in held]  # (the remote could not lock its ticket's ref)
     if turned:
-        drop = [x for r in turned for x in (r.commit, r.lease) if x]
-        _withdraw(ws, remote, turned, drop, WITHDRAWN)
+        _withdraw(ws, remote, turned, batch.marks(turned), WITHDRAWN)
     if not held:
         _flush(ws, remote, commits, duty)
         return acked, None
@@ -170,8 +170,7 @@ def _push(
         sync_locked(ws, remote, deadline=until)
     except HystateError as exc:
         waiting = [r for r in held if not _mine(ws, r)]
-        drop = [x for r in waiting for x in (r.commit, r.lease) if x]
-        _withdraw(ws, remote, waiting, drop, WITHDRAWN)
+        _withdraw(ws, remote, waiting, batch.marks(waiting), WITHDRAWN)
         return acked + [r for r in held if _mine(ws, r)], _offline(exc)
     return acked + [r for r in held if _mine(ws, r)], None
 

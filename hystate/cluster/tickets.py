@@ -236,8 +236,8 @@ def plan(
     return lost, moves
 
 
-def with_branch(ws: Workspace, sha: str) -> bool:
-    """Whether the move of commit ``sha`` enters a stage with ``limits``: its ticket is taken
+def with_branch(ws: Workspace, info: gr.CommitInfo) -> bool:
+    """Whether the move of commit ``info`` enters a stage with ``limits``: its ticket is taken
     only together with the branch (``hystate.cluster.sync``), where the limit is judged
     against every node's moves; a ticket alone would acknowledge a move the branch may
     refuse (the stage filled by another node's claims meanwhile)."""
@@ -245,8 +245,8 @@ def with_branch(ws: Workspace, sha: str) -> bool:
     from hystate.engine import limits
 
     try:
-        stage = ProcessingStage(_trailers(gr.commit_info(ws.repo, sha).message).get(audit.TO, ""))
-    except (GitError, ValueError):
+        stage = ProcessingStage(_trailers(info.message).get(audit.TO, ""))
+    except ValueError:
         return False
     return limits.limited(ws, stage)
 
